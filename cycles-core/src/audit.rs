@@ -1,0 +1,330 @@
+//! The audit trail: an append-only, hash-chained record of everything the gate did.
+//!
+//! Each record's `hash` is SHA-256 over the canonical JSON of the record without its `hash`
+//! field (object keys sorted, no whitespace), and its `prev_hash` is the previous record's hash,
+//! so editing, removing or reordering any record breaks the chain at that point.
+
+use std::io::Write;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{CyclesError, Result};
+use crate::model::{Action, Amount, DecisionKind, ReasonCode, Subject, Tier};
+
+/// `prev_hash` of the first record.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What a record is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditKind {
+    /// A preflight decision (allow or deny).
+    Decide,
+    /// A reservation was refused.
+    Denial,
+    /// A reservation was made.
+    Reserve,
+    /// A reservation was committed.
+    Commit,
+    /// A reservation was released.
+    Release,
+    /// A reservation was extended.
+    Extend,
+    /// A reservation expired and its hold was returned.
+    Expire,
+    /// A direct charge.
+    Event,
+    /// A budget was created or changed.
+    BudgetSet,
+    /// An approval was requested.
+    ApprovalRequested,
+    /// An approval was granted.
+    ApprovalGranted,
+    /// An approval was denied by its approver.
+    ApprovalDenied,
+    /// An approval request expired.
+    ApprovalExpired,
+    /// A grant was consumed by a reservation.
+    ApprovalConsumed,
+}
+
+impl AuditKind {
+    /// The serialized name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditKind::Decide => "decide",
+            AuditKind::Denial => "denial",
+            AuditKind::Reserve => "reserve",
+            AuditKind::Commit => "commit",
+            AuditKind::Release => "release",
+            AuditKind::Extend => "extend",
+            AuditKind::Expire => "expire",
+            AuditKind::Event => "event",
+            AuditKind::BudgetSet => "budget_set",
+            AuditKind::ApprovalRequested => "approval_requested",
+            AuditKind::ApprovalGranted => "approval_granted",
+            AuditKind::ApprovalDenied => "approval_denied",
+            AuditKind::ApprovalExpired => "approval_expired",
+            AuditKind::ApprovalConsumed => "approval_consumed",
+        }
+    }
+}
+
+/// One audit record. Call arguments never appear here, only their digest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditRecord {
+    /// Position in the chain, from 1.
+    pub seq: u64,
+    /// Ledger time.
+    pub time_ms: i64,
+    /// What happened.
+    pub kind: AuditKind,
+    /// Who.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Subject>,
+    /// The scopes concerned (budgeted scopes for holds and charges).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// On what.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<Action>,
+    /// SHA-256 of the canonical call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_digest: Option<String>,
+    /// The decision, for decide and denial records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<DecisionKind>,
+    /// The reason code of a denial.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason_code: Option<ReasonCode>,
+    /// The call's tier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<Tier>,
+    /// Amounts held, charged or released.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amounts: Vec<Amount>,
+    /// The reservation concerned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservation_id: Option<String>,
+    /// Anything else worth keeping (rule ids, reasons, budget settings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<serde_json::Value>,
+    /// Hash of the previous record.
+    pub prev_hash: String,
+    /// SHA-256 of this record's canonical JSON without `hash`.
+    pub hash: String,
+}
+
+impl AuditRecord {
+    /// A record of `kind` at `time_ms`, not yet chained.
+    pub fn new(kind: AuditKind, time_ms: i64) -> Self {
+        AuditRecord {
+            seq: 0,
+            time_ms,
+            kind,
+            subject: None,
+            scopes: Vec::new(),
+            action: None,
+            call_digest: None,
+            decision: None,
+            reason_code: None,
+            tier: None,
+            amounts: Vec::new(),
+            reservation_id: None,
+            detail: None,
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    /// The hash this record should carry, computed from its other fields.
+    pub fn compute_hash(&self) -> String {
+        let mut value = serde_json::to_value(self).expect("audit records serialize");
+        if let serde_json::Value::Object(map) = &mut value {
+            map.remove("hash");
+        }
+        sha256_hex(&serde_json::to_vec(&value).expect("json values serialize"))
+    }
+
+    /// Places the record after `(seq, hash)` of the head and seals it.
+    pub fn chain_after(&mut self, head: Option<(u64, String)>) {
+        let (seq, prev) = head.unwrap_or((0, GENESIS_HASH.to_string()));
+        self.seq = seq + 1;
+        self.prev_hash = prev;
+        self.hash = self.compute_hash();
+    }
+}
+
+/// SHA-256 of bytes, lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Canonical JSON: object keys sorted, no whitespace.
+pub fn canonical_json<T: Serialize>(value: &T) -> Vec<u8> {
+    // serde_json::Value keeps object keys in a BTreeMap (sorted), which is what makes this
+    // canonical for our records: integers and strings only, no floats.
+    let v = serde_json::to_value(value).expect("serializable");
+    serde_json::to_vec(&v).expect("json values serialize")
+}
+
+/// A filter over the audit trail. Empty fields match everything.
+///
+/// ```
+/// use cycles_core::{AuditKind, AuditQuery};
+/// let q = AuditQuery { scope: Some("tenant:acme".into()), kinds: vec![AuditKind::Denial], ..Default::default() };
+/// assert!(q.kinds.contains(&AuditKind::Denial));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Records touching this scope or a scope below it.
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// Only these kinds.
+    #[serde(default)]
+    pub kinds: Vec<AuditKind>,
+    /// At or after this time.
+    #[serde(default)]
+    pub since_ms: Option<i64>,
+    /// Before this time.
+    #[serde(default)]
+    pub until_ms: Option<i64>,
+    /// Only records with a greater sequence number.
+    #[serde(default)]
+    pub after_seq: Option<u64>,
+    /// At most this many.
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+impl AuditQuery {
+    /// Whether a record passes the filter.
+    pub fn matches(&self, r: &AuditRecord) -> bool {
+        if !self.kinds.is_empty() && !self.kinds.contains(&r.kind) {
+            return false;
+        }
+        if self.since_ms.is_some_and(|t| r.time_ms < t)
+            || self.until_ms.is_some_and(|t| r.time_ms >= t)
+        {
+            return false;
+        }
+        if let Some(scope) = &self.scope {
+            let under = |s: &String| {
+                s == scope
+                    || (s.starts_with(scope.as_str())
+                        && s.as_bytes().get(scope.len()) == Some(&b'/'))
+            };
+            if !r.scopes.iter().any(under) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// The outcome of walking the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyReport {
+    /// True when every record is intact and linked.
+    pub ok: bool,
+    /// Records checked.
+    pub records: u64,
+    /// The hash of the last intact record.
+    pub head_hash: String,
+    /// The first broken record, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_broken: Option<BrokenRecord>,
+}
+
+/// Where and why the chain breaks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokenRecord {
+    /// The sequence number expected at this position.
+    pub seq: u64,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Walks records in order and checks numbering, links and hashes.
+#[derive(Debug)]
+pub(crate) struct ChainVerifier {
+    expected_seq: u64,
+    prev_hash: String,
+    broken: Option<BrokenRecord>,
+}
+
+impl ChainVerifier {
+    pub(crate) fn new() -> Self {
+        ChainVerifier {
+            expected_seq: 1,
+            prev_hash: GENESIS_HASH.to_string(),
+            broken: None,
+        }
+    }
+
+    /// Feeds the next record; returns false once the chain is broken.
+    pub(crate) fn feed(&mut self, r: &AuditRecord) -> bool {
+        if self.broken.is_some() {
+            return false;
+        }
+        let reason = if r.seq != self.expected_seq {
+            Some(format!(
+                "expected sequence {} but found {}",
+                self.expected_seq, r.seq
+            ))
+        } else if r.prev_hash != self.prev_hash {
+            Some("prev_hash does not match the previous record's hash".to_string())
+        } else if r.compute_hash() != r.hash {
+            Some("hash does not match the record's content".to_string())
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => {
+                self.broken = Some(BrokenRecord {
+                    seq: self.expected_seq,
+                    reason,
+                });
+                false
+            }
+            None => {
+                self.expected_seq += 1;
+                self.prev_hash.clone_from(&r.hash);
+                true
+            }
+        }
+    }
+
+    /// Reports a record that could not even be read.
+    pub(crate) fn unreadable(&mut self, reason: String) {
+        if self.broken.is_none() {
+            self.broken = Some(BrokenRecord {
+                seq: self.expected_seq,
+                reason,
+            });
+        }
+    }
+
+    pub(crate) fn finish(self) -> VerifyReport {
+        VerifyReport {
+            ok: self.broken.is_none(),
+            records: self.expected_seq - 1,
+            head_hash: self.prev_hash,
+            first_broken: self.broken,
+        }
+    }
+}
+
+/// Writes records as JSON Lines.
+pub(crate) fn write_jsonl<W: Write>(out: &mut W, records: &[AuditRecord]) -> Result<()> {
+    for r in records {
+        serde_json::to_writer(&mut *out, r)
+            .map_err(|e| CyclesError::LedgerUnavailable(format!("export: {e}")))?;
+        out.write_all(b"\n")
+            .map_err(|e| CyclesError::LedgerUnavailable(format!("export: {e}")))?;
+    }
+    Ok(())
+}

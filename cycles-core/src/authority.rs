@@ -1,0 +1,327 @@
+//! [`Authority`]: the public facade. Validates input, classifies, then runs the state machine
+//! in one ledger transaction per operation.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use crate::audit::{AuditQuery, AuditRecord, ChainVerifier, VerifyReport, write_jsonl};
+use crate::clock::{Clock, SystemClock};
+use crate::error::{CyclesError, Result};
+use crate::ledger::{Ledger, MemoryLedger, read_with, write_with};
+use crate::machine::{self, Ctx, Prepared, ReserveOutcome};
+use crate::model::{Balance, Decision, ReasonCode, Reservation, ReservationStatus};
+use crate::policy::{CompiledPolicy, Policy};
+use crate::request::{
+    BudgetSpec, CommitRequest, CommitResult, DecideRequest, EventRequest, EventResult,
+    ExtendRequest, ReleaseRequest, ReleaseResult, ReserveRequest,
+};
+
+/// Page size when walking the audit trail.
+const AUDIT_PAGE: usize = 1_000;
+
+struct Inner {
+    ledger: Arc<dyn Ledger>,
+    policy: CompiledPolicy,
+    clock: Arc<dyn Clock>,
+}
+
+/// The runtime authority: the gate between a model's proposed tool call and its execution.
+///
+/// `Send + Sync` and cheap to clone (one `Arc`); share one per process.
+///
+/// ```
+/// use cycles_core::*;
+/// let policy = Policy::default()
+///     .register("read_file", Tier::T0)
+///     .register("railway.delete_volume", Tier::T4)
+///     .budget(BudgetSpec::new("agent:bot", Unit::RiskPoints, 40));
+/// let auth = Authority::builder().policy(policy).build().unwrap();
+/// let bot = Subject::new().agent("bot");
+///
+/// let read = ReserveRequest::new(bot.clone(), ToolCall::new("read_file", serde_json::json!({"path": "a"})));
+/// let r = auth.reserve(&read).unwrap();
+/// auth.commit(&r.reservation_id, &CommitRequest::default()).unwrap();
+///
+/// let wipe = ReserveRequest::new(bot, ToolCall::new("railway.delete_volume", serde_json::json!({"id": "vol-1"})));
+/// let err = auth.reserve(&wipe).unwrap_err();
+/// assert_eq!(err.code(), "BUDGET_EXCEEDED"); // 50 points > 40 allocated
+/// ```
+#[derive(Clone)]
+pub struct Authority {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Authority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authority")
+            .field("ledger", &self.inner.ledger.describe())
+            .finish()
+    }
+}
+
+/// Builds an [`Authority`].
+#[derive(Default)]
+pub struct AuthorityBuilder {
+    ledger: Option<Arc<dyn Ledger>>,
+    policy: Option<Policy>,
+    clock: Option<Arc<dyn Clock>>,
+}
+
+impl AuthorityBuilder {
+    /// The ledger (default: a fresh [`MemoryLedger`]).
+    pub fn ledger(mut self, ledger: impl Ledger + 'static) -> Self {
+        self.ledger = Some(Arc::new(ledger));
+        self
+    }
+    /// A shared ledger.
+    pub fn shared_ledger(mut self, ledger: Arc<dyn Ledger>) -> Self {
+        self.ledger = Some(ledger);
+        self
+    }
+    /// The policy (default: [`Policy::default`], which registers nothing).
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+    /// The clock (default: the system clock).
+    pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// Validates the policy, creates its budgets where the ledger lacks them, and starts.
+    /// An invalid policy is an error: the authority never starts on a silent default.
+    pub fn build(self) -> Result<Authority> {
+        let policy = self.policy.unwrap_or_default().compile()?;
+        let ledger = self.ledger.unwrap_or_else(|| Arc::new(MemoryLedger::new()));
+        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let now = clock.now_ms();
+        if !policy.policy().budgets.is_empty() {
+            write_with(ledger.as_ref(), |txn| {
+                for spec in &policy.policy().budgets {
+                    machine::set_budget(txn, now, spec, true)?;
+                }
+                Ok(())
+            })?;
+        }
+        Ok(Authority {
+            inner: Arc::new(Inner {
+                ledger,
+                policy,
+                clock,
+            }),
+        })
+    }
+}
+
+/// A ledger failure on the gate path becomes a DENY, never an ALLOW.
+fn fail_closed(prepared: &Prepared<'_>, e: CyclesError) -> CyclesError {
+    match e {
+        CyclesError::LedgerUnavailable(msg) | CyclesError::LedgerCorrupt(msg) => {
+            let c = &prepared.assessment.classification;
+            let mut d = Decision::deny(
+                ReasonCode::LedgerUnavailable,
+                c.tier,
+                prepared.assessment.risk_points,
+            );
+            d.rules.clone_from(&c.rules);
+            d.message = Some(msg);
+            CyclesError::Denied(Box::new(d))
+        }
+        other => other,
+    }
+}
+
+impl Authority {
+    /// A builder.
+    pub fn builder() -> AuthorityBuilder {
+        AuthorityBuilder::default()
+    }
+
+    /// The compiled policy.
+    pub fn policy(&self) -> &CompiledPolicy {
+        &self.inner.policy
+    }
+
+    /// The ledger.
+    pub fn ledger(&self) -> &Arc<dyn Ledger> {
+        &self.inner.ledger
+    }
+
+    fn ctx(&self) -> Ctx<'_> {
+        Ctx {
+            policy: &self.inner.policy,
+            now_ms: self.inner.clock.now_ms(),
+        }
+    }
+
+    /// Would this call be allowed now? Holds nothing; the decision is recorded.
+    /// A ledger failure answers DENY `LEDGER_UNAVAILABLE`.
+    pub fn decide(&self, req: &DecideRequest) -> Result<Decision> {
+        req.validate()?;
+        let prepared = Prepared::new(&self.inner.policy, &req.subject, &req.call, &req.estimate)?;
+        let ctx = self.ctx();
+        match write_with(self.inner.ledger.as_ref(), |txn| {
+            machine::decide(txn, &ctx, &prepared)
+        }) {
+            Ok(d) => Ok(d),
+            Err(e) => match fail_closed(&prepared, e) {
+                CyclesError::Denied(d) => Ok(*d),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// Reserves the call's risk points and estimate on every budgeted scope, or fails with
+    /// [`CyclesError::Denied`] (the denial is recorded). Replays with the same idempotency key
+    /// return the original outcome, a denial included.
+    pub fn reserve(&self, req: &ReserveRequest) -> Result<Reservation> {
+        req.validate()?;
+        let prepared = Prepared::new(&self.inner.policy, &req.subject, &req.call, &req.estimate)?;
+        let ctx = self.ctx();
+        let id = format!("rsv_{}", uuid::Uuid::new_v4().simple());
+        let outcome = write_with(self.inner.ledger.as_ref(), |txn| {
+            machine::reserve(txn, &ctx, &prepared, req, &id)
+        })
+        .map_err(|e| fail_closed(&prepared, e))?;
+        match outcome {
+            ReserveOutcome::Reserved { reservation } => Ok(*reservation),
+            ReserveOutcome::Denied { decision } => Err(CyclesError::Denied(decision)),
+        }
+    }
+
+    /// Commits a reservation with the actual amounts (units not listed are charged as held).
+    pub fn commit(&self, reservation_id: &str, req: &CommitRequest) -> Result<CommitResult> {
+        req.validate()?;
+        let ctx = self.ctx();
+        write_with(self.inner.ledger.as_ref(), |txn| {
+            machine::commit(txn, &ctx, reservation_id, req)
+        })?
+    }
+
+    /// Releases a reservation's hold without charge.
+    pub fn release(&self, reservation_id: &str, req: &ReleaseRequest) -> Result<ReleaseResult> {
+        req.validate()?;
+        let ctx = self.ctx();
+        write_with(self.inner.ledger.as_ref(), |txn| {
+            machine::release(txn, &ctx, reservation_id, req)
+        })?
+    }
+
+    /// Extends a reservation from its current expiry (at most 10 times, never after expiry).
+    pub fn extend(&self, reservation_id: &str, req: &ExtendRequest) -> Result<Reservation> {
+        req.validate()?;
+        let ctx = self.ctx();
+        write_with(self.inner.ledger.as_ref(), |txn| {
+            machine::extend(txn, &ctx, reservation_id, req)
+        })?
+    }
+
+    /// Charges usage directly, without a reservation.
+    pub fn event(&self, req: &EventRequest) -> Result<EventResult> {
+        req.validate()?;
+        let prepared = Prepared::new(&self.inner.policy, &req.subject, &req.call, &[])?;
+        let ctx = self.ctx();
+        let id = format!("evt_{}", uuid::Uuid::new_v4().simple());
+        write_with(self.inner.ledger.as_ref(), |txn| {
+            machine::event(txn, &ctx, &prepared, req, &id)
+        })
+    }
+
+    /// Expires every reservation past its expiry plus grace; returns how many.
+    pub fn sweep_expired(&self) -> Result<usize> {
+        let now = self.inner.clock.now_ms();
+        write_with(self.inner.ledger.as_ref(), |txn| {
+            machine::sweep(txn, now, usize::MAX)
+        })
+    }
+
+    /// Creates or changes a budget (recorded in the audit trail).
+    pub fn set_budget(&self, spec: &BudgetSpec) -> Result<Balance> {
+        spec.validate()?;
+        let now = self.inner.clock.now_ms();
+        write_with(self.inner.ledger.as_ref(), |txn| {
+            machine::set_budget(txn, now, spec, false)
+        })
+        .map(|b| b.expect("set_budget always writes"))
+    }
+
+    /// Balances of every budget, or of `scope` and the scopes below it.
+    pub fn balances(&self, scope: Option<&str>) -> Result<Vec<Balance>> {
+        read_with(self.inner.ledger.as_ref(), |txn| {
+            Ok(txn.budgets(scope)?.iter().map(|b| b.balance()).collect())
+        })
+    }
+
+    /// A reservation by id.
+    pub fn reservation(&self, reservation_id: &str) -> Result<Reservation> {
+        read_with(self.inner.ledger.as_ref(), |txn| {
+            txn.reservation(reservation_id)
+        })?
+        .ok_or_else(|| CyclesError::NotFound(format!("reservation {reservation_id}")))
+    }
+
+    /// Reservations, optionally with one status, oldest first.
+    pub fn reservations(
+        &self,
+        status: Option<ReservationStatus>,
+        limit: usize,
+    ) -> Result<Vec<Reservation>> {
+        read_with(self.inner.ledger.as_ref(), |txn| {
+            txn.reservations(status, limit)
+        })
+    }
+
+    /// Audit records matching `query`, in chain order.
+    pub fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>> {
+        let limit = query.limit.unwrap_or(usize::MAX);
+        let mut out = Vec::new();
+        self.walk_audit(query.after_seq.unwrap_or(0), |page| {
+            out.extend(page.iter().filter(|r| query.matches(r)).cloned());
+            out.len() < limit
+        })?;
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    /// Walks the chain page by page until `f` returns false.
+    fn walk_audit(&self, after: u64, mut f: impl FnMut(&[AuditRecord]) -> bool) -> Result<()> {
+        let mut after = after;
+        loop {
+            let page = read_with(self.inner.ledger.as_ref(), |txn| {
+                txn.audit_page(after, AUDIT_PAGE)
+            })?;
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            after = last.seq;
+            if !f(&page) {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Walks the whole chain; the report names the first broken record.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        let mut v = ChainVerifier::new();
+        let walked = self.walk_audit(0, |page| page.iter().all(|r| v.feed(r)));
+        match walked {
+            Ok(()) => {}
+            Err(CyclesError::LedgerCorrupt(msg)) => v.unreadable(msg),
+            Err(e) => return Err(e),
+        }
+        Ok(v.finish())
+    }
+
+    /// Writes the audit records matching `query` as JSON Lines; returns how many.
+    pub fn export_jsonl<W: Write>(&self, query: &AuditQuery, out: &mut W) -> Result<usize> {
+        let records = self.audit(query)?;
+        write_jsonl(out, &records)?;
+        Ok(records.len())
+    }
+
+    /// The current time on the authority's clock.
+    pub fn now_ms(&self) -> i64 {
+        self.inner.clock.now_ms()
+    }
+}

@@ -1,0 +1,337 @@
+//! An in-process ledger behind one `parking_lot` mutex: fast, not durable.
+
+use std::collections::{BTreeMap, HashMap};
+
+use parking_lot::Mutex;
+
+use super::{IdempotencyEntry, Ledger, LedgerTxn, scope_within};
+use crate::audit::AuditRecord;
+use crate::error::{CyclesError, Result};
+use crate::model::{Budget, Reservation, ReservationStatus, Unit};
+
+#[derive(Debug, Default)]
+struct State {
+    budgets: HashMap<String, Vec<Budget>>,
+    reservations: HashMap<String, Reservation>,
+    /// Insertion order of reservations, for stable listings.
+    reservation_order: Vec<String>,
+    idempotency: HashMap<(String, String), IdempotencyEntry>,
+    audit: Vec<AuditRecord>,
+    kv: BTreeMap<(String, String), serde_json::Value>,
+}
+
+/// The in-memory ledger. Transactions run under one lock; writes go to an overlay that is
+/// applied only when the transaction succeeds, so a failed operation changes nothing.
+///
+/// ```
+/// use cycles_core::{Authority, MemoryLedger};
+/// let auth = Authority::builder().ledger(MemoryLedger::new()).build().unwrap();
+/// assert!(auth.verify().unwrap().ok);
+/// ```
+#[derive(Debug, Default)]
+pub struct MemoryLedger {
+    state: Mutex<State>,
+}
+
+impl MemoryLedger {
+    /// An empty ledger.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Test hook: lets a test tamper with a stored audit record to check that `verify()`
+    /// notices. Not part of the stable API.
+    #[doc(hidden)]
+    pub fn tamper_audit(&self, seq: u64, f: impl FnOnce(&mut AuditRecord)) {
+        let mut st = self.state.lock();
+        if let Some(r) = st.audit.iter_mut().find(|r| r.seq == seq) {
+            f(r);
+        }
+    }
+}
+
+#[derive(Default)]
+struct Overlay {
+    budgets: Vec<Budget>,
+    reservations: Vec<Reservation>,
+    idempotency: Vec<((String, String), IdempotencyEntry)>,
+    audit: Vec<AuditRecord>,
+    kv: Vec<((String, String), serde_json::Value)>,
+}
+
+struct MemTxn<'a> {
+    state: &'a State,
+    overlay: Overlay,
+    writable: bool,
+}
+
+impl MemTxn<'_> {
+    fn check_writable(&self) -> Result<()> {
+        if self.writable {
+            Ok(())
+        } else {
+            Err(CyclesError::LedgerUnavailable(
+                "write attempted in a read transaction".into(),
+            ))
+        }
+    }
+}
+
+fn upsert<T>(list: &mut Vec<T>, item: T, same: impl Fn(&T) -> bool) {
+    match list.iter_mut().find(|x| same(x)) {
+        Some(slot) => *slot = item,
+        None => list.push(item),
+    }
+}
+
+impl LedgerTxn for MemTxn<'_> {
+    fn budget(&mut self, scope: &str, unit: Unit) -> Result<Option<Budget>> {
+        if let Some(b) = self
+            .overlay
+            .budgets
+            .iter()
+            .find(|b| b.unit == unit && b.scope == scope)
+        {
+            return Ok(Some(b.clone()));
+        }
+        Ok(self
+            .state
+            .budgets
+            .get(scope)
+            .and_then(|v| v.iter().find(|b| b.unit == unit))
+            .cloned())
+    }
+
+    fn put_budget(&mut self, budget: &Budget) -> Result<()> {
+        self.check_writable()?;
+        upsert(&mut self.overlay.budgets, budget.clone(), |b| {
+            b.unit == budget.unit && b.scope == budget.scope
+        });
+        Ok(())
+    }
+
+    fn budgets(&mut self, scope: Option<&str>) -> Result<Vec<Budget>> {
+        let mut all: BTreeMap<(String, Unit), Budget> = BTreeMap::new();
+        for list in self.state.budgets.values() {
+            for b in list {
+                all.insert((b.scope.clone(), b.unit), b.clone());
+            }
+        }
+        for b in &self.overlay.budgets {
+            all.insert((b.scope.clone(), b.unit), b.clone());
+        }
+        Ok(all
+            .into_values()
+            .filter(|b| scope.is_none_or(|s| scope_within(&b.scope, s)))
+            .collect())
+    }
+
+    fn reservation(&mut self, id: &str) -> Result<Option<Reservation>> {
+        if let Some(r) = self
+            .overlay
+            .reservations
+            .iter()
+            .find(|r| r.reservation_id == id)
+        {
+            return Ok(Some(r.clone()));
+        }
+        Ok(self.state.reservations.get(id).cloned())
+    }
+
+    fn put_reservation(&mut self, reservation: &Reservation) -> Result<()> {
+        self.check_writable()?;
+        upsert(&mut self.overlay.reservations, reservation.clone(), |r| {
+            r.reservation_id == reservation.reservation_id
+        });
+        Ok(())
+    }
+
+    fn reservations(
+        &mut self,
+        status: Option<ReservationStatus>,
+        limit: usize,
+    ) -> Result<Vec<Reservation>> {
+        let mut out = Vec::new();
+        let ids = self
+            .state
+            .reservation_order
+            .iter()
+            .chain(self.overlay.reservations.iter().filter_map(|r| {
+                (!self.state.reservations.contains_key(&r.reservation_id))
+                    .then_some(&r.reservation_id)
+            }))
+            .cloned()
+            .collect::<Vec<_>>();
+        for id in ids {
+            if out.len() >= limit {
+                break;
+            }
+            if let Some(r) = self.reservation(&id)?
+                && status.is_none_or(|s| r.status == s)
+            {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    fn expired_reservation_ids(&mut self, now_ms: i64, limit: usize) -> Result<Vec<String>> {
+        let mut ids: Vec<String> = self
+            .state
+            .reservations
+            .values()
+            .chain(self.overlay.reservations.iter())
+            .filter(|r| {
+                r.status == ReservationStatus::Active
+                    && r.expires_at_ms.saturating_add(r.grace_ms) < now_ms
+            })
+            .map(|r| r.reservation_id.clone())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        // The overlay may already hold a newer, non-active version.
+        let mut out = Vec::new();
+        for id in ids {
+            if out.len() >= limit {
+                break;
+            }
+            if self
+                .reservation(&id)?
+                .is_some_and(|r| r.status == ReservationStatus::Active)
+            {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
+    fn idempotency(&mut self, op: &str, key: &str) -> Result<Option<IdempotencyEntry>> {
+        let k = (op.to_string(), key.to_string());
+        if let Some((_, e)) = self.overlay.idempotency.iter().find(|(kk, _)| *kk == k) {
+            return Ok(Some(e.clone()));
+        }
+        Ok(self.state.idempotency.get(&k).cloned())
+    }
+
+    fn put_idempotency(&mut self, op: &str, key: &str, entry: &IdempotencyEntry) -> Result<()> {
+        self.check_writable()?;
+        let k = (op.to_string(), key.to_string());
+        upsert(
+            &mut self.overlay.idempotency,
+            (k.clone(), entry.clone()),
+            |(kk, _)| *kk == k,
+        );
+        Ok(())
+    }
+
+    fn audit_head(&mut self) -> Result<Option<(u64, String)>> {
+        Ok(self
+            .overlay
+            .audit
+            .last()
+            .or(self.state.audit.last())
+            .map(|r| (r.seq, r.hash.clone())))
+    }
+
+    fn append_audit(&mut self, record: &AuditRecord) -> Result<()> {
+        self.check_writable()?;
+        self.overlay.audit.push(record.clone());
+        Ok(())
+    }
+
+    fn audit_page(&mut self, after_seq: u64, limit: usize) -> Result<Vec<AuditRecord>> {
+        // Records are stored in sequence order; find the start by position when intact.
+        let all = &self.state.audit;
+        let start = all.partition_point(|r| r.seq <= after_seq);
+        Ok(all
+            .iter()
+            .skip(start)
+            .chain(self.overlay.audit.iter())
+            .filter(|r| r.seq > after_seq)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    fn kv_get(&mut self, ns: &str, key: &str) -> Result<Option<serde_json::Value>> {
+        let k = (ns.to_string(), key.to_string());
+        if let Some((_, v)) = self.overlay.kv.iter().find(|(kk, _)| *kk == k) {
+            return Ok(Some(v.clone()));
+        }
+        Ok(self.state.kv.get(&k).cloned())
+    }
+
+    fn kv_put(&mut self, ns: &str, key: &str, value: &serde_json::Value) -> Result<()> {
+        self.check_writable()?;
+        let k = (ns.to_string(), key.to_string());
+        upsert(
+            &mut self.overlay.kv,
+            (k.clone(), value.clone()),
+            |(kk, _)| *kk == k,
+        );
+        Ok(())
+    }
+
+    fn kv_list(&mut self, ns: &str) -> Result<Vec<(String, serde_json::Value)>> {
+        let mut all: BTreeMap<String, serde_json::Value> = self
+            .state
+            .kv
+            .iter()
+            .filter(|((n, _), _)| n == ns)
+            .map(|((_, k), v)| (k.clone(), v.clone()))
+            .collect();
+        for ((n, k), v) in &self.overlay.kv {
+            if n == ns {
+                all.insert(k.clone(), v.clone());
+            }
+        }
+        Ok(all.into_iter().collect())
+    }
+}
+
+impl State {
+    fn apply(&mut self, overlay: Overlay) {
+        for b in overlay.budgets {
+            let list = self.budgets.entry(b.scope.clone()).or_default();
+            upsert(list, b.clone(), |x| x.unit == b.unit);
+        }
+        for r in overlay.reservations {
+            if !self.reservations.contains_key(&r.reservation_id) {
+                self.reservation_order.push(r.reservation_id.clone());
+            }
+            self.reservations.insert(r.reservation_id.clone(), r);
+        }
+        self.idempotency.extend(overlay.idempotency);
+        self.audit.extend(overlay.audit);
+        self.kv.extend(overlay.kv);
+    }
+}
+
+impl Ledger for MemoryLedger {
+    fn write(&self, f: &mut dyn FnMut(&mut dyn LedgerTxn) -> Result<()>) -> Result<()> {
+        let mut guard = self.state.lock();
+        let mut txn = MemTxn {
+            state: &guard,
+            overlay: Overlay::default(),
+            writable: true,
+        };
+        f(&mut txn)?;
+        let overlay = txn.overlay;
+        guard.apply(overlay);
+        Ok(())
+    }
+
+    fn read(&self, f: &mut dyn FnMut(&mut dyn LedgerTxn) -> Result<()>) -> Result<()> {
+        let guard = self.state.lock();
+        let mut txn = MemTxn {
+            state: &guard,
+            overlay: Overlay::default(),
+            writable: false,
+        };
+        f(&mut txn)
+    }
+
+    fn describe(&self) -> String {
+        "memory".to_string()
+    }
+}

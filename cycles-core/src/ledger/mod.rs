@@ -1,0 +1,110 @@
+//! Where state lives. A backend supplies atomic transactions; the rules live in
+//! [`machine`](crate::machine) and are never copied into a backend.
+
+use serde::{Deserialize, Serialize};
+
+use crate::audit::AuditRecord;
+use crate::error::Result;
+use crate::model::{Budget, Reservation, ReservationStatus, Unit};
+
+pub mod memory;
+pub mod sqlite;
+
+pub use memory::MemoryLedger;
+pub use sqlite::{SqliteLedger, SqliteOptions, Synchronous};
+
+/// A stored idempotent result: the digest of the request that produced it, and the result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdempotencyEntry {
+    /// SHA-256 of the canonical request.
+    pub request_digest: String,
+    /// The original outcome, replayed verbatim.
+    pub result: serde_json::Value,
+}
+
+/// One serializable transaction over the ledger's tables.
+///
+/// Everything written through a transaction becomes visible atomically when the closure
+/// passed to [`Ledger::write`] returns `Ok`, and is discarded when it returns `Err`.
+pub trait LedgerTxn {
+    /// The budget of `scope` in `unit`.
+    fn budget(&mut self, scope: &str, unit: Unit) -> Result<Option<Budget>>;
+    /// Inserts or replaces a budget.
+    fn put_budget(&mut self, budget: &Budget) -> Result<()>;
+    /// Every budget, or those of `scope` and the scopes below it, ordered by scope and unit.
+    fn budgets(&mut self, scope: Option<&str>) -> Result<Vec<Budget>>;
+    /// A reservation by id.
+    fn reservation(&mut self, id: &str) -> Result<Option<Reservation>>;
+    /// Inserts or replaces a reservation.
+    fn put_reservation(&mut self, reservation: &Reservation) -> Result<()>;
+    /// Reservations, optionally only those with `status`, oldest first, at most `limit`.
+    fn reservations(
+        &mut self,
+        status: Option<ReservationStatus>,
+        limit: usize,
+    ) -> Result<Vec<Reservation>>;
+    /// Ids of ACTIVE reservations whose expiry plus grace is before `now_ms`, at most `limit`.
+    fn expired_reservation_ids(&mut self, now_ms: i64, limit: usize) -> Result<Vec<String>>;
+    /// The stored result of an idempotent operation.
+    fn idempotency(&mut self, op: &str, key: &str) -> Result<Option<IdempotencyEntry>>;
+    /// Stores the result of an idempotent operation.
+    fn put_idempotency(&mut self, op: &str, key: &str, entry: &IdempotencyEntry) -> Result<()>;
+    /// `(seq, hash)` of the last audit record.
+    fn audit_head(&mut self) -> Result<Option<(u64, String)>>;
+    /// Appends a sealed audit record (its `seq` follows the head).
+    fn append_audit(&mut self, record: &AuditRecord) -> Result<()>;
+    /// Up to `limit` audit records with `seq > after_seq`, in order. A record that cannot be
+    /// read is an error naming its sequence number.
+    fn audit_page(&mut self, after_seq: u64, limit: usize) -> Result<Vec<AuditRecord>>;
+    /// A value in a namespace of extension state (approvals, cooldowns).
+    fn kv_get(&mut self, ns: &str, key: &str) -> Result<Option<serde_json::Value>>;
+    /// Stores a value in a namespace.
+    fn kv_put(&mut self, ns: &str, key: &str, value: &serde_json::Value) -> Result<()>;
+    /// Every `(key, value)` of a namespace, ordered by key.
+    fn kv_list(&mut self, ns: &str) -> Result<Vec<(String, serde_json::Value)>>;
+}
+
+/// A storage backend. Implementations must be safe to share between threads; file and
+/// server backends must also be safe to share between processes.
+pub trait Ledger: Send + Sync + std::fmt::Debug {
+    /// Runs `f` in one serializable write transaction; commits only if it returns `Ok`.
+    fn write(&self, f: &mut dyn FnMut(&mut dyn LedgerTxn) -> Result<()>) -> Result<()>;
+    /// Runs `f` in a read transaction (a consistent snapshot); writes are not allowed.
+    fn read(&self, f: &mut dyn FnMut(&mut dyn LedgerTxn) -> Result<()>) -> Result<()> {
+        self.write(f)
+    }
+    /// A short description for diagnostics (`memory`, `sqlite:/path`).
+    fn describe(&self) -> String;
+}
+
+/// Runs `f` in a write transaction and returns its value.
+pub(crate) fn write_with<L: Ledger + ?Sized, T>(
+    ledger: &L,
+    mut f: impl FnMut(&mut dyn LedgerTxn) -> Result<T>,
+) -> Result<T> {
+    let mut out = None;
+    ledger.write(&mut |txn| {
+        out = Some(f(txn)?);
+        Ok(())
+    })?;
+    Ok(out.expect("write closure ran"))
+}
+
+/// Runs `f` in a read transaction and returns its value.
+pub(crate) fn read_with<L: Ledger + ?Sized, T>(
+    ledger: &L,
+    mut f: impl FnMut(&mut dyn LedgerTxn) -> Result<T>,
+) -> Result<T> {
+    let mut out = None;
+    ledger.read(&mut |txn| {
+        out = Some(f(txn)?);
+        Ok(())
+    })?;
+    Ok(out.expect("read closure ran"))
+}
+
+/// Whether `candidate` is `scope` or a scope below it.
+pub(crate) fn scope_within(candidate: &str, scope: &str) -> bool {
+    candidate == scope
+        || (candidate.starts_with(scope) && candidate.as_bytes().get(scope.len()) == Some(&b'/'))
+}

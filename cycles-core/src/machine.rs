@@ -1,0 +1,795 @@
+//! The reserve/commit state machine, written once over [`LedgerTxn`].
+//!
+//! Every operation runs inside one ledger transaction: the state change and its audit record
+//! commit together or not at all. Operations return `Result<Settled<T>>`: the outer error aborts
+//! the transaction (nothing changes), the inner one is an outcome that is committed with the
+//! transaction (a lazily expired reservation is persisted as EXPIRED, then reported).
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::audit::{AuditKind, AuditRecord, canonical_json, sha256_hex};
+use crate::error::{CyclesError, Result};
+use crate::ledger::{IdempotencyEntry, LedgerTxn};
+use crate::model::{
+    Amount, Balance, Budget, BudgetStatus, CommitOveragePolicy, Decision, DecisionKind, Hold,
+    MAX_EXTENSIONS, ReasonCode, Reservation, ReservationStatus, Subject, ToolCall, Unit, add, sub,
+};
+use crate::policy::{Assessment, CompiledPolicy};
+use crate::request::{
+    BudgetSpec, CommitRequest, CommitResult, EventRequest, EventResult, ExtendRequest,
+    ReleaseRequest, ReleaseResult, ReserveRequest,
+};
+
+/// An outcome committed with its transaction.
+pub(crate) type Settled<T> = Result<T>;
+
+/// How many expired reservations one sweep pass handles inside a transaction.
+const SWEEP_BATCH: usize = 256;
+
+/// What an operation needs besides the transaction.
+pub(crate) struct Ctx<'a> {
+    pub policy: &'a CompiledPolicy,
+    pub now_ms: i64,
+}
+
+/// A call already validated and classified (outside the transaction: it is pure).
+pub(crate) struct Prepared<'a> {
+    pub subject: &'a Subject,
+    pub call: &'a ToolCall,
+    pub scopes: Vec<String>,
+    pub assessment: Assessment,
+    /// One entry per unit: the tier's risk points plus any estimate.
+    pub amounts: Vec<Amount>,
+}
+
+impl<'a> Prepared<'a> {
+    pub(crate) fn new(
+        policy: &CompiledPolicy,
+        subject: &'a Subject,
+        call: &'a ToolCall,
+        estimate: &[Amount],
+    ) -> Result<Self> {
+        let scopes = subject.scopes()?;
+        let assessment = policy.assess(call, &scopes);
+        let mut amounts = Vec::with_capacity(estimate.len() + 1);
+        let extra_risk = estimate
+            .iter()
+            .find(|a| a.unit == Unit::RiskPoints)
+            .map_or(0, |a| a.amount);
+        amounts.push(Amount::new(
+            Unit::RiskPoints,
+            add(assessment.risk_points, extra_risk, "risk points")?,
+        ));
+        amounts.extend(estimate.iter().filter(|a| a.unit != Unit::RiskPoints));
+        Ok(Prepared {
+            subject,
+            call,
+            scopes,
+            assessment,
+            amounts,
+        })
+    }
+
+    fn base_decision(&self, kind: DecisionKind) -> Decision {
+        let c = &self.assessment.classification;
+        let mut d = Decision::allow(c.tier, self.assessment.risk_points);
+        d.decision = kind;
+        d.rules.clone_from(&c.rules);
+        d
+    }
+
+    fn audit(&self, kind: AuditKind, now_ms: i64) -> AuditRecord {
+        let mut r = AuditRecord::new(kind, now_ms);
+        r.subject = Some(self.subject.clone());
+        r.scopes.clone_from(&self.scopes);
+        let mut action = self.call.action.clone();
+        if action.kind.is_none() {
+            action.kind.clone_from(&self.assessment.classification.kind);
+        }
+        r.action = Some(action);
+        r.call_digest = Some(self.call.digest());
+        r.tier = Some(self.assessment.classification.tier);
+        r
+    }
+}
+
+/// Seals `record` after the current head and appends it.
+pub(crate) fn append(txn: &mut dyn LedgerTxn, mut record: AuditRecord) -> Result<()> {
+    let head = txn.audit_head()?;
+    record.chain_after(head);
+    txn.append_audit(&record)
+}
+
+fn decision_record(d: &Decision, r: &mut AuditRecord) {
+    r.decision = Some(d.decision);
+    r.reason_code = d.reason_code;
+    if !d.rules.is_empty() {
+        r.detail = Some(serde_json::json!({ "rules": d.rules }));
+    }
+}
+
+/// Budgets of `scopes` in `unit` (only those that exist).
+fn budgets_for(txn: &mut dyn LedgerTxn, scopes: &[String], unit: Unit) -> Result<Vec<Budget>> {
+    let mut out = Vec::new();
+    for s in scopes {
+        if let Some(b) = txn.budget(s, unit)? {
+            out.push(b);
+        }
+    }
+    Ok(out)
+}
+
+/// Checks every budgeted scope for every amount. Returns the denial, if any, and the balances.
+fn check_budgets(
+    txn: &mut dyn LedgerTxn,
+    prepared: &Prepared<'_>,
+) -> Result<(Option<(ReasonCode, String)>, Vec<Balance>, Vec<Vec<Budget>>)> {
+    let mut balances = Vec::new();
+    let mut per_unit = Vec::with_capacity(prepared.amounts.len());
+    let mut denial = None;
+    for amount in &prepared.amounts {
+        let budgets = budgets_for(txn, &prepared.scopes, amount.unit)?;
+        if budgets.is_empty() && denial.is_none() {
+            denial = Some((ReasonCode::BudgetNotFound, amount.unit.to_string()));
+        }
+        for b in &budgets {
+            balances.push(b.balance());
+            if denial.is_some() {
+                continue;
+            }
+            let reason = match b.status {
+                BudgetStatus::Closed => Some(ReasonCode::BudgetClosed),
+                BudgetStatus::Frozen => Some(ReasonCode::BudgetFrozen),
+                BudgetStatus::Active if b.debt > b.overdraft_limit => {
+                    Some(ReasonCode::OverdraftLimitExceeded)
+                }
+                BudgetStatus::Active if b.debt > 0 => Some(ReasonCode::DebtOutstanding),
+                BudgetStatus::Active if b.remaining() < amount.amount => {
+                    Some(ReasonCode::BudgetExceeded)
+                }
+                BudgetStatus::Active => None,
+            };
+            if let Some(r) = reason {
+                denial = Some((r, b.scope.clone()));
+            }
+        }
+        per_unit.push(budgets);
+    }
+    Ok((denial, balances, per_unit))
+}
+
+/// Evaluates a prepared call against policy and budgets. A budget shortfall first returns
+/// the holds of expired reservations, so a stale hold never causes a denial.
+fn evaluate(
+    txn: &mut dyn LedgerTxn,
+    ctx: &Ctx<'_>,
+    prepared: &Prepared<'_>,
+) -> Result<(Decision, Vec<Vec<Budget>>)> {
+    if let Some((reason, message)) = &prepared.assessment.deny {
+        let mut d = prepared.base_decision(DecisionKind::Deny);
+        d.reason_code = Some(*reason);
+        d.message = Some(message.clone());
+        return Ok((d, Vec::new()));
+    }
+    let mut checked = check_budgets(txn, prepared)?;
+    if matches!(checked.0, Some((ReasonCode::BudgetExceeded, _)))
+        && sweep(txn, ctx.now_ms, usize::MAX)? > 0
+    {
+        checked = check_budgets(txn, prepared)?;
+    }
+    let (denial, balances, per_unit) = checked;
+    let mut d = prepared.base_decision(DecisionKind::Allow);
+    d.balances = balances;
+    if let Some((reason, at)) = denial {
+        d.decision = DecisionKind::Deny;
+        d.reason_code = Some(reason);
+        if reason == ReasonCode::BudgetNotFound {
+            d.message = Some(format!("no scope of the subject has a {at} budget"));
+        } else {
+            d.message = Some(format!("{} on {at}", reason.as_str()));
+            d.scope = Some(at);
+        }
+    }
+    Ok((d, per_unit))
+}
+
+/// `decide`: evaluates and records the decision; holds nothing.
+pub(crate) fn decide(
+    txn: &mut dyn LedgerTxn,
+    ctx: &Ctx<'_>,
+    prepared: &Prepared<'_>,
+) -> Result<Decision> {
+    let (decision, _) = evaluate(txn, ctx, prepared)?;
+    let mut rec = prepared.audit(AuditKind::Decide, ctx.now_ms);
+    decision_record(&decision, &mut rec);
+    rec.amounts.clone_from(&prepared.amounts);
+    append(txn, rec)?;
+    Ok(decision)
+}
+
+/// Looks up an idempotent replay: `Ok(Some(result))` replays, a digest mismatch is an error.
+fn replay<T: DeserializeOwned>(
+    txn: &mut dyn LedgerTxn,
+    op: &str,
+    key: Option<&str>,
+    digest: &str,
+) -> Result<Option<T>> {
+    let Some(key) = key else { return Ok(None) };
+    match txn.idempotency(op, key)? {
+        None => Ok(None),
+        Some(e) if e.request_digest != digest => {
+            Err(CyclesError::IdempotencyMismatch(key.to_string()))
+        }
+        Some(e) => serde_json::from_value(e.result)
+            .map(Some)
+            .map_err(|e| CyclesError::LedgerCorrupt(format!("idempotency entry {key}: {e}"))),
+    }
+}
+
+fn remember<T: Serialize>(
+    txn: &mut dyn LedgerTxn,
+    op: &str,
+    key: Option<&str>,
+    digest: &str,
+    result: &T,
+) -> Result<()> {
+    let Some(key) = key else { return Ok(()) };
+    let entry = IdempotencyEntry {
+        request_digest: digest.to_string(),
+        result: serde_json::to_value(result)
+            .map_err(|e| CyclesError::LedgerCorrupt(format!("idempotency result: {e}")))?,
+    };
+    txn.put_idempotency(op, key, &entry)
+}
+
+/// Digest of a request for idempotency, without its key.
+pub(crate) fn request_digest<T: Serialize>(scope: &str, req: &T) -> String {
+    let mut v = serde_json::to_value(req).expect("requests serialize");
+    if let serde_json::Value::Object(m) = &mut v {
+        m.remove("idempotency_key");
+        m.insert("__op".into(), serde_json::Value::String(scope.into()));
+    }
+    sha256_hex(&canonical_json(&v))
+}
+
+/// A reservation's outcome as remembered for replays.
+#[derive(Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "outcome")]
+pub(crate) enum ReserveOutcome {
+    Reserved { reservation: Box<Reservation> },
+    Denied { decision: Box<Decision> },
+}
+
+/// `reserve`: holds every amount on every budgeted scope, or records the denial.
+pub(crate) fn reserve(
+    txn: &mut dyn LedgerTxn,
+    ctx: &Ctx<'_>,
+    prepared: &Prepared<'_>,
+    req: &ReserveRequest,
+    reservation_id: &str,
+) -> Result<ReserveOutcome> {
+    let key = req.idempotency_key.as_deref();
+    let digest = match key {
+        Some(_) => request_digest("reserve", req),
+        None => String::new(),
+    };
+    if let Some(prev) = replay(txn, "reserve", key, &digest)? {
+        return Ok(prev);
+    }
+    let (decision, per_unit) = evaluate(txn, ctx, prepared)?;
+    if !decision.is_allowed() {
+        let mut rec = prepared.audit(AuditKind::Denial, ctx.now_ms);
+        decision_record(&decision, &mut rec);
+        rec.amounts.clone_from(&prepared.amounts);
+        append(txn, rec)?;
+        let out = ReserveOutcome::Denied {
+            decision: Box::new(decision),
+        };
+        remember(txn, "reserve", key, &digest, &out)?;
+        return Ok(out);
+    }
+    let defaults = &ctx.policy.policy().defaults;
+    let mut holds = Vec::with_capacity(prepared.amounts.len());
+    for (amount, budgets) in prepared.amounts.iter().zip(per_unit) {
+        let mut scopes = Vec::with_capacity(budgets.len());
+        for mut b in budgets {
+            b.reserved = add(b.reserved, amount.amount, "reserved")?;
+            txn.put_budget(&b)?;
+            scopes.push(b.scope);
+        }
+        holds.push(Hold {
+            unit: amount.unit,
+            amount: amount.amount,
+            scopes,
+        });
+    }
+    let ttl = req.ttl_ms.unwrap_or(defaults.ttl_ms);
+    let mut decision = decision;
+    decision.balances = balances_of(txn, &holds)?;
+    let reservation = Reservation {
+        reservation_id: reservation_id.to_string(),
+        status: ReservationStatus::Active,
+        subject: prepared.subject.clone(),
+        action: prepared.call.action.clone(),
+        call_digest: prepared.call.digest(),
+        tier: prepared.assessment.classification.tier,
+        holds,
+        decision,
+        created_at_ms: ctx.now_ms,
+        expires_at_ms: add(ctx.now_ms, ttl, "expires_at_ms")?,
+        grace_ms: req.grace_period_ms.unwrap_or(defaults.grace_period_ms),
+        extensions: 0,
+        overage_policy: req.overage_policy.unwrap_or(defaults.overage_policy),
+        charged: Vec::new(),
+        finalized_at_ms: None,
+    };
+    txn.put_reservation(&reservation)?;
+    let mut rec = prepared.audit(AuditKind::Reserve, ctx.now_ms);
+    decision_record(&reservation.decision, &mut rec);
+    rec.amounts = reservation.reserved();
+    rec.reservation_id = Some(reservation.reservation_id.clone());
+    append(txn, rec)?;
+    let out = ReserveOutcome::Reserved {
+        reservation: Box::new(reservation),
+    };
+    remember(txn, "reserve", key, &digest, &out)?;
+    Ok(out)
+}
+
+/// Balances of every scope a reservation holds, after its change.
+fn balances_of(txn: &mut dyn LedgerTxn, holds: &[Hold]) -> Result<Vec<Balance>> {
+    let mut out = Vec::new();
+    for h in holds {
+        for s in &h.scopes {
+            if let Some(b) = txn.budget(s, h.unit)? {
+                out.push(b.balance());
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn reservation_record(kind: AuditKind, r: &Reservation, now_ms: i64) -> AuditRecord {
+    let mut rec = AuditRecord::new(kind, now_ms);
+    rec.subject = Some(r.subject.clone());
+    rec.scopes = r
+        .decision
+        .balances
+        .iter()
+        .map(|b| b.scope.clone())
+        .collect();
+    rec.scopes.dedup();
+    rec.action = Some(r.action.clone());
+    rec.call_digest = Some(r.call_digest.clone());
+    rec.tier = Some(r.tier);
+    rec.reservation_id = Some(r.reservation_id.clone());
+    rec
+}
+
+/// Returns a reservation's holds to its budgets.
+fn return_holds(txn: &mut dyn LedgerTxn, r: &Reservation) -> Result<()> {
+    for h in &r.holds {
+        for s in &h.scopes {
+            let mut b = txn.budget(s, h.unit)?.ok_or_else(|| {
+                CyclesError::LedgerCorrupt(format!("budget {s} {} vanished", h.unit))
+            })?;
+            b.reserved = sub(b.reserved, h.amount, "reserved")?;
+            if b.reserved < 0 {
+                return Err(CyclesError::LedgerCorrupt(format!(
+                    "budget {s} {} would hold a negative reservation",
+                    h.unit
+                )));
+            }
+            txn.put_budget(&b)?;
+        }
+    }
+    Ok(())
+}
+
+/// Marks an ACTIVE reservation EXPIRED and returns its hold.
+fn expire(txn: &mut dyn LedgerTxn, mut r: Reservation, now_ms: i64) -> Result<()> {
+    return_holds(txn, &r)?;
+    r.status = ReservationStatus::Expired;
+    r.finalized_at_ms = Some(now_ms);
+    txn.put_reservation(&r)?;
+    let mut rec = reservation_record(AuditKind::Expire, &r, now_ms);
+    rec.amounts = r.reserved();
+    append(txn, rec)
+}
+
+/// Expires up to `max` reservations past expiry plus grace. Returns how many.
+pub(crate) fn sweep(txn: &mut dyn LedgerTxn, now_ms: i64, max: usize) -> Result<usize> {
+    let mut n = 0;
+    loop {
+        let ids = txn.expired_reservation_ids(now_ms, SWEEP_BATCH.min(max - n))?;
+        if ids.is_empty() {
+            return Ok(n);
+        }
+        for id in ids {
+            if let Some(r) = txn.reservation(&id)? {
+                expire(txn, r, now_ms)?;
+                n += 1;
+            }
+        }
+        if n >= max {
+            return Ok(n);
+        }
+    }
+}
+
+/// Loads an ACTIVE reservation, expiring it lazily when past `deadline`.
+/// `Ok(Err(..))` reports a committed expiry or a finalized reservation.
+fn load_active(
+    txn: &mut dyn LedgerTxn,
+    id: &str,
+    now_ms: i64,
+    past_deadline: impl Fn(&Reservation) -> bool,
+) -> Result<Settled<Reservation>> {
+    let r = txn
+        .reservation(id)?
+        .ok_or_else(|| CyclesError::NotFound(format!("reservation {id}")))?;
+    match r.status {
+        ReservationStatus::Committed | ReservationStatus::Released => {
+            Ok(Err(CyclesError::ReservationFinalized(id.to_string())))
+        }
+        ReservationStatus::Expired => Ok(Err(CyclesError::ReservationExpired(id.to_string()))),
+        ReservationStatus::Active if r.expires_at_ms.saturating_add(r.grace_ms) < now_ms => {
+            expire(txn, r, now_ms)?;
+            Ok(Err(CyclesError::ReservationExpired(id.to_string())))
+        }
+        ReservationStatus::Active if past_deadline(&r) => {
+            Ok(Err(CyclesError::ReservationExpired(id.to_string())))
+        }
+        ReservationStatus::Active => Ok(Ok(r)),
+    }
+}
+
+/// How a charge of `actual` against a held `held` lands on one budget.
+struct Charge {
+    spent: i64,
+    debt: i64,
+    capped: bool,
+}
+
+/// Computes the charge on one budget after its hold was removed. Errors change nothing.
+fn charge_on(b: &Budget, held: i64, actual: i64, policy: CommitOveragePolicy) -> Result<Charge> {
+    if actual <= held {
+        return Ok(Charge {
+            spent: actual,
+            debt: 0,
+            capped: false,
+        });
+    }
+    let over = actual - held;
+    // The hold is already returned, so `remaining` includes it; the overage needs room beyond it.
+    let available = sub(b.remaining(), held, "remaining")?.max(0);
+    match policy {
+        CommitOveragePolicy::Reject if over > available => Err(CyclesError::BudgetExceeded {
+            scope: b.scope.clone(),
+            unit: b.unit.to_string(),
+        }),
+        CommitOveragePolicy::Reject => Ok(Charge {
+            spent: actual,
+            debt: 0,
+            capped: false,
+        }),
+        CommitOveragePolicy::AllowIfAvailable => {
+            let extra = over.min(available);
+            Ok(Charge {
+                spent: add(held, extra, "charge")?,
+                debt: 0,
+                capped: extra < over,
+            })
+        }
+        CommitOveragePolicy::AllowWithOverdraft => {
+            let extra = over.min(available);
+            let debt = over - extra;
+            if add(b.debt, debt, "debt")? > b.overdraft_limit {
+                return Err(CyclesError::OverdraftLimitExceeded {
+                    scope: b.scope.clone(),
+                    unit: b.unit.to_string(),
+                });
+            }
+            Ok(Charge {
+                spent: add(held, extra, "charge")?,
+                debt,
+                capped: false,
+            })
+        }
+    }
+}
+
+/// Applies a charge of `actual` (held `held`) to every budget in `budgets`.
+/// `ALLOW_IF_AVAILABLE` charges every scope the same capped amount.
+/// Returns `(charged, debt_incurred)`.
+fn apply_charge(
+    txn: &mut dyn LedgerTxn,
+    budgets: Vec<Budget>,
+    held: i64,
+    actual: i64,
+    policy: CommitOveragePolicy,
+) -> Result<(i64, i64)> {
+    let mut charges = Vec::with_capacity(budgets.len());
+    for b in &budgets {
+        charges.push(charge_on(b, held, actual, policy)?);
+    }
+    // Same charge on every scope: the smallest one any scope could take.
+    let charged = charges
+        .iter()
+        .map(|c| add(c.spent, c.debt, "charge"))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .min()
+        .unwrap_or(actual);
+    let capped = charges.iter().any(|c| c.capped);
+    let mut max_debt = 0;
+    for (mut b, c) in budgets.into_iter().zip(charges) {
+        let (spent, debt) = if capped {
+            (charged, 0)
+        } else {
+            (c.spent, c.debt)
+        };
+        b.spent = add(b.spent, spent, "spent")?;
+        b.debt = add(b.debt, debt, "debt")?;
+        if capped && charged < actual {
+            b.is_over_limit = true;
+        }
+        max_debt = max_debt.max(debt);
+        txn.put_budget(&b)?;
+    }
+    Ok((charged, max_debt))
+}
+
+/// `commit`: charges the actual amounts, returns the rest.
+pub(crate) fn commit(
+    txn: &mut dyn LedgerTxn,
+    ctx: &Ctx<'_>,
+    id: &str,
+    req: &CommitRequest,
+) -> Result<Settled<CommitResult>> {
+    let key = req.idempotency_key.as_deref();
+    let op = format!("commit:{id}");
+    let digest = match key {
+        Some(_) => request_digest(&op, req),
+        None => String::new(),
+    };
+    if let Some(prev) = replay(txn, &op, key, &digest)? {
+        return Ok(Ok(prev));
+    }
+    let mut r = match load_active(txn, id, ctx.now_ms, |_| false)? {
+        Ok(r) => r,
+        Err(e) => return Ok(Err(e)),
+    };
+    for (i, a) in req.actual.iter().enumerate() {
+        if !r.holds.iter().any(|h| h.unit == a.unit) {
+            return Err(CyclesError::UnitMismatch(format!(
+                "actual[{i}] is {} but the reservation holds {}",
+                a.unit,
+                r.holds
+                    .iter()
+                    .map(|h| h.unit.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    return_holds(txn, &r)?;
+    let mut charged = Vec::with_capacity(r.holds.len());
+    let mut released = Vec::with_capacity(r.holds.len());
+    let mut debt_incurred = Vec::new();
+    for h in &r.holds {
+        let actual = req
+            .actual
+            .iter()
+            .find(|a| a.unit == h.unit)
+            .map_or(h.amount, |a| a.amount);
+        let mut budgets = Vec::with_capacity(h.scopes.len());
+        for s in &h.scopes {
+            budgets.push(txn.budget(s, h.unit)?.ok_or_else(|| {
+                CyclesError::LedgerCorrupt(format!("budget {s} {} vanished", h.unit))
+            })?);
+        }
+        // `charge_on` sees budgets with the hold already returned: pass held = h.amount so the
+        // part up to the hold is always covered.
+        let (c, debt) = apply_charge(txn, budgets, h.amount, actual, r.overage_policy)?;
+        charged.push(Amount::new(h.unit, c));
+        released.push(Amount::new(h.unit, (h.amount - c).max(0)));
+        if debt > 0 {
+            debt_incurred.push(Amount::new(h.unit, debt));
+        }
+    }
+    r.status = ReservationStatus::Committed;
+    r.charged.clone_from(&charged);
+    r.finalized_at_ms = Some(ctx.now_ms);
+    txn.put_reservation(&r)?;
+    let mut rec = reservation_record(AuditKind::Commit, &r, ctx.now_ms);
+    rec.amounts.clone_from(&charged);
+    rec.detail = Some(serde_json::json!({
+        "released": released,
+        "debt_incurred": debt_incurred,
+        "overage_policy": r.overage_policy,
+    }));
+    append(txn, rec)?;
+    let result = CommitResult {
+        reservation_id: r.reservation_id.clone(),
+        status: ReservationStatus::Committed,
+        charged,
+        released,
+        debt_incurred,
+        balances: balances_of(txn, &r.holds)?,
+    };
+    remember(txn, &op, key, &digest, &result)?;
+    Ok(Ok(result))
+}
+
+/// `release`: returns the whole hold without charge.
+pub(crate) fn release(
+    txn: &mut dyn LedgerTxn,
+    ctx: &Ctx<'_>,
+    id: &str,
+    req: &ReleaseRequest,
+) -> Result<Settled<ReleaseResult>> {
+    let key = req.idempotency_key.as_deref();
+    let op = format!("release:{id}");
+    let digest = match key {
+        Some(_) => request_digest(&op, req),
+        None => String::new(),
+    };
+    if let Some(prev) = replay(txn, &op, key, &digest)? {
+        return Ok(Ok(prev));
+    }
+    let mut r = match load_active(txn, id, ctx.now_ms, |_| false)? {
+        Ok(r) => r,
+        Err(e) => return Ok(Err(e)),
+    };
+    return_holds(txn, &r)?;
+    r.status = ReservationStatus::Released;
+    r.finalized_at_ms = Some(ctx.now_ms);
+    txn.put_reservation(&r)?;
+    let mut rec = reservation_record(AuditKind::Release, &r, ctx.now_ms);
+    rec.amounts = r.reserved();
+    if let Some(reason) = &req.reason {
+        rec.detail = Some(serde_json::json!({ "reason": reason }));
+    }
+    append(txn, rec)?;
+    let result = ReleaseResult {
+        reservation_id: r.reservation_id.clone(),
+        status: ReservationStatus::Released,
+        released: r.reserved(),
+        balances: balances_of(txn, &r.holds)?,
+    };
+    remember(txn, &op, key, &digest, &result)?;
+    Ok(Ok(result))
+}
+
+/// `extend`: moves the expiry forward from the current expiry; never after expiry.
+pub(crate) fn extend(
+    txn: &mut dyn LedgerTxn,
+    ctx: &Ctx<'_>,
+    id: &str,
+    req: &ExtendRequest,
+) -> Result<Settled<Reservation>> {
+    let key = req.idempotency_key.as_deref();
+    let op = format!("extend:{id}");
+    let digest = match key {
+        Some(_) => request_digest(&op, req),
+        None => String::new(),
+    };
+    if let Some(prev) = replay(txn, &op, key, &digest)? {
+        return Ok(Ok(prev));
+    }
+    let now = ctx.now_ms;
+    let mut r = match load_active(txn, id, now, |r| r.expires_at_ms < now)? {
+        Ok(r) => r,
+        Err(e) => return Ok(Err(e)),
+    };
+    if r.extensions >= MAX_EXTENSIONS {
+        return Err(CyclesError::MaxExtensionsExceeded(id.to_string()));
+    }
+    r.expires_at_ms = add(r.expires_at_ms, req.extend_by_ms, "expires_at_ms")?;
+    r.extensions += 1;
+    txn.put_reservation(&r)?;
+    let mut rec = reservation_record(AuditKind::Extend, &r, now);
+    rec.detail = Some(serde_json::json!({
+        "extend_by_ms": req.extend_by_ms,
+        "expires_at_ms": r.expires_at_ms,
+        "extensions": r.extensions,
+    }));
+    append(txn, rec)?;
+    remember(txn, &op, key, &digest, &r)?;
+    Ok(Ok(r))
+}
+
+/// `event`: a direct charge without reservation.
+pub(crate) fn event(
+    txn: &mut dyn LedgerTxn,
+    ctx: &Ctx<'_>,
+    prepared: &Prepared<'_>,
+    req: &EventRequest,
+    event_id: &str,
+) -> Result<EventResult> {
+    let key = req.idempotency_key.as_deref();
+    let digest = match key {
+        Some(_) => request_digest("event", req),
+        None => String::new(),
+    };
+    if let Some(prev) = replay(txn, "event", key, &digest)? {
+        return Ok(prev);
+    }
+    let policy = req
+        .overage_policy
+        .unwrap_or(ctx.policy.policy().defaults.overage_policy);
+    let mut charged = Vec::with_capacity(req.actual.len());
+    let mut debt_incurred = Vec::new();
+    let mut balances = Vec::new();
+    for a in &req.actual {
+        let budgets = budgets_for(txn, &prepared.scopes, a.unit)?;
+        if budgets.is_empty() {
+            return Err(CyclesError::NotFound(format!(
+                "no scope of the subject has a {} budget",
+                a.unit
+            )));
+        }
+        for b in &budgets {
+            match b.status {
+                BudgetStatus::Frozen => return Err(CyclesError::BudgetFrozen(b.scope.clone())),
+                BudgetStatus::Closed => return Err(CyclesError::BudgetClosed(b.scope.clone())),
+                BudgetStatus::Active => {}
+            }
+        }
+        let scopes: Vec<String> = budgets.iter().map(|b| b.scope.clone()).collect();
+        let (c, debt) = apply_charge(txn, budgets, 0, a.amount, policy)?;
+        charged.push(Amount::new(a.unit, c));
+        if debt > 0 {
+            debt_incurred.push(Amount::new(a.unit, debt));
+        }
+        for s in &scopes {
+            if let Some(b) = txn.budget(s, a.unit)? {
+                balances.push(b.balance());
+            }
+        }
+    }
+    let mut rec = prepared.audit(AuditKind::Event, ctx.now_ms);
+    rec.amounts.clone_from(&charged);
+    rec.detail = Some(serde_json::json!({
+        "event_id": event_id,
+        "requested": req.actual,
+        "debt_incurred": debt_incurred,
+    }));
+    append(txn, rec)?;
+    let result = EventResult {
+        event_id: event_id.to_string(),
+        charged,
+        debt_incurred,
+        balances,
+    };
+    remember(txn, "event", key, &digest, &result)?;
+    Ok(result)
+}
+
+/// Creates or changes a budget; spending, holds and debt are kept.
+pub(crate) fn set_budget(
+    txn: &mut dyn LedgerTxn,
+    now_ms: i64,
+    spec: &BudgetSpec,
+    only_if_absent: bool,
+) -> Result<Option<Balance>> {
+    let existing = txn.budget(&spec.scope, spec.unit)?;
+    if only_if_absent && existing.is_some() {
+        return Ok(None);
+    }
+    let mut b = existing.unwrap_or_else(|| Budget::new(&spec.scope, spec.unit, 0));
+    b.allocated = spec.allocated;
+    b.overdraft_limit = spec.overdraft_limit;
+    b.status = spec.status;
+    // A new allocation clears a capped commit's flag; debt past the limit keeps it.
+    b.is_over_limit = b.debt > b.overdraft_limit;
+    txn.put_budget(&b)?;
+    let mut rec = AuditRecord::new(AuditKind::BudgetSet, now_ms);
+    rec.scopes = vec![spec.scope.clone()];
+    rec.amounts = vec![Amount::new(spec.unit, spec.allocated)];
+    rec.detail = Some(serde_json::to_value(spec).expect("budget specs serialize"));
+    append(txn, rec)?;
+    Ok(Some(b.balance()))
+}

@@ -1,0 +1,1 @@
+//! Placeholder: the py binding is built in its own issue.
