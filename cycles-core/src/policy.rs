@@ -148,9 +148,45 @@ impl Policy {
         self
     }
 
+    /// Parses a policy file's text (TOML) and validates it.
+    ///
+    /// `origin` names the text in error messages (usually the file path). Every error is a
+    /// [`CyclesError::Policy`] whose message names the origin, the line and column, and the
+    /// field, e.g. `policy.toml: line 7, column 8: tools[1].tier: tiers are 0 to 4`.
+    ///
+    /// ```
+    /// use cycles_core::{Policy, Tier};
+    /// let p = Policy::from_toml_str("[[tools]]\nname = \"read_file\"\ntier = 0\n", "inline").unwrap();
+    /// assert_eq!(p.tools[0].tier, Tier::T0);
+    /// let err = Policy::from_toml_str("[[tools]]\nname = \"x\"\ntier = 5\n", "p.toml").unwrap_err();
+    /// assert!(err.to_string().contains("p.toml: line 3"), "{err}");
+    /// ```
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Policy> {
+        toml_file::parse(text, origin)
+    }
+
+    /// Reads, parses and validates a policy file (TOML). Errors name the file, line and field.
+    pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Policy> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            CyclesError::Policy(format!(
+                "{}: cannot read the policy file: {e}",
+                path.display()
+            ))
+        })?;
+        Self::from_toml_str(&text, &path.display().to_string())
+    }
+
     /// Validates and builds the policy the authority runs on.
     pub fn compile(self) -> Result<CompiledPolicy> {
-        let bad = |field: &str, msg: String| CyclesError::Policy(format!("{field}: {msg}"));
+        self.compile_checked()
+            .map_err(|issue| CyclesError::Policy(issue.to_string()))
+    }
+
+    /// Like [`Policy::compile`], keeping the field path of a failure apart from its message
+    /// (the file loader turns the path into a line and column).
+    pub(crate) fn compile_checked(self) -> std::result::Result<CompiledPolicy, Issue> {
+        let bad = |field: &str, msg: String| Issue::new(field, msg);
         for (i, p) in self.tier_points.iter().enumerate() {
             if *p < 0 {
                 return Err(bad(
@@ -164,11 +200,11 @@ impl Policy {
         }
         for (i, b) in self.budgets.iter().enumerate() {
             b.validate()
-                .map_err(|e| bad(&format!("budgets[{i}]"), e.to_string()))?;
+                .map_err(|e| Issue::from_error(&format!("budgets[{i}]"), e))?;
         }
         for (i, m) in self.max_tier.iter().enumerate() {
             crate::model::validate_scope(&m.scope)
-                .map_err(|e| bad(&format!("max_tier[{i}].scope"), e.to_string()))?;
+                .map_err(|e| Issue::from_error(&format!("max_tier[{i}]"), e))?;
         }
         let d = &self.defaults;
         if !(crate::model::MIN_TTL_MS..=crate::model::MAX_TTL_MS).contains(&d.ttl_ms) {
@@ -185,6 +221,41 @@ impl Policy {
             policy: self,
             index,
         })
+    }
+}
+
+/// A validation failure: the dotted field path (`tools[2].tier`) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Issue {
+    /// Dotted path of the offending field, with array indices.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl Issue {
+    pub(crate) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Issue {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// An issue from a validation error of the item at `prefix` (`budgets[2]`): an invalid
+    /// field keeps its own name under the prefix (`budgets[2].scope`).
+    pub(crate) fn from_error(prefix: &str, e: CyclesError) -> Self {
+        match e {
+            CyclesError::InvalidRequest { field, message } => {
+                Issue::new(format!("{prefix}.{field}"), message)
+            }
+            other => Issue::new(prefix, other.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for Issue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
     }
 }
 
@@ -254,6 +325,214 @@ impl CompiledPolicy {
             classification,
             risk_points,
             deny,
+        }
+    }
+}
+
+/// Loading the policy file: TOML text to a validated [`Policy`], with errors located by line,
+/// column and field.
+mod toml_file {
+    use std::ops::Range;
+
+    use serde::Deserialize;
+    use toml::Spanned;
+    use toml::de::{DeTable, DeValue};
+
+    use super::{Issue, Policy};
+    use crate::error::{CyclesError, Result};
+
+    /// 1-based line and column (in characters) of a byte offset.
+    pub(super) fn line_col(text: &str, offset: usize) -> (usize, usize) {
+        let offset = offset.min(text.len());
+        let mut offset = offset;
+        while !text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let before = &text[..offset];
+        let line = before.bytes().filter(|b| *b == b'\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let col = before[line_start..].chars().count() + 1;
+        (line, col)
+    }
+
+    fn located(
+        origin: &str,
+        text: &str,
+        span: Option<Range<usize>>,
+        field: &str,
+        msg: &str,
+    ) -> CyclesError {
+        let msg = msg.trim_end();
+        match span {
+            Some(span) => {
+                let (line, col) = line_col(text, span.start);
+                CyclesError::Policy(format!(
+                    "{origin}: line {line}, column {col}: {field}: {msg}"
+                ))
+            }
+            None => CyclesError::Policy(format!("{origin}: {field}: {msg}")),
+        }
+    }
+
+    /// One step of a field path: a key or an array index.
+    enum Step<'a> {
+        Key(&'a str),
+        Index(usize),
+    }
+
+    fn steps(path: &str) -> Vec<Step<'_>> {
+        let mut out = Vec::new();
+        for part in path.split('.') {
+            let (key, mut rest) = match part.find('[') {
+                Some(i) => (&part[..i], &part[i..]),
+                None => (part, ""),
+            };
+            if !key.is_empty() {
+                out.push(Step::Key(key));
+            }
+            while let Some(stripped) = rest.strip_prefix('[') {
+                let Some(end) = stripped.find(']') else { break };
+                if let Ok(i) = stripped[..end].parse() {
+                    out.push(Step::Index(i));
+                }
+                rest = &stripped[end + 1..];
+            }
+        }
+        out
+    }
+
+    /// A table entry: its key and its value, both with spans.
+    type Entry<'t, 'i> = (
+        &'t Spanned<toml::de::DeString<'i>>,
+        &'t Spanned<DeValue<'i>>,
+    );
+
+    fn get<'t, 'i>(table: &'t DeTable<'i>, key: &str) -> Option<Entry<'t, 'i>> {
+        table.iter().find(|(k, _)| k.get_ref().as_ref() == key)
+    }
+
+    /// The span of the deepest existing node on `path` (a value's key when it has one, so a
+    /// missing field points at its table).
+    pub(super) fn span_of(root: &Spanned<DeTable<'_>>, path: &str) -> Option<Range<usize>> {
+        let mut span = None;
+        let mut value: Option<&Spanned<DeValue<'_>>> = None;
+        let mut table = Some(root.get_ref());
+        for step in steps(path) {
+            let next = match (step, value.map(|v| v.get_ref())) {
+                (Step::Key(k), None) => table
+                    .and_then(|t| get(t, k))
+                    .map(|(key, v)| (Some(key.span()), v)),
+                (Step::Key(k), Some(DeValue::Table(t))) => {
+                    get(t, k).map(|(key, v)| (Some(key.span()), v))
+                }
+                (Step::Index(i), Some(DeValue::Array(a))) => a.get(i).map(|v| (None, v)),
+                _ => None,
+            };
+            let Some((key_span, v)) = next else { break };
+            span = Some(key_span.unwrap_or_else(|| v.span()));
+            value = Some(v);
+            table = None;
+        }
+        span
+    }
+
+    /// The dotted path of the deepest node whose key or value contains `offset`.
+    pub(super) fn path_at(root: &Spanned<DeTable<'_>>, offset: usize) -> Option<String> {
+        fn walk_value(v: &Spanned<DeValue<'_>>, offset: usize, path: &mut String) -> bool {
+            match v.get_ref() {
+                DeValue::Table(t) => walk_table(t, offset, path),
+                DeValue::Array(a) => {
+                    for (i, item) in a.iter().enumerate() {
+                        let len = path.len();
+                        path.push_str(&format!("[{i}]"));
+                        if walk_value(item, offset, path) || item.span().contains(&offset) {
+                            return true;
+                        }
+                        path.truncate(len);
+                    }
+                    false
+                }
+                _ => false,
+            }
+        }
+        fn walk_table(t: &DeTable<'_>, offset: usize, path: &mut String) -> bool {
+            for (k, v) in t.iter() {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(k.get_ref().as_ref());
+                if k.span().contains(&offset) {
+                    return true;
+                }
+                if walk_value(v, offset, path) || v.span().contains(&offset) {
+                    return true;
+                }
+                path.truncate(len);
+            }
+            false
+        }
+        let mut path = String::new();
+        if walk_table(root.get_ref(), offset, &mut path) && !path.is_empty() {
+            Some(path)
+        } else {
+            None
+        }
+    }
+
+    /// The key written on the line of `offset`, if any (for syntax errors the parser could
+    /// not attach to a node).
+    fn key_on_line(text: &str, offset: usize) -> Option<String> {
+        let offset = offset.min(text.len());
+        let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+        let end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+        let line = text[start..end].trim();
+        if let Some(header) = line.strip_prefix('[') {
+            return Some(
+                header
+                    .trim_matches(|c| c == '[' || c == ']')
+                    .trim()
+                    .to_string(),
+            );
+        }
+        let key = line.split('=').next()?.trim();
+        (!key.is_empty() && line.contains('=')).then(|| key.to_string())
+    }
+
+    pub(super) fn parse(text: &str, origin: &str) -> Result<Policy> {
+        let root = match DeTable::parse(text) {
+            Ok(root) => root,
+            Err(e) => {
+                let field = e
+                    .span()
+                    .and_then(|s| key_on_line(text, s.start))
+                    .unwrap_or_else(|| "(document)".to_string());
+                return Err(located(
+                    origin,
+                    text,
+                    e.span(),
+                    &field,
+                    &format!("invalid TOML: {}", e.message()),
+                ));
+            }
+        };
+        let policy =
+            Policy::deserialize(toml::de::Deserializer::from(root.clone())).map_err(|e| {
+                let field = e
+                    .span()
+                    .and_then(|s| path_at(&root, s.start))
+                    .unwrap_or_else(|| "(document)".to_string());
+                located(origin, text, e.span(), &field, e.message())
+            })?;
+        match policy.clone().compile_checked() {
+            Ok(_) => Ok(policy),
+            Err(Issue { field, message }) => Err(located(
+                origin,
+                text,
+                span_of(&root, &field),
+                &field,
+                &message,
+            )),
         }
     }
 }

@@ -6,9 +6,8 @@ use std::collections::HashMap;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
-use crate::error::{CyclesError, Result};
 use crate::model::{Tier, ToolCall};
-use crate::policy::{ToolRule, UnknownTool};
+use crate::policy::{Issue, ToolRule, UnknownTool};
 
 /// The outcome of classifying one call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,31 +37,29 @@ fn is_glob(name: &str) -> bool {
 }
 
 impl ToolIndex {
-    pub(crate) fn build(rules: &[ToolRule]) -> Result<ToolIndex> {
+    pub(crate) fn build(rules: &[ToolRule]) -> std::result::Result<ToolIndex, Issue> {
         let mut exact = HashMap::new();
         let mut builder = GlobSetBuilder::new();
         let mut glob_rules = Vec::new();
         for (i, r) in rules.iter().enumerate() {
             if r.name.is_empty() {
-                return Err(CyclesError::Policy(format!(
-                    "tools[{i}].name: must not be empty"
-                )));
+                return Err(Issue::new(format!("tools[{i}].name"), "must not be empty"));
             }
             if is_glob(&r.name) {
                 let glob = Glob::new(&r.name)
-                    .map_err(|e| CyclesError::Policy(format!("tools[{i}].name: {e}")))?;
+                    .map_err(|e| Issue::new(format!("tools[{i}].name"), e.to_string()))?;
                 builder.add(glob);
                 glob_rules.push(i);
             } else if exact.insert(r.name.clone(), i).is_some() {
-                return Err(CyclesError::Policy(format!(
-                    "tools[{i}].name: {:?} is registered twice",
-                    r.name
-                )));
+                return Err(Issue::new(
+                    format!("tools[{i}].name"),
+                    format!("{:?} is registered twice", r.name),
+                ));
             }
         }
         let globs = builder
             .build()
-            .map_err(|e| CyclesError::Policy(format!("tools: {e}")))?;
+            .map_err(|e| Issue::new("tools", e.to_string()))?;
         Ok(ToolIndex {
             exact,
             globs,
