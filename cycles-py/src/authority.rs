@@ -1,0 +1,811 @@
+//! `cycles.Authority` and `cycles.Reservation`: the core's facade, one call per method.
+//!
+//! Arguments are converted to the core's request structs (strictly, see `convert`), the core
+//! call runs with the GIL released, and its result or error is translated. No rule of the
+//! gate is evaluated here.
+
+// Each Python keyword argument is one Rust parameter: the signatures mirror the Python API.
+#![allow(clippy::too_many_arguments)]
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use cycles_core as core;
+use cycles_core::CyclesError as CoreError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString, PyTuple, PyType};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::convert::{amounts_to_json, to_json, to_py};
+use crate::errors::{IntoPy, to_py_err};
+use crate::types::{
+    AuditRecord, Balance, CommitResult, Decision, EventResult, ManualClock, ReleaseResult,
+    VerifyReport, amount_map,
+};
+
+/// Deserializes a JSON value into a core type; a mismatch is `INVALID_REQUEST` on `field`.
+fn from_json<T: DeserializeOwned>(v: Value, field: &str) -> Result<T, CoreError> {
+    serde_json::from_value(v).map_err(|e| CoreError::invalid(field, e.to_string()))
+}
+
+/// A required Python argument as a core type.
+fn arg<T: DeserializeOwned>(obj: &Bound<'_, PyAny>, field: &str) -> Result<T, CoreError> {
+    from_json(to_json(obj, field)?, field)
+}
+
+/// An optional Python argument (`None` is absent) as a core type.
+fn opt<T: DeserializeOwned>(
+    obj: Option<&Bound<'_, PyAny>>,
+    field: &str,
+) -> Result<Option<T>, CoreError> {
+    match obj {
+        Some(o) if !o.is_none() => arg(o, field).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// Amounts given as `{unit: amount}` or as the core's list form; `None` is empty.
+fn amounts(
+    obj: Option<&Bound<'_, PyAny>>,
+    field: &str,
+) -> Result<Vec<core::Amount>, CoreError> {
+    match obj {
+        Some(o) if !o.is_none() => from_json(amounts_to_json(o, field)?, field),
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// The proposed call: tool name, arguments (any JSON, `None` when absent), kind and tags.
+fn tool_call(
+    tool: &Bound<'_, PyAny>,
+    args: Option<&Bound<'_, PyAny>>,
+    kind: Option<&Bound<'_, PyAny>>,
+    tags: Option<&Bound<'_, PyAny>>,
+) -> Result<core::ToolCall, CoreError> {
+    Ok(core::ToolCall {
+        action: core::Action {
+            name: arg(tool, "tool")?,
+            kind: opt(kind, "kind")?,
+            tags: opt(tags, "tags")?.unwrap_or_default(),
+        },
+        args: match args {
+            Some(a) => to_json(a, "args")?,
+            None => Value::Null,
+        },
+    })
+}
+
+/// `policy=`: `None` (the default policy), a path to a TOML file (str or os.PathLike) or a
+/// dict in the policy's JSON form. Every failure is `PolicyError`.
+fn load_policy(policy: Option<&Bound<'_, PyAny>>) -> Result<core::Policy, CoreError> {
+    let Some(p) = policy.filter(|p| !p.is_none()) else {
+        return Ok(core::Policy::default());
+    };
+    if p.is_instance_of::<PyString>() || p.hasattr("__fspath__").unwrap_or(false) {
+        let path: std::path::PathBuf = p.extract().map_err(|e| {
+            CoreError::Policy(format!("policy path is not a usable file name: {e}"))
+        })?;
+        return core::Policy::from_file(path);
+    }
+    let json = to_json(p, "policy").map_err(|e| CoreError::Policy(e.to_string()))?;
+    if !json.is_object() {
+        return Err(CoreError::Policy(
+            "policy must be a path to a TOML file or a dict".into(),
+        ));
+    }
+    serde_json::from_value(json).map_err(|e| CoreError::Policy(format!("policy: {e}")))
+}
+
+fn build(
+    policy: Option<&Bound<'_, PyAny>>,
+    ledger: Option<core::SqliteLedger>,
+    clock: Option<&ManualClock>,
+) -> Result<core::Authority, CoreError> {
+    let mut b = core::Authority::builder().policy(load_policy(policy)?);
+    if let Some(l) = ledger {
+        b = b.ledger(l);
+    }
+    if let Some(c) = clock {
+        b = b.clock(c.0.clone());
+    }
+    b.build()
+}
+
+/// The runtime authority: the gate between a model's proposed tool call and its execution.
+///
+/// Safe to share between threads; every method that touches the ledger releases the GIL.
+#[pyclass(frozen, module = "cycles")]
+pub struct Authority {
+    inner: core::Authority,
+}
+
+#[pymethods]
+impl Authority {
+    /// An authority over a SQLite ledger file (created if absent; several processes may share it).
+    #[staticmethod]
+    #[pyo3(signature = (path, policy=None, *, clock=None, synchronous="FULL", busy_timeout_ms=10_000))]
+    fn open(
+        py: Python<'_>,
+        path: std::path::PathBuf,
+        policy: Option<&Bound<'_, PyAny>>,
+        clock: Option<PyRef<'_, ManualClock>>,
+        synchronous: &str,
+        busy_timeout_ms: u64,
+    ) -> PyResult<Self> {
+        let synchronous = match synchronous {
+            "FULL" => core::Synchronous::Full,
+            "NORMAL" => core::Synchronous::Normal,
+            other => {
+                return Err(CoreError::invalid(
+                    "synchronous",
+                    format!("{other:?} is not FULL or NORMAL"),
+                ))
+                .py(py);
+            }
+        };
+        // The policy is checked before the file is touched: a bad policy creates nothing.
+        let policy = load_policy(policy).py(py)?;
+        let options = core::SqliteOptions {
+            synchronous,
+            busy_timeout: Duration::from_millis(busy_timeout_ms),
+        };
+        let clock = clock.map(|c| c.0.clone());
+        let inner = py
+            .detach(move || {
+                let ledger = core::SqliteLedger::open_with(&path, options)?;
+                let mut b = core::Authority::builder().policy(policy).ledger(ledger);
+                if let Some(c) = clock {
+                    b = b.clock(c);
+                }
+                b.build()
+            })
+            .py(py)?;
+        Ok(Authority { inner })
+    }
+
+    /// An authority over a fresh in-memory ledger (state is lost with the object).
+    #[staticmethod]
+    #[pyo3(signature = (policy=None, *, clock=None))]
+    fn in_memory(
+        py: Python<'_>,
+        policy: Option<&Bound<'_, PyAny>>,
+        clock: Option<PyRef<'_, ManualClock>>,
+    ) -> PyResult<Self> {
+        let inner = build(policy, None, clock.as_deref()).py(py)?;
+        Ok(Authority { inner })
+    }
+
+    /// Would this call be allowed now? Holds nothing; the decision is recorded.
+    #[pyo3(signature = (tool, args=None, *, subject, estimate=None, kind=None, tags=None))]
+    fn decide(
+        &self,
+        py: Python<'_>,
+        tool: &Bound<'_, PyAny>,
+        args: Option<&Bound<'_, PyAny>>,
+        subject: &Bound<'_, PyAny>,
+        estimate: Option<&Bound<'_, PyAny>>,
+        kind: Option<&Bound<'_, PyAny>>,
+        tags: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Decision> {
+        let req = (|| {
+            Ok::<_, CoreError>(core::DecideRequest {
+                subject: arg(subject, "subject")?,
+                call: tool_call(tool, args, kind, tags)?,
+                estimate: amounts(estimate, "estimate")?,
+            })
+        })()
+        .py(py)?;
+        let auth = &self.inner;
+        py.detach(|| auth.decide(&req)).py(py).map(Decision)
+    }
+
+    /// Reserves the call's risk points and estimate on every budgeted scope.
+    ///
+    /// Raises `Denied` (or `ApprovalRequired`) when the gate says no; the denial is recorded.
+    /// The returned `Reservation` is a context manager: commit it inside the block; leaving
+    /// the block uncommitted, or by an exception, releases it.
+    #[pyo3(signature = (tool, args=None, *, subject, estimate=None, kind=None, tags=None,
+        ttl_ms=None, grace_period_ms=None, overage_policy=None, idempotency_key=None, grant=None))]
+    fn reserve(
+        &self,
+        py: Python<'_>,
+        tool: &Bound<'_, PyAny>,
+        args: Option<&Bound<'_, PyAny>>,
+        subject: &Bound<'_, PyAny>,
+        estimate: Option<&Bound<'_, PyAny>>,
+        kind: Option<&Bound<'_, PyAny>>,
+        tags: Option<&Bound<'_, PyAny>>,
+        ttl_ms: Option<&Bound<'_, PyAny>>,
+        grace_period_ms: Option<&Bound<'_, PyAny>>,
+        overage_policy: Option<&Bound<'_, PyAny>>,
+        idempotency_key: Option<&Bound<'_, PyAny>>,
+        grant: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Reservation> {
+        let req = (|| {
+            Ok::<_, CoreError>(core::ReserveRequest {
+                subject: arg(subject, "subject")?,
+                call: tool_call(tool, args, kind, tags)?,
+                estimate: amounts(estimate, "estimate")?,
+                ttl_ms: opt(ttl_ms, "ttl_ms")?,
+                grace_period_ms: opt(grace_period_ms, "grace_period_ms")?,
+                overage_policy: opt(overage_policy, "overage_policy")?,
+                idempotency_key: opt(idempotency_key, "idempotency_key")?,
+                grant: opt(grant, "grant")?,
+            })
+        })()
+        .py(py)?;
+        let auth = &self.inner;
+        let r = py.detach(|| auth.reserve(&req)).py(py)?;
+        Ok(Reservation::new(self.inner.clone(), r))
+    }
+
+    /// Commits a reservation by id with the actual amounts (units not listed are charged as held).
+    #[pyo3(signature = (reservation_id, actual=None, *, idempotency_key=None))]
+    fn commit(
+        &self,
+        py: Python<'_>,
+        reservation_id: &Bound<'_, PyAny>,
+        actual: Option<&Bound<'_, PyAny>>,
+        idempotency_key: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<CommitResult> {
+        let id: String = arg(reservation_id, "reservation_id").py(py)?;
+        commit_core(py, &self.inner, &id, actual, idempotency_key)
+    }
+
+    /// Releases a reservation by id without charge.
+    #[pyo3(signature = (reservation_id, reason=None, *, idempotency_key=None))]
+    fn release(
+        &self,
+        py: Python<'_>,
+        reservation_id: &Bound<'_, PyAny>,
+        reason: Option<&Bound<'_, PyAny>>,
+        idempotency_key: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<ReleaseResult> {
+        let id: String = arg(reservation_id, "reservation_id").py(py)?;
+        let req = release_request(reason, idempotency_key).py(py)?;
+        let auth = &self.inner;
+        py.detach(|| auth.release(&id, &req))
+            .py(py)
+            .map(ReleaseResult)
+    }
+
+    /// Extends a reservation by id from its current expiry; returns the updated reservation.
+    #[pyo3(signature = (reservation_id, by_ms, *, idempotency_key=None))]
+    fn extend(
+        &self,
+        py: Python<'_>,
+        reservation_id: &Bound<'_, PyAny>,
+        by_ms: &Bound<'_, PyAny>,
+        idempotency_key: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Reservation> {
+        let id: String = arg(reservation_id, "reservation_id").py(py)?;
+        let req = extend_request(by_ms, idempotency_key).py(py)?;
+        let auth = &self.inner;
+        let r = py.detach(|| auth.extend(&id, &req)).py(py)?;
+        Ok(Reservation::new(self.inner.clone(), r))
+    }
+
+    /// A reservation by id (a handle that can commit, release or extend it).
+    fn reservation(&self, py: Python<'_>, reservation_id: &Bound<'_, PyAny>) -> PyResult<Reservation> {
+        let id: String = arg(reservation_id, "reservation_id").py(py)?;
+        let auth = &self.inner;
+        let r = py.detach(|| auth.reservation(&id)).py(py)?;
+        Ok(Reservation::new(self.inner.clone(), r))
+    }
+
+    /// Charges usage that already happened, without a reservation.
+    #[pyo3(signature = (tool, args=None, *, subject, actual, kind=None, tags=None,
+        overage_policy=None, idempotency_key=None))]
+    fn event(
+        &self,
+        py: Python<'_>,
+        tool: &Bound<'_, PyAny>,
+        args: Option<&Bound<'_, PyAny>>,
+        subject: &Bound<'_, PyAny>,
+        actual: &Bound<'_, PyAny>,
+        kind: Option<&Bound<'_, PyAny>>,
+        tags: Option<&Bound<'_, PyAny>>,
+        overage_policy: Option<&Bound<'_, PyAny>>,
+        idempotency_key: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<EventResult> {
+        let req = (|| {
+            Ok::<_, CoreError>(core::EventRequest {
+                subject: arg(subject, "subject")?,
+                call: tool_call(tool, args, kind, tags)?,
+                actual: amounts(Some(actual), "actual")?,
+                overage_policy: opt(overage_policy, "overage_policy")?,
+                idempotency_key: opt(idempotency_key, "idempotency_key")?,
+            })
+        })()
+        .py(py)?;
+        let auth = &self.inner;
+        py.detach(|| auth.event(&req)).py(py).map(EventResult)
+    }
+
+    /// Creates or changes a budget (spending, holds and debt are kept); recorded in the audit.
+    #[pyo3(signature = (scope, unit, allocated, *, overdraft_limit=None, status=None))]
+    fn set_budget(
+        &self,
+        py: Python<'_>,
+        scope: &Bound<'_, PyAny>,
+        unit: &Bound<'_, PyAny>,
+        allocated: &Bound<'_, PyAny>,
+        overdraft_limit: Option<&Bound<'_, PyAny>>,
+        status: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Balance> {
+        let spec = (|| {
+            Ok::<_, CoreError>(core::BudgetSpec {
+                scope: arg(scope, "scope")?,
+                unit: arg(unit, "unit")?,
+                allocated: arg(allocated, "allocated")?,
+                overdraft_limit: opt(overdraft_limit, "overdraft_limit")?.unwrap_or(0),
+                status: opt(status, "status")?.unwrap_or_default(),
+            })
+        })()
+        .py(py)?;
+        let auth = &self.inner;
+        py.detach(|| auth.set_budget(&spec)).py(py).map(Balance)
+    }
+
+    /// Balances of every budget, or of `scope` and the scopes below it.
+    #[pyo3(signature = (scope=None))]
+    fn balances<'py>(
+        &self,
+        py: Python<'py>,
+        scope: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Vec<Balance>> {
+        let scope: Option<String> = opt(scope, "scope").py(py)?;
+        let auth = &self.inner;
+        let b = py.detach(|| auth.balances(scope.as_deref())).py(py)?;
+        Ok(b.into_iter().map(Balance).collect())
+    }
+
+    /// Expires every reservation past its expiry plus grace; returns how many.
+    fn sweep_expired(&self, py: Python<'_>) -> PyResult<usize> {
+        let auth = &self.inner;
+        py.detach(|| auth.sweep_expired()).py(py)
+    }
+
+    /// Audit records in chain order, filtered by scope (and the scopes below it), kinds,
+    /// time range `[since_ms, until_ms)` and sequence.
+    #[pyo3(signature = (*, scope=None, kinds=None, since_ms=None, until_ms=None, after_seq=None, limit=None))]
+    fn audit(
+        &self,
+        py: Python<'_>,
+        scope: Option<&Bound<'_, PyAny>>,
+        kinds: Option<&Bound<'_, PyAny>>,
+        since_ms: Option<&Bound<'_, PyAny>>,
+        until_ms: Option<&Bound<'_, PyAny>>,
+        after_seq: Option<&Bound<'_, PyAny>>,
+        limit: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Vec<AuditRecord>> {
+        let query = (|| {
+            Ok::<_, CoreError>(core::AuditQuery {
+                scope: opt(scope, "scope")?,
+                kinds: opt(kinds, "kinds")?.unwrap_or_default(),
+                since_ms: opt(since_ms, "since_ms")?,
+                until_ms: opt(until_ms, "until_ms")?,
+                after_seq: opt(after_seq, "after_seq")?,
+                limit: opt(limit, "limit")?,
+            })
+        })()
+        .py(py)?;
+        let auth = &self.inner;
+        let records = py.detach(|| auth.audit(&query)).py(py)?;
+        Ok(records.into_iter().map(AuditRecord).collect())
+    }
+
+    /// Walks the whole audit chain; the report names the first broken record.
+    fn verify(&self, py: Python<'_>) -> PyResult<VerifyReport> {
+        let auth = &self.inner;
+        py.detach(|| auth.verify()).py(py).map(VerifyReport)
+    }
+
+    /// Writes the audit trail as JSON Lines to `path`; returns how many records.
+    fn export_jsonl(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<usize> {
+        let auth = &self.inner;
+        py.detach(|| -> Result<usize, CoreError> {
+            let file = std::fs::File::create(&path).map_err(|e| {
+                CoreError::invalid("path", format!("{}: {e}", path.display()))
+            })?;
+            let mut out = std::io::BufWriter::new(file);
+            let n = auth.export_jsonl(&core::AuditQuery::default(), &mut out)?;
+            std::io::Write::flush(&mut out).map_err(|e| {
+                CoreError::LedgerUnavailable(format!("export {}: {e}", path.display()))
+            })?;
+            Ok(n)
+        })
+        .py(py)
+    }
+
+    /// The current time on the authority's clock (ms since the epoch).
+    fn now_ms(&self) -> i64 {
+        self.inner.now_ms()
+    }
+
+    /// The policy in force, in its JSON form.
+    fn policy<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let v = serde_json::to_value(self.inner.policy().policy())
+            .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;
+        to_py(py, &v)
+    }
+
+    /// `decide` in a worker thread: awaiting it never blocks the event loop.
+    #[pyo3(signature = (tool, args=None, *, subject, estimate=None, kind=None, tags=None))]
+    fn adecide<'py>(
+        slf: &Bound<'py, Self>,
+        tool: &Bound<'py, PyAny>,
+        args: Option<&Bound<'py, PyAny>>,
+        subject: &Bound<'py, PyAny>,
+        estimate: Option<&Bound<'py, PyAny>>,
+        kind: Option<&Bound<'py, PyAny>>,
+        tags: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let kw = PyDict::new(py);
+        kw.set_item("subject", subject)?;
+        set_opt(&kw, "estimate", estimate)?;
+        set_opt(&kw, "kind", kind)?;
+        set_opt(&kw, "tags", tags)?;
+        to_thread(slf, "decide", tool, args, &kw)
+    }
+
+    /// `reserve` in a worker thread: awaiting it never blocks the event loop.
+    #[pyo3(signature = (tool, args=None, *, subject, estimate=None, kind=None, tags=None,
+        ttl_ms=None, grace_period_ms=None, overage_policy=None, idempotency_key=None, grant=None))]
+    fn areserve<'py>(
+        slf: &Bound<'py, Self>,
+        tool: &Bound<'py, PyAny>,
+        args: Option<&Bound<'py, PyAny>>,
+        subject: &Bound<'py, PyAny>,
+        estimate: Option<&Bound<'py, PyAny>>,
+        kind: Option<&Bound<'py, PyAny>>,
+        tags: Option<&Bound<'py, PyAny>>,
+        ttl_ms: Option<&Bound<'py, PyAny>>,
+        grace_period_ms: Option<&Bound<'py, PyAny>>,
+        overage_policy: Option<&Bound<'py, PyAny>>,
+        idempotency_key: Option<&Bound<'py, PyAny>>,
+        grant: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let kw = PyDict::new(py);
+        kw.set_item("subject", subject)?;
+        set_opt(&kw, "estimate", estimate)?;
+        set_opt(&kw, "kind", kind)?;
+        set_opt(&kw, "tags", tags)?;
+        set_opt(&kw, "ttl_ms", ttl_ms)?;
+        set_opt(&kw, "grace_period_ms", grace_period_ms)?;
+        set_opt(&kw, "overage_policy", overage_policy)?;
+        set_opt(&kw, "idempotency_key", idempotency_key)?;
+        set_opt(&kw, "grant", grant)?;
+        to_thread(slf, "reserve", tool, args, &kw)
+    }
+
+    /// A decorator that gates a sync or async function: its call arguments become the
+    /// classified `args`, a DENY raises before the body runs, the body's success commits and
+    /// its exception releases. See `cycles.guard` for the options.
+    #[pyo3(signature = (tool=None, *, subject, estimate=None, kind=None, tags=None, map_args=None, actual=None))]
+    fn guard<'py>(
+        slf: &Bound<'py, Self>,
+        tool: Option<&Bound<'py, PyAny>>,
+        subject: &Bound<'py, PyAny>,
+        estimate: Option<&Bound<'py, PyAny>>,
+        kind: Option<&Bound<'py, PyAny>>,
+        tags: Option<&Bound<'py, PyAny>>,
+        map_args: Option<&Bound<'py, PyAny>>,
+        actual: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let kw = PyDict::new(py);
+        kw.set_item("tool", tool)?;
+        kw.set_item("subject", subject)?;
+        kw.set_item("estimate", estimate)?;
+        kw.set_item("kind", kind)?;
+        kw.set_item("tags", tags)?;
+        kw.set_item("map_args", map_args)?;
+        kw.set_item("actual", actual)?;
+        py.import("cycles._guard")?
+            .getattr("guard")?
+            .call((slf,), Some(&kw))
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Authority({})", self.inner.ledger().describe())
+    }
+}
+
+fn set_opt(kw: &Bound<'_, PyDict>, key: &str, v: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+    if let Some(v) = v {
+        kw.set_item(key, v)?;
+    }
+    Ok(())
+}
+
+/// `asyncio.to_thread(self.<method>, tool, args, **kw)`: a coroutine to await.
+fn to_thread<'py>(
+    slf: &Bound<'py, Authority>,
+    method: &str,
+    tool: &Bound<'py, PyAny>,
+    args: Option<&Bound<'py, PyAny>>,
+    kw: &Bound<'py, PyDict>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = slf.py();
+    let f = slf.getattr(method)?;
+    let args = args.cloned().unwrap_or_else(|| py.None().into_bound(py));
+    py.import("asyncio")?
+        .getattr("to_thread")?
+        .call((f, tool, args), Some(kw))
+}
+
+fn release_request(
+    reason: Option<&Bound<'_, PyAny>>,
+    idempotency_key: Option<&Bound<'_, PyAny>>,
+) -> Result<core::ReleaseRequest, CoreError> {
+    Ok(core::ReleaseRequest {
+        reason: opt(reason, "reason")?,
+        idempotency_key: opt(idempotency_key, "idempotency_key")?,
+    })
+}
+
+fn extend_request(
+    by_ms: &Bound<'_, PyAny>,
+    idempotency_key: Option<&Bound<'_, PyAny>>,
+) -> Result<core::ExtendRequest, CoreError> {
+    Ok(core::ExtendRequest {
+        extend_by_ms: arg(by_ms, "by_ms")?,
+        idempotency_key: opt(idempotency_key, "idempotency_key")?,
+    })
+}
+
+fn commit_core(
+    py: Python<'_>,
+    auth: &core::Authority,
+    id: &str,
+    actual: Option<&Bound<'_, PyAny>>,
+    idempotency_key: Option<&Bound<'_, PyAny>>,
+) -> PyResult<CommitResult> {
+    let req = (|| {
+        Ok::<_, CoreError>(core::CommitRequest {
+            actual: amounts(actual, "actual")?,
+            idempotency_key: opt(idempotency_key, "idempotency_key")?,
+        })
+    })()
+    .py(py)?;
+    py.detach(|| auth.commit(id, &req))
+        .py(py)
+        .map(CommitResult)
+}
+
+/// A reservation: authority held for one call until it is committed, released or expires.
+///
+/// A context manager: commit inside the block; leaving it uncommitted or by an exception
+/// releases the hold. Attributes reflect what this handle has done (`status`, `expires_at_ms`,
+/// `charged`); `Authority.reservation(id)` reads the ledger's current state.
+#[pyclass(frozen, module = "cycles")]
+pub struct Reservation {
+    auth: core::Authority,
+    id: String,
+    // The latest state this handle knows. Never held across a core call: a thread waiting on
+    // it with the GIL could otherwise deadlock with one that needs the GIL back.
+    state: Mutex<core::Reservation>,
+}
+
+impl Reservation {
+    fn new(auth: core::Authority, r: core::Reservation) -> Self {
+        Reservation {
+            auth,
+            id: r.reservation_id.clone(),
+            state: Mutex::new(r),
+        }
+    }
+
+    fn snapshot(&self) -> core::Reservation {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut core::Reservation)) {
+        f(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn finished(&self, status: core::ReservationStatus, charged: Vec<core::Amount>) {
+        let now = self.auth.now_ms();
+        self.update(|r| {
+            r.status = status;
+            r.charged = charged;
+            r.finalized_at_ms = Some(now);
+        })
+    }
+}
+
+#[pymethods]
+impl Reservation {
+    /// Its id (`rsv_...`).
+    #[getter]
+    fn reservation_id(&self) -> &str {
+        &self.id
+    }
+    /// `ACTIVE`, `COMMITTED`, `RELEASED` or `EXPIRED`, as this handle last saw it.
+    #[getter]
+    fn status(&self) -> &'static str {
+        self.snapshot().status.as_str()
+    }
+    /// The tool reserved for.
+    #[getter]
+    fn tool(&self) -> String {
+        self.snapshot().action.name
+    }
+    /// The subject, as a dict.
+    #[getter]
+    fn subject<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let v = serde_json::to_value(self.snapshot().subject)
+            .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;
+        to_py(py, &v)
+    }
+    /// The call's tier.
+    #[getter]
+    fn tier(&self) -> u8 {
+        self.snapshot().tier.get()
+    }
+    /// SHA-256 of the canonical call.
+    #[getter]
+    fn call_digest(&self) -> String {
+        self.snapshot().call_digest
+    }
+    /// The decision that allowed it.
+    #[getter]
+    fn decision(&self) -> Decision {
+        Decision(self.snapshot().decision)
+    }
+    /// What is held, `{unit: amount}` (on every budgeted scope of the subject).
+    #[getter]
+    fn reserved<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        amount_map(py, &self.snapshot().reserved())
+    }
+    /// The budgeted scopes holding each unit, `{unit: (scope, ...)}`.
+    #[getter]
+    fn scopes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for h in self.snapshot().holds {
+            d.set_item(h.unit.as_str(), PyTuple::new(py, h.scopes)?)?;
+        }
+        Ok(d)
+    }
+    /// What was charged, once committed, `{unit: amount}`.
+    #[getter]
+    fn charged<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        amount_map(py, &self.snapshot().charged)
+    }
+    /// Ledger time of creation (ms).
+    #[getter]
+    fn created_at_ms(&self) -> i64 {
+        self.snapshot().created_at_ms
+    }
+    /// Ledger time it expires (ms).
+    #[getter]
+    fn expires_at_ms(&self) -> i64 {
+        self.snapshot().expires_at_ms
+    }
+    /// Commit still accepted this long after expiry.
+    #[getter]
+    fn grace_ms(&self) -> i64 {
+        self.snapshot().grace_ms
+    }
+    /// Times extended.
+    #[getter]
+    fn extensions(&self) -> u32 {
+        self.snapshot().extensions
+    }
+    /// What a commit does with overage.
+    #[getter]
+    fn overage_policy(&self) -> String {
+        serde_json::to_value(self.snapshot().overage_policy)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+
+    /// Charges the actual amounts (units not listed are charged as held) and returns the rest.
+    #[pyo3(signature = (actual=None, *, idempotency_key=None))]
+    fn commit(
+        &self,
+        py: Python<'_>,
+        actual: Option<&Bound<'_, PyAny>>,
+        idempotency_key: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<CommitResult> {
+        let res = commit_core(py, &self.auth, &self.id, actual, idempotency_key)?;
+        self.finished(core::ReservationStatus::Committed, res.0.charged.clone());
+        Ok(res)
+    }
+
+    /// Returns the hold without charge.
+    #[pyo3(signature = (reason=None, *, idempotency_key=None))]
+    fn release(
+        &self,
+        py: Python<'_>,
+        reason: Option<&Bound<'_, PyAny>>,
+        idempotency_key: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<ReleaseResult> {
+        let req = release_request(reason, idempotency_key).py(py)?;
+        let auth = &self.auth;
+        let res = py.detach(|| auth.release(&self.id, &req)).py(py)?;
+        self.finished(core::ReservationStatus::Released, Vec::new());
+        Ok(ReleaseResult(res))
+    }
+
+    /// Pushes the expiry `by_ms` further from the current expiry (at most 10 times).
+    #[pyo3(signature = (by_ms, *, idempotency_key=None))]
+    fn extend<'py>(
+        slf: &Bound<'py, Self>,
+        by_ms: &Bound<'py, PyAny>,
+        idempotency_key: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, Self>> {
+        let py = slf.py();
+        let this = slf.get();
+        let req = extend_request(by_ms, idempotency_key).py(py)?;
+        let auth = &this.auth;
+        let r = py.detach(|| auth.extend(&this.id, &req)).py(py)?;
+        this.update(|s| *s = r);
+        Ok(slf.clone())
+    }
+
+    /// The core's JSON form of this handle's latest state.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let v = serde_json::to_value(self.snapshot())
+            .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;
+        to_py(py, &v)
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    /// Releases the hold unless the block committed or released it. On an exception the
+    /// release is best effort: the block's exception propagates, and a hold that could not
+    /// be released (ledger down) expires with its TTL.
+    #[pyo3(signature = (exc_type=None, _exc_value=None, _traceback=None))]
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        exc_type: Option<&Bound<'_, PyType>>,
+        _exc_value: Option<&Bound<'_, PyAny>>,
+        _traceback: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        if self.snapshot().status != core::ReservationStatus::Active {
+            return Ok(false);
+        }
+        let reason = match exc_type {
+            Some(t) => format!("exception: {}", t.name()?),
+            None => "not committed".to_string(),
+        };
+        let req = core::ReleaseRequest {
+            reason: Some(reason.chars().take(256).collect()),
+            idempotency_key: None,
+        };
+        let auth = &self.auth;
+        match py.detach(|| auth.release(&self.id, &req)) {
+            Ok(_) => {
+                self.finished(core::ReservationStatus::Released, Vec::new());
+                Ok(false)
+            }
+            // Finalized through another handle, or expired: nothing is held any more.
+            Err(CoreError::ReservationFinalized(_) | CoreError::ReservationExpired(_)) => {
+                Ok(false)
+            }
+            Err(_) if exc_type.is_some() => Ok(false),
+            Err(e) => Err(to_py_err(py, e)),
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        let r = self.snapshot();
+        format!(
+            "Reservation({}, {}, tool={:?}, tier={}, reserved={:?})",
+            r.reservation_id,
+            r.status.as_str(),
+            r.action.name,
+            r.tier.get(),
+            r.reserved()
+        )
+    }
+}
