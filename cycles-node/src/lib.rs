@@ -1,1 +1,808 @@
-//! Placeholder: the node binding is built in its own issue.
+//! # cycles-node
+//!
+//! The Node.js binding of [`cycles_core`], built with napi-rs. It only translates: JS objects
+//! become the core's request structs ([`convert`]), core results become plain JS objects
+//! ([`types`]) and every [`cycles_core::CyclesError`] becomes one JS `Error` with a stable
+//! `code` ([`error`]). Every rule of the gate stays in the core's [`cycles_core::Authority`].
+//!
+//! Methods return Promises and run the core call on libuv's thread pool ([`task`]), so a file
+//! ledger's fsync never blocks the event loop; each has a `...Sync` twin for scripts and for the
+//! in-memory ledger, where a call costs microseconds.
+
+#![warn(missing_docs)]
+
+pub mod convert;
+pub mod error;
+pub mod task;
+pub mod types;
+
+use std::sync::{Arc, Mutex};
+
+use core::CyclesError;
+use cycles_core as core;
+use napi::bindgen_prelude::AsyncTask;
+use napi::{Env, Unknown};
+use napi_derive::napi;
+use serde_json::{Map, Value};
+
+use convert::{CALL_FIELDS, Dest, Numbers};
+use task::{Op, run};
+
+type CoreResult<T> = Result<T, CyclesError>;
+
+/// Runs a conversion or a core call on the JS thread and throws the translated error.
+fn sync<T>(env: &Env, r: CoreResult<T>) -> napi::Result<T> {
+    r.map_err(|e| error::to_js(env, e))
+}
+
+/// An input conversion for a Promise method: a bad argument rejects the promise (never throws
+/// synchronously), and nothing reaches the ledger.
+fn rejected<T, J>(e: CyclesError) -> AsyncTask<Op<T, J>>
+where
+    T: Send + 'static,
+    J: napi::bindgen_prelude::ToNapiValue + napi::bindgen_prelude::TypeName + 'static,
+{
+    run(
+        move || Err(e),
+        |_| unreachable!("a rejected task never resolves"),
+    )
+}
+
+/// Parses `{ policy, synchronous, busyTimeoutMs }`.
+struct OpenOptions {
+    policy: core::Policy,
+    sqlite: core::SqliteOptions,
+}
+
+fn open_options(opts: Option<&Unknown<'_>>, file: bool) -> CoreResult<OpenOptions> {
+    let mut map = convert::object(opts, "options", &[])?;
+    let policy = match map.remove("policy") {
+        None | Some(Value::Null) => core::Policy::default(),
+        Some(Value::String(path)) => core::Policy::from_file(&path)?,
+        Some(v @ Value::Object(_)) => serde_json::from_value(v)
+            .map_err(|e| CyclesError::Policy(format!("policy object: {e}")))?,
+        Some(_) => {
+            return Err(CyclesError::invalid(
+                "options.policy",
+                "a path to a TOML policy file or a policy object",
+            ));
+        }
+    };
+    let mut sqlite = core::SqliteOptions::default();
+    if file {
+        match map.remove("synchronous") {
+            None => {}
+            Some(Value::String(s)) if s == "FULL" => sqlite.synchronous = core::Synchronous::Full,
+            Some(Value::String(s)) if s == "NORMAL" => {
+                sqlite.synchronous = core::Synchronous::Normal
+            }
+            Some(_) => {
+                return Err(CyclesError::invalid(
+                    "options.synchronous",
+                    "\"FULL\" or \"NORMAL\"",
+                ));
+            }
+        }
+        match map.remove("busyTimeoutMs") {
+            None => {}
+            Some(Value::Number(n)) if n.as_u64().is_some() => {
+                sqlite.busy_timeout = std::time::Duration::from_millis(n.as_u64().unwrap_or(0));
+            }
+            Some(_) => {
+                return Err(CyclesError::invalid(
+                    "options.busyTimeoutMs",
+                    "a non-negative integer",
+                ));
+            }
+        }
+    }
+    if let Some(key) = map.keys().next() {
+        let known = if file {
+            "policy, synchronous, busyTimeoutMs"
+        } else {
+            "policy"
+        };
+        return Err(CyclesError::invalid(
+            format!("options.{key}"),
+            format!("unknown option; expected one of {known}"),
+        ));
+    }
+    Ok(OpenOptions { policy, sqlite })
+}
+
+fn open_file(path: String, opts: OpenOptions) -> CoreResult<core::Authority> {
+    let ledger = core::SqliteLedger::open_with(&path, opts.sqlite)?;
+    core::Authority::builder()
+        .ledger(ledger)
+        .policy(opts.policy)
+        .build()
+}
+
+const RESERVE_FIELDS: &[(&str, Dest)] = &[
+    ("estimate", Dest::Top("estimate")),
+    ("ttlMs", Dest::Top("ttl_ms")),
+    ("gracePeriodMs", Dest::Top("grace_period_ms")),
+    ("overagePolicy", Dest::Top("overage_policy")),
+    ("idempotencyKey", Dest::Top("idempotency_key")),
+    ("grant", Dest::Top("grant")),
+];
+const DECIDE_FIELDS: &[(&str, Dest)] = &[("estimate", Dest::Top("estimate"))];
+const EVENT_FIELDS: &[(&str, Dest)] = &[
+    ("actual", Dest::Top("actual")),
+    ("overagePolicy", Dest::Top("overage_policy")),
+    ("idempotencyKey", Dest::Top("idempotency_key")),
+];
+const COMMIT_FIELDS: &[(&str, Dest)] = &[
+    ("actual", Dest::Top("actual")),
+    ("idempotencyKey", Dest::Top("idempotency_key")),
+];
+const RELEASE_FIELDS: &[(&str, Dest)] = &[
+    ("reason", Dest::Top("reason")),
+    ("idempotencyKey", Dest::Top("idempotency_key")),
+];
+const EXTEND_FIELDS: &[(&str, Dest)] = &[
+    ("byMs", Dest::Top("extend_by_ms")),
+    ("idempotencyKey", Dest::Top("idempotency_key")),
+];
+const BUDGET_FIELDS: &[(&str, Dest)] = &[
+    ("scope", Dest::Top("scope")),
+    ("unit", Dest::Top("unit")),
+    ("allocated", Dest::Top("allocated")),
+    ("overdraftLimit", Dest::Top("overdraft_limit")),
+    ("status", Dest::Top("status")),
+];
+const AUDIT_FIELDS: &[(&str, Dest)] = &[
+    ("scope", Dest::Top("scope")),
+    ("kinds", Dest::Top("kinds")),
+    ("sinceMs", Dest::Top("since_ms")),
+    ("untilMs", Dest::Top("until_ms")),
+    ("afterSeq", Dest::Top("after_seq")),
+    ("limit", Dest::Top("limit")),
+];
+
+/// Tool arguments and grants are free-form JSON; every other field is a typed request field.
+const FREE_FORM: &[&str] = &["args", "grant"];
+
+fn request<T: serde::de::DeserializeOwned>(
+    v: Option<&Unknown<'_>>,
+    what: &str,
+    fields: &[&[(&str, Dest)]],
+) -> CoreResult<T> {
+    let map = convert::object(v, "", FREE_FORM)?;
+    let renamed = convert::rename(map, "", fields)?;
+    convert::parse(renamed, what)
+}
+
+fn decide_request(req: &Unknown<'_>) -> CoreResult<core::DecideRequest> {
+    request(Some(req), "decide request", &[CALL_FIELDS, DECIDE_FIELDS])
+}
+
+fn reserve_request(req: &Unknown<'_>) -> CoreResult<core::ReserveRequest> {
+    request(Some(req), "reserve request", &[CALL_FIELDS, RESERVE_FIELDS])
+}
+
+fn event_request(req: &Unknown<'_>) -> CoreResult<core::EventRequest> {
+    request(Some(req), "event request", &[CALL_FIELDS, EVENT_FIELDS])
+}
+
+fn commit_request(opts: Option<&Unknown<'_>>) -> CoreResult<core::CommitRequest> {
+    request(opts, "commit options", &[COMMIT_FIELDS])
+}
+
+fn release_request(opts: Option<&Unknown<'_>>) -> CoreResult<core::ReleaseRequest> {
+    request(opts, "release options", &[RELEASE_FIELDS])
+}
+
+/// `extend(reservation, byMs)` or `extend(reservation, { byMs, idempotencyKey })`.
+fn extend_request(by: &Unknown<'_>) -> CoreResult<core::ExtendRequest> {
+    let ty = by
+        .get_type()
+        .map_err(|e| CyclesError::invalid("byMs", e.reason.clone()))?;
+    if matches!(ty, napi::ValueType::Number | napi::ValueType::BigInt) {
+        let mut m = Map::new();
+        if let Some(n) = convert::to_json(by, "byMs", Numbers::Integers)? {
+            m.insert("extend_by_ms".into(), n);
+        }
+        return convert::parse(Value::Object(m), "byMs");
+    }
+    request(Some(by), "extend options", &[EXTEND_FIELDS])
+}
+
+fn budget_spec(spec: &Unknown<'_>) -> CoreResult<core::BudgetSpec> {
+    request(Some(spec), "budget", &[BUDGET_FIELDS])
+}
+
+fn audit_query(q: Option<&Unknown<'_>>) -> CoreResult<core::AuditQuery> {
+    request(q, "audit query", &[AUDIT_FIELDS])
+}
+
+fn optional_string(v: Option<&Unknown<'_>>, field: &str) -> CoreResult<Option<String>> {
+    match v {
+        None => Ok(None),
+        Some(v) => match convert::to_json(v, field, Numbers::Integers)? {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(CyclesError::invalid(field, "expected a string")),
+        },
+    }
+}
+
+fn balances_js(v: Vec<core::Balance>) -> Vec<types::Balance> {
+    v.iter().map(types::Balance::from).collect()
+}
+
+fn audit_js(v: Vec<core::AuditRecord>) -> Vec<types::AuditRecord> {
+    v.into_iter().map(types::AuditRecord::from).collect()
+}
+
+/// The runtime authority: classify, check budgets, reserve, commit, audit.
+///
+/// Create one per process (`Authority.open(path, { policy })` for a SQLite ledger shared with
+/// other processes, `Authority.inMemory({ policy })` for tests and single-process use).
+#[napi]
+pub struct Authority {
+    inner: core::Authority,
+}
+
+#[napi]
+impl Authority {
+    /// An authority over an in-memory ledger. `policy` is a path to a TOML policy file or a
+    /// policy object with the file's keys.
+    #[napi(factory, ts_args_type = "options?: AuthorityOptions")]
+    pub fn in_memory(env: Env, options: Option<Unknown>) -> napi::Result<Authority> {
+        let built = open_options(options.as_ref(), false)
+            .and_then(|o| core::Authority::builder().policy(o.policy).build());
+        sync(&env, built).map(|inner| Authority { inner })
+    }
+
+    /// Opens (or creates) a SQLite ledger file, off the JS thread.
+    #[napi(
+        ts_args_type = "path: string, options?: OpenOptions",
+        ts_return_type = "Promise<Authority>"
+    )]
+    pub fn open(
+        path: Unknown,
+        options: Option<Unknown>,
+    ) -> AsyncTask<Op<core::Authority, Authority>> {
+        let parsed = convert::string(&path, "path")
+            .and_then(|p| open_options(options.as_ref(), true).map(|o| (p, o)));
+        match parsed {
+            Ok((path, opts)) => run(move || open_file(path, opts), |inner| Authority { inner }),
+            Err(e) => rejected(e),
+        }
+    }
+
+    /// Opens (or creates) a SQLite ledger file on the calling thread.
+    #[napi(factory, ts_args_type = "path: string, options?: OpenOptions")]
+    pub fn open_sync(env: Env, path: Unknown, options: Option<Unknown>) -> napi::Result<Authority> {
+        let built = convert::string(&path, "path").and_then(|p| {
+            let opts = open_options(options.as_ref(), true)?;
+            open_file(p, opts)
+        });
+        sync(&env, built).map(|inner| Authority { inner })
+    }
+
+    /// Would this call be allowed now? Holds nothing; the decision is recorded. A ledger failure
+    /// answers `DENY` `LEDGER_UNAVAILABLE`.
+    #[napi(
+        ts_args_type = "request: CallRequest",
+        ts_return_type = "Promise<Decision>"
+    )]
+    pub fn decide(&self, request: Unknown) -> AsyncTask<Op<core::Decision, types::Decision>> {
+        match decide_request(&request) {
+            Ok(req) => {
+                let auth = self.inner.clone();
+                run(move || auth.decide(&req), |d| types::Decision::from(&d))
+            }
+            Err(e) => rejected(e),
+        }
+    }
+
+    /// The same as the Promise form, on the calling thread.
+    #[napi(ts_args_type = "request: CallRequest")]
+    pub fn decide_sync(&self, env: Env, request: Unknown) -> napi::Result<types::Decision> {
+        let d = decide_request(&request).and_then(|req| self.inner.decide(&req));
+        sync(&env, d).map(|d| types::Decision::from(&d))
+    }
+
+    /// Reserves the call's risk points and estimate on every budgeted scope. A denial rejects
+    /// with an error whose `code` is the reason code and whose `decision` says why.
+    #[napi(
+        ts_args_type = "request: ReserveRequest",
+        ts_return_type = "Promise<Reservation>"
+    )]
+    pub fn reserve(&self, request: Unknown) -> AsyncTask<Op<core::Reservation, Reservation>> {
+        match reserve_request(&request) {
+            Ok(req) => {
+                let auth = self.inner.clone();
+                let auth2 = self.inner.clone();
+                run(
+                    move || auth.reserve(&req),
+                    move |r| Reservation::new(auth2, r),
+                )
+            }
+            Err(e) => rejected(e),
+        }
+    }
+
+    /// The same as the Promise form, on the calling thread.
+    #[napi(ts_args_type = "request: ReserveRequest")]
+    pub fn reserve_sync(&self, env: Env, request: Unknown) -> napi::Result<Reservation> {
+        let r = reserve_request(&request).and_then(|req| self.inner.reserve(&req));
+        sync(&env, r).map(|r| Reservation::new(self.inner.clone(), r))
+    }
+
+    /// Commits a reservation by id (see also `Reservation#commit`).
+    #[napi(
+        ts_args_type = "reservationId: string, options?: CommitOptions",
+        ts_return_type = "Promise<CommitResult>"
+    )]
+    pub fn commit(
+        &self,
+        reservation_id: Unknown,
+        options: Option<Unknown>,
+    ) -> AsyncTask<Op<core::CommitResult, types::CommitResult>> {
+        let parsed = convert::string(&reservation_id, "reservationId")
+            .and_then(|id| commit_request(options.as_ref()).map(|r| (id, r)));
+        match parsed {
+            Ok((id, req)) => {
+                let auth = self.inner.clone();
+                run(
+                    move || auth.commit(&id, &req),
+                    |c| types::CommitResult::from(&c),
+                )
+            }
+            Err(e) => rejected(e),
+        }
+    }
+
+    /// The same as the Promise form, on the calling thread.
+    #[napi(ts_args_type = "reservationId: string, options?: CommitOptions")]
+    pub fn commit_sync(
+        &self,
+        env: Env,
+        reservation_id: Unknown,
+        options: Option<Unknown>,
+    ) -> napi::Result<types::CommitResult> {
+        let c = convert::string(&reservation_id, "reservationId").and_then(|id| {
+            let req = commit_request(options.as_ref())?;
+            self.inner.commit(&id, &req)
+        });
+        sync(&env, c).map(|c| types::CommitResult::from(&c))
+    }
+
+    /// Releases a reservation by id without charge.
+    #[napi(
+        ts_args_type = "reservationId: string, options?: ReleaseOptions",
+        ts_return_type = "Promise<ReleaseResult>"
+    )]
+    pub fn release(
+        &self,
+        reservation_id: Unknown,
+        options: Option<Unknown>,
+    ) -> AsyncTask<Op<core::ReleaseResult, types::ReleaseResult>> {
+        let parsed = convert::string(&reservation_id, "reservationId")
+            .and_then(|id| release_request(options.as_ref()).map(|r| (id, r)));
+        match parsed {
+            Ok((id, req)) => {
+                let auth = self.inner.clone();
+                run(
+                    move || auth.release(&id, &req),
+                    |r| types::ReleaseResult::from(&r),
+                )
+            }
+            Err(e) => rejected(e),
+        }
+    }
+
+    /// The same as the Promise form, on the calling thread.
+    #[napi(ts_args_type = "reservationId: string, options?: ReleaseOptions")]
+    pub fn release_sync(
+        &self,
+        env: Env,
+        reservation_id: Unknown,
+        options: Option<Unknown>,
+    ) -> napi::Result<types::ReleaseResult> {
+        let r = convert::string(&reservation_id, "reservationId").and_then(|id| {
+            let req = release_request(options.as_ref())?;
+            self.inner.release(&id, &req)
+        });
+        sync(&env, r).map(|r| types::ReleaseResult::from(&r))
+    }
+
+    /// Extends a reservation by id, from its current expiry.
+    #[napi(
+        ts_args_type = "reservationId: string, by: Int | ExtendOptions",
+        ts_return_type = "Promise<ReservationData>"
+    )]
+    pub fn extend(
+        &self,
+        reservation_id: Unknown,
+        by: Unknown,
+    ) -> AsyncTask<Op<core::Reservation, types::ReservationData>> {
+        let parsed = convert::string(&reservation_id, "reservationId")
+            .and_then(|id| extend_request(&by).map(|r| (id, r)));
+        match parsed {
+            Ok((id, req)) => {
+                let auth = self.inner.clone();
+                run(
+                    move || auth.extend(&id, &req),
+                    |r| types::ReservationData::from(&r),
+                )
+            }
+            Err(e) => rejected(e),
+        }
+    }
+
+    /// The same as the Promise form, on the calling thread.
+    #[napi(ts_args_type = "reservationId: string, by: Int | ExtendOptions")]
+    pub fn extend_sync(
+        &self,
+        env: Env,
+        reservation_id: Unknown,
+        by: Unknown,
+    ) -> napi::Result<types::ReservationData> {
+        let r = convert::string(&reservation_id, "reservationId").and_then(|id| {
+            let req = extend_request(&by)?;
+            self.inner.extend(&id, &req)
+        });
+        sync(&env, r).map(|r| types::ReservationData::from(&r))
+    }
+
+    /// Charges usage that already happened, without a reservation.
+    #[napi(
+        ts_args_type = "request: EventRequest",
+        ts_return_type = "Promise<EventResult>"
+    )]
+    pub fn event(&self, request: Unknown) -> AsyncTask<Op<core::EventResult, types::EventResult>> {
+        match event_request(&request) {
+            Ok(req) => {
+                let auth = self.inner.clone();
+                run(move || auth.event(&req), |e| types::EventResult::from(&e))
+            }
+            Err(e) => rejected(e),
+        }
+    }
+
+    /// The same as the Promise form, on the calling thread.
+    #[napi(ts_args_type = "request: EventRequest")]
+    pub fn event_sync(&self, env: Env, request: Unknown) -> napi::Result<types::EventResult> {
+        let r = event_request(&request).and_then(|req| self.inner.event(&req));
+        sync(&env, r).map(|e| types::EventResult::from(&e))
+    }
+
+    /// Creates or changes a budget (recorded in the audit trail).
+    #[napi(
+        ts_args_type = "budget: BudgetSpec",
+        ts_return_type = "Promise<Balance>"
+    )]
+    pub fn set_budget(&self, budget: Unknown) -> AsyncTask<Op<core::Balance, types::Balance>> {
+        match budget_spec(&budget) {
+            Ok(spec) => {
+                let auth = self.inner.clone();
+                run(move || auth.set_budget(&spec), |b| types::Balance::from(&b))
+            }
+            Err(e) => rejected(e),
+        }
+    }
+
+    /// The same as the Promise form, on the calling thread.
+    #[napi(ts_args_type = "budget: BudgetSpec")]
+    pub fn set_budget_sync(&self, env: Env, budget: Unknown) -> napi::Result<types::Balance> {
+        let b = budget_spec(&budget).and_then(|s| self.inner.set_budget(&s));
+        sync(&env, b).map(|b| types::Balance::from(&b))
+    }
+
+    /// Balances of every budget, or of `scope` and the scopes below it.
+    #[napi(
+        ts_args_type = "scope?: string",
+        ts_return_type = "Promise<Array<Balance>>"
+    )]
+    pub fn balances(
+        &self,
+        scope: Option<Unknown>,
+    ) -> AsyncTask<Op<Vec<core::Balance>, Vec<types::Balance>>> {
+        match optional_string(scope.as_ref(), "scope") {
+            Ok(scope) => {
+                let auth = self.inner.clone();
+                run(move || auth.balances(scope.as_deref()), balances_js)
+            }
+            Err(e) => rejected(e),
+        }
+    }
+
+    /// The same as the Promise form, on the calling thread.
+    #[napi(ts_args_type = "scope?: string")]
+    pub fn balances_sync(
+        &self,
+        env: Env,
+        scope: Option<Unknown>,
+    ) -> napi::Result<Vec<types::Balance>> {
+        let b = optional_string(scope.as_ref(), "scope")
+            .and_then(|s| self.inner.balances(s.as_deref()));
+        sync(&env, b).map(balances_js)
+    }
+
+    /// A reservation by id (`NOT_FOUND` if there is none), ready to commit or release.
+    #[napi(
+        ts_args_type = "reservationId: string",
+        ts_return_type = "Promise<Reservation>"
+    )]
+    pub fn get_reservation(
+        &self,
+        reservation_id: Unknown,
+    ) -> AsyncTask<Op<core::Reservation, Reservation>> {
+        match convert::string(&reservation_id, "reservationId") {
+            Ok(id) => {
+                let auth = self.inner.clone();
+                let auth2 = self.inner.clone();
+                run(
+                    move || auth.reservation(&id),
+                    move |r| Reservation::new(auth2, r),
+                )
+            }
+            Err(e) => rejected(e),
+        }
+    }
+
+    /// The same as the Promise form, on the calling thread.
+    #[napi(ts_args_type = "reservationId: string")]
+    pub fn get_reservation_sync(
+        &self,
+        env: Env,
+        reservation_id: Unknown,
+    ) -> napi::Result<Reservation> {
+        let r = convert::string(&reservation_id, "reservationId")
+            .and_then(|id| self.inner.reservation(&id));
+        sync(&env, r).map(|r| Reservation::new(self.inner.clone(), r))
+    }
+
+    /// Audit records matching `query`, in chain order.
+    #[napi(
+        ts_args_type = "query?: AuditQuery",
+        ts_return_type = "Promise<Array<AuditRecord>>"
+    )]
+    pub fn audit(
+        &self,
+        query: Option<Unknown>,
+    ) -> AsyncTask<Op<Vec<core::AuditRecord>, Vec<types::AuditRecord>>> {
+        match audit_query(query.as_ref()) {
+            Ok(q) => {
+                let auth = self.inner.clone();
+                run(move || auth.audit(&q), audit_js)
+            }
+            Err(e) => rejected(e),
+        }
+    }
+
+    /// The same as the Promise form, on the calling thread.
+    #[napi(ts_args_type = "query?: AuditQuery")]
+    pub fn audit_sync(
+        &self,
+        env: Env,
+        query: Option<Unknown>,
+    ) -> napi::Result<Vec<types::AuditRecord>> {
+        let r = audit_query(query.as_ref()).and_then(|q| self.inner.audit(&q));
+        sync(&env, r).map(audit_js)
+    }
+
+    /// Walks the whole audit chain; the report names the first broken record.
+    #[napi(ts_return_type = "Promise<VerifyReport>")]
+    pub fn verify(&self) -> AsyncTask<Op<core::VerifyReport, types::VerifyReport>> {
+        let auth = self.inner.clone();
+        run(move || auth.verify(), |v| types::VerifyReport::from(&v))
+    }
+
+    /// The same as the Promise form, on the calling thread.
+    #[napi]
+    pub fn verify_sync(&self, env: Env) -> napi::Result<types::VerifyReport> {
+        sync(&env, self.inner.verify()).map(|v| types::VerifyReport::from(&v))
+    }
+
+    /// Expires every reservation past its expiry plus grace; resolves to how many.
+    #[napi(ts_return_type = "Promise<number>")]
+    pub fn sweep_expired(&self) -> AsyncTask<Op<usize, u32>> {
+        let auth = self.inner.clone();
+        run(
+            move || auth.sweep_expired(),
+            |n| u32::try_from(n).unwrap_or(u32::MAX),
+        )
+    }
+
+    /// The same as the Promise form, on the calling thread.
+    #[napi]
+    pub fn sweep_expired_sync(&self, env: Env) -> napi::Result<u32> {
+        sync(&env, self.inner.sweep_expired()).map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    /// Where the ledger lives (`memory`, `sqlite:/path`).
+    #[napi(getter)]
+    pub fn ledger(&self) -> String {
+        self.inner.ledger().describe()
+    }
+}
+
+/// Authority held for one call until it is committed, released or expires.
+///
+/// Commit after the call succeeded, release when it failed; an uncommitted reservation expires
+/// after its TTL and its hold returns.
+#[napi]
+pub struct Reservation {
+    auth: core::Authority,
+    // Shared with the Promise forms, which update it from the thread pool after success.
+    state: Arc<Mutex<core::Reservation>>,
+}
+
+impl Reservation {
+    fn new(auth: core::Authority, r: core::Reservation) -> Self {
+        Reservation {
+            auth,
+            state: Arc::new(Mutex::new(r)),
+        }
+    }
+
+    fn snapshot(&self) -> core::Reservation {
+        lock(&self.state).clone()
+    }
+
+    fn id(&self) -> String {
+        lock(&self.state).reservation_id.clone()
+    }
+}
+
+fn lock(m: &Mutex<core::Reservation>) -> std::sync::MutexGuard<'_, core::Reservation> {
+    // A poisoned lock only means a panic elsewhere mid-update of a plain snapshot.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn set_status(state: &Mutex<core::Reservation>, status: core::ReservationStatus) {
+    lock(state).status = status;
+}
+
+#[napi]
+impl Reservation {
+    /// `rsv_...`.
+    #[napi(getter)]
+    pub fn reservation_id(&self) -> String {
+        self.id()
+    }
+
+    /// `ACTIVE`, `COMMITTED`, `RELEASED` or `EXPIRED`, as last seen by this object.
+    #[napi(getter, ts_return_type = "ReservationStatus")]
+    pub fn status(&self) -> String {
+        lock(&self.state).status.as_str().to_string()
+    }
+
+    /// The call's tier, 0 to 4.
+    #[napi(getter)]
+    pub fn tier(&self) -> u32 {
+        u32::from(lock(&self.state).tier.get())
+    }
+
+    /// The decision that allowed it.
+    #[napi(getter)]
+    pub fn decision(&self) -> types::Decision {
+        types::Decision::from(&lock(&self.state).decision)
+    }
+
+    /// Ledger time it expires.
+    #[napi(getter)]
+    pub fn expires_at_ms(&self) -> types::Int {
+        types::Int(lock(&self.state).expires_at_ms)
+    }
+
+    /// Everything about the reservation as plain data (also what `JSON.stringify` sees).
+    #[napi(js_name = "toJSON")]
+    pub fn to_json(&self) -> types::ReservationData {
+        types::ReservationData::from(&self.snapshot())
+    }
+
+    /// Charges what the call actually cost (units not listed are charged as held).
+    #[napi(
+        ts_args_type = "options?: CommitOptions",
+        ts_return_type = "Promise<CommitResult>"
+    )]
+    pub fn commit(
+        &self,
+        options: Option<Unknown>,
+    ) -> AsyncTask<Op<core::CommitResult, types::CommitResult>> {
+        match commit_request(options.as_ref()) {
+            Ok(req) => {
+                let (auth, state, id) = (self.auth.clone(), self.state.clone(), self.id());
+                run(
+                    move || {
+                        let c = auth.commit(&id, &req)?;
+                        set_status(&state, c.status);
+                        Ok(c)
+                    },
+                    |c| types::CommitResult::from(&c),
+                )
+            }
+            Err(e) => rejected(e),
+        }
+    }
+
+    /// The same as the Promise form, on the calling thread.
+    #[napi(ts_args_type = "options?: CommitOptions")]
+    pub fn commit_sync(
+        &self,
+        env: Env,
+        options: Option<Unknown>,
+    ) -> napi::Result<types::CommitResult> {
+        let c = commit_request(options.as_ref()).and_then(|req| self.auth.commit(&self.id(), &req));
+        let c = sync(&env, c)?;
+        set_status(&self.state, c.status);
+        Ok(types::CommitResult::from(&c))
+    }
+
+    /// Returns the hold without charge (the call failed or did not run).
+    #[napi(
+        ts_args_type = "options?: ReleaseOptions",
+        ts_return_type = "Promise<ReleaseResult>"
+    )]
+    pub fn release(
+        &self,
+        options: Option<Unknown>,
+    ) -> AsyncTask<Op<core::ReleaseResult, types::ReleaseResult>> {
+        match release_request(options.as_ref()) {
+            Ok(req) => {
+                let (auth, state, id) = (self.auth.clone(), self.state.clone(), self.id());
+                run(
+                    move || {
+                        let r = auth.release(&id, &req)?;
+                        set_status(&state, r.status);
+                        Ok(r)
+                    },
+                    |r| types::ReleaseResult::from(&r),
+                )
+            }
+            Err(e) => rejected(e),
+        }
+    }
+
+    /// The same as the Promise form, on the calling thread.
+    #[napi(ts_args_type = "options?: ReleaseOptions")]
+    pub fn release_sync(
+        &self,
+        env: Env,
+        options: Option<Unknown>,
+    ) -> napi::Result<types::ReleaseResult> {
+        let r =
+            release_request(options.as_ref()).and_then(|req| self.auth.release(&self.id(), &req));
+        let r = sync(&env, r)?;
+        set_status(&self.state, r.status);
+        Ok(types::ReleaseResult::from(&r))
+    }
+
+    /// Pushes the expiry further, from the current expiry (at most 10 times, never after
+    /// expiry). Resolves to the updated plain data.
+    #[napi(
+        ts_args_type = "by: Int | ExtendOptions",
+        ts_return_type = "Promise<ReservationData>"
+    )]
+    pub fn extend(&self, by: Unknown) -> AsyncTask<Op<core::Reservation, types::ReservationData>> {
+        match extend_request(&by) {
+            Ok(req) => {
+                let (auth, state, id) = (self.auth.clone(), self.state.clone(), self.id());
+                run(
+                    move || {
+                        let r = auth.extend(&id, &req)?;
+                        *lock(&state) = r.clone();
+                        Ok(r)
+                    },
+                    |r| types::ReservationData::from(&r),
+                )
+            }
+            Err(e) => rejected(e),
+        }
+    }
+
+    /// The same as the Promise form, on the calling thread.
+    #[napi(ts_args_type = "by: Int | ExtendOptions")]
+    pub fn extend_sync(&self, env: Env, by: Unknown) -> napi::Result<types::ReservationData> {
+        let r = extend_request(&by).and_then(|req| self.auth.extend(&self.id(), &req));
+        let r = sync(&env, r)?;
+        *lock(&self.state) = r.clone();
+        Ok(types::ReservationData::from(&r))
+    }
+}
