@@ -532,7 +532,9 @@ fn apply_charge(
         };
         b.spent = add(b.spent, spent, "spent")?;
         b.debt = add(b.debt, debt, "debt")?;
-        if capped && charged < actual {
+        // Only a scope that could not cover the whole overage is over its limit (protocol
+        // v0.1.24); a wider scope that had room only follows the smaller charge.
+        if c.capped {
             b.is_over_limit = true;
         }
         max_debt = max_debt.max(debt);
