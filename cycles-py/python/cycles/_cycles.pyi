@@ -3,21 +3,44 @@
 import os
 from typing import Any, Callable, Coroutine, Literal, Mapping, Optional, Sequence, TypeVar, Union, final
 
+__all__ = [
+    "ApprovalRequired",
+    "AuditRecord",
+    "Authority",
+    "Balance",
+    "Caps",
+    "CommitResult",
+    "Conflict",
+    "CyclesError",
+    "Decision",
+    "Denied",
+    "EventResult",
+    "InvalidInput",
+    "LedgerError",
+    "ManualClock",
+    "NotFound",
+    "PolicyError",
+    "ReleaseResult",
+    "Reservation",
+    "VerifyReport",
+    "__version__",
+]
+
 __version__: str
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
-JSON = Union[None, bool, int, float, str, Sequence["JSON"], Mapping[str, "JSON"]]
-"""What tool arguments may contain: JSON values (finite floats, ints within i64, str keys)."""
+_JSON = Union[None, bool, int, float, str, Sequence["_JSON"], Mapping[str, "_JSON"]]
+"""What tool arguments may contain: _JSON values (finite floats, ints within i64, str keys)."""
 
-Amounts = Union[Mapping[str, int], Sequence[Mapping[str, Any]]]
+_Amounts = Union[Mapping[str, int], Sequence[Mapping[str, Any]]]
 """``{"RISK_POINTS": 5, "USD_MICROCENTS": 2_000_000}`` or ``[{"unit": ..., "amount": ...}]``."""
 
-Subject = Mapping[str, Any]
+_Subject = Mapping[str, Any]
 """``{"tenant": ..., "workspace": ..., "app": ..., "workflow": ..., "agent": ..., "toolset": ...,
 "dimensions": {...}}``: at least one level."""
 
-PolicyLike = Union[str, os.PathLike[str], Mapping[str, Any], None]
+_PolicyLike = Union[str, os.PathLike[str], Mapping[str, Any], None]
 """A path to a TOML policy file, the policy as a dict, or None (the default policy)."""
 
 class CyclesError(Exception):
@@ -232,7 +255,7 @@ class Reservation:
     @property
     def overage_policy(self) -> str: ...
     def commit(
-        self, actual: Optional[Amounts] = None, *, idempotency_key: Optional[str] = None
+        self, actual: Optional[_Amounts] = None, *, idempotency_key: Optional[str] = None
     ) -> CommitResult: ...
     def release(
         self, reason: Optional[str] = None, *, idempotency_key: Optional[str] = None
@@ -249,31 +272,31 @@ class Authority:
     @staticmethod
     def open(
         path: Union[str, os.PathLike[str]],
-        policy: PolicyLike = None,
+        policy: _PolicyLike = None,
         *,
         clock: Optional[ManualClock] = None,
         synchronous: Literal["FULL", "NORMAL"] = "FULL",
         busy_timeout_ms: int = 10000,
     ) -> Authority: ...
     @staticmethod
-    def in_memory(policy: PolicyLike = None, *, clock: Optional[ManualClock] = None) -> Authority: ...
+    def in_memory(policy: _PolicyLike = None, *, clock: Optional[ManualClock] = None) -> Authority: ...
     def decide(
         self,
         tool: str,
-        args: JSON = None,
+        args: _JSON = None,
         *,
-        subject: Subject,
-        estimate: Optional[Amounts] = None,
+        subject: _Subject,
+        estimate: Optional[_Amounts] = None,
         kind: Optional[str] = None,
         tags: Optional[Sequence[str]] = None,
     ) -> Decision: ...
     def reserve(
         self,
         tool: str,
-        args: JSON = None,
+        args: _JSON = None,
         *,
-        subject: Subject,
-        estimate: Optional[Amounts] = None,
+        subject: _Subject,
+        estimate: Optional[_Amounts] = None,
         kind: Optional[str] = None,
         tags: Optional[Sequence[str]] = None,
         ttl_ms: Optional[int] = None,
@@ -283,7 +306,7 @@ class Authority:
         grant: Optional[Mapping[str, Any]] = None,
     ) -> Reservation: ...
     def commit(
-        self, reservation_id: str, actual: Optional[Amounts] = None, *, idempotency_key: Optional[str] = None
+        self, reservation_id: str, actual: Optional[_Amounts] = None, *, idempotency_key: Optional[str] = None
     ) -> CommitResult: ...
     def release(
         self, reservation_id: str, reason: Optional[str] = None, *, idempotency_key: Optional[str] = None
@@ -293,10 +316,10 @@ class Authority:
     def event(
         self,
         tool: str,
-        args: JSON = None,
+        args: _JSON = None,
         *,
-        subject: Subject,
-        actual: Amounts,
+        subject: _Subject,
+        actual: _Amounts,
         kind: Optional[str] = None,
         tags: Optional[Sequence[str]] = None,
         overage_policy: Optional[Literal["REJECT", "ALLOW_IF_AVAILABLE", "ALLOW_WITH_OVERDRAFT"]] = None,
@@ -330,20 +353,20 @@ class Authority:
     def adecide(
         self,
         tool: str,
-        args: JSON = None,
+        args: _JSON = None,
         *,
-        subject: Subject,
-        estimate: Optional[Amounts] = None,
+        subject: _Subject,
+        estimate: Optional[_Amounts] = None,
         kind: Optional[str] = None,
         tags: Optional[Sequence[str]] = None,
     ) -> Coroutine[Any, Any, Decision]: ...
     def areserve(
         self,
         tool: str,
-        args: JSON = None,
+        args: _JSON = None,
         *,
-        subject: Subject,
-        estimate: Optional[Amounts] = None,
+        subject: _Subject,
+        estimate: Optional[_Amounts] = None,
         kind: Optional[str] = None,
         tags: Optional[Sequence[str]] = None,
         ttl_ms: Optional[int] = None,
@@ -356,10 +379,10 @@ class Authority:
         self,
         tool: Optional[str] = None,
         *,
-        subject: Subject,
-        estimate: Optional[Amounts] = None,
+        subject: _Subject,
+        estimate: Optional[_Amounts] = None,
         kind: Optional[str] = None,
         tags: Optional[Sequence[str]] = None,
         map_args: Optional[Callable[[dict[str, Any]], Any]] = None,
-        actual: Optional[Callable[[Any], Optional[Amounts]]] = None,
+        actual: Optional[Callable[[Any], Optional[_Amounts]]] = None,
     ) -> Callable[[_F], _F]: ...

@@ -1,0 +1,176 @@
+"""LangChain integration: gate any ``BaseTool`` (including ``@tool`` functions).
+
+    from cycles.integrations.langchain import guard_tool
+
+    safe = guard_tool(run_sql, auth, subject={"tenant": "acme", "agent": "coder"})
+    safe.invoke({"query": "SELECT 1"})          # reserve -> run -> commit
+
+Invoking the returned tool reserves the call with the authority before the wrapped tool runs,
+commits after it returns and releases if it raises. A DENY does not run the tool: by default
+the tool's output is a message the model can read (a ``ToolMessage`` with ``status="error"``
+when invoked with a tool call), so the agent loop continues; ``on_deny="raise"`` raises
+``cycles.Denied`` instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable, Literal, Mapping, Optional, Sequence, Union
+
+from langchain_core.callbacks import AsyncCallbackManagerForToolRun, CallbackManagerForToolRun
+from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables.config import patch_config
+from langchain_core.tools import BaseTool, ToolException
+
+from .._cycles import Authority, CyclesError, Denied, Reservation
+from ._common import DenyMessage, jsonable, message_for
+
+__all__ = ["CyclesDeniedToolException", "CyclesGuardedTool", "guard_tool"]
+
+Amounts = Union[Mapping[str, int], Sequence[Mapping[str, Any]]]
+
+
+class CyclesDeniedToolException(ToolException):
+    """A denial turned into a tool error the model reads; ``.denied`` is the original."""
+
+    def __init__(self, message: str, denied: Denied) -> None:
+        super().__init__(message)
+        self.denied = denied
+
+
+def _handle_denial_only(e: ToolException) -> str:
+    # Only our denials become model-readable output here. A ToolException from the wrapped
+    # tool already went through that tool's own `handle_tool_error` and was meant to raise.
+    if isinstance(e, CyclesDeniedToolException):
+        return str(e.args[0])
+    raise e
+
+
+def _release_quietly(r: Reservation, exc: BaseException) -> None:
+    # The tool's exception is what the caller must see; an unreleasable hold expires by TTL.
+    try:
+        r.release(f"exception: {type(exc).__name__}")
+    except CyclesError:
+        pass
+
+
+class CyclesGuardedTool(BaseTool):
+    """A LangChain tool that runs ``inner`` only after the authority reserves the call."""
+
+    inner: BaseTool
+    authority: Any
+    subject: dict[str, Any]
+    estimate: Optional[Any] = None
+    cycles_tool: str
+    on_deny: Literal["message", "raise"] = "message"
+    deny_message: Optional[Callable[[Denied, str], str]] = None
+    actual: Optional[Callable[[Any], Optional[Amounts]]] = None
+
+    def _classified_args(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if args:
+            # A single-string tool: the model's input is the one string argument.
+            return {"input": jsonable(args[0])} if len(args) == 1 else jsonable(list(args))
+        # Injected arguments (run managers, runtime objects) are not what the model proposed:
+        # classify the fields of the schema the model sees.
+        schema = self.inner.tool_call_schema
+        if isinstance(schema, dict):
+            visible = set(schema.get("properties", {}))
+        else:
+            visible = set(getattr(schema, "model_fields", kwargs))
+        return {k: jsonable(v) for k, v in kwargs.items() if k in visible}
+
+    def _denied(self, e: Denied) -> Any:
+        if self.on_deny == "raise":
+            raise e
+        raise CyclesDeniedToolException(
+            message_for(e, self.cycles_tool, self.deny_message), e
+        ) from e
+
+    def _inner_input(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return args[0] if args else kwargs
+
+    def _run(
+        self,
+        *args: Any,
+        config: RunnableConfig,
+        run_manager: Optional[CallbackManagerForToolRun] = None,
+        **kwargs: Any,
+    ) -> Any:
+        try:
+            r = self.authority.reserve(
+                self.cycles_tool,
+                self._classified_args(args, kwargs),
+                subject=self.subject,
+                estimate=self.estimate,
+            )
+        except Denied as e:
+            return self._denied(e)
+        child = patch_config(config, callbacks=run_manager.get_child() if run_manager else None)
+        try:
+            result = self.inner.invoke(self._inner_input(args, kwargs), child)
+            spent = self.actual(result) if self.actual is not None else None
+        except BaseException as exc:
+            _release_quietly(r, exc)
+            raise
+        r.commit(spent)
+        return result
+
+    async def _arun(
+        self,
+        *args: Any,
+        config: RunnableConfig,
+        run_manager: Optional[AsyncCallbackManagerForToolRun] = None,
+        **kwargs: Any,
+    ) -> Any:
+        try:
+            r = await self.authority.areserve(
+                self.cycles_tool,
+                self._classified_args(args, kwargs),
+                subject=self.subject,
+                estimate=self.estimate,
+            )
+        except Denied as e:
+            return self._denied(e)
+        child = patch_config(config, callbacks=run_manager.get_child() if run_manager else None)
+        try:
+            result = await self.inner.ainvoke(self._inner_input(args, kwargs), child)
+            spent = self.actual(result) if self.actual is not None else None
+        except BaseException as exc:
+            await asyncio.to_thread(_release_quietly, r, exc)
+            raise
+        await asyncio.to_thread(r.commit, spent)
+        return result
+
+
+def guard_tool(
+    tool: BaseTool,
+    authority: Authority,
+    *,
+    subject: Mapping[str, Any],
+    estimate: Optional[Amounts] = None,
+    name: Optional[str] = None,
+    on_deny: Literal["message", "raise"] = "message",
+    deny_message: Optional[DenyMessage] = None,
+    actual: Optional[Callable[[Any], Optional[Amounts]]] = None,
+) -> CyclesGuardedTool:
+    """Wrap ``tool`` so that every invocation is reserved, run, then committed.
+
+    ``name`` is the tool name the policy classifies (default: the LangChain tool's name);
+    the model sees the same name, description and argument schema as before. ``actual``
+    maps the tool's result to the amounts to charge (default: what was reserved).
+    """
+    return CyclesGuardedTool(
+        name=tool.name,
+        description=tool.description,
+        args_schema=tool.args_schema,
+        return_direct=tool.return_direct,
+        handle_tool_error=_handle_denial_only,
+        inner=tool,
+        authority=authority,
+        subject=dict(subject),
+        estimate=estimate,
+        cycles_tool=name or tool.name,
+        on_deny=on_deny,
+        deny_message=deny_message,
+        actual=actual,
+    )

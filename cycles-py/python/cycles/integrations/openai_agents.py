@@ -1,0 +1,133 @@
+"""OpenAI Agents SDK integration: gate a ``FunctionTool`` (what ``@function_tool`` returns).
+
+    from agents import function_tool
+    from cycles.integrations.openai_agents import guard_function_tool
+
+    @function_tool
+    def delete_volume(volume_id: str) -> str: ...
+
+    safe = guard_function_tool(delete_volume, auth, subject={"agent": "ops"})
+    agent = Agent(name="ops", tools=[safe])
+
+The returned tool has the same name, description and JSON schema. Each invocation reserves the
+call (its JSON arguments are the classified ``args``) before the original tool runs, commits
+after it returns and releases if it raises. A DENY does not run the tool: by default the model
+receives a message saying why (the SDK sends a tool's string result back to the model), and
+``on_deny="raise"`` raises ``cycles.Denied`` to stop the run instead.
+
+``input_guardrail(...)`` is the lighter form: a ``ToolInputGuardrail`` that asks ``decide``
+(no hold, nothing committed) and rejects the call with the same message on DENY.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from typing import Any, Callable, Literal, Mapping, Optional, Sequence, Union
+
+from agents import FunctionTool, ToolGuardrailFunctionOutput, ToolInputGuardrail
+from agents.tool_context import ToolContext
+from agents.tool_guardrails import ToolInputGuardrailData
+
+from .._cycles import Authority, CyclesError, Denied, Reservation
+from ._common import DenyMessage, message_for
+
+__all__ = ["guard_function_tool", "input_guardrail"]
+
+Amounts = Union[Mapping[str, int], Sequence[Mapping[str, Any]]]
+
+
+def _arguments(raw: str) -> Any:
+    # The model's arguments as JSON; an empty string is a call without arguments. Malformed
+    # JSON is classified as the raw string, so it is still gated rather than skipped.
+    if not raw or not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return {"raw_arguments": raw}
+
+
+def _release_quietly(r: Reservation, exc: BaseException) -> None:
+    # The tool's exception is what the caller must see; an unreleasable hold expires by TTL.
+    try:
+        r.release(f"exception: {type(exc).__name__}")
+    except CyclesError:
+        pass
+
+
+def guard_function_tool(
+    tool: FunctionTool,
+    authority: Authority,
+    *,
+    subject: Mapping[str, Any],
+    estimate: Optional[Amounts] = None,
+    name: Optional[str] = None,
+    on_deny: Literal["message", "raise"] = "message",
+    deny_message: Optional[DenyMessage] = None,
+    actual: Optional[Callable[[Any], Optional[Amounts]]] = None,
+) -> FunctionTool:
+    """A copy of ``tool`` whose invocation goes through reserve -> run -> commit.
+
+    ``name`` is the tool name the policy classifies (default: the tool's name). ``actual``
+    maps the tool's output to the amounts to charge (default: what was reserved).
+    """
+    inner_invoke = tool.on_invoke_tool
+    cycles_tool = name or tool.name
+    subject = dict(subject)
+
+    async def on_invoke_tool(ctx: ToolContext[Any], input: str) -> Any:
+        try:
+            r = await authority.areserve(
+                cycles_tool, _arguments(input), subject=subject, estimate=estimate
+            )
+        except Denied as e:
+            if on_deny == "raise":
+                raise
+            return message_for(e, cycles_tool, deny_message)
+        try:
+            result = await inner_invoke(ctx, input)
+            spent = actual(result) if actual is not None else None
+        except BaseException as exc:
+            await asyncio.to_thread(_release_quietly, r, exc)
+            raise
+        await asyncio.to_thread(r.commit, spent)
+        return result
+
+    # FunctionTool.__copy__ keeps the SDK's own normalisation; only the invoker changes.
+    guarded = copy.copy(tool)
+    guarded.on_invoke_tool = on_invoke_tool
+    return guarded
+
+
+def input_guardrail(
+    authority: Authority,
+    *,
+    subject: Mapping[str, Any],
+    estimate: Optional[Amounts] = None,
+    deny_message: Optional[DenyMessage] = None,
+) -> ToolInputGuardrail[Any]:
+    """A tool input guardrail that asks the authority's ``decide`` before a tool runs.
+
+    It holds nothing and commits nothing (use ``guard_function_tool`` for budgets that are
+    charged); on DENY the call is rejected and the model reads why.
+    """
+    subject = dict(subject)
+
+    async def cycles_decide(data: ToolInputGuardrailData) -> ToolGuardrailFunctionOutput:
+        ctx = data.context
+        d = await authority.adecide(
+            ctx.tool_name, _arguments(ctx.tool_arguments), subject=subject, estimate=estimate
+        )
+        if d.allowed:
+            return ToolGuardrailFunctionOutput.allow(output_info=d.to_dict())
+        denied = Denied(f"denied: {d.reason_code}")
+        denied.code = d.reason_code or "DENIED"
+        denied.reason_code = d.reason_code
+        denied.decision = d
+        return ToolGuardrailFunctionOutput.reject_content(
+            message_for(denied, ctx.tool_name, deny_message), output_info=d.to_dict()
+        )
+
+    return ToolInputGuardrail(guardrail_function=cycles_decide, name="cycles_decide")
