@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::classify::{Classification, ToolIndex};
+use crate::classify::{Classification, ClassifierKind, SqlDialect, ToolIndex};
 use crate::error::{CyclesError, Result};
 use crate::model::{CommitOveragePolicy, ReasonCode, Tier, ToolCall};
 use crate::request::BudgetSpec;
@@ -43,6 +43,64 @@ pub struct ToolRule {
     /// `<category>.<operation>` recorded for the call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
+    /// The argument classifier that may raise the tier (`sql`, `shell`, `http`, `graphql`,
+    /// `names`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classifier: Option<ClassifierKind>,
+    /// Dotted path of the argument the classifier reads (`query`, `input.sql`); each
+    /// classifier has defaults (see [`ClassifierKind`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arg: Option<String>,
+    /// SQL dialect for `classifier = "sql"` (default `generic`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dialect: Option<SqlDialect>,
+    /// Argument holding the HTTP method for `classifier = "http"` (default `method`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method_arg: Option<String>,
+    /// Argument holding the request body for `classifier = "http"` (default `body`, `json` or
+    /// `data`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_arg: Option<String>,
+}
+
+impl ToolRule {
+    /// A registration of `name` (exact or glob) at `tier`, without kind or classifier.
+    pub fn new(name: impl Into<String>, tier: Tier) -> Self {
+        ToolRule {
+            name: name.into(),
+            tier,
+            kind: None,
+            classifier: None,
+            arg: None,
+            dialect: None,
+            method_arg: None,
+            body_arg: None,
+        }
+    }
+
+    /// Sets the kind.
+    pub fn kind(mut self, kind: impl Into<String>) -> Self {
+        self.kind = Some(kind.into());
+        self
+    }
+
+    /// Sets the argument classifier.
+    pub fn classifier(mut self, classifier: ClassifierKind) -> Self {
+        self.classifier = Some(classifier);
+        self
+    }
+
+    /// Sets the argument the classifier reads.
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.arg = Some(arg.into());
+        self
+    }
+
+    /// Sets the SQL dialect.
+    pub fn dialect(mut self, dialect: SqlDialect) -> Self {
+        self.dialect = Some(dialect);
+        self
+    }
 }
 
 /// Highest tier a scope (and every scope below it) may run.
@@ -119,11 +177,25 @@ impl Default for Policy {
 impl Policy {
     /// Adds a tool registration.
     pub fn register(mut self, name: impl Into<String>, tier: Tier) -> Self {
-        self.tools.push(ToolRule {
-            name: name.into(),
-            tier,
-            kind: None,
-        });
+        self.tools.push(ToolRule::new(name, tier));
+        self
+    }
+
+    /// Adds a tool registration with kind or classifier.
+    ///
+    /// ```
+    /// use cycles_core::{Policy, Tier, ToolCall};
+    /// use cycles_core::classify::{ClassifierKind, SqlDialect};
+    /// use cycles_core::policy::ToolRule;
+    /// let policy = Policy::default().tool(
+    ///     ToolRule::new("run_sql", Tier::T0).classifier(ClassifierKind::Sql).dialect(SqlDialect::Postgres),
+    /// );
+    /// let c = policy.compile().unwrap().classify(&ToolCall::new("run_sql", serde_json::json!({"query": "DROP TABLE users"})));
+    /// assert_eq!(c.tier, Tier::T4);
+    /// assert_eq!(c.rules, ["tool:run_sql", "sql.drop"]);
+    /// ```
+    pub fn tool(mut self, rule: ToolRule) -> Self {
+        self.tools.push(rule);
         self
     }
 

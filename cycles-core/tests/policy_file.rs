@@ -157,3 +157,67 @@ fn authority_refuses_to_start_with_an_invalid_policy() {
     assert_eq!(err.code(), "POLICY_INVALID");
     assert!(err.to_string().contains("tier_points[2]"), "{err}");
 }
+
+const CLASSIFIED: &str = r#"
+[[tools]]
+name = "run_sql"
+tier = 0
+classifier = "sql"
+arg = "query"
+dialect = "postgres"
+"#;
+
+#[test]
+fn classifier_registration_loads_and_classifies() {
+    let p = Policy::from_toml_str(CLASSIFIED, "c.toml").unwrap();
+    let compiled = p.compile().unwrap();
+    let c = compiled.classify(&ToolCall::new(
+        "run_sql",
+        serde_json::json!({"query": "TRUNCATE users"}),
+    ));
+    assert_eq!(c.tier, Tier::T4);
+    assert_eq!(c.rules, ["tool:run_sql", "sql.truncate"]);
+}
+
+#[test]
+fn unknown_classifier() {
+    let msg = expect_error(
+        &CLASSIFIED.replace("\"sql\"", "\"xml\""),
+        5,
+        "tools[0].classifier",
+    );
+    assert!(msg.contains("xml") && msg.contains("shell"), "{msg}");
+}
+
+#[test]
+fn bad_dialect() {
+    let msg = expect_error(
+        &CLASSIFIED.replace("postgres", "oracle9"),
+        7,
+        "tools[0].dialect",
+    );
+    assert!(msg.contains("oracle9") && msg.contains("mysql"), "{msg}");
+}
+
+#[test]
+fn dialect_without_sql_classifier() {
+    let text = CLASSIFIED.replace("classifier = \"sql\"", "classifier = \"shell\"");
+    let msg = expect_error(&text, 7, "tools[0].dialect");
+    assert!(msg.contains("sql"), "{msg}");
+    let text = CLASSIFIED.replace("classifier = \"sql\"\n", "");
+    expect_error(&text, 5, "tools[0].arg");
+}
+
+#[test]
+fn bad_arg_path_and_kind() {
+    expect_error(
+        &CLASSIFIED.replace("arg = \"query\"", "arg = \"input..sql\""),
+        6,
+        "tools[0].arg",
+    );
+    expect_error(
+        &CLASSIFIED.replace("arg = \"query\"", "kind = \"nodot\""),
+        6,
+        "tools[0].kind",
+    );
+}

@@ -1,13 +1,29 @@
 //! Tier classification: from the tool's registration, then from its arguments and name.
 //!
-//! Arguments and names can only raise a registered tier, never lower it.
+//! The tier of a call comes from, in order:
+//! 1. the tool's registration in the policy (exact name, else the first matching glob);
+//! 2. the registration's argument classifier, if any ([`sql`], [`shell`], [`http`],
+//!    `graphql`, [`names`]), which reads one argument of the call;
+//! 3. for an unregistered tool, the policy's `unknown_tool` tier raised by the name
+//!    heuristics of [`names`].
+//!
+//! Arguments and names only ever raise a registered tier, never lower it. Every
+//! [`Classification`] lists the ids of the rules that fired (`tool:run_sql`, `sql.drop`, ...).
 
 use std::collections::HashMap;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
+use serde::{Deserialize, Serialize};
 
 use crate::model::{Tier, ToolCall};
 use crate::policy::{Issue, ToolRule, UnknownTool};
+
+pub mod http;
+pub mod names;
+pub mod shell;
+pub mod sql;
+
+pub use sql::SqlDialect;
 
 /// The outcome of classifying one call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +38,259 @@ pub struct Classification {
     pub unknown: bool,
 }
 
+/// What one classifier found: the highest tier and the ids of every rule that fired (also
+/// those that did not raise the tier, such as `sql.select`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Verdict {
+    /// The highest tier of the rules that fired (0 when none did).
+    pub tier: Tier,
+    /// Rule ids in the order they first fired, each once.
+    pub rules: Vec<&'static str>,
+}
+
+impl Verdict {
+    /// Records that `rule` fired with `tier`.
+    pub fn raise(&mut self, tier: Tier, rule: &'static str) {
+        if tier > self.tier {
+            self.tier = tier;
+        }
+        if !self.rules.contains(&rule) {
+            self.rules.push(rule);
+        }
+    }
+}
+
+/// Which argument classifier a tool registration uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClassifierKind {
+    /// SQL text (argument `query`, `sql` or `statement`), parsed in the registration's dialect.
+    Sql,
+    /// A shell command line (argument `command`, `cmd` or `script`; a string, or an argv array).
+    Shell,
+    /// An HTTP request: URL (`url`, `path` or `endpoint`), method (`method`) and body
+    /// (`body`, `json` or `data`; a GraphQL body is classified as GraphQL).
+    Http,
+    /// A GraphQL document (argument `query`) with `operationName`.
+    Graphql,
+    /// Name heuristics on an argument (`arg`), or on the tool name when `arg` is not set.
+    Names,
+}
+
+impl ClassifierKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            ClassifierKind::Sql => "sql",
+            ClassifierKind::Shell => "shell",
+            ClassifierKind::Http => "http",
+            ClassifierKind::Graphql => "graphql",
+            ClassifierKind::Names => "names",
+        }
+    }
+
+    /// Argument names tried, in order, when the registration does not name one.
+    fn default_args(self) -> &'static [&'static str] {
+        match self {
+            ClassifierKind::Sql => &["query", "sql", "statement"],
+            ClassifierKind::Shell => &["command", "cmd", "script"],
+            ClassifierKind::Http => &["url", "path", "endpoint"],
+            ClassifierKind::Graphql => &["query"],
+            ClassifierKind::Names => &[],
+        }
+    }
+
+    fn missing_rule(self) -> &'static str {
+        match self {
+            ClassifierKind::Sql => "sql.arg_missing",
+            ClassifierKind::Shell => "shell.arg_missing",
+            ClassifierKind::Http => "http.arg_missing",
+            ClassifierKind::Graphql => "graphql.arg_missing",
+            ClassifierKind::Names => "name.arg_missing",
+        }
+    }
+}
+
+/// A dotted argument path (`input.sql`, `statements.0`), resolved against the call's JSON.
+#[derive(Debug, Clone)]
+struct ArgPath(Vec<String>);
+
+impl ArgPath {
+    fn parse(field: &str, path: &str) -> Result<ArgPath, Issue> {
+        if path.is_empty() || path.split('.').any(str::is_empty) {
+            return Err(Issue::new(
+                field,
+                format!(
+                    "{path:?} is not a dotted argument path such as \"query\" or \"input.sql\""
+                ),
+            ));
+        }
+        Ok(ArgPath(path.split('.').map(str::to_string).collect()))
+    }
+
+    fn get<'v>(&self, args: &'v serde_json::Value) -> Option<&'v serde_json::Value> {
+        let mut v = args;
+        for seg in &self.0 {
+            v = match v {
+                serde_json::Value::Object(m) => m.get(seg)?,
+                serde_json::Value::Array(a) => a.get(seg.parse::<usize>().ok()?)?,
+                _ => return None,
+            };
+        }
+        Some(v)
+    }
+}
+
+/// Where a classifier reads its input: the configured path, or the first default name present.
+#[derive(Debug, Clone)]
+enum ArgSource {
+    Path(ArgPath),
+    Defaults(&'static [&'static str]),
+}
+
+impl ArgSource {
+    fn get<'v>(&self, args: &'v serde_json::Value) -> Option<&'v serde_json::Value> {
+        match self {
+            ArgSource::Path(p) => p.get(args),
+            ArgSource::Defaults(names) => names.iter().find_map(|n| args.get(n)),
+        }
+    }
+}
+
+/// A registration's compiled argument classifier.
+#[derive(Debug, Clone)]
+struct ArgClassifier {
+    kind: ClassifierKind,
+    input: Option<ArgSource>,
+    dialect: SqlDialect,
+    method: ArgSource,
+    body: ArgSource,
+}
+
+impl ArgClassifier {
+    fn build(i: usize, rule: &ToolRule) -> Result<Option<ArgClassifier>, Issue> {
+        let field = |f: &str| format!("tools[{i}].{f}");
+        let Some(kind) = rule.classifier else {
+            for (name, set) in [
+                ("arg", rule.arg.is_some()),
+                ("dialect", rule.dialect.is_some()),
+                ("method_arg", rule.method_arg.is_some()),
+                ("body_arg", rule.body_arg.is_some()),
+            ] {
+                if set {
+                    return Err(Issue::new(
+                        field(name),
+                        "is only valid together with `classifier`",
+                    ));
+                }
+            }
+            return Ok(None);
+        };
+        if rule.dialect.is_some() && kind != ClassifierKind::Sql {
+            return Err(Issue::new(
+                field("dialect"),
+                format!("applies to classifier \"sql\", not {:?}", kind.as_str()),
+            ));
+        }
+        for (name, set) in [
+            ("method_arg", &rule.method_arg),
+            ("body_arg", &rule.body_arg),
+        ] {
+            if set.is_some() && kind != ClassifierKind::Http {
+                return Err(Issue::new(
+                    field(name),
+                    format!("applies to classifier \"http\", not {:?}", kind.as_str()),
+                ));
+            }
+        }
+        let path = |name: &str, v: &Option<String>, defaults: &'static [&'static str]| {
+            Ok::<_, Issue>(match v {
+                Some(p) => ArgSource::Path(ArgPath::parse(&field(name), p)?),
+                None => ArgSource::Defaults(defaults),
+            })
+        };
+        let input = match (kind, &rule.arg) {
+            (ClassifierKind::Names, None) => None,
+            _ => Some(path("arg", &rule.arg, kind.default_args())?),
+        };
+        Ok(Some(ArgClassifier {
+            kind,
+            input,
+            dialect: rule.dialect.unwrap_or_default(),
+            method: path("method_arg", &rule.method_arg, &["method"])?,
+            body: path("body_arg", &rule.body_arg, &["body", "json", "data"])?,
+        }))
+    }
+
+    /// Raises `v` by the call's arguments.
+    fn apply(&self, call: &ToolCall, v: &mut Verdict) {
+        let args = &call.args;
+        let Some(input) = &self.input else {
+            names::apply(&call.action.name, v);
+            return;
+        };
+        let missing = |v: &mut Verdict| v.raise(Tier::T4, self.kind.missing_rule());
+        let value = input.get(args);
+        match self.kind {
+            ClassifierKind::Sql => match value {
+                Some(serde_json::Value::String(s)) => sql::apply(s, self.dialect, v),
+                Some(serde_json::Value::Array(items)) if !items.is_empty() => {
+                    for item in items {
+                        match item.as_str() {
+                            Some(s) => sql::apply(s, self.dialect, v),
+                            None => missing(v),
+                        }
+                    }
+                }
+                _ => missing(v),
+            },
+            ClassifierKind::Shell => match value {
+                Some(serde_json::Value::String(s)) => shell::apply(s, v),
+                Some(serde_json::Value::Array(items)) => {
+                    let argv: Option<Vec<String>> = items
+                        .iter()
+                        .map(|a| a.as_str().map(str::to_string))
+                        .collect();
+                    match argv {
+                        Some(argv) => shell::apply_argv(&argv, v),
+                        None => missing(v),
+                    }
+                }
+                _ => missing(v),
+            },
+            ClassifierKind::Http => {
+                let body = self.body.get(args);
+                let method = match self.method.get(args) {
+                    Some(serde_json::Value::String(m)) => m.as_str(),
+                    Some(_) => {
+                        missing(v);
+                        return;
+                    }
+                    // fetch-style tools default to GET, and to POST when they carry a body.
+                    None if body.is_some() => "POST",
+                    None => "GET",
+                };
+                match value {
+                    Some(serde_json::Value::String(url)) => http::apply(method, url, body, v),
+                    _ => missing(v),
+                }
+            }
+            ClassifierKind::Graphql => match value {
+                Some(serde_json::Value::String(doc)) => {
+                    let op = ["operationName", "operation_name", "operation"]
+                        .iter()
+                        .find_map(|k| args.get(k).and_then(|o| o.as_str()));
+                    http::apply_graphql(doc, op, v)
+                }
+                _ => missing(v),
+            },
+            ClassifierKind::Names => match value {
+                Some(serde_json::Value::String(s)) => names::apply(s, v),
+                _ => missing(v),
+            },
+        }
+    }
+}
+
 /// Registered tools: exact names in a hash map, globs in a set (first match wins).
 #[derive(Debug, Clone)]
 pub(crate) struct ToolIndex {
@@ -30,6 +299,7 @@ pub(crate) struct ToolIndex {
     glob_rules: Vec<usize>,
     rules: Vec<ToolRule>,
     rule_ids: Vec<String>,
+    classifiers: Vec<Option<ArgClassifier>>,
 }
 
 fn is_glob(name: &str) -> bool {
@@ -41,6 +311,7 @@ impl ToolIndex {
         let mut exact = HashMap::new();
         let mut builder = GlobSetBuilder::new();
         let mut glob_rules = Vec::new();
+        let mut classifiers = Vec::with_capacity(rules.len());
         for (i, r) in rules.iter().enumerate() {
             if r.name.is_empty() {
                 return Err(Issue::new(format!("tools[{i}].name"), "must not be empty"));
@@ -56,6 +327,20 @@ impl ToolIndex {
                     format!("{:?} is registered twice", r.name),
                 ));
             }
+            if let Some(k) = &r.kind {
+                let probe = crate::model::Action {
+                    name: "probe".into(),
+                    kind: Some(k.clone()),
+                    tags: Vec::new(),
+                };
+                probe.validate().map_err(|_| {
+                    Issue::new(
+                        format!("tools[{i}].kind"),
+                        "kind must be <category>.<operation>",
+                    )
+                })?;
+            }
+            classifiers.push(ArgClassifier::build(i, r)?);
         }
         let globs = builder
             .build()
@@ -66,10 +351,12 @@ impl ToolIndex {
             glob_rules,
             rule_ids: rules.iter().map(|r| format!("tool:{}", r.name)).collect(),
             rules: rules.to_vec(),
+            classifiers,
         })
     }
 
-    fn lookup(&self, name: &str) -> Option<usize> {
+    /// The registration of `name`: exact names first, then the first matching glob.
+    pub(crate) fn lookup(&self, name: &str) -> Option<usize> {
         if let Some(i) = self.exact.get(name) {
             return Some(*i);
         }
@@ -84,26 +371,47 @@ impl ToolIndex {
             .map(|g| self.glob_rules[g])
     }
 
+    /// The registrations, in policy order.
+    pub(crate) fn rules(&self) -> &[ToolRule] {
+        &self.rules
+    }
+
     pub(crate) fn classify(&self, call: &ToolCall, unknown: &UnknownTool) -> Classification {
         match self.lookup(&call.action.name) {
             Some(i) => {
                 let rule = &self.rules[i];
+                let mut rules = Vec::with_capacity(1);
+                rules.push(self.rule_ids[i].clone());
+                let mut tier = rule.tier;
+                if let Some(c) = &self.classifiers[i] {
+                    let mut v = Verdict::default();
+                    c.apply(call, &mut v);
+                    tier = tier.max(v.tier);
+                    rules.extend(v.rules.iter().map(|r| r.to_string()));
+                }
                 Classification {
-                    tier: rule.tier,
+                    tier,
                     kind: rule.kind.clone().or_else(|| call.action.kind.clone()),
-                    rules: vec![self.rule_ids[i].clone()],
+                    rules,
                     unknown: false,
                 }
             }
-            None => Classification {
-                tier: match unknown {
+            None => {
+                let base = match unknown {
                     UnknownTool::Tier { tier } => *tier,
                     UnknownTool::Deny => Tier::T4,
-                },
-                kind: call.action.kind.clone(),
-                rules: vec!["unknown_tool".to_string()],
-                unknown: true,
-            },
+                };
+                let mut v = Verdict::default();
+                names::apply(&call.action.name, &mut v);
+                let mut rules = vec!["unknown_tool".to_string()];
+                rules.extend(v.rules.iter().map(|r| r.to_string()));
+                Classification {
+                    tier: base.max(v.tier),
+                    kind: call.action.kind.clone(),
+                    rules,
+                    unknown: true,
+                }
+            }
         }
     }
 }

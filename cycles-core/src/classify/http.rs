@@ -1,0 +1,563 @@
+//! HTTP requests (method and URL path) and GraphQL documents (operation type, operation name
+//! and root fields).
+//!
+//! GET/HEAD/OPTIONS 0 · POST/PUT/PATCH 2 · DELETE 3 · DELETE or POST on a path naming a volume,
+//! backup, database, project, environment, snapshot or cluster 4 · PUT/PATCH on such a path 3 ·
+//! a destructive verb in the path (`/users/7/purge`) 3, with a critical noun 4.
+//! A GraphQL body is classified by its operations instead of the method: queries 0, mutations
+//! 2, mutations whose operation name or root field names a destructive verb 3, with a critical
+//! noun 4 (`mutation { volumeDelete(volumeId: "...") }` is 4). A GraphQL document that does not
+//! parse is 4 (fail closed).
+
+use super::{Verdict, names};
+use crate::model::Tier;
+
+/// Longest GraphQL document parsed; longer is tier 4 (`graphql.too_long`).
+pub const MAX_GRAPHQL_LEN: usize = 1 << 20;
+/// Deepest inline-fragment nesting at the root of an operation.
+const MAX_FRAGMENT_DEPTH: usize = 16;
+
+/// Classifies an HTTP request. `body` is the request body when known (a GraphQL body is
+/// an object with a `query` string, or a JSON string of one).
+///
+/// ```
+/// use cycles_core::classify::http;
+/// use cycles_core::Tier;
+/// assert_eq!(http::classify("GET", "https://api.example.com/v1/volumes", None).tier, Tier::T0);
+/// assert_eq!(http::classify("DELETE", "/v1/users/7", None).tier, Tier::T3);
+/// assert_eq!(http::classify("DELETE", "/v1/volumes/vol-1", None).tier, Tier::T4);
+/// let body = serde_json::json!({"query": "mutation { volumeDelete(volumeId: \"v\") }"});
+/// assert_eq!(http::classify("POST", "https://backboard.railway.app/graphql/v2", Some(&body)).tier, Tier::T4);
+/// ```
+pub fn classify(method: &str, url: &str, body: Option<&serde_json::Value>) -> Verdict {
+    let mut v = Verdict::default();
+    apply(method, url, body, &mut v);
+    v
+}
+
+/// The path of a URL (or of a bare path): no scheme, host, query or fragment.
+fn url_path(url: &str) -> &str {
+    let rest = match url.find("://") {
+        Some(i) => {
+            let after = &url[i + 3..];
+            match after.find(['/', '?', '#']) {
+                Some(j) => &after[j..],
+                None => "",
+            }
+        }
+        None => url,
+    };
+    let end = rest.find(['?', '#']).unwrap_or(rest.len());
+    &rest[..end]
+}
+
+/// Decodes `%XX` escapes so `/vol%75mes` reads as `/volumes` (invalid escapes stay as is).
+fn percent_decode(path: &str) -> std::borrow::Cow<'_, str> {
+    if !path.contains('%') {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push(h * 16 + l);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    std::borrow::Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+/// The GraphQL document and operation name carried by a body, if it is a GraphQL body.
+fn graphql_in(body: &serde_json::Value) -> Option<(String, Option<String>)> {
+    match body {
+        serde_json::Value::Object(m) => {
+            let q = m.get("query")?.as_str()?;
+            let op = m
+                .get("operationName")
+                .or_else(|| m.get("operation_name"))
+                .and_then(|o| o.as_str())
+                .map(str::to_string);
+            Some((q.to_string(), op))
+        }
+        serde_json::Value::String(s) => {
+            let parsed: serde_json::Value = serde_json::from_str(s).ok()?;
+            match parsed {
+                serde_json::Value::Object(_) => graphql_in(&parsed),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Raises `v` by an HTTP request.
+pub(crate) fn apply(method: &str, url: &str, body: Option<&serde_json::Value>, v: &mut Verdict) {
+    let method = method.trim();
+    let path = percent_decode(url_path(url.trim()));
+    let (destructive, critical) = names::scan(&path);
+    let mut graphql = false;
+    if let Some(body) = body {
+        // A batch is an array of operations; every one of them runs.
+        let items: &[serde_json::Value] = match body {
+            serde_json::Value::Array(a) => a,
+            other => std::slice::from_ref(other),
+        };
+        for item in items {
+            if let Some((doc, op)) = graphql_in(item) {
+                graphql = true;
+                apply_graphql(&doc, op.as_deref(), v);
+            }
+        }
+    }
+    let m = |name: &str| method.eq_ignore_ascii_case(name);
+    if !graphql {
+        if m("GET") || m("HEAD") || m("OPTIONS") || m("TRACE") {
+            v.raise(Tier::T0, "http.read");
+        } else if m("POST") {
+            v.raise(Tier::T2, "http.post");
+            if critical {
+                v.raise(Tier::T4, "http.post_critical");
+            }
+        } else if m("PUT") || m("PATCH") {
+            v.raise(Tier::T2, "http.write");
+            if critical {
+                v.raise(Tier::T3, "http.modify_critical");
+            }
+        } else if m("DELETE") {
+            v.raise(Tier::T3, "http.delete");
+            if critical {
+                v.raise(Tier::T4, "http.delete_critical");
+            }
+        } else {
+            v.raise(Tier::T3, "http.unknown_method");
+        }
+    }
+    match (destructive, critical) {
+        (true, true) => v.raise(Tier::T4, "http.destructive_path_critical"),
+        (true, false) => v.raise(Tier::T3, "http.destructive_path"),
+        _ => {}
+    }
+}
+
+/// Classifies a GraphQL document; `operation_name` selects the operation that runs.
+///
+/// ```
+/// use cycles_core::classify::http::classify_graphql;
+/// use cycles_core::Tier;
+/// assert_eq!(classify_graphql("{ me { id } }", None).tier, Tier::T0);
+/// assert_eq!(classify_graphql("mutation Rename { projectUpdate(id: 1, name: \"x\") { id } }", None).tier, Tier::T2);
+/// assert_eq!(classify_graphql("mutation Cleanup($id: String!) { backupDelete(id: $id) }", None).tier, Tier::T4);
+/// assert_eq!(classify_graphql("mutation {", None).rules, ["graphql.unparsable"]);
+/// ```
+pub fn classify_graphql(document: &str, operation_name: Option<&str>) -> Verdict {
+    let mut v = Verdict::default();
+    apply_graphql(document, operation_name, &mut v);
+    v
+}
+
+/// Raises `v` by a GraphQL document.
+pub(crate) fn apply_graphql(document: &str, operation_name: Option<&str>, v: &mut Verdict) {
+    if document.len() > MAX_GRAPHQL_LEN {
+        v.raise(Tier::T4, "graphql.too_long");
+        return;
+    }
+    let Some(doc) = gql::parse(document) else {
+        v.raise(Tier::T4, "graphql.unparsable");
+        return;
+    };
+    let selected: Vec<&gql::Operation<'_>> = match operation_name {
+        Some(name) => doc
+            .operations
+            .iter()
+            .filter(|o| o.name == Some(name))
+            .collect(),
+        None => doc.operations.iter().collect(),
+    };
+    if selected.is_empty() {
+        // The server would reject it; classify what we cannot see as the worst case.
+        v.raise(Tier::T4, "graphql.unknown_operation");
+        return;
+    }
+    for op in selected {
+        match op.kind {
+            gql::Kind::Query | gql::Kind::Subscription => v.raise(Tier::T0, "graphql.query"),
+            gql::Kind::Mutation => {
+                v.raise(Tier::T2, "graphql.mutation");
+                let mut destructive = false;
+                let mut critical = false;
+                let mut check = |name: &str| {
+                    let (d, c) = names::scan(name);
+                    destructive |= d;
+                    // A critical noun counts together with a destructive verb in the same name.
+                    critical |= d && c;
+                };
+                if let Some(n) = op.name {
+                    check(n);
+                }
+                for f in doc.root_fields(op) {
+                    check(f);
+                }
+                if critical {
+                    v.raise(Tier::T4, "graphql.destructive_mutation_critical");
+                } else if destructive {
+                    v.raise(Tier::T3, "graphql.destructive_mutation");
+                }
+            }
+        }
+    }
+}
+
+/// A small GraphQL executable-document reader: operations, their names and root fields.
+mod gql {
+    use super::MAX_FRAGMENT_DEPTH;
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Tok<'a> {
+        Name(&'a str),
+        Punct(u8),
+        Spread,
+        Value,
+    }
+
+    /// Tokens of a document, or `None` if it does not lex.
+    fn lex(src: &str) -> Option<Vec<Tok<'_>>> {
+        let b = src.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            let c = b[i];
+            match c {
+                b' ' | b'\t' | b'\n' | b'\r' | b',' => i += 1,
+                0xEF if b[i..].starts_with(&[0xEF, 0xBB, 0xBF]) => i += 3,
+                b'#' => {
+                    while i < b.len() && b[i] != b'\n' && b[i] != b'\r' {
+                        i += 1;
+                    }
+                }
+                b'"' => {
+                    if b[i..].starts_with(b"\"\"\"") {
+                        i += 3;
+                        loop {
+                            if i >= b.len() {
+                                return None;
+                            }
+                            if b[i..].starts_with(b"\\\"\"\"") {
+                                i += 4;
+                            } else if b[i..].starts_with(b"\"\"\"") {
+                                i += 3;
+                                break;
+                            } else {
+                                i += 1;
+                            }
+                        }
+                    } else {
+                        i += 1;
+                        loop {
+                            match b.get(i) {
+                                None | Some(b'\n') | Some(b'\r') => return None,
+                                Some(b'\\') => i += 2,
+                                Some(b'"') => {
+                                    i += 1;
+                                    break;
+                                }
+                                Some(_) => i += 1,
+                            }
+                        }
+                    }
+                    out.push(Tok::Value);
+                }
+                b'.' if b[i..].starts_with(b"...") => {
+                    out.push(Tok::Spread);
+                    i += 3;
+                }
+                b'!' | b'$' | b'&' | b'(' | b')' | b':' | b'=' | b'@' | b'[' | b']' | b'{'
+                | b'|' | b'}' => {
+                    out.push(Tok::Punct(c));
+                    i += 1;
+                }
+                b'_' | b'a'..=b'z' | b'A'..=b'Z' => {
+                    let start = i;
+                    while i < b.len() && (b[i] == b'_' || b[i].is_ascii_alphanumeric()) {
+                        i += 1;
+                    }
+                    out.push(Tok::Name(&src[start..i]));
+                }
+                b'-' | b'0'..=b'9' => {
+                    i += 1;
+                    while i < b.len()
+                        && (b[i].is_ascii_alphanumeric() || matches!(b[i], b'.' | b'+' | b'-'))
+                    {
+                        i += 1;
+                    }
+                    out.push(Tok::Value);
+                }
+                _ => return None,
+            }
+        }
+        Some(out)
+    }
+
+    /// The type of an operation.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(super) enum Kind {
+        Query,
+        Mutation,
+        Subscription,
+    }
+
+    /// Root selections of an operation or fragment.
+    #[derive(Debug, Default)]
+    pub(super) struct Roots<'a> {
+        fields: Vec<&'a str>,
+        spreads: Vec<&'a str>,
+    }
+
+    /// One operation.
+    #[derive(Debug)]
+    pub(super) struct Operation<'a> {
+        pub kind: Kind,
+        pub name: Option<&'a str>,
+        roots: Roots<'a>,
+    }
+
+    /// A parsed executable document.
+    #[derive(Debug)]
+    pub(super) struct Document<'a> {
+        pub operations: Vec<Operation<'a>>,
+        fragments: Vec<(&'a str, Roots<'a>)>,
+    }
+
+    impl<'a> Document<'a> {
+        /// Root field names of `op`, following fragment spreads (each fragment once).
+        pub(super) fn root_fields(&self, op: &Operation<'a>) -> Vec<&'a str> {
+            let mut fields = op.roots.fields.clone();
+            let mut pending: Vec<&str> = op.roots.spreads.clone();
+            let mut seen: Vec<&str> = Vec::new();
+            while let Some(name) = pending.pop() {
+                if seen.contains(&name) {
+                    continue;
+                }
+                seen.push(name);
+                if let Some((_, r)) = self.fragments.iter().find(|(n, _)| *n == name) {
+                    fields.extend(&r.fields);
+                    pending.extend(&r.spreads);
+                }
+            }
+            fields
+        }
+    }
+
+    struct Parser<'t, 'a> {
+        toks: &'t [Tok<'a>],
+        pos: usize,
+    }
+
+    impl<'a> Parser<'_, 'a> {
+        fn peek(&self) -> Option<Tok<'a>> {
+            self.toks.get(self.pos).copied()
+        }
+        fn next(&mut self) -> Option<Tok<'a>> {
+            let t = self.peek();
+            self.pos += 1;
+            t
+        }
+        fn eat(&mut self, p: u8) -> bool {
+            if self.peek() == Some(Tok::Punct(p)) {
+                self.pos += 1;
+                true
+            } else {
+                false
+            }
+        }
+        fn name(&mut self) -> Option<&'a str> {
+            match self.next()? {
+                Tok::Name(n) => Some(n),
+                _ => None,
+            }
+        }
+
+        /// Skips a balanced group starting at the current `(`, `[` or `{`.
+        fn skip_group(&mut self) -> Option<()> {
+            let mut stack: Vec<u8> = Vec::new();
+            loop {
+                match self.next()? {
+                    Tok::Punct(c @ (b'(' | b'[' | b'{')) => stack.push(match c {
+                        b'(' => b')',
+                        b'[' => b']',
+                        _ => b'}',
+                    }),
+                    Tok::Punct(c @ (b')' | b']' | b'}')) => {
+                        if stack.pop()? != c {
+                            return None;
+                        }
+                        if stack.is_empty() {
+                            return Some(());
+                        }
+                    }
+                    _ if stack.is_empty() => return None,
+                    _ => {}
+                }
+            }
+        }
+
+        fn directives(&mut self) -> Option<()> {
+            while self.eat(b'@') {
+                self.name()?;
+                if self.peek() == Some(Tok::Punct(b'(')) {
+                    self.skip_group()?;
+                }
+            }
+            Some(())
+        }
+
+        /// A selection set at the current `{`: collects root fields and spreads.
+        fn selection_set(&mut self, roots: &mut Roots<'a>, depth: usize) -> Option<()> {
+            if depth > MAX_FRAGMENT_DEPTH || !self.eat(b'{') {
+                return None;
+            }
+            let mut empty = true;
+            loop {
+                match self.next()? {
+                    Tok::Punct(b'}') if !empty => return Some(()),
+                    Tok::Name(n) => {
+                        let field = if self.eat(b':') { self.name()? } else { n };
+                        roots.fields.push(field);
+                        if self.peek() == Some(Tok::Punct(b'(')) {
+                            self.skip_group()?;
+                        }
+                        self.directives()?;
+                        if self.peek() == Some(Tok::Punct(b'{')) {
+                            self.skip_group()?;
+                        }
+                    }
+                    Tok::Spread => match self.peek()? {
+                        Tok::Name("on") => {
+                            self.pos += 1;
+                            self.name()?;
+                            self.directives()?;
+                            self.selection_set(roots, depth + 1)?;
+                        }
+                        Tok::Name(frag) => {
+                            self.pos += 1;
+                            roots.spreads.push(frag);
+                            self.directives()?;
+                        }
+                        _ => {
+                            self.directives()?;
+                            self.selection_set(roots, depth + 1)?;
+                        }
+                    },
+                    _ => return None,
+                }
+                empty = false;
+            }
+        }
+    }
+
+    /// Parses an executable document; `None` if it is not one.
+    pub(super) fn parse(src: &str) -> Option<Document<'_>> {
+        let toks = lex(src)?;
+        let mut p = Parser {
+            toks: &toks,
+            pos: 0,
+        };
+        let mut doc = Document {
+            operations: Vec::new(),
+            fragments: Vec::new(),
+        };
+        while let Some(t) = p.peek() {
+            match t {
+                Tok::Punct(b'{') => {
+                    let mut roots = Roots::default();
+                    p.selection_set(&mut roots, 0)?;
+                    doc.operations.push(Operation {
+                        kind: Kind::Query,
+                        name: None,
+                        roots,
+                    });
+                }
+                Tok::Name(kw @ ("query" | "mutation" | "subscription")) => {
+                    p.pos += 1;
+                    let kind = match kw {
+                        "query" => Kind::Query,
+                        "mutation" => Kind::Mutation,
+                        _ => Kind::Subscription,
+                    };
+                    let name = match p.peek()? {
+                        Tok::Name(n) => {
+                            p.pos += 1;
+                            Some(n)
+                        }
+                        _ => None,
+                    };
+                    if p.peek() == Some(Tok::Punct(b'(')) {
+                        p.skip_group()?;
+                    }
+                    p.directives()?;
+                    let mut roots = Roots::default();
+                    p.selection_set(&mut roots, 0)?;
+                    doc.operations.push(Operation { kind, name, roots });
+                }
+                Tok::Name("fragment") => {
+                    p.pos += 1;
+                    let name = p.name()?;
+                    if p.name()? != "on" {
+                        return None;
+                    }
+                    p.name()?;
+                    p.directives()?;
+                    let mut roots = Roots::default();
+                    p.selection_set(&mut roots, 0)?;
+                    doc.fragments.push((name, roots));
+                }
+                _ => return None,
+            }
+        }
+        if doc.operations.is_empty() {
+            return None;
+        }
+        // Tokens borrow `src`, not `toks`: the document outlives the token vector.
+        Some(doc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        assert_eq!(url_path("https://h.io/a/b?x=1#f"), "/a/b");
+        assert_eq!(url_path("https://h.io"), "");
+        assert_eq!(url_path("/a/b?x"), "/a/b");
+        assert_eq!(percent_decode("/vol%75mes/%zz%"), "/volumes/%zz%");
+    }
+
+    #[test]
+    fn graphql_roots() {
+        let doc = "mutation M { ...F a: x { y } } fragment F on Mutation { backupDelete(id: 1) }";
+        let v = classify_graphql(doc, None);
+        assert_eq!(v.tier, Tier::T4, "{v:?}");
+        let q = "query Q { a } mutation Wipe { userDelete(id: 1) }";
+        assert_eq!(classify_graphql(q, Some("Q")).tier, Tier::T0);
+        assert_eq!(classify_graphql(q, Some("Wipe")).tier, Tier::T3);
+        assert_eq!(classify_graphql(q, Some("Other")).tier, Tier::T4);
+        assert_eq!(classify_graphql(q, None).tier, Tier::T3);
+        assert_eq!(
+            classify_graphql("type Query { a: Int }", None).tier,
+            Tier::T4
+        );
+        assert_eq!(classify_graphql("", None).tier, Tier::T4);
+    }
+}

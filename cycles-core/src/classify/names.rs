@@ -1,0 +1,215 @@
+//! Name heuristics: a destructive verb in a name is tier 3, with a critical noun tier 4.
+//!
+//! Names are split into lowercase words at every non-alphanumeric character and at camelCase
+//! boundaries (`volumeDelete` → `volume`, `delete`; `DROP_DATABASE` → `drop`, `database`), and
+//! words are matched exactly, so `dropdown` or `model` never match `drop` or `del`.
+
+use super::Verdict;
+use crate::model::Tier;
+
+/// Verbs (and their inflections) that destroy what they act on.
+const DESTRUCTIVE: &[&str] = &[
+    "delete",
+    "deletes",
+    "deleted",
+    "deleting",
+    "deletion",
+    "del",
+    "destroy",
+    "destroys",
+    "destroyed",
+    "destroying",
+    "destruction",
+    "drop",
+    "drops",
+    "dropped",
+    "dropping",
+    "purge",
+    "purges",
+    "purged",
+    "purging",
+    "wipe",
+    "wipes",
+    "wiped",
+    "wiping",
+    "terminate",
+    "terminates",
+    "terminated",
+    "terminating",
+    "termination",
+    "truncate",
+    "truncates",
+    "truncated",
+    "truncating",
+    "erase",
+    "erases",
+    "erased",
+    "erasing",
+    "nuke",
+    "nukes",
+    "nuked",
+    "shred",
+    "rm",
+    "rmrf",
+];
+
+/// Things whose destruction is irreversible or unbounded.
+const CRITICAL: &[&str] = &[
+    "backup",
+    "backups",
+    "volume",
+    "volumes",
+    "vol",
+    "database",
+    "databases",
+    "db",
+    "dbs",
+    "prod",
+    "production",
+    "cluster",
+    "clusters",
+    "snapshot",
+    "snapshots",
+    "project",
+    "projects",
+    "environment",
+    "environments",
+];
+
+/// Rule id: a destructive verb in a name.
+pub const RULE_DESTRUCTIVE: &str = "name.destructive";
+/// Rule id: a destructive verb and a critical noun in a name.
+pub const RULE_DESTRUCTIVE_CRITICAL: &str = "name.destructive_critical";
+
+/// Calls `f` with each lowercase word of `name` until it returns true; returns whether it did.
+///
+/// Works on a small stack buffer: no allocation for words up to 48 bytes (longer words are
+/// skipped: no word of interest is that long).
+pub(crate) fn any_word(name: &str, mut f: impl FnMut(&str) -> bool) -> bool {
+    let mut buf = [0u8; 48];
+    let mut len = 0usize;
+    let mut overflow = false;
+    let mut prev: Option<char> = None;
+    let mut chars = name.chars().peekable();
+    let flush =
+        |buf: &[u8; 48], len: &mut usize, overflow: &mut bool, f: &mut dyn FnMut(&str) -> bool| {
+            let hit =
+                *len > 0 && !*overflow && std::str::from_utf8(&buf[..*len]).is_ok_and(&mut *f);
+            *len = 0;
+            *overflow = false;
+            hit
+        };
+    while let Some(c) = chars.next() {
+        if !c.is_ascii_alphanumeric() {
+            if flush(&buf, &mut len, &mut overflow, &mut f) {
+                return true;
+            }
+            prev = None;
+            continue;
+        }
+        // camelCase: a boundary before an upper-case letter that follows a lower-case letter or
+        // digit, or that starts a new word after an acronym (`HTTPRequest` → `http`, `request`).
+        let boundary = c.is_ascii_uppercase()
+            && prev.is_some_and(|p| {
+                p.is_ascii_lowercase()
+                    || p.is_ascii_digit()
+                    || (p.is_ascii_uppercase()
+                        && chars.peek().is_some_and(|n| n.is_ascii_lowercase()))
+            });
+        if boundary && flush(&buf, &mut len, &mut overflow, &mut f) {
+            return true;
+        }
+        if len < buf.len() {
+            buf[len] = c.to_ascii_lowercase() as u8;
+            len += 1;
+        } else {
+            overflow = true;
+        }
+        prev = Some(c);
+    }
+    flush(&buf, &mut len, &mut overflow, &mut f)
+}
+
+/// Whether `word` (lowercase) is a destructive verb.
+pub(crate) fn is_destructive(word: &str) -> bool {
+    DESTRUCTIVE.contains(&word)
+}
+
+/// Whether `word` (lowercase) is a critical noun.
+pub(crate) fn is_critical(word: &str) -> bool {
+    CRITICAL.contains(&word)
+}
+
+/// What the words of `name` say: `(destructive verb present, critical noun present)`.
+pub(crate) fn scan(name: &str) -> (bool, bool) {
+    let mut destructive = false;
+    let mut critical = false;
+    any_word(name, |w| {
+        destructive |= is_destructive(w);
+        critical |= is_critical(w);
+        false
+    });
+    (destructive, critical)
+}
+
+/// Classifies a name: a destructive verb is tier 3 (`name.destructive`), with a critical noun
+/// tier 4 (`name.destructive_critical`); anything else is tier 0 with no rule.
+///
+/// ```
+/// use cycles_core::classify::names;
+/// use cycles_core::Tier;
+/// assert_eq!(names::classify("railway.volumeDelete").tier, Tier::T4);
+/// assert_eq!(names::classify("github.delete_comment").tier, Tier::T3);
+/// assert_eq!(names::classify("ui.render_dropdown").tier, Tier::T0);
+/// ```
+pub fn classify(name: &str) -> Verdict {
+    let mut v = Verdict::default();
+    apply(name, &mut v);
+    v
+}
+
+/// Raises `v` by the name heuristics for `name`.
+pub(crate) fn apply(name: &str, v: &mut Verdict) {
+    match scan(name) {
+        (true, true) => v.raise(Tier::T4, RULE_DESTRUCTIVE_CRITICAL),
+        (true, false) => v.raise(Tier::T3, RULE_DESTRUCTIVE),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(s: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        any_word(s, |w| {
+            out.push(w.to_string());
+            false
+        });
+        out
+    }
+
+    #[test]
+    fn splits_words() {
+        assert_eq!(words("volumeDelete"), ["volume", "delete"]);
+        assert_eq!(words("DROP_DATABASE"), ["drop", "database"]);
+        assert_eq!(words("HTTPRequest.v2"), ["http", "request", "v2"]);
+        assert_eq!(
+            words("railway.delete-volume"),
+            ["railway", "delete", "volume"]
+        );
+        assert_eq!(words(""), Vec::<String>::new());
+        assert_eq!(words("é-delete"), ["delete"]);
+    }
+
+    #[test]
+    fn tiers() {
+        assert_eq!(classify("deleteBackup").tier, Tier::T4);
+        assert_eq!(classify("deleteBackup").rules, [RULE_DESTRUCTIVE_CRITICAL]);
+        assert_eq!(classify("purge_cache").tier, Tier::T3);
+        assert_eq!(classify("list_volumes").tier, Tier::T0);
+        assert!(classify("list_volumes").rules.is_empty());
+        assert_eq!(classify("model.predict").tier, Tier::T0);
+    }
+}
