@@ -40,6 +40,8 @@ pub use classify::Classification;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{CyclesError, ErrorKind, Result};
 pub use ledger::{Ledger, LedgerTxn, MemoryLedger, SqliteLedger, SqliteOptions, Synchronous};
+#[cfg(feature = "postgres")]
+pub use ledger::{PostgresLedger, PostgresOptions};
 pub use model::{
     Action, Amount, Balance, Budget, BudgetStatus, Caps, CommitOveragePolicy, Decision,
     DecisionKind, Hold, ReasonCode, Reservation, ReservationStatus, Subject, Tier, ToolCall, Unit,

@@ -8,9 +8,13 @@ use crate::error::Result;
 use crate::model::{Budget, Reservation, ReservationStatus, Unit};
 
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod sqlite;
 
 pub use memory::MemoryLedger;
+#[cfg(feature = "postgres")]
+pub use self::postgres::{PostgresLedger, PostgresOptions};
 pub use sqlite::{SqliteLedger, SqliteOptions, Synchronous};
 
 /// A stored idempotent result: the digest of the request that produced it, and the result.

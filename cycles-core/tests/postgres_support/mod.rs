@@ -1,0 +1,128 @@
+//! Shared helpers of the `postgres_*` tests: the server URL, one fresh schema per test, a
+//! plain client for inspection, and id normalisation for comparing runs on two ledgers.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use cycles_core::{PostgresLedger, PostgresOptions};
+use serde_json::Value;
+
+/// The server under test. The tests never fall back to anything else: without a server they
+/// fail, they are never silently skipped.
+pub fn url() -> String {
+    std::env::var("CYCLES_PG_URL").expect(
+        "CYCLES_PG_URL is not set: run scripts/pg-test.sh, which starts a PostgreSQL server",
+    )
+}
+
+/// A schema name no other test (or process, or earlier run) uses.
+pub fn unique_schema(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "t_{tag}_{}_{}_{nanos}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// Options for a test ledger in `schema`: small pool, short timeouts.
+pub fn options(schema: &str) -> PostgresOptions {
+    PostgresOptions {
+        pool_size: 4,
+        connect_timeout: Duration::from_secs(2),
+        ..PostgresOptions::default()
+    }
+    .schema(schema)
+}
+
+/// A ledger in `schema` (created if absent).
+pub fn ledger(schema: &str) -> PostgresLedger {
+    PostgresLedger::connect_with(&url(), options(schema)).expect("postgres ledger connects")
+}
+
+/// A plain client with `search_path` set to `schema`, for looking at the tables directly.
+pub fn admin(schema: &str) -> postgres::Client {
+    let mut c = postgres::Client::connect(&url(), postgres::NoTls).expect("admin connects");
+    c.batch_execute(&format!("SET search_path TO {schema}"))
+        .unwrap();
+    c
+}
+
+/// A test's schema, dropped when the test ends (so runs against a long-lived server leave
+/// nothing behind).
+pub struct Schema(pub String);
+
+impl Schema {
+    /// A fresh schema name (the ledger creates the schema on connect).
+    pub fn new(tag: &str) -> Schema {
+        Schema(unique_schema(tag))
+    }
+    /// A ledger in this schema.
+    pub fn ledger(&self) -> PostgresLedger {
+        ledger(&self.0)
+    }
+    /// A plain client in this schema.
+    pub fn admin(&self) -> postgres::Client {
+        admin(&self.0)
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        if let Ok(mut c) = postgres::Client::connect(&url(), postgres::NoTls) {
+            let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.0));
+        }
+    }
+}
+
+/// Replaces generated ids (`rsv_…`, `evt_…`) by their order of first appearance and drops
+/// hashes, so outputs of the same sequence on two ledgers compare equal.
+#[derive(Default)]
+pub struct Normalizer {
+    ids: Vec<String>,
+}
+
+impl Normalizer {
+    pub fn apply(&mut self, v: &Value) -> Value {
+        match v {
+            Value::String(s) if is_generated_id(s) => {
+                let i = match self.ids.iter().position(|x| x == s) {
+                    Some(i) => i,
+                    None => {
+                        self.ids.push(s.clone());
+                        self.ids.len() - 1
+                    }
+                };
+                Value::String(format!("{}#{i}", &s[..3]))
+            }
+            Value::Array(a) => Value::Array(a.iter().map(|x| self.apply(x)).collect()),
+            Value::Object(m) => Value::Object(
+                m.iter()
+                    .filter(|(k, _)| k.as_str() != "hash" && k.as_str() != "prev_hash")
+                    .map(|(k, x)| (k.clone(), self.apply(x)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+}
+
+fn is_generated_id(s: &str) -> bool {
+    (s.starts_with("rsv_") || s.starts_with("evt_"))
+        && s.len() == 36
+        && s[4..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The whole audit trail, normalised.
+pub fn audit_trail(auth: &cycles_core::Authority, n: &mut Normalizer) -> Vec<Value> {
+    auth.audit(&cycles_core::AuditQuery::default())
+        .expect("audit readable")
+        .iter()
+        .map(|r| n.apply(&serde_json::to_value(r).unwrap()))
+        .collect()
+}
