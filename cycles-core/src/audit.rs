@@ -75,46 +75,52 @@ impl AuditKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditRecord {
-    /// Position in the chain, from 1.
-    pub seq: u64,
-    /// Ledger time.
-    pub time_ms: i64,
-    /// What happened.
-    pub kind: AuditKind,
-    /// Who.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subject: Option<Subject>,
-    /// The scopes concerned (budgeted scopes for holds and charges).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub scopes: Vec<String>,
+    // Fields in alphabetical order (and nested types likewise), so that serde_json's output
+    // is canonical JSON without a detour through `Value`: hashing stays cheap on the hot path.
     /// On what.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<Action>,
+    /// Amounts held, charged or released.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amounts: Vec<Amount>,
     /// SHA-256 of the canonical call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call_digest: Option<String>,
     /// The decision, for decide and denial records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<DecisionKind>,
-    /// The reason code of a denial.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason_code: Option<ReasonCode>,
-    /// The call's tier.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tier: Option<Tier>,
-    /// Amounts held, charged or released.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub amounts: Vec<Amount>,
-    /// The reservation concerned.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reservation_id: Option<String>,
     /// Anything else worth keeping (rule ids, reasons, budget settings).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<serde_json::Value>,
+    /// SHA-256 of this record's canonical JSON without `hash`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub hash: String,
+    /// What happened.
+    pub kind: AuditKind,
     /// Hash of the previous record.
     pub prev_hash: String,
-    /// SHA-256 of this record's canonical JSON without `hash`.
-    pub hash: String,
+    /// The reason code of a denial.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason_code: Option<ReasonCode>,
+    /// The reservation concerned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservation_id: Option<String>,
+    /// Ids of the rules that determined the decision.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<String>,
+    /// The scopes concerned (budgeted scopes for holds and charges).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// Position in the chain, from 1.
+    pub seq: u64,
+    /// Who.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Subject>,
+    /// The call's tier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<Tier>,
+    /// Ledger time.
+    pub time_ms: i64,
 }
 
 impl AuditRecord {
@@ -133,19 +139,22 @@ impl AuditRecord {
             tier: None,
             amounts: Vec::new(),
             reservation_id: None,
+            rules: Vec::new(),
             detail: None,
             prev_hash: String::new(),
             hash: String::new(),
         }
     }
 
-    /// The hash this record should carry, computed from its other fields.
+    /// The hash this record should carry: SHA-256 of its canonical JSON without `hash`.
     pub fn compute_hash(&self) -> String {
-        let mut value = serde_json::to_value(self).expect("audit records serialize");
-        if let serde_json::Value::Object(map) = &mut value {
-            map.remove("hash");
+        if self.hash.is_empty() {
+            sha256_hex(&serde_json::to_vec(self).expect("audit records serialize"))
+        } else {
+            let mut unsealed = self.clone();
+            unsealed.hash.clear();
+            unsealed.compute_hash()
         }
-        sha256_hex(&serde_json::to_vec(&value).expect("json values serialize"))
     }
 
     /// Places the record after `(seq, hash)` of the head and seals it.
@@ -153,13 +162,22 @@ impl AuditRecord {
         let (seq, prev) = head.unwrap_or((0, GENESIS_HASH.to_string()));
         self.seq = seq + 1;
         self.prev_hash = prev;
+        self.hash.clear();
         self.hash = self.compute_hash();
     }
 }
 
 /// SHA-256 of bytes, lowercase hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
+    // A table lookup: `hex::encode` goes through a char iterator and shows up in profiles.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = Sha256::digest(bytes);
+    let mut out = Vec::with_capacity(64);
+    for b in digest {
+        out.push(HEX[(b >> 4) as usize]);
+        out.push(HEX[(b & 15) as usize]);
+    }
+    String::from_utf8(out).expect("hex is ASCII")
 }
 
 /// Canonical JSON: object keys sorted, no whitespace.
@@ -327,4 +345,59 @@ pub(crate) fn write_jsonl<W: Write>(out: &mut W, records: &[AuditRecord]) -> Res
             .map_err(|e| CyclesError::LedgerUnavailable(format!("export: {e}")))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Amount, Unit};
+
+    fn full_record() -> AuditRecord {
+        let mut r = AuditRecord::new(AuditKind::Commit, 42);
+        let mut subject = Subject::default()
+            .tenant("acme")
+            .workspace("w")
+            .app("a")
+            .workflow("f")
+            .agent("bot")
+            .toolset("t");
+        subject.dimensions.insert("zone".into(), "eu".into());
+        subject.dimensions.insert("env".into(), "prod".into());
+        r.subject = Some(subject);
+        r.scopes = vec!["tenant:acme".into()];
+        r.action = Some(Action {
+            kind: Some("db.admin".into()),
+            name: "run_sql".into(),
+            tags: vec!["x".into()],
+        });
+        r.call_digest = Some("d".into());
+        r.decision = Some(DecisionKind::Deny);
+        r.reason_code = Some(ReasonCode::BudgetExceeded);
+        r.tier = Some(Tier::T4);
+        r.amounts = vec![Amount::new(Unit::Tokens, 5)];
+        r.reservation_id = Some("rsv_1".into());
+        r.rules = vec!["tool:run_sql".into()];
+        r.detail = Some(serde_json::json!({"z": 1, "a": [2]}));
+        r.chain_after(None);
+        r
+    }
+
+    #[test]
+    fn direct_serialization_is_canonical() {
+        // A field declared out of alphabetical order anywhere in the record breaks this.
+        let r = full_record();
+        assert_eq!(serde_json::to_vec(&r).unwrap(), canonical_json(&r));
+    }
+
+    #[test]
+    fn hash_covers_every_field_and_excludes_itself() {
+        let r = full_record();
+        assert_eq!(r.compute_hash(), r.hash);
+        let mut v = serde_json::to_value(&r).unwrap();
+        v.as_object_mut().unwrap().remove("hash");
+        assert_eq!(sha256_hex(&serde_json::to_vec(&v).unwrap()), r.hash);
+        let mut changed = r.clone();
+        changed.amounts[0].amount = 6;
+        assert_ne!(changed.compute_hash(), r.hash);
+    }
 }

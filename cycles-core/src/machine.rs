@@ -39,6 +39,8 @@ pub(crate) struct Prepared<'a> {
     pub call: &'a ToolCall,
     pub scopes: Vec<String>,
     pub assessment: Assessment,
+    /// SHA-256 of the canonical call, computed once.
+    pub call_digest: String,
     /// One entry per unit: the tier's risk points plus any estimate.
     pub amounts: Vec<Amount>,
 }
@@ -67,6 +69,7 @@ impl<'a> Prepared<'a> {
             call,
             scopes,
             assessment,
+            call_digest: call.digest(),
             amounts,
         })
     }
@@ -88,7 +91,7 @@ impl<'a> Prepared<'a> {
             action.kind.clone_from(&self.assessment.classification.kind);
         }
         r.action = Some(action);
-        r.call_digest = Some(self.call.digest());
+        r.call_digest = Some(self.call_digest.clone());
         r.tier = Some(self.assessment.classification.tier);
         r
     }
@@ -104,9 +107,7 @@ pub(crate) fn append(txn: &mut dyn LedgerTxn, mut record: AuditRecord) -> Result
 fn decision_record(d: &Decision, r: &mut AuditRecord) {
     r.decision = Some(d.decision);
     r.reason_code = d.reason_code;
-    if !d.rules.is_empty() {
-        r.detail = Some(serde_json::json!({ "rules": d.rules }));
-    }
+    r.rules.clone_from(&d.rules);
 }
 
 /// Budgets of `scopes` in `unit` (only those that exist).
@@ -191,6 +192,17 @@ fn evaluate(
             d.scope = Some(at);
         }
     }
+    // ALLOW_WITH_CAPS rules (policy.rs): caps while a scope's budget is low, enforced here.
+    ctx.policy.apply_caps(
+        txn,
+        &mut d,
+        &prepared.scopes,
+        &prepared.call.action.name,
+        prepared.assessment.classification.tier,
+        &prepared.amounts,
+        &per_unit,
+        ctx.now_ms,
+    )?;
     Ok((d, per_unit))
 }
 
@@ -312,7 +324,7 @@ pub(crate) fn reserve(
         status: ReservationStatus::Active,
         subject: prepared.subject.clone(),
         action: prepared.call.action.clone(),
-        call_digest: prepared.call.digest(),
+        call_digest: prepared.call_digest.clone(),
         tier: prepared.assessment.classification.tier,
         holds,
         decision,
@@ -325,6 +337,9 @@ pub(crate) fn reserve(
         finalized_at_ms: None,
     };
     txn.put_reservation(&reservation)?;
+    // Caps state (steps, cooldown) commits with the reservation or not at all.
+    ctx.policy
+        .record_caps(txn, &reservation.decision, ctx.now_ms)?;
     let mut rec = prepared.audit(AuditKind::Reserve, ctx.now_ms);
     decision_record(&reservation.decision, &mut rec);
     rec.amounts = reservation.reserved();

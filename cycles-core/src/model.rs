@@ -85,10 +85,11 @@ impl fmt::Display for Unit {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Amount {
-    /// The unit.
-    pub unit: Unit,
+    // Fields in alphabetical order: serialization is then canonical JSON (audit hashes).
     /// The quantity, never negative.
     pub amount: i64,
+    /// The unit.
+    pub unit: Unit,
 }
 
 impl Amount {
@@ -148,27 +149,28 @@ pub(crate) fn sub(a: i64, b: i64, what: &str) -> Result<i64> {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Subject {
-    /// Tenant id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tenant: Option<String>,
-    /// Workspace id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub workspace: Option<String>,
-    /// App id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub app: Option<String>,
-    /// Workflow id (a session, a run).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub workflow: Option<String>,
+    // Fields in alphabetical order: serialization is then canonical JSON (audit hashes).
     /// Agent id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
-    /// Toolset id.
+    /// App id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub toolset: Option<String>,
+    pub app: Option<String>,
     /// Free-form dimensions, recorded but not budgeted.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub dimensions: BTreeMap<String, String>,
+    /// Tenant id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Toolset id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub toolset: Option<String>,
+    /// Workflow id (a session, a run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<String>,
+    /// Workspace id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
 }
 
 /// The subject levels in scope order.
@@ -329,11 +331,12 @@ pub fn validate_scope(scope: &str) -> Result<()> {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Action {
-    /// The tool's name, e.g. `railway.delete_volume`.
-    pub name: String,
+    // Fields in alphabetical order: serialization is then canonical JSON (audit hashes).
     /// `<category>.<operation>`, e.g. `db.admin`; taken from the tool's registration when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
+    /// The tool's name, e.g. `railway.delete_volume`.
+    pub name: String,
     /// Free-form tags.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
@@ -414,9 +417,26 @@ impl ToolCall {
         }
     }
 
-    /// SHA-256 (hex) of the canonical JSON of this call: binds approvals and audit to it.
+    /// SHA-256 (hex) of the canonical JSON of this call (`{"args","kind","name","tags"}`,
+    /// keys sorted): binds approvals and audit records to the exact call.
     pub fn digest(&self) -> String {
-        crate::audit::sha256_hex(&crate::audit::canonical_json(self))
+        #[derive(Serialize)]
+        struct Canonical<'a> {
+            args: &'a serde_json::Value,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            kind: &'a Option<String>,
+            name: &'a str,
+            #[serde(skip_serializing_if = "<[String]>::is_empty")]
+            tags: &'a [String],
+        }
+        let view = Canonical {
+            args: &self.args,
+            kind: &self.action.kind,
+            name: &self.action.name,
+            tags: &self.action.tags,
+        };
+        // `Value` objects keep sorted keys (BTreeMap), so this is canonical JSON.
+        crate::audit::sha256_hex(&serde_json::to_vec(&view).expect("calls serialize"))
     }
 }
 
