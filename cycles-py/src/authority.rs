@@ -46,10 +46,7 @@ fn opt<T: DeserializeOwned>(
 }
 
 /// Amounts given as `{unit: amount}` or as the core's list form; `None` is empty.
-fn amounts(
-    obj: Option<&Bound<'_, PyAny>>,
-    field: &str,
-) -> Result<Vec<core::Amount>, CoreError> {
+fn amounts(obj: Option<&Bound<'_, PyAny>>, field: &str) -> Result<Vec<core::Amount>, CoreError> {
     match obj {
         Some(o) if !o.is_none() => from_json(amounts_to_json(o, field)?, field),
         _ => Ok(Vec::new()),
@@ -144,8 +141,10 @@ impl Authority {
                 .py(py);
             }
         };
-        // The policy is checked before the file is touched: a bad policy creates nothing.
+        // The policy is validated (by the core's compile) before the file is touched: a bad
+        // policy creates no ledger file.
         let policy = load_policy(policy).py(py)?;
+        policy.clone().compile().py(py)?;
         let options = core::SqliteOptions {
             synchronous,
             busy_timeout: Duration::from_millis(busy_timeout_ms),
@@ -287,7 +286,11 @@ impl Authority {
     }
 
     /// A reservation by id (a handle that can commit, release or extend it).
-    fn reservation(&self, py: Python<'_>, reservation_id: &Bound<'_, PyAny>) -> PyResult<Reservation> {
+    fn reservation(
+        &self,
+        py: Python<'_>,
+        reservation_id: &Bound<'_, PyAny>,
+    ) -> PyResult<Reservation> {
         let id: String = arg(reservation_id, "reservation_id").py(py)?;
         let auth = &self.inner;
         let r = py.detach(|| auth.reservation(&id)).py(py)?;
@@ -406,9 +409,8 @@ impl Authority {
     fn export_jsonl(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<usize> {
         let auth = &self.inner;
         py.detach(|| -> Result<usize, CoreError> {
-            let file = std::fs::File::create(&path).map_err(|e| {
-                CoreError::invalid("path", format!("{}: {e}", path.display()))
-            })?;
+            let file = std::fs::File::create(&path)
+                .map_err(|e| CoreError::invalid("path", format!("{}: {e}", path.display())))?;
             let mut out = std::io::BufWriter::new(file);
             let n = auth.export_jsonl(&core::AuditQuery::default(), &mut out)?;
             std::io::Write::flush(&mut out).map_err(|e| {
@@ -572,9 +574,7 @@ fn commit_core(
         })
     })()
     .py(py)?;
-    py.detach(|| auth.commit(id, &req))
-        .py(py)
-        .map(CommitResult)
+    py.detach(|| auth.commit(id, &req)).py(py).map(CommitResult)
 }
 
 /// A reservation: authority held for one call until it is committed, released or expires.
@@ -789,9 +789,7 @@ impl Reservation {
                 Ok(false)
             }
             // Finalized through another handle, or expired: nothing is held any more.
-            Err(CoreError::ReservationFinalized(_) | CoreError::ReservationExpired(_)) => {
-                Ok(false)
-            }
+            Err(CoreError::ReservationFinalized(_) | CoreError::ReservationExpired(_)) => Ok(false),
             Err(_) if exc_type.is_some() => Ok(false),
             Err(e) => Err(to_py_err(py, e)),
         }
@@ -799,13 +797,18 @@ impl Reservation {
 
     fn __repr__(&self) -> String {
         let r = self.snapshot();
+        let reserved: Vec<String> = r
+            .holds
+            .iter()
+            .map(|h| format!("{}={}", h.unit.as_str(), h.amount))
+            .collect();
         format!(
-            "Reservation({}, {}, tool={:?}, tier={}, reserved={:?})",
+            "Reservation({}, {}, tool={:?}, tier={}, reserved=[{}])",
             r.reservation_id,
             r.status.as_str(),
             r.action.name,
             r.tier.get(),
-            r.reserved()
+            reserved.join(", ")
         )
     }
 }

@@ -63,11 +63,12 @@ create_exception!(
 /// Translates a core error into the matching Python exception.
 pub(crate) fn to_py_err(py: Python<'_>, e: CoreError) -> PyErr {
     let code = e.code();
-    let mut message = e.to_string();
-    if let Some(detail) = e.decision().and_then(|d| d.message.as_deref()) {
-        message.push_str(": ");
-        message.push_str(detail);
-    }
+    let message = match e.decision().and_then(|d| d.message.as_deref()) {
+        // The decision's message usually starts with the reason code; do not say it twice.
+        Some(detail) if detail.starts_with(code) => format!("denied: {detail}"),
+        Some(detail) => format!("{e}: {detail}"),
+        None => e.to_string(),
+    };
     let err = match e.kind() {
         ErrorKind::Denied => {
             let CoreError::Denied(decision) = e else {
@@ -130,7 +131,8 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     denied.setattr("request_id", py.None())?;
     py.get_type::<ApprovalRequired>()
         .setattr("code", "APPROVAL_REQUIRED")?;
-    py.get_type::<PolicyError>().setattr("code", "POLICY_INVALID")?;
+    py.get_type::<PolicyError>()
+        .setattr("code", "POLICY_INVALID")?;
     py.get_type::<LedgerError>()
         .setattr("code", "LEDGER_UNAVAILABLE")?;
     py.get_type::<InvalidInput>()
