@@ -7,7 +7,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::classify::{Classification, ClassifierKind, SqlDialect, ToolIndex};
 use crate::error::{CyclesError, Result};
-use crate::model::{CommitOveragePolicy, ReasonCode, Tier, ToolCall};
+use globset::{Glob, GlobSet, GlobSetBuilder};
+
+use crate::ledger::LedgerTxn;
+use crate::model::{
+    Amount, Budget, Caps, CommitOveragePolicy, Decision, DecisionKind, ReasonCode, Tier, ToolCall,
+    Unit,
+};
 use crate::request::BudgetSpec;
 
 /// Default RISK_POINTS per tier 0..=4.
@@ -135,6 +141,95 @@ impl Default for Defaults {
     }
 }
 
+/// An ALLOW_WITH_CAPS rule: while a scope's remaining budget in `unit` would fall below
+/// `remaining_below` after the call, calls of subjects in that scope are answered
+/// `ALLOW_WITH_CAPS` with these caps, and the caps are enforced on every such call: a tool on
+/// the denylist (or not on the allowlist) is DENY `POLICY_VIOLATION`, a call during the
+/// cooldown is DENY `COOLDOWN` with `retry_after_ms`, and a call after `max_steps_remaining`
+/// steps is DENY `POLICY_VIOLATION`.
+///
+/// ```toml
+/// [[caps]]
+/// id = "low-risk-budget"
+/// scope = "tenant:acme"          # optional: without it, every budgeted scope of the subject
+/// remaining_below = 100          # RISK_POINTS unless `unit` says otherwise
+/// max_steps_remaining = 10
+/// deny_min_tier = 3              # every tool of tier 3 or more is denied
+/// tool_denylist = ["railway.*"]
+/// cooldown_ms = 30000
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapsRule {
+    /// Rule id, reported in decisions as `caps:<id>@<scope>`.
+    pub id: String,
+    /// The scope whose budget is watched; caps then apply to subjects in it. Without a scope,
+    /// every scope of the subject that has a budget in `unit` is watched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// The unit watched (default `RISK_POINTS`).
+    #[serde(default = "risk_points")]
+    pub unit: Unit,
+    /// The caps apply while the remaining budget after the call would be below this.
+    pub remaining_below: i64,
+    /// Advisory: most tokens the caller should spend per call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<i64>,
+    /// How many calls (reservations) the scope may make while the caps apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_steps_remaining: Option<i64>,
+    /// Only these tools (names or globs) may run while the caps apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_allowlist: Option<Vec<String>>,
+    /// These tools (names or globs) may not run while the caps apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_denylist: Option<Vec<String>>,
+    /// Every call of this tier or above is denied while the caps apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deny_min_tier: Option<Tier>,
+    /// Minimum pause between two reservations of the scope while the caps apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown_ms: Option<i64>,
+}
+
+fn risk_points() -> Unit {
+    Unit::RiskPoints
+}
+
+/// Approval settings: calls at or above `threshold_tier` need an Ed25519-signed grant from an
+/// approver whose public key is listed. Parsed and validated here; enforced by approvals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalPolicy {
+    /// Calls of this tier or above need approval (default 4).
+    pub threshold_tier: Tier,
+    /// Approver Ed25519 public keys, 32 bytes as 64 hex characters.
+    pub public_keys: Vec<String>,
+}
+
+impl Default for ApprovalPolicy {
+    fn default() -> Self {
+        ApprovalPolicy {
+            threshold_tier: Tier::T4,
+            public_keys: Vec::new(),
+        }
+    }
+}
+
+impl ApprovalPolicy {
+    fn is_default(&self) -> bool {
+        *self == ApprovalPolicy::default()
+    }
+
+    /// The approver public keys, decoded (validated when the policy compiles).
+    pub fn keys(&self) -> Vec<[u8; 32]> {
+        self.public_keys
+            .iter()
+            .filter_map(|k| hex::decode(k).ok()?.try_into().ok())
+            .collect()
+    }
+}
+
 /// The policy as written.
 ///
 /// ```
@@ -159,6 +254,12 @@ pub struct Policy {
     pub max_tier: Vec<MaxTierRule>,
     /// Reservation defaults.
     pub defaults: Defaults,
+    /// ALLOW_WITH_CAPS rules: caps that apply while a scope's remaining budget is low.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub caps: Vec<CapsRule>,
+    /// Approval settings (threshold tier and approver keys), used by approvals.
+    #[serde(skip_serializing_if = "ApprovalPolicy::is_default")]
+    pub approval: ApprovalPolicy,
 }
 
 impl Default for Policy {
@@ -170,6 +271,8 @@ impl Default for Policy {
             budgets: Vec::new(),
             max_tier: Vec::new(),
             defaults: Defaults::default(),
+            caps: Vec::new(),
+            approval: ApprovalPolicy::default(),
         }
     }
 }
@@ -289,9 +392,39 @@ impl Policy {
             ));
         }
         let index = ToolIndex::build(&self.tools)?;
+        let mut caps = Vec::with_capacity(self.caps.len());
+        for (i, rule) in self.caps.iter().enumerate() {
+            if self.caps[..i].iter().any(|r| r.id == rule.id) {
+                return Err(Issue::new(
+                    format!("caps[{i}].id"),
+                    format!("{:?} is used twice", rule.id),
+                ));
+            }
+            caps.push(CompiledCaps::build(i, rule, &self.tools)?);
+        }
+        let a = &self.approval;
+        for (i, key) in a.public_keys.iter().enumerate() {
+            let ok = key.len() == 64 && hex::decode(key).is_ok();
+            if !ok {
+                return Err(Issue::new(
+                    format!("approval.public_keys[{i}]"),
+                    "an Ed25519 public key is 32 bytes written as 64 hex characters",
+                ));
+            }
+            if a.public_keys[..i]
+                .iter()
+                .any(|k| k.eq_ignore_ascii_case(key))
+            {
+                return Err(Issue::new(
+                    format!("approval.public_keys[{i}]"),
+                    "the same key is listed twice",
+                ));
+            }
+        }
         Ok(CompiledPolicy {
             policy: self,
             index,
+            caps,
         })
     }
 }
@@ -347,6 +480,7 @@ pub struct Assessment {
 pub struct CompiledPolicy {
     policy: Policy,
     index: ToolIndex,
+    caps: Vec<CompiledCaps>,
 }
 
 impl CompiledPolicy {
@@ -398,6 +532,310 @@ impl CompiledPolicy {
             risk_points,
             deny,
         }
+    }
+}
+
+/// Key-value namespace of caps state in the ledger.
+const CAPS_NS: &str = "caps";
+
+/// Per rule and scope state, stored in the ledger (`kv` namespace `caps`, key `<id>@<scope>`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct CapsState {
+    /// Reservations made while the caps applied.
+    steps: i64,
+    /// The budget's allocation when `steps` started counting: a new allocation restarts them.
+    allocated: i64,
+    /// No reservation before this ledger time.
+    cooldown_until_ms: i64,
+}
+
+/// A validated caps rule with its glob sets.
+#[derive(Debug, Clone)]
+struct CompiledCaps {
+    rule: CapsRule,
+    deny: Option<GlobSet>,
+    allow: Option<GlobSet>,
+    /// The denylist as reported in `caps.tool_denylist`: the rule's list plus every registered
+    /// tool at or above `deny_min_tier`.
+    reported_denylist: Option<Vec<String>>,
+}
+
+fn glob_set(field: &str, names: &[String]) -> std::result::Result<GlobSet, Issue> {
+    let mut b = GlobSetBuilder::new();
+    for (i, n) in names.iter().enumerate() {
+        if n.is_empty() {
+            return Err(Issue::new(format!("{field}[{i}]"), "must not be empty"));
+        }
+        b.add(Glob::new(n).map_err(|e| Issue::new(format!("{field}[{i}]"), e.to_string()))?);
+    }
+    b.build().map_err(|e| Issue::new(field, e.to_string()))
+}
+
+impl CompiledCaps {
+    fn build(i: usize, rule: &CapsRule, tools: &[ToolRule]) -> std::result::Result<Self, Issue> {
+        let f = |name: &str| format!("caps[{i}].{name}");
+        crate::model::validate_id(&rule.id, "id")
+            .map_err(|e| Issue::from_error(&format!("caps[{i}]"), e))?;
+        if let Some(scope) = &rule.scope {
+            crate::model::validate_scope(scope)
+                .map_err(|e| Issue::from_error(&format!("caps[{i}]"), e))?;
+        }
+        if rule.remaining_below < 0 {
+            return Err(Issue::new(f("remaining_below"), "must be non-negative"));
+        }
+        for (name, v) in [
+            ("max_tokens", rule.max_tokens),
+            ("max_steps_remaining", rule.max_steps_remaining),
+            ("cooldown_ms", rule.cooldown_ms),
+        ] {
+            if v.is_some_and(|v| v < 0) {
+                return Err(Issue::new(f(name), "must be non-negative"));
+            }
+        }
+        if rule
+            .cooldown_ms
+            .is_some_and(|c| c > crate::model::MAX_TTL_MS)
+        {
+            return Err(Issue::new(f("cooldown_ms"), "at most 86400000 (24 h)"));
+        }
+        let sets_nothing = rule.max_tokens.is_none()
+            && rule.max_steps_remaining.is_none()
+            && rule.tool_allowlist.is_none()
+            && rule.tool_denylist.is_none()
+            && rule.deny_min_tier.is_none()
+            && rule.cooldown_ms.is_none();
+        if sets_nothing {
+            return Err(Issue::new(
+                f("id"),
+                "the rule sets no cap (max_tokens, max_steps_remaining, tool_allowlist, tool_denylist, deny_min_tier or cooldown_ms)",
+            ));
+        }
+        let deny = match &rule.tool_denylist {
+            Some(list) if !list.is_empty() => Some(glob_set(&f("tool_denylist"), list)?),
+            _ => None,
+        };
+        let allow = match &rule.tool_allowlist {
+            Some(list) => Some(glob_set(&f("tool_allowlist"), list)?),
+            None => None,
+        };
+        let reported_denylist = if rule.tool_denylist.is_some() || rule.deny_min_tier.is_some() {
+            let mut list = rule.tool_denylist.clone().unwrap_or_default();
+            if let Some(min) = rule.deny_min_tier {
+                for t in tools.iter().filter(|t| t.tier >= min) {
+                    if !list.contains(&t.name) {
+                        list.push(t.name.clone());
+                    }
+                }
+            }
+            Some(list)
+        } else {
+            None
+        };
+        Ok(CompiledCaps {
+            rule: rule.clone(),
+            deny,
+            allow,
+            reported_denylist,
+        })
+    }
+
+    fn key(&self, scope: &str) -> String {
+        format!("{}@{}", self.rule.id, scope)
+    }
+}
+
+/// The state of a caps rule on one scope, read from the ledger.
+fn caps_state(txn: &mut dyn LedgerTxn, key: &str) -> Result<CapsState> {
+    match txn.kv_get(CAPS_NS, key)? {
+        None => Ok(CapsState::default()),
+        Some(v) => serde_json::from_value(v)
+            .map_err(|e| CyclesError::LedgerCorrupt(format!("caps state {key}: {e}"))),
+    }
+}
+
+/// Merges `b` into `a`: the tighter limit wins, denylists add up, allowlists intersect.
+fn merge_caps(a: &mut Caps, b: Caps) {
+    fn min(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+        match (a, b) {
+            (Some(x), Some(y)) => Some(x.min(y)),
+            (x, y) => x.or(y),
+        }
+    }
+    a.max_tokens = min(a.max_tokens, b.max_tokens);
+    a.max_steps_remaining = min(a.max_steps_remaining, b.max_steps_remaining);
+    a.cooldown_ms = match (a.cooldown_ms, b.cooldown_ms) {
+        (Some(x), Some(y)) => Some(x.max(y)),
+        (x, y) => x.or(y),
+    };
+    a.tool_denylist = match (a.tool_denylist.take(), b.tool_denylist) {
+        (Some(mut x), Some(y)) => {
+            for n in y {
+                if !x.contains(&n) {
+                    x.push(n);
+                }
+            }
+            Some(x)
+        }
+        (x, y) => x.or(y),
+    };
+    a.tool_allowlist = match (a.tool_allowlist.take(), b.tool_allowlist) {
+        (Some(x), Some(y)) => Some(x.into_iter().filter(|n| y.contains(n)).collect()),
+        (x, y) => x.or(y),
+    };
+}
+
+impl CompiledPolicy {
+    /// Applies the ALLOW_WITH_CAPS rules to an allowed `decision` for a call of `tool` at
+    /// `tier` holding `amounts` (with `budgets[i]` the budgets of `amounts[i]`'s unit on the
+    /// subject's `scopes`). Turns the decision into `ALLOW_WITH_CAPS`, or into a DENY when the
+    /// call breaks an active cap. Reads caps state from the ledger; writes nothing.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn apply_caps(
+        &self,
+        txn: &mut dyn LedgerTxn,
+        decision: &mut Decision,
+        scopes: &[String],
+        tool: &str,
+        tier: Tier,
+        amounts: &[Amount],
+        budgets: &[Vec<Budget>],
+        now_ms: i64,
+    ) -> Result<()> {
+        if self.caps.is_empty() || decision.decision == DecisionKind::Deny {
+            return Ok(());
+        }
+        let mut caps: Option<Caps> = None;
+        let mut fired = Vec::new();
+        for c in &self.caps {
+            let r = &c.rule;
+            for scope in scopes {
+                if r.scope.as_ref().is_some_and(|s| s != scope) {
+                    continue;
+                }
+                let held = amounts.iter().position(|a| a.unit == r.unit);
+                let budget = match held.and_then(|i| budgets.get(i)) {
+                    Some(list) => list.iter().find(|b| &b.scope == scope).cloned(),
+                    None => txn.budget(scope, r.unit)?,
+                };
+                let Some(budget) = budget else { continue };
+                let amount = held.map_or(0, |i| amounts[i].amount);
+                if budget.remaining().saturating_sub(amount) >= r.remaining_below {
+                    continue;
+                }
+                let id = format!("caps:{}", c.key(scope));
+                let state = caps_state(txn, &c.key(scope))?;
+                let steps = if state.allocated == budget.allocated {
+                    state.steps
+                } else {
+                    0
+                };
+                let deny = |reason: ReasonCode, message: String| (reason, message);
+                let violation = if c.allow.as_ref().is_some_and(|a| !a.is_match(tool)) {
+                    Some(deny(
+                        ReasonCode::PolicyViolation,
+                        format!(
+                            "{tool:?} is not on the tool allowlist of caps rule {:?} on {scope}",
+                            r.id
+                        ),
+                    ))
+                } else if c.deny.as_ref().is_some_and(|d| d.is_match(tool)) {
+                    Some(deny(
+                        ReasonCode::PolicyViolation,
+                        format!(
+                            "{tool:?} is on the tool denylist of caps rule {:?} on {scope}",
+                            r.id
+                        ),
+                    ))
+                } else if r.deny_min_tier.is_some_and(|m| tier >= m) {
+                    Some(deny(
+                        ReasonCode::PolicyViolation,
+                        format!(
+                            "tier {} tools are denied by caps rule {:?} on {scope}",
+                            tier.get(),
+                            r.id
+                        ),
+                    ))
+                } else if state.cooldown_until_ms > now_ms {
+                    decision.retry_after_ms = Some(state.cooldown_until_ms - now_ms);
+                    Some(deny(
+                        ReasonCode::Cooldown,
+                        format!("caps rule {:?} on {scope} is cooling down", r.id),
+                    ))
+                } else if r.max_steps_remaining.is_some_and(|m| steps >= m) {
+                    Some(deny(
+                        ReasonCode::PolicyViolation,
+                        format!("caps rule {:?} on {scope} has no steps left", r.id),
+                    ))
+                } else {
+                    None
+                };
+                fired.push(id);
+                if let Some((reason, message)) = violation {
+                    decision.decision = DecisionKind::Deny;
+                    decision.reason_code = Some(reason);
+                    decision.message = Some(message);
+                    decision.scope = Some(scope.clone());
+                    decision.caps = None;
+                    decision.rules.extend(fired);
+                    return Ok(());
+                }
+                let these = Caps {
+                    max_tokens: r.max_tokens,
+                    max_steps_remaining: r.max_steps_remaining.map(|m| (m - steps - 1).max(0)),
+                    tool_allowlist: r.tool_allowlist.clone(),
+                    tool_denylist: c.reported_denylist.clone(),
+                    cooldown_ms: r.cooldown_ms,
+                };
+                match &mut caps {
+                    Some(all) => merge_caps(all, these),
+                    None => caps = Some(these),
+                }
+            }
+        }
+        if let Some(caps) = caps {
+            decision.decision = DecisionKind::AllowWithCaps;
+            decision.caps = Some(caps);
+            decision.rules.extend(fired);
+        }
+        Ok(())
+    }
+
+    /// Records a reservation made under caps (in the reservation's transaction): counts the
+    /// step and starts the cooldown of every caps rule in `decision.rules`.
+    pub(crate) fn record_caps(
+        &self,
+        txn: &mut dyn LedgerTxn,
+        decision: &Decision,
+        now_ms: i64,
+    ) -> Result<()> {
+        if decision.decision != DecisionKind::AllowWithCaps {
+            return Ok(());
+        }
+        for id in decision
+            .rules
+            .iter()
+            .filter_map(|r| r.strip_prefix("caps:"))
+        {
+            let Some((rule_id, scope)) = id.split_once('@') else {
+                continue;
+            };
+            let Some(c) = self.caps.iter().find(|c| c.rule.id == rule_id) else {
+                continue;
+            };
+            let allocated = txn.budget(scope, c.rule.unit)?.map_or(0, |b| b.allocated);
+            let mut state = caps_state(txn, id)?;
+            if state.allocated != allocated {
+                state.steps = 0;
+                state.allocated = allocated;
+            }
+            state.steps = state.steps.saturating_add(1);
+            if let Some(cd) = c.rule.cooldown_ms {
+                state.cooldown_until_ms = now_ms.saturating_add(cd);
+            }
+            let value = serde_json::to_value(state).expect("caps state serializes");
+            txn.kv_put(CAPS_NS, id, &value)?;
+        }
+        Ok(())
     }
 }
 

@@ -371,11 +371,6 @@ impl ToolIndex {
             .map(|g| self.glob_rules[g])
     }
 
-    /// The registrations, in policy order.
-    pub(crate) fn rules(&self) -> &[ToolRule] {
-        &self.rules
-    }
-
     pub(crate) fn classify(&self, call: &ToolCall, unknown: &UnknownTool) -> Classification {
         match self.lookup(&call.action.name) {
             Some(i) => {
