@@ -34,6 +34,11 @@ pub mod model;
 pub mod policy;
 pub mod request;
 
+/// The README's Rust examples, compiled as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 pub use audit::{AuditKind, AuditQuery, AuditRecord, BrokenRecord, VerifyReport};
 pub use authority::{Authority, AuthorityBuilder};
 pub use classify::Classification;

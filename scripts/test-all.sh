@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs every test of the repository: Rust (all crates, lint gates), Python, Node, PostgreSQL.
+# This is the README's test command and what CI runs (.ci/run). It installs what it needs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+start=$(date +%s)
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all targets, -D warnings)"
+cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy -p cycles-core --features postgres --all-targets -- -D warnings
+
+step "cargo test --workspace"
+cargo test --workspace
+
+step "Python binding (scripts/test-python.sh)"
+scripts/test-python.sh
+
+step "Node binding (scripts/test-node.sh)"
+scripts/test-node.sh
+
+step "PostgreSQL ledger (scripts/pg-test.sh)"
+scripts/pg-test.sh
+
+step "incident replay"
+cargo run -q -p cycles-core --example incident_replay >/dev/null
+
+printf '\nAll tests passed in %ss.\n' "$(( $(date +%s) - start ))"
