@@ -126,6 +126,8 @@ export interface AuthorityOptions {
    * An invalid policy is a `POLICY_INVALID` error: the authority never starts on a default.
    */
   policy?: string | Record<string, unknown>
+  /** The ledger's time for tests and simulations (default: the system clock). */
+  clock?: ManualClock
 }
 
 export interface OpenOptions extends AuthorityOptions {
@@ -213,8 +215,25 @@ export declare class Authority {
   sweepExpired(): Promise<number>
   /** The same as the Promise form, on the calling thread. */
   sweepExpiredSync(): number
+  /** The current time on the authority's clock (ms since the epoch). */
+  get nowMs(): Int
   /** Where the ledger lives (`memory`, `sqlite:/path`). */
   get ledger(): string
+}
+
+/**
+ * A clock that moves only when told to, for tests and simulations: pass it as
+ * `{ clock }` when creating an authority and it becomes the ledger's time.
+ */
+export declare class ManualClock {
+  /** A clock showing `startMs` (milliseconds since the epoch). */
+  constructor(startMs: Int)
+  /** Moves the clock by `deltaMs` (negative moves it back). */
+  advance(deltaMs: Int): void
+  /** Sets the time. */
+  set(ms: Int): void
+  /** The time it shows. */
+  get nowMs(): Int
 }
 
 /**

@@ -126,6 +126,8 @@ export interface AuthorityOptions {
    * An invalid policy is a `POLICY_INVALID` error: the authority never starts on a default.
    */
   policy?: string | Record<string, unknown>
+  /** The ledger's time for tests and simulations (default: the system clock). */
+  clock?: ManualClock
 }
 
 export interface OpenOptions extends AuthorityOptions {

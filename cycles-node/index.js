@@ -836,4 +836,5 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.Authority = nativeBinding.Authority
+module.exports.ManualClock = nativeBinding.ManualClock
 module.exports.Reservation = nativeBinding.Reservation

@@ -147,10 +147,12 @@ fn number(n: f64, field: &str, numbers: Numbers) -> Result<Value, CyclesError> {
 }
 
 /// An options object (or `undefined`) as a map; anything else is `INVALID_REQUEST`.
+/// Keys in `skip` are left out (native objects the caller reads itself).
 pub fn object(
     v: Option<&Unknown<'_>>,
     field: &str,
     free_form: &[&str],
+    skip: &[&str],
 ) -> Result<Map<String, Value>, CyclesError> {
     let Some(v) = v else {
         return Ok(Map::new());
@@ -164,6 +166,9 @@ pub fn object(
     let obj = unsafe { v.cast::<Object>() }.map_err(|e| napi_failed(field, e))?;
     let mut map = Map::new();
     for key in Object::keys(&obj).map_err(|e| napi_failed(field, e))? {
+        if skip.contains(&key.as_str()) {
+            continue;
+        }
         let path = if field.is_empty() {
             key.clone()
         } else {
@@ -183,6 +188,25 @@ pub fn object(
         }
     }
     Ok(map)
+}
+
+/// A property of an options object, unconverted (`None` when absent or `undefined`).
+pub fn property<'a>(
+    v: Option<&Unknown<'a>>,
+    key: &str,
+) -> Result<Option<Unknown<'a>>, CyclesError> {
+    let Some(v) = v else { return Ok(None) };
+    if v.get_type().map_err(|e| napi_failed(key, e))? != ValueType::Object {
+        return Ok(None);
+    }
+    let obj = unsafe { v.cast::<Object>() }.map_err(|e| napi_failed(key, e))?;
+    let item: Unknown = obj
+        .get_named_property(key)
+        .map_err(|e| napi_failed(key, e))?;
+    match item.get_type().map_err(|e| napi_failed(key, e))? {
+        ValueType::Undefined => Ok(None),
+        _ => Ok(Some(item)),
+    }
 }
 
 /// Where a JS key goes in the core's JSON shape.

@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex};
 
 use core::CyclesError;
 use cycles_core as core;
-use napi::bindgen_prelude::AsyncTask;
-use napi::{Env, Unknown};
+use napi::bindgen_prelude::{AsyncTask, ClassInstance, FromNapiValue};
+use napi::{Env, JsValue, Unknown};
 use napi_derive::napi;
 use serde_json::{Map, Value};
 
@@ -48,14 +48,26 @@ where
     )
 }
 
-/// Parses `{ policy, synchronous, busyTimeoutMs }`.
+/// Parses `{ policy, clock, synchronous, busyTimeoutMs }`.
 struct OpenOptions {
     policy: core::Policy,
+    clock: Option<core::ManualClock>,
     sqlite: core::SqliteOptions,
 }
 
 fn open_options(opts: Option<&Unknown<'_>>, file: bool) -> CoreResult<OpenOptions> {
-    let mut map = convert::object(opts, "options", &[])?;
+    let clock = match convert::property(opts, "clock")? {
+        None => None,
+        Some(v) => {
+            // SAFETY: `v` is a live value of the current call; the conversion checks the class.
+            let c: Result<ClassInstance<ManualClock>, _> =
+                unsafe { FromNapiValue::from_napi_value(v.value().env, v.raw()) };
+            let c =
+                c.map_err(|_| CyclesError::invalid("options.clock", "expected a ManualClock"))?;
+            Some(c.inner.clone())
+        }
+    };
+    let mut map = convert::object(opts, "options", &[], &["clock"])?;
     let policy = match map.remove("policy") {
         None | Some(Value::Null) => core::Policy::default(),
         Some(Value::String(path)) => core::Policy::from_file(&path)?,
@@ -98,24 +110,36 @@ fn open_options(opts: Option<&Unknown<'_>>, file: bool) -> CoreResult<OpenOption
     }
     if let Some(key) = map.keys().next() {
         let known = if file {
-            "policy, synchronous, busyTimeoutMs"
+            "policy, clock, synchronous, busyTimeoutMs"
         } else {
-            "policy"
+            "policy, clock"
         };
         return Err(CyclesError::invalid(
             format!("options.{key}"),
             format!("unknown option; expected one of {known}"),
         ));
     }
-    Ok(OpenOptions { policy, sqlite })
+    Ok(OpenOptions {
+        policy,
+        clock,
+        sqlite,
+    })
+}
+
+fn build(opts: OpenOptions, ledger: Option<core::SqliteLedger>) -> CoreResult<core::Authority> {
+    let mut b = core::Authority::builder().policy(opts.policy);
+    if let Some(l) = ledger {
+        b = b.ledger(l);
+    }
+    if let Some(c) = opts.clock {
+        b = b.clock(c);
+    }
+    b.build()
 }
 
 fn open_file(path: String, opts: OpenOptions) -> CoreResult<core::Authority> {
-    let ledger = core::SqliteLedger::open_with(&path, opts.sqlite)?;
-    core::Authority::builder()
-        .ledger(ledger)
-        .policy(opts.policy)
-        .build()
+    let ledger = core::SqliteLedger::open_with(&path, opts.sqlite.clone())?;
+    build(opts, Some(ledger))
 }
 
 const RESERVE_FIELDS: &[(&str, Dest)] = &[
@@ -168,7 +192,7 @@ fn request<T: serde::de::DeserializeOwned>(
     what: &str,
     fields: &[&[(&str, Dest)]],
 ) -> CoreResult<T> {
-    let map = convert::object(v, "", FREE_FORM)?;
+    let map = convert::object(v, "", FREE_FORM, &[])?;
     let renamed = convert::rename(map, "", fields)?;
     convert::parse(renamed, what)
 }
@@ -250,8 +274,7 @@ impl Authority {
     /// policy object with the file's keys.
     #[napi(factory, ts_args_type = "options?: AuthorityOptions")]
     pub fn in_memory(env: Env, options: Option<Unknown>) -> napi::Result<Authority> {
-        let built = open_options(options.as_ref(), false)
-            .and_then(|o| core::Authority::builder().policy(o.policy).build());
+        let built = open_options(options.as_ref(), false).and_then(|o| build(o, None));
         sync(&env, built).map(|inner| Authority { inner })
     }
 
@@ -615,10 +638,65 @@ impl Authority {
         sync(&env, self.inner.sweep_expired()).map(|n| u32::try_from(n).unwrap_or(u32::MAX))
     }
 
+    /// The current time on the authority's clock (ms since the epoch).
+    #[napi(getter)]
+    pub fn now_ms(&self) -> types::Int {
+        types::Int(self.inner.now_ms())
+    }
+
     /// Where the ledger lives (`memory`, `sqlite:/path`).
     #[napi(getter)]
     pub fn ledger(&self) -> String {
         self.inner.ledger().describe()
+    }
+}
+
+/// A clock that moves only when told to, for tests and simulations: pass it as
+/// `{ clock }` when creating an authority and it becomes the ledger's time.
+#[napi]
+pub struct ManualClock {
+    inner: core::ManualClock,
+}
+
+fn int_arg(env: &Env, v: &Unknown<'_>, field: &str) -> napi::Result<i64> {
+    let n = match convert::to_json(v, field, Numbers::Integers) {
+        Ok(Some(Value::Number(n))) => n.as_i64(),
+        Ok(_) => None,
+        Err(e) => return Err(error::to_js(env, e)),
+    };
+    n.ok_or_else(|| error::to_js(env, CyclesError::invalid(field, "expected an integer")))
+}
+
+#[napi]
+impl ManualClock {
+    /// A clock showing `startMs` (milliseconds since the epoch).
+    #[napi(constructor, ts_args_type = "startMs: Int")]
+    pub fn new(env: Env, start_ms: Unknown) -> napi::Result<Self> {
+        let start = int_arg(&env, &start_ms, "startMs")?;
+        Ok(ManualClock {
+            inner: core::ManualClock::new(start),
+        })
+    }
+
+    /// Moves the clock by `deltaMs` (negative moves it back).
+    #[napi(ts_args_type = "deltaMs: Int")]
+    pub fn advance(&self, env: Env, delta_ms: Unknown) -> napi::Result<()> {
+        self.inner.advance(int_arg(&env, &delta_ms, "deltaMs")?);
+        Ok(())
+    }
+
+    /// Sets the time.
+    #[napi(ts_args_type = "ms: Int")]
+    pub fn set(&self, env: Env, ms: Unknown) -> napi::Result<()> {
+        self.inner.set(int_arg(&env, &ms, "ms")?);
+        Ok(())
+    }
+
+    /// The time it shows.
+    #[napi(getter)]
+    pub fn now_ms(&self) -> types::Int {
+        use core::Clock;
+        types::Int(self.inner.now_ms())
     }
 }
 
