@@ -1,0 +1,160 @@
+// End to end through real processes and the real MCP SDK:
+//   SDK Client --stdio--> cycles-mcp-gate --stdio--> upstream McpServer (records every call)
+// A destructive tool is denied and never reaches the upstream; a read passes; a failing tool
+// is released; the ledger file shows it all and its chain verifies.
+import test from 'node:test'
+import assert from 'node:assert/strict'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { spawnSync } from 'node:child_process'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+import { Client } from '@modelcontextprotocol/sdk/client/index.js'
+import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js'
+
+import { cycles, tempDir } from './support.mjs'
+
+const here = dirname(fileURLToPath(import.meta.url))
+const GATE = join(here, '../mcp-gate/gate.mjs')
+const UPSTREAM = join(here, 'upstream-server.mjs')
+
+const POLICY = `
+unknown_tool = { action = "deny" }
+
+[[tools]]
+name = "railway.read_file"
+tier = 0
+
+[[tools]]
+name = "railway.write_note"
+tier = 1
+
+[[tools]]
+name = "railway.flaky"
+tier = 1
+
+[[tools]]
+name = "railway.delete_volume"
+tier = 4
+
+[[budgets]]
+scope = "tenant:acme/agent:claude"
+unit = "RISK_POINTS"
+allocated = 40
+`
+
+function calls(file) {
+  if (!existsSync(file)) return []
+  return readFileSync(file, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l))
+}
+
+const text = (result) => result.content.map((c) => c.text).join('\n')
+
+test('the MCP gate lets reads through and stops a destructive call before the upstream', async (t) => {
+  const tmp = tempDir()
+  t.after(tmp.cleanup)
+  const policy = join(tmp.dir, 'policy.toml')
+  const ledger = join(tmp.dir, 'cycles.db')
+  const callsFile = join(tmp.dir, 'calls.jsonl')
+  writeFileSync(policy, POLICY)
+
+  const client = new Client({ name: 'e2e-client', version: '1.0.0' })
+  const transport = new StdioClientTransport({
+      command: process.execPath,
+      args: [
+        GATE,
+        '--policy', policy,
+        '--ledger', ledger,
+        '--subject', 'tenant=acme,agent=claude',
+        '--tool-prefix', 'railway.',
+        '--',
+        process.execPath, UPSTREAM, callsFile,
+      ],
+      stderr: 'pipe',
+  })
+  let gateLog = ''
+  transport.stderr.on('data', (chunk) => (gateLog += chunk))
+  await client.connect(transport)
+  t.after(() => client.close())
+
+  const { tools } = await client.listTools()
+  assert.deepEqual(tools.map((x) => x.name).sort(), ['delete_volume', 'flaky', 'read_file', 'write_note'])
+  assert.equal(tools.find((x) => x.name === 'delete_volume').description, 'Deletes a volume and everything on it')
+
+  const read = await client.callTool({ name: 'read_file', arguments: { path: 'notes.txt' } })
+  assert.ok(!read.isError, text(read))
+  assert.equal(text(read), 'contents of notes.txt')
+
+  const write = await client.callTool({ name: 'write_note', arguments: { text: 'hello' } })
+  assert.ok(!write.isError, text(write))
+
+  const wipe = await client.callTool({ name: 'delete_volume', arguments: { volume_id: 'vol-prod-1' } })
+  assert.equal(wipe.isError, true)
+  assert.match(text(wipe), /BUDGET_EXCEEDED/, gateLog)
+  assert.match(text(wipe), /not executed/)
+  assert.equal(wipe._meta['cycles/decision'].reasonCode, 'BUDGET_EXCEEDED')
+  assert.equal(wipe._meta['cycles/decision'].decision.tier, 4)
+
+  const flaky = await client.callTool({ name: 'flaky', arguments: {} })
+  assert.equal(flaky.isError, true, 'the upstream tool error comes through')
+  assert.match(text(flaky), /flaky failed on purpose/)
+
+  const unknown = await client.callTool({ name: 'not_listed', arguments: {} })
+  assert.equal(unknown.isError, true)
+  assert.equal(unknown._meta['cycles/decision'].reasonCode, 'TOOL_UNKNOWN')
+
+  // What reached the upstream: the read, the write and the flaky call; never the deletion.
+  const seen = calls(callsFile).filter((c) => c.event === 'call')
+  assert.deepEqual(
+    seen.map((c) => c.tool),
+    ['read_file', 'write_note', 'flaky'],
+  )
+  assert.deepEqual(seen[0].args, { path: 'notes.txt' })
+
+  await client.close()
+
+  // The ledger file tells the same story, and its chain verifies.
+  const auth = await cycles.Authority.open(ledger)
+  const [balance] = await auth.balances('tenant:acme/agent:claude')
+  assert.equal(balance.spent, 1, 'only the write (tier 1) was charged; the flaky call was released')
+  assert.equal(balance.reserved, 0, 'nothing is left held')
+  const records = await auth.audit()
+  const byTool = (kind, tool) => records.filter((r) => r.kind === kind && r.action?.name === tool)
+  assert.equal(byTool('denial', 'railway.delete_volume').length, 1)
+  assert.equal(byTool('denial', 'railway.delete_volume')[0].reasonCode, 'BUDGET_EXCEEDED')
+  assert.equal(byTool('denial', 'railway.not_listed')[0].reasonCode, 'TOOL_UNKNOWN')
+  assert.equal(records.filter((r) => r.kind === 'commit').length, 2, 'read and write committed')
+  assert.equal(records.filter((r) => r.kind === 'release').length, 1, 'flaky released')
+  assert.equal(byTool('reserve', 'railway.delete_volume').length, 0)
+  assert.equal((await auth.verify()).ok, true)
+})
+
+test('the MCP gate refuses to start on a bad policy and never starts the upstream', (t) => {
+  const tmp = tempDir()
+  t.after(tmp.cleanup)
+  const policy = join(tmp.dir, 'policy.toml')
+  const callsFile = join(tmp.dir, 'calls.jsonl')
+  writeFileSync(policy, POLICY.replace('tier = 4', 'tier = 9'))
+  const run = spawnSync(
+    process.execPath,
+    [GATE, '--policy', policy, '--subject', 'agent=claude', '--', process.execPath, UPSTREAM, callsFile],
+    { input: '', encoding: 'utf8', timeout: 60_000 },
+  )
+  assert.equal(run.status, 1, run.stderr)
+  assert.match(run.stderr, /refusing to start: POLICY_INVALID/)
+  assert.match(run.stderr, /tools\[3\]\.tier/)
+  assert.equal(existsSync(callsFile), false, 'the upstream was never started')
+})
+
+test('the MCP gate rejects a command line without an upstream', () => {
+  const run = spawnSync(process.execPath, [GATE, '--policy', 'p.toml', '--subject', 'agent=a'], {
+    input: '',
+    encoding: 'utf8',
+    timeout: 60_000,
+  })
+  assert.equal(run.status, 2)
+  assert.match(run.stderr, /upstream command is missing/)
+})

@@ -1,0 +1,203 @@
+#!/usr/bin/env node
+// cycles-mcp-gate: an MCP server (stdio) that stands between an MCP client and an upstream MCP
+// server. It lists the upstream's tools as its own and forwards a tools/call only after the
+// Cycles authority classified and reserved it; the reservation is committed when the upstream
+// call succeeds and released when it fails. A denial never reaches the upstream: the client gets
+// an MCP tool error result carrying the reason code, so the model sees why.
+//
+// Unlike a budget tool offered beside the others, the agent cannot skip this: the gate is the
+// only way it has to the upstream's tools.
+//
+//   cycles-mcp-gate --policy policy.toml --subject tenant=acme,agent=claude \
+//     [--ledger cycles.db] [--tool-prefix railway.] [--ttl-ms 60000] -- upstream-command [args...]
+
+import { createRequire } from 'node:module'
+import { pathToFileURL } from 'node:url'
+import { realpathSync } from 'node:fs'
+
+import { Client } from '@modelcontextprotocol/sdk/client/index.js'
+import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js'
+import { Server } from '@modelcontextprotocol/sdk/server/index.js'
+import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js'
+import {
+  CallToolRequestSchema,
+  ListToolsRequestSchema,
+  ToolListChangedNotificationSchema,
+} from '@modelcontextprotocol/sdk/types.js'
+
+const require = createRequire(import.meta.url)
+const { Authority, isCyclesError } = require('../cycles.js')
+
+const USAGE = `usage: cycles-mcp-gate --policy FILE --subject k=v[,k=v...] [--ledger FILE]
+                       [--tool-prefix PREFIX] [--ttl-ms N] -- COMMAND [ARGS...]
+
+  --policy FILE       the Cycles policy (TOML); the gate refuses to start without a valid one
+  --subject k=v,...   who the agent is: tenant, workspace, app, workflow, agent, toolset
+  --ledger FILE       SQLite ledger shared with other gates and processes (default: in memory)
+  --tool-prefix P     prefix added to upstream tool names before classification
+                      (e.g. "railway." makes "delete_volume" the policy's "railway.delete_volume")
+  --ttl-ms N          reservation time to live (default: the policy's)
+  COMMAND ARGS        the upstream MCP server, spoken to over stdio`
+
+/** Parses the command line; throws with the usage text on a mistake. */
+export function parseArgs(argv) {
+  const sep = argv.indexOf('--')
+  if (sep < 0 || sep === argv.length - 1) throw new Error(`the upstream command is missing\n${USAGE}`)
+  const opts = { upstream: { command: argv[sep + 1], args: argv.slice(sep + 2) }, toolPrefix: '' }
+  const own = argv.slice(0, sep)
+  for (let i = 0; i < own.length; i += 2) {
+    const [flag, value] = [own[i], own[i + 1]]
+    if (value === undefined) throw new Error(`${flag} needs a value\n${USAGE}`)
+    if (flag === '--policy') opts.policy = value
+    else if (flag === '--ledger') opts.ledger = value
+    else if (flag === '--tool-prefix') opts.toolPrefix = value
+    else if (flag === '--ttl-ms') opts.ttlMs = Number(value)
+    else if (flag === '--subject') {
+      opts.subject = {}
+      for (const pair of value.split(',')) {
+        const eq = pair.indexOf('=')
+        if (eq <= 0) throw new Error(`--subject takes k=v pairs, got ${JSON.stringify(pair)}\n${USAGE}`)
+        opts.subject[pair.slice(0, eq)] = pair.slice(eq + 1)
+      }
+    } else throw new Error(`unknown option ${flag}\n${USAGE}`)
+  }
+  if (!opts.policy) throw new Error(`--policy is required\n${USAGE}`)
+  if (!opts.subject) throw new Error(`--subject is required\n${USAGE}`)
+  return opts
+}
+
+/** JSON-safe copy: bigints (amounts beyond 2^53) become decimal strings. */
+function jsonSafe(v) {
+  return JSON.parse(JSON.stringify(v, (_, x) => (typeof x === 'bigint' ? x.toString() : x)))
+}
+
+/** The tool result a client sees for a call the gate refused. */
+export function refusal(tool, err) {
+  const code = isCyclesError(err) ? err.code : 'GATE_ERROR'
+  const d = err?.decision
+  const parts = [`Cycles denied ${JSON.stringify(tool)}: ${code}. The call was not executed.`]
+  if (d) {
+    parts.push(`Tier ${d.tier} (${d.riskPoints} risk points).`)
+    const scope = d.scope && d.balances?.find((b) => b.scope === d.scope)
+    if (scope) parts.push(`Scope ${scope.scope} has ${scope.remaining} ${scope.unit} remaining.`)
+    if (d.approvalRequestId) parts.push(`Approval request ${d.approvalRequestId} awaits an approver.`)
+    if (d.retryAfterMs !== undefined) parts.push(`Retry after ${d.retryAfterMs} ms.`)
+    if (d.message) parts.push(d.message)
+  } else if (err?.message) {
+    parts.push(err.message)
+  }
+  return {
+    isError: true,
+    content: [{ type: 'text', text: parts.join(' ') }],
+    _meta: {
+      'cycles/decision': jsonSafe({
+        code,
+        reasonCode: err?.reasonCode ?? null,
+        decision: d ?? null,
+      }),
+    },
+  }
+}
+
+/**
+ * The gate as an MCP `Server` over a connected upstream `Client`: every tools/call goes through
+ * `authority.reserve` first. Exported so it can also be embedded (any transport).
+ */
+export function createGate({ authority, subject, upstream, toolPrefix = '', ttlMs, log = () => {} }) {
+  const upstreamCaps = upstream.getServerCapabilities() ?? {}
+  const server = new Server(
+    { name: 'cycles-mcp-gate', version: '0.1.0' },
+    { capabilities: { tools: { listChanged: Boolean(upstreamCaps.tools?.listChanged) } } },
+  )
+
+  server.setRequestHandler(ListToolsRequestSchema, async (request) => {
+    return upstream.listTools(request.params)
+  })
+
+  server.setRequestHandler(CallToolRequestSchema, async (request, extra) => {
+    const { name } = request.params
+    const args = request.params.arguments ?? {}
+    const tool = `${toolPrefix}${name}`
+    let reservation
+    try {
+      const req = { subject, tool, args }
+      if (ttlMs !== undefined) req.ttlMs = ttlMs
+      reservation = await authority.reserve(req)
+    } catch (err) {
+      // Fail closed: a denial, bad input or a broken ledger all stop the call here.
+      log(`deny ${tool}: ${err?.code ?? err}`)
+      return refusal(tool, err)
+    }
+    let result
+    try {
+      result = await upstream.callTool(request.params, undefined, { signal: extra.signal })
+    } catch (err) {
+      await reservation.release({ reason: 'upstream call failed' }).catch((e) => log(`release failed: ${e}`))
+      log(`upstream error ${tool}: ${err?.message ?? err}`)
+      return {
+        isError: true,
+        content: [{ type: 'text', text: `The upstream server failed on ${JSON.stringify(name)}: ${err?.message ?? err}` }],
+      }
+    }
+    try {
+      if (result.isError) await reservation.release({ reason: 'upstream tool error' })
+      else await reservation.commit()
+    } catch (err) {
+      // The call already ran; its result stands. The hold expires with its TTL.
+      log(`finalizing ${reservation.reservationId} failed: ${err?.code ?? err}`)
+    }
+    return result
+  })
+
+  if (upstreamCaps.tools?.listChanged) {
+    upstream.setNotificationHandler(ToolListChangedNotificationSchema, () => server.sendToolListChanged())
+  }
+  return server
+}
+
+async function main(argv) {
+  const log = (msg) => process.stderr.write(`cycles-mcp-gate: ${msg}\n`)
+  let opts
+  try {
+    opts = parseArgs(argv)
+  } catch (e) {
+    log(e.message)
+    return 2
+  }
+  let authority
+  try {
+    // The policy and ledger are checked before the upstream starts: no gate, no tools.
+    authority = opts.ledger
+      ? await Authority.open(opts.ledger, { policy: opts.policy })
+      : Authority.inMemory({ policy: opts.policy })
+  } catch (e) {
+    log(`refusing to start: ${e.code ?? ''} ${e.message}`)
+    return 1
+  }
+  const upstream = new Client({ name: 'cycles-mcp-gate', version: '0.1.0' })
+  await upstream.connect(
+    new StdioClientTransport({ ...opts.upstream, env: { ...process.env }, stderr: 'inherit' }),
+  )
+  const server = createGate({ ...opts, authority, upstream, log })
+  const transport = new StdioServerTransport()
+  const done = new Promise((resolve) => {
+    server.onclose = resolve
+    upstream.onclose = resolve
+  })
+  await server.connect(transport)
+  log(`gating ${opts.upstream.command} for ${JSON.stringify(opts.subject)} (${authority.ledger})`)
+  await done
+  await Promise.allSettled([upstream.close(), server.close()])
+  return 0
+}
+
+const invokedDirectly = (() => {
+  try {
+    return import.meta.url === pathToFileURL(realpathSync(process.argv[1])).href
+  } catch {
+    return false
+  }
+})()
+if (invokedDirectly) {
+  main(process.argv.slice(2)).then((code) => process.exit(code))
+}
