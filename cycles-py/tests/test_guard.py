@@ -1,0 +1,146 @@
+"""The guard decorator on sync and async functions: arguments are classified, a DENY raises
+before the body runs, success commits, an exception releases."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+import cycles
+
+POLICY: dict[str, Any] = {
+    "tools": [
+        {"name": "run_sql", "tier": 1},
+        {"name": "drop_everything", "tier": 4},
+        {"name": "fetch", "tier": 0},
+    ],
+    "budgets": [
+        {"scope": "agent:bot", "unit": "RISK_POINTS", "allocated": 10},
+        {"scope": "agent:bot", "unit": "TOKENS", "allocated": 1000},
+    ],
+}
+BOT = {"agent": "bot"}
+
+
+def risk(a: cycles.Authority) -> cycles.Balance:
+    return {b.unit: b for b in a.balances("agent:bot")}["RISK_POINTS"]
+
+
+def test_sync_guard_commits_and_classifies_the_call_arguments() -> None:
+    a = cycles.Authority.in_memory(POLICY)
+    calls: list[str] = []
+
+    @a.guard("run_sql", subject=BOT)
+    def run_sql(query: str, limit: int = 10) -> str:
+        calls.append(query)
+        return "rows"
+
+    assert run_sql("SELECT 1") == "rows"
+    assert run_sql.__name__ == "run_sql"  # functools.wraps
+    assert calls == ["SELECT 1"] and risk(a).spent == 1
+    reserve = a.audit(kinds=["reserve"])[-1]
+    # The digest binds the exact arguments: the same call through the core gives the same one.
+    expected = a.reserve("run_sql", {"query": "SELECT 1", "limit": 10}, subject=BOT)
+    assert reserve.call_digest == expected.call_digest
+    expected.release()
+
+
+def test_sync_guard_denies_before_the_body_runs() -> None:
+    a = cycles.Authority.in_memory(POLICY)
+    ran: list[bool] = []
+
+    @a.guard(subject=BOT)  # the tool name defaults to the function's name
+    def drop_everything() -> None:
+        ran.append(True)
+
+    with pytest.raises(cycles.Denied) as e:
+        drop_everything()
+    assert e.value.reason_code == "BUDGET_EXCEEDED" and e.value.decision.tier == 4  # type: ignore[union-attr]
+    assert ran == [] and risk(a).reserved == 0
+
+
+def test_sync_guard_releases_when_the_body_raises() -> None:
+    a = cycles.Authority.in_memory(POLICY)
+
+    @a.guard("run_sql", subject=BOT)
+    def run_sql(query: str) -> None:
+        assert risk(a).reserved == 1  # held while the body runs
+        raise RuntimeError("db down")
+
+    with pytest.raises(RuntimeError, match="db down"):
+        run_sql("UPDATE t SET x = 1 WHERE id = 2")
+    b = risk(a)
+    assert (b.spent, b.reserved) == (0, 0)
+    assert a.audit()[-1].kind == "release" and a.audit()[-1].detail == {"reason": "exception: RuntimeError"}
+
+
+def test_guard_actual_and_map_args() -> None:
+    a = cycles.Authority.in_memory(POLICY)
+
+    class Client:
+        @a.guard("fetch", subject=BOT, estimate={"TOKENS": 100},
+                 map_args=lambda args: {"url": args["url"]}, actual=lambda result: {"TOKENS": len(result)})
+        def fetch(self, url: str) -> str:
+            return "x" * 42
+
+    assert Client().fetch("https://example.com") == "x" * 42
+    tokens = {b.unit: b for b in a.balances("agent:bot")}["TOKENS"]
+    assert (tokens.spent, tokens.reserved) == (42, 0)
+
+
+def test_guard_refuses_arguments_it_cannot_classify() -> None:
+    a = cycles.Authority.in_memory(POLICY)
+    ran: list[bool] = []
+
+    @a.guard("fetch", subject=BOT)
+    def fetch(client: object) -> None:
+        ran.append(True)
+
+    with pytest.raises(cycles.InvalidInput):
+        fetch(object())
+    assert ran == []
+
+
+def test_async_guard() -> None:
+    a = cycles.Authority.in_memory(POLICY)
+    ran: list[str] = []
+
+    @a.guard("run_sql", subject=BOT)
+    async def run_sql(query: str) -> str:
+        await asyncio.sleep(0)
+        ran.append(query)
+        return "ok"
+
+    @a.guard("drop_everything", subject=BOT)
+    async def drop(db: str) -> None:
+        ran.append("DROP")
+
+    @a.guard("run_sql", subject=BOT)
+    async def failing(query: str) -> None:
+        raise ValueError("nope")
+
+    async def main() -> None:
+        assert asyncio.iscoroutinefunction(run_sql)
+        assert await run_sql("SELECT 1") == "ok"
+        with pytest.raises(cycles.Denied):
+            await drop("prod")
+        with pytest.raises(ValueError):
+            await failing("SELECT 2")
+
+    asyncio.run(main())
+    assert ran == ["SELECT 1"]
+    b = risk(a)
+    assert (b.spent, b.reserved) == (1, 0)
+    assert [r.kind for r in a.audit()][-5:] == ["reserve", "commit", "denial", "reserve", "release"]
+
+
+def test_module_level_guard_is_the_same_decorator() -> None:
+    a = cycles.Authority.in_memory(POLICY)
+
+    @cycles.guard(a, "run_sql", subject=BOT)
+    def q() -> int:
+        return 1
+
+    assert q() == 1 and risk(a).spent == 1

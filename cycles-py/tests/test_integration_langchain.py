@@ -1,0 +1,184 @@
+"""The LangChain integration against the real langchain-core package: tools are invoked through
+LangChain's own tool interface (``invoke`` / ``ainvoke``, with plain input or a tool call as an
+agent loop sends it). No model is called."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Optional
+
+import pytest
+from langchain_core.messages import ToolMessage
+from langchain_core.tools import BaseTool, tool
+
+import cycles
+from cycles.integrations.langchain import CyclesGuardedTool, guard_tool
+
+POLICY: dict[str, Any] = {
+    "tools": [
+        {"name": "read_file", "tier": 0},
+        {"name": "run_sql", "tier": 2},
+        {"name": "railway_delete_volume", "tier": 4},
+    ],
+    "budgets": [{"scope": "tenant:acme/agent:coder", "unit": "RISK_POINTS", "allocated": 30}],
+}
+SUBJECT = {"tenant": "acme", "agent": "coder"}
+
+
+@pytest.fixture
+def auth() -> cycles.Authority:
+    return cycles.Authority.in_memory(POLICY)
+
+
+def risk(a: cycles.Authority) -> cycles.Balance:
+    [b] = a.balances("tenant:acme/agent:coder")
+    return b
+
+
+ran: list[Any] = []
+
+
+@tool
+def read_file(path: str) -> str:
+    """Read a file from the workspace."""
+    ran.append(("read_file", path))
+    return f"contents of {path}"
+
+
+@tool
+def railway_delete_volume(volume_id: str, force: bool = False) -> str:
+    """Delete a Railway volume."""
+    ran.append(("railway_delete_volume", volume_id))
+    return "deleted"
+
+
+@tool
+def run_sql(query: str) -> str:
+    """Run SQL."""
+    ran.append(("run_sql", query))
+    raise RuntimeError("connection reset")
+
+
+@tool
+async def async_read_file(path: str) -> str:
+    """Read a file, asynchronously."""
+    await asyncio.sleep(0)
+    ran.append(("async_read_file", path))
+    return f"async contents of {path}"
+
+
+class Lookup(BaseTool):
+    """A hand-written BaseTool subclass (not @tool)."""
+
+    name: str = "read_file"
+    description: str = "Look something up."
+
+    def _run(self, path: str, run_manager: Optional[Any] = None) -> str:
+        ran.append(("lookup", path))
+        return path.upper()
+
+
+@pytest.fixture(autouse=True)
+def clear() -> None:
+    ran.clear()
+
+
+def test_allowed_call_runs_and_commits(auth: cycles.Authority) -> None:
+    guarded = guard_tool(read_file, auth, subject=SUBJECT)
+    assert isinstance(guarded, CyclesGuardedTool) and isinstance(guarded, BaseTool)
+    # The model sees the same tool.
+    assert guarded.name == read_file.name and guarded.description == read_file.description
+    assert guarded.tool_call_schema.model_json_schema() == read_file.tool_call_schema.model_json_schema()
+
+    assert guarded.invoke({"path": "README.md"}) == "contents of README.md"
+    assert ran == [("read_file", "README.md")]
+    assert [r.kind for r in auth.audit()][-2:] == ["reserve", "commit"]
+    # The classified args are the model's arguments, exactly.
+    digest = auth.audit(kinds=["reserve"])[-1].call_digest
+    probe = auth.reserve("read_file", {"path": "README.md"}, subject=SUBJECT)
+    assert probe.call_digest == digest
+    probe.release()
+
+
+def test_denied_call_returns_a_message_and_never_runs(auth: cycles.Authority) -> None:
+    guarded = guard_tool(railway_delete_volume, auth, subject=SUBJECT)
+    out = guarded.invoke({"volume_id": "vol_prod_main"})
+    assert isinstance(out, str) and "BUDGET_EXCEEDED" in out and "railway_delete_volume" in out
+    assert ran == []
+    assert risk(auth).reserved == 0 and risk(auth).spent == 0
+    assert auth.audit()[-1].kind == "denial"
+
+
+def test_denied_tool_call_becomes_an_error_tool_message(auth: cycles.Authority) -> None:
+    guarded = guard_tool(railway_delete_volume, auth, subject=SUBJECT)
+    msg = guarded.invoke(
+        {"name": "railway_delete_volume", "args": {"volume_id": "v1"}, "id": "call_7", "type": "tool_call"}
+    )
+    assert isinstance(msg, ToolMessage)
+    assert msg.status == "error" and msg.tool_call_id == "call_7"
+    assert "BUDGET_EXCEEDED" in str(msg.content) and "Tier 4" in str(msg.content)
+    assert ran == []
+
+
+def test_allowed_tool_call_becomes_a_success_tool_message(auth: cycles.Authority) -> None:
+    guarded = guard_tool(read_file, auth, subject=SUBJECT)
+    msg = guarded.invoke({"name": "read_file", "args": {"path": "a"}, "id": "call_1", "type": "tool_call"})
+    assert isinstance(msg, ToolMessage) and msg.status == "success" and msg.content == "contents of a"
+
+
+def test_on_deny_raise(auth: cycles.Authority) -> None:
+    guarded = guard_tool(railway_delete_volume, auth, subject=SUBJECT, on_deny="raise")
+    with pytest.raises(cycles.Denied) as e:
+        guarded.invoke({"volume_id": "v1"})
+    assert e.value.reason_code == "BUDGET_EXCEEDED" and ran == []
+
+
+def test_custom_deny_message(auth: cycles.Authority) -> None:
+    guarded = guard_tool(
+        railway_delete_volume, auth, subject=SUBJECT,
+        deny_message=lambda e, name: f"NO:{name}:{e.reason_code}",
+    )
+    assert guarded.invoke({"volume_id": "v1"}) == "NO:railway_delete_volume:BUDGET_EXCEEDED"
+
+
+def test_a_failing_tool_releases_and_raises(auth: cycles.Authority) -> None:
+    guarded = guard_tool(run_sql, auth, subject=SUBJECT)
+    with pytest.raises(RuntimeError, match="connection reset"):
+        guarded.invoke({"query": "DELETE FROM t WHERE id = 1"})
+    assert ran == [("run_sql", "DELETE FROM t WHERE id = 1")]
+    b = risk(auth)
+    assert (b.spent, b.reserved) == (0, 0)
+    assert auth.audit()[-1].kind == "release"
+
+
+def test_async_tool_through_ainvoke(auth: cycles.Authority) -> None:
+    guarded = guard_tool(async_read_file, auth, subject=SUBJECT, name="read_file")
+    denied = guard_tool(railway_delete_volume, auth, subject=SUBJECT)
+
+    async def main() -> tuple[Any, Any]:
+        return await guarded.ainvoke({"path": "x"}), await denied.ainvoke({"volume_id": "v"})
+
+    ok, no = asyncio.run(main())
+    assert ok == "async contents of x" and "BUDGET_EXCEEDED" in no
+    assert ran == [("async_read_file", "x")]
+    assert [r.kind for r in auth.audit()][-3:] == ["reserve", "commit", "denial"]
+
+
+def test_a_basetool_subclass(auth: cycles.Authority) -> None:
+    guarded = guard_tool(Lookup(), auth, subject=SUBJECT)
+    assert guarded.invoke({"path": "abc"}) == "ABC"
+    assert ran == [("lookup", "abc")]
+
+
+def test_budget_runs_out_across_calls(auth: cycles.Authority) -> None:
+    # run_sql costs 5 points (tier 2) of 30: the seventh call is denied and does not run.
+    @tool
+    def run_sql_ok(query: str) -> str:
+        """Run SQL."""
+        ran.append(query)
+        return "ok"
+
+    guarded = guard_tool(run_sql_ok, auth, subject=SUBJECT, name="run_sql")
+    outs = [guarded.invoke({"query": f"SELECT {i}"}) for i in range(7)]
+    assert outs[:6] == ["ok"] * 6 and "BUDGET_EXCEEDED" in outs[6]
+    assert len(ran) == 6 and risk(auth).spent == 30

@@ -1,0 +1,173 @@
+"""The OpenAI Agents SDK integration against the real openai-agents package.
+
+Tools are invoked through the SDK's own machinery: ``agents.tool.invoke_function_tool`` with a
+real ``ToolContext``, and a whole ``Runner.run`` agent loop driven by the SDK's own scripted
+test model (``agents.testing.ScriptedModel``), so no LLM is called and nothing leaves the
+machine (tracing disabled)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from agents import Agent, FunctionTool, RunConfig, Runner, function_tool
+from agents.testing import ScriptedModel, assistant_message, function_call
+from agents.tool import invoke_function_tool
+from agents.tool_context import ToolContext
+
+import cycles
+from cycles.integrations.openai_agents import guard_function_tool, input_guardrail
+
+POLICY: dict[str, Any] = {
+    "tools": [
+        {"name": "read_file", "tier": 0},
+        {"name": "flaky", "tier": 2},
+        {"name": "delete_volume", "tier": 4},
+    ],
+    "budgets": [{"scope": "tenant:acme/agent:ops", "unit": "RISK_POINTS", "allocated": 30}],
+}
+SUBJECT = {"tenant": "acme", "agent": "ops"}
+NO_TRACING = RunConfig(tracing_disabled=True)
+
+ran: list[Any] = []
+
+
+@function_tool
+def read_file(path: str) -> str:
+    """Read a file."""
+    ran.append(("read_file", path))
+    return f"contents of {path}"
+
+
+@function_tool
+def delete_volume(volume_id: str) -> str:
+    """Delete a volume and everything on it."""
+    ran.append(("delete_volume", volume_id))
+    return "deleted"
+
+
+@function_tool(failure_error_function=None)
+def flaky(n: int) -> str:
+    """Fails."""
+    ran.append(("flaky", n))
+    raise RuntimeError("backend exploded")
+
+
+@pytest.fixture(autouse=True)
+def clear() -> None:
+    ran.clear()
+
+
+@pytest.fixture
+def auth() -> cycles.Authority:
+    return cycles.Authority.in_memory(POLICY)
+
+
+def risk(a: cycles.Authority) -> cycles.Balance:
+    [b] = a.balances("tenant:acme/agent:ops")
+    return b
+
+
+def invoke(tool: FunctionTool, args: dict[str, Any]) -> Any:
+    raw = json.dumps(args)
+    ctx = ToolContext(context=None, tool_name=tool.name, tool_call_id="call_1", tool_arguments=raw)
+    return asyncio.run(invoke_function_tool(function_tool=tool, context=ctx, arguments=raw))
+
+
+def test_the_guarded_tool_is_the_same_tool_to_the_model(auth: cycles.Authority) -> None:
+    guarded = guard_function_tool(read_file, auth, subject=SUBJECT)
+    assert isinstance(guarded, FunctionTool) and guarded is not read_file
+    assert (guarded.name, guarded.description, guarded.params_json_schema) == (
+        read_file.name, read_file.description, read_file.params_json_schema,
+    )
+    assert read_file.on_invoke_tool is not guarded.on_invoke_tool  # the original is untouched
+
+
+def test_allowed_call_runs_and_commits(auth: cycles.Authority) -> None:
+    out = invoke(guard_function_tool(read_file, auth, subject=SUBJECT), {"path": "a.txt"})
+    assert out == "contents of a.txt" and ran == [("read_file", "a.txt")]
+    assert [r.kind for r in auth.audit()][-2:] == ["reserve", "commit"]
+    probe = auth.reserve("read_file", {"path": "a.txt"}, subject=SUBJECT)
+    assert probe.call_digest == auth.audit(kinds=["reserve"])[0].call_digest
+    probe.release()
+
+
+def test_denied_call_returns_a_message_and_never_runs(auth: cycles.Authority) -> None:
+    out = invoke(guard_function_tool(delete_volume, auth, subject=SUBJECT), {"volume_id": "vol_prod"})
+    assert "BUDGET_EXCEEDED" in out and "delete_volume" in out and ran == []
+    assert auth.audit()[-1].kind == "denial" and risk(auth).reserved == 0
+
+
+def test_on_deny_raise(auth: cycles.Authority) -> None:
+    guarded = guard_function_tool(delete_volume, auth, subject=SUBJECT, on_deny="raise")
+    with pytest.raises(cycles.Denied) as e:
+        invoke(guarded, {"volume_id": "v"})
+    assert e.value.reason_code == "BUDGET_EXCEEDED" and ran == []
+
+
+def test_a_raising_tool_releases(auth: cycles.Authority) -> None:
+    with pytest.raises(RuntimeError, match="backend exploded"):
+        invoke(guard_function_tool(flaky, auth, subject=SUBJECT), {"n": 1})
+    assert ran == [("flaky", 1)]
+    assert (risk(auth).spent, risk(auth).reserved) == (0, 0)
+    assert auth.audit()[-1].kind == "release"
+
+
+def test_agent_loop_the_model_reads_the_denial(auth: cycles.Authority) -> None:
+    tools = [guard_function_tool(t, auth, subject=SUBJECT) for t in (read_file, delete_volume)]
+    model = ScriptedModel([
+        [function_call("read_file", {"path": "plan.md"}, call_id="c1")],
+        [function_call("delete_volume", {"volume_id": "vol_prod_main"}, call_id="c2")],
+        [assistant_message("I could not delete the volume.")],
+    ])
+    agent = Agent(name="ops", instructions="You operate infrastructure.", model=model, tools=tools)
+    result = asyncio.run(Runner.run(agent, "clean up prod", run_config=NO_TRACING))
+
+    assert result.final_output == "I could not delete the volume."
+    assert ran == [("read_file", "plan.md")]  # the deletion never reached the tool
+    outputs = {
+        item["call_id"]: item["output"]
+        for item in model.calls[2].input
+        if isinstance(item, dict) and item.get("type") == "function_call_output"
+    }
+    assert outputs["c1"] == "contents of plan.md"
+    assert "BUDGET_EXCEEDED" in outputs["c2"] and "delete_volume" in outputs["c2"]
+    assert [r.kind for r in auth.audit()] == ["budget_set", "reserve", "commit", "denial"]
+    assert auth.verify().ok
+
+
+def test_input_guardrail_rejects_on_deny(auth: cycles.Authority) -> None:
+    guardrail = input_guardrail(auth, subject=SUBJECT)
+
+    @function_tool(tool_input_guardrails=[guardrail])
+    def delete_volume(volume_id: str) -> str:  # noqa: F811 - the same tool, with a guardrail
+        """Delete a volume."""
+        ran.append(("delete_volume", volume_id))
+        return "deleted"
+
+    @function_tool(tool_input_guardrails=[guardrail])
+    def read_file(path: str) -> str:  # noqa: F811
+        """Read a file."""
+        ran.append(("read_file", path))
+        return "text"
+
+    model = ScriptedModel([
+        [function_call("delete_volume", {"volume_id": "v"}, call_id="c1"),
+         function_call("read_file", {"path": "p"}, call_id="c2")],
+        [assistant_message("done")],
+    ])
+    agent = Agent(name="ops", model=model, tools=[delete_volume, read_file])
+    result = asyncio.run(Runner.run(agent, "go", run_config=NO_TRACING))
+    assert result.final_output == "done"
+    assert ran == [("read_file", "p")]
+    outputs = {
+        item["call_id"]: item["output"]
+        for item in model.calls[1].input
+        if isinstance(item, dict) and item.get("type") == "function_call_output"
+    }
+    assert "BUDGET_EXCEEDED" in outputs["c1"] and outputs["c2"] == "text"
+    # decide holds nothing: both decisions are recorded, no reservation was made.
+    assert [r.kind for r in auth.audit()] == ["budget_set", "decide", "decide"]
+    assert risk(auth).reserved == 0
