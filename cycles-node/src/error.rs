@@ -22,6 +22,29 @@ pub fn kind_name(kind: ErrorKind) -> &'static str {
     }
 }
 
+/// Core request fields under the names JS callers use (`ttl_ms` is `ttlMs` here).
+const JS_FIELDS: &[(&str, &str)] = &[
+    ("ttl_ms", "ttlMs"),
+    ("grace_period_ms", "gracePeriodMs"),
+    ("overage_policy", "overagePolicy"),
+    ("idempotency_key", "idempotencyKey"),
+    ("extend_by_ms", "byMs"),
+    ("overdraft_limit", "overdraftLimit"),
+    ("since_ms", "sinceMs"),
+    ("until_ms", "untilMs"),
+    ("after_seq", "afterSeq"),
+];
+
+/// The field path as the JS caller wrote it: only a known core name in the first segment is
+/// renamed (deeper segments are the caller's own keys or core names that need no renaming).
+pub fn js_field(field: &str) -> String {
+    let end = field.find(['.', '[']).unwrap_or(field.len());
+    match JS_FIELDS.iter().find(|(core, _)| *core == &field[..end]) {
+        Some((_, js)) => format!("{js}{}", &field[end..]),
+        None => field.to_string(),
+    }
+}
+
 /// Builds the JS error for `e`. If even that fails, a plain error with the code still goes out,
 /// so a failure is never turned into a success.
 pub fn to_js(env: &Env, e: CyclesError) -> napi::Error {
@@ -39,7 +62,7 @@ fn build(env: &Env, e: &CyclesError) -> napi::Result<napi::Error> {
     obj.set_named_property("kind", kind_name(e.kind()))?;
     match e {
         CyclesError::InvalidRequest { field, .. } => {
-            obj.set_named_property("field", field.as_str())?;
+            obj.set_named_property("field", js_field(field))?;
         }
         CyclesError::Denied(d) => {
             if let Some(r) = d.reason_code {
@@ -62,4 +85,19 @@ fn build(env: &Env, e: &CyclesError) -> napi::Result<napi::Error> {
         _ => {}
     }
     Ok(napi::Error::from(obj.to_unknown()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::js_field;
+
+    #[test]
+    fn core_field_names_become_js_names() {
+        assert_eq!(js_field("ttl_ms"), "ttlMs");
+        assert_eq!(js_field("extend_by_ms"), "byMs");
+        assert_eq!(js_field("idempotency_key"), "idempotencyKey");
+        assert_eq!(js_field("estimate[0].amount"), "estimate[0].amount");
+        assert_eq!(js_field("subject.tenant"), "subject.tenant");
+        assert_eq!(js_field("args.ttl_ms"), "args.ttl_ms");
+    }
 }
