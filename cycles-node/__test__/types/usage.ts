@@ -1,0 +1,53 @@
+// Compiled (never run) by types.test.mjs: the published types must describe real use.
+import {
+  Authority,
+  ManualClock,
+  guard,
+  isCyclesError,
+  type Balance,
+  type Decision,
+  type ReserveRequest,
+} from '../../cycles'
+
+declare function use(...xs: unknown[]): void
+
+async function main(): Promise<void> {
+  const auth = Authority.inMemory({ policy: { tools: [{ name: 'read_file', tier: 0 }] }, clock: new ManualClock(0) })
+  const file: Authority = await Authority.open('ledger.db', { policy: 'policy.toml', synchronous: 'NORMAL' })
+  const req: ReserveRequest = {
+    subject: { tenant: 'acme', agent: 'bot' },
+    tool: 'read_file',
+    args: { path: 'a' },
+    estimate: [{ unit: 'TOKENS', amount: 10n }],
+    ttlMs: 5000,
+  }
+  const d: Decision = await auth.decide(req)
+  const kind: 'ALLOW' | 'ALLOW_WITH_CAPS' | 'DENY' = d.decision
+  const r = await file.reserve(req)
+  const c = await r.commit({ actual: [{ unit: 'TOKENS', amount: 3 }] })
+  const b: Balance[] = c.balances
+  const left: number | bigint = b[0].remaining
+  try {
+    auth.reserveSync(req)
+  } catch (e) {
+    if (isCyclesError(e)) {
+      const code: string = e.code
+      const reason = e.reasonCode
+      use(code, reason, e.decision?.riskPoints)
+    }
+  }
+  const guarded = guard(async (x: { path: string }) => x.path.length, { authority: auth, subject: { agent: 'bot' }, tool: 'read_file' })
+  const n: number = await guarded({ path: 'abc' })
+  const viaMethod = auth.guard(async (s: string) => s, { subject: { agent: 'bot' }, tool: 'read_file' })
+  const s: string = await viaMethod('x')
+  for await (const rec of auth.iterAudit({ kinds: ['commit'] })) use(rec.seq, rec.hash)
+  use(kind, left, n, s, (await auth.verify()).ok, auth.nowMs)
+}
+
+// @ts-expect-error: a reserve request needs a subject
+const bad: ReserveRequest = { tool: 'x' }
+// @ts-expect-error: units are a closed set
+const badUnit: ReserveRequest = { subject: {}, tool: 'x', estimate: [{ unit: 'DOLLARS', amount: 1 }] }
+void main
+void bad
+void badUnit
