@@ -133,11 +133,11 @@ test('idempotency: a replay returns the original outcome, a denial stays denied'
   assert.equal(remaining(auth), 20, 'held once')
   await assert.rejects(auth.reserve(call('write_file', { idempotencyKey: 'k1' })), (e) => e.code === 'IDEMPOTENCY_MISMATCH')
   const denied = (e) => e.code === 'BUDGET_EXCEEDED'
-  await a.release()
-  await assert.rejects(auth.reserve(call('railway.delete_volume', { idempotencyKey: 'k3' })), denied)
+  await auth.reserve(call('deploy', { idempotencyKey: 'k2' })) // the other 20 points
+  await assert.rejects(auth.reserve(call('write_file', { idempotencyKey: 'k3' })), denied)
   auth.setBudgetSync({ scope: 'tenant:acme', unit: 'RISK_POINTS', allocated: 1000 })
-  await assert.rejects(auth.reserve(call('railway.delete_volume', { idempotencyKey: 'k3' })), denied, 'the replay of a denial is still a denial')
-  assert.equal((await auth.reserve(call('railway.delete_volume', { idempotencyKey: 'k4' }))).status, 'ACTIVE')
+  await assert.rejects(auth.reserve(call('write_file', { idempotencyKey: 'k3' })), denied, 'the replay of a denial is still a denial')
+  assert.equal((await auth.reserve(call('write_file', { idempotencyKey: 'k4' }))).status, 'ACTIVE', 'a new attempt takes a new key')
 })
 
 test('events and budgets', async () => {

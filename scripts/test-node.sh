@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Builds the Node binding (napi-rs) and runs its tests on a fresh machine: installs the npm
+# packages from the lockfile, builds the native addon (debug), runs `node --test`.
+# Idempotent: safe to run again at any time.
+set -euo pipefail
+cd "$(dirname "$0")/../cycles-node"
+
+major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$major" -lt 20 ]; then
+  echo "cycles-node needs Node 20 or newer (found $(node --version))" >&2
+  exit 1
+fi
+
+# EBADENGINE warnings from some dev packages on Node 20 are harmless.
+npm ci --no-audit --no-fund --loglevel=error
+npm run --silent build:debug
+npm test
