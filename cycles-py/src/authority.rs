@@ -148,6 +148,7 @@ impl Authority {
         let options = core::SqliteOptions {
             synchronous,
             busy_timeout: Duration::from_millis(busy_timeout_ms),
+            ..core::SqliteOptions::default()
         };
         let clock = clock.map(|c| c.0.clone());
         let inner = py
