@@ -57,6 +57,10 @@ pub(crate) fn apply(command: &str, v: &mut Verdict) {
         return;
     }
     script(command, 0, v);
+    if v.rules.is_empty() {
+        // Nothing but keywords, assignments or redirections of nothing.
+        v.raise(Tier::T0, "shell.empty");
+    }
 }
 
 /// Raises `v` by an argument vector.
@@ -70,6 +74,9 @@ pub(crate) fn apply_argv(argv: &[String], v: &mut Verdict) {
         return;
     }
     command(argv, &Stdin::Terminal, 0, v);
+    if v.rules.is_empty() {
+        v.raise(Tier::T0, "shell.empty");
+    }
 }
 
 /// What a command's standard input is.
@@ -919,7 +926,7 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         .unwrap_or(args.len());
     let args = &args[start..];
     let Some(first) = args.first() else {
-        v.raise(Tier::T0, "shell.empty");
+        // Only keywords (`done`, `fi`), assignments or redirections: no program runs.
         return Out::Unknown;
     };
     let name = first
@@ -2513,7 +2520,41 @@ fn gh(rest: &[String], v: &mut Verdict) {
                 None if fields => "POST".into(),
                 None => "GET".into(),
             };
-            let path = ops.get(1).copied().unwrap_or("");
+            // The endpoint is the first operand after `api` that is not an option's value.
+            let with_value = [
+                "-X",
+                "--method",
+                "-H",
+                "--header",
+                "-f",
+                "-F",
+                "--field",
+                "--raw-field",
+                "-q",
+                "--jq",
+                "-t",
+                "--template",
+                "--input",
+                "--hostname",
+                "-p",
+                "--preview",
+                "--cache",
+            ];
+            let after_api = rest.iter().position(|a| a == "api").map_or(0, |p| p + 1);
+            let mut path = "";
+            let mut k = after_api;
+            while k < rest.len() {
+                let a = rest[k].as_str();
+                if with_value.contains(&a) {
+                    k += 2;
+                    continue;
+                }
+                if !a.starts_with('-') {
+                    path = a;
+                    break;
+                }
+                k += 1;
+            }
             let query = option_values(rest, &["-f", "-F"], &["--field", "--raw-field"])
                 .iter()
                 .find_map(|f| f.strip_prefix("query="))
