@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::sync::Arc;
 
+use crate::approval::{self, ApprovalRequest, ApprovalResponse, ApprovalStatus, Approver};
 use crate::audit::{AuditQuery, AuditRecord, ChainVerifier, VerifyReport, write_jsonl};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{CyclesError, Result};
@@ -187,6 +188,78 @@ impl Authority {
         match outcome {
             ReserveOutcome::Reserved { reservation } => Ok(*reservation),
             ReserveOutcome::Denied { decision } => Err(CyclesError::Denied(decision)),
+        }
+    }
+
+    /// An approval request by id (see [`crate::approval`]).
+    pub fn approval(&self, request_id: &str) -> Result<ApprovalRequest> {
+        read_with(self.inner.ledger.as_ref(), |txn| {
+            approval::load(txn, request_id)
+        })?
+        .ok_or_else(|| CyclesError::NotFound(format!("approval request {request_id}")))
+    }
+
+    /// Approval requests, optionally with one status, oldest first. A `PENDING` request past
+    /// its `expires_at_ms` is listed as stored; it turns `EXPIRED` when next touched.
+    pub fn approvals(&self, status: Option<ApprovalStatus>) -> Result<Vec<ApprovalRequest>> {
+        read_with(self.inner.ledger.as_ref(), |txn| {
+            approval::list(txn, status)
+        })
+    }
+
+    /// Records an approver's signed answer for request `request_id`: a grant (the request
+    /// becomes `GRANTED`), a denial (`DENIED`; it revokes an unused grant) or `Pending`
+    /// (nothing changes). The signature must verify against a public key of the policy; a bad
+    /// answer is [`CyclesError::ApprovalInvalid`] with its sub-reason and changes nothing but a
+    /// lazily noticed expiry. Returns the request as stored afterwards.
+    pub fn record_approval(
+        &self,
+        request_id: &str,
+        response: &ApprovalResponse,
+    ) -> Result<ApprovalRequest> {
+        let ctx = self.ctx();
+        write_with(self.inner.ledger.as_ref(), |txn| {
+            approval::record(txn, ctx.policy, ctx.now_ms, request_id, response)
+        })?
+    }
+
+    /// Asks `approver` about request `request_id` (outside any ledger transaction), then
+    /// records its answer with [`Authority::record_approval`].
+    pub fn ask_approver(
+        &self,
+        request_id: &str,
+        approver: &dyn Approver,
+    ) -> Result<ApprovalRequest> {
+        let request = self.approval(request_id)?;
+        let response = approver.request(&request)?;
+        self.record_approval(request_id, &response)
+    }
+
+    /// Reserves; when the answer is `APPROVAL_REQUIRED`, asks `approver`, records its answer
+    /// and, if it granted, reserves again presenting the grant. The retry uses the idempotency
+    /// key `<key>:grant` when the request has a key, so it is not answered by the recorded
+    /// denial. Still pending or denied: the `APPROVAL_REQUIRED` denial is returned.
+    pub fn reserve_with_approver(
+        &self,
+        req: &ReserveRequest,
+        approver: &dyn Approver,
+    ) -> Result<Reservation> {
+        let decision = match self.reserve(req) {
+            Err(CyclesError::Denied(d)) if d.reason_code == Some(ReasonCode::ApprovalRequired) => d,
+            other => return other,
+        };
+        let id = decision.approval_request_id.clone().ok_or_else(|| {
+            CyclesError::LedgerCorrupt("APPROVAL_REQUIRED without a request".into())
+        })?;
+        let request = self.ask_approver(&id, approver)?;
+        match (request.status, request.grant) {
+            (ApprovalStatus::Granted, Some(grant)) => {
+                let mut retry = req.clone();
+                retry.grant = Some(serde_json::to_value(grant).expect("grants serialize"));
+                retry.idempotency_key = req.idempotency_key.as_ref().map(|k| format!("{k}:grant"));
+                self.reserve(&retry)
+            }
+            _ => Err(CyclesError::Denied(decision)),
         }
     }
 

@@ -81,6 +81,19 @@ pub enum CyclesError {
     /// The ledger's stored data is inconsistent (bad schema version, unreadable row).
     #[error("ledger corrupt: {0}")]
     LedgerCorrupt(String),
+    /// An approver's answer (a grant or a denial) cannot be recorded: bad or unknown signature,
+    /// another call, expired, or the request is already finished.
+    #[error("approval invalid ({reason}): {message}")]
+    ApprovalInvalid {
+        /// The machine-readable sub-reason.
+        reason: crate::approval::ApprovalInvalidReason,
+        /// What is wrong.
+        message: String,
+    },
+    /// An approver (webhook, grant file) could not be reached or answered nonsense. The call
+    /// stays denied.
+    #[error("approver unavailable: {0}")]
+    ApproverUnavailable(String),
 }
 
 impl CyclesError {
@@ -113,6 +126,8 @@ impl CyclesError {
             CyclesError::Policy(_) => "POLICY_INVALID",
             CyclesError::LedgerUnavailable(_) => "LEDGER_UNAVAILABLE",
             CyclesError::LedgerCorrupt(_) => "LEDGER_CORRUPT",
+            CyclesError::ApprovalInvalid { .. } => "APPROVAL_INVALID",
+            CyclesError::ApproverUnavailable(_) => "APPROVER_UNAVAILABLE",
         }
     }
 

@@ -23,6 +23,7 @@
 
 #![warn(missing_docs)]
 
+pub mod approval;
 pub mod audit;
 pub mod authority;
 pub mod classify;
@@ -39,6 +40,10 @@ pub mod request;
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
 
+pub use approval::{
+    ApprovalInvalidReason, ApprovalRequest, ApprovalResponse, ApprovalStatus, Approver,
+    ApproverKey, CallbackApprover, Denial, Grant, GrantFileApprover, WebhookApprover,
+};
 pub use audit::{AuditKind, AuditQuery, AuditRecord, BrokenRecord, VerifyReport};
 pub use authority::{Authority, AuthorityBuilder};
 pub use classify::Classification;

@@ -8,6 +8,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::approval::{self, Grant};
 use crate::audit::{AuditKind, AuditRecord, canonical_json, sha256_hex};
 use crate::error::{CyclesError, Result};
 use crate::ledger::{IdempotencyEntry, LedgerTxn};
@@ -82,7 +83,7 @@ impl<'a> Prepared<'a> {
         d
     }
 
-    fn audit(&self, kind: AuditKind, now_ms: i64) -> AuditRecord {
+    pub(crate) fn audit(&self, kind: AuditKind, now_ms: i64) -> AuditRecord {
         let mut r = AuditRecord::new(kind, now_ms);
         r.subject = Some(self.subject.clone());
         r.scopes.clone_from(&self.scopes);
@@ -108,6 +109,7 @@ fn decision_record(d: &Decision, r: &mut AuditRecord) {
     r.decision = Some(d.decision);
     r.reason_code = d.reason_code;
     r.rules.clone_from(&d.rules);
+    r.detail = approval::decision_detail(d);
 }
 
 /// Budgets of `scopes` in `unit` (only those that exist).
@@ -212,7 +214,14 @@ pub(crate) fn decide(
     ctx: &Ctx<'_>,
     prepared: &Prepared<'_>,
 ) -> Result<Decision> {
-    let (decision, _) = evaluate(txn, ctx, prepared)?;
+    let (mut decision, _) = evaluate(txn, ctx, prepared)?;
+    // Approvals (approval.rs): decide records the request too, so a preflight already gives
+    // the operator something to approve; it never takes or consumes a grant.
+    if decision.is_allowed()
+        && approval::needed(ctx.policy, prepared.assessment.classification.tier)
+    {
+        approval::require(txn, ctx.now_ms, prepared, &mut decision)?;
+    }
     let mut rec = prepared.audit(AuditKind::Decide, ctx.now_ms);
     decision_record(&decision, &mut rec);
     rec.amounts.clone_from(&prepared.amounts);
@@ -289,7 +298,24 @@ pub(crate) fn reserve(
     if let Some(prev) = replay(txn, "reserve", key, &digest)? {
         return Ok(prev);
     }
-    let (decision, per_unit) = evaluate(txn, ctx, prepared)?;
+    // A malformed grant is bad input: the error aborts the transaction, nothing changes.
+    let grant = req.grant.as_ref().map(Grant::from_value).transpose()?;
+    let (mut decision, per_unit) = evaluate(txn, ctx, prepared)?;
+    // Approvals are looked at only once policy and budgets allow the call: a grant never
+    // bypasses a budget. A grant for a call below the threshold is ignored (not consumed).
+    let mut approved = None;
+    if decision.is_allowed()
+        && approval::needed(ctx.policy, prepared.assessment.classification.tier)
+    {
+        match &grant {
+            None => approval::require(txn, ctx.now_ms, prepared, &mut decision)?,
+            Some(g) => {
+                approved =
+                    approval::check_grant(txn, ctx.policy, ctx.now_ms, prepared, g, &mut decision)?
+                        .map(|request| (request, g));
+            }
+        }
+    }
     if !decision.is_allowed() {
         let mut rec = prepared.audit(AuditKind::Denial, ctx.now_ms);
         decision_record(&decision, &mut rec);
@@ -317,7 +343,6 @@ pub(crate) fn reserve(
         });
     }
     let ttl = req.ttl_ms.unwrap_or(defaults.ttl_ms);
-    let mut decision = decision;
     decision.balances = balances_of(txn, &holds)?;
     let reservation = Reservation {
         reservation_id: reservation_id.to_string(),
@@ -337,6 +362,10 @@ pub(crate) fn reserve(
         finalized_at_ms: None,
     };
     txn.put_reservation(&reservation)?;
+    // The grant is spent in the reservation's own transaction: single use, or no reservation.
+    if let Some((request, g)) = approved {
+        approval::consume(txn, ctx.now_ms, request, g, reservation_id)?;
+    }
     // Caps state (steps, cooldown) commits with the reservation or not at all.
     ctx.policy
         .record_caps(txn, &reservation.decision, ctx.now_ms)?;

@@ -754,9 +754,13 @@ pub struct Decision {
     /// When a retry may succeed (cooldowns).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<i64>,
-    /// The approval request to present to an approver (`APPROVAL_REQUIRED`).
+    /// The approval request to present to an approver (`APPROVAL_REQUIRED`), the request a
+    /// rejected grant named (`APPROVAL_INVALID`), or the request whose grant allowed the call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_request_id: Option<String>,
+    /// Why a presented grant was rejected (`APPROVAL_INVALID` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_invalid_reason: Option<crate::approval::ApprovalInvalidReason>,
     /// Human-readable detail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -776,6 +780,7 @@ impl Decision {
             balances: Vec::new(),
             retry_after_ms: None,
             approval_request_id: None,
+            approval_invalid_reason: None,
             message: None,
         }
     }

@@ -673,6 +673,8 @@ fn fixtures_cover_the_contract() {
         "TIER_NOT_PERMITTED",
         "TOOL_UNKNOWN",
         "AMOUNT_OVERFLOW",
+        "APPROVAL_REQUIRED",
+        "APPROVAL_INVALID",
     ];
     let want_reasons = [
         "BUDGET_EXCEEDED",
@@ -683,6 +685,8 @@ fn fixtures_cover_the_contract() {
         "DEBT_OUTSTANDING",
         "TIER_NOT_PERMITTED",
         "TOOL_UNKNOWN",
+        "APPROVAL_REQUIRED",
+        "APPROVAL_INVALID",
     ];
     assert_eq!(
         missing(&want_errors, &errors),
