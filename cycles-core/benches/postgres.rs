@@ -1,1 +1,145 @@
-fn main() {}
+//! Throughput of reserve+commit on PostgresLedger: 1 and 8 clients, on one hot scope and on
+//! disjoint scopes, with durable (`Synchronous::Full`) and relaxed (`Normal`) commits.
+//!
+//! Needs a server: `scripts/pg-test.sh --bench` starts one and runs this, or set
+//! `CYCLES_PG_URL`. Each configuration runs in a fresh schema for `CYCLES_BENCH_SECS` seconds
+//! (default 5) after a one-second warm-up; a client is a thread with its own connection.
+//! Results go to stdout as a Markdown table (docs/benchmarks.md records them).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use cycles_core::*;
+use serde_json::json;
+
+struct Outcome {
+    pairs: u64,
+    elapsed: Duration,
+    latencies_us: Vec<u64>,
+}
+
+fn run(url: &str, clients: usize, hot: bool, sync: Synchronous, secs: u64) -> Outcome {
+    static RUN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let schema = format!(
+        "bench_{}_{}",
+        std::process::id(),
+        RUN.fetch_add(1, Ordering::SeqCst)
+    );
+    let mut policy = Policy::default().register("write_file", Tier::T1);
+    let scopes: Vec<String> = (0..clients)
+        .map(|i| if hot { "hot".into() } else { format!("c{i}") })
+        .collect();
+    let mut unique = scopes.clone();
+    unique.dedup();
+    for s in &unique {
+        policy = policy.budget(BudgetSpec::new(
+            format!("tenant:{s}"),
+            Unit::RiskPoints,
+            1_000_000_000_000,
+        ));
+    }
+    let opts = PostgresOptions {
+        pool_size: clients as u32,
+        synchronous: sync,
+        ..PostgresOptions::default()
+    }
+    .schema(&schema);
+    let auth = Authority::builder()
+        .policy(policy)
+        .ledger(PostgresLedger::connect_with(url, opts).expect("connect"))
+        .build()
+        .expect("authority");
+    let stop = Arc::new(AtomicBool::new(false));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let handles: Vec<_> = scopes
+        .into_iter()
+        .map(|scope| {
+            let (auth, stop, measuring) = (auth.clone(), stop.clone(), measuring.clone());
+            std::thread::spawn(move || {
+                let subject = Subject::new().tenant(scope);
+                let call = ToolCall::new("write_file", json!({"path": "a"}));
+                let mut lat = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    let r = auth
+                        .reserve(&ReserveRequest::new(subject.clone(), call.clone()))
+                        .expect("reserve");
+                    auth.commit(&r.reservation_id, &CommitRequest::default())
+                        .expect("commit");
+                    if measuring.load(Ordering::Relaxed) {
+                        lat.push(t.elapsed().as_micros() as u64);
+                    }
+                }
+                lat
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    measuring.store(true, Ordering::Relaxed);
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_secs(secs));
+    measuring.store(false, Ordering::Relaxed);
+    let elapsed = start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies_us: Vec<u64> = handles
+        .into_iter()
+        .flat_map(|h| h.join().expect("client thread"))
+        .collect();
+    latencies_us.sort_unstable();
+    let v = auth.verify().expect("verify");
+    assert!(v.ok, "chain broken after the run: {v:?}");
+    if let Ok(mut c) = postgres::Client::connect(url, postgres::NoTls) {
+        let _ = c.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"));
+    }
+    Outcome {
+        pairs: latencies_us.len() as u64,
+        elapsed,
+        latencies_us,
+    }
+}
+
+fn pct(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a filter argument selects configurations by label.
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--"));
+    let Ok(url) = std::env::var("CYCLES_PG_URL") else {
+        eprintln!("CYCLES_PG_URL is not set: run scripts/pg-test.sh --bench");
+        std::process::exit(2);
+    };
+    let secs: u64 = std::env::var("CYCLES_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    println!("| commits | clients | scopes | reserve+commit/s | p50 ms | p99 ms |");
+    println!("|---|---|---|---|---|---|");
+    for (sync, sync_label) in [
+        (Synchronous::Full, "durable (Full)"),
+        (Synchronous::Normal, "relaxed (Normal)"),
+    ] {
+        for (clients, hot) in [(1, true), (8, true), (1, false), (8, false)] {
+            if clients == 1 && !hot {
+                continue; // one client on one scope is the same run as the hot one
+            }
+            let scopes = if hot { "one hot scope" } else { "disjoint" };
+            let label = format!("{sync_label} {clients} {scopes}");
+            if filter.as_ref().is_some_and(|f| !label.contains(f.as_str())) {
+                continue;
+            }
+            let o = run(&url, clients, hot, sync, secs);
+            println!(
+                "| {sync_label} | {clients} | {scopes} | {:.0} | {:.2} | {:.2} |",
+                o.pairs as f64 / o.elapsed.as_secs_f64(),
+                pct(&o.latencies_us, 0.50),
+                pct(&o.latencies_us, 0.99),
+            );
+        }
+    }
+}

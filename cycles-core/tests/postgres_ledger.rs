@@ -349,6 +349,57 @@ fn a_connection_lost_before_commit_is_retried_and_applied_once() {
 }
 
 #[test]
+fn a_session_lost_during_commit_is_resolved_from_the_chain() {
+    let schema = Schema::new("commitloss");
+    let ledger = schema.ledger();
+    ledger
+        .write(&mut |txn| txn.put_budget(&Budget::new("tenant:x", Unit::Tokens, 10)))
+        .unwrap();
+    // A deferred trigger runs inside COMMIT: the first time, it ends its own session there,
+    // so the client loses the connection while committing (and the transaction aborts).
+    schema
+        .admin()
+        .batch_execute(
+            "CREATE SEQUENCE oneshot;
+             CREATE FUNCTION die_once() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+               IF nextval('oneshot') = 1 THEN PERFORM pg_terminate_backend(pg_backend_pid()); END IF;
+               RETURN NULL;
+             END $$;
+             CREATE CONSTRAINT TRIGGER die_at_commit AFTER INSERT ON cycles_audit
+               DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION die_once();",
+        )
+        .unwrap();
+    let attempts = AtomicU32::new(0);
+    ledger
+        .write(&mut |txn| {
+            attempts.fetch_add(1, Ordering::SeqCst);
+            let mut b = txn.budget("tenant:x", Unit::Tokens)?.unwrap();
+            b.spent += 1;
+            txn.put_budget(&b)?;
+            let mut rec = AuditRecord::new(AuditKind::Event, 1);
+            rec.chain_after(txn.audit_head()?);
+            txn.append_audit(&rec)
+        })
+        .unwrap();
+    // The lookup on a new session found the record absent, so the operation ran again.
+    assert_eq!(attempts.load(Ordering::SeqCst), 2);
+    let mut admin = schema.admin();
+    let seq: i64 = admin
+        .query_one("SELECT nextval('oneshot')", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(seq, 3, "the trigger fired on both attempts");
+    ledger
+        .read(&mut |txn| {
+            assert_eq!(txn.budget("tenant:x", Unit::Tokens)?.unwrap().spent, 1);
+            assert_eq!(txn.audit_page(0, 10)?.len(), 1);
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
 fn a_held_chain_head_makes_the_gate_deny_then_recovers() {
     let schema = Schema::new("held");
     let opts = PostgresOptions {

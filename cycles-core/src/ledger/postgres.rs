@@ -107,9 +107,12 @@ const BEGIN_WRITE: &str = "BEGIN ISOLATION LEVEL READ COMMITTED; \
      SET LOCAL synchronous_commit TO off; \
      SELECT seq, hash FROM cycles_audit_head WHERE id = 1 FOR UPDATE";
 const BEGIN_READ: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
-/// Commits nothing of ours but waits, with `synchronous_commit = on`, for the WAL flush of
-/// its own commit record, which comes after ours.
-const DURABILITY_BARRIER: &str = "SELECT txid_current()";
+/// A transaction of its own that writes one WAL record (a logical decoding message, which
+/// nothing consumes) so that its commit, with `synchronous_commit = on`, waits for the WAL
+/// flush past its own commit record, which comes after ours. (A transaction that only takes
+/// an xid, such as `SELECT txid_current()`, writes no WAL before its commit record and is
+/// committed asynchronously: the crash test caught exactly that.)
+const DURABILITY_BARRIER: &str = "SELECT pg_logical_emit_message(true, 'cycles', '')";
 
 const FLUSH: &str = "WITH
 b AS (
@@ -223,6 +226,15 @@ fn unavailable(what: impl fmt::Display) -> CyclesError {
 
 fn corrupt(what: impl fmt::Display) -> CyclesError {
     CyclesError::LedgerCorrupt(what.to_string())
+}
+
+/// A client error with its cause (the client's own `Display` leaves the cause out).
+fn pg_msg(e: &postgres::Error) -> String {
+    match (e.as_db_error(), std::error::Error::source(e)) {
+        (Some(db), _) => format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
+        (None, Some(cause)) => format!("{e}: {cause}"),
+        (None, None) => e.to_string(),
+    }
 }
 
 /// Takes a `schema=NAME` parameter out of a `postgres://` URL (the client library does not
@@ -361,11 +373,17 @@ impl PostgresLedger {
                 )?;
             }
             tx.commit()?;
+            // Fails early (and closed) where the durability barrier is not permitted.
+            c.simple_query(DURABILITY_BARRIER)?;
             Ok(version)
         };
         let version = run(c).map_err(|e| {
             conn.broken = true;
-            unavailable(format!("{}: creating the schema: {e}", self.describe))
+            unavailable(format!(
+                "{}: creating the schema: {}",
+                self.describe,
+                pg_msg(&e)
+            ))
         })?;
         if version > SCHEMA_VERSION {
             return Err(corrupt(format!(
@@ -400,7 +418,7 @@ impl PostgresLedger {
         let mut conn = self.checkout()?;
         conn.client
             .batch_execute(sql)
-            .map_err(|e| unavailable(format!("{}: {e}", self.describe)))
+            .map_err(|e| unavailable(format!("{}: {}", self.describe, pg_msg(&e))))
     }
 
     /// Most attempts of one operation: enough to skip every stale pooled connection after a
@@ -433,7 +451,7 @@ impl PostgresLedger {
                     conn.broken = true;
                     self.resolve_commit(appended, &e)
                 }
-                fault => Err(abort(conn, (fault, e.to_string()))),
+                fault => Err(abort(conn, (fault, pg_msg(&e)))),
             };
         }
         if self.options.synchronous == Synchronous::Full
@@ -457,8 +475,9 @@ impl PostgresLedger {
     ) -> std::result::Result<(), Attempt> {
         let unknown = |why: String| {
             Attempt::Fail(unavailable(format!(
-                "{}: connection lost while committing ({cause}); outcome unknown: {why}",
-                self.describe
+                "{}: connection lost while committing ({}); outcome unknown: {why}",
+                self.describe,
+                pg_msg(cause)
             )))
         };
         let Some((seq, hash)) = appended else {
@@ -481,20 +500,21 @@ impl PostgresLedger {
         match found {
             Err(e) => {
                 conn.broken = true;
-                Err(unknown(e.to_string()))
+                Err(unknown(pg_msg(&e)))
             }
             Ok(Some(h)) if h == hash => {
                 if self.options.synchronous == Synchronous::Full
                     && let Err(e) = conn.client.simple_query(DURABILITY_BARRIER)
                 {
                     conn.broken = true;
-                    return Err(unknown(e.to_string()));
+                    return Err(unknown(pg_msg(&e)));
                 }
                 Ok(())
             }
             Ok(_) => Err(Attempt::Retry(unavailable(format!(
-                "{}: connection lost while committing ({cause}); not committed",
-                self.describe
+                "{}: connection lost while committing ({}); not committed",
+                self.describe,
+                pg_msg(cause)
             )))),
         }
     }
@@ -506,7 +526,7 @@ impl PostgresLedger {
     ) -> std::result::Result<(), Attempt> {
         if let Err(e) = conn.client.batch_execute(BEGIN_READ) {
             let fault = classify(&conn.client, &e);
-            return Err(abort(conn, (fault, e.to_string())));
+            return Err(abort(conn, (fault, pg_msg(&e))));
         }
         let mut txn = PgTxn::new(conn, false, None);
         let outcome = f(&mut txn);
@@ -627,7 +647,7 @@ fn begin_write(conn: &mut PgConn) -> std::result::Result<(u64, String), Attempt>
         Ok(m) => m,
         Err(e) => {
             let fault = classify(&conn.client, &e);
-            return Err(abort(conn, (fault, e.to_string())));
+            return Err(abort(conn, (fault, pg_msg(&e))));
         }
     };
     let head = msgs.iter().find_map(|m| match m {
@@ -665,20 +685,38 @@ impl fmt::Debug for Manager {
     }
 }
 
+/// A connection error with its cause, as the pool reports it after its timeout.
+#[derive(Debug)]
+struct ConnectError(String);
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
 impl r2d2::ManageConnection for Manager {
     type Connection = PgConn;
-    type Error = postgres::Error;
+    type Error = ConnectError;
 
-    fn connect(&self) -> std::result::Result<PgConn, postgres::Error> {
+    fn connect(&self) -> std::result::Result<PgConn, ConnectError> {
         Ok(PgConn {
-            client: self.config.connect(NoTls)?,
+            client: self
+                .config
+                .connect(NoTls)
+                .map_err(|e| ConnectError(pg_msg(&e)))?,
             statements: HashMap::new(),
             broken: false,
         })
     }
 
-    fn is_valid(&self, conn: &mut PgConn) -> std::result::Result<(), postgres::Error> {
-        conn.client.simple_query("").map(|_| ())
+    fn is_valid(&self, conn: &mut PgConn) -> std::result::Result<(), ConnectError> {
+        conn.client
+            .simple_query("")
+            .map(|_| ())
+            .map_err(|e| ConnectError(pg_msg(&e)))
     }
 
     fn has_broken(&self, conn: &mut PgConn) -> bool {
@@ -737,7 +775,7 @@ fn limit_param(limit: usize) -> i64 {
 }
 
 fn budget_from_row(r: &postgres::Row) -> Result<Budget> {
-    let get = |e: postgres::Error| corrupt(format!("budget row: {e}"));
+    let get = |e: postgres::Error| corrupt(format!("budget row: {}", pg_msg(&e)));
     let unit: String = r.try_get(1).map_err(get)?;
     let status: String = r.try_get(7).map_err(get)?;
     Ok(Budget {
@@ -777,7 +815,7 @@ impl<'a> PgTxn<'a> {
         if fault == Fault::Lost {
             self.conn.broken = true;
         }
-        let msg = e.to_string();
+        let msg = pg_msg(&e);
         if self.fault.is_none() {
             self.fault = Some((fault, msg.clone()));
         }
