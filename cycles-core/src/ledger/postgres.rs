@@ -403,7 +403,7 @@ impl PostgresLedger {
                 "SELECT version FROM cycles_schema_version WHERE id = 1",
                 &[],
             )
-            .map_err(|e| unavailable(format!("{}: {e}", self.describe)))?;
+            .map_err(|e| unavailable(format!("{}: {}", self.describe, pg_msg(&e))))?;
         Ok(row.get(0))
     }
 

@@ -81,7 +81,7 @@ impl Drop for Schema {
 }
 
 /// Replaces generated ids (`rsv_…`, `evt_…`) by their order of first appearance and drops
-/// hashes, so outputs of the same sequence on two ledgers compare equal.
+/// hashes (which depend on the ids), so outputs of the same sequence on two ledgers compare equal.
 #[derive(Default)]
 pub struct Normalizer {
     ids: Vec<String>,
@@ -90,32 +90,51 @@ pub struct Normalizer {
 impl Normalizer {
     pub fn apply(&mut self, v: &Value) -> Value {
         match v {
-            Value::String(s) if is_generated_id(s) => {
-                let i = match self.ids.iter().position(|x| x == s) {
-                    Some(i) => i,
-                    None => {
-                        self.ids.push(s.clone());
-                        self.ids.len() - 1
-                    }
-                };
-                Value::String(format!("{}#{i}", &s[..3]))
-            }
+            Value::String(s) => Value::String(self.replace_ids(s)),
             Value::Array(a) => Value::Array(a.iter().map(|x| self.apply(x)).collect()),
             Value::Object(m) => Value::Object(
                 m.iter()
-                    .filter(|(k, _)| k.as_str() != "hash" && k.as_str() != "prev_hash")
+                    .filter(|(k, _)| !matches!(k.as_str(), "hash" | "prev_hash" | "head_hash"))
                     .map(|(k, x)| (k.clone(), self.apply(x)))
                     .collect(),
             ),
             other => other.clone(),
         }
     }
+
+    /// Replaces every `rsv_`/`evt_`/`apr_` + 32 hex digits inside `s`.
+    fn replace_ids(&mut self, s: &str) -> String {
+        let mut out = String::with_capacity(s.len());
+        let mut rest = s;
+        while let Some(pos) = ["rsv_", "evt_", "apr_"]
+            .iter()
+            .filter_map(|p| rest.find(p))
+            .filter(|&i| is_generated_id(rest.get(i..i + 36).unwrap_or("")))
+            .min()
+        {
+            let id = &rest[pos..pos + 36];
+            let n = match self.ids.iter().position(|x| x == id) {
+                Some(n) => n,
+                None => {
+                    self.ids.push(id.to_string());
+                    self.ids.len() - 1
+                }
+            };
+            out.push_str(&rest[..pos]);
+            out.push_str(&format!("{}#{n}", &id[..3]));
+            rest = &rest[pos + 36..];
+        }
+        out.push_str(rest);
+        out
+    }
 }
 
 fn is_generated_id(s: &str) -> bool {
-    (s.starts_with("rsv_") || s.starts_with("evt_"))
-        && s.len() == 36
-        && s[4..].bytes().all(|b| b.is_ascii_hexdigit())
+    s.len() == 36
+        && ["rsv_", "evt_", "apr_"].iter().any(|p| s.starts_with(p))
+        && s[4..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The whole audit trail, normalised.
