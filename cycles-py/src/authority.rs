@@ -298,6 +298,47 @@ impl Authority {
         Ok(Reservation::new(self.inner.clone(), r))
     }
 
+    /// An approval request by id, as stored in the ledger (its JSON form, call included).
+    fn approval<'py>(
+        &self,
+        py: Python<'py>,
+        request_id: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let id: String = arg(request_id, "request_id").py(py)?;
+        let auth = &self.inner;
+        let request = py.detach(|| auth.approval(&id)).py(py)?;
+        json_of(py, &request)
+    }
+
+    /// Approval requests, optionally with one status (`PENDING`, `GRANTED`, ...), oldest first.
+    #[pyo3(signature = (status=None))]
+    fn approvals<'py>(
+        &self,
+        py: Python<'py>,
+        status: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let status: Option<core::ApprovalStatus> = opt(status, "status").py(py)?;
+        let auth = &self.inner;
+        let list = py.detach(|| auth.approvals(status)).py(py)?;
+        list.iter().map(|r| json_of(py, r)).collect()
+    }
+
+    /// Records an approver's signed answer (`{"grant": {...}}`, `{"deny": {...}}` or
+    /// `"pending"`, as `cycles approve` writes it); the signature must verify against a key of
+    /// the policy. Returns the request as stored afterwards.
+    fn record_approval<'py>(
+        &self,
+        py: Python<'py>,
+        request_id: &Bound<'py, PyAny>,
+        response: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let id: String = arg(request_id, "request_id").py(py)?;
+        let response: core::ApprovalResponse = arg(response, "response").py(py)?;
+        let auth = &self.inner;
+        let request = py.detach(|| auth.record_approval(&id, &response)).py(py)?;
+        json_of(py, &request)
+    }
+
     /// Charges usage that already happened, without a reservation.
     #[pyo3(signature = (tool, args=None, *, subject, actual, kind=None, tags=None,
         overage_policy=None, idempotency_key=None))]
@@ -516,6 +557,13 @@ impl Authority {
     fn __repr__(&self) -> String {
         format!("Authority({})", self.inner.ledger().describe())
     }
+}
+
+/// The core's JSON form of `v` as Python values.
+fn json_of<'py, T: serde::Serialize>(py: Python<'py>, v: &T) -> PyResult<Bound<'py, PyAny>> {
+    let json = serde_json::to_value(v)
+        .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;
+    to_py(py, &json)
 }
 
 fn set_opt(kw: &Bound<'_, PyDict>, key: &str, v: Option<&Bound<'_, PyAny>>) -> PyResult<()> {

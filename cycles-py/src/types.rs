@@ -105,6 +105,11 @@ impl Decision {
     fn approval_request_id(&self) -> Option<&str> {
         self.0.approval_request_id.as_deref()
     }
+    /// Why a presented grant was rejected (`APPROVAL_INVALID` only): `bad_signature`, ...
+    #[getter]
+    fn approval_invalid_reason(&self) -> Option<&'static str> {
+        self.0.approval_invalid_reason.map(|r| r.as_str())
+    }
     /// Human-readable detail.
     #[getter]
     fn message(&self) -> Option<&str> {
