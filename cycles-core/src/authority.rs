@@ -377,10 +377,32 @@ impl Authority {
     /// Walks the whole chain; the report names the first broken record.
     pub fn verify(&self) -> Result<VerifyReport> {
         let mut v = ChainVerifier::new();
-        let walked = self.walk_audit(0, |page| page.iter().all(|r| v.feed(r)));
+        let mut last_fed = 0;
+        let walked = self.walk_audit(0, |page| {
+            page.iter().all(|r| {
+                last_fed = r.seq;
+                v.feed(r)
+            })
+        });
         match walked {
             Ok(()) => {}
-            Err(CyclesError::LedgerCorrupt(msg)) => v.unreadable(msg),
+            // A page holds a record that cannot be read: go on one record at a time, so the
+            // report names that record and not the first one of its page.
+            Err(CyclesError::LedgerCorrupt(_)) => loop {
+                match read_with(self.inner.ledger.as_ref(), |txn| {
+                    txn.audit_page(last_fed, 1)
+                }) {
+                    Ok(page) => match page.first() {
+                        Some(r) if v.feed(r) => last_fed = r.seq,
+                        _ => break,
+                    },
+                    Err(CyclesError::LedgerCorrupt(msg)) => {
+                        v.unreadable(msg);
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
+            },
             Err(e) => return Err(e),
         }
         Ok(v.finish())
