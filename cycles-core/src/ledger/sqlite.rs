@@ -3,12 +3,44 @@
 //! Writes run in `BEGIN IMMEDIATE` transactions so concurrent writers queue on SQLite's lock
 //! (with a busy timeout) instead of failing on upgrade; `synchronous=FULL` by default makes
 //! every acknowledged operation durable across power loss.
+//!
+//! # Group commit
+//!
+//! With `synchronous=FULL` every transaction pays one fsync, which caps a file at a few
+//! thousand transactions per second however many threads call it. With group commit (on by
+//! default, [`SqliteOptions::group_commit`]) the threads of one process that write at the same
+//! time share one transaction:
+//!
+//! - The first writer to take the connection opens `BEGIN IMMEDIATE` and runs its operation.
+//!   Each later writer that finds that transaction open runs its own operation inside it,
+//!   wrapped in a `SAVEPOINT`: an operation that fails (a validation error, `BUDGET_EXCEEDED`
+//!   under `REJECT`, a panic) rolls back to its savepoint and leaves the others intact.
+//! - A writer that finishes while other writers are waiting for the connection hands the open
+//!   transaction on and waits; the one that finishes with nobody waiting (or when the batch is
+//!   full) commits, then wakes the others. Nobody waits on a timer: a lone caller commits at
+//!   once, exactly as without group commit.
+//! - Every caller's `write` returns only after the transaction holding its operation is
+//!   committed (durable under FULL). If that commit fails, every operation in it fails with
+//!   `LEDGER_UNAVAILABLE` and none of them changed anything.
+//! - Each closure runs on its caller's own thread (the connection moves between threads under
+//!   a mutex, the closures never do), so no `unsafe` is needed and a closure may borrow
+//!   anything from its caller's stack.
+//! - Operations apply one after another on one connection, each reading the state its
+//!   predecessors left, so the batch is equivalent to running them serially in that order; the
+//!   audit chain, whose head each operation reads inside its savepoint, records that order.
+//!
+//! Several processes sharing a file still serialize on SQLite's write lock (`BEGIN IMMEDIATE`
+//! with the busy timeout); a batch holds that lock for at most [`MAX_BATCH_OPS`] operations.
 
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use parking_lot::Mutex;
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use parking_lot::{Condvar, Mutex, MutexGuard};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{IdempotencyEntry, Ledger, LedgerTxn};
 use crate::audit::AuditRecord;
@@ -17,6 +49,10 @@ use crate::model::{Budget, BudgetStatus, Reservation, ReservationStatus, Unit};
 
 /// The schema version this code writes (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = 1;
+
+/// The most operations one group-commit transaction takes before it commits, so that a
+/// stream of writers cannot hold SQLite's write lock (and delay other processes) for long.
+pub const MAX_BATCH_OPS: usize = 64;
 
 /// SQLite's `synchronous` setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -35,6 +71,10 @@ pub struct SqliteOptions {
     pub synchronous: Synchronous,
     /// How long a writer waits for another process's lock (default 10 s).
     pub busy_timeout: Duration,
+    /// Group commit (default on): concurrent writers of this process share one transaction,
+    /// each operation in its own savepoint, each caller answered after the shared commit.
+    /// See the [module documentation](self). Off: one transaction per operation.
+    pub group_commit: bool,
 }
 
 impl Default for SqliteOptions {
@@ -42,8 +82,18 @@ impl Default for SqliteOptions {
         SqliteOptions {
             synchronous: Synchronous::Full,
             busy_timeout: Duration::from_secs(10),
+            group_commit: true,
         }
     }
+}
+
+/// Counts of committed write transactions and of the operations they carried, since open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GroupCommitStats {
+    /// Write transactions committed.
+    pub transactions: u64,
+    /// Successful write operations (closures that returned `Ok`) in those transactions.
+    pub operations: u64,
 }
 
 /// A ledger in one SQLite file.
@@ -57,8 +107,99 @@ impl Default for SqliteOptions {
 /// ```
 #[derive(Debug)]
 pub struct SqliteLedger {
-    conn: Mutex<Connection>,
+    state: Mutex<ConnState>,
+    /// Writers that have asked for `state` and not yet got it: a writer that finishes while
+    /// this is non-zero hands its open transaction on instead of committing it.
+    waiting: AtomicUsize,
+    group_commit: bool,
+    transactions: AtomicU64,
+    operations: AtomicU64,
     path: PathBuf,
+}
+
+/// The connection and the group-commit transaction open on it, if any.
+#[derive(Debug)]
+struct ConnState {
+    conn: Connection,
+    batch: Option<Batch>,
+}
+
+/// An open group-commit transaction.
+#[derive(Debug, Default)]
+struct Batch {
+    /// Operations run in it (successful or not).
+    ops: usize,
+    /// Operations run in it that succeeded.
+    ok_ops: u64,
+    /// Where callers that handed the transaction on wait for its outcome.
+    waiters: Option<Arc<BatchOutcome>>,
+}
+
+/// The outcome of one batch, published once by whoever ends it.
+#[derive(Debug, Default)]
+struct BatchOutcome {
+    /// `Some(Ok)` committed, `Some(Err(message))` rolled back.
+    done: Mutex<Option<std::result::Result<(), String>>>,
+    cv: Condvar,
+}
+
+impl BatchOutcome {
+    fn publish(&self, outcome: std::result::Result<(), String>) {
+        *self.done.lock() = Some(outcome);
+        self.cv.notify_all();
+    }
+
+    fn wait(&self) -> std::result::Result<(), String> {
+        let mut done = self.done.lock();
+        loop {
+            if let Some(outcome) = done.as_ref() {
+                return outcome.clone();
+            }
+            self.cv.wait(&mut done);
+        }
+    }
+}
+
+/// Runs one transaction-control statement (prepared once per connection).
+fn control(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
+
+/// Rolls back whatever transaction is open; errors are ignored because SQLite may already
+/// have rolled it back itself (after an I/O error, say).
+fn abandon(conn: &Connection) {
+    if !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+}
+
+/// Commits the open transaction; on failure rolls it back so the connection is reusable.
+fn commit(conn: &Connection) -> std::result::Result<(), String> {
+    match control(conn, "COMMIT") {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            abandon(conn);
+            Err(format!("commit failed: {e}"))
+        }
+    }
+}
+
+/// What a caller's closure did.
+enum Ran {
+    Ok,
+    Failed(CyclesError),
+    Panicked(Box<dyn Any + Send>),
+}
+
+fn run_closure(conn: &Connection, f: &mut dyn FnMut(&mut dyn LedgerTxn) -> Result<()>) -> Ran {
+    let mut txn = SqliteTxn { conn };
+    // The closure is caught only to undo its writes before the panic goes on.
+    match catch_unwind(AssertUnwindSafe(|| f(&mut txn))) {
+        Ok(Ok(())) => Ran::Ok,
+        Ok(Err(e)) => Ran::Failed(e),
+        Err(p) => Ran::Panicked(p),
+    }
 }
 
 const SCHEMA: &str = "
@@ -139,7 +280,11 @@ impl SqliteLedger {
         Self::migrate(&mut conn, &path)?;
         conn.set_prepared_statement_cache_capacity(64);
         Ok(SqliteLedger {
-            conn: Mutex::new(conn),
+            state: Mutex::new(ConnState { conn, batch: None }),
+            waiting: AtomicUsize::new(0),
+            group_commit: options.group_commit,
+            transactions: AtomicU64::new(0),
+            operations: AtomicU64::new(0),
             path,
         })
     }
@@ -172,13 +317,194 @@ impl SqliteLedger {
     /// Test hook: runs raw SQL against the file (to simulate tampering). Not stable API.
     #[doc(hidden)]
     pub fn execute_raw(&self, sql: &str) -> Result<()> {
-        self.conn.lock().execute_batch(sql)?;
+        self.lock_settled().conn.execute_batch(sql)?;
         Ok(())
+    }
+
+    /// Whether concurrent writers share transactions ([`SqliteOptions::group_commit`]).
+    pub fn group_commit(&self) -> bool {
+        self.group_commit
+    }
+
+    /// Committed write transactions and the operations they carried since this ledger was
+    /// opened: `operations / transactions` is the mean batch size.
+    pub fn group_commit_stats(&self) -> GroupCommitStats {
+        GroupCommitStats {
+            transactions: self.transactions.load(Ordering::Relaxed),
+            operations: self.operations.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Test hook: writers currently waiting for the connection. Not stable API.
+    #[doc(hidden)]
+    pub fn waiting_writers(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
+    }
+
+    /// Locks the connection and ends any open group-commit batch first, so what follows
+    /// (a read, an unbatched write) sees only committed state.
+    fn lock_settled(&self) -> MutexGuard<'_, ConnState> {
+        let mut st = self.state.lock();
+        if let Some(batch) = st.batch.take() {
+            let outcome = commit(&st.conn);
+            self.finish_batch(batch, outcome);
+        }
+        st
+    }
+
+    /// Counts a batch that ended and wakes the callers waiting for it.
+    fn finish_batch(&self, batch: Batch, outcome: std::result::Result<(), String>) {
+        if outcome.is_ok() {
+            self.transactions.fetch_add(1, Ordering::Relaxed);
+            self.operations.fetch_add(batch.ok_ops, Ordering::Relaxed);
+        }
+        if let Some(w) = batch.waiters {
+            w.publish(outcome);
+        }
+    }
+
+    /// One transaction per operation (group commit off).
+    fn write_alone(&self, f: &mut dyn FnMut(&mut dyn LedgerTxn) -> Result<()>) -> Result<()> {
+        let st = self.lock_settled();
+        control(&st.conn, "BEGIN IMMEDIATE")?;
+        match run_closure(&st.conn, f) {
+            Ran::Ok => {
+                commit(&st.conn).map_err(CyclesError::LedgerUnavailable)?;
+                self.finish_batch(
+                    Batch {
+                        ops: 1,
+                        ok_ops: 1,
+                        waiters: None,
+                    },
+                    Ok(()),
+                );
+                Ok(())
+            }
+            Ran::Failed(e) => {
+                abandon(&st.conn);
+                Err(e)
+            }
+            Ran::Panicked(p) => {
+                abandon(&st.conn);
+                drop(st);
+                resume_unwind(p)
+            }
+        }
+    }
+
+    /// Group commit: join the open transaction or open one, then hand it on or commit it.
+    fn write_grouped(&self, f: &mut dyn FnMut(&mut dyn LedgerTxn) -> Result<()>) -> Result<()> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let mut st = self.state.lock();
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        let ran = if st.batch.is_none() {
+            // First of a batch: alone in the transaction, so a failure rolls all of it back
+            // and no savepoint is needed (the lone-caller path costs what it did before).
+            control(&st.conn, "BEGIN IMMEDIATE")?;
+            match run_closure(&st.conn, f) {
+                Ran::Ok => {
+                    st.batch = Some(Batch {
+                        ops: 1,
+                        ok_ops: 1,
+                        waiters: None,
+                    });
+                    Ran::Ok
+                }
+                Ran::Failed(e) => {
+                    abandon(&st.conn);
+                    return Err(e);
+                }
+                Ran::Panicked(p) => {
+                    abandon(&st.conn);
+                    drop(st);
+                    resume_unwind(p)
+                }
+            }
+        } else {
+            let (ran, intact) = run_in_savepoint(&st.conn, f);
+            if !intact {
+                // The shared transaction is gone or holds a failed operation's writes: end
+                // it without committing; everyone in it fails and nothing of it persists.
+                abandon(&st.conn);
+                let batch = st.batch.take().expect("a batch is open");
+                self.finish_batch(
+                    batch,
+                    Err("the shared transaction was rolled back after an error".into()),
+                );
+                drop(st);
+                return match ran {
+                    Ran::Ok => Err(CyclesError::LedgerUnavailable(
+                        "the shared transaction was rolled back after an error".into(),
+                    )),
+                    Ran::Failed(e) => Err(e),
+                    Ran::Panicked(p) => resume_unwind(p),
+                };
+            }
+            let batch = st.batch.as_mut().expect("a batch is open");
+            batch.ops += 1;
+            batch.ok_ops += u64::from(matches!(ran, Ran::Ok));
+            ran
+        };
+        let batch = st.batch.as_mut().expect("a batch is open");
+        let shared = if self.waiting.load(Ordering::SeqCst) > 0 && batch.ops < MAX_BATCH_OPS {
+            // Someone is queued for the connection: let them join; they (or a later joiner,
+            // or a reader) commit, and publish the outcome here.
+            let outcome = batch.waiters.get_or_insert_with(Default::default).clone();
+            drop(st);
+            if let Ran::Panicked(p) = ran {
+                resume_unwind(p)
+            }
+            outcome.wait()
+        } else {
+            let batch = st.batch.take().expect("a batch is open");
+            let outcome = commit(&st.conn);
+            drop(st);
+            self.finish_batch(batch, outcome.clone());
+            if let Ran::Panicked(p) = ran {
+                resume_unwind(p)
+            }
+            outcome
+        };
+        match (ran, shared) {
+            // The operation's effects, successful or not, were read in a transaction that
+            // did not commit: report the ledger failure.
+            (_, Err(msg)) => Err(CyclesError::LedgerUnavailable(msg)),
+            (Ran::Ok, Ok(())) => Ok(()),
+            (Ran::Failed(e), Ok(())) => Err(e),
+            (Ran::Panicked(_), Ok(())) => unreachable!("a panic was resumed above"),
+        }
     }
 }
 
+/// Runs a joiner's closure in its own savepoint of the shared transaction. Returns what the
+/// closure did and whether the shared transaction is intact (still open, and holding no
+/// writes of a failed closure).
+fn run_in_savepoint(
+    conn: &Connection,
+    f: &mut dyn FnMut(&mut dyn LedgerTxn) -> Result<()>,
+) -> (Ran, bool) {
+    if let Err(e) = control(conn, "SAVEPOINT cycles_op") {
+        return (Ran::Failed(e.into()), !conn.is_autocommit());
+    }
+    let ran = match run_closure(conn, f) {
+        Ran::Ok => match control(conn, "RELEASE cycles_op") {
+            Ok(()) => return (Ran::Ok, !conn.is_autocommit()),
+            Err(e) => Ran::Failed(e.into()),
+        },
+        other => other,
+    };
+    // SQLite may have rolled the whole transaction back itself (I/O error, out of memory).
+    if conn.is_autocommit() {
+        return (ran, false);
+    }
+    let undone = control(conn, "ROLLBACK TO cycles_op").is_ok()
+        && control(conn, "RELEASE cycles_op").is_ok();
+    (ran, undone && !conn.is_autocommit())
+}
+
+/// The operations of one transaction, over the connection that holds it open.
 struct SqliteTxn<'a> {
-    tx: Transaction<'a>,
+    conn: &'a Connection,
 }
 
 fn budget_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Budget, String, String)> {
@@ -220,7 +546,7 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
 impl LedgerTxn for SqliteTxn<'_> {
     fn budget(&mut self, scope: &str, unit: Unit) -> Result<Option<Budget>> {
         let row = self
-            .tx
+            .conn
             .prepare_cached(&format!(
                 "SELECT {BUDGET_COLS} FROM budgets WHERE scope = ?1 AND unit = ?2"
             ))?
@@ -230,7 +556,7 @@ impl LedgerTxn for SqliteTxn<'_> {
     }
 
     fn put_budget(&mut self, b: &Budget) -> Result<()> {
-        self.tx
+        self.conn
             .prepare_cached(&format!(
                 "INSERT OR REPLACE INTO budgets ({BUDGET_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
             ))?
@@ -249,7 +575,7 @@ impl LedgerTxn for SqliteTxn<'_> {
     }
 
     fn budgets(&mut self, scope: Option<&str>) -> Result<Vec<Budget>> {
-        let mut stmt = self.tx.prepare_cached(&format!(
+        let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {BUDGET_COLS} FROM budgets
              WHERE ?1 IS NULL OR scope = ?1 OR substr(scope, 1, length(?1) + 1) = ?1 || '/'
              ORDER BY scope, unit"
@@ -267,7 +593,7 @@ impl LedgerTxn for SqliteTxn<'_> {
 
     fn reservation(&mut self, id: &str) -> Result<Option<Reservation>> {
         let body: Option<String> = self
-            .tx
+            .conn
             .prepare_cached("SELECT body FROM reservations WHERE id = ?1")?
             .query_row(params![id], |r| r.get(0))
             .optional()?;
@@ -278,7 +604,7 @@ impl LedgerTxn for SqliteTxn<'_> {
     fn put_reservation(&mut self, r: &Reservation) -> Result<()> {
         let deadline = r.expires_at_ms.saturating_add(r.grace_ms);
         let updated = self
-            .tx
+            .conn
             .prepare_cached(
                 "UPDATE reservations SET status = ?2, deadline_ms = ?3, body = ?4 WHERE id = ?1",
             )?
@@ -289,7 +615,7 @@ impl LedgerTxn for SqliteTxn<'_> {
                 to_json(r)
             ])?;
         if updated == 0 {
-            self.tx
+            self.conn
                 .prepare_cached(
                     "INSERT INTO reservations (id, status, deadline_ms, created_seq, body)
                      VALUES (?1, ?2, ?3, (SELECT COALESCE(MAX(created_seq), 0) + 1 FROM reservations), ?4)",
@@ -304,7 +630,7 @@ impl LedgerTxn for SqliteTxn<'_> {
         status: Option<ReservationStatus>,
         limit: usize,
     ) -> Result<Vec<Reservation>> {
-        let mut stmt = self.tx.prepare_cached(
+        let mut stmt = self.conn.prepare_cached(
             "SELECT id, body FROM reservations WHERE ?1 IS NULL OR status = ?1
              ORDER BY created_seq LIMIT ?2",
         )?;
@@ -323,7 +649,7 @@ impl LedgerTxn for SqliteTxn<'_> {
     }
 
     fn expired_reservation_ids(&mut self, now_ms: i64, limit: usize) -> Result<Vec<String>> {
-        let mut stmt = self.tx.prepare_cached(
+        let mut stmt = self.conn.prepare_cached(
             "SELECT id FROM reservations WHERE status = 'ACTIVE' AND deadline_ms < ?1
              ORDER BY deadline_ms, id LIMIT ?2",
         )?;
@@ -337,7 +663,7 @@ impl LedgerTxn for SqliteTxn<'_> {
 
     fn idempotency(&mut self, op: &str, key: &str) -> Result<Option<IdempotencyEntry>> {
         let row: Option<(String, String)> = self
-            .tx
+            .conn
             .prepare_cached(
                 "SELECT request_digest, result FROM idempotency WHERE op = ?1 AND key = ?2",
             )?
@@ -353,7 +679,7 @@ impl LedgerTxn for SqliteTxn<'_> {
     }
 
     fn put_idempotency(&mut self, op: &str, key: &str, e: &IdempotencyEntry) -> Result<()> {
-        self.tx
+        self.conn
             .prepare_cached(
                 "INSERT OR REPLACE INTO idempotency (op, key, request_digest, result) VALUES (?1, ?2, ?3, ?4)",
             )?
@@ -363,7 +689,7 @@ impl LedgerTxn for SqliteTxn<'_> {
 
     fn audit_head(&mut self) -> Result<Option<(u64, String)>> {
         let row: Option<(i64, String)> = self
-            .tx
+            .conn
             .prepare_cached("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")?
             .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
@@ -371,7 +697,7 @@ impl LedgerTxn for SqliteTxn<'_> {
     }
 
     fn append_audit(&mut self, r: &AuditRecord) -> Result<()> {
-        self.tx
+        self.conn
             .prepare_cached(
                 "INSERT INTO audit (seq, time_ms, kind, hash, body) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
@@ -387,7 +713,7 @@ impl LedgerTxn for SqliteTxn<'_> {
 
     fn audit_page(&mut self, after_seq: u64, limit: usize) -> Result<Vec<AuditRecord>> {
         let mut stmt = self
-            .tx
+            .conn
             .prepare_cached("SELECT seq, body FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
         let rows = stmt
             .query_map(
@@ -411,7 +737,7 @@ impl LedgerTxn for SqliteTxn<'_> {
 
     fn kv_get(&mut self, ns: &str, key: &str) -> Result<Option<serde_json::Value>> {
         let v: Option<String> = self
-            .tx
+            .conn
             .prepare_cached("SELECT value FROM kv WHERE ns = ?1 AND key = ?2")?
             .query_row(params![ns, key], |r| r.get(0))
             .optional()?;
@@ -420,7 +746,7 @@ impl LedgerTxn for SqliteTxn<'_> {
     }
 
     fn kv_put(&mut self, ns: &str, key: &str, value: &serde_json::Value) -> Result<()> {
-        self.tx
+        self.conn
             .prepare_cached("INSERT OR REPLACE INTO kv (ns, key, value) VALUES (?1, ?2, ?3)")?
             .execute(params![ns, key, to_json(value)])?;
         Ok(())
@@ -428,7 +754,7 @@ impl LedgerTxn for SqliteTxn<'_> {
 
     fn kv_list(&mut self, ns: &str) -> Result<Vec<(String, serde_json::Value)>> {
         let mut stmt = self
-            .tx
+            .conn
             .prepare_cached("SELECT key, value FROM kv WHERE ns = ?1 ORDER BY key")?;
         let rows = stmt
             .query_map(params![ns], |r| {
@@ -443,19 +769,27 @@ impl LedgerTxn for SqliteTxn<'_> {
 
 impl Ledger for SqliteLedger {
     fn write(&self, f: &mut dyn FnMut(&mut dyn LedgerTxn) -> Result<()>) -> Result<()> {
-        let mut conn = self.conn.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut txn = SqliteTxn { tx };
-        f(&mut txn)?; // dropping the transaction on error rolls it back
-        txn.tx.commit()?;
-        Ok(())
+        if self.group_commit {
+            self.write_grouped(f)
+        } else {
+            self.write_alone(f)
+        }
     }
 
     fn read(&self, f: &mut dyn FnMut(&mut dyn LedgerTxn) -> Result<()>) -> Result<()> {
-        let mut conn = self.conn.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
-        let mut txn = SqliteTxn { tx };
-        f(&mut txn)
+        let st = self.lock_settled();
+        control(&st.conn, "BEGIN")?;
+        let ran = run_closure(&st.conn, f);
+        // A read keeps nothing.
+        abandon(&st.conn);
+        match ran {
+            Ran::Ok => Ok(()),
+            Ran::Failed(e) => Err(e),
+            Ran::Panicked(p) => {
+                drop(st);
+                resume_unwind(p)
+            }
+        }
     }
 
     fn describe(&self) -> String {
