@@ -124,10 +124,11 @@ fn budgets_for(txn: &mut dyn LedgerTxn, scopes: &[String], unit: Unit) -> Result
 }
 
 /// Checks every budgeted scope for every amount. Returns the denial, if any, and the balances.
-fn check_budgets(
-    txn: &mut dyn LedgerTxn,
-    prepared: &Prepared<'_>,
-) -> Result<(Option<(ReasonCode, String)>, Vec<Balance>, Vec<Vec<Budget>>)> {
+/// The outcome of checking budgets: the first denial (reason, scope or unit), the balances seen,
+/// and the budgets of each amount's unit (in `Prepared::amounts` order).
+type BudgetCheck = (Option<(ReasonCode, String)>, Vec<Balance>, Vec<Vec<Budget>>);
+
+fn check_budgets(txn: &mut dyn LedgerTxn, prepared: &Prepared<'_>) -> Result<BudgetCheck> {
     let mut balances = Vec::new();
     let mut per_unit = Vec::with_capacity(prepared.amounts.len());
     let mut denial = None;
