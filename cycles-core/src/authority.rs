@@ -319,6 +319,25 @@ impl Authority {
         .map(|b| b.expect("set_budget always writes"))
     }
 
+    /// Repays overdraft debt on a budget (the funder adds `amount` to the allocation and it pays
+    /// the debt). Until a scope's debt is repaid, reservations on it are `DEBT_OUTSTANDING`.
+    ///
+    /// ```
+    /// use cycles_core::*;
+    /// let auth = Authority::builder().build().unwrap();
+    /// auth.set_budget(&BudgetSpec::new("tenant:acme", Unit::Credits, 10)).unwrap();
+    /// let err = auth.repay_debt("tenant:acme", Unit::Credits, 1).unwrap_err();
+    /// assert_eq!(err.code(), "INVALID_REQUEST"); // there is no debt to repay
+    /// ```
+    pub fn repay_debt(&self, scope: &str, unit: crate::Unit, amount: i64) -> Result<Balance> {
+        crate::model::validate_scope(scope)?;
+        crate::model::Amount::new(unit, amount).validate("repay")?;
+        let now = self.inner.clock.now_ms();
+        write_with(self.inner.ledger.as_ref(), |txn| {
+            machine::repay_debt(txn, now, scope, unit, amount)
+        })
+    }
+
     /// Balances of every budget, or of `scope` and the scopes below it.
     pub fn balances(&self, scope: Option<&str>) -> Result<Vec<Balance>> {
         read_with(self.inner.ledger.as_ref(), |txn| {

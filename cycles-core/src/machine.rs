@@ -840,3 +840,35 @@ pub(crate) fn set_budget(
     append(txn, rec)?;
     Ok(Some(b.balance()))
 }
+
+/// Repays `amount` of a budget's overdraft debt: the funder adds `amount` to the allocation and it
+/// is spent on the debt, so `remaining` rises by `amount` and `spent + reserved <= allocated`
+/// keeps holding. Repaying more than the debt is refused (nothing changes).
+pub(crate) fn repay_debt(
+    txn: &mut dyn LedgerTxn,
+    now_ms: i64,
+    scope: &str,
+    unit: Unit,
+    amount: i64,
+) -> Result<Balance> {
+    let mut b = txn
+        .budget(scope, unit)?
+        .ok_or_else(|| CyclesError::NotFound(format!("budget {scope} {unit}")))?;
+    if amount > b.debt {
+        return Err(CyclesError::invalid(
+            "amount",
+            format!("{amount} is more than the debt of {} on {scope}", b.debt),
+        ));
+    }
+    b.allocated = add(b.allocated, amount, "allocated")?;
+    b.spent = add(b.spent, amount, "spent")?;
+    b.debt -= amount;
+    b.is_over_limit = b.debt > b.overdraft_limit;
+    txn.put_budget(&b)?;
+    let mut rec = AuditRecord::new(AuditKind::BudgetSet, now_ms);
+    rec.scopes = vec![scope.to_string()];
+    rec.amounts = vec![Amount::new(unit, amount)];
+    rec.detail = Some(serde_json::json!({ "operation": "REPAY_DEBT", "debt_after": b.debt }));
+    append(txn, rec)?;
+    Ok(b.balance())
+}

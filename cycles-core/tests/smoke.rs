@@ -58,3 +58,56 @@ fn reserve_commit_deny() {
         assert_eq!(v.records, 5); // 2 budget_set + reserve + commit + denial
     }
 }
+
+#[test]
+fn debt_blocks_reservations_until_repaid() {
+    let dir = tempfile::tempdir().unwrap();
+    for auth in [
+        auth_on(MemoryLedger::new(), ManualClock::new(1_000)),
+        auth_on(
+            SqliteLedger::open(dir.path().join("d.db")).unwrap(),
+            ManualClock::new(1_000),
+        ),
+    ] {
+        let scope = "tenant:acme/agent:bot";
+        let mut spec = BudgetSpec::new(scope, Unit::Credits, 10);
+        spec.overdraft_limit = 20;
+        auth.set_budget(&spec).unwrap();
+        let bot = Subject::new().tenant("acme").agent("bot");
+        let ev = EventRequest {
+            subject: bot.clone(),
+            call: ToolCall::new("read_file", json!({})),
+            actual: vec![Amount::new(Unit::Credits, 25)],
+            overage_policy: Some(CommitOveragePolicy::AllowWithOverdraft),
+            idempotency_key: None,
+        };
+        let r = auth.event(&ev).unwrap();
+        assert_eq!(r.debt_incurred, vec![Amount::new(Unit::Credits, 15)]);
+        let mut res = ReserveRequest::new(bot.clone(), ToolCall::new("read_file", json!({})));
+        res.estimate = vec![Amount::new(Unit::Credits, 1)];
+        assert_eq!(auth.reserve(&res).unwrap_err().code(), "DEBT_OUTSTANDING");
+
+        // Repaying more than the debt is refused and changes nothing.
+        let before = auth.balances(Some(scope)).unwrap();
+        let audit_len = auth.verify().unwrap().records;
+        let err = auth.repay_debt(scope, Unit::Credits, 16).unwrap_err();
+        assert_eq!(err.code(), "INVALID_REQUEST");
+        assert_eq!(auth.balances(Some(scope)).unwrap(), before);
+        assert_eq!(auth.verify().unwrap().records, audit_len);
+
+        let b = auth.repay_debt(scope, Unit::Credits, 5).unwrap();
+        assert_eq!(
+            (b.allocated, b.spent, b.debt, b.remaining),
+            (15, 15, 10, -10)
+        );
+        assert_eq!(auth.reserve(&res).unwrap_err().code(), "DEBT_OUTSTANDING");
+        let b = auth.repay_debt(scope, Unit::Credits, 10).unwrap();
+        assert_eq!((b.allocated, b.spent, b.debt, b.remaining), (25, 25, 0, 0));
+        // Paid off but nothing left: the next credit reservation is over budget, not in debt.
+        assert_eq!(auth.reserve(&res).unwrap_err().code(), "BUDGET_EXCEEDED");
+        spec.allocated = 30;
+        auth.set_budget(&spec).unwrap();
+        assert!(auth.reserve(&res).is_ok());
+        assert!(auth.verify().unwrap().ok);
+    }
+}
