@@ -1,4 +1,769 @@
-fn main() {
-    eprintln!("cycles: the command line arrives with the approvals/CLI issue");
-    std::process::exit(2);
+//! `cycles`: the operator's command line for the Cycles runtime authority, and an
+//! out-of-process gate (`cycles hook claude-code`).
+//!
+//! Every rule lives in `cycles-core`; this binary parses arguments, opens the ledger and the
+//! policy, calls the library and prints. Exit codes (documented in `docs/cli.md`):
+//! 0 success, 1 a check said no (`audit verify`, `policy check`), 2 usage error or the Claude
+//! Code hook's blocking path, 3 the operation failed (the error's code is printed).
+
+#![warn(missing_docs)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use cycles_core::*;
+use serde_json::{Value, json};
+
+mod hook;
+
+/// The starter policy `cycles init` writes.
+const STARTER_POLICY: &str = include_str!("starter.toml");
+
+#[derive(Parser)]
+#[command(
+    name = "cycles",
+    version,
+    about = "Cycles runtime authority: budgets, approvals and the audit trail of AI agent tool calls"
+)]
+struct Cli {
+    /// The SQLite ledger file.
+    #[arg(
+        long,
+        global = true,
+        env = "CYCLES_LEDGER",
+        default_value = "cycles.db"
+    )]
+    ledger: PathBuf,
+    /// The policy file (TOML).
+    #[arg(
+        long,
+        global = true,
+        env = "CYCLES_POLICY",
+        default_value = "cycles.toml"
+    )]
+    policy: PathBuf,
+    /// Print JSON for machines instead of text for people.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create a new SQLite ledger and a commented starter policy (kept if it exists).
+    Init {
+        /// Overwrite an existing policy file with the starter policy.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Policy files.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+    /// Budgets.
+    #[command(subcommand)]
+    Budget(BudgetCmd),
+    /// Balances of every budget, or of a scope and the scopes below it.
+    Balances {
+        /// Only this scope and the scopes below it.
+        #[arg(long)]
+        scope: Option<String>,
+    },
+    /// Reservations.
+    #[command(subcommand)]
+    Reservations(ReservationsCmd),
+    /// Approval requests.
+    #[command(subcommand)]
+    Approvals(ApprovalsCmd),
+    /// Sign a grant for an approval request and record it in the ledger.
+    Approve {
+        /// The request id (`apr_...`).
+        id: String,
+        /// The approver's key file (from `cycles keygen`).
+        #[arg(long)]
+        key: PathBuf,
+        /// How long the grant stays valid: `90s`, `15m`, `2h` or milliseconds.
+        #[arg(long, default_value = "15m")]
+        ttl: String,
+        /// Also write the answer (JSON) to this file, for a grant-file approver.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Sign a denial of an approval request and record it in the ledger.
+    Deny {
+        /// The request id (`apr_...`).
+        id: String,
+        /// The approver's key file (from `cycles keygen`).
+        #[arg(long)]
+        key: PathBuf,
+        /// Why (at most 256 characters; shown to the agent).
+        #[arg(long)]
+        reason: String,
+        /// Also write the answer (JSON) to this file, for a grant-file approver.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Create an approver key pair; prints the public key for the policy.
+    Keygen {
+        /// The approver's id (letters, digits, `_`, `.`, `-`).
+        #[arg(long)]
+        id: String,
+        /// Where to write the key file (never overwritten; mode 0600).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// The audit trail.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// Gate for agent hosts.
+    #[command(subcommand)]
+    Hook(HookCmd),
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Parse and validate a policy file; errors name the line and field.
+    Check {
+        /// The policy file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum BudgetCmd {
+    /// Create or change a budget (spending and holds are kept).
+    Set {
+        /// The scope, e.g. `tenant:acme/agent:bot`.
+        #[arg(long)]
+        scope: String,
+        /// RISK_POINTS, USD_MICROCENTS, TOKENS or CREDITS.
+        #[arg(long, default_value = "RISK_POINTS")]
+        unit: String,
+        /// What may be spent.
+        #[arg(long)]
+        allocated: i64,
+        /// Most debt allowed.
+        #[arg(long, default_value_t = 0)]
+        overdraft_limit: i64,
+        /// ACTIVE, FROZEN or CLOSED.
+        #[arg(long, default_value = "ACTIVE")]
+        status: String,
+    },
+    /// The budgets of exactly one scope.
+    Show {
+        /// The scope.
+        scope: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReservationsCmd {
+    /// Reservations, oldest first.
+    List {
+        /// Only ACTIVE, COMMITTED, RELEASED or EXPIRED ones.
+        #[arg(long)]
+        status: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApprovalsCmd {
+    /// Requests waiting for a decision (or with `--status`, `--all`).
+    List {
+        /// Only PENDING, GRANTED, DENIED, EXPIRED or CONSUMED ones.
+        #[arg(long, conflicts_with = "all")]
+        status: Option<String>,
+        /// Every request.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ExportFormat {
+    /// One JSON record per line.
+    Jsonl,
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Walk the hash chain; exit 1 naming the first broken record.
+    Verify,
+    /// Export records.
+    Export {
+        /// The output format.
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: ExportFormat,
+        /// Only records touching this scope or a scope below it.
+        #[arg(long)]
+        scope: Option<String>,
+        /// Only these kinds (`reserve`, `denial`, `approval_granted`, ...); repeatable.
+        #[arg(long)]
+        kind: Vec<String>,
+        /// Only records at or after this time (ms since the epoch).
+        #[arg(long)]
+        since_ms: Option<i64>,
+        /// Only records before this time.
+        #[arg(long)]
+        until_ms: Option<i64>,
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// The last records.
+    Tail {
+        /// How many.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum HookCmd {
+    /// Claude Code PreToolUse/PostToolUse hook: reads the event on stdin, writes the decision.
+    ClaudeCode(hook::ClaudeCodeArgs),
+}
+
+/// Why a command did not succeed, and its exit code.
+#[derive(Debug)]
+pub(crate) enum Fail {
+    /// A check said no: exit 1.
+    Check(String, Value),
+    /// The operation failed: exit 3.
+    Error { code: String, message: String },
+}
+
+impl std::fmt::Display for Fail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fail::Check(message, _) => f.write_str(message),
+            Fail::Error { code, message } => write!(f, "[{code}] {message}"),
+        }
+    }
+}
+
+impl From<CyclesError> for Fail {
+    fn from(e: CyclesError) -> Self {
+        let mut message = e.to_string();
+        if let Some(d) = e.decision()
+            && let Some(m) = &d.message
+        {
+            message = format!("{message}: {m}");
+        }
+        Fail::Error {
+            code: e.code().to_string(),
+            message,
+        }
+    }
+}
+
+pub(crate) fn io_fail(what: impl std::fmt::Display, e: std::io::Error) -> Fail {
+    Fail::Error {
+        code: "IO_ERROR".into(),
+        message: format!("{what}: {e}"),
+    }
+}
+
+type Out = Result<(), Fail>;
+
+/// Prints `value` as JSON, or `text` for people.
+fn emit(cli: &Cli, value: &Value, text: impl FnOnce() -> String) {
+    if cli.json {
+        println!("{value}");
+    } else {
+        let t = text();
+        if !t.is_empty() {
+            println!("{t}");
+        }
+    }
+}
+
+/// Opens the ledger, which must exist (only `init` creates one).
+pub(crate) fn open_ledger(path: &Path) -> Result<SqliteLedger, Fail> {
+    if !path.exists() {
+        return Err(CyclesError::LedgerUnavailable(format!(
+            "{}: no ledger here; create one with `cycles init`",
+            path.display()
+        ))
+        .into());
+    }
+    Ok(SqliteLedger::open(path)?)
+}
+
+/// An authority on the ledger; with `policy`, on the policy file (which must load).
+fn authority(cli: &Cli, policy: bool) -> Result<Authority, Fail> {
+    let ledger = open_ledger(&cli.ledger)?;
+    let policy = if policy {
+        Policy::from_file(&cli.policy)?
+    } else {
+        // Read-only and budget commands need no rules; an empty policy creates no budgets,
+        // so opening never writes.
+        Policy::default()
+    };
+    Ok(Authority::builder().policy(policy).ledger(ledger).build()?)
+}
+
+fn parse_enum<T: serde::de::DeserializeOwned>(field: &str, s: &str) -> Result<T, Fail> {
+    serde_json::from_value(Value::String(s.to_string()))
+        .map_err(|_| CyclesError::invalid(field, format!("unknown value {s:?}")).into())
+}
+
+/// `90s`, `15m`, `2h`, `1d` or plain milliseconds.
+fn parse_duration_ms(s: &str) -> Result<i64, Fail> {
+    let bad = || {
+        Fail::from(CyclesError::invalid(
+            "ttl",
+            format!("{s:?} is not a duration"),
+        ))
+    };
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 's')) => (&s[..i], 1_000),
+        Some((i, 'm')) => (&s[..i], 60_000),
+        Some((i, 'h')) => (&s[..i], 3_600_000),
+        Some((i, 'd')) => (&s[..i], 86_400_000),
+        _ => (s, 1),
+    };
+    let n: i64 = num.parse().map_err(|_| bad())?;
+    let ms = n.checked_mul(mult).ok_or_else(bad)?;
+    if ms <= 0 {
+        return Err(bad());
+    }
+    Ok(ms)
+}
+
+fn balance_line(b: &Balance) -> String {
+    format!(
+        "{:<40} {:<14} allocated {:>8}  spent {:>8}  reserved {:>6}  debt {:>4}  remaining {:>8}  {}{}",
+        b.scope,
+        b.unit.as_str(),
+        b.allocated,
+        b.spent,
+        b.reserved,
+        b.debt,
+        b.remaining,
+        b.status.as_str(),
+        if b.is_over_limit { " OVER-LIMIT" } else { "" }
+    )
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).expect("results serialize")
+}
+
+fn cmd_init(cli: &Cli, force: bool) -> Out {
+    if cli.ledger.exists() {
+        return Err(Fail::Error {
+            code: "LEDGER_EXISTS".into(),
+            message: format!(
+                "{}: a ledger already exists; init never overwrites one",
+                cli.ledger.display()
+            ),
+        });
+    }
+    let wrote_policy = force || !cli.policy.exists();
+    if wrote_policy {
+        std::fs::write(&cli.policy, STARTER_POLICY)
+            .map_err(|e| io_fail(cli.policy.display(), e))?;
+    }
+    // Validate before creating anything: an invalid policy must not leave a ledger behind.
+    let policy = Policy::from_file(&cli.policy)?;
+    let ledger = SqliteLedger::open(&cli.ledger)?;
+    let auth = Authority::builder().policy(policy).ledger(ledger).build()?;
+    let balances = auth.balances(None)?;
+    emit(
+        cli,
+        &json!({
+            "ledger": cli.ledger.display().to_string(),
+            "policy": cli.policy.display().to_string(),
+            "policy_written": wrote_policy,
+            "balances": balances,
+        }),
+        || {
+            format!(
+                "created ledger {}\n{} policy {}\nbudgets:\n{}\n\nnext: `cycles keygen --id <you> --out <you>.key`, then add the public key to [approval] public_keys",
+                cli.ledger.display(),
+                if wrote_policy {
+                    "wrote starter"
+                } else {
+                    "kept existing"
+                },
+                cli.policy.display(),
+                balances
+                    .iter()
+                    .map(|b| format!("  {}", balance_line(b)))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        },
+    );
+    Ok(())
+}
+
+fn cmd_policy_check(cli: &Cli, file: &Path) -> Out {
+    match Policy::from_file(file) {
+        Ok(p) => {
+            emit(
+                cli,
+                &json!({"ok": true, "file": file.display().to_string(), "tools": p.tools.len(), "budgets": p.budgets.len(), "approval_threshold_tier": p.approval.threshold_tier, "approval_keys": p.approval.public_keys.len()}),
+                || {
+                    format!(
+                        "ok: {} ({} tools, {} budgets, approvals from tier {} with {} key(s))",
+                        file.display(),
+                        p.tools.len(),
+                        p.budgets.len(),
+                        p.approval.threshold_tier.get(),
+                        p.approval.public_keys.len()
+                    )
+                },
+            );
+            Ok(())
+        }
+        Err(e) => Err(Fail::Check(
+            e.to_string(),
+            json!({"ok": false, "file": file.display().to_string(), "error": {"code": e.code(), "message": e.to_string()}}),
+        )),
+    }
+}
+
+fn cmd_budget(cli: &Cli, cmd: &BudgetCmd) -> Out {
+    let auth = authority(cli, false)?;
+    match cmd {
+        BudgetCmd::Set {
+            scope,
+            unit,
+            allocated,
+            overdraft_limit,
+            status,
+        } => {
+            let spec = BudgetSpec {
+                scope: scope.clone(),
+                unit: Unit::parse(unit)?,
+                allocated: *allocated,
+                overdraft_limit: *overdraft_limit,
+                status: BudgetStatus::parse(status)?,
+            };
+            let b = auth.set_budget(&spec)?;
+            emit(cli, &to_json(&b), || balance_line(&b));
+        }
+        BudgetCmd::Show { scope } => {
+            let list: Vec<Balance> = auth
+                .balances(Some(scope))?
+                .into_iter()
+                .filter(|b| &b.scope == scope)
+                .collect();
+            if list.is_empty() {
+                return Err(CyclesError::NotFound(format!("no budget on {scope}")).into());
+            }
+            emit(cli, &to_json(&list), || {
+                list.iter().map(balance_line).collect::<Vec<_>>().join("\n")
+            });
+        }
+    }
+    Ok(())
+}
+
+fn cmd_balances(cli: &Cli, scope: Option<&str>) -> Out {
+    let auth = authority(cli, false)?;
+    let list = auth.balances(scope)?;
+    emit(cli, &to_json(&list), || {
+        if list.is_empty() {
+            "no budgets".into()
+        } else {
+            list.iter().map(balance_line).collect::<Vec<_>>().join("\n")
+        }
+    });
+    Ok(())
+}
+
+fn cmd_reservations(cli: &Cli, status: Option<&str>, limit: usize) -> Out {
+    let auth = authority(cli, false)?;
+    let status: Option<ReservationStatus> = status
+        .map(|s| parse_enum("status", &s.to_ascii_uppercase()))
+        .transpose()?;
+    let list = auth.reservations(status, limit)?;
+    emit(cli, &to_json(&list), || {
+        if list.is_empty() {
+            return "no reservations".into();
+        }
+        list.iter()
+            .map(|r| {
+                format!(
+                    "{}  {:<9} {:<32} tier {}  holds {}  expires {}",
+                    r.reservation_id,
+                    r.status.as_str(),
+                    r.action.name,
+                    r.tier.get(),
+                    r.holds
+                        .iter()
+                        .map(|h| format!("{} {}", h.amount, h.unit))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    r.expires_at_ms
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    Ok(())
+}
+
+fn approval_text(r: &ApprovalRequest, now_ms: i64) -> String {
+    let late = r.status == ApprovalStatus::Pending && now_ms > r.expires_at_ms;
+    format!(
+        "{}  {}{}  tier {}  {} RISK_POINTS  {}\n    subject {}\n    call    {} {}\n    digest  {}\n    open until {}{}",
+        r.request_id,
+        r.status.as_str(),
+        if late { " (expired)" } else { "" },
+        r.tier.get(),
+        r.risk_points,
+        r.scopes.last().map(String::as_str).unwrap_or(""),
+        serde_json::to_string(&r.subject).unwrap_or_default(),
+        r.call.action.name,
+        r.call.args,
+        r.call_digest,
+        r.expires_at_ms,
+        r.denial
+            .as_ref()
+            .map(|d| format!("\n    denied by {}: {}", d.approver_id, d.reason))
+            .or_else(|| r.grant.as_ref().map(|g| format!(
+                "\n    granted by {} until {}",
+                g.approver_id, g.expires_at_ms
+            )))
+            .unwrap_or_default()
+    )
+}
+
+fn cmd_approvals(cli: &Cli, status: Option<&str>, all: bool) -> Out {
+    let auth = authority(cli, false)?;
+    let list: Vec<ApprovalRequest> = match (status, all) {
+        (_, true) => auth.approvals(None)?,
+        (Some(s), _) => auth.approvals(Some(ApprovalStatus::parse(s)?))?,
+        // Default: what an approver can still act on.
+        (None, false) => auth
+            .approvals(None)?
+            .into_iter()
+            .filter(|r| matches!(r.status, ApprovalStatus::Pending | ApprovalStatus::Granted))
+            .collect(),
+    };
+    let now = auth.now_ms();
+    emit(cli, &to_json(&list), || {
+        if list.is_empty() {
+            "no approval requests".into()
+        } else {
+            list.iter()
+                .map(|r| approval_text(r, now))
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+    });
+    Ok(())
+}
+
+fn write_answer(out: Option<&PathBuf>, answer: &ApprovalResponse) -> Out {
+    if let Some(path) = out {
+        let text = serde_json::to_string_pretty(answer).expect("answers serialize");
+        std::fs::write(path, text + "\n").map_err(|e| io_fail(path.display(), e))?;
+    }
+    Ok(())
+}
+
+fn cmd_approve(cli: &Cli, id: &str, key: &Path, ttl: &str, out: Option<&PathBuf>) -> Out {
+    let ttl_ms = parse_duration_ms(ttl)?;
+    let key = ApproverKey::load(key)?;
+    let auth = authority(cli, true)?;
+    let request = auth.approval(id)?;
+    let grant = key.grant(&request, auth.now_ms().saturating_add(ttl_ms));
+    let answer = ApprovalResponse::Grant(grant);
+    let stored = auth.record_approval(id, &answer)?;
+    write_answer(out, &answer)?;
+    let now = auth.now_ms();
+    emit(cli, &to_json(&stored), || {
+        format!("granted\n{}", approval_text(&stored, now))
+    });
+    Ok(())
+}
+
+fn cmd_deny(cli: &Cli, id: &str, key: &Path, reason: &str, out: Option<&PathBuf>) -> Out {
+    let key = ApproverKey::load(key)?;
+    let auth = authority(cli, true)?;
+    let request = auth.approval(id)?;
+    let answer = ApprovalResponse::Deny(key.deny(&request, reason)?);
+    let stored = auth.record_approval(id, &answer)?;
+    write_answer(out, &answer)?;
+    let now = auth.now_ms();
+    emit(cli, &to_json(&stored), || {
+        format!("denied\n{}", approval_text(&stored, now))
+    });
+    Ok(())
+}
+
+fn cmd_keygen(cli: &Cli, id: &str, out: &Path) -> Out {
+    let key = ApproverKey::generate(id)?;
+    key.save(out)?;
+    let public = key.public_key_hex();
+    emit(
+        cli,
+        &json!({"approver_id": id, "public_key": public, "key_file": out.display().to_string()}),
+        || {
+            format!(
+                "wrote {} (keep it away from the agent)\npublic key of {id}: {public}\nadd it to the policy:\n\n[approval]\npublic_keys = [\"{public}\"]",
+                out.display()
+            )
+        },
+    );
+    Ok(())
+}
+
+fn record_line(r: &AuditRecord) -> String {
+    format!(
+        "#{:<6} {:>13} {:<18} {:<28} {:<15} {:<24} {}",
+        r.seq,
+        r.time_ms,
+        r.kind.as_str(),
+        r.action.as_ref().map_or("-", |a| a.name.as_str()),
+        r.decision.map_or("-", |d| d.as_str()),
+        r.reason_code.map_or("-", |c| c.as_str()),
+        &r.hash[..r.hash.len().min(16)]
+    )
+}
+
+fn cmd_audit(cli: &Cli, cmd: &AuditCmd) -> Out {
+    let auth = authority(cli, false)?;
+    match cmd {
+        AuditCmd::Verify => {
+            let report = auth.verify()?;
+            let value = to_json(&report);
+            match &report.first_broken {
+                None => emit(cli, &value, || {
+                    format!("ok: {} records, head {}", report.records, report.head_hash)
+                }),
+                Some(b) => {
+                    return Err(Fail::Check(
+                        format!(
+                            "audit chain broken at record {}: {} ({} records verified before it)",
+                            b.seq, b.reason, report.records
+                        ),
+                        value,
+                    ));
+                }
+            }
+        }
+        AuditCmd::Export {
+            format: ExportFormat::Jsonl,
+            scope,
+            kind,
+            since_ms,
+            until_ms,
+            output,
+        } => {
+            let query = AuditQuery {
+                scope: scope.clone(),
+                kinds: kind
+                    .iter()
+                    .map(|k| parse_enum("kind", k))
+                    .collect::<Result<_, _>>()?,
+                since_ms: *since_ms,
+                until_ms: *until_ms,
+                ..Default::default()
+            };
+            let n = match output {
+                Some(path) => {
+                    let f = std::fs::File::create(path).map_err(|e| io_fail(path.display(), e))?;
+                    let mut w = std::io::BufWriter::new(f);
+                    let n = auth.export_jsonl(&query, &mut w)?;
+                    w.flush().map_err(|e| io_fail(path.display(), e))?;
+                    n
+                }
+                None => {
+                    let stdout = std::io::stdout();
+                    let mut lock = stdout.lock();
+                    auth.export_jsonl(&query, &mut lock)?
+                }
+            };
+            if output.is_some() {
+                emit(cli, &json!({"exported": n}), || {
+                    format!("exported {n} records")
+                });
+            }
+        }
+        AuditCmd::Tail { lines } => {
+            let mut head = 0;
+            auth.ledger().read(&mut |txn| {
+                head = txn.audit_head()?.map_or(0, |(seq, _)| seq);
+                Ok(())
+            })?;
+            let records = auth.audit(&AuditQuery {
+                after_seq: Some(head.saturating_sub(*lines as u64)),
+                ..Default::default()
+            })?;
+            if cli.json {
+                for r in &records {
+                    println!("{}", to_json(r));
+                }
+            } else {
+                for r in &records {
+                    println!("{}", record_line(r));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn run(cli: &Cli) -> Out {
+    match &cli.cmd {
+        Cmd::Init { force } => cmd_init(cli, *force),
+        Cmd::Policy(PolicyCmd::Check { file }) => cmd_policy_check(cli, file),
+        Cmd::Budget(cmd) => cmd_budget(cli, cmd),
+        Cmd::Balances { scope } => cmd_balances(cli, scope.as_deref()),
+        Cmd::Reservations(ReservationsCmd::List { status, limit }) => {
+            cmd_reservations(cli, status.as_deref(), *limit)
+        }
+        Cmd::Approvals(ApprovalsCmd::List { status, all }) => {
+            cmd_approvals(cli, status.as_deref(), *all)
+        }
+        Cmd::Approve { id, key, ttl, out } => cmd_approve(cli, id, key, ttl, out.as_ref()),
+        Cmd::Deny {
+            id,
+            key,
+            reason,
+            out,
+        } => cmd_deny(cli, id, key, reason, out.as_ref()),
+        Cmd::Keygen { id, out } => cmd_keygen(cli, id, out),
+        Cmd::Audit(cmd) => cmd_audit(cli, cmd),
+        Cmd::Hook(HookCmd::ClaudeCode(args)) => hook::claude_code(cli, args),
+    }
+}
+
+fn main() -> ExitCode {
+    // A panic must never look like success or a soft failure to a hook host: exit 2 blocks.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("cycles: internal error: {info}");
+        std::process::exit(2);
+    }));
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Fail::Check(message, value)) => {
+            if cli.json {
+                println!("{value}");
+            } else {
+                eprintln!("cycles: {message}");
+            }
+            ExitCode::from(1)
+        }
+        Err(Fail::Error { code, message }) => {
+            if cli.json {
+                println!("{}", json!({"error": {"code": code, "message": message}}));
+            } else {
+                eprintln!("cycles: error [{code}]: {message}");
+            }
+            ExitCode::from(3)
+        }
+    }
 }

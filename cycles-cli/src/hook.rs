@@ -1,0 +1,317 @@
+//! `cycles hook claude-code`: Claude Code's PreToolUse / PostToolUse hook.
+//!
+//! PreToolUse: the event on stdin becomes a tool call (`Bash` keeps only `command`, which the
+//! policy's shell classifier reads; other tools, MCP tools included, keep their whole input),
+//! reserved against the session's RISK_POINTS. The answer on stdout is Claude Code's hook JSON:
+//! `allow` with the reservation, `deny` with the reason code, `ask` when approval is required
+//! (or `deny` with `--approval deny`). When an approver already granted this exact call
+//! (`cycles approve`), the stored grant is presented and consumed. Anything that goes wrong
+//! (unreadable policy or ledger, malformed event, panic) prints the reason on stderr and exits
+//! 2, which Claude Code treats as a block: the hook never fails open.
+//!
+//! PostToolUse / PostToolUseFailure: commits the reservation made for this `tool_use_id`
+//! (charging what was held); a call that ran without one (confirmed at an `ask` prompt) is
+//! charged directly as an event. Errors there cannot block anything: stderr, exit 1.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use clap::{Args, ValueEnum};
+use cycles_core::*;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{Cli, Out, open_ledger};
+
+/// What to answer when a call needs approval and no grant is recorded yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum OnApproval {
+    /// Ask the user at Claude Code's permission prompt (confirming runs the call without a
+    /// Cycles grant; it is charged afterwards).
+    Ask,
+    /// Deny until an approver signs a grant with `cycles approve`.
+    Deny,
+}
+
+/// Options of `cycles hook claude-code`.
+#[derive(Args, Debug)]
+pub(crate) struct ClaudeCodeArgs {
+    /// When approval is required and not yet granted: `ask` the user or `deny`.
+    #[arg(long, value_enum, env = "CYCLES_HOOK_APPROVAL", default_value = "ask")]
+    approval: OnApproval,
+    /// RISK_POINTS budget created for each new session (`0`: none; the session then relies on
+    /// the budgets of its wider scopes).
+    #[arg(long, env = "CYCLES_SESSION_BUDGET", default_value_t = 200)]
+    session_budget: i64,
+    /// Tenant of the subject (optional outermost scope).
+    #[arg(long, env = "CYCLES_TENANT")]
+    tenant: Option<String>,
+    /// App of the subject.
+    #[arg(long, env = "CYCLES_APP", default_value = "claude-code")]
+    app: String,
+    /// How long a reservation waits for its PostToolUse commit.
+    #[arg(long, default_value_t = 900_000)]
+    ttl_ms: i64,
+}
+
+/// The fields of a Claude Code hook event this hook reads; others are ignored.
+#[derive(Debug, Deserialize)]
+struct HookEvent {
+    #[serde(default)]
+    hook_event_name: Option<String>,
+    session_id: String,
+    #[serde(default)]
+    tool_name: Option<String>,
+    #[serde(default)]
+    tool_input: Option<Value>,
+    #[serde(default)]
+    tool_use_id: Option<String>,
+}
+
+/// The subject of a session's calls: `[tenant:T/]app:A/workflow:<session_id>`, with the
+/// `tool_use_id` as a dimension (recorded, not budgeted) so PostToolUse finds the reservation.
+fn subject(args: &ClaudeCodeArgs, ev: &HookEvent) -> Subject {
+    let mut s = Subject::new().app(&args.app).workflow(&ev.session_id);
+    s.tenant.clone_from(&args.tenant);
+    if let Some(id) = &ev.tool_use_id {
+        s.dimensions = BTreeMap::from([("tool_use_id".to_string(), id.clone())]);
+    }
+    s
+}
+
+/// The call as the policy sees it. Bash binds only the command: its `description` is prose
+/// Claude rewrites on every retry, and must not change the digest an approver signed.
+fn tool_call(ev: &HookEvent) -> Result<ToolCall, String> {
+    let name = ev
+        .tool_name
+        .as_deref()
+        .ok_or("the event has no tool_name")?;
+    let input = ev.tool_input.clone().ok_or("the event has no tool_input")?;
+    let args = match (name, &input) {
+        ("Bash", Value::Object(m)) => match m.get("command") {
+            Some(c) => json!({ "command": c }),
+            None => input,
+        },
+        _ => input,
+    };
+    Ok(ToolCall::new(name, args))
+}
+
+fn output(decision: &str, reason: &str) -> Value {
+    json!({
+        "hookSpecificOutput": {
+            "hookEventName": "PreToolUse",
+            "permissionDecision": decision,
+            "permissionDecisionReason": reason,
+        }
+    })
+}
+
+pub(crate) fn claude_code(cli: &Cli, args: &ClaudeCodeArgs) -> Out {
+    let mut text = String::new();
+    if let Err(e) = std::io::stdin().read_to_string(&mut text) {
+        block(&format!("cannot read the hook event on stdin: {e}"));
+    }
+    let ev: HookEvent = match serde_json::from_str(&text) {
+        Ok(ev) => ev,
+        Err(e) => block(&format!("the hook event is not valid JSON: {e}")),
+    };
+    match ev.hook_event_name.as_deref().unwrap_or("PreToolUse") {
+        "PreToolUse" => match pre(cli, args, &ev) {
+            Ok(answer) => {
+                println!("{answer}");
+                Ok(())
+            }
+            Err(message) => block(&message),
+        },
+        "PostToolUse" | "PostToolUseFailure" => match post(cli, args, &ev) {
+            Ok(()) => Ok(()),
+            Err(message) => {
+                eprintln!("cycles: {message}");
+                std::process::exit(1)
+            }
+        },
+        // Configured for an event it does not understand: refuse rather than guess, in case
+        // it gates something.
+        other => block(&format!("unsupported hook event {other:?}")),
+    }
+}
+
+/// The fail-closed path: Claude Code blocks the tool call on exit code 2 and shows stderr.
+fn block(message: &str) -> ! {
+    eprintln!("cycles: blocked: {message}");
+    std::process::exit(2)
+}
+
+fn authority(cli: &Cli) -> Result<Authority, String> {
+    let policy = Policy::from_file(&cli.policy).map_err(|e| format!("policy unusable: {e}"))?;
+    let ledger = open_ledger(&cli.ledger).map_err(|e| format!("ledger unusable: {e}"))?;
+    Authority::builder()
+        .policy(policy)
+        .ledger(ledger)
+        .build()
+        .map_err(|e| format!("cannot start: {e}"))
+}
+
+/// Gives a new session its own RISK_POINTS budget.
+fn ensure_session_budget(
+    auth: &Authority,
+    args: &ClaudeCodeArgs,
+    subject: &Subject,
+) -> Result<(), String> {
+    if args.session_budget <= 0 {
+        return Ok(());
+    }
+    let scope = subject
+        .scopes()
+        .map_err(|e| e.to_string())?
+        .pop()
+        .expect("a session subject has scopes");
+    let exists = auth
+        .balances(Some(&scope))
+        .map_err(|e| e.to_string())?
+        .iter()
+        .any(|b| b.scope == scope && b.unit == Unit::RiskPoints);
+    if !exists {
+        // Two hooks of one session may race here; both write the same allocation and
+        // set_budget keeps spending, so the loser changes nothing.
+        auth.set_budget(&BudgetSpec::new(
+            scope,
+            Unit::RiskPoints,
+            args.session_budget,
+        ))
+        .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn reserved_reason(r: &Reservation) -> String {
+    format!(
+        "Cycles: tier {} call, {} RISK_POINTS reserved ({}){}",
+        r.tier.get(),
+        r.decision.risk_points,
+        r.reservation_id,
+        r.decision
+            .approval_request_id
+            .as_ref()
+            .map(|id| format!(", approved by grant for {id}"))
+            .unwrap_or_default()
+    )
+}
+
+fn denied_reason(d: &Decision) -> String {
+    let code = d.reason_code.map_or("DENY", |c| c.as_str());
+    let sub = d
+        .approval_invalid_reason
+        .map(|r| format!(" ({r})"))
+        .unwrap_or_default();
+    format!(
+        "Cycles denied this tier {} call ({} RISK_POINTS): {code}{sub}: {}",
+        d.tier.get(),
+        d.risk_points,
+        d.message.as_deref().unwrap_or("no detail")
+    )
+}
+
+/// PreToolUse: the JSON answer, or the reason to block.
+fn pre(cli: &Cli, args: &ClaudeCodeArgs, ev: &HookEvent) -> Result<Value, String> {
+    let auth = authority(cli)?;
+    let call = tool_call(ev)?;
+    let subject = subject(args, ev);
+    ensure_session_budget(&auth, args, &subject)?;
+    let mut req = ReserveRequest::new(subject, call);
+    req.ttl_ms = Some(args.ttl_ms);
+    // A re-delivered event for the same tool use replays its first answer.
+    req.idempotency_key = ev
+        .tool_use_id
+        .as_ref()
+        .map(|id| format!("claude-code:{}:{id}", ev.session_id));
+    let decision = match auth.reserve(&req) {
+        Ok(r) => return Ok(output("allow", &reserved_reason(&r))),
+        Err(CyclesError::Denied(d)) => d,
+        Err(e) => return Err(format!("{} ({})", e, e.code())),
+    };
+    if decision.reason_code != Some(ReasonCode::ApprovalRequired) {
+        return Ok(output("deny", &denied_reason(&decision)));
+    }
+    let id = decision
+        .approval_request_id
+        .clone()
+        .ok_or("APPROVAL_REQUIRED without a request id")?;
+    let request = auth.approval(&id).map_err(|e| e.to_string())?;
+    if let (ApprovalStatus::Granted, Some(grant)) = (request.status, &request.grant) {
+        // An approver signed this exact call: present the grant; the library verifies it.
+        let mut retry = req.clone();
+        retry.grant = Some(serde_json::to_value(grant).map_err(|e| e.to_string())?);
+        retry.idempotency_key = req.idempotency_key.as_ref().map(|k| format!("{k}:grant"));
+        return match auth.reserve(&retry) {
+            Ok(r) => Ok(output("allow", &reserved_reason(&r))),
+            Err(CyclesError::Denied(d)) => Ok(output("deny", &denied_reason(&d))),
+            Err(e) => Err(format!("{} ({})", e, e.code())),
+        };
+    }
+    let how = format!(
+        "an approver can run `cycles approve {id} --key <approver key>` (or `cycles deny {id} --key <key> --reason ...`), then retry"
+    );
+    Ok(match args.approval {
+        OnApproval::Ask => output(
+            "ask",
+            &format!(
+                "Cycles: this tier {} call needs approval (request {id}, {} RISK_POINTS). To approve it with a Cycles grant, {how}. Confirming here runs it without a grant; it is charged to the session afterwards.",
+                decision.tier.get(),
+                decision.risk_points
+            ),
+        ),
+        OnApproval::Deny => output(
+            "deny",
+            &format!(
+                "Cycles denied this tier {} call: APPROVAL_REQUIRED (request {id}). Ask the user to approve it: {how}.",
+                decision.tier.get()
+            ),
+        ),
+    })
+}
+
+/// PostToolUse: commit the reservation of this tool use, or charge an unreserved call.
+fn post(cli: &Cli, args: &ClaudeCodeArgs, ev: &HookEvent) -> Result<(), String> {
+    let auth = authority(cli)?;
+    let subject = subject(args, ev);
+    if let Some(id) = &ev.tool_use_id {
+        let active = auth
+            .reservations(Some(ReservationStatus::Active), 100_000)
+            .map_err(|e| e.to_string())?;
+        let mine = active.iter().find(|r| {
+            r.subject.workflow.as_deref() == Some(ev.session_id.as_str())
+                && r.subject.dimensions.get("tool_use_id") == Some(id)
+        });
+        if let Some(r) = mine {
+            let commit = CommitRequest {
+                idempotency_key: Some(format!("claude-code:{}:{id}:post", ev.session_id)),
+                ..Default::default()
+            };
+            match auth.commit(&r.reservation_id, &commit) {
+                Ok(_) => return Ok(()),
+                // Expired before the tool finished: charge it directly below.
+                Err(CyclesError::ReservationExpired(_)) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+    // No reservation: the call ran without one (confirmed at an `ask` prompt, or its
+    // reservation expired). It still costs its tier's points.
+    let call = tool_call(ev)?;
+    let scopes = subject.scopes().map_err(|e| e.to_string())?;
+    let points = auth.policy().assess(&call, &scopes).risk_points;
+    let req = EventRequest {
+        subject,
+        call,
+        actual: vec![Amount::new(Unit::RiskPoints, points)],
+        overage_policy: None,
+        idempotency_key: ev
+            .tool_use_id
+            .as_ref()
+            .map(|id| format!("claude-code:{}:{id}:event", ev.session_id)),
+    };
+    auth.event(&req).map_err(|e| e.to_string())?;
+    Ok(())
+}

@@ -1,0 +1,787 @@
+//! End-to-end tests of the real `cycles` binary: every test runs it as a subprocess in a temp
+//! directory with a real SQLite ledger file, and checks exit codes, output and the ledger.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::{Value, json};
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(self.stdout.trim())
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {:?}", self.stdout))
+    }
+}
+
+struct Dir {
+    dir: tempfile::TempDir,
+}
+
+impl Dir {
+    fn new() -> Dir {
+        Dir {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Runs `cycles ARGS` here, with `stdin`, without any CYCLES_* variable of the caller.
+    fn run(&self, args: &[&str], stdin: &str) -> Run {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cycles"));
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("CYCLES_") {
+                cmd.env_remove(k);
+            }
+        }
+        let mut child = cmd.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        Run {
+            code: out.status.code().expect("exited, not killed"),
+            stdout: String::from_utf8(out.stdout).unwrap(),
+            stderr: String::from_utf8(out.stderr).unwrap(),
+        }
+    }
+
+    fn ok(&self, args: &[&str]) -> Run {
+        let r = self.run(args, "");
+        assert_eq!(
+            r.code, 0,
+            "cycles {args:?} failed: {}{}",
+            r.stdout, r.stderr
+        );
+        r
+    }
+
+    fn init(&self) {
+        self.ok(&["init"]);
+    }
+
+    fn edit_policy(&self, f: impl FnOnce(String) -> String) {
+        let p = self.path("cycles.toml");
+        let text = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(&p, f(text)).unwrap();
+    }
+
+    /// Creates an approver key and lists it in the policy.
+    fn approver(&self, id: &str) -> String {
+        let out = self
+            .ok(&[
+                "--json",
+                "keygen",
+                "--id",
+                id,
+                "--out",
+                &format!("{id}.key"),
+            ])
+            .json();
+        let public = out["public_key"].as_str().unwrap().to_string();
+        self.edit_policy(|t| {
+            t.replace("public_keys = []", &format!("public_keys = [\"{public}\"]"))
+        });
+        public
+    }
+
+    fn hook(&self, extra: &[&str], event: &Value) -> Run {
+        let mut args = vec!["hook", "claude-code"];
+        args.extend_from_slice(extra);
+        self.run(&args, &event.to_string())
+    }
+}
+
+fn pre(session: &str, tool_use: &str, tool: &str, input: Value) -> Value {
+    json!({
+        "session_id": session,
+        "transcript_path": "/tmp/transcript.jsonl",
+        "cwd": "/work/app",
+        "permission_mode": "default",
+        "hook_event_name": "PreToolUse",
+        "tool_name": tool,
+        "tool_input": input,
+        "tool_use_id": tool_use,
+    })
+}
+
+fn post(session: &str, tool_use: &str, tool: &str, input: Value) -> Value {
+    let mut v = pre(session, tool_use, tool, input);
+    v["hook_event_name"] = json!("PostToolUse");
+    v["tool_response"] = json!({"stdout": "", "stderr": "", "interrupted": false});
+    v
+}
+
+/// The incident's command: the Railway CLI deleting the production volume.
+fn railway_delete() -> Value {
+    json!({
+        "command": "railway volume delete --volume vol_prod_main --yes",
+        "description": "Delete the staging volume to fix the credential mismatch"
+    })
+}
+
+/// `permissionDecision` and reason of a PreToolUse answer (exit 0, one JSON object).
+fn decision(r: &Run) -> (String, String) {
+    assert_eq!(r.code, 0, "hook failed: {}{}", r.stdout, r.stderr);
+    let v = r.json();
+    let h = &v["hookSpecificOutput"];
+    assert_eq!(h["hookEventName"], "PreToolUse");
+    (
+        h["permissionDecision"].as_str().unwrap().to_string(),
+        h["permissionDecisionReason"].as_str().unwrap().to_string(),
+    )
+}
+
+fn request_id(reason: &str) -> String {
+    let i = reason.find("apr_").expect("the reason names the request");
+    reason[i..i + 36].to_string()
+}
+
+fn balance(d: &Dir, scope: &str) -> Value {
+    let all = d.ok(&["--json", "balances"]).json();
+    all.as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["scope"] == scope && b["unit"] == "RISK_POINTS")
+        .cloned()
+        .unwrap_or_else(|| panic!("no budget {scope}: {all}"))
+}
+
+fn audit_kinds(d: &Dir) -> Vec<String> {
+    d.ok(&["audit", "export", "--format", "jsonl"])
+        .stdout
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["kind"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+const SESSION_SCOPE: &str = "app:claude-code/workflow:sess-1";
+
+#[test]
+fn incident_railway_volume_delete_is_denied_and_the_audit_verifies() {
+    let d = Dir::new();
+    d.init();
+    let r = d.hook(
+        &["--approval", "deny"],
+        &pre("sess-1", "toolu_01", "Bash", railway_delete()),
+    );
+    let (dec, reason) = decision(&r);
+    assert_eq!(dec, "deny", "{reason}");
+    assert!(reason.contains("APPROVAL_REQUIRED"), "{reason}");
+    assert!(reason.contains("tier 4"), "{reason}");
+    assert_eq!(balance(&d, SESSION_SCOPE)["reserved"], 0);
+    assert_eq!(
+        d.ok(&["--json", "reservations", "list"]).json(),
+        json!([]),
+        "nothing was reserved"
+    );
+    let v = d.ok(&["--json", "audit", "verify"]).json();
+    assert_eq!(v["ok"], true);
+    let verify = d.ok(&["audit", "verify"]);
+    assert!(verify.stdout.starts_with("ok: "), "{}", verify.stdout);
+    let kinds = audit_kinds(&d);
+    assert_eq!(&kinds[kinds.len() - 2..], ["approval_requested", "denial"]);
+
+    // With the policy's tier limit, the same call is refused outright: no approval can help.
+    d.edit_policy(|t| {
+        t.replace(
+            "# [[max_tier]]\n# scope = \"app:claude-code\"\n# max_tier = 3",
+            "[[max_tier]]\nscope = \"app:claude-code\"\nmax_tier = 3",
+        )
+    });
+    let (dec, reason) =
+        decision(&d.hook(&[], &pre("sess-1", "toolu_02", "Bash", railway_delete())));
+    assert_eq!(dec, "deny", "{reason}");
+    assert!(reason.contains("TIER_NOT_PERMITTED"), "{reason}");
+    assert_eq!(d.ok(&["--json", "audit", "verify"]).json()["ok"], true);
+}
+
+#[test]
+fn safe_calls_are_allowed_reserved_and_committed_by_post() {
+    let d = Dir::new();
+    d.init();
+    let ls = json!({"command": "ls -la", "description": "List files"});
+    let (dec, reason) = decision(&d.hook(&[], &pre("sess-1", "toolu_1", "Bash", ls.clone())));
+    assert_eq!(dec, "allow", "{reason}");
+    let edit = json!({"file_path": "/work/app/a.rs", "old_string": "a", "new_string": "b"});
+    let (dec, _) = decision(&d.hook(&[], &pre("sess-1", "toolu_2", "Edit", edit.clone())));
+    assert_eq!(dec, "allow");
+    // Tier 1 holds 1 point on the session and the app until PostToolUse.
+    assert_eq!(balance(&d, SESSION_SCOPE)["reserved"], 1);
+    assert_eq!(balance(&d, "app:claude-code")["reserved"], 1);
+    let active = d
+        .ok(&["--json", "reservations", "list", "--status", "active"])
+        .json();
+    assert_eq!(active.as_array().unwrap().len(), 2);
+
+    let r = d.hook(&[], &post("sess-1", "toolu_2", "Edit", edit));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout, "");
+    let r = d.hook(&[], &post("sess-1", "toolu_1", "Bash", ls));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let s = balance(&d, SESSION_SCOPE);
+    assert_eq!(
+        (s["reserved"].clone(), s["spent"].clone()),
+        (json!(0), json!(1))
+    );
+    assert_eq!(s["allocated"], 200, "the session got its own budget");
+    let committed = d
+        .ok(&["--json", "reservations", "list", "--status", "COMMITTED"])
+        .json();
+    assert_eq!(committed.as_array().unwrap().len(), 2);
+    assert!(d.ok(&["audit", "verify"]).stdout.starts_with("ok"));
+}
+
+#[test]
+fn approval_through_the_cli_lets_exactly_that_call_run_once() {
+    let d = Dir::new();
+    d.init();
+    d.approver("alice");
+    let (dec, reason) = decision(&d.hook(
+        &["--approval", "deny"],
+        &pre("sess-1", "toolu_1", "Bash", railway_delete()),
+    ));
+    assert_eq!(dec, "deny");
+    let id = request_id(&reason);
+
+    let pending = d.ok(&["--json", "approvals", "list"]).json();
+    assert_eq!(pending[0]["request_id"], json!(id));
+    assert_eq!(pending[0]["status"], "PENDING");
+    assert_eq!(
+        pending[0]["call"]["args"]["command"],
+        "railway volume delete --volume vol_prod_main --yes"
+    );
+    let human = d.ok(&["approvals", "list"]).stdout;
+    assert!(
+        human.contains(&id) && human.contains("railway volume delete"),
+        "{human}"
+    );
+
+    let out = d.path("grant.json");
+    let approved = d
+        .ok(&[
+            "--json",
+            "approve",
+            &id,
+            "--key",
+            "alice.key",
+            "--ttl",
+            "10m",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .json();
+    assert_eq!(approved["status"], "GRANTED");
+    let answer: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(answer["grant"]["request_id"], json!(id));
+    assert_eq!(answer["grant"]["approver_id"], "alice");
+
+    // Claude retries with a new description and tool_use_id: same command, same digest.
+    let mut retry_input = railway_delete();
+    retry_input["description"] = json!("Retry after approval");
+    let (dec, reason) = decision(&d.hook(
+        &["--approval", "deny"],
+        &pre("sess-1", "toolu_2", "Bash", retry_input.clone()),
+    ));
+    assert_eq!(dec, "allow", "{reason}");
+    assert!(reason.contains(&id), "{reason}");
+    assert_eq!(balance(&d, SESSION_SCOPE)["reserved"], 50);
+    let r = d.hook(&[], &post("sess-1", "toolu_2", "Bash", retry_input));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(balance(&d, SESSION_SCOPE)["spent"], 50);
+
+    let all = d.ok(&["--json", "approvals", "list", "--all"]).json();
+    assert_eq!(all[0]["status"], "CONSUMED");
+    // The grant was single use: running it again needs a new approval.
+    let (dec, reason) = decision(&d.hook(
+        &["--approval", "deny"],
+        &pre("sess-1", "toolu_3", "Bash", railway_delete()),
+    ));
+    assert_eq!(dec, "deny");
+    assert_ne!(request_id(&reason), id);
+    // Another command was never approved.
+    let (dec, _) = decision(&d.hook(
+        &["--approval", "deny"],
+        &pre(
+            "sess-1",
+            "toolu_4",
+            "Bash",
+            json!({"command": "railway volume delete --volume vol_prod_replica --yes"}),
+        ),
+    ));
+    assert_eq!(dec, "deny");
+
+    let kinds = audit_kinds(&d);
+    for k in [
+        "approval_requested",
+        "approval_granted",
+        "approval_consumed",
+        "commit",
+    ] {
+        assert!(kinds.iter().any(|x| x == k), "{k} missing from {kinds:?}");
+    }
+    assert_eq!(d.ok(&["--json", "audit", "verify"]).json()["ok"], true);
+}
+
+#[test]
+fn deny_is_recorded_and_a_key_outside_the_policy_cannot_approve() {
+    let d = Dir::new();
+    d.init();
+    d.approver("alice");
+    d.ok(&["keygen", "--id", "mallory", "--out", "mallory.key"]);
+    let (_, reason) = decision(&d.hook(&[], &pre("sess-1", "toolu_1", "Bash", railway_delete())));
+    let id = request_id(&reason);
+
+    let r = d.run(&["approve", &id, "--key", "mallory.key"], "");
+    assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("APPROVAL_INVALID"), "{}", r.stderr);
+    assert!(r.stderr.contains("unknown_key"), "{}", r.stderr);
+    let r = d.run(&["--json", "approve", &id, "--key", "mallory.key"], "");
+    assert_eq!(r.code, 3);
+    assert_eq!(r.json()["error"]["code"], "APPROVAL_INVALID");
+
+    let denied = d
+        .ok(&[
+            "--json",
+            "deny",
+            &id,
+            "--key",
+            "alice.key",
+            "--reason",
+            "never in prod",
+        ])
+        .json();
+    assert_eq!(denied["status"], "DENIED");
+    assert_eq!(denied["denial"]["reason"], "never in prod");
+    let listed = d
+        .ok(&["--json", "approvals", "list", "--status", "denied"])
+        .json();
+    assert_eq!(listed[0]["request_id"], json!(id));
+    // Approving after a denial is refused.
+    let r = d.run(&["approve", &id, "--key", "alice.key"], "");
+    assert_eq!(r.code, 3);
+    assert!(r.stderr.contains("denied_by_approver"), "{}", r.stderr);
+    let r = d.run(
+        &[
+            "approve",
+            "apr_00000000000000000000000000000000",
+            "--key",
+            "alice.key",
+        ],
+        "",
+    );
+    assert_eq!(r.code, 3);
+    assert!(r.stderr.contains("NOT_FOUND"), "{}", r.stderr);
+    assert!(audit_kinds(&d).contains(&"approval_denied".to_string()));
+}
+
+#[test]
+fn ask_mode_prompts_and_post_charges_a_call_that_ran_unreserved() {
+    let d = Dir::new();
+    d.init();
+    let (dec, reason) = decision(&d.hook(&[], &pre("sess-1", "toolu_1", "Bash", railway_delete())));
+    assert_eq!(dec, "ask", "{reason}");
+    assert!(reason.contains("cycles approve apr_"), "{reason}");
+    assert_eq!(balance(&d, SESSION_SCOPE)["reserved"], 0);
+    // The user confirmed at the prompt; the tool ran; PostToolUse charges its tier's points.
+    let r = d.hook(&[], &post("sess-1", "toolu_1", "Bash", railway_delete()));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let s = balance(&d, SESSION_SCOPE);
+    assert_eq!(
+        (s["spent"].clone(), s["reserved"].clone()),
+        (json!(50), json!(0))
+    );
+    assert_eq!(audit_kinds(&d).last().unwrap(), "event");
+}
+
+#[test]
+fn mcp_tools_are_classified_by_name() {
+    let d = Dir::new();
+    d.init();
+    let (dec, reason) = decision(&d.hook(
+        &["--approval", "deny"],
+        &pre(
+            "sess-1",
+            "toolu_1",
+            "mcp__railway__volume_delete",
+            json!({"volumeId": "v"}),
+        ),
+    ));
+    assert_eq!(dec, "deny");
+    assert!(reason.contains("tier 4"), "{reason}");
+    let (dec, reason) = decision(&d.hook(
+        &[],
+        &pre(
+            "sess-1",
+            "toolu_2",
+            "mcp__github__list_issues",
+            json!({"repo": "a/b"}),
+        ),
+    ));
+    assert_eq!(dec, "allow", "{reason}");
+    assert!(reason.contains("tier 1"), "{reason}");
+}
+
+#[test]
+fn budget_exhaustion_denies_with_the_reason_code() {
+    let d = Dir::new();
+    d.init();
+    d.ok(&[
+        "budget",
+        "set",
+        "--scope",
+        SESSION_SCOPE,
+        "--allocated",
+        "1",
+    ]);
+    let edit = json!({"file_path": "/a", "old_string": "a", "new_string": "b"});
+    let (dec, _) = decision(&d.hook(&[], &pre("sess-1", "t1", "Edit", edit.clone())));
+    assert_eq!(dec, "allow");
+    let (dec, reason) = decision(&d.hook(&[], &pre("sess-1", "t2", "Edit", edit)));
+    assert_eq!(dec, "deny");
+    assert!(reason.contains("BUDGET_EXCEEDED"), "{reason}");
+    assert!(reason.contains(SESSION_SCOPE), "{reason}");
+}
+
+/// Every way the hook can fail must block (exit 2, reason on stderr, no decision on stdout).
+#[test]
+fn hook_fails_closed_on_any_internal_error() {
+    let event = pre("sess-1", "toolu_1", "Bash", json!({"command": "ls"}));
+    let assert_blocked = |r: &Run, needle: &str| {
+        assert_eq!(r.code, 2, "stdout {:?} stderr {:?}", r.stdout, r.stderr);
+        assert_eq!(r.stdout, "", "a blocked hook prints no decision");
+        assert!(
+            r.stderr.contains(needle),
+            "{needle:?} not in {:?}",
+            r.stderr
+        );
+    };
+
+    // No policy file at all.
+    let d = Dir::new();
+    d.init();
+    std::fs::remove_file(d.path("cycles.toml")).unwrap();
+    assert_blocked(&d.hook(&[], &event), "policy");
+
+    // A policy that does not parse.
+    let d = Dir::new();
+    d.init();
+    std::fs::write(d.path("cycles.toml"), "tier_points = [0, 1,\n").unwrap();
+    assert_blocked(&d.hook(&[], &event), "policy");
+
+    // A policy that parses but is invalid.
+    let d = Dir::new();
+    d.init();
+    d.edit_policy(|t| t.replace("threshold_tier = 4", "threshold_tier = 9"));
+    assert_blocked(&d.hook(&[], &event), "approval.threshold_tier");
+
+    // A policy file that cannot be read (a directory where the file should be).
+    let d = Dir::new();
+    d.init();
+    std::fs::remove_file(d.path("cycles.toml")).unwrap();
+    std::fs::create_dir(d.path("cycles.toml")).unwrap();
+    assert_blocked(&d.hook(&[], &event), "policy");
+
+    // No ledger.
+    let d = Dir::new();
+    d.init();
+    std::fs::remove_file(d.path("cycles.db")).unwrap();
+    assert_blocked(&d.hook(&[], &event), "ledger");
+
+    // A ledger file that is not a database.
+    let d = Dir::new();
+    d.init();
+    for f in ["cycles.db", "cycles.db-wal", "cycles.db-shm"] {
+        let _ = std::fs::remove_file(d.path(f));
+    }
+    std::fs::write(d.path("cycles.db"), vec![0x5a; 8192]).unwrap();
+    assert_blocked(&d.hook(&[], &event), "ledger");
+
+    // Malformed events.
+    let d = Dir::new();
+    d.init();
+    assert_blocked(&d.run(&["hook", "claude-code"], "{not json"), "JSON");
+    assert_blocked(&d.run(&["hook", "claude-code"], ""), "JSON");
+    let mut no_tool = event.clone();
+    no_tool.as_object_mut().unwrap().remove("tool_name");
+    assert_blocked(&d.hook(&[], &no_tool), "tool_name");
+    let mut bad_session = event.clone();
+    bad_session["session_id"] = json!("../../etc/passwd");
+    assert_blocked(&d.hook(&[], &bad_session), "subject.workflow");
+    let mut odd_event = event.clone();
+    odd_event["hook_event_name"] = json!("PermissionRequest");
+    assert_blocked(&d.hook(&[], &odd_event), "unsupported");
+    // A bad option value is a usage error: clap exits 2 too.
+    let r = d.hook(&["--approval", "maybe"], &event);
+    assert_eq!(r.code, 2);
+    assert_eq!(r.stdout, "");
+    // And the same event, with everything in place, is allowed (the checks above can fail).
+    let (dec, _) = decision(&d.hook(&[], &event));
+    assert_eq!(dec, "allow");
+}
+
+/// Tampering with one audit record makes `audit verify` exit 1 naming that record.
+#[test]
+fn tampered_ledger_fails_verification_naming_the_record() {
+    let d = Dir::new();
+    d.init();
+    decision(&d.hook(&[], &pre("sess-1", "t1", "Bash", railway_delete())));
+    let (dec, _) = decision(&d.hook(
+        &[],
+        &pre("sess-1", "t2", "Read", json!({"file_path": "/a"})),
+    ));
+    assert_eq!(dec, "allow");
+    let records = d.ok(&["--json", "audit", "verify"]).json()["records"]
+        .as_u64()
+        .unwrap();
+    assert!(records >= 5);
+    // Rewrite the denial (record 4: budget_set x2, approval_requested, denial) into an allow.
+    let seq = 4;
+    let kinds = audit_kinds(&d);
+    assert_eq!(kinds[seq - 1], "denial");
+    tamper(&d.path("cycles.db"), seq);
+
+    let r = d.run(&["audit", "verify"], "");
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains(&format!("broken at record {seq}")),
+        "{}",
+        r.stderr
+    );
+    let r = d.run(&["--json", "audit", "verify"], "");
+    assert_eq!(r.code, 1);
+    let v = r.json();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["first_broken"]["seq"], seq as u64);
+    assert_eq!(v["records"], (seq - 1) as u64);
+}
+
+fn tamper(db: &Path, seq: usize) {
+    let ledger = cycles_core::SqliteLedger::open(db).unwrap();
+    ledger
+        .execute_raw(&format!(
+            "UPDATE audit SET body = replace(body, '\"DENY\"', '\"ALLOW\"') WHERE seq = {seq}"
+        ))
+        .unwrap();
+}
+
+#[test]
+fn init_writes_a_valid_commented_policy_and_never_overwrites_a_ledger() {
+    let d = Dir::new();
+    let r = d.ok(&["--json", "init"]);
+    let v = r.json();
+    assert_eq!(v["policy_written"], true);
+    assert_eq!(v["balances"][0]["scope"], "app:claude-code");
+    let text = std::fs::read_to_string(d.path("cycles.toml")).unwrap();
+    assert!(
+        text.lines().filter(|l| l.starts_with('#')).count() > 10,
+        "commented"
+    );
+    let check = d.ok(&["--json", "policy", "check", "cycles.toml"]).json();
+    assert_eq!(check["ok"], true);
+    assert_eq!(check["approval_threshold_tier"], 4);
+
+    let r = d.run(&["init"], "");
+    assert_eq!(r.code, 3);
+    assert!(r.stderr.contains("LEDGER_EXISTS"), "{}", r.stderr);
+
+    // An existing policy is kept; an invalid one stops init before a ledger is created.
+    let d = Dir::new();
+    std::fs::write(
+        d.path("cycles.toml"),
+        "[[budgets]]\nscope = \"tenant:x\"\nunit = \"RISK_POINTS\"\nallocated = 5\n",
+    )
+    .unwrap();
+    let v = d.ok(&["--json", "init"]).json();
+    assert_eq!(v["policy_written"], false);
+    assert_eq!(v["balances"][0]["scope"], "tenant:x");
+    let d = Dir::new();
+    std::fs::write(d.path("cycles.toml"), "tier_points = 3\n").unwrap();
+    let r = d.run(&["init"], "");
+    assert_eq!(r.code, 3);
+    assert!(!d.path("cycles.db").exists());
+}
+
+#[test]
+fn policy_check_names_the_line_and_field() {
+    let d = Dir::new();
+    std::fs::write(
+        d.path("bad.toml"),
+        "[[tools]]\nname = \"read\"\ntier = 0\n\n[[tools]]\nname = \"drop\"\ntier = 7\n",
+    )
+    .unwrap();
+    let r = d.run(&["policy", "check", "bad.toml"], "");
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("line 7"), "{}", r.stderr);
+    assert!(r.stderr.contains("tools[1].tier"), "{}", r.stderr);
+    let r = d.run(&["--json", "policy", "check", "bad.toml"], "");
+    assert_eq!(r.code, 1);
+    assert_eq!(r.json()["ok"], false);
+    assert_eq!(r.json()["error"]["code"], "POLICY_INVALID");
+    let r = d.run(&["policy", "check", "missing.toml"], "");
+    assert_eq!(r.code, 1);
+}
+
+#[test]
+fn budgets_balances_and_errors() {
+    let d = Dir::new();
+    d.init();
+    let b = d
+        .ok(&[
+            "--json",
+            "budget",
+            "set",
+            "--scope",
+            "tenant:acme",
+            "--allocated",
+            "500",
+            "--overdraft-limit",
+            "10",
+        ])
+        .json();
+    assert_eq!(b["allocated"], 500);
+    assert_eq!(b["overdraft_limit"], 10);
+    d.ok(&[
+        "budget",
+        "set",
+        "--scope",
+        "tenant:acme/agent:bot",
+        "--unit",
+        "TOKENS",
+        "--allocated",
+        "9",
+    ]);
+    let shown = d.ok(&["--json", "budget", "show", "tenant:acme"]).json();
+    assert_eq!(shown.as_array().unwrap().len(), 1, "exactly that scope");
+    let under = d
+        .ok(&["--json", "balances", "--scope", "tenant:acme"])
+        .json();
+    assert_eq!(under.as_array().unwrap().len(), 2, "the scope and below");
+    assert_eq!(
+        d.ok(&["--json", "balances"])
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    let human = d.ok(&["balances"]).stdout;
+    assert!(
+        human.contains("tenant:acme/agent:bot") && human.contains("TOKENS"),
+        "{human}"
+    );
+
+    let r = d.run(
+        &[
+            "budget",
+            "set",
+            "--scope",
+            "tenant:acme",
+            "--unit",
+            "EUR",
+            "--allocated",
+            "1",
+        ],
+        "",
+    );
+    assert_eq!(r.code, 3);
+    assert!(r.stderr.contains("INVALID_REQUEST"), "{}", r.stderr);
+    let r = d.run(
+        &["budget", "set", "--scope", "nonsense", "--allocated", "1"],
+        "",
+    );
+    assert_eq!(r.code, 3);
+    let r = d.run(&["--json", "budget", "show", "tenant:nobody"], "");
+    assert_eq!(r.code, 3);
+    assert_eq!(r.json()["error"]["code"], "NOT_FOUND");
+    // Without a ledger every command fails with LEDGER_UNAVAILABLE instead of creating one.
+    let e = Dir::new();
+    let r = e.run(&["balances"], "");
+    assert_eq!(r.code, 3);
+    assert!(r.stderr.contains("LEDGER_UNAVAILABLE"), "{}", r.stderr);
+    assert!(!e.path("cycles.db").exists());
+    // Usage errors are clap's exit 2.
+    assert_eq!(d.run(&["budget", "set"], "").code, 2);
+}
+
+#[test]
+fn audit_export_and_tail() {
+    let d = Dir::new();
+    d.init();
+    for i in 0..3 {
+        decision(&d.hook(
+            &[],
+            &pre(
+                "sess-1",
+                &format!("t{i}"),
+                "Read",
+                json!({"file_path": "/a"}),
+            ),
+        ));
+    }
+    let verify = d.ok(&["--json", "audit", "verify"]).json();
+    let n = verify["records"].as_u64().unwrap() as usize;
+    let lines: Vec<Value> = d
+        .ok(&["audit", "export", "--format", "jsonl"])
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), n);
+    assert_eq!(lines.last().unwrap()["hash"], verify["head_hash"]);
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l["seq"], (i + 1) as u64);
+    }
+    let file = d.path("out.jsonl");
+    let r = d.ok(&[
+        "audit",
+        "export",
+        "--kind",
+        "reserve",
+        "--output",
+        file.to_str().unwrap(),
+    ]);
+    assert!(r.stdout.contains("exported 3 records"), "{}", r.stdout);
+    assert_eq!(std::fs::read_to_string(&file).unwrap().lines().count(), 3);
+    let r = d.ok(&["audit", "export", "--scope", SESSION_SCOPE]);
+    assert_eq!(
+        r.stdout.lines().count(),
+        4,
+        "session budget_set + 3 reserves"
+    );
+    let tail = d.ok(&["audit", "tail", "-n", "2"]).stdout;
+    assert_eq!(tail.lines().count(), 2);
+    assert!(
+        tail.lines().last().unwrap().starts_with(&format!("#{n}")),
+        "{tail}"
+    );
+    let tail = d.ok(&["--json", "audit", "tail", "-n", "1"]).stdout;
+    assert_eq!(
+        serde_json::from_str::<Value>(tail.trim()).unwrap()["seq"],
+        n as u64
+    );
+    let r = d.run(&["audit", "export", "--kind", "nope"], "");
+    assert_eq!(r.code, 3);
+}
