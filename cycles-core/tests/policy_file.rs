@@ -148,7 +148,47 @@ fn bad_scope() {
 
 #[test]
 fn authority_refuses_to_start_with_an_invalid_policy() {
-    // The same validation runs when a policy built in code (or from JSON) reaches the builder.
+    // Policies that deserialize but do not validate (built in code, from JSON, or with a TOML
+    // library) are refused by the builder with the same field names.
+    let cases = [
+        (
+            GOOD.replace("[0, 1, 5, 20, 50]", "[0, 1, -5, 20, 50]"),
+            "tier_points[2]",
+        ),
+        (GOOD.replace("railway.*", "railway.[*"), "tools[1].name"),
+        (
+            GOOD.replace("tenant:acme/agent:intern", "planet:mars"),
+            "max_tier[0].scope",
+        ),
+        (
+            GOOD.replace("allocated = 100", "allocated = -1"),
+            "budgets[0].allocated",
+        ),
+        (
+            format!("{GOOD}\n[[caps]]\nid = \"c\"\nremaining_below = -1\ncooldown_ms = 5\n"),
+            "caps[0].remaining_below",
+        ),
+        (
+            format!("{GOOD}\n[approval]\npublic_keys = [\"00\"]\n"),
+            "approval.public_keys[0]",
+        ),
+        (
+            CLASSIFIED.replace("classifier = \"sql\"\n", ""),
+            "tools[0].arg",
+        ),
+    ];
+    for (text, field) in cases {
+        let policy: Policy = toml::from_str(&text).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = SqliteLedger::open(dir.path().join("l.db")).unwrap();
+        let err = Authority::builder()
+            .policy(policy)
+            .ledger(ledger)
+            .build()
+            .unwrap_err();
+        assert_eq!(err.code(), "POLICY_INVALID", "{err}");
+        assert!(err.to_string().contains(field), "{field}: {err}");
+    }
     let policy: Policy = serde_json::from_value(serde_json::json!({
         "tier_points": [0, 1, -5, 20, 50]
     }))
@@ -219,5 +259,71 @@ fn bad_arg_path_and_kind() {
         &CLASSIFIED.replace("arg = \"query\"", "kind = \"nodot\""),
         6,
         "tools[0].kind",
+    );
+}
+
+fn repo_file(rel: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(rel);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn the_example_policy_loads_and_is_the_documented_one() {
+    let example = repo_file("examples/policy.toml");
+    let policy = Policy::from_toml_str(&example, "examples/policy.toml").unwrap();
+    assert!(policy.tools.len() >= 10);
+    assert_eq!(policy.caps.len(), 2);
+    assert_eq!(policy.approval.public_keys.len(), 1);
+    let auth = Authority::builder().policy(policy).build().unwrap();
+    let coder = Subject::new().tenant("acme").agent("coder");
+    let drop = ToolCall::new(
+        "bash",
+        serde_json::json!({"command": "bash -c \"psql -c 'DROP DATABASE prod'\""}),
+    );
+    let d = auth.decide(&DecideRequest::new(coder, drop)).unwrap();
+    assert_eq!(d.tier, Tier::T4);
+    assert!(d.rules.contains(&"sql.drop".to_string()), "{:?}", d.rules);
+    // docs/policy.md shows the same file, byte for byte.
+    let docs = repo_file("docs/policy.md");
+    let start = docs.find("```toml\n").expect("a toml block") + "```toml\n".len();
+    let end = start + docs[start..].find("```\n").unwrap();
+    assert_eq!(
+        &docs[start..end],
+        example,
+        "docs/policy.md and examples/policy.toml differ"
+    );
+}
+
+#[test]
+fn every_rule_id_is_documented() {
+    let docs = repo_file("docs/policy.md");
+    let mut missing: Vec<String> = Vec::new();
+    let mut seen = 0;
+    for file in ["sql", "shell", "http", "names", "mod"] {
+        let src = repo_file(&format!("cycles-core/src/classify/{file}.rs"));
+        for (i, _) in src.match_indices('"') {
+            let rest = &src[i + 1..];
+            let Some(end) = rest.find('"') else { continue };
+            let id = &rest[..end];
+            let is_rule = ["sql.", "shell.", "http.", "graphql.", "name."]
+                .iter()
+                .any(|p| id.starts_with(p))
+                && id.bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'.')
+                // `python -m http.server` is a module name, not a rule.
+                && id != "http.server";
+            if is_rule {
+                seen += 1;
+                if !docs.contains(&format!("`{id}`")) && !missing.iter().any(|m| m == id) {
+                    missing.push(id.to_string());
+                }
+            }
+        }
+    }
+    assert!(seen > 100, "found only {seen} rule ids");
+    assert!(
+        missing.is_empty(),
+        "rule ids missing from docs/policy.md: {missing:?}"
     );
 }

@@ -1976,7 +1976,7 @@ fn terraform(rest: &[String], v: &mut Verdict) {
             _ => v.raise(Tier::T0, "shell.read"),
         },
         "import" | "taint" | "untaint" | "force-unlock" | "refresh" => {
-            v.raise(Tier::T2, "shell.terraform_state_change")
+            v.raise(Tier::T2, "shell.terraform_state_edit")
         }
         "init" | "get" | "fmt" | "providers" => v.raise(Tier::T1, "shell.local_write"),
         _ => v.raise(Tier::T0, "shell.read"),
