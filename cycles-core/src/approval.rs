@@ -36,10 +36,11 @@
 //! # Statuses
 //! `PENDING` → `GRANTED` (a grant was recorded) → `CONSUMED` (a reservation used it);
 //! `PENDING`/`GRANTED` → `DENIED` (a signed denial; it also revokes an unused grant);
-//! `PENDING` → `EXPIRED` (nobody decided within [`REQUEST_TTL_MS`], noticed lazily). A grant
-//! may also reach `reserve` without having been recorded (a webhook handed it to the agent):
-//! it is then recorded as granted and consumed in the reservation's transaction. Every change
-//! is an audit record (`approval_requested`, `approval_granted`, `approval_denied`,
+//! `PENDING` → `EXPIRED` (nobody decided within [`REQUEST_TTL_MS`]) and `GRANTED` → `EXPIRED`
+//! (the recorded grant ran out unused), both noticed lazily when the request is next touched.
+//! A grant may also reach `reserve` without having been recorded (a webhook handed it to the
+//! agent): it is then recorded as granted and consumed in the reservation's transaction. Every
+//! change is an audit record (`approval_requested`, `approval_granted`, `approval_denied`,
 //! `approval_expired`, `approval_consumed`).
 
 use std::path::{Path, PathBuf};
@@ -774,9 +775,15 @@ fn detail(r: &ApprovalRequest, extra: serde_json::Value) -> serde_json::Value {
     d
 }
 
-/// Moves a PENDING request past its expiry to EXPIRED, with its audit record.
+/// Moves a PENDING request past its deadline, or a GRANTED one whose recorded grant ran out,
+/// to EXPIRED, with its audit record.
 fn expire_if_due(txn: &mut dyn LedgerTxn, r: &mut ApprovalRequest, now_ms: i64) -> Result<()> {
-    if r.status == ApprovalStatus::Pending && now_ms > r.expires_at_ms {
+    let due = match r.status {
+        ApprovalStatus::Pending => now_ms > r.expires_at_ms,
+        ApprovalStatus::Granted => r.grant.as_ref().is_none_or(|g| now_ms > g.expires_at_ms),
+        _ => false,
+    };
+    if due {
         r.status = ApprovalStatus::Expired;
         r.decided_at_ms = Some(now_ms);
         store(txn, r)?;
@@ -803,9 +810,7 @@ pub(crate) fn require(
         && let Some(mut r) = load(txn, &id)?
     {
         expire_if_due(txn, &mut r, now_ms)?;
-        let live_grant = r.grant.as_ref().is_some_and(|g| now_ms <= g.expires_at_ms);
-        let usable = r.status == ApprovalStatus::Pending
-            || (r.status == ApprovalStatus::Granted && live_grant);
+        let usable = matches!(r.status, ApprovalStatus::Pending | ApprovalStatus::Granted);
         if usable && r.call_digest == prepared.call_digest && r.scopes == prepared.scopes {
             reuse = Some(r);
         }

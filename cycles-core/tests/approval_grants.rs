@@ -371,6 +371,12 @@ fn expired_grant_and_expired_request_are_expired() {
     // One millisecond past the last valid one (the last one itself is tested below).
     env.clock.advance(1_001);
     assert_rejected(&env, wipe("v1"), &grant, ApprovalInvalidReason::Expired);
+    // The recorded grant ran out unused: the request is EXPIRED, and the call needs a new one.
+    assert_eq!(
+        env.auth.approval(&id).unwrap().status,
+        ApprovalStatus::Expired
+    );
+    assert_ne!(request_for(&env.auth, wipe("v1")), id);
 
     // A request nobody decided in time expires, even for a long-lived grant signed offline.
     let id2 = request_for(&env.auth, wipe("v2"));
