@@ -277,23 +277,31 @@ fn post(cli: &Cli, args: &ClaudeCodeArgs, ev: &HookEvent) -> Result<(), String> 
     let auth = authority(cli)?;
     let subject = subject(args, ev);
     if let Some(id) = &ev.tool_use_id {
-        let active = auth
-            .reservations(Some(ReservationStatus::Active), 100_000)
+        // Every reservation of this tool use, whatever its status: a re-delivered event must
+        // find the one it already committed rather than charge the call a second time.
+        let all = auth
+            .reservations(None, 1_000_000)
             .map_err(|e| e.to_string())?;
-        let mine = active.iter().find(|r| {
+        let mine = all.iter().filter(|r| {
             r.subject.workflow.as_deref() == Some(ev.session_id.as_str())
                 && r.subject.dimensions.get("tool_use_id") == Some(id)
         });
-        if let Some(r) = mine {
-            let commit = CommitRequest {
-                idempotency_key: Some(format!("claude-code:{}:{id}:post", ev.session_id)),
-                ..Default::default()
-            };
-            match auth.commit(&r.reservation_id, &commit) {
-                Ok(_) => return Ok(()),
-                // Expired before the tool finished: charge it directly below.
-                Err(CyclesError::ReservationExpired(_)) => {}
-                Err(e) => return Err(e.to_string()),
+        for r in mine {
+            match r.status {
+                ReservationStatus::Committed => return Ok(()),
+                ReservationStatus::Active => {
+                    let commit = CommitRequest {
+                        idempotency_key: Some(format!("claude-code:{}:{id}:post", ev.session_id)),
+                        ..Default::default()
+                    };
+                    match auth.commit(&r.reservation_id, &commit) {
+                        Ok(_) => return Ok(()),
+                        // Expired before the tool finished: charge it directly below.
+                        Err(CyclesError::ReservationExpired(_)) => {}
+                        Err(e) => return Err(e.to_string()),
+                    }
+                }
+                ReservationStatus::Released | ReservationStatus::Expired => {}
             }
         }
     }

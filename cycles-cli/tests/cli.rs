@@ -785,3 +785,28 @@ fn audit_export_and_tail() {
     let r = d.run(&["audit", "export", "--kind", "nope"], "");
     assert_eq!(r.code, 3);
 }
+
+#[test]
+fn post_tool_use_failure_still_commits_the_reservation() {
+    let d = Dir::new();
+    d.init();
+    let write = json!({"file_path": "/work/app/b.rs", "content": "x"});
+    let (dec, _) = decision(&d.hook(&[], &pre("sess-1", "toolu_9", "Write", write.clone())));
+    assert_eq!(dec, "allow");
+    let mut failed = post("sess-1", "toolu_9", "Write", write);
+    failed["hook_event_name"] = json!("PostToolUseFailure");
+    failed["error"] = json!("disk full");
+    let r = d.hook(&[], &failed);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let s = balance(&d, SESSION_SCOPE);
+    assert_eq!(
+        (s["spent"].clone(), s["reserved"].clone()),
+        (json!(1), json!(0))
+    );
+    // A second delivery of the same event finds nothing active and charges nothing more.
+    let kinds_before = audit_kinds(&d).len();
+    let r = d.hook(&[], &failed);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(balance(&d, SESSION_SCOPE)["spent"], 1);
+    assert_eq!(audit_kinds(&d).len(), kinds_before);
+}
