@@ -47,6 +47,14 @@ use crate::audit::AuditRecord;
 use crate::error::{CyclesError, Result};
 use crate::model::{Budget, BudgetStatus, Reservation, ReservationStatus, Unit};
 
+/// The budget columns, in the order `budget_from_row` reads them (a macro so that SQL using
+/// it is a literal, prepared and looked up in the statement cache without formatting).
+macro_rules! budget_cols {
+    () => {
+        "scope, unit, allocated, spent, reserved, debt, overdraft_limit, status, is_over_limit"
+    };
+}
+
 /// The schema version this code writes (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = 1;
 
@@ -193,10 +201,13 @@ enum Ran {
 }
 
 fn run_closure(conn: &Connection, f: &mut dyn FnMut(&mut dyn LedgerTxn) -> Result<()>) -> Ran {
-    let mut txn = SqliteTxn { conn };
+    let mut txn = SqliteTxn::new(conn);
     // The closure is caught only to undo its writes before the panic goes on.
     match catch_unwind(AssertUnwindSafe(|| f(&mut txn))) {
-        Ok(Ok(())) => Ran::Ok,
+        Ok(Ok(())) => match txn.flush() {
+            Ok(()) => Ran::Ok,
+            Err(e) => Ran::Failed(e),
+        },
         Ok(Err(e)) => Ran::Failed(e),
         Err(p) => Ran::Panicked(p),
     }
@@ -502,9 +513,63 @@ fn run_in_savepoint(
     (ran, undone && !conn.is_autocommit())
 }
 
-/// The operations of one transaction, over the connection that holds it open.
+/// The operations of one closure, over the connection that holds its transaction open.
 struct SqliteTxn<'a> {
     conn: &'a Connection,
+    /// Budget rows this operation read or wrote, by `(scope, unit)`; `None` caches absence.
+    /// The state machine reads the same few rows several times and writes each one up to
+    /// twice per operation, so rows are read once and written back once, when the closure
+    /// succeeds ([`SqliteTxn::flush`]). Nobody else writes while the closure runs: it holds
+    /// the connection and SQLite's write lock.
+    budgets: Vec<CachedBudget>,
+}
+
+struct CachedBudget {
+    scope: String,
+    unit: Unit,
+    value: Option<Budget>,
+    dirty: bool,
+}
+
+impl<'a> SqliteTxn<'a> {
+    fn new(conn: &'a Connection) -> Self {
+        SqliteTxn {
+            conn,
+            budgets: Vec::new(),
+        }
+    }
+
+    fn cached(&mut self, scope: &str, unit: Unit) -> Option<&mut CachedBudget> {
+        self.budgets
+            .iter_mut()
+            .find(|c| c.unit == unit && c.scope == scope)
+    }
+
+    /// Writes changed budget rows back.
+    fn flush(&mut self) -> Result<()> {
+        for c in self.budgets.iter_mut().filter(|c| c.dirty) {
+            let b = c.value.as_ref().expect("a written budget is present");
+            self.conn
+                .prepare_cached(concat!(
+                    "INSERT OR REPLACE INTO budgets (",
+                    budget_cols!(),
+                    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                ))?
+                .execute(params![
+                    b.scope,
+                    b.unit.as_str(),
+                    b.allocated,
+                    b.spent,
+                    b.reserved,
+                    b.debt,
+                    b.overdraft_limit,
+                    b.status.as_str(),
+                    b.is_over_limit as i64
+                ])?;
+            c.dirty = false;
+        }
+        Ok(())
+    }
 }
 
 fn budget_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Budget, String, String)> {
@@ -532,9 +597,6 @@ fn finish_budget((mut b, unit, status): (Budget, String, String)) -> Result<Budg
     Ok(b)
 }
 
-const BUDGET_COLS: &str =
-    "scope, unit, allocated, spent, reserved, debt, overdraft_limit, status, is_over_limit";
-
 fn parse_json<T: serde::de::DeserializeOwned>(what: &str, body: &str) -> Result<T> {
     serde_json::from_str(body).map_err(|e| corrupt(format!("{what}: {e}")))
 }
@@ -545,38 +607,50 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
 
 impl LedgerTxn for SqliteTxn<'_> {
     fn budget(&mut self, scope: &str, unit: Unit) -> Result<Option<Budget>> {
+        if let Some(c) = self.cached(scope, unit) {
+            return Ok(c.value.clone());
+        }
         let row = self
             .conn
-            .prepare_cached(&format!(
-                "SELECT {BUDGET_COLS} FROM budgets WHERE scope = ?1 AND unit = ?2"
+            .prepare_cached(concat!(
+                "SELECT ",
+                budget_cols!(),
+                " FROM budgets WHERE scope = ?1 AND unit = ?2"
             ))?
             .query_row(params![scope, unit.as_str()], budget_from_row)
             .optional()?;
-        row.map(finish_budget).transpose()
+        let value = row.map(finish_budget).transpose()?;
+        self.budgets.push(CachedBudget {
+            scope: scope.to_string(),
+            unit,
+            value: value.clone(),
+            dirty: false,
+        });
+        Ok(value)
     }
 
     fn put_budget(&mut self, b: &Budget) -> Result<()> {
-        self.conn
-            .prepare_cached(&format!(
-                "INSERT OR REPLACE INTO budgets ({BUDGET_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
-            ))?
-            .execute(params![
-                b.scope,
-                b.unit.as_str(),
-                b.allocated,
-                b.spent,
-                b.reserved,
-                b.debt,
-                b.overdraft_limit,
-                b.status.as_str(),
-                b.is_over_limit as i64
-            ])?;
+        match self.cached(&b.scope, b.unit) {
+            Some(c) => {
+                c.value = Some(b.clone());
+                c.dirty = true;
+            }
+            None => self.budgets.push(CachedBudget {
+                scope: b.scope.clone(),
+                unit: b.unit,
+                value: Some(b.clone()),
+                dirty: true,
+            }),
+        }
         Ok(())
     }
 
     fn budgets(&mut self, scope: Option<&str>) -> Result<Vec<Budget>> {
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {BUDGET_COLS} FROM budgets
+        self.flush()?;
+        let mut stmt = self.conn.prepare_cached(concat!(
+            "SELECT ",
+            budget_cols!(),
+            " FROM budgets
              WHERE ?1 IS NULL OR scope = ?1 OR substr(scope, 1, length(?1) + 1) = ?1 || '/'
              ORDER BY scope, unit"
         ))?;
@@ -603,24 +677,20 @@ impl LedgerTxn for SqliteTxn<'_> {
 
     fn put_reservation(&mut self, r: &Reservation) -> Result<()> {
         let deadline = r.expires_at_ms.saturating_add(r.grace_ms);
+        let body = to_json(r);
         let updated = self
             .conn
             .prepare_cached(
                 "UPDATE reservations SET status = ?2, deadline_ms = ?3, body = ?4 WHERE id = ?1",
             )?
-            .execute(params![
-                r.reservation_id,
-                r.status.as_str(),
-                deadline,
-                to_json(r)
-            ])?;
+            .execute(params![r.reservation_id, r.status.as_str(), deadline, body])?;
         if updated == 0 {
             self.conn
                 .prepare_cached(
                     "INSERT INTO reservations (id, status, deadline_ms, created_seq, body)
                      VALUES (?1, ?2, ?3, (SELECT COALESCE(MAX(created_seq), 0) + 1 FROM reservations), ?4)",
                 )?
-                .execute(params![r.reservation_id, r.status.as_str(), deadline, to_json(r)])?;
+                .execute(params![r.reservation_id, r.status.as_str(), deadline, body])?;
         }
         Ok(())
     }
