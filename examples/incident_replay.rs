@@ -5,6 +5,9 @@
 //! both destructive calls are denied before anything runs, with machine-readable reasons, and
 //! the audit trail (written before each answer returned) verifies.
 //!
+//! The infrastructure calls go through one GraphQL tool, as in the incident: the tier comes from
+//! the mutation in the arguments, not from the tool's name.
+//!
 //! Run: `cargo run -p cycles-core --example incident_replay`
 
 use cycles_core::*;
@@ -16,26 +19,52 @@ fn execute(call: &ToolCall) -> serde_json::Value {
     json!({ "ok": true })
 }
 
+const POLICY: &str = r#"
+unknown_tool = { action = "deny" }
+
+[[tools]]
+name = "railway.graphql"
+tier = 2
+kind = "infra.graphql"
+classifier = "graphql"
+arg = "query"
+
+[[tools]]
+name = "db.query"
+tier = 0
+kind = "db.query"
+classifier = "sql"
+arg = "query"
+dialect = "postgres"
+
+[[tools]]
+name = "fs.write_file"
+tier = 1
+kind = "fs.write"
+
+[[budgets]]
+scope = "tenant:pocketos"
+unit = "RISK_POINTS"
+allocated = 1000
+
+[[budgets]]
+scope = "tenant:pocketos/workflow:session-42"
+unit = "RISK_POINTS"
+allocated = 60
+
+[[max_tier]]
+scope = "tenant:pocketos/workflow:session-42"
+max_tier = 3
+"#;
+
 fn main() -> Result<()> {
     let dir = tempfile::tempdir().map_err(|e| CyclesError::LedgerUnavailable(e.to_string()))?;
     let path = dir.path().join("cycles.db");
 
-    // The policy: reads are tier 0, a file write tier 1, volume and backup deletion tier 4.
-    // The agent's session may spend 60 RISK_POINTS and never run anything above tier 3.
-    let policy = Policy::default()
-        .register("railway.list_services", Tier::T0)
-        .register("db.query", Tier::T0)
-        .register("fs.write_file", Tier::T1)
-        .register("railway.delete_volume", Tier::T4)
-        .register("railway.delete_backups", Tier::T4)
-        .unknown_tool(UnknownTool::Deny)
-        .budget(BudgetSpec::new("tenant:pocketos", Unit::RiskPoints, 1_000))
-        .budget(BudgetSpec::new(
-            "tenant:pocketos/workflow:session-42",
-            Unit::RiskPoints,
-            60,
-        ))
-        .max_tier("tenant:pocketos/workflow:session-42", Tier::T3);
+    // The policy file: reads are tier 0, a file write tier 1; Railway's GraphQL API is tier 2
+    // by registration and raised by its arguments (a mutation whose name deletes a volume or
+    // its backups is tier 4). The session may spend 60 RISK_POINTS and never go above tier 3.
+    let policy = Policy::from_toml_str(POLICY, "incident.toml")?;
     let auth = Authority::builder()
         .policy(policy)
         .ledger(SqliteLedger::open(&path)?)
@@ -46,7 +75,10 @@ fn main() -> Result<()> {
         .agent("coding-agent");
 
     let plan = [
-        ToolCall::new("railway.list_services", json!({"project": "prod"})),
+        ToolCall::new(
+            "railway.graphql",
+            json!({"query": "query { project(id: \"prod\") { services { edges { node { name } } } } }"}),
+        ),
         ToolCall::new(
             "db.query",
             json!({"query": "SELECT count(*) FROM bookings"}),
@@ -56,12 +88,12 @@ fn main() -> Result<()> {
             json!({"path": "notes/staging-fix.md", "bytes": 812}),
         ),
         ToolCall::new(
-            "railway.delete_volume",
-            json!({"volumeId": "vol_prod_main"}),
+            "railway.graphql",
+            json!({"query": "mutation volumeDelete { volumeDelete(volumeId: \"vol_prod_main\") }"}),
         ),
         ToolCall::new(
-            "railway.delete_backups",
-            json!({"volumeId": "vol_prod_main", "all": true}),
+            "railway.graphql",
+            json!({"query": "mutation volumeInstanceBackupDelete { volumeInstanceBackupDelete(volumeInstanceBackupId: \"all\", volumeInstanceId: \"vi_prod\") }"}),
         ),
     ];
 
@@ -82,11 +114,12 @@ fn main() -> Result<()> {
             Err(CyclesError::Denied(d)) => {
                 denied += 1;
                 println!(
-                    "  DENY   {:<24} tier {} reason {} ({})",
+                    "  DENY   {:<24} tier {} reason {} ({})\n    rules: {}",
                     call.action.name,
                     d.tier.get(),
                     d.reason_code.map_or("?", |r| r.as_str()),
-                    d.message.as_deref().unwrap_or("")
+                    d.message.as_deref().unwrap_or(""),
+                    d.rules.join(", ")
                 );
                 println!("    -> not executed");
             }
