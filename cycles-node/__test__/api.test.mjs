@@ -237,3 +237,18 @@ test('guard: reserve before, commit after, release on throw, never run on deny',
   assert.throws(() => guard(() => 1, { subject: SUBJECT }), TypeError)
   assert.throws(() => guard(async () => 1, { authority: auth, subject: SUBJECT }), /tool is required/)
 })
+
+test('the JSON fast path and the exact path give the same values', () => {
+  const auth = Authority.inMemory({ policy: POLICY })
+  // A bigint anywhere in a request sends it through the exact walker instead of JSON.
+  const viaJson = auth.decideSync(call('send_email', { estimate: [{ unit: 'USD_MICROCENTS', amount: 5 }] }))
+  const viaWalker = auth.decideSync(call('send_email', { estimate: [{ unit: 'USD_MICROCENTS', amount: 5n }] }))
+  assert.deepEqual(viaWalker, viaJson)
+  // A result holding an integer beyond 2^53 is built value by value; same keys, exact bigint.
+  const small = auth.setBudgetSync({ scope: 'tenant:other', unit: 'TOKENS', allocated: 7 })
+  const huge = auth.setBudgetSync({ scope: 'tenant:other', unit: 'TOKENS', allocated: 2n ** 60n })
+  assert.deepEqual(Object.keys(huge).sort(), Object.keys(small).sort())
+  assert.equal(huge.allocated, 2n ** 60n)
+  assert.equal(huge.spent, 0)
+  assert.deepEqual({ ...huge, allocated: 7, remaining: 7 }, small)
+})

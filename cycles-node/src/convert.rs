@@ -190,6 +190,25 @@ pub fn object(
     Ok(map)
 }
 
+/// A request object via `JSON.stringify` when its text is exact ([`crate::fast`]); `None`
+/// when it is not, or is not an object.
+pub fn object_fast(v: &Unknown<'_>) -> Option<Map<String, Value>> {
+    let value = v.value();
+    // SAFETY: a live handle of the current call.
+    let text = unsafe { crate::fast::stringify(value.env, value.value) }?;
+    let map: Map<String, Value> = serde_json::from_str(&text).ok()?;
+    // Deep nesting is the walker's to refuse (with its message), not JSON's to accept.
+    (!map.values().any(|v| deeper_than(v, MAX_DEPTH - 1))).then_some(map)
+}
+
+fn deeper_than(v: &Value, levels: usize) -> bool {
+    match v {
+        Value::Array(items) => levels == 0 || items.iter().any(|x| deeper_than(x, levels - 1)),
+        Value::Object(map) => levels == 0 || map.values().any(|x| deeper_than(x, levels - 1)),
+        _ => false,
+    }
+}
+
 /// A property of an options object, unconverted (`None` when absent or `undefined`).
 pub fn property<'a>(
     v: Option<&Unknown<'a>>,
@@ -314,6 +333,16 @@ mod tests {
             Value::from(-3)
         );
         assert!(number(f64::NAN, "args.t", Numbers::Json).is_err());
+    }
+
+    #[test]
+    fn nesting_depth_is_measured_in_containers() {
+        let mut v = Value::from(1);
+        for _ in 0..5 {
+            v = serde_json::json!({ "d": v });
+        }
+        assert!(deeper_than(&v, 4));
+        assert!(!deeper_than(&v, 5));
     }
 
     #[test]

@@ -13,6 +13,7 @@
 
 pub mod convert;
 pub mod error;
+pub mod fast;
 pub mod task;
 pub mod types;
 
@@ -192,6 +193,14 @@ fn request<T: serde::de::DeserializeOwned>(
     what: &str,
     fields: &[&[(&str, Dest)]],
 ) -> CoreResult<T> {
+    // Fast path: the request as exact JSON text. Any doubt (or any error) goes to the exact
+    // walker below, which gives the same result or the precise error.
+    if let Some(map) = v.and_then(convert::object_fast)
+        && let Ok(renamed) = convert::rename(map, "", fields)
+        && let Ok(parsed) = convert::parse(renamed, what)
+    {
+        return Ok(parsed);
+    }
     let map = convert::object(v, "", FREE_FORM, &[])?;
     let renamed = convert::rename(map, "", fields)?;
     convert::parse(renamed, what)
@@ -636,6 +645,38 @@ impl Authority {
     #[napi]
     pub fn sweep_expired_sync(&self, env: Env) -> napi::Result<u32> {
         sync(&env, self.inner.sweep_expired()).map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    /// Benchmark hook, not part of the API: runs `op` (`decide` or `reserve+commit`) with
+    /// `request` `n` times inside Rust and returns nanoseconds per call, so benches/node can
+    /// report the binding's overhead against the core measured in the same process.
+    #[napi(skip_typescript, js_name = "__benchCore")]
+    pub fn bench_core(&self, env: Env, op: String, request: Unknown, n: u32) -> napi::Result<f64> {
+        let run = || -> CoreResult<f64> {
+            let n = n.max(1);
+            match op.as_str() {
+                "decide" => {
+                    let req = decide_request(&request)?;
+                    let start = std::time::Instant::now();
+                    for _ in 0..n {
+                        self.inner.decide(&req)?;
+                    }
+                    Ok(start.elapsed().as_nanos() as f64 / f64::from(n))
+                }
+                "reserve+commit" => {
+                    let req = reserve_request(&request)?;
+                    let commit = core::CommitRequest::default();
+                    let start = std::time::Instant::now();
+                    for _ in 0..n {
+                        let r = self.inner.reserve(&req)?;
+                        self.inner.commit(&r.reservation_id, &commit)?;
+                    }
+                    Ok(start.elapsed().as_nanos() as f64 / f64::from(n))
+                }
+                other => Err(CyclesError::invalid("op", format!("no bench op {other:?}"))),
+            }
+        };
+        sync(&env, run())
     }
 
     /// The current time on the authority's clock (ms since the epoch).

@@ -6,9 +6,10 @@
 use std::collections::HashMap;
 
 use cycles_core as core;
-use napi::bindgen_prelude::{BigInt, Null, ToNapiValue, TypeName};
-use napi::{ValueType, sys};
+use napi::bindgen_prelude::{BigInt, JsObjectValue, Null, Object, ToNapiValue, TypeName};
+use napi::{Env, ValueType, sys};
 use napi_derive::napi;
+use serde::{Serialize, Serializer};
 
 use crate::convert::MAX_SAFE_INTEGER;
 
@@ -25,6 +26,12 @@ impl TypeName for Int {
     }
 }
 
+impl Serialize for Int {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i64(self.0)
+    }
+}
+
 impl ToNapiValue for Int {
     unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> napi::Result<sys::napi_value> {
         if val.0.unsigned_abs() <= MAX_SAFE_INTEGER as u64 {
@@ -36,7 +43,8 @@ impl ToNapiValue for Int {
     }
 }
 
-/// Free-form JSON (audit `detail`) with the same integer rule as [`Int`].
+/// Free-form JSON with the same integer rule as [`Int`]: the exact (slow) way results cross
+/// when they hold an integer beyond 2^53, and the audit `detail`.
 pub struct Json(pub serde_json::Value);
 
 impl TypeName for Json {
@@ -45,6 +53,12 @@ impl TypeName for Json {
     }
     fn value_type() -> ValueType {
         ValueType::Object
+    }
+}
+
+impl Serialize for Json {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
     }
 }
 
@@ -62,9 +76,11 @@ impl ToNapiValue for Json {
                 unsafe { Vec::<Json>::to_napi_value(env, items) }
             }
             Value::Object(map) => {
-                let map: HashMap<String, Json> =
-                    map.into_iter().map(|(k, v)| (k, Json(v))).collect();
-                unsafe { HashMap::<String, Json>::to_napi_value(env, map) }
+                let mut obj = Object::new(&Env::from(env))?;
+                for (k, v) in map {
+                    obj.set_named_property(&k, Json(v))?;
+                }
+                unsafe { Object::to_napi_value(env, obj) }
             }
             Value::String(s) => unsafe { String::to_napi_value(env, s) },
             Value::Bool(b) => unsafe { bool::to_napi_value(env, b) },
@@ -73,12 +89,42 @@ impl ToNapiValue for Json {
     }
 }
 
+/// Result objects cross as JSON when they can ([`crate::fast::to_js`]).
+macro_rules! to_js_via_json {
+    ($($t:ty),* $(,)?) => {$(
+        impl ToNapiValue for $t {
+            unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> napi::Result<sys::napi_value> {
+                unsafe { crate::fast::to_js(env, &val) }
+            }
+        }
+    )*};
+}
+
+to_js_via_json!(
+    Amount,
+    Balance,
+    Caps,
+    Decision,
+    Subject,
+    Action,
+    Hold,
+    ReservationData,
+    CommitResult,
+    ReleaseResult,
+    EventResult,
+    BrokenRecord,
+    VerifyReport,
+    AuditRecord,
+);
+
 fn ints(v: &[core::Amount]) -> Vec<Amount> {
     v.iter().map(Amount::from).collect()
 }
 
 /// A quantity in a unit.
-#[napi(object, object_from_js = false)]
+#[napi(object, object_from_js = false, object_to_js = false)]
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Amount {
     /// `USD_MICROCENTS`, `TOKENS`, `CREDITS` or `RISK_POINTS`.
     #[napi(ts_type = "Unit")]
@@ -97,7 +143,9 @@ impl From<&core::Amount> for Amount {
 }
 
 /// One budget's state: `remaining = allocated - spent - reserved - debt`.
-#[napi(object, object_from_js = false)]
+#[napi(object, object_from_js = false, object_to_js = false)]
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Balance {
     /// The scope path, e.g. `tenant:acme/agent:bot`.
     pub scope: String,
@@ -141,17 +189,24 @@ impl From<&core::Balance> for Balance {
 }
 
 /// Limits that come with `ALLOW_WITH_CAPS` (the denylist and cooldown are enforced).
-#[napi(object, object_from_js = false)]
+#[napi(object, object_from_js = false, object_to_js = false)]
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Caps {
     /// Most tokens the caller should spend.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<Int>,
     /// Steps the agent has left.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_steps_remaining: Option<Int>,
     /// Only these tools may run.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_allowlist: Option<Vec<String>>,
     /// These tools may not run.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_denylist: Option<Vec<String>>,
     /// Minimum pause between calls.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cooldown_ms: Option<Int>,
 }
 
@@ -168,13 +223,16 @@ impl From<&core::Caps> for Caps {
 }
 
 /// The gate's answer for one call.
-#[napi(object, object_from_js = false)]
+#[napi(object, object_from_js = false, object_to_js = false)]
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Decision {
     /// `ALLOW`, `ALLOW_WITH_CAPS` or `DENY`.
     #[napi(ts_type = "DecisionKind")]
     pub decision: String,
     /// Why, on `DENY`.
     #[napi(ts_type = "ReasonCode")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reason_code: Option<String>,
     /// The call's tier, 0 to 4.
     pub tier: u32,
@@ -183,16 +241,21 @@ pub struct Decision {
     /// Ids of the rules that determined the tier and the decision.
     pub rules: Vec<String>,
     /// Only on `ALLOW_WITH_CAPS`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub caps: Option<Caps>,
     /// The scope that caused a denial.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
     /// Balances of the budgeted scopes at decision time.
     pub balances: Vec<Balance>,
     /// When a retry may succeed (cooldowns).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<Int>,
     /// The approval request to show an approver (`APPROVAL_REQUIRED`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub approval_request_id: Option<String>,
     /// Human-readable detail.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
 
@@ -215,21 +278,30 @@ impl From<&core::Decision> for Decision {
 }
 
 /// Who acts.
-#[napi(object, object_from_js = false)]
+#[napi(object, object_from_js = false, object_to_js = false)]
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Subject {
     /// Tenant id.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
     /// Workspace id.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub workspace: Option<String>,
     /// App id.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub app: Option<String>,
     /// Workflow id.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub workflow: Option<String>,
     /// Agent id.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
     /// Toolset id.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub toolset: Option<String>,
     /// Free-form dimensions.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub dimensions: Option<HashMap<String, String>>,
 }
 
@@ -253,11 +325,14 @@ impl From<&core::Subject> for Subject {
 }
 
 /// What a call does: the tool, its kind, its tags.
-#[napi(object, object_from_js = false)]
+#[napi(object, object_from_js = false, object_to_js = false)]
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Action {
     /// The tool name.
     pub name: String,
     /// `<category>.<operation>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
     /// Tags.
     pub tags: Vec<String>,
@@ -274,7 +349,9 @@ impl From<&core::Action> for Action {
 }
 
 /// What a reservation holds of one unit, and where.
-#[napi(object, object_from_js = false)]
+#[napi(object, object_from_js = false, object_to_js = false)]
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Hold {
     /// The unit.
     #[napi(ts_type = "Unit")]
@@ -286,7 +363,9 @@ pub struct Hold {
 }
 
 /// A reservation as plain data (what `Reservation#toJSON()` returns).
-#[napi(object, object_from_js = false)]
+#[napi(object, object_from_js = false, object_to_js = false)]
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ReservationData {
     /// `rsv_...`.
     pub reservation_id: String,
@@ -319,6 +398,7 @@ pub struct ReservationData {
     /// What was charged, once committed.
     pub charged: Vec<Amount>,
     /// When it was finalized.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub finalized_at_ms: Option<Int>,
 }
 
@@ -362,7 +442,9 @@ impl From<&core::Reservation> for ReservationData {
 }
 
 /// The result of a commit.
-#[napi(object, object_from_js = false)]
+#[napi(object, object_from_js = false, object_to_js = false)]
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct CommitResult {
     /// The reservation.
     pub reservation_id: String,
@@ -393,7 +475,9 @@ impl From<&core::CommitResult> for CommitResult {
 }
 
 /// The result of a release.
-#[napi(object, object_from_js = false)]
+#[napi(object, object_from_js = false, object_to_js = false)]
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ReleaseResult {
     /// The reservation.
     pub reservation_id: String,
@@ -418,7 +502,9 @@ impl From<&core::ReleaseResult> for ReleaseResult {
 }
 
 /// The result of an event (a direct charge).
-#[napi(object, object_from_js = false)]
+#[napi(object, object_from_js = false, object_to_js = false)]
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct EventResult {
     /// `evt_...`.
     pub event_id: String,
@@ -442,7 +528,9 @@ impl From<&core::EventResult> for EventResult {
 }
 
 /// Where and why the audit chain breaks.
-#[napi(object, object_from_js = false)]
+#[napi(object, object_from_js = false, object_to_js = false)]
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct BrokenRecord {
     /// The sequence number expected at this position.
     pub seq: Int,
@@ -451,7 +539,9 @@ pub struct BrokenRecord {
 }
 
 /// The outcome of walking the audit chain.
-#[napi(object, object_from_js = false)]
+#[napi(object, object_from_js = false, object_to_js = false)]
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct VerifyReport {
     /// Every record intact and linked.
     pub ok: bool,
@@ -460,6 +550,7 @@ pub struct VerifyReport {
     /// Hash of the last intact record.
     pub head_hash: String,
     /// The first broken record.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub first_broken: Option<BrokenRecord>,
 }
 
@@ -478,7 +569,9 @@ impl From<&core::VerifyReport> for VerifyReport {
 }
 
 /// One hash-chained audit record (call arguments never appear, only their digest).
-#[napi(object, object_from_js = false)]
+#[napi(object, object_from_js = false, object_to_js = false)]
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct AuditRecord {
     /// Position in the chain, from 1.
     pub seq: Int,
@@ -487,27 +580,35 @@ pub struct AuditRecord {
     /// `decide`, `denial`, `reserve`, `commit`, `release`, `extend`, `expire`, `event`, ...
     pub kind: String,
     /// Who.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub subject: Option<Subject>,
     /// The scopes concerned.
     pub scopes: Vec<String>,
     /// On what.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub action: Option<Action>,
     /// SHA-256 of the canonical call.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub call_digest: Option<String>,
     /// The decision, on decide and denial records.
     #[napi(ts_type = "DecisionKind")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub decision: Option<String>,
     /// The reason code of a denial.
     #[napi(ts_type = "ReasonCode")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reason_code: Option<String>,
     /// The call's tier.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tier: Option<u32>,
     /// Amounts held, charged or released.
     pub amounts: Vec<Amount>,
     /// The reservation concerned.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reservation_id: Option<String>,
     /// Anything else kept (rule ids, reasons, budget settings), as the core wrote it.
     #[napi(ts_type = "Record<string, unknown>")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<Json>,
     /// Hash of the previous record.
     pub prev_hash: String,
