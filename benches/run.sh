@@ -92,6 +92,29 @@ for round in 1 2 3; do
         done
     done
 done
+# Instructions per operation (user space, one caller) under callgrind: independent of load and
+# of the disk, so the CPU cost of the group-commit path can be compared exactly. Two runs of
+# different lengths; their difference cancels the setup.
+INS="$OUT/instructions.jsonl"
+: >"$INS"
+if [ "${CALLGRIND:-1}" = 1 ] && command -v valgrind >/dev/null; then
+    for cfg in "--op reference --sync normal" \
+        "--ledger memory --op reserve+commit" \
+        "--ledger sqlite --sync normal --group-commit off --op reserve+commit" \
+        "--ledger sqlite --sync normal --group-commit on --op reserve+commit" \
+        "--ledger sqlite --sync normal --group-commit off --op decide" \
+        "--ledger sqlite --sync normal --group-commit on --op decide"; do
+        irs=()
+        for n in 200 1200; do
+            # shellcheck disable=SC2086
+            ir="$(valgrind --tool=callgrind --callgrind-out-file=/dev/null "$BIN" --bench $cfg --threads 1 --ops $n 2>&1 >/dev/null |
+                sed -n 's/.*Collected : \([0-9]*\).*/\1/p')"
+            irs+=("$ir")
+        done
+        echo "callgrind $cfg: ${irs[*]}" >&2
+        printf '{"cfg": "%s", "ir_200": %s, "ir_1200": %s}\n' "$cfg" "${irs[0]}" "${irs[1]}" >>"$INS"
+    done
+fi
 echo "load_after_rust=$(load)" >>"$OUT/machine.env"
 
 : >"$OUT/python.txt"
@@ -120,6 +143,7 @@ out, doc_path, secs = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 env = dict(l.split("=", 1) for l in (out / "machine.env").read_text().splitlines() if "=" in l)
 rows = [json.loads(l) for l in (out / "rows.jsonl").read_text().splitlines() if l.strip()]
 lat = [json.loads(l) for l in (out / "latency.jsonl").read_text().splitlines() if l.strip()]
+ins = [json.loads(l) for l in (out / "instructions.jsonl").read_text().splitlines() if l.strip()]
 
 
 def fmt_rate(x):
@@ -310,6 +334,34 @@ for sync in ("FULL", "NORMAL"):
             f"{fmt_us(on)} µs on vs {fmt_us(off)} µs off = {ratio:.2f}×: {met}. "
             f"(p50s off: {', '.join(fmt_us(x) for x in p[False])}; on: {', '.join(fmt_us(x) for x in p[True])}.)"
         )
+if ins:
+    lines.append("")
+    lines.append("### Instructions per operation (callgrind)")
+    lines.append("")
+    lines.append(
+        "User-space instructions per operation, one caller, counted by `valgrind --tool=callgrind` "
+        "on the same binary: (instructions of a 1,200-operation run − those of a 200-operation "
+        "run) / 1,000. Independent of load and disk (fsync time is not an instruction), so this "
+        "is the exact CPU cost of each path. Command: `valgrind --tool=callgrind <bench binary> "
+        "<args> --threads 1 --ops N`."
+    )
+    lines.append("")
+    lines.append("| configuration | instructions / op | × reference |")
+    lines.append("|---|---:|---:|")
+    per = [(x["cfg"], (x["ir_1200"] - x["ir_200"]) / 1000) for x in ins]
+    base = next((v for c, v in per if "reference" in c), None)
+    for c, v in per:
+        lines.append(f"| `{c}` | {v:,.0f} | {v / base:.1f} |" if base else f"| `{c}` | {v:,.0f} | – |")
+    on = dict(per)
+    for op in ("reserve+commit", "decide"):
+        a = on.get(f"--ledger sqlite --sync normal --group-commit off --op {op}")
+        b = on.get(f"--ledger sqlite --sync normal --group-commit on --op {op}")
+        if a and b:
+            lines.append("")
+            lines.append(
+                f"Group commit on a lone caller, {op}: {b / a:.3f} × the instructions of the "
+                "unbatched path."
+            )
 lines.append("<!-- END benches/run.sh -->")
 generated = "\n".join(lines) + "\n"
 

@@ -10,7 +10,9 @@
 //! ```
 //!
 //! `--ledger memory|sqlite`, `--sync full|normal`, `--group-commit on|off`,
-//! `--op decide|reserve+commit|reference`, `--threads N`, `--secs S` (measured), `--warmup S`.
+//! `--op decide|reserve+commit|reference`, `--threads N`, `--secs S` (measured), `--warmup S`;
+//! `--ops N` instead runs exactly N operations per thread, no warm-up (for instruction counts
+//! under `valgrind --tool=callgrind`, where time means nothing).
 //! One reserve+commit operation is a reserve followed by a commit of the same reservation (two
 //! ledger transactions); its latency is the pair's. `reference` runs `BEGIN IMMEDIATE; INSERT
 //! one 200-byte row; UPDATE one counter row; COMMIT` on a WAL file with the same `synchronous`,
@@ -32,6 +34,8 @@ struct Config {
     threads: usize,
     secs: f64,
     warmup: f64,
+    /// Fixed operations per thread instead of a timed window (for instruction counts).
+    ops: Option<u64>,
 }
 
 fn parse_args() -> Config {
@@ -43,6 +47,7 @@ fn parse_args() -> Config {
         threads: 1,
         secs: 3.0,
         warmup: 0.5,
+        ops: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -66,6 +71,7 @@ fn parse_args() -> Config {
             "--threads" => c.threads = value().parse().expect("--threads N"),
             "--secs" => c.secs = value().parse().expect("--secs S"),
             "--warmup" => c.warmup = value().parse().expect("--warmup S"),
+            "--ops" => c.ops = Some(value().parse().expect("--ops N")),
             // `cargo bench` passes --bench to harness=false targets.
             _ => {
                 i += 1;
@@ -121,8 +127,9 @@ fn sync_pragma(sync: Synchronous) -> &'static str {
     }
 }
 
-/// Runs `op` on `threads` threads: a warm-up, then `secs` measured. Returns the latencies (ns)
-/// of the operations started inside the measured window, and the window's length.
+/// Runs `op` on `threads` threads: a warm-up, then `secs` measured (or exactly `ops` operations
+/// per thread). Returns the latencies (ns) of the operations started inside the measured
+/// window, and the window's length.
 fn drive<S: Send + 'static>(
     cfg: &Config,
     mut setup: impl FnMut(usize) -> S,
@@ -135,9 +142,18 @@ fn drive<S: Send + 'static>(
         .map(|t| {
             let mut state = setup(t);
             let (measuring, stop, barrier) = (measuring.clone(), stop.clone(), barrier.clone());
+            let fixed = cfg.ops;
             std::thread::spawn(move || {
                 let mut lat = Vec::with_capacity(1 << 16);
                 barrier.wait();
+                if let Some(n) = fixed {
+                    for _ in 0..n {
+                        let t0 = Instant::now();
+                        op(&mut state);
+                        lat.push(t0.elapsed().as_nanos() as u64);
+                    }
+                    return lat;
+                }
                 while !stop.load(Ordering::Relaxed) {
                     let recording = measuring.load(Ordering::Relaxed);
                     let t0 = Instant::now();
@@ -151,6 +167,14 @@ fn drive<S: Send + 'static>(
         })
         .collect();
     barrier.wait();
+    if cfg.ops.is_some() {
+        let t0 = Instant::now();
+        let mut all = Vec::new();
+        for h in handles {
+            all.extend(h.join().unwrap());
+        }
+        return (all, t0.elapsed().as_secs_f64());
+    }
     std::thread::sleep(Duration::from_secs_f64(cfg.warmup));
     measuring.store(true, Ordering::Relaxed);
     let t0 = Instant::now();
