@@ -549,6 +549,7 @@ impl<'a> SqliteTxn<'a> {
     fn flush(&mut self) -> Result<()> {
         for c in self.budgets.iter_mut().filter(|c| c.dirty) {
             let b = c.value.as_ref().expect("a written budget is present");
+            // Measured: INSERT OR REPLACE costs fewer instructions here than an UPDATE.
             self.conn
                 .prepare_cached(concat!(
                     "INSERT OR REPLACE INTO budgets (",
@@ -677,21 +678,15 @@ impl LedgerTxn for SqliteTxn<'_> {
 
     fn put_reservation(&mut self, r: &Reservation) -> Result<()> {
         let deadline = r.expires_at_ms.saturating_add(r.grace_ms);
-        let body = to_json(r);
-        let updated = self
-            .conn
+        // One statement for both cases; an existing row keeps its `created_seq`.
+        self.conn
             .prepare_cached(
-                "UPDATE reservations SET status = ?2, deadline_ms = ?3, body = ?4 WHERE id = ?1",
+                "INSERT INTO reservations (id, status, deadline_ms, created_seq, body)
+                 VALUES (?1, ?2, ?3, (SELECT COALESCE(MAX(created_seq), 0) + 1 FROM reservations), ?4)
+                 ON CONFLICT (id) DO UPDATE SET
+                     status = excluded.status, deadline_ms = excluded.deadline_ms, body = excluded.body",
             )?
-            .execute(params![r.reservation_id, r.status.as_str(), deadline, body])?;
-        if updated == 0 {
-            self.conn
-                .prepare_cached(
-                    "INSERT INTO reservations (id, status, deadline_ms, created_seq, body)
-                     VALUES (?1, ?2, ?3, (SELECT COALESCE(MAX(created_seq), 0) + 1 FROM reservations), ?4)",
-                )?
-                .execute(params![r.reservation_id, r.status.as_str(), deadline, body])?;
-        }
+            .execute(params![r.reservation_id, r.status.as_str(), deadline, to_json(r)])?;
         Ok(())
     }
 
