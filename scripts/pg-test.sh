@@ -8,13 +8,28 @@
 # root), runs every test, and always stops the server and removes the directory.
 #
 # Extra arguments go to the test harness, e.g. `scripts/pg-test.sh --nocapture`.
+# `scripts/pg-test.sh --bench [FILTER]` runs the throughput bench (cycles-core/benches/postgres.rs)
+# instead of the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CARGO_TEST=(cargo test -p cycles-core --features postgres)
+MODE=test
+if [ "${1:-}" = "--bench" ]; then
+    MODE=bench
+    shift
+fi
+
+run_bench() {
+    cargo bench -p cycles-core --features postgres --bench postgres -- "$@"
+}
 
 if [ -n "${CYCLES_PG_URL:-}" ]; then
     echo "pg-test: using CYCLES_PG_URL (server not managed by this script)"
+    if [ "$MODE" = bench ]; then
+        run_bench "$@"
+        exit
+    fi
     echo "pg-test: NOT RUN: postgres_outage (stops and restarts the server; needs a managed server)"
     targets=()
     for f in cycles-core/tests/postgres_*.rs; do
@@ -88,4 +103,8 @@ export CYCLES_PG_URL="postgres://postgres@127.0.0.1:$PORT/postgres"
 export CYCLES_PG_MANAGED=1 CYCLES_PG_BIN="$BIN" CYCLES_PG_DATA="$DATA" CYCLES_PG_OPTS="$SERVER_OPTS"
 export CYCLES_PG_RUN_AS="${AS[*]}"
 
-"${CARGO_TEST[@]}" --test 'postgres_*' -- "$@"
+if [ "$MODE" = bench ]; then
+    run_bench "$@"
+else
+    "${CARGO_TEST[@]}" --test 'postgres_*' -- "$@"
+fi

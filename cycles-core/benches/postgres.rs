@@ -118,6 +118,12 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
+    let load = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "load average before: {} ({} CPUs)",
+        load().trim(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
     println!("| commits | clients | scopes | reserve+commit/s | p50 ms | p99 ms |");
     println!("|---|---|---|---|---|---|");
     for (sync, sync_label) in [
@@ -142,4 +148,5 @@ fn main() {
             );
         }
     }
+    println!("load average after: {}", load().trim());
 }

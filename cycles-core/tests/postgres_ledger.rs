@@ -400,6 +400,54 @@ fn a_session_lost_during_commit_is_resolved_from_the_chain() {
 }
 
 #[test]
+fn a_write_refused_in_the_pipelined_commit_changes_nothing() {
+    let schema = Schema::new("refused");
+    let opts = PostgresOptions {
+        pool_size: 1,
+        ..postgres_support::options(&schema.0)
+    };
+    let ledger = PostgresLedger::connect_with(&url(), opts).unwrap();
+    // The server refuses one kv row: the error comes back for the statement sent together
+    // with COMMIT, which then ends the transaction with a rollback.
+    schema
+        .admin()
+        .batch_execute(
+            "CREATE FUNCTION no_boom() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+               IF NEW.key = 'boom' THEN RAISE EXCEPTION 'refused by test trigger'; END IF;
+               RETURN NEW;
+             END $$;
+             CREATE TRIGGER no_boom BEFORE INSERT ON cycles_kv
+               FOR EACH ROW EXECUTE FUNCTION no_boom();",
+        )
+        .unwrap();
+    let write = |key: &'static str| {
+        ledger.write(&mut |txn| {
+            txn.put_budget(&Budget::new("tenant:x", Unit::Tokens, 10))?;
+            let mut rec = AuditRecord::new(AuditKind::BudgetSet, 1);
+            rec.chain_after(txn.audit_head()?);
+            txn.append_audit(&rec)?;
+            txn.kv_put("ns", key, &json!(1))
+        })
+    };
+    let err = write("boom").unwrap_err();
+    assert_eq!(err.code(), "LEDGER_UNAVAILABLE");
+    assert!(err.to_string().contains("refused by test trigger"), "{err}");
+    let mut admin = schema.admin();
+    for table in ["cycles_budgets", "cycles_audit", "cycles_kv"] {
+        assert_eq!(count(&mut admin, table), 0, "{table}");
+    }
+    // The one pooled session is still usable and the chain continues from the same head.
+    write("fine").unwrap();
+    assert_eq!(count(&mut admin, "cycles_audit"), 1);
+    let seq: i64 = admin
+        .query_one("SELECT seq FROM cycles_audit", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(seq, 1);
+}
+
+#[test]
 fn a_held_chain_head_makes_the_gate_deny_then_recovers() {
     let schema = Schema::new("held");
     let opts = PostgresOptions {

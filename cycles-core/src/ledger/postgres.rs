@@ -24,9 +24,9 @@
 //!
 //! # Failures
 //!
-//! Writes are buffered in the transaction and sent in one statement before `COMMIT`; a lost
-//! connection before `COMMIT` leaves nothing behind (the server rolls back) and the closure
-//! is re-run on a fresh connection. A connection lost *during* `COMMIT` is resolved by
+//! Writes are buffered in the transaction and sent in one statement, pipelined with `COMMIT`
+//! (and the barrier) in one round trip; a lost connection before `COMMIT` leaves nothing
+//! behind (the server rolls back) and the closure is re-run on a fresh connection. A connection lost *during* `COMMIT` is resolved by
 //! locking the chain head on a new connection and looking for the audit record the
 //! transaction appended. Every failure is reported as [`CyclesError::LedgerUnavailable`],
 //! which the gate turns into DENY `LEDGER_UNAVAILABLE`.
@@ -35,13 +35,16 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::time::Duration;
 
-use postgres::error::SqlState;
-use postgres::{Client, NoTls, SimpleQueryMessage, Statement};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Config, NoTls, Row, SimpleQueryMessage, Statement};
 
 use super::{IdempotencyEntry, Ledger, LedgerTxn, Synchronous, scope_within};
 use crate::audit::AuditRecord;
 use crate::error::{CyclesError, Result};
 use crate::model::{Budget, BudgetStatus, Reservation, ReservationStatus, Unit};
+
+type PgError = tokio_postgres::Error;
 
 /// The schema version this code writes (row of `cycles_schema_version`).
 pub const SCHEMA_VERSION: i32 = 1;
@@ -67,6 +70,9 @@ CREATE TABLE cycles_reservations (
     status TEXT NOT NULL,
     deadline_ms BIGINT NOT NULL,
     created_seq BIGINT GENERATED ALWAYS AS IDENTITY,
+    -- The budgeted scopes the reservation holds, newline-separated: lets the read of a
+    -- reservation bring its budgets along.
+    hold_scopes TEXT NOT NULL,
     body TEXT NOT NULL
 );
 CREATE INDEX cycles_reservations_active ON cycles_reservations (deadline_ms, id)
@@ -98,6 +104,12 @@ CREATE TABLE cycles_kv (
     value TEXT NOT NULL,
     PRIMARY KEY (ns, key)
 );
+-- Lets a statement fail with a message (the flush checks the chain head with it).
+CREATE FUNCTION cycles_raise(msg TEXT) RETURNS INT LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION '%', msg USING ERRCODE = 'data_corrupted';
+END
+$$;
 "#;
 
 /// Key of the advisory lock that serialises schema creation between processes.
@@ -123,10 +135,10 @@ b AS (
     status = EXCLUDED.status, is_over_limit = EXCLUDED.is_over_limit
   RETURNING 1),
 r AS (
-  INSERT INTO cycles_reservations (id, status, deadline_ms, body)
-  SELECT * FROM unnest($10::text[], $11::text[], $12::int8[], $13::text[])
+  INSERT INTO cycles_reservations (id, status, deadline_ms, body, hold_scopes)
+  SELECT * FROM unnest($10::text[], $11::text[], $12::int8[], $13::text[], $30::text[])
   ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, deadline_ms = EXCLUDED.deadline_ms,
-    body = EXCLUDED.body
+    body = EXCLUDED.body, hold_scopes = EXCLUDED.hold_scopes
   RETURNING 1),
 i AS (
   INSERT INTO cycles_idempotency (op, key, request_digest, result)
@@ -146,8 +158,9 @@ h AS (
   UPDATE cycles_audit_head SET seq = $26, hash = $27
   WHERE id = 1 AND $28::bool AND seq = $29
   RETURNING 1)
-SELECT (SELECT count(*) FROM b), (SELECT count(*) FROM r), (SELECT count(*) FROM i),
-       (SELECT count(*) FROM a), (SELECT count(*) FROM k), (SELECT count(*) FROM h)";
+SELECT CASE WHEN (SELECT count(*) FROM h) <> $28::bool::int
+    THEN cycles_raise('the audit chain head moved under its lock: a writer bypassed it')
+    ELSE 0 END";
 
 /// Options for [`PostgresLedger::connect_with`].
 #[derive(Debug, Clone)]
@@ -229,7 +242,7 @@ fn corrupt(what: impl fmt::Display) -> CyclesError {
 }
 
 /// A client error with its cause (the client's own `Display` leaves the cause out).
-fn pg_msg(e: &postgres::Error) -> String {
+fn pg_msg(e: &PgError) -> String {
     match (e.as_db_error(), std::error::Error::source(e)) {
         (Some(db), _) => format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
         (None, Some(cause)) => format!("{e}: {cause}"),
@@ -297,7 +310,7 @@ impl PostgresLedger {
         if options.pool_size == 0 {
             return Err(CyclesError::invalid("pool_size", "must be at least 1"));
         }
-        let mut config: postgres::Config = url
+        let mut config: Config = url
             .parse()
             .map_err(|e| CyclesError::invalid("url", format!("{e}")))?;
         let ms = |d: Duration| d.as_millis().max(1);
@@ -341,43 +354,45 @@ impl PostgresLedger {
 
     fn migrate(&self) -> Result<()> {
         let mut conn = self.checkout()?;
-        let c = &mut conn.client;
-        let run = |c: &mut Client| -> std::result::Result<i32, postgres::Error> {
-            let mut tx = c.transaction()?;
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
-            if let Some(s) = &self.options.schema {
+        let schema = self.options.schema.clone();
+        let run = |c: &mut PgConn| -> std::result::Result<i32, PgError> {
+            c.batch("BEGIN")?;
+            c.query_text("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+            if let Some(s) = &schema {
                 // The name is validated: lowercase, digits, underscore.
-                tx.batch_execute(&format!(
+                c.batch(&format!(
                     "CREATE SCHEMA IF NOT EXISTS {s}; SET LOCAL search_path TO {s}"
                 ))?;
             }
-            tx.batch_execute(
+            c.batch(
                 "CREATE TABLE IF NOT EXISTS cycles_schema_version (
                      id INT PRIMARY KEY CHECK (id = 1), version INT NOT NULL)",
             )?;
-            let version: i32 = tx
-                .query_opt(
+            let version: i32 = c
+                .query_text(
                     "SELECT version FROM cycles_schema_version WHERE id = 1",
                     &[],
                 )?
+                .first()
                 .map_or(0, |r| r.get(0));
             if version > SCHEMA_VERSION {
+                c.batch("ROLLBACK")?;
                 return Ok(version);
             }
             for (v, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > version) {
-                tx.batch_execute(sql)?;
-                tx.execute(
+                c.batch(sql)?;
+                c.query_text(
                     "INSERT INTO cycles_schema_version (id, version) VALUES (1, $1)
                      ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version",
                     &[v],
                 )?;
             }
-            tx.commit()?;
+            c.batch("COMMIT")?;
             // Fails early (and closed) where the durability barrier is not permitted.
-            c.simple_query(DURABILITY_BARRIER)?;
+            c.simple(DURABILITY_BARRIER)?;
             Ok(version)
         };
-        let version = run(c).map_err(|e| {
+        let version = run(&mut conn).map_err(|e| {
             conn.broken = true;
             unavailable(format!(
                 "{}: creating the schema: {}",
@@ -397,14 +412,15 @@ impl PostgresLedger {
     /// The schema version stored in the database.
     pub fn schema_version(&self) -> Result<i32> {
         let mut conn = self.checkout()?;
-        let row = conn
-            .client
-            .query_one(
+        let rows = conn
+            .query_text(
                 "SELECT version FROM cycles_schema_version WHERE id = 1",
                 &[],
             )
             .map_err(|e| unavailable(format!("{}: {}", self.describe, pg_msg(&e))))?;
-        Ok(row.get(0))
+        rows.first()
+            .map(|r| r.get(0))
+            .ok_or_else(|| corrupt("the schema version row is missing"))
     }
 
     /// The options this ledger runs with.
@@ -416,8 +432,7 @@ impl PostgresLedger {
     #[doc(hidden)]
     pub fn execute_raw(&self, sql: &str) -> Result<()> {
         let mut conn = self.checkout()?;
-        conn.client
-            .batch_execute(sql)
+        conn.batch(sql)
             .map_err(|e| unavailable(format!("{}: {}", self.describe, pg_msg(&e))))
     }
 
@@ -432,36 +447,63 @@ impl PostgresLedger {
         conn: &mut PgConn,
         f: &mut dyn FnMut(&mut dyn LedgerTxn) -> Result<()>,
     ) -> std::result::Result<(), Attempt> {
-        let head = begin_write(conn)?;
-        let mut txn = PgTxn::new(conn, true, Some(head));
-        let outcome = f(&mut txn);
-        let outcome = outcome.and_then(|()| txn.flush());
+        let mut txn = PgTxn::new(conn, true);
+        let mut outcome = f(&mut txn);
+        if outcome.is_ok() && !txn.begun && txn.pending.is_empty() {
+            return Ok(()); // read nothing, wrote nothing: no transaction was opened
+        }
+        if outcome.is_ok() {
+            outcome = txn.ensure_begun();
+        }
         if let Some(fault) = txn.fault.take() {
             return Err(abort(conn, fault));
         }
         if let Err(e) = outcome {
-            rollback(conn);
+            if txn.begun {
+                rollback(conn);
+            }
             return Err(Attempt::Fail(e));
         }
+        let writes = txn.take_writes();
         let appended = txn.last_appended.take();
         drop(txn);
-        if let Err(e) = conn.client.batch_execute("COMMIT") {
-            return match classify(&conn.client, &e) {
-                Fault::Lost => {
-                    conn.broken = true;
-                    self.resolve_commit(appended, &e)
-                }
-                fault => Err(abort(conn, (fault, pg_msg(&e)))),
-            };
+        let barrier = self.options.synchronous == Synchronous::Full;
+        let tail = match conn.commit_pipelined(writes.as_ref(), barrier) {
+            Ok(tail) => tail,
+            // Preparing the statement failed: nothing was sent for commit yet.
+            Err(e) => {
+                let fault = classify(conn.is_closed(), &e);
+                return Err(abort(conn, (fault, pg_msg(&e))));
+            }
+        };
+        let closed = conn.is_closed();
+        let lost = |e: &PgError| classify(closed, e) == Fault::Lost;
+        let refused = match (&tail.flush, &tail.commit) {
+            // The server answered the error, so COMMIT ended the aborted transaction with a
+            // rollback: nothing was applied.
+            (Err(e), _) if !lost(e) => Some(e),
+            (Ok(()), Err(e)) if !lost(e) => Some(e),
+            _ => None,
+        };
+        if let Some(e) = refused {
+            if tail.barrier.is_err() {
+                conn.broken = true;
+            }
+            let err = unavailable(pg_msg(e));
+            return Err(match classify(closed, e) {
+                Fault::Conflict => Attempt::Retry(err),
+                _ => Attempt::Fail(err),
+            });
         }
-        if self.options.synchronous == Synchronous::Full
-            && let Err(e) = conn.client.simple_query(DURABILITY_BARRIER)
-        {
-            conn.broken = true;
-            // Committed, but not known to be durable: check it from a new session.
-            return self.resolve_commit(appended, &e);
+        match (tail.flush, tail.commit, tail.barrier) {
+            (Ok(()), Ok(()), Ok(())) => Ok(()),
+            // Committed, but not known to be durable; or the session was lost with the
+            // outcome of COMMIT unknown: look from a new session.
+            (Ok(()), Ok(()), Err(e)) | (Err(e), _, _) | (Ok(()), Err(e), _) => {
+                conn.broken = true;
+                self.resolve_commit(appended, &e)
+            }
         }
-        Ok(())
     }
 
     /// After the connection was lost while committing: waits for the chain head (so the old
@@ -471,7 +513,7 @@ impl PostgresLedger {
     fn resolve_commit(
         &self,
         appended: Option<(u64, String)>,
-        cause: &postgres::Error,
+        cause: &PgError,
     ) -> std::result::Result<(), Attempt> {
         let unknown = |why: String| {
             Attempt::Fail(unavailable(format!(
@@ -484,18 +526,18 @@ impl PostgresLedger {
             return Err(unknown("the transaction appended no audit record".into()));
         };
         let mut conn = self.checkout().map_err(|e| unknown(e.to_string()))?;
-        let found = (|| -> std::result::Result<Option<String>, postgres::Error> {
-            let mut tx = conn.client.transaction()?;
-            tx.query_one(
+        let found = (|| -> std::result::Result<Option<String>, PgError> {
+            conn.batch("BEGIN")?;
+            conn.query_text(
                 "SELECT seq FROM cycles_audit_head WHERE id = 1 FOR UPDATE",
                 &[],
             )?;
-            let row = tx.query_opt(
+            let rows = conn.query_text(
                 "SELECT hash FROM cycles_audit WHERE seq = $1",
                 &[&(seq as i64)],
             )?;
-            tx.commit()?;
-            Ok(row.map(|r| r.get(0)))
+            conn.batch("COMMIT")?;
+            Ok(rows.first().map(|r| r.get(0)))
         })();
         match found {
             Err(e) => {
@@ -504,7 +546,7 @@ impl PostgresLedger {
             }
             Ok(Some(h)) if h == hash => {
                 if self.options.synchronous == Synchronous::Full
-                    && let Err(e) = conn.client.simple_query(DURABILITY_BARRIER)
+                    && let Err(e) = conn.simple(DURABILITY_BARRIER)
                 {
                     conn.broken = true;
                     return Err(unknown(pg_msg(&e)));
@@ -524,18 +566,17 @@ impl PostgresLedger {
         conn: &mut PgConn,
         f: &mut dyn FnMut(&mut dyn LedgerTxn) -> Result<()>,
     ) -> std::result::Result<(), Attempt> {
-        if let Err(e) = conn.client.batch_execute(BEGIN_READ) {
-            let fault = classify(&conn.client, &e);
-            return Err(abort(conn, (fault, pg_msg(&e))));
-        }
-        let mut txn = PgTxn::new(conn, false, None);
+        let mut txn = PgTxn::new(conn, false);
         let outcome = f(&mut txn);
         if let Some(fault) = txn.fault.take() {
             return Err(abort(conn, fault));
         }
+        let begun = txn.begun;
         drop(txn);
         // A read-only transaction has nothing to commit; end it either way.
-        rollback(conn);
+        if begun {
+            rollback(conn);
+        }
         outcome.map_err(Attempt::Fail)
     }
 
@@ -557,10 +598,10 @@ impl PostgresLedger {
     }
 }
 
-fn describe(config: &postgres::Config, schema: Option<&str>) -> String {
+fn describe(config: &Config, schema: Option<&str>) -> String {
     let host = match config.get_hosts().first() {
-        Some(postgres::config::Host::Tcp(h)) => h.clone(),
-        Some(postgres::config::Host::Unix(p)) => p.display().to_string(),
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
         None => "localhost".to_string(),
     };
     let port = config.get_ports().first().copied().unwrap_or(5432);
@@ -586,8 +627,8 @@ enum Fault {
     Other,
 }
 
-fn classify(client: &Client, e: &postgres::Error) -> Fault {
-    if client.is_closed() || e.is_closed() {
+fn classify(closed: bool, e: &PgError) -> Fault {
+    if closed || e.is_closed() {
         return Fault::Lost;
     }
     match e.code() {
@@ -617,7 +658,7 @@ enum Attempt {
 }
 
 fn rollback(conn: &mut PgConn) {
-    if conn.client.batch_execute("ROLLBACK").is_err() {
+    if conn.batch("ROLLBACK").is_err() {
         conn.broken = true;
     }
 }
@@ -641,42 +682,149 @@ fn abort(conn: &mut PgConn, (fault, msg): (Fault, String)) -> Attempt {
     }
 }
 
-/// `BEGIN`, then the chain head lock, in one round trip. Returns the head.
-fn begin_write(conn: &mut PgConn) -> std::result::Result<(u64, String), Attempt> {
-    let msgs = match conn.client.simple_query(BEGIN_WRITE) {
-        Ok(m) => m,
-        Err(e) => {
-            let fault = classify(&conn.client, &e);
-            return Err(abort(conn, (fault, pg_msg(&e))));
-        }
-    };
-    let head = msgs.iter().find_map(|m| match m {
-        SimpleQueryMessage::Row(r) => Some((
-            r.get(0).and_then(|s| s.parse::<u64>().ok()),
-            r.get(1).map(str::to_string),
-        )),
-        _ => None,
-    });
-    match head {
-        Some((Some(seq), Some(hash))) => Ok((seq, hash)),
-        _ => {
-            rollback(conn);
-            Err(Attempt::Fail(corrupt(
-                "the audit chain head row is missing",
-            )))
-        }
-    }
-}
-
-/// A pooled session: the client and its prepared statements.
+/// A pooled session: a client driven by its own single-threaded runtime, and its prepared
+/// statements. Each call blocks on the runtime, which also drives the connection.
 struct PgConn {
+    rt: tokio::runtime::Runtime,
     client: Client,
     statements: HashMap<&'static str, Statement>,
     broken: bool,
 }
 
+/// What the pipelined end of a write transaction answered, part by part.
+struct Tail {
+    flush: std::result::Result<(), PgError>,
+    commit: std::result::Result<(), PgError>,
+    barrier: std::result::Result<(), PgError>,
+}
+
+impl PgConn {
+    fn connect(config: &Config) -> std::result::Result<PgConn, String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("starting the client runtime: {e}"))?;
+        let (client, connection) = rt.block_on(config.connect(NoTls)).map_err(|e| pg_msg(&e))?;
+        rt.spawn(connection);
+        Ok(PgConn {
+            rt,
+            client,
+            statements: HashMap::new(),
+            broken: false,
+        })
+    }
+
+    fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    fn simple(&mut self, sql: &str) -> std::result::Result<Vec<SimpleQueryMessage>, PgError> {
+        self.rt.block_on(self.client.simple_query(sql))
+    }
+
+    fn batch(&mut self, sql: &str) -> std::result::Result<(), PgError> {
+        self.rt.block_on(self.client.batch_execute(sql))
+    }
+
+    /// A statement prepared once per session.
+    fn statement(&mut self, sql: &'static str) -> std::result::Result<Statement, PgError> {
+        if let Some(s) = self.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.rt.block_on(self.client.prepare(sql))?;
+        self.statements.insert(sql, s.clone());
+        Ok(s)
+    }
+
+    fn query(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> std::result::Result<Vec<Row>, PgError> {
+        let stmt = self.statement(sql)?;
+        self.rt.block_on(self.client.query(&stmt, params))
+    }
+
+    /// A one-off query (not kept prepared).
+    fn query_text(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> std::result::Result<Vec<Row>, PgError> {
+        self.rt.block_on(self.client.query(sql, params))
+    }
+
+    /// Sends `begin` (a simple query) and, when given, a first statement without waiting in
+    /// between: the server runs the statement as soon as `begin` is done (for a write, as
+    /// soon as it holds the chain head). The outer error is a failure to prepare.
+    #[allow(clippy::type_complexity)]
+    fn begin_pipelined(
+        &mut self,
+        begin: &str,
+        first: Option<(&'static str, &[&(dyn ToSql + Sync)])>,
+    ) -> std::result::Result<
+        (
+            std::result::Result<Vec<SimpleQueryMessage>, PgError>,
+            Option<std::result::Result<Vec<Row>, PgError>>,
+        ),
+        PgError,
+    > {
+        let stmt = match first {
+            Some((sql, _)) => Some(self.statement(sql)?),
+            None => None,
+        };
+        let client = &self.client;
+        let begin = client.simple_query(begin);
+        let query = async {
+            match (first, &stmt) {
+                (Some((_, params)), Some(stmt)) => Some(client.query(stmt, params).await),
+                _ => None,
+            }
+        };
+        Ok(self.rt.block_on(futures_util::future::join(begin, query)))
+    }
+
+    /// Sends the buffered writes, `COMMIT` and, when asked, the durability barrier without
+    /// waiting in between: one round trip, so the chain head is released as soon as the
+    /// server has run the writes. Each part's answer is reported separately.
+    fn commit_pipelined(
+        &mut self,
+        writes: Option<&FlushArgs>,
+        barrier: bool,
+    ) -> std::result::Result<Tail, PgError> {
+        let flush_stmt = match writes {
+            Some(_) => Some(self.statement(FLUSH)?),
+            None => None,
+        };
+        let client = &self.client;
+        let flush = async {
+            match (writes, &flush_stmt) {
+                (Some(w), Some(stmt)) => client.query(stmt, &w.params()).await.map(|_| ()),
+                _ => Ok(()),
+            }
+        };
+        let commit = client.batch_execute("COMMIT");
+        let barrier = async {
+            if barrier {
+                client.simple_query(DURABILITY_BARRIER).await.map(|_| ())
+            } else {
+                Ok(())
+            }
+        };
+        // join3 polls in order, so the messages go out in order before any answer is read.
+        let (flush, commit, barrier) = self
+            .rt
+            .block_on(futures_util::future::join3(flush, commit, barrier));
+        Ok(Tail {
+            flush,
+            commit,
+            barrier,
+        })
+    }
+}
+
 struct Manager {
-    config: postgres::Config,
+    config: Config,
 }
 
 impl fmt::Debug for Manager {
@@ -702,25 +850,17 @@ impl r2d2::ManageConnection for Manager {
     type Error = ConnectError;
 
     fn connect(&self) -> std::result::Result<PgConn, ConnectError> {
-        Ok(PgConn {
-            client: self
-                .config
-                .connect(NoTls)
-                .map_err(|e| ConnectError(pg_msg(&e)))?,
-            statements: HashMap::new(),
-            broken: false,
-        })
+        PgConn::connect(&self.config).map_err(ConnectError)
     }
 
     fn is_valid(&self, conn: &mut PgConn) -> std::result::Result<(), ConnectError> {
-        conn.client
-            .simple_query("")
+        conn.simple("")
             .map(|_| ())
             .map_err(|e| ConnectError(pg_msg(&e)))
     }
 
     fn has_broken(&self, conn: &mut PgConn) -> bool {
-        conn.broken || conn.client.is_closed()
+        conn.broken || conn.is_closed()
     }
 }
 
@@ -730,6 +870,10 @@ impl r2d2::ManageConnection for Manager {
 struct PgTxn<'a> {
     conn: &'a mut PgConn,
     writable: bool,
+    /// `BEGIN` is sent lazily, pipelined with the first query.
+    begun: bool,
+    /// Scopes whose budgets (every unit) are all in `budgets`.
+    loaded_scopes: std::collections::HashSet<String>,
     /// `(seq, hash)` of the chain head, including our own appends (write transactions).
     head: Option<(u64, String)>,
     /// The head as read under the lock: the flush checks that nobody moved it.
@@ -770,35 +914,54 @@ fn parse_json<T: serde::de::DeserializeOwned>(what: &str, body: &str) -> Result<
     serde_json::from_str(body).map_err(|e| corrupt(format!("{what}: {e}")))
 }
 
+/// The scopes a reservation holds, as stored in `hold_scopes`.
+fn hold_scopes(r: &Reservation) -> String {
+    let mut scopes: Vec<&str> = r
+        .holds
+        .iter()
+        .flat_map(|h| h.scopes.iter().map(String::as_str))
+        .collect();
+    scopes.sort_unstable();
+    scopes.dedup();
+    scopes.join("\n")
+}
+
 fn limit_param(limit: usize) -> i64 {
     limit.min(i64::MAX as usize) as i64
 }
 
-fn budget_from_row(r: &postgres::Row) -> Result<Budget> {
-    let get = |e: postgres::Error| corrupt(format!("budget row: {}", pg_msg(&e)));
-    let unit: String = r.try_get(1).map_err(get)?;
-    let status: String = r.try_get(7).map_err(get)?;
+fn budget_from_row(r: &Row) -> Result<Budget> {
+    budget_from_cols(r, 0)
+}
+
+/// A budget from the nine budget columns starting at column `at`.
+fn budget_from_cols(r: &Row, at: usize) -> Result<Budget> {
+    let get = |e: PgError| corrupt(format!("budget row: {}", pg_msg(&e)));
+    let unit: String = r.try_get(at + 1).map_err(get)?;
+    let status: String = r.try_get(at + 7).map_err(get)?;
     Ok(Budget {
-        scope: r.try_get(0).map_err(get)?,
+        scope: r.try_get(at).map_err(get)?,
         unit: Unit::parse(&unit).map_err(|_| corrupt(format!("budget unit {unit:?}")))?,
-        allocated: r.try_get(2).map_err(get)?,
-        spent: r.try_get(3).map_err(get)?,
-        reserved: r.try_get(4).map_err(get)?,
-        debt: r.try_get(5).map_err(get)?,
-        overdraft_limit: r.try_get(6).map_err(get)?,
+        allocated: r.try_get(at + 2).map_err(get)?,
+        spent: r.try_get(at + 3).map_err(get)?,
+        reserved: r.try_get(at + 4).map_err(get)?,
+        debt: r.try_get(at + 5).map_err(get)?,
+        overdraft_limit: r.try_get(at + 6).map_err(get)?,
         status: BudgetStatus::parse(&status)
             .map_err(|_| corrupt(format!("budget status {status:?}")))?,
-        is_over_limit: r.try_get(8).map_err(get)?,
+        is_over_limit: r.try_get(at + 8).map_err(get)?,
     })
 }
 
 impl<'a> PgTxn<'a> {
-    fn new(conn: &'a mut PgConn, writable: bool, head: Option<(u64, String)>) -> Self {
+    fn new(conn: &'a mut PgConn, writable: bool) -> Self {
         PgTxn {
             conn,
             writable,
-            locked_seq: head.as_ref().map_or(0, |h| h.0),
-            head,
+            begun: false,
+            loaded_scopes: std::collections::HashSet::new(),
+            locked_seq: 0,
+            head: None,
             budgets: HashMap::new(),
             reservations: HashMap::new(),
             idempotency: HashMap::new(),
@@ -810,8 +973,8 @@ impl<'a> PgTxn<'a> {
     }
 
     /// Records a database error (so the caller can decide to retry) and converts it.
-    fn db_error(&mut self, e: postgres::Error) -> CyclesError {
-        let fault = classify(&self.conn.client, &e);
+    fn db_error(&mut self, e: PgError) -> CyclesError {
+        let fault = classify(self.conn.is_closed(), &e);
         if fault == Fault::Lost {
             self.conn.broken = true;
         }
@@ -822,29 +985,66 @@ impl<'a> PgTxn<'a> {
         unavailable(msg)
     }
 
-    fn query(
-        &mut self,
-        sql: &'static str,
-        params: &[&(dyn postgres::types::ToSql + Sync)],
-    ) -> Result<Vec<postgres::Row>> {
+    fn query(&mut self, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
         if let Some((_, msg)) = &self.fault {
             // The transaction is already aborted on the server.
             return Err(unavailable(msg.clone()));
         }
-        let stmt = match self.conn.statements.get(sql) {
-            Some(s) => s.clone(),
-            None => match self.conn.client.prepare(sql) {
-                Ok(s) => {
-                    self.conn.statements.insert(sql, s.clone());
-                    s
-                }
-                Err(e) => return Err(self.db_error(e)),
-            },
-        };
-        match self.conn.client.query(&stmt, params) {
+        if !self.begun {
+            return self
+                .begin(Some((sql, params)))
+                .map(Option::unwrap_or_default);
+        }
+        match self.conn.query(sql, params) {
             Ok(rows) => Ok(rows),
             Err(e) => Err(self.db_error(e)),
         }
+    }
+
+    /// Opens the transaction (a write takes the chain head first), pipelined with `first`.
+    fn begin(
+        &mut self,
+        first: Option<(&'static str, &[&(dyn ToSql + Sync)])>,
+    ) -> Result<Option<Vec<Row>>> {
+        let sql = if self.writable {
+            BEGIN_WRITE
+        } else {
+            BEGIN_READ
+        };
+        let (begin, rows) = match self.conn.begin_pipelined(sql, first) {
+            Ok(answers) => answers,
+            Err(e) => return Err(self.db_error(e)),
+        };
+        let msgs = match begin {
+            Ok(m) => m,
+            Err(e) => return Err(self.db_error(e)),
+        };
+        self.begun = true;
+        if self.writable {
+            let head = msgs.iter().find_map(|m| match m {
+                SimpleQueryMessage::Row(r) => Some((
+                    r.get(0).and_then(|s| s.parse::<u64>().ok()),
+                    r.get(1).map(str::to_string),
+                )),
+                _ => None,
+            });
+            let Some((Some(seq), Some(hash))) = head else {
+                return Err(corrupt("the audit chain head row is missing"));
+            };
+            self.locked_seq = seq;
+            self.head = Some((seq, hash));
+        }
+        rows.map(|r| r.map_err(|e| self.db_error(e))).transpose()
+    }
+
+    fn ensure_begun(&mut self) -> Result<()> {
+        if let Some((_, msg)) = &self.fault {
+            return Err(unavailable(msg.clone()));
+        }
+        if !self.begun {
+            self.begin(None)?;
+        }
+        Ok(())
     }
 
     fn check_writable(&self) -> Result<()> {
@@ -855,109 +1055,161 @@ impl<'a> PgTxn<'a> {
         }
     }
 
-    /// Sends every buffered write in one statement.
+    /// Caches budgets read under the chain head (a pending write of ours stays as it is) and
+    /// notes that `scopes` are complete.
+    fn cache_budgets(&mut self, scopes: impl IntoIterator<Item = String>, budgets: Vec<Budget>) {
+        for b in budgets {
+            self.budgets
+                .entry((b.scope.clone(), b.unit))
+                .or_insert(Some(b));
+        }
+        self.loaded_scopes.extend(scopes);
+    }
+
+    /// The buffered writes as statement parameters (and the head they move the chain to),
+    /// leaving the buffer empty.
+    fn take_writes(&mut self) -> Option<FlushArgs> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let p = std::mem::take(&mut self.pending);
+        let args = FlushArgs::new(p, self.head.as_ref(), self.locked_seq);
+        if args.moved {
+            self.locked_seq = args.head_seq as u64;
+        }
+        Some(args)
+    }
+
+    /// Sends every buffered write in one statement (before a query that lists rows).
     fn flush(&mut self) -> Result<()> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let p = std::mem::take(&mut self.pending);
-        let b: Vec<&Budget> = p.budgets.values().collect();
-        let b_scope: Vec<&str> = b.iter().map(|b| b.scope.as_str()).collect();
-        let b_unit: Vec<&str> = b.iter().map(|b| b.unit.as_str()).collect();
-        let b_alloc: Vec<i64> = b.iter().map(|b| b.allocated).collect();
-        let b_spent: Vec<i64> = b.iter().map(|b| b.spent).collect();
-        let b_reserved: Vec<i64> = b.iter().map(|b| b.reserved).collect();
-        let b_debt: Vec<i64> = b.iter().map(|b| b.debt).collect();
-        let b_od: Vec<i64> = b.iter().map(|b| b.overdraft_limit).collect();
-        let b_status: Vec<&str> = b.iter().map(|b| b.status.as_str()).collect();
-        let b_over: Vec<bool> = b.iter().map(|b| b.is_over_limit).collect();
-        let r: Vec<&Reservation> = p.reservations.values().collect();
-        let r_id: Vec<&str> = r.iter().map(|r| r.reservation_id.as_str()).collect();
-        let r_status: Vec<&str> = r.iter().map(|r| r.status.as_str()).collect();
-        let r_deadline: Vec<i64> = r
-            .iter()
-            .map(|r| r.expires_at_ms.saturating_add(r.grace_ms))
-            .collect();
-        let r_body: Vec<String> = r.iter().map(to_json).collect();
-        let i_op: Vec<&str> = p.idempotency.keys().map(|k| k.0.as_str()).collect();
-        let i_key: Vec<&str> = p.idempotency.keys().map(|k| k.1.as_str()).collect();
-        let i_digest: Vec<&str> = p
-            .idempotency
-            .values()
-            .map(|e| e.request_digest.as_str())
-            .collect();
-        let i_result: Vec<String> = p.idempotency.values().map(|e| to_json(&e.result)).collect();
-        let a_seq: Vec<i64> = p.audit.iter().map(|a| a.seq as i64).collect();
-        let a_time: Vec<i64> = p.audit.iter().map(|a| a.time_ms).collect();
-        let a_kind: Vec<&str> = p.audit.iter().map(|a| a.kind.as_str()).collect();
-        let a_hash: Vec<&str> = p.audit.iter().map(|a| a.hash.as_str()).collect();
-        let a_body: Vec<String> = p.audit.iter().map(to_json).collect();
-        let k_ns: Vec<&str> = p.kv.keys().map(|k| k.0.as_str()).collect();
-        let k_key: Vec<&str> = p.kv.keys().map(|k| k.1.as_str()).collect();
-        let k_value: Vec<String> = p.kv.values().map(to_json).collect();
-        let moved = !p.audit.is_empty();
-        let (head_seq, head_hash) = match (&self.head, p.audit.last()) {
+        self.ensure_begun()?;
+        if let Some(args) = self.take_writes() {
+            self.query(FLUSH, &args.params())?;
+        }
+        Ok(())
+    }
+}
+
+/// The parameters of [`FLUSH`]: one array per column.
+struct FlushArgs {
+    b_scope: Vec<String>,
+    b_unit: Vec<&'static str>,
+    b_alloc: Vec<i64>,
+    b_spent: Vec<i64>,
+    b_reserved: Vec<i64>,
+    b_debt: Vec<i64>,
+    b_overdraft: Vec<i64>,
+    b_status: Vec<&'static str>,
+    b_over: Vec<bool>,
+    r_id: Vec<String>,
+    r_status: Vec<&'static str>,
+    r_deadline: Vec<i64>,
+    r_body: Vec<String>,
+    r_scopes: Vec<String>,
+    i_op: Vec<String>,
+    i_key: Vec<String>,
+    i_digest: Vec<String>,
+    i_result: Vec<String>,
+    a_seq: Vec<i64>,
+    a_time: Vec<i64>,
+    a_kind: Vec<&'static str>,
+    a_hash: Vec<String>,
+    a_body: Vec<String>,
+    k_ns: Vec<String>,
+    k_key: Vec<String>,
+    k_value: Vec<String>,
+    head_seq: i64,
+    head_hash: String,
+    moved: bool,
+    locked_seq: i64,
+}
+
+impl FlushArgs {
+    fn new(p: Pending, head: Option<&(u64, String)>, locked_seq: u64) -> Self {
+        let budgets: Vec<Budget> = p.budgets.into_values().collect();
+        let reservations: Vec<Reservation> = p.reservations.into_values().collect();
+        let (head_seq, head_hash) = match (head, p.audit.last()) {
             (_, Some(last)) => (last.seq as i64, last.hash.clone()),
             (Some((s, h)), None) => (*s as i64, h.clone()),
             (None, None) => (0, String::new()),
         };
-        let locked_seq = self.locked_seq as i64;
-        let rows = self.query(
-            FLUSH,
-            &[
-                &b_scope,
-                &b_unit,
-                &b_alloc,
-                &b_spent,
-                &b_reserved,
-                &b_debt,
-                &b_od,
-                &b_status,
-                &b_over,
-                &r_id,
-                &r_status,
-                &r_deadline,
-                &r_body,
-                &i_op,
-                &i_key,
-                &i_digest,
-                &i_result,
-                &a_seq,
-                &a_time,
-                &a_kind,
-                &a_hash,
-                &a_body,
-                &k_ns,
-                &k_key,
-                &k_value,
-                &head_seq,
-                &head_hash,
-                &moved,
-                &locked_seq,
-            ],
-        )?;
-        let counts: Vec<i64> = match rows.first() {
-            Some(row) => (0..6).map(|i| row.get::<_, i64>(i)).collect(),
-            None => return Err(corrupt("flush returned no row")),
-        };
-        let expected = [
-            b.len() as i64,
-            r.len() as i64,
-            i_op.len() as i64,
-            a_seq.len() as i64,
-            k_ns.len() as i64,
-            moved as i64,
-        ];
-        if counts != expected {
-            return Err(corrupt(format!(
-                "flush wrote {counts:?} rows, expected {expected:?} \
-                 (a writer that bypassed the chain head lock?)"
-            )));
+        FlushArgs {
+            b_unit: budgets.iter().map(|b| b.unit.as_str()).collect(),
+            b_alloc: budgets.iter().map(|b| b.allocated).collect(),
+            b_spent: budgets.iter().map(|b| b.spent).collect(),
+            b_reserved: budgets.iter().map(|b| b.reserved).collect(),
+            b_debt: budgets.iter().map(|b| b.debt).collect(),
+            b_overdraft: budgets.iter().map(|b| b.overdraft_limit).collect(),
+            b_status: budgets.iter().map(|b| b.status.as_str()).collect(),
+            b_over: budgets.iter().map(|b| b.is_over_limit).collect(),
+            b_scope: budgets.into_iter().map(|b| b.scope).collect(),
+            r_status: reservations.iter().map(|r| r.status.as_str()).collect(),
+            r_deadline: reservations
+                .iter()
+                .map(|r| r.expires_at_ms.saturating_add(r.grace_ms))
+                .collect(),
+            r_body: reservations.iter().map(to_json).collect(),
+            r_scopes: reservations.iter().map(hold_scopes).collect(),
+            r_id: reservations.into_iter().map(|r| r.reservation_id).collect(),
+            i_digest: p
+                .idempotency
+                .values()
+                .map(|e| e.request_digest.clone())
+                .collect(),
+            i_result: p.idempotency.values().map(|e| to_json(&e.result)).collect(),
+            i_op: p.idempotency.keys().map(|k| k.0.clone()).collect(),
+            i_key: p.idempotency.into_keys().map(|k| k.1).collect(),
+            a_seq: p.audit.iter().map(|a| a.seq as i64).collect(),
+            a_time: p.audit.iter().map(|a| a.time_ms).collect(),
+            a_kind: p.audit.iter().map(|a| a.kind.as_str()).collect(),
+            a_body: p.audit.iter().map(to_json).collect(),
+            moved: !p.audit.is_empty(),
+            a_hash: p.audit.into_iter().map(|a| a.hash).collect(),
+            k_value: p.kv.values().map(to_json).collect(),
+            k_ns: p.kv.keys().map(|k| k.0.clone()).collect(),
+            k_key: p.kv.into_keys().map(|k| k.1).collect(),
+            head_seq,
+            head_hash,
+            locked_seq: locked_seq as i64,
         }
-        if moved {
-            self.locked_seq = head_seq as u64;
-        }
-        Ok(())
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 30] {
+        [
+            &self.b_scope,
+            &self.b_unit,
+            &self.b_alloc,
+            &self.b_spent,
+            &self.b_reserved,
+            &self.b_debt,
+            &self.b_overdraft,
+            &self.b_status,
+            &self.b_over,
+            &self.r_id,
+            &self.r_status,
+            &self.r_deadline,
+            &self.r_body,
+            &self.i_op,
+            &self.i_key,
+            &self.i_digest,
+            &self.i_result,
+            &self.a_seq,
+            &self.a_time,
+            &self.a_kind,
+            &self.a_hash,
+            &self.a_body,
+            &self.k_ns,
+            &self.k_key,
+            &self.k_value,
+            &self.head_seq,
+            &self.head_hash,
+            &self.moved,
+            &self.locked_seq,
+            &self.r_scopes,
+        ]
     }
 }
 
@@ -967,16 +1219,24 @@ impl LedgerTxn for PgTxn<'_> {
         if let Some(b) = self.budgets.get(&key) {
             return Ok(b.clone());
         }
+        if self.loaded_scopes.contains(scope) {
+            return Ok(None);
+        }
+        // Every unit of the scope at once: a call usually holds several.
         let rows = self.query(
             "SELECT scope, unit, allocated, spent, reserved, debt, overdraft_limit, status, \
-             is_over_limit FROM cycles_budgets WHERE scope = $1 AND unit = $2",
-            &[&scope, &unit.as_str()],
+             is_over_limit FROM cycles_budgets WHERE scope = $1",
+            &[&scope],
         )?;
-        let b = rows.first().map(budget_from_row).transpose()?;
+        let budgets = rows
+            .iter()
+            .map(budget_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        let found = budgets.iter().find(|b| b.unit == unit).cloned();
         if self.writable {
-            self.budgets.insert(key, b.clone());
+            self.cache_budgets(std::iter::once(scope.to_string()), budgets);
         }
-        Ok(b)
+        Ok(found)
     }
 
     fn put_budget(&mut self, budget: &Budget) -> Result<()> {
@@ -1009,15 +1269,42 @@ impl LedgerTxn for PgTxn<'_> {
         if let Some(r) = self.reservations.get(id) {
             return Ok(r.clone());
         }
-        let rows = self.query("SELECT body FROM cycles_reservations WHERE id = $1", &[&id])?;
-        let r: Option<Reservation> = rows
-            .first()
-            .map(|row| parse_json(&format!("reservation {id}"), row.get::<_, &str>(0)))
-            .transpose()?;
-        if self.writable {
-            self.reservations.insert(id.to_string(), r.clone());
+        if !self.writable {
+            let rows = self.query("SELECT body FROM cycles_reservations WHERE id = $1", &[&id])?;
+            return rows
+                .first()
+                .map(|row| parse_json(&format!("reservation {id}"), row.get::<_, &str>(0)))
+                .transpose();
         }
-        Ok(r)
+        // A write that reads a reservation goes on to its budgets: fetch them in the same
+        // round trip.
+        let rows = self.query(
+            "SELECT r.body, r.hold_scopes, b.scope, b.unit, b.allocated, b.spent, b.reserved, \
+             b.debt, b.overdraft_limit, b.status, b.is_over_limit \
+             FROM cycles_reservations r LEFT JOIN cycles_budgets b \
+             ON b.scope = ANY (string_to_array(r.hold_scopes, E'\\n')) WHERE r.id = $1",
+            &[&id],
+        )?;
+        let Some(first) = rows.first() else {
+            self.reservations.insert(id.to_string(), None);
+            return Ok(None);
+        };
+        let r: Reservation = parse_json(&format!("reservation {id}"), first.get::<_, &str>(0))?;
+        let scopes: String = first.get(1);
+        let mut budgets = Vec::new();
+        for row in &rows {
+            if row.get::<_, Option<&str>>(2).is_some() {
+                budgets.push(budget_from_cols(row, 2)?);
+            }
+        }
+        let scopes: Vec<String> = scopes
+            .split('\n')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        self.cache_budgets(scopes, budgets);
+        self.reservations.insert(id.to_string(), Some(r.clone()));
+        Ok(Some(r))
     }
 
     fn put_reservation(&mut self, r: &Reservation) -> Result<()> {
@@ -1100,11 +1387,13 @@ impl LedgerTxn for PgTxn<'_> {
             let seq: i64 = row.get(0);
             return Ok((seq > 0).then(|| (seq as u64, row.get(1))));
         }
+        self.ensure_begun()?;
         Ok(self.head.clone().filter(|(seq, _)| *seq > 0))
     }
 
     fn append_audit(&mut self, record: &AuditRecord) -> Result<()> {
         self.check_writable()?;
+        self.ensure_begun()?;
         let expected = self.head.as_ref().map_or(0, |h| h.0) + 1;
         if record.seq != expected {
             return Err(corrupt(format!(
