@@ -12,9 +12,9 @@ pub mod memory;
 pub mod postgres;
 pub mod sqlite;
 
-pub use memory::MemoryLedger;
 #[cfg(feature = "postgres")]
 pub use self::postgres::{PostgresLedger, PostgresOptions};
+pub use memory::MemoryLedger;
 pub use sqlite::{SqliteLedger, SqliteOptions, Synchronous};
 
 /// A stored idempotent result: the digest of the request that produced it, and the result.
