@@ -158,3 +158,27 @@ test('the MCP gate rejects a command line without an upstream', () => {
   assert.equal(run.status, 2)
   assert.match(run.stderr, /upstream command is missing/)
 })
+
+test('the MCP gate exits cleanly when the upstream cannot be started', () => {
+  const tmp = tempDir()
+  try {
+    const policy = join(tmp.dir, 'policy.toml')
+    writeFileSync(policy, POLICY)
+    const run = spawnSync(
+      process.execPath,
+      [GATE, '--policy', policy, '--subject', 'agent=claude', '--', join(tmp.dir, 'no-such-server')],
+      { input: '', encoding: 'utf8', timeout: 60_000 },
+    )
+    assert.equal(run.status, 1, run.stderr)
+    assert.match(run.stderr, /cannot reach the upstream server/)
+    const bad = spawnSync(process.execPath, [GATE, '--policy', policy, '--subject', 'agent=a', '--ttl-ms', 'soon', '--', 'x'], {
+      input: '',
+      encoding: 'utf8',
+      timeout: 60_000,
+    })
+    assert.equal(bad.status, 2)
+    assert.match(bad.stderr, /--ttl-ms takes milliseconds/)
+  } finally {
+    tmp.cleanup()
+  }
+})

@@ -51,7 +51,10 @@ export function parseArgs(argv) {
     if (flag === '--policy') opts.policy = value
     else if (flag === '--ledger') opts.ledger = value
     else if (flag === '--tool-prefix') opts.toolPrefix = value
-    else if (flag === '--ttl-ms') opts.ttlMs = Number(value)
+    else if (flag === '--ttl-ms') {
+      opts.ttlMs = Number(value)
+      if (!Number.isSafeInteger(opts.ttlMs) || opts.ttlMs <= 0) throw new Error(`--ttl-ms takes milliseconds, got ${value}\n${USAGE}`)
+    }
     else if (flag === '--subject') {
       opts.subject = {}
       for (const pair of value.split(',')) {
@@ -175,9 +178,14 @@ async function main(argv) {
     return 1
   }
   const upstream = new Client({ name: 'cycles-mcp-gate', version: '0.1.0' })
-  await upstream.connect(
-    new StdioClientTransport({ ...opts.upstream, env: { ...process.env }, stderr: 'inherit' }),
-  )
+  try {
+    await upstream.connect(
+      new StdioClientTransport({ ...opts.upstream, env: { ...process.env }, stderr: 'inherit' }),
+    )
+  } catch (e) {
+    log(`cannot reach the upstream server ${JSON.stringify(opts.upstream.command)}: ${e.message}`)
+    return 1
+  }
   const server = createGate({ ...opts, authority, upstream, log })
   const transport = new StdioServerTransport()
   const done = new Promise((resolve) => {
