@@ -15,7 +15,7 @@ use serde_json::{Map, Number, Value};
 pub const MAX_SAFE_INTEGER: i64 = 9_007_199_254_740_991;
 
 /// Deepest nesting accepted (tool arguments included); deeper input is refused, not recursed.
-const MAX_DEPTH: usize = 64;
+pub const MAX_DEPTH: usize = 64;
 
 /// How numbers are read.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -201,7 +201,8 @@ pub fn object_fast(v: &Unknown<'_>) -> Option<Map<String, Value>> {
     (!map.values().any(|v| deeper_than(v, MAX_DEPTH - 1))).then_some(map)
 }
 
-fn deeper_than(v: &Value, levels: usize) -> bool {
+/// Whether `v` nests containers more than `levels` deep.
+pub fn deeper_than(v: &Value, levels: usize) -> bool {
     match v {
         Value::Array(items) => levels == 0 || items.iter().any(|x| deeper_than(x, levels - 1)),
         Value::Object(map) => levels == 0 || map.values().any(|x| deeper_than(x, levels - 1)),

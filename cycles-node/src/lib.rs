@@ -206,11 +206,84 @@ fn request<T: serde::de::DeserializeOwned>(
     convert::parse(renamed, what)
 }
 
+/// The JS shape of a decide or reserve request, read straight from exact JSON text: the hot
+/// path, without the intermediate map of [`request`]. Anything it does not accept goes to
+/// [`request`], which gives the same result or the precise error.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct JsCallRequest {
+    subject: core::Subject,
+    tool: String,
+    #[serde(default)]
+    args: Value,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    estimate: Vec<core::Amount>,
+    #[serde(default)]
+    ttl_ms: Option<i64>,
+    #[serde(default)]
+    grace_period_ms: Option<i64>,
+    #[serde(default)]
+    overage_policy: Option<core::CommitOveragePolicy>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+    #[serde(default)]
+    grant: Option<Value>,
+}
+
+impl JsCallRequest {
+    fn read(req: &Unknown<'_>) -> Option<JsCallRequest> {
+        let value = req.value();
+        // SAFETY: a live handle of the current call.
+        let text = unsafe { fast::stringify(value.env, value.value) }?;
+        let r: JsCallRequest = serde_json::from_str(&text).ok()?;
+        let too_deep = |v: &Value| convert::deeper_than(v, convert::MAX_DEPTH - 2);
+        (!too_deep(&r.args) && !r.grant.as_ref().is_some_and(too_deep)).then_some(r)
+    }
+
+    fn call(&mut self) -> core::ToolCall {
+        let mut call = core::ToolCall::new(std::mem::take(&mut self.tool), self.args.take());
+        call.action.kind = self.kind.take();
+        call.action.tags = std::mem::take(&mut self.tags);
+        call
+    }
+}
+
 fn decide_request(req: &Unknown<'_>) -> CoreResult<core::DecideRequest> {
+    if let Some(mut r) = JsCallRequest::read(req)
+        && r.ttl_ms.is_none()
+        && r.grace_period_ms.is_none()
+        && r.overage_policy.is_none()
+        && r.idempotency_key.is_none()
+        && r.grant.is_none()
+    {
+        let call = r.call();
+        return Ok(core::DecideRequest {
+            subject: r.subject,
+            call,
+            estimate: r.estimate,
+        });
+    }
     request(Some(req), "decide request", &[CALL_FIELDS, DECIDE_FIELDS])
 }
 
 fn reserve_request(req: &Unknown<'_>) -> CoreResult<core::ReserveRequest> {
+    if let Some(mut r) = JsCallRequest::read(req) {
+        let call = r.call();
+        return Ok(core::ReserveRequest {
+            subject: r.subject,
+            call,
+            estimate: r.estimate,
+            ttl_ms: r.ttl_ms,
+            grace_period_ms: r.grace_period_ms,
+            overage_policy: r.overage_policy,
+            idempotency_key: r.idempotency_key,
+            grant: r.grant,
+        });
+    }
     request(Some(req), "reserve request", &[CALL_FIELDS, RESERVE_FIELDS])
 }
 
