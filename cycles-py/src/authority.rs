@@ -566,6 +566,57 @@ fn json_of<'py, T: serde::Serialize>(py: Python<'py>, v: &T) -> PyResult<Bound<'
     to_py(py, &json)
 }
 
+/// Benchmark hook, not API: runs `op` (`decide` or `reserve+commit`) on the core directly,
+/// `batches` times `batch` calls with the request built once and the GIL released for the
+/// whole loop, and returns each batch's mean in ns per call. `benches/python/bench.py` sets
+/// it beside the same calls made through the binding, so the difference is the binding's own
+/// cost, measured on the same authority in the same minute.
+#[pyfunction]
+#[pyo3(signature = (authority, op, tool, args, subject, batches, batch))]
+pub(crate) fn _bench_core(
+    py: Python<'_>,
+    authority: PyRef<'_, Authority>,
+    op: &str,
+    tool: &Bound<'_, PyAny>,
+    args: &Bound<'_, PyAny>,
+    subject: &Bound<'_, PyAny>,
+    batches: usize,
+    batch: usize,
+) -> PyResult<Vec<f64>> {
+    let subject: core::Subject = arg(subject, "subject").py(py)?;
+    let call = tool_call(tool, Some(args), None, None).py(py)?;
+    let decide = core::DecideRequest::new(subject.clone(), call.clone());
+    let reserve = core::ReserveRequest::new(subject, call);
+    let commit = core::CommitRequest::default();
+    let auth = &authority.inner;
+    let run: Box<dyn Fn() -> Result<(), CoreError> + Send + Sync> = match op {
+        "decide" => Box::new(move || auth.decide(&decide).map(drop)),
+        "reserve+commit" => Box::new(move || {
+            let r = auth.reserve(&reserve)?;
+            auth.commit(&r.reservation_id, &commit).map(drop)
+        }),
+        other => {
+            return Err(CoreError::invalid(
+                "op",
+                format!("{other:?} is not decide or reserve+commit"),
+            ))
+            .py(py);
+        }
+    };
+    py.detach(|| {
+        let mut means = Vec::with_capacity(batches);
+        for _ in 0..batches {
+            let start = std::time::Instant::now();
+            for _ in 0..batch {
+                run()?;
+            }
+            means.push(start.elapsed().as_nanos() as f64 / batch.max(1) as f64);
+        }
+        Ok(means)
+    })
+    .py(py)
+}
+
 fn set_opt(kw: &Bound<'_, PyDict>, key: &str, v: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
     if let Some(v) = v {
         kw.set_item(key, v)?;

@@ -27,6 +27,8 @@ fn _cycles(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<types::AuditRecord>()?;
     m.add_class::<types::ManualClock>()?;
     errors::register(m)?;
+    // Set as a plain attribute, not added: a private benchmark hook stays out of `__all__`.
+    m.setattr("_bench_core", wrap_pyfunction!(authority::_bench_core, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
