@@ -541,3 +541,56 @@ fn several_pools_share_one_budget_and_one_chain() {
     // One budget_set (the other hosts found the budget), then reserve+commit or a denial.
     assert_eq!(v.records, 1 + 60 * 2 + 60);
 }
+
+/// `url()` with another user and password.
+fn url_as(user: &str, password: &str) -> String {
+    let u = url();
+    let (scheme, rest) = u.split_once("://").expect("a postgres:// URL");
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    format!("{scheme}://{user}:{password}@{host}")
+}
+
+#[test]
+fn a_user_without_create_rights_uses_a_ledger_created_for_it() {
+    let schema = Schema::new("rights");
+    let role = format!("cycles_app_{}", std::process::id());
+    let mut admin = schema.admin();
+    admin
+        .batch_execute(&format!(
+            "DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN PASSWORD 'pw'"
+        ))
+        .unwrap();
+    let opts = |s: &str| {
+        PostgresOptions {
+            connect_timeout: Duration::from_secs(2),
+            ..PostgresOptions::default()
+        }
+        .schema(s)
+    };
+    // It cannot create a ledger...
+    let err = PostgresLedger::connect_with(&url_as(&role, "pw"), opts(&schema.0)).unwrap_err();
+    assert_eq!(err.code(), "LEDGER_UNAVAILABLE", "{err}");
+    assert!(err.to_string().contains("permission denied"), "{err}");
+    // ...but uses one the owner created, with only the rights docs/postgres.md lists.
+    drop(schema.ledger());
+    admin
+        .batch_execute(&format!(
+            "GRANT USAGE ON SCHEMA {s} TO {role};
+             GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA {s} TO {role};
+             GRANT USAGE ON ALL SEQUENCES IN SCHEMA {s} TO {role};",
+            s = schema.0
+        ))
+        .unwrap();
+    let ledger = PostgresLedger::connect_with(&url_as(&role, "pw"), opts(&schema.0)).unwrap();
+    let auth = auth_on(ledger, ManualClock::new(1_000));
+    let r = auth
+        .reserve(&ReserveRequest::new(bot(), write_call()))
+        .unwrap();
+    auth.commit(&r.reservation_id, &CommitRequest::default())
+        .unwrap();
+    assert!(auth.verify().unwrap().ok);
+    drop(auth);
+    admin
+        .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
+        .unwrap();
+}

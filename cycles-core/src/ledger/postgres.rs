@@ -31,9 +31,15 @@
 //! transaction appended. Every failure is reported as [`CyclesError::LedgerUnavailable`],
 //! which the gate turns into DENY `LEDGER_UNAVAILABLE`.
 
+use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
 
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
@@ -185,6 +191,10 @@ pub struct PostgresOptions {
     pub synchronous: Synchronous,
     /// `application_name` of the sessions (default `cycles`).
     pub application_name: String,
+    /// Group commit (default on): the operations of this process's threads that write at
+    /// the same time share one transaction, one chain-head lock and one WAL flush; each runs
+    /// on its own thread, reads what its predecessors left, and is undone alone if it fails.
+    pub group_commit: bool,
 }
 
 impl Default for PostgresOptions {
@@ -197,6 +207,7 @@ impl Default for PostgresOptions {
             idle_in_transaction_timeout: Duration::from_secs(30),
             synchronous: Synchronous::Full,
             application_name: "cycles".to_string(),
+            group_commit: true,
         }
     }
 }
@@ -222,6 +233,84 @@ pub struct PostgresLedger {
     pool: r2d2::Pool<Manager>,
     options: PostgresOptions,
     describe: String,
+    /// The open shared write transaction of this process, if any (group commit).
+    batch: Mutex<Option<Batch>>,
+    /// Writers queued for `batch`: a writer that finishes while this is non-zero hands the
+    /// open transaction on instead of committing it.
+    waiting: AtomicUsize,
+    transactions: AtomicU64,
+    operations: AtomicU64,
+}
+
+/// Most operations one shared transaction takes before it commits: bounds how long the chain
+/// head stays locked for other processes.
+pub const MAX_BATCH_OPS: usize = 64;
+
+/// An open shared write transaction.
+struct Batch {
+    conn: r2d2::PooledConnection<Manager>,
+    st: TxnState,
+    /// Operations in it that succeeded.
+    ops: usize,
+    /// Where writers that handed the transaction on wait for its end.
+    waiters: Option<Arc<BatchOutcome>>,
+}
+
+/// How a shared transaction ended, for everyone whose operation is in it.
+#[derive(Clone, Debug)]
+enum Shared {
+    Committed,
+    /// Nothing of it was applied; the operations may run again.
+    Retry(String),
+    Failed(String),
+}
+
+#[derive(Default)]
+struct BatchOutcome {
+    done: Mutex<Option<Shared>>,
+    cv: Condvar,
+}
+
+impl BatchOutcome {
+    fn publish(&self, outcome: Shared) {
+        *self.done.lock() = Some(outcome);
+        self.cv.notify_all();
+    }
+
+    fn wait(&self) -> Shared {
+        let mut done = self.done.lock();
+        loop {
+            if let Some(outcome) = done.as_ref() {
+                return outcome.clone();
+            }
+            self.cv.wait(&mut done);
+        }
+    }
+}
+
+/// The message of a ledger error (to hand it to the other members of a shared transaction).
+fn message(e: &CyclesError) -> String {
+    match e {
+        CyclesError::LedgerUnavailable(m) | CyclesError::LedgerCorrupt(m) => m.clone(),
+        other => other.to_string(),
+    }
+}
+
+impl Shared {
+    fn of(attempt: &Attempt) -> Shared {
+        match attempt {
+            Attempt::Retry(e) => Shared::Retry(message(e)),
+            Attempt::Fail(e) => Shared::Failed(message(e)),
+        }
+    }
+
+    fn into_result(self) -> std::result::Result<(), Attempt> {
+        match self {
+            Shared::Committed => Ok(()),
+            Shared::Retry(m) => Err(Attempt::Retry(unavailable(m))),
+            Shared::Failed(m) => Err(Attempt::Fail(unavailable(m))),
+        }
+    }
 }
 
 impl fmt::Debug for PostgresLedger {
@@ -341,6 +430,10 @@ impl PostgresLedger {
             pool,
             options,
             describe,
+            batch: Mutex::new(None),
+            waiting: AtomicUsize::new(0),
+            transactions: AtomicU64::new(0),
+            operations: AtomicU64::new(0),
         };
         ledger.migrate()?;
         Ok(ledger)
@@ -358,16 +451,28 @@ impl PostgresLedger {
         let run = |c: &mut PgConn| -> std::result::Result<i32, PgError> {
             c.batch("BEGIN")?;
             c.query_text("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+            // DDL only where something is missing, so that a user without CREATE rights can
+            // use a ledger someone else created.
             if let Some(s) = &schema {
-                // The name is validated: lowercase, digits, underscore.
-                c.batch(&format!(
-                    "CREATE SCHEMA IF NOT EXISTS {s}; SET LOCAL search_path TO {s}"
-                ))?;
+                let exists = c.query_text("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[s])?;
+                if exists.is_empty() {
+                    // The name is validated: lowercase, digits, underscore.
+                    c.batch(&format!("CREATE SCHEMA {s}"))?;
+                }
+                c.batch(&format!("SET LOCAL search_path TO {s}"))?;
             }
-            c.batch(
-                "CREATE TABLE IF NOT EXISTS cycles_schema_version (
-                     id INT PRIMARY KEY CHECK (id = 1), version INT NOT NULL)",
-            )?;
+            let have_version_table = !c
+                .query_text(
+                    "SELECT 1 WHERE to_regclass('cycles_schema_version') IS NOT NULL",
+                    &[],
+                )?
+                .is_empty();
+            if !have_version_table {
+                c.batch(
+                    "CREATE TABLE cycles_schema_version (
+                         id INT PRIMARY KEY CHECK (id = 1), version INT NOT NULL)",
+                )?;
+            }
             let version: i32 = c
                 .query_text(
                     "SELECT version FROM cycles_schema_version WHERE id = 1",
@@ -442,31 +547,200 @@ impl PostgresLedger {
         self.options.pool_size + 3
     }
 
+    /// `(transactions, operations)` committed or attempted by this ledger's writers so far:
+    /// `operations / transactions` is the mean number of operations per transaction.
+    pub fn batch_stats(&self) -> (u64, u64) {
+        (
+            self.transactions.load(Ordering::Relaxed),
+            self.operations.load(Ordering::Relaxed),
+        )
+    }
+
+    /// One operation in a transaction of its own (group commit off).
     fn write_once(
         &self,
         conn: &mut PgConn,
         f: &mut dyn FnMut(&mut dyn LedgerTxn) -> Result<()>,
     ) -> std::result::Result<(), Attempt> {
-        let mut txn = PgTxn::new(conn, true);
-        let mut outcome = f(&mut txn);
-        if outcome.is_ok() && !txn.begun && txn.pending.is_empty() {
-            return Ok(()); // read nothing, wrote nothing: no transaction was opened
-        }
-        if outcome.is_ok() {
-            outcome = txn.ensure_begun();
-        }
-        if let Some(fault) = txn.fault.take() {
+        let mut st = TxnState::default();
+        // Until the closure returns normally the session counts as broken, so that a panic
+        // drops it (the server then rolls its transaction back) instead of pooling it.
+        conn.broken = true;
+        let outcome = f(&mut PgTxn {
+            conn,
+            writable: true,
+            st: &mut st,
+        });
+        conn.broken = st.fault.as_ref().is_some_and(|(f, _)| *f == Fault::Lost);
+        if let Some(fault) = st.fault.take() {
             return Err(abort(conn, fault));
         }
         if let Err(e) = outcome {
-            if txn.begun {
+            if st.begun {
                 rollback(conn);
             }
             return Err(Attempt::Fail(e));
         }
-        let writes = txn.take_writes();
-        let appended = txn.last_appended.take();
-        drop(txn);
+        self.transactions.fetch_add(1, Ordering::Relaxed);
+        self.operations.fetch_add(1, Ordering::Relaxed);
+        if !st.begun && st.pending.is_empty() {
+            return Ok(()); // read nothing, wrote nothing: no transaction was opened
+        }
+        self.commit_txn(conn, &mut st)
+    }
+
+    /// Group commit: join this process's open write transaction or open one, run the
+    /// operation in it, then hand the transaction on to a queued writer or commit it.
+    fn write_grouped(
+        &self,
+        f: &mut dyn FnMut(&mut dyn LedgerTxn) -> Result<()>,
+    ) -> std::result::Result<(), Attempt> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let mut guard = self.batch.lock();
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        let first = guard.is_none();
+        if first {
+            let conn = self.checkout().map_err(Attempt::Fail)?;
+            *guard = Some(Batch {
+                conn,
+                st: TxnState::default(),
+                ops: 0,
+                waiters: None,
+            });
+        }
+        let batch = guard.as_mut().expect("a batch is open");
+        // What to restore if this operation fails; the first one fails with the transaction.
+        let before = (!first).then(|| batch.st.clone());
+        batch.st.in_savepoint = !first;
+        batch.st.savepoint_set = false;
+        let ran = catch_unwind(AssertUnwindSafe(|| {
+            f(&mut PgTxn {
+                conn: &mut batch.conn,
+                writable: true,
+                st: &mut batch.st,
+            })
+        }));
+        batch.st.in_savepoint = false;
+        let (own, panic): (Result<()>, Option<Box<dyn Any + Send>>) = match ran {
+            Ok(r) => (r, None),
+            Err(p) => (Err(unavailable("the operation panicked")), Some(p)),
+        };
+        let resume = |panic: Option<Box<dyn Any + Send>>| {
+            if let Some(p) = panic {
+                resume_unwind(p)
+            }
+        };
+        // A database error aborted or lost the shared transaction: everything in it fails.
+        if let Some(fault) = batch.st.fault.take() {
+            let mut batch = guard.take().expect("a batch is open");
+            drop(guard);
+            let attempt = abort(&mut batch.conn, fault);
+            // The others' operations were fine: nothing of them was applied, they run again.
+            self.end_batch(batch, Shared::Retry(message(attempt.error())));
+            resume(panic);
+            return Err(attempt);
+        }
+        if own.is_ok() {
+            batch.ops += 1;
+        } else if first {
+            // Alone in the transaction: end it.
+            let mut batch = guard.take().expect("a batch is open");
+            drop(guard);
+            if batch.st.begun {
+                rollback(&mut batch.conn);
+            }
+            resume(panic);
+            return Err(Attempt::Fail(own.expect_err("failed")));
+        } else {
+            // Undo this operation alone: its buffered writes with the state copy, what it
+            // sent to the server with its savepoint.
+            let sent = batch.st.savepoint_set;
+            let mut restored = before.expect("a copy of the state before the operation");
+            if !restored.begun && batch.st.begun {
+                // It opened the transaction (and holds the chain head): that stays.
+                restored.begun = true;
+                restored.head = batch.st.begin_head.clone();
+                restored.begin_head = batch.st.begin_head.clone();
+                restored.locked_seq = restored.head.as_ref().map_or(0, |h| h.0);
+            }
+            batch.st = restored;
+            if sent && let Err(e) = batch.conn.batch("ROLLBACK TO SAVEPOINT cycles_op") {
+                let fault = (classify(batch.conn.is_closed(), &e), pg_msg(&e));
+                let mut batch = guard.take().expect("a batch is open");
+                drop(guard);
+                let attempt = abort(&mut batch.conn, fault);
+                self.end_batch(batch, Shared::Retry(message(attempt.error())));
+                resume(panic);
+                return Err(Attempt::Fail(own.expect_err("failed")));
+            }
+        }
+        if self.waiting.load(Ordering::SeqCst) > 0 && batch.ops < MAX_BATCH_OPS {
+            // Someone is queued: let them join; whoever ends the batch tells us how.
+            let outcome = own
+                .is_ok()
+                .then(|| batch.waiters.get_or_insert_with(Default::default).clone());
+            drop(guard);
+            resume(panic);
+            return match (own, outcome) {
+                (Ok(()), Some(outcome)) => outcome.wait().into_result(),
+                (Err(e), _) => Err(Attempt::Fail(e)),
+                (Ok(()), None) => unreachable!("a successful operation waits"),
+            };
+        }
+        let batch = guard.take().expect("a batch is open");
+        // The next batch may open (and queue for the chain head) while this one commits.
+        drop(guard);
+        let shared = self.commit_batch(batch);
+        resume(panic);
+        match own {
+            Err(e) => Err(Attempt::Fail(e)),
+            Ok(()) => shared.into_result(),
+        }
+    }
+
+    fn commit_batch(&self, mut batch: Batch) -> Shared {
+        let shared = if !batch.st.begun && batch.st.pending.is_empty() {
+            Shared::Committed
+        } else {
+            match self.commit_txn(&mut batch.conn, &mut batch.st) {
+                Ok(()) => Shared::Committed,
+                Err(attempt) => Shared::of(&attempt),
+            }
+        };
+        self.end_batch(batch, shared.clone());
+        shared
+    }
+
+    /// Counts a batch that ended and wakes the writers waiting for it.
+    fn end_batch(&self, batch: Batch, shared: Shared) {
+        self.transactions.fetch_add(1, Ordering::Relaxed);
+        self.operations
+            .fetch_add(batch.ops as u64, Ordering::Relaxed);
+        if let Some(waiters) = &batch.waiters {
+            waiters.publish(shared);
+        }
+    }
+
+    /// Commits a write transaction whose operations all ran: the buffered writes, `COMMIT`
+    /// and the durability barrier in one round trip, then sorts out what the answers mean.
+    fn commit_txn(&self, conn: &mut PgConn, st: &mut TxnState) -> std::result::Result<(), Attempt> {
+        if !st.begun {
+            let begun = PgTxn {
+                conn,
+                writable: true,
+                st,
+            }
+            .ensure_begun();
+            if let Some(fault) = st.fault.take() {
+                return Err(abort(conn, fault));
+            }
+            if let Err(e) = begun {
+                rollback(conn);
+                return Err(Attempt::Fail(e));
+            }
+        }
+        let writes = st.take_writes();
+        let appended = st.last_appended.take();
         let barrier = self.options.synchronous == Synchronous::Full;
         let tail = match conn.commit_pipelined(writes.as_ref(), barrier) {
             Ok(tail) => tail,
@@ -566,15 +840,19 @@ impl PostgresLedger {
         conn: &mut PgConn,
         f: &mut dyn FnMut(&mut dyn LedgerTxn) -> Result<()>,
     ) -> std::result::Result<(), Attempt> {
-        let mut txn = PgTxn::new(conn, false);
-        let outcome = f(&mut txn);
-        if let Some(fault) = txn.fault.take() {
+        let mut st = TxnState::default();
+        conn.broken = true; // until the closure returns normally (see write_once)
+        let outcome = f(&mut PgTxn {
+            conn,
+            writable: false,
+            st: &mut st,
+        });
+        conn.broken = st.fault.as_ref().is_some_and(|(f, _)| *f == Fault::Lost);
+        if let Some(fault) = st.fault.take() {
             return Err(abort(conn, fault));
         }
-        let begun = txn.begun;
-        drop(txn);
         // A read-only transaction has nothing to commit; end it either way.
-        if begun {
+        if st.begun {
             rollback(conn);
         }
         outcome.map_err(Attempt::Fail)
@@ -655,6 +933,14 @@ enum Attempt {
     Retry(CyclesError),
     /// Report this.
     Fail(CyclesError),
+}
+
+impl Attempt {
+    fn error(&self) -> &CyclesError {
+        match self {
+            Attempt::Retry(e) | Attempt::Fail(e) => e,
+        }
+    }
 }
 
 fn rollback(conn: &mut PgConn) {
@@ -870,14 +1156,24 @@ impl r2d2::ManageConnection for Manager {
 struct PgTxn<'a> {
     conn: &'a mut PgConn,
     writable: bool,
+    st: &'a mut TxnState,
+}
+
+/// What a transaction knows and holds on the client side. Kept apart from the connection so
+/// that a shared (group-commit) transaction carries it from one operation to the next, and an
+/// operation that fails is undone by restoring a copy taken before it ran.
+#[derive(Clone, Default)]
+struct TxnState {
     /// `BEGIN` is sent lazily, pipelined with the first query.
     begun: bool,
     /// Scopes whose budgets (every unit) are all in `budgets`.
     loaded_scopes: std::collections::HashSet<String>,
     /// `(seq, hash)` of the chain head, including our own appends (write transactions).
     head: Option<(u64, String)>,
-    /// The head as read under the lock: the flush checks that nobody moved it.
+    /// The head as last written to the server: the flush checks that nobody moved it.
     locked_seq: u64,
+    /// The head as read under the lock.
+    begin_head: Option<(u64, String)>,
     budgets: HashMap<(String, Unit), Option<Budget>>,
     reservations: HashMap<String, Option<Reservation>>,
     idempotency: HashMap<(String, String), Option<IdempotencyEntry>>,
@@ -885,9 +1181,29 @@ struct PgTxn<'a> {
     pending: Pending,
     last_appended: Option<(u64, String)>,
     fault: Option<(Fault, String)>,
+    /// In a shared transaction, an operation after the first puts whatever it sends to the
+    /// server (a flush before a list query) in a savepoint, so that it can be undone alone.
+    in_savepoint: bool,
+    savepoint_set: bool,
 }
 
-#[derive(Default)]
+impl TxnState {
+    /// The buffered writes as statement parameters (and the head they move the chain to),
+    /// leaving the buffer empty.
+    fn take_writes(&mut self) -> Option<FlushArgs> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let p = std::mem::take(&mut self.pending);
+        let args = FlushArgs::new(p, self.head.as_ref(), self.locked_seq);
+        if args.moved {
+            self.locked_seq = args.head_seq as u64;
+        }
+        Some(args)
+    }
+}
+
+#[derive(Clone, Default)]
 struct Pending {
     budgets: BTreeMap<(String, Unit), Budget>,
     reservations: BTreeMap<String, Reservation>,
@@ -954,24 +1270,6 @@ fn budget_from_cols(r: &Row, at: usize) -> Result<Budget> {
 }
 
 impl<'a> PgTxn<'a> {
-    fn new(conn: &'a mut PgConn, writable: bool) -> Self {
-        PgTxn {
-            conn,
-            writable,
-            begun: false,
-            loaded_scopes: std::collections::HashSet::new(),
-            locked_seq: 0,
-            head: None,
-            budgets: HashMap::new(),
-            reservations: HashMap::new(),
-            idempotency: HashMap::new(),
-            kv: HashMap::new(),
-            pending: Pending::default(),
-            last_appended: None,
-            fault: None,
-        }
-    }
-
     /// Records a database error (so the caller can decide to retry) and converts it.
     fn db_error(&mut self, e: PgError) -> CyclesError {
         let fault = classify(self.conn.is_closed(), &e);
@@ -979,18 +1277,18 @@ impl<'a> PgTxn<'a> {
             self.conn.broken = true;
         }
         let msg = pg_msg(&e);
-        if self.fault.is_none() {
-            self.fault = Some((fault, msg.clone()));
+        if self.st.fault.is_none() {
+            self.st.fault = Some((fault, msg.clone()));
         }
         unavailable(msg)
     }
 
     fn query(&mut self, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
-        if let Some((_, msg)) = &self.fault {
+        if let Some((_, msg)) = &self.st.fault {
             // The transaction is already aborted on the server.
             return Err(unavailable(msg.clone()));
         }
-        if !self.begun {
+        if !self.st.begun {
             return self
                 .begin(Some((sql, params)))
                 .map(Option::unwrap_or_default);
@@ -1019,7 +1317,7 @@ impl<'a> PgTxn<'a> {
             Ok(m) => m,
             Err(e) => return Err(self.db_error(e)),
         };
-        self.begun = true;
+        self.st.begun = true;
         if self.writable {
             let head = msgs.iter().find_map(|m| match m {
                 SimpleQueryMessage::Row(r) => Some((
@@ -1031,17 +1329,18 @@ impl<'a> PgTxn<'a> {
             let Some((Some(seq), Some(hash))) = head else {
                 return Err(corrupt("the audit chain head row is missing"));
             };
-            self.locked_seq = seq;
-            self.head = Some((seq, hash));
+            self.st.locked_seq = seq;
+            self.st.head = Some((seq, hash));
+            self.st.begin_head = self.st.head.clone();
         }
         rows.map(|r| r.map_err(|e| self.db_error(e))).transpose()
     }
 
     fn ensure_begun(&mut self) -> Result<()> {
-        if let Some((_, msg)) = &self.fault {
+        if let Some((_, msg)) = &self.st.fault {
             return Err(unavailable(msg.clone()));
         }
-        if !self.begun {
+        if !self.st.begun {
             self.begin(None)?;
         }
         Ok(())
@@ -1059,33 +1358,32 @@ impl<'a> PgTxn<'a> {
     /// notes that `scopes` are complete.
     fn cache_budgets(&mut self, scopes: impl IntoIterator<Item = String>, budgets: Vec<Budget>) {
         for b in budgets {
-            self.budgets
+            self.st
+                .budgets
                 .entry((b.scope.clone(), b.unit))
                 .or_insert(Some(b));
         }
-        self.loaded_scopes.extend(scopes);
+        self.st.loaded_scopes.extend(scopes);
     }
 
     /// The buffered writes as statement parameters (and the head they move the chain to),
     /// leaving the buffer empty.
     fn take_writes(&mut self) -> Option<FlushArgs> {
-        if self.pending.is_empty() {
-            return None;
-        }
-        let p = std::mem::take(&mut self.pending);
-        let args = FlushArgs::new(p, self.head.as_ref(), self.locked_seq);
-        if args.moved {
-            self.locked_seq = args.head_seq as u64;
-        }
-        Some(args)
+        self.st.take_writes()
     }
 
     /// Sends every buffered write in one statement (before a query that lists rows).
     fn flush(&mut self) -> Result<()> {
-        if self.pending.is_empty() {
+        if self.st.pending.is_empty() {
             return Ok(());
         }
         self.ensure_begun()?;
+        if self.st.in_savepoint && !self.st.savepoint_set {
+            if let Err(e) = self.conn.batch("SAVEPOINT cycles_op") {
+                return Err(self.db_error(e));
+            }
+            self.st.savepoint_set = true;
+        }
         if let Some(args) = self.take_writes() {
             self.query(FLUSH, &args.params())?;
         }
@@ -1216,10 +1514,10 @@ impl FlushArgs {
 impl LedgerTxn for PgTxn<'_> {
     fn budget(&mut self, scope: &str, unit: Unit) -> Result<Option<Budget>> {
         let key = (scope.to_string(), unit);
-        if let Some(b) = self.budgets.get(&key) {
+        if let Some(b) = self.st.budgets.get(&key) {
             return Ok(b.clone());
         }
-        if self.loaded_scopes.contains(scope) {
+        if self.st.loaded_scopes.contains(scope) {
             return Ok(None);
         }
         // Every unit of the scope at once: a call usually holds several.
@@ -1242,8 +1540,8 @@ impl LedgerTxn for PgTxn<'_> {
     fn put_budget(&mut self, budget: &Budget) -> Result<()> {
         self.check_writable()?;
         let key = (budget.scope.clone(), budget.unit);
-        self.budgets.insert(key.clone(), Some(budget.clone()));
-        self.pending.budgets.insert(key, budget.clone());
+        self.st.budgets.insert(key.clone(), Some(budget.clone()));
+        self.st.pending.budgets.insert(key, budget.clone());
         Ok(())
     }
 
@@ -1266,7 +1564,7 @@ impl LedgerTxn for PgTxn<'_> {
     }
 
     fn reservation(&mut self, id: &str) -> Result<Option<Reservation>> {
-        if let Some(r) = self.reservations.get(id) {
+        if let Some(r) = self.st.reservations.get(id) {
             return Ok(r.clone());
         }
         if !self.writable {
@@ -1286,7 +1584,7 @@ impl LedgerTxn for PgTxn<'_> {
             &[&id],
         )?;
         let Some(first) = rows.first() else {
-            self.reservations.insert(id.to_string(), None);
+            self.st.reservations.insert(id.to_string(), None);
             return Ok(None);
         };
         let r: Reservation = parse_json(&format!("reservation {id}"), first.get::<_, &str>(0))?;
@@ -1303,15 +1601,17 @@ impl LedgerTxn for PgTxn<'_> {
             .map(str::to_string)
             .collect();
         self.cache_budgets(scopes, budgets);
-        self.reservations.insert(id.to_string(), Some(r.clone()));
+        self.st.reservations.insert(id.to_string(), Some(r.clone()));
         Ok(Some(r))
     }
 
     fn put_reservation(&mut self, r: &Reservation) -> Result<()> {
         self.check_writable()?;
-        self.reservations
+        self.st
+            .reservations
             .insert(r.reservation_id.clone(), Some(r.clone()));
-        self.pending
+        self.st
+            .pending
             .reservations
             .insert(r.reservation_id.clone(), r.clone());
         Ok(())
@@ -1348,7 +1648,7 @@ impl LedgerTxn for PgTxn<'_> {
 
     fn idempotency(&mut self, op: &str, key: &str) -> Result<Option<IdempotencyEntry>> {
         let k = (op.to_string(), key.to_string());
-        if let Some(e) = self.idempotency.get(&k) {
+        if let Some(e) = self.st.idempotency.get(&k) {
             return Ok(e.clone());
         }
         let rows = self.query(
@@ -1365,7 +1665,7 @@ impl LedgerTxn for PgTxn<'_> {
             })
             .transpose()?;
         if self.writable {
-            self.idempotency.insert(k, e.clone());
+            self.st.idempotency.insert(k, e.clone());
         }
         Ok(e)
     }
@@ -1373,8 +1673,8 @@ impl LedgerTxn for PgTxn<'_> {
     fn put_idempotency(&mut self, op: &str, key: &str, entry: &IdempotencyEntry) -> Result<()> {
         self.check_writable()?;
         let k = (op.to_string(), key.to_string());
-        self.idempotency.insert(k.clone(), Some(entry.clone()));
-        self.pending.idempotency.insert(k, entry.clone());
+        self.st.idempotency.insert(k.clone(), Some(entry.clone()));
+        self.st.pending.idempotency.insert(k, entry.clone());
         Ok(())
     }
 
@@ -1388,22 +1688,22 @@ impl LedgerTxn for PgTxn<'_> {
             return Ok((seq > 0).then(|| (seq as u64, row.get(1))));
         }
         self.ensure_begun()?;
-        Ok(self.head.clone().filter(|(seq, _)| *seq > 0))
+        Ok(self.st.head.clone().filter(|(seq, _)| *seq > 0))
     }
 
     fn append_audit(&mut self, record: &AuditRecord) -> Result<()> {
         self.check_writable()?;
         self.ensure_begun()?;
-        let expected = self.head.as_ref().map_or(0, |h| h.0) + 1;
+        let expected = self.st.head.as_ref().map_or(0, |h| h.0) + 1;
         if record.seq != expected {
             return Err(corrupt(format!(
                 "audit record {} appended where {expected} was expected",
                 record.seq
             )));
         }
-        self.head = Some((record.seq, record.hash.clone()));
-        self.last_appended = self.head.clone();
-        self.pending.audit.push(record.clone());
+        self.st.head = Some((record.seq, record.hash.clone()));
+        self.st.last_appended = self.st.head.clone();
+        self.st.pending.audit.push(record.clone());
         Ok(())
     }
 
@@ -1434,7 +1734,7 @@ impl LedgerTxn for PgTxn<'_> {
 
     fn kv_get(&mut self, ns: &str, key: &str) -> Result<Option<serde_json::Value>> {
         let k = (ns.to_string(), key.to_string());
-        if let Some(v) = self.kv.get(&k) {
+        if let Some(v) = self.st.kv.get(&k) {
             return Ok(v.clone());
         }
         let rows = self.query(
@@ -1446,7 +1746,7 @@ impl LedgerTxn for PgTxn<'_> {
             .map(|row| parse_json(&format!("kv {ns}/{key}"), row.get::<_, &str>(0)))
             .transpose()?;
         if self.writable {
-            self.kv.insert(k, v.clone());
+            self.st.kv.insert(k, v.clone());
         }
         Ok(v)
     }
@@ -1454,8 +1754,8 @@ impl LedgerTxn for PgTxn<'_> {
     fn kv_put(&mut self, ns: &str, key: &str, value: &serde_json::Value) -> Result<()> {
         self.check_writable()?;
         let k = (ns.to_string(), key.to_string());
-        self.kv.insert(k.clone(), Some(value.clone()));
-        self.pending.kv.insert(k, value.clone());
+        self.st.kv.insert(k.clone(), Some(value.clone()));
+        self.st.pending.kv.insert(k, value.clone());
         Ok(())
     }
 
@@ -1477,7 +1777,18 @@ impl LedgerTxn for PgTxn<'_> {
 
 impl Ledger for PostgresLedger {
     fn write(&self, f: &mut dyn FnMut(&mut dyn LedgerTxn) -> Result<()>) -> Result<()> {
-        self.run(f, Self::write_once)
+        if !self.options.group_commit {
+            return self.run(f, Self::write_once);
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.write_grouped(f) {
+                Ok(()) => return Ok(()),
+                Err(Attempt::Retry(_)) if attempt < self.max_attempts() => continue,
+                Err(Attempt::Retry(e)) | Err(Attempt::Fail(e)) => return Err(e),
+            }
+        }
     }
 
     fn read(&self, f: &mut dyn FnMut(&mut dyn LedgerTxn) -> Result<()>) -> Result<()> {
