@@ -49,12 +49,12 @@ impl Dir {
             }
         }
         let mut child = cmd.spawn().unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
+        // A command that fails closed before reading its input closes the pipe early: that is
+        // a legitimate outcome to assert on, not a test error.
+        match child.stdin.take().unwrap().write_all(stdin.as_bytes()) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            other => other.unwrap(),
+        }
         let out = child.wait_with_output().unwrap();
         Run {
             code: out.status.code().expect("exited, not killed"),
