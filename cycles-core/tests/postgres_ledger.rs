@@ -594,3 +594,36 @@ fn a_user_without_create_rights_uses_a_ledger_created_for_it() {
         .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
         .unwrap();
 }
+
+#[test]
+fn what_a_process_keeps_between_writes_is_dropped_when_another_writes() {
+    // Each ledger (process) reuses what it read in its last write transaction while nobody
+    // else has written since; a write by another must make it read again.
+    let schema = Schema::new("carry");
+    let (a, b) = (schema.ledger(), schema.ledger());
+    let spend = |ledger: &PostgresLedger, by: i64| {
+        let mut seen = 0;
+        ledger
+            .write(&mut |txn| {
+                let mut budget = txn
+                    .budget("tenant:x", Unit::Tokens)?
+                    .unwrap_or_else(|| Budget::new("tenant:x", Unit::Tokens, 1_000));
+                seen = budget.spent;
+                budget.spent += by;
+                txn.put_budget(&budget)?;
+                let mut rec = AuditRecord::new(AuditKind::Event, 1);
+                rec.chain_after(txn.audit_head()?);
+                txn.append_audit(&rec)
+            })
+            .unwrap();
+        seen
+    };
+    assert_eq!(spend(&a, 1), 0);
+    assert_eq!(spend(&a, 1), 1); // a reused its own knowledge, correctly
+    assert_eq!(spend(&b, 5), 2); // b never saw the budget: reads it
+    assert_eq!(spend(&a, 1), 7); // a must not use its stale copy (spent = 2)
+    assert_eq!(spend(&b, 1), 8);
+    let auth = Authority::builder().ledger(a).build().unwrap();
+    let v = auth.verify().unwrap();
+    assert!(v.ok && v.records == 5, "{v:?}");
+}

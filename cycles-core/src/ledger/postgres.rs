@@ -101,9 +101,12 @@ CREATE TABLE cycles_audit (
 CREATE TABLE cycles_audit_head (
     id INT PRIMARY KEY CHECK (id = 1),
     seq BIGINT NOT NULL,
-    hash TEXT NOT NULL
+    hash TEXT NOT NULL,
+    -- Bumped by every transaction that writes: a process may keep what it read while this
+    -- has not moved since its own last write.
+    version BIGINT NOT NULL
 );
-INSERT INTO cycles_audit_head (id, seq, hash) VALUES (1, 0, '');
+INSERT INTO cycles_audit_head (id, seq, hash, version) VALUES (1, 0, '', 0);
 CREATE TABLE cycles_kv (
     ns TEXT COLLATE "C" NOT NULL,
     key TEXT COLLATE "C" NOT NULL,
@@ -123,7 +126,7 @@ const MIGRATION_LOCK: i64 = 0x6379_636c_6573; // "cycles"
 
 const BEGIN_WRITE: &str = "BEGIN ISOLATION LEVEL READ COMMITTED; \
      SET LOCAL synchronous_commit TO off; \
-     SELECT seq, hash FROM cycles_audit_head WHERE id = 1 FOR UPDATE";
+     SELECT seq, hash, version FROM cycles_audit_head WHERE id = 1 FOR UPDATE";
 const BEGIN_READ: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
 /// A transaction of its own that writes one WAL record (a logical decoding message, which
 /// nothing consumes) so that its commit, with `synchronous_commit = on`, waits for the WAL
@@ -161,12 +164,13 @@ k AS (
   ON CONFLICT (ns, key) DO UPDATE SET value = EXCLUDED.value
   RETURNING 1),
 h AS (
-  UPDATE cycles_audit_head SET seq = $26, hash = $27
-  WHERE id = 1 AND $28::bool AND seq = $29
-  RETURNING 1)
-SELECT CASE WHEN (SELECT count(*) FROM h) <> $28::bool::int
-    THEN cycles_raise('the audit chain head moved under its lock: a writer bypassed it')
-    ELSE 0 END";
+  UPDATE cycles_audit_head SET seq = CASE WHEN $28::bool THEN $26 ELSE seq END,
+    hash = CASE WHEN $28::bool THEN $27 ELSE hash END, version = version + 1
+  WHERE id = 1 AND seq = $29
+  RETURNING version)
+SELECT CASE WHEN (SELECT count(*) FROM h) <> 1
+    THEN cycles_raise('the audit chain head moved under its lock: a writer bypassed it')::int8
+    ELSE (SELECT version FROM h) END";
 
 /// Options for [`PostgresLedger::connect_with`].
 #[derive(Debug, Clone)]
@@ -240,6 +244,8 @@ pub struct PostgresLedger {
     waiting: AtomicUsize,
     transactions: AtomicU64,
     operations: AtomicU64,
+    /// What this process's last committed write transaction knew (see [`Carry`]).
+    carry: Mutex<Option<Carry>>,
 }
 
 /// Most operations one shared transaction takes before it commits: bounds how long the chain
@@ -434,6 +440,7 @@ impl PostgresLedger {
             waiting: AtomicUsize::new(0),
             transactions: AtomicU64::new(0),
             operations: AtomicU64::new(0),
+            carry: Mutex::new(None),
         };
         ledger.migrate()?;
         Ok(ledger)
@@ -536,6 +543,7 @@ impl PostgresLedger {
     /// Test hook: runs raw SQL in the ledger's schema (to simulate tampering). Not stable API.
     #[doc(hidden)]
     pub fn execute_raw(&self, sql: &str) -> Result<()> {
+        self.carry.lock().take();
         let mut conn = self.checkout()?;
         conn.batch(sql)
             .map_err(|e| unavailable(format!("{}: {}", self.describe, pg_msg(&e))))
@@ -562,7 +570,10 @@ impl PostgresLedger {
         conn: &mut PgConn,
         f: &mut dyn FnMut(&mut dyn LedgerTxn) -> Result<()>,
     ) -> std::result::Result<(), Attempt> {
-        let mut st = TxnState::default();
+        let mut st = TxnState {
+            carry_in: self.carry.lock().take(),
+            ..TxnState::default()
+        };
         // Until the closure returns normally the session counts as broken, so that a panic
         // drops it (the server then rolls its transaction back) instead of pooling it.
         conn.broken = true;
@@ -584,7 +595,9 @@ impl PostgresLedger {
         self.transactions.fetch_add(1, Ordering::Relaxed);
         self.operations.fetch_add(1, Ordering::Relaxed);
         if !st.begun && st.pending.is_empty() {
-            return Ok(()); // read nothing, wrote nothing: no transaction was opened
+            // Read nothing, wrote nothing: no transaction was opened.
+            *self.carry.lock() = st.carry_in.take();
+            return Ok(());
         }
         self.commit_txn(conn, &mut st)
     }
@@ -603,7 +616,10 @@ impl PostgresLedger {
             let conn = self.checkout().map_err(Attempt::Fail)?;
             *guard = Some(Batch {
                 conn,
-                st: TxnState::default(),
+                st: TxnState {
+                    carry_in: self.carry.lock().take(),
+                    ..TxnState::default()
+                },
                 ops: 0,
                 waiters: None,
             });
@@ -700,6 +716,7 @@ impl PostgresLedger {
 
     fn commit_batch(&self, mut batch: Batch) -> Shared {
         let shared = if !batch.st.begun && batch.st.pending.is_empty() {
+            *self.carry.lock() = batch.st.carry_in.take();
             Shared::Committed
         } else {
             match self.commit_txn(&mut batch.conn, &mut batch.st) {
@@ -756,7 +773,7 @@ impl PostgresLedger {
             // The server answered the error, so COMMIT ended the aborted transaction with a
             // rollback: nothing was applied.
             (Err(e), _) if !lost(e) => Some(e),
-            (Ok(()), Err(e)) if !lost(e) => Some(e),
+            (Ok(_), Err(e)) if !lost(e) => Some(e),
             _ => None,
         };
         if let Some(e) = refused {
@@ -770,10 +787,17 @@ impl PostgresLedger {
             });
         }
         match (tail.flush, tail.commit, tail.barrier) {
-            (Ok(()), Ok(()), Ok(())) => Ok(()),
+            (Ok(version), Ok(()), Ok(())) => {
+                if let Some(v) = version {
+                    st.version = v;
+                }
+                // The next transaction of this process may reuse what this one knew.
+                *self.carry.lock() = std::mem::take(st).into_carry();
+                Ok(())
+            }
             // Committed, but not known to be durable; or the session was lost with the
             // outcome of COMMIT unknown: look from a new session.
-            (Ok(()), Ok(()), Err(e)) | (Err(e), _, _) | (Ok(()), Err(e), _) => {
+            (Ok(_), Ok(()), Err(e)) | (Err(e), _, _) | (Ok(_), Err(e), _) => {
                 conn.broken = true;
                 self.resolve_commit(appended, &e)
             }
@@ -979,7 +1003,8 @@ struct PgConn {
 
 /// What the pipelined end of a write transaction answered, part by part.
 struct Tail {
-    flush: std::result::Result<(), PgError>,
+    /// The head's new version, when there were writes.
+    flush: std::result::Result<Option<i64>, PgError>,
     commit: std::result::Result<(), PgError>,
     barrier: std::result::Result<(), PgError>,
 }
@@ -1085,8 +1110,11 @@ impl PgConn {
         let client = &self.client;
         let flush = async {
             match (writes, &flush_stmt) {
-                (Some(w), Some(stmt)) => client.query(stmt, &w.params()).await.map(|_| ()),
-                _ => Ok(()),
+                (Some(w), Some(stmt)) => client
+                    .query(stmt, &w.params())
+                    .await
+                    .map(|rows| rows.first().and_then(|r| r.try_get::<_, i64>(0).ok())),
+                _ => Ok(None),
             }
         };
         let commit = client.batch_execute("COMMIT");
@@ -1174,6 +1202,11 @@ struct TxnState {
     locked_seq: u64,
     /// The head as read under the lock.
     begin_head: Option<(u64, String)>,
+    /// `cycles_audit_head.version` as of our last statement (read at `BEGIN`, then
+    /// returned by each flush).
+    version: i64,
+    /// What this process knew after its previous write, usable if the version matches.
+    carry_in: Option<Carry>,
     budgets: HashMap<(String, Unit), Option<Budget>>,
     reservations: HashMap<String, Option<Reservation>>,
     idempotency: HashMap<(String, String), Option<IdempotencyEntry>>,
@@ -1187,7 +1220,53 @@ struct TxnState {
     savepoint_set: bool,
 }
 
+/// What a process read and wrote in its last write transaction, valid for its next one
+/// while `version` is still the head's (no other writer has committed since).
+#[derive(Clone, Default)]
+struct Carry {
+    version: i64,
+    budgets: HashMap<(String, Unit), Option<Budget>>,
+    reservations: HashMap<String, Option<Reservation>>,
+    idempotency: HashMap<(String, String), Option<IdempotencyEntry>>,
+    kv: HashMap<(String, String), Option<serde_json::Value>>,
+    loaded_scopes: std::collections::HashSet<String>,
+}
+
+/// Carried entries above this many are dropped rather than kept growing.
+const MAX_CARRY: usize = 10_000;
+
 impl TxnState {
+    /// Takes in what the previous transaction knew (entries this one has not read already).
+    fn absorb(&mut self, carry: Carry) {
+        for (k, v) in carry.budgets {
+            self.budgets.entry(k).or_insert(v);
+        }
+        for (k, v) in carry.reservations {
+            self.reservations.entry(k).or_insert(v);
+        }
+        for (k, v) in carry.idempotency {
+            self.idempotency.entry(k).or_insert(v);
+        }
+        for (k, v) in carry.kv {
+            self.kv.entry(k).or_insert(v);
+        }
+        self.loaded_scopes.extend(carry.loaded_scopes);
+    }
+
+    /// What the next transaction may reuse, once this one has committed.
+    fn into_carry(self) -> Option<Carry> {
+        let size =
+            self.budgets.len() + self.reservations.len() + self.idempotency.len() + self.kv.len();
+        (self.begun && size <= MAX_CARRY).then_some(Carry {
+            version: self.version,
+            budgets: self.budgets,
+            reservations: self.reservations,
+            idempotency: self.idempotency,
+            kv: self.kv,
+            loaded_scopes: self.loaded_scopes,
+        })
+    }
+
     /// The buffered writes as statement parameters (and the head they move the chain to),
     /// leaving the buffer empty.
     fn take_writes(&mut self) -> Option<FlushArgs> {
@@ -1323,15 +1402,22 @@ impl<'a> PgTxn<'a> {
                 SimpleQueryMessage::Row(r) => Some((
                     r.get(0).and_then(|s| s.parse::<u64>().ok()),
                     r.get(1).map(str::to_string),
+                    r.get(2).and_then(|s| s.parse::<i64>().ok()),
                 )),
                 _ => None,
             });
-            let Some((Some(seq), Some(hash))) = head else {
+            let Some((Some(seq), Some(hash), Some(version))) = head else {
                 return Err(corrupt("the audit chain head row is missing"));
             };
             self.st.locked_seq = seq;
             self.st.head = Some((seq, hash));
             self.st.begin_head = self.st.head.clone();
+            self.st.version = version;
+            if let Some(carry) = self.st.carry_in.take()
+                && carry.version == version
+            {
+                self.st.absorb(carry);
+            }
         }
         rows.map(|r| r.map_err(|e| self.db_error(e))).transpose()
     }
@@ -1385,7 +1471,11 @@ impl<'a> PgTxn<'a> {
             self.st.savepoint_set = true;
         }
         if let Some(args) = self.take_writes() {
-            self.query(FLUSH, &args.params())?;
+            let rows = self.query(FLUSH, &args.params())?;
+            self.st.version = rows
+                .first()
+                .and_then(|r| r.try_get::<_, i64>(0).ok())
+                .ok_or_else(|| corrupt("the flush returned no version"))?;
         }
         Ok(())
     }
