@@ -53,7 +53,8 @@ impl<'a> Prepared<'a> {
         call: &'a ToolCall,
         estimate: &[Amount],
     ) -> Result<Self> {
-        let scopes = subject.scopes()?;
+        // Callers validate the request (subject included) before preparing it.
+        let scopes = subject.scopes_of_valid();
         let assessment = policy.assess(call, &scopes);
         let mut amounts = Vec::with_capacity(estimate.len() + 1);
         let extra_risk = estimate

@@ -230,7 +230,13 @@ impl Subject {
         let mut any = false;
         for (name, value) in self.levels() {
             if let Some(v) = value {
-                validate_id(v, &format!("subject.{name}"))?;
+                // The field name is only formatted on failure: this runs on every call.
+                validate_id(v, "").map_err(|e| match e {
+                    CyclesError::InvalidRequest { message, .. } => {
+                        CyclesError::invalid(format!("subject.{name}"), message)
+                    }
+                    other => other,
+                })?;
                 any = true;
             }
         }
@@ -261,6 +267,11 @@ impl Subject {
     /// The scopes of this subject, outermost first (validated first).
     pub fn scopes(&self) -> Result<Vec<String>> {
         self.validate()?;
+        Ok(self.scopes_of_valid())
+    }
+
+    /// The scopes of a subject already validated.
+    pub(crate) fn scopes_of_valid(&self) -> Vec<String> {
         let mut out = Vec::with_capacity(6);
         let mut path = String::new();
         for (name, value) in self.levels() {
@@ -274,7 +285,7 @@ impl Subject {
                 out.push(path.clone());
             }
         }
-        Ok(out)
+        out
     }
 }
 
