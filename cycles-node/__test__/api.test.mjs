@@ -252,3 +252,21 @@ test('the JSON fast path and the exact path give the same values', () => {
   assert.equal(huge.spent, 0)
   assert.deepEqual({ ...huge, allocated: 7, remaining: 7 }, small)
 })
+
+test('a tier-4 call within budget needs an approval: APPROVAL_REQUIRED with the request id', async () => {
+  const auth = Authority.inMemory({
+    policy: { ...POLICY, budgets: [{ scope: 'tenant:acme', unit: 'RISK_POINTS', allocated: 1000 }] },
+  })
+  const err = await auth.reserve(call('railway.delete_volume', { args: { volumeId: 'vol_prod' } })).then(
+    () => assert.fail('a tier-4 call must wait for an approver'),
+    (e) => e,
+  )
+  assert.equal(err.code, 'APPROVAL_REQUIRED')
+  assert.equal(err.reasonCode, 'APPROVAL_REQUIRED')
+  assert.equal(err.kind, 'Denied')
+  assert.equal(typeof err.approvalRequestId, 'string')
+  assert.equal(err.approvalRequestId, err.decision.approvalRequestId)
+  assert.equal(remaining(auth), 1000, 'nothing is held while the approval is pending')
+  const [denial] = auth.auditSync({ kinds: ['denial'] })
+  assert.equal(denial.reasonCode, 'APPROVAL_REQUIRED')
+})
