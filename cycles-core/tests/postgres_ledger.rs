@@ -605,6 +605,9 @@ fn what_a_process_keeps_between_writes_is_dropped_when_another_writes() {
         let mut seen = 0;
         ledger
             .write(&mut |txn| {
+                // The first read of a transaction always goes to the server (with BEGIN);
+                // the budget is the second, which may come from what the process kept.
+                txn.kv_get("probe", "first")?;
                 let mut budget = txn
                     .budget("tenant:x", Unit::Tokens)?
                     .unwrap_or_else(|| Budget::new("tenant:x", Unit::Tokens, 1_000));

@@ -12,7 +12,15 @@
 //! Deadlock and serialization failures (SQLSTATE 40P01 / 40001, which only an outside session
 //! could cause) are retried by re-running the closure.
 //!
-//! # Durability and throughput
+//! # Throughput
+//!
+//! Writes are buffered and sent as one statement pipelined with `COMMIT`; `BEGIN` and the
+//! lock go out with the first read; reads are cached for the transaction, and for the next
+//! one while the head's version shows no other writer in between. The threads of a process
+//! share transactions (group commit). So the head is held for about one round trip per
+//! transaction, and one transaction carries many operations.
+//!
+//! # Durability
 //!
 //! Holding the head lock through a WAL flush would serialise every operation behind one fsync.
 //! So the write transaction commits with `synchronous_commit = off` (the lock is released as
@@ -24,12 +32,11 @@
 //!
 //! # Failures
 //!
-//! Writes are buffered in the transaction and sent in one statement, pipelined with `COMMIT`
-//! (and the barrier) in one round trip; a lost connection before `COMMIT` leaves nothing
-//! behind (the server rolls back) and the closure is re-run on a fresh connection. A connection lost *during* `COMMIT` is resolved by
-//! locking the chain head on a new connection and looking for the audit record the
+//! A lost connection before `COMMIT` leaves nothing behind (the server rolls back) and the
+//! operation runs again on a fresh connection. A connection lost *during* `COMMIT` is resolved
+//! by locking the chain head on a new connection and looking for the audit record the
 //! transaction appended. Every failure is reported as [`CyclesError::LedgerUnavailable`],
-//! which the gate turns into DENY `LEDGER_UNAVAILABLE`.
+//! which the gate turns into DENY `LEDGER_UNAVAILABLE`. docs/architecture.md has the details.
 
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
@@ -245,7 +252,7 @@ pub struct PostgresLedger {
     transactions: AtomicU64,
     operations: AtomicU64,
     /// What this process's last committed write transaction knew (see [`Carry`]).
-    carry: Mutex<Option<Carry>>,
+    carry: Mutex<Option<Arc<Carry>>>,
 }
 
 /// Most operations one shared transaction takes before it commits: bounds how long the chain
@@ -1206,7 +1213,10 @@ struct TxnState {
     /// returned by each flush).
     version: i64,
     /// What this process knew after its previous write, usable if the version matches.
-    carry_in: Option<Carry>,
+    carry_in: Option<Arc<Carry>>,
+    /// `carry_in` once the version matched: read through on a miss (entries used are copied
+    /// into this transaction's own caches, so what is carried on stays small).
+    base: Option<Arc<Carry>>,
     budgets: HashMap<(String, Unit), Option<Budget>>,
     reservations: HashMap<String, Option<Reservation>>,
     idempotency: HashMap<(String, String), Option<IdempotencyEntry>>,
@@ -1232,38 +1242,76 @@ struct Carry {
     loaded_scopes: std::collections::HashSet<String>,
 }
 
-/// Carried entries above this many are dropped rather than kept growing.
-const MAX_CARRY: usize = 10_000;
+/// A transaction that touched more entries than this carries nothing on.
+const MAX_CARRY: usize = 4_096;
 
 impl TxnState {
-    /// Takes in what the previous transaction knew (entries this one has not read already).
-    fn absorb(&mut self, carry: Carry) {
-        for (k, v) in carry.budgets {
-            self.budgets.entry(k).or_insert(v);
+    /// A budget this transaction knows: `Some(None)` means known not to exist.
+    fn known_budget(&mut self, scope: &str, unit: Unit) -> Option<Option<Budget>> {
+        let key = (scope.to_string(), unit);
+        if let Some(b) = self.budgets.get(&key) {
+            return Some(b.clone());
         }
-        for (k, v) in carry.reservations {
-            self.reservations.entry(k).or_insert(v);
+        if self.loaded_scopes.contains(scope) {
+            return Some(None);
         }
-        for (k, v) in carry.idempotency {
-            self.idempotency.entry(k).or_insert(v);
+        let base = self.base.clone()?;
+        let loaded = base.loaded_scopes.contains(scope);
+        if !loaded && !base.budgets.contains_key(&key) {
+            return None;
         }
-        for (k, v) in carry.kv {
-            self.kv.entry(k).or_insert(v);
+        // Bring the scope over from the previous transaction, every unit it knew.
+        for ((s, u), b) in base.budgets.iter().filter(|((s, _), _)| s == scope) {
+            self.budgets
+                .entry((s.clone(), *u))
+                .or_insert_with(|| b.clone());
         }
-        self.loaded_scopes.extend(carry.loaded_scopes);
+        if loaded {
+            self.loaded_scopes.insert(scope.to_string());
+        }
+        Some(self.budgets.get(&key).cloned().flatten())
+    }
+
+    fn known_reservation(&mut self, id: &str) -> Option<Option<Reservation>> {
+        if let Some(r) = self.reservations.get(id) {
+            return Some(r.clone());
+        }
+        let r = self.base.as_ref()?.reservations.get(id)?.clone();
+        self.reservations.insert(id.to_string(), r.clone());
+        Some(r)
+    }
+
+    fn known_idempotency(&mut self, k: &(String, String)) -> Option<Option<IdempotencyEntry>> {
+        if let Some(e) = self.idempotency.get(k) {
+            return Some(e.clone());
+        }
+        let e = self.base.as_ref()?.idempotency.get(k)?.clone();
+        self.idempotency.insert(k.clone(), e.clone());
+        Some(e)
+    }
+
+    fn known_kv(&mut self, k: &(String, String)) -> Option<Option<serde_json::Value>> {
+        if let Some(v) = self.kv.get(k) {
+            return Some(v.clone());
+        }
+        let v = self.base.as_ref()?.kv.get(k)?.clone();
+        self.kv.insert(k.clone(), v.clone());
+        Some(v)
     }
 
     /// What the next transaction may reuse, once this one has committed.
-    fn into_carry(self) -> Option<Carry> {
+    fn into_carry(self) -> Option<Arc<Carry>> {
         let size =
             self.budgets.len() + self.reservations.len() + self.idempotency.len() + self.kv.len();
-        (self.begun && size <= MAX_CARRY).then_some(Carry {
-            version: self.version,
-            budgets: self.budgets,
-            reservations: self.reservations,
-            idempotency: self.idempotency,
-            kv: self.kv,
-            loaded_scopes: self.loaded_scopes,
+        (self.begun && size <= MAX_CARRY).then(|| {
+            Arc::new(Carry {
+                version: self.version,
+                budgets: self.budgets,
+                reservations: self.reservations,
+                idempotency: self.idempotency,
+                kv: self.kv,
+                loaded_scopes: self.loaded_scopes,
+            })
         })
     }
 
@@ -1413,11 +1461,11 @@ impl<'a> PgTxn<'a> {
             self.st.head = Some((seq, hash));
             self.st.begin_head = self.st.head.clone();
             self.st.version = version;
-            if let Some(carry) = self.st.carry_in.take()
-                && carry.version == version
-            {
-                self.st.absorb(carry);
-            }
+            self.st.base = self
+                .st
+                .carry_in
+                .take()
+                .filter(|carry| carry.version == version);
         }
         rows.map(|r| r.map_err(|e| self.db_error(e))).transpose()
     }
@@ -1603,12 +1651,8 @@ impl FlushArgs {
 
 impl LedgerTxn for PgTxn<'_> {
     fn budget(&mut self, scope: &str, unit: Unit) -> Result<Option<Budget>> {
-        let key = (scope.to_string(), unit);
-        if let Some(b) = self.st.budgets.get(&key) {
-            return Ok(b.clone());
-        }
-        if self.st.loaded_scopes.contains(scope) {
-            return Ok(None);
+        if let Some(b) = self.st.known_budget(scope, unit) {
+            return Ok(b);
         }
         // Every unit of the scope at once: a call usually holds several.
         let rows = self.query(
@@ -1654,8 +1698,8 @@ impl LedgerTxn for PgTxn<'_> {
     }
 
     fn reservation(&mut self, id: &str) -> Result<Option<Reservation>> {
-        if let Some(r) = self.st.reservations.get(id) {
-            return Ok(r.clone());
+        if let Some(r) = self.st.known_reservation(id) {
+            return Ok(r);
         }
         if !self.writable {
             let rows = self.query("SELECT body FROM cycles_reservations WHERE id = $1", &[&id])?;
@@ -1738,8 +1782,8 @@ impl LedgerTxn for PgTxn<'_> {
 
     fn idempotency(&mut self, op: &str, key: &str) -> Result<Option<IdempotencyEntry>> {
         let k = (op.to_string(), key.to_string());
-        if let Some(e) = self.st.idempotency.get(&k) {
-            return Ok(e.clone());
+        if let Some(e) = self.st.known_idempotency(&k) {
+            return Ok(e);
         }
         let rows = self.query(
             "SELECT request_digest, result FROM cycles_idempotency WHERE op = $1 AND key = $2",
@@ -1824,8 +1868,8 @@ impl LedgerTxn for PgTxn<'_> {
 
     fn kv_get(&mut self, ns: &str, key: &str) -> Result<Option<serde_json::Value>> {
         let k = (ns.to_string(), key.to_string());
-        if let Some(v) = self.st.kv.get(&k) {
-            return Ok(v.clone());
+        if let Some(v) = self.st.known_kv(&k) {
+            return Ok(v);
         }
         let rows = self.query(
             "SELECT value FROM cycles_kv WHERE ns = $1 AND key = $2",
