@@ -4,15 +4,17 @@
 #   benches/run.sh                  # everything: Rust matrix, then the Python and Node benches
 #   SECS=5 benches/run.sh           # longer measured window per row (default 3 s)
 #   benches/run.sh --rust-only      # skip the bindings (they build release artifacts: minutes)
+#   benches/run.sh --report-only    # rewrite the doc from the last run's target/bench-report
 #
 # Rust rows: `cargo bench -p cycles-core --bench throughput -- <args>` once per row (the exact
 # command is in the row): decide and reserve+commit on the memory ledger and on SQLite with
 # synchronous FULL and NORMAL, group commit off and on, at 1, 8 and 32 threads, plus the
 # physical reference (a plain rusqlite insert+update transaction with the same synchronous
 # setting) measured in the same run. Then a single-caller latency check (group commit off/on
-# alternated, three rounds, median of the p50s). Binding rows: benches/python/run.sh and
-# benches/node/bench.mjs when they exist; their own sections of docs/benchmarks.md are theirs,
-# their figures also go into the main table.
+# alternated, three rounds, median of the p50s), and instructions per operation under
+# callgrind. Binding rows: benches/python/run.sh and benches/node/bench.mjs when they exist;
+# each rewrites its own section of docs/benchmarks.md, and their figures also go into the main
+# table.
 #
 # Only the part of docs/benchmarks.md between the `BEGIN benches/run.sh` and
 # `END benches/run.sh` markers is rewritten; every other section is kept.
@@ -23,11 +25,19 @@ SECS="${SECS:-3}"
 DOC="${DOC:-docs/benchmarks.md}"
 WARMUP="${WARMUP:-0.5}"
 BINDINGS=1
-[ "${1:-}" = "--rust-only" ] && BINDINGS=0
+MEASURE=1
+case "${1:-}" in
+--rust-only) BINDINGS=0 ;;
+--report-only) MEASURE=0 ;;
+"") ;;
+*) echo "usage: benches/run.sh [--rust-only | --report-only]" >&2 && exit 2 ;;
+esac
 
 OUT=target/bench-report
 mkdir -p "$OUT"
 ROWS="$OUT/rows.jsonl"
+
+if [ "$MEASURE" = 1 ]; then
 : >"$ROWS"
 
 load() { cut -d' ' -f1-3 /proc/loadavg; }
@@ -126,12 +136,13 @@ fi
 if [ "$BINDINGS" = 1 ] && [ -f benches/node/bench.mjs ]; then
     echo "building the Node addon (release) and running benches/node/bench.mjs..." >&2
     if npm ci --prefix cycles-node >&2 && npm run build --prefix cycles-node >&2; then
-        node benches/node/bench.mjs >"$OUT/node.txt" || echo "bench.mjs failed" >&2
+        node benches/node/bench.mjs --write "$DOC" >"$OUT/node.txt" || echo "bench.mjs failed" >&2
     else
         echo "the Node addon did not build" >&2
     fi
 fi
 echo "load_after=$(load)" >>"$OUT/machine.env"
+fi
 
 python3 - "$OUT" "$DOC" "$SECS" <<'PY'
 import json
@@ -277,12 +288,16 @@ for name, path, cmd in (
             low = ledger_label.lower()
             sync = "FULL" if "full" in low else ("NORMAL" if "normal" in low else "–")
             ledger = "memory" if "memory" in low else ("sqlite" if "sqlite" in low else ledger_label)
-            form = f" ({c[i_form]})" if i_form is not None else ""
+            extra = [x.strip() for x in ledger_label.split(",")[1:]]
+            if i_form is not None:
+                extra.insert(0, c[i_form])
+            form = f" ({', '.join(extra)})" if extra else ""
+            callers = "64 in flight" if "in flight" in form else "1"
             gc = "on" if ledger == "sqlite" else "–"
             rate = 1e6 / mean if mean else 0
             ratio = f"{rate / ref[sync]:.2f}" if sync in ref and ref[sync] else "–"
             lines.append(
-                f"| {c[i_op]} — {name}{form} | {ledger} | {sync} | {gc} | 1 | {fmt_rate(rate)} | "
+                f"| {c[i_op]} — {name}{form} | {ledger} | {sync} | {gc} | {callers} | {fmt_rate(rate)} | "
                 f"{fmt_us(p50)} | – | – | {ratio} | {MACHINE} | `{cmd}` |"
             )
             parsed += 1
