@@ -14,6 +14,9 @@
 //! - `errors_and_panics_roll_back_only_their_savepoint` and
 //!   `a_failing_first_operation_does_not_take_the_batch_down`: the same at the `Ledger` level,
 //!   with closures that fail or panic after writing.
+//! - `readers_among_batched_writers_see_only_whole_committed_operations`: readers that find a
+//!   batch open commit it and wake its callers; they never see a failed operation's writes,
+//!   committed state only grows, and no writer is left waiting.
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -865,5 +868,86 @@ fn a_failing_first_operation_does_not_take_the_batch_down() {
     assert_eq!(
         out[2].as_ref().unwrap().as_ref().unwrap_err().code(),
         "INVALID_REQUEST"
+    );
+}
+
+#[test]
+fn readers_among_batched_writers_see_only_whole_committed_operations() {
+    // Readers that take the connection while a batch is open commit it first (and wake its
+    // callers). Writers put a key then fail every third time; a reader must never see a key of
+    // a failed operation, must see the count of keys only grow, and nobody may be left waiting.
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open_ledger(&dir.path().join("rw.db"), true);
+    const WRITERS: usize = 6;
+    const PER_WRITER: usize = 150;
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for w in 0..WRITERS {
+            let ledger = &ledger;
+            s.spawn(move || {
+                for i in 0..PER_WRITER {
+                    let key = format!("{w}-{i}");
+                    let fail = i % 3 == 2;
+                    let r = ledger.write(&mut |txn| {
+                        txn.kv_put("t", &key, &json!(fail))?;
+                        if fail {
+                            return Err(CyclesError::invalid("x", "refused after writing"));
+                        }
+                        Ok(())
+                    });
+                    assert_eq!(r.is_err(), fail, "{key}: {r:?}");
+                }
+            });
+        }
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (ledger, done) = (&ledger, &done);
+                s.spawn(move || {
+                    let (mut last, mut reads) = (0, 0u64);
+                    while !done.load(Ordering::SeqCst) {
+                        let mut entries = Vec::new();
+                        ledger
+                            .read(&mut |txn| {
+                                entries = txn.kv_list("t")?;
+                                Ok(())
+                            })
+                            .unwrap();
+                        assert!(
+                            entries.iter().all(|(_, v)| *v == json!(false)),
+                            "a reader saw a failed operation's write"
+                        );
+                        assert!(entries.len() >= last, "committed state went backwards");
+                        last = entries.len();
+                        reads += 1;
+                    }
+                    reads
+                })
+            })
+            .collect();
+        // The writers are the scope's other threads; wait for them by polling the result.
+        let expected = WRITERS * (PER_WRITER - PER_WRITER / 3);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while kv_keys(ledger.as_ref()).len() < expected {
+            if Instant::now() > deadline {
+                // Writers stuck waiting for a batch outcome cannot be joined: a panic here
+                // would hang in the scope, so end the test process with a failure instead.
+                eprintln!("writers never finished: a batch outcome was never published");
+                std::process::exit(1);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        done.store(true, Ordering::SeqCst);
+        for r in readers {
+            assert!(r.join().unwrap() > 0);
+        }
+    });
+    assert_eq!(
+        kv_keys(ledger.as_ref()).len(),
+        WRITERS * (PER_WRITER - PER_WRITER / 3)
+    );
+    let stats = ledger.group_commit_stats();
+    assert_eq!(
+        stats.operations,
+        (WRITERS * (PER_WRITER - PER_WRITER / 3)) as u64
     );
 }
