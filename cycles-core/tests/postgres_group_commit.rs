@@ -144,22 +144,28 @@ fn lost_sessions_rerun_every_operation_of_the_shared_transaction_once() {
                     let mut i = 0;
                     while !stop.load(Ordering::SeqCst) {
                         let id = format!("t{t}-{i}");
-                        // The ledger retries lost sessions itself; an error here would be a
-                        // failure to recover.
-                        ledger
-                            .write(&mut |txn| op(txn, &id, i % 3 == 0, false))
-                            .unwrap();
+                        // The ledger retries lost sessions itself; an error here is a failure
+                        // to recover (reported after the others stop).
+                        if let Err(e) = ledger.write(&mut |txn| op(txn, &id, i % 3 == 0, false)) {
+                            stop.store(true, Ordering::SeqCst);
+                            return Err(format!("{id}: {e}"));
+                        }
                         acked.push(id);
                         done.fetch_add(1, Ordering::SeqCst);
                         i += 1;
                     }
-                    acked
+                    Ok(acked)
                 })
             })
             .collect();
         let mut killed = 0;
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
         for round in 1..=6u64 {
-            while done.load(Ordering::SeqCst) < round * 60 {
+            while done.load(Ordering::SeqCst) < round * 60 && !stop.load(Ordering::SeqCst) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the writers made no progress"
+                );
                 std::thread::sleep(Duration::from_millis(5));
             }
             let n: i64 = admin
@@ -173,11 +179,12 @@ fn lost_sessions_rerun_every_operation_of_the_shared_transaction_once() {
             killed += n;
         }
         stop.store(true, Ordering::SeqCst);
+        let results: Vec<Result<Vec<String>, String>> =
+            workers.into_iter().map(|w| w.join().unwrap()).collect();
+        let failures: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+        assert!(failures.is_empty(), "writes failed: {failures:?}");
         assert!(killed > 0, "no session was ended");
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().unwrap())
-            .collect()
+        results.into_iter().flat_map(Result::unwrap).collect()
     });
     let (spent, ids, records) = counter(&ledger);
     let acked_set: BTreeSet<String> = acked.iter().cloned().collect();

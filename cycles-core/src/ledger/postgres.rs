@@ -830,35 +830,44 @@ impl PostgresLedger {
         let Some((seq, hash)) = appended else {
             return Err(unknown("the transaction appended no audit record".into()));
         };
-        let mut conn = self.checkout().map_err(|e| unknown(e.to_string()))?;
-        let found = (|| -> std::result::Result<Option<String>, PgError> {
-            conn.batch("BEGIN")?;
-            conn.query_text(
-                "SELECT seq FROM cycles_audit_head WHERE id = 1 FOR UPDATE",
-                &[],
-            )?;
-            let rows = conn.query_text(
-                "SELECT hash FROM cycles_audit WHERE seq = $1",
-                &[&(seq as i64)],
-            )?;
-            conn.batch("COMMIT")?;
-            Ok(rows.first().map(|r| r.get(0)))
-        })();
-        match found {
-            Err(e) => {
-                conn.broken = true;
-                Err(unknown(pg_msg(&e)))
-            }
-            Ok(Some(h)) if h == hash => {
-                if self.options.synchronous == Synchronous::Full
-                    && let Err(e) = conn.simple(DURABILITY_BARRIER)
-                {
-                    conn.broken = true;
-                    return Err(unknown(pg_msg(&e)));
+        // The lookup only reads (and waits for the head): a session lost during it is simply
+        // replaced, a few times.
+        let mut attempt = 0;
+        let found = loop {
+            attempt += 1;
+            let mut conn = self.checkout().map_err(|e| unknown(e.to_string()))?;
+            let looked = (|| -> std::result::Result<Option<String>, PgError> {
+                conn.batch("BEGIN")?;
+                conn.query_text(
+                    "SELECT seq FROM cycles_audit_head WHERE id = 1 FOR UPDATE",
+                    &[],
+                )?;
+                let rows = conn.query_text(
+                    "SELECT hash FROM cycles_audit WHERE seq = $1",
+                    &[&(seq as i64)],
+                )?;
+                conn.batch("COMMIT")?;
+                let found: Option<String> = rows.first().map(|r| r.get(0));
+                if found.as_ref() == Some(&hash) && self.options.synchronous == Synchronous::Full {
+                    // Committed: make sure it is durable before saying so.
+                    conn.simple(DURABILITY_BARRIER)?;
                 }
-                Ok(())
+                Ok(found)
+            })();
+            match looked {
+                Ok(found) => break found,
+                Err(e) => {
+                    conn.broken = true;
+                    let lost = classify(conn.is_closed(), &e) == Fault::Lost;
+                    if !lost || attempt >= self.max_attempts() {
+                        return Err(unknown(pg_msg(&e)));
+                    }
+                }
             }
-            Ok(_) => Err(Attempt::Retry(unavailable(format!(
+        };
+        match found {
+            Some(h) if h == hash => Ok(()),
+            _ => Err(Attempt::Retry(unavailable(format!(
                 "{}: connection lost while committing ({}); not committed",
                 self.describe,
                 pg_msg(cause)
