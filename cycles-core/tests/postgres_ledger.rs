@@ -298,10 +298,20 @@ fn pending_writes_are_read_back_and_committed_together() {
 
 #[test]
 fn a_connection_lost_before_commit_is_retried_and_applied_once() {
+    lost_before_commit(true);
+}
+
+#[test]
+fn without_group_commit_a_connection_lost_before_commit_is_retried_and_applied_once() {
+    lost_before_commit(false);
+}
+
+fn lost_before_commit(group_commit: bool) {
     let schema = Schema::new("lost");
-    let app = format!("cycles-lost-{}", std::process::id());
+    let app = format!("cycles-lost-{}-{group_commit}", std::process::id());
     let opts = PostgresOptions {
         application_name: app.clone(),
+        group_commit,
         ..postgres_support::options(&schema.0)
     };
     let ledger = PostgresLedger::connect_with(&url(), opts).unwrap();
@@ -350,8 +360,21 @@ fn a_connection_lost_before_commit_is_retried_and_applied_once() {
 
 #[test]
 fn a_session_lost_during_commit_is_resolved_from_the_chain() {
+    lost_during_commit(true);
+}
+
+#[test]
+fn without_group_commit_a_session_lost_during_commit_is_resolved_from_the_chain() {
+    lost_during_commit(false);
+}
+
+fn lost_during_commit(group_commit: bool) {
     let schema = Schema::new("commitloss");
-    let ledger = schema.ledger();
+    let opts = PostgresOptions {
+        group_commit,
+        ..postgres_support::options(&schema.0)
+    };
+    let ledger = PostgresLedger::connect_with(&url(), opts).unwrap();
     ledger
         .write(&mut |txn| txn.put_budget(&Budget::new("tenant:x", Unit::Tokens, 10)))
         .unwrap();

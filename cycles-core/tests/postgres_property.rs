@@ -297,10 +297,18 @@ impl Side {
     }
 }
 
-fn run_case(ops: &[Op], stats: &std::cell::Cell<[u64; 2]>) -> Result<(), TestCaseError> {
+fn run_case(
+    ops: &[Op],
+    group_commit: bool,
+    stats: &std::cell::Cell<[u64; 2]>,
+) -> Result<(), TestCaseError> {
     let schema = Schema::new("prop");
     let mut mem = Side::new(MemoryLedger::new());
-    let mut pg = Side::new(schema.ledger());
+    let opts = PostgresOptions {
+        group_commit,
+        ..postgres_support::options(&schema.0)
+    };
+    let mut pg = Side::new(PostgresLedger::connect_with(&postgres_support::url(), opts).unwrap());
     for (i, op) in ops.iter().enumerate() {
         let m = mem.apply(op);
         let p = pg.apply(op);
@@ -347,8 +355,10 @@ fn random_sequences_match_memory_ledger() {
         ..Config::default()
     });
     let stats = std::cell::Cell::new([0u64; 2]);
-    let result = runner.run(&proptest::collection::vec(op_s(), 5..40), |ops| {
-        run_case(&ops, &stats)
+    // Half the cases without group commit, so that both write paths are covered.
+    let strategy = (proptest::collection::vec(op_s(), 5..40), any::<bool>());
+    let result = runner.run(&strategy, |(ops, group_commit)| {
+        run_case(&ops, group_commit, &stats)
     });
     let stats = stats.get();
     if let Err(e) = result {
@@ -382,6 +392,6 @@ fn simultaneous_expiries_compare_equal() {
         Op::Sweep,
     ];
     for _ in 0..4 {
-        run_case(&ops, &std::cell::Cell::new([0; 2])).unwrap();
+        run_case(&ops, true, &std::cell::Cell::new([0; 2])).unwrap();
     }
 }
