@@ -273,8 +273,13 @@ impl SqliteLedger {
         let mut conn = Connection::open(&path)
             .map_err(|e| CyclesError::LedgerUnavailable(format!("{}: {e}", path.display())))?;
         conn.busy_timeout(options.busy_timeout)?;
-        // journal_mode=WAL persists in the file; setting it takes a lock, so retry on busy.
-        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        // journal_mode=WAL persists in the file. Switching a fresh file to it takes an exclusive
+        // lock that SQLite does not wait for through the busy handler, so several processes
+        // opening a new file at once retry here, within the same busy timeout.
+        let deadline = std::time::Instant::now() + options.busy_timeout;
+        let mode: String = retry_while_busy(deadline, || {
+            conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        })?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(CyclesError::LedgerUnavailable(format!(
                 "{}: could not enable WAL (journal_mode={mode})",
@@ -288,7 +293,16 @@ impl SqliteLedger {
         conn.execute_batch(&format!(
             "PRAGMA synchronous={sync}; PRAGMA foreign_keys=ON;"
         ))?;
-        Self::migrate(&mut conn, &path)?;
+        loop {
+            match Self::migrate(&mut conn, &path) {
+                Err(CyclesError::LedgerUnavailable(msg))
+                    if msg.contains("locked") && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                other => break other?,
+            }
+        }
         conn.set_prepared_statement_cache_capacity(64);
         Ok(SqliteLedger {
             state: Mutex::new(ConnState { conn, batch: None }),
@@ -514,6 +528,26 @@ fn run_in_savepoint(
 }
 
 /// The operations of one closure, over the connection that holds its transaction open.
+/// Runs `f` again while SQLite answers BUSY or LOCKED, until `deadline`.
+fn retry_while_busy<T>(
+    deadline: std::time::Instant,
+    mut f: impl FnMut() -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    loop {
+        match f() {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            other => return other,
+        }
+    }
+}
+
 struct SqliteTxn<'a> {
     conn: &'a Connection,
     /// Budget rows this operation read or wrote, by `(scope, unit)`; `None` caches absence.
@@ -761,7 +795,7 @@ impl LedgerTxn for SqliteTxn<'_> {
         Ok(row.map(|(s, h)| (s as u64, h)))
     }
 
-    fn append_audit(&mut self, r: &AuditRecord) -> Result<()> {
+    fn append_audit(&mut self, r: AuditRecord) -> Result<()> {
         self.conn
             .prepare_cached(
                 "INSERT INTO audit (seq, time_ms, kind, hash, body) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -771,7 +805,7 @@ impl LedgerTxn for SqliteTxn<'_> {
                 r.time_ms,
                 r.kind.as_str(),
                 r.hash,
-                to_json(r)
+                to_json(&r)
             ])?;
         Ok(())
     }
