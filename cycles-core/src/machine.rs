@@ -103,7 +103,7 @@ impl<'a> Prepared<'a> {
 pub(crate) fn append(txn: &mut dyn LedgerTxn, mut record: AuditRecord) -> Result<()> {
     let head = txn.audit_head()?;
     record.chain_after(head);
-    txn.append_audit(&record)
+    txn.append_audit(record)
 }
 
 fn decision_record(d: &Decision, r: &mut AuditRecord) {

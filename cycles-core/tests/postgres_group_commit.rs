@@ -39,7 +39,7 @@ fn op(txn: &mut dyn LedgerTxn, id: &str, flush_first: bool, fail: bool) -> cycle
     let mut rec = AuditRecord::new(AuditKind::Event, 1);
     rec.detail = Some(json!({ "op": id }));
     rec.chain_after(txn.audit_head()?);
-    txn.append_audit(&rec)?;
+    txn.append_audit(rec)?;
     if flush_first {
         txn.kv_list("ops")?;
     }

@@ -233,9 +233,9 @@ impl LedgerTxn for MemTxn<'_> {
             .map(|r| (r.seq, r.hash.clone())))
     }
 
-    fn append_audit(&mut self, record: &AuditRecord) -> Result<()> {
+    fn append_audit(&mut self, record: AuditRecord) -> Result<()> {
         self.check_writable()?;
-        self.overlay.audit.push(record.clone());
+        self.overlay.audit.push(record);
         Ok(())
     }
 

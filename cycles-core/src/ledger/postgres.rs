@@ -1834,7 +1834,7 @@ impl LedgerTxn for PgTxn<'_> {
         Ok(self.st.head.clone().filter(|(seq, _)| *seq > 0))
     }
 
-    fn append_audit(&mut self, record: &AuditRecord) -> Result<()> {
+    fn append_audit(&mut self, record: AuditRecord) -> Result<()> {
         self.check_writable()?;
         self.ensure_begun()?;
         let expected = self.st.head.as_ref().map_or(0, |h| h.0) + 1;
@@ -1846,7 +1846,7 @@ impl LedgerTxn for PgTxn<'_> {
         }
         self.st.head = Some((record.seq, record.hash.clone()));
         self.st.last_appended = self.st.head.clone();
-        self.st.pending.audit.push(record.clone());
+        self.st.pending.audit.push(record);
         Ok(())
     }
 
