@@ -17,15 +17,18 @@ const ITERATIONS: u64 = 40;
 /// Runs the workers, each on the authority `auth_for(thread)` gives it, all starting together.
 fn hammer(auth_for: impl Fn(u64) -> Authority + Sync) -> Tally {
     let barrier = Barrier::new(THREADS as usize);
+    // Opened before the threads start: a failing open then fails the test instead of leaving
+    // the other workers waiting at the barrier forever (concurrent opens: sqlite_open_race.rs).
+    let auths: Vec<Authority> = (0..THREADS).map(&auth_for).collect();
     let tallies: Vec<Tally> = thread::scope(|s| {
-        let handles: Vec<_> = (0..THREADS)
-            .map(|w| {
+        let handles: Vec<_> = auths
+            .iter()
+            .enumerate()
+            .map(|(w, auth)| {
                 let barrier = &barrier;
-                let auth_for = &auth_for;
                 s.spawn(move || {
-                    let auth = auth_for(w);
                     barrier.wait();
-                    work(&auth, w, ITERATIONS)
+                    work(auth, w as u64, ITERATIONS)
                 })
             })
             .collect();
