@@ -149,7 +149,7 @@ impl AuditRecord {
     /// The hash this record should carry: SHA-256 of its canonical JSON without `hash`.
     pub fn compute_hash(&self) -> String {
         if self.hash.is_empty() {
-            sha256_hex(&serde_json::to_vec(self).expect("audit records serialize"))
+            sha256_json_hex(self)
         } else {
             let mut unsealed = self.clone();
             unsealed.hash.clear();
@@ -169,15 +169,40 @@ impl AuditRecord {
 
 /// SHA-256 of bytes, lowercase hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    // A table lookup: `hex::encode` goes through a char iterator and shows up in profiles.
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digest = Sha256::digest(bytes);
-    let mut out = Vec::with_capacity(64);
-    for b in digest {
-        out.push(HEX[(b >> 4) as usize]);
-        out.push(HEX[(b & 15) as usize]);
+    hex_digest(&Sha256::digest(bytes))
+}
+
+/// SHA-256 (lowercase hex) of a value's serde_json serialization. For types whose fields are
+/// declared in sorted order (and `Value` maps, which are sorted), that is canonical JSON.
+pub(crate) fn sha256_json_hex<T: Serialize + ?Sized>(value: &T) -> String {
+    // Every decide serializes and hashes a ~500-byte record: reuse one buffer per thread
+    // instead of allocating and regrowing a fresh Vec each time.
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(1024));
     }
-    String::from_utf8(out).expect("hex is ASCII")
+    BUF.with(|buf| match buf.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            serde_json::to_writer(&mut *buf, value).expect("serializable to JSON");
+            sha256_hex(&buf)
+        }
+        // Re-entered from inside a serializer: fall back to a fresh buffer.
+        Err(_) => sha256_hex(&serde_json::to_vec(value).expect("serializable to JSON")),
+    })
+}
+
+/// Lowercase hex of a digest, by table lookup into a fixed array (`hex::encode` goes through
+/// a char iterator and showed up in profiles).
+fn hex_digest(digest: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 64];
+    for (i, b) in digest.iter().take(32).enumerate() {
+        out[2 * i] = HEX[(b >> 4) as usize];
+        out[2 * i + 1] = HEX[(b & 15) as usize];
+    }
+    std::str::from_utf8(&out[..2 * digest.len().min(32)])
+        .expect("hex is ASCII")
+        .to_owned()
 }
 
 /// Canonical JSON: object keys sorted, no whitespace.

@@ -272,9 +272,15 @@ impl Subject {
 
     /// The scopes of a subject already validated.
     pub(crate) fn scopes_of_valid(&self) -> Vec<String> {
-        let mut out = Vec::with_capacity(6);
-        let mut path = String::new();
-        for (name, value) in self.levels() {
+        let levels = self.levels();
+        let mut out = Vec::with_capacity(levels.iter().filter(|(_, v)| v.is_some()).count());
+        // Sized once: the deepest path, so building the prefixes never reallocates.
+        let full: usize = levels
+            .iter()
+            .filter_map(|(n, v)| v.map(|v| n.len() + v.len() + 2))
+            .sum();
+        let mut path = String::with_capacity(full);
+        for (name, value) in levels {
             if let Some(v) = value {
                 if !path.is_empty() {
                     path.push('/');
@@ -447,7 +453,7 @@ impl ToolCall {
             tags: &self.action.tags,
         };
         // `Value` objects keep sorted keys (BTreeMap), so this is canonical JSON.
-        crate::audit::sha256_hex(&serde_json::to_vec(&view).expect("calls serialize"))
+        crate::audit::sha256_json_hex(&view)
     }
 }
 

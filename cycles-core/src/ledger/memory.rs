@@ -1,6 +1,10 @@
 //! An in-process ledger behind one `parking_lot` mutex: fast, not durable.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+// SipHash (std's default) is built against hash flooding; keys here are scopes and ids the
+// process itself creates, and lookups are on every decide, so a fast hash fits better.
+use rustc_hash::FxHashMap as HashMap;
 
 use parking_lot::Mutex;
 
@@ -235,6 +239,9 @@ impl LedgerTxn for MemTxn<'_> {
 
     fn append_audit(&mut self, record: AuditRecord) -> Result<()> {
         self.check_writable()?;
+        // Most transactions append exactly one record: don't let `push` reserve room for four
+        // (a record is a few hundred bytes).
+        self.overlay.audit.reserve_exact(1);
         self.overlay.audit.push(record);
         Ok(())
     }
