@@ -49,7 +49,10 @@ pub use authority::{Authority, AuthorityBuilder};
 pub use classify::Classification;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{CyclesError, ErrorKind, Result};
-pub use ledger::{Ledger, LedgerTxn, MemoryLedger, SqliteLedger, SqliteOptions, Synchronous};
+pub use ledger::{
+    Ledger, LedgerLocation, LedgerOptions, LedgerTxn, MemoryLedger, SqliteLedger, SqliteOptions,
+    Synchronous, open_ledger,
+};
 #[cfg(feature = "postgres")]
 pub use ledger::{PostgresLedger, PostgresOptions};
 pub use model::{

@@ -7,6 +7,7 @@ use crate::audit::AuditRecord;
 use crate::error::Result;
 use crate::model::{Budget, Reservation, ReservationStatus, Unit};
 
+pub mod location;
 pub mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -14,6 +15,7 @@ pub mod sqlite;
 
 #[cfg(feature = "postgres")]
 pub use self::postgres::{PostgresLedger, PostgresOptions};
+pub use location::{LedgerLocation, LedgerOptions, open_ledger};
 pub use memory::MemoryLedger;
 pub use sqlite::{SqliteLedger, SqliteOptions, Synchronous};
 
