@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the PostgreSQL ledger tests (cycles-core/tests/postgres_*.rs) against a real server.
+# Runs the PostgreSQL ledger tests (cycles-core/tests/postgres_*.rs) against a real server,
+# then the clients on the same server: the `cycles` CLI (cycles-cli/tests/cli_postgres.rs).
 #
 # With CYCLES_PG_URL set, the tests use that server (each test creates its own schema) and the
 # tests that stop and restart the server are not run (the script says so). Without it, the
@@ -7,18 +8,25 @@
 # 127.0.0.1 and a free port in a temporary data directory (as the `postgres` user when run as
 # root), runs every test, and always stops the server and removes the directory.
 #
-# Extra arguments go to the test harness, e.g. `scripts/pg-test.sh --nocapture`.
+# Extra arguments go to the ledger tests' harness, e.g. `scripts/pg-test.sh --nocapture`.
 # `scripts/pg-test.sh --bench [FILTER]` runs the throughput bench (cycles-core/benches/postgres.rs)
 # instead of the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-CARGO_TEST=(cargo test -p cycles-core --features postgres)
+# `pg-tests` (which implies `postgres`) builds the suites that need a server.
+CARGO_TEST=(cargo test -p cycles-core --features pg-tests)
 MODE=test
 if [ "${1:-}" = "--bench" ]; then
     MODE=bench
     shift
 fi
+
+# The clients of the ledger, on the same server: each opens it from a postgres:// URL.
+run_clients() {
+    echo "pg-test: the cycles CLI on PostgreSQL"
+    cargo test -p cycles-cli --test cli_postgres -- --include-ignored
+}
 
 run_bench() {
     cargo bench -p cycles-core --features postgres --bench postgres -- "$@"
@@ -36,7 +44,9 @@ if [ -n "${CYCLES_PG_URL:-}" ]; then
         name=$(basename "$f" .rs)
         [ "$name" = postgres_outage ] || targets+=(--test "$name")
     done
-    exec "${CARGO_TEST[@]}" "${targets[@]}" -- "$@"
+    "${CARGO_TEST[@]}" "${targets[@]}" -- "$@"
+    run_clients
+    exit
 fi
 
 pg_bindir() {
@@ -107,4 +117,5 @@ if [ "$MODE" = bench ]; then
     run_bench "$@"
 else
     "${CARGO_TEST[@]}" --test 'postgres_*' -- "$@"
+    run_clients
 fi

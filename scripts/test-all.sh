@@ -12,7 +12,7 @@ cargo fmt --all -- --check
 
 step "cargo clippy (all targets, -D warnings)"
 cargo clippy --workspace --all-targets -- -D warnings
-cargo clippy -p cycles-core --features postgres --all-targets -- -D warnings
+cargo clippy -p cycles-core --features pg-tests --all-targets -- -D warnings
 
 step "cargo test --workspace"
 cargo test --workspace

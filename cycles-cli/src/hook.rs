@@ -21,7 +21,7 @@ use cycles_core::*;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{Cli, Out, open_ledger};
+use crate::{Cli, Out, open_location};
 
 /// What to answer when a call needs approval and no grant is recorded yet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -145,10 +145,10 @@ fn block(message: &str) -> ! {
 
 fn authority(cli: &Cli) -> Result<Authority, String> {
     let policy = Policy::from_file(&cli.policy).map_err(|e| format!("policy unusable: {e}"))?;
-    let ledger = open_ledger(&cli.ledger).map_err(|e| format!("ledger unusable: {e}"))?;
+    let ledger = open_location(&cli.ledger).map_err(|e| format!("ledger unusable: {e}"))?;
     Authority::builder()
         .policy(policy)
-        .ledger(ledger)
+        .shared_ledger(ledger)
         .build()
         .map_err(|e| format!("cannot start: {e}"))
 }

@@ -8,9 +8,11 @@
 
 #![warn(missing_docs)]
 
+use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use cycles_core::*;
@@ -28,14 +30,14 @@ const STARTER_POLICY: &str = include_str!("starter.toml");
     about = "Cycles runtime authority: budgets, approvals and the audit trail of AI agent tool calls"
 )]
 struct Cli {
-    /// The SQLite ledger file.
+    /// The ledger: a SQLite file, or a PostgreSQL URL (`postgres://user@host/db?schema=NAME`).
     #[arg(
         long,
         global = true,
         env = "CYCLES_LEDGER",
         default_value = "cycles.db"
     )]
-    ledger: PathBuf,
+    ledger: OsString,
     /// The policy file (TOML).
     #[arg(
         long,
@@ -53,7 +55,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Create a new SQLite ledger and a commented starter policy (kept if it exists).
+    /// Create a new ledger and a commented starter policy (kept if it exists).
     Init {
         /// Overwrite an existing policy file with the starter policy.
         #[arg(long)]
@@ -283,21 +285,26 @@ fn emit(cli: &Cli, value: &Value, text: impl FnOnce() -> String) {
     }
 }
 
-/// Opens the ledger, which must exist (only `init` creates one).
-pub(crate) fn open_ledger(path: &Path) -> Result<SqliteLedger, Fail> {
-    if !path.exists() {
+/// Opens the ledger at `--ledger`. A SQLite file must exist (only `init` creates one, so a
+/// mistyped path is an error rather than a fresh empty ledger); a PostgreSQL URL connects,
+/// creating the schema if absent, as every client of that database does.
+pub(crate) fn open_location(location: &OsStr) -> Result<Arc<dyn Ledger>, Fail> {
+    let location = LedgerLocation::parse(location)?;
+    if let LedgerLocation::Sqlite(path) = &location
+        && !path.exists()
+    {
         return Err(CyclesError::LedgerUnavailable(format!(
             "{}: no ledger here; create one with `cycles init`",
             path.display()
         ))
         .into());
     }
-    Ok(SqliteLedger::open(path)?)
+    Ok(location.open(&LedgerOptions::default())?)
 }
 
 /// An authority on the ledger; with `policy`, on the policy file (which must load).
 fn authority(cli: &Cli, policy: bool) -> Result<Authority, Fail> {
-    let ledger = open_ledger(&cli.ledger)?;
+    let ledger = open_location(&cli.ledger)?;
     let policy = if policy {
         Policy::from_file(&cli.policy)?
     } else {
@@ -305,7 +312,10 @@ fn authority(cli: &Cli, policy: bool) -> Result<Authority, Fail> {
         // so opening never writes.
         Policy::default()
     };
-    Ok(Authority::builder().policy(policy).ledger(ledger).build()?)
+    Ok(Authority::builder()
+        .policy(policy)
+        .shared_ledger(ledger)
+        .build()?)
 }
 
 fn parse_enum<T: serde::de::DeserializeOwned>(field: &str, s: &str) -> Result<T, Fail> {
@@ -355,16 +365,35 @@ fn to_json<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).expect("results serialize")
 }
 
+/// Whether the ledger holds anything: budgets or audit records.
+fn holds_anything(ledger: &dyn Ledger) -> Result<bool, Fail> {
+    let mut any = false;
+    ledger.read(&mut |txn| {
+        any = txn.audit_head()?.is_some() || !txn.budgets(None)?.is_empty();
+        Ok(())
+    })?;
+    Ok(any)
+}
+
 fn cmd_init(cli: &Cli, force: bool) -> Out {
-    if cli.ledger.exists() {
-        return Err(Fail::Error {
-            code: "LEDGER_EXISTS".into(),
-            message: format!(
-                "{}: a ledger already exists; init never overwrites one",
-                cli.ledger.display()
-            ),
-        });
-    }
+    let location = LedgerLocation::parse(&cli.ledger)?;
+    let exists = || Fail::Error {
+        code: "LEDGER_EXISTS".into(),
+        message: format!("{location}: a ledger already exists; init never overwrites one"),
+    };
+    // A PostgreSQL ledger is "there" once it holds something: connecting is the only way to
+    // look, and it creates the (empty) schema if absent, as any client would.
+    let connected = match &location {
+        LedgerLocation::Sqlite(path) if path.exists() => return Err(exists()),
+        LedgerLocation::Sqlite(_) => None,
+        LedgerLocation::Postgres(_) => {
+            let ledger = location.open(&LedgerOptions::default())?;
+            if holds_anything(ledger.as_ref())? {
+                return Err(exists());
+            }
+            Some(ledger)
+        }
+    };
     let wrote_policy = force || !cli.policy.exists();
     if wrote_policy {
         std::fs::write(&cli.policy, STARTER_POLICY)
@@ -372,13 +401,19 @@ fn cmd_init(cli: &Cli, force: bool) -> Out {
     }
     // Validate before creating anything: an invalid policy must not leave a ledger behind.
     let policy = Policy::from_file(&cli.policy)?;
-    let ledger = SqliteLedger::open(&cli.ledger)?;
-    let auth = Authority::builder().policy(policy).ledger(ledger).build()?;
+    let ledger = match connected {
+        Some(ledger) => ledger,
+        None => location.open(&LedgerOptions::default())?,
+    };
+    let auth = Authority::builder()
+        .policy(policy)
+        .shared_ledger(ledger)
+        .build()?;
     let balances = auth.balances(None)?;
     emit(
         cli,
         &json!({
-            "ledger": cli.ledger.display().to_string(),
+            "ledger": location.to_string(),
             "policy": cli.policy.display().to_string(),
             "policy_written": wrote_policy,
             "balances": balances,
@@ -386,7 +421,7 @@ fn cmd_init(cli: &Cli, force: bool) -> Out {
         || {
             format!(
                 "created ledger {}\n{} policy {}\nbudgets:\n{}\n\nnext: `cycles keygen --id <you> --out <you>.key`, then add the public key to [approval] public_keys",
-                cli.ledger.display(),
+                location,
                 if wrote_policy {
                     "wrote starter"
                 } else {

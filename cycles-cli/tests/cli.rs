@@ -625,6 +625,43 @@ fn init_writes_a_valid_commented_policy_and_never_overwrites_a_ledger() {
 }
 
 #[test]
+fn an_unreachable_postgres_url_or_a_foreign_scheme_fails_closed() {
+    let d = Dir::new();
+    d.init();
+    // Port 1 on loopback: nothing listens there (the CLI is built with PostgreSQL support).
+    for (ledger, code) in [
+        (
+            "postgres://cycles:pw@127.0.0.1:1/cycles",
+            "LEDGER_UNAVAILABLE",
+        ),
+        ("mysql://127.0.0.1/cycles", "INVALID_REQUEST"),
+        ("postgres:127.0.0.1/cycles", "INVALID_REQUEST"),
+    ] {
+        let r = d.run(&["--ledger", ledger, "--json", "balances"], "");
+        assert_eq!(r.code, 3, "{ledger}: {}{}", r.stdout, r.stderr);
+        assert_eq!(r.json()["error"]["code"], code, "{ledger}");
+        assert!(
+            !r.stdout.contains(":pw@"),
+            "the password was printed: {}",
+            r.stdout
+        );
+        let event = pre("s1", "tu_1", "Read", json!({"file_path": "/etc/hosts"}));
+        let hook = d.hook(&["--ledger", ledger], &event);
+        assert_eq!(hook.code, 2, "{ledger}: {}{}", hook.stdout, hook.stderr);
+        assert!(hook.stdout.is_empty(), "{}", hook.stdout);
+        assert!(hook.stderr.contains(code), "{ledger}: {}", hook.stderr);
+    }
+    // Nothing was opened as a SQLite file instead.
+    let mut names: Vec<String> = std::fs::read_dir(d.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| !n.starts_with("cycles.db"))
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["cycles.toml".to_string()]);
+}
+
+#[test]
 fn policy_check_names_the_line_and_field() {
     let d = Dir::new();
     std::fs::write(
