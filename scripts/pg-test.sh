@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the PostgreSQL ledger tests (cycles-core/tests/postgres_*.rs) against a real server,
-# then the clients on the same server: the `cycles` CLI (cycles-cli/tests/cli_postgres.rs).
+# then the clients on the same server: the `cycles` CLI (cycles-cli/tests/cli_postgres.rs) and
+# the Python binding (cycles-py/tests-postgres/, built into .venv by scripts/test-python.sh).
 #
 # With CYCLES_PG_URL set, the tests use that server (each test creates its own schema) and the
 # tests that stop and restart the server are not run (the script says so). Without it, the
@@ -22,10 +23,34 @@ if [ "${1:-}" = "--bench" ]; then
     shift
 fi
 
-# The clients of the ledger, on the same server: each opens it from a postgres:// URL.
+# The binding tests name their schemas after this run, so that they can be dropped on a
+# server this script does not manage (a managed one is thrown away as a whole).
+export CYCLES_PG_TEST_RUN="${CYCLES_PG_TEST_RUN:-$(date +%s)_$$}"
+
+# The clients of the ledger, on the same server: each opens it from a postgres:// URL. The
+# binding builds are incremental (scripts/test-all.sh has just built them); `timeout` turns a
+# binding that blocks where it must not (GIL, event loop) into a failure, not a hang.
 run_clients() {
     echo "pg-test: the cycles CLI on PostgreSQL"
     cargo test -p cycles-cli --test cli_postgres -- --include-ignored
+    echo "pg-test: the Python binding on PostgreSQL"
+    scripts/test-python.sh --build-only
+    timeout 600 .venv/bin/python -m pytest cycles-py/tests-postgres -q
+}
+
+# Drops the binding tests' schemas of this run (only needed on an unmanaged server).
+drop_client_schemas() {
+    local psql
+    psql=$(command -v psql || true)
+    if [ -z "$psql" ]; then
+        echo "pg-test: psql not found: the schemas t_py_${CYCLES_PG_TEST_RUN}_* stay on the server"
+        return 0
+    fi
+    "$psql" "$CYCLES_PG_URL" -qAt -v ON_ERROR_STOP=1 -c "DO \$\$ DECLARE s text; BEGIN
+        FOR s IN SELECT nspname FROM pg_namespace
+                 WHERE nspname LIKE 't\\_py\\_${CYCLES_PG_TEST_RUN}\\_%' LOOP
+            EXECUTE format('DROP SCHEMA %I CASCADE', s);
+        END LOOP; END \$\$" || true
 }
 
 run_bench() {
@@ -45,6 +70,7 @@ if [ -n "${CYCLES_PG_URL:-}" ]; then
         [ "$name" = postgres_outage ] || targets+=(--test "$name")
     done
     "${CARGO_TEST[@]}" "${targets[@]}" -- "$@"
+    trap drop_client_schemas EXIT
     run_clients
     exit
 fi

@@ -2,6 +2,7 @@
 # Builds the Python binding into the root .venv and runs its checks: stubtest, pytest.
 #
 #   scripts/test-python.sh [pytest args...]
+#   scripts/test-python.sh --build-only     (venv and extension only; scripts/pg-test.sh uses it)
 #
 # A fresh machine needs only python3 (>= 3.9, with venv) and the Rust toolchain: the script
 # creates .venv, installs the pinned tools from cycles-py/requirements-dev.txt (skipped when
@@ -9,6 +10,12 @@
 # dir (so it does not fight `cargo test` over pyo3's build config) and runs the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+BUILD_ONLY=
+if [ "${1:-}" = --build-only ]; then
+    BUILD_ONLY=1
+    shift
+fi
 
 PY="${PYTHON:-python3}"
 VENV=.venv
@@ -28,6 +35,7 @@ fi
 export VIRTUAL_ENV="$PWD/$VENV"
 export PATH="$VIRTUAL_ENV/bin:$PATH"
 maturin develop --quiet -m cycles-py/Cargo.toml --target-dir target/maturin
+[ -z "$BUILD_ONLY" ] || exit 0
 
 python -m mypy.stubtest cycles._cycles
 python -m pytest cycles-py/tests -q "$@"

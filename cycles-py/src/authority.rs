@@ -119,7 +119,10 @@ pub struct Authority {
 
 #[pymethods]
 impl Authority {
-    /// An authority over a SQLite ledger file (created if absent; several processes may share it).
+    /// An authority over a ledger: a SQLite file path (created if absent; several processes
+    /// may share it) or a PostgreSQL URL, `postgres://user@host:5432/db?schema=NAME` (the
+    /// schema is created if absent; processes on many hosts may share it). `synchronous`
+    /// applies to both; `busy_timeout_ms` to SQLite only.
     #[staticmethod]
     #[pyo3(signature = (path, policy=None, *, clock=None, synchronous="FULL", busy_timeout_ms=10_000))]
     fn open(
@@ -141,20 +144,20 @@ impl Authority {
                 .py(py);
             }
         };
-        // The policy is validated (by the core's compile) before the file is touched: a bad
-        // policy creates no ledger file.
+        // The policy is validated (by the core's compile) before the ledger is touched: a bad
+        // policy creates no ledger file (or schema).
         let policy = load_policy(policy).py(py)?;
         policy.clone().compile().py(py)?;
-        let options = core::SqliteOptions {
-            synchronous,
-            busy_timeout: Duration::from_millis(busy_timeout_ms),
-            ..core::SqliteOptions::default()
-        };
+        let mut options = core::LedgerOptions::default().synchronous(synchronous);
+        options.sqlite.busy_timeout = Duration::from_millis(busy_timeout_ms);
         let clock = clock.map(|c| c.0.clone());
+        // Connecting to a server or opening a file blocks: without the GIL.
         let inner = py
             .detach(move || {
-                let ledger = core::SqliteLedger::open_with(&path, options)?;
-                let mut b = core::Authority::builder().policy(policy).ledger(ledger);
+                let ledger = core::open_ledger(&path, &options)?;
+                let mut b = core::Authority::builder()
+                    .policy(policy)
+                    .shared_ledger(ledger);
                 if let Some(c) = clock {
                     b = b.clock(c);
                 }
