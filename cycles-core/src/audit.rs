@@ -165,6 +165,62 @@ impl AuditRecord {
         self.hash.clear();
         self.hash = self.compute_hash();
     }
+
+    /// Places the record after `(seq, hash)` of the head, seals it and returns it with the
+    /// JSON a ledger stores, built from the very bytes that were hashed (one serialization).
+    ///
+    /// ```
+    /// use cycles_core::{AuditKind, AuditRecord};
+    /// let sealed = AuditRecord::new(AuditKind::Decide, 1_000).seal_after(None);
+    /// assert_eq!(sealed.record().seq, 1);
+    /// let back: AuditRecord = serde_json::from_str(sealed.json()).unwrap();
+    /// assert_eq!(&back, sealed.record());
+    /// ```
+    pub fn seal_after(mut self, head: Option<(u64, String)>) -> SealedRecord {
+        let (seq, prev) = head.unwrap_or((0, GENESIS_HASH.to_string()));
+        self.seq = seq + 1;
+        self.prev_hash = prev;
+        self.hash.clear();
+        let (hash, json) = with_json_buffer(&self, |canonical| {
+            let hash = sha256_hex(canonical);
+            // The canonical text without `hash`, with `"hash":"..."` appended as the last key:
+            // valid JSON for the same record (stored bodies are parsed, never hashed as text).
+            let body = &canonical[..canonical.len() - 1];
+            let mut json = String::with_capacity(body.len() + hash.len() + 10);
+            json.push_str(std::str::from_utf8(body).expect("serde_json writes UTF-8"));
+            json.push_str(",\"hash\":\"");
+            json.push_str(&hash);
+            json.push_str("\"}");
+            (hash, json)
+        });
+        self.hash = hash;
+        SealedRecord { record: self, json }
+    }
+}
+
+/// An audit record sealed into the chain, and its stored form: JSON with every field, `hash`
+/// included. Ledgers store [`SealedRecord::json`] instead of serializing the record again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SealedRecord {
+    record: AuditRecord,
+    json: String,
+}
+
+impl SealedRecord {
+    /// The sealed record.
+    pub fn record(&self) -> &AuditRecord {
+        &self.record
+    }
+
+    /// The record as JSON, `hash` included (not canonical: `hash` is the last key).
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+
+    /// The record and its JSON.
+    pub fn into_parts(self) -> (AuditRecord, String) {
+        (self.record, self.json)
+    }
 }
 
 /// SHA-256 of bytes, lowercase hex.
@@ -175,19 +231,25 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// SHA-256 (lowercase hex) of a value's serde_json serialization. For types whose fields are
 /// declared in sorted order (and `Value` maps, which are sorted), that is canonical JSON.
 pub(crate) fn sha256_json_hex<T: Serialize + ?Sized>(value: &T) -> String {
+    with_json_buffer(value, sha256_hex)
+}
+
+/// Runs `f` over the serde_json serialization of `value`.
+fn with_json_buffer<T: Serialize + ?Sized, R>(value: &T, f: impl FnOnce(&[u8]) -> R) -> R {
     // Every decide serializes and hashes a ~500-byte record: reuse one buffer per thread
     // instead of allocating and regrowing a fresh Vec each time.
     thread_local! {
         static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(1024));
     }
+    let fresh = || serde_json::to_vec(value).expect("serializable to JSON");
     BUF.with(|buf| match buf.try_borrow_mut() {
         Ok(mut buf) => {
             buf.clear();
             serde_json::to_writer(&mut *buf, value).expect("serializable to JSON");
-            sha256_hex(&buf)
+            f(&buf)
         }
-        // Re-entered from inside a serializer: fall back to a fresh buffer.
-        Err(_) => sha256_hex(&serde_json::to_vec(value).expect("serializable to JSON")),
+        // Re-entered from inside a serializer: use a fresh buffer.
+        Err(_) => f(&fresh()),
     })
 }
 
@@ -424,5 +486,24 @@ mod tests {
         let mut changed = r.clone();
         changed.amounts[0].amount = 6;
         assert_ne!(changed.compute_hash(), r.hash);
+    }
+
+    #[test]
+    fn sealing_hashes_like_chaining_and_stores_json_that_parses_back() {
+        let chained = full_record();
+        let mut unsealed = chained.clone();
+        unsealed.hash.clear();
+        unsealed.seq = 0;
+        unsealed.prev_hash.clear();
+        let sealed = unsealed.seal_after(None);
+        assert_eq!(sealed.record(), &chained);
+        let back: AuditRecord = serde_json::from_str(sealed.json()).unwrap();
+        assert_eq!(back, chained);
+        // A second record chains onto the first.
+        let next = AuditRecord::new(AuditKind::Event, 2)
+            .seal_after(Some((chained.seq, chained.hash.clone())));
+        assert_eq!(next.record().seq, 2);
+        assert_eq!(next.record().prev_hash, chained.hash);
+        assert_eq!(next.record().compute_hash(), next.record().hash);
     }
 }

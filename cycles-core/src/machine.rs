@@ -100,10 +100,9 @@ impl<'a> Prepared<'a> {
 }
 
 /// Seals `record` after the current head and appends it.
-pub(crate) fn append(txn: &mut dyn LedgerTxn, mut record: AuditRecord) -> Result<()> {
+pub(crate) fn append(txn: &mut dyn LedgerTxn, record: AuditRecord) -> Result<()> {
     let head = txn.audit_head()?;
-    record.chain_after(head);
-    txn.append_audit(record)
+    txn.append_audit(record.seal_after(head))
 }
 
 fn decision_record(d: &Decision, r: &mut AuditRecord) {

@@ -38,8 +38,8 @@ fn op(txn: &mut dyn LedgerTxn, id: &str, flush_first: bool, fail: bool) -> cycle
     txn.kv_put("ops", id, &json!(b.spent))?;
     let mut rec = AuditRecord::new(AuditKind::Event, 1);
     rec.detail = Some(json!({ "op": id }));
-    rec.chain_after(txn.audit_head()?);
-    txn.append_audit(rec)?;
+    let head = txn.audit_head()?;
+    txn.append_audit(rec.seal_after(head))?;
     if flush_first {
         txn.kv_list("ops")?;
     }

@@ -217,9 +217,9 @@ fn a_failed_write_changes_nothing_even_after_a_mid_transaction_flush() {
                 },
             )?;
             txn.kv_put("approvals", "a1", &json!({"state": "pending"}))?;
-            let mut rec = AuditRecord::new(AuditKind::BudgetSet, 5);
-            rec.chain_after(txn.audit_head()?);
-            txn.append_audit(rec)?;
+            let rec = AuditRecord::new(AuditKind::BudgetSet, 5);
+            let head = txn.audit_head()?;
+            txn.append_audit(rec.seal_after(head))?;
             // List queries see the pending writes (they are flushed into the transaction).
             assert_eq!(txn.budgets(Some("tenant:x"))?.len(), 1);
             assert_eq!(txn.reservations(None, 10)?.len(), 1);
@@ -326,9 +326,9 @@ fn lost_before_commit(group_commit: bool) {
             let mut b = txn.budget("tenant:x", Unit::Tokens)?.unwrap();
             b.spent += 1;
             txn.put_budget(&b)?;
-            let mut rec = AuditRecord::new(AuditKind::Event, 1);
-            rec.chain_after(txn.audit_head()?);
-            txn.append_audit(rec)?;
+            let rec = AuditRecord::new(AuditKind::Event, 1);
+            let head = txn.audit_head()?;
+            txn.append_audit(rec.seal_after(head))?;
             if n == 0 {
                 // Kill our own session (and any other of this ledger) mid-transaction.
                 let killed: i64 = admin
@@ -400,9 +400,9 @@ fn lost_during_commit(group_commit: bool) {
             let mut b = txn.budget("tenant:x", Unit::Tokens)?.unwrap();
             b.spent += 1;
             txn.put_budget(&b)?;
-            let mut rec = AuditRecord::new(AuditKind::Event, 1);
-            rec.chain_after(txn.audit_head()?);
-            txn.append_audit(rec)
+            let rec = AuditRecord::new(AuditKind::Event, 1);
+            let head = txn.audit_head()?;
+            txn.append_audit(rec.seal_after(head))
         })
         .unwrap();
     // The lookup on a new session found the record absent, so the operation ran again.
@@ -447,9 +447,9 @@ fn a_write_refused_in_the_pipelined_commit_changes_nothing() {
     let write = |key: &'static str| {
         ledger.write(&mut |txn| {
             txn.put_budget(&Budget::new("tenant:x", Unit::Tokens, 10))?;
-            let mut rec = AuditRecord::new(AuditKind::BudgetSet, 1);
-            rec.chain_after(txn.audit_head()?);
-            txn.append_audit(rec)?;
+            let rec = AuditRecord::new(AuditKind::BudgetSet, 1);
+            let head = txn.audit_head()?;
+            txn.append_audit(rec.seal_after(head))?;
             txn.kv_put("ns", key, &json!(1))
         })
     };
@@ -637,9 +637,9 @@ fn what_a_process_keeps_between_writes_is_dropped_when_another_writes() {
                 seen = budget.spent;
                 budget.spent += by;
                 txn.put_budget(&budget)?;
-                let mut rec = AuditRecord::new(AuditKind::Event, 1);
-                rec.chain_after(txn.audit_head()?);
-                txn.append_audit(rec)
+                let rec = AuditRecord::new(AuditKind::Event, 1);
+                let head = txn.audit_head()?;
+                txn.append_audit(rec.seal_after(head))
             })
             .unwrap();
         seen

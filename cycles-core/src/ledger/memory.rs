@@ -9,7 +9,7 @@ use rustc_hash::FxHashMap as HashMap;
 use parking_lot::Mutex;
 
 use super::{IdempotencyEntry, Ledger, LedgerTxn, scope_within};
-use crate::audit::AuditRecord;
+use crate::audit::{AuditRecord, SealedRecord};
 use crate::error::{CyclesError, Result};
 use crate::model::{Budget, Reservation, ReservationStatus, Unit};
 
@@ -20,8 +20,26 @@ struct State {
     /// Insertion order of reservations, for stable listings.
     reservation_order: Vec<String>,
     idempotency: HashMap<(String, String), IdempotencyEntry>,
-    audit: Vec<AuditRecord>,
+    audit: Vec<StoredRecord>,
+    /// `(seq, hash)` of the last record.
+    head: Option<(u64, String)>,
     kv: BTreeMap<(String, String), serde_json::Value>,
+}
+
+/// A record as kept: its JSON in one allocation rather than the record's dozen strings, which
+/// halves what a long-lived in-memory trail holds per operation. Parsed back on reads (verify,
+/// export, queries), which are rare next to appends.
+#[derive(Debug)]
+struct StoredRecord {
+    seq: u64,
+    json: Box<str>,
+}
+
+impl StoredRecord {
+    fn parse(&self) -> Result<AuditRecord> {
+        serde_json::from_str(&self.json)
+            .map_err(|e| CyclesError::LedgerCorrupt(format!("audit record {}: {e}", self.seq)))
+    }
 }
 
 /// The in-memory ledger. Transactions run under one lock; writes go to an overlay that is
@@ -48,8 +66,10 @@ impl MemoryLedger {
     #[doc(hidden)]
     pub fn tamper_audit(&self, seq: u64, f: impl FnOnce(&mut AuditRecord)) {
         let mut st = self.state.lock();
-        if let Some(r) = st.audit.iter_mut().find(|r| r.seq == seq) {
-            f(r);
+        if let Some(stored) = st.audit.iter_mut().find(|r| r.seq == seq) {
+            let mut r = stored.parse().expect("stored records parse");
+            f(&mut r);
+            stored.json = serde_json::to_string(&r).expect("records serialize").into();
         }
     }
 }
@@ -59,7 +79,7 @@ struct Overlay {
     budgets: Vec<Budget>,
     reservations: Vec<Reservation>,
     idempotency: Vec<((String, String), IdempotencyEntry)>,
-    audit: Vec<AuditRecord>,
+    audit: Vec<SealedRecord>,
     kv: Vec<((String, String), serde_json::Value)>,
 }
 
@@ -229,15 +249,13 @@ impl LedgerTxn for MemTxn<'_> {
     }
 
     fn audit_head(&mut self) -> Result<Option<(u64, String)>> {
-        Ok(self
-            .overlay
-            .audit
-            .last()
-            .or(self.state.audit.last())
-            .map(|r| (r.seq, r.hash.clone())))
+        Ok(match self.overlay.audit.last() {
+            Some(r) => Some((r.record().seq, r.record().hash.clone())),
+            None => self.state.head.clone(),
+        })
     }
 
-    fn append_audit(&mut self, record: AuditRecord) -> Result<()> {
+    fn append_audit(&mut self, record: SealedRecord) -> Result<()> {
         self.check_writable()?;
         // Most transactions append exactly one record: don't let `push` reserve room for four
         // (a record is a few hundred bytes).
@@ -250,14 +268,23 @@ impl LedgerTxn for MemTxn<'_> {
         // Records are stored in sequence order; find the start by position when intact.
         let all = &self.state.audit;
         let start = all.partition_point(|r| r.seq <= after_seq);
-        Ok(all
-            .iter()
-            .skip(start)
-            .chain(self.overlay.audit.iter())
-            .filter(|r| r.seq > after_seq)
-            .take(limit)
-            .cloned()
-            .collect())
+        let mut out = Vec::new();
+        for stored in all.iter().skip(start).filter(|r| r.seq > after_seq) {
+            if out.len() >= limit {
+                return Ok(out);
+            }
+            out.push(stored.parse()?);
+        }
+        out.extend(
+            self.overlay
+                .audit
+                .iter()
+                .map(SealedRecord::record)
+                .filter(|r| r.seq > after_seq)
+                .take(limit - out.len())
+                .cloned(),
+        );
+        Ok(out)
     }
 
     fn kv_get(&mut self, ns: &str, key: &str) -> Result<Option<serde_json::Value>> {
@@ -309,7 +336,14 @@ impl State {
             self.reservations.insert(r.reservation_id.clone(), r);
         }
         self.idempotency.extend(overlay.idempotency);
-        self.audit.extend(overlay.audit);
+        for sealed in overlay.audit {
+            let (record, json) = sealed.into_parts();
+            self.head = Some((record.seq, record.hash));
+            self.audit.push(StoredRecord {
+                seq: record.seq,
+                json: json.into_boxed_str(),
+            });
+        }
         self.kv.extend(overlay.kv);
     }
 }

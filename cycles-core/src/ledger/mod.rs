@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::audit::AuditRecord;
+use crate::audit::{AuditRecord, SealedRecord};
 use crate::error::Result;
 use crate::model::{Budget, Reservation, ReservationStatus, Unit};
 
@@ -57,9 +57,9 @@ pub trait LedgerTxn {
     fn put_idempotency(&mut self, op: &str, key: &str, entry: &IdempotencyEntry) -> Result<()>;
     /// `(seq, hash)` of the last audit record.
     fn audit_head(&mut self) -> Result<Option<(u64, String)>>;
-    /// Appends a sealed audit record (its `seq` follows the head). Taken by value: a backend
-    /// that keeps records in memory stores it without a copy.
-    fn append_audit(&mut self, record: AuditRecord) -> Result<()>;
+    /// Appends a sealed audit record (its `seq` follows the head). It carries the JSON to
+    /// store, so a backend does not serialize the record a second time.
+    fn append_audit(&mut self, record: SealedRecord) -> Result<()>;
     /// Up to `limit` audit records with `seq > after_seq`, in order. A record that cannot be
     /// read is an error naming its sequence number.
     fn audit_page(&mut self, after_seq: u64, limit: usize) -> Result<Vec<AuditRecord>>;

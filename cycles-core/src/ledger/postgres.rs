@@ -53,7 +53,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Config, NoTls, Row, SimpleQueryMessage, Statement};
 
 use super::{IdempotencyEntry, Ledger, LedgerTxn, Synchronous, scope_within};
-use crate::audit::AuditRecord;
+use crate::audit::{AuditRecord, SealedRecord};
 use crate::error::{CyclesError, Result};
 use crate::model::{Budget, BudgetStatus, Reservation, ReservationStatus, Unit};
 
@@ -1344,7 +1344,7 @@ struct Pending {
     budgets: BTreeMap<(String, Unit), Budget>,
     reservations: BTreeMap<String, Reservation>,
     idempotency: BTreeMap<(String, String), IdempotencyEntry>,
-    audit: Vec<AuditRecord>,
+    audit: Vec<SealedRecord>,
     kv: BTreeMap<(String, String), serde_json::Value>,
 }
 
@@ -1577,7 +1577,7 @@ impl FlushArgs {
         let budgets: Vec<Budget> = p.budgets.into_values().collect();
         let reservations: Vec<Reservation> = p.reservations.into_values().collect();
         let (head_seq, head_hash) = match (head, p.audit.last()) {
-            (_, Some(last)) => (last.seq as i64, last.hash.clone()),
+            (_, Some(last)) => (last.record().seq as i64, last.record().hash.clone()),
             (Some((s, h)), None) => (*s as i64, h.clone()),
             (None, None) => (0, String::new()),
         };
@@ -1607,12 +1607,12 @@ impl FlushArgs {
             i_result: p.idempotency.values().map(|e| to_json(&e.result)).collect(),
             i_op: p.idempotency.keys().map(|k| k.0.clone()).collect(),
             i_key: p.idempotency.into_keys().map(|k| k.1).collect(),
-            a_seq: p.audit.iter().map(|a| a.seq as i64).collect(),
-            a_time: p.audit.iter().map(|a| a.time_ms).collect(),
-            a_kind: p.audit.iter().map(|a| a.kind.as_str()).collect(),
-            a_body: p.audit.iter().map(to_json).collect(),
+            a_seq: p.audit.iter().map(|a| a.record().seq as i64).collect(),
+            a_time: p.audit.iter().map(|a| a.record().time_ms).collect(),
+            a_kind: p.audit.iter().map(|a| a.record().kind.as_str()).collect(),
+            a_hash: p.audit.iter().map(|a| a.record().hash.clone()).collect(),
             moved: !p.audit.is_empty(),
-            a_hash: p.audit.into_iter().map(|a| a.hash).collect(),
+            a_body: p.audit.into_iter().map(|a| a.into_parts().1).collect(),
             k_value: p.kv.values().map(to_json).collect(),
             k_ns: p.kv.keys().map(|k| k.0.clone()).collect(),
             k_key: p.kv.into_keys().map(|k| k.1).collect(),
@@ -1834,9 +1834,10 @@ impl LedgerTxn for PgTxn<'_> {
         Ok(self.st.head.clone().filter(|(seq, _)| *seq > 0))
     }
 
-    fn append_audit(&mut self, record: AuditRecord) -> Result<()> {
+    fn append_audit(&mut self, sealed: SealedRecord) -> Result<()> {
         self.check_writable()?;
         self.ensure_begun()?;
+        let record = sealed.record();
         let expected = self.st.head.as_ref().map_or(0, |h| h.0) + 1;
         if record.seq != expected {
             return Err(corrupt(format!(
@@ -1846,7 +1847,7 @@ impl LedgerTxn for PgTxn<'_> {
         }
         self.st.head = Some((record.seq, record.hash.clone()));
         self.st.last_appended = self.st.head.clone();
-        self.st.pending.audit.push(record);
+        self.st.pending.audit.push(sealed);
         Ok(())
     }
 

@@ -43,7 +43,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{IdempotencyEntry, Ledger, LedgerTxn};
-use crate::audit::AuditRecord;
+use crate::audit::{AuditRecord, SealedRecord};
 use crate::error::{CyclesError, Result};
 use crate::model::{Budget, BudgetStatus, Reservation, ReservationStatus, Unit};
 
@@ -795,7 +795,8 @@ impl LedgerTxn for SqliteTxn<'_> {
         Ok(row.map(|(s, h)| (s as u64, h)))
     }
 
-    fn append_audit(&mut self, r: AuditRecord) -> Result<()> {
+    fn append_audit(&mut self, sealed: SealedRecord) -> Result<()> {
+        let r = sealed.record();
         self.conn
             .prepare_cached(
                 "INSERT INTO audit (seq, time_ms, kind, hash, body) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -805,7 +806,7 @@ impl LedgerTxn for SqliteTxn<'_> {
                 r.time_ms,
                 r.kind.as_str(),
                 r.hash,
-                to_json(&r)
+                sealed.json()
             ])?;
         Ok(())
     }
