@@ -131,9 +131,12 @@ export interface AuthorityOptions {
 }
 
 export interface OpenOptions extends AuthorityOptions {
-  /** `FULL` (default: durable across power loss) or `NORMAL`. */
+  /**
+   * `FULL` (default: an operation is acknowledged once flushed to disk: the SQLite file, or
+   * the PostgreSQL server's WAL) or `NORMAL`.
+   */
   synchronous?: 'FULL' | 'NORMAL'
-  /** How long a writer waits for another process's lock (default 10 s). */
+  /** SQLite: how long a writer waits for another process's lock (default 10 s). */
   busyTimeoutMs?: number
 }
 
@@ -149,7 +152,8 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
  * The runtime authority: classify, check budgets, reserve, commit, audit.
  *
  * Create one per process (`Authority.open(path, { policy })` for a SQLite ledger shared with
- * other processes, `Authority.inMemory({ policy })` for tests and single-process use).
+ * other processes, `Authority.open('postgres://...', { policy })` for one shared by hosts,
+ * `Authority.inMemory({ policy })` for tests and single-process use).
  */
 export declare class Authority {
   /**
@@ -157,9 +161,15 @@ export declare class Authority {
    * policy object with the file's keys.
    */
   static inMemory(options?: AuthorityOptions): Authority
-  /** Opens (or creates) a SQLite ledger file, off the JS thread. */
+  /**
+   * Opens a ledger off the JS thread: a SQLite file path (created if absent) or a PostgreSQL
+   * URL, `postgres://user@host:5432/db?schema=NAME` (the schema is created if absent).
+   */
   static open(path: string, options?: OpenOptions): Promise<Authority>
-  /** Opens (or creates) a SQLite ledger file on the calling thread. */
+  /**
+   * Opens a ledger (a SQLite file path or a `postgres://` URL) on the calling thread, which
+   * waits for the file or the server.
+   */
   static openSync(path: string, options?: OpenOptions): Authority
   /**
    * Would this call be allowed now? Holds nothing; the decision is recorded. A ledger failure

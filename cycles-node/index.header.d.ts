@@ -131,8 +131,11 @@ export interface AuthorityOptions {
 }
 
 export interface OpenOptions extends AuthorityOptions {
-  /** `FULL` (default: durable across power loss) or `NORMAL`. */
+  /**
+   * `FULL` (default: an operation is acknowledged once flushed to disk: the SQLite file, or
+   * the PostgreSQL server's WAL) or `NORMAL`.
+   */
   synchronous?: 'FULL' | 'NORMAL'
-  /** How long a writer waits for another process's lock (default 10 s). */
+  /** SQLite: how long a writer waits for another process's lock (default 10 s). */
   busyTimeoutMs?: number
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the PostgreSQL ledger tests (cycles-core/tests/postgres_*.rs) against a real server,
-# then the clients on the same server: the `cycles` CLI (cycles-cli/tests/cli_postgres.rs) and
-# the Python binding (cycles-py/tests-postgres/, built into .venv by scripts/test-python.sh).
+# then the clients on the same server: the `cycles` CLI (cycles-cli/tests/cli_postgres.rs), the
+# Python binding (cycles-py/tests-postgres/, built into .venv by scripts/test-python.sh) and the
+# Node binding (cycles-node/__pg_test__/, built by scripts/test-node.sh).
 #
 # With CYCLES_PG_URL set, the tests use that server (each test creates its own schema) and the
 # tests that stop and restart the server are not run (the script says so). Without it, the
@@ -36,6 +37,9 @@ run_clients() {
     echo "pg-test: the Python binding on PostgreSQL"
     scripts/test-python.sh --build-only
     timeout 600 .venv/bin/python -m pytest cycles-py/tests-postgres -q
+    echo "pg-test: the Node binding on PostgreSQL"
+    scripts/test-node.sh --build-only
+    (cd cycles-node && timeout 600 node --test __pg_test__/)
 }
 
 # Drops the binding tests' schemas of this run (only needed on an unmanaged server).
@@ -43,12 +47,13 @@ drop_client_schemas() {
     local psql
     psql=$(command -v psql || true)
     if [ -z "$psql" ]; then
-        echo "pg-test: psql not found: the schemas t_py_${CYCLES_PG_TEST_RUN}_* stay on the server"
+        echo "pg-test: psql not found: the schemas t_py_${CYCLES_PG_TEST_RUN}_* and t_node_${CYCLES_PG_TEST_RUN}_* stay on the server"
         return 0
     fi
-    "$psql" "$CYCLES_PG_URL" -qAt -v ON_ERROR_STOP=1 -c "DO \$\$ DECLARE s text; BEGIN
+    PGOPTIONS="-c client_min_messages=warning" "$psql" "$CYCLES_PG_URL" -qAt -v ON_ERROR_STOP=1 -c "DO \$\$ DECLARE s text; BEGIN
         FOR s IN SELECT nspname FROM pg_namespace
-                 WHERE nspname LIKE 't\\_py\\_${CYCLES_PG_TEST_RUN}\\_%' LOOP
+                 WHERE nspname LIKE 't\\_py\\_${CYCLES_PG_TEST_RUN}\\_%'
+                    OR nspname LIKE 't\\_node\\_${CYCLES_PG_TEST_RUN}\\_%' LOOP
             EXECUTE format('DROP SCHEMA %I CASCADE', s);
         END LOOP; END \$\$" || true
 }

@@ -2,6 +2,9 @@
 # Builds the Node binding (napi-rs) and runs its tests on a fresh machine: installs the npm
 # packages from the lockfile, builds the native addon (debug), runs `node --test`.
 # Idempotent: safe to run again at any time.
+#
+#   scripts/test-node.sh [--build-only]   (--build-only: install if absent and build; no tests;
+#                                          scripts/pg-test.sh uses it)
 set -euo pipefail
 cd "$(dirname "$0")/../cycles-node"
 
@@ -12,6 +15,11 @@ if [ "$major" -lt 20 ]; then
 fi
 
 # EBADENGINE warnings from some dev packages on Node 20 are harmless.
+if [ "${1:-}" = --build-only ]; then
+  [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error
+  npm run --silent build:debug
+  exit 0
+fi
 npm ci --no-audit --no-fund --loglevel=error
 npm run --silent build:debug
 npm test

@@ -127,10 +127,10 @@ fn open_options(opts: Option<&Unknown<'_>>, file: bool) -> CoreResult<OpenOption
     })
 }
 
-fn build(opts: OpenOptions, ledger: Option<core::SqliteLedger>) -> CoreResult<core::Authority> {
+fn build(opts: OpenOptions, ledger: Option<Arc<dyn core::Ledger>>) -> CoreResult<core::Authority> {
     let mut b = core::Authority::builder().policy(opts.policy);
     if let Some(l) = ledger {
-        b = b.ledger(l);
+        b = b.shared_ledger(l);
     }
     if let Some(c) = opts.clock {
         b = b.clock(c);
@@ -138,8 +138,12 @@ fn build(opts: OpenOptions, ledger: Option<core::SqliteLedger>) -> CoreResult<co
     b.build()
 }
 
-fn open_file(path: String, opts: OpenOptions) -> CoreResult<core::Authority> {
-    let ledger = core::SqliteLedger::open_with(&path, opts.sqlite.clone())?;
+/// Opens the ledger `location` names: a SQLite file or a `postgres://` URL (the core decides).
+/// `synchronous` applies to both backends, `busyTimeoutMs` to SQLite.
+fn open_location(location: String, opts: OpenOptions) -> CoreResult<core::Authority> {
+    let mut options = core::LedgerOptions::default().synchronous(opts.sqlite.synchronous);
+    options.sqlite = opts.sqlite.clone();
+    let ledger = core::open_ledger(&location, &options)?;
     build(opts, Some(ledger))
 }
 
@@ -344,7 +348,8 @@ fn audit_js(v: Vec<core::AuditRecord>) -> Vec<types::AuditRecord> {
 /// The runtime authority: classify, check budgets, reserve, commit, audit.
 ///
 /// Create one per process (`Authority.open(path, { policy })` for a SQLite ledger shared with
-/// other processes, `Authority.inMemory({ policy })` for tests and single-process use).
+/// other processes, `Authority.open('postgres://...', { policy })` for one shared by hosts,
+/// `Authority.inMemory({ policy })` for tests and single-process use).
 #[napi]
 pub struct Authority {
     inner: core::Authority,
@@ -360,7 +365,8 @@ impl Authority {
         sync(&env, built).map(|inner| Authority { inner })
     }
 
-    /// Opens (or creates) a SQLite ledger file, off the JS thread.
+    /// Opens a ledger off the JS thread: a SQLite file path (created if absent) or a PostgreSQL
+    /// URL, `postgres://user@host:5432/db?schema=NAME` (the schema is created if absent).
     #[napi(
         ts_args_type = "path: string, options?: OpenOptions",
         ts_return_type = "Promise<Authority>"
@@ -372,17 +378,21 @@ impl Authority {
         let parsed = convert::string(&path, "path")
             .and_then(|p| open_options(options.as_ref(), true).map(|o| (p, o)));
         match parsed {
-            Ok((path, opts)) => run(move || open_file(path, opts), |inner| Authority { inner }),
+            Ok((path, opts)) => run(
+                move || open_location(path, opts),
+                |inner| Authority { inner },
+            ),
             Err(e) => rejected(e),
         }
     }
 
-    /// Opens (or creates) a SQLite ledger file on the calling thread.
+    /// Opens a ledger (a SQLite file path or a `postgres://` URL) on the calling thread, which
+    /// waits for the file or the server.
     #[napi(factory, ts_args_type = "path: string, options?: OpenOptions")]
     pub fn open_sync(env: Env, path: Unknown, options: Option<Unknown>) -> napi::Result<Authority> {
         let built = convert::string(&path, "path").and_then(|p| {
             let opts = open_options(options.as_ref(), true)?;
-            open_file(p, opts)
+            open_location(p, opts)
         });
         sync(&env, built).map(|inner| Authority { inner })
     }
