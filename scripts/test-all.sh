@@ -16,6 +16,9 @@ cargo clippy -p cycles-core --features pg-tests --all-targets -- -D warnings
 
 step "cargo test --workspace"
 cargo test --workspace
+# The workspace build has PostgreSQL support (the CLI and the bindings enable it): this one
+# checks that a build without it refuses a postgres:// location rather than open a file.
+cargo test -p cycles-core --lib ledger::location
 
 step "Python binding (scripts/test-python.sh)"
 scripts/test-python.sh
