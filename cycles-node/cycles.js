@@ -4,7 +4,116 @@
 
 const native = require('./index.js')
 
-const { Authority } = native
+const { Authority, Reservation } = native
+
+// The numeric wire of `decideSync` and `commitSync` (cycles-node/src/wire.rs): the native side
+// writes the result's numbers into WIRE and its strings as indexes into NAMES (appending a name
+// the first time it sees it); these functions rebuild the same plain object JSON would give,
+// with literals V8 allocates at a fixed shape. A result the wire cannot carry comes back whole.
+const WIRE = new Float64Array(2048)
+const NAMES = []
+
+function readBalances(n, i) {
+  const count = n[i++]
+  const out = new Array(count)
+  for (let k = 0; k < count; k++, i += 10) {
+    out[k] = {
+      scope: NAMES[n[i]],
+      unit: NAMES[n[i + 1]],
+      allocated: n[i + 2],
+      spent: n[i + 3],
+      reserved: n[i + 4],
+      debt: n[i + 5],
+      remaining: n[i + 6],
+      overdraftLimit: n[i + 7],
+      isOverLimit: n[i + 8] === 1,
+      status: NAMES[n[i + 9]],
+    }
+  }
+  return out
+}
+
+function readDecision(n) {
+  const d = { decision: NAMES[n[0]] }
+  if (n[1] >= 0) d.reasonCode = NAMES[n[1]]
+  d.tier = n[2]
+  d.riskPoints = n[3]
+  let i = 6
+  const rules = new Array(n[i++])
+  for (let k = 0; k < rules.length; k++) rules[k] = NAMES[n[i++]]
+  d.rules = rules
+  if (n[4] >= 0) d.scope = NAMES[n[4]]
+  d.balances = readBalances(n, i)
+  if (!Number.isNaN(n[5])) d.retryAfterMs = n[5]
+  return d
+}
+
+function readAmounts(n, at) {
+  let i = at[0]
+  const out = new Array(n[i++])
+  for (let k = 0; k < out.length; k++, i += 2) out[k] = { unit: NAMES[n[i]], amount: n[i + 1] }
+  at[0] = i
+  return out
+}
+
+function readCommit(n, reservationId) {
+  const at = [1]
+  const charged = readAmounts(n, at)
+  const released = readAmounts(n, at)
+  const debtIncurred = readAmounts(n, at)
+  return {
+    reservationId,
+    status: NAMES[n[0]],
+    charged,
+    released,
+    debtIncurred,
+    balances: readBalances(n, at[0]),
+  }
+}
+
+/**
+ * Whether `JSON.stringify(v)` is exact for `v`: the rule of the native side's replacer
+ * (src/fast.rs), checked by one walk instead of a replacer call per value. Anything unusual
+ * (a bigint, NaN, an integer beyond 2^53, a function, a hole, a class instance, toJSON, great
+ * depth) answers false, and the native side then reads the object itself, exactly.
+ */
+function plainJson(v, depth) {
+  switch (typeof v) {
+    case 'string':
+    case 'boolean':
+    case 'undefined': // an object property: omitted, as the exact reader omits it (arrays below)
+      return true
+    case 'number':
+      return Number.isFinite(v) && (!Number.isInteger(v) || Number.isSafeInteger(v))
+    case 'object': {
+      if (v === null) return true
+      if (depth > 32) return false
+      if (Array.isArray(v)) {
+        for (let i = 0; i < v.length; i++) {
+          const x = v[i]
+          if (x === undefined || !plainJson(x, depth + 1)) return false
+        }
+        return true
+      }
+      const proto = Object.getPrototypeOf(v)
+      if ((proto !== Object.prototype && proto !== null) || 'toJSON' in v) return false
+      for (const k of Object.keys(v)) if (!plainJson(v[k], depth + 1)) return false
+      return true
+    }
+    default:
+      return false
+  }
+}
+
+Authority.prototype.decideSync = function decideSync(request) {
+  const text = plainJson(request, 0) && typeof request === 'object' ? JSON.stringify(request) : undefined
+  return this.__decideWire(text, request, WIRE, NAMES) ?? readDecision(WIRE)
+}
+
+Reservation.prototype.commitSync = function commitSync(options) {
+  const r = this.__commitWire(options, WIRE, NAMES)
+  return typeof r === 'string' ? readCommit(WIRE, r) : r
+}
 
 function isPlainObject(v) {
   if (v === null || typeof v !== 'object') return false

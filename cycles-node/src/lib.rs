@@ -16,12 +16,13 @@ pub mod error;
 pub mod fast;
 pub mod task;
 pub mod types;
+pub mod wire;
 
 use std::sync::{Arc, Mutex};
 
 use core::CyclesError;
 use cycles_core as core;
-use napi::bindgen_prelude::{AsyncTask, ClassInstance, FromNapiValue};
+use napi::bindgen_prelude::{AsyncTask, ClassInstance, Either, FromNapiValue};
 use napi::{Env, JsValue, Unknown};
 use napi_derive::napi;
 use serde_json::{Map, Value};
@@ -243,7 +244,12 @@ impl JsCallRequest {
         let value = req.value();
         // SAFETY: a live handle of the current call.
         let text = unsafe { fast::stringify(value.env, value.value) }?;
-        let r: JsCallRequest = serde_json::from_str(&text).ok()?;
+        Self::from_text(&text)
+    }
+
+    /// From the text `JSON.stringify` gave with [`fast`]'s replacer (exact by construction).
+    fn from_text(text: &str) -> Option<JsCallRequest> {
+        let r: JsCallRequest = serde_json::from_str(text).ok()?;
         let too_deep = |v: &Value| convert::deeper_than(v, convert::MAX_DEPTH - 2);
         (!too_deep(&r.args) && !r.grant.as_ref().is_some_and(too_deep)).then_some(r)
     }
@@ -257,7 +263,16 @@ impl JsCallRequest {
 }
 
 fn decide_request(req: &Unknown<'_>) -> CoreResult<core::DecideRequest> {
-    if let Some(mut r) = JsCallRequest::read(req)
+    decide_request_from(JsCallRequest::read(req), req)
+}
+
+/// A decide request from its exact JSON text when that text is a plain decide request,
+/// otherwise from the object itself (the exact walker, with its precise errors).
+fn decide_request_from(
+    parsed: Option<JsCallRequest>,
+    req: &Unknown<'_>,
+) -> CoreResult<core::DecideRequest> {
+    if let Some(mut r) = parsed
         && r.ttl_ms.is_none()
         && r.grace_period_ms.is_none()
         && r.overage_policy.is_none()
@@ -418,6 +433,29 @@ impl Authority {
     pub fn decide_sync(&self, env: Env, request: Unknown) -> napi::Result<types::Decision> {
         let d = decide_request(&request).and_then(|req| self.inner.decide(&req));
         sync(&env, d).map(|d| types::Decision::from(&d))
+    }
+
+    /// `decideSync` for cycles.js: writes the decision into `nums` / `names` (see
+    /// [`wire`]) and returns null, or returns the full object when the wire cannot carry it.
+    /// `text` is the request as cycles.js stringified it after checking that the text is
+    /// exact (undefined when it is not): it saves the call back into JS from here.
+    #[napi(skip_typescript, js_name = "__decideWire")]
+    pub fn decide_wire(
+        &self,
+        env: Env,
+        text: Option<String>,
+        request: Unknown,
+        nums: Unknown,
+        names: Unknown,
+    ) -> napi::Result<Option<types::Decision>> {
+        let parsed = text.as_deref().and_then(JsCallRequest::from_text);
+        let d = decide_request_from(parsed, &request).and_then(|req| self.inner.decide(&req));
+        let d = sync(&env, d)?;
+        // SAFETY: handles of this synchronous call.
+        match unsafe { wire::Wire::open(&nums, &names) }.and_then(|w| w.decision(&d)) {
+            Some(()) => Ok(None),
+            None => Ok(Some(types::Decision::from(&d))),
+        }
     }
 
     /// Reserves the call's risk points and estimate on every budgeted scope. A denial rejects
@@ -935,6 +973,26 @@ impl Reservation {
         let c = sync(&env, c)?;
         set_status(&self.state, c.status);
         Ok(types::CommitResult::from(&c))
+    }
+
+    /// `commitSync` for cycles.js: writes the result into `nums` / `names` (see [`wire`]) and
+    /// returns the reservation id, or returns the full object when the wire cannot carry it.
+    #[napi(skip_typescript, js_name = "__commitWire")]
+    pub fn commit_wire(
+        &self,
+        env: Env,
+        options: Option<Unknown>,
+        nums: Unknown,
+        names: Unknown,
+    ) -> napi::Result<Either<String, types::CommitResult>> {
+        let c = commit_request(options.as_ref()).and_then(|req| self.auth.commit(&self.id(), &req));
+        let c = sync(&env, c)?;
+        set_status(&self.state, c.status);
+        // SAFETY: handles of this synchronous call.
+        match unsafe { wire::Wire::open(&nums, &names) }.and_then(|w| w.commit(&c)) {
+            Some(()) => Ok(Either::A(c.reservation_id)),
+            None => Ok(Either::B(types::CommitResult::from(&c))),
+        }
     }
 
     /// Returns the hold without charge (the call failed or did not run).

@@ -1,0 +1,177 @@
+// The numeric wire of decideSync / Reservation#commitSync (src/wire.rs, cycles.js) must give
+// exactly the object the JSON path gives: the Promise forms still cross as JSON, so every
+// result is compared with its Promise twin, key order included (JSON.stringify), across
+// allowed, capped, cooled-down and denied calls, commits with overage, and more names than
+// the wire's names table holds.
+import test from 'node:test'
+import assert from 'node:assert/strict'
+
+import { cycles } from './support.mjs'
+
+const { Authority, ManualClock } = cycles
+
+const POLICY = {
+  tools: [
+    { name: 'read_file', tier: 0 },
+    { name: 'write_file', tier: 1 },
+    { name: 'send_email', tier: 2 },
+    { name: 'deploy', tier: 3 },
+    { name: 'railway.delete_volume', tier: 4 },
+  ],
+  budgets: [
+    { scope: 'tenant:acme', unit: 'RISK_POINTS', allocated: 200 },
+    { scope: 'tenant:acme', unit: 'USD_MICROCENTS', allocated: 1000, overdraft_limit: 500 },
+    { scope: 'tenant:acme/agent:bot', unit: 'RISK_POINTS', allocated: 120 },
+  ],
+  caps: [
+    { id: 'low', scope: 'tenant:acme/agent:bot', remaining_below: 100, cooldown_ms: 1000, deny_min_tier: 3 },
+  ],
+}
+const SUBJECT = { tenant: 'acme', agent: 'bot' }
+const call = (tool, extra = {}) => ({ subject: SUBJECT, tool, args: { n: 1 }, ...extra })
+
+/** decideSync (wire) against decide (JSON), same state: decide holds nothing. */
+async function sameDecision(auth, req, label) {
+  const viaWire = auth.decideSync(req)
+  const viaJson = await auth.decide(req)
+  assert.deepStrictEqual(viaWire, viaJson, label)
+  assert.equal(JSON.stringify(viaWire), JSON.stringify(viaJson), `${label}: key order`)
+  return viaWire
+}
+
+test('decideSync over the wire equals the JSON path for every kind of decision', async () => {
+  const clock = new ManualClock(1_000_000)
+  const auth = Authority.inMemory({ policy: POLICY, clock })
+  const seen = new Set()
+  const note = (d) => seen.add(`${d.decision}/${d.reasonCode ?? '-'}/${d.retryAfterMs !== undefined}`)
+
+  note(await sameDecision(auth, call('read_file'), 'plain allow'))
+  note(await sameDecision(auth, call('send_email', { estimate: [{ unit: 'USD_MICROCENTS', amount: 7 }] }), 'two units'))
+  note(await sameDecision(auth, call('unknown_tool'), 'unknown tool'))
+  note(await sameDecision(auth, { subject: { tenant: 'other' }, tool: 'read_file' }, 'no budget'))
+  // Spend the agent below the caps threshold: ALLOW_WITH_CAPS (caps cross whole, not on the wire).
+  auth.reserveSync(call('send_email', { estimate: [{ unit: 'RISK_POINTS', amount: 30 }] })).commitSync()
+  clock.advance(5_000)
+  note(await sameDecision(auth, call('write_file'), 'capped'))
+  note(await sameDecision(auth, call('deploy'), 'capped tier denied'))
+  // A reservation starts the cooldown: COOLDOWN with retryAfterMs.
+  auth.reserveSync(call('write_file')).commitSync()
+  note(await sameDecision(auth, call('write_file'), 'cooldown'))
+  clock.advance(5_000)
+  note(await sameDecision(auth, call('write_file'), 'after the cooldown'))
+  note(await sameDecision(auth, call('read_file', { estimate: [{ unit: 'RISK_POINTS', amount: 500 }] }), 'over budget'))
+  // Another agent of the same tenant is not capped: a plain ALLOW whose balances show spending.
+  const spent = await sameDecision(auth, { subject: { tenant: 'acme', agent: 'other' }, tool: 'read_file' }, 'allow after spending')
+  assert.ok(spent.balances.some((b) => b.spent > 0 && b.reserved === 0), 'balances with spending crossed')
+
+  // The fixtures above must have produced genuinely different decisions, or this proves little.
+  assert.ok(seen.size >= 5, `only ${[...seen].join(', ')}`)
+  assert.ok([...seen].some((s) => s.startsWith('ALLOW/')), 'an ALLOW crossed')
+  assert.ok([...seen].some((s) => s.startsWith('DENY/')), 'a DENY crossed')
+})
+
+test('Reservation#commitSync over the wire equals the Promise form', async () => {
+  const auth = Authority.inMemory({ policy: POLICY })
+  const cases = [
+    [call('read_file'), undefined],
+    [call('send_email', { estimate: [{ unit: 'USD_MICROCENTS', amount: 100 }] }), { actual: [{ unit: 'USD_MICROCENTS', amount: 40 }] }],
+    // Overage into overdraft: debtIncurred is non-empty.
+    [
+      call('send_email', { estimate: [{ unit: 'USD_MICROCENTS', amount: 10 }], overagePolicy: 'ALLOW_WITH_OVERDRAFT' }),
+      { actual: [{ unit: 'USD_MICROCENTS', amount: 1200 }] },
+    ],
+  ]
+  let withDebt = 0
+  for (let k = 0; k < cases.length; k++) {
+    const [req, opts] = cases[k]
+    // A twin ledger brought to the same state by Promise: it commits case k the JSON way.
+    const twin = Authority.inMemory({ policy: POLICY })
+    for (const [r, o] of cases.slice(0, k)) await (await twin.reserve(r)).commit(o)
+    const viaWire = auth.reserveSync(req).commitSync(opts)
+    const viaJson = await (await twin.reserve(req)).commit(opts)
+    assert.notEqual(viaWire.reservationId, viaJson.reservationId)
+    viaJson.reservationId = viaWire.reservationId
+    assert.deepStrictEqual(viaWire, viaJson)
+    assert.equal(JSON.stringify(viaWire), JSON.stringify(viaJson))
+    if (viaWire.debtIncurred.length > 0) withDebt++
+  }
+  assert.equal(withDebt, 1, 'the overdraft case crossed with its debt')
+})
+
+test('results stay right when names outgrow the wire table (it starts over at 4096)', () => {
+  const budgets = []
+  const N = 4_500
+  for (let i = 0; i < N; i++) budgets.push({ scope: `tenant:t${i}`, unit: 'RISK_POINTS', allocated: 1_000 + i })
+  const auth = Authority.inMemory({ policy: { tools: POLICY.tools, budgets } })
+  for (const round of [0, 1]) {
+    for (let i = 0; i < N; i += round === 0 ? 1 : 7) {
+      const d = auth.decideSync({ subject: { tenant: `t${i}` }, tool: 'write_file' })
+      assert.equal(d.decision, 'ALLOW')
+      assert.deepStrictEqual(d.rules, ['tool:write_file'])
+      assert.equal(d.balances.length, 1)
+      assert.equal(d.balances[0].scope, `tenant:t${i}`, `round ${round}, scope ${i}`)
+      assert.equal(d.balances[0].allocated, 1_000 + i)
+      assert.equal(d.balances[0].unit, 'RISK_POINTS')
+      assert.equal(d.balances[0].status, 'ACTIVE')
+    }
+  }
+})
+
+test('integers beyond 2^53 leave the wire and cross exactly as bigints', () => {
+  const huge = 2n ** 60n
+  const auth = Authority.inMemory({
+    policy: { tools: POLICY.tools, budgets: [{ scope: 'tenant:acme', unit: 'RISK_POINTS', allocated: huge }] },
+  })
+  const d = auth.decideSync(call('write_file'))
+  assert.equal(d.balances[0].allocated, huge)
+  assert.equal(d.balances[0].remaining, huge)
+  const c = auth.reserveSync(call('write_file')).commitSync()
+  assert.equal(c.balances[0].spent, 1)
+  assert.equal(c.balances[0].remaining, huge - 1n)
+})
+
+test('decideSync reads unusual arguments exactly as the Promise form does', async () => {
+  class Point {
+    constructor() {
+      this.x = 1
+    }
+  }
+  const odd = [
+    { date: new Date(0) },
+    { custom: { toJSON: () => 'custom' } },
+    { map: new Map([['a', 1]]) },
+    { point: new Point() },
+    { skipped: undefined, kept: 1 },
+    { nested: [[1, [2, { deep: [3.5, -0, 'x'] }]]] },
+    { nullProto: Object.assign(Object.create(null), { a: 1 }) },
+    // Arguments are free-form JSON: integers beyond 2^53 are kept exactly (not on the text path).
+    { big: 2 ** 60 },
+    { big: 2n ** 62n },
+  ]
+  const auth = Authority.inMemory({ policy: POLICY })
+  for (const args of odd) {
+    const req = { subject: SUBJECT, tool: 'read_file', args }
+    const label = Object.keys(args).join()
+    await sameDecision(auth, req, label)
+    const [viaWire, viaJson] = auth.auditSync({ limit: 1000 }).slice(-2)
+    assert.equal(viaWire.callDigest, viaJson.callDigest, `${label}: the same call was recorded`)
+  }
+  // Inexact input fails the same way on both paths, and nothing is recorded.
+  const before = auth.auditSync({ limit: 10_000 }).length
+  for (const args of [{ n: NaN }, { n: -Infinity }, { f() {} }, { a: [1, undefined] }, { s: Symbol('s') }]) {
+    const req = { subject: SUBJECT, tool: 'read_file', args }
+    let syncCode
+    try {
+      auth.decideSync(req)
+    } catch (e) {
+      syncCode = e.code
+    }
+    const asyncCode = await auth.decide(req).then(
+      () => undefined,
+      (e) => e.code,
+    )
+    assert.equal(syncCode, asyncCode, `same outcome for ${Object.keys(args)}`)
+    assert.equal(syncCode, 'INVALID_REQUEST')
+  }
+  assert.equal(auth.auditSync({ limit: 10_000 }).length, before)
+})
