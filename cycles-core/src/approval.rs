@@ -53,7 +53,7 @@ use serde_json::json;
 use crate::audit::{AuditKind, AuditRecord, sha256_hex};
 use crate::error::{CyclesError, Result};
 use crate::ledger::LedgerTxn;
-use crate::machine::{Prepared, Settled, append};
+use crate::machine::{Prepared, Settled, append, append_view};
 use crate::model::{
     Amount, Balance, Decision, DecisionKind, ReasonCode, Subject, Tier, ToolCall, Unit, validate_id,
 };
@@ -842,10 +842,11 @@ pub(crate) fn require(
             };
             store(txn, &r)?;
             txn.kv_put(APPROVAL_INDEX_NS, &key, &json!(r.request_id))?;
+            let requested = detail(&r, json!({ "expires_at_ms": r.expires_at_ms }));
             let mut rec = prepared.audit(AuditKind::ApprovalRequested, now_ms);
-            rec.amounts.clone_from(&prepared.amounts);
-            rec.detail = Some(detail(&r, json!({ "expires_at_ms": r.expires_at_ms })));
-            append(txn, rec)?;
+            rec.amounts = &prepared.amounts;
+            rec.detail = Some(&requested);
+            append_view(txn, rec)?;
             r
         }
     };

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{CyclesError, Result};
-use crate::model::{Action, Amount, DecisionKind, ReasonCode, Subject, Tier};
+use crate::model::{Action, ActionView, Amount, DecisionKind, ReasonCode, Subject, Tier};
 
 /// `prev_hash` of the first record.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -72,11 +72,11 @@ impl AuditKind {
 }
 
 /// One audit record. Call arguments never appear here, only their digest.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// It serializes through [`RecordView`], the one definition of a record's canonical JSON.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditRecord {
-    // Fields in alphabetical order (and nested types likewise), so that serde_json's output
-    // is canonical JSON without a detour through `Value`: hashing stays cheap on the hot path.
     /// On what.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<Action>,
@@ -148,13 +148,9 @@ impl AuditRecord {
 
     /// The hash this record should carry: SHA-256 of its canonical JSON without `hash`.
     pub fn compute_hash(&self) -> String {
-        if self.hash.is_empty() {
-            sha256_json_hex(self)
-        } else {
-            let mut unsealed = self.clone();
-            unsealed.hash.clear();
-            unsealed.compute_hash()
-        }
+        let mut view = self.view();
+        view.hash = "";
+        sha256_json_hex(&view)
     }
 
     /// Places the record after `(seq, hash)` of the head and seals it.
@@ -166,22 +162,128 @@ impl AuditRecord {
         self.hash = self.compute_hash();
     }
 
-    /// Places the record after `(seq, hash)` of the head, seals it and returns it with the
-    /// JSON a ledger stores, built from the very bytes that were hashed (one serialization).
+    /// Places the record after `(seq, hash)` of the head and seals it, giving the JSON a
+    /// ledger stores, built from the very bytes that were hashed (one serialization).
     ///
     /// ```
     /// use cycles_core::{AuditKind, AuditRecord};
     /// let sealed = AuditRecord::new(AuditKind::Decide, 1_000).seal_after(None);
-    /// assert_eq!(sealed.record().seq, 1);
+    /// assert_eq!(sealed.seq(), 1);
     /// let back: AuditRecord = serde_json::from_str(sealed.json()).unwrap();
-    /// assert_eq!(&back, sealed.record());
+    /// assert_eq!(back.hash, sealed.hash());
     /// ```
-    pub fn seal_after(mut self, head: Option<(u64, String)>) -> SealedRecord {
+    pub fn seal_after(&self, head: Option<(u64, String)>) -> SealedRecord {
+        self.view().seal_after(head)
+    }
+
+    /// The record as a borrowed view (what it serializes as).
+    pub(crate) fn view(&self) -> RecordView<'_> {
+        RecordView {
+            action: self.action.as_ref().map(Action::view),
+            amounts: &self.amounts,
+            call_digest: self.call_digest.as_deref(),
+            decision: self.decision,
+            detail: self.detail.as_ref(),
+            hash: &self.hash,
+            kind: self.kind,
+            prev_hash: &self.prev_hash,
+            reason_code: self.reason_code,
+            reservation_id: self.reservation_id.as_deref(),
+            rules: &self.rules,
+            scopes: &self.scopes,
+            seq: self.seq,
+            subject: self.subject.as_ref(),
+            tier: self.tier,
+            time_ms: self.time_ms,
+        }
+    }
+}
+
+impl Serialize for AuditRecord {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.view().serialize(s)
+    }
+}
+
+/// A record borrowing what it names: the operation's subject, scopes, call and decision are
+/// serialized and hashed where they already are, never copied into a record first (the hot
+/// path of every decide). Its serialization is the canonical JSON of [`AuditRecord`].
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct RecordView<'a> {
+    // Fields in alphabetical order (and nested types likewise), so that serde_json's output
+    // is canonical JSON without a detour through `Value`: hashing stays cheap on the hot path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<ActionView<'a>>,
+    #[serde(skip_serializing_if = "no_items")]
+    pub amounts: &'a [Amount],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call_digest: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision: Option<DecisionKind>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<&'a serde_json::Value>,
+    #[serde(skip_serializing_if = "no_text")]
+    pub hash: &'a str,
+    pub kind: AuditKind,
+    pub prev_hash: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason_code: Option<ReasonCode>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reservation_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "no_items")]
+    pub rules: &'a [String],
+    #[serde(skip_serializing_if = "no_items")]
+    pub scopes: &'a [String],
+    pub seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<&'a Subject>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier: Option<Tier>,
+    pub time_ms: i64,
+}
+
+fn no_items<T>(v: &&[T]) -> bool {
+    v.is_empty()
+}
+
+fn no_text(v: &&str) -> bool {
+    v.is_empty()
+}
+
+impl<'a> RecordView<'a> {
+    /// A record of `kind` at `time_ms` naming nothing yet.
+    pub(crate) fn new(kind: AuditKind, time_ms: i64) -> Self {
+        RecordView {
+            action: None,
+            amounts: &[],
+            call_digest: None,
+            decision: None,
+            detail: None,
+            hash: "",
+            kind,
+            prev_hash: "",
+            reason_code: None,
+            reservation_id: None,
+            rules: &[],
+            scopes: &[],
+            seq: 0,
+            subject: None,
+            tier: None,
+            time_ms,
+        }
+    }
+
+    /// Places the record after `(seq, hash)` of the head and seals it (see
+    /// [`AuditRecord::seal_after`]).
+    pub(crate) fn seal_after(self, head: Option<(u64, String)>) -> SealedRecord {
         let (seq, prev) = head.unwrap_or((0, GENESIS_HASH.to_string()));
-        self.seq = seq + 1;
-        self.prev_hash = prev;
-        self.hash.clear();
-        let (hash, json) = with_json_buffer(&self, |canonical| {
+        let view = RecordView {
+            seq: seq + 1,
+            prev_hash: &prev,
+            hash: "",
+            ..self
+        };
+        let (hash, json) = with_json_buffer(&view, |canonical| {
             let hash = sha256_hex(canonical);
             // The canonical text without `hash`, with `"hash":"..."` appended as the last key:
             // valid JSON for the same record (stored bodies are parsed, never hashed as text).
@@ -193,23 +295,47 @@ impl AuditRecord {
             json.push_str("\"}");
             (hash, json)
         });
-        self.hash = hash;
-        SealedRecord { record: self, json }
+        SealedRecord {
+            seq: view.seq,
+            time_ms: view.time_ms,
+            kind: view.kind,
+            hash,
+            json,
+        }
     }
 }
 
-/// An audit record sealed into the chain, and its stored form: JSON with every field, `hash`
-/// included. Ledgers store [`SealedRecord::json`] instead of serializing the record again.
+/// An audit record sealed into the chain, as a ledger stores it: its JSON with every field,
+/// `hash` included, and the columns a ledger indexes. Ledgers store [`SealedRecord::json`]
+/// instead of serializing the record again.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SealedRecord {
-    record: AuditRecord,
+    seq: u64,
+    time_ms: i64,
+    kind: AuditKind,
+    hash: String,
     json: String,
 }
 
 impl SealedRecord {
-    /// The sealed record.
-    pub fn record(&self) -> &AuditRecord {
-        &self.record
+    /// Position in the chain.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Ledger time.
+    pub fn time_ms(&self) -> i64 {
+        self.time_ms
+    }
+
+    /// What the record is about.
+    pub fn kind(&self) -> AuditKind {
+        self.kind
+    }
+
+    /// The record's hash.
+    pub fn hash(&self) -> &str {
+        &self.hash
     }
 
     /// The record as JSON, `hash` included (not canonical: `hash` is the last key).
@@ -217,9 +343,15 @@ impl SealedRecord {
         &self.json
     }
 
-    /// The record and its JSON.
-    pub fn into_parts(self) -> (AuditRecord, String) {
-        (self.record, self.json)
+    /// The JSON, owned.
+    pub fn into_json(self) -> String {
+        self.json
+    }
+
+    /// The record, parsed back from its JSON.
+    pub fn to_record(&self) -> Result<AuditRecord> {
+        serde_json::from_str(&self.json)
+            .map_err(|e| CyclesError::LedgerCorrupt(format!("audit record {}: {e}", self.seq)))
     }
 }
 
@@ -496,14 +628,27 @@ mod tests {
         unsealed.seq = 0;
         unsealed.prev_hash.clear();
         let sealed = unsealed.seal_after(None);
-        assert_eq!(sealed.record(), &chained);
-        let back: AuditRecord = serde_json::from_str(sealed.json()).unwrap();
-        assert_eq!(back, chained);
+        assert_eq!(sealed.seq(), chained.seq);
+        assert_eq!(sealed.hash(), chained.hash);
+        assert_eq!(sealed.to_record().unwrap(), chained);
         // A second record chains onto the first.
         let next = AuditRecord::new(AuditKind::Event, 2)
             .seal_after(Some((chained.seq, chained.hash.clone())));
-        assert_eq!(next.record().seq, 2);
-        assert_eq!(next.record().prev_hash, chained.hash);
-        assert_eq!(next.record().compute_hash(), next.record().hash);
+        let back = next.to_record().unwrap();
+        assert_eq!((next.seq(), back.seq), (2, 2));
+        assert_eq!(back.prev_hash, chained.hash);
+        assert_eq!(back.compute_hash(), next.hash());
+    }
+
+    #[test]
+    fn a_borrowed_record_serializes_exactly_like_the_owned_one() {
+        // AuditRecord serializes through its view; Action likewise. Every optional field is set
+        // in full_record, so a field the view forgot or misnamed changes these bytes.
+        let r = full_record();
+        let via_serde: serde_json::Value = serde_json::to_value(&r).unwrap();
+        let keys: Vec<&String> = via_serde.as_object().unwrap().keys().collect();
+        assert_eq!(keys.len(), 16, "every field of AuditRecord is written: {keys:?}");
+        let back: AuditRecord = serde_json::from_value(via_serde).unwrap();
+        assert_eq!(back, r);
     }
 }

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::approval::{self, Grant};
-use crate::audit::{AuditKind, AuditRecord, canonical_json, sha256_hex};
+use crate::audit::{AuditKind, AuditRecord, RecordView, canonical_json, sha256_hex};
 use crate::error::{CyclesError, Result};
 use crate::ledger::{IdempotencyEntry, LedgerTxn};
 use crate::model::{
@@ -84,16 +84,17 @@ impl<'a> Prepared<'a> {
         d
     }
 
-    pub(crate) fn audit(&self, kind: AuditKind, now_ms: i64) -> AuditRecord {
-        let mut r = AuditRecord::new(kind, now_ms);
-        r.subject = Some(self.subject.clone());
-        r.scopes.clone_from(&self.scopes);
-        let mut action = self.call.action.clone();
+    /// The audit record of this call, borrowing its subject, scopes, action and digest.
+    pub(crate) fn audit(&self, kind: AuditKind, now_ms: i64) -> RecordView<'_> {
+        let mut r = RecordView::new(kind, now_ms);
+        r.subject = Some(self.subject);
+        r.scopes = &self.scopes;
+        let mut action = self.call.action.view();
         if action.kind.is_none() {
-            action.kind.clone_from(&self.assessment.classification.kind);
+            action.kind = self.assessment.classification.kind.as_deref();
         }
         r.action = Some(action);
-        r.call_digest = Some(self.call_digest.clone());
+        r.call_digest = Some(&self.call_digest);
         r.tier = Some(self.assessment.classification.tier);
         r
     }
@@ -101,15 +102,25 @@ impl<'a> Prepared<'a> {
 
 /// Seals `record` after the current head and appends it.
 pub(crate) fn append(txn: &mut dyn LedgerTxn, record: AuditRecord) -> Result<()> {
+    append_view(txn, record.view())
+}
+
+/// Seals a borrowed record after the current head and appends it.
+pub(crate) fn append_view(txn: &mut dyn LedgerTxn, record: RecordView<'_>) -> Result<()> {
     let head = txn.audit_head()?;
     txn.append_audit(record.seal_after(head))
 }
 
-fn decision_record(d: &Decision, r: &mut AuditRecord) {
+/// Fills a record's decision fields; `detail` holds what `approval::decision_detail` gave.
+fn decision_record<'a>(
+    d: &'a Decision,
+    detail: Option<&'a serde_json::Value>,
+    r: &mut RecordView<'a>,
+) {
     r.decision = Some(d.decision);
     r.reason_code = d.reason_code;
-    r.rules.clone_from(&d.rules);
-    r.detail = approval::decision_detail(d);
+    r.rules = &d.rules;
+    r.detail = detail;
 }
 
 /// Budgets of `scopes` in `unit` (only those that exist).
@@ -223,10 +234,11 @@ pub(crate) fn decide(
     {
         approval::require(txn, ctx.now_ms, prepared, &mut decision)?;
     }
+    let detail = approval::decision_detail(&decision);
     let mut rec = prepared.audit(AuditKind::Decide, ctx.now_ms);
-    decision_record(&decision, &mut rec);
-    rec.amounts.clone_from(&prepared.amounts);
-    append(txn, rec)?;
+    decision_record(&decision, detail.as_ref(), &mut rec);
+    rec.amounts = &prepared.amounts;
+    append_view(txn, rec)?;
     Ok(decision)
 }
 
@@ -318,10 +330,11 @@ pub(crate) fn reserve(
         }
     }
     if !decision.is_allowed() {
+        let detail = approval::decision_detail(&decision);
         let mut rec = prepared.audit(AuditKind::Denial, ctx.now_ms);
-        decision_record(&decision, &mut rec);
-        rec.amounts.clone_from(&prepared.amounts);
-        append(txn, rec)?;
+        decision_record(&decision, detail.as_ref(), &mut rec);
+        rec.amounts = &prepared.amounts;
+        append_view(txn, rec)?;
         let out = ReserveOutcome::Denied {
             decision: Box::new(decision),
         };
@@ -370,11 +383,13 @@ pub(crate) fn reserve(
     // Caps state (steps, cooldown) commits with the reservation or not at all.
     ctx.policy
         .record_caps(txn, &reservation.decision, ctx.now_ms)?;
+    let detail = approval::decision_detail(&reservation.decision);
+    let reserved = reservation.reserved();
     let mut rec = prepared.audit(AuditKind::Reserve, ctx.now_ms);
-    decision_record(&reservation.decision, &mut rec);
-    rec.amounts = reservation.reserved();
-    rec.reservation_id = Some(reservation.reservation_id.clone());
-    append(txn, rec)?;
+    decision_record(&reservation.decision, detail.as_ref(), &mut rec);
+    rec.amounts = &reserved;
+    rec.reservation_id = Some(&reservation.reservation_id);
+    append_view(txn, rec)?;
     let out = ReserveOutcome::Reserved {
         reservation: Box::new(reservation),
     };
@@ -797,14 +812,15 @@ pub(crate) fn event(
             }
         }
     }
-    let mut rec = prepared.audit(AuditKind::Event, ctx.now_ms);
-    rec.amounts.clone_from(&charged);
-    rec.detail = Some(serde_json::json!({
+    let detail = serde_json::json!({
         "event_id": event_id,
         "requested": req.actual,
         "debt_incurred": debt_incurred,
-    }));
-    append(txn, rec)?;
+    });
+    let mut rec = prepared.audit(AuditKind::Event, ctx.now_ms);
+    rec.amounts = &charged;
+    rec.detail = Some(&detail);
+    append_view(txn, rec)?;
     let result = EventResult {
         event_id: event_id.to_string(),
         charged,

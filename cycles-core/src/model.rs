@@ -345,10 +345,11 @@ pub fn validate_scope(scope: &str) -> Result<()> {
 }
 
 /// What is being done: `kind` (`<category>.<operation>`), `name` (the tool), `tags`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// It serializes through [`ActionView`] (canonical JSON, as in audit records).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Action {
-    // Fields in alphabetical order: serialization is then canonical JSON (audit hashes).
     /// `<category>.<operation>`, e.g. `db.admin`; taken from the tool's registration when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
@@ -359,7 +360,33 @@ pub struct Action {
     pub tags: Vec<String>,
 }
 
+/// An action borrowed, as audit records name it: the one definition of its JSON.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct ActionView<'a> {
+    // Fields in alphabetical order: serialization is then canonical JSON (audit hashes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'a str>,
+    pub name: &'a str,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub tags: &'a [String],
+}
+
+impl Serialize for Action {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.view().serialize(s)
+    }
+}
+
 impl Action {
+    /// The action borrowed (what it serializes as).
+    pub(crate) fn view(&self) -> ActionView<'_> {
+        ActionView {
+            kind: self.kind.as_deref(),
+            name: &self.name,
+            tags: &self.tags,
+        }
+    }
+
     /// Checks name (1..=256 chars of `[A-Za-z0-9_.:/-]`), kind and tags.
     pub fn validate(&self) -> Result<()> {
         let n = &self.name;

@@ -250,7 +250,7 @@ impl LedgerTxn for MemTxn<'_> {
 
     fn audit_head(&mut self) -> Result<Option<(u64, String)>> {
         Ok(match self.overlay.audit.last() {
-            Some(r) => Some((r.record().seq, r.record().hash.clone())),
+            Some(r) => Some((r.seq(), r.hash().to_string())),
             None => self.state.head.clone(),
         })
     }
@@ -275,15 +275,12 @@ impl LedgerTxn for MemTxn<'_> {
             }
             out.push(stored.parse()?);
         }
-        out.extend(
-            self.overlay
-                .audit
-                .iter()
-                .map(SealedRecord::record)
-                .filter(|r| r.seq > after_seq)
-                .take(limit - out.len())
-                .cloned(),
-        );
+        for sealed in self.overlay.audit.iter().filter(|r| r.seq() > after_seq) {
+            if out.len() >= limit {
+                break;
+            }
+            out.push(sealed.to_record()?);
+        }
         Ok(out)
     }
 
@@ -337,11 +334,10 @@ impl State {
         }
         self.idempotency.extend(overlay.idempotency);
         for sealed in overlay.audit {
-            let (record, json) = sealed.into_parts();
-            self.head = Some((record.seq, record.hash));
+            self.head = Some((sealed.seq(), sealed.hash().to_string()));
             self.audit.push(StoredRecord {
-                seq: record.seq,
-                json: json.into_boxed_str(),
+                seq: sealed.seq(),
+                json: sealed.into_json().into_boxed_str(),
             });
         }
         self.kv.extend(overlay.kv);

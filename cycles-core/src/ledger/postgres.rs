@@ -1577,7 +1577,7 @@ impl FlushArgs {
         let budgets: Vec<Budget> = p.budgets.into_values().collect();
         let reservations: Vec<Reservation> = p.reservations.into_values().collect();
         let (head_seq, head_hash) = match (head, p.audit.last()) {
-            (_, Some(last)) => (last.record().seq as i64, last.record().hash.clone()),
+            (_, Some(last)) => (last.seq() as i64, last.hash().to_string()),
             (Some((s, h)), None) => (*s as i64, h.clone()),
             (None, None) => (0, String::new()),
         };
@@ -1607,12 +1607,12 @@ impl FlushArgs {
             i_result: p.idempotency.values().map(|e| to_json(&e.result)).collect(),
             i_op: p.idempotency.keys().map(|k| k.0.clone()).collect(),
             i_key: p.idempotency.into_keys().map(|k| k.1).collect(),
-            a_seq: p.audit.iter().map(|a| a.record().seq as i64).collect(),
-            a_time: p.audit.iter().map(|a| a.record().time_ms).collect(),
-            a_kind: p.audit.iter().map(|a| a.record().kind.as_str()).collect(),
-            a_hash: p.audit.iter().map(|a| a.record().hash.clone()).collect(),
+            a_seq: p.audit.iter().map(|a| a.seq() as i64).collect(),
+            a_time: p.audit.iter().map(|a| a.time_ms()).collect(),
+            a_kind: p.audit.iter().map(|a| a.kind().as_str()).collect(),
+            a_hash: p.audit.iter().map(|a| a.hash().to_string()).collect(),
             moved: !p.audit.is_empty(),
-            a_body: p.audit.into_iter().map(|a| a.into_parts().1).collect(),
+            a_body: p.audit.into_iter().map(SealedRecord::into_json).collect(),
             k_value: p.kv.values().map(to_json).collect(),
             k_ns: p.kv.keys().map(|k| k.0.clone()).collect(),
             k_key: p.kv.into_keys().map(|k| k.1).collect(),
@@ -1837,15 +1837,14 @@ impl LedgerTxn for PgTxn<'_> {
     fn append_audit(&mut self, sealed: SealedRecord) -> Result<()> {
         self.check_writable()?;
         self.ensure_begun()?;
-        let record = sealed.record();
         let expected = self.st.head.as_ref().map_or(0, |h| h.0) + 1;
-        if record.seq != expected {
+        if sealed.seq() != expected {
             return Err(corrupt(format!(
                 "audit record {} appended where {expected} was expected",
-                record.seq
+                sealed.seq()
             )));
         }
-        self.st.head = Some((record.seq, record.hash.clone()));
+        self.st.head = Some((sealed.seq(), sealed.hash().to_string()));
         self.st.last_appended = self.st.head.clone();
         self.st.pending.audit.push(sealed);
         Ok(())

@@ -796,16 +796,15 @@ impl LedgerTxn for SqliteTxn<'_> {
     }
 
     fn append_audit(&mut self, sealed: SealedRecord) -> Result<()> {
-        let r = sealed.record();
         self.conn
             .prepare_cached(
                 "INSERT INTO audit (seq, time_ms, kind, hash, body) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
             .execute(params![
-                r.seq as i64,
-                r.time_ms,
-                r.kind.as_str(),
-                r.hash,
+                sealed.seq() as i64,
+                sealed.time_ms(),
+                sealed.kind().as_str(),
+                sealed.hash(),
                 sealed.json()
             ])?;
         Ok(())
