@@ -288,11 +288,16 @@ impl<'a> RecordView<'a> {
             // The canonical text without `hash`, with `"hash":"..."` appended as the last key:
             // valid JSON for the same record (stored bodies are parsed, never hashed as text).
             let body = &canonical[..canonical.len() - 1];
-            let mut json = String::with_capacity(body.len() + hash.len() + 10);
+            let tail = [",\"hash\":\"", hash.as_str(), "\"}"];
+            let mut json =
+                String::with_capacity(body.len() + tail.iter().map(|t| t.len()).sum::<usize>());
             json.push_str(std::str::from_utf8(body).expect("serde_json writes UTF-8"));
-            json.push_str(",\"hash\":\"");
-            json.push_str(&hash);
-            json.push_str("\"}");
+            tail.iter().for_each(|t| json.push_str(t));
+            debug_assert_eq!(
+                json.len(),
+                json.capacity(),
+                "sized exactly: no reallocation"
+            );
             (hash, json)
         });
         SealedRecord {
@@ -647,7 +652,11 @@ mod tests {
         let r = full_record();
         let via_serde: serde_json::Value = serde_json::to_value(&r).unwrap();
         let keys: Vec<&String> = via_serde.as_object().unwrap().keys().collect();
-        assert_eq!(keys.len(), 16, "every field of AuditRecord is written: {keys:?}");
+        assert_eq!(
+            keys.len(),
+            16,
+            "every field of AuditRecord is written: {keys:?}"
+        );
         let back: AuditRecord = serde_json::from_value(via_serde).unwrap();
         assert_eq!(back, r);
     }
