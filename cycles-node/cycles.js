@@ -115,6 +115,63 @@ Reservation.prototype.commitSync = function commitSync(options) {
   return typeof r === 'string' ? readCommit(WIRE, r) : r
 }
 
+// The in-memory ledger never waits on a disk, a server or another process, and its operations
+// take microseconds: there its Promise forms do the work on the JS thread and return a settled
+// Promise, instead of a libuv thread-pool round trip that costs ten times the work. Errors
+// still reject, never throw. File and server ledgers keep running off the JS thread, and so
+// do audit reads and verify on every ledger (long on a long trail).
+const INLINE_AUTHORITIES = new WeakMap()
+const INLINE_RESERVATIONS = new WeakSet()
+
+function inline(auth) {
+  let yes = INLINE_AUTHORITIES.get(auth)
+  if (yes === undefined) {
+    yes = auth.ledger === 'memory'
+    INLINE_AUTHORITIES.set(auth, yes)
+  }
+  return yes
+}
+
+function settled(fn) {
+  try {
+    return Promise.resolve(fn())
+  } catch (err) {
+    return Promise.reject(err)
+  }
+}
+
+/** Remembers reservations of an inline authority, so their own Promise forms run inline too. */
+function tracked(auth, reservation) {
+  if (inline(auth)) INLINE_RESERVATIONS.add(reservation)
+  return reservation
+}
+
+for (const name of ['reserveSync', 'getReservationSync']) {
+  const native = Authority.prototype[name]
+  Authority.prototype[name] = function (...args) {
+    return tracked(this, native.apply(this, args))
+  }
+}
+for (const name of ['reserve', 'getReservation']) {
+  const native = Authority.prototype[name]
+  Authority.prototype[name] = function (...args) {
+    if (inline(this)) return settled(() => this[`${name}Sync`](...args))
+    return native.apply(this, args).then((r) => tracked(this, r))
+  }
+}
+for (const name of ['decide', 'commit', 'release', 'extend', 'event']) {
+  const native = Authority.prototype[name]
+  Authority.prototype[name] = function (...args) {
+    return inline(this) ? settled(() => this[`${name}Sync`](...args)) : native.apply(this, args)
+  }
+}
+for (const name of ['commit', 'release', 'extend']) {
+  const native = Reservation.prototype[name]
+  Reservation.prototype[name] = function (...args) {
+    return INLINE_RESERVATIONS.has(this) ? settled(() => this[`${name}Sync`](...args)) : native.apply(this, args)
+  }
+}
+
 function isPlainObject(v) {
   if (v === null || typeof v !== 'object') return false
   const proto = Object.getPrototypeOf(v)

@@ -1,12 +1,14 @@
 // The numeric wire of decideSync / Reservation#commitSync (src/wire.rs, cycles.js) must give
-// exactly the object the JSON path gives: the Promise forms still cross as JSON, so every
-// result is compared with its Promise twin, key order included (JSON.stringify), across
-// allowed, capped, cooled-down and denied calls, commits with overage, and more names than
-// the wire's names table holds.
+// exactly the object the JSON path gives. On a file ledger the Promise forms still run off the
+// JS thread and cross as JSON, so every result is compared with its Promise twin on SQLite, key
+// order included (JSON.stringify), across allowed, capped, cooled-down and denied calls,
+// commits with overage, and more names than the wire's names table holds. The last tests
+// check that the in-memory ledger's Promise forms run inline and still reject, never throw.
 import test from 'node:test'
 import assert from 'node:assert/strict'
+import { join } from 'node:path'
 
-import { cycles } from './support.mjs'
+import { cycles, tempDir } from './support.mjs'
 
 const { Authority, ManualClock } = cycles
 
@@ -39,9 +41,17 @@ async function sameDecision(auth, req, label) {
   return viaWire
 }
 
-test('decideSync over the wire equals the JSON path for every kind of decision', async () => {
+/** A SQLite-backed authority (its Promise forms take the JSON path) and its cleanup. */
+function fileAuthority(options = {}) {
+  const tmp = tempDir()
+  const auth = Authority.openSync(join(tmp.dir, 'wire.db'), { policy: POLICY, synchronous: 'NORMAL', ...options })
+  return { auth, tmp }
+}
+
+test('decideSync over the wire equals the JSON path for every kind of decision', async (t) => {
   const clock = new ManualClock(1_000_000)
-  const auth = Authority.inMemory({ policy: POLICY, clock })
+  const { auth, tmp } = fileAuthority({ clock })
+  t.after(tmp.cleanup)
   const seen = new Set()
   const note = (d) => seen.add(`${d.decision}/${d.reasonCode ?? '-'}/${d.retryAfterMs !== undefined}`)
 
@@ -70,8 +80,9 @@ test('decideSync over the wire equals the JSON path for every kind of decision',
   assert.ok([...seen].some((s) => s.startsWith('DENY/')), 'a DENY crossed')
 })
 
-test('Reservation#commitSync over the wire equals the Promise form', async () => {
-  const auth = Authority.inMemory({ policy: POLICY })
+test('Reservation#commitSync over the wire equals the Promise form', async (t) => {
+  const { auth, tmp } = fileAuthority()
+  t.after(tmp.cleanup)
   const cases = [
     [call('read_file'), undefined],
     [call('send_email', { estimate: [{ unit: 'USD_MICROCENTS', amount: 100 }] }), { actual: [{ unit: 'USD_MICROCENTS', amount: 40 }] }],
@@ -85,7 +96,8 @@ test('Reservation#commitSync over the wire equals the Promise form', async () =>
   for (let k = 0; k < cases.length; k++) {
     const [req, opts] = cases[k]
     // A twin ledger brought to the same state by Promise: it commits case k the JSON way.
-    const twin = Authority.inMemory({ policy: POLICY })
+    const { auth: twin, tmp: twinTmp } = fileAuthority()
+    t.after(twinTmp.cleanup)
     for (const [r, o] of cases.slice(0, k)) await (await twin.reserve(r)).commit(o)
     const viaWire = auth.reserveSync(req).commitSync(opts)
     const viaJson = await (await twin.reserve(req)).commit(opts)
@@ -130,7 +142,7 @@ test('integers beyond 2^53 leave the wire and cross exactly as bigints', () => {
   assert.equal(c.balances[0].remaining, huge - 1n)
 })
 
-test('decideSync reads unusual arguments exactly as the Promise form does', async () => {
+test('decideSync reads unusual arguments exactly as the Promise form does', async (t) => {
   class Point {
     constructor() {
       this.x = 1
@@ -148,7 +160,8 @@ test('decideSync reads unusual arguments exactly as the Promise form does', asyn
     { big: 2 ** 60 },
     { big: 2n ** 62n },
   ]
-  const auth = Authority.inMemory({ policy: POLICY })
+  const { auth, tmp } = fileAuthority()
+  t.after(tmp.cleanup)
   for (const args of odd) {
     const req = { subject: SUBJECT, tool: 'read_file', args }
     const label = Object.keys(args).join()
@@ -174,4 +187,41 @@ test('decideSync reads unusual arguments exactly as the Promise form does', asyn
     assert.equal(syncCode, 'INVALID_REQUEST')
   }
   assert.equal(auth.auditSync({ limit: 10_000 }).length, before)
+})
+
+test('on the in-memory ledger the Promise forms run inline, and still reject rather than throw', async () => {
+  const auth = Authority.inMemory({ policy: POLICY })
+  const held = () => auth.balancesSync('tenant:acme').find((b) => b.unit === 'RISK_POINTS').reserved
+  const pending = auth.reserve(call('send_email'))
+  assert.ok(pending instanceof Promise)
+  assert.equal(held(), 5, 'the hold is taken before the Promise is awaited')
+  const r = await pending
+  const committing = r.commit()
+  assert.equal(held(), 0, 'the reservation commits inline too')
+  assert.equal((await committing).status, 'COMMITTED')
+  // Bad input: a rejected Promise, never a synchronous throw, and nothing recorded.
+  const before = auth.auditSync({ limit: 1000 }).length
+  let rejected
+  const p = auth.decide({ subject: SUBJECT, tool: 'read_file', estimate: [{ unit: 'RISK_POINTS', amount: -1 }] })
+  await p.catch((e) => (rejected = e.code))
+  assert.equal(rejected, 'INVALID_REQUEST')
+  await assert.rejects(r.commit(), (e) => e.code === 'RESERVATION_FINALIZED')
+  assert.equal(auth.auditSync({ limit: 1000 }).length, before)
+  // Settled inline means settled within a few microtasks; a thread-pool result arrives in a
+  // later event-loop turn. The file ledger's Promise forms must take the pool.
+  const settlesInMicrotasks = async (promise) => {
+    let done = false
+    const watched = promise.then((v) => ((done = true), v))
+    for (let i = 0; i < 5; i++) await Promise.resolve()
+    return { done, value: await watched }
+  }
+  assert.equal((await settlesInMicrotasks(auth.decide(call('read_file')))).done, true)
+  const { auth: file, tmp } = fileAuthority()
+  try {
+    const { done, value } = await settlesInMicrotasks(file.reserve(call('send_email')))
+    assert.equal(done, false, 'a SQLite reserve runs off the JS thread')
+    await value.release()
+  } finally {
+    tmp.cleanup()
+  }
 })
