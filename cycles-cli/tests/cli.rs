@@ -1,24 +1,12 @@
 //! End-to-end tests of the real `cycles` binary: every test runs it as a subprocess in a temp
 //! directory with a real SQLite ledger file, and checks exit codes, output and the ledger.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(self.stdout.trim())
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {:?}", self.stdout))
-    }
-}
+mod support;
+use support::{Run, cycles};
 
 struct Dir {
     dir: tempfile::TempDir,
@@ -37,30 +25,7 @@ impl Dir {
 
     /// Runs `cycles ARGS` here, with `stdin`, without any CYCLES_* variable of the caller.
     fn run(&self, args: &[&str], stdin: &str) -> Run {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cycles"));
-        cmd.args(args)
-            .current_dir(self.dir.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, _) in std::env::vars() {
-            if k.starts_with("CYCLES_") {
-                cmd.env_remove(k);
-            }
-        }
-        let mut child = cmd.spawn().unwrap();
-        // A command that fails closed before reading its input closes the pipe early: that is
-        // a legitimate outcome to assert on, not a test error.
-        match child.stdin.take().unwrap().write_all(stdin.as_bytes()) {
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-            other => other.unwrap(),
-        }
-        let out = child.wait_with_output().unwrap();
-        Run {
-            code: out.status.code().expect("exited, not killed"),
-            stdout: String::from_utf8(out.stdout).unwrap(),
-            stderr: String::from_utf8(out.stderr).unwrap(),
-        }
+        cycles(self.dir.path(), &[], args, stdin)
     }
 
     fn ok(&self, args: &[&str]) -> Run {
