@@ -36,7 +36,8 @@
 //! # Statuses
 //! `PENDING` → `GRANTED` (a grant was recorded) → `CONSUMED` (a reservation used it);
 //! `PENDING`/`GRANTED` → `DENIED` (a signed denial; it also revokes an unused grant);
-//! `PENDING` → `EXPIRED` (nobody decided within [`REQUEST_TTL_MS`]) and `GRANTED` → `EXPIRED`
+//! `PENDING` → `EXPIRED` (nobody decided within the policy's `approval.request_ttl_ms`, default
+//! [`DEFAULT_REQUEST_TTL_MS`]) and `GRANTED` → `EXPIRED`
 //! (the recorded grant ran out unused), both noticed lazily when the request is next touched.
 //! A grant may also reach `reserve` without having been recorded (a webhook handed it to the
 //! agent): it is then recorded as granted and consumed in the reservation's transaction. Every
@@ -63,8 +64,13 @@ use crate::policy::CompiledPolicy;
 pub const APPROVAL_NS: &str = "approval";
 /// Namespace mapping (subject scopes, call digest) to the latest request for that call.
 pub const APPROVAL_INDEX_NS: &str = "approval_index";
-/// How long a request waits for a decision before it expires (1 hour, ledger clock).
-pub const REQUEST_TTL_MS: i64 = 3_600_000;
+/// How long a request waits for a decision before it expires, unless the policy sets
+/// `approval.request_ttl_ms` (1 hour, ledger clock).
+pub const DEFAULT_REQUEST_TTL_MS: i64 = 3_600_000;
+/// Shortest request lifetime a policy may set (1 second).
+pub const MIN_REQUEST_TTL_MS: i64 = 1_000;
+/// Longest request lifetime a policy may set (7 days).
+pub const MAX_REQUEST_TTL_MS: i64 = 7 * 86_400_000;
 /// Longest denial reason.
 pub const MAX_REASON_LEN: usize = 256;
 /// Largest webhook answer read.
@@ -796,8 +802,10 @@ fn expire_if_due(txn: &mut dyn LedgerTxn, r: &mut ApprovalRequest, now_ms: i64) 
 
 /// Turns an allowed `decision` into DENY `APPROVAL_REQUIRED`, recording a new request (and its
 /// audit record) or reusing the pending or granted one for the same subject scopes and call.
+/// A new request stays open for the policy's `approval.request_ttl_ms`.
 pub(crate) fn require(
     txn: &mut dyn LedgerTxn,
+    policy: &CompiledPolicy,
     now_ms: i64,
     prepared: &Prepared<'_>,
     decision: &mut Decision,
@@ -834,7 +842,7 @@ pub(crate) fn require(
                 risk_points,
                 remaining: decision.balances.clone(),
                 created_at_ms: now_ms,
-                expires_at_ms: now_ms.saturating_add(REQUEST_TTL_MS),
+                expires_at_ms: now_ms.saturating_add(policy.policy().approval.request_ttl_ms),
                 decided_at_ms: None,
                 grant: None,
                 denial: None,

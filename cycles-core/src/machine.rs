@@ -232,7 +232,7 @@ pub(crate) fn decide(
     if decision.is_allowed()
         && approval::needed(ctx.policy, prepared.assessment.classification.tier)
     {
-        approval::require(txn, ctx.now_ms, prepared, &mut decision)?;
+        approval::require(txn, ctx.policy, ctx.now_ms, prepared, &mut decision)?;
     }
     let detail = approval::decision_detail(&decision);
     let mut rec = prepared.audit(AuditKind::Decide, ctx.now_ms);
@@ -321,7 +321,7 @@ pub(crate) fn reserve(
         && approval::needed(ctx.policy, prepared.assessment.classification.tier)
     {
         match &grant {
-            None => approval::require(txn, ctx.now_ms, prepared, &mut decision)?,
+            None => approval::require(txn, ctx.policy, ctx.now_ms, prepared, &mut decision)?,
             Some(g) => {
                 approved =
                     approval::check_grant(txn, ctx.policy, ctx.now_ms, prepared, g, &mut decision)?

@@ -197,7 +197,8 @@ fn risk_points() -> Unit {
 }
 
 /// Approval settings: calls at or above `threshold_tier` need an Ed25519-signed grant from an
-/// approver whose public key is listed. Parsed and validated here; enforced by approvals.
+/// approver whose public key is listed; a request nobody decides within `request_ttl_ms`
+/// expires. Parsed and validated here; enforced by approvals.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApprovalPolicy {
@@ -205,6 +206,9 @@ pub struct ApprovalPolicy {
     pub threshold_tier: Tier,
     /// Approver Ed25519 public keys, 32 bytes as 64 hex characters.
     pub public_keys: Vec<String>,
+    /// How long a new approval request stays open for a decision, in milliseconds of ledger
+    /// time (default 1 hour; 1 s to 7 days).
+    pub request_ttl_ms: i64,
 }
 
 impl Default for ApprovalPolicy {
@@ -212,6 +216,7 @@ impl Default for ApprovalPolicy {
         ApprovalPolicy {
             threshold_tier: Tier::T4,
             public_keys: Vec::new(),
+            request_ttl_ms: crate::approval::DEFAULT_REQUEST_TTL_MS,
         }
     }
 }
@@ -257,7 +262,7 @@ pub struct Policy {
     /// ALLOW_WITH_CAPS rules: caps that apply while a scope's remaining budget is low.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub caps: Vec<CapsRule>,
-    /// Approval settings (threshold tier and approver keys), used by approvals.
+    /// Approval settings (threshold tier, approver keys, request lifetime), used by approvals.
     #[serde(skip_serializing_if = "ApprovalPolicy::is_default")]
     pub approval: ApprovalPolicy,
 }
@@ -403,6 +408,13 @@ impl Policy {
             caps.push(CompiledCaps::build(i, rule, &self.tools)?);
         }
         let a = &self.approval;
+        let ttl = crate::approval::MIN_REQUEST_TTL_MS..=crate::approval::MAX_REQUEST_TTL_MS;
+        if !ttl.contains(&a.request_ttl_ms) {
+            return Err(bad(
+                "approval.request_ttl_ms",
+                "between 1000 (1 s) and 604800000 (7 days)".into(),
+            ));
+        }
         for (i, key) in a.public_keys.iter().enumerate() {
             let ok = key.len() == 64 && hex::decode(key).is_ok();
             if !ok {

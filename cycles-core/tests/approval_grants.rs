@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use cycles_core::approval::REQUEST_TTL_MS;
+use cycles_core::approval::DEFAULT_REQUEST_TTL_MS;
 use cycles_core::*;
 use serde_json::json;
 
@@ -41,9 +41,13 @@ struct Env {
 }
 
 fn env_on(ledger: Arc<dyn Ledger>, dir: tempfile::TempDir) -> Env {
+    env_with(policy(), ledger, dir)
+}
+
+fn env_with(policy: Policy, ledger: Arc<dyn Ledger>, dir: tempfile::TempDir) -> Env {
     let clock = ManualClock::new(START);
     let auth = Authority::builder()
-        .policy(policy())
+        .policy(policy)
         .shared_ledger(ledger)
         .clock(clock.clone())
         .build()
@@ -165,7 +169,7 @@ fn granted_call_reserves_once_and_everything_is_audited() {
         assert_eq!(stored.scopes, ["tenant:acme", "tenant:acme/agent:bot"]);
         assert_eq!(stored.risk_points, 50);
         assert_eq!(stored.remaining[0].remaining, 100);
-        assert_eq!(stored.expires_at_ms, START + REQUEST_TTL_MS);
+        assert_eq!(stored.expires_at_ms, START + DEFAULT_REQUEST_TTL_MS);
         assert_eq!(acme_reserved(auth), 0);
 
         let grant = alice().grant(&stored, START + 60_000);
@@ -382,9 +386,9 @@ fn expired_grant_and_expired_request_are_expired() {
     let id2 = request_for(&env.auth, wipe("v2"));
     let late = alice().grant(
         &env.auth.approval(&id2).unwrap(),
-        START + 10 * REQUEST_TTL_MS,
+        START + 10 * DEFAULT_REQUEST_TTL_MS,
     );
-    env.clock.advance(REQUEST_TTL_MS + 1);
+    env.clock.advance(DEFAULT_REQUEST_TTL_MS + 1);
     assert_rejected(&env, wipe("v2"), &late, ApprovalInvalidReason::Expired);
     assert_eq!(
         env.auth.approval(&id2).unwrap().status,
@@ -762,4 +766,82 @@ fn signed_message_is_the_documented_bytes() {
             .unwrap()
             .starts_with("cycles.approval.denial.v1\nrequest_id:apr_x\n")
     );
+}
+
+#[test]
+fn default_request_lifetime_is_one_hour() {
+    assert_eq!(DEFAULT_REQUEST_TTL_MS, 3_600_000);
+    assert_eq!(policy().approval.request_ttl_ms, 3_600_000);
+    let env = memory_env();
+    let id = request_for(&env.auth, wipe("v1"));
+    assert_eq!(
+        env.auth.approval(&id).unwrap().expires_at_ms,
+        START + 3_600_000
+    );
+    // Still open on its last millisecond: the same call reuses it...
+    env.clock.advance(3_600_000);
+    assert_eq!(request_for(&env.auth, wipe("v1")), id);
+    // ...and one millisecond later it has expired and the call opens a new one.
+    env.clock.advance(1);
+    assert_ne!(request_for(&env.auth, wipe("v1")), id);
+    assert_eq!(
+        env.auth.approval(&id).unwrap().status,
+        ApprovalStatus::Expired
+    );
+}
+
+#[test]
+fn policy_request_lifetime_sets_when_a_request_expires() {
+    const TTL: i64 = 5_000;
+    let short = || {
+        let mut p = policy();
+        p.approval.request_ttl_ms = TTL;
+        p
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = SqliteLedger::open(dir.path().join("cycles.db")).unwrap();
+    let envs = [
+        env_with(short(), Arc::new(file), dir),
+        env_with(
+            short(),
+            Arc::new(MemoryLedger::new()),
+            tempfile::tempdir().unwrap(),
+        ),
+    ];
+    for env in envs {
+        let auth = &env.auth;
+        let id = request_for(auth, wipe("v1"));
+        let stored = auth.approval(&id).unwrap();
+        assert_eq!(stored.expires_at_ms, START + TTL);
+        let requested = auth
+            .audit(&AuditQuery::default())
+            .unwrap()
+            .into_iter()
+            .find(|r| r.kind == AuditKind::ApprovalRequested)
+            .unwrap();
+        assert_eq!(
+            requested.detail.as_ref().unwrap()["expires_at_ms"],
+            json!(START + TTL),
+            "{requested:?}"
+        );
+
+        // Not before: on the last millisecond the request is still open and a grant works.
+        env.clock.advance(TTL);
+        assert_eq!(request_for(auth, wipe("v1")), id);
+        let grant = alice().grant(&stored, START + 10 * TTL);
+        auth.reserve(&reserve_req(wipe("v1"), Some(&grant)))
+            .unwrap();
+        assert_eq!(auth.approval(&id).unwrap().status, ApprovalStatus::Consumed);
+
+        // After: a request nobody decided within TTL expires, and a grant for it is refused.
+        let id2 = request_for(auth, wipe("v2"));
+        let stored2 = auth.approval(&id2).unwrap();
+        assert_eq!(stored2.expires_at_ms, START + 2 * TTL);
+        let late = alice().grant(&stored2, START + 10 * TTL);
+        env.clock.advance(TTL + 1);
+        assert_rejected(&env, wipe("v2"), &late, ApprovalInvalidReason::Expired);
+        assert_eq!(auth.approval(&id2).unwrap().status, ApprovalStatus::Expired);
+        assert!(kinds(auth).contains(&"approval_expired"));
+        assert!(auth.verify().unwrap().ok);
+    }
 }

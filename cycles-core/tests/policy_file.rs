@@ -173,6 +173,10 @@ fn authority_refuses_to_start_with_an_invalid_policy() {
             "approval.public_keys[0]",
         ),
         (
+            format!("{GOOD}\n[approval]\nrequest_ttl_ms = 999\n"),
+            "approval.request_ttl_ms",
+        ),
+        (
             CLASSIFIED.replace("classifier = \"sql\"\n", ""),
             "tools[0].arg",
         ),
@@ -326,4 +330,56 @@ fn every_rule_id_is_documented() {
         missing.is_empty(),
         "rule ids missing from docs/policy.md: {missing:?}"
     );
+}
+
+#[test]
+fn approval_request_lifetime_is_validated() {
+    // GOOD ends on line 21: `[approval]` is line 22 and the field line 24.
+    for bad in ["0", "999", "-1000", "604800001", "9223372036854775807"] {
+        let text = format!("{GOOD}[approval]\nthreshold_tier = 3\nrequest_ttl_ms = {bad}\n");
+        let msg = expect_error(&text, 24, "approval.request_ttl_ms");
+        assert!(msg.contains("604800000"), "{msg}");
+    }
+    for (ok, ms) in [
+        ("1000", 1_000),
+        ("604800000", 604_800_000),
+        ("5_000", 5_000),
+    ] {
+        let text = format!("{GOOD}[approval]\nrequest_ttl_ms = {ok}\n");
+        let p = Policy::from_toml_str(&text, "ok.toml").unwrap();
+        assert_eq!(p.approval.request_ttl_ms, ms);
+    }
+    // Not written: one hour.
+    let p = Policy::from_toml_str(&format!("{GOOD}[approval]\nthreshold_tier = 3\n"), "d.toml")
+        .unwrap();
+    assert_eq!(p.approval.request_ttl_ms, 3_600_000);
+    assert_eq!(Policy::default().approval.request_ttl_ms, 3_600_000);
+    // Not a number: a type error on the field.
+    let text = format!("{GOOD}[approval]\nrequest_ttl_ms = \"1h\"\n");
+    expect_error(&text, 23, "request_ttl_ms");
+}
+
+#[test]
+fn approval_request_lifetime_in_the_json_policy_the_bindings_pass() {
+    // The Node and Python bindings deserialize a policy object with serde_json and build an
+    // authority from it: the field comes through, and a bad value is refused the same way.
+    let policy: Policy = serde_json::from_value(serde_json::json!({
+        "approval": { "threshold_tier": 3, "request_ttl_ms": 5000 }
+    }))
+    .unwrap();
+    assert_eq!(policy.approval.request_ttl_ms, 5_000);
+    let back = serde_json::to_value(&policy).unwrap();
+    assert_eq!(back["approval"]["request_ttl_ms"], 5_000);
+    Authority::builder().policy(policy).build().unwrap();
+
+    let policy: Policy = serde_json::from_value(serde_json::json!({
+        "approval": { "request_ttl_ms": 604_800_001_i64 }
+    }))
+    .unwrap();
+    let err = Authority::builder().policy(policy).build().unwrap_err();
+    assert_eq!(err.code(), "POLICY_INVALID");
+    assert!(err.to_string().contains("approval.request_ttl_ms"), "{err}");
+    // The default is not written out, so existing policy JSON stays as it was.
+    let json = serde_json::to_value(Policy::default()).unwrap();
+    assert!(json.get("approval").is_none(), "{json}");
 }
