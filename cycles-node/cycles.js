@@ -7,11 +7,20 @@ const native = require('./index.js')
 const { Authority, Reservation } = native
 
 // The numeric wire of `decideSync` and `commitSync` (cycles-node/src/wire.rs): the native side
-// writes the result's numbers into WIRE and its strings as indexes into NAMES (appending a name
-// the first time it sees it); these functions rebuild the same plain object JSON would give,
-// with literals V8 allocates at a fixed shape. A result the wire cannot carry comes back whole.
+// writes the result's numbers into WIRE (WIRE_BIG for integers beyond 2^53) and its strings as
+// indexes into NAMES (appending a name the first time it sees it); these functions rebuild the
+// same plain object the exact path gives, with literals V8 allocates at a fixed shape. A result
+// the wire cannot carry comes back whole.
 const WIRE = new Float64Array(2048)
+// An integer beyond 2^53 is NaN in WIRE and exact in the same slot here (read as a bigint).
+const WIRE_BIG = new BigInt64Array(WIRE.length)
 const NAMES = []
+
+/** The integer in slot `i`: a number, or a bigint when a number cannot hold it exactly. */
+function int(n, i) {
+  const v = n[i]
+  return v === v ? v : WIRE_BIG[i]
+}
 
 function readBalances(n, i) {
   const count = n[i++]
@@ -20,12 +29,12 @@ function readBalances(n, i) {
     out[k] = {
       scope: NAMES[n[i]],
       unit: NAMES[n[i + 1]],
-      allocated: n[i + 2],
-      spent: n[i + 3],
-      reserved: n[i + 4],
-      debt: n[i + 5],
-      remaining: n[i + 6],
-      overdraftLimit: n[i + 7],
+      allocated: int(n, i + 2),
+      spent: int(n, i + 3),
+      reserved: int(n, i + 4),
+      debt: int(n, i + 5),
+      remaining: int(n, i + 6),
+      overdraftLimit: int(n, i + 7),
       isOverLimit: n[i + 8] === 1,
       status: NAMES[n[i + 9]],
     }
@@ -37,21 +46,21 @@ function readDecision(n) {
   const d = { decision: NAMES[n[0]] }
   if (n[1] >= 0) d.reasonCode = NAMES[n[1]]
   d.tier = n[2]
-  d.riskPoints = n[3]
-  let i = 6
+  d.riskPoints = int(n, 3)
+  let i = 7
   const rules = new Array(n[i++])
   for (let k = 0; k < rules.length; k++) rules[k] = NAMES[n[i++]]
   d.rules = rules
   if (n[4] >= 0) d.scope = NAMES[n[4]]
   d.balances = readBalances(n, i)
-  if (!Number.isNaN(n[5])) d.retryAfterMs = n[5]
+  if (n[5] === 1) d.retryAfterMs = int(n, 6)
   return d
 }
 
 function readAmounts(n, at) {
   let i = at[0]
   const out = new Array(n[i++])
-  for (let k = 0; k < out.length; k++, i += 2) out[k] = { unit: NAMES[n[i]], amount: n[i + 1] }
+  for (let k = 0; k < out.length; k++, i += 2) out[k] = { unit: NAMES[n[i]], amount: int(n, i + 1) }
   at[0] = i
   return out
 }
@@ -107,11 +116,11 @@ function plainJson(v, depth) {
 
 Authority.prototype.decideSync = function decideSync(request) {
   const text = plainJson(request, 0) && typeof request === 'object' ? JSON.stringify(request) : undefined
-  return this.__decideWire(text, request, WIRE, NAMES) ?? readDecision(WIRE)
+  return this.__decideWire(text, request, WIRE, WIRE_BIG, NAMES) ?? readDecision(WIRE)
 }
 
 Reservation.prototype.commitSync = function commitSync(options) {
-  const r = this.__commitWire(options, WIRE, NAMES)
+  const r = this.__commitWire(options, WIRE, WIRE_BIG, NAMES)
   return typeof r === 'string' ? readCommit(WIRE, r) : r
 }
 

@@ -435,7 +435,7 @@ impl Authority {
         sync(&env, d).map(|d| types::Decision::from(&d))
     }
 
-    /// `decideSync` for cycles.js: writes the decision into `nums` / `names` (see
+    /// `decideSync` for cycles.js: writes the decision into `nums` / `bigs` / `names` (see
     /// [`wire`]) and returns null, or returns the full object when the wire cannot carry it.
     /// `text` is the request as cycles.js stringified it after checking that the text is
     /// exact (undefined when it is not): it saves the call back into JS from here.
@@ -446,13 +446,14 @@ impl Authority {
         text: Option<String>,
         request: Unknown,
         nums: Unknown,
+        bigs: Unknown,
         names: Unknown,
     ) -> napi::Result<Option<types::Decision>> {
         let parsed = text.as_deref().and_then(JsCallRequest::from_text);
         let d = decide_request_from(parsed, &request).and_then(|req| self.inner.decide(&req));
         let d = sync(&env, d)?;
         // SAFETY: handles of this synchronous call.
-        match unsafe { wire::Wire::open(&nums, &names) }.and_then(|w| w.decision(&d)) {
+        match unsafe { wire::Wire::open(&nums, &bigs, &names) }.and_then(|w| w.decision(&d)) {
             Some(()) => Ok(None),
             None => Ok(Some(types::Decision::from(&d))),
         }
@@ -975,7 +976,7 @@ impl Reservation {
         Ok(types::CommitResult::from(&c))
     }
 
-    /// `commitSync` for cycles.js: writes the result into `nums` / `names` (see [`wire`]) and
+    /// `commitSync` for cycles.js: writes the result into `nums` / `bigs` / `names` (see [`wire`]) and
     /// returns the reservation id, or returns the full object when the wire cannot carry it.
     #[napi(skip_typescript, js_name = "__commitWire")]
     pub fn commit_wire(
@@ -983,13 +984,14 @@ impl Reservation {
         env: Env,
         options: Option<Unknown>,
         nums: Unknown,
+        bigs: Unknown,
         names: Unknown,
     ) -> napi::Result<Either<String, types::CommitResult>> {
         let c = commit_request(options.as_ref()).and_then(|req| self.auth.commit(&self.id(), &req));
         let c = sync(&env, c)?;
         set_status(&self.state, c.status);
         // SAFETY: handles of this synchronous call.
-        match unsafe { wire::Wire::open(&nums, &names) }.and_then(|w| w.commit(&c)) {
+        match unsafe { wire::Wire::open(&nums, &bigs, &names) }.and_then(|w| w.commit(&c)) {
             Some(()) => Ok(Either::A(c.reservation_id)),
             None => Ok(Either::B(types::CommitResult::from(&c))),
         }

@@ -10,12 +10,14 @@
 //! fixed-shape allocations. The object is the same either way (same keys, same order, same
 //! values).
 //!
-//! Anything the wire does not carry (caps, a message, an approval request, an integer beyond
-//! 2^53, a result too long for the buffer) makes the encoder step aside: the method then
-//! returns the full object built the usual way, so both paths give the same result.
+//! An integer beyond 2^53 (a JS number cannot hold it exactly) is written as NaN in its f64
+//! slot and exactly into the same slot of a `BigInt64Array`, and read back as a bigint, as the
+//! JSON path gives it. Anything the wire does not carry (caps, a message, an approval request,
+//! a result too long for the buffer) makes the encoder step aside: the method then returns the
+//! full object built the usual way, so both paths give the same result.
 //!
-//! Layouts (f64 slots; a name is an index into the names array, -1 or NaN when absent):
-//! - Decision: `decision, reasonCode, tier, riskPoints, scope, retryAfterMs(NaN),
+//! Layouts (f64 slots; a name is an index into the names array, -1 when absent):
+//! - Decision: `decision, reasonCode, tier, riskPoints, scope, hasRetryAfter(0/1), retryAfterMs,
 //!   nRules, rule..., nBalances, balance...`
 //! - CommitResult: `status, nCharged, (unit, amount)..., nReleased, (unit, amount)...,
 //!   nDebt, (unit, amount)..., nBalances, balance...` (the reservation id is the return value)
@@ -54,35 +56,56 @@ fn ok(status: sys::napi_status) -> Option<()> {
 pub struct Wire<'a> {
     env: sys::napi_env,
     nums: &'a mut [f64],
+    bigs: &'a mut [i64],
     names_js: sys::napi_value,
     at: usize,
 }
 
+/// The live backing store of a typed array of `kind`, or `None`.
+///
+/// # Safety
+/// `v` must be a live handle of the current call on the JS thread.
+unsafe fn typed<'a, T>(env: sys::napi_env, v: &Unknown<'a>, kind: i32) -> Option<&'a mut [T]> {
+    let mut ty = 0;
+    let mut len = 0usize;
+    let mut data = ptr::null_mut();
+    let mut buffer = ptr::null_mut();
+    let mut offset = 0usize;
+    ok(unsafe {
+        sys::napi_get_typedarray_info(
+            env,
+            v.value().value,
+            &mut ty,
+            &mut len,
+            &mut data,
+            &mut buffer,
+            &mut offset,
+        )
+    })?;
+    if ty != kind || data.is_null() || len == 0 {
+        return None;
+    }
+    // SAFETY: V8 hands out the live, aligned backing store of the typed array (`len` elements
+    // of T); nothing else touches it until this synchronous call returns.
+    Some(unsafe { std::slice::from_raw_parts_mut(data.cast::<T>(), len) })
+}
+
 impl<'a> Wire<'a> {
-    /// The wire over `(nums: Float64Array, names: Array)` of the current call, or `None` when
-    /// they are not that (the caller then answers with the full object).
+    /// The wire over `(nums: Float64Array, bigs: BigInt64Array, names: Array)` of the current
+    /// call (the typed arrays of the same length), or `None` when they are not that (the caller
+    /// then answers with the full object).
     ///
     /// # Safety
-    /// `nums` and `names` must be live handles of the current call on the JS thread.
-    pub unsafe fn open(nums: &Unknown<'a>, names: &Unknown<'a>) -> Option<Wire<'a>> {
+    /// The handles must be live handles of the current call on the JS thread.
+    pub unsafe fn open(
+        nums: &Unknown<'a>,
+        bigs: &Unknown<'a>,
+        names: &Unknown<'a>,
+    ) -> Option<Wire<'a>> {
         let env = nums.value().env;
-        let mut ty = 0;
-        let mut len = 0usize;
-        let mut data = ptr::null_mut();
-        let mut buffer = ptr::null_mut();
-        let mut offset = 0usize;
-        ok(unsafe {
-            sys::napi_get_typedarray_info(
-                env,
-                nums.value().value,
-                &mut ty,
-                &mut len,
-                &mut data,
-                &mut buffer,
-                &mut offset,
-            )
-        })?;
-        if ty != sys::TypedarrayType::float64_array || data.is_null() || len == 0 {
+        let nums = unsafe { typed::<f64>(env, nums, sys::TypedarrayType::float64_array) }?;
+        let bigs = unsafe { typed::<i64>(env, bigs, sys::TypedarrayType::bigint64_array) }?;
+        if bigs.len() != nums.len() {
             return None;
         }
         let mut is_array = false;
@@ -90,12 +113,10 @@ impl<'a> Wire<'a> {
         if !is_array {
             return None;
         }
-        // SAFETY: V8 hands out the live backing store of a Float64Array (aligned, `len` f64s);
-        // nothing else touches it until this synchronous call returns.
-        let nums = unsafe { std::slice::from_raw_parts_mut(data.cast::<f64>(), len) };
         Some(Wire {
             env,
             nums,
+            bigs,
             names_js: names.value().value,
             at: 0,
         })
@@ -108,8 +129,11 @@ impl<'a> Wire<'a> {
     }
 
     fn int(&mut self, v: i64) -> Option<()> {
-        (v.unsigned_abs() <= MAX_SAFE_INTEGER as u64).then_some(())?;
-        self.put(v as f64)
+        if v.unsigned_abs() <= MAX_SAFE_INTEGER as u64 {
+            return self.put(v as f64);
+        }
+        *self.bigs.get_mut(self.at)? = v;
+        self.put(f64::NAN)
     }
 
     /// Writes the index of `name`, adding it to the JS names array the first time.
@@ -208,10 +232,8 @@ impl<'a> Wire<'a> {
         self.put(f64::from(d.tier.get()))?;
         self.int(d.risk_points)?;
         self.opt_name(d.scope.as_deref())?;
-        match d.retry_after_ms {
-            Some(ms) => self.int(ms)?,
-            None => self.put(f64::NAN)?,
-        }
+        self.put(if d.retry_after_ms.is_some() { 1.0 } else { 0.0 })?;
+        self.int(d.retry_after_ms.unwrap_or(0))?;
         self.put(d.rules.len() as f64)?;
         for r in &d.rules {
             self.name(r)?;
