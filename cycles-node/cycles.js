@@ -141,14 +141,6 @@ function inline(auth) {
   return yes
 }
 
-function settled(fn) {
-  try {
-    return Promise.resolve(fn())
-  } catch (err) {
-    return Promise.reject(err)
-  }
-}
-
 /** Remembers reservations of an inline authority, so their own Promise forms run inline too. */
 function tracked(auth, reservation) {
   if (inline(auth)) INLINE_RESERVATIONS.add(reservation)
@@ -161,23 +153,34 @@ for (const name of ['reserveSync', 'getReservationSync']) {
     return tracked(this, native.apply(this, args))
   }
 }
+function settledCall(fn, self, args) {
+  try {
+    return Promise.resolve(fn.apply(self, args))
+  } catch (err) {
+    return Promise.reject(err)
+  }
+}
+
 for (const name of ['reserve', 'getReservation']) {
   const native = Authority.prototype[name]
+  const sync = Authority.prototype[`${name}Sync`]
   Authority.prototype[name] = function (...args) {
-    if (inline(this)) return settled(() => this[`${name}Sync`](...args))
+    if (inline(this)) return settledCall(sync, this, args)
     return native.apply(this, args).then((r) => tracked(this, r))
   }
 }
 for (const name of ['decide', 'commit', 'release', 'extend', 'event']) {
   const native = Authority.prototype[name]
+  const sync = Authority.prototype[`${name}Sync`]
   Authority.prototype[name] = function (...args) {
-    return inline(this) ? settled(() => this[`${name}Sync`](...args)) : native.apply(this, args)
+    return inline(this) ? settledCall(sync, this, args) : native.apply(this, args)
   }
 }
 for (const name of ['commit', 'release', 'extend']) {
   const native = Reservation.prototype[name]
+  const sync = Reservation.prototype[`${name}Sync`]
   Reservation.prototype[name] = function (...args) {
-    return INLINE_RESERVATIONS.has(this) ? settled(() => this[`${name}Sync`](...args)) : native.apply(this, args)
+    return INLINE_RESERVATIONS.has(this) ? settledCall(sync, this, args) : native.apply(this, args)
   }
 }
 
