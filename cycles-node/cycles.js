@@ -128,22 +128,31 @@ Reservation.prototype.commitSync = function commitSync(options) {
 // take microseconds: there its Promise forms do the work on the JS thread and return a settled
 // Promise, instead of a libuv thread-pool round trip that costs ten times the work. Errors
 // still reject, never throw. File and server ledgers keep running off the JS thread, and so
-// do audit reads and verify on every ledger (long on a long trail).
-const INLINE_AUTHORITIES = new WeakMap()
-const INLINE_RESERVATIONS = new WeakSet()
+// do audit reads and verify on every ledger (long on a long trail). A non-enumerable symbol
+// property marks whether an authority's ledger is in memory, and that a reservation belongs to
+// such an authority (its own Promise forms then run inline too).
+const INLINE = Symbol('cycles.inline')
 
 function inline(auth) {
-  let yes = INLINE_AUTHORITIES.get(auth)
+  let yes = auth[INLINE]
   if (yes === undefined) {
     yes = auth.ledger === 'memory'
-    INLINE_AUTHORITIES.set(auth, yes)
+    Object.defineProperty(auth, INLINE, { value: yes })
   }
   return yes
 }
 
-/** Remembers reservations of an inline authority, so their own Promise forms run inline too. */
+function settledCall(fn, self, args) {
+  try {
+    return Promise.resolve(fn.apply(self, args))
+  } catch (err) {
+    return Promise.reject(err)
+  }
+}
+
+/** Marks reservations of an inline authority, so their own Promise forms run inline too. */
 function tracked(auth, reservation) {
-  if (inline(auth)) INLINE_RESERVATIONS.add(reservation)
+  if (inline(auth)) Object.defineProperty(reservation, INLINE, { value: true })
   return reservation
 }
 
@@ -153,14 +162,6 @@ for (const name of ['reserveSync', 'getReservationSync']) {
     return tracked(this, native.apply(this, args))
   }
 }
-function settledCall(fn, self, args) {
-  try {
-    return Promise.resolve(fn.apply(self, args))
-  } catch (err) {
-    return Promise.reject(err)
-  }
-}
-
 for (const name of ['reserve', 'getReservation']) {
   const native = Authority.prototype[name]
   const sync = Authority.prototype[`${name}Sync`]
@@ -169,7 +170,17 @@ for (const name of ['reserve', 'getReservation']) {
     return native.apply(this, args).then((r) => tracked(this, r))
   }
 }
-for (const name of ['decide', 'commit', 'release', 'extend', 'event']) {
+// decide is the hottest: no rest-argument array.
+const nativeDecide = Authority.prototype.decide
+Authority.prototype.decide = function decide(request) {
+  if (!inline(this)) return nativeDecide.call(this, request)
+  try {
+    return Promise.resolve(this.decideSync(request))
+  } catch (err) {
+    return Promise.reject(err)
+  }
+}
+for (const name of ['commit', 'release', 'extend', 'event']) {
   const native = Authority.prototype[name]
   const sync = Authority.prototype[`${name}Sync`]
   Authority.prototype[name] = function (...args) {
@@ -180,7 +191,7 @@ for (const name of ['commit', 'release', 'extend']) {
   const native = Reservation.prototype[name]
   const sync = Reservation.prototype[`${name}Sync`]
   Reservation.prototype[name] = function (...args) {
-    return INLINE_RESERVATIONS.has(this) ? settledCall(sync, this, args) : native.apply(this, args)
+    return this[INLINE] === true ? settledCall(sync, this, args) : native.apply(this, args)
   }
 }
 
