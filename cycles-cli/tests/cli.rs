@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 mod support;
-use support::{Run, cycles};
+use support::{Run, cycles, risk_balance};
 
 struct Dir {
     dir: tempfile::TempDir,
@@ -120,13 +120,7 @@ fn request_id(reason: &str) -> String {
 }
 
 fn balance(d: &Dir, scope: &str) -> Value {
-    let all = d.ok(&["--json", "balances"]).json();
-    all.as_array()
-        .unwrap()
-        .iter()
-        .find(|b| b["scope"] == scope && b["unit"] == "RISK_POINTS")
-        .cloned()
-        .unwrap_or_else(|| panic!("no budget {scope}: {all}"))
+    risk_balance(&d.ok(&["--json", "balances"]).json(), scope)
 }
 
 fn audit_kinds(d: &Dir) -> Vec<String> {

@@ -8,7 +8,7 @@
 use serde_json::{Value, json};
 
 mod support;
-use support::{Run, cycles};
+use support::{Run, cycles, risk_balance};
 
 fn server_url() -> String {
     std::env::var("CYCLES_PG_URL").expect(
@@ -140,15 +140,8 @@ fn init_budget_hook_and_audit_on_a_postgres_url() {
     let write = json!({"file_path": "/tmp/a.txt", "content": "x"});
     let (answer, reason) = decision(&hook(&event("PreToolUse", "tu_1", "Write", write.clone())));
     assert_eq!(answer, "allow", "{reason}");
-    let balance = |scope: &str| -> Value {
-        let all = ok(&["--ledger", &url, "--json", "balances"]).json();
-        all.as_array()
-            .unwrap()
-            .iter()
-            .find(|b| b["scope"] == scope && b["unit"] == "RISK_POINTS")
-            .cloned()
-            .unwrap_or_else(|| panic!("no budget {scope}: {all}"))
-    };
+    let balance =
+        |scope: &str| risk_balance(&ok(&["--ledger", &url, "--json", "balances"]).json(), scope);
     let b = balance("app:claude-code");
     assert_eq!(
         (b["reserved"].as_i64(), b["spent"].as_i64()),

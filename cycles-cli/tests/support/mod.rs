@@ -50,3 +50,13 @@ pub fn cycles(dir: &Path, env: &[(&str, &str)], args: &[&str], stdin: &str) -> R
         stderr: String::from_utf8(out.stderr).unwrap(),
     }
 }
+
+/// The RISK_POINTS balance of `scope` in the JSON of `cycles --json balances`.
+pub fn risk_balance(all: &Value, scope: &str) -> Value {
+    all.as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["scope"] == scope && b["unit"] == "RISK_POINTS")
+        .cloned()
+        .unwrap_or_else(|| panic!("no budget {scope}: {all}"))
+}
