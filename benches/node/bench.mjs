@@ -21,18 +21,14 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir, cpus, release } from 'node:os'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { setFlagsFromString } from 'node:v8'
-import { runInNewContext } from 'node:vm'
+import { execFileSync } from 'node:child_process'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const require = createRequire(import.meta.url)
 const { Authority } = require(join(here, '../../cycles-node/cycles.js'))
 
 const quick = process.argv.includes('--quick')
-// A full collection between rows: an Authority's ledger lives in Rust memory V8 does not see,
-// so the authorities of earlier rows would otherwise linger and weigh on later rows.
-setFlagsFromString('--expose-gc')
-const collect = runInNewContext('gc')
+
 // Never exhausted by a bench, like the Rust bench's i64::MAX / 4, but a safe integer: results
 // holding integers beyond 2^53 take the exact (slower) bigint path, measured separately below.
 const BIG = 2 ** 52
@@ -103,42 +99,60 @@ function cases(fileBacked) {
 const fmtUs = (ns) => (ns / 1000).toFixed(ns < 10_000 ? 2 : 1)
 const fmtRate = (ns) => Math.round(1e9 / ns).toLocaleString('en-US')
 
+const LEDGERS = [
+  ['memory', () => Authority.inMemory({ policy: POLICY }), false],
+  ['SQLite FULL', (dir) => Authority.openSync(join(dir, 'full.db'), { policy: POLICY, synchronous: 'FULL' }), true],
+  ['SQLite NORMAL', (dir) => Authority.openSync(join(dir, 'normal.db'), { policy: POLICY, synchronous: 'NORMAL' }), true],
+]
+// Every row: [ledger index, case index], and last the exact-path row (null).
+const ROWS = [...LEDGERS.flatMap(([, , fileBacked], l) => cases(fileBacked).map((_, c) => [l, c])), null]
+
+/** Measures one row on a fresh authority (core figure first) and returns its table line. */
+async function runRow(row, dir) {
+  if (row === null) {
+    // The exact path: every balance holds integers beyond 2^53 (bigints in JS).
+    const huge = Authority.inMemory({
+      policy: { ...POLICY, budgets: POLICY.budgets.map((b) => ({ ...b, allocated: 2n ** 61n })) },
+    })
+    const n = quick ? 2_000 : 20_000
+    const batches = quick ? 5 : 25
+    const base = await core(huge, 'decide', DECIDE, n, batches)
+    const { p50, mean } = await measure((k) => { for (let i = 0; i < k; i++) huge.decideSync(DECIDE) }, n, batches)
+    const met = p50 <= 2 * base + 1000 ? 'yes' : 'no'
+    return `| decide | memory, amounts > 2^53 | Sync | ${fmtUs(p50)} | ${fmtUs(mean)} | ${fmtRate(p50)} | ${fmtUs(base)} | ${fmtUs(p50 - base)} | ${met} |`
+  }
+  const [label, make, fileBacked] = LEDGERS[row[0]]
+  const c = cases(fileBacked)[row[1]]
+  const auth = make(dir)
+  const base = await core(auth, c.op, c.request, c.n, c.batches)
+  const { p50, mean } = await measure((k) => c.fn(auth, k), c.n, c.batches)
+  const met = c.form.includes('in flight') ? '–' : p50 <= 2 * base + 1000 ? 'yes' : 'no'
+  return `| ${c.op} | ${label} | ${c.form} | ${fmtUs(p50)} | ${fmtUs(mean)} | ${fmtRate(p50)} | ${fmtUs(base)} | ${fmtUs(p50 - base)} | ${met} |`
+}
+
+const rowAt = process.argv.indexOf('--row')
+if (rowAt > 0) {
+  // A child: one row, its line on stdout.
+  const dirAt = process.argv.indexOf('--dir')
+  console.log(await runRow(ROWS[Number(process.argv[rowAt + 1])], process.argv[dirAt + 1]))
+  process.exit(0)
+}
+
+// Each row runs in its own Node process on a fresh authority, its core figure taken right
+// before it: the JIT and heap state a row leaves behind (and the in-memory trail it grows)
+// must not weigh on the next row. In one process, a Promise row measured after three other
+// rows came out about 1.7 times slower than the same row alone.
 const out = []
 out.push('| operation | ledger | form | p50 µs/call | mean µs/call | calls/s | core µs/call | overhead µs | ≤ 2×core+1µs |')
 out.push('|---|---|---|---:|---:|---:|---:|---:|:-:|')
 const dir = mkdtempSync(join(tmpdir(), 'cycles-node-bench-'))
 try {
-  const ledgers = [
-    ['memory', () => Authority.inMemory({ policy: POLICY }), false],
-    ['SQLite FULL', () => Authority.openSync(join(dir, 'full.db'), { policy: POLICY, synchronous: 'FULL' }), true],
-    ['SQLite NORMAL', () => Authority.openSync(join(dir, 'normal.db'), { policy: POLICY, synchronous: 'NORMAL' }), true],
-  ]
-  for (const [label, make, fileBacked] of ledgers) {
-    for (const c of cases(fileBacked)) {
-      // A fresh authority per row (the in-memory trail grows with every call: a row should not
-      // pay for the rows before it), and its core figure taken right before the row.
-      collect()
-      const auth = make()
-      const base = await core(auth, c.op, c.request, c.n, c.batches)
-      const { p50, mean } = await measure((k) => c.fn(auth, k), c.n, c.batches)
-      const met = c.form.includes('in flight') ? '–' : p50 <= 2 * base + 1000 ? 'yes' : 'no'
-      out.push(
-        `| ${c.op} | ${label} | ${c.form} | ${fmtUs(p50)} | ${fmtUs(mean)} | ${fmtRate(p50)} | ${fmtUs(base)} | ${fmtUs(p50 - base)} | ${met} |`,
-      )
-      process.stderr.write(`${out.at(-1)}\n`)
-    }
+  for (let i = 0; i < ROWS.length; i++) {
+    const args = [fileURLToPath(import.meta.url), '--row', String(i), '--dir', dir, ...(quick ? ['--quick'] : [])]
+    const line = execFileSync(process.execPath, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim()
+    out.push(line.split('\n').at(-1))
+    process.stderr.write(`${out.at(-1)}\n`)
   }
-  // The exact path: every balance holds integers beyond 2^53, so results are built value by
-  // value with bigints instead of crossing as JSON.
-  const huge = Authority.inMemory({
-    policy: { ...POLICY, budgets: POLICY.budgets.map((b) => ({ ...b, allocated: 2n ** 61n })) },
-  })
-  const n = quick ? 2_000 : 20_000
-  const batches = quick ? 5 : 25
-  const base = await core(huge, 'decide', DECIDE, n, batches)
-  const { p50, mean } = await measure((k) => { for (let i = 0; i < k; i++) huge.decideSync(DECIDE) }, n, batches)
-  const met = p50 <= 2 * base + 1000 ? 'yes' : 'no'
-  out.push(`| decide | memory, amounts > 2^53 | Sync | ${fmtUs(p50)} | ${fmtUs(mean)} | ${fmtRate(p50)} | ${fmtUs(base)} | ${fmtUs(p50 - base)} | ${met} |`)
 } finally {
   rmSync(dir, { recursive: true, force: true })
 }
