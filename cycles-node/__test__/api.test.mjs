@@ -4,18 +4,12 @@ import test from 'node:test'
 import assert from 'node:assert/strict'
 import { join } from 'node:path'
 
-import { cycles, tempDir } from './support.mjs'
+import { cycles, tempDir, TOOLS_BY_TIER } from './support.mjs'
 
 const { Authority, ManualClock, guard, isCyclesError } = cycles
 
 const POLICY = {
-  tools: [
-    { name: 'read_file', tier: 0 },
-    { name: 'write_file', tier: 1 },
-    { name: 'send_email', tier: 2 },
-    { name: 'deploy', tier: 3 },
-    { name: 'railway.delete_volume', tier: 4 },
-  ],
+  tools: TOOLS_BY_TIER,
   budgets: [
     { scope: 'tenant:acme', unit: 'RISK_POINTS', allocated: 40 },
     { scope: 'tenant:acme', unit: 'USD_MICROCENTS', allocated: 1000 },

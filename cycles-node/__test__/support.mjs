@@ -93,3 +93,12 @@ export function tempDir(prefix = 'cycles-node-') {
 export function big(v) {
   return typeof v === 'bigint' ? v : BigInt(v)
 }
+
+/** One tool per tier, 0 to 4: the registrations the API tests share. */
+export const TOOLS_BY_TIER = [
+  { name: 'read_file', tier: 0 },
+  { name: 'write_file', tier: 1 },
+  { name: 'send_email', tier: 2 },
+  { name: 'deploy', tier: 3 },
+  { name: 'railway.delete_volume', tier: 4 },
+]
