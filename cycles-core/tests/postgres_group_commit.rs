@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use cycles_core::*;
-use postgres_support::{Schema, url};
+use postgres_support::{Schema, append, terminate_sessions, url};
 use serde_json::json;
 
 const THREADS: u64 = 8;
@@ -38,8 +38,7 @@ fn op(txn: &mut dyn LedgerTxn, id: &str, flush_first: bool, fail: bool) -> cycle
     txn.kv_put("ops", id, &json!(b.spent))?;
     let mut rec = AuditRecord::new(AuditKind::Event, 1);
     rec.detail = Some(json!({ "op": id }));
-    let head = txn.audit_head()?;
-    txn.append_audit(rec.seal_after(head))?;
+    append(txn, rec)?;
     if flush_first {
         txn.kv_list("ops")?;
     }
@@ -168,14 +167,7 @@ fn lost_sessions_rerun_every_operation_of_the_shared_transaction_once() {
                 );
                 std::thread::sleep(Duration::from_millis(5));
             }
-            let n: i64 = admin
-                .query_one(
-                    "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-                     WHERE application_name = $1) t",
-                    &[&app],
-                )
-                .unwrap()
-                .get(0);
+            let n = terminate_sessions(&mut admin, &app);
             killed += n;
         }
         stop.store(true, Ordering::SeqCst);

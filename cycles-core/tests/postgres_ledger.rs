@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use cycles_core::*;
-use postgres_support::{Schema, url};
+use postgres_support::{Schema, append, terminate_sessions, url};
 use serde_json::json;
 
 fn policy() -> Policy {
@@ -217,9 +217,7 @@ fn a_failed_write_changes_nothing_even_after_a_mid_transaction_flush() {
                 },
             )?;
             txn.kv_put("approvals", "a1", &json!({"state": "pending"}))?;
-            let rec = AuditRecord::new(AuditKind::BudgetSet, 5);
-            let head = txn.audit_head()?;
-            txn.append_audit(rec.seal_after(head))?;
+            append(txn, AuditRecord::new(AuditKind::BudgetSet, 5))?;
             // List queries see the pending writes (they are flushed into the transaction).
             assert_eq!(txn.budgets(Some("tenant:x"))?.len(), 1);
             assert_eq!(txn.reservations(None, 10)?.len(), 1);
@@ -326,19 +324,10 @@ fn lost_before_commit(group_commit: bool) {
             let mut b = txn.budget("tenant:x", Unit::Tokens)?.unwrap();
             b.spent += 1;
             txn.put_budget(&b)?;
-            let rec = AuditRecord::new(AuditKind::Event, 1);
-            let head = txn.audit_head()?;
-            txn.append_audit(rec.seal_after(head))?;
+            append(txn, AuditRecord::new(AuditKind::Event, 1))?;
             if n == 0 {
                 // Kill our own session (and any other of this ledger) mid-transaction.
-                let killed: i64 = admin
-                    .query_one(
-                        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-                         WHERE application_name = $1) t",
-                        &[&app],
-                    )
-                    .unwrap()
-                    .get(0);
+                let killed = terminate_sessions(&mut admin, &app);
                 assert!(killed >= 1);
             }
             Ok(())
@@ -400,9 +389,7 @@ fn lost_during_commit(group_commit: bool) {
             let mut b = txn.budget("tenant:x", Unit::Tokens)?.unwrap();
             b.spent += 1;
             txn.put_budget(&b)?;
-            let rec = AuditRecord::new(AuditKind::Event, 1);
-            let head = txn.audit_head()?;
-            txn.append_audit(rec.seal_after(head))
+            append(txn, AuditRecord::new(AuditKind::Event, 1))
         })
         .unwrap();
     // The lookup on a new session found the record absent, so the operation ran again.
@@ -447,9 +434,7 @@ fn a_write_refused_in_the_pipelined_commit_changes_nothing() {
     let write = |key: &'static str| {
         ledger.write(&mut |txn| {
             txn.put_budget(&Budget::new("tenant:x", Unit::Tokens, 10))?;
-            let rec = AuditRecord::new(AuditKind::BudgetSet, 1);
-            let head = txn.audit_head()?;
-            txn.append_audit(rec.seal_after(head))?;
+            append(txn, AuditRecord::new(AuditKind::BudgetSet, 1))?;
             txn.kv_put("ns", key, &json!(1))
         })
     };
@@ -637,9 +622,7 @@ fn what_a_process_keeps_between_writes_is_dropped_when_another_writes() {
                 seen = budget.spent;
                 budget.spent += by;
                 txn.put_budget(&budget)?;
-                let rec = AuditRecord::new(AuditKind::Event, 1);
-                let head = txn.audit_head()?;
-                txn.append_audit(rec.seal_after(head))
+                append(txn, AuditRecord::new(AuditKind::Event, 1))
             })
             .unwrap();
         seen

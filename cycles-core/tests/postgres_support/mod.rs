@@ -5,7 +5,8 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use cycles_core::{PostgresLedger, PostgresOptions};
+use cycles_core::ledger::LedgerTxn;
+use cycles_core::{AuditRecord, PostgresLedger, PostgresOptions};
 use serde_json::Value;
 
 /// The server under test. The tests never fall back to anything else: without a server they
@@ -168,4 +169,22 @@ pub fn audit_trail(auth: &cycles_core::Authority, n: &mut Normalizer) -> Vec<Val
         i = j;
     }
     trail
+}
+
+/// Seals `rec` after the chain head and appends it, as the state machine does.
+pub fn append(txn: &mut dyn LedgerTxn, rec: AuditRecord) -> cycles_core::Result<()> {
+    let head = txn.audit_head()?;
+    txn.append_audit(rec.seal_after(head))
+}
+
+/// Terminates every server session whose `application_name` is `app`; how many there were.
+pub fn terminate_sessions(admin: &mut postgres::Client, app: &str) -> i64 {
+    admin
+        .query_one(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE application_name = $1) t",
+            &[&app],
+        )
+        .unwrap()
+        .get(0)
 }
