@@ -355,9 +355,14 @@ impl SealedRecord {
 
     /// The record, parsed back from its JSON.
     pub fn to_record(&self) -> Result<AuditRecord> {
-        serde_json::from_str(&self.json)
-            .map_err(|e| CyclesError::LedgerCorrupt(format!("audit record {}: {e}", self.seq)))
+        parse_stored(self.seq, &self.json)
     }
+}
+
+/// A stored record's JSON parsed back; unreadable JSON is `LEDGER_CORRUPT` naming `seq`.
+pub(crate) fn parse_stored(seq: u64, json: &str) -> Result<AuditRecord> {
+    serde_json::from_str(json)
+        .map_err(|e| CyclesError::LedgerCorrupt(format!("audit record {seq}: {e}")))
 }
 
 /// SHA-256 of bytes, lowercase hex.

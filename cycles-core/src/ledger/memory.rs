@@ -37,8 +37,7 @@ struct StoredRecord {
 
 impl StoredRecord {
     fn parse(&self) -> Result<AuditRecord> {
-        serde_json::from_str(&self.json)
-            .map_err(|e| CyclesError::LedgerCorrupt(format!("audit record {}: {e}", self.seq)))
+        crate::audit::parse_stored(self.seq, &self.json)
     }
 }
 
@@ -66,10 +65,15 @@ impl MemoryLedger {
     #[doc(hidden)]
     pub fn tamper_audit(&self, seq: u64, f: impl FnOnce(&mut AuditRecord)) {
         let mut st = self.state.lock();
+        let last = st.audit.last().map(|r| r.seq);
         if let Some(stored) = st.audit.iter_mut().find(|r| r.seq == seq) {
             let mut r = stored.parse().expect("stored records parse");
             f(&mut r);
             stored.json = serde_json::to_string(&r).expect("records serialize").into();
+            // The head is the last record's (seq, hash): keep it so, as a stored head would be.
+            if last == Some(seq) {
+                st.head = Some((r.seq, r.hash));
+            }
         }
     }
 }
