@@ -180,7 +180,7 @@ impl Authority {
         req.validate()?;
         let prepared = Prepared::new(&self.inner.policy, &req.subject, &req.call, &req.estimate)?;
         let ctx = self.ctx();
-        let id = format!("rsv_{}", uuid::Uuid::new_v4().simple());
+        let id = format!("rsv_{}", uuid::Uuid::now_v7().simple());
         let outcome = write_with(self.inner.ledger.as_ref(), |txn| {
             machine::reserve(txn, &ctx, &prepared, req, &id)
         })
