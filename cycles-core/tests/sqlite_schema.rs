@@ -115,7 +115,10 @@ fn a_version_1_file_is_migrated_keeping_every_reservation_and_its_order() {
         .into_iter()
         .map(|r| r.reservation_id)
         .collect();
-    assert_eq!(active, [short.reservation_id.clone(), long.reservation_id.clone()]);
+    assert_eq!(
+        active,
+        [short.reservation_id.clone(), long.reservation_id.clone()]
+    );
     assert_eq!(auth.balances(None).unwrap(), balances);
     assert_eq!(
         auth.audit(&AuditQuery::default()).unwrap().len(),
@@ -187,5 +190,8 @@ fn reservation_ids_sort_in_creation_order() {
     let mut sorted = ids.clone();
     sorted.sort();
     assert_eq!(ids, sorted);
-    assert!(ids.iter().all(|id| id.len() == 36 && id.starts_with("rsv_")));
+    assert!(
+        ids.iter()
+            .all(|id| id.len() == 36 && id.starts_with("rsv_"))
+    );
 }
