@@ -5,6 +5,8 @@
 //! the transaction (nothing changes), the inner one is an outcome that is committed with the
 //! transaction (a lazily expired reservation is persisted as EXPIRED, then reported).
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -242,39 +244,60 @@ pub(crate) fn decide(
     Ok(decision)
 }
 
-/// Looks up an idempotent replay: `Ok(Some(result))` replays, a digest mismatch is an error.
-fn replay<T: DeserializeOwned>(
-    txn: &mut dyn LedgerTxn,
-    op: &str,
-    key: Option<&str>,
-    digest: &str,
-) -> Result<Option<T>> {
-    let Some(key) = key else { return Ok(None) };
-    match txn.idempotency(op, key)? {
-        None => Ok(None),
-        Some(e) if e.request_digest != digest => {
-            Err(CyclesError::IdempotencyMismatch(key.to_string()))
-        }
-        Some(e) => serde_json::from_value(e.result)
-            .map(Some)
-            .map_err(|e| CyclesError::LedgerCorrupt(format!("idempotency entry {key}: {e}"))),
-    }
+/// An operation's idempotency: the name its result is remembered under (`reserve`,
+/// `commit:<id>`, ...), the caller's key, and the digest of the request without the key.
+struct Idempotency<'a> {
+    op: Cow<'static, str>,
+    key: Option<&'a str>,
+    digest: String,
 }
 
-fn remember<T: Serialize>(
-    txn: &mut dyn LedgerTxn,
-    op: &str,
-    key: Option<&str>,
-    digest: &str,
-    result: &T,
-) -> Result<()> {
-    let Some(key) = key else { return Ok(()) };
-    let entry = IdempotencyEntry {
-        request_digest: digest.to_string(),
-        result: serde_json::to_value(result)
-            .map_err(|e| CyclesError::LedgerCorrupt(format!("idempotency result: {e}")))?,
-    };
-    txn.put_idempotency(op, key, &entry)
+impl<'a> Idempotency<'a> {
+    /// The idempotency of `req` under `op`, and the remembered result when this is a replay
+    /// of it. The same key with a different request is `IDEMPOTENCY_MISMATCH`.
+    fn check<R: Serialize, T: DeserializeOwned>(
+        txn: &mut dyn LedgerTxn,
+        op: impl Into<Cow<'static, str>>,
+        key: Option<&'a str>,
+        req: &R,
+    ) -> Result<(Self, Option<T>)> {
+        let op = op.into();
+        let Some(key) = key else {
+            let none = Idempotency {
+                op,
+                key,
+                digest: String::new(),
+            };
+            return Ok((none, None));
+        };
+        let digest = request_digest(&op, req);
+        let prev = match txn.idempotency(&op, key)? {
+            None => None,
+            Some(e) if e.request_digest != digest => {
+                return Err(CyclesError::IdempotencyMismatch(key.to_string()));
+            }
+            Some(e) => Some(serde_json::from_value(e.result).map_err(|e| {
+                CyclesError::LedgerCorrupt(format!("idempotency entry {key}: {e}"))
+            })?),
+        };
+        let idempotency = Idempotency {
+            op,
+            key: Some(key),
+            digest,
+        };
+        Ok((idempotency, prev))
+    }
+
+    /// Remembers `result` for replays (when the caller gave a key).
+    fn remember<T: Serialize>(&self, txn: &mut dyn LedgerTxn, result: &T) -> Result<()> {
+        let Some(key) = self.key else { return Ok(()) };
+        let entry = IdempotencyEntry {
+            request_digest: self.digest.clone(),
+            result: serde_json::to_value(result)
+                .map_err(|e| CyclesError::LedgerCorrupt(format!("idempotency result: {e}")))?,
+        };
+        txn.put_idempotency(&self.op, key, &entry)
+    }
 }
 
 /// Digest of a request for idempotency, without its key.
@@ -303,12 +326,9 @@ pub(crate) fn reserve(
     req: &ReserveRequest,
     reservation_id: &str,
 ) -> Result<ReserveOutcome> {
-    let key = req.idempotency_key.as_deref();
-    let digest = match key {
-        Some(_) => request_digest("reserve", req),
-        None => String::new(),
-    };
-    if let Some(prev) = replay(txn, "reserve", key, &digest)? {
+    let (idempotency, prev) =
+        Idempotency::check(txn, "reserve", req.idempotency_key.as_deref(), req)?;
+    if let Some(prev) = prev {
         return Ok(prev);
     }
     // A malformed grant is bad input: the error aborts the transaction, nothing changes.
@@ -338,7 +358,7 @@ pub(crate) fn reserve(
         let out = ReserveOutcome::Denied {
             decision: Box::new(decision),
         };
-        remember(txn, "reserve", key, &digest, &out)?;
+        idempotency.remember(txn, &out)?;
         return Ok(out);
     }
     let defaults = &ctx.policy.policy().defaults;
@@ -393,7 +413,7 @@ pub(crate) fn reserve(
     let out = ReserveOutcome::Reserved {
         reservation: Box::new(reservation),
     };
-    remember(txn, "reserve", key, &digest, &out)?;
+    idempotency.remember(txn, &out)?;
     Ok(out)
 }
 
@@ -610,13 +630,13 @@ pub(crate) fn commit(
     id: &str,
     req: &CommitRequest,
 ) -> Result<Settled<CommitResult>> {
-    let key = req.idempotency_key.as_deref();
-    let op = format!("commit:{id}");
-    let digest = match key {
-        Some(_) => request_digest(&op, req),
-        None => String::new(),
-    };
-    if let Some(prev) = replay(txn, &op, key, &digest)? {
+    let (idempotency, prev) = Idempotency::check(
+        txn,
+        format!("commit:{id}"),
+        req.idempotency_key.as_deref(),
+        req,
+    )?;
+    if let Some(prev) = prev {
         return Ok(Ok(prev));
     }
     let mut r = match load_active(txn, id, ctx.now_ms, |_| false)? {
@@ -681,7 +701,7 @@ pub(crate) fn commit(
         debt_incurred,
         balances: balances_of(txn, &r.holds)?,
     };
-    remember(txn, &op, key, &digest, &result)?;
+    idempotency.remember(txn, &result)?;
     Ok(Ok(result))
 }
 
@@ -692,13 +712,13 @@ pub(crate) fn release(
     id: &str,
     req: &ReleaseRequest,
 ) -> Result<Settled<ReleaseResult>> {
-    let key = req.idempotency_key.as_deref();
-    let op = format!("release:{id}");
-    let digest = match key {
-        Some(_) => request_digest(&op, req),
-        None => String::new(),
-    };
-    if let Some(prev) = replay(txn, &op, key, &digest)? {
+    let (idempotency, prev) = Idempotency::check(
+        txn,
+        format!("release:{id}"),
+        req.idempotency_key.as_deref(),
+        req,
+    )?;
+    if let Some(prev) = prev {
         return Ok(Ok(prev));
     }
     let mut r = match load_active(txn, id, ctx.now_ms, |_| false)? {
@@ -721,7 +741,7 @@ pub(crate) fn release(
         released: r.reserved(),
         balances: balances_of(txn, &r.holds)?,
     };
-    remember(txn, &op, key, &digest, &result)?;
+    idempotency.remember(txn, &result)?;
     Ok(Ok(result))
 }
 
@@ -732,13 +752,13 @@ pub(crate) fn extend(
     id: &str,
     req: &ExtendRequest,
 ) -> Result<Settled<Reservation>> {
-    let key = req.idempotency_key.as_deref();
-    let op = format!("extend:{id}");
-    let digest = match key {
-        Some(_) => request_digest(&op, req),
-        None => String::new(),
-    };
-    if let Some(prev) = replay(txn, &op, key, &digest)? {
+    let (idempotency, prev) = Idempotency::check(
+        txn,
+        format!("extend:{id}"),
+        req.idempotency_key.as_deref(),
+        req,
+    )?;
+    if let Some(prev) = prev {
         return Ok(Ok(prev));
     }
     let now = ctx.now_ms;
@@ -759,7 +779,7 @@ pub(crate) fn extend(
         "extensions": r.extensions,
     }));
     append(txn, rec)?;
-    remember(txn, &op, key, &digest, &r)?;
+    idempotency.remember(txn, &r)?;
     Ok(Ok(r))
 }
 
@@ -771,12 +791,9 @@ pub(crate) fn event(
     req: &EventRequest,
     event_id: &str,
 ) -> Result<EventResult> {
-    let key = req.idempotency_key.as_deref();
-    let digest = match key {
-        Some(_) => request_digest("event", req),
-        None => String::new(),
-    };
-    if let Some(prev) = replay(txn, "event", key, &digest)? {
+    let (idempotency, prev) =
+        Idempotency::check(txn, "event", req.idempotency_key.as_deref(), req)?;
+    if let Some(prev) = prev {
         return Ok(prev);
     }
     let policy = req
@@ -827,7 +844,7 @@ pub(crate) fn event(
         debt_incurred,
         balances,
     };
-    remember(txn, "event", key, &digest, &result)?;
+    idempotency.remember(txn, &result)?;
     Ok(result)
 }
 
