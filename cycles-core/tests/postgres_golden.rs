@@ -10,168 +10,64 @@
 #![cfg(feature = "postgres")]
 
 mod postgres_support;
-
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+#[path = "support/scenario.rs"]
+mod scenario;
 
 use cycles_core::*;
 use postgres_support::{Normalizer, Schema, audit_trail};
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use scenario::{Outcome, Run, Scenario, Step, load_fixtures};
+use serde_json::{Value, json};
 
 /// golden.rs holds at least this many; fewer means the fixtures went missing.
 const MIN_SCENARIOS: usize = 30;
 
-#[derive(Deserialize)]
-struct Scenario {
-    name: String,
-    policy: Value,
-    start_ms: i64,
-    steps: Vec<Step>,
-}
-
-#[derive(Deserialize)]
-struct Step {
-    op: String,
-    #[serde(default)]
-    request: Option<Value>,
-    #[serde(default, rename = "as")]
-    bind: Option<String>,
-    #[serde(default)]
-    reservation: Option<String>,
-    #[serde(default)]
-    reservation_id: Option<String>,
-    #[serde(default)]
-    by_ms: Option<i64>,
-    #[serde(default)]
-    to_ms: Option<i64>,
-    #[serde(default)]
-    scope: Option<String>,
-    #[serde(default)]
-    expect: Map<String, Value>,
-}
-
-/// One scenario in progress on one ledger.
+/// One scenario in progress on one ledger, and the names its generated ids normalise to.
 struct Side {
-    auth: Authority,
-    clock: ManualClock,
-    names: BTreeMap<String, String>,
+    run: Run,
     norm: Normalizer,
 }
 
-fn req<T: serde::de::DeserializeOwned>(step: &Step) -> T {
-    serde_json::from_value(step.request.clone().expect("step has a request"))
-        .expect("request deserializes")
-}
-
-fn req_or_default<T: serde::de::DeserializeOwned + Default>(step: &Step) -> T {
-    step.request.as_ref().map_or_else(T::default, |_| req(step))
-}
-
-fn ok<T: serde::Serialize>(v: T) -> Value {
-    json!({ "ok": serde_json::to_value(v).unwrap() })
-}
-
-fn err(e: &CyclesError) -> Value {
-    json!({
-        "error": e.code(),
-        "message": e.to_string(),
-        "decision": e.decision(),
-    })
-}
-
-fn outcome<T: serde::Serialize>(r: Result<T>) -> Value {
-    match r {
-        Ok(v) => ok(v),
-        Err(e) => err(&e),
+/// A step's outcome as compared between ledgers: the result, or the error's code, message
+/// and decision.
+fn comparable(out: &Outcome) -> Value {
+    match &out.error {
+        Some(e) => json!({
+            "error": e.code(),
+            "message": e.to_string(),
+            "decision": e.decision(),
+        }),
+        None => json!({ "ok": out.result }),
     }
 }
 
 impl Side {
-    fn start(s: &Scenario, ledger: impl Ledger + 'static) -> Side {
-        let policy: Policy = serde_json::from_value(s.policy.clone()).expect("policy");
-        let clock = ManualClock::new(s.start_ms);
-        let auth = Authority::builder()
-            .policy(policy)
-            .ledger(ledger)
-            .clock(clock.clone())
-            .build()
-            .expect("authority builds");
+    fn start(s: &Scenario, policy: &Value, ledger: impl Ledger + 'static) -> Side {
         Side {
-            auth,
-            clock,
-            names: BTreeMap::new(),
+            run: Run::with_policy(policy, s.start_ms, Box::new(ledger)).expect("run starts"),
             norm: Normalizer::default(),
         }
     }
 
-    fn id(&self, step: &Step) -> String {
-        match (&step.reservation, &step.reservation_id) {
-            (Some(name), _) => self.names[name].clone(),
-            (None, Some(id)) => id.clone(),
-            (None, None) => panic!("step {} names no reservation", step.op),
-        }
+    /// Performs a step; returns its outcome, comparable and normalised.
+    fn perform(&mut self, step: &Step) -> Value {
+        let out = self.run.perform(step).expect("well-formed step");
+        self.norm.apply(&comparable(&out))
     }
 
-    /// Performs a step; returns its raw outcome and the id it created.
-    fn perform(&mut self, step: &Step) -> (Value, Option<String>) {
-        let a = &self.auth;
-        let (out, id) = match step.op.as_str() {
-            "decide" => (outcome(a.decide(&req(step))), None),
-            "reserve" => match a.reserve(&req(step)) {
-                Ok(r) => {
-                    let id = r.reservation_id.clone();
-                    (ok(r), Some(id))
-                }
-                Err(e) => (err(&e), None),
-            },
-            "commit" => (
-                outcome(a.commit(&self.id(step), &req_or_default(step))),
-                None,
-            ),
-            "release" => (
-                outcome(a.release(&self.id(step), &req_or_default(step))),
-                None,
-            ),
-            "extend" => (outcome(a.extend(&self.id(step), &req(step))), None),
-            "event" => match a.event(&req(step)) {
-                Ok(e) => {
-                    let id = e.event_id.clone();
-                    (ok(e), Some(id))
-                }
-                Err(e) => (err(&e), None),
-            },
-            "sweep_expired" => (outcome(a.sweep_expired()), None),
-            "set_budget" => (outcome(a.set_budget(&req(step))), None),
-            "advance_clock" => {
-                match (step.by_ms, step.to_ms) {
-                    (Some(by), None) => self.clock.advance(by),
-                    (None, Some(to)) => self.clock.set(to),
-                    _ => panic!("advance_clock takes one of by_ms, to_ms"),
-                }
-                (json!({ "now_ms": self.clock.now_ms() }), None)
-            }
-            "balances" => (outcome(a.balances(step.scope.as_deref())), None),
-            "verify" => (outcome(a.verify()), None),
-            other => panic!("unknown op {other:?}: this runner needs to learn it"),
-        };
-        if let (Some(name), Some(id)) = (&step.bind, &id) {
-            self.names.insert(name.clone(), id.clone());
-        }
-        (out, id)
+    /// Every balance now, normalised.
+    fn balances(&mut self) -> Value {
+        let balances = self.run.auth.balances(None).expect("balances");
+        self.norm.apply(&serde_json::to_value(balances).unwrap())
     }
 
     /// Everything observable at the end, normalised.
     fn final_state(&mut self) -> Value {
-        let reservations = serde_json::to_value(
-            self.auth
-                .reservations(None, usize::MAX)
-                .expect("reservations"),
-        )
-        .unwrap();
-        let approvals =
-            serde_json::to_value(self.auth.approvals(None).expect("approvals")).unwrap();
-        let audit = audit_trail(&self.auth, &mut self.norm);
+        let auth = &self.run.auth;
+        let reservations =
+            serde_json::to_value(auth.reservations(None, usize::MAX).expect("reservations"))
+                .unwrap();
+        let approvals = serde_json::to_value(auth.approvals(None).expect("approvals")).unwrap();
+        let audit = audit_trail(auth, &mut self.norm);
         // Approvals are listed by request id, which is random: compare them as a set.
         let mut approvals = match self.norm.apply(&approvals) {
             Value::Array(a) => a,
@@ -184,25 +80,6 @@ impl Side {
             "audit": audit,
         })
     }
-}
-
-fn fixtures() -> Vec<(String, Scenario)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/scenarios");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    files.sort();
-    files
-        .into_iter()
-        .map(|p| {
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            let s: Scenario = serde_json::from_str(&std::fs::read_to_string(&p).unwrap())
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
-            (name, s)
-        })
-        .collect()
 }
 
 /// The code and reason code a step expects, checked on the PostgreSQL outcome itself.
@@ -237,20 +114,12 @@ fn check_expect(step: &Step, out: &Value) -> Vec<String> {
 /// Runs `s` on both ledgers (the PostgreSQL side with `pg_policy`); returns the differences.
 fn run(file: &str, s: &Scenario, pg_policy: &Value) -> Vec<String> {
     let schema = Schema::new("golden");
-    let mut mem = Side::start(s, MemoryLedger::new());
-    let pg_scenario = Scenario {
-        name: s.name.clone(),
-        policy: pg_policy.clone(),
-        start_ms: s.start_ms,
-        steps: Vec::new(),
-    };
-    let mut pg = Side::start(&pg_scenario, schema.ledger());
+    let mut mem = Side::start(s, &s.policy, MemoryLedger::new());
+    let mut pg = Side::start(s, pg_policy, schema.ledger());
     let mut errs = Vec::new();
     for (i, step) in s.steps.iter().enumerate() {
         let at = format!("{file} ({}) step {} {}", s.name, i + 1, step.op);
-        let (m, _) = mem.perform(step);
-        let (p, _) = pg.perform(step);
-        let (m, p) = (mem.norm.apply(&m), pg.norm.apply(&p));
+        let (m, p) = (mem.perform(step), pg.perform(step));
         if m != p {
             errs.push(format!("{at}: memory {m}\n    postgres {p}"));
         }
@@ -259,12 +128,7 @@ fn run(file: &str, s: &Scenario, pg_policy: &Value) -> Vec<String> {
                 .into_iter()
                 .map(|e| format!("{at}: {e}")),
         );
-        let mb = mem
-            .norm
-            .apply(&serde_json::to_value(mem.auth.balances(None).unwrap()).unwrap());
-        let pb = pg
-            .norm
-            .apply(&serde_json::to_value(pg.auth.balances(None).unwrap()).unwrap());
+        let (mb, pb) = (mem.balances(), pg.balances());
         if mb != pb {
             errs.push(format!(
                 "{at}: balances differ\n    memory {mb}\n    postgres {pb}"
@@ -283,7 +147,7 @@ fn run(file: &str, s: &Scenario, pg_policy: &Value) -> Vec<String> {
             ));
         }
     }
-    let v = pg.auth.verify().unwrap();
+    let v = pg.run.auth.verify().unwrap();
     if !v.ok {
         errs.push(format!("{file}: chain does not verify on postgres: {v:?}"));
     }
@@ -292,13 +156,14 @@ fn run(file: &str, s: &Scenario, pg_policy: &Value) -> Vec<String> {
 
 #[test]
 fn golden_scenarios_give_identical_results_on_postgres() {
-    let all = fixtures();
+    let all = load_fixtures();
     assert!(all.len() >= MIN_SCENARIOS, "only {} scenarios", all.len());
     let mut failures = Vec::new();
     let mut steps = 0;
-    for (file, s) in &all {
+    for f in &all {
+        let s = &f.scenario;
         steps += s.steps.len();
-        failures.extend(run(file, s, &s.policy));
+        failures.extend(run(&f.file, s, &s.policy));
     }
     assert!(
         failures.is_empty(),
@@ -315,10 +180,11 @@ fn golden_scenarios_give_identical_results_on_postgres() {
 #[test]
 fn the_comparison_can_fail() {
     // The same scenario with one more point on the PostgreSQL side must be reported.
-    let (file, s) = fixtures()
+    let fixture = load_fixtures()
         .into_iter()
-        .find(|(_, s)| s.steps.iter().any(|st| st.op == "reserve"))
+        .find(|f| f.scenario.steps.iter().any(|st| st.op == "reserve"))
         .unwrap();
+    let (file, s) = (fixture.file, fixture.scenario);
     let mut changed = s.policy.clone();
     let budgets = changed["budgets"].as_array_mut().expect("budgets");
     budgets[0]["allocated"] = json!(budgets[0]["allocated"].as_i64().unwrap() + 1);
