@@ -248,15 +248,16 @@ CREATE TABLE IF NOT EXISTS kv (
 ) WITHOUT ROWID;
 ";
 
-/// The reservations table of schema version 2, created by [`SCHEMA`] and by the migration.
+/// The reservations table of schema version 2, created with [`SCHEMA`] in a new file and by
+/// the migration from version 1.
 ///
 /// Every B-tree page an operation dirties is a 4 KiB frame written (and, under FULL, synced)
 /// to the WAL, so the layout keeps the pages a reserve or commit touches few and shared by the
 /// operations of a batch: the rowid is the creation order (appends go to the last page, and no
 /// separate order index is needed), reservation ids are time-ordered (UUIDv7: their index also
 /// grows at its end), and only ACTIVE reservations are indexed by deadline (what expiry scans).
-/// Version 1 had a random-order id key and two more full indexes: about eight pages per
-/// reserve instead of five.
+/// Version 1 had random-order ids and an index more: a reserve wrote eight pages instead of
+/// seven, a commit five instead of four (tests/sqlite_schema.rs checks the layout).
 const RESERVATIONS_V2: &str = "
 CREATE TABLE reservations (
     seq INTEGER PRIMARY KEY,
@@ -268,12 +269,15 @@ CREATE TABLE reservations (
 CREATE INDEX reservations_active ON reservations (deadline_ms, id) WHERE status = 'ACTIVE';
 ";
 
-/// Version 1 to 2: the reservations table in its new layout, rows kept in creation order.
+/// Version 1 to 2, first step: the old table set aside and its indexes dropped (their names
+/// are reused), before [`RESERVATIONS_V2`] creates the new one.
 const MIGRATE_V1_TO_V2: &str = "
 ALTER TABLE reservations RENAME TO reservations_v1;
 DROP INDEX reservations_active;
 DROP INDEX reservations_order;
 ";
+/// Version 1 to 2, last step: every row copied in creation order (`created_seq`), which the
+/// new rowid keeps, and the old table dropped. All three steps run in one transaction.
 const MIGRATE_V1_TO_V2_COPY: &str = "
 INSERT INTO reservations (id, status, deadline_ms, body)
     SELECT id, status, deadline_ms, body FROM reservations_v1 ORDER BY created_seq;
