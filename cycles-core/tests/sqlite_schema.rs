@@ -148,6 +148,47 @@ fn a_version_1_file_is_migrated_keeping_every_reservation_and_its_order() {
     assert_eq!(auth.reservations(None, 100).unwrap(), all);
 }
 
+/// A file the version 1 release really wrote (fixtures/README.md), not one rebuilt by hand.
+#[test]
+fn a_file_written_by_the_version_1_release_opens_with_everything_in_it() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/ledgers");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    std::fs::copy(fixtures.join("sqlite-v1.db"), &path).unwrap();
+    let listed: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures.join("sqlite-v1.reservations.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(user_version(&path), 1);
+
+    let policy = Policy::default()
+        .register("write_file", Tier::T1)
+        .budget(BudgetSpec::new("tenant:acme", Unit::RiskPoints, 1_000));
+    let auth = Authority::builder()
+        .policy(policy)
+        .ledger(SqliteLedger::open(&path).unwrap())
+        .clock(ManualClock::new(1_000_000))
+        .build()
+        .unwrap();
+    assert_eq!(user_version(&path), SCHEMA_VERSION);
+    let now = serde_json::to_value(auth.reservations(None, 100).unwrap()).unwrap();
+    assert_eq!(now, listed);
+    assert_eq!(now.as_array().unwrap().len(), 12);
+
+    let active = auth
+        .reservations(Some(ReservationStatus::Active), 100)
+        .unwrap();
+    assert_eq!(active.len(), 4);
+    for r in &active {
+        auth.commit(&r.reservation_id, &CommitRequest::default())
+            .unwrap();
+    }
+    let tenant = &auth.balances(Some("tenant:acme")).unwrap()[0];
+    // Eight committed reservations of one point each, nothing held any more.
+    assert_eq!((tenant.spent, tenant.reserved), (8, 0));
+    assert!(auth.verify().unwrap().ok);
+}
+
 #[test]
 fn a_fresh_file_has_the_version_2_layout() {
     let dir = tempfile::tempdir().unwrap();
