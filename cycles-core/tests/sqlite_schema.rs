@@ -161,15 +161,8 @@ fn a_file_written_by_the_version_1_release_opens_with_everything_in_it() {
     .unwrap();
     assert_eq!(user_version(&path), 1);
 
-    let policy = Policy::default()
-        .register("write_file", Tier::T1)
-        .budget(BudgetSpec::new("tenant:acme", Unit::RiskPoints, 1_000));
-    let auth = Authority::builder()
-        .policy(policy)
-        .ledger(SqliteLedger::open(&path).unwrap())
-        .clock(ManualClock::new(1_000_000))
-        .build()
-        .unwrap();
+    // The release's policy plus a budget it did not have, which opening adds.
+    let auth = authority(&path, ManualClock::new(1_000_000));
     assert_eq!(user_version(&path), SCHEMA_VERSION);
     let now = serde_json::to_value(auth.reservations(None, 100).unwrap()).unwrap();
     assert_eq!(now, listed);
