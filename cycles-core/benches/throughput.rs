@@ -12,7 +12,9 @@
 //! `--ledger memory|sqlite`, `--sync full|normal`, `--group-commit on|off`,
 //! `--op decide|reserve+commit|reference`, `--threads N`, `--secs S` (measured), `--warmup S`;
 //! `--ops N` instead runs exactly N operations per thread, no warm-up (for instruction counts
-//! under `valgrind --tool=callgrind`, where time means nothing).
+//! under `valgrind --tool=callgrind`, where time means nothing). `--pause-us N` sleeps N µs
+//! after each operation, outside its timing (sparse callers, like an agent between tool
+//! calls); `--checkpoint background|inline` sets `SqliteOptions::background_checkpoint`.
 //! One reserve+commit operation is a reserve followed by a commit of the same reservation (two
 //! ledger transactions); its latency is the pair's. `reference` runs `BEGIN IMMEDIATE; INSERT
 //! one 200-byte row; UPDATE one counter row; COMMIT` on a WAL file with the same `synchronous`,
@@ -36,6 +38,11 @@ struct Config {
     warmup: f64,
     /// Fixed operations per thread instead of a timed window (for instruction counts).
     ops: Option<u64>,
+    /// Pause after each operation (µs), outside the timed call: sparse callers.
+    pause_us: u64,
+    /// SQLite checkpoints between sparse writes (`--checkpoint background`, the default) or
+    /// always inline (`--checkpoint inline`).
+    background_checkpoint: bool,
 }
 
 fn parse_args() -> Config {
@@ -48,6 +55,8 @@ fn parse_args() -> Config {
         secs: 3.0,
         warmup: 0.5,
         ops: None,
+        pause_us: 0,
+        background_checkpoint: true,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -72,6 +81,14 @@ fn parse_args() -> Config {
             "--secs" => c.secs = value().parse().expect("--secs S"),
             "--warmup" => c.warmup = value().parse().expect("--warmup S"),
             "--ops" => c.ops = Some(value().parse().expect("--ops N")),
+            "--pause-us" => c.pause_us = value().parse().expect("--pause-us N"),
+            "--checkpoint" => {
+                c.background_checkpoint = match value().as_str() {
+                    "background" => true,
+                    "inline" => false,
+                    v => panic!("--checkpoint background|inline, not {v}"),
+                }
+            }
             // `cargo bench` passes --bench to harness=false targets.
             _ => {
                 i += 1;
@@ -143,6 +160,7 @@ fn drive<S: Send + 'static>(
             let mut state = setup(t);
             let (measuring, stop, barrier) = (measuring.clone(), stop.clone(), barrier.clone());
             let fixed = cfg.ops;
+            let pause = Duration::from_micros(cfg.pause_us);
             std::thread::spawn(move || {
                 let mut lat = Vec::with_capacity(1 << 16);
                 barrier.wait();
@@ -160,6 +178,9 @@ fn drive<S: Send + 'static>(
                     op(&mut state);
                     if recording {
                         lat.push(t0.elapsed().as_nanos() as u64);
+                    }
+                    if !pause.is_zero() {
+                        std::thread::sleep(pause);
                     }
                 }
                 lat
@@ -250,6 +271,7 @@ fn main() {
                     SqliteOptions {
                         synchronous: cfg.sync,
                         group_commit: cfg.group_commit,
+                        background_checkpoint: cfg.background_checkpoint,
                         ..SqliteOptions::default()
                     },
                 )
@@ -299,6 +321,8 @@ fn main() {
         "ops_per_sec": lat.len() as f64 / window,
         "p50_us": percentile(&lat, 0.5),
         "p99_us": percentile(&lat, 0.99),
+        "p999_us": percentile(&lat, 0.999),
+        "max_us": lat.last().map_or(f64::NAN, |&ns| ns as f64 / 1_000.0),
         // Mean operations per committed write transaction over the whole run (warm-up included).
         "ops_per_txn": stats.map(|s| s.operations as f64 / s.transactions.max(1) as f64),
     });

@@ -7,6 +7,7 @@ use crate::audit::{AuditRecord, SealedRecord};
 use crate::error::Result;
 use crate::model::{Budget, Reservation, ReservationStatus, Unit};
 
+mod checkpoint;
 pub mod location;
 pub mod memory;
 #[cfg(feature = "postgres")]

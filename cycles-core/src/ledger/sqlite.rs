@@ -42,6 +42,7 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+use super::checkpoint::Checkpointer;
 use super::{IdempotencyEntry, Ledger, LedgerTxn};
 use crate::audit::{AuditRecord, SealedRecord};
 use crate::error::{CyclesError, Result};
@@ -83,6 +84,11 @@ pub struct SqliteOptions {
     /// each operation in its own savepoint, each caller answered after the shared commit.
     /// See the [module documentation](self). Off: one transaction per operation.
     pub group_commit: bool,
+    /// WAL checkpoints (default on) on a thread of the ledger's own while writes are sparse,
+    /// instead of inside the commit that fills the WAL, which then waits for the copy and an
+    /// fsync; while writes are dense they stay inline, as SQLite does. Off: SQLite's automatic
+    /// checkpoint throughout.
+    pub background_checkpoint: bool,
 }
 
 impl Default for SqliteOptions {
@@ -91,6 +97,7 @@ impl Default for SqliteOptions {
             synchronous: Synchronous::Full,
             busy_timeout: Duration::from_secs(10),
             group_commit: true,
+            background_checkpoint: true,
         }
     }
 }
@@ -122,6 +129,9 @@ pub struct SqliteLedger {
     group_commit: bool,
     transactions: AtomicU64,
     operations: AtomicU64,
+    /// Runs WAL checkpoints between sparse writes ([`SqliteOptions::background_checkpoint`]).
+    /// Declared after `state`, so the ledger's connection closes before it stops.
+    checkpointer: Option<Checkpointer>,
     path: PathBuf,
 }
 
@@ -331,12 +341,21 @@ impl SqliteLedger {
             }
         }
         conn.set_prepared_statement_cache_capacity(64);
+        let checkpointer = options
+            .background_checkpoint
+            .then(|| Checkpointer::start(&path, options.busy_timeout))
+            .flatten();
+        if let Some(cp) = &checkpointer {
+            // Takes the place of SQLite's automatic checkpoint on this connection.
+            conn.wal_hook(Some(cp.hook()))?;
+        }
         Ok(SqliteLedger {
             state: Mutex::new(ConnState { conn, batch: None }),
             waiting: AtomicUsize::new(0),
             group_commit: options.group_commit,
             transactions: AtomicU64::new(0),
             operations: AtomicU64::new(0),
+            checkpointer,
             path,
         })
     }
@@ -392,6 +411,15 @@ impl SqliteLedger {
             transactions: self.transactions.load(Ordering::Relaxed),
             operations: self.operations.load(Ordering::Relaxed),
         }
+    }
+
+    /// `(background, inline)` WAL checkpoints run since open by the ledger, both 0 when
+    /// [`SqliteOptions::background_checkpoint`] is off. Not stable API.
+    #[doc(hidden)]
+    pub fn checkpoint_counts(&self) -> (u64, u64) {
+        self.checkpointer
+            .as_ref()
+            .map_or((0, 0), Checkpointer::counts)
     }
 
     /// Test hook: writers currently waiting for the connection. Not stable API.
