@@ -18,7 +18,7 @@
 // binding <= 2 x core + 1 us.
 import { createRequire } from 'node:module'
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir, cpus, release } from 'node:os'
+import { tmpdir, cpus, release, loadavg } from 'node:os'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { execFileSync } from 'node:child_process'
@@ -142,6 +142,7 @@ if (rowAt > 0) {
 // before it: the JIT and heap state a row leaves behind (and the in-memory trail it grows)
 // must not weigh on the next row. In one process, a Promise row measured after three other
 // rows came out about 1.7 times slower than the same row alone.
+const loadBefore = loadavg()[0].toFixed(2)
 const out = []
 out.push('| operation | ledger | form | p50 µs/call | mean µs/call | calls/s | core µs/call | overhead µs | ≤ 2×core+1µs |')
 out.push('|---|---|---|---:|---:|---:|---:|---:|:-:|')
@@ -188,8 +189,8 @@ if (writeAt > 0) {
     'messages, approvals, integers beyond 2^53) cross whole, and `__test__/wire.test.mjs` compares',
     'every wire result with the JSON path, key order included.',
     '',
-    'Reading the numbers: the 2 CPUs were shared with other builds while this ran, so absolute',
-    'values are inflated; compare the binding and core columns of one row. On SQLite a call is',
+    `Reading the numbers: load average (1 min) ${loadBefore} before and ${loadavg()[0].toFixed(2)} after the run on`,
+    `${cpus().length} CPUs; compare the binding and core columns of one row. On SQLite a call is`,
     'dominated by the ledger; with FULL, fsync times swing with other processes\' disk traffic and',
     'the core and binding figures of a row were taken at different moments (hence negative',
     'overheads).',
