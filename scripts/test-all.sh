@@ -14,6 +14,9 @@ step "cargo clippy (all targets, -D warnings)"
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy -p cycles-core --features pg-tests --all-targets -- -D warnings
 
+step "cargo doc (cycles-core with postgres, -D warnings: broken or private links fail)"
+RUSTDOCFLAGS="-D warnings" cargo doc -p cycles-core --no-deps --features postgres
+
 step "cargo test --workspace"
 cargo test --workspace
 # The workspace build has PostgreSQL support (the CLI and the bindings enable it): this one

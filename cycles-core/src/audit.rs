@@ -73,7 +73,8 @@ impl AuditKind {
 
 /// One audit record. Call arguments never appear here, only their digest.
 ///
-/// It serializes through [`RecordView`], the one definition of a record's canonical JSON.
+/// It serializes through `RecordView` (crate-private), the one definition of a record's
+/// canonical JSON.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditRecord {

@@ -346,7 +346,7 @@ pub fn validate_scope(scope: &str) -> Result<()> {
 
 /// What is being done: `kind` (`<category>.<operation>`), `name` (the tool), `tags`.
 ///
-/// It serializes through [`ActionView`] (canonical JSON, as in audit records).
+/// It serializes through `ActionView` (crate-private; canonical JSON, as in audit records).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Action {

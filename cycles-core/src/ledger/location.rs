@@ -22,7 +22,7 @@ pub enum LedgerLocation {
     /// A SQLite file (created when opened if absent).
     Sqlite(PathBuf),
     /// A PostgreSQL database: a `postgres://` or `postgresql://` URL (scheme in lowercase),
-    /// with the optional `schema=NAME` parameter of [`PostgresLedger`](super::PostgresLedger).
+    /// with the optional `schema=NAME` parameter of `PostgresLedger` (feature `postgres`).
     Postgres(String),
 }
 
@@ -135,7 +135,7 @@ impl LedgerLocation {
 }
 
 /// Opens the ledger a location string names: a `postgres://` / `postgresql://` URL opens a
-/// [`PostgresLedger`](super::PostgresLedger) (feature `postgres`), anything else a
+/// `PostgresLedger` (feature `postgres`), anything else a
 /// [`SqliteLedger`] file. See [`LedgerLocation::parse`] for what is refused, and
 /// [`LedgerLocation::open`] for what opening does.
 ///

@@ -1,5 +1,5 @@
 //! Where state lives. A backend supplies atomic transactions; the rules live in
-//! [`machine`](crate::machine) and are never copied into a backend.
+//! the crate's `machine` module and are never copied into a backend.
 
 use serde::{Deserialize, Serialize};
 
