@@ -354,6 +354,11 @@ impl SealedRecord {
         self.json
     }
 
+    /// The hash and the JSON, owned (a ledger keeping the head moves the hash there).
+    pub(crate) fn into_hash_and_json(self) -> (String, String) {
+        (self.hash, self.json)
+    }
+
     /// The record, parsed back from its JSON.
     pub fn to_record(&self) -> Result<AuditRecord> {
         parse_stored(self.seq, &self.json)

@@ -113,16 +113,26 @@ pub(crate) fn append_view(txn: &mut dyn LedgerTxn, record: RecordView<'_>) -> Re
     txn.append_audit(record.seal_after(head))
 }
 
-/// Fills a record's decision fields; `detail` holds what `approval::decision_detail` gave.
-fn decision_record<'a>(
-    d: &'a Decision,
-    detail: Option<&'a serde_json::Value>,
-    r: &mut RecordView<'a>,
-) {
+/// Appends the record of a decision about this call (decide, denial or reserve): the call,
+/// the decision with its approval detail, `amounts`, and the reservation made, if any.
+fn append_decision(
+    txn: &mut dyn LedgerTxn,
+    prepared: &Prepared<'_>,
+    kind: AuditKind,
+    now_ms: i64,
+    d: &Decision,
+    amounts: &[Amount],
+    reservation_id: Option<&str>,
+) -> Result<()> {
+    let detail = approval::decision_detail(d);
+    let mut r = prepared.audit(kind, now_ms);
     r.decision = Some(d.decision);
     r.reason_code = d.reason_code;
     r.rules = &d.rules;
-    r.detail = detail;
+    r.detail = detail.as_ref();
+    r.amounts = amounts;
+    r.reservation_id = reservation_id;
+    append_view(txn, r)
 }
 
 /// Budgets of `scopes` in `unit` (only those that exist).
@@ -236,40 +246,38 @@ pub(crate) fn decide(
     {
         approval::require(txn, ctx.policy, ctx.now_ms, prepared, &mut decision)?;
     }
-    let detail = approval::decision_detail(&decision);
-    let mut rec = prepared.audit(AuditKind::Decide, ctx.now_ms);
-    decision_record(&decision, detail.as_ref(), &mut rec);
-    rec.amounts = &prepared.amounts;
-    append_view(txn, rec)?;
+    append_decision(
+        txn,
+        prepared,
+        AuditKind::Decide,
+        ctx.now_ms,
+        &decision,
+        &prepared.amounts,
+        None,
+    )?;
     Ok(decision)
 }
 
-/// An operation's idempotency: the name its result is remembered under (`reserve`,
-/// `commit:<id>`, ...), the caller's key, and the digest of the request without the key.
+/// An operation's idempotency, when the caller gave a key: the name its result is remembered
+/// under (`reserve`, `commit:<id>`, ...), the key, and the digest of the request without it.
 struct Idempotency<'a> {
-    op: Cow<'static, str>,
-    key: Option<&'a str>,
-    digest: String,
+    keyed: Option<(Cow<'static, str>, &'a str, String)>,
 }
 
 impl<'a> Idempotency<'a> {
-    /// The idempotency of `req` under `op`, and the remembered result when this is a replay
-    /// of it. The same key with a different request is `IDEMPOTENCY_MISMATCH`.
-    fn check<R: Serialize, T: DeserializeOwned>(
+    /// The idempotency of `req` under the name `op` gives (built only when there is a key),
+    /// and the remembered result when this is a replay of it. The same key with a different
+    /// request is `IDEMPOTENCY_MISMATCH`.
+    fn check<R: Serialize, T: DeserializeOwned, N: Into<Cow<'static, str>>>(
         txn: &mut dyn LedgerTxn,
-        op: impl Into<Cow<'static, str>>,
+        op: impl FnOnce() -> N,
         key: Option<&'a str>,
         req: &R,
     ) -> Result<(Self, Option<T>)> {
-        let op = op.into();
         let Some(key) = key else {
-            let none = Idempotency {
-                op,
-                key,
-                digest: String::new(),
-            };
-            return Ok((none, None));
+            return Ok((Idempotency { keyed: None }, None));
         };
+        let op = op().into();
         let digest = request_digest(&op, req);
         let prev = match txn.idempotency(&op, key)? {
             None => None,
@@ -281,22 +289,22 @@ impl<'a> Idempotency<'a> {
             })?),
         };
         let idempotency = Idempotency {
-            op,
-            key: Some(key),
-            digest,
+            keyed: Some((op, key, digest)),
         };
         Ok((idempotency, prev))
     }
 
     /// Remembers `result` for replays (when the caller gave a key).
     fn remember<T: Serialize>(&self, txn: &mut dyn LedgerTxn, result: &T) -> Result<()> {
-        let Some(key) = self.key else { return Ok(()) };
+        let Some((op, key, digest)) = &self.keyed else {
+            return Ok(());
+        };
         let entry = IdempotencyEntry {
-            request_digest: self.digest.clone(),
+            request_digest: digest.clone(),
             result: serde_json::to_value(result)
                 .map_err(|e| CyclesError::LedgerCorrupt(format!("idempotency result: {e}")))?,
         };
-        txn.put_idempotency(&self.op, key, &entry)
+        txn.put_idempotency(op, key, &entry)
     }
 }
 
@@ -327,7 +335,7 @@ pub(crate) fn reserve(
     reservation_id: &str,
 ) -> Result<ReserveOutcome> {
     let (idempotency, prev) =
-        Idempotency::check(txn, "reserve", req.idempotency_key.as_deref(), req)?;
+        Idempotency::check(txn, || "reserve", req.idempotency_key.as_deref(), req)?;
     if let Some(prev) = prev {
         return Ok(prev);
     }
@@ -350,11 +358,15 @@ pub(crate) fn reserve(
         }
     }
     if !decision.is_allowed() {
-        let detail = approval::decision_detail(&decision);
-        let mut rec = prepared.audit(AuditKind::Denial, ctx.now_ms);
-        decision_record(&decision, detail.as_ref(), &mut rec);
-        rec.amounts = &prepared.amounts;
-        append_view(txn, rec)?;
+        append_decision(
+            txn,
+            prepared,
+            AuditKind::Denial,
+            ctx.now_ms,
+            &decision,
+            &prepared.amounts,
+            None,
+        )?;
         let out = ReserveOutcome::Denied {
             decision: Box::new(decision),
         };
@@ -403,13 +415,15 @@ pub(crate) fn reserve(
     // Caps state (steps, cooldown) commits with the reservation or not at all.
     ctx.policy
         .record_caps(txn, &reservation.decision, ctx.now_ms)?;
-    let detail = approval::decision_detail(&reservation.decision);
-    let reserved = reservation.reserved();
-    let mut rec = prepared.audit(AuditKind::Reserve, ctx.now_ms);
-    decision_record(&reservation.decision, detail.as_ref(), &mut rec);
-    rec.amounts = &reserved;
-    rec.reservation_id = Some(&reservation.reservation_id);
-    append_view(txn, rec)?;
+    append_decision(
+        txn,
+        prepared,
+        AuditKind::Reserve,
+        ctx.now_ms,
+        &reservation.decision,
+        &reservation.reserved(),
+        Some(&reservation.reservation_id),
+    )?;
     let out = ReserveOutcome::Reserved {
         reservation: Box::new(reservation),
     };
@@ -632,7 +646,7 @@ pub(crate) fn commit(
 ) -> Result<Settled<CommitResult>> {
     let (idempotency, prev) = Idempotency::check(
         txn,
-        format!("commit:{id}"),
+        || format!("commit:{id}"),
         req.idempotency_key.as_deref(),
         req,
     )?;
@@ -714,7 +728,7 @@ pub(crate) fn release(
 ) -> Result<Settled<ReleaseResult>> {
     let (idempotency, prev) = Idempotency::check(
         txn,
-        format!("release:{id}"),
+        || format!("release:{id}"),
         req.idempotency_key.as_deref(),
         req,
     )?;
@@ -754,7 +768,7 @@ pub(crate) fn extend(
 ) -> Result<Settled<Reservation>> {
     let (idempotency, prev) = Idempotency::check(
         txn,
-        format!("extend:{id}"),
+        || format!("extend:{id}"),
         req.idempotency_key.as_deref(),
         req,
     )?;
@@ -792,7 +806,7 @@ pub(crate) fn event(
     event_id: &str,
 ) -> Result<EventResult> {
     let (idempotency, prev) =
-        Idempotency::check(txn, "event", req.idempotency_key.as_deref(), req)?;
+        Idempotency::check(txn, || "event", req.idempotency_key.as_deref(), req)?;
     if let Some(prev) = prev {
         return Ok(prev);
     }

@@ -109,16 +109,19 @@ impl MemTxn<'_> {
 fn upsert<T>(list: &mut Vec<T>, item: T, same: impl Fn(&T) -> bool) {
     match list.iter_mut().find(|x| same(x)) {
         Some(slot) => *slot = item,
-        None => {
-            // Most transactions write one item of a kind. A first push would reserve four,
-            // and four reservations (2.5 KB) are a "large" request to glibc's malloc, which
-            // then consolidates its free lists on every operation.
-            if list.capacity() == 0 {
-                list.reserve_exact(1);
-            }
-            list.push(item)
-        }
+        None => push_sized(list, item),
     }
+}
+
+/// Pushes with room for just one item at first. Most transactions write one item of a kind; a
+/// first `push` would reserve four, and four reservations (2.5 KB) are a "large" request to
+/// glibc's malloc, which then consolidates its free lists on every operation. Later pushes
+/// grow as usual (amortized), for the rare transaction that writes many.
+fn push_sized<T>(list: &mut Vec<T>, item: T) {
+    if list.capacity() == 0 {
+        list.reserve_exact(1);
+    }
+    list.push(item);
 }
 
 impl LedgerTxn for MemTxn<'_> {
@@ -275,10 +278,7 @@ impl LedgerTxn for MemTxn<'_> {
 
     fn append_audit(&mut self, record: SealedRecord) -> Result<()> {
         self.check_writable()?;
-        // Most transactions append exactly one record: don't let `push` reserve room for four
-        // (a record is a few hundred bytes).
-        self.overlay.audit.reserve_exact(1);
-        self.overlay.audit.push(record);
+        push_sized(&mut self.overlay.audit, record);
         Ok(())
     }
 
@@ -356,10 +356,12 @@ impl State {
         }
         self.idempotency.extend(overlay.idempotency);
         for sealed in overlay.audit {
-            self.head = Some((sealed.seq(), sealed.hash().to_string()));
+            let seq = sealed.seq();
+            let (hash, json) = sealed.into_hash_and_json();
+            self.head = Some((seq, hash));
             self.audit.push(StoredRecord {
-                seq: sealed.seq(),
-                json: sealed.into_json().into_boxed_str(),
+                seq,
+                json: json.into_boxed_str(),
             });
         }
         self.kv.extend(overlay.kv);

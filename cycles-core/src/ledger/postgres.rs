@@ -1581,6 +1581,15 @@ impl FlushArgs {
             (Some((s, h)), None) => (*s as i64, h.clone()),
             (None, None) => (0, String::new()),
         };
+        let a_seq = p.audit.iter().map(|a| a.seq() as i64).collect();
+        let a_time = p.audit.iter().map(|a| a.time_ms()).collect();
+        let a_kind = p.audit.iter().map(|a| a.kind().as_str()).collect();
+        let moved = !p.audit.is_empty();
+        let (a_hash, a_body) = p
+            .audit
+            .into_iter()
+            .map(SealedRecord::into_hash_and_json)
+            .unzip();
         FlushArgs {
             b_unit: budgets.iter().map(|b| b.unit.as_str()).collect(),
             b_alloc: budgets.iter().map(|b| b.allocated).collect(),
@@ -1607,12 +1616,12 @@ impl FlushArgs {
             i_result: p.idempotency.values().map(|e| to_json(&e.result)).collect(),
             i_op: p.idempotency.keys().map(|k| k.0.clone()).collect(),
             i_key: p.idempotency.into_keys().map(|k| k.1).collect(),
-            a_seq: p.audit.iter().map(|a| a.seq() as i64).collect(),
-            a_time: p.audit.iter().map(|a| a.time_ms()).collect(),
-            a_kind: p.audit.iter().map(|a| a.kind().as_str()).collect(),
-            a_hash: p.audit.iter().map(|a| a.hash().to_string()).collect(),
-            moved: !p.audit.is_empty(),
-            a_body: p.audit.into_iter().map(SealedRecord::into_json).collect(),
+            a_seq,
+            a_time,
+            a_kind,
+            a_hash,
+            moved,
+            a_body,
             k_value: p.kv.values().map(to_json).collect(),
             k_ns: p.kv.keys().map(|k| k.0.clone()).collect(),
             k_key: p.kv.into_keys().map(|k| k.1).collect(),

@@ -267,7 +267,8 @@ CREATE TABLE IF NOT EXISTS kv (
 /// separate order index is needed), reservation ids are time-ordered (UUIDv7: their index also
 /// grows at its end), and only ACTIVE reservations are indexed by deadline (what expiry scans).
 /// Version 1 had random-order ids and an index more: a reserve wrote eight pages instead of
-/// seven, a commit five instead of four (tests/sqlite_schema.rs checks the layout).
+/// seven, a commit five instead of four (counted once by hand, docs/architecture.md;
+/// tests/sqlite_schema.rs checks the layout itself).
 const RESERVATIONS_V2: &str = "
 CREATE TABLE reservations (
     seq INTEGER PRIMARY KEY,
