@@ -4,7 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+# No incremental compilation caches: they are only worth their disk (over 1 GB for this
+# workspace's test targets) when the same crates are rebuilt again and again, which a CI run
+# does not do. Export CARGO_INCREMENTAL=1 to keep them locally.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
+# Each step states the disk left: a build that runs out of disk fails in whichever tool is
+# writing at the time, and this says so at once.
+step() { printf '\n==> %s   [%s free]\n' "$*" "$(df -Ph . | awk 'NR==2 {print $4}')"; }
 start=$(date +%s)
 
 step "cargo fmt --check"
@@ -35,4 +42,5 @@ scripts/pg-test.sh
 step "incident replay"
 cargo run -q -p cycles-core --example incident_replay >/dev/null
 
-printf '\nAll tests passed in %ss.\n' "$(( $(date +%s) - start ))"
+printf '\nAll tests passed in %ss (build output: %s; %s free).\n' "$(( $(date +%s) - start ))" \
+    "$(du -sh target | cut -f1)" "$(df -Ph . | awk 'NR==2 {print $4}')"
