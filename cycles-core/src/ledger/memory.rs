@@ -33,9 +33,10 @@ struct State {
 ///
 /// Why chunks: a trail that only grows, kept as one allocation per record, grows the heap a few
 /// pages at a time. In a thread's malloc arena (every caller but the main thread) each growth is
-/// an `mprotect` system call plus page faults: a quarter of a decide's time, measured. A chunk
-/// is one `mmap` for hundreds of records, and the record's own string is freed straight away
-/// for the next operation to reuse.
+/// an `mprotect` system call: half of the allocation cost that made up a quarter of a decide's
+/// profile (the other half, first-touch page faults, any growing memory pays). A chunk is one
+/// `mmap` for hundreds of records, and the record's own string is freed straight away for the
+/// next operation to reuse.
 #[derive(Debug, Default)]
 struct Trail {
     chunks: Vec<String>,
