@@ -550,11 +550,18 @@ impl ApproverKey {
     }
 
     /// Signs a grant for `request`, valid until `expires_at_ms` (ledger clock).
+    ///
+    /// The grant is for the call in `request.call`, whose digest is computed here: the
+    /// request's `call_digest` field is not trusted. Whoever hands the request to the signer (the
+    /// agent's process posting it to a webhook, or anyone able to write the ledger file) could
+    /// pair a harmless-looking `call` with the digest of another one; the signer then signs
+    /// what it was shown, and such a grant serves no other call (`digest_mismatch`).
     pub fn grant(&self, request: &ApprovalRequest, expires_at_ms: i64) -> Grant {
-        self.grant_for(&request.request_id, &request.call_digest, expires_at_ms)
+        self.grant_for(&request.request_id, &request.call.digest(), expires_at_ms)
     }
 
-    /// Signs a grant for a request id and call digest.
+    /// Signs a grant for a request id and call digest. The caller vouches that the digest is
+    /// that of the call it approved ([`ToolCall::digest`]); prefer [`ApproverKey::grant`].
     pub fn grant_for(&self, request_id: &str, call_digest: &str, expires_at_ms: i64) -> Grant {
         let msg = Grant::signed_message(request_id, call_digest, &self.approver_id, expires_at_ms);
         Grant {
@@ -567,20 +574,18 @@ impl ApproverKey {
         }
     }
 
-    /// Signs a denial of `request`.
+    /// Signs a denial of `request`, for the call in `request.call` (its digest computed here,
+    /// as for [`ApproverKey::grant`]).
     pub fn deny(&self, request: &ApprovalRequest, reason: &str) -> Result<Denial> {
         if reason.chars().count() > MAX_REASON_LEN {
             return Err(CyclesError::invalid("reason", "at most 256 characters"));
         }
-        let msg = Denial::signed_message(
-            &request.request_id,
-            &request.call_digest,
-            &self.approver_id,
-            reason,
-        );
+        let call_digest = request.call.digest();
+        let msg =
+            Denial::signed_message(&request.request_id, &call_digest, &self.approver_id, reason);
         Ok(Denial {
             approver_id: self.approver_id.clone(),
-            call_digest: request.call_digest.clone(),
+            call_digest,
             public_key: self.public_key_hex(),
             reason: reason.to_string(),
             request_id: request.request_id.clone(),
