@@ -490,11 +490,31 @@ impl ApproverKey {
         })
     }
 
-    /// Reads a key file written by [`ApproverKey::save`].
+    /// Reads a key file written by [`ApproverKey::save`]. On Unix a file that its group or
+    /// other users may read or write is refused (as ssh does): whoever can read it can approve,
+    /// and a copy or `chmod` that widened it must not go unnoticed.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let bad = |m: String| CyclesError::invalid("key_file", format!("{}: {m}", path.display()));
-        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let mut file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            // The mode of the file opened, not of the path checked beforehand.
+            let mode = file
+                .metadata()
+                .map_err(|e| bad(e.to_string()))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                return Err(bad(format!(
+                    "other users may access this key (mode {:o}); chmod 600 it, and keep it where the agent cannot read it",
+                    mode & 0o777
+                )));
+            }
+        }
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut file, &mut text).map_err(|e| bad(e.to_string()))?;
         let file: KeyFile = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
         if file.format != KEY_FORMAT {
             return Err(bad(format!("format is not {KEY_FORMAT}")));

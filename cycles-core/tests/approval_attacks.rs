@@ -864,3 +864,31 @@ fn doctored_request_in_the_ledger_file_yields_no_grant_for_the_real_call() {
     let denial = alice().deny(&listed, "no").unwrap();
     assert_eq!(denial.call_digest, wipe("vol_scratch").digest());
 }
+
+// ---------------------------------------------------------------------------------------------
+// The approver's key file.
+
+#[cfg(unix)]
+#[test]
+fn key_file_that_others_can_read_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("alice.key");
+    let key = ApproverKey::generate("alice").unwrap();
+    key.save(&path).unwrap();
+    assert_eq!(
+        ApproverKey::load(&path).unwrap().public_key_hex(),
+        key.public_key_hex()
+    );
+    for mode in [0o644, 0o640, 0o604, 0o620, 0o602] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        let err = ApproverKey::load(&path).unwrap_err();
+        assert_eq!(err.code(), "INVALID_REQUEST", "{mode:o}");
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+    }
+    // Owner-only modes load.
+    for mode in [0o600, 0o400] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        ApproverKey::load(&path).unwrap();
+    }
+}
