@@ -105,6 +105,10 @@ pub enum ApprovalInvalidReason {
     UnknownRequest,
     /// The request was made by another subject (its scopes differ).
     SubjectMismatch,
+    /// The call is now classified at a higher tier than its request was (the policy that
+    /// classifies it changed, or the request was opened under another policy): the approver
+    /// agreed to less than this call now is.
+    TierRaised,
 }
 
 impl ApprovalInvalidReason {
@@ -119,6 +123,7 @@ impl ApprovalInvalidReason {
             ApprovalInvalidReason::DeniedByApprover => "denied_by_approver",
             ApprovalInvalidReason::UnknownRequest => "unknown_request",
             ApprovalInvalidReason::SubjectMismatch => "subject_mismatch",
+            ApprovalInvalidReason::TierRaised => "tier_raised",
         }
     }
 }
@@ -925,6 +930,10 @@ pub(crate) fn check_grant(
         }
         if request.scopes != prepared.scopes {
             return Ok(Err(R::SubjectMismatch));
+        }
+        // The approver was shown the request's tier; a grant never covers more than that.
+        if prepared.assessment.classification.tier > request.tier {
+            return Ok(Err(R::TierRaised));
         }
         Ok(match request.status {
             ApprovalStatus::Denied => Err(R::DeniedByApprover),

@@ -892,3 +892,33 @@ fn key_file_that_others_can_read_is_refused() {
         ApproverKey::load(&path).unwrap();
     }
 }
+
+#[test]
+fn grant_given_at_a_lower_tier_does_not_serve_the_call_once_it_is_classified_higher() {
+    // The same call, the same ledger file: the request was opened (and shown to the approver)
+    // under a policy that rates the tool tier 3; the gate's policy rates it tier 4.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cycles.db");
+    let with_tier = |tier| {
+        let mut p = policy().register("railway.snapshot_delete", tier);
+        p.approval.threshold_tier = Tier::T3;
+        open(p, Arc::new(SqliteLedger::open(&path).unwrap()))
+    };
+    let lax = with_tier(Tier::T3);
+    let call = ToolCall::new("railway.snapshot_delete", json!({"id": "s1"}));
+    let request = request_for(&lax, call.clone());
+    assert_eq!(request.tier, Tier::T3);
+    let grant = alice().grant(&request, START + 60_000);
+    lax.record_approval(&request.request_id, &ApprovalResponse::Grant(grant.clone()))
+        .unwrap();
+    let strict = with_tier(Tier::T4);
+    let req = reserve_req(bot(), call.clone(), Some(&grant));
+    assert_eq!(refused(&strict, &req), ApprovalInvalidReason::TierRaised);
+    assert_eq!(
+        strict.approval(&request.request_id).unwrap().status,
+        ApprovalStatus::Granted
+    );
+    // Where the call is still tier 3 the grant serves it.
+    lax.reserve(&req).unwrap();
+    assert_eq!(held(&lax), 20);
+}
