@@ -3,20 +3,28 @@
 //! SELECT/SHOW/EXPLAIN 0 · INSERT 2 · UPDATE/DELETE with a WHERE 2, without one (or with a
 //! trivially true one such as `WHERE 1=1`) 3 · DROP, TRUNCATE, ALTER ... DROP, GRANT, REVOKE 4 ·
 //! SQL that does not parse 4 (fail closed). A data-modifying statement anywhere (a CTE body,
-//! `INSERT ... SELECT`, `EXPLAIN ANALYZE`, which runs its statement) counts like a top-level one.
+//! `INSERT ... SELECT`, `EXPLAIN ANALYZE` or `EXPLAIN (ANALYZE)`, which run their statement)
+//! counts like a top-level one, and so does SQL text handed to a function or statement that runs
+//! it (`dblink_exec`, `query_to_xml`, `EXEC('...')`); such text that is not a literal is 4.
+//!
+//! Where the server could split the text differently than the configured dialect does (the
+//! generic dialect stands for any server; a backslash in a string depends on
+//! `standard_conforming_strings` / `NO_BACKSLASH_ESCAPES`; nested comments, `--` at a carriage
+//! return, dollar quotes), the text is also read the other ways and the highest tier wins.
 
 use std::ops::ControlFlow;
 
 use serde::{Deserialize, Serialize};
 use sqlparser::ast::{
-    BinaryOperator, CopyTarget, Expr, SetExpr, Statement, Value, visit_expressions,
-    visit_statements,
+    BinaryOperator, CopyTarget, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, ObjectName,
+    SetExpr, Statement, TableFactor, Value, Visit, Visitor, visit_expressions, visit_statements,
 };
 use sqlparser::dialect::{
     BigQueryDialect, Dialect, DuckDbDialect, GenericDialect, MsSqlDialect, MySqlDialect,
     PostgreSqlDialect, SQLiteDialect, SnowflakeDialect,
 };
 use sqlparser::parser::Parser;
+use sqlparser::tokenizer::{Token, Tokenizer};
 
 use super::Verdict;
 use crate::model::Tier;
@@ -25,6 +33,8 @@ use crate::model::Tier;
 pub const MAX_SQL_LEN: usize = 1 << 20;
 /// Deepest expression nesting parsed; deeper SQL is unparsable (tier 4).
 const RECURSION_LIMIT: usize = 64;
+/// Deepest nesting of SQL text run by SQL (`EXEC('EXEC(''...'')')`) followed.
+const MAX_NESTED_SQL: usize = 8;
 
 /// The SQL dialect a tool's queries are parsed with.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -72,6 +82,28 @@ const SIDE_EFFECT_FUNCTIONS: &[(&str, Tier)] = &[
     ("pg_cancel_backend", Tier::T2),
     ("pg_drop_replication_slot", Tier::T4),
     ("pg_reload_conf", Tier::T2),
+    ("pg_promote", Tier::T3),
+    ("pg_replication_origin_drop", Tier::T3),
+    ("pg_replication_slot_advance", Tier::T3),
+    ("pg_create_logical_replication_slot", Tier::T2),
+    ("pg_create_physical_replication_slot", Tier::T2),
+    ("pg_switch_wal", Tier::T1),
+    ("pg_create_restore_point", Tier::T1),
+    ("pg_rotate_logfile", Tier::T1),
+    ("pg_truncate_visibility_map", Tier::T2),
+    ("lo_truncate", Tier::T3),
+    ("lo_truncate64", Tier::T3),
+    ("lo_put", Tier::T2),
+    ("lo_from_bytea", Tier::T2),
+    ("lo_create", Tier::T2),
+    ("lo_creat", Tier::T2),
+    ("lowrite", Tier::T2),
+    ("lo_write", Tier::T2),
+    ("load_extension", Tier::T4),
+    ("writefile", Tier::T2),
+    ("edit", Tier::T2),
+    ("sp_oacreate", Tier::T4),
+    ("xp_regwrite", Tier::T4),
     ("pg_file_write", Tier::T3),
     ("pg_file_unlink", Tier::T3),
     ("pg_file_rename", Tier::T3),
@@ -85,6 +117,18 @@ const SIDE_EFFECT_FUNCTIONS: &[(&str, Tier)] = &[
     ("setval", Tier::T2),
     ("nextval", Tier::T1),
     ("set_config", Tier::T1),
+];
+
+/// Functions that run SQL text given as an argument, with the index of that argument for one
+/// and for several arguments (`dblink(sql)`, `dblink(conn, sql)`).
+const SQL_RUNNING_FUNCTIONS: &[(&str, usize, usize)] = &[
+    ("dblink", 0, 1),
+    ("dblink_exec", 0, 1),
+    ("dblink_send_query", 0, 1),
+    ("dblink_open", 1, 2),
+    ("query_to_xml", 0, 0),
+    ("query_to_xmlschema", 0, 0),
+    ("query_to_xml_and_xmlschema", 0, 0),
 ];
 
 /// Classifies SQL text (one or several statements) in `dialect`.
@@ -106,54 +150,315 @@ pub fn classify(sql: &str, dialect: SqlDialect) -> Verdict {
 
 /// Raises `v` by the statements of `sql`.
 pub(crate) fn apply(sql: &str, dialect: SqlDialect, v: &mut Verdict) {
+    apply_nested(sql, dialect, 0, v);
+}
+
+/// [`apply`] for SQL text found at nesting `depth` (0: the argument itself).
+fn apply_nested(sql: &str, dialect: SqlDialect, depth: usize, v: &mut Verdict) {
     if sql.len() > MAX_SQL_LEN {
         v.raise(Tier::T4, "sql.too_long");
         return;
     }
+    if depth > MAX_NESTED_SQL {
+        v.raise(Tier::T4, "sql.nesting_too_deep");
+        return;
+    }
+    if !classify_parsed(sql, dialect, depth, v) {
+        v.raise(Tier::T4, "sql.unparsable");
+        return;
+    }
+    // The same text as another server (or server setting) would split it: when that reading
+    // is worse, it counts.
+    for &alt in alternative_readings(sql, dialect) {
+        let mut other = Verdict::default();
+        if !classify_parsed(sql, alt, depth, &mut other) {
+            other = Verdict::default();
+            lexical(sql, alt, &mut other);
+        }
+        if other.tier > v.tier {
+            for r in &other.rules {
+                v.raise(other.tier, r);
+            }
+            v.raise(other.tier, "sql.ambiguous_lexing");
+        }
+    }
+}
+
+/// Dialects whose reading of `sql` could differ from `dialect`'s in where strings, comments
+/// and statements end (only when the text has a character where they differ).
+fn alternative_readings(sql: &str, dialect: SqlDialect) -> &'static [SqlDialect] {
+    let backslash = sql.contains('\\');
+    match dialect {
+        SqlDialect::Generic
+            if backslash
+                || sql.contains(['$', '#', '\r', '[', '`'])
+                || sql.contains("--")
+                || sql.contains("/*") =>
+        {
+            &[
+                SqlDialect::Postgres,
+                SqlDialect::Mysql,
+                SqlDialect::Sqlite,
+                SqlDialect::Mssql,
+            ]
+        }
+        // standard_conforming_strings = off: backslashes escape.
+        SqlDialect::Postgres if backslash => &[SqlDialect::Mysql],
+        // NO_BACKSLASH_ESCAPES (or ANSI_QUOTES): backslashes are plain characters.
+        SqlDialect::Mysql if backslash => &[SqlDialect::Generic],
+        _ => &[],
+    }
+}
+
+/// A reading that does not parse as a whole: its words outside strings and comments, by the
+/// statement keywords among them (a server that runs statements one by one runs those before
+/// the one it cannot parse). Where it does not even tokenise (an unterminated string), the text
+/// before the error is read so; text that cannot be read at all is tier 4.
+fn lexical(sql: &str, dialect: SqlDialect, v: &mut Verdict) {
+    let mut text = sql;
+    let mut tries = 0;
+    let tokens = loop {
+        match Tokenizer::new(dialect.dialect(), text).tokenize() {
+            Ok(t) => break t,
+            Err(e) => {
+                let end = byte_offset(text, e.location.line, e.location.column);
+                tries += 1;
+                match end {
+                    Some(end) if end < text.len() && tries < 8 => text = &text[..end],
+                    _ => {
+                        v.raise(Tier::T4, "sql.unparsable");
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    for t in &tokens {
+        if let Token::Word(w) = t
+            && w.quote_style.is_none()
+        {
+            let tier = match w.value.to_ascii_uppercase().as_str() {
+                "DROP" | "TRUNCATE" | "GRANT" | "REVOKE" | "DENY" | "SHUTDOWN" => Tier::T4,
+                "DELETE" | "UPDATE" | "MERGE" | "ALTER" | "RENAME" | "CALL" | "EXEC"
+                | "EXECUTE" | "KILL" | "PURGE" | "RESET" | "DO" | "COPY" => Tier::T3,
+                "INSERT" | "REPLACE" | "CREATE" | "LOAD" | "ATTACH" => Tier::T2,
+                _ => continue,
+            };
+            v.raise(tier, "sql.lexical_keyword");
+        }
+    }
+    if v.rules.is_empty() {
+        v.raise(Tier::T0, "sql.lexical_keyword");
+    }
+}
+
+/// The byte offset of a tokenizer location (1-based line, 1-based column in characters).
+fn byte_offset(text: &str, line: u64, column: u64) -> Option<usize> {
+    let mut start = 0;
+    for _ in 1..line {
+        start += text[start..].find('\n')? + 1;
+    }
+    let col = usize::try_from(column.checked_sub(1)?).ok()?;
+    match text[start..].char_indices().nth(col) {
+        Some((i, _)) => Some(start + i),
+        None => Some(text.len()),
+    }
+}
+
+/// Parses `sql` in `dialect` and raises `v` by its statements; false if it does not parse.
+fn classify_parsed(sql: &str, dialect: SqlDialect, depth: usize, v: &mut Verdict) -> bool {
     let parsed = Parser::new(dialect.dialect())
         .with_recursion_limit(RECURSION_LIMIT)
         .try_with_sql(sql)
         .and_then(|mut p| p.parse_statements());
-    let statements = match parsed {
-        Ok(s) => s,
-        Err(_) => {
-            v.raise(Tier::T4, "sql.unparsable");
-            return;
-        }
+    let Ok(statements) = parsed else {
+        return false;
     };
     if statements.is_empty() {
         v.raise(Tier::T0, "sql.empty");
     }
     for top in &statements {
-        // EXPLAIN without ANALYZE only plans its statement; with ANALYZE it runs it.
-        if let Statement::Explain { analyze: false, .. } | Statement::ExplainTable { .. } = top {
+        // EXPLAIN without ANALYZE only plans its statement; with ANALYZE (also written as the
+        // option `(ANALYZE)` or `(ANALYZE true)`) it runs it.
+        if let Statement::Explain {
+            analyze: false,
+            options,
+            ..
+        } = top
+            && !options
+                .iter()
+                .flatten()
+                .any(|o| analyze_option(&o.name.value, o.arg.as_ref()))
+        {
+            v.raise(Tier::T0, "sql.explain");
+            continue;
+        }
+        if let Statement::ExplainTable { .. } = top {
             v.raise(Tier::T0, "sql.explain");
             continue;
         }
         let _ = visit_statements(top, |s| {
-            statement(s, v);
+            statement(s, dialect, depth, v);
             ControlFlow::<()>::Continue(())
         });
-        let _ = visit_expressions(top, |e| {
-            if let Expr::Function(f) = e
-                && let Some(last) = f.name.0.last()
-                && let Some(ident) = last.as_ident()
-            {
-                let name = ident.value.as_str();
-                if let Some((_, tier)) = SIDE_EFFECT_FUNCTIONS
-                    .iter()
-                    .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                {
-                    v.raise(*tier, "sql.side_effect_function");
-                }
-            }
-            ControlFlow::<()>::Continue(())
-        });
+        let _ = top.visit(&mut Functions { dialect, depth, v });
+    }
+    true
+}
+
+/// Whether an EXPLAIN option turns ANALYZE on (any value but an explicit false).
+fn analyze_option(name: &str, arg: Option<&Expr>) -> bool {
+    if !(name.eq_ignore_ascii_case("analyze") || name.eq_ignore_ascii_case("analyse")) {
+        return false;
+    }
+    let off = |s: &str| {
+        matches!(
+            s.to_ascii_lowercase().as_str(),
+            "false" | "off" | "0" | "no"
+        )
+    };
+    match arg {
+        None => true,
+        Some(Expr::Value(v)) => match &v.value {
+            Value::Boolean(b) => *b,
+            Value::Number(n, _) => !off(n),
+            other => !other.clone().into_string().is_some_and(|s| off(&s)),
+        },
+        Some(Expr::Identifier(i)) => !off(&i.value),
+        Some(_) => true,
     }
 }
 
-/// A WHERE clause that selects every row (`1=1`, `true`, `x = x`, `... OR 1=1`).
+/// Calls of functions (in expressions and as table functions in FROM) with side effects.
+struct Functions<'v> {
+    dialect: SqlDialect,
+    depth: usize,
+    v: &'v mut Verdict,
+}
+
+impl Visitor for Functions<'_> {
+    type Break = ();
+
+    fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+        if let Expr::Function(f) = e {
+            let args: &[FunctionArg] = match &f.args {
+                FunctionArguments::List(l) => &l.args,
+                _ => &[],
+            };
+            self.call(&f.name, args);
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, t: &TableFactor) -> ControlFlow<()> {
+        match t {
+            TableFactor::Table {
+                name,
+                args: Some(a),
+                ..
+            } => self.call(name, &a.args),
+            TableFactor::Function { name, args, .. } => self.call(name, args),
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+impl Functions<'_> {
+    fn call(&mut self, name: &ObjectName, args: &[FunctionArg]) {
+        let Some(name) = name.0.last().and_then(|p| p.as_ident()) else {
+            return;
+        };
+        let name = name.value.as_str();
+        if let Some((_, tier)) = SIDE_EFFECT_FUNCTIONS
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
+            self.v.raise(*tier, "sql.side_effect_function");
+        }
+        if let Some((_, one, many)) = SQL_RUNNING_FUNCTIONS
+            .iter()
+            .find(|(n, _, _)| n.eq_ignore_ascii_case(name))
+        {
+            let i = if args.len() > 1 { *many } else { *one };
+            let text = args.get(i).and_then(|a| match a {
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(e))
+                | FunctionArg::Named {
+                    arg: FunctionArgExpr::Expr(e),
+                    ..
+                }
+                | FunctionArg::ExprNamed {
+                    arg: FunctionArgExpr::Expr(e),
+                    ..
+                } => literal(e),
+                _ => None,
+            });
+            run_sql_text(text.as_deref(), self.dialect, self.depth, self.v);
+        }
+    }
+}
+
+/// The text of a string literal expression.
+fn literal(e: &Expr) -> Option<String> {
+    match e {
+        Expr::Value(v) => v.value.clone().into_string(),
+        Expr::Nested(inner) => literal(inner),
+        _ => None,
+    }
+}
+
+/// SQL text that a statement or function runs: classified when it is a literal, tier 4 when it
+/// is computed (a variable, a concatenation): nothing says what it will be.
+fn run_sql_text(text: Option<&str>, dialect: SqlDialect, depth: usize, v: &mut Verdict) {
+    match text {
+        Some(t) => apply_nested(t, dialect, depth + 1, v),
+        None => v.raise(Tier::T4, "sql.dynamic_sql"),
+    }
+}
+
+/// An expression that reads no column: the same for every row, so a WHERE made of it selects
+/// all rows or none (`2 > 1`, `NOT false`, `EXISTS (SELECT 1 FROM u)`).
+fn column_free(e: &Expr) -> bool {
+    visit_expressions(e, |x| match x {
+        Expr::Identifier(_) | Expr::CompoundIdentifier(_) => ControlFlow::Break(()),
+        _ => ControlFlow::Continue(()),
+    })
+    .is_continue()
+}
+
+/// A constant condition that is never true (`false`, `0`, `NULL`, `NULL = NULL`, `x AND false`).
+fn trivially_false(e: &Expr) -> bool {
+    match e {
+        Expr::Value(v) => match &v.value {
+            Value::Boolean(b) => !*b,
+            Value::Null => true,
+            Value::Number(n, _) => n.parse::<f64>().is_ok_and(|n| n == 0.0),
+            _ => false,
+        },
+        Expr::Nested(inner) => trivially_false(inner),
+        Expr::BinaryOp { left, op, right } => match op {
+            BinaryOperator::And => trivially_false(left) || trivially_false(right),
+            BinaryOperator::Or => trivially_false(left) && trivially_false(right),
+            BinaryOperator::Eq
+            | BinaryOperator::NotEq
+            | BinaryOperator::Lt
+            | BinaryOperator::LtEq
+            | BinaryOperator::Gt
+            | BinaryOperator::GtEq => [left, right]
+                .iter()
+                .any(|x| matches!(x.as_ref(), Expr::Value(v) if v.value == Value::Null)),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// A WHERE clause that selects every row (`1=1`, `true`, `x = x`, `... OR 1=1`), or may (one
+/// that reads no column, or an OR with such a side).
 fn trivially_true(e: &Expr) -> bool {
+    if column_free(e) && !trivially_false(e) {
+        return true;
+    }
     match e {
         Expr::Value(v) => match &v.value {
             Value::Boolean(b) => *b,
@@ -165,7 +470,12 @@ fn trivially_true(e: &Expr) -> bool {
             matches!(inner.as_ref(), Expr::Value(v) if v.value != Value::Null)
         }
         Expr::BinaryOp { left, op, right } => match op {
-            BinaryOperator::Or => trivially_true(left) || trivially_true(right),
+            BinaryOperator::Or => {
+                trivially_true(left)
+                    || trivially_true(right)
+                    || column_free(left)
+                    || column_free(right)
+            }
             BinaryOperator::And => trivially_true(left) && trivially_true(right),
             BinaryOperator::Eq | BinaryOperator::GtEq | BinaryOperator::LtEq => {
                 left == right && !matches!(left.as_ref(), Expr::Value(v) if v.value == Value::Null)
@@ -192,7 +502,7 @@ fn where_rule(
     }
 }
 
-fn statement(s: &Statement, v: &mut Verdict) {
+fn statement(s: &Statement, dialect: SqlDialect, depth: usize, v: &mut Verdict) {
     match s {
         Statement::Query(q) => {
             let into = matches!(q.body.as_ref(), SetExpr::Select(sel) if sel.into.is_some());
@@ -243,6 +553,14 @@ fn statement(s: &Statement, v: &mut Verdict) {
             }
         }
         Statement::Explain { .. } => v.raise(Tier::T0, "sql.explain"),
+        Statement::Execute {
+            name, parameters, ..
+        } => execute(name.as_ref(), parameters, dialect, depth, v),
+        Statement::Call(f) => {
+            v.raise(Tier::T3, "sql.execute");
+            // The procedure's name often says what it does (`CALL drop_old_backups()`).
+            super::names::apply(&f.name.to_string(), v);
+        }
         Statement::Copy { to, target, .. } => {
             let program = matches!(target, CopyTarget::Program { .. });
             if program {
@@ -261,21 +579,132 @@ fn statement(s: &Statement, v: &mut Verdict) {
     }
 }
 
+/// `EXECUTE name`, `EXEC proc args`, `EXEC('sql')`, `EXECUTE IMMEDIATE 'sql'`.
+fn execute(
+    name: Option<&ObjectName>,
+    parameters: &[Expr],
+    dialect: SqlDialect,
+    depth: usize,
+    v: &mut Verdict,
+) {
+    let proc = name
+        .and_then(|n| n.0.last())
+        .and_then(|p| p.as_ident())
+        .map(|i| i.value.to_ascii_lowercase());
+    match proc.as_deref() {
+        // Dynamic SQL: the text is what runs.
+        None | Some("sp_executesql") => {
+            v.raise(Tier::T3, "sql.execute");
+            match parameters.first() {
+                Some(p) => run_sql_text(literal(p).as_deref(), dialect, depth, v),
+                None => v.raise(Tier::T4, "sql.dynamic_sql"),
+            }
+        }
+        Some("xp_cmdshell" | "sp_oacreate" | "sp_oamethod" | "xp_regwrite") => {
+            v.raise(Tier::T4, "sql.side_effect_function")
+        }
+        Some(other) => {
+            v.raise(Tier::T3, "sql.execute");
+            super::names::apply(other, v);
+        }
+    }
+}
+
 /// Statements without a dedicated rule, by their leading keyword.
 fn by_keyword(s: &Statement, v: &mut Verdict) {
     let text = s.to_string();
-    let first = text
+    let words: Vec<String> = text
         .split(|c: char| !c.is_ascii_alphabetic())
-        .find(|w| !w.is_empty())
-        .unwrap_or("")
-        .to_ascii_uppercase();
-    let (tier, rule) = match first.as_str() {
+        .filter(|w| !w.is_empty())
+        .take(12)
+        .map(|w| w.to_ascii_uppercase())
+        .collect();
+    let first = words.first().map_or("", |w| w.as_str());
+    let second = words.get(1).map_or("", |w| w.as_str());
+    let head = |set: &[&str]| words.iter().any(|w| set.contains(&w.as_str()));
+    // Role attributes that amount to a GRANT.
+    let privileged = || {
+        text.split(|c: char| !c.is_ascii_alphabetic()).any(|w| {
+            matches!(
+                w.to_ascii_uppercase().as_str(),
+                "SUPERUSER" | "CREATEROLE" | "BYPASSRLS" | "REPLICATION" | "ADMIN" | "SYSADMIN"
+            )
+        })
+    };
+    match first {
+        "CREATE" => {
+            let or_replace = second == "OR" && words.get(2).is_some_and(|w| w == "REPLACE");
+            let object = words
+                .iter()
+                .skip(if or_replace { 3 } else { 1 })
+                .find(|w| {
+                    !matches!(
+                        w.as_str(),
+                        "TEMPORARY"
+                            | "TEMP"
+                            | "TRANSIENT"
+                            | "VOLATILE"
+                            | "EXTERNAL"
+                            | "SECURE"
+                            | "GLOBAL"
+                            | "LOCAL"
+                            | "UNLOGGED"
+                            | "MATERIALIZED"
+                            | "RECURSIVE"
+                            | "DYNAMIC"
+                            | "ICEBERG"
+                            | "HYBRID"
+                    )
+                })
+                .map_or("", |w| w.as_str());
+            if or_replace && matches!(object, "TABLE" | "DATABASE" | "SCHEMA" | "STAGE") {
+                // Replacing a table or database drops what was there.
+                v.raise(Tier::T4, "sql.create_or_replace");
+            } else if matches!(
+                object,
+                "FUNCTION" | "PROCEDURE" | "TRIGGER" | "RULE" | "EVENT" | "CONSTRAINT"
+            ) || (object == "DEFINER"
+                && head(&["FUNCTION", "PROCEDURE", "TRIGGER", "EVENT"]))
+            {
+                // Code that runs later, from other calls, without its own check.
+                v.raise(Tier::T3, "sql.create_routine");
+                let destructive = text.split(|c: char| !c.is_ascii_alphabetic()).any(|w| {
+                    matches!(
+                        w.to_ascii_uppercase().as_str(),
+                        "DROP" | "TRUNCATE" | "GRANT" | "REVOKE"
+                    )
+                });
+                if destructive {
+                    v.raise(Tier::T4, "sql.create_routine_destructive");
+                }
+            } else if matches!(object, "ROLE" | "USER" | "LOGIN") && privileged() {
+                v.raise(Tier::T4, "sql.grant");
+            } else {
+                v.raise(Tier::T2, "sql.create");
+            }
+            return;
+        }
+        "ALTER" if matches!(second, "ROLE" | "USER" | "LOGIN") && privileged() => {
+            v.raise(Tier::T4, "sql.grant");
+            return;
+        }
+        "RESET" if matches!(second, "MASTER" | "SLAVE" | "REPLICA" | "BINARY") => {
+            // Deletes the binary logs (point-in-time recovery) or the replication state.
+            v.raise(Tier::T4, "sql.reset_replication");
+            return;
+        }
+        "SET" if matches!(second, "GLOBAL" | "PERSIST") => {
+            v.raise(Tier::T2, "sql.set_global");
+            return;
+        }
+        _ => {}
+    }
+    let (tier, rule) = match first {
         "DROP" => (Tier::T4, "sql.drop"),
         "TRUNCATE" => (Tier::T4, "sql.truncate"),
         "DELETE" => (Tier::T3, "sql.delete_all_rows"),
         "GRANT" | "REVOKE" | "DENY" => (Tier::T4, "sql.grant"),
         "ALTER" | "RENAME" => (Tier::T3, "sql.alter"),
-        "CREATE" => (Tier::T2, "sql.create"),
         "INSERT" | "REPLACE" | "UPSERT" | "LOAD" | "PUT" | "UNLOAD" | "EXPORT" | "ATTACH"
         | "DETACH" | "INSTALL" => (Tier::T2, "sql.write"),
         "KILL" | "CALL" | "EXECUTE" | "EXEC" | "REMOVE" => (Tier::T3, "sql.execute"),
