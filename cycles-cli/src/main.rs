@@ -612,7 +612,7 @@ fn cmd_approve(cli: &Cli, id: &str, key: &Path, ttl: &str, out: Option<&PathBuf>
     let key = ApproverKey::load(key)?;
     let auth = authority(cli, true)?;
     let request = auth.approval(id)?;
-    let grant = key.grant(&request, auth.now_ms().saturating_add(ttl_ms));
+    let grant = key.grant(&request, auth.now_ms().saturating_add(ttl_ms))?;
     let answer = ApprovalResponse::Grant(grant);
     let stored = auth.record_approval(id, &answer)?;
     write_answer(out, &answer)?;

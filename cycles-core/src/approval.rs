@@ -20,12 +20,17 @@
 //! A grant signs these UTF-8 lines, each ending in `\n`, with nothing else:
 //!
 //! ```text
-//! cycles.approval.grant.v1
+//! cycles.approval.grant.v2
 //! request_id:apr_<32 hex>
+//! scope:<the subject's innermost scope path, e.g. tenant:acme/workflow:w1/agent:bot>
 //! call_digest:<64 lowercase hex, SHA-256 of the canonical call>
 //! approver_id:<1-128 of [A-Za-z0-9_.-]>
 //! expires_at_ms:<decimal milliseconds since the epoch, ledger clock>
 //! ```
+//!
+//! The `scope` line (new in v2) binds the grant to the subject the approver was shown, as the
+//! digest binds it to the call: a grant obtained by showing an approver another subject (the
+//! agent's process builds what a webhook receives) serves no other subject.
 //!
 //! A denial signs `cycles.approval.denial.v1` then `request_id:`, `call_digest:`,
 //! `approver_id:` and `reason_sha256:<64 hex, SHA-256 of the UTF-8 reason>`. Every field is
@@ -56,7 +61,8 @@ use crate::error::{CyclesError, Result};
 use crate::ledger::LedgerTxn;
 use crate::machine::{Prepared, Settled, append, append_view};
 use crate::model::{
-    Amount, Balance, Decision, DecisionKind, ReasonCode, Subject, Tier, ToolCall, Unit, validate_id,
+    Amount, Balance, Decision, DecisionKind, ReasonCode, Subject, Tier, ToolCall, Unit,
+    validate_id, validate_scope,
 };
 use crate::policy::CompiledPolicy;
 
@@ -76,7 +82,7 @@ pub const MAX_REASON_LEN: usize = 256;
 /// Largest webhook answer read.
 pub const MAX_RESPONSE_BYTES: u64 = 64 * 1024;
 
-const GRANT_DOMAIN: &str = "cycles.approval.grant.v1";
+const GRANT_DOMAIN: &str = "cycles.approval.grant.v2";
 const DENIAL_DOMAIN: &str = "cycles.approval.denial.v1";
 /// Rule id reported when the approval threshold turned a call into a denial.
 const RULE_THRESHOLD: &str = "approval.threshold";
@@ -236,6 +242,11 @@ pub struct Grant {
     pub public_key: String,
     /// The request this grant answers.
     pub request_id: String,
+    /// The innermost scope of the subject the grant is for (`tenant:acme/agent:bot`); it
+    /// serves only a subject with exactly that scope path. (Absent in grants recorded before
+    /// v2, which no longer verify.)
+    #[serde(default)]
+    pub scope: String,
     /// Ed25519 signature of [`Grant::signed_message`], 128 hex characters.
     pub signature: String,
 }
@@ -317,6 +328,14 @@ fn validate_common(
     Ok(())
 }
 
+/// The innermost scope path of `subject` (validated), which names all its scopes.
+fn innermost_scope(subject: &Subject) -> Result<String> {
+    subject
+        .scopes()?
+        .pop()
+        .ok_or_else(|| CyclesError::invalid("subject", "at least one field is required"))
+}
+
 /// Checks `signature` over `message` with `public_key`, which must be one of `keys`.
 fn verify_signed(
     keys: &[[u8; 32]],
@@ -345,17 +364,27 @@ impl Grant {
     ///
     /// ```
     /// use cycles_core::approval::Grant;
-    /// let m = Grant::signed_message("apr_00000000000000000000000000000001", &"ab".repeat(32), "alice", 5);
-    /// assert!(String::from_utf8(m).unwrap().ends_with("approver_id:alice\nexpires_at_ms:5\n"));
+    /// let m = Grant::signed_message(
+    ///     "apr_00000000000000000000000000000001",
+    ///     "tenant:acme/agent:bot",
+    ///     &"ab".repeat(32),
+    ///     "alice",
+    ///     5,
+    /// );
+    /// let text = String::from_utf8(m).unwrap();
+    /// assert!(text.starts_with("cycles.approval.grant.v2\n"));
+    /// assert!(text.contains("\nscope:tenant:acme/agent:bot\n"));
+    /// assert!(text.ends_with("approver_id:alice\nexpires_at_ms:5\n"));
     /// ```
     pub fn signed_message(
         request_id: &str,
+        scope: &str,
         call_digest: &str,
         approver_id: &str,
         expires_at_ms: i64,
     ) -> Vec<u8> {
         format!(
-            "{GRANT_DOMAIN}\nrequest_id:{request_id}\ncall_digest:{call_digest}\napprover_id:{approver_id}\nexpires_at_ms:{expires_at_ms}\n"
+            "{GRANT_DOMAIN}\nrequest_id:{request_id}\nscope:{scope}\ncall_digest:{call_digest}\napprover_id:{approver_id}\nexpires_at_ms:{expires_at_ms}\n"
         )
         .into_bytes()
     }
@@ -369,7 +398,14 @@ impl Grant {
             &self.approver_id,
             &self.public_key,
             &self.signature,
-        )
+        )?;
+        // A scope path has no `\n`, so the signed lines stay unambiguous.
+        validate_scope(&self.scope).map_err(|e| match e {
+            CyclesError::InvalidRequest { message, .. } => {
+                CyclesError::invalid("grant.scope", message)
+            }
+            other => other,
+        })
     }
 
     /// Parses and validates a grant presented as JSON (e.g. `ReserveRequest::grant`).
@@ -384,6 +420,7 @@ impl Grant {
     pub fn verify(&self, keys: &[[u8; 32]]) -> std::result::Result<(), ApprovalInvalidReason> {
         let msg = Self::signed_message(
             &self.request_id,
+            &self.scope,
             &self.call_digest,
             &self.approver_id,
             self.expires_at_ms,
@@ -576,25 +613,47 @@ impl ApproverKey {
 
     /// Signs a grant for `request`, valid until `expires_at_ms` (ledger clock).
     ///
-    /// The grant is for the call in `request.call`, whose digest is computed here: the
-    /// request's `call_digest` field is not trusted. Whoever hands the request to the signer (the
-    /// agent's process posting it to a webhook, or anyone able to write the ledger file) could
-    /// pair a harmless-looking `call` with the digest of another one; the signer then signs
-    /// what it was shown, and such a grant serves no other call (`digest_mismatch`).
-    pub fn grant(&self, request: &ApprovalRequest, expires_at_ms: i64) -> Grant {
-        self.grant_for(&request.request_id, &request.call.digest(), expires_at_ms)
+    /// The grant is for the call in `request.call` and the subject in `request.subject`, whose
+    /// digest and scope are computed here: the request's `call_digest` and `scopes` fields are
+    /// not trusted. Whoever hands the request to the signer (the agent's process posting it to
+    /// a webhook, or anyone able to write the ledger file) could pair a harmless-looking `call`
+    /// or `subject` with the digest or scopes of another one; the signer then signs what it was
+    /// shown, and such a grant serves no other call (`digest_mismatch`) and no other subject
+    /// (`subject_mismatch`). An invalid subject is `INVALID_REQUEST`.
+    pub fn grant(&self, request: &ApprovalRequest, expires_at_ms: i64) -> Result<Grant> {
+        let scope = innermost_scope(&request.subject)?;
+        Ok(self.grant_for(
+            &request.request_id,
+            &scope,
+            &request.call.digest(),
+            expires_at_ms,
+        ))
     }
 
-    /// Signs a grant for a request id and call digest. The caller vouches that the digest is
-    /// that of the call it approved ([`ToolCall::digest`]); prefer [`ApproverKey::grant`].
-    pub fn grant_for(&self, request_id: &str, call_digest: &str, expires_at_ms: i64) -> Grant {
-        let msg = Grant::signed_message(request_id, call_digest, &self.approver_id, expires_at_ms);
+    /// Signs a grant for a request id, the subject's innermost scope and a call digest. The
+    /// caller vouches that they are those of the subject and call it approved
+    /// ([`Subject::scopes`], [`ToolCall::digest`]); prefer [`ApproverKey::grant`].
+    pub fn grant_for(
+        &self,
+        request_id: &str,
+        scope: &str,
+        call_digest: &str,
+        expires_at_ms: i64,
+    ) -> Grant {
+        let msg = Grant::signed_message(
+            request_id,
+            scope,
+            call_digest,
+            &self.approver_id,
+            expires_at_ms,
+        );
         Grant {
             approver_id: self.approver_id.clone(),
             call_digest: call_digest.to_string(),
             expires_at_ms,
             public_key: self.public_key_hex(),
             request_id: request_id.to_string(),
+            scope: scope.to_string(),
             signature: hex::encode(self.signing.sign(&msg).to_bytes()),
         }
     }
@@ -928,7 +987,9 @@ pub(crate) fn check_grant(
         {
             return Ok(Err(R::DigestMismatch));
         }
-        if request.scopes != prepared.scopes {
+        if request.scopes != prepared.scopes
+            || prepared.scopes.last().map(String::as_str) != Some(grant.scope.as_str())
+        {
             return Ok(Err(R::SubjectMismatch));
         }
         // The approver was shown the request's tier; a grant never covers more than that.
@@ -1015,15 +1076,26 @@ pub(crate) fn record(
 ) -> Result<Settled<ApprovalRequest>> {
     use ApprovalInvalidReason as R;
     let keys = policy.policy().approval.keys();
-    let (request_id, digest, verified) = match response {
-        ApprovalResponse::Pending => (id, None, Ok(())),
+    let (request_id, digest, scope, verified) = match response {
+        ApprovalResponse::Pending => (id, None, None, Ok(())),
         ApprovalResponse::Grant(g) => {
             g.validate()?;
-            (g.request_id.as_str(), Some(&g.call_digest), g.verify(&keys))
+            let verified = g.verify(&keys);
+            (
+                g.request_id.as_str(),
+                Some(&g.call_digest),
+                Some(&g.scope),
+                verified,
+            )
         }
         ApprovalResponse::Deny(d) => {
             d.validate()?;
-            (d.request_id.as_str(), Some(&d.call_digest), d.verify(&keys))
+            (
+                d.request_id.as_str(),
+                Some(&d.call_digest),
+                None,
+                d.verify(&keys),
+            )
         }
     };
     if request_id != id {
@@ -1045,6 +1117,12 @@ pub(crate) fn record(
         return Ok(Err(invalid(
             R::DigestMismatch,
             format!("the answer for {id} names another call"),
+        )));
+    }
+    if scope.is_some_and(|s| request.scopes.last() != Some(s)) {
+        return Ok(Err(invalid(
+            R::SubjectMismatch,
+            format!("the grant for {id} names another subject"),
         )));
     }
     let refusal = match request.status {

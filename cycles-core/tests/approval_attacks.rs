@@ -104,7 +104,9 @@ fn consumed_grant_is_refused_by_a_second_connection_and_after_reopening_the_file
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cycles.db");
     let first = open_file(&path);
-    let grant = alice().grant(&request_for(&first, wipe("v1")), START + 60_000);
+    let grant = alice()
+        .grant(&request_for(&first, wipe("v1")), START + 60_000)
+        .unwrap();
     // A second connection to the same file, open before the grant is used.
     let second = open_file(&path);
     first
@@ -199,7 +201,9 @@ fn consumed_grant_is_refused_in_another_process() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cycles.db");
     let auth = open_file(&path);
-    let grant = alice().grant(&request_for(&auth, wipe("v1")), START + 60_000);
+    let grant = alice()
+        .grant(&request_for(&auth, wipe("v1")), START + 60_000)
+        .unwrap();
     auth.reserve(&reserve_req(bot(), wipe("v1"), Some(&grant)))
         .unwrap();
     let outcome = outcome_of(spawn_child(&path, &grant, None));
@@ -220,7 +224,7 @@ fn grant_race_between_eight_threads_has_one_winner() {
         let setup = open_file(&path);
         let volume = format!("v-{recorded}");
         let request = request_for(&setup, wipe(&volume));
-        let grant = alice().grant(&request, START + 60_000);
+        let grant = alice().grant(&request, START + 60_000).unwrap();
         if recorded {
             setup
                 .record_approval(&request.request_id, &ApprovalResponse::Grant(grant.clone()))
@@ -270,7 +274,9 @@ fn grant_race_between_eight_threads_has_one_winner() {
 #[test]
 fn grant_race_on_a_memory_ledger_has_one_winner() {
     let auth = open(policy(), Arc::new(MemoryLedger::new()));
-    let grant = alice().grant(&request_for(&auth, wipe("v1")), START + 60_000);
+    let grant = alice()
+        .grant(&request_for(&auth, wipe("v1")), START + 60_000)
+        .unwrap();
     let barrier = Arc::new(Barrier::new(8));
     let threads: Vec<_> = (0..8)
         .map(|_| {
@@ -297,7 +303,9 @@ fn grant_race_between_two_processes_has_one_winner() {
     let path = dir.path().join("cycles.db");
     let go = dir.path().join("go");
     let auth = open_file(&path);
-    let grant = alice().grant(&request_for(&auth, wipe("v1")), START + 60_000);
+    let grant = alice()
+        .grant(&request_for(&auth, wipe("v1")), START + 60_000)
+        .unwrap();
     let children = [
         spawn_child(&path, &grant, Some(&go)),
         spawn_child(&path, &grant, Some(&go)),
@@ -343,7 +351,7 @@ fn the_digest_is_of_the_call_not_of_its_json_spelling() {
     }
     // Different calls: a number's type, a float, another value hidden behind a duplicate key.
     let request = request_for(&auth, approved.clone());
-    let grant = alice().grant(&request, START + 60_000);
+    let grant = alice().grant(&request, START + 60_000).unwrap();
     for other in [
         r#"{"volumeId":"vol_a","opts":{"force":true,"n":1.0}}"#,
         r#"{"volumeId":"vol_a","opts":{"force":true,"n":"1"}}"#,
@@ -375,7 +383,7 @@ fn grant_for_a_lower_tier_call_does_not_serve_a_higher_tier_one() {
     let row = ToolCall::new("db.delete_row", json!({"volumeId": "v1"}));
     let request = request_for(&auth, row);
     assert_eq!((request.tier, request.risk_points), (Tier::T3, 20));
-    let grant = alice().grant(&request, START + 60_000);
+    let grant = alice().grant(&request, START + 60_000).unwrap();
     // Same arguments, a tier-4 tool; and the tier-4 call's own request with the tier-3 grant.
     let req = reserve_req(bot(), wipe("v1"), Some(&grant));
     assert_eq!(refused(&auth, &req), ApprovalInvalidReason::DigestMismatch);
@@ -390,7 +398,9 @@ fn grant_for_a_lower_tier_call_does_not_serve_a_higher_tier_one() {
 #[test]
 fn grant_for_one_subject_does_not_serve_another_even_with_its_scopes_spelled_alike() {
     let auth = open(policy(), Arc::new(MemoryLedger::new()));
-    let grant = alice().grant(&request_for(&auth, wipe("v1")), START + 60_000);
+    let grant = alice()
+        .grant(&request_for(&auth, wipe("v1")), START + 60_000)
+        .unwrap();
     for other in [
         Subject::new().tenant("acme"),
         Subject::new().tenant("acme").agent("bot2"),
@@ -423,7 +433,7 @@ fn every_signed_field_is_bound_by_the_signature() {
     let auth = open(policy(), Arc::new(MemoryLedger::new()));
     let request = request_for(&auth, wipe("v1"));
     let other = request_for(&auth, wipe("v2"));
-    let good = alice().grant(&request, START + 60_000);
+    let good = alice().grant(&request, START + 60_000).unwrap();
     let edits: Vec<(&str, Edit, ApprovalInvalidReason)> = vec![
         (
             "approver_id",
@@ -449,6 +459,11 @@ fn every_signed_field_is_bound_by_the_signature() {
             "public_key of the agent",
             Box::new(|g| g.public_key = agent_key().public_key_hex()),
             ApprovalInvalidReason::UnknownKey,
+        ),
+        (
+            "scope",
+            Box::new(|g| g.scope = "tenant:acme/agent:other".into()),
+            ApprovalInvalidReason::BadSignature,
         ),
     ];
     for (what, edit, reason) in edits {
@@ -481,7 +496,7 @@ fn every_signed_field_is_bound_by_the_signature() {
 fn malformed_signatures_and_keys_are_refused() {
     let auth = open(policy(), Arc::new(MemoryLedger::new()));
     let request = request_for(&auth, wipe("v1"));
-    let good = alice().grant(&request, START + 60_000);
+    let good = alice().grant(&request, START + 60_000).unwrap();
     let sig = hex::decode(&good.signature).unwrap();
     let before = auth.audit(&AuditQuery::default()).unwrap().len();
     // Shapes that are not a lowercase-hex Ed25519 signature or key: typed bad input.
@@ -495,6 +510,8 @@ fn malformed_signatures_and_keys_are_refused() {
         Box::new(|g| g.call_digest = g.call_digest.to_uppercase()),
         Box::new(|g| g.request_id = g.request_id.to_uppercase()),
         Box::new(|g| g.approver_id = "alice\ncall_digest:00".into()),
+        Box::new(|g| g.scope = "tenant:acme\ncall_digest:00".into()),
+        Box::new(|g| g.scope = String::new()),
     ];
     for (i, edit) in bad_shapes.iter().enumerate() {
         let mut g = good.clone();
@@ -548,9 +565,14 @@ fn a_small_order_key_listed_by_mistake_does_not_verify_forgeries() {
     // R = identity, S = 0 verifies for every message.
     let mut identity = [0u8; 32];
     identity[0] = 1;
+    // A policy listing it does not compile...
     let mut p = policy();
     p.approval.public_keys.push(hex::encode(identity));
-    let auth = open(p, Arc::new(MemoryLedger::new()));
+    let err = Authority::builder().policy(p).build().unwrap_err();
+    assert_eq!(err.code(), "POLICY_INVALID", "{err}");
+    assert!(err.to_string().contains("approval.public_keys[1]"), "{err}");
+    // ...and verification is strict even if such a key reached it.
+    let auth = open(policy(), Arc::new(MemoryLedger::new()));
     let request = request_for(&auth, wipe("v1"));
     let mut sig = [0u8; 64];
     sig[0] = 1;
@@ -560,10 +582,15 @@ fn a_small_order_key_listed_by_mistake_does_not_verify_forgeries() {
         expires_at_ms: START + 60_000,
         public_key: hex::encode(identity),
         request_id: request.request_id.clone(),
+        scope: request.scopes.last().unwrap().clone(),
         signature: hex::encode(sig),
     };
+    assert_eq!(
+        forged.verify(&[identity]),
+        Err(ApprovalInvalidReason::BadSignature)
+    );
     let req = reserve_req(bot(), wipe("v1"), Some(&forged));
-    assert_eq!(refused(&auth, &req), ApprovalInvalidReason::BadSignature);
+    assert_eq!(refused(&auth, &req), ApprovalInvalidReason::UnknownKey);
 }
 
 #[test]
@@ -574,7 +601,9 @@ fn expired_grant_is_refused_on_the_ledger_clock_whatever_the_caller_says() {
         .clock(clock.clone())
         .build()
         .unwrap();
-    let grant = alice().grant(&request_for(&auth, wipe("v1")), START + 1_000);
+    let grant = alice()
+        .grant(&request_for(&auth, wipe("v1")), START + 1_000)
+        .unwrap();
     clock.advance(1_001);
     // The request's own fields are the caller's only lever on time; none is looked at.
     let mut req = reserve_req(bot(), wipe("v1"), Some(&grant));
@@ -596,7 +625,7 @@ fn agent_cannot_approve_itself_through_its_own_authority_on_the_shared_file() {
     let mut mine = policy();
     mine.approval.public_keys = vec![agent_key().public_key_hex()];
     let agent = open(mine, Arc::new(SqliteLedger::open(&path).unwrap()));
-    let self_grant = agent_key().grant(&request, START + 60_000);
+    let self_grant = agent_key().grant(&request, START + 60_000).unwrap();
     let stored = agent
         .record_approval(
             &request.request_id,
@@ -613,7 +642,7 @@ fn agent_cannot_approve_itself_through_its_own_authority_on_the_shared_file() {
         .record_approval(&request.request_id, &ApprovalResponse::Grant(self_grant))
         .unwrap_err();
     assert_eq!(err.code(), "APPROVAL_INVALID");
-    let real = alice().grant(&request, START + 60_000);
+    let real = alice().grant(&request, START + 60_000).unwrap();
     gate.record_approval(&request.request_id, &ApprovalResponse::Grant(real.clone()))
         .unwrap();
     gate.reserve(&reserve_req(bot(), wipe("v1"), Some(&real)))
@@ -625,7 +654,7 @@ fn agent_cannot_approve_itself_through_an_in_process_approver() {
     let auth = open(policy(), Arc::new(MemoryLedger::new()));
     let self_signing = CallbackApprover::new(|r: &ApprovalRequest| {
         Ok(ApprovalResponse::Grant(
-            agent_key().grant(r, START + 60_000),
+            agent_key().grant(r, START + 60_000).unwrap(),
         ))
     });
     let err = auth
@@ -634,8 +663,8 @@ fn agent_cannot_approve_itself_through_an_in_process_approver() {
     assert_eq!(err.code(), "APPROVAL_INVALID");
     // Nor by answering `pending` forever or handing back someone else's unsigned answer.
     let forged = CallbackApprover::new(|r: &ApprovalRequest| {
-        let mut g = alice().grant(r, START + 60_000);
-        g.signature = agent_key().grant(r, START + 60_000).signature;
+        let mut g = alice().grant(r, START + 60_000).unwrap();
+        g.signature = agent_key().grant(r, START + 60_000).unwrap().signature;
         Ok(ApprovalResponse::Grant(g))
     });
     let err = auth
@@ -662,7 +691,7 @@ fn agent_cannot_approve_itself_through_an_in_process_approver() {
 fn decide_cannot_take_or_consume_a_grant() {
     let auth = open(policy(), Arc::new(MemoryLedger::new()));
     let request = request_for(&auth, wipe("v1"));
-    let grant = alice().grant(&request, START + 60_000);
+    let grant = alice().grant(&request, START + 60_000).unwrap();
     auth.record_approval(&request.request_id, &ApprovalResponse::Grant(grant.clone()))
         .unwrap();
     // The wire form of a decide has no grant field: presenting one is bad input.
@@ -699,7 +728,7 @@ fn grant_presented_while_the_ledger_cannot_be_written_fails_closed_and_stays_usa
         Arc::new(SqliteLedger::open_with(&path, options).unwrap()),
     );
     let request = request_for(&auth, wipe("v1"));
-    let grant = alice().grant(&request, START + 60_000);
+    let grant = alice().grant(&request, START + 60_000).unwrap();
     // Another process holds the file's write lock for longer than the busy timeout.
     let blocker = rusqlite::Connection::open(&path).unwrap();
     blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
@@ -727,7 +756,7 @@ fn unreadable_stored_request_fails_closed() {
     let path = dir.path().join("cycles.db");
     let auth = open_file(&path);
     let request = request_for(&auth, wipe("v1"));
-    let grant = alice().grant(&request, START + 60_000);
+    let grant = alice().grant(&request, START + 60_000).unwrap();
     let raw = rusqlite::Connection::open(&path).unwrap();
     let n = raw
         .execute(
@@ -782,7 +811,7 @@ fn approval_service(key: ApproverKey) -> (String, std::thread::JoinHandle<()>) {
         let answer = if prod {
             ApprovalResponse::Deny(key.deny(&request, "not prod").unwrap())
         } else {
-            ApprovalResponse::Grant(key.grant(&request, START + 60_000))
+            ApprovalResponse::Grant(key.grant(&request, START + 60_000).unwrap())
         };
         let text = serde_json::to_string(&answer).unwrap();
         write!(
@@ -835,6 +864,55 @@ fn doctored_request_shown_to_an_approver_yields_no_grant_for_the_real_call() {
 }
 
 #[test]
+fn doctored_subject_shown_to_an_approver_yields_no_grant_for_the_real_subject() {
+    // A service that would approve this call for a sandbox agent only: the agent's process
+    // posts the real request id and call with a sandbox subject and its scopes.
+    let auth = open(policy(), Arc::new(MemoryLedger::new()));
+    let real = request_for(&auth, wipe("vol_main"));
+    let sandbox = Subject::new().tenant("sandbox").agent("bot");
+    let mut shown = real.clone();
+    shown.subject = sandbox.clone();
+    shown.scopes = sandbox.scopes().unwrap();
+    let (url, service) = approval_service(alice());
+    let answer = WebhookApprover::new(&url)
+        .timeout(Duration::from_secs(20))
+        .request(&shown)
+        .unwrap();
+    service.join().unwrap();
+    let ApprovalResponse::Grant(grant) = answer else {
+        panic!("the service should have granted what it was shown: {answer:?}");
+    };
+    // The grant names the subject the service was shown, so it serves not the real one...
+    assert_eq!(grant.scope, "tenant:sandbox/agent:bot");
+    assert_eq!(grant.call_digest, real.call_digest);
+    let req = reserve_req(bot(), wipe("vol_main"), Some(&grant));
+    assert_eq!(refused(&auth, &req), ApprovalInvalidReason::SubjectMismatch);
+    // ...and cannot be recorded for the real request; relabelling it breaks the signature.
+    let err = auth
+        .record_approval(&real.request_id, &ApprovalResponse::Grant(grant.clone()))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CyclesError::ApprovalInvalid {
+                reason: ApprovalInvalidReason::SubjectMismatch,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let mut relabelled = grant;
+    relabelled.scope = "tenant:acme/agent:bot".into();
+    let req = reserve_req(bot(), wipe("vol_main"), Some(&relabelled));
+    assert_eq!(refused(&auth, &req), ApprovalInvalidReason::BadSignature);
+    assert_eq!(
+        auth.approval(&real.request_id).unwrap().status,
+        ApprovalStatus::Pending
+    );
+    assert_eq!(held(&auth), 0);
+}
+
+#[test]
 fn doctored_request_in_the_ledger_file_yields_no_grant_for_the_real_call() {
     // The agent user owns the ledger file: it rewrites the stored request's call so that
     // `cycles approvals list` shows a harmless one, keeping the real call's digest.
@@ -853,7 +931,7 @@ fn doctored_request_in_the_ledger_file_yields_no_grant_for_the_real_call() {
     // The operator approves what the ledger shows, as `cycles approve` does.
     let listed = auth.approval(&real.request_id).unwrap();
     assert_eq!(listed.call, wipe("vol_scratch"));
-    let grant = alice().grant(&listed, START + 60_000);
+    let grant = alice().grant(&listed, START + 60_000).unwrap();
     assert!(
         auth.record_approval(&real.request_id, &ApprovalResponse::Grant(grant.clone()))
             .is_err()
@@ -908,7 +986,7 @@ fn grant_given_at_a_lower_tier_does_not_serve_the_call_once_it_is_classified_hig
     let call = ToolCall::new("railway.snapshot_delete", json!({"id": "s1"}));
     let request = request_for(&lax, call.clone());
     assert_eq!(request.tier, Tier::T3);
-    let grant = alice().grant(&request, START + 60_000);
+    let grant = alice().grant(&request, START + 60_000).unwrap();
     lax.record_approval(&request.request_id, &ApprovalResponse::Grant(grant.clone()))
         .unwrap();
     let strict = with_tier(Tier::T4);

@@ -172,7 +172,7 @@ fn granted_call_reserves_once_and_everything_is_audited() {
         assert_eq!(stored.expires_at_ms, START + DEFAULT_REQUEST_TTL_MS);
         assert_eq!(acme_reserved(auth), 0);
 
-        let grant = alice().grant(&stored, START + 60_000);
+        let grant = alice().grant(&stored, START + 60_000).unwrap();
         let recorded = auth
             .record_approval(&id, &ApprovalResponse::Grant(grant.clone()))
             .unwrap();
@@ -231,7 +231,7 @@ fn forged_signature_is_bad_signature() {
     let id = request_for(&env.auth, wipe("v1"));
     let req = env.auth.approval(&id).unwrap();
     // A later expiry than alice signed.
-    let mut stretched = alice().grant(&req, START + 1_000);
+    let mut stretched = alice().grant(&req, START + 1_000).unwrap();
     stretched.expires_at_ms = START + 86_400_000;
     assert_rejected(
         &env,
@@ -240,7 +240,7 @@ fn forged_signature_is_bad_signature() {
         ApprovalInvalidReason::BadSignature,
     );
     // A signature byte flipped.
-    let mut flipped = alice().grant(&req, START + 60_000);
+    let mut flipped = alice().grant(&req, START + 60_000).unwrap();
     let mut sig = hex::decode(&flipped.signature).unwrap();
     sig[10] ^= 1;
     flipped.signature = hex::encode(sig);
@@ -251,7 +251,7 @@ fn forged_signature_is_bad_signature() {
         ApprovalInvalidReason::BadSignature,
     );
     // Bob's key named, alice's signature.
-    let mut swapped = alice().grant(&req, START + 60_000);
+    let mut swapped = alice().grant(&req, START + 60_000).unwrap();
     swapped.public_key = bob().public_key_hex();
     assert_rejected(
         &env,
@@ -270,7 +270,7 @@ fn key_not_in_policy_is_unknown_key() {
     let env = sqlite_env();
     let id = request_for(&env.auth, wipe("v1"));
     let req = env.auth.approval(&id).unwrap();
-    let grant = mallory().grant(&req, START + 60_000);
+    let grant = mallory().grant(&req, START + 60_000).unwrap();
     assert_rejected(&env, wipe("v1"), &grant, ApprovalInvalidReason::UnknownKey);
     // Recording it is refused too, and leaves the request pending.
     let err = env
@@ -296,7 +296,7 @@ fn grant_for_another_call_is_digest_mismatch() {
     let env = sqlite_env();
     let id = request_for(&env.auth, wipe("vol_a"));
     let req = env.auth.approval(&id).unwrap();
-    let grant = alice().grant(&req, START + 60_000);
+    let grant = alice().grant(&req, START + 60_000).unwrap();
     env.auth
         .record_approval(&id, &ApprovalResponse::Grant(grant.clone()))
         .unwrap();
@@ -330,7 +330,9 @@ fn grant_for_another_call_is_digest_mismatch() {
 fn replayed_grant_is_already_used() {
     let env = sqlite_env();
     let id = request_for(&env.auth, wipe("v1"));
-    let grant = alice().grant(&env.auth.approval(&id).unwrap(), START + 60_000);
+    let grant = alice()
+        .grant(&env.auth.approval(&id).unwrap(), START + 60_000)
+        .unwrap();
     let r = env
         .auth
         .reserve(&reserve_req(wipe("v1"), Some(&grant)))
@@ -340,7 +342,9 @@ fn replayed_grant_is_already_used() {
         .unwrap();
     assert_rejected(&env, wipe("v1"), &grant, ApprovalInvalidReason::AlreadyUsed);
     // A second approver's grant for the same request is spent too: one request, one call.
-    let second = bob().grant(&env.auth.approval(&id).unwrap(), START + 60_000);
+    let second = bob()
+        .grant(&env.auth.approval(&id).unwrap(), START + 60_000)
+        .unwrap();
     assert_rejected(
         &env,
         wipe("v1"),
@@ -355,7 +359,9 @@ fn replayed_grant_is_already_used() {
 fn idempotent_retry_of_a_granted_reserve_replays_instead_of_failing() {
     let env = memory_env();
     let id = request_for(&env.auth, wipe("v1"));
-    let grant = alice().grant(&env.auth.approval(&id).unwrap(), START + 60_000);
+    let grant = alice()
+        .grant(&env.auth.approval(&id).unwrap(), START + 60_000)
+        .unwrap();
     let mut req = reserve_req(wipe("v1"), Some(&grant));
     req.idempotency_key = Some("k1".into());
     let first = env.auth.reserve(&req).unwrap();
@@ -368,7 +374,9 @@ fn idempotent_retry_of_a_granted_reserve_replays_instead_of_failing() {
 fn expired_grant_and_expired_request_are_expired() {
     let env = sqlite_env();
     let id = request_for(&env.auth, wipe("v1"));
-    let grant = alice().grant(&env.auth.approval(&id).unwrap(), START + 1_000);
+    let grant = alice()
+        .grant(&env.auth.approval(&id).unwrap(), START + 1_000)
+        .unwrap();
     env.auth
         .record_approval(&id, &ApprovalResponse::Grant(grant.clone()))
         .unwrap();
@@ -384,10 +392,12 @@ fn expired_grant_and_expired_request_are_expired() {
 
     // A request nobody decided in time expires, even for a long-lived grant signed offline.
     let id2 = request_for(&env.auth, wipe("v2"));
-    let late = alice().grant(
-        &env.auth.approval(&id2).unwrap(),
-        START + 10 * DEFAULT_REQUEST_TTL_MS,
-    );
+    let late = alice()
+        .grant(
+            &env.auth.approval(&id2).unwrap(),
+            START + 10 * DEFAULT_REQUEST_TTL_MS,
+        )
+        .unwrap();
     env.clock.advance(DEFAULT_REQUEST_TTL_MS + 1);
     assert_rejected(&env, wipe("v2"), &late, ApprovalInvalidReason::Expired);
     assert_eq!(
@@ -416,7 +426,9 @@ fn expired_grant_and_expired_request_are_expired() {
 fn grant_on_its_last_valid_millisecond_works() {
     let env = memory_env();
     let id = request_for(&env.auth, wipe("v1"));
-    let grant = alice().grant(&env.auth.approval(&id).unwrap(), START + 1_000);
+    let grant = alice()
+        .grant(&env.auth.approval(&id).unwrap(), START + 1_000)
+        .unwrap();
     env.clock.advance(1_000);
     env.auth
         .reserve(&reserve_req(wipe("v1"), Some(&grant)))
@@ -435,7 +447,7 @@ fn grant_for_a_denied_request_is_denied_by_approver() {
         .unwrap();
     assert_eq!(denied.status, ApprovalStatus::Denied);
     assert_eq!(denied.denial.as_ref().unwrap().reason, "not on a Friday");
-    let grant = alice().grant(&req, START + 60_000);
+    let grant = alice().grant(&req, START + 60_000).unwrap();
     assert_rejected(
         &env,
         wipe("v1"),
@@ -473,7 +485,7 @@ fn denial_revokes_a_recorded_unused_grant() {
     let env = memory_env();
     let id = request_for(&env.auth, wipe("v1"));
     let req = env.auth.approval(&id).unwrap();
-    let grant = alice().grant(&req, START + 60_000);
+    let grant = alice().grant(&req, START + 60_000).unwrap();
     env.auth
         .record_approval(&id, &ApprovalResponse::Grant(grant.clone()))
         .unwrap();
@@ -525,7 +537,9 @@ fn forged_denial_cannot_block_a_request() {
 fn grant_used_by_another_subject_is_subject_mismatch() {
     let env = memory_env();
     let id = request_for(&env.auth, wipe("v1"));
-    let grant = alice().grant(&env.auth.approval(&id).unwrap(), START + 60_000);
+    let grant = alice()
+        .grant(&env.auth.approval(&id).unwrap(), START + 60_000)
+        .unwrap();
     let before = snapshot(&env.auth);
     let mut req = ReserveRequest::new(Subject::new().tenant("other").agent("bot"), wipe("v1"));
     req.grant = Some(serde_json::to_value(&grant).unwrap());
@@ -541,7 +555,9 @@ fn grant_used_by_another_subject_is_subject_mismatch() {
 fn approval_never_bypasses_budgets_and_a_grant_survives_a_budget_denial() {
     let env = sqlite_env();
     let id = request_for(&env.auth, wipe("v1"));
-    let grant = alice().grant(&env.auth.approval(&id).unwrap(), START + 60_000);
+    let grant = alice()
+        .grant(&env.auth.approval(&id).unwrap(), START + 60_000)
+        .unwrap();
     env.auth
         .set_budget(&BudgetSpec::new("tenant:acme", Unit::RiskPoints, 30))
         .unwrap();
@@ -606,7 +622,9 @@ fn decide_records_the_request_and_identical_calls_reuse_it() {
         1
     );
     // A granted request is reused too, so the caller can fetch its grant by id.
-    let grant = alice().grant(&env.auth.approval(&id).unwrap(), START + 60_000);
+    let grant = alice()
+        .grant(&env.auth.approval(&id).unwrap(), START + 60_000)
+        .unwrap();
     env.auth
         .record_approval(&id, &ApprovalResponse::Grant(grant))
         .unwrap();
@@ -643,7 +661,9 @@ fn malformed_grant_is_invalid_request_and_changes_nothing() {
 fn reserve_with_approver_asks_records_and_retries() {
     let env = sqlite_env();
     let granting = CallbackApprover::new(|r: &ApprovalRequest| {
-        Ok(ApprovalResponse::Grant(alice().grant(r, START + 60_000)))
+        Ok(ApprovalResponse::Grant(
+            alice().grant(r, START + 60_000).unwrap(),
+        ))
     });
     let r = env
         .auth
@@ -678,7 +698,9 @@ fn reserve_with_approver_asks_records_and_retries() {
     assert_eq!(err.code(), "APPROVAL_REQUIRED");
 
     let impostor = CallbackApprover::new(|r: &ApprovalRequest| {
-        Ok(ApprovalResponse::Grant(mallory().grant(r, START + 60_000)))
+        Ok(ApprovalResponse::Grant(
+            mallory().grant(r, START + 60_000).unwrap(),
+        ))
     });
     let err = env
         .auth
@@ -703,7 +725,7 @@ fn grant_file_approver_reads_answers_written_by_an_operator() {
     let id = request_for(&env.auth, wipe("v1"));
     let req = env.auth.approval(&id).unwrap();
     assert_eq!(approver.request(&req).unwrap(), ApprovalResponse::Pending);
-    let answer = ApprovalResponse::Grant(alice().grant(&req, START + 60_000));
+    let answer = ApprovalResponse::Grant(alice().grant(&req, START + 60_000).unwrap());
     std::fs::write(
         dir.path().join(format!("{id}.json")),
         serde_json::to_string(&answer).unwrap(),
@@ -751,12 +773,13 @@ fn key_files_round_trip_and_are_private() {
 fn signed_message_is_the_documented_bytes() {
     let m = Grant::signed_message(
         "apr_0123456789abcdef0123456789abcdef",
+        "tenant:acme/agent:bot",
         &"ab".repeat(32),
         "alice",
         1_700_000_000_000,
     );
     let expected = format!(
-        "cycles.approval.grant.v1\nrequest_id:apr_0123456789abcdef0123456789abcdef\ncall_digest:{}\napprover_id:alice\nexpires_at_ms:1700000000000\n",
+        "cycles.approval.grant.v2\nrequest_id:apr_0123456789abcdef0123456789abcdef\nscope:tenant:acme/agent:bot\ncall_digest:{}\napprover_id:alice\nexpires_at_ms:1700000000000\n",
         "ab".repeat(32)
     );
     assert_eq!(String::from_utf8(m).unwrap(), expected);
@@ -828,7 +851,7 @@ fn policy_request_lifetime_sets_when_a_request_expires() {
         // Not before: on the last millisecond the request is still open and a grant works.
         env.clock.advance(TTL);
         assert_eq!(request_for(auth, wipe("v1")), id);
-        let grant = alice().grant(&stored, START + 10 * TTL);
+        let grant = alice().grant(&stored, START + 10 * TTL).unwrap();
         auth.reserve(&reserve_req(wipe("v1"), Some(&grant)))
             .unwrap();
         assert_eq!(auth.approval(&id).unwrap().status, ApprovalStatus::Consumed);
@@ -837,7 +860,7 @@ fn policy_request_lifetime_sets_when_a_request_expires() {
         let id2 = request_for(auth, wipe("v2"));
         let stored2 = auth.approval(&id2).unwrap();
         assert_eq!(stored2.expires_at_ms, START + 2 * TTL);
-        let late = alice().grant(&stored2, START + 10 * TTL);
+        let late = alice().grant(&stored2, START + 10 * TTL).unwrap();
         env.clock.advance(TTL + 1);
         assert_rejected(&env, wipe("v2"), &late, ApprovalInvalidReason::Expired);
         assert_eq!(auth.approval(&id2).unwrap().status, ApprovalStatus::Expired);

@@ -95,7 +95,7 @@ fn signing_service(key: ApproverKey) -> impl Fn(&Value) -> Reply + Send + 'stati
         let answer = if req.call.args["volumeId"] == "prod" {
             ApprovalResponse::Deny(key.deny(&req, "prod volumes are never deleted").unwrap())
         } else {
-            ApprovalResponse::Grant(key.grant(&req, START + 60_000))
+            ApprovalResponse::Grant(key.grant(&req, START + 60_000).unwrap())
         };
         Reply::Answer(200, serde_json::to_string(&answer).unwrap())
     }

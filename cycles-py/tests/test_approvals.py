@@ -13,6 +13,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 import cycles
 
 SUBJECT = {"tenant": "acme", "agent": "bot"}
+# The subject's innermost scope: a grant names it (grant v2).
+SCOPE = "tenant:acme/agent:bot"
 CALL = ("railway.delete_volume", {"volumeId": "vol_prod_main"})
 
 
@@ -24,10 +26,12 @@ class Approver:
         self.key = Ed25519PrivateKey.generate()
         self.public_hex = self.key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
 
-    def grant(self, request_id: str, call_digest: str, expires_at_ms: int) -> dict[str, Any]:
+    def grant(
+        self, request_id: str, call_digest: str, expires_at_ms: int, scope: str = SCOPE
+    ) -> dict[str, Any]:
         message = (
-            "cycles.approval.grant.v1\n"
-            f"request_id:{request_id}\ncall_digest:{call_digest}\n"
+            "cycles.approval.grant.v2\n"
+            f"request_id:{request_id}\nscope:{scope}\ncall_digest:{call_digest}\n"
             f"approver_id:{self.id}\nexpires_at_ms:{expires_at_ms}\n"
         ).encode()
         return {
@@ -36,6 +40,7 @@ class Approver:
             "expires_at_ms": expires_at_ms,
             "public_key": self.public_hex,
             "request_id": request_id,
+            "scope": scope,
             "signature": self.key.sign(message).hex(),
         }
 
@@ -115,7 +120,15 @@ def test_a_forged_or_foreign_grant_is_refused(auth: cycles.Authority, alice: App
     foreign = mallory.grant(request["request_id"], request["call_digest"], auth.now_ms() + 60_000)
     forged = dict(alice.grant(request["request_id"], request["call_digest"], auth.now_ms() + 60_000))
     forged["expires_at_ms"] += 1  # the signature no longer covers the fields
-    for grant, reason in ((foreign, "unknown_key"), (forged, "bad_signature")):
+    # Signed for the same request and call as shown with another subject: not this subject's.
+    elsewhere = alice.grant(
+        request["request_id"], request["call_digest"], auth.now_ms() + 60_000, "tenant:acme/agent:bot2"
+    )
+    for grant, reason in (
+        (foreign, "unknown_key"),
+        (forged, "bad_signature"),
+        (elsewhere, "subject_mismatch"),
+    ):
         with pytest.raises(cycles.Denied) as e:
             auth.reserve(*CALL, subject=SUBJECT, grant=grant)
         assert e.value.decision is not None and e.value.decision.approval_invalid_reason == reason
