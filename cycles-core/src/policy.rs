@@ -423,6 +423,20 @@ impl Policy {
                     "an Ed25519 public key is 32 bytes written as 64 hex characters",
                 ));
             }
+            // Not a point on the curve, or of small order (a key every signature verifies
+            // under without strict checking): a typo or a trap, never an approver.
+            let bytes: [u8; 32] = hex::decode(key)
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .expect("checked above");
+            let usable =
+                ed25519_dalek::VerifyingKey::from_bytes(&bytes).is_ok_and(|k| !k.is_weak());
+            if !usable {
+                return Err(Issue::new(
+                    format!("approval.public_keys[{i}]"),
+                    "not a usable Ed25519 public key (not a curve point, or of small order)",
+                ));
+            }
             if a.public_keys[..i]
                 .iter()
                 .any(|k| k.eq_ignore_ascii_case(key))
