@@ -14,7 +14,12 @@
 //! record (or reuse) the request, so a preflight `decide` already gives the operator something
 //! to approve. A repeated identical call (same subject scopes, same call digest) reuses the
 //! request while it is `PENDING` or `GRANTED`; a finished one (denied, expired, consumed) makes
-//! the next attempt open a new request. Only `reserve` accepts and consumes grants.
+//! the next attempt open a new request. Only `reserve` accepts and consumes grants: the one it
+//! is given, or else the grant an approver recorded on the call's request
+//! ([`crate::Authority::record_approval`], `cycles approve`), checked exactly like a presented
+//! one. So a caller retries the same call after approval without handling the grant itself (an
+//! MCP gate, a framework integration); the grant is no secret, it serves only this call and
+//! subject, once.
 //!
 //! # Signed bytes
 //! A grant signs these UTF-8 lines, each ending in `\n`, with nothing else:
@@ -892,6 +897,32 @@ fn expire_if_due(txn: &mut dyn LedgerTxn, r: &mut ApprovalRequest, now_ms: i64) 
 /// Turns an allowed `decision` into DENY `APPROVAL_REQUIRED`, recording a new request (and its
 /// audit record) or reusing the pending or granted one for the same subject scopes and call.
 /// A new request stays open for the policy's `approval.request_ttl_ms`.
+/// The grant recorded for the prepared call's request (the one `require` would reuse), when
+/// that request is `GRANTED`: a `reserve` without a grant presents it. A request found past its
+/// deadline is marked expired (and then has none).
+pub(crate) fn recorded_grant(
+    txn: &mut dyn LedgerTxn,
+    now_ms: i64,
+    prepared: &Prepared<'_>,
+) -> Result<Option<Grant>> {
+    let key = index_key(&prepared.scopes, &prepared.call_digest);
+    let Some(id) = txn
+        .kv_get(APPROVAL_INDEX_NS, &key)?
+        .and_then(|v| v.as_str().map(str::to_string))
+    else {
+        return Ok(None);
+    };
+    let Some(mut r) = load(txn, &id)? else {
+        return Ok(None);
+    };
+    expire_if_due(txn, &mut r, now_ms)?;
+    let same_call = r.call_digest == prepared.call_digest && r.scopes == prepared.scopes;
+    Ok(match (r.status, r.grant) {
+        (ApprovalStatus::Granted, Some(g)) if same_call => Some(g),
+        _ => None,
+    })
+}
+
 pub(crate) fn require(
     txn: &mut dyn LedgerTxn,
     policy: &CompiledPolicy,

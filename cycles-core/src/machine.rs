@@ -348,12 +348,24 @@ pub(crate) fn reserve(
     if decision.is_allowed()
         && approval::needed(ctx.policy, prepared.assessment.classification.tier)
     {
-        match &grant {
+        // A grant an approver recorded for this exact call and subject serves as if presented
+        // (checked the same way): retrying the call after `cycles approve` just works.
+        let recorded = match &grant {
+            None => approval::recorded_grant(txn, ctx.now_ms, prepared)?,
+            Some(_) => None,
+        };
+        match grant.or(recorded) {
             None => approval::require(txn, ctx.policy, ctx.now_ms, prepared, &mut decision)?,
             Some(g) => {
-                approved =
-                    approval::check_grant(txn, ctx.policy, ctx.now_ms, prepared, g, &mut decision)?
-                        .map(|request| (request, g));
+                approved = approval::check_grant(
+                    txn,
+                    ctx.policy,
+                    ctx.now_ms,
+                    prepared,
+                    &g,
+                    &mut decision,
+                )?
+                .map(|request| (request, g));
             }
         }
     }
@@ -410,7 +422,7 @@ pub(crate) fn reserve(
     txn.put_reservation(&reservation)?;
     // The grant is spent in the reservation's own transaction: single use, or no reservation.
     if let Some((request, g)) = approved {
-        approval::consume(txn, ctx.now_ms, request, g, reservation_id)?;
+        approval::consume(txn, ctx.now_ms, request, &g, reservation_id)?;
     }
     // Caps state (steps, cooldown) commits with the reservation or not at all.
     ctx.policy

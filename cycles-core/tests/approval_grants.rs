@@ -621,14 +621,25 @@ fn decide_records_the_request_and_identical_calls_reuse_it() {
             .count(),
         1
     );
-    // A granted request is reused too, so the caller can fetch its grant by id.
+    // A granted request is reused too: decide names it (and never consumes its grant)...
     let grant = alice()
         .grant(&env.auth.approval(&id).unwrap(), START + 60_000)
         .unwrap();
     env.auth
         .record_approval(&id, &ApprovalResponse::Grant(grant))
         .unwrap();
-    assert_eq!(request_for(&env.auth, wipe("v1")), id);
+    for _ in 0..2 {
+        let d = env
+            .auth
+            .decide(&DecideRequest::new(bot(), wipe("v1")))
+            .unwrap();
+        assert_eq!(d.reason_code, Some(ReasonCode::ApprovalRequired));
+        assert_eq!(d.approval_request_id.as_ref(), Some(&id));
+    }
+    assert_eq!(
+        env.auth.approval(&id).unwrap().status,
+        ApprovalStatus::Granted
+    );
     let requested = env
         .auth
         .audit(&AuditQuery {
@@ -637,6 +648,86 @@ fn decide_records_the_request_and_identical_calls_reuse_it() {
         })
         .unwrap();
     assert_eq!(requested.len(), 3);
+}
+
+#[test]
+fn a_recorded_grant_serves_the_retry_without_being_presented_once() {
+    for env in [memory_env(), sqlite_env()] {
+        let id = request_for(&env.auth, wipe("v1"));
+        let grant = alice()
+            .grant(&env.auth.approval(&id).unwrap(), START + 60_000)
+            .unwrap();
+        env.auth
+            .record_approval(&id, &ApprovalResponse::Grant(grant))
+            .unwrap();
+        // Another call and another subject are not served by it.
+        assert_ne!(request_for(&env.auth, wipe("v2")), id);
+        let other = env
+            .auth
+            .reserve(&ReserveRequest::new(
+                Subject::new().tenant("acme").agent("bot2"),
+                wipe("v1"),
+            ))
+            .unwrap_err();
+        assert_eq!(
+            other.decision().unwrap().reason_code,
+            Some(ReasonCode::ApprovalRequired)
+        );
+        assert_ne!(
+            other.decision().unwrap().approval_request_id.as_ref(),
+            Some(&id)
+        );
+        // The exact call by the same subject: reserved with the recorded grant, consumed.
+        let r = env.auth.reserve(&reserve_req(wipe("v1"), None)).unwrap();
+        assert!(
+            r.decision.rules.iter().any(|x| x == "approval.grant"),
+            "{r:?}"
+        );
+        assert_eq!(r.decision.approval_request_id.as_ref(), Some(&id));
+        let stored = env.auth.approval(&id).unwrap();
+        assert_eq!(stored.status, ApprovalStatus::Consumed);
+        assert_eq!(stored.reservation_id.as_ref(), Some(&r.reservation_id));
+        // Once: the next identical call needs a new approval.
+        assert_ne!(request_for(&env.auth, wipe("v1")), id);
+        assert!(env.auth.verify().unwrap().ok);
+    }
+}
+
+#[test]
+fn a_recorded_grant_is_checked_like_a_presented_one() {
+    // Recorded, then the policy no longer lists alice's key: the retry is refused, not served.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cycles.db");
+    let open = |p: Policy| {
+        Authority::builder()
+            .policy(p)
+            .shared_ledger(Arc::new(SqliteLedger::open(&path).unwrap()))
+            .clock(ManualClock::new(START))
+            .build()
+            .unwrap()
+    };
+    let auth = open(policy());
+    let id = request_for(&auth, wipe("v1"));
+    let grant = alice()
+        .grant(&auth.approval(&id).unwrap(), START + 60_000)
+        .unwrap();
+    auth.record_approval(&id, &ApprovalResponse::Grant(grant))
+        .unwrap();
+    let mut without_alice = policy();
+    without_alice
+        .approval
+        .public_keys
+        .retain(|k| *k != alice().public_key_hex());
+    let auth = open(without_alice);
+    let err = auth.reserve(&reserve_req(wipe("v1"), None)).unwrap_err();
+    let d = err.decision().unwrap();
+    assert_eq!(d.reason_code, Some(ReasonCode::ApprovalInvalid), "{d:?}");
+    assert_eq!(
+        d.approval_invalid_reason,
+        Some(ApprovalInvalidReason::UnknownKey)
+    );
+    assert_eq!(auth.approval(&id).unwrap().status, ApprovalStatus::Granted);
+    assert!(auth.reservations(None, 10).unwrap().is_empty());
 }
 
 #[test]

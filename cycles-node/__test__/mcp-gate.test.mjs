@@ -16,6 +16,7 @@ import { cycles, tempDir } from './support.mjs'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const GATE = join(here, '../mcp-gate/gate.mjs')
+const ROOT = join(here, '../..')
 const UPSTREAM = join(here, 'upstream-server.mjs')
 
 const POLICY = `
@@ -129,6 +130,74 @@ test('the MCP gate lets reads through and stops a destructive call before the up
   assert.equal(records.filter((r) => r.kind === 'commit').length, 2, 'read and write committed')
   assert.equal(records.filter((r) => r.kind === 'release').length, 1, 'flaky released')
   assert.equal(byTool('reserve', 'railway.delete_volume').length, 0)
+  assert.equal((await auth.verify()).ok, true)
+})
+
+/** The `cycles` CLI binary (built here if needed): the operator's side of an approval. */
+function cyclesCli() {
+  const build = spawnSync('cargo', ['build', '-q', '-p', 'cycles-cli'], { cwd: ROOT, encoding: 'utf8' })
+  assert.equal(build.status, 0, build.stderr)
+  return join(process.env.CARGO_TARGET_DIR ?? join(ROOT, 'target'), 'debug', 'cycles')
+}
+
+test('a call approved out of band with `cycles approve` passes the MCP gate once', async (t) => {
+  const tmp = tempDir()
+  t.after(tmp.cleanup)
+  const cli = cyclesCli()
+  const run = (...args) => {
+    const r = spawnSync(cli, args, { encoding: 'utf8', timeout: 60_000 })
+    assert.equal(r.status, 0, `${args.join(' ')}: ${r.stderr}`)
+    return r.stdout
+  }
+  const keyFile = join(tmp.dir, 'alice.key')
+  const { public_key: publicKey } = JSON.parse(run('keygen', '--id', 'alice', '--out', keyFile, '--json'))
+  const policy = join(tmp.dir, 'policy.toml')
+  const ledger = join(tmp.dir, 'cycles.db')
+  const callsFile = join(tmp.dir, 'calls.jsonl')
+  writeFileSync(
+    policy,
+    POLICY.replace('allocated = 40', 'allocated = 1000') + `\n[approval]\npublic_keys = ["${publicKey}"]\n`,
+  )
+
+  const client = new Client({ name: 'e2e-client', version: '1.0.0' })
+  const transport = new StdioClientTransport({
+    command: process.execPath,
+    args: [GATE, '--policy', policy, '--ledger', ledger, '--subject', 'tenant=acme,agent=claude',
+      '--tool-prefix', 'railway.', '--', process.execPath, UPSTREAM, callsFile],
+    stderr: 'pipe',
+  })
+  await client.connect(transport)
+  t.after(() => client.close())
+  const wipe = () => client.callTool({ name: 'delete_volume', arguments: { volume_id: 'vol-prod-1' } })
+  const deletions = () => calls(callsFile).filter((c) => c.event === 'call' && c.tool === 'delete_volume')
+
+  const asked = await wipe()
+  assert.equal(asked.isError, true)
+  const meta = asked._meta['cycles/decision']
+  assert.equal(meta.reasonCode, 'APPROVAL_REQUIRED')
+  assert.match(text(asked), /retry this exact call once it is approved/)
+  const id = meta.decision.approvalRequestId
+  assert.match(id, /^apr_[0-9a-f]{32}$/)
+  assert.equal(deletions().length, 0)
+
+  // The operator approves from outside the agent's process, into the shared ledger.
+  run('--ledger', ledger, '--policy', policy, 'approve', id, '--key', keyFile, '--ttl', '10m')
+
+  const approved = await wipe()
+  assert.ok(!approved.isError, text(approved))
+  assert.equal(text(approved), 'volume vol-prod-1 deleted')
+  assert.equal(deletions().length, 1)
+
+  // Single use: the same call again needs a new approval and does not run.
+  const again = await wipe()
+  assert.equal(again._meta['cycles/decision'].reasonCode, 'APPROVAL_REQUIRED')
+  assert.notEqual(again._meta['cycles/decision'].decision.approvalRequestId, id)
+  assert.equal(deletions().length, 1)
+  await client.close()
+
+  const auth = await cycles.Authority.open(ledger)
+  const kinds = (await auth.audit()).map((r) => r.kind)
+  assert.ok(kinds.includes('approval_granted') && kinds.includes('approval_consumed'), kinds.join(' '))
   assert.equal((await auth.verify()).ok, true)
 })
 

@@ -83,7 +83,10 @@ export function refusal(tool, err) {
     parts.push(`Tier ${d.tier} (${d.riskPoints} risk points).`)
     const scope = d.scope && d.balances?.find((b) => b.scope === d.scope)
     if (scope) parts.push(`Scope ${scope.scope} has ${scope.remaining} ${scope.unit} remaining.`)
-    if (d.approvalRequestId) parts.push(`Approval request ${d.approvalRequestId} awaits an approver.`)
+    if (d.approvalRequestId && code === 'APPROVAL_REQUIRED') {
+      // Once an approver records a grant (`cycles approve`), the same call passes the gate.
+      parts.push(`Approval request ${d.approvalRequestId} awaits an approver; retry this exact call once it is approved.`)
+    }
     if (d.retryAfterMs !== undefined) parts.push(`Retry after ${d.retryAfterMs} ms.`)
     if (d.message) parts.push(d.message)
   } else if (err?.message) {
