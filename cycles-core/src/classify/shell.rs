@@ -15,6 +15,13 @@
 //! `--force-with-lease`, which is 3) 4; `git reset --hard` onto a shared ref 4;
 //! `terraform destroy`, `kubectl delete`, `helm uninstall` 4; cloud CLI deletions of volumes,
 //! backups, databases 4; piping a download into a shell 4; plain reads 0; an unknown command 2.
+//!
+//! Fail closed where the text hides what runs: a command name that is a variable, substitution
+//! or brace expansion 4; a shell, `source`, `psql` or `at` reading input we cannot see 4;
+//! `rm -r` on a path naming backups, volumes or a database (or a data store under `/var/lib`)
+//! 4; every known program among a wrapper's words is classified (`sudo --user root rm -rf /`);
+//! trap and alias bodies, awk `system()`, GNU sed `e`, inline interpreter code and decoded
+//! `printf` escapes are read for the commands they run.
 
 use super::{Verdict, http, names, sql};
 use crate::model::Tier;
@@ -402,8 +409,25 @@ fn script(src: &str, depth: usize, v: &mut Verdict) {
     }
 }
 
+/// Overwriting (truncating) a file: 4 for a data store's state under `/var/lib`, 3 for another
+/// critical path (a `.db` file, a backup).
+fn overwrite(v: &mut Verdict, target: &str) {
+    let norm = normalize_path(target);
+    let comps: Vec<&str> = norm.split('/').filter(|c| !c.is_empty()).collect();
+    if let ["var", "lib", store, ..] = comps.as_slice()
+        && DATA_STORES.contains(store)
+    {
+        v.raise(Tier::T4, "shell.overwrite_data_store");
+    } else if is_critical_path(target) {
+        v.raise(Tier::T3, "shell.overwrite_critical");
+    }
+}
+
 /// A parsed redirection's effect.
-fn redirect_target(v: &mut Verdict, target: &str) {
+fn redirect_target(v: &mut Verdict, op: &str, target: &str) {
+    if op != ">>" {
+        overwrite(v, target);
+    }
     if matches!(
         target,
         "/dev/null" | "/dev/stdout" | "/dev/stderr" | "/dev/tty" | "1" | "2" | "-"
@@ -615,7 +639,6 @@ const READ_ONLY: &[&str] = &[
     "for",
     "case",
     "select",
-    "function",
     "in",
     "vim",
     "vi",
@@ -907,7 +930,7 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
                     "<<<" => here_string = Some(target),
                     "<" | "<&" | "<>" => input_file = true,
                     ">&" if target.chars().all(|c| c.is_ascii_digit() || c == '-') => {}
-                    _ => redirect_target(v, target),
+                    _ => redirect_target(v, op, target),
                 }
             }
             None => args.push(w.clone()),
@@ -936,6 +959,11 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         .trim_start_matches('\\');
     let rest = &args[1..];
     let d = depth + 1;
+    if is_dynamic(first) {
+        // `$cmd -rf /`, `$(echo rm) ...`, `{rm,-rf,/}`: the program is only known when it runs.
+        v.raise(Tier::T4, "shell.dynamic_command");
+        return Out::Unknown;
+    }
     match name {
         // --- wrappers -------------------------------------------------------------------
         "sudo" | "doas" | "run0" | "pkexec" => {
@@ -944,10 +972,78 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
                 rest,
                 &["-u", "-g", "-h", "-p", "-C", "-D", "-r", "-t", "-U", "-T"],
             );
+            any_suffix(rest, inner.len(), &stdin, d, v);
             if inner.is_empty() {
                 return Out::Unknown;
             }
             command(inner, &stdin, d, v)
+        }
+        "chrt" | "taskset" | "runuser" | "sg" | "unshare" | "nsenter" | "firejail" | "fakeroot"
+        | "systemd-run" | "coproc" | "numactl" | "cgexec" | "prlimit" | "setpriv" | "capsh"
+        | "script" | "tmux" | "screen" | "byobu" | "dtach" | "at" | "batch" | "daemonize"
+        | "start-stop-daemon" | "with-lock-ex" | "lckdo" | "sem" => {
+            // Programs that run another command: its words may come after options of any
+            // shape, as a `-c` string or as one quoted word.
+            let mut found = false;
+            if matches!(name, "runuser" | "sg" | "script" | "capsh" | "sem") {
+                for c in option_values(rest, &["-c"], &["--command"]) {
+                    script(c, d, v);
+                    found = true;
+                }
+            }
+            for w in rest.iter().filter(|w| w.contains(' ')) {
+                script(w, d, v);
+                found = true;
+            }
+            if matches!(name, "at" | "batch") {
+                match stdin {
+                    Stdin::Text(t) => script(t, d, v),
+                    Stdin::Terminal => {}
+                    _ => v.raise(Tier::T4, "shell.shell_unknown_input"),
+                }
+            }
+            v.raise(Tier::T0, "shell.wrapper");
+            if !any_suffix(rest, 0, &stdin, d, v) && !found {
+                // No known program among the words: an unknown command, named by its words.
+                v.raise(Tier::T2, "shell.unknown_command");
+                for w in operands(rest).iter().take(4) {
+                    names::apply(w, v);
+                }
+            }
+            Out::Unknown
+        }
+        "trap" => {
+            // The action runs when the signal (or EXIT) comes.
+            if let Some(action) = operands(rest).first()
+                && *action != "-"
+            {
+                script(action, d, v);
+            }
+            v.raise(Tier::T0, "shell.read");
+            Out::Unknown
+        }
+        "alias" => {
+            for a in operands(rest) {
+                if let Some((_, body)) = a.split_once('=') {
+                    script(body, d, v);
+                }
+            }
+            v.raise(Tier::T0, "shell.read");
+            Out::Unknown
+        }
+        "function" => {
+            // `function name [()] { body`: the body's first command follows.
+            let body: Vec<String> = rest
+                .iter()
+                .skip(1)
+                .skip_while(|w| matches!(w.as_str(), "()" | "(" | ")" | "{"))
+                .cloned()
+                .collect();
+            if body.is_empty() {
+                v.raise(Tier::T0, "shell.read");
+                return Out::Unknown;
+            }
+            command(&body, &stdin, d, v)
         }
         "env" => {
             let mut j = 0;
@@ -978,12 +1074,16 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         "nohup" | "setsid" | "unbuffer" | "caffeinate" | "chronic" | "exec" | "builtin"
         | "time" | "stdbuf" | "nice" | "ionice" | "strace" | "ltrace" | "proxychains"
         | "torsocks" | "catchsegv" => {
-            let inner = skip_options(rest, &["-n", "-c", "-t", "-o", "-e", "-i", "-p", "-s"]);
+            let inner = skip_options(
+                rest,
+                &["-n", "-c", "-t", "-o", "-e", "-i", "-p", "-s", "-a"],
+            );
             // `nice -n 5 cmd` leaves a numeric value behind when written `-n5`-less.
             let inner = match inner.first() {
                 Some(n) if n.parse::<i64>().is_ok() && inner.len() > 1 => &inner[1..],
                 _ => inner,
             };
+            any_suffix(rest, inner.len(), &stdin, d, v);
             if inner.is_empty() {
                 v.raise(Tier::T0, "shell.read");
                 return Out::Unknown;
@@ -1004,6 +1104,7 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         }
         "timeout" => {
             let inner = skip_options(rest, &["-s", "-k", "--signal", "--kill-after"]);
+            any_suffix(rest, inner.len().saturating_sub(1), &stdin, d, v);
             if inner.len() < 2 {
                 v.raise(Tier::T0, "shell.read");
                 return Out::Unknown;
@@ -1031,6 +1132,7 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         "chroot" => {
             v.raise(Tier::T2, "shell.sudo");
             let inner = skip_options(rest, &["--userspec", "--groups"]);
+            any_suffix(rest, inner.len().saturating_sub(1), &stdin, d, v);
             if inner.len() < 2 {
                 return Out::Unknown;
             }
@@ -1106,13 +1208,13 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
                 return Out::Unknown;
             }
             if j < rest.len() {
-                v.raise(Tier::T2, "shell.script");
+                script_file(&rest[j], &stdin, d, v);
                 return Out::Unknown;
             }
             match stdin {
                 Stdin::Text(t) => script(t, d, v),
                 Stdin::Network => v.raise(Tier::T4, "shell.pipe_download_to_shell"),
-                Stdin::Unknown => v.raise(Tier::T3, "shell.shell_unknown_input"),
+                Stdin::Unknown => v.raise(Tier::T4, "shell.shell_unknown_input"),
                 Stdin::Terminal => v.raise(Tier::T2, "shell.interactive_shell"),
             }
             Out::Unknown
@@ -1122,7 +1224,10 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
             Out::Unknown
         }
         "source" | "." => {
-            v.raise(Tier::T2, "shell.script");
+            match rest.first() {
+                Some(f) => script_file(f, &stdin, d, v),
+                None => v.raise(Tier::T2, "shell.script"),
+            }
             Out::Unknown
         }
         "su" => {
@@ -1162,6 +1267,9 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         }
         "unlink" => {
             v.raise(Tier::T2, "shell.rm");
+            if operands(rest).iter().any(|p| is_critical_path(p)) {
+                v.raise(Tier::T3, "shell.rm_critical_file");
+            }
             Out::Unknown
         }
         "rmdir" => {
@@ -1208,12 +1316,18 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
                 Some(t) if t.starts_with("/dev/") || t.contains('$') => {
                     v.raise(Tier::T4, "shell.dd_device")
                 }
-                Some(_) => v.raise(Tier::T2, "shell.dd_file"),
+                Some(t) => {
+                    v.raise(Tier::T2, "shell.dd_file");
+                    overwrite(v, t);
+                }
             }
             Out::Unknown
         }
         "truncate" => {
             v.raise(Tier::T2, "shell.truncate_file");
+            for p in operands(rest) {
+                overwrite(v, p);
+            }
             Out::Unknown
         }
         "chmod" | "chown" | "chgrp" | "setfacl" | "chattr" => {
@@ -1249,6 +1363,15 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
                 v.raise(Tier::T4, "shell.write_device");
             } else {
                 v.raise(Tier::T1, "shell.local_write");
+            }
+            let targets: &[&str] = if name == "tee" {
+                &ops
+            } else {
+                ops.split_last()
+                    .map_or(&[], |(last, _)| std::slice::from_ref(last))
+            };
+            for t in targets {
+                overwrite(v, t);
             }
             if name == "tee" {
                 return match stdin {
@@ -1462,7 +1585,7 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
             sql_client(name, rest, &stdin, v);
             Out::Unknown
         }
-        "dropdb" | "dropuser" => {
+        "dropdb" | "dropuser" | "pg_dropcluster" => {
             v.raise(Tier::T4, "shell.dropdb");
             Out::Unknown
         }
@@ -1504,7 +1627,7 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
                 code
             };
             if code.is_empty() {
-                v.raise(Tier::T3, "shell.db_unknown_input");
+                v.raise(Tier::T4, "shell.db_unknown_input");
             }
             for c in code {
                 match names::scan(c) {
@@ -1521,7 +1644,7 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         }
         // --- network ----------------------------------------------------------------------
         "curl" => {
-            curl(rest, v);
+            curl(rest, &stdin, v);
             Out::Network
         }
         "wget" => {
@@ -1562,6 +1685,21 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
                 a == "-c" || a == "-e" || a == "-E" || a == "--eval" || a == "-Command" || a == "-r"
             }) {
                 v.raise(Tier::T2, "shell.inline_code");
+                for code in option_values(rest, &["-c", "-e", "-E", "-r", "-Command"], &["--eval"])
+                {
+                    inline_code(code, d, v);
+                }
+            } else if operands(rest).is_empty() || rest.first().is_some_and(|a| a == "-") {
+                // The program comes from standard input.
+                match stdin {
+                    Stdin::Text(t) => {
+                        v.raise(Tier::T2, "shell.inline_code");
+                        inline_code(t, d, v);
+                    }
+                    Stdin::Terminal => v.raise(Tier::T2, "shell.script"),
+                    Stdin::Network => v.raise(Tier::T4, "shell.pipe_download_to_shell"),
+                    Stdin::Unknown => v.raise(Tier::T4, "shell.shell_unknown_input"),
+                }
             } else if (rest.first().is_some_and(|a| a == "-m")
                 && rest.get(1).is_some_and(|m| {
                     matches!(
@@ -1610,7 +1748,19 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
                 .map(|s| s.as_str())
                 .skip_while(|a| name == "echo" && matches!(*a, "-e" | "-n" | "-E" | "-ne" | "-en"))
                 .collect();
-            Out::Text(text.join(" "))
+            let escapes = name == "printf"
+                || rest
+                    .iter()
+                    .any(|a| matches!(a.as_str(), "-e" | "-ne" | "-en"));
+            if name == "printf" && text.first().is_some_and(|f| f.contains('%')) {
+                // The format consumes the other arguments: what comes out is not the text.
+                return Out::Unknown;
+            }
+            let joined = text.join(" ");
+            if escapes && joined.contains('\\') {
+                return Out::Text(unescape(&joined));
+            }
+            Out::Text(joined)
         }
         "cat" => {
             v.raise(Tier::T0, "shell.read");
@@ -1620,7 +1770,12 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
                 _ => Out::Unknown,
             }
         }
+        "awk" | "gawk" | "mawk" | "nawk" | "busybox-awk" => {
+            awk(rest, d, v);
+            Out::Unknown
+        }
         "sed" => {
+            sed_exec(rest, d, v);
             if rest
                 .iter()
                 .any(|a| short_flag(a, 'i') || a.starts_with("--in-place"))
@@ -1633,6 +1788,15 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         }
         n if READ_ONLY.contains(&n) => {
             v.raise(Tier::T0, "shell.read");
+            Out::Unknown
+        }
+        "tar" | "cpio" | "pax"
+            if archive_files(rest).iter().any(|f| {
+                f.starts_with("/dev/") && !matches!(*f, "/dev/null" | "/dev/stdout" | "/dev/stdin")
+            }) =>
+        {
+            // `tar -cf /dev/sda ...` writes the archive over a disk (or a backup tape).
+            v.raise(Tier::T4, "shell.write_device");
             Out::Unknown
         }
         n if LOCAL_WRITE.contains(&n) => {
@@ -1652,6 +1816,525 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
     }
 }
 
+/// Programs that run the command given in their arguments.
+const WRAPPERS: &[&str] = &[
+    "sudo",
+    "doas",
+    "run0",
+    "pkexec",
+    "env",
+    "nohup",
+    "setsid",
+    "unbuffer",
+    "caffeinate",
+    "chronic",
+    "exec",
+    "builtin",
+    "time",
+    "stdbuf",
+    "nice",
+    "ionice",
+    "strace",
+    "ltrace",
+    "proxychains",
+    "torsocks",
+    "catchsegv",
+    "command",
+    "timeout",
+    "watch",
+    "flock",
+    "chroot",
+    "xargs",
+    "parallel",
+    "chrt",
+    "taskset",
+    "runuser",
+    "sg",
+    "unshare",
+    "nsenter",
+    "firejail",
+    "fakeroot",
+    "systemd-run",
+    "coproc",
+    "numactl",
+    "cgexec",
+    "prlimit",
+    "setpriv",
+    "capsh",
+    "script",
+    "tmux",
+    "screen",
+    "byobu",
+    "dtach",
+    "at",
+    "batch",
+    "daemonize",
+    "start-stop-daemon",
+    "with-lock-ex",
+    "lckdo",
+    "sem",
+];
+
+/// A command word whose program is only known at run time: a parameter or substitution
+/// (`$x`, `${x}`, `$(...)`, backticks, ANSI-C `$'..'`) or a brace expansion (`{rm,-rf,/}`).
+fn is_dynamic(word: &str) -> bool {
+    word.contains(['$', '`']) || (word.contains('{') && word.contains(','))
+}
+
+/// Wrappers whose options we may misread (`sudo --user root rm`, `taskset -c 0 rm`): every
+/// later word that names a known program is also classified as the start of the command
+/// (fail closed). Returns whether one did.
+/// `normal` is the length of the command the wrapper's own reading found (0 if none): that
+/// start is not probed again, nor are wrapper names (their own reading probes after them), and
+/// probes count extra nesting, so chains of wrappers stay cheap.
+fn any_suffix(
+    rest: &[String],
+    normal: usize,
+    stdin: &Stdin<'_>,
+    d: usize,
+    v: &mut Verdict,
+) -> bool {
+    let mut found = false;
+    let skip = if normal > 0 {
+        rest.len().saturating_sub(normal)
+    } else {
+        usize::MAX
+    };
+    for k in (0..rest.len()).take(12) {
+        let w = rest[k].rsplit('/').next().unwrap_or(&rest[k]);
+        if k == skip || rest[k].starts_with('-') || WRAPPERS.contains(&w) {
+            continue;
+        }
+        let mut probe = Verdict::default();
+        command(&rest[k..], stdin, d + 3, &mut probe);
+        if probe.rules.first() == Some(&"shell.unknown_command") {
+            continue;
+        }
+        found = true;
+        for r in &probe.rules {
+            v.raise(probe.tier, r);
+        }
+    }
+    found
+}
+
+/// A script file run by a shell or `source`: generated text (a process substitution, standard
+/// input) is judged by where it comes from; a file on disk is an unseen script (tier 2).
+fn script_file(file: &str, stdin: &Stdin<'_>, d: usize, v: &mut Verdict) {
+    if file.contains(SUBST) || file.starts_with("/proc/self/fd/") {
+        // `bash <(...)`, `source <(curl ...)`: the script is another command's output.
+        v.raise(Tier::T4, "shell.shell_unknown_input");
+    } else if matches!(file, "/dev/stdin" | "-" | "/dev/fd/0") {
+        match stdin {
+            Stdin::Text(t) => script(t, d, v),
+            Stdin::Network => v.raise(Tier::T4, "shell.pipe_download_to_shell"),
+            _ => v.raise(Tier::T4, "shell.shell_unknown_input"),
+        }
+    } else {
+        v.raise(Tier::T2, "shell.script");
+    }
+}
+
+/// The string literals (`'...'`, `"..."`, backticks) of a program in another language.
+fn code_literals(code: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut chars = code.chars().peekable();
+    while let Some(c) = chars.next() {
+        if matches!(c, '\'' | '"' | '`') {
+            let mut lit = String::new();
+            while let Some(n) = chars.next() {
+                if n == '\\' {
+                    if let Some(e) = chars.next() {
+                        lit.push(e);
+                    }
+                } else if n == c {
+                    break;
+                } else {
+                    lit.push(n);
+                }
+            }
+            out.push(lit);
+        }
+    }
+    out
+}
+
+/// Code given inline to an interpreter (`python -c`, `node -e`, `perl -e`, a here-document):
+/// commands it runs are classified from its string literals, and file deletions are tier 3,
+/// tier 4 on a broad or critical path.
+fn inline_code(code: &str, d: usize, v: &mut Verdict) {
+    let lower = code.to_ascii_lowercase();
+    let literals = code_literals(code);
+    let spawns = [
+        "system",
+        "popen",
+        "subprocess",
+        "child_process",
+        "exec",
+        "spawn",
+        "shell_exec",
+        "passthru",
+        "proc_open",
+        "os.exec",
+        "pty.",
+        "runtime.getruntime",
+        "open3",
+        "`",
+    ]
+    .iter()
+    .any(|p| lower.contains(p));
+    if spawns {
+        v.raise(Tier::T3, "shell.inline_code_exec");
+        for lit in &literals {
+            if lit.contains(' ') || READ_ONLY.contains(&lit.as_str()) {
+                script(lit, d, v);
+            }
+        }
+    }
+    let deletes = [
+        "rmtree",
+        "rmsync",
+        "rmdirsync",
+        "rm_rf",
+        "rm_r",
+        "unlink",
+        "remove",
+        "rmdir",
+        "delete",
+        "truncate",
+        "fileutils.rm",
+        "deletedirectory",
+        "remove-item",
+    ]
+    .iter()
+    .any(|p| lower.contains(p));
+    if deletes {
+        v.raise(Tier::T3, "shell.inline_code_delete");
+        if literals
+            .iter()
+            .any(|l| is_broad_path(l) || is_critical_path(l) || l == "~")
+            || lower.contains("expanduser")
+            || lower.contains("homedir")
+        {
+            v.raise(Tier::T4, "shell.inline_code_delete_broad");
+        }
+    }
+    for lit in &literals {
+        let head = lit.trim_start().to_ascii_uppercase();
+        if [
+            "DROP ",
+            "TRUNCATE ",
+            "DELETE ",
+            "ALTER ",
+            "GRANT ",
+            "UPDATE ",
+        ]
+        .iter()
+        .any(|k| head.starts_with(k))
+        {
+            sql::apply(lit, sql::SqlDialect::Generic, v);
+        }
+    }
+}
+
+/// awk programs can run commands (`system("...")`, `print | "sh"`, `"cmd" | getline`).
+fn awk(rest: &[String], d: usize, v: &mut Verdict) {
+    let programs: Vec<&str> = if rest.iter().any(|a| a == "-f" || a.starts_with("--file")) {
+        Vec::new()
+    } else {
+        let with_value = ["-F", "-v", "--assign", "--field-separator"];
+        let mut j = 0;
+        let mut found = None;
+        while j < rest.len() {
+            let a = rest[j].as_str();
+            if with_value.contains(&a) {
+                j += 2;
+                continue;
+            }
+            if !a.starts_with('-') {
+                found = Some(a);
+                break;
+            }
+            j += 1;
+        }
+        found.into_iter().collect()
+    };
+    if rest.iter().any(|a| a == "-f" || a.starts_with("--file")) {
+        v.raise(Tier::T2, "shell.script");
+        return;
+    }
+    for p in programs {
+        if p.contains("system") || p.contains('|') {
+            v.raise(Tier::T3, "shell.awk_exec");
+            for lit in code_literals(p) {
+                script(&lit, d, v);
+            }
+        } else if p.contains('>') && p.contains("print") {
+            v.raise(Tier::T1, "shell.local_write");
+        }
+    }
+    v.raise(Tier::T0, "shell.read");
+}
+
+/// GNU sed's `e` command and `s///e` flag run commands.
+fn sed_exec(rest: &[String], d: usize, v: &mut Verdict) {
+    let mut scripts: Vec<&str> = option_values(rest, &["-e"], &["--expression"]);
+    if scripts.is_empty()
+        && let Some(first) = operands(rest).first()
+    {
+        scripts.push(first);
+    }
+    for sc in scripts {
+        for cmd in sc.split(['\n', ';']) {
+            let c = cmd
+                .trim_start()
+                .trim_start_matches(|ch: char| ch.is_ascii_digit() || "$,!~ {}".contains(ch));
+            // An address regex: `/re/e cmd`.
+            let c = match c.strip_prefix('/') {
+                Some(r) => r
+                    .split_once('/')
+                    .map_or("", |(_, after)| after)
+                    .trim_start(),
+                None => c,
+            };
+            if let Some(arg) = c.strip_prefix('e')
+                && (arg.is_empty() || arg.starts_with(char::is_whitespace))
+            {
+                v.raise(Tier::T3, "shell.sed_exec");
+                if !arg.trim().is_empty() {
+                    script(arg.trim(), d, v);
+                }
+            } else if let Some(body) = c.strip_prefix('s')
+                && let Some(delim) = body.chars().next()
+                && !delim.is_alphanumeric()
+                && !delim.is_whitespace()
+            {
+                // s<d>re<d>repl<d>flags: an `e` flag runs the pattern space.
+                let mut parts = 0;
+                let mut escaped = false;
+                let mut flags = String::new();
+                for ch in body.chars().skip(1) {
+                    if parts >= 2 {
+                        flags.push(ch);
+                    } else if escaped {
+                        escaped = false;
+                    } else if ch == '\\' {
+                        escaped = true;
+                    } else if ch == delim {
+                        parts += 1;
+                    }
+                }
+                if parts >= 2
+                    && flags
+                        .chars()
+                        .take_while(|c| !c.is_whitespace())
+                        .any(|c| c == 'e')
+                {
+                    v.raise(Tier::T3, "shell.sed_exec");
+                }
+            }
+        }
+    }
+}
+
+/// Decodes the backslash escapes of `printf` / `echo -e` (`\x72\x6d` is `rm`).
+fn unescape(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some('r') => out.push('\r'),
+            Some('\\') => out.push('\\'),
+            Some('a') => out.push('\u{7}'),
+            Some('e') | Some('E') => out.push('\u{1b}'),
+            Some(x @ ('x' | 'u' | 'U')) => {
+                let max = match x {
+                    'x' => 2,
+                    'u' => 4,
+                    _ => 8,
+                };
+                let mut hex = String::new();
+                while hex.len() < max && chars.peek().is_some_and(|h| h.is_ascii_hexdigit()) {
+                    hex.extend(chars.next());
+                }
+                match u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32) {
+                    Some(ch) => out.push(ch),
+                    None => {
+                        out.push('\\');
+                        out.push(x);
+                        out.push_str(&hex);
+                    }
+                }
+            }
+            Some(o @ '0'..='7') => {
+                let mut oct = String::from(o);
+                while oct.len() < 4 && chars.peek().is_some_and(|h| ('0'..='7').contains(h)) {
+                    oct.extend(chars.next());
+                }
+                let oct = oct
+                    .strip_prefix('0')
+                    .filter(|r| !r.is_empty())
+                    .unwrap_or(&oct);
+                match u32::from_str_radix(oct, 8).ok().and_then(char::from_u32) {
+                    Some(ch) => out.push(ch),
+                    None => out.push('?'),
+                }
+            }
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+/// The archive files named by `tar`-style options: `-f X`, `-cf X`, `--file=X`, `cf X`.
+fn archive_files(rest: &[String]) -> Vec<&str> {
+    let mut out = option_values(rest, &[], &["--file"]);
+    for (i, a) in rest.iter().enumerate() {
+        let cluster = if i == 0 && !a.starts_with('-') {
+            Some(a.as_str())
+        } else {
+            a.strip_prefix('-').filter(|c| !c.starts_with('-'))
+        };
+        if let Some(c) = cluster
+            && let Some(p) = c.find('f')
+        {
+            let attached = &c[p + 1..];
+            if !attached.is_empty() && a.starts_with('-') {
+                out.push(attached);
+            } else if let Some(next) = rest.get(i + 1) {
+                out.push(next);
+            }
+        }
+    }
+    out
+}
+
+/// Lexically resolves `.` and `..` (`/tmp/..` is `/`, `/home/alice/..` is `/home`).
+fn normalize_path(p: &str) -> String {
+    if !p.contains("..") {
+        return p.to_string();
+    }
+    let (prefix, rest) = if let Some(r) = p.strip_prefix('/') {
+        ("/", r)
+    } else if p.starts_with('~') {
+        match p.split_once('/') {
+            Some((h, r)) => (h, r),
+            None => (p, ""),
+        }
+    } else {
+        ("", p)
+    };
+    let mut out: Vec<&str> = Vec::new();
+    for c in rest.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                if out.last().is_some_and(|l| *l != "..") {
+                    out.pop();
+                } else if prefix.is_empty() || prefix.starts_with('~') {
+                    out.push("..");
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    match prefix {
+        "/" => format!("/{}", out.join("/")),
+        "" if out.is_empty() => ".".into(),
+        "" => out.join("/"),
+        home if out.is_empty() => home.to_string(),
+        home => format!("{home}/{}", out.join("/")),
+    }
+}
+
+/// Directories under `/var/lib` that hold a data store's or container runtime's state.
+const DATA_STORES: &[&str] = &[
+    "postgresql",
+    "pgsql",
+    "postgres",
+    "mysql",
+    "mariadb",
+    "docker",
+    "containers",
+    "redis",
+    "mongodb",
+    "mongo",
+    "etcd",
+    "elasticsearch",
+    "opensearch",
+    "influxdb",
+    "cassandra",
+    "clickhouse",
+    "rabbitmq",
+    "kafka",
+    "zookeeper",
+    "minio",
+    "libvirt",
+    "lxd",
+    "kubelet",
+    "rancher",
+    "longhorn",
+    "neo4j",
+    "couchdb",
+    "valkey",
+    "keydb",
+    "qdrant",
+    "milvus",
+];
+
+/// A path whose removal destroys backups, volumes or a database: a component naming one
+/// (`backups`, `volumes`, `db`, `pgdata`, `prod`), a database file (`.db`, `.sqlite`) or a data
+/// store's state under `/var/lib`.
+pub(crate) fn is_critical_path(p: &str) -> bool {
+    let p = normalize_path(p);
+    let comps: Vec<&str> = p.split('/').filter(|c| !c.is_empty()).collect();
+    if let ["var", "lib", store, ..] = comps.as_slice()
+        && DATA_STORES.contains(store)
+    {
+        return true;
+    }
+    comps.iter().any(|c| {
+        let lower = c.to_ascii_lowercase();
+        if [
+            ".db", ".sqlite", ".sqlite3", ".mdb", ".ibd", ".bak", ".dump",
+        ]
+        .iter()
+        .any(|e| lower.ends_with(e))
+        {
+            return true;
+        }
+        names::any_word(c, |w| {
+            matches!(
+                w,
+                "backup"
+                    | "backups"
+                    | "bak"
+                    | "volume"
+                    | "volumes"
+                    | "database"
+                    | "databases"
+                    | "db"
+                    | "dbs"
+                    | "snapshot"
+                    | "snapshots"
+                    | "pgdata"
+                    | "prod"
+                    | "production"
+            )
+        })
+    })
+}
+
 /// `host:path` or `user@host:path` (not a local path with a colon).
 fn is_remote_spec(p: &str) -> bool {
     match p.split_once(':') {
@@ -1669,15 +2352,19 @@ fn rm(rest: &[String], v: &mut Verdict) {
     }
     let paths = operands(rest);
     if recursive {
-        if paths.is_empty() || paths.iter().any(|p| is_broad_path(p)) {
+        if paths.is_empty() || paths.iter().any(|p| is_broad_path(&normalize_path(p))) {
             v.raise(Tier::T4, "shell.rm_recursive_broad");
         } else if paths.iter().all(|p| is_build_output(p)) {
             v.raise(Tier::T1, "shell.rm_build_output");
+        } else if paths.iter().any(|p| is_critical_path(p)) {
+            v.raise(Tier::T4, "shell.rm_critical");
         } else {
             v.raise(Tier::T3, "shell.rm_recursive");
         }
-    } else if paths.iter().any(|p| is_broad_path(p)) {
+    } else if paths.iter().any(|p| is_broad_path(&normalize_path(p))) {
         v.raise(Tier::T3, "shell.rm_broad");
+    } else if paths.iter().any(|p| is_critical_path(p)) {
+        v.raise(Tier::T3, "shell.rm_critical_file");
     } else {
         v.raise(Tier::T2, "shell.rm");
     }
@@ -1710,7 +2397,10 @@ fn find(rest: &[String], d: usize, v: &mut Verdict) -> Out {
         "-wholename",
     ];
     let filtered = rest.iter().any(|a| filters.contains(&a.as_str()));
-    let broad = roots.is_empty() || roots.iter().any(|r| is_broad_path(r));
+    let broad = roots.is_empty()
+        || roots
+            .iter()
+            .any(|r| is_broad_path(&normalize_path(r)) || is_critical_path(r));
     let mut acted = false;
     let mut i = 0;
     while i < rest.len() {
@@ -2096,6 +2786,10 @@ fn docker(name: &str, rest: &[String], stdin: &Stdin<'_>, d: usize, v: &mut Verd
         ("system" | "container" | "image" | "network" | "builder" | "buildx", "prune") => {
             v.raise(Tier::T3, "shell.docker_prune")
         }
+        ("rm", _) | ("container", "rm" | "remove") if has(args, &["-v", "--volumes"]) => {
+            // Removes the container's anonymous volumes: a database image's data lives there.
+            v.raise(Tier::T4, "shell.docker_volume_delete")
+        }
         ("rm" | "rmi" | "kill" | "stop", _)
         | ("container" | "image", "rm" | "remove" | "kill" | "stop") => {
             v.raise(Tier::T2, "shell.docker_change")
@@ -2230,7 +2924,7 @@ fn sql_client(name: &str, rest: &[String], stdin: &Stdin<'_>, v: &mut Verdict) {
         if *f == "-" {
             sql_stdin(dialect, stdin, v);
         } else {
-            v.raise(Tier::T3, "shell.sql_file");
+            v.raise(Tier::T4, "shell.sql_file");
         }
     }
     if texts.is_empty() && files.is_empty() {
@@ -2238,11 +2932,12 @@ fn sql_client(name: &str, rest: &[String], stdin: &Stdin<'_>, v: &mut Verdict) {
     }
 }
 
-/// SQL read from standard input: known text is classified, anything else is tier 3.
+/// SQL read from standard input: known text is classified, anything else is tier 4 (SQL that
+/// cannot be read is tier 4 in the SQL classifier too).
 fn sql_stdin(dialect: sql::SqlDialect, stdin: &Stdin<'_>, v: &mut Verdict) {
     match stdin {
         Stdin::Text(t) => sql::apply(t, dialect, v),
-        _ => v.raise(Tier::T3, "shell.sql_unknown_input"),
+        _ => v.raise(Tier::T4, "shell.sql_unknown_input"),
     }
 }
 
@@ -2286,7 +2981,7 @@ fn redis(rest: &[String], v: &mut Verdict) {
         | "HGET" | "HGETALL" | "HKEYS" | "LRANGE" | "LLEN" | "SMEMBERS" | "SCARD" | "ZRANGE"
         | "ZCARD" | "DBSIZE" | "STRLEN" | "MONITOR" | "SLOWLOG" | "MEMORY" | "XRANGE" | "XLEN"
         | "HLEN" | "SISMEMBER" | "ZSCORE" | "--VERSION" => v.raise(Tier::T0, "shell.read"),
-        "" => v.raise(Tier::T3, "shell.db_unknown_input"),
+        "" => v.raise(Tier::T4, "shell.db_unknown_input"),
         _ => v.raise(Tier::T2, "shell.redis_write"),
     }
 }
@@ -2296,7 +2991,7 @@ fn body_value(data: &str) -> serde_json::Value {
     serde_json::from_str(data).unwrap_or_else(|_| serde_json::Value::String(data.to_string()))
 }
 
-fn curl(rest: &[String], v: &mut Verdict) {
+fn curl(rest: &[String], stdin: &Stdin<'_>, v: &mut Verdict) {
     let with_value = [
         "-o",
         "-H",
@@ -2388,14 +3083,29 @@ fn curl(rest: &[String], v: &mut Verdict) {
     let get = rest.iter().any(|a| a == "-G" || a == "--get");
     let head = rest.iter().any(|a| a == "-I" || a == "--head");
     let explicit = option_values(rest, &["-X"], &["--request"]);
-    let method = match explicit.last() {
-        Some(m) => m.to_string(),
-        None if head => "HEAD".into(),
-        None if upload => "PUT".into(),
-        None if (!data.is_empty() || !forms.is_empty()) && !get => "POST".into(),
-        None => "GET".into(),
+    // Servers that honour a method-override header run that method instead.
+    let overridden = option_values(rest, &["-H"], &["--header"])
+        .into_iter()
+        .filter_map(|h| h.split_once(':'))
+        .find(|(k, _)| {
+            matches!(
+                k.trim().to_ascii_lowercase().as_str(),
+                "x-http-method-override" | "x-http-method" | "x-method-override"
+            )
+        })
+        .map(|(_, m)| m.trim().to_string());
+    let method = match (overridden, explicit.last()) {
+        (Some(m), _) => m,
+        (None, Some(m)) => m.to_string(),
+        (None, None) if head => "HEAD".into(),
+        (None, None) if upload => "PUT".into(),
+        (None, None) if (!data.is_empty() || !forms.is_empty()) && !get => "POST".into(),
+        (None, None) => "GET".into(),
     };
-    let body = data.first().map(|d| body_value(d));
+    let body = data.first().map(|d| match (*d, stdin) {
+        ("@-", Stdin::Text(t)) => body_value(t),
+        _ => body_value(d),
+    });
     if urls.is_empty() {
         v.raise(Tier::T0, "shell.read");
     }
@@ -2657,6 +3367,17 @@ fn cloud(name: &str, rest: &[String], v: &mut Verdict) {
             Some((Tier::T4, "shell.cloud_delete_critical"))
         }
         ("rclone", "sync", _) => Some((Tier::T3, "shell.cloud_delete")),
+        // A resource group holds everything in it.
+        ("az", "group", Some("delete")) => Some((Tier::T4, "shell.cloud_delete_critical")),
+        // These services' branches are databases.
+        ("neonctl" | "neon" | "pscale" | "supabase" | "turso" | "xata", _, _)
+            if destructive
+                && words
+                    .iter()
+                    .any(|w| matches!(*w, "branch" | "branches" | "db" | "database")) =>
+        {
+            Some((Tier::T4, "shell.cloud_delete_critical"))
+        }
         _ => None,
     };
     if let Some((tier, rule)) = special {
@@ -2765,6 +3486,24 @@ mod tests {
         let deep = "eval ".repeat(40) + "ls";
         assert_eq!(classify(&deep).rules, ["shell.nesting_too_deep"]);
         assert_eq!(t(&("eval ".repeat(5) + "ls")), Tier::T0);
+        // A line continuation inside the command name.
+        assert_eq!(t("r\\\nm -rf /"), Tier::T4);
+        // Chains of wrappers stay cheap and are still looked through.
+        let chain = "sudo nice -n 1 timeout 5 ".repeat(12) + "rm -rf /";
+        assert_eq!(t(&chain), Tier::T4);
+    }
+
+    #[test]
+    fn helpers() {
+        assert_eq!(normalize_path("/tmp/.."), "/");
+        assert_eq!(normalize_path("/home/alice/../bob"), "/home/bob");
+        assert_eq!(normalize_path("../x/.."), "..");
+        assert_eq!(unescape("\\x72\\x6d -\\162f"), "rm -rf");
+        assert!(is_critical_path("/var/lib/docker/volumes/x/_data"));
+        assert!(is_critical_path("nightly-backups"));
+        assert!(!is_critical_path("/var/lib/apt/lists"));
+        assert!(!is_critical_path("src/models"));
+        assert!(is_dynamic("$x") && is_dynamic("{rm,-rf,/}") && !is_dynamic("ls"));
     }
 
     #[test]
