@@ -7,7 +7,10 @@
 //! A GraphQL body is classified by its operations instead of the method: queries 0, mutations
 //! 2, mutations whose operation name or root field names a destructive verb 3, with a critical
 //! noun 4 (`mutation { volumeDelete(volumeId: "...") }` is 4). A GraphQL document that does not
-//! parse is 4 (fail closed).
+//! parse is 4 (fail closed), and so is a POST to a GraphQL endpoint whose body holds no readable
+//! document (a persisted-query id, a body from a file). A `?query=` document in the URL is read
+//! too. `DELETE /repos/{owner}/{repo}` and wildcard or `_all` deletes are critical. Nested
+//! mutation fields count (`volume { delete }`).
 
 use super::{Verdict, names};
 use crate::model::Tier;
@@ -35,7 +38,8 @@ pub fn classify(method: &str, url: &str, body: Option<&serde_json::Value>) -> Ve
     v
 }
 
-/// The path of a URL (or of a bare path): no scheme, host, query or fragment.
+/// The path of a URL (or of a bare path): no scheme, host, query or fragment. Backslashes count
+/// as slashes, as URL parsers read them in http(s) URLs (see [`apply`]).
 fn url_path(url: &str) -> &str {
     let rest = match url.find("://") {
         Some(i) => {
@@ -101,12 +105,44 @@ fn graphql_in(body: &serde_json::Value) -> Option<(String, Option<String>)> {
     }
 }
 
+/// Whether a header name overrides the request method for servers that honour it.
+pub(crate) fn is_method_override(name: &str) -> bool {
+    [
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+    ]
+    .iter()
+    .any(|h| name.eq_ignore_ascii_case(h))
+}
+
 /// Raises `v` by an HTTP request.
 pub(crate) fn apply(method: &str, url: &str, body: Option<&serde_json::Value>, v: &mut Verdict) {
     let method = method.trim();
-    let path = percent_decode(url_path(url.trim()));
-    let (destructive, critical) = names::scan(&path);
+    let url = url.trim().replace('\\', "/");
+    let path = percent_decode(url_path(&url));
+    let (destructive, mut critical) = names::scan(&path);
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    if method.eq_ignore_ascii_case("DELETE") {
+        // `DELETE /repos/{owner}/{repo}` deletes a repository; `DELETE /logs-*` or `/_all`
+        // (Elasticsearch) every index it matches.
+        critical |= segments.len() >= 3 && segments[segments.len() - 3] == "repos";
+        critical |= segments.iter().any(|s| s.contains('*') || *s == "_all");
+    }
     let mut graphql = false;
+    // GraphQL over GET (or a POST that also carries one): the document is in `?query=`.
+    if let Some(q) = url
+        .split_once('?')
+        .map(|(_, q)| q.split('#').next().unwrap_or(q))
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("query=")))
+        && segments
+            .iter()
+            .any(|s| s.to_ascii_lowercase().contains("graphql"))
+    {
+        let doc = percent_decode(&q.replace('+', " ")).into_owned();
+        graphql = true;
+        apply_graphql(&doc, None, v);
+    }
     if let Some(body) = body {
         // A batch is an array of operations; every one of them runs.
         let items: &[serde_json::Value] = match body {
@@ -117,8 +153,25 @@ pub(crate) fn apply(method: &str, url: &str, body: Option<&serde_json::Value>, v
             if let Some((doc, op)) = graphql_in(item) {
                 graphql = true;
                 apply_graphql(&doc, op.as_deref(), v);
+            } else if let serde_json::Value::String(doc) = item
+                && gql::parse(doc).is_some()
+            {
+                // An `application/graphql` body: the document itself.
+                graphql = true;
+                apply_graphql(doc, None, v);
             }
         }
+    }
+    let graphql_endpoint = segments
+        .iter()
+        .any(|s| s.to_ascii_lowercase().contains("graphql"));
+    let read = ["GET", "HEAD", "OPTIONS", "TRACE"]
+        .iter()
+        .any(|m| method.eq_ignore_ascii_case(m));
+    if graphql_endpoint && !graphql && !read {
+        // A persisted query id, a body from a file, a misspelt key: the operation that runs
+        // cannot be seen.
+        v.raise(Tier::T4, "http.graphql_unknown_body");
     }
     let m = |name: &str| method.eq_ignore_ascii_case(name);
     if !graphql {
@@ -205,8 +258,17 @@ pub(crate) fn apply_graphql(document: &str, operation_name: Option<&str>, v: &mu
                 if let Some(n) = op.name {
                     check(n);
                 }
-                for f in doc.root_fields(op) {
+                let (roots, nested) = doc.fields(op);
+                for f in &roots {
                     check(f);
+                }
+                // Namespaced mutations (`volume { delete(id: 1) }`): a destructive field below a
+                // root field; critical when either names a critical thing.
+                let root_critical = roots.iter().any(|f| names::scan(f).1);
+                for f in &nested {
+                    let (d, c) = names::scan(f);
+                    destructive |= d;
+                    critical |= d && (c || root_critical);
                 }
                 if critical {
                     v.raise(Tier::T4, "graphql.destructive_mutation_critical");
@@ -321,6 +383,8 @@ mod gql {
     pub(super) struct Roots<'a> {
         fields: Vec<&'a str>,
         spreads: Vec<&'a str>,
+        /// Fields below the root (`volume { delete }`), flattened.
+        nested: Vec<&'a str>,
     }
 
     /// One operation.
@@ -339,9 +403,11 @@ mod gql {
     }
 
     impl<'a> Document<'a> {
-        /// Root field names of `op`, following fragment spreads (each fragment once).
-        pub(super) fn root_fields(&self, op: &Operation<'a>) -> Vec<&'a str> {
+        /// Root and nested field names of `op`, following fragment spreads (each once; a
+        /// spread below the root counts its fields as root ones: fail closed).
+        pub(super) fn fields(&self, op: &Operation<'a>) -> (Vec<&'a str>, Vec<&'a str>) {
             let mut fields = op.roots.fields.clone();
+            let mut nested = op.roots.nested.clone();
             let mut pending: Vec<&str> = op.roots.spreads.clone();
             let mut seen: Vec<&str> = Vec::new();
             while let Some(name) = pending.pop() {
@@ -351,10 +417,11 @@ mod gql {
                 seen.push(name);
                 if let Some((_, r)) = self.fragments.iter().find(|(n, _)| *n == name) {
                     fields.extend(&r.fields);
+                    nested.extend(&r.nested);
                     pending.extend(&r.spreads);
                 }
             }
-            fields
+            (fields, nested)
         }
     }
 
@@ -438,7 +505,11 @@ mod gql {
                         }
                         self.directives()?;
                         if self.peek() == Some(Tok::Punct(b'{')) {
-                            self.skip_group()?;
+                            let mut inner = Roots::default();
+                            self.selection_set(&mut inner, depth + 1)?;
+                            roots.nested.extend(inner.fields);
+                            roots.nested.extend(inner.nested);
+                            roots.spreads.extend(inner.spreads);
                         }
                     }
                     Tok::Spread => match self.peek()? {

@@ -68,8 +68,9 @@ pub enum ClassifierKind {
     Sql,
     /// A shell command line (argument `command`, `cmd` or `script`; a string, or an argv array).
     Shell,
-    /// An HTTP request: URL (`url`, `path` or `endpoint`), method (`method`) and body
-    /// (`body`, `json` or `data`; a GraphQL body is classified as GraphQL).
+    /// An HTTP request: URL (`url`, `path` or `endpoint`), method (`method`, or a
+    /// method-override entry of `headers`) and body (`body`, `json` or `data`; a GraphQL body is
+    /// classified as GraphQL).
     Http,
     /// A GraphQL document (argument `query`) with `operationName`.
     Graphql,
@@ -269,6 +270,21 @@ impl ArgClassifier {
                     None if body.is_some() => "POST",
                     None => "GET",
                 };
+                // A method-override header (`X-HTTP-Method-Override: DELETE`) is the method
+                // that servers honouring it run.
+                let overridden = match args.get("headers") {
+                    Some(serde_json::Value::Object(h)) => h
+                        .iter()
+                        .find(|(k, _)| http::is_method_override(k))
+                        .and_then(|(_, m)| m.as_str()),
+                    Some(serde_json::Value::Array(h)) => h
+                        .iter()
+                        .filter_map(|l| l.as_str()?.split_once(':'))
+                        .find(|(k, _)| http::is_method_override(k.trim()))
+                        .map(|(_, m)| m.trim()),
+                    _ => None,
+                };
+                let method = overridden.unwrap_or(method);
                 match value {
                     Some(serde_json::Value::String(url)) => http::apply(method, url, body, v),
                     _ => missing(v),

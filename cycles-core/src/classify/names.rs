@@ -53,6 +53,31 @@ const DESTRUCTIVE: &[&str] = &[
     "rmrf",
 ];
 
+/// Verbs that name many reversible operations (`removeLabel`, `resetPassword`) but destroy a
+/// critical thing (`removeVolume`, `databaseReset`, `flushDb`): with a critical noun tier 4,
+/// alone nothing.
+const DESTRUCTIVE_WITH_CRITICAL: &[&str] = &[
+    "remove",
+    "removes",
+    "removed",
+    "removing",
+    "removal",
+    "reset",
+    "resets",
+    "clear",
+    "clears",
+    "flush",
+    "flushes",
+    "format",
+    "formats",
+    "empty",
+    "reinit",
+    "reinitialize",
+    "overwrite",
+    "overwrites",
+    "detach",
+];
+
 /// Things whose destruction is irreversible or unbounded.
 const CRITICAL: &[&str] = &[
     "backup",
@@ -74,6 +99,8 @@ const CRITICAL: &[&str] = &[
     "projects",
     "environment",
     "environments",
+    "bucket",
+    "buckets",
 ];
 
 /// Rule id: a destructive verb in a name.
@@ -144,12 +171,14 @@ pub(crate) fn is_critical(word: &str) -> bool {
 pub(crate) fn scan(name: &str) -> (bool, bool) {
     let mut destructive = false;
     let mut critical = false;
+    let mut weak = false;
     any_word(name, |w| {
         destructive |= is_destructive(w);
+        weak |= DESTRUCTIVE_WITH_CRITICAL.contains(&w);
         critical |= is_critical(w);
         false
     });
-    (destructive, critical)
+    (destructive || (weak && critical), critical)
 }
 
 /// Classifies a name: a destructive verb is tier 3 (`name.destructive`), with a critical noun

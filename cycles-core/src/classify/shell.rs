@@ -3087,12 +3087,7 @@ fn curl(rest: &[String], stdin: &Stdin<'_>, v: &mut Verdict) {
     let overridden = option_values(rest, &["-H"], &["--header"])
         .into_iter()
         .filter_map(|h| h.split_once(':'))
-        .find(|(k, _)| {
-            matches!(
-                k.trim().to_ascii_lowercase().as_str(),
-                "x-http-method-override" | "x-http-method" | "x-method-override"
-            )
-        })
+        .find(|(k, _)| http::is_method_override(k.trim()))
         .map(|(_, m)| m.trim().to_string());
     let method = match (overridden, explicit.last()) {
         (Some(m), _) => m,
