@@ -10,7 +10,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::{CyclesError, Result};
 use crate::ledger::{Ledger, MemoryLedger, read_with, write_with};
 use crate::machine::{self, Ctx, Prepared, ReserveOutcome};
-use crate::model::{Balance, Decision, ReasonCode, Reservation, ReservationStatus};
+use crate::model::{Balance, Decision, ReasonCode, Reservation, ReservationStatus, ToolCall};
 use crate::policy::{CompiledPolicy, Policy};
 use crate::request::{
     BudgetSpec, CommitRequest, CommitResult, DecideRequest, EventRequest, EventResult,
@@ -19,6 +19,61 @@ use crate::request::{
 
 /// Page size when walking the audit trail.
 const AUDIT_PAGE: usize = 1_000;
+
+/// The deepest nesting of arrays and objects accepted in a call's arguments. Hashing,
+/// classifying and storing a call recurse over its arguments; deeper input is
+/// `INVALID_REQUEST` before any of that, never a stack overflow that aborts the process.
+/// (The bindings refuse at 64 levels of the whole request; JSON the ledger stores must also
+/// stay under serde_json's read limit of 128.)
+pub const MAX_ARGS_DEPTH: usize = 64;
+
+/// Refuses arguments nested deeper than [`MAX_ARGS_DEPTH`], without recursing.
+fn check_args(call: &ToolCall) -> Result<()> {
+    use serde_json::Value;
+    let too_deep = || {
+        CyclesError::invalid(
+            "args",
+            format!("nested deeper than {MAX_ARGS_DEPTH} levels"),
+        )
+    };
+    // Scalars and flat containers (the usual arguments) allocate nothing.
+    let mut stack: Vec<(&Value, usize)> = Vec::new();
+    let mut next = Some((&call.args, 1usize));
+    while let Some((v, depth)) = next.take().or_else(|| stack.pop()) {
+        match v {
+            Value::Array(items) => {
+                if depth > MAX_ARGS_DEPTH {
+                    return Err(too_deep());
+                }
+                stack.extend(
+                    items
+                        .iter()
+                        .filter(|c| is_container(c))
+                        .map(|c| (c, depth + 1)),
+                );
+            }
+            Value::Object(map) => {
+                if depth > MAX_ARGS_DEPTH {
+                    return Err(too_deep());
+                }
+                stack.extend(
+                    map.values()
+                        .filter(|c| is_container(c))
+                        .map(|c| (c, depth + 1)),
+                );
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn is_container(v: &serde_json::Value) -> bool {
+    matches!(
+        v,
+        serde_json::Value::Array(_) | serde_json::Value::Object(_)
+    )
+}
 
 struct Inner {
     ledger: Arc<dyn Ledger>,
@@ -160,6 +215,7 @@ impl Authority {
     /// A ledger failure answers DENY `LEDGER_UNAVAILABLE`.
     pub fn decide(&self, req: &DecideRequest) -> Result<Decision> {
         req.validate()?;
+        check_args(&req.call)?;
         let prepared = Prepared::new(&self.inner.policy, &req.subject, &req.call, &req.estimate)?;
         let ctx = self.ctx();
         match write_with(self.inner.ledger.as_ref(), |txn| {
@@ -178,6 +234,7 @@ impl Authority {
     /// return the original outcome, a denial included.
     pub fn reserve(&self, req: &ReserveRequest) -> Result<Reservation> {
         req.validate()?;
+        check_args(&req.call)?;
         let prepared = Prepared::new(&self.inner.policy, &req.subject, &req.call, &req.estimate)?;
         let ctx = self.ctx();
         let id = format!("rsv_{}", uuid::Uuid::now_v7().simple());
@@ -293,6 +350,7 @@ impl Authority {
     /// Charges usage directly, without a reservation.
     pub fn event(&self, req: &EventRequest) -> Result<EventResult> {
         req.validate()?;
+        check_args(&req.call)?;
         let prepared = Prepared::new(&self.inner.policy, &req.subject, &req.call, &[])?;
         let ctx = self.ctx();
         let id = format!("evt_{}", uuid::Uuid::new_v4().simple());

@@ -173,6 +173,20 @@ pub enum ErrorKind {
 
 impl From<rusqlite::Error> for CyclesError {
     fn from(e: rusqlite::Error) -> Self {
-        CyclesError::LedgerUnavailable(e.to_string())
+        // SQLite's own verdict that the file's bytes are not a sound database (garbage,
+        // truncated, overwritten) is corruption, not an outage: retrying will not help.
+        let corrupt = matches!(
+            &e,
+            rusqlite::Error::SqliteFailure(f, _)
+                if matches!(
+                    f.code,
+                    rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt
+                )
+        );
+        if corrupt {
+            CyclesError::LedgerCorrupt(e.to_string())
+        } else {
+            CyclesError::LedgerUnavailable(e.to_string())
+        }
     }
 }

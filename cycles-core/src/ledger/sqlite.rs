@@ -59,6 +59,9 @@ macro_rules! budget_cols {
 /// The schema version this code writes (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = 2;
 
+/// The longest [`SqliteOptions::busy_timeout`] accepted (SQLite takes it in `i32` milliseconds).
+pub const MAX_BUSY_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
+
 /// The most operations one group-commit transaction takes before it commits, so that a
 /// stream of writers cannot hold SQLite's write lock (and delay other processes) for long.
 pub const MAX_BATCH_OPS: usize = 64;
@@ -78,7 +81,8 @@ pub enum Synchronous {
 pub struct SqliteOptions {
     /// `synchronous` (default FULL).
     pub synchronous: Synchronous,
-    /// How long a writer waits for another process's lock (default 10 s).
+    /// How long a writer waits for another process's lock (default 10 s, at most
+    /// [`MAX_BUSY_TIMEOUT`]; more is `INVALID_REQUEST` at open).
     pub busy_timeout: Duration,
     /// Group commit (default on): concurrent writers of this process share one transaction,
     /// each operation in its own savepoint, each caller answered after the shared commit.
@@ -295,6 +299,27 @@ INSERT INTO reservations (id, status, deadline_ms, body)
 DROP TABLE reservations_v1;
 ";
 
+/// A ledger starts from an empty file, and every schema version has the `budgets` and `audit`
+/// tables: a file that holds tables but not those is another application's database (whatever
+/// its `user_version` says). It is refused before anything is written to it (switching to WAL
+/// alone rewrites the header), so a mistyped path never changes someone else's data.
+fn refuse_foreign(conn: &Connection, path: &Path) -> Result<()> {
+    let (tables, ours): (i64, i64) = conn.query_row(
+        "SELECT count(*), count(*) FILTER (WHERE name IN ('budgets', 'audit'))
+         FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    if tables > 0 && ours < 2 {
+        return Err(CyclesError::LedgerCorrupt(format!(
+            "{}: not a Cycles ledger (it holds {tables} other tables); refusing to change \
+             another application's database",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 fn corrupt(what: impl std::fmt::Display) -> CyclesError {
     CyclesError::LedgerCorrupt(what.to_string())
 }
@@ -308,9 +333,18 @@ impl SqliteLedger {
     /// Opens (or creates) the ledger at `path`.
     pub fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
+        // Checked before anything uses it: rusqlite panics on a timeout past i32::MAX ms, and a
+        // panic in a binding's open aborts the host process.
+        if options.busy_timeout > MAX_BUSY_TIMEOUT {
+            return Err(CyclesError::invalid(
+                "busy_timeout",
+                format!("at most {} ms", MAX_BUSY_TIMEOUT.as_millis()),
+            ));
+        }
         let mut conn = Connection::open(&path)
             .map_err(|e| CyclesError::LedgerUnavailable(format!("{}: {e}", path.display())))?;
         conn.busy_timeout(options.busy_timeout)?;
+        refuse_foreign(&conn, &path)?;
         // journal_mode=WAL persists in the file. Switching a fresh file to it takes an exclusive
         // lock that SQLite does not wait for through the busy handler, so several processes
         // opening a new file at once retry here, within the same busy timeout.
