@@ -140,6 +140,62 @@ export interface OpenOptions extends AuthorityOptions {
   busyTimeoutMs?: number
 }
 
+export type ApprovalStatus = 'PENDING' | 'GRANTED' | 'DENIED' | 'EXPIRED' | 'CONSUMED'
+
+/**
+ * An approver's signed grant, in its wire form (snake_case keys: they are the signed fields;
+ * see docs/cli.md for the signed bytes).
+ */
+export interface ApprovalGrant {
+  approver_id: string
+  call_digest: string
+  expires_at_ms: Int
+  public_key: string
+  request_id: string
+  /** The subject's innermost scope, e.g. `tenant:acme/agent:bot`. */
+  scope: string
+  signature: string
+}
+
+/** An approver's signed refusal, in its wire form. */
+export interface ApprovalDenial {
+  approver_id: string
+  call_digest: string
+  public_key: string
+  reason: string
+  request_id: string
+  signature: string
+}
+
+/** What an approver answered, as `cycles approve --out` writes it and webhooks return it. */
+export type ApprovalAnswer = 'pending' | { grant: ApprovalGrant } | { deny: ApprovalDenial }
+
+/**
+ * An approval request in its wire form: the JSON the ledger stores, approvers receive and
+ * `cycles approvals list --json` prints (snake_case keys).
+ */
+export interface ApprovalRequest {
+  request_id: string
+  status: ApprovalStatus
+  /** Who asked: `tenant`, `workspace`, `app`, `workflow`, `agent`, `toolset`, `dimensions`. */
+  subject: Record<string, unknown>
+  /** The subject's scopes, outermost first. */
+  scopes: string[]
+  /** The exact call: `name`, `args`, and `kind` / `tags` when given. */
+  call: { name: string; args: unknown; kind?: string; tags?: string[] }
+  call_digest: string
+  tier: number
+  risk_points: Int
+  /** Balances of the subject's budgeted scopes when it was requested (snake_case keys). */
+  remaining: Array<Record<string, unknown>>
+  created_at_ms: Int
+  expires_at_ms: Int
+  decided_at_ms?: Int
+  grant?: ApprovalGrant
+  denial?: ApprovalDenial
+  reservation_id?: string
+}
+
 /**
  * Which binding artifact the generated loader actually loaded: `'native'` for
  * a native addon, otherwise the `platformArchABI` of the WASI flavor. Every
@@ -217,6 +273,28 @@ export declare class Authority {
   audit(query?: AuditQuery): Promise<Array<AuditRecord>>
   /** The same as the Promise form, on the calling thread. */
   auditSync(query?: AuditQuery): Array<AuditRecord>
+  /**
+   * An approval request by id (`NOT_FOUND` if there is none), in its wire form: the JSON the
+   * ledger stores, approvers receive and `cycles approvals list --json` prints (snake_case
+   * keys, the call with its arguments).
+   */
+  approval(requestId: string): Promise<ApprovalRequest>
+  /** The same as the Promise form, on the calling thread. */
+  approvalSync(requestId: string): ApprovalRequest
+  /** Approval requests, oldest first, optionally only those with `status`. */
+  approvals(status?: ApprovalStatus): Promise<Array<ApprovalRequest>>
+  /** The same as the Promise form, on the calling thread. */
+  approvalsSync(status?: ApprovalStatus): Array<ApprovalRequest>
+  /**
+   * Records an approver's signed answer (`{ grant: {...} }`, `{ deny: {...} }` or
+   * `'pending'`, the wire form `cycles approve --out` writes and webhooks return); the
+   * signature must verify against a key of the policy (`APPROVAL_INVALID` otherwise).
+   * Resolves to the request as stored afterwards. A recorded grant serves the next
+   * `reserve` of exactly that call by that subject, once.
+   */
+  recordApproval(requestId: string, answer: ApprovalAnswer): Promise<ApprovalRequest>
+  /** The same as the Promise form, on the calling thread. */
+  recordApprovalSync(requestId: string, answer: ApprovalAnswer): ApprovalRequest
   /** Walks the whole audit chain; the report names the first broken record. */
   verify(): Promise<VerifyReport>
   /** The same as the Promise form, on the calling thread. */

@@ -139,3 +139,59 @@ export interface OpenOptions extends AuthorityOptions {
   /** SQLite: how long a writer waits for another process's lock (default 10 s). */
   busyTimeoutMs?: number
 }
+
+export type ApprovalStatus = 'PENDING' | 'GRANTED' | 'DENIED' | 'EXPIRED' | 'CONSUMED'
+
+/**
+ * An approver's signed grant, in its wire form (snake_case keys: they are the signed fields;
+ * see docs/cli.md for the signed bytes).
+ */
+export interface ApprovalGrant {
+  approver_id: string
+  call_digest: string
+  expires_at_ms: Int
+  public_key: string
+  request_id: string
+  /** The subject's innermost scope, e.g. `tenant:acme/agent:bot`. */
+  scope: string
+  signature: string
+}
+
+/** An approver's signed refusal, in its wire form. */
+export interface ApprovalDenial {
+  approver_id: string
+  call_digest: string
+  public_key: string
+  reason: string
+  request_id: string
+  signature: string
+}
+
+/** What an approver answered, as `cycles approve --out` writes it and webhooks return it. */
+export type ApprovalAnswer = 'pending' | { grant: ApprovalGrant } | { deny: ApprovalDenial }
+
+/**
+ * An approval request in its wire form: the JSON the ledger stores, approvers receive and
+ * `cycles approvals list --json` prints (snake_case keys).
+ */
+export interface ApprovalRequest {
+  request_id: string
+  status: ApprovalStatus
+  /** Who asked: `tenant`, `workspace`, `app`, `workflow`, `agent`, `toolset`, `dimensions`. */
+  subject: Record<string, unknown>
+  /** The subject's scopes, outermost first. */
+  scopes: string[]
+  /** The exact call: `name`, `args`, and `kind` / `tags` when given. */
+  call: { name: string; args: unknown; kind?: string; tags?: string[] }
+  call_digest: string
+  tier: number
+  risk_points: Int
+  /** Balances of the subject's budgeted scopes when it was requested (snake_case keys). */
+  remaining: Array<Record<string, unknown>>
+  created_at_ms: Int
+  expires_at_ms: Int
+  decided_at_ms?: Int
+  grant?: ApprovalGrant
+  denial?: ApprovalDenial
+  reservation_id?: string
+}

@@ -352,6 +352,36 @@ fn optional_string(v: Option<&Unknown<'_>>, field: &str) -> CoreResult<Option<St
     }
 }
 
+/// An approval request crosses in its wire form (exact integers, see [`types::Json`]).
+fn approval_js(r: core::ApprovalRequest) -> types::Json {
+    types::Json(serde_json::to_value(&r).expect("approval requests serialize"))
+}
+
+fn approvals_js(v: Vec<core::ApprovalRequest>) -> Vec<types::Json> {
+    v.into_iter().map(approval_js).collect()
+}
+
+fn approval_status(v: Option<&Unknown<'_>>) -> CoreResult<Option<core::ApprovalStatus>> {
+    optional_string(v, "status")?
+        .map(|s| {
+            serde_json::from_value(Value::String(s)).map_err(|_| {
+                CyclesError::invalid(
+                    "status",
+                    "one of PENDING, GRANTED, DENIED, EXPIRED, CONSUMED",
+                )
+            })
+        })
+        .transpose()
+}
+
+/// An approver's answer in its wire form; grants and denials keep their snake_case keys (the
+/// signed fields), so they are read as free-form JSON.
+fn approval_answer(v: &Unknown<'_>) -> CoreResult<core::ApprovalResponse> {
+    let json = convert::to_json(v, "answer", Numbers::Json)?
+        .ok_or_else(|| CyclesError::invalid("answer", "required"))?;
+    serde_json::from_value(json).map_err(|e| CyclesError::invalid("answer", e.to_string()))
+}
+
 fn balances_js(v: Vec<core::Balance>) -> Vec<types::Balance> {
     v.iter().map(types::Balance::from).collect()
 }
@@ -738,6 +768,107 @@ impl Authority {
     ) -> napi::Result<Vec<types::AuditRecord>> {
         let r = audit_query(query.as_ref()).and_then(|q| self.inner.audit(&q));
         sync(&env, r).map(audit_js)
+    }
+
+    /// An approval request by id (`NOT_FOUND` if there is none), in its wire form: the JSON the
+    /// ledger stores, approvers receive and `cycles approvals list --json` prints (snake_case
+    /// keys, the call with its arguments).
+    #[napi(
+        ts_args_type = "requestId: string",
+        ts_return_type = "Promise<ApprovalRequest>"
+    )]
+    pub fn approval(
+        &self,
+        request_id: Unknown,
+    ) -> AsyncTask<Op<core::ApprovalRequest, types::Json>> {
+        match convert::string(&request_id, "requestId") {
+            Ok(id) => {
+                let auth = self.inner.clone();
+                run(move || auth.approval(&id), approval_js)
+            }
+            Err(e) => rejected(e),
+        }
+    }
+
+    /// The same as the Promise form, on the calling thread.
+    #[napi(ts_args_type = "requestId: string", ts_return_type = "ApprovalRequest")]
+    pub fn approval_sync(&self, env: Env, request_id: Unknown) -> napi::Result<types::Json> {
+        let r = convert::string(&request_id, "requestId").and_then(|id| self.inner.approval(&id));
+        sync(&env, r).map(approval_js)
+    }
+
+    /// Approval requests, oldest first, optionally only those with `status`.
+    #[napi(
+        ts_args_type = "status?: ApprovalStatus",
+        ts_return_type = "Promise<Array<ApprovalRequest>>"
+    )]
+    pub fn approvals(
+        &self,
+        status: Option<Unknown>,
+    ) -> AsyncTask<Op<Vec<core::ApprovalRequest>, Vec<types::Json>>> {
+        match approval_status(status.as_ref()) {
+            Ok(status) => {
+                let auth = self.inner.clone();
+                run(move || auth.approvals(status), approvals_js)
+            }
+            Err(e) => rejected(e),
+        }
+    }
+
+    /// The same as the Promise form, on the calling thread.
+    #[napi(
+        ts_args_type = "status?: ApprovalStatus",
+        ts_return_type = "Array<ApprovalRequest>"
+    )]
+    pub fn approvals_sync(
+        &self,
+        env: Env,
+        status: Option<Unknown>,
+    ) -> napi::Result<Vec<types::Json>> {
+        let r = approval_status(status.as_ref()).and_then(|s| self.inner.approvals(s));
+        sync(&env, r).map(approvals_js)
+    }
+
+    /// Records an approver's signed answer (`{ grant: {...} }`, `{ deny: {...} }` or
+    /// `'pending'`, the wire form `cycles approve --out` writes and webhooks return); the
+    /// signature must verify against a key of the policy (`APPROVAL_INVALID` otherwise).
+    /// Resolves to the request as stored afterwards. A recorded grant serves the next
+    /// `reserve` of exactly that call by that subject, once.
+    #[napi(
+        ts_args_type = "requestId: string, answer: ApprovalAnswer",
+        ts_return_type = "Promise<ApprovalRequest>"
+    )]
+    pub fn record_approval(
+        &self,
+        request_id: Unknown,
+        answer: Unknown,
+    ) -> AsyncTask<Op<core::ApprovalRequest, types::Json>> {
+        match convert::string(&request_id, "requestId")
+            .and_then(|id| Ok((id, approval_answer(&answer)?)))
+        {
+            Ok((id, answer)) => {
+                let auth = self.inner.clone();
+                run(move || auth.record_approval(&id, &answer), approval_js)
+            }
+            Err(e) => rejected(e),
+        }
+    }
+
+    /// The same as the Promise form, on the calling thread.
+    #[napi(
+        ts_args_type = "requestId: string, answer: ApprovalAnswer",
+        ts_return_type = "ApprovalRequest"
+    )]
+    pub fn record_approval_sync(
+        &self,
+        env: Env,
+        request_id: Unknown,
+        answer: Unknown,
+    ) -> napi::Result<types::Json> {
+        let r = convert::string(&request_id, "requestId")
+            .and_then(|id| Ok((id, approval_answer(&answer)?)))
+            .and_then(|(id, answer)| self.inner.record_approval(&id, &answer));
+        sync(&env, r).map(approval_js)
     }
 
     /// Walks the whole audit chain; the report names the first broken record.

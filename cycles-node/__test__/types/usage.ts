@@ -4,6 +4,8 @@ import {
   ManualClock,
   guard,
   isCyclesError,
+  type ApprovalAnswer,
+  type ApprovalRequest,
   type Balance,
   type Decision,
   type ReserveRequest,
@@ -42,7 +44,15 @@ async function main(): Promise<void> {
   const s: string = await viaMethod('x')
   for await (const rec of auth.iterAudit({ kinds: ['commit'] })) use(rec.seq, rec.hash)
   use(kind, left, n, s, (await auth.verify()).ok, auth.nowMs)
+  const pending: ApprovalRequest[] = await auth.approvals('PENDING')
+  const first: ApprovalRequest = auth.approvalSync(pending[0].request_id)
+  const answer: ApprovalAnswer = 'pending'
+  const after: ApprovalRequest = await auth.recordApproval(first.request_id, answer)
+  use(after.status === 'GRANTED', after.grant?.scope, after.call.name)
 }
+
+// @ts-expect-error: approval statuses are a closed set
+void (async (a: Authority) => a.approvals('WAITING'))
 
 // @ts-expect-error: a reserve request needs a subject
 const bad: ReserveRequest = { tool: 'x' }
