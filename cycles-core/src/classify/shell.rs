@@ -26,6 +26,8 @@
 use super::{Verdict, http, names, sql};
 use crate::model::Tier;
 
+mod hidden;
+
 /// Longest command text classified; longer is tier 4 (`shell.too_long`).
 pub const MAX_SHELL_LEN: usize = 1 << 20;
 /// Deepest nesting of shells, wrappers and substitutions followed.
@@ -664,6 +666,14 @@ const LOCAL_WRITE: &[&str] = &[
     "bunzip2",
     "xz",
     "unxz",
+    "zstd",
+    "unzstd",
+    "pigz",
+    "pbzip2",
+    "lz4",
+    "lzip",
+    "lzma",
+    "brotli",
     "7z",
     "patch",
     "make",
@@ -947,6 +957,8 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         .iter()
         .position(|w| !is_assignment(w) && !is_keyword(w))
         .unwrap_or(args.len());
+    // `GIT_SSH_COMMAND=... git fetch`, `PAGER=... man`: values that programs run.
+    hidden::assignments(args[..start].iter().map(|s| s.as_str()), depth + 1, v);
     let args = &args[start..];
     let Some(first) = args.first() else {
         // Only keywords (`done`, `fi`), assignments or redirections: no program runs.
@@ -964,6 +976,8 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         v.raise(Tier::T4, "shell.dynamic_command");
         return Out::Unknown;
     }
+    // Commands given in options (`tar --to-command=`, `ssh -o ProxyCommand=`, `vim -c '!'`).
+    hidden::options(name, rest, &stdin, d, v);
     match name {
         // --- wrappers -------------------------------------------------------------------
         "sudo" | "doas" | "run0" | "pkexec" => {
@@ -1012,6 +1026,12 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
             }
             Out::Unknown
         }
+        "export" | "declare" | "typeset" | "local" | "readonly" => {
+            // `export GIT_SSH_COMMAND=...`: a later command runs the value.
+            hidden::assignments(rest.iter().map(|s| s.as_str()), d, v);
+            v.raise(Tier::T0, "shell.read");
+            Out::Unknown
+        }
         "trap" => {
             // The action runs when the signal (or EXIT) comes.
             if let Some(action) = operands(rest).first()
@@ -1046,6 +1066,7 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
             command(&body, &stdin, d, v)
         }
         "env" => {
+            hidden::assignments(rest.iter().map(|s| s.as_str()), d, v);
             let mut j = 0;
             while j < rest.len() {
                 let a = rest[j].as_str();
@@ -1138,7 +1159,52 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
             }
             command(&inner[1..], &stdin, d, v)
         }
-        "xargs" | "parallel" => {
+        "parallel" => {
+            // GNU parallel runs its command line in a shell, once per argument (appended
+            // unless a `{}` replacement string places it).
+            let inner = skip_options(
+                rest,
+                &[
+                    "-a",
+                    "-d",
+                    "-E",
+                    "-I",
+                    "-L",
+                    "-n",
+                    "-P",
+                    "-s",
+                    "-j",
+                    "-S",
+                    "--arg-file",
+                ],
+            );
+            let sep = inner
+                .iter()
+                .position(|w| matches!(w.as_str(), ":::" | "::::" | ":::+" | "::::+"))
+                .unwrap_or(inner.len());
+            let arg: String = match inner.get(sep).map(|s| s.as_str()) {
+                Some(":::" | ":::+") => inner[sep + 1..]
+                    .iter()
+                    .filter(|w| !w.starts_with(":::"))
+                    .map(|w| shell_words::quote(w).into_owned())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                _ => "$XARGS".into(),
+            };
+            let mut line = inner[..sep].join(" ");
+            if line.trim().is_empty() {
+                // The commands themselves come from the arguments.
+                line = arg;
+            } else if line.contains('{') {
+                line = line.replace("{}", &arg);
+            } else {
+                line = format!("{line} {arg}");
+            }
+            v.raise(Tier::T0, "shell.wrapper");
+            script(&line, d, v);
+            Out::Unknown
+        }
+        "xargs" => {
             let inner = skip_options(
                 rest,
                 &[
@@ -1534,7 +1600,7 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         }
         // --- version control ---------------------------------------------------------------
         "git" => {
-            git(rest, v);
+            git(rest, d, v);
             Out::Unknown
         }
         // --- infrastructure ----------------------------------------------------------------
@@ -2428,9 +2494,14 @@ fn find(rest: &[String], d: usize, v: &mut Verdict) -> Out {
                 command(&argv, &Stdin::Terminal, d, v);
             }
             i = end;
-        } else if matches!(a, "-fprint" | "-fprintf" | "-fls") {
+        } else if matches!(a, "-fprint" | "-fprint0" | "-fprintf" | "-fls") {
             acted = true;
             v.raise(Tier::T1, "shell.local_write");
+            // The file is truncated first, like a `>` redirection.
+            if let Some(target) = rest.get(i + 1) {
+                overwrite(v, target);
+                i += 1;
+            }
         }
         i += 1;
     }
@@ -2467,12 +2538,41 @@ fn is_shared_ref(r: &str) -> bool {
         || base.starts_with("release/")
 }
 
-fn git(rest: &[String], v: &mut Verdict) {
+fn git(rest: &[String], d: usize, v: &mut Verdict) {
     // Global options before the subcommand.
     let mut j = 0;
+    let mut aliases: Vec<(String, String)> = Vec::new();
     while j < rest.len() {
         let a = rest[j].as_str();
-        if a == "-C" || a == "-c" || a == "--git-dir" || a == "--work-tree" || a == "--namespace" {
+        if a == "-c" {
+            // `-c key=value`: some keys name commands git runs.
+            if let Some((key, value)) = rest.get(j + 1).and_then(|kv| kv.split_once('=')) {
+                hidden::git_config(key, value, d, v);
+                if let Some(name) = key.to_ascii_lowercase().strip_prefix("alias.") {
+                    aliases.push((name.to_string(), value.to_string()));
+                }
+            }
+            j += 2;
+        } else if a == "--config-env"
+            || a.starts_with("--config-env=")
+            || a.starts_with("--exec-path=")
+        {
+            // A config value from a variable we may not see, or git's programs from another
+            // directory: fail closed unless the key runs nothing.
+            let spec = if a == "--config-env" {
+                j += 1;
+                rest.get(j).map_or("", |s| s.as_str())
+            } else {
+                a.split_once('=').map_or("", |(_, s)| s)
+            };
+            let key = spec.split_once('=').map_or(spec, |(k, _)| k);
+            let mut probe = Verdict::default();
+            hidden::git_config(key, "__unseen__ x", d, &mut probe);
+            if a.starts_with("--exec-path") || probe.tier > Tier::T2 || probe.rules.len() > 1 {
+                v.raise(Tier::T4, "shell.hidden_command_unseen");
+            }
+            j += 1;
+        } else if a == "-C" || a == "--git-dir" || a == "--work-tree" || a == "--namespace" {
             j += 2;
         } else if a.starts_with('-') {
             j += 1;
@@ -2485,6 +2585,21 @@ fn git(rest: &[String], v: &mut Verdict) {
         return;
     };
     let args = &rest[j + 1..];
+    // `git -c alias.st=status st`: the alias is the subcommand it names (a `!` alias was
+    // classified as a shell command above).
+    if let Some((_, value)) = aliases.iter().find(|(n, _)| n == sub)
+        && !value.starts_with('!')
+        && let Ok(mut words) = shell_words::split(value)
+    {
+        words.extend(args.iter().cloned());
+        if d <= MAX_DEPTH {
+            git(&words, d + 1, v);
+        } else {
+            v.raise(Tier::T4, "shell.nesting_too_deep");
+        }
+        return;
+    }
+    hidden::git_subcommand(sub, args, d, v);
     let ops = operands(args);
     match sub {
         "push" => {
