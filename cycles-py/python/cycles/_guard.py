@@ -1,6 +1,7 @@
 """The ``guard`` decorator: reserve before the body runs, commit after, release on error.
 
-Only plumbing lives here; whether a call may run is decided by the core's ``reserve``.
+Only plumbing lives here; whether a call may run is decided by the core's ``reserve``. The
+helpers below are shared with the framework integrations (``cycles.integrations``).
 """
 
 from __future__ import annotations
@@ -8,9 +9,22 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence, TypeVar, Union
+import logging
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Mapping,
+    Optional,
+    Sequence,
+    TypeVar,
+    Union,
+)
 
-from ._cycles import CyclesError
+from ._cycles import CyclesError, InvalidInput
 
 if TYPE_CHECKING:
     from ._cycles import Authority, Reservation
@@ -18,6 +32,9 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 Amounts = Union[Mapping[str, int], Sequence[Mapping[str, Any]]]
+Actual = Optional[Callable[[Any], Optional[Amounts]]]
+
+log = logging.getLogger("cycles")
 
 
 def _release_quietly(r: Reservation, exc: BaseException) -> None:
@@ -25,8 +42,108 @@ def _release_quietly(r: Reservation, exc: BaseException) -> None:
     # the hold is not lost: it expires with the reservation's TTL.
     try:
         r.release(f"exception: {type(exc).__name__}")
-    except CyclesError:
-        pass
+    except CyclesError as e:
+        log.warning("releasing %s failed (%s); the hold expires with its TTL", r.reservation_id, e)
+
+
+def _commit_held_quietly(r: Reservation) -> None:
+    # The body ran but what it cost cannot be computed: charge what was held.
+    try:
+        r.commit(None)
+    except CyclesError as e:
+        log.warning("committing %s failed (%s)", r.reservation_id, e)
+
+
+def _amounts(r: Reservation, actual: Actual, result: Any) -> Optional[Amounts]:
+    # The body ran, so it is charged: if `actual` fails, what was held is committed.
+    try:
+        return actual(result) if actual is not None else None
+    except BaseException:
+        _commit_held_quietly(r)
+        raise
+
+
+def _commit(r: Reservation, spent: Optional[Amounts]) -> None:
+    try:
+        r.commit(spent)
+    except InvalidInput:
+        # Amounts from `actual` the core refuses: charge what was held, then say why.
+        if spent is not None:
+            _commit_held_quietly(r)
+        raise
+
+
+def _settle(r: Reservation, actual: Actual, result: Any) -> None:
+    """The body returned ``result``: commit ``actual(result)`` (or what was held).
+
+    When ``actual`` raises or gives amounts the core refuses, what was held is committed and
+    that error is raised. A commit the ledger refuses raises its ``CyclesError`` with the
+    body's result on ``.result`` (the body did run).
+    """
+    spent = _amounts(r, actual, result)
+    try:
+        _commit(r, spent)
+    except CyclesError as e:
+        e.result = result  # type: ignore[attr-defined]
+        raise
+
+
+async def _asettle(r: Reservation, actual: Actual, result: Any) -> None:
+    await asyncio.to_thread(_settle, r, actual, result)
+
+
+def _guarded_generator(r: Reservation, gen: Generator[Any, Any, Any], actual: Actual) -> Generator[Any, Any, Any]:
+    # The body runs while the consumer iterates: the hold lasts until the generator is done.
+    try:
+        value = yield from gen
+    except GeneratorExit:
+        # Closed before the end (or collected): the body ran in part.
+        _commit_held_quietly(r)
+        raise
+    except BaseException as exc:
+        _release_quietly(r, exc)
+        raise
+    _settle(r, actual, value)
+    return value
+
+
+async def _guarded_async_generator(r: Reservation, agen: AsyncIterator[Any], actual: Actual) -> AsyncIterator[Any]:
+    try:
+        async for item in agen:
+            yield item
+    except GeneratorExit:
+        aclose = getattr(agen, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        await asyncio.to_thread(_commit_held_quietly, r)
+        raise
+    except BaseException as exc:
+        await asyncio.to_thread(_release_quietly, r, exc)
+        raise
+    await _asettle(r, actual, None)
+
+
+async def _guarded_awaitable(r: Reservation, aw: Awaitable[Any], actual: Actual) -> Any:
+    try:
+        result = await aw
+    except BaseException as exc:
+        await asyncio.to_thread(_release_quietly, r, exc)
+        raise
+    await _asettle(r, actual, result)
+    return result
+
+
+def _deferred(r: Reservation, result: Any, actual: Actual) -> Any:
+    """A sync callable's result that has not run yet (a coroutine, a generator) carries the
+    reservation until it has; anything else is settled now."""
+    if inspect.isgenerator(result):
+        return _guarded_generator(r, result, actual)
+    if inspect.isasyncgen(result):
+        return _guarded_async_generator(r, result, actual)
+    if inspect.isawaitable(result):
+        return _guarded_awaitable(r, result, actual)
+    _settle(r, actual, result)
+    return result
 
 
 def guard(
@@ -38,16 +155,23 @@ def guard(
     kind: Optional[str] = None,
     tags: Optional[Sequence[str]] = None,
     map_args: Optional[Callable[[dict[str, Any]], Any]] = None,
-    actual: Optional[Callable[[Any], Optional[Amounts]]] = None,
+    actual: Actual = None,
 ) -> Callable[[F], F]:
-    """Gate a sync or async function with ``authority``.
+    """Gate a sync or async function (or generator) with ``authority``.
 
     The function's bound call arguments (defaults applied) become the classified ``args`` of
     the tool call (pass ``map_args`` to select or transform them, e.g. to drop ``self``).
     ``reserve`` runs before the body: a DENY raises ``Denied`` and the body never runs. A
     body that returns commits the reservation (with ``actual(result)`` as the actual amounts
     when given, otherwise what was held); a body that raises releases it and the exception
-    propagates. Async functions await the ledger calls in a worker thread.
+    propagates. A generator (sync or async) holds its reservation until it is exhausted
+    (committed), raises (released) or is closed early (committed: it ran in part); so does a
+    coroutine returned by a sync callable, until it is awaited. Async functions await the
+    ledger calls in a worker thread.
+
+    The body ran, so it is charged: if ``actual`` raises, what was held is committed and the
+    error propagates; if the ledger refuses the commit, its ``CyclesError`` propagates with
+    the body's result on ``.result``.
     """
 
     def decorate(fn: F) -> F:
@@ -60,37 +184,65 @@ def guard(
             args = dict(bound.arguments)
             return map_args(args) if map_args is not None else args
 
+        def reserve(a: tuple[Any, ...], kw: dict[str, Any]) -> Reservation:
+            return authority.reserve(
+                name, call_args(a, kw), subject=subject, estimate=estimate, kind=kind, tags=tags
+            )
+
+        async def areserve(a: tuple[Any, ...], kw: dict[str, Any]) -> Reservation:
+            return await authority.areserve(
+                name, call_args(a, kw), subject=subject, estimate=estimate, kind=kind, tags=tags
+            )
+
+        if inspect.isasyncgenfunction(fn):
+
+            @functools.wraps(fn)
+            async def async_gen_wrapper(*a: Any, **kw: Any) -> Any:
+                r = await areserve(a, kw)
+                inner = _guarded_async_generator(r, fn(*a, **kw), actual)
+                try:
+                    async for item in inner:
+                        yield item
+                finally:
+                    # Closed early: close the body now, not whenever it is collected.
+                    await inner.aclose()  # type: ignore[attr-defined]
+
+            return async_gen_wrapper  # type: ignore[return-value]
+
+        if inspect.isgeneratorfunction(fn):
+
+            @functools.wraps(fn)
+            def gen_wrapper(*a: Any, **kw: Any) -> Any:
+                # Reserved on the first next(): that is when the body starts.
+                r = reserve(a, kw)
+                return (yield from _guarded_generator(r, fn(*a, **kw), actual))
+
+            return gen_wrapper  # type: ignore[return-value]
+
         if inspect.iscoroutinefunction(fn):
 
             @functools.wraps(fn)
             async def async_wrapper(*a: Any, **kw: Any) -> Any:
-                r = await authority.areserve(
-                    name, call_args(a, kw), subject=subject, estimate=estimate, kind=kind, tags=tags
-                )
+                r = await areserve(a, kw)
                 try:
                     result = await fn(*a, **kw)
-                    spent = actual(result) if actual is not None else None
                 except BaseException as exc:
                     await asyncio.to_thread(_release_quietly, r, exc)
                     raise
-                await asyncio.to_thread(r.commit, spent)
+                await _asettle(r, actual, result)
                 return result
 
             return async_wrapper  # type: ignore[return-value]
 
         @functools.wraps(fn)
         def wrapper(*a: Any, **kw: Any) -> Any:
-            r = authority.reserve(
-                name, call_args(a, kw), subject=subject, estimate=estimate, kind=kind, tags=tags
-            )
+            r = reserve(a, kw)
             try:
                 result = fn(*a, **kw)
-                spent = actual(result) if actual is not None else None
             except BaseException as exc:
                 _release_quietly(r, exc)
                 raise
-            r.commit(spent)
-            return result
+            return _deferred(r, result, actual)
 
         return wrapper  # type: ignore[return-value]
 

@@ -1,10 +1,12 @@
-"""Helpers shared by the integrations: argument conversion and the denial text for a model."""
+"""Helpers shared by the integrations: argument conversion, the refusal text for a model, and
+settling a reservation after the tool ran."""
 
 from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-from .._cycles import Denied
+from .._cycles import CyclesError, Denied, InvalidInput, Reservation
+from .._guard import Actual, _amounts, _commit, log
 
 DenyMessage = Callable[[Denied, str], str]
 
@@ -43,5 +45,39 @@ def default_deny_message(exc: Denied, tool: str) -> str:
     return " ".join(parts)
 
 
-def message_for(exc: Denied, tool: str, deny_message: Optional[DenyMessage]) -> str:
-    return (deny_message or default_deny_message)(exc, tool)
+def gate_error_message(exc: BaseException, tool: str) -> str:
+    """What the model reads when the gate itself failed (bad arguments, a broken policy or
+    ledger, a bug): the call was not run, exactly as for a denial."""
+    code = exc.code if isinstance(exc, CyclesError) else f"GATE_ERROR ({type(exc).__name__})"
+    return (
+        f"Cycles could not check the call to {tool!r}, so it was not run: {code}: {exc}. "
+        "Do not retry the same call; choose another action or ask the user."
+    )
+
+
+def message_for(exc: BaseException, tool: str, deny_message: Optional[DenyMessage]) -> str:
+    if isinstance(exc, Denied):
+        return (deny_message or default_deny_message)(exc, tool)
+    return gate_error_message(exc, tool)
+
+
+def settle_ran(r: Reservation, actual: Actual, result: Any, tool: str) -> None:
+    """The tool ran and returned ``result``: commit what it cost.
+
+    A commit the ledger refuses does not hide the result from the model: the call already
+    happened, and a model told it failed would run it again (the MCP gate does the same). The
+    failure is logged on the ``cycles`` logger and the hold expires with its TTL. A failing
+    ``actual`` (or amounts the core refuses) commits what was held and raises: that is a bug
+    in the caller's code, not the ledger's.
+    """
+    spent = _amounts(r, actual, result)
+    try:
+        _commit(r, spent)
+    except InvalidInput:
+        raise
+    except CyclesError as e:
+        log.error(
+            "the call to %r ran but committing %s failed (%s: %s); its result stands and the "
+            "hold expires with its TTL",
+            tool, r.reservation_id, e.code, e,
+        )

@@ -9,7 +9,9 @@ Invoking the returned tool reserves the call with the authority before the wrapp
 commits after it returns and releases if it raises. A DENY does not run the tool: by default
 the tool's output is a message the model can read (a ``ToolMessage`` with ``status="error"``
 when invoked with a tool call), so the agent loop continues; ``on_deny="raise"`` raises
-``cycles.Denied`` instead.
+``cycles.Denied`` instead. Any other failure of the gate (arguments the core cannot take, a
+broken ledger or policy, a bug) is handled the same way: the tool does not run and the model
+reads why (``on_deny="raise"`` raises the error).
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import patch_config
 from langchain_core.tools import BaseTool, ToolException
 
-from .._cycles import Authority, CyclesError, Denied, Reservation
-from ._common import DenyMessage, jsonable, message_for
+from .._cycles import Authority, Denied
+from .._guard import _release_quietly
+from ._common import DenyMessage, jsonable, message_for, settle_ran
 
-__all__ = ["CyclesDeniedToolException", "CyclesGuardedTool", "guard_tool"]
+__all__ = ["CyclesDeniedToolException", "CyclesGateToolException", "CyclesGuardedTool", "guard_tool"]
 
 Amounts = Union[Mapping[str, int], Sequence[Mapping[str, Any]]]
 
@@ -38,20 +41,20 @@ class CyclesDeniedToolException(ToolException):
         self.denied = denied
 
 
+class CyclesGateToolException(ToolException):
+    """The gate failed (not a denial) and the tool did not run; ``.error`` is the original."""
+
+    def __init__(self, message: str, error: Exception) -> None:
+        super().__init__(message)
+        self.error = error
+
+
 def _handle_denial_only(e: ToolException) -> str:
-    # Only our denials become model-readable output here. A ToolException from the wrapped
+    # Only our refusals become model-readable output here. A ToolException from the wrapped
     # tool already went through that tool's own `handle_tool_error` and was meant to raise.
-    if isinstance(e, CyclesDeniedToolException):
+    if isinstance(e, (CyclesDeniedToolException, CyclesGateToolException)):
         return str(e.args[0])
     raise e
-
-
-def _release_quietly(r: Reservation, exc: BaseException) -> None:
-    # The tool's exception is what the caller must see; an unreleasable hold expires by TTL.
-    try:
-        r.release(f"exception: {type(exc).__name__}")
-    except CyclesError:
-        pass
 
 
 class CyclesGuardedTool(BaseTool):
@@ -68,23 +71,25 @@ class CyclesGuardedTool(BaseTool):
 
     def _classified_args(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if args:
-            # A single-string tool: the model's input is the one string argument.
-            return {"input": jsonable(args[0])} if len(args) == 1 else jsonable(list(args))
-        # Injected arguments (run managers, runtime objects) are not what the model proposed:
-        # classify the fields of the schema the model sees.
-        schema = self.inner.tool_call_schema
-        if isinstance(schema, dict):
-            visible = set(schema.get("properties", {}))
-        else:
-            visible = set(getattr(schema, "model_fields", kwargs))
-        return {k: jsonable(v) for k, v in kwargs.items() if k in visible}
+            if len(args) == 1:
+                # A string input: LangChain runs the tool with it as its first argument (the
+                # first field of the schema), so that is the argument classified.
+                fields = list(self.inner.args)
+                return {fields[0] if fields else "input": jsonable(args[0])}
+            return jsonable(list(args))
+        # Injected arguments (run managers, runtime objects, the tool call id) are not what
+        # the model proposed. Everything else the tool will run with is classified, including
+        # keys a JSON-schema tool passes through without declaring them.
+        visible = self.inner._filter_injected_args(kwargs)
+        return {k: jsonable(v) for k, v in visible.items()}
 
-    def _denied(self, e: Denied) -> Any:
+    def _refused(self, e: Exception) -> Any:
         if self.on_deny == "raise":
             raise e
-        raise CyclesDeniedToolException(
-            message_for(e, self.cycles_tool, self.deny_message), e
-        ) from e
+        message = message_for(e, self.cycles_tool, self.deny_message)
+        if isinstance(e, Denied):
+            raise CyclesDeniedToolException(message, e) from e
+        raise CyclesGateToolException(message, e) from e
 
     def _inner_input(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         return args[0] if args else kwargs
@@ -103,16 +108,15 @@ class CyclesGuardedTool(BaseTool):
                 subject=self.subject,
                 estimate=self.estimate,
             )
-        except Denied as e:
-            return self._denied(e)
+        except Exception as e:  # a denial, or any failure of the gate: the tool does not run
+            return self._refused(e)
         child = patch_config(config, callbacks=run_manager.get_child() if run_manager else None)
         try:
             result = self.inner.invoke(self._inner_input(args, kwargs), child)
-            spent = self.actual(result) if self.actual is not None else None
         except BaseException as exc:
             _release_quietly(r, exc)
             raise
-        r.commit(spent)
+        settle_ran(r, self.actual, result, self.cycles_tool)
         return result
 
     async def _arun(
@@ -129,16 +133,15 @@ class CyclesGuardedTool(BaseTool):
                 subject=self.subject,
                 estimate=self.estimate,
             )
-        except Denied as e:
-            return self._denied(e)
+        except Exception as e:  # a denial, or any failure of the gate: the tool does not run
+            return self._refused(e)
         child = patch_config(config, callbacks=run_manager.get_child() if run_manager else None)
         try:
             result = await self.inner.ainvoke(self._inner_input(args, kwargs), child)
-            spent = self.actual(result) if self.actual is not None else None
         except BaseException as exc:
             await asyncio.to_thread(_release_quietly, r, exc)
             raise
-        await asyncio.to_thread(r.commit, spent)
+        await asyncio.to_thread(settle_ran, r, self.actual, result, self.cycles_tool)
         return result
 
 

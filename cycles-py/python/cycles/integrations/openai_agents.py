@@ -13,7 +13,9 @@ The returned tool has the same name, description and JSON schema. Each invocatio
 call (its JSON arguments are the classified ``args``) before the original tool runs, commits
 after it returns and releases if it raises. A DENY does not run the tool: by default the model
 receives a message saying why (the SDK sends a tool's string result back to the model), and
-``on_deny="raise"`` raises ``cycles.Denied`` to stop the run instead.
+``on_deny="raise"`` raises ``cycles.Denied`` to stop the run instead. Any other failure of the
+gate (arguments the core cannot take, a broken ledger or policy, a bug) is handled the same way:
+the tool does not run and the model reads why (``on_deny="raise"`` raises the error).
 
 ``input_guardrail(...)`` is the lighter form: a ``ToolInputGuardrail`` that asks ``decide``
 (no hold, nothing committed) and rejects the call with the same message on DENY.
@@ -30,8 +32,9 @@ from agents import FunctionTool, ToolGuardrailFunctionOutput, ToolInputGuardrail
 from agents.tool_context import ToolContext
 from agents.tool_guardrails import ToolInputGuardrailData
 
-from .._cycles import Authority, CyclesError, Denied, Reservation
-from ._common import DenyMessage, message_for
+from .._cycles import Authority, Denied
+from .._guard import _release_quietly
+from ._common import DenyMessage, message_for, settle_ran
 
 __all__ = ["guard_function_tool", "input_guardrail"]
 
@@ -47,14 +50,6 @@ def _arguments(raw: str) -> Any:
         return json.loads(raw)
     except ValueError:
         return {"raw_arguments": raw}
-
-
-def _release_quietly(r: Reservation, exc: BaseException) -> None:
-    # The tool's exception is what the caller must see; an unreleasable hold expires by TTL.
-    try:
-        r.release(f"exception: {type(exc).__name__}")
-    except CyclesError:
-        pass
 
 
 def guard_function_tool(
@@ -82,17 +77,16 @@ def guard_function_tool(
             r = await authority.areserve(
                 cycles_tool, _arguments(input), subject=subject, estimate=estimate
             )
-        except Denied as e:
+        except Exception as e:  # a denial, or any failure of the gate: the tool does not run
             if on_deny == "raise":
                 raise
             return message_for(e, cycles_tool, deny_message)
         try:
             result = await inner_invoke(ctx, input)
-            spent = actual(result) if actual is not None else None
         except BaseException as exc:
             await asyncio.to_thread(_release_quietly, r, exc)
             raise
-        await asyncio.to_thread(r.commit, spent)
+        await asyncio.to_thread(settle_ran, r, actual, result, cycles_tool)
         return result
 
     # FunctionTool.__copy__ keeps the SDK's own normalisation; only the invoker changes.
@@ -117,9 +111,14 @@ def input_guardrail(
 
     async def cycles_decide(data: ToolInputGuardrailData) -> ToolGuardrailFunctionOutput:
         ctx = data.context
-        d = await authority.adecide(
-            ctx.tool_name, _arguments(ctx.tool_arguments), subject=subject, estimate=estimate
-        )
+        try:
+            d = await authority.adecide(
+                ctx.tool_name, _arguments(ctx.tool_arguments), subject=subject, estimate=estimate
+            )
+        except Exception as e:  # the gate failed: the call is rejected, never let through
+            return ToolGuardrailFunctionOutput.reject_content(
+                message_for(e, ctx.tool_name, deny_message), output_info={"error": str(e)}
+            )
         if d.allowed:
             return ToolGuardrailFunctionOutput.allow(output_info=d.to_dict())
         denied = Denied(f"denied: {d.reason_code}")
