@@ -21,11 +21,15 @@
 //! `rm -r` on a path naming backups, volumes or a database (or a data store under `/var/lib`)
 //! 4; every known program among a wrapper's words is classified (`sudo --user root rm -rf /`);
 //! trap and alias bodies, awk `system()`, GNU sed `e`, inline interpreter code and decoded
-//! `printf` escapes are read for the commands they run.
+//! `printf` escapes are read for the commands they run. Commands given to another program in
+//! an option, a config key or a variable (`git -c core.pager=...`, `tar --to-command=...`,
+//! `ssh -o ProxyCommand=...`, `GIT_SSH_COMMAND=...`) are classified too (`shell/hidden.rs`);
+//! backup, snapshot and key-value store tools are rated in `shell/backup.rs`.
 
 use super::{Verdict, http, names, sql};
 use crate::model::Tier;
 
+mod backup;
 mod hidden;
 
 /// Longest command text classified; longer is tier 4 (`shell.too_long`).
@@ -1348,8 +1352,18 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         }
         "wipefs" | "mke2fs" | "mkswap" | "fdisk" | "sfdisk" | "gdisk" | "sgdisk" | "parted"
         | "blkdiscard" | "hdparm" | "nvme" => {
+            // `parted /dev/sda print`: every word after the device only shows the table.
+            let parted_read = name == "parted"
+                && (has(rest, &["-l", "--list"])
+                    || operands(rest).split_first().is_some_and(|(_, cmds)| {
+                        !cmds.is_empty()
+                            && cmds
+                                .iter()
+                                .all(|c| matches!(*c, "print" | "p" | "free" | "help" | "version"))
+                    }));
             if name == "fdisk" && has(rest, &["-l", "--list"])
                 || name == "nvme" && has(rest, &["list"])
+                || parted_read
             {
                 v.raise(Tier::T0, "shell.read");
             } else {
@@ -1592,6 +1606,10 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
                 }
                 _ => v.raise(Tier::T2, "shell.system_change"),
             }
+            Out::Unknown
+        }
+        n if backup::PROGRAMS.contains(&n) => {
+            backup::classify(n, rest, v);
             Out::Unknown
         }
         "lvremove" | "vgremove" | "pvremove" => {
