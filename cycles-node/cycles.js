@@ -207,12 +207,20 @@ function defaultArgs(...callArgs) {
   return { arguments: callArgs }
 }
 
+const GENERATORS = new Set(['GeneratorFunction', 'AsyncGeneratorFunction'])
+
 /**
  * Wraps `fn` so that every call is reserved before it runs, committed after it resolves and
- * released if it throws. A denial rejects before `fn` is called.
+ * released if it throws. A denial rejects before `fn` is called. The call ran, so it is
+ * charged: if `opts.actual` throws, what was held is committed and its error rejects.
  */
 function guard(fn, opts) {
   if (typeof fn !== 'function') throw new TypeError('guard(fn, opts): fn must be a function')
+  // A generator's body runs after the call returns: committing then would charge a call
+  // that has not run, and its errors would never release. Refused rather than half-gated.
+  if (GENERATORS.has(Object.getPrototypeOf(fn)?.constructor?.name)) {
+    throw new TypeError('guard(fn, opts): fn must not be a generator function (its body would run after the commit)')
+  }
   const o = opts ?? {}
   if (!(o.authority instanceof Authority)) {
     throw new TypeError('guard(fn, opts): opts.authority must be an Authority')
@@ -239,7 +247,14 @@ function guard(fn, opts) {
       await reservation.release({ reason: 'guarded function threw' }).catch(() => {})
       throw err
     }
-    const actual = o.actual ? o.actual(result, ...callArgs) : undefined
+    let actual
+    try {
+      actual = o.actual ? o.actual(result, ...callArgs) : undefined
+    } catch (err) {
+      await reservation.commit().catch(() => {})
+      err.result = result
+      throw err
+    }
     try {
       await reservation.commit(actual === undefined ? undefined : { actual })
     } catch (err) {

@@ -1,0 +1,52 @@
+// The JS guard fails closed like the Python one: a call that ran is always charged (also when
+// `actual` throws), a generator function is refused rather than committed before its body
+// runs, and a denial or a bad argument never runs the function.
+import test from 'node:test'
+import assert from 'node:assert/strict'
+
+import { cycles } from './support.mjs'
+
+const { Authority, guard } = cycles
+
+const POLICY = {
+  tools: [{ name: 'send_email', tier: 2 }],
+  budgets: [{ scope: 'agent:bot', unit: 'RISK_POINTS', allocated: 7 }],
+}
+const BOT = { agent: 'bot' }
+const risk = (auth) => auth.balancesSync('agent:bot').find((b) => b.unit === 'RISK_POINTS')
+
+test('guard: an `actual` that throws still charges what was held', async () => {
+  const auth = Authority.inMemory({ policy: POLICY })
+  const ran = []
+  const send = guard(async function send_email(to) {
+    ran.push(to)
+    return {}
+  }, { authority: auth, subject: BOT, actual: (r) => r.cost.map((x) => x) })
+  await assert.rejects(send('a@b.c'), (e) => e instanceof TypeError && typeof e.result === 'object')
+  assert.deepEqual(ran, ['a@b.c'])
+  const b = risk(auth)
+  assert.equal(b.reserved, 0, 'the hold is not left to expire uncharged')
+  assert.equal(b.spent, 5, 'the email went out: it is charged')
+})
+
+test('guard: generator functions are refused (their body would run after the commit)', () => {
+  const auth = Authority.inMemory({ policy: POLICY })
+  assert.throws(() => guard(function* send_email() { yield 1 }, { authority: auth, subject: BOT }), /generator/)
+  assert.throws(() => auth.guard(async function* send_email() { yield 1 }, { subject: BOT }), /generator/)
+})
+
+test('guard: parallel calls share the budget; a denied call never runs', async () => {
+  const auth = Authority.inMemory({ policy: POLICY })
+  let ran = 0
+  const send = auth.guard(async function send_email() {
+    ran++
+    await new Promise((r) => setImmediate(r))
+    return 'sent'
+  }, { subject: BOT })
+  const out = await Promise.allSettled([send('a'), send('b'), send('c')])
+  assert.equal(out.filter((o) => o.status === 'fulfilled').length, 1)
+  assert.ok(out.filter((o) => o.status === 'rejected').every((o) => o.reason.code === 'BUDGET_EXCEEDED'))
+  assert.equal(ran, 1)
+  assert.equal(risk(auth).spent, 5)
+  assert.equal(risk(auth).reserved, 0)
+})
