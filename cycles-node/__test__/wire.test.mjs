@@ -156,7 +156,6 @@ test('decideSync reads unusual arguments exactly as the Promise form does', asyn
   const odd = [
     { date: new Date(0) },
     { custom: { toJSON: () => 'custom' } },
-    { map: new Map([['a', 1]]) },
     { point: new Point() },
     { skipped: undefined, kept: 1 },
     { nested: [[1, [2, { deep: [3.5, -0, 'x'] }]]] },
@@ -176,7 +175,18 @@ test('decideSync reads unusual arguments exactly as the Promise form does', asyn
   }
   // Inexact input fails the same way on both paths, and nothing is recorded.
   const before = auth.auditSync({ limit: 10_000 }).length
-  for (const args of [{ n: NaN }, { n: -Infinity }, { f() {} }, { a: [1, undefined] }, { s: Symbol('s') }]) {
+  // A Map or Set would stringify as {}: the tool would run with entries the gate never saw.
+  for (const args of [
+    { n: NaN },
+    { n: -Infinity },
+    { f() {} },
+    { a: [1, undefined] },
+    { s: Symbol('s') },
+    { map: new Map([['command', 'rm -rf /']]) },
+    { set: new Set(['rm -rf /']) },
+    { deep: [{ m: new Map() }] },
+    { withBig: 2n ** 62n, map: new Map([['a', 1]]) },
+  ]) {
     const req = { subject: SUBJECT, tool: 'read_file', args }
     let syncCode
     try {

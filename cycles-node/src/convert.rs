@@ -94,6 +94,14 @@ fn walk(
                 }
                 Value::Array(items)
             } else {
+                if is_keyed_collection(v).map_err(|e| napi_failed(field, e))? {
+                    // JSON would silently drop its entries: the tool would run with arguments
+                    // the gate never saw.
+                    return Err(invalid(
+                        field,
+                        "a Map or Set is not JSON (its entries would be dropped): pass a plain object or an array",
+                    ));
+                }
                 let mut map = Map::new();
                 for key in Object::keys(&obj).map_err(|e| napi_failed(field, e))? {
                     let path = if field.is_empty() {
@@ -119,6 +127,19 @@ fn walk(
         }
     };
     Ok(Some(out))
+}
+
+/// Whether `v` is a `Map`, `Set`, `WeakMap` or `WeakSet` (of this realm).
+fn is_keyed_collection(v: &Unknown<'_>) -> napi::Result<bool> {
+    let env = napi::Env::from_raw(v.value().env);
+    let global = env.get_global()?;
+    for name in ["Map", "Set", "WeakMap", "WeakSet"] {
+        let constructor: Unknown = global.get_named_property(name)?;
+        if v.instanceof(constructor)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 fn number(n: f64, field: &str, numbers: Numbers) -> Result<Value, CyclesError> {

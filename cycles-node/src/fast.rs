@@ -28,6 +28,8 @@ const REPLACER: &str = "(function (k, v) {
       if (Array.isArray(this)) throw 0
       return v
     default:
+      // A Map or Set stringifies as {} (its entries dropped): the exact reader refuses it.
+      if (v instanceof Map || v instanceof Set || v instanceof WeakMap || v instanceof WeakSet) throw 0
       return v
   }
 })";
