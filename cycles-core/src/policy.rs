@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::classify::{Classification, ClassifierKind, SqlDialect, ToolIndex};
 use crate::error::{CyclesError, Result};
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 use crate::ledger::LedgerTxn;
 use crate::model::{
@@ -586,13 +586,23 @@ struct CompiledCaps {
     reported_denylist: Option<Vec<String>>,
 }
 
-fn glob_set(field: &str, names: &[String]) -> std::result::Result<GlobSet, Issue> {
+/// The glob set of a caps list; `case_insensitive` for denylists, which also match the
+/// canonical form of a name (so `Railway..Delete_Volume` is on a `railway.*` denylist).
+fn glob_set(
+    field: &str,
+    names: &[String],
+    case_insensitive: bool,
+) -> std::result::Result<GlobSet, Issue> {
     let mut b = GlobSetBuilder::new();
     for (i, n) in names.iter().enumerate() {
         if n.is_empty() {
             return Err(Issue::new(format!("{field}[{i}]"), "must not be empty"));
         }
-        b.add(Glob::new(n).map_err(|e| Issue::new(format!("{field}[{i}]"), e.to_string()))?);
+        let glob = GlobBuilder::new(n)
+            .case_insensitive(case_insensitive)
+            .build()
+            .map_err(|e| Issue::new(format!("{field}[{i}]"), e.to_string()))?;
+        b.add(glob);
     }
     b.build().map_err(|e| Issue::new(field, e.to_string()))
 }
@@ -637,11 +647,11 @@ impl CompiledCaps {
             ));
         }
         let deny = match &rule.tool_denylist {
-            Some(list) if !list.is_empty() => Some(glob_set(&f("tool_denylist"), list)?),
+            Some(list) if !list.is_empty() => Some(glob_set(&f("tool_denylist"), list, true)?),
             _ => None,
         };
         let allow = match &rule.tool_allowlist {
-            Some(list) => Some(glob_set(&f("tool_allowlist"), list)?),
+            Some(list) => Some(glob_set(&f("tool_allowlist"), list, false)?),
             None => None,
         };
         let reported_denylist = if rule.tool_denylist.is_some() || rule.deny_min_tier.is_some() {
@@ -764,7 +774,9 @@ impl CompiledPolicy {
                             r.id
                         ),
                     ))
-                } else if c.deny.as_ref().is_some_and(|d| d.is_match(tool)) {
+                } else if c.deny.as_ref().is_some_and(|d| {
+                    d.is_match(tool) || d.is_match(crate::classify::canonical_name(tool))
+                }) {
                     Some(deny(
                         ReasonCode::PolicyViolation,
                         format!(

@@ -313,6 +313,11 @@ pub(crate) struct ToolIndex {
     exact: HashMap<String, usize>,
     globs: GlobSet,
     glob_rules: Vec<usize>,
+    /// Exact registrations by [`canonical_name`]: a call whose name differs from a registered
+    /// one only by case or repeated/outer separators is rated at least as that registration.
+    canon_exact: HashMap<String, Vec<usize>>,
+    /// The globs matched case-insensitively against a canonical name.
+    canon_globs: GlobSet,
     rules: Vec<ToolRule>,
     rule_ids: Vec<String>,
     classifiers: Vec<Option<ArgClassifier>>,
@@ -320,6 +325,49 @@ pub(crate) struct ToolIndex {
 
 fn is_glob(name: &str) -> bool {
     name.contains(['*', '?', '[', '{'])
+}
+
+fn is_separator(c: char) -> bool {
+    matches!(c, '.' | '_' | '-' | ':' | '/')
+}
+
+/// The form under which two tool names are the same tool to a lenient executor: ASCII
+/// lowercase, each run of separators (`.`, `_`, `-`, `:`, `/`) reduced to its first, none at
+/// either end (`Railway..Delete_Volume.` → `railway.delete_volume`). Registrations are looked
+/// up by the exact name; this form only ever adds the tier of a look-alike registration.
+pub fn canonical_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut prev_sep = true;
+    for c in name.chars() {
+        if is_separator(c) {
+            if !prev_sep {
+                out.push(c);
+            }
+            prev_sep = true;
+        } else {
+            out.push(c.to_ascii_lowercase());
+            prev_sep = false;
+        }
+    }
+    while out.ends_with(is_separator) {
+        out.pop();
+    }
+    out
+}
+
+/// A glob set matching case-insensitively (for names compared in [`canonical_name`] form).
+pub(crate) fn case_insensitive_globs<'a>(
+    patterns: impl IntoIterator<Item = &'a str>,
+) -> std::result::Result<GlobSet, globset::Error> {
+    let mut b = GlobSetBuilder::new();
+    for p in patterns {
+        b.add(
+            globset::GlobBuilder::new(p)
+                .case_insensitive(true)
+                .build()?,
+        );
+    }
+    b.build()
 }
 
 impl ToolIndex {
@@ -361,10 +409,21 @@ impl ToolIndex {
         let globs = builder
             .build()
             .map_err(|e| Issue::new("tools", e.to_string()))?;
+        let mut canon_exact: HashMap<String, Vec<usize>> = HashMap::new();
+        for &i in exact.values() {
+            canon_exact
+                .entry(canonical_name(&rules[i].name))
+                .or_default()
+                .push(i);
+        }
+        let canon_globs = case_insensitive_globs(glob_rules.iter().map(|&i| &*rules[i].name))
+            .map_err(|e| Issue::new("tools", e.to_string()))?;
         Ok(ToolIndex {
             exact,
             globs,
             glob_rules,
+            canon_exact,
+            canon_globs,
             rule_ids: rules.iter().map(|r| format!("tool:{}", r.name)).collect(),
             rules: rules.to_vec(),
             classifiers,
@@ -387,19 +446,64 @@ impl ToolIndex {
             .map(|g| self.glob_rules[g])
     }
 
+    /// Registrations `name` is a look-alike of: every exact registration with the same
+    /// [`canonical_name`], else the first glob matching it case-insensitively.
+    fn look_alikes(&self, name: &str) -> Vec<usize> {
+        let canon = canonical_name(name);
+        if let Some(list) = self.canon_exact.get(&canon) {
+            return list.clone();
+        }
+        self.canon_globs
+            .matches(&canon)
+            .into_iter()
+            .min()
+            .map(|g| vec![self.glob_rules[g]])
+            .unwrap_or_default()
+    }
+
+    /// The tier registration `i` and its classifier give `call`, with the rules that fired.
+    fn rate(&self, i: usize, call: &ToolCall, rules: &mut Vec<String>) -> Tier {
+        rules.push(self.rule_ids[i].clone());
+        let mut tier = self.rules[i].tier;
+        if let Some(c) = &self.classifiers[i] {
+            let mut v = Verdict::default();
+            c.apply(call, &mut v);
+            tier = tier.max(v.tier);
+            rules.extend(v.rules.iter().map(|r| r.to_string()));
+        }
+        tier
+    }
+
     pub(crate) fn classify(&self, call: &ToolCall, unknown: &UnknownTool) -> Classification {
-        match self.lookup(&call.action.name) {
+        let found = self.lookup(&call.action.name);
+        let mut c = self.classify_as(found, call, unknown);
+        // A name that differs from a registered one only by case or separators (which a
+        // case-insensitive or normalising executor runs as that tool) is never rated below it.
+        for i in self.look_alikes(&call.action.name) {
+            if Some(i) == found {
+                continue;
+            }
+            let mut rules = vec![format!("name.look_alike:{}", self.rules[i].name)];
+            let tier = self.rate(i, call, &mut rules);
+            if tier > c.tier {
+                c.tier = tier;
+                c.rules.extend(rules);
+            }
+        }
+        c
+    }
+
+    fn classify_as(
+        &self,
+        found: Option<usize>,
+        call: &ToolCall,
+        unknown: &UnknownTool,
+    ) -> Classification {
+        match found {
             Some(i) => {
                 let rule = &self.rules[i];
                 let mut rules = Vec::with_capacity(1);
-                rules.push(self.rule_ids[i].clone());
-                let mut tier = rule.tier;
-                if let Some(c) = &self.classifiers[i] {
-                    let mut v = Verdict::default();
-                    c.apply(call, &mut v);
-                    tier = tier.max(v.tier);
-                    rules.extend(v.rules.iter().map(|r| r.to_string()));
-                }
+                let tier = self.rate(i, call, &mut rules);
                 Classification {
                     tier,
                     kind: rule.kind.clone().or_else(|| call.action.kind.clone()),
