@@ -244,6 +244,30 @@ fn the_mcp_gate_prefix_does_not_open_a_gap() {
 }
 
 #[test]
+fn an_unregistered_name_without_case_keeps_its_heuristic_tier() {
+    // `railway.volumeDelete` is 4 by the name heuristics (tier 4 needs an approval); spelled
+    // without case, which a case-insensitive executor runs as the same tool, it was one
+    // unknown word and only the unknown tier 3.
+    let p = Policy::default().compile().unwrap();
+    for name in [
+        "railway.volumeDelete",
+        "railway.volumedelete",
+        "RAILWAY.VOLUMEDELETE",
+        "deletebackup",
+        "DROPDATABASE",
+    ] {
+        assert_eq!(tier_of(&p, name, json!({})), Tier::T4, "{name}");
+    }
+    for name in ["ui.dropdown", "productionstatus", "listvolumes"] {
+        assert_eq!(
+            tier_of(&p, name, json!({})),
+            Tier::T3,
+            "{name}: the unknown tier"
+        );
+    }
+}
+
+#[test]
 fn canonical_names() {
     assert_eq!(
         canonical_name("Railway..Delete_Volume."),

@@ -167,6 +167,41 @@ pub(crate) fn is_critical(word: &str) -> bool {
     CRITICAL.contains(&word)
 }
 
+/// Destructive verbs and critical nouns looked for inside one unsplit word (`volumedelete`,
+/// `DELETEVOLUME`): the case-less spelling of `volumeDelete` that a case-insensitive executor
+/// runs as the same tool. Only long, specific stems, and only both together, so `dropdown` or
+/// `production` alone never match.
+const COMPOUND_VERBS: &[&str] = &[
+    "delete",
+    "destroy",
+    "drop",
+    "purge",
+    "wipe",
+    "terminate",
+    "truncate",
+    "erase",
+    "nuke",
+    "shred",
+];
+const COMPOUND_NOUNS: &[&str] = &[
+    "backup",
+    "volume",
+    "database",
+    "cluster",
+    "snapshot",
+    "project",
+    "environment",
+    "bucket",
+    "prod",
+];
+
+/// Whether one word (lowercase) glues a destructive verb to a critical noun.
+fn is_compound_destructive_critical(word: &str) -> bool {
+    word.len() > 6
+        && COMPOUND_VERBS.iter().any(|v| word.contains(v))
+        && COMPOUND_NOUNS.iter().any(|n| word.contains(n))
+}
+
 /// What the words of `name` say: `(destructive verb present, critical noun present)`.
 pub(crate) fn scan(name: &str) -> (bool, bool) {
     let mut destructive = false;
@@ -176,6 +211,10 @@ pub(crate) fn scan(name: &str) -> (bool, bool) {
         destructive |= is_destructive(w);
         weak |= DESTRUCTIVE_WITH_CRITICAL.contains(&w);
         critical |= is_critical(w);
+        if is_compound_destructive_critical(w) {
+            destructive = true;
+            critical = true;
+        }
         false
     });
     (destructive || (weak && critical), critical)
@@ -240,5 +279,12 @@ mod tests {
         assert_eq!(classify("list_volumes").tier, Tier::T0);
         assert!(classify("list_volumes").rules.is_empty());
         assert_eq!(classify("model.predict").tier, Tier::T0);
+        // The same tool spelled without case: one word, still a verb and a critical noun.
+        assert_eq!(classify("railway.volumedelete").tier, Tier::T4);
+        assert_eq!(classify("RAILWAY.DELETEVOLUME").tier, Tier::T4);
+        assert_eq!(classify("dropdatabase").tier, Tier::T4);
+        assert_eq!(classify("ui.dropdown").tier, Tier::T0);
+        assert_eq!(classify("productionstatus").tier, Tier::T0);
+        assert_eq!(classify("listvolumes").tier, Tier::T0);
     }
 }
