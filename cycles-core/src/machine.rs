@@ -78,6 +78,15 @@ impl<'a> Prepared<'a> {
         })
     }
 
+    /// The call's action as recorded: the registration's kind over the caller's (see `audit`).
+    fn action(&self) -> crate::model::Action {
+        let mut action = self.call.action.clone();
+        if let Some(kind) = &self.assessment.classification.kind {
+            action.kind = Some(kind.clone());
+        }
+        action
+    }
+
     fn base_decision(&self, kind: DecisionKind) -> Decision {
         let c = &self.assessment.classification;
         let mut d = Decision::allow(c.tier, self.assessment.risk_points);
@@ -92,8 +101,10 @@ impl<'a> Prepared<'a> {
         r.subject = Some(self.subject);
         r.scopes = &self.scopes;
         let mut action = self.call.action.view();
-        if action.kind.is_none() {
-            action.kind = self.assessment.classification.kind.as_deref();
+        // The registration's kind, when it has one, over the caller's: the caller (the agent's
+        // side) could label a DROP as `fs.read` in the audit trail otherwise.
+        if let Some(kind) = self.assessment.classification.kind.as_deref() {
+            action.kind = Some(kind);
         }
         r.action = Some(action);
         r.call_digest = Some(&self.call_digest);
@@ -406,7 +417,7 @@ pub(crate) fn reserve(
         reservation_id: reservation_id.to_string(),
         status: ReservationStatus::Active,
         subject: prepared.subject.clone(),
-        action: prepared.call.action.clone(),
+        action: prepared.action(),
         call_digest: prepared.call_digest.clone(),
         tier: prepared.assessment.classification.tier,
         holds,

@@ -314,6 +314,27 @@ fn caller_kind_and_tags_never_lower_the_tier() {
     }
 }
 
+#[test]
+fn the_audit_trail_and_the_reservation_record_the_registrations_kind_not_the_callers() {
+    let auth = auth_with(policy());
+    let mut call = ToolCall::new("run_sql", json!({"query": "SELECT 1"}));
+    call.action.kind = Some("fs.read".into());
+    let r = auth
+        .reserve(&ReserveRequest::new(acme(), call.clone()))
+        .unwrap();
+    assert_eq!(r.action.kind.as_deref(), Some("db.query"));
+    auth.decide(&DecideRequest::new(acme(), call)).unwrap();
+    let records = auth.audit(&AuditQuery::default()).unwrap();
+    let kinds: Vec<_> = records
+        .iter()
+        .filter_map(|rec| rec.action.as_ref())
+        .map(|a| a.kind.as_deref())
+        .collect();
+    assert!(kinds.len() >= 2, "{kinds:?}");
+    assert!(kinds.iter().all(|k| *k == Some("db.query")), "{kinds:?}");
+    assert!(auth.verify().unwrap().ok);
+}
+
 // ---- 3. estimates, points, ttl, idempotency, extend ----------------------------------------
 
 fn reserve_req(tool: &str) -> ReserveRequest {
