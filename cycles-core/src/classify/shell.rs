@@ -1314,13 +1314,7 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         }
         "ssh" => {
             v.raise(Tier::T2, "shell.remote");
-            let after = skip_options(
-                rest,
-                &[
-                    "-b", "-c", "-D", "-E", "-e", "-F", "-I", "-i", "-J", "-L", "-l", "-m", "-O",
-                    "-o", "-p", "-Q", "-R", "-S", "-W", "-w", "-B",
-                ],
-            );
+            let after = skip_options(rest, SSH_VALUE_OPTIONS);
             if after.len() > 1 {
                 // ssh joins the remaining words with spaces and runs them in a remote shell.
                 script(&after[1..].join(" "), d, v);
@@ -1899,6 +1893,12 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         }
     }
 }
+
+/// Options of `ssh` that take a value.
+const SSH_VALUE_OPTIONS: &[&str] = &[
+    "-b", "-c", "-D", "-E", "-e", "-F", "-I", "-i", "-J", "-L", "-l", "-m", "-O", "-o", "-p", "-Q",
+    "-R", "-S", "-W", "-w", "-B",
+];
 
 /// Programs that run the command given in their arguments.
 const WRAPPERS: &[&str] = &[
@@ -3486,6 +3486,11 @@ fn cloud(name: &str, rest: &[String], v: &mut Verdict) {
         }
         ("aws", "s3", Some("rb")) => Some((Tier::T4, "shell.cloud_delete_critical")),
         ("aws", "s3", Some("rm")) if recursive => Some((Tier::T4, "shell.cloud_delete_critical")),
+        // One object (a versioned bucket keeps it), unless its key names a backup, a
+        // database, a snapshot, ...
+        ("aws", "s3", Some("rm")) if !s3_keys_critical(&ops) => {
+            Some((Tier::T3, "shell.cloud_delete"))
+        }
         ("aws", "s3", Some("sync")) if rest.iter().any(|a| a == "--delete") => {
             Some((Tier::T3, "shell.cloud_delete"))
         }
@@ -3554,6 +3559,16 @@ fn cloud(name: &str, rest: &[String], v: &mut Verdict) {
     } else {
         v.raise(Tier::T2, "shell.cloud_call");
     }
+}
+
+/// Whether an `s3://bucket/key` operand's key names something critical (`backups/db.dump`).
+fn s3_keys_critical(ops: &[&str]) -> bool {
+    ops.iter()
+        .filter_map(|o| o.strip_prefix("s3://"))
+        .any(|url| {
+            let key = url.split_once('/').map_or("", |(_, k)| k);
+            names::any_word(key, names::is_critical)
+        })
 }
 
 #[cfg(test)]

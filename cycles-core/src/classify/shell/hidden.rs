@@ -1,12 +1,15 @@
 //! Commands hidden in an option, a configuration key or an environment variable of another
 //! program: `git -c core.pager='rm -rf /' log`, `GIT_SSH_COMMAND=... git fetch`,
 //! `tar --to-command=...`, `ssh -o ProxyCommand=...`, `rsync -e ...`, `vim -c '!...'`,
-//! `make --eval=...`, `gdb -ex 'shell ...'`, `socat EXEC:...`, `nc -e /bin/sh`, ...
+//! `make --eval=...`, `gdb -ex 'shell ...'`, `socat EXEC:...`, `nc -e /bin/sh`, text `expect`
+//! sends to a program it spawns, ...
 //!
 //! Each hidden command is classified by the same machinery as a command written out
 //! ([`script`] / [`command`]), so the program is rated at least as high as what it runs; a
 //! command we cannot read (a hooks directory, an included config file, a makefile on a pipe)
-//! is tier 4 (`shell.hidden_command_unseen`), as for a shell reading unseen input.
+//! is tier 4 (`shell.hidden_command_unseen`), as for a shell reading unseen input; so is a
+//! variable that makes programs load code we cannot read (`LD_PRELOAD`, `BASH_ENV`,
+//! `PYTHONPATH`, `GIT_CONFIG_GLOBAL`, ...: `shell.env_code_unseen`).
 
 use super::{SUBST, Stdin, command, inline_code, is_assignment, operands, option_values, script};
 use crate::classify::Verdict;
@@ -80,9 +83,14 @@ pub(super) fn assignments<'a>(words: impl Iterator<Item = &'a str>, d: usize, v:
             // LESSOPEN/LESSCLOSE start with `|` (or `||`, `-`) to pipe.
             let value = value.trim_start_matches(['|', '-']);
             run(value, d, v);
-        } else if matches!(name, "BASH_ENV" | "ENV") && !value.is_empty() {
-            // A file a shell sources before its command.
-            super::script_file(value, &Stdin::Terminal, d, v);
+        } else if name == "TAR_OPTIONS" {
+            // Options tar reads before its own: classified as if written out.
+            match shell_words::split(value) {
+                Ok(opts) => options("tar", &opts, &Stdin::Terminal, d, v),
+                Err(_) => unseen(v),
+            }
+        } else if loads_unseen_code(name, value) {
+            v.raise(Tier::T4, "shell.env_code_unseen");
         }
     }
     for (n, val) in values {
@@ -91,6 +99,65 @@ pub(super) fn assignments<'a>(words: impl Iterator<Item = &'a str>, d: usize, v:
             // A value whose key we did not see: whatever it is may be a command.
             None => run(val, d, v),
         }
+    }
+}
+
+/// Variables naming a library, a file or a directory that programs load code from.
+const CODE_PATH_VARS: &[&str] = &[
+    "LD_PRELOAD",
+    "LD_LIBRARY_PATH",
+    "LD_AUDIT",
+    "DYLD_INSERT_LIBRARIES",
+    "DYLD_LIBRARY_PATH",
+    "BASH_ENV",
+    "ENV",
+    "ZDOTDIR",
+    "PYTHONSTARTUP",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "NODE_PATH",
+    "PERL5LIB",
+    "PERLLIB",
+    "RUBYLIB",
+    "GIT_CONFIG_GLOBAL",
+    "GIT_CONFIG_SYSTEM",
+    "GIT_CONFIG",
+    "GIT_EXEC_PATH",
+];
+
+/// Whether a variable makes programs load code from a file or directory we cannot read: a
+/// library preloaded into (or found first by) every dynamically linked program, a file a shell
+/// sources first, an interpreter's module path or startup file, a git config file (which can
+/// set a pager, hooks or aliases). Empty values and `/dev/null` load nothing.
+fn loads_unseen_code(name: &str, value: &str) -> bool {
+    let value = value.trim();
+    if value.is_empty() || value == "/dev/null" {
+        return false;
+    }
+    // Short options among the words, without their leading dash (`-MFoo` → `MFoo`).
+    let short = || {
+        value
+            .split_whitespace()
+            .filter(|w| !w.starts_with("--"))
+            .filter_map(|w| w.strip_prefix('-'))
+            .map(|w| w.split([':', '=']).next().unwrap_or(""))
+            .collect::<Vec<_>>()
+    };
+    match name {
+        n if CODE_PATH_VARS.contains(&n) => true,
+        // `--require`/`--import`/`--loader` load a module first; memory limits and the like
+        // load nothing.
+        "NODE_OPTIONS" => value.split_whitespace().any(|w| {
+            w == "-r"
+                || ["--require", "--import", "--loader", "--experimental-loader"]
+                    .iter()
+                    .any(|o| w.starts_with(o))
+        }),
+        // `-M`/`-m` load a module, `-I` adds a library directory, `-d` a debugger.
+        "PERL5OPT" => short().iter().any(|w| w.contains(['M', 'm', 'I', 'd'])),
+        // `-r` requires a library, `-I` adds a library directory.
+        "RUBYOPT" => short().iter().any(|w| w.contains(['r', 'I'])),
+        _ => false,
     }
 }
 
@@ -352,6 +419,20 @@ pub(super) fn options(name: &str, rest: &[String], stdin: &Stdin<'_>, d: usize, 
                     run(c, d, v);
                 }
             }
+            // `-F file`: a config file can set ProxyCommand/LocalCommand, and we never see it.
+            // Only ssh's own options count (`ssh host grep -F x` is a remote command).
+            let own = if name == "scp" || name == "sftp" {
+                rest
+            } else {
+                let after = super::skip_options(rest, super::SSH_VALUE_OPTIONS).len();
+                &rest[..rest.len() - after]
+            };
+            if option_values(own, &["-F"], &[])
+                .iter()
+                .any(|f| !matches!(*f, "none" | "/dev/null"))
+            {
+                unseen(v);
+            }
         }
         "vim" | "vi" | "nvim" | "ex" | "view" | "vimdiff" | "gvim" | "rvim" | "nvi" => {
             let mut cmds = option_values(rest, &["-c"], &["--cmd"]);
@@ -419,16 +500,7 @@ pub(super) fn options(name: &str, rest: &[String], stdin: &Stdin<'_>, d: usize, 
                 }
             }
         }
-        "expect" => {
-            for c in option_values(rest, &["-c"], &[]) {
-                tcl(c, d, v);
-            }
-            if let Stdin::Text(t) = stdin
-                && operands(rest).is_empty()
-            {
-                tcl(t, d, v);
-            }
-        }
+        "expect" => expect(rest, stdin, d, v),
         "socat" => {
             for a in operands(rest) {
                 let lower = a.to_ascii_lowercase();
@@ -446,24 +518,69 @@ pub(super) fn options(name: &str, rest: &[String], stdin: &Stdin<'_>, d: usize, 
             for c in option_values(rest, &["-e"], &["--exec"]) {
                 v.raise(Tier::T0, "shell.hidden_command");
                 let words = shell_words::split(c).unwrap_or_else(|_| vec![c.to_string()]);
-                command(&words, &Stdin::Network, d, v);
+                on_connection(&words, d, v);
             }
             for c in option_values(rest, &["-c"], &["--sh-exec"]) {
                 run(c, d, v);
                 if !c.trim().contains(char::is_whitespace) {
-                    command(&[c.trim().to_string()], &Stdin::Network, d, v);
+                    on_connection(&[c.trim().to_string()], d, v);
                 }
             }
         }
-        "strace" => {
-            // `-o '|cmd'` / `-o '!cmd'` pipes the trace into a command.
+        "strace" | "ltrace" => {
+            // `-o '|cmd'` / `-o '!cmd'` pipes the trace into a command; `-o file` writes it.
             for o in option_values(rest, &["-o"], &["--output"]) {
                 if let Some(c) = o.strip_prefix(['|', '!']) {
                     run(c, d, v);
+                } else if !matches!(o, "/dev/null" | "/dev/stdout" | "/dev/stderr" | "-") {
+                    v.raise(Tier::T1, "shell.local_write");
                 }
             }
         }
         _ => {}
+    }
+}
+
+/// A program whose standard input is a network connection (`nc -e prog`): classified as
+/// reading network bytes, but a shell or interpreter running them is a remote shell
+/// (`shell.network_shell`), not a download piped into a shell.
+fn on_connection(words: &[String], d: usize, v: &mut Verdict) {
+    let mut probe = Verdict::default();
+    command(words, &Stdin::Network, d, &mut probe);
+    for r in probe.rules {
+        let r = if r == "shell.pipe_download_to_shell" {
+            "shell.network_shell"
+        } else {
+            r
+        };
+        v.raise(probe.tier, r);
+    }
+}
+
+/// Whether a program hands its standard input to a shell that `command` does not rate as one:
+/// `ssh` without a remote command, `telnet`, `su` without `-c`, `sudo -s`/`-i`, and those run
+/// through `sudo`/`doas`.
+fn hands_input_to_shell(words: &[String]) -> bool {
+    let Some(first) = words.first() else {
+        return false;
+    };
+    let name = first.rsplit('/').next().unwrap_or(first);
+    let rest = &words[1..];
+    match name {
+        "ssh" | "autossh" => super::skip_options(rest, super::SSH_VALUE_OPTIONS).len() <= 1,
+        "telnet" | "mosh" => true,
+        "su" => option_values(rest, &["-c"], &["--command"]).is_empty(),
+        "sudo" | "doas" => {
+            let inner = super::skip_options(
+                rest,
+                &["-u", "-g", "-h", "-p", "-C", "-D", "-r", "-t", "-U", "-T"],
+            );
+            let shell_flag = rest[..rest.len() - inner.len()]
+                .iter()
+                .any(|a| matches!(a.as_str(), "-s" | "-i" | "--shell" | "--login"));
+            (shell_flag && inner.is_empty()) || hands_input_to_shell(inner)
+        }
+        _ => false,
     }
 }
 
@@ -499,6 +616,37 @@ fn ex_command(cmd: &str, d: usize, v: &mut Verdict) {
         {
             run(sh, d, v);
             return;
+        }
+        if matches!(
+            word.as_str(),
+            "w" | "wr"
+                | "wri"
+                | "writ"
+                | "write"
+                | "wq"
+                | "wqa"
+                | "wqall"
+                | "x"
+                | "xi"
+                | "xit"
+                | "xa"
+                | "xall"
+                | "exi"
+                | "exit"
+                | "wa"
+                | "wall"
+                | "up"
+                | "upd"
+                | "upda"
+                | "updat"
+                | "update"
+                | "sav"
+                | "save"
+                | "savea"
+                | "saveas"
+        ) {
+            // The editor writes a file.
+            v.raise(Tier::T1, "shell.local_write");
         }
         if word.len() >= 3 && "terminal".starts_with(word.as_str()) {
             run(after, d, v);
@@ -557,9 +705,57 @@ fn gdb_command(cmd: &str, d: usize, v: &mut Verdict) {
     }
 }
 
-/// Tcl code given to `expect`: `spawn`, `exec` and `system` run commands.
+/// `expect [-c cmds] [-f] [script [args]]`: `-c` code is read; a script file is an unseen
+/// script (as for a shell); without either, the script is standard input.
+fn expect(rest: &[String], stdin: &Stdin<'_>, d: usize, v: &mut Verdict) {
+    let mut inline = false;
+    let mut file: Option<&str> = None;
+    let mut i = 0;
+    while i < rest.len() && file.is_none() {
+        let a = rest[i].as_str();
+        match a {
+            "-c" => {
+                if let Some(c) = rest.get(i + 1) {
+                    tcl(c, d, v);
+                }
+                inline = true;
+                i += 1;
+            }
+            // The next word is the script, whatever it looks like.
+            "-f" | "-b" | "--" => file = Some(rest.get(i + 1).map_or("-", |f| f.as_str())),
+            _ if a.starts_with("-c") => {
+                tcl(&a[2..], d, v);
+                inline = true;
+            }
+            _ if a.starts_with('-') && a != "-" => {}
+            _ => file = Some(a),
+        }
+        i += 1;
+    }
+    match (file, stdin) {
+        (Some(f), _) => super::script_file(f, stdin, d, v),
+        (None, _) if inline => {}
+        (None, Stdin::Text(t)) => tcl(t, d, v),
+        // Typed at a terminal: an interactive interpreter.
+        (None, Stdin::Terminal) => v.raise(Tier::T2, "shell.interactive_shell"),
+        (None, _) => super::script_file("-", stdin, d, v),
+    }
+}
+
+/// Whether Tcl code sends text to a spawned process (`send`, `exp_send`; not `send_user`,
+/// which prints to the user).
+fn sends(code: &str) -> bool {
+    code.split(|c: char| c.is_whitespace() || "{}[];\"".contains(c))
+        .any(|w| matches!(w, "send" | "exp_send"))
+}
+
+/// Tcl code given to `expect`: `spawn`, `exec` and `system` run commands. Text `send` to a
+/// spawned program is its input, which we do not read: the program runs with unseen input
+/// (a shell, interpreter or database client reading it is tier 4, as on a pipe).
 fn tcl(code: &str, d: usize, v: &mut Verdict) {
+    let mut offset = 0;
     for stmt in code.split([';', '\n']) {
+        offset += stmt.len() + 1;
         let s = stmt.trim().trim_start_matches('[');
         let (word, after) = s.split_once(char::is_whitespace).unwrap_or((s, ""));
         if matches!(word, "spawn" | "exp_spawn" | "exec" | "system") {
@@ -570,12 +766,28 @@ fn tcl(code: &str, d: usize, v: &mut Verdict) {
                 .collect();
             let line = args.join(" ").replace(['{', '}'], "'");
             let line = line.trim_end_matches(']');
-            run(line, d, v);
+            if matches!(word, "spawn" | "exp_spawn") && sends(code.get(offset..).unwrap_or("")) {
+                spawn_with_input(line, d, v);
+            } else {
+                run(line, d, v);
+            }
         } else if word == "open"
             && let Some(p) = after.find('|')
         {
             run(after[p + 1..].trim_matches(['"', '}', ']', ' ']), d, v);
         }
+    }
+}
+
+/// A program spawned by `expect` that is sent text we do not read.
+fn spawn_with_input(line: &str, d: usize, v: &mut Verdict) {
+    v.raise(Tier::T0, "shell.hidden_command");
+    let Ok(words) = shell_words::split(line) else {
+        return unseen(v);
+    };
+    command(&words, &Stdin::Unknown, d, v);
+    if hands_input_to_shell(&words) {
+        v.raise(Tier::T4, "shell.shell_unknown_input");
     }
 }
 
