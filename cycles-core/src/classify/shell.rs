@@ -3561,13 +3561,15 @@ fn cloud(name: &str, rest: &[String], v: &mut Verdict) {
     }
 }
 
-/// Whether an `s3://bucket/key` operand's key names something critical (`backups/db.dump`).
+/// Whether an `s3://bucket/key` operand names something critical (`backups/db.dump`,
+/// `s3://prod-backups/x`); every S3 URL names a bucket, so that word alone does not count.
 fn s3_keys_critical(ops: &[&str]) -> bool {
     ops.iter()
         .filter_map(|o| o.strip_prefix("s3://"))
         .any(|url| {
-            let key = url.split_once('/').map_or("", |(_, k)| k);
-            names::any_word(key, names::is_critical)
+            names::any_word(url, |w| {
+                names::is_critical(w) && !matches!(w, "bucket" | "buckets")
+            })
         })
 }
 

@@ -708,7 +708,8 @@ fn gdb_command(cmd: &str, d: usize, v: &mut Verdict) {
 /// `expect [-c cmds] [-f] [script [args]]`: `-c` code is read; a script file is an unseen
 /// script (as for a shell); without either, the script is standard input.
 fn expect(rest: &[String], stdin: &Stdin<'_>, d: usize, v: &mut Verdict) {
-    let mut inline = false;
+    // All `-c` code runs as one script (a `send` in one follows a `spawn` in another).
+    let mut inline: Vec<&str> = Vec::new();
     let mut file: Option<&str> = None;
     let mut i = 0;
     while i < rest.len() && file.is_none() {
@@ -716,25 +717,24 @@ fn expect(rest: &[String], stdin: &Stdin<'_>, d: usize, v: &mut Verdict) {
         match a {
             "-c" => {
                 if let Some(c) = rest.get(i + 1) {
-                    tcl(c, d, v);
+                    inline.push(c);
                 }
-                inline = true;
                 i += 1;
             }
             // The next word is the script, whatever it looks like.
             "-f" | "-b" | "--" => file = Some(rest.get(i + 1).map_or("-", |f| f.as_str())),
-            _ if a.starts_with("-c") => {
-                tcl(&a[2..], d, v);
-                inline = true;
-            }
+            _ if a.starts_with("-c") => inline.push(&a[2..]),
             _ if a.starts_with('-') && a != "-" => {}
             _ => file = Some(a),
         }
         i += 1;
     }
+    if !inline.is_empty() {
+        tcl(&inline.join("\n"), d, v);
+    }
     match (file, stdin) {
         (Some(f), _) => super::script_file(f, stdin, d, v),
-        (None, _) if inline => {}
+        (None, _) if !inline.is_empty() => {}
         (None, Stdin::Text(t)) => tcl(t, d, v),
         // Typed at a terminal: an interactive interpreter.
         (None, Stdin::Terminal) => v.raise(Tier::T2, "shell.interactive_shell"),
