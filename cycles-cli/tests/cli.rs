@@ -376,6 +376,40 @@ fn ask_mode_prompts_and_post_charges_a_call_that_ran_unreserved() {
 }
 
 #[test]
+fn editing_the_gates_own_configuration_needs_an_approval() {
+    // With the starter policy, an agent that edits the hook settings or the policy could remove
+    // its own gate: those writes are tier 4 (approval), ordinary files stay tier 1.
+    let d = Dir::new();
+    d.init();
+    for (i, path) in [
+        "/work/app/.claude/settings.json",
+        "/work/app/.claude/settings.local.json",
+        "/work/app/.cycles/cycles.toml",
+        "/work/app/src/../.mcp.json",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let edit = json!({"file_path": path, "old_string": "a", "new_string": "b"});
+        let (dec, reason) = decision(&d.hook(
+            &["--approval", "deny"],
+            &pre("sess-1", &format!("toolu_{i}"), "Edit", edit),
+        ));
+        assert_eq!(dec, "deny", "{path}: {reason}");
+        assert!(reason.contains("tier 4"), "{path}: {reason}");
+        assert!(reason.contains("APPROVAL_REQUIRED"), "{path}: {reason}");
+    }
+    let hook = json!({"file_path": "/work/app/.git/hooks/pre-commit", "content": "rm -rf ~"});
+    let (dec, reason) = decision(&d.hook(&[], &pre("sess-1", "toolu_h", "Write", hook)));
+    assert_eq!(dec, "allow", "{reason}");
+    assert!(reason.contains("tier 3"), "{reason}");
+    let plain = json!({"file_path": "/work/app/src/settings.json", "content": "{}"});
+    let (dec, reason) = decision(&d.hook(&[], &pre("sess-1", "toolu_p", "Write", plain)));
+    assert_eq!(dec, "allow", "{reason}");
+    assert!(reason.contains("tier 1"), "{reason}");
+}
+
+#[test]
 fn mcp_tools_are_classified_by_name() {
     let d = Dir::new();
     d.init();

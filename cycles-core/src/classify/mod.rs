@@ -3,7 +3,7 @@
 //! The tier of a call comes from, in order:
 //! 1. the tool's registration in the policy (exact name, else the first matching glob);
 //! 2. the registration's argument classifier, if any ([`sql`], [`shell`], [`http`],
-//!    `graphql`, [`names`]), which reads one argument of the call;
+//!    `graphql`, [`names`], [`path`]), which reads one argument of the call;
 //! 3. for an unregistered tool, the policy's `unknown_tool` tier raised by the name
 //!    heuristics of [`names`].
 //!
@@ -20,6 +20,7 @@ use crate::policy::{Issue, ToolRule, UnknownTool};
 
 pub mod http;
 pub mod names;
+pub mod path;
 pub mod shell;
 pub mod sql;
 
@@ -76,6 +77,10 @@ pub enum ClassifierKind {
     Graphql,
     /// Name heuristics on an argument (`arg`), or on the tool name when `arg` is not set.
     Names,
+    /// A file path the tool writes to (argument `file_path`, `path`, `notebook_path` or
+    /// `filename`; a string or an array of them): the gate's own configuration, files that run
+    /// code later, data stores and system directories are not ordinary files.
+    Path,
 }
 
 impl ClassifierKind {
@@ -86,6 +91,7 @@ impl ClassifierKind {
             ClassifierKind::Http => "http",
             ClassifierKind::Graphql => "graphql",
             ClassifierKind::Names => "names",
+            ClassifierKind::Path => "path",
         }
     }
 
@@ -97,6 +103,7 @@ impl ClassifierKind {
             ClassifierKind::Http => &["url", "path", "endpoint"],
             ClassifierKind::Graphql => &["query"],
             ClassifierKind::Names => &[],
+            ClassifierKind::Path => &["file_path", "path", "notebook_path", "filename"],
         }
     }
 
@@ -107,6 +114,7 @@ impl ClassifierKind {
             ClassifierKind::Http => "http.arg_missing",
             ClassifierKind::Graphql => "graphql.arg_missing",
             ClassifierKind::Names => "name.arg_missing",
+            ClassifierKind::Path => "path.arg_missing",
         }
     }
 }
@@ -301,6 +309,18 @@ impl ArgClassifier {
             },
             ClassifierKind::Names => match value {
                 Some(serde_json::Value::String(s)) => names::apply(s, v),
+                _ => missing(v),
+            },
+            ClassifierKind::Path => match value {
+                Some(serde_json::Value::String(p)) => path::apply(p, v),
+                Some(serde_json::Value::Array(items)) if !items.is_empty() => {
+                    for item in items {
+                        match item.as_str() {
+                            Some(p) => path::apply(p, v),
+                            None => missing(v),
+                        }
+                    }
+                }
                 _ => missing(v),
             },
         }
