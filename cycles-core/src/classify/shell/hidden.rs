@@ -9,7 +9,9 @@
 //! command we cannot read (a hooks directory, an included config file, a makefile on a pipe)
 //! is tier 4 (`shell.hidden_command_unseen`), as for a shell reading unseen input; so is a
 //! variable that makes programs load code we cannot read (`LD_PRELOAD`, `BASH_ENV`,
-//! `PYTHONPATH`, `GIT_CONFIG_GLOBAL`, ...: `shell.env_code_unseen`).
+//! `PYTHONPATH`, `GIT_CONFIG_GLOBAL`, ...: `shell.env_code_unseen`), unless it names only
+//! paths inside the working tree (`PYTHONPATH=src pytest`: `shell.env_code_local`, tier 2, as
+//! a script file).
 
 use super::{SUBST, Stdin, command, inline_code, is_assignment, operands, option_values, script};
 use crate::classify::Verdict;
@@ -90,7 +92,13 @@ pub(super) fn assignments<'a>(words: impl Iterator<Item = &'a str>, d: usize, v:
                 Err(_) => unseen(v),
             }
         } else if loads_unseen_code(name, value) {
-            v.raise(Tier::T4, "shell.env_code_unseen");
+            if CODE_PATH_VARS.contains(&name) && in_tree(value) {
+                // The project's own files (`PYTHONPATH=src pytest`): code the agent could run
+                // as a script anyway, rated as one (`shell.script`).
+                v.raise(Tier::T2, "shell.env_code_local");
+            } else {
+                v.raise(Tier::T4, "shell.env_code_unseen");
+            }
         }
     }
     for (n, val) in values {
@@ -159,6 +167,21 @@ fn loads_unseen_code(name: &str, value: &str) -> bool {
         "RUBYOPT" => short().iter().any(|w| w.contains(['r', 'I'])),
         _ => false,
     }
+}
+
+/// Whether every entry of a path list (`:`-separated) stays inside the working tree: relative,
+/// or under `$PWD`, without `..`, `~`, other variables or substitutions.
+fn in_tree(value: &str) -> bool {
+    value.split(':').all(|entry| {
+        let entry = entry
+            .trim()
+            .strip_prefix("$PWD")
+            .or_else(|| entry.trim().strip_prefix("${PWD}"))
+            .map_or(entry.trim(), |rest| rest.trim_start_matches('/'));
+        !entry.starts_with(['/', '~', '\\'])
+            && !entry.contains(['$', '`', '\\'])
+            && !entry.split('/').any(|part| part == "..")
+    })
 }
 
 /// Values that switch a setting on or off rather than name a program.
