@@ -429,6 +429,55 @@ fn overwrite(v: &mut Verdict, target: &str) {
     }
 }
 
+/// A file a command writes, moves or removes, read by the path classifier: the gate's own
+/// configuration (`.claude/settings.json`, `.cycles/`, `.mcp.json`: 4), files that run code
+/// later (`.git/hooks/`, `.bashrc`, `authorized_keys`: 3) and data stores' files (4). System
+/// directories are left to this classifier's own rules.
+fn written(v: &mut Verdict, target: &str) {
+    if let Some((tier, rule)) = crate::classify::path::critical(target)
+        && !matches!(rule, "path.system" | "path.unreadable")
+    {
+        v.raise(tier, rule);
+    }
+}
+
+/// The files the common file-changing commands write, move or remove, each read by
+/// [`written`] (their other effects are rated by their own rules).
+fn gate_files(name: &str, rest: &[String], v: &mut Verdict) {
+    match name {
+        "rm" | "unlink" | "mv" | "cp" | "tee" | "ln" | "install" | "truncate" | "shred"
+        | "chmod" | "chown" | "touch" | "rsync" => {
+            for p in operands(rest) {
+                written(v, p);
+            }
+        }
+        // `sed -i` edits its file operands in place.
+        "sed" | "perl"
+            if rest
+                .iter()
+                .any(|a| a.starts_with("-i") || a == "--in-place" || a.starts_with("-pi")) =>
+        {
+            // The first operand is the script unless one was given with -e/-f.
+            let scripted = rest.iter().any(|a| {
+                matches!(a.as_str(), "-e" | "-f")
+                    || a.starts_with("--expression")
+                    || a.starts_with("--file")
+            });
+            for p in operands(rest).into_iter().skip(usize::from(!scripted)) {
+                written(v, p);
+            }
+        }
+        "dd" => {
+            for a in rest {
+                if let Some(p) = a.strip_prefix("of=") {
+                    written(v, p);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 /// A parsed redirection's effect.
 fn redirect_target(v: &mut Verdict, op: &str, target: &str) {
     if op != ">>" {
@@ -441,6 +490,7 @@ fn redirect_target(v: &mut Verdict, op: &str, target: &str) {
     {
         return;
     }
+    written(v, target);
     if target.starts_with("/dev/") {
         v.raise(Tier::T4, "shell.write_device");
     } else {
@@ -982,6 +1032,7 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
     }
     // Commands given in options (`tar --to-command=`, `ssh -o ProxyCommand=`, `vim -c '!'`).
     hidden::options(name, rest, &stdin, d, v);
+    gate_files(name, rest, v);
     match name {
         // --- wrappers -------------------------------------------------------------------
         "sudo" | "doas" | "run0" | "pkexec" => {
