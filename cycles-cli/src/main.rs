@@ -195,7 +195,15 @@ enum ExportFormat {
 #[derive(Subcommand)]
 enum AuditCmd {
     /// Walk the hash chain; exit 1 naming the first broken record.
-    Verify,
+    Verify {
+        /// An anchor taken earlier with `cycles audit anchor` (`SEQ:HASH`): its record must
+        /// still be in the chain with that hash (detects removed last records and a rebuilt
+        /// chain); repeatable.
+        #[arg(long)]
+        anchor: Vec<String>,
+    },
+    /// Print the head of the chain as an anchor (`SEQ:HASH`) to keep outside the ledger.
+    Anchor,
     /// Export records.
     Export {
         /// The output format.
@@ -670,8 +678,19 @@ fn record_line(r: &AuditRecord) -> String {
 fn cmd_audit(cli: &Cli, cmd: &AuditCmd) -> Out {
     let auth = authority(cli, false)?;
     match cmd {
-        AuditCmd::Verify => {
-            let report = auth.verify()?;
+        AuditCmd::Anchor => {
+            let anchor = auth.audit_anchor()?;
+            let value = json!({ "anchor": anchor.as_ref().map(ToString::to_string) });
+            emit(cli, &value, || {
+                anchor.map_or_else(|| "the audit trail is empty".to_string(), |a| a.to_string())
+            })
+        }
+        AuditCmd::Verify { anchor } => {
+            let anchors = anchor
+                .iter()
+                .map(|a| a.parse::<AuditAnchor>())
+                .collect::<Result<Vec<_>, _>>()?;
+            let report = auth.verify_with_anchors(&anchors)?;
             let value = to_json(&report);
             match &report.first_broken {
                 None => emit(cli, &value, || {

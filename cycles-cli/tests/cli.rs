@@ -571,6 +571,42 @@ fn tampered_ledger_fails_verification_naming_the_record() {
     assert_eq!(v["records"], (seq - 1) as u64);
 }
 
+#[test]
+fn an_anchor_kept_elsewhere_shows_removed_last_records() {
+    let d = Dir::new();
+    d.init();
+    decision(&d.hook(&[], &pre("sess-1", "t1", "Bash", railway_delete())));
+    let anchor = d.ok(&["audit", "anchor"]).stdout.trim().to_string();
+    let (seq, hash) = anchor.split_once(':').unwrap();
+    let seq: u64 = seq.parse().unwrap();
+    assert_eq!(hash.len(), 64, "{anchor}");
+    assert_eq!(
+        d.ok(&["--json", "audit", "anchor"]).json()["anchor"],
+        json!(anchor)
+    );
+    // The denial that should stay on record, and everything after it, removed by someone who
+    // can write the ledger: the chain alone still verifies...
+    let ledger = cycles_core::SqliteLedger::open(d.path("cycles.db")).unwrap();
+    ledger
+        .execute_raw(&format!("DELETE FROM audit WHERE seq >= {seq}"))
+        .unwrap();
+    drop(ledger);
+    assert_eq!(d.run(&["audit", "verify"], "").code, 0);
+    // ...the anchor does not.
+    let r = d.run(&["audit", "verify", "--anchor", &anchor], "");
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("records were removed"), "{}", r.stderr);
+    let v = d
+        .run(&["--json", "audit", "verify", "--anchor", &anchor], "")
+        .json();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["first_broken"]["seq"], seq);
+    // A malformed anchor is an error (exit 3, INVALID_REQUEST), not a verdict on the chain (1).
+    let r = d.run(&["audit", "verify", "--anchor", "12:nothex"], "");
+    assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("INVALID_REQUEST"), "{}", r.stderr);
+}
+
 fn tamper(db: &Path, seq: usize) {
     let ledger = cycles_core::SqliteLedger::open(db).unwrap();
     ledger

@@ -501,20 +501,69 @@ pub struct BrokenRecord {
     pub reason: String,
 }
 
-/// Walks records in order and checks numbering, links and hashes.
+/// A point of the audit chain written down outside the ledger: a record's sequence number and
+/// hash, as `SEQ:HASH`. A hash chain shows any edit of the records it holds, but not the
+/// removal of its last records, nor a chain rebuilt from scratch by someone who can write the
+/// ledger; an anchor taken earlier and kept elsewhere (a ticket, a log shipper, another
+/// machine) shows both when the chain is verified against it.
+///
+/// ```
+/// use cycles_core::AuditAnchor;
+/// let a: AuditAnchor = format!("42:{}", "ab".repeat(32)).parse().unwrap();
+/// assert_eq!(a.seq, 42);
+/// assert_eq!(a.to_string(), format!("42:{}", "ab".repeat(32)));
+/// assert!("42:xyz".parse::<AuditAnchor>().is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditAnchor {
+    /// The record's sequence number (from 1).
+    pub seq: u64,
+    /// The record's hash, 64 lowercase hex characters.
+    pub hash: String,
+}
+
+impl std::fmt::Display for AuditAnchor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.seq, self.hash)
+    }
+}
+
+impl std::str::FromStr for AuditAnchor {
+    type Err = CyclesError;
+
+    fn from_str(text: &str) -> Result<Self> {
+        let bad =
+            || CyclesError::invalid("anchor", "SEQ:HASH, a record number and its 64-hex hash");
+        let (seq, hash) = text.trim().split_once(':').ok_or_else(bad)?;
+        let seq: u64 = seq.parse().map_err(|_| bad())?;
+        let hex = hash.len() == 64 && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if seq == 0 || !hex {
+            return Err(bad());
+        }
+        Ok(AuditAnchor {
+            seq,
+            hash: hash.to_string(),
+        })
+    }
+}
+
+/// Walks records in order and checks numbering, links, hashes and anchors.
 #[derive(Debug)]
 pub(crate) struct ChainVerifier {
     expected_seq: u64,
     prev_hash: String,
     broken: Option<BrokenRecord>,
+    anchors: Vec<AuditAnchor>,
 }
 
 impl ChainVerifier {
-    pub(crate) fn new() -> Self {
+    /// A verifier that also checks each anchor's record is there with the anchored hash.
+    pub(crate) fn with_anchors(anchors: Vec<AuditAnchor>) -> Self {
         ChainVerifier {
             expected_seq: 1,
             prev_hash: GENESIS_HASH.to_string(),
             broken: None,
+            anchors,
         }
     }
 
@@ -532,6 +581,15 @@ impl ChainVerifier {
             Some("prev_hash does not match the previous record's hash".to_string())
         } else if r.compute_hash() != r.hash {
             Some("hash does not match the record's content".to_string())
+        } else if self
+            .anchors
+            .iter()
+            .any(|a| a.seq == r.seq && a.hash != r.hash)
+        {
+            Some(
+                "the record differs from the anchor taken earlier: the trail was rewritten"
+                    .to_string(),
+            )
         } else {
             None
         };
@@ -561,7 +619,23 @@ impl ChainVerifier {
         }
     }
 
-    pub(crate) fn finish(self) -> VerifyReport {
+    pub(crate) fn finish(mut self) -> VerifyReport {
+        let last = self.expected_seq - 1;
+        if self.broken.is_none()
+            && let Some(a) = self
+                .anchors
+                .iter()
+                .filter(|a| a.seq > last)
+                .min_by_key(|a| a.seq)
+        {
+            self.broken = Some(BrokenRecord {
+                seq: self.expected_seq,
+                reason: format!(
+                    "the trail ends at record {last} but an anchor names record {}: records were removed",
+                    a.seq
+                ),
+            });
+        }
         VerifyReport {
             ok: self.broken.is_none(),
             records: self.expected_seq - 1,

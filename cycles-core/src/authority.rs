@@ -5,7 +5,9 @@ use std::io::Write;
 use std::sync::Arc;
 
 use crate::approval::{self, ApprovalRequest, ApprovalResponse, ApprovalStatus, Approver};
-use crate::audit::{AuditQuery, AuditRecord, ChainVerifier, VerifyReport, write_jsonl};
+use crate::audit::{
+    AuditAnchor, AuditQuery, AuditRecord, ChainVerifier, VerifyReport, write_jsonl,
+};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{CyclesError, Result};
 use crate::ledger::{Ledger, MemoryLedger, read_with, write_with};
@@ -453,7 +455,33 @@ impl Authority {
 
     /// Walks the whole chain; the report names the first broken record.
     pub fn verify(&self) -> Result<VerifyReport> {
-        let mut v = ChainVerifier::new();
+        self.verify_with_anchors(&[])
+    }
+
+    /// The head of the audit chain as an anchor to keep outside the ledger (`None` while the
+    /// trail is empty); see [`AuditAnchor`].
+    pub fn audit_anchor(&self) -> Result<Option<AuditAnchor>> {
+        let head = read_with(self.inner.ledger.as_ref(), |txn| txn.audit_head())?;
+        Ok(head.map(|(seq, hash)| AuditAnchor { seq, hash }))
+    }
+
+    /// [`Authority::verify`], and each anchor's record must still be in the chain with the
+    /// anchored hash: removed last records or a rebuilt chain are reported as broken.
+    ///
+    /// ```
+    /// use cycles_core::{Authority, DecideRequest, Policy, Subject, Tier, ToolCall};
+    /// let auth = Authority::builder()
+    ///     .policy(Policy::default().register("read_file", Tier::T0))
+    ///     .build()
+    ///     .unwrap();
+    /// let call = || DecideRequest::new(Subject::new().agent("bot"), ToolCall::new("read_file", serde_json::json!({})));
+    /// auth.decide(&call()).unwrap();
+    /// let anchor = auth.audit_anchor().unwrap().unwrap();
+    /// auth.decide(&call()).unwrap();
+    /// assert!(auth.verify_with_anchors(&[anchor]).unwrap().ok);
+    /// ```
+    pub fn verify_with_anchors(&self, anchors: &[AuditAnchor]) -> Result<VerifyReport> {
+        let mut v = ChainVerifier::with_anchors(anchors.to_vec());
         let mut last_fed = 0;
         let walked = self.walk_audit(0, |page| {
             page.iter().all(|r| {

@@ -44,7 +44,9 @@ pub use approval::{
     ApprovalInvalidReason, ApprovalRequest, ApprovalResponse, ApprovalStatus, Approver,
     ApproverKey, CallbackApprover, Denial, Grant, GrantFileApprover, WebhookApprover,
 };
-pub use audit::{AuditKind, AuditQuery, AuditRecord, BrokenRecord, SealedRecord, VerifyReport};
+pub use audit::{
+    AuditAnchor, AuditKind, AuditQuery, AuditRecord, BrokenRecord, SealedRecord, VerifyReport,
+};
 pub use authority::{Authority, AuthorityBuilder};
 pub use classify::Classification;
 pub use clock::{Clock, ManualClock, SystemClock};
