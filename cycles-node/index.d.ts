@@ -295,10 +295,22 @@ export declare class Authority {
   recordApproval(requestId: string, answer: ApprovalAnswer): Promise<ApprovalRequest>
   /** The same as the Promise form, on the calling thread. */
   recordApprovalSync(requestId: string, answer: ApprovalAnswer): ApprovalRequest
-  /** Walks the whole audit chain; the report names the first broken record. */
-  verify(): Promise<VerifyReport>
+  /**
+   * Walks the whole audit chain; the report names the first broken record. `anchors` are
+   * `SEQ:HASH` strings from `auditAnchor()`, taken earlier and kept outside the ledger: each
+   * anchored record must still be in the chain with that hash (removed last records and a
+   * rebuilt chain are reported as broken).
+   */
+  verify(options?: { anchors?: string[] }): Promise<VerifyReport>
   /** The same as the Promise form, on the calling thread. */
-  verifySync(): VerifyReport
+  verifySync(options?: { anchors?: string[] }): VerifyReport
+  /**
+   * The head of the audit chain as `SEQ:HASH`, to keep outside the ledger and pass to
+   * `verify({ anchors })` later; `null` while the trail is empty.
+   */
+  auditAnchor(): Promise<string | null>
+  /** The same as the Promise form, on the calling thread. */
+  auditAnchorSync(): string | null
   /** Expires every reservation past its expiry plus grace; resolves to how many. */
   sweepExpired(): Promise<number>
   /** The same as the Promise form, on the calling thread. */

@@ -352,6 +352,36 @@ fn optional_string(v: Option<&Unknown<'_>>, field: &str) -> CoreResult<Option<St
     }
 }
 
+/// `{ anchors?: string[] }` as parsed anchors.
+fn anchors(options: Option<&Unknown<'_>>) -> CoreResult<Vec<core::AuditAnchor>> {
+    let Some(v) = options else {
+        return Ok(Vec::new());
+    };
+    let list = match convert::to_json(v, "options", Numbers::Integers)? {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Object(mut m)) => match m.remove("anchors") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) => items,
+            Some(_) => {
+                return Err(CyclesError::invalid(
+                    "anchors",
+                    "an array of SEQ:HASH strings",
+                ));
+            }
+        },
+        Some(_) => return Err(CyclesError::invalid("options", "expected an object")),
+    };
+    list.iter()
+        .map(|a| match a {
+            Value::String(s) => s.parse::<core::AuditAnchor>(),
+            _ => Err(CyclesError::invalid(
+                "anchors",
+                "an array of SEQ:HASH strings",
+            )),
+        })
+        .collect()
+}
+
 /// An approval request crosses in its wire form (exact integers, see [`types::Json`]).
 fn approval_js(r: core::ApprovalRequest) -> types::Json {
     types::Json(serde_json::to_value(&r).expect("approval requests serialize"))
@@ -871,17 +901,53 @@ impl Authority {
         sync(&env, r).map(approval_js)
     }
 
-    /// Walks the whole audit chain; the report names the first broken record.
-    #[napi(ts_return_type = "Promise<VerifyReport>")]
-    pub fn verify(&self) -> AsyncTask<Op<core::VerifyReport, types::VerifyReport>> {
+    /// Walks the whole audit chain; the report names the first broken record. `anchors` are
+    /// `SEQ:HASH` strings from `auditAnchor()`, taken earlier and kept outside the ledger: each
+    /// anchored record must still be in the chain with that hash (removed last records and a
+    /// rebuilt chain are reported as broken).
+    #[napi(
+        ts_args_type = "options?: { anchors?: string[] }",
+        ts_return_type = "Promise<VerifyReport>"
+    )]
+    pub fn verify(
+        &self,
+        options: Option<Unknown>,
+    ) -> AsyncTask<Op<core::VerifyReport, types::VerifyReport>> {
+        match anchors(options.as_ref()) {
+            Ok(anchors) => {
+                let auth = self.inner.clone();
+                run(
+                    move || auth.verify_with_anchors(&anchors),
+                    |v| types::VerifyReport::from(&v),
+                )
+            }
+            Err(e) => rejected(e),
+        }
+    }
+
+    /// The same as the Promise form, on the calling thread.
+    #[napi(ts_args_type = "options?: { anchors?: string[] }")]
+    pub fn verify_sync(
+        &self,
+        env: Env,
+        options: Option<Unknown>,
+    ) -> napi::Result<types::VerifyReport> {
+        let r = anchors(options.as_ref()).and_then(|a| self.inner.verify_with_anchors(&a));
+        sync(&env, r).map(|v| types::VerifyReport::from(&v))
+    }
+
+    /// The head of the audit chain as `SEQ:HASH`, to keep outside the ledger and pass to
+    /// `verify({ anchors })` later; `null` while the trail is empty.
+    #[napi(ts_return_type = "Promise<string | null>")]
+    pub fn audit_anchor(&self) -> AsyncTask<Op<Option<core::AuditAnchor>, Option<String>>> {
         let auth = self.inner.clone();
-        run(move || auth.verify(), |v| types::VerifyReport::from(&v))
+        run(move || auth.audit_anchor(), |a| a.map(|a| a.to_string()))
     }
 
     /// The same as the Promise form, on the calling thread.
     #[napi]
-    pub fn verify_sync(&self, env: Env) -> napi::Result<types::VerifyReport> {
-        sync(&env, self.inner.verify()).map(|v| types::VerifyReport::from(&v))
+    pub fn audit_anchor_sync(&self, env: Env) -> napi::Result<Option<String>> {
+        sync(&env, self.inner.audit_anchor()).map(|a| a.map(|a| a.to_string()))
     }
 
     /// Expires every reservation past its expiry plus grace; resolves to how many.

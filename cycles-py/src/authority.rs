@@ -444,10 +444,31 @@ impl Authority {
         Ok(records.into_iter().map(AuditRecord).collect())
     }
 
-    /// Walks the whole audit chain; the report names the first broken record.
-    fn verify(&self, py: Python<'_>) -> PyResult<VerifyReport> {
+    /// Walks the whole audit chain; the report names the first broken record. `anchors` are
+    /// `SEQ:HASH` strings from `audit_anchor()`, taken earlier and kept outside the ledger:
+    /// each anchored record must still be in the chain with that hash (removed last records
+    /// and a rebuilt chain are reported as broken).
+    #[pyo3(signature = (anchors=None))]
+    fn verify(&self, py: Python<'_>, anchors: Option<Vec<String>>) -> PyResult<VerifyReport> {
+        let anchors = anchors
+            .unwrap_or_default()
+            .iter()
+            .map(|a| a.parse::<core::AuditAnchor>())
+            .collect::<Result<Vec<_>, _>>()
+            .py(py)?;
         let auth = &self.inner;
-        py.detach(|| auth.verify()).py(py).map(VerifyReport)
+        py.detach(|| auth.verify_with_anchors(&anchors))
+            .py(py)
+            .map(VerifyReport)
+    }
+
+    /// The head of the audit chain as `SEQ:HASH`, to keep outside the ledger and pass to
+    /// `verify(anchors=...)` later; `None` while the trail is empty.
+    fn audit_anchor(&self, py: Python<'_>) -> PyResult<Option<String>> {
+        let auth = &self.inner;
+        py.detach(|| auth.audit_anchor())
+            .py(py)
+            .map(|a| a.map(|a| a.to_string()))
     }
 
     /// Writes the audit trail as JSON Lines to `path`; returns how many records.

@@ -49,6 +49,8 @@ async function main(): Promise<void> {
   const answer: ApprovalAnswer = 'pending'
   const after: ApprovalRequest = await auth.recordApproval(first.request_id, answer)
   use(after.status === 'GRANTED', after.grant?.scope, after.call.name)
+  const anchor: string | null = await auth.auditAnchor()
+  if (anchor !== null) use((await auth.verify({ anchors: [anchor] })).ok, auth.verifySync().firstBroken?.seq)
 }
 
 // @ts-expect-error: approval statuses are a closed set
