@@ -70,7 +70,9 @@ fn removed_last_records_and_a_rebuilt_chain_are_caught_only_by_an_anchor() {
     let raw = SqliteLedger::open(&path).unwrap();
     raw.execute_raw("DELETE FROM audit WHERE seq > 3").unwrap();
     assert!(auth.verify().unwrap().ok, "a chain alone cannot tell");
-    let report = auth.verify_with_anchors(std::slice::from_ref(&anchor)).unwrap();
+    let report = auth
+        .verify_with_anchors(std::slice::from_ref(&anchor))
+        .unwrap();
     assert!(!report.ok);
     assert_eq!(report.first_broken.as_ref().unwrap().seq, 4);
     assert_eq!(report.records, 3);
