@@ -336,6 +336,9 @@ pub(crate) struct ToolIndex {
     /// Exact registrations by [`canonical_name`]: a call whose name differs from a registered
     /// one only by case or repeated/outer separators is rated at least as that registration.
     canon_exact: HashMap<String, Vec<usize>>,
+    /// For each exact registration, the other exact registrations with its canonical name (the
+    /// look-alikes of a registered name, fixed when the policy compiles: no work per call).
+    exact_alikes: Vec<Vec<usize>>,
     /// The globs matched case-insensitively against a canonical name.
     canon_globs: GlobSet,
     rules: Vec<ToolRule>,
@@ -438,11 +441,20 @@ impl ToolIndex {
         }
         let canon_globs = case_insensitive_globs(glob_rules.iter().map(|&i| &*rules[i].name))
             .map_err(|e| Issue::new("tools", e.to_string()))?;
+        let mut exact_alikes = vec![Vec::new(); rules.len()];
+        for &i in exact.values() {
+            exact_alikes[i] = canon_exact[&canonical_name(&rules[i].name)]
+                .iter()
+                .copied()
+                .filter(|&j| j != i)
+                .collect();
+        }
         Ok(ToolIndex {
             exact,
             globs,
             glob_rules,
             canon_exact,
+            exact_alikes,
             canon_globs,
             rule_ids: rules.iter().map(|r| format!("tool:{}", r.name)).collect(),
             rules: rules.to_vec(),
@@ -495,11 +507,20 @@ impl ToolIndex {
     }
 
     pub(crate) fn classify(&self, call: &ToolCall, unknown: &UnknownTool) -> Classification {
-        let found = self.lookup(&call.action.name);
+        let exact = self.exact.get(call.action.name.as_str()).copied();
+        let found = exact.or_else(|| self.lookup(&call.action.name));
         let mut c = self.classify_as(found, call, unknown);
         // A name that differs from a registered one only by case or separators (which a
         // case-insensitive or normalising executor runs as that tool) is never rated below it.
-        for i in self.look_alikes(&call.action.name) {
+        let computed;
+        let alikes: &[usize] = match exact {
+            Some(i) => &self.exact_alikes[i],
+            None => {
+                computed = self.look_alikes(&call.action.name);
+                &computed
+            }
+        };
+        for &i in alikes {
             if Some(i) == found {
                 continue;
             }
