@@ -107,10 +107,23 @@ fn output(decision: &str, reason: &str) -> Value {
     })
 }
 
+/// Largest event read (32 MiB, far above any tool input Claude Code sends). Reading without a
+/// bound could run the hook out of memory, and a process killed by a signal does not exit 2,
+/// which Claude Code would not treat as a block.
+const MAX_EVENT_BYTES: u64 = 32 << 20;
+
 pub(crate) fn claude_code(cli: &Cli, args: &ClaudeCodeArgs) -> Out {
     let mut text = String::new();
-    if let Err(e) = std::io::stdin().read_to_string(&mut text) {
+    if let Err(e) = std::io::stdin()
+        .take(MAX_EVENT_BYTES + 1)
+        .read_to_string(&mut text)
+    {
         block(&format!("cannot read the hook event on stdin: {e}"));
+    }
+    if text.len() as u64 > MAX_EVENT_BYTES {
+        block(&format!(
+            "the hook event is larger than {MAX_EVENT_BYTES} bytes"
+        ));
     }
     let ev: HookEvent = match serde_json::from_str(&text) {
         Ok(ev) => ev,
@@ -213,6 +226,25 @@ fn denied_reason(d: &Decision) -> String {
     )
 }
 
+/// The answer for a reservation `reserve` returned. A re-delivered event replays the first
+/// reservation; once its PostToolUse committed it (or it was released or expired), the tool use
+/// already ran, and answering `allow` again would run it a second time for one charge.
+fn allowed(auth: &Authority, r: &Reservation) -> Result<Value, String> {
+    let now = auth
+        .reservation(&r.reservation_id)
+        .map_err(|e| format!("{} ({})", e, e.code()))?;
+    if now.status != ReservationStatus::Active {
+        return Ok(output(
+            "deny",
+            &format!(
+                "Cycles denied this call: its tool_use_id was already used by a call that finished (reservation {} is {:?}); a new call needs a new tool_use_id",
+                r.reservation_id, now.status
+            ),
+        ));
+    }
+    Ok(output("allow", &reserved_reason(r)))
+}
+
 /// PreToolUse: the JSON answer, or the reason to block.
 fn pre(cli: &Cli, args: &ClaudeCodeArgs, ev: &HookEvent) -> Result<Value, String> {
     let auth = authority(cli)?;
@@ -227,7 +259,7 @@ fn pre(cli: &Cli, args: &ClaudeCodeArgs, ev: &HookEvent) -> Result<Value, String
         .as_ref()
         .map(|id| format!("claude-code:{}:{id}", ev.session_id));
     let decision = match auth.reserve(&req) {
-        Ok(r) => return Ok(output("allow", &reserved_reason(&r))),
+        Ok(r) => return allowed(&auth, &r),
         Err(CyclesError::Denied(d)) => d,
         Err(e) => return Err(format!("{} ({})", e, e.code())),
     };
@@ -245,7 +277,7 @@ fn pre(cli: &Cli, args: &ClaudeCodeArgs, ev: &HookEvent) -> Result<Value, String
         retry.grant = Some(serde_json::to_value(grant).map_err(|e| e.to_string())?);
         retry.idempotency_key = req.idempotency_key.as_ref().map(|k| format!("{k}:grant"));
         return match auth.reserve(&retry) {
-            Ok(r) => Ok(output("allow", &reserved_reason(&r))),
+            Ok(r) => allowed(&auth, &r),
             Err(CyclesError::Denied(d)) => Ok(output("deny", &denied_reason(&d))),
             Err(e) => Err(format!("{} ({})", e, e.code())),
         };
@@ -276,23 +308,26 @@ fn pre(cli: &Cli, args: &ClaudeCodeArgs, ev: &HookEvent) -> Result<Value, String
 fn post(cli: &Cli, args: &ClaudeCodeArgs, ev: &HookEvent) -> Result<(), String> {
     let auth = authority(cli)?;
     let subject = subject(args, ev);
+    let scopes = subject.scopes().map_err(|e| e.to_string())?;
     if let Some(id) = &ev.tool_use_id {
         // Every reservation of this tool use, whatever its status: a re-delivered event must
         // find the one it already committed rather than charge the call a second time.
         let all = auth
             .reservations(None, 1_000_000)
             .map_err(|e| e.to_string())?;
+        // The whole subject must match (tenant and app too, not only the session id): a
+        // ledger shared by several apps must not let one app's event commit another's hold.
         let mine = all.iter().filter(|r| {
-            r.subject.workflow.as_deref() == Some(ev.session_id.as_str())
-                && r.subject.dimensions.get("tool_use_id") == Some(id)
+            r.subject.dimensions.get("tool_use_id") == Some(id)
+                && r.subject.scopes().ok().as_ref() == Some(&scopes)
         });
         for r in mine {
             match r.status {
                 ReservationStatus::Committed => return Ok(()),
                 ReservationStatus::Active => {
                     let commit = CommitRequest {
+                        actual: ran_otherwise(&auth, ev, r, &scopes),
                         idempotency_key: Some(format!("claude-code:{}:{id}:post", ev.session_id)),
-                        ..Default::default()
                     };
                     match auth.commit(&r.reservation_id, &commit) {
                         Ok(_) => return Ok(()),
@@ -306,9 +341,9 @@ fn post(cli: &Cli, args: &ClaudeCodeArgs, ev: &HookEvent) -> Result<(), String> 
         }
     }
     // No reservation: the call ran without one (confirmed at an `ask` prompt, or its
-    // reservation expired). It still costs its tier's points.
+    // reservation expired). It still costs its tier's points, to its session's budget.
     let call = tool_call(ev)?;
-    let scopes = subject.scopes().map_err(|e| e.to_string())?;
+    ensure_session_budget(&auth, args, &subject)?;
     let points = auth.policy().assess(&call, &scopes).risk_points;
     let req = EventRequest {
         subject,
@@ -322,4 +357,40 @@ fn post(cli: &Cli, args: &ClaudeCodeArgs, ev: &HookEvent) -> Result<(), String> 
     };
     auth.event(&req).map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// The actual amounts to commit when the call that ran is not the call reserved (another
+/// PreToolUse hook rewrote its input with `updatedInput`, or the event was crafted): the tier
+/// points of what ran when they are more than the hold, so a rewritten call is never charged
+/// less than it costs and a PostToolUse cannot lower a charge. Empty (charge the hold) when
+/// the calls match or the event carries no readable call.
+fn ran_otherwise(
+    auth: &Authority,
+    ev: &HookEvent,
+    r: &Reservation,
+    scopes: &[String],
+) -> Vec<Amount> {
+    let Ok(call) = tool_call(ev) else {
+        return Vec::new();
+    };
+    if call.digest() == r.call_digest {
+        return Vec::new();
+    }
+    let held = r
+        .reserved()
+        .iter()
+        .find(|a| a.unit == Unit::RiskPoints)
+        .map_or(0, |a| a.amount);
+    let points = auth.policy().assess(&call, scopes).risk_points;
+    eprintln!(
+        "cycles: the call that ran ({}) is not the call reserved in {}: charging {} RISK_POINTS (held {held})",
+        call.action.name,
+        r.reservation_id,
+        points.max(held)
+    );
+    if points > held {
+        vec![Amount::new(Unit::RiskPoints, points)]
+    } else {
+        Vec::new()
+    }
 }

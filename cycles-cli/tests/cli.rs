@@ -876,3 +876,323 @@ fn post_tool_use_failure_still_commits_the_reservation() {
     assert_eq!(balance(&d, SESSION_SCOPE)["spent"], 1);
     assert_eq!(audit_kinds(&d).len(), kinds_before);
 }
+
+// --- Adversarial review of the hook: inputs, event fields, PostToolUse, failing closed. ------
+
+/// Every file tool's write target is read by the path rules, whatever other keys the input
+/// carries: an extra `path` key must not stand in for the `notebook_path` Claude Code writes.
+#[test]
+fn the_path_rules_read_the_argument_each_file_tool_writes() {
+    let d = Dir::new();
+    d.init();
+    let settings = "/work/app/.claude/settings.json";
+    for (i, (tool, input)) in [
+        (
+            "NotebookEdit",
+            json!({"path": "/work/app/a.ipynb", "notebook_path": settings, "new_source": "x"}),
+        ),
+        (
+            "NotebookEdit",
+            json!({"notebook_path": "/work/app/.cycles/cycles.db", "new_source": "x"}),
+        ),
+        (
+            "MultiEdit",
+            json!({"file_path": settings, "edits": [{"old_string": "a", "new_string": "b"}]}),
+        ),
+        (
+            "Write",
+            json!({"filename": "/work/app/a.txt", "path": "/work/app/b.txt", "file_path": settings, "content": "{}"}),
+        ),
+        // No file_path at all: not an ordinary write.
+        ("Write", json!({"path": "/work/app/a.txt", "content": "{}"})),
+        ("Edit", json!({"file_path": 7, "old_string": "a", "new_string": "b"})),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (dec, reason) = decision(&d.hook(
+            &["--approval", "deny"],
+            &pre("sess-1", &format!("toolu_{i}"), tool, input.clone()),
+        ));
+        assert_eq!(dec, "deny", "{tool} {input}: {reason}");
+        assert!(reason.contains("tier 4"), "{tool} {input}: {reason}");
+    }
+    // An ordinary notebook is still tier 1 (the checks above can fail).
+    let (dec, reason) = decision(&d.hook(
+        &[],
+        &pre(
+            "sess-1",
+            "toolu_ok",
+            "NotebookEdit",
+            json!({"notebook_path": "/work/app/a.ipynb", "new_source": "x"}),
+        ),
+    ));
+    assert_eq!(dec, "allow", "{reason}");
+    assert!(reason.contains("tier 1"), "{reason}");
+}
+
+/// Bash: `run_in_background` and extra keys change nothing; a command that is not a string is
+/// not read as harmless.
+#[test]
+fn bash_inputs_the_classifier_cannot_read_are_tier_4() {
+    let d = Dir::new();
+    d.init();
+    for (i, input) in [
+        json!({"command": ["railway", "volume", "delete", "--volume", "v", "--yes"]}),
+        json!({"command": {"argv": "rm -rf /"}}),
+        json!({"command": 1}),
+        json!({"cmd": "rm -rf /"}),
+        json!({"command": "railway volume delete --volume v --yes", "run_in_background": true}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (dec, reason) = decision(&d.hook(
+            &["--approval", "deny"],
+            &pre("sess-1", &format!("toolu_{i}"), "Bash", input.clone()),
+        ));
+        assert_eq!(dec, "deny", "{input}: {reason}");
+        assert!(reason.contains("tier 4"), "{input}: {reason}");
+    }
+    // Extra keys Claude Code ignores do not lower a command's tier, nor raise `ls`.
+    let (dec, reason) = decision(&d.hook(
+        &[],
+        &pre(
+            "sess-1",
+            "toolu_ls",
+            "Bash",
+            json!({"command": "ls", "cmd": "rm -rf /", "run_in_background": true}),
+        ),
+    ));
+    assert_eq!(dec, "allow", "{reason}");
+    assert!(reason.contains("tier 0"), "{reason}");
+}
+
+/// Reusing a tool_use_id for another call must not replay its `allow`; re-delivering the event
+/// of a call that already ran must not allow it a second time.
+#[test]
+fn a_tool_use_id_cannot_replay_an_allow() {
+    let d = Dir::new();
+    d.init();
+    let ls = json!({"command": "ls"});
+    let (dec, _) = decision(&d.hook(&[], &pre("sess-1", "toolu_1", "Bash", ls.clone())));
+    assert_eq!(dec, "allow");
+    // Same session and tool_use_id, another command: blocked, never the replayed allow.
+    let r = d.hook(
+        &[],
+        &pre(
+            "sess-1",
+            "toolu_1",
+            "Bash",
+            json!({"command": "git push --force"}),
+        ),
+    );
+    assert_eq!(r.code, 2, "{} {}", r.stdout, r.stderr);
+    assert_eq!(r.stdout, "");
+    assert!(r.stderr.contains("IDEMPOTENCY_MISMATCH"), "{}", r.stderr);
+    // Re-delivered before the tool ran: the same answer (one reservation, one hold).
+    let (dec, _) = decision(&d.hook(&[], &pre("sess-1", "toolu_1", "Bash", ls.clone())));
+    assert_eq!(dec, "allow");
+    let r = d.hook(&[], &post("sess-1", "toolu_1", "Bash", ls.clone()));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // After it ran: the same event is refused instead of replayed.
+    let edit = json!({"file_path": "/work/app/a.rs", "old_string": "a", "new_string": "b"});
+    let (dec, _) = decision(&d.hook(&[], &pre("sess-1", "toolu_2", "Edit", edit.clone())));
+    assert_eq!(dec, "allow");
+    let r = d.hook(&[], &post("sess-1", "toolu_2", "Edit", edit.clone()));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let (dec, reason) = decision(&d.hook(&[], &pre("sess-1", "toolu_2", "Edit", edit)));
+    assert_eq!(dec, "deny", "{reason}");
+    assert!(reason.contains("already used"), "{reason}");
+    assert_eq!(balance(&d, SESSION_SCOPE)["spent"], 1);
+    // Another session's id space is its own: the same tool_use_id there is a new call.
+    let (dec, _) = decision(&d.hook(&[], &pre("sess-2", "toolu_2", "Bash", ls)));
+    assert_eq!(dec, "allow");
+    // Ids the subject rules refuse block; they are never mapped onto another session.
+    for bad in ["sess-1/agent:x", "sess-1:toolu_2", "", &"s".repeat(200)] {
+        let r = d.hook(&[], &pre(bad, "toolu_9", "Bash", json!({"command": "ls"})));
+        assert_eq!(r.code, 2, "{bad:?}: {} {}", r.stdout, r.stderr);
+        assert_eq!(r.stdout, "");
+    }
+    let r = d.hook(
+        &[],
+        &pre("sess-1", &"t".repeat(300), "Bash", json!({"command": "ls"})),
+    );
+    assert_eq!(r.code, 2, "{} {}", r.stdout, r.stderr);
+}
+
+/// A crafted PostToolUse commits only its own subject's reservation, never refunds, and
+/// charges what actually ran when it differs from what was reserved.
+#[test]
+fn post_tool_use_cannot_commit_another_subject_or_lower_a_charge() {
+    let d = Dir::new();
+    d.init();
+    let edit = json!({"file_path": "/work/app/a.rs", "old_string": "a", "new_string": "b"});
+    let (dec, _) = decision(&d.hook(&[], &pre("sess-1", "toolu_1", "Edit", edit.clone())));
+    assert_eq!(dec, "allow");
+    // Another session's PostToolUse with this tool_use_id: charged to that session as an
+    // unreserved call, the reservation of sess-1 untouched.
+    let r = d.hook(&[], &post("sess-2", "toolu_1", "Edit", edit.clone()));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(balance(&d, SESSION_SCOPE)["reserved"], 1);
+    assert_eq!(balance(&d, SESSION_SCOPE)["spent"], 0);
+    // Another app on the same ledger, same session id and tool_use_id: not sess-1's either.
+    let r = d.hook(
+        &["--app", "other-app"],
+        &post("sess-1", "toolu_1", "Edit", edit.clone()),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(balance(&d, SESSION_SCOPE)["reserved"], 1);
+    assert_eq!(
+        balance(&d, "app:other-app/workflow:sess-1")["spent"],
+        1,
+        "the other app's call is charged to the other app"
+    );
+
+    // What ran is not what was reserved (a tier 1 edit rewritten into an edit of the hook
+    // settings): charged as what ran, 50, not the 1 held.
+    let settings = json!({"file_path": "/work/app/.claude/settings.json", "old_string": "a", "new_string": "b"});
+    let r = d.hook(&[], &post("sess-1", "toolu_1", "Edit", settings));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("not the call reserved"), "{}", r.stderr);
+    let s = balance(&d, SESSION_SCOPE);
+    assert_eq!(
+        (s["spent"].clone(), s["reserved"].clone()),
+        (json!(50), json!(0))
+    );
+    // Re-delivered: nothing more.
+    let r = d.hook(&[], &post("sess-1", "toolu_1", "Edit", edit.clone()));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(balance(&d, SESSION_SCOPE)["spent"], 50);
+
+    // A cheaper call than the one reserved is still charged the hold (no refund).
+    let hooks = json!({"file_path": "/work/app/.git/hooks/pre-commit", "content": "x"});
+    let (dec, _) = decision(&d.hook(&[], &pre("sess-1", "toolu_2", "Write", hooks)));
+    assert_eq!(dec, "allow");
+    let cheap = json!({"file_path": "/work/app/b.txt", "content": "x"});
+    let r = d.hook(&[], &post("sess-1", "toolu_2", "Write", cheap));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(balance(&d, SESSION_SCOPE)["spent"], 70);
+    assert_eq!(d.ok(&["--json", "audit", "verify"]).json()["ok"], true);
+}
+
+/// A grant signed for one session's call does not serve the same call in another session.
+#[test]
+fn a_grant_for_one_session_does_not_serve_another() {
+    let d = Dir::new();
+    d.init();
+    d.approver("alice");
+    let (dec, reason) = decision(&d.hook(
+        &["--approval", "deny"],
+        &pre("sess-1", "toolu_1", "Bash", railway_delete()),
+    ));
+    assert_eq!(dec, "deny");
+    let id = request_id(&reason);
+    d.ok(&["approve", &id, "--key", "alice.key", "--ttl", "10m"]);
+    for mode in ["deny", "ask"] {
+        let (dec, reason) = decision(&d.hook(
+            &["--approval", mode],
+            &pre("sess-2", &format!("toolu_{mode}"), "Bash", railway_delete()),
+        ));
+        assert_eq!(dec, mode, "{reason}");
+        assert_ne!(request_id(&reason), id);
+    }
+    let all = d.ok(&["--json", "approvals", "list", "--all"]).json();
+    let mine = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["request_id"] == json!(id))
+        .unwrap();
+    assert_eq!(mine["status"], "GRANTED", "still unused by its own session");
+    // Its own session gets it (the assertions above can fail).
+    let (dec, reason) = decision(&d.hook(
+        &["--approval", "deny"],
+        &pre("sess-1", "toolu_2", "Bash", railway_delete()),
+    ));
+    assert_eq!(dec, "allow", "{reason}");
+}
+
+/// More ways to fail: a ledger another process holds locked, oversized and too deeply nested
+/// events. Each blocks (exit 2, nothing on stdout).
+#[test]
+fn hook_blocks_on_a_locked_ledger_and_oversized_events() {
+    let d = Dir::new();
+    d.init();
+    let event = pre("sess-1", "toolu_1", "Bash", json!({"command": "ls"}));
+    {
+        let holder = cycles_core::SqliteLedger::open(d.path("cycles.db")).unwrap();
+        holder.execute_raw("BEGIN EXCLUSIVE").unwrap();
+        let r = d.hook(&[], &event);
+        assert_eq!(r.code, 2, "{} {}", r.stdout, r.stderr);
+        assert_eq!(r.stdout, "");
+        holder.execute_raw("ROLLBACK").unwrap();
+    }
+    let big = "x".repeat((32 << 20) + 1);
+    let r = d.run(&["hook", "claude-code"], &big);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("larger than"), "{}", r.stderr);
+    assert_eq!(r.stdout, "");
+    let mut deep = json!("x");
+    for _ in 0..100 {
+        deep = json!({ "a": deep });
+    }
+    let r = d.hook(
+        &[],
+        &pre("sess-1", "toolu_2", "mcp__x__y", json!({ "data": deep })),
+    );
+    assert_eq!(r.code, 2, "{} {}", r.stdout, r.stderr);
+    assert_eq!(r.stdout, "");
+    // A large but legitimate Write is still answered.
+    let content = "y".repeat(4 << 20);
+    let (dec, reason) = decision(&d.hook(
+        &[],
+        &pre(
+            "sess-1",
+            "toolu_3",
+            "Write",
+            json!({"file_path": "/work/app/big.txt", "content": content}),
+        ),
+    ));
+    assert_eq!(dec, "allow", "{reason}");
+    let (dec, _) = decision(&d.hook(&[], &event));
+    assert_eq!(dec, "allow");
+}
+
+/// MCP names with odd characters are still rated: by their name, or as unknown tools.
+#[test]
+fn odd_tool_names_are_never_free() {
+    let d = Dir::new();
+    d.init();
+    for (i, name) in [
+        "mcp__railway__volume-delete",
+        "mcp__rail way__VOLUME_DELETE",
+        "MCP__railway__volume_delete",
+        "mcp__railway__volume_delete\u{0}",
+        "Bash\u{200b}",
+        "bash",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let r = d.hook(
+            &["--approval", "deny"],
+            &pre(
+                "sess-1",
+                &format!("toolu_{i}"),
+                name,
+                json!({"command": "railway volume delete --volume v --yes"}),
+            ),
+        );
+        if r.code == 2 {
+            assert_eq!(r.stdout, "", "{name:?}");
+            continue;
+        }
+        let (dec, reason) = decision(&r);
+        assert_eq!(dec, "deny", "{name:?}: {reason}");
+        assert!(
+            reason.contains("tier 4") || reason.contains("TOOL_UNKNOWN"),
+            "{name:?}: {reason}"
+        );
+    }
+}
