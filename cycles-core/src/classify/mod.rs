@@ -149,7 +149,7 @@ impl ArgPath {
     }
 }
 
-/// Where a classifier reads its input: the configured path, or the first default name present.
+/// Where a classifier reads its input: the configured path, or every default name present.
 #[derive(Debug, Clone)]
 enum ArgSource {
     Path(ArgPath),
@@ -157,10 +157,13 @@ enum ArgSource {
 }
 
 impl ArgSource {
-    fn get<'v>(&self, args: &'v serde_json::Value) -> Option<&'v serde_json::Value> {
+    /// Every candidate present: an executor may read any of the default names, so a harmless
+    /// `path` beside a `notebook_path` to the gate's own settings (or a `query` beside a
+    /// destructive `sql`) is rated by the worse of them.
+    fn all<'v>(&self, args: &'v serde_json::Value) -> Vec<&'v serde_json::Value> {
         match self {
-            ArgSource::Path(p) => p.get(args),
-            ArgSource::Defaults(names) => names.iter().find_map(|n| args.get(n)),
+            ArgSource::Path(p) => p.get(args).into_iter().collect(),
+            ArgSource::Defaults(names) => names.iter().filter_map(|n| args.get(n)).collect(),
         }
     }
 }
@@ -237,8 +240,19 @@ impl ArgClassifier {
             names::apply(&call.action.name, v);
             return;
         };
+        let values = input.all(args);
+        if values.is_empty() {
+            self.apply_value(call, None, v);
+        }
+        for value in values {
+            self.apply_value(call, Some(value), v);
+        }
+    }
+
+    /// Raises `v` by one candidate input (`None`: the argument is missing).
+    fn apply_value(&self, call: &ToolCall, value: Option<&serde_json::Value>, v: &mut Verdict) {
+        let args = &call.args;
         let missing = |v: &mut Verdict| v.raise(Tier::T4, self.kind.missing_rule());
-        let value = input.get(args);
         match self.kind {
             ClassifierKind::Sql => match value {
                 Some(serde_json::Value::String(s)) => sql::apply(s, self.dialect, v),
@@ -267,15 +281,15 @@ impl ArgClassifier {
                 _ => missing(v),
             },
             ClassifierKind::Http => {
-                let body = self.body.get(args);
-                let method = match self.method.get(args) {
+                let bodies = self.body.all(args);
+                let method = match self.method.all(args).first() {
                     Some(serde_json::Value::String(m)) => m.as_str(),
                     Some(_) => {
                         missing(v);
                         return;
                     }
                     // fetch-style tools default to GET, and to POST when they carry a body.
-                    None if body.is_some() => "POST",
+                    None if !bodies.is_empty() => "POST",
                     None => "GET",
                 };
                 // A method-override header (`X-HTTP-Method-Override: DELETE`) is the method
@@ -294,7 +308,14 @@ impl ArgClassifier {
                 };
                 let method = overridden.unwrap_or(method);
                 match value {
-                    Some(serde_json::Value::String(url)) => http::apply(method, url, body, v),
+                    Some(serde_json::Value::String(url)) if bodies.is_empty() => {
+                        http::apply(method, url, None, v)
+                    }
+                    Some(serde_json::Value::String(url)) => {
+                        for body in bodies {
+                            http::apply(method, url, Some(body), v);
+                        }
+                    }
                     _ => missing(v),
                 }
             }
