@@ -131,9 +131,18 @@ $$;
 /// Key of the advisory lock that serialises schema creation between processes.
 const MIGRATION_LOCK: i64 = 0x6379_636c_6573; // "cycles"
 
+/// The second `SELECT` runs after the lock is held, with a snapshot that sees what the
+/// previous holder committed: it checks that the head row and the audit table agree (the
+/// record at the head has the head's hash, none follows it), so that a head moved through SQL
+/// is refused before anything is appended over a gap or under existing records.
 const BEGIN_WRITE: &str = "BEGIN ISOLATION LEVEL READ COMMITTED; \
      SET LOCAL synchronous_commit TO off; \
-     SELECT seq, hash, version FROM cycles_audit_head WHERE id = 1 FOR UPDATE";
+     SELECT seq FROM cycles_audit_head WHERE id = 1 FOR UPDATE; \
+     SELECT h.seq, h.hash, h.version, \
+       CASE WHEN h.seq = 0 THEN h.hash = '' \
+         ELSE (SELECT a.hash FROM cycles_audit a WHERE a.seq = h.seq) IS NOT DISTINCT FROM h.hash END \
+       AND NOT EXISTS (SELECT 1 FROM cycles_audit a WHERE a.seq = h.seq + 1) \
+     FROM cycles_audit_head h WHERE h.id = 1";
 const BEGIN_READ: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
 /// A transaction of its own that writes one WAL record (a logical decoding message, which
 /// nothing consumes) so that its commit, with `synchronous_commit = on`, waits for the WAL
@@ -1455,17 +1464,26 @@ impl<'a> PgTxn<'a> {
         };
         self.st.begun = true;
         if self.writable {
-            let head = msgs.iter().find_map(|m| match m {
+            // The row of the second SELECT (read after the lock was granted).
+            let head = msgs.iter().rev().find_map(|m| match m {
                 SimpleQueryMessage::Row(r) => Some((
                     r.get(0).and_then(|s| s.parse::<u64>().ok()),
                     r.get(1).map(str::to_string),
                     r.get(2).and_then(|s| s.parse::<i64>().ok()),
+                    r.get(3) == Some("t"),
                 )),
                 _ => None,
             });
-            let Some((Some(seq), Some(hash), Some(version))) = head else {
+            let Some((Some(seq), Some(hash), Some(version), consistent)) = head else {
                 return Err(corrupt("the audit chain head row is missing"));
             };
+            if !consistent {
+                self.st.carry_in = None;
+                return Err(corrupt(format!(
+                    "the audit chain head (record {seq}) does not match the audit records: \
+                     the tables were changed outside the ledger"
+                )));
+            }
             self.st.locked_seq = seq;
             self.st.head = Some((seq, hash));
             self.st.begin_head = self.st.head.clone();
