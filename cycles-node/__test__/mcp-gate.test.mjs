@@ -5,7 +5,7 @@
 import test from 'node:test'
 import assert from 'node:assert/strict'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
-import { spawnSync } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -82,7 +82,11 @@ test('the MCP gate lets reads through and stops a destructive call before the up
   t.after(() => client.close())
 
   const { tools } = await client.listTools()
-  assert.deepEqual(tools.map((x) => x.name).sort(), ['delete_volume', 'flaky', 'read_file', 'write_note'])
+  // Tools whose names the gate would refuse to call (empty, odd characters) are not listed.
+  assert.deepEqual(
+    tools.map((x) => x.name).sort(),
+    ['add_tools', 'delete_volume', 'flaky', 'measure', 'read_file', 'slow', 'write_note'],
+  )
   assert.equal(tools.find((x) => x.name === 'delete_volume').description, 'Deletes a volume and everything on it')
 
   const read = await client.callTool({ name: 'read_file', arguments: { path: 'notes.txt' } })
@@ -250,4 +254,254 @@ test('the MCP gate exits cleanly when the upstream cannot be started', () => {
   } finally {
     tmp.cleanup()
   }
+})
+
+// ---------------------------------------------------------------------------------------------
+// Hardening: concurrency, cancellation, a locked ledger, odd names, list changes, huge inputs.
+
+const HARD_POLICY = `
+unknown_tool = { action = "deny" }
+
+[[tools]]
+name = "railway.read_file"
+tier = 0
+
+[[tools]]
+name = "railway.slow"
+tier = 1
+
+[[tools]]
+name = "railway.measure"
+tier = 1
+
+[[tools]]
+name = "railway.add_tools"
+tier = 0
+
+[[tools]]
+name = "railway.late_read"
+tier = 0
+
+[[budgets]]
+scope = "tenant:acme/agent:claude"
+unit = "RISK_POINTS"
+allocated = 1000
+`
+const SCOPE = 'tenant:acme/agent:claude'
+
+/** Resolves once `check()` is truthy, looking again every 20 ms (the test's timeout bounds it). */
+async function until(check, _what) {
+  for (;;) {
+    const v = await check()
+    if (v) return v
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+}
+
+/** A gate over the test upstream, driven by a real SDK client; its stderr is collected. */
+async function startGate(t, { policy = HARD_POLICY, extra = [] } = {}) {
+  const tmp = tempDir()
+  t.after(tmp.cleanup)
+  const policyFile = join(tmp.dir, 'policy.toml')
+  const ledger = join(tmp.dir, 'cycles.db')
+  const callsFile = join(tmp.dir, 'calls.jsonl')
+  writeFileSync(policyFile, policy)
+  const client = new Client({ name: 'e2e-client', version: '1.0.0' })
+  const transport = new StdioClientTransport({
+    command: process.execPath,
+    args: [GATE, '--policy', policyFile, '--ledger', ledger, '--subject', 'tenant=acme,agent=claude',
+      '--tool-prefix', 'railway.', ...extra, '--', process.execPath, UPSTREAM, callsFile],
+    stderr: 'pipe',
+  })
+  const g = { tmp, ledger, callsFile, client, log: '' }
+  transport.stderr.on('data', (chunk) => (g.log += chunk))
+  await client.connect(transport)
+  t.after(() => client.close())
+  g.calls = (event = 'call') => calls(callsFile).filter((c) => c.event === event)
+  g.release = () => writeFileSync(join(tmp.dir, 'go'), '')
+  g.gateFile = join(tmp.dir, 'go')
+  g.balance = async () => {
+    const auth = await cycles.Authority.open(ledger)
+    return (await auth.balances(SCOPE))[0]
+  }
+  return g
+}
+
+test('parallel calls on a small budget: exactly as many run as it allows, nothing stays held', { timeout: 120_000 }, async (t) => {
+  const g = await startGate(t, { policy: HARD_POLICY.replace('allocated = 1000', 'allocated = 3') })
+  const results = Array.from({ length: 8 }, (_, i) =>
+    g.client.callTool({ name: 'slow', arguments: { id: `p${i}`, gate: g.gateFile } }),
+  )
+  // Three calls hold the whole budget while they run; the five others come back refused.
+  await until(() => g.calls().length === 3, 'three calls at the upstream')
+  g.release()
+  const done = await Promise.all(results)
+  const ok = done.filter((r) => !r.isError)
+  const refused = done.filter((r) => r.isError)
+  assert.equal(ok.length, 3, done.map(text).join('\n'))
+  assert.equal(refused.length, 5)
+  for (const r of refused) assert.equal(r._meta['cycles/decision'].reasonCode, 'BUDGET_EXCEEDED', text(r))
+  assert.equal(g.calls().length, 3, 'refused calls never reached the upstream')
+  assert.deepEqual(
+    g.calls().map((c) => c.args.id).sort(),
+    ok.map((r) => text(r).split(' ')[1]).sort(),
+    'the calls that ran are the ones the client saw succeed',
+  )
+  const b = await g.balance()
+  assert.equal(b.spent, 3)
+  assert.equal(b.reserved, 0, 'nothing is left held')
+})
+
+test('a call the client cancels mid-flight is aborted upstream and committed, not left held', { timeout: 120_000 }, async (t) => {
+  const g = await startGate(t)
+  const ac = new AbortController()
+  const call = g.client.callTool({ name: 'slow', arguments: { id: 'c1', gate: g.gateFile } }, undefined, { signal: ac.signal })
+  await until(() => g.calls().length === 1, 'the call at the upstream')
+  assert.equal((await g.balance()).reserved, 1, 'held while the upstream works')
+  ac.abort('user pressed stop')
+  await assert.rejects(call)
+  // The upstream got the cancellation and stopped; the gate charged the call, since the
+  // upstream had started and may have acted.
+  await until(() => g.calls('aborted').length === 1, 'the upstream to see the cancellation')
+  await until(() => /cancelled railway\.slow: committed/.test(g.log), 'the gate to finalize')
+  const b = await g.balance()
+  assert.equal(b.reserved, 0, 'nothing held until the TTL')
+  assert.equal(b.spent, 1, 'committed: the upstream may have acted')
+  assert.equal(g.calls('finished').length, 0)
+  // The gate keeps serving.
+  const read = await g.client.callTool({ name: 'read_file', arguments: { path: 'a' } })
+  assert.ok(!read.isError, text(read))
+})
+
+/** Another process (the sqlite3 shell) holds the ledger's write lock until `unlock()`. */
+async function lockLedger(path) {
+  const sh = spawn('sqlite3', [path], { stdio: ['pipe', 'pipe', 'inherit'] })
+  let out = ''
+  sh.stdout.on('data', (c) => (out += c))
+  sh.stdin.write("BEGIN IMMEDIATE;\nSELECT 'locked';\n")
+  await until(() => out.includes('locked'), 'the sqlite3 shell to take the lock')
+  return async () => {
+    sh.stdin.end('ROLLBACK;\n.quit\n')
+    await new Promise((resolve) => sh.on('exit', resolve))
+  }
+}
+
+test('a ledger locked by another process: the running call still answers, new calls are refused', { timeout: 120_000 }, async (t) => {
+  const g = await startGate(t, { extra: ['--busy-timeout-ms', '200'] })
+  const running = g.client.callTool({ name: 'slow', arguments: { id: 'l1', gate: g.gateFile } })
+  await until(() => g.calls().length === 1, 'the call at the upstream')
+  const unlock = await lockLedger(g.ledger)
+  try {
+    const read = await g.client.callTool({ name: 'read_file', arguments: { path: 'secret' } })
+    assert.equal(read.isError, true, text(read))
+    assert.equal(read._meta['cycles/decision'].code, 'LEDGER_UNAVAILABLE', text(read))
+    assert.equal(g.calls().length, 1, 'the refused call never reached the upstream')
+    // The upstream finishes while the ledger cannot be written: its result still arrives.
+    g.release()
+    const result = await running
+    assert.ok(!result.isError, text(result))
+    assert.equal(text(result), 'slow l1 done')
+    assert.match(g.log, /finalizing \S+ \(railway\.slow\) failed: LEDGER_UNAVAILABLE/)
+  } finally {
+    await unlock()
+  }
+  // Once the lock is gone the gate works again, and the commit it owed goes through first.
+  const read = await g.client.callTool({ name: 'read_file', arguments: { path: 'a' } })
+  assert.ok(!read.isError, text(read))
+  assert.deepEqual(g.calls().map((c) => c.tool), ['slow', 'read_file'])
+  const b = await g.balance()
+  assert.equal(b.reserved, 0, 'the owed commit was retried, nothing stays held')
+  assert.equal(b.spent, 1)
+  const auth = await cycles.Authority.open(g.ledger)
+  assert.equal((await auth.verify()).ok, true)
+})
+
+test('empty and odd tool names are refused before the ledger, whatever a glob would rate them', { timeout: 120_000 }, async (t) => {
+  // "railway.*" would rate the empty name (railway.) and "wipe all*" at tier 0.
+  const g = await startGate(t, {
+    policy: HARD_POLICY + '\n[[tools]]\nname = "railway.*"\ntier = 0\n',
+  })
+  for (const name of ['', 'wipe all*', 'wipe\u0000volume', 'read_file\n', 'é']) {
+    const r = await g.client.callTool({ name, arguments: {} })
+    assert.equal(r.isError, true, `${JSON.stringify(name)}: ${text(r)}`)
+    assert.equal(r._meta['cycles/decision'].code, 'INVALID_TOOL_NAME', text(r))
+    assert.match(text(r), /not executed/)
+  }
+  assert.deepEqual(g.calls(), [], 'none reached the upstream')
+  const auth = await cycles.Authority.open(g.ledger)
+  assert.equal((await auth.audit()).filter((r) => r.kind === 'reserve').length, 0, 'nothing was reserved')
+  // Names in the allowed alphabet still pass.
+  const read = await g.client.callTool({ name: 'read_file', arguments: { path: 'a' } })
+  assert.ok(!read.isError, text(read))
+})
+
+test('tools the upstream adds later are listed after list_changed and still gated', { timeout: 120_000 }, async (t) => {
+  const g = await startGate(t)
+  let changed = 0
+  const { ToolListChangedNotificationSchema } = await import('@modelcontextprotocol/sdk/types.js')
+  g.client.setNotificationHandler(ToolListChangedNotificationSchema, () => changed++)
+  const before = (await g.client.listTools()).tools.map((x) => x.name)
+  assert.ok(!before.includes('late_read'))
+  const add = await g.client.callTool({ name: 'add_tools', arguments: {} })
+  assert.ok(!add.isError, text(add))
+  await until(() => changed > 0, 'tools/list_changed through the gate')
+  const after = (await g.client.listTools()).tools.map((x) => x.name)
+  assert.ok(after.includes('late_read') && after.includes('late_wipe'), after.join(' '))
+  const read = await g.client.callTool({ name: 'late_read', arguments: {} })
+  assert.ok(!read.isError, text(read))
+  const wipe = await g.client.callTool({ name: 'late_wipe', arguments: {} })
+  assert.equal(wipe._meta['cycles/decision'].reasonCode, 'TOOL_UNKNOWN')
+  assert.deepEqual(g.calls().map((c) => c.tool), ['add_tools', 'late_read'])
+  const auth = await cycles.Authority.open(g.ledger)
+  const reserved = (await auth.audit()).filter((r) => r.kind === 'reserve').map((r) => r.action?.name)
+  assert.deepEqual(reserved, ['railway.add_tools', 'railway.late_read'], 'every forwarded call was reserved')
+})
+
+test('5 MB of arguments are classified before they are forwarded, and the gate keeps serving', { timeout: 120_000 }, async (t) => {
+  const g = await startGate(t)
+  const big = 'x'.repeat(5 * 1024 * 1024)
+  const r = await g.client.callTool({ name: 'measure', arguments: { text: big } })
+  const auth = await cycles.Authority.open(g.ledger)
+  const reserves = (await auth.audit()).filter((x) => x.kind === 'reserve' && x.action?.name === 'railway.measure')
+  // The core classifies 5 MB within its limits, so the call is reserved, then forwarded whole.
+  assert.ok(!r.isError, text(r).slice(0, 500))
+  assert.equal(text(r), `measured ${big.length}`)
+  assert.deepEqual(g.calls().map((c) => c.args.length), [big.length])
+  assert.equal(reserves.length, 1, 'what reached the upstream was reserved first')
+  const read = await g.client.callTool({ name: 'read_file', arguments: { path: 'a' } })
+  assert.ok(!read.isError, text(read))
+})
+
+/** Speaks JSON-RPC lines to a gate directly (the SDK client cannot serialize what we send). */
+test('arguments nested 200,000 deep are refused with INVALID_REQUEST and the gate keeps serving', { timeout: 120_000 }, async (t) => {
+  const tmp = tempDir()
+  t.after(tmp.cleanup)
+  const policy = join(tmp.dir, 'policy.toml')
+  const callsFile = join(tmp.dir, 'calls.jsonl')
+  writeFileSync(policy, HARD_POLICY)
+  const gate = spawn(process.execPath, [GATE, '--policy', policy, '--ledger', join(tmp.dir, 'cycles.db'),
+    '--subject', 'tenant=acme,agent=claude', '--tool-prefix', 'railway.', '--',
+    process.execPath, UPSTREAM, callsFile], { stdio: ['pipe', 'pipe', 'pipe'] })
+  t.after(() => gate.kill())
+  let out = ''
+  let exited = null
+  gate.stdout.on('data', (c) => (out += c))
+  gate.stderr.on('data', () => {})
+  gate.on('exit', (code, signal) => (exited = { code, signal }))
+  const replies = () => out.split('\n').filter(Boolean).map((l) => JSON.parse(l))
+  const reply = (id) => until(() => replies().find((m) => m.id === id) ?? (exited && Promise.reject(new Error(`gate exited ${JSON.stringify(exited)}`))), `reply ${id}`)
+  const send = (m) => gate.stdin.write(`${typeof m === 'string' ? m : JSON.stringify(m)}\n`)
+  send({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '1' } } })
+  await reply(1)
+  send({ jsonrpc: '2.0', method: 'notifications/initialized' })
+  const n = 200_000
+  send(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"measure","arguments":{"text":${'['.repeat(n)}${']'.repeat(n)}}}}`)
+  const deep = await reply(2)
+  assert.equal(deep.result?.isError, true, JSON.stringify(deep).slice(0, 500))
+  assert.equal(deep.result._meta['cycles/decision'].code, 'INVALID_REQUEST')
+  send({ jsonrpc: '2.0', id: 3, method: 'tools/call', params: { name: 'read_file', arguments: { path: 'a' } } })
+  const read = await reply(3)
+  assert.equal(read.result.content[0].text, 'contents of a')
+  assert.deepEqual(calls(callsFile).filter((c) => c.event === 'call').map((c) => c.tool), ['read_file'])
+  assert.equal(exited, null)
 })

@@ -1,7 +1,7 @@
 // A real MCP server (the SDK's McpServer over stdio) standing in for an infrastructure API.
 // Every tool call is appended to the calls file given as argv[2] before the tool does anything,
 // so a test can prove which calls reached it. A "started" line is written at startup.
-import { appendFileSync } from 'node:fs'
+import { appendFileSync, existsSync } from 'node:fs'
 
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js'
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js'
@@ -48,5 +48,55 @@ server.registerTool(
     throw new Error('flaky failed on purpose')
   },
 )
+
+// Runs until the file named by `gate` exists, so a test decides when it finishes; if the
+// caller cancels first (the SDK aborts `signal` on notifications/cancelled) it stops and says so.
+server.registerTool(
+  'slow',
+  { description: 'Works until released', inputSchema: { id: z.string(), gate: z.string() } },
+  async ({ id, gate }, { signal }) => {
+    record({ event: 'call', tool: 'slow', args: { id } })
+    while (!existsSync(gate)) {
+      if (signal.aborted) {
+        record({ event: 'aborted', tool: 'slow', args: { id } })
+        throw new Error(`slow ${id} cancelled`)
+      }
+      await new Promise((resolve) => setTimeout(resolve, 10))
+    }
+    record({ event: 'finished', tool: 'slow', args: { id } })
+    return { content: [{ type: 'text', text: `slow ${id} done` }] }
+  },
+)
+
+// Records only the size of what it got (the large-argument test sends megabytes).
+server.registerTool(
+  'measure',
+  { description: 'Measures its input', inputSchema: { text: z.string() } },
+  async ({ text }) => {
+    record({ event: 'call', tool: 'measure', args: { length: text.length } })
+    return { content: [{ type: 'text', text: `measured ${text.length}` }] }
+  },
+)
+
+// Registers a tool after the session started: the SDK then sends tools/list_changed.
+server.registerTool('add_tools', { description: 'Adds tools', inputSchema: {} }, async () => {
+  record({ event: 'call', tool: 'add_tools', args: {} })
+  for (const name of ['late_read', 'late_wipe']) {
+    server.registerTool(name, { description: `added later: ${name}`, inputSchema: {} }, async () => {
+      record({ event: 'call', tool: name, args: {} })
+      return { content: [{ type: 'text', text: `${name} ran` }] }
+    })
+  }
+  return { content: [{ type: 'text', text: 'added' }] }
+})
+
+// Tools whose names a policy glob could rate gently: the empty name (with a prefix "railway."
+// it becomes "railway.") and names with characters outside [A-Za-z0-9_.:/-].
+for (const name of ['', 'wipe all*', 'wipe\u0000volume']) {
+  server.registerTool(name, { description: `oddly named: ${JSON.stringify(name)}`, inputSchema: {} }, async () => {
+    record({ event: 'call', tool: name, args: {} })
+    return { content: [{ type: 'text', text: `${JSON.stringify(name)} ran` }] }
+  })
+}
 
 await server.connect(new StdioServerTransport())

@@ -9,7 +9,8 @@
 // only way it has to the upstream's tools.
 //
 //   cycles-mcp-gate --policy policy.toml --subject tenant=acme,agent=claude \
-//     [--ledger cycles.db] [--tool-prefix railway.] [--ttl-ms 60000] -- upstream-command [args...]
+//     [--ledger cycles.db] [--busy-timeout-ms 10000] [--tool-prefix railway.] [--ttl-ms 60000] \
+//     -- upstream-command [args...]
 
 import { createRequire } from 'node:module'
 import { pathToFileURL } from 'node:url'
@@ -21,6 +22,8 @@ import { Server } from '@modelcontextprotocol/sdk/server/index.js'
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js'
 import {
   CallToolRequestSchema,
+  ErrorCode,
+  McpError,
   ListToolsRequestSchema,
   ToolListChangedNotificationSchema,
 } from '@modelcontextprotocol/sdk/types.js'
@@ -29,11 +32,13 @@ const require = createRequire(import.meta.url)
 const { Authority, isCyclesError } = require('../cycles.js')
 
 const USAGE = `usage: cycles-mcp-gate --policy FILE --subject k=v[,k=v...] [--ledger FILE]
-                       [--tool-prefix PREFIX] [--ttl-ms N] -- COMMAND [ARGS...]
+                       [--busy-timeout-ms N] [--tool-prefix PREFIX] [--ttl-ms N] -- COMMAND [ARGS...]
 
   --policy FILE       the Cycles policy (TOML); the gate refuses to start without a valid one
   --subject k=v,...   who the agent is: tenant, workspace, app, workflow, agent, toolset
   --ledger FILE       SQLite ledger shared with other gates and processes (default: in memory)
+  --busy-timeout-ms N how long to wait for another process's write lock on the ledger before
+                      refusing with LEDGER_UNAVAILABLE (default: 10000)
   --tool-prefix P     prefix added to upstream tool names before classification
                       (e.g. "railway." makes "delete_volume" the policy's "railway.delete_volume")
   --ttl-ms N          reservation time to live (default: the policy's)
@@ -51,9 +56,13 @@ export function parseArgs(argv) {
     if (flag === '--policy') opts.policy = value
     else if (flag === '--ledger') opts.ledger = value
     else if (flag === '--tool-prefix') opts.toolPrefix = value
-    else if (flag === '--ttl-ms') {
-      opts.ttlMs = Number(value)
-      if (!Number.isSafeInteger(opts.ttlMs) || opts.ttlMs <= 0) throw new Error(`--ttl-ms takes milliseconds, got ${value}\n${USAGE}`)
+    else if (flag === '--ttl-ms' || flag === '--busy-timeout-ms') {
+      const ms = Number(value)
+      if (!/^[0-9]+$/.test(value) || !Number.isSafeInteger(ms) || (flag === '--ttl-ms' && ms <= 0)) {
+        throw new Error(`${flag} takes milliseconds, got ${value}\n${USAGE}`)
+      }
+      if (flag === '--ttl-ms') opts.ttlMs = ms
+      else opts.busyTimeoutMs = ms
     }
     else if (flag === '--subject') {
       opts.subject = {}
@@ -74,9 +83,24 @@ function jsonSafe(v) {
   return JSON.parse(JSON.stringify(v, (_, x) => (typeof x === 'bigint' ? x.toString() : x)))
 }
 
+/**
+ * Tool names the gate forwards. Anything else (the empty name, spaces, control characters,
+ * globs' `*`, non-ASCII look-alikes) is refused before the ledger: with a prefix, the empty name
+ * becomes "railway." and would match a policy glob "railway.*" meant for other tools.
+ */
+export const TOOL_NAME = /^[A-Za-z0-9_.:/-]+$/
+
+/** A refusal of the gate's own (not the authority's), with a stable code. */
+class GateRefusal extends Error {
+  constructor(code, message) {
+    super(message)
+    this.gateCode = code
+  }
+}
+
 /** The tool result a client sees for a call the gate refused. */
 export function refusal(tool, err) {
-  const code = isCyclesError(err) ? err.code : 'GATE_ERROR'
+  const code = isCyclesError(err) ? err.code : (err?.gateCode ?? 'GATE_ERROR')
   const d = err?.decision
   const parts = [`Cycles denied ${JSON.stringify(tool)}: ${code}. The call was not executed.`]
   if (d) {
@@ -117,13 +141,46 @@ export function createGate({ authority, subject, upstream, toolPrefix = '', ttlM
   )
 
   server.setRequestHandler(ListToolsRequestSchema, async (request) => {
-    return upstream.listTools(request.params)
+    // Re-listed from the upstream every time, so tools it adds later (tools/list_changed) are
+    // listed, and gated like the others: the call handler gates whatever name it is given.
+    const page = await upstream.listTools(request.params)
+    const tools = page.tools.filter((x) => TOOL_NAME.test(x.name))
+    if (tools.length !== page.tools.length) {
+      const hidden = page.tools.filter((x) => !TOOL_NAME.test(x.name)).map((x) => JSON.stringify(x.name))
+      log(`not listing upstream tools the gate refuses to call: ${hidden.join(', ')}`)
+    }
+    return { ...page, tools }
   })
+
+  // Finalizations the ledger refused (locked, unreachable): retried before the next call, so a
+  // call that ran is charged once the ledger is back instead of staying held until its TTL.
+  const owed = []
+  const finalize = async (reservation, outcome, tool) => {
+    try {
+      if (outcome === 'commit') await reservation.commit()
+      else await reservation.release({ reason: outcome })
+      return true
+    } catch (err) {
+      log(`finalizing ${reservation.reservationId} (${tool}) failed: ${err?.code ?? err}`)
+      if (err?.code === 'LEDGER_UNAVAILABLE' || err?.kind === 'Ledger') owed.push({ reservation, outcome, tool })
+      return false
+    }
+  }
+  const settleOwed = async () => {
+    for (const { reservation, outcome, tool } of owed.splice(0)) {
+      if (await finalize(reservation, outcome, tool)) log(`finalized ${reservation.reservationId} (${tool}) late: ${outcome}`)
+    }
+  }
 
   server.setRequestHandler(CallToolRequestSchema, async (request, extra) => {
     const { name } = request.params
     const args = request.params.arguments ?? {}
     const tool = `${toolPrefix}${name}`
+    if (typeof name !== 'string' || !TOOL_NAME.test(name)) {
+      log(`deny ${JSON.stringify(tool)}: INVALID_TOOL_NAME`)
+      return refusal(tool, new GateRefusal('INVALID_TOOL_NAME', 'Tool names are one or more of A-Z a-z 0-9 _ . : / -.'))
+    }
+    if (owed.length) await settleOwed()
     let reservation
     try {
       const req = { subject, tool, args }
@@ -136,22 +193,27 @@ export function createGate({ authority, subject, upstream, toolPrefix = '', ttlM
     }
     let result
     try {
+      // Cancelling the client's request aborts extra.signal, which makes the SDK send
+      // notifications/cancelled on to the upstream and reject here.
       result = await upstream.callTool(request.params, undefined, { signal: extra.signal })
     } catch (err) {
-      await reservation.release({ reason: 'upstream call failed' }).catch((e) => log(`release failed: ${e}`))
-      log(`upstream error ${tool}: ${err?.message ?? err}`)
+      // The upstream had the request. Only its own error answer saying it did not take the call
+      // (bad request, unknown method, bad params) releases; a cancellation, a timeout or a lost
+      // connection leaves it unknown whether the tool acted, so the hold is charged.
+      const refusedUpstream =
+        err instanceof McpError && !extra.signal.aborted &&
+        [ErrorCode.ParseError, ErrorCode.InvalidRequest, ErrorCode.MethodNotFound, ErrorCode.InvalidParams].includes(err.code)
+      const outcome = refusedUpstream ? 'upstream refused the call' : 'commit'
+      const done = await finalize(reservation, outcome, tool)
+      const why = extra.signal.aborted ? 'cancelled' : 'upstream error'
+      log(`${why} ${tool}: ${done ? (refusedUpstream ? 'released' : 'committed') : 'finalization owed'} (${err?.message ?? err})`)
       return {
         isError: true,
         content: [{ type: 'text', text: `The upstream server failed on ${JSON.stringify(name)}: ${err?.message ?? err}` }],
       }
     }
-    try {
-      if (result.isError) await reservation.release({ reason: 'upstream tool error' })
-      else await reservation.commit()
-    } catch (err) {
-      // The call already ran; its result stands. The hold expires with its TTL.
-      log(`finalizing ${reservation.reservationId} failed: ${err?.code ?? err}`)
-    }
+    // The call already ran; its result reaches the client even if the ledger cannot record it.
+    await finalize(reservation, result.isError ? 'upstream tool error' : 'commit', tool)
     return result
   })
 
@@ -174,7 +236,10 @@ async function main(argv) {
   try {
     // The policy and ledger are checked before the upstream starts: no gate, no tools.
     authority = opts.ledger
-      ? await Authority.open(opts.ledger, { policy: opts.policy })
+      ? await Authority.open(opts.ledger, {
+          policy: opts.policy,
+          ...(opts.busyTimeoutMs !== undefined && { busyTimeoutMs: opts.busyTimeoutMs }),
+        })
       : Authority.inMemory({ policy: opts.policy })
   } catch (e) {
     log(`refusing to start: ${e.code ?? ''} ${e.message}`)
