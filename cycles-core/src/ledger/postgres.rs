@@ -131,18 +131,9 @@ $$;
 /// Key of the advisory lock that serialises schema creation between processes.
 const MIGRATION_LOCK: i64 = 0x6379_636c_6573; // "cycles"
 
-/// The second `SELECT` runs after the lock is held, with a snapshot that sees what the
-/// previous holder committed: it checks that the head row and the audit table agree (the
-/// record at the head has the head's hash, none follows it), so that a head moved through SQL
-/// is refused before anything is appended over a gap or under existing records.
 const BEGIN_WRITE: &str = "BEGIN ISOLATION LEVEL READ COMMITTED; \
      SET LOCAL synchronous_commit TO off; \
-     SELECT seq FROM cycles_audit_head WHERE id = 1 FOR UPDATE; \
-     SELECT h.seq, h.hash, h.version, \
-       CASE WHEN h.seq = 0 THEN h.hash = '' \
-         ELSE (SELECT a.hash FROM cycles_audit a WHERE a.seq = h.seq) IS NOT DISTINCT FROM h.hash END \
-       AND NOT EXISTS (SELECT 1 FROM cycles_audit a WHERE a.seq = h.seq + 1) \
-     FROM cycles_audit_head h WHERE h.id = 1";
+     SELECT seq, hash, version FROM cycles_audit_head WHERE id = 1 FOR UPDATE";
 const BEGIN_READ: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
 /// A transaction of its own that writes one WAL record (a logical decoding message, which
 /// nothing consumes) so that its commit, with `synchronous_commit = on`, waits for the WAL
@@ -151,6 +142,11 @@ const BEGIN_READ: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
 /// committed asynchronously: the crash test caught exactly that.)
 const DURABILITY_BARRIER: &str = "SELECT pg_logical_emit_message(true, 'cycles', '')";
 
+/// The writes of one transaction in one statement. Its head update also checks, under the head
+/// lock and at no extra round trip, that the head and the audit table agree (the record at the
+/// head carries the head's hash and none follows it): a head moved through SQL, a deleted last
+/// record or a forged head hash fails the whole statement (`LEDGER_CORRUPT`) before anything is
+/// appended over a gap or under existing records.
 const FLUSH: &str = "WITH
 b AS (
   INSERT INTO cycles_budgets (scope, unit, allocated, spent, reserved, debt, overdraft_limit, status, is_over_limit)
@@ -173,6 +169,7 @@ i AS (
 a AS (
   INSERT INTO cycles_audit (seq, time_ms, kind, hash, body)
   SELECT * FROM unnest($18::int8[], $19::int8[], $20::text[], $21::text[], $22::text[])
+  ON CONFLICT (seq) DO NOTHING
   RETURNING 1),
 k AS (
   INSERT INTO cycles_kv (ns, key, value)
@@ -183,9 +180,12 @@ h AS (
   UPDATE cycles_audit_head SET seq = CASE WHEN $28::bool THEN $26 ELSE seq END,
     hash = CASE WHEN $28::bool THEN $27 ELSE hash END, version = version + 1
   WHERE id = 1 AND seq = $29
+    AND CASE WHEN $29 = 0 THEN cycles_audit_head.hash = ''
+      ELSE EXISTS (SELECT 1 FROM cycles_audit x WHERE x.seq = $29 AND x.hash = cycles_audit_head.hash) END
+    AND NOT EXISTS (SELECT 1 FROM cycles_audit x WHERE x.seq = $29 + 1)
   RETURNING version)
 SELECT CASE WHEN (SELECT count(*) FROM h) <> 1
-    THEN cycles_raise('the audit chain head moved under its lock: a writer bypassed it')::int8
+    THEN cycles_raise('the audit chain head does not match the audit records (the tables were changed outside the ledger, or a writer bypassed the head lock)')::int8
     ELSE (SELECT version FROM h) END";
 
 /// Options for [`PostgresLedger::connect_with`].
@@ -285,6 +285,8 @@ enum Shared {
     /// Nothing of it was applied; the operations may run again.
     Retry(String),
     Failed(String),
+    /// The tables disagree with the audit chain (`LEDGER_CORRUPT`).
+    Corrupt(String),
 }
 
 #[derive(Default)]
@@ -322,6 +324,7 @@ impl Shared {
     fn of(attempt: &Attempt) -> Shared {
         match attempt {
             Attempt::Retry(e) => Shared::Retry(message(e)),
+            Attempt::Fail(e @ CyclesError::LedgerCorrupt(_)) => Shared::Corrupt(message(e)),
             Attempt::Fail(e) => Shared::Failed(message(e)),
         }
     }
@@ -331,6 +334,7 @@ impl Shared {
             Shared::Committed => Ok(()),
             Shared::Retry(m) => Err(Attempt::Retry(unavailable(m))),
             Shared::Failed(m) => Err(Attempt::Fail(unavailable(m))),
+            Shared::Corrupt(m) => Err(Attempt::Fail(corrupt(m))),
         }
     }
 }
@@ -796,6 +800,11 @@ impl PostgresLedger {
             if tail.barrier.is_err() {
                 conn.broken = true;
             }
+            if classify(closed, e) == Fault::Corrupt {
+                // The head check of the write statement: the tables disagree with the chain.
+                *self.carry.lock() = None;
+                return Err(Attempt::Fail(corrupt(pg_msg(e))));
+            }
             let err = unavailable(pg_msg(e));
             return Err(match classify(closed, e) {
                 Fault::Conflict => Attempt::Retry(err),
@@ -950,6 +959,9 @@ enum Fault {
     Lost,
     /// Serialization failure or deadlock: the transaction was rolled back, run it again.
     Conflict,
+    /// The write statement's head check failed (`data_corrupted`): the tables disagree with
+    /// the audit chain; give up with `LEDGER_CORRUPT`.
+    Corrupt,
     /// Anything else (lock timeout, constraint violation): give up.
     Other,
 }
@@ -965,6 +977,7 @@ fn classify(closed: bool, e: &PgError) -> Fault {
         Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED => Fault::Conflict,
         // Connection exceptions and operator intervention (shutdown, terminated session).
         Some(c) if c.code().starts_with("08") || c.code().starts_with("57P") => Fault::Lost,
+        Some(c) if *c == SqlState::DATA_CORRUPTED => Fault::Corrupt,
         Some(_) => Fault::Other,
     }
 }
@@ -1000,6 +1013,10 @@ fn rollback(conn: &mut PgConn) {
 
 /// Ends a transaction that hit `fault` and says whether the operation may run again.
 fn abort(conn: &mut PgConn, (fault, msg): (Fault, String)) -> Attempt {
+    if fault == Fault::Corrupt {
+        rollback(conn);
+        return Attempt::Fail(corrupt(msg));
+    }
     let err = unavailable(msg);
     match fault {
         Fault::Lost => {
@@ -1010,7 +1027,7 @@ fn abort(conn: &mut PgConn, (fault, msg): (Fault, String)) -> Attempt {
             rollback(conn);
             Attempt::Retry(err)
         }
-        Fault::Other => {
+        Fault::Other | Fault::Corrupt => {
             rollback(conn);
             Attempt::Fail(err)
         }
@@ -1425,6 +1442,9 @@ impl<'a> PgTxn<'a> {
         if self.st.fault.is_none() {
             self.st.fault = Some((fault, msg.clone()));
         }
+        if fault == Fault::Corrupt {
+            return corrupt(msg);
+        }
         unavailable(msg)
     }
 
@@ -1464,26 +1484,17 @@ impl<'a> PgTxn<'a> {
         };
         self.st.begun = true;
         if self.writable {
-            // The row of the second SELECT (read after the lock was granted).
-            let head = msgs.iter().rev().find_map(|m| match m {
+            let head = msgs.iter().find_map(|m| match m {
                 SimpleQueryMessage::Row(r) => Some((
                     r.get(0).and_then(|s| s.parse::<u64>().ok()),
                     r.get(1).map(str::to_string),
                     r.get(2).and_then(|s| s.parse::<i64>().ok()),
-                    r.get(3) == Some("t"),
                 )),
                 _ => None,
             });
-            let Some((Some(seq), Some(hash), Some(version), consistent)) = head else {
+            let Some((Some(seq), Some(hash), Some(version))) = head else {
                 return Err(corrupt("the audit chain head row is missing"));
             };
-            if !consistent {
-                self.st.carry_in = None;
-                return Err(corrupt(format!(
-                    "the audit chain head (record {seq}) does not match the audit records: \
-                     the tables were changed outside the ledger"
-                )));
-            }
             self.st.locked_seq = seq;
             self.st.head = Some((seq, hash));
             self.st.begin_head = self.st.head.clone();
