@@ -119,6 +119,21 @@ fn request_id(reason: &str) -> String {
     reason[i..i + 36].to_string()
 }
 
+/// A ledger with the starter policy and approver `alice` in it, and the request id of the
+/// tier-4 call (`railway volume delete`) that session `sess-1` was just denied.
+fn approval_pending() -> (Dir, String) {
+    let d = Dir::new();
+    d.init();
+    d.approver("alice");
+    let (dec, reason) = decision(&d.hook(
+        &["--approval", "deny"],
+        &pre("sess-1", "toolu_1", "Bash", railway_delete()),
+    ));
+    assert_eq!(dec, "deny");
+    let id = request_id(&reason);
+    (d, id)
+}
+
 fn balance(d: &Dir, scope: &str) -> Value {
     risk_balance(&d.ok(&["--json", "balances"]).json(), scope)
 }
@@ -215,15 +230,7 @@ fn safe_calls_are_allowed_reserved_and_committed_by_post() {
 
 #[test]
 fn approval_through_the_cli_lets_exactly_that_call_run_once() {
-    let d = Dir::new();
-    d.init();
-    d.approver("alice");
-    let (dec, reason) = decision(&d.hook(
-        &["--approval", "deny"],
-        &pre("sess-1", "toolu_1", "Bash", railway_delete()),
-    ));
-    assert_eq!(dec, "deny");
-    let id = request_id(&reason);
+    let (d, id) = approval_pending();
 
     let pending = d.ok(&["--json", "approvals", "list"]).json();
     assert_eq!(pending[0]["request_id"], json!(id));
@@ -1079,15 +1086,7 @@ fn post_tool_use_cannot_commit_another_subject_or_lower_a_charge() {
 /// A grant signed for one session's call does not serve the same call in another session.
 #[test]
 fn a_grant_for_one_session_does_not_serve_another() {
-    let d = Dir::new();
-    d.init();
-    d.approver("alice");
-    let (dec, reason) = decision(&d.hook(
-        &["--approval", "deny"],
-        &pre("sess-1", "toolu_1", "Bash", railway_delete()),
-    ));
-    assert_eq!(dec, "deny");
-    let id = request_id(&reason);
+    let (d, id) = approval_pending();
     d.ok(&["approve", &id, "--key", "alice.key", "--ttl", "10m"]);
     for mode in ["deny", "ask"] {
         let (dec, reason) = decision(&d.hook(
