@@ -897,14 +897,14 @@ fn expire_if_due(txn: &mut dyn LedgerTxn, r: &mut ApprovalRequest, now_ms: i64) 
 /// Turns an allowed `decision` into DENY `APPROVAL_REQUIRED`, recording a new request (and its
 /// audit record) or reusing the pending or granted one for the same subject scopes and call.
 /// A new request stays open for the policy's `approval.request_ttl_ms`.
-/// The grant recorded for the prepared call's request (the one `require` would reuse), when
-/// that request is `GRANTED`: a `reserve` without a grant presents it. A request found past its
-/// deadline is marked expired (and then has none).
-pub(crate) fn recorded_grant(
+/// The request the prepared call's index names, when it is for exactly this call and subject
+/// and still open (`PENDING` or `GRANTED`); a request found past its deadline is marked
+/// expired first (and then is not open).
+fn open_request(
     txn: &mut dyn LedgerTxn,
     now_ms: i64,
     prepared: &Prepared<'_>,
-) -> Result<Option<Grant>> {
+) -> Result<Option<ApprovalRequest>> {
     let key = index_key(&prepared.scopes, &prepared.call_digest);
     let Some(id) = txn
         .kv_get(APPROVAL_INDEX_NS, &key)?
@@ -916,11 +916,21 @@ pub(crate) fn recorded_grant(
         return Ok(None);
     };
     expire_if_due(txn, &mut r, now_ms)?;
+    let open = matches!(r.status, ApprovalStatus::Pending | ApprovalStatus::Granted);
     let same_call = r.call_digest == prepared.call_digest && r.scopes == prepared.scopes;
-    Ok(match (r.status, r.grant) {
-        (ApprovalStatus::Granted, Some(g)) if same_call => Some(g),
-        _ => None,
-    })
+    Ok((open && same_call).then_some(r))
+}
+
+/// The grant recorded on the prepared call's open request, when it is `GRANTED`: a `reserve`
+/// without a grant presents it.
+pub(crate) fn recorded_grant(
+    txn: &mut dyn LedgerTxn,
+    now_ms: i64,
+    prepared: &Prepared<'_>,
+) -> Result<Option<Grant>> {
+    Ok(open_request(txn, now_ms, prepared)?
+        .filter(|r| r.status == ApprovalStatus::Granted)
+        .and_then(|r| r.grant))
 }
 
 pub(crate) fn require(
@@ -930,20 +940,7 @@ pub(crate) fn require(
     prepared: &Prepared<'_>,
     decision: &mut Decision,
 ) -> Result<()> {
-    let key = index_key(&prepared.scopes, &prepared.call_digest);
-    let mut reuse = None;
-    if let Some(id) = txn
-        .kv_get(APPROVAL_INDEX_NS, &key)?
-        .and_then(|v| v.as_str().map(str::to_string))
-        && let Some(mut r) = load(txn, &id)?
-    {
-        expire_if_due(txn, &mut r, now_ms)?;
-        let usable = matches!(r.status, ApprovalStatus::Pending | ApprovalStatus::Granted);
-        if usable && r.call_digest == prepared.call_digest && r.scopes == prepared.scopes {
-            reuse = Some(r);
-        }
-    }
-    let request = match reuse {
+    let request = match open_request(txn, now_ms, prepared)? {
         Some(r) => r,
         None => {
             let risk_points = prepared
@@ -969,6 +966,7 @@ pub(crate) fn require(
                 reservation_id: None,
             };
             store(txn, &r)?;
+            let key = index_key(&prepared.scopes, &prepared.call_digest);
             txn.kv_put(APPROVAL_INDEX_NS, &key, &json!(r.request_id))?;
             let requested = detail(&r, json!({ "expires_at_ms": r.expires_at_ms }));
             let mut rec = prepared.audit(AuditKind::ApprovalRequested, now_ms);
