@@ -483,11 +483,9 @@ impl ToolIndex {
         })
     }
 
-    /// The registration of `name`: exact names first, then the first matching glob.
-    pub(crate) fn lookup(&self, name: &str) -> Option<usize> {
-        if let Some(i) = self.exact.get(name) {
-            return Some(*i);
-        }
+    /// The first glob registration matching `name` (exact names are looked up first, by the
+    /// caller).
+    fn glob_lookup(&self, name: &str) -> Option<usize> {
         if self.glob_rules.is_empty() {
             return None;
         }
@@ -529,7 +527,8 @@ impl ToolIndex {
 
     pub(crate) fn classify(&self, call: &ToolCall, unknown: &UnknownTool) -> Classification {
         let exact = self.exact.get(call.action.name.as_str()).copied();
-        let found = exact.or_else(|| self.lookup(&call.action.name));
+        // The registration: the exact name first, then the first matching glob.
+        let found = exact.or_else(|| self.glob_lookup(&call.action.name));
         let mut c = self.classify_as(found, call, unknown);
         // A name that differs from a registered one only by case or separators (which a
         // case-insensitive or normalising executor runs as that tool) is never rated below it.

@@ -429,6 +429,23 @@ fn overwrite(v: &mut Verdict, target: &str) {
     }
 }
 
+/// Options of `xargs` and GNU `parallel` (and BSD `xargs -S`) that take a value: the command
+/// they run starts after them.
+const ARG_LIST_VALUE_OPTIONS: &[&str] = &[
+    "-a",
+    "-d",
+    "-E",
+    "-I",
+    "-L",
+    "-n",
+    "-P",
+    "-s",
+    "-j",
+    "-S",
+    "--arg-file",
+    "--delimiter",
+];
+
 /// A file a command writes, moves or removes, read by the path classifier: the gate's own
 /// configuration (`.claude/settings.json`, `.cycles/`, `.mcp.json`: 4), files that run code
 /// later (`.git/hooks/`, `.bashrc`, `authorized_keys`: 3) and data stores' files (4). System
@@ -1217,22 +1234,7 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         "parallel" => {
             // GNU parallel runs its command line in a shell, once per argument (appended
             // unless a `{}` replacement string places it).
-            let inner = skip_options(
-                rest,
-                &[
-                    "-a",
-                    "-d",
-                    "-E",
-                    "-I",
-                    "-L",
-                    "-n",
-                    "-P",
-                    "-s",
-                    "-j",
-                    "-S",
-                    "--arg-file",
-                ],
-            );
+            let inner = skip_options(rest, ARG_LIST_VALUE_OPTIONS);
             let sep = inner
                 .iter()
                 .position(|w| matches!(w.as_str(), ":::" | "::::" | ":::+" | "::::+"))
@@ -1260,22 +1262,7 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
             Out::Unknown
         }
         "xargs" => {
-            let inner = skip_options(
-                rest,
-                &[
-                    "-a",
-                    "-d",
-                    "-E",
-                    "-I",
-                    "-L",
-                    "-n",
-                    "-P",
-                    "-s",
-                    "-j",
-                    "--arg-file",
-                    "--delimiter",
-                ],
-            );
+            let inner = skip_options(rest, ARG_LIST_VALUE_OPTIONS);
             let mut argv: Vec<String> = if inner.is_empty() {
                 vec!["echo".into()]
             } else {
