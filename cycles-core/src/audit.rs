@@ -4,13 +4,16 @@
 //! field (object keys sorted, no whitespace), and its `prev_hash` is the previous record's hash,
 //! so editing, removing or reordering any record breaks the chain at that point.
 
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{CyclesError, Result};
-use crate::model::{Action, ActionView, Amount, DecisionKind, ReasonCode, Subject, Tier};
+use crate::model::{
+    Action, ActionView, Amount, Budget, BudgetStatus, DecisionKind, ReasonCode, Subject, Tier, Unit,
+};
 
 /// `prev_hash` of the first record.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -84,6 +87,11 @@ pub struct AuditRecord {
     /// Amounts held, charged or released.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub amounts: Vec<Amount>,
+    /// The budgets this record's operation changed, as they stand after it. `verify` checks
+    /// that the ledger's budgets are what the chain says, so a budget edited outside the state
+    /// machine (a row updated in SQL, say) is reported even though the chain itself is intact.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub budgets: Vec<Budget>,
     /// SHA-256 of the canonical call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call_digest: Option<String>,
@@ -139,6 +147,7 @@ impl AuditRecord {
             reason_code: None,
             tier: None,
             amounts: Vec::new(),
+            budgets: Vec::new(),
             reservation_id: None,
             rules: Vec::new(),
             detail: None,
@@ -182,6 +191,7 @@ impl AuditRecord {
         RecordView {
             action: self.action.as_ref().map(Action::view),
             amounts: &self.amounts,
+            budgets: &self.budgets,
             call_digest: self.call_digest.as_deref(),
             decision: self.decision,
             detail: self.detail.as_ref(),
@@ -217,6 +227,8 @@ pub(crate) struct RecordView<'a> {
     pub action: Option<ActionView<'a>>,
     #[serde(skip_serializing_if = "no_items")]
     pub amounts: &'a [Amount],
+    #[serde(skip_serializing_if = "no_items", serialize_with = "canonical_budgets")]
+    pub budgets: &'a [Budget],
     #[serde(skip_serializing_if = "Option::is_none")]
     pub call_digest: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -243,6 +255,38 @@ pub(crate) struct RecordView<'a> {
     pub time_ms: i64,
 }
 
+/// A budget's fields in alphabetical order: [`Budget`] declares them in reading order, and a
+/// record's JSON must be canonical as serde writes it.
+#[derive(Serialize)]
+struct BudgetView<'a> {
+    allocated: i64,
+    debt: i64,
+    is_over_limit: bool,
+    overdraft_limit: i64,
+    reserved: i64,
+    scope: &'a str,
+    spent: i64,
+    status: BudgetStatus,
+    unit: Unit,
+}
+
+fn canonical_budgets<S: serde::Serializer>(
+    budgets: &&[Budget],
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_seq(budgets.iter().map(|b| BudgetView {
+        allocated: b.allocated,
+        debt: b.debt,
+        is_over_limit: b.is_over_limit,
+        overdraft_limit: b.overdraft_limit,
+        reserved: b.reserved,
+        scope: &b.scope,
+        spent: b.spent,
+        status: b.status,
+        unit: b.unit,
+    }))
+}
+
 fn no_items<T>(v: &&[T]) -> bool {
     v.is_empty()
 }
@@ -257,6 +301,7 @@ impl<'a> RecordView<'a> {
         RecordView {
             action: None,
             amounts: &[],
+            budgets: &[],
             call_digest: None,
             decision: None,
             detail: None,
@@ -490,6 +535,39 @@ pub struct VerifyReport {
     /// The first broken record, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_broken: Option<BrokenRecord>,
+    /// Where the ledger's budgets and active reservations differ from what an intact chain
+    /// says they are (a row edited, added or deleted outside the state machine). Checked only
+    /// when the chain itself is intact; empty when everything agrees.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub state_mismatches: Vec<StateMismatch>,
+}
+
+/// A budget or reservation whose stored state is not what the audit chain says.
+///
+/// ```
+/// use cycles_core::{Authority, BudgetSpec, Policy, Unit};
+/// let auth = Authority::builder()
+///     .policy(Policy::default().budget(BudgetSpec::new("tenant:acme", Unit::RiskPoints, 10)))
+///     .build()
+///     .unwrap();
+/// // A write that goes around the state machine, as a row edited in SQL would.
+/// auth.ledger()
+///     .write(&mut |txn| {
+///         let mut b = txn.budget("tenant:acme", Unit::RiskPoints)?.unwrap();
+///         b.allocated = 1_000_000;
+///         txn.put_budget(&b)
+///     })
+///     .unwrap();
+/// let report = auth.verify().unwrap();
+/// assert!(!report.ok && report.first_broken.is_none());
+/// assert_eq!(report.state_mismatches[0].item, "budget tenant:acme RISK_POINTS");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateMismatch {
+    /// What differs: `budget SCOPE UNIT` or `reservation ID`.
+    pub item: String,
+    /// How it differs.
+    pub reason: String,
 }
 
 /// Where and why the chain breaks.
@@ -554,6 +632,141 @@ pub(crate) struct ChainVerifier {
     prev_hash: String,
     broken: Option<BrokenRecord>,
     anchors: Vec<AuditAnchor>,
+    state: Option<StateTracker>,
+}
+
+/// The ledger's state as it stood at one chain head, read in one snapshot, to be compared with
+/// what the chain up to that head says.
+#[derive(Debug)]
+pub(crate) struct LedgerSnapshot {
+    /// Sequence number of the head when the snapshot was read (0: empty chain).
+    pub head_seq: u64,
+    /// Every budget.
+    pub budgets: Vec<Budget>,
+    /// Ids of the ACTIVE reservations.
+    pub active_reservations: Vec<String>,
+}
+
+/// Replays what records say about state: each budget's last recorded post-state, and the
+/// reservations still active.
+#[derive(Debug)]
+struct StateTracker {
+    snapshot: LedgerSnapshot,
+    /// `(scope, unit)` → the budget after the last record that changed it, and that record.
+    budgets: HashMap<(String, Unit), (Budget, u64)>,
+    /// Scopes changed by records that do not carry post-states (written before records did),
+    /// with the last such record: their budgets cannot be checked until a later record says.
+    unknown: HashMap<String, u64>,
+    active: HashSet<String>,
+}
+
+impl StateTracker {
+    fn feed(&mut self, r: &AuditRecord) {
+        for b in &r.budgets {
+            self.budgets
+                .insert((b.scope.clone(), b.unit), (b.clone(), r.seq));
+        }
+        let changes_budgets = matches!(
+            r.kind,
+            AuditKind::Reserve
+                | AuditKind::Commit
+                | AuditKind::Release
+                | AuditKind::Expire
+                | AuditKind::Event
+                | AuditKind::BudgetSet
+        );
+        if changes_budgets && r.budgets.is_empty() {
+            let set_scope = r
+                .detail
+                .as_ref()
+                .and_then(|d| d.get("scope"))
+                .and_then(|s| s.as_str());
+            for scope in r.scopes.iter().map(String::as_str).chain(set_scope) {
+                self.unknown.insert(scope.to_string(), r.seq);
+            }
+        }
+        if let Some(id) = &r.reservation_id {
+            match r.kind {
+                AuditKind::Reserve => {
+                    self.active.insert(id.clone());
+                }
+                AuditKind::Commit | AuditKind::Release | AuditKind::Expire => {
+                    self.active.remove(id);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn mismatches(mut self) -> Vec<StateMismatch> {
+        let mut out = Vec::new();
+        let unknown = |scope: &str, since: u64, unknown: &HashMap<String, u64>| {
+            unknown.get(scope).is_some_and(|&u| u > since)
+        };
+        for b in &self.snapshot.budgets {
+            let item = format!("budget {} {}", b.scope, b.unit);
+            match self.budgets.remove(&(b.scope.clone(), b.unit)) {
+                Some((_, seq)) if unknown(&b.scope, seq, &self.unknown) => {}
+                Some((recorded, _)) if &recorded == b => {}
+                Some((recorded, seq)) => out.push(StateMismatch {
+                    item,
+                    reason: format!(
+                        "the ledger holds {} but record {seq} left {}",
+                        budget_state(b),
+                        budget_state(&recorded)
+                    ),
+                }),
+                None if unknown(&b.scope, 0, &self.unknown) => {}
+                None => out.push(StateMismatch {
+                    item,
+                    reason: format!(
+                        "the ledger holds {} but no record created it",
+                        budget_state(b)
+                    ),
+                }),
+            }
+        }
+        let mut removed: Vec<_> = self.budgets.into_iter().collect();
+        removed.sort_by(|a, b| a.0.cmp(&b.0));
+        for ((scope, unit), (_, seq)) in removed {
+            if !unknown(&scope, seq, &self.unknown) {
+                out.push(StateMismatch {
+                    item: format!("budget {scope} {unit}"),
+                    reason: format!("record {seq} changed it but the ledger no longer holds it"),
+                });
+            }
+        }
+        for id in &self.snapshot.active_reservations {
+            if !self.active.remove(id) {
+                out.push(StateMismatch {
+                    item: format!("reservation {id}"),
+                    reason: "ACTIVE in the ledger, but no record left it active".into(),
+                });
+            }
+        }
+        let mut missing: Vec<_> = self.active.into_iter().collect();
+        missing.sort();
+        for id in missing {
+            out.push(StateMismatch {
+                item: format!("reservation {id}"),
+                reason: "active by the records, but not ACTIVE in the ledger".into(),
+            });
+        }
+        out
+    }
+}
+
+fn budget_state(b: &Budget) -> String {
+    format!(
+        "allocated {} spent {} reserved {} debt {} overdraft_limit {} {}{}",
+        b.allocated,
+        b.spent,
+        b.reserved,
+        b.debt,
+        b.overdraft_limit,
+        b.status.as_str(),
+        if b.is_over_limit { " over limit" } else { "" }
+    )
 }
 
 impl ChainVerifier {
@@ -564,7 +777,19 @@ impl ChainVerifier {
             prev_hash: GENESIS_HASH.to_string(),
             broken: None,
             anchors,
+            state: None,
         }
+    }
+
+    /// Also compares `snapshot` with what the chain up to its head says.
+    pub(crate) fn with_state(mut self, snapshot: LedgerSnapshot) -> Self {
+        self.state = Some(StateTracker {
+            snapshot,
+            budgets: HashMap::new(),
+            unknown: HashMap::new(),
+            active: HashSet::new(),
+        });
+        self
     }
 
     /// Feeds the next record; returns false once the chain is broken.
@@ -602,6 +827,11 @@ impl ChainVerifier {
                 false
             }
             None => {
+                if let Some(state) = &mut self.state
+                    && r.seq <= state.snapshot.head_seq
+                {
+                    state.feed(r);
+                }
                 self.expected_seq += 1;
                 self.prev_hash.clone_from(&r.hash);
                 true
@@ -636,11 +866,20 @@ impl ChainVerifier {
                 ),
             });
         }
+        // State is compared only with an intact chain that reaches the snapshot's head: a broken
+        // chain is reported as such, and what it says about state proves nothing.
+        let state_mismatches = match self.state {
+            Some(state) if self.broken.is_none() && last >= state.snapshot.head_seq => {
+                state.mismatches()
+            }
+            _ => Vec::new(),
+        };
         VerifyReport {
-            ok: self.broken.is_none(),
+            ok: self.broken.is_none() && state_mismatches.is_empty(),
             records: self.expected_seq - 1,
             head_hash: self.prev_hash,
             first_broken: self.broken,
+            state_mismatches,
         }
     }
 }

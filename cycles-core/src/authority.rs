@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::approval::{self, ApprovalRequest, ApprovalResponse, ApprovalStatus, Approver};
 use crate::audit::{
-    AuditAnchor, AuditQuery, AuditRecord, ChainVerifier, VerifyReport, write_jsonl,
+    AuditAnchor, AuditQuery, AuditRecord, ChainVerifier, LedgerSnapshot, VerifyReport, write_jsonl,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::error::{CyclesError, Result};
@@ -481,7 +481,20 @@ impl Authority {
     /// assert!(auth.verify_with_anchors(&[anchor]).unwrap().ok);
     /// ```
     pub fn verify_with_anchors(&self, anchors: &[AuditAnchor]) -> Result<VerifyReport> {
-        let mut v = ChainVerifier::with_anchors(anchors.to_vec());
+        // Budgets, active reservations and the head in one snapshot: the chain up to that head
+        // must account for exactly that state, however many records are appended meanwhile.
+        let snapshot = read_with(self.inner.ledger.as_ref(), |txn| {
+            Ok(LedgerSnapshot {
+                head_seq: txn.audit_head()?.map_or(0, |(seq, _)| seq),
+                budgets: txn.budgets(None)?,
+                active_reservations: txn
+                    .reservations(Some(ReservationStatus::Active), usize::MAX)?
+                    .into_iter()
+                    .map(|r| r.reservation_id)
+                    .collect(),
+            })
+        })?;
+        let mut v = ChainVerifier::with_anchors(anchors.to_vec()).with_state(snapshot);
         let mut last_fed = 0;
         let walked = self.walk_audit(0, |page| {
             page.iter().all(|r| {

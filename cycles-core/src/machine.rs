@@ -120,6 +120,11 @@ pub(crate) fn append(txn: &mut dyn LedgerTxn, record: AuditRecord) -> Result<()>
 
 /// Seals a borrowed record after the current head and appends it.
 pub(crate) fn append_view(txn: &mut dyn LedgerTxn, record: RecordView<'_>) -> Result<()> {
+    let budgets = txn.take_written_budgets();
+    let record = RecordView {
+        budgets: &budgets,
+        ..record
+    };
     let head = txn.audit_head()?;
     txn.append_audit(record.seal_after(head))
 }

@@ -70,6 +70,84 @@ pub trait LedgerTxn {
     fn kv_put(&mut self, ns: &str, key: &str, value: &serde_json::Value) -> Result<()>;
     /// Every `(key, value)` of a namespace, ordered by key.
     fn kv_list(&mut self, ns: &str) -> Result<Vec<(String, serde_json::Value)>>;
+    /// The budgets written through this transaction since the last call, last write of each
+    /// `(scope, unit)` only. The transaction the state machine runs in tracks them (the next
+    /// audit record carries them); a backend's own transaction keeps this default.
+    fn take_written_budgets(&mut self) -> Vec<Budget> {
+        Vec::new()
+    }
+}
+
+/// The transaction the state machine is given: the backend's, plus the budgets written since
+/// the last audit record, which that record carries (see [`AuditRecord::budgets`]). Here, and
+/// not in each operation, so that no operation can change a budget without its record saying so.
+struct Tracked<'a> {
+    inner: &'a mut dyn LedgerTxn,
+    written: Vec<Budget>,
+}
+
+impl LedgerTxn for Tracked<'_> {
+    fn budget(&mut self, scope: &str, unit: Unit) -> Result<Option<Budget>> {
+        self.inner.budget(scope, unit)
+    }
+    fn put_budget(&mut self, budget: &Budget) -> Result<()> {
+        self.inner.put_budget(budget)?;
+        match self
+            .written
+            .iter_mut()
+            .find(|b| b.scope == budget.scope && b.unit == budget.unit)
+        {
+            Some(b) => b.clone_from(budget),
+            None => self.written.push(budget.clone()),
+        }
+        Ok(())
+    }
+    fn budgets(&mut self, scope: Option<&str>) -> Result<Vec<Budget>> {
+        self.inner.budgets(scope)
+    }
+    fn reservation(&mut self, id: &str) -> Result<Option<Reservation>> {
+        self.inner.reservation(id)
+    }
+    fn put_reservation(&mut self, reservation: &Reservation) -> Result<()> {
+        self.inner.put_reservation(reservation)
+    }
+    fn reservations(
+        &mut self,
+        status: Option<ReservationStatus>,
+        limit: usize,
+    ) -> Result<Vec<Reservation>> {
+        self.inner.reservations(status, limit)
+    }
+    fn expired_reservation_ids(&mut self, now_ms: i64, limit: usize) -> Result<Vec<String>> {
+        self.inner.expired_reservation_ids(now_ms, limit)
+    }
+    fn idempotency(&mut self, op: &str, key: &str) -> Result<Option<IdempotencyEntry>> {
+        self.inner.idempotency(op, key)
+    }
+    fn put_idempotency(&mut self, op: &str, key: &str, entry: &IdempotencyEntry) -> Result<()> {
+        self.inner.put_idempotency(op, key, entry)
+    }
+    fn audit_head(&mut self) -> Result<Option<(u64, String)>> {
+        self.inner.audit_head()
+    }
+    fn append_audit(&mut self, record: SealedRecord) -> Result<()> {
+        self.inner.append_audit(record)
+    }
+    fn audit_page(&mut self, after_seq: u64, limit: usize) -> Result<Vec<AuditRecord>> {
+        self.inner.audit_page(after_seq, limit)
+    }
+    fn kv_get(&mut self, ns: &str, key: &str) -> Result<Option<serde_json::Value>> {
+        self.inner.kv_get(ns, key)
+    }
+    fn kv_put(&mut self, ns: &str, key: &str, value: &serde_json::Value) -> Result<()> {
+        self.inner.kv_put(ns, key, value)
+    }
+    fn kv_list(&mut self, ns: &str) -> Result<Vec<(String, serde_json::Value)>> {
+        self.inner.kv_list(ns)
+    }
+    fn take_written_budgets(&mut self) -> Vec<Budget> {
+        std::mem::take(&mut self.written)
+    }
 }
 
 /// A storage backend. Implementations must be safe to share between threads; file and
@@ -92,7 +170,15 @@ pub(crate) fn write_with<L: Ledger + ?Sized, T>(
 ) -> Result<T> {
     let mut out = None;
     ledger.write(&mut |txn| {
-        out = Some(f(txn)?);
+        let mut tracked = Tracked {
+            inner: txn,
+            written: Vec::new(),
+        };
+        out = Some(f(&mut tracked)?);
+        debug_assert!(
+            tracked.written.is_empty(),
+            "a budget was written after the operation's last audit record"
+        );
         Ok(())
     })?;
     Ok(out.expect("write closure ran"))
