@@ -414,6 +414,8 @@ export interface AuditRecord {
   tier?: number
   /** Amounts held, charged or released. */
   amounts: Array<Amount>
+  /** The budgets this record's operation changed, as they stood after it. */
+  budgets: Array<Balance>
   /** The reservation concerned. */
   reservationId?: string
   /** Anything else kept (rule ids, reasons, budget settings), as the core wrote it. */
@@ -580,6 +582,14 @@ export interface ReservationData {
   finalizedAtMs?: Int
 }
 
+/** A budget or reservation whose stored state differs from what the audit chain says. */
+export interface StateMismatch {
+  /** `budget SCOPE UNIT` or `reservation ID`. */
+  item: string
+  /** How it differs. */
+  reason: string
+}
+
 /** Who acts. */
 export interface Subject {
   /** Tenant id. */
@@ -608,4 +618,9 @@ export interface VerifyReport {
   headHash: string
   /** The first broken record. */
   firstBroken?: BrokenRecord
+  /**
+   * Budgets and active reservations whose stored state is not what the intact chain says
+   * (edited outside the gate); empty when they agree.
+   */
+  stateMismatches: Array<StateMismatch>
 }

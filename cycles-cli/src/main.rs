@@ -693,9 +693,25 @@ fn cmd_audit(cli: &Cli, cmd: &AuditCmd) -> Out {
             let report = auth.verify_with_anchors(&anchors)?;
             let value = to_json(&report);
             match &report.first_broken {
-                None => emit(cli, &value, || {
+                None if report.state_mismatches.is_empty() => emit(cli, &value, || {
                     format!("ok: {} records, head {}", report.records, report.head_hash)
                 }),
+                // The chain is intact but the ledger's state is not what it says.
+                None => {
+                    let lines: Vec<String> = report
+                        .state_mismatches
+                        .iter()
+                        .map(|m| format!("  {}: {}", m.item, m.reason))
+                        .collect();
+                    return Err(Fail::Check(
+                        format!(
+                            "audit chain intact ({} records) but the ledger's state differs from it:\n{}",
+                            report.records,
+                            lines.join("\n")
+                        ),
+                        value,
+                    ));
+                }
                 Some(b) => {
                     return Err(Fail::Check(
                         format!(

@@ -578,6 +578,43 @@ fn tampered_ledger_fails_verification_naming_the_record() {
     assert_eq!(v["records"], (seq - 1) as u64);
 }
 
+/// A budget edited in the file leaves every record intact; `audit verify` still fails (exit 1)
+/// and names the budget, because records carry the budgets' post-states.
+#[test]
+fn a_budget_edited_in_the_file_fails_verification_naming_it() {
+    let d = Dir::new();
+    d.init();
+    let (dec, _) = decision(&d.hook(
+        &[],
+        &pre("sess-1", "t1", "Read", json!({"file_path": "/a"})),
+    ));
+    assert_eq!(dec, "allow");
+    assert_eq!(d.run(&["audit", "verify"], "").code, 0);
+    let ledger = cycles_core::SqliteLedger::open(d.path("cycles.db")).unwrap();
+    ledger
+        .execute_raw("UPDATE budgets SET allocated = allocated + 1000000")
+        .unwrap();
+    drop(ledger);
+    let r = d.run(&["audit", "verify"], "");
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("the ledger's state differs") && r.stderr.contains("budget "),
+        "{}",
+        r.stderr
+    );
+    let v = d.run(&["--json", "audit", "verify"], "").json();
+    assert_eq!(v["ok"], false);
+    assert!(v.get("first_broken").is_none(), "{v}");
+    let mismatches = v["state_mismatches"].as_array().unwrap();
+    assert!(!mismatches.is_empty(), "{v}");
+    assert!(
+        mismatches
+            .iter()
+            .all(|m| m["item"].as_str().unwrap().starts_with("budget ")),
+        "{v}"
+    );
+}
+
 #[test]
 fn an_anchor_kept_elsewhere_shows_removed_last_records() {
     let d = Dir::new();

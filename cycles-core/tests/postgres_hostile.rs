@@ -1,7 +1,8 @@
 //! PostgresLedger under hostile conditions, against a real server (scripts/pg-test.sh):
 //! a role without write rights, tampering through SQL (chain head moved, audit rows deleted,
-//! budget and reservation rows edited), sessions ending while they hold the chain head, tiny
-//! server timeouts, and two processes with different policies on one database.
+//! budget and reservation rows edited: verify reports them), sessions ending while they hold
+//! the chain head, tiny server timeouts, and two processes with different policies on one
+//! database.
 #![cfg(feature = "postgres")]
 
 mod postgres_support;
@@ -263,16 +264,27 @@ fn edited_budget_and_deleted_reservation_rows() {
     let err = auth.reserve(&reserve_req()).unwrap_err();
     assert_eq!(err.code(), "BUDGET_EXCEEDED", "{err}");
     let mut admin = schema.admin();
-    // Someone with table access resets the spending: the hash chain does not cover the
-    // budget rows, so the ledger follows the table (verify still reports the chain intact).
+    // Someone with table access resets the spending. The ledger follows the table (the gate
+    // allows again), but verify compares the budgets with the post-states the records carry
+    // and reports the edit, though every record is intact.
     admin
         .batch_execute("UPDATE cycles_budgets SET spent = 0")
         .unwrap();
     let fresh = auth_with(schema.ledger(), 3);
+    let report = fresh.verify().unwrap();
+    assert!(!report.ok && report.first_broken.is_none(), "{report:?}");
+    assert_eq!(report.state_mismatches.len(), 1, "{report:?}");
+    assert_eq!(
+        report.state_mismatches[0].item,
+        "budget tenant:acme RISK_POINTS"
+    );
+    assert!(
+        report.state_mismatches[0].reason.contains("spent 0"),
+        "{report:?}"
+    );
     let r = fresh.reserve(&reserve_req()).unwrap();
-    assert!(fresh.verify().unwrap().ok);
     // An active reservation's row deleted: committing it is a typed error and changes nothing;
-    // its hold stays on the budget (what the table says).
+    // its hold stays on the budget (what the table says), and verify names the reservation.
     admin
         .batch_execute("DELETE FROM cycles_reservations WHERE status = 'ACTIVE'")
         .unwrap();
@@ -287,6 +299,13 @@ fn edited_budget_and_deleted_reservation_rows() {
         .unwrap()
         .get(0);
     assert_eq!(reserved, 1);
+    let report = fresh.verify().unwrap();
+    assert!(
+        report.state_mismatches.iter().any(|m| m.item
+            == format!("reservation {}", r.reservation_id)
+            && m.reason.contains("not ACTIVE in the ledger")),
+        "{report:?}"
+    );
 }
 
 #[test]

@@ -552,6 +552,19 @@ pub struct VerifyReport {
     /// The first broken record.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_broken: Option<BrokenRecord>,
+    /// Budgets and active reservations whose stored state is not what the intact chain says
+    /// (edited outside the gate); empty when they agree.
+    pub state_mismatches: Vec<StateMismatch>,
+}
+
+/// A budget or reservation whose stored state differs from what the audit chain says.
+#[napi(object, object_from_js = false, object_to_js = false)]
+#[derive(Serialize)]
+pub struct StateMismatch {
+    /// `budget SCOPE UNIT` or `reservation ID`.
+    pub item: String,
+    /// How it differs.
+    pub reason: String,
 }
 
 impl From<&core::VerifyReport> for VerifyReport {
@@ -564,6 +577,14 @@ impl From<&core::VerifyReport> for VerifyReport {
                 seq: Int(b.seq as i64),
                 reason: b.reason.clone(),
             }),
+            state_mismatches: v
+                .state_mismatches
+                .iter()
+                .map(|m| StateMismatch {
+                    item: m.item.clone(),
+                    reason: m.reason.clone(),
+                })
+                .collect(),
         }
     }
 }
@@ -603,6 +624,8 @@ pub struct AuditRecord {
     pub tier: Option<u32>,
     /// Amounts held, charged or released.
     pub amounts: Vec<Amount>,
+    /// The budgets this record's operation changed, as they stood after it.
+    pub budgets: Vec<Balance>,
     /// The reservation concerned.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reservation_id: Option<String>,
@@ -630,6 +653,11 @@ impl From<core::AuditRecord> for AuditRecord {
             reason_code: r.reason_code.map(|c| c.as_str().to_string()),
             tier: r.tier.map(|t| u32::from(t.get())),
             amounts: ints(&r.amounts),
+            budgets: r
+                .budgets
+                .iter()
+                .map(|b| Balance::from(&b.balance()))
+                .collect(),
             reservation_id: r.reservation_id,
             detail: r.detail.map(Json),
             prev_hash: r.prev_hash,

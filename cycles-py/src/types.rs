@@ -424,6 +424,16 @@ impl VerifyReport {
     fn first_broken_reason(&self) -> Option<&str> {
         self.0.first_broken.as_ref().map(|b| b.reason.as_str())
     }
+    /// `(item, reason)` for each budget or active reservation whose stored state is not what
+    /// the intact chain says (edited outside the gate); empty when they agree.
+    #[getter]
+    fn state_mismatches(&self) -> Vec<(String, String)> {
+        self.0
+            .state_mismatches
+            .iter()
+            .map(|m| (m.item.clone(), m.reason.clone()))
+            .collect()
+    }
     /// The core's JSON form.
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         dict_of(py, &self.0)
@@ -433,7 +443,16 @@ impl VerifyReport {
     }
     fn __repr__(&self) -> String {
         match &self.0.first_broken {
-            None => format!("VerifyReport(ok, records={})", self.0.records),
+            None if self.0.state_mismatches.is_empty() => {
+                format!("VerifyReport(ok, records={})", self.0.records)
+            }
+            None => format!(
+                "VerifyReport(state differs from the chain: {} mismatches, first {}: {}, records={})",
+                self.0.state_mismatches.len(),
+                self.0.state_mismatches[0].item,
+                self.0.state_mismatches[0].reason,
+                self.0.records
+            ),
             Some(b) => format!(
                 "VerifyReport(broken at seq {}: {}, records={})",
                 b.seq, b.reason, self.0.records
@@ -503,6 +522,12 @@ impl AuditRecord {
     #[getter]
     fn amounts<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         amount_map(py, &self.0.amounts)
+    }
+    /// The budgets this record's operation changed, as they stood after it.
+    #[getter]
+    fn budgets<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let after: Vec<core::Balance> = self.0.budgets.iter().map(|b| b.balance()).collect();
+        balances_tuple(py, &after)
     }
     /// The reservation concerned.
     #[getter]
