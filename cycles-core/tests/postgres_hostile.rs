@@ -301,9 +301,11 @@ fn edited_budget_and_deleted_reservation_rows() {
     assert_eq!(reserved, 1);
     let report = fresh.verify().unwrap();
     assert!(
-        report.state_mismatches.iter().any(|m| m.item
-            == format!("reservation {}", r.reservation_id)
-            && m.reason.contains("not ACTIVE in the ledger")),
+        report
+            .state_mismatches
+            .iter()
+            .any(|m| m.item == format!("reservation {}", r.reservation_id)
+                && m.reason.contains("not ACTIVE in the ledger")),
         "{report:?}"
     );
 }

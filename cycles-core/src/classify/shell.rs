@@ -2082,8 +2082,9 @@ fn code_literals(code: &str) -> Vec<String> {
 }
 
 /// Code given inline to an interpreter (`python -c`, `node -e`, `perl -e`, a here-document):
-/// commands it runs are classified from its string literals, and file deletions are tier 3,
-/// tier 4 on a broad or critical path.
+/// commands it runs are classified from its string literals, file deletions are tier 3, tier 4
+/// on a broad or critical path, and literals naming the gate's own files or files that run
+/// code later are rated by the path rules when the code can touch files.
 fn inline_code(code: &str, d: usize, v: &mut Verdict) {
     let lower = code.to_ascii_lowercase();
     let literals = code_literals(code);
@@ -2139,6 +2140,20 @@ fn inline_code(code: &str, d: usize, v: &mut Verdict) {
             || lower.contains("homedir")
         {
             v.raise(Tier::T4, "shell.inline_code_delete_broad");
+        }
+    }
+    // What the code does to a path it names cannot be read here: when it can touch files at
+    // all, a literal naming the gate's own files or files that run code later is rated as a
+    // write to it (`python -c "open('.claude/settings.json','w')..."` was inline code, tier 2).
+    let touches_files = [
+        "open", "write", "copy", "move", "rename", "link", "shutil", "truncate", "append",
+        "contents", "replace", "chmod", "unlink", "remove", "rm", "path", "file", "dump",
+    ]
+    .iter()
+    .any(|p| lower.contains(p));
+    if touches_files {
+        for lit in &literals {
+            written(v, lit);
         }
     }
     for lit in &literals {
