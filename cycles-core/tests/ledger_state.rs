@@ -387,3 +387,63 @@ fn verify_while_other_threads_write_reports_no_mismatch() {
         assert!(auth.verify().unwrap().ok);
     }
 }
+
+/// Expiries are applied, and recorded, earliest deadline first (then by id) on every ledger:
+/// each expire record carries the budgets as that expiry left them, so an order that differed
+/// between backends would give them different trails. The reservation created first here
+/// expires last.
+#[test]
+fn expiries_are_applied_in_deadline_order_on_every_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    for (ledger, clock) in ledgers(&dir) {
+        let auth = authority(ledger.clone(), clock.clone());
+        let mut ids = Vec::new();
+        for ttl_ms in [9_000, 3_000, 6_000, 3_000] {
+            let mut req = ReserveRequest::new(bot(), ToolCall::new("deploy", json!({})));
+            req.ttl_ms = Some(ttl_ms);
+            ids.push(auth.reserve(&req).unwrap().reservation_id);
+        }
+        // Extended, the second reservation's deadline moves behind the third's.
+        auth.extend(
+            &ids[1],
+            &ExtendRequest {
+                extend_by_ms: 4_000,
+                idempotency_key: None,
+            },
+        )
+        .unwrap();
+        clock.advance(60_000);
+        assert_eq!(auth.sweep_expired().unwrap(), 4);
+        let q = AuditQuery {
+            kinds: vec![AuditKind::Expire],
+            ..AuditQuery::default()
+        };
+        let expired: Vec<String> = auth
+            .audit(&q)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.reservation_id.unwrap())
+            .collect();
+        // Deadlines: 9 s, 7 s (extended), 6 s, 3 s.
+        assert_eq!(
+            expired,
+            vec![
+                ids[3].clone(),
+                ids[2].clone(),
+                ids[1].clone(),
+                ids[0].clone()
+            ],
+            "{}",
+            ledger.describe()
+        );
+        // Each record's post-state has one hold fewer than the one before.
+        let reserved: Vec<i64> = auth
+            .audit(&q)
+            .unwrap()
+            .iter()
+            .map(|r| r.budgets[0].reserved)
+            .collect();
+        assert!(reserved.windows(2).all(|w| w[0] > w[1]), "{reserved:?}");
+        assert!(auth.verify().unwrap().ok);
+    }
+}

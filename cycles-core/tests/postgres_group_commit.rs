@@ -27,7 +27,7 @@ fn ledger(schema: &Schema, app: &str) -> PostgresLedger {
 }
 
 /// One operation written directly against the ledger: +1 on a counter budget, a kv row
-/// naming it, an audit record; `flush_first` lists a namespace first (which sends pending
+/// naming it, an audit record carrying the budget after it; `flush_first` lists a namespace first (which sends pending
 /// writes to the server, inside the operation's savepoint when it shares a transaction).
 fn op(txn: &mut dyn LedgerTxn, id: &str, flush_first: bool, fail: bool) -> cycles_core::Result<()> {
     let mut b = txn
@@ -38,6 +38,9 @@ fn op(txn: &mut dyn LedgerTxn, id: &str, flush_first: bool, fail: bool) -> cycle
     txn.kv_put("ops", id, &json!(b.spent))?;
     let mut rec = AuditRecord::new(AuditKind::Event, 1);
     rec.detail = Some(json!({ "op": id }));
+    // As the state machine's records do: the budget as the operation left it (verify checks
+    // the ledger's budgets against these).
+    rec.budgets = vec![b];
     append(txn, rec)?;
     if flush_first {
         txn.kv_list("ops")?;

@@ -237,7 +237,7 @@ fn deleted_audit_records_are_reported_by_verify_and_anchors() {
     assert_eq!(v.first_broken.as_ref().map(|b| b.seq), Some(3), "{v:?}");
     assert!(!auth.verify_with_anchors(&[anchor]).unwrap().ok);
 
-    // The last records with the head moved back to match: only an anchor kept outside shows it.
+    // The last records removed, with the head moved back to match.
     let schema = Schema::new("audtail");
     let auth = auth_with(schema.ledger(), 100);
     three_calls(&auth);
@@ -250,9 +250,20 @@ fn deleted_audit_records_are_reported_by_verify_and_anchors() {
                hash = (SELECT hash FROM cycles_audit WHERE seq = 5) WHERE id = 1",
         )
         .unwrap();
-    assert!(auth.verify().unwrap().ok, "a consistent prefix verifies");
+    // The chain alone is a consistent prefix, but the budget still holds what the removed
+    // commit charged: the state check reports it, and the anchor shows the removal itself.
+    let v = auth.verify().unwrap();
+    assert!(!v.ok && v.first_broken.is_none(), "{v:?}");
+    assert_eq!(v.records, 5);
+    assert!(
+        v.state_mismatches
+            .iter()
+            .any(|m| m.item == "budget tenant:acme RISK_POINTS" && m.reason.contains("record 5")),
+        "{v:?}"
+    );
     let v = auth.verify_with_anchors(&[anchor]).unwrap();
     assert!(!v.ok, "{v:?}");
+    assert_eq!(v.first_broken.as_ref().map(|b| b.seq), Some(6), "{v:?}");
 }
 
 #[test]

@@ -622,7 +622,10 @@ fn what_a_process_keeps_between_writes_is_dropped_when_another_writes() {
                 seen = budget.spent;
                 budget.spent += by;
                 txn.put_budget(&budget)?;
-                append(txn, AuditRecord::new(AuditKind::Event, 1))
+                // The budget as the operation left it, as the state machine's records carry.
+                let mut rec = AuditRecord::new(AuditKind::Event, 1);
+                rec.budgets = vec![budget.clone()];
+                append(txn, rec)
             })
             .unwrap();
         seen

@@ -283,34 +283,34 @@ impl LedgerTxn for MemTxn<'_> {
     }
 
     fn expired_reservation_ids(&mut self, now_ms: i64, limit: usize) -> Result<Vec<String>> {
-        let mut ids: Vec<String> = self
-            .state
+        // The latest version of each reservation: the overlay's when this transaction changed
+        // it (extended, finished), the stored one otherwise.
+        let changed: std::collections::HashSet<&str> = self
+            .overlay
             .reservations
-            .values()
-            .map(|r| &**r)
-            .chain(self.overlay.reservations.iter())
-            .filter(|r| {
-                r.status == ReservationStatus::Active
-                    && r.expires_at_ms.saturating_add(r.grace_ms) < now_ms
-            })
-            .map(|r| r.reservation_id.clone())
+            .iter()
+            .map(|r| r.reservation_id.as_str())
             .collect();
-        ids.sort();
-        ids.dedup();
-        // The overlay may already hold a newer, non-active version.
-        let mut out = Vec::new();
-        for id in ids {
-            if out.len() >= limit {
-                break;
-            }
-            if self
-                .reservation(&id)?
-                .is_some_and(|r| r.status == ReservationStatus::Active)
-            {
-                out.push(id);
-            }
-        }
-        Ok(out)
+        let latest = self.overlay.reservations.iter().chain(
+            self.state
+                .reservations
+                .values()
+                .map(|r| &**r)
+                .filter(|r| !changed.contains(r.reservation_id.as_str())),
+        );
+        let deadline = |r: &Reservation| r.expires_at_ms.saturating_add(r.grace_ms);
+        let mut due: Vec<(i64, &str)> = latest
+            .filter(|r| r.status == ReservationStatus::Active && deadline(r) < now_ms)
+            .map(|r| (deadline(r), r.reservation_id.as_str()))
+            .collect();
+        // The order the SQL ledgers use (deadline, then id): expiries are applied, and their
+        // records written, in the same order on every backend.
+        due.sort_unstable();
+        Ok(due
+            .into_iter()
+            .take(limit)
+            .map(|(_, id)| id.to_string())
+            .collect())
     }
 
     fn idempotency(&mut self, op: &str, key: &str) -> Result<Option<IdempotencyEntry>> {

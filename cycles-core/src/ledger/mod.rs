@@ -50,7 +50,9 @@ pub trait LedgerTxn {
         status: Option<ReservationStatus>,
         limit: usize,
     ) -> Result<Vec<Reservation>>;
-    /// Ids of ACTIVE reservations whose expiry plus grace is before `now_ms`, at most `limit`.
+    /// Ids of ACTIVE reservations whose expiry plus grace is before `now_ms`, at most `limit`,
+    /// earliest deadline (expiry plus grace) first, then by id: every backend must list them
+    /// in this order, since expiries are applied and recorded in it.
     fn expired_reservation_ids(&mut self, now_ms: i64, limit: usize) -> Result<Vec<String>>;
     /// The stored result of an idempotent operation.
     fn idempotency(&mut self, op: &str, key: &str) -> Result<Option<IdempotencyEntry>>;
