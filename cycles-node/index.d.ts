@@ -87,6 +87,11 @@ export interface EventRequest {
 export interface CommitOptions {
   /** Actual amounts; a held unit not listed is charged as reserved. */
   actual?: AmountInput[]
+  /**
+   * The call that actually ran, when it may not be the one reserved: a different call is
+   * charged at least its own risk points and named in the commit record.
+   */
+  ran?: { tool: string; args?: unknown; kind?: string; tags?: string[] }
   idempotencyKey?: string
 }
 

@@ -325,8 +325,13 @@ fn post(cli: &Cli, args: &ClaudeCodeArgs, ev: &HookEvent) -> Result<(), String> 
             match r.status {
                 ReservationStatus::Committed => return Ok(()),
                 ReservationStatus::Active => {
+                    // The call that ran, which the core charges at least its own points
+                    // and names in the commit record when it is not the call reserved.
+                    let ran = tool_call(ev).ok();
+                    notice_ran_otherwise(ran.as_ref(), r);
                     let commit = CommitRequest {
-                        actual: ran_otherwise(&auth, ev, r, &scopes),
+                        actual: Vec::new(),
+                        ran,
                         idempotency_key: Some(format!("claude-code:{}:{id}:post", ev.session_id)),
                     };
                     match auth.commit(&r.reservation_id, &commit) {
@@ -359,38 +364,16 @@ fn post(cli: &Cli, args: &ClaudeCodeArgs, ev: &HookEvent) -> Result<(), String> 
     Ok(())
 }
 
-/// The actual amounts to commit when the call that ran is not the call reserved (another
-/// PreToolUse hook rewrote its input with `updatedInput`, or the event was crafted): the tier
-/// points of what ran when they are more than the hold, so a rewritten call is never charged
-/// less than it costs and a PostToolUse cannot lower a charge. Empty (charge the hold) when
-/// the calls match or the event carries no readable call.
-fn ran_otherwise(
-    auth: &Authority,
-    ev: &HookEvent,
-    r: &Reservation,
-    scopes: &[String],
-) -> Vec<Amount> {
-    let Ok(call) = tool_call(ev) else {
-        return Vec::new();
-    };
-    if call.digest() == r.call_digest {
-        return Vec::new();
-    }
-    let held = r
-        .reserved()
-        .iter()
-        .find(|a| a.unit == Unit::RiskPoints)
-        .map_or(0, |a| a.amount);
-    let points = auth.policy().assess(&call, scopes).risk_points;
-    eprintln!(
-        "cycles: the call that ran ({}) is not the call reserved in {}: charging {} RISK_POINTS (held {held})",
-        call.action.name,
-        r.reservation_id,
-        points.max(held)
-    );
-    if points > held {
-        vec![Amount::new(Unit::RiskPoints, points)]
-    } else {
-        Vec::new()
+/// Says on stderr (Claude Code shows it in its transcript) that the call that ran is not the
+/// call reserved: another PreToolUse hook rewrote its input with `updatedInput`, or the event
+/// was crafted. What it is charged is the core's rule (`CommitRequest::ran`).
+fn notice_ran_otherwise(ran: Option<&ToolCall>, r: &Reservation) {
+    if let Some(call) = ran
+        && call.digest() != r.call_digest
+    {
+        eprintln!(
+            "cycles: the call that ran ({}) is not the call reserved in {}: charged as what ran (see the commit record)",
+            call.action.name, r.reservation_id
+        );
     }
 }

@@ -325,6 +325,9 @@ impl Authority {
     /// Commits a reservation with the actual amounts (units not listed are charged as held).
     pub fn commit(&self, reservation_id: &str, req: &CommitRequest) -> Result<CommitResult> {
         req.validate()?;
+        if let Some(ran) = &req.ran {
+            check_args(ran)?;
+        }
         let ctx = self.ctx();
         write_with(self.inner.ledger.as_ref(), |txn| {
             machine::commit(txn, &ctx, reservation_id, req)

@@ -16,7 +16,8 @@ use crate::error::{CyclesError, Result};
 use crate::ledger::{IdempotencyEntry, LedgerTxn};
 use crate::model::{
     Amount, Balance, Budget, BudgetStatus, CommitOveragePolicy, Decision, DecisionKind, Hold,
-    MAX_EXTENSIONS, ReasonCode, Reservation, ReservationStatus, Subject, ToolCall, Unit, add, sub,
+    MAX_EXTENSIONS, ReasonCode, Reservation, ReservationStatus, Subject, Tier, ToolCall, Unit, add,
+    sub,
 };
 use crate::policy::{Assessment, CompiledPolicy};
 use crate::request::{
@@ -666,6 +667,40 @@ fn apply_charge(
 }
 
 /// `commit`: charges the actual amounts, returns the rest.
+/// A call that ran instead of the one reserved, as the commit record names it.
+#[derive(Serialize)]
+struct RanOtherwise {
+    call_digest: String,
+    risk_points: i64,
+    rules: Vec<String>,
+    tier: Tier,
+    tool: String,
+}
+
+/// What `ran` is, when it is not the reserved call: rated by the policy for the reservation's
+/// subject (its tier's points are what it costs).
+fn ran_otherwise(
+    ctx: &Ctx<'_>,
+    r: &Reservation,
+    ran: Option<&ToolCall>,
+) -> Result<Option<RanOtherwise>> {
+    let Some(call) = ran else {
+        return Ok(None);
+    };
+    let call_digest = call.digest();
+    if call_digest == r.call_digest {
+        return Ok(None);
+    }
+    let assessment = ctx.policy.assess(call, &r.subject.scopes()?);
+    Ok(Some(RanOtherwise {
+        call_digest,
+        risk_points: assessment.risk_points,
+        rules: assessment.classification.rules,
+        tier: assessment.classification.tier,
+        tool: call.action.name.clone(),
+    }))
+}
+
 pub(crate) fn commit(
     txn: &mut dyn LedgerTxn,
     ctx: &Ctx<'_>,
@@ -698,16 +733,22 @@ pub(crate) fn commit(
             )));
         }
     }
+    let ran = ran_otherwise(ctx, &r, req.ran.as_ref())?;
     return_holds(txn, &r)?;
     let mut charged = Vec::with_capacity(r.holds.len());
     let mut released = Vec::with_capacity(r.holds.len());
     let mut debt_incurred = Vec::new();
     for h in &r.holds {
-        let actual = req
+        let mut actual = req
             .actual
             .iter()
             .find(|a| a.unit == h.unit)
             .map_or(h.amount, |a| a.amount);
+        if let Some(ran) = &ran
+            && h.unit == Unit::RiskPoints
+        {
+            actual = actual.max(ran.risk_points);
+        }
         let mut budgets = Vec::with_capacity(h.scopes.len());
         for s in &h.scopes {
             budgets.push(txn.budget(s, h.unit)?.ok_or_else(|| {
@@ -729,11 +770,15 @@ pub(crate) fn commit(
     txn.put_reservation(&r)?;
     let mut rec = reservation_record(AuditKind::Commit, &r, ctx.now_ms);
     rec.amounts.clone_from(&charged);
-    rec.detail = Some(serde_json::json!({
+    let mut detail = serde_json::json!({
         "released": released,
         "debt_incurred": debt_incurred,
         "overage_policy": r.overage_policy,
-    }));
+    });
+    if let Some(ran) = ran {
+        detail["ran"] = serde_json::json!(ran);
+    }
+    rec.detail = Some(detail);
     append(txn, rec)?;
     let result = CommitResult {
         reservation_id: r.reservation_id.clone(),

@@ -437,7 +437,7 @@ impl Action {
 /// let call = ToolCall::new("run_sql", serde_json::json!({"query": "SELECT 1"}));
 /// assert_eq!(call.action.name, "run_sql");
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ToolCall {
     /// The action (tool name, kind, tags).

@@ -135,6 +135,33 @@ pub struct CommitRequest {
     /// Actual amounts; a held unit not listed is charged as reserved.
     #[serde(default)]
     pub actual: Vec<Amount>,
+    /// The call that actually ran, when it may not be the call reserved (a hook rewrote its
+    /// input, an event names what ran). When it differs from the reserved call, the
+    /// `RISK_POINTS` charged are at least what the policy rates it at, and the commit record
+    /// names it (digest, tool, tier), so a rewritten call is never charged less than it costs
+    /// and the trail shows that something else ran. The same call, or none, changes nothing.
+    ///
+    /// ```
+    /// use cycles_core::*;
+    /// let auth = Authority::builder()
+    ///     .policy(Policy::default()
+    ///         .register("read_file", Tier::T0)
+    ///         .register("drop_table", Tier::T4)
+    ///         .budget(BudgetSpec::new("agent:bot", Unit::RiskPoints, 1_000)))
+    ///     .build()
+    ///     .unwrap();
+    /// let bot = Subject::new().agent("bot");
+    /// let read = ToolCall::new("read_file", serde_json::json!({"path": "a"}));
+    /// let r = auth.reserve(&ReserveRequest::new(bot, read)).unwrap();
+    /// let ran = ToolCall::new("drop_table", serde_json::json!({"table": "users"}));
+    /// let costs = auth.policy().assess(&ran, &["agent:bot".into()]).risk_points;
+    /// let req = CommitRequest { ran: Some(ran), ..CommitRequest::default() };
+    /// let c = auth.commit(&r.reservation_id, &req).unwrap();
+    /// assert!(costs > 0);
+    /// assert_eq!(c.charged[0].amount, costs);
+    /// ```
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ran: Option<ToolCall>,
     /// Makes retries safe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
@@ -144,6 +171,9 @@ impl CommitRequest {
     /// Checks every field.
     pub fn validate(&self) -> Result<()> {
         validate_amounts(&self.actual, "actual")?;
+        if let Some(ran) = &self.ran {
+            ran.action.validate()?;
+        }
         validate_idempotency_key(&self.idempotency_key)
     }
 }

@@ -266,6 +266,7 @@ fn amount_rules() {
         });
         let commit = |actual: Vec<Amount>| CommitRequest {
             actual,
+            ran: None,
             idempotency_key: None,
         };
         rejects(&fx, BAD, "actual[0].amount", |a| {
@@ -414,6 +415,7 @@ fn idempotency_key_rules() {
                     &fx.rid,
                     &CommitRequest {
                         actual: vec![],
+                        ran: None,
                         idempotency_key: key.clone(),
                     },
                 )
@@ -514,6 +516,7 @@ fn unit_mismatch_and_not_found() {
     for fx in fixtures() {
         let commit = |actual: Vec<Amount>| CommitRequest {
             actual,
+            ran: None,
             idempotency_key: None,
         };
         // The reservation holds RISK_POINTS and USD_MICROCENTS only.

@@ -242,6 +242,7 @@ fn exec(auth: &Authority, op: &Op, index: usize, ids: &mut HashMap<usize, String
             };
             let req = CommitRequest {
                 actual: vec![Amount::new(unit, *usd)],
+                ran: None,
                 idempotency_key: None,
             };
             outcome(auth.commit(&target_id(target, ids), &req))
@@ -629,6 +630,7 @@ fn failures_in_a_batch_fail_only_themselves() {
     others.push(Box::new(move || {
         let req = CommitRequest {
             actual: vec![Amount::new(Unit::UsdMicrocents, 1_000_000)],
+            ran: None,
             idempotency_key: None,
         };
         code(a.commit(&over_id, &req).map(|r| json!(r)))
@@ -636,6 +638,7 @@ fn failures_in_a_batch_fail_only_themselves() {
     others.push(Box::new(move || {
         let req = CommitRequest {
             actual: vec![Amount::new(Unit::Tokens, 10)],
+            ran: None,
             idempotency_key: None,
         };
         code(a.commit(&wu_id, &req).map(|r| json!(r)))
@@ -643,6 +646,7 @@ fn failures_in_a_batch_fail_only_themselves() {
     others.push(Box::new(move || {
         let req = CommitRequest {
             actual: vec![Amount::new(Unit::UsdMicrocents, 800)],
+            ran: None,
             idempotency_key: None,
         };
         code(a.commit(&good_id, &req).map(|r| json!(r)))

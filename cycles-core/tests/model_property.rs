@@ -1102,6 +1102,7 @@ impl Real {
                 let id = self.id(*sel);
                 let req = CommitRequest {
                     actual: amounts(actual),
+                    ran: None,
                     idempotency_key: key.map(|k| format!("key-{k}")),
                 };
                 match self.auth.commit(&id, &req) {

@@ -234,6 +234,7 @@ fn shared_transactions_equal_serial_execution_on_a_hot_budget() {
                     let actual = if i % 3 == 0 { 1_000 } else { 1 };
                     let c = CommitRequest {
                         actual: vec![Amount::new(Unit::RiskPoints, actual)],
+                        ran: None,
                         idempotency_key: None,
                     };
                     match auth.commit(&r.reservation_id, &c) {

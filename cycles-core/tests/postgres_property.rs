@@ -227,6 +227,7 @@ impl Side {
                 actual.extend(usd.map(|u| Amount::new(Unit::UsdMicrocents, u)));
                 let req = CommitRequest {
                     actual,
+                    ran: None,
                     idempotency_key: key("c", *k),
                 };
                 outcome(a.commit(&self.pick(*pick), &req))

@@ -310,8 +310,50 @@ fn event_request(req: &Unknown<'_>) -> CoreResult<core::EventRequest> {
     request(Some(req), "event request", &[CALL_FIELDS, EVENT_FIELDS])
 }
 
+/// The JS fields of `ran` (the call that actually ran) in commit options.
+const RAN_FIELDS: &[(&str, Dest)] = &[
+    ("tool", Dest::Call("name")),
+    ("args", Dest::Call("args")),
+    ("kind", Dest::Call("kind")),
+    ("tags", Dest::Call("tags")),
+];
+
+/// `ran` as [`convert::rename`] leaves it: the call under `call`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RanCall {
+    call: core::ToolCall,
+}
+
+/// `commit(reservation, { actual, ran: { tool, args, kind, tags }, idempotencyKey })`.
 fn commit_request(opts: Option<&Unknown<'_>>) -> CoreResult<core::CommitRequest> {
-    request(opts, "commit options", &[COMMIT_FIELDS])
+    let parse = |mut map: Map<String, Value>| -> CoreResult<core::CommitRequest> {
+        let ran = map.remove("ran");
+        let renamed = convert::rename(map, "", &[COMMIT_FIELDS])?;
+        let mut req: core::CommitRequest = convert::parse(renamed, "commit options")?;
+        req.ran = match ran {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(call)) => {
+                let renamed = convert::rename(call, "ran", &[RAN_FIELDS])?;
+                Some(convert::parse::<RanCall>(renamed, "ran")?.call)
+            }
+            Some(_) => {
+                return Err(CyclesError::invalid(
+                    "ran",
+                    "expected an object { tool, args, kind, tags }",
+                ));
+            }
+        };
+        Ok(req)
+    };
+    // As `request`: the exact-JSON fast path, then the exact walker (`ran.args` is the
+    // caller's JSON, as `args` is).
+    if let Some(map) = opts.and_then(convert::object_fast)
+        && let Ok(req) = parse(map)
+    {
+        return Ok(req);
+    }
+    parse(convert::object(opts, "", &["ran"], &[])?)
 }
 
 fn release_request(opts: Option<&Unknown<'_>>) -> CoreResult<core::ReleaseRequest> {

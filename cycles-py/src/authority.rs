@@ -73,6 +73,34 @@ fn tool_call(
     })
 }
 
+/// `ran=`: the call that actually ran, as a mapping `{"tool": ..., "args": ..., "kind": ...,
+/// "tags": ...}` (only `tool` required); `None` when not given.
+fn ran_call(ran: Option<&Bound<'_, PyAny>>) -> Result<Option<core::ToolCall>, CoreError> {
+    let Some(ran) = ran.filter(|r| !r.is_none()) else {
+        return Ok(None);
+    };
+    let map = ran
+        .cast::<pyo3::types::PyMapping>()
+        .map_err(|_| CoreError::invalid("ran", "expected a mapping {tool, args, kind, tags}"))?;
+    let keys: Vec<String> = map
+        .keys()
+        .and_then(|k| k.extract())
+        .map_err(|_| CoreError::invalid("ran", "keys must be strings"))?;
+    if let Some(k) = keys
+        .iter()
+        .find(|k| !matches!(k.as_str(), "tool" | "args" | "kind" | "tags"))
+    {
+        return Err(CoreError::invalid(
+            format!("ran.{k}"),
+            "unknown field; expected one of tool, args, kind, tags",
+        ));
+    }
+    let item = |k: &str| map.get_item(k).ok();
+    let tool = item("tool").ok_or_else(|| CoreError::invalid("ran.tool", "required"))?;
+    let (args, kind, tags) = (item("args"), item("kind"), item("tags"));
+    tool_call(&tool, args.as_ref(), kind.as_ref(), tags.as_ref()).map(Some)
+}
+
 /// `policy=`: `None` (the default policy), a path to a TOML file (str or os.PathLike) or a
 /// dict in the policy's JSON form. Every failure is `PolicyError`.
 fn load_policy(policy: Option<&Bound<'_, PyAny>>) -> Result<core::Policy, CoreError> {
@@ -244,16 +272,20 @@ impl Authority {
     }
 
     /// Commits a reservation by id with the actual amounts (units not listed are charged as held).
-    #[pyo3(signature = (reservation_id, actual=None, *, idempotency_key=None))]
+    /// `ran={"tool": ..., "args": ...}`: the call that actually ran, when it may not be the one
+    /// reserved; a different call is charged at least its own risk points and named in the
+    /// commit record.
+    #[pyo3(signature = (reservation_id, actual=None, *, ran=None, idempotency_key=None))]
     fn commit(
         &self,
         py: Python<'_>,
         reservation_id: &Bound<'_, PyAny>,
         actual: Option<&Bound<'_, PyAny>>,
+        ran: Option<&Bound<'_, PyAny>>,
         idempotency_key: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<CommitResult> {
         let id: String = arg(reservation_id, "reservation_id").py(py)?;
-        commit_core(py, &self.inner, &id, actual, idempotency_key)
+        commit_core(py, &self.inner, &id, actual, ran, idempotency_key)
     }
 
     /// Releases a reservation by id without charge.
@@ -689,11 +721,13 @@ fn commit_core(
     auth: &core::Authority,
     id: &str,
     actual: Option<&Bound<'_, PyAny>>,
+    ran: Option<&Bound<'_, PyAny>>,
     idempotency_key: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<CommitResult> {
     let req = (|| {
         Ok::<_, CoreError>(core::CommitRequest {
             actual: amounts(actual, "actual")?,
+            ran: ran_call(ran)?,
             idempotency_key: opt(idempotency_key, "idempotency_key")?,
         })
     })()
@@ -830,14 +864,16 @@ impl Reservation {
     }
 
     /// Charges the actual amounts (units not listed are charged as held) and returns the rest.
-    #[pyo3(signature = (actual=None, *, idempotency_key=None))]
+    /// `ran=`: the call that actually ran, as in `Authority.commit`.
+    #[pyo3(signature = (actual=None, *, ran=None, idempotency_key=None))]
     fn commit(
         &self,
         py: Python<'_>,
         actual: Option<&Bound<'_, PyAny>>,
+        ran: Option<&Bound<'_, PyAny>>,
         idempotency_key: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<CommitResult> {
-        let res = commit_core(py, &self.auth, &self.id, actual, idempotency_key)?;
+        let res = commit_core(py, &self.auth, &self.id, actual, ran, idempotency_key)?;
         self.finished(core::ReservationStatus::Committed, res.0.charged.clone());
         Ok(res)
     }

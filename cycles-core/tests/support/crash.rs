@@ -180,6 +180,7 @@ pub fn reserve_and_settle(
                 &r.reservation_id,
                 &CommitRequest {
                     actual,
+                    ran: None,
                     idempotency_key: None,
                 },
             )

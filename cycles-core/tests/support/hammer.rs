@@ -139,6 +139,7 @@ pub fn work(auth: &Authority, worker: u64, iterations: u64) -> Tally {
                 &r.reservation_id,
                 &CommitRequest {
                     actual: vec![Amount::new(Unit::UsdMicrocents, actual)],
+                    ran: None,
                     idempotency_key: None,
                 },
             )

@@ -261,7 +261,11 @@ class Reservation:
     @property
     def overage_policy(self) -> str: ...
     def commit(
-        self, actual: Optional[_Amounts] = None, *, idempotency_key: Optional[str] = None
+        self,
+        actual: Optional[_Amounts] = None,
+        *,
+        ran: Optional[Mapping[str, Any]] = None,
+        idempotency_key: Optional[str] = None,
     ) -> CommitResult: ...
     def release(
         self, reason: Optional[str] = None, *, idempotency_key: Optional[str] = None
@@ -312,7 +316,12 @@ class Authority:
         grant: Optional[Mapping[str, Any]] = None,
     ) -> Reservation: ...
     def commit(
-        self, reservation_id: str, actual: Optional[_Amounts] = None, *, idempotency_key: Optional[str] = None
+        self,
+        reservation_id: str,
+        actual: Optional[_Amounts] = None,
+        *,
+        ran: Optional[Mapping[str, Any]] = None,
+        idempotency_key: Optional[str] = None,
     ) -> CommitResult: ...
     def release(
         self, reservation_id: str, reason: Optional[str] = None, *, idempotency_key: Optional[str] = None

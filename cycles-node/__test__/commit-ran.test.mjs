@@ -1,0 +1,46 @@
+// commit({ ran }): the call that actually ran, when it may not be the call reserved. A different
+// call is charged at least its own risk points (the core's rule) and named in the commit record;
+// a malformed one is INVALID_REQUEST and changes nothing.
+import test from 'node:test'
+import assert from 'node:assert/strict'
+
+import { cycles } from './support.mjs'
+
+const POLICY = {
+  tools: [
+    { name: 'write_file', tier: 1 },
+    { name: 'deploy', tier: 3 },
+  ],
+  budgets: [{ scope: 'agent:bot', unit: 'RISK_POINTS', allocated: 1000 }],
+}
+const subject = { agent: 'bot' }
+
+test('a costlier call that ran is charged its points and named in the record', async () => {
+  const auth = cycles.Authority.inMemory({ policy: POLICY })
+  const deployPoints = auth.decideSync({ subject, tool: 'deploy', args: { to: 'prod' } }).riskPoints
+  const r = await auth.reserve({ subject, tool: 'write_file', args: { path: 'a' } })
+  const c = await auth.commit(r.reservationId, { ran: { tool: 'deploy', args: { to: 'prod', ratio: 0.5 } } })
+  assert.equal(c.charged[0].amount, deployPoints)
+  const [record] = await auth.audit({ kinds: ['commit'] })
+  assert.equal(record.detail.ran.tool, 'deploy')
+  assert.equal(record.detail.ran.tier, 3)
+  // The reserved call itself: charged as held, nothing named.
+  const writePoints = auth.decideSync({ subject, tool: 'write_file', args: { path: 'b' } }).riskPoints
+  const r2 = auth.reserveSync({ subject, tool: 'write_file', args: { path: 'b' } })
+  const c2 = auth.commitSync(r2.reservationId, { ran: { tool: 'write_file', args: { path: 'b' } } })
+  assert.equal(c2.charged[0].amount, writePoints)
+  const records = await auth.audit({ kinds: ['commit'] })
+  assert.equal(records[1].detail.ran, undefined)
+})
+
+test('a malformed call that ran is INVALID_REQUEST and changes nothing', async () => {
+  const auth = cycles.Authority.inMemory({ policy: POLICY })
+  const r = await auth.reserve({ subject, tool: 'write_file', args: {} })
+  const before = (await auth.audit()).length
+  for (const ran of [5, 'deploy', [], { args: {} }, { tool: 'deploy', argz: {} }, { tool: '' }]) {
+    assert.throws(() => auth.commitSync(r.reservationId, { ran }), (e) => e.code === 'INVALID_REQUEST', JSON.stringify(ran))
+    await assert.rejects(auth.commit(r.reservationId, { ran }), (e) => e.code === 'INVALID_REQUEST')
+  }
+  assert.equal((await auth.audit()).length, before)
+  assert.equal((await auth.getReservation(r.reservationId)).status, 'ACTIVE')
+})
