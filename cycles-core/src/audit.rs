@@ -53,6 +53,26 @@ pub enum AuditKind {
 }
 
 impl AuditKind {
+    /// Whether records of this kind come from operations that change budgets (and so carry
+    /// them as they stand after: [`AuditRecord::budgets`]).
+    ///
+    /// ```
+    /// use cycles_core::AuditKind;
+    /// assert!(AuditKind::Commit.changes_budgets());
+    /// assert!(!AuditKind::Decide.changes_budgets());
+    /// ```
+    pub fn changes_budgets(self) -> bool {
+        matches!(
+            self,
+            AuditKind::Reserve
+                | AuditKind::Commit
+                | AuditKind::Release
+                | AuditKind::Expire
+                | AuditKind::Event
+                | AuditKind::BudgetSet
+        )
+    }
+
     /// The serialized name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -666,16 +686,7 @@ impl StateTracker {
             self.budgets
                 .insert((b.scope.clone(), b.unit), (b.clone(), r.seq));
         }
-        let changes_budgets = matches!(
-            r.kind,
-            AuditKind::Reserve
-                | AuditKind::Commit
-                | AuditKind::Release
-                | AuditKind::Expire
-                | AuditKind::Event
-                | AuditKind::BudgetSet
-        );
-        if changes_budgets && r.budgets.is_empty() {
+        if r.kind.changes_budgets() && r.budgets.is_empty() {
             let set_scope = r
                 .detail
                 .as_ref()

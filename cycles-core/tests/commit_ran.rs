@@ -18,6 +18,15 @@ fn bot() -> Subject {
     Subject::new().agent("bot")
 }
 
+/// A reservation of a tier 1 call.
+fn reserve_write(auth: &Authority) -> Reservation {
+    auth.reserve(&ReserveRequest::new(
+        bot(),
+        ToolCall::new("write_file", json!({})),
+    ))
+    .unwrap()
+}
+
 fn points(auth: &Authority, call: &ToolCall) -> i64 {
     auth.policy()
         .assess(call, &["agent:bot".to_string()])
@@ -95,12 +104,7 @@ fn a_cheaper_call_that_ran_is_never_charged_less_than_the_hold_or_the_actual_giv
         "read_file"
     );
     // An actual above what the call that ran costs is charged as given.
-    let r = auth
-        .reserve(&ReserveRequest::new(
-            bot(),
-            ToolCall::new("write_file", json!({})),
-        ))
-        .unwrap();
+    let r = reserve_write(&auth);
     let req = CommitRequest {
         actual: vec![Amount::new(Unit::RiskPoints, 2)],
         ran: Some(ran),
@@ -115,12 +119,7 @@ fn a_cheaper_call_that_ran_is_never_charged_less_than_the_hold_or_the_actual_giv
 #[test]
 fn a_malformed_call_that_ran_is_invalid_and_changes_nothing() {
     let auth = authority();
-    let r = auth
-        .reserve(&ReserveRequest::new(
-            bot(),
-            ToolCall::new("write_file", json!({})),
-        ))
-        .unwrap();
+    let r = reserve_write(&auth);
     let records = auth.audit(&AuditQuery::default()).unwrap().len();
     let mut deep = json!(1);
     for _ in 0..100 {
@@ -142,12 +141,7 @@ fn a_malformed_call_that_ran_is_invalid_and_changes_nothing() {
 #[test]
 fn the_call_that_ran_is_part_of_the_idempotent_request() {
     let auth = authority();
-    let r = auth
-        .reserve(&ReserveRequest::new(
-            bot(),
-            ToolCall::new("write_file", json!({})),
-        ))
-        .unwrap();
+    let r = reserve_write(&auth);
     let keyed = |ran: ToolCall| CommitRequest {
         ran: Some(ran),
         idempotency_key: Some("k".into()),
