@@ -121,7 +121,13 @@ pub(crate) fn append(txn: &mut dyn LedgerTxn, record: AuditRecord) -> Result<()>
 
 /// Seals a borrowed record after the current head and appends it.
 pub(crate) fn append_view(txn: &mut dyn LedgerTxn, record: RecordView<'_>) -> Result<()> {
-    let budgets = txn.take_written_budgets();
+    // Budgets written so far belong to the operation's own record (reserve, commit, ...), not
+    // to a record it appends on the way (an approval consumed before its reservation's record).
+    let budgets = if record.kind.changes_budgets() {
+        txn.take_written_budgets()
+    } else {
+        Vec::new()
+    };
     let record = RecordView {
         budgets: &budgets,
         ..record

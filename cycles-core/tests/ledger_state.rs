@@ -449,3 +449,56 @@ fn expiries_are_applied_in_deadline_order_on_every_ledger() {
         assert!(auth.verify().unwrap().ok);
     }
 }
+
+/// A reservation made with a grant appends the consumed approval before its own record: the
+/// budgets belong to the reserve record, so a budget edited afterwards is still reported (an
+/// approval record carrying them left the reserve record without, and the budget unchecked).
+#[test]
+fn an_approved_reservation_records_its_budgets_on_the_reserve_record() {
+    let dir = tempfile::tempdir().unwrap();
+    for (ledger, clock) in ledgers(&dir) {
+        let key = ApproverKey::from_secret("alice", [1; 32]).unwrap();
+        let mut policy = Policy::default()
+            .register("drop_database", Tier::T4)
+            .budget(BudgetSpec::new(SCOPE, Unit::RiskPoints, 1_000));
+        policy.approval.public_keys = vec![key.public_key_hex()];
+        let auth = Authority::builder()
+            .policy(policy)
+            .shared_ledger(ledger.clone())
+            .clock(clock)
+            .build()
+            .unwrap();
+        let call = ToolCall::new("drop_database", json!({"name": "scratch"}));
+        let err = auth
+            .reserve(&ReserveRequest::new(bot(), call.clone()))
+            .unwrap_err();
+        let id = err.decision().unwrap().approval_request_id.clone().unwrap();
+        let grant = key
+            .grant(&auth.approval(&id).unwrap(), 1_000 + 60_000)
+            .unwrap();
+        let mut req = ReserveRequest::new(bot(), call);
+        req.grant = Some(serde_json::to_value(&grant).unwrap());
+        auth.reserve(&req).unwrap();
+        let records = auth.audit(&AuditQuery::default()).unwrap();
+        let consumed = records
+            .iter()
+            .find(|r| r.kind == AuditKind::ApprovalConsumed)
+            .unwrap();
+        assert!(consumed.budgets.is_empty(), "{consumed:?}");
+        let reserve = records
+            .iter()
+            .find(|r| r.kind == AuditKind::Reserve)
+            .unwrap();
+        assert_eq!(reserve.budgets.len(), 1, "{reserve:?}");
+        assert!(reserve.budgets[0].reserved > 0);
+        assert!(auth.verify().unwrap().ok);
+        let mut b = budget(&ledger, SCOPE, Unit::RiskPoints);
+        b.reserved = 0;
+        put_budget(&ledger, &b);
+        assert_mismatch(
+            &auth.verify().unwrap(),
+            &format!("budget {SCOPE} RISK_POINTS"),
+            "reserved 0",
+        );
+    }
+}
