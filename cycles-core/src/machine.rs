@@ -750,10 +750,13 @@ pub(crate) fn commit(
             .iter()
             .find(|a| a.unit == h.unit)
             .map_or(h.amount, |a| a.amount);
+        let mut raised_by_ran = false;
         if let Some(ran) = &ran
             && h.unit == Unit::RiskPoints
+            && ran.risk_points > actual
         {
-            actual = actual.max(ran.risk_points);
+            actual = ran.risk_points;
+            raised_by_ran = true;
         }
         let mut budgets = Vec::with_capacity(h.scopes.len());
         for s in &h.scopes {
@@ -761,9 +764,22 @@ pub(crate) fn commit(
                 CyclesError::LedgerCorrupt(format!("budget {s} {} vanished", h.unit))
             })?);
         }
+        // A charge `ran` raised past what the overage policy lets the budget take is charged as
+        // far as it can be (ALLOW_IF_AVAILABLE), never refused: the call already ran, and a
+        // refused commit leaves the reservation to expire, which returns the hold uncharged.
+        let fallback = raised_by_ran.then(|| budgets.clone());
         // `charge_on` sees budgets with the hold already returned: pass held = h.amount so the
-        // part up to the hold is always covered.
-        let (c, debt) = apply_charge(txn, budgets, h.amount, actual, r.overage_policy)?;
+        // part up to the hold is always covered. Its errors change nothing, so retrying is safe.
+        let (c, debt) = match apply_charge(txn, budgets, h.amount, actual, r.overage_policy) {
+            Err(
+                CyclesError::BudgetExceeded { .. } | CyclesError::OverdraftLimitExceeded { .. },
+            ) if fallback.is_some() => {
+                let budgets = fallback.expect("checked above");
+                let policy = CommitOveragePolicy::AllowIfAvailable;
+                apply_charge(txn, budgets, h.amount, actual, policy)?
+            }
+            other => other?,
+        };
         charged.push(Amount::new(h.unit, c));
         released.push(Amount::new(h.unit, (h.amount - c).max(0)));
         if debt > 0 {

@@ -161,3 +161,64 @@ fn the_call_that_ran_is_part_of_the_idempotent_request() {
         .unwrap_err();
     assert_eq!(err.code(), "IDEMPOTENCY_MISMATCH", "{err}");
 }
+
+/// A call that ran and costs more than the budget can take under the reservation's overage
+/// policy (REJECT, or an overdraft past its limit) must still be charged: it already ran. A
+/// commit that failed instead left the reservation ACTIVE until it expired, and an expiry
+/// returns the hold without charge: the call that ran otherwise cost nothing at all, less
+/// than the hold a commit without `ran` charges.
+#[test]
+fn a_costlier_call_that_ran_past_the_budget_is_charged_what_is_left_not_refused() {
+    for policy in [
+        CommitOveragePolicy::Reject,
+        CommitOveragePolicy::AllowWithOverdraft,
+    ] {
+        let reserved = ToolCall::new("write_file", json!({"path": "a"}));
+        let ran = ToolCall::new("deploy", json!({"to": "prod"}));
+        let auth = Authority::builder()
+            .policy(
+                Policy::default()
+                    .register("write_file", Tier::T1)
+                    .register("deploy", Tier::T3)
+                    .budget(BudgetSpec::new("agent:bot", Unit::RiskPoints, 10)),
+            )
+            .build()
+            .unwrap();
+        let hold = points(&auth, &reserved);
+        assert!(hold <= 10 && points(&auth, &ran) > 10, "{policy:?}");
+        let mut req = ReserveRequest::new(bot(), reserved);
+        req.overage_policy = Some(policy);
+        let r = auth.reserve(&req).unwrap();
+        let c = auth
+            .commit(&r.reservation_id, &commit_ran(Some(ran)))
+            .unwrap_or_else(|e| panic!("{policy:?}: {e}"));
+        // Everything the budget had, never less than the hold.
+        assert_eq!(c.charged[0].amount, 10, "{policy:?}");
+        assert_eq!(spent(&auth), 10, "{policy:?}");
+        assert_eq!(
+            auth.reservation(&r.reservation_id).unwrap().status,
+            ReservationStatus::Committed
+        );
+        assert!(auth.balances(Some("agent:bot")).unwrap()[0].is_over_limit);
+        assert_eq!(last_commit(&auth).detail.unwrap()["ran"]["tool"], "deploy");
+        assert!(auth.verify().unwrap().ok);
+    }
+    // An actual the caller gives past the budget is still refused under REJECT, as before.
+    let auth = Authority::builder()
+        .policy(
+            Policy::default()
+                .register("write_file", Tier::T1)
+                .budget(BudgetSpec::new("agent:bot", Unit::RiskPoints, 10)),
+        )
+        .build()
+        .unwrap();
+    let mut req = ReserveRequest::new(bot(), ToolCall::new("write_file", json!({})));
+    req.overage_policy = Some(CommitOveragePolicy::Reject);
+    let r = auth.reserve(&req).unwrap();
+    let over = CommitRequest {
+        actual: vec![Amount::new(Unit::RiskPoints, 11)],
+        ..CommitRequest::default()
+    };
+    let err = auth.commit(&r.reservation_id, &over).unwrap_err();
+    assert_eq!(err.code(), "BUDGET_EXCEEDED", "{err}");
+}
