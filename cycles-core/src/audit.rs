@@ -678,13 +678,34 @@ struct StateTracker {
     /// with the last such record: their budgets cannot be checked until a later record says.
     unknown: HashMap<String, u64>,
     active: HashSet<String>,
+    /// What each reservation active by the records holds, from its reserve record.
+    holds: HashMap<String, Vec<Amount>>,
+    /// Post-states that do not follow from the one before by what their record did.
+    transitions: Vec<StateMismatch>,
 }
 
 impl StateTracker {
     fn feed(&mut self, r: &AuditRecord) {
         for b in &r.budgets {
-            self.budgets
-                .insert((b.scope.clone(), b.unit), (b.clone(), r.seq));
+            let key = (b.scope.clone(), b.unit);
+            // The post-state before this one, unless a record without post-states changed the
+            // budget since (then there is nothing to compare with).
+            let before = match self.budgets.get(&key) {
+                Some((p, seq)) if self.unknown.get(&b.scope).is_none_or(|u| u <= seq) => {
+                    Some(Some((p, *seq)))
+                }
+                None if !self.unknown.contains_key(&b.scope) => Some(None),
+                _ => None,
+            };
+            if let Some(before) = before
+                && let Some(reason) = self.transition(r, before, b)
+            {
+                self.transitions.push(StateMismatch {
+                    item: format!("budget {} {}", b.scope, b.unit),
+                    reason,
+                });
+            }
+            self.budgets.insert(key, (b.clone(), r.seq));
         }
         if r.kind.changes_budgets() && r.budgets.is_empty() {
             let set_scope = r
@@ -700,17 +721,119 @@ impl StateTracker {
             match r.kind {
                 AuditKind::Reserve => {
                     self.active.insert(id.clone());
+                    self.holds.insert(id.clone(), r.amounts.clone());
                 }
                 AuditKind::Commit | AuditKind::Release | AuditKind::Expire => {
                     self.active.remove(id);
+                    self.holds.remove(id);
                 }
                 _ => {}
             }
         }
     }
 
+    /// Why `after`, the post-state `r` carries, cannot follow from `before` (the post-state of
+    /// the last record that changed the budget, and that record) by what `r` did; `None` when
+    /// it can. The next legitimate operation on a budget edited outside the state machine
+    /// carries the edit in its post-state: this is what keeps such an edit reported.
+    fn transition(
+        &self,
+        r: &AuditRecord,
+        before: Option<(&Budget, u64)>,
+        after: &Budget,
+    ) -> Option<String> {
+        let kind = r.kind.as_str();
+        let Some((b, seq)) = before else {
+            return (r.kind != AuditKind::BudgetSet).then(|| {
+                format!(
+                    "record {} ({kind}) changed it but no record created it",
+                    r.seq
+                )
+            });
+        };
+        let amount = |list: &[Amount]| {
+            list.iter()
+                .find(|a| a.unit == after.unit)
+                .map(|a| i128::from(a.amount))
+        };
+        // What the reservation held, from its reserve record (the reservation row could have
+        // been edited since; the record cannot).
+        let hold = r
+            .reservation_id
+            .as_ref()
+            .and_then(|id| self.holds.get(id))
+            .and_then(|h| amount(h));
+        let d = |x: i64, y: i64| i128::from(y) - i128::from(x);
+        let reserved = d(b.reserved, after.reserved);
+        let spent = d(b.spent, after.spent);
+        let debt = d(b.debt, after.debt);
+        let settings = b.allocated == after.allocated
+            && b.overdraft_limit == after.overdraft_limit
+            && b.status == after.status;
+        let follows = match r.kind {
+            AuditKind::Reserve => {
+                settings
+                    && spent == 0
+                    && debt == 0
+                    && b.is_over_limit == after.is_over_limit
+                    && Some(reserved) == amount(&r.amounts)
+            }
+            AuditKind::Release | AuditKind::Expire => {
+                settings
+                    && spent == 0
+                    && debt == 0
+                    && b.is_over_limit == after.is_over_limit
+                    && hold.is_none_or(|h| reserved == -h)
+            }
+            // A charge lands on spent and debt, never lowers either; a capped one may set the
+            // over-limit flag, nothing but a budget_set clears it.
+            AuditKind::Commit | AuditKind::Event => {
+                let returned = match r.kind {
+                    AuditKind::Event => Some(0),
+                    _ => hold,
+                };
+                settings
+                    && spent >= 0
+                    && debt >= 0
+                    && (after.is_over_limit || !b.is_over_limit)
+                    && Some(spent + debt) == amount(&r.amounts)
+                    && returned.is_none_or(|h| reserved == -h)
+            }
+            AuditKind::BudgetSet => {
+                let repaid = r
+                    .detail
+                    .as_ref()
+                    .and_then(|d| d.get("operation"))
+                    .is_some_and(|o| o == "REPAY_DEBT");
+                let paid = if repaid {
+                    amount(&r.amounts).unwrap_or(0)
+                } else {
+                    0
+                };
+                reserved == 0
+                    && spent == paid
+                    && debt == -paid
+                    && after.is_over_limit == (after.debt > after.overdraft_limit)
+                    && (!repaid
+                        || (d(b.allocated, after.allocated) == paid
+                            && b.overdraft_limit == after.overdraft_limit
+                            && b.status == after.status))
+            }
+            _ => true,
+        };
+        (!follows).then(|| {
+            format!(
+                "record {} ({kind}) left {} but record {seq} left {}: {kind} cannot make one of \
+                 the other, so it was changed outside the state machine in between",
+                r.seq,
+                budget_state(after),
+                budget_state(b)
+            )
+        })
+    }
+
     fn mismatches(mut self) -> Vec<StateMismatch> {
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.transitions);
         let unknown = |scope: &str, since: u64, unknown: &HashMap<String, u64>| {
             unknown.get(scope).is_some_and(|&u| u > since)
         };
@@ -799,6 +922,8 @@ impl ChainVerifier {
             budgets: HashMap::new(),
             unknown: HashMap::new(),
             active: HashSet::new(),
+            holds: HashMap::new(),
+            transitions: Vec::new(),
         });
         self
     }
