@@ -678,10 +678,20 @@ struct StateTracker {
     /// with the last such record: their budgets cannot be checked until a later record says.
     unknown: HashMap<String, u64>,
     active: HashSet<String>,
-    /// What each reservation active by the records holds, from its reserve record.
-    holds: HashMap<String, Vec<Amount>>,
+    /// Each reservation active by the records, as its reserve record opened it.
+    opened: HashMap<String, Opened>,
     /// Post-states that do not follow from the one before by what their record did.
     transitions: Vec<StateMismatch>,
+}
+
+/// What a reservation's reserve record says about it.
+#[derive(Debug)]
+struct Opened {
+    seq: u64,
+    holds: Vec<Amount>,
+    call_digest: Option<String>,
+    subject: Option<Subject>,
+    tier: Option<Tier>,
 }
 
 impl StateTracker {
@@ -721,11 +731,42 @@ impl StateTracker {
             match r.kind {
                 AuditKind::Reserve => {
                     self.active.insert(id.clone());
-                    self.holds.insert(id.clone(), r.amounts.clone());
+                    let opened = Opened {
+                        seq: r.seq,
+                        holds: r.amounts.clone(),
+                        call_digest: r.call_digest.clone(),
+                        subject: r.subject.clone(),
+                        tier: r.tier,
+                    };
+                    self.opened.insert(id.clone(), opened);
                 }
-                AuditKind::Commit | AuditKind::Release | AuditKind::Expire => {
-                    self.active.remove(id);
-                    self.holds.remove(id);
+                AuditKind::Commit | AuditKind::Release | AuditKind::Expire | AuditKind::Extend => {
+                    // These records carry the reservation row as it stood: its call, subject
+                    // and tier must be the ones reserved (an edited digest would let another
+                    // call pass for it at commit, `CommitRequest::ran`).
+                    if let Some(o) = self.opened.get(id) {
+                        let differs = [
+                            (o.call_digest != r.call_digest, "call"),
+                            (o.subject != r.subject, "subject"),
+                            (o.tier != r.tier, "tier"),
+                        ];
+                        for (_, what) in differs.iter().filter(|d| d.0) {
+                            self.transitions.push(StateMismatch {
+                                item: format!("reservation {id}"),
+                                reason: format!(
+                                    "record {} ({}) names another {what} than its reserve record {}: \
+                                     the reservation was changed outside the state machine",
+                                    r.seq,
+                                    r.kind.as_str(),
+                                    o.seq
+                                ),
+                            });
+                        }
+                    }
+                    if r.kind != AuditKind::Extend {
+                        self.active.remove(id);
+                        self.opened.remove(id);
+                    }
                 }
                 _ => {}
             }
@@ -765,8 +806,8 @@ impl StateTracker {
         let hold = r
             .reservation_id
             .as_ref()
-            .and_then(|id| self.holds.get(id))
-            .and_then(|h| amount(h));
+            .and_then(|id| self.opened.get(id))
+            .and_then(|o| amount(&o.holds));
         let d = |x: i64, y: i64| i128::from(y) - i128::from(x);
         let reserved = d(b.reserved, after.reserved);
         let spent = d(b.spent, after.spent);
@@ -922,7 +963,7 @@ impl ChainVerifier {
             budgets: HashMap::new(),
             unknown: HashMap::new(),
             active: HashSet::new(),
-            holds: HashMap::new(),
+            opened: HashMap::new(),
             transitions: Vec::new(),
         });
         self

@@ -146,3 +146,39 @@ fn a_hold_edited_before_its_commit_is_reported() {
         assert_reported(&auth.verify().unwrap(), "hold lowered");
     }
 }
+
+/// A reservation row edited to name the call that will really run (its digest) before the
+/// commit: `CommitRequest::ran` then matches it and the costlier call is charged the cheap
+/// hold. The finishing record carries the row's call, which its reserve record contradicts.
+#[test]
+fn a_reservation_edited_to_name_another_call_is_reported_when_it_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    for ledger in ledgers(&dir, "digest") {
+        let auth = authority(ledger.clone());
+        let cheap = reserve(&auth, "write_file");
+        let ran = ToolCall::new("deploy", json!({"to": "prod"}));
+        ledger
+            .write(&mut |txn| {
+                let mut edited = txn.reservation(&cheap.reservation_id)?.unwrap();
+                edited.call_digest = ran.digest();
+                txn.put_reservation(&edited)
+            })
+            .unwrap();
+        let req = CommitRequest {
+            ran: Some(ran.clone()),
+            ..CommitRequest::default()
+        };
+        let c = auth.commit(&cheap.reservation_id, &req).unwrap();
+        assert_eq!(c.charged, cheap.reserved(), "the edit took effect");
+        let report = auth.verify().unwrap();
+        assert!(!report.ok && report.first_broken.is_none(), "{report:?}");
+        let item = format!("reservation {}", cheap.reservation_id);
+        assert!(
+            report
+                .state_mismatches
+                .iter()
+                .any(|m| m.item == item && m.reason.contains("call")),
+            "{report:?}"
+        );
+    }
+}
