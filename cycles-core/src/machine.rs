@@ -672,7 +672,6 @@ fn apply_charge(
     Ok((charged, max_debt))
 }
 
-/// `commit`: charges the actual amounts, returns the rest.
 /// A call that ran instead of the one reserved, as the commit record names it.
 #[derive(Serialize)]
 struct RanOtherwise {
@@ -707,6 +706,7 @@ fn ran_otherwise(
     }))
 }
 
+/// `commit`: charges the actual amounts, returns the rest.
 pub(crate) fn commit(
     txn: &mut dyn LedgerTxn,
     ctx: &Ctx<'_>,

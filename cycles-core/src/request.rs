@@ -139,7 +139,9 @@ pub struct CommitRequest {
     /// input, an event names what ran). When it differs from the reserved call, the
     /// `RISK_POINTS` charged are at least what the policy rates it at, and the commit record
     /// names it (digest, tool, tier), so a rewritten call is never charged less than it costs
-    /// and the trail shows that something else ran. The same call, or none, changes nothing.
+    /// and the trail shows that something else ran. A charge raised this way past what the
+    /// overage policy allows is capped to what the budget can take, never refused (the call
+    /// already ran). The same call, or none, changes nothing.
     ///
     /// ```
     /// use cycles_core::*;
