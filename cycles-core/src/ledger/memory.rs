@@ -332,6 +332,19 @@ impl LedgerTxn for MemTxn<'_> {
         Ok(())
     }
 
+    fn idempotency_entries(&mut self) -> Result<Vec<(String, String, IdempotencyEntry)>> {
+        let mut all: BTreeMap<(String, String), IdempotencyEntry> = self
+            .state
+            .idempotency
+            .iter()
+            .map(|(k, e)| (k.clone(), e.clone()))
+            .collect();
+        for (k, e) in &self.overlay.idempotency {
+            all.insert(k.clone(), e.clone());
+        }
+        Ok(all.into_iter().map(|((op, key), e)| (op, key, e)).collect())
+    }
+
     fn audit_head(&mut self) -> Result<Option<(u64, String)>> {
         Ok(match self.overlay.audit.last() {
             Some(r) => Some((r.seq(), r.hash().to_string())),

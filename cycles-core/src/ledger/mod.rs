@@ -58,6 +58,9 @@ pub trait LedgerTxn {
     fn idempotency(&mut self, op: &str, key: &str) -> Result<Option<IdempotencyEntry>>;
     /// Stores the result of an idempotent operation.
     fn put_idempotency(&mut self, op: &str, key: &str, entry: &IdempotencyEntry) -> Result<()>;
+    /// Every stored idempotent result as `(op, key, entry)`, ordered by op then key (`verify`
+    /// checks each names what the audit chain did).
+    fn idempotency_entries(&mut self) -> Result<Vec<(String, String, IdempotencyEntry)>>;
     /// `(seq, hash)` of the last audit record.
     fn audit_head(&mut self) -> Result<Option<(u64, String)>>;
     /// Appends a sealed audit record (its `seq` follows the head). It carries the JSON to
@@ -128,6 +131,9 @@ impl LedgerTxn for Tracked<'_> {
     }
     fn put_idempotency(&mut self, op: &str, key: &str, entry: &IdempotencyEntry) -> Result<()> {
         self.inner.put_idempotency(op, key, entry)
+    }
+    fn idempotency_entries(&mut self) -> Result<Vec<(String, String, IdempotencyEntry)>> {
+        self.inner.idempotency_entries()
     }
     fn audit_head(&mut self) -> Result<Option<(u64, String)>> {
         self.inner.audit_head()

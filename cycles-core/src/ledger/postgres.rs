@@ -1851,6 +1851,30 @@ impl LedgerTxn for PgTxn<'_> {
         Ok(e)
     }
 
+    fn idempotency_entries(&mut self) -> Result<Vec<(String, String, IdempotencyEntry)>> {
+        self.flush()?;
+        let rows = self.query(
+            "SELECT op, key, request_digest, result FROM cycles_idempotency",
+            &[],
+        )?;
+        let mut out = rows
+            .iter()
+            .map(|row| {
+                let (op, key): (String, String) = (row.get(0), row.get(1));
+                let result = parse_json(&format!("idempotency {op}/{key}"), row.get::<_, &str>(3))?;
+                let entry = IdempotencyEntry {
+                    request_digest: row.get(2),
+                    result,
+                };
+                Ok((op, key, entry))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // Sorted here, as kv_list is: the same order as the other backends whatever the
+        // database's collation.
+        out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        Ok(out)
+    }
+
     fn put_idempotency(&mut self, op: &str, key: &str, entry: &IdempotencyEntry) -> Result<()> {
         self.check_writable()?;
         let k = (op.to_string(), key.to_string());

@@ -874,6 +874,35 @@ impl LedgerTxn for SqliteTxn<'_> {
         .transpose()
     }
 
+    fn idempotency_entries(&mut self) -> Result<Vec<(String, String, IdempotencyEntry)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT op, key, request_digest, result FROM idempotency ORDER BY op, key",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter()
+            .map(|(op, key, request_digest, result)| {
+                let result = parse_json(&format!("idempotency {op}/{key}"), &result)?;
+                Ok((
+                    op,
+                    key,
+                    IdempotencyEntry {
+                        request_digest,
+                        result,
+                    },
+                ))
+            })
+            .collect()
+    }
+
     fn put_idempotency(&mut self, op: &str, key: &str, e: &IdempotencyEntry) -> Result<()> {
         self.conn
             .prepare_cached(
