@@ -10,10 +10,15 @@ use std::io::Write;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::approval::{ApprovalRequest, ApprovalStatus};
 use crate::error::{CyclesError, Result};
+use crate::ledger::IdempotencyEntry;
+use crate::machine::ReserveOutcome;
 use crate::model::{
-    Action, ActionView, Amount, Budget, BudgetStatus, DecisionKind, ReasonCode, Subject, Tier, Unit,
+    Action, ActionView, Amount, Budget, BudgetStatus, DecisionKind, ReasonCode, Reservation,
+    Subject, Tier, Unit,
 };
+use crate::request::{CommitResult, EventResult, ReleaseResult};
 
 /// `prev_hash` of the first record.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -584,7 +589,8 @@ pub struct VerifyReport {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateMismatch {
-    /// What differs: `budget SCOPE UNIT` or `reservation ID`.
+    /// What differs: `budget SCOPE UNIT`, `reservation ID`, `approval REQUEST_ID` or
+    /// `idempotency OP KEY`.
     pub item: String,
     /// How it differs.
     pub reason: String,
@@ -665,6 +671,11 @@ pub(crate) struct LedgerSnapshot {
     pub budgets: Vec<Budget>,
     /// Ids of the ACTIVE reservations.
     pub active_reservations: Vec<String>,
+    /// Every stored approval request, `(request id, value)` (namespace
+    /// [`crate::approval::APPROVAL_NS`]).
+    pub approvals: Vec<(String, serde_json::Value)>,
+    /// Every stored idempotent result, `(op, key, entry)`.
+    pub idempotency: Vec<(String, String, IdempotencyEntry)>,
 }
 
 /// Replays what records say about state: each budget's last recorded post-state, and the
@@ -682,6 +693,40 @@ struct StateTracker {
     opened: HashMap<String, Opened>,
     /// Post-states that do not follow from the one before by what their record did.
     transitions: Vec<StateMismatch>,
+    /// Each approval request the records created, as the last record about it left it.
+    approvals: HashMap<String, ApprovalSeen>,
+    /// Reservation ids and event ids that stored idempotent results name: only these are
+    /// followed through the chain (the ledger's own list bounds what is kept).
+    watched: HashSet<String>,
+    /// What the records did to each watched reservation or event.
+    done: HashMap<String, Done>,
+}
+
+/// What the records say about one approval request: its creating record's call, subject and
+/// deadline, and the last record about it.
+#[derive(Debug)]
+struct ApprovalSeen {
+    created: u64,
+    call_digest: Option<String>,
+    subject: Option<Subject>,
+    scopes: Vec<String>,
+    tier: Option<Tier>,
+    expires_at_ms: Option<i64>,
+    last: AuditKind,
+    last_seq: u64,
+    reservation_id: Option<String>,
+}
+
+/// The records about one watched reservation or event: the reserve (or event) record's seq
+/// and what it names, then each commit, release and extend.
+#[derive(Debug, Default)]
+struct Done {
+    reserved: Option<Opened>,
+    committed: Option<Vec<Amount>>,
+    released: Option<Vec<Amount>>,
+    /// `(extensions, expires_at_ms)` of each extend record.
+    extended: Vec<(Option<i64>, Option<i64>)>,
+    evented: Option<Vec<Amount>>,
 }
 
 /// What a reservation's reserve record says about it.
@@ -727,6 +772,8 @@ impl StateTracker {
                 self.unknown.insert(scope.to_string(), r.seq);
             }
         }
+        self.feed_approval(r);
+        self.feed_watched(r);
         if let Some(id) = &r.reservation_id {
             match r.kind {
                 AuditKind::Reserve => {
@@ -741,6 +788,20 @@ impl StateTracker {
                     self.opened.insert(id.clone(), opened);
                 }
                 AuditKind::Commit | AuditKind::Release | AuditKind::Expire | AuditKind::Extend => {
+                    // Only a reservation a reserve record left active can be finished or
+                    // extended: one planted in the ledger (a reservation row, or a replayed
+                    // idempotent result naming it) and then committed is reported here even
+                    // once the planted rows are gone.
+                    if !self.opened.contains_key(id) {
+                        self.transitions.push(StateMismatch {
+                            item: format!("reservation {id}"),
+                            reason: format!(
+                                "record {} ({}) names it but no reserve record left it active",
+                                r.seq,
+                                r.kind.as_str()
+                            ),
+                        });
+                    }
                     // These records carry the reservation row as it stood: its call, subject
                     // and tier must be the ones reserved (an edited digest would let another
                     // call pass for it at commit, `CommitRequest::ran`).
@@ -770,6 +831,132 @@ impl StateTracker {
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// Follows approval records: the request each names (`detail.approval_request_id`).
+    fn feed_approval(&mut self, r: &AuditRecord) {
+        if !matches!(
+            r.kind,
+            AuditKind::ApprovalRequested
+                | AuditKind::ApprovalGranted
+                | AuditKind::ApprovalDenied
+                | AuditKind::ApprovalExpired
+                | AuditKind::ApprovalConsumed
+        ) {
+            return;
+        }
+        let detail = r.detail.as_ref();
+        let Some(id) = detail
+            .and_then(|d| d.get("approval_request_id"))
+            .and_then(|v| v.as_str())
+        else {
+            return;
+        };
+        if r.kind == AuditKind::ApprovalRequested {
+            let expires_at_ms = detail
+                .and_then(|d| d.get("expires_at_ms"))
+                .and_then(|v| v.as_i64());
+            let seen = ApprovalSeen {
+                created: r.seq,
+                call_digest: r.call_digest.clone(),
+                subject: r.subject.clone(),
+                scopes: r.scopes.clone(),
+                tier: r.tier,
+                expires_at_ms,
+                last: r.kind,
+                last_seq: r.seq,
+                reservation_id: None,
+            };
+            self.approvals.insert(id.to_string(), seen);
+            return;
+        }
+        match self.approvals.get_mut(id) {
+            Some(seen) => {
+                // A request is decided only while open (requested or granted), and a grant is
+                // consumed only once recorded: a record that follows anything else shows the
+                // request was reopened outside the state machine (a consumed grant set back
+                // to GRANTED, used again, and consumed anew would otherwise look recorded).
+                let open = matches!(
+                    seen.last,
+                    AuditKind::ApprovalRequested | AuditKind::ApprovalGranted
+                );
+                if !open
+                    || (r.kind == AuditKind::ApprovalConsumed
+                        && seen.last != AuditKind::ApprovalGranted)
+                {
+                    self.transitions.push(StateMismatch {
+                        item: format!("approval {id}"),
+                        reason: format!(
+                            "record {} ({}) follows record {} ({}): the state machine never \
+                             does one after the other, so the request was changed outside it",
+                            r.seq,
+                            r.kind.as_str(),
+                            seen.last_seq,
+                            seen.last.as_str()
+                        ),
+                    });
+                }
+                seen.last = r.kind;
+                seen.last_seq = r.seq;
+                if r.kind == AuditKind::ApprovalConsumed {
+                    seen.reservation_id.clone_from(&r.reservation_id);
+                }
+            }
+            None => self.transitions.push(StateMismatch {
+                item: format!("approval {id}"),
+                reason: format!(
+                    "record {} ({}) names it but no record created it",
+                    r.seq,
+                    r.kind.as_str()
+                ),
+            }),
+        }
+    }
+
+    /// Follows the records about reservations and events that stored idempotent results name.
+    fn feed_watched(&mut self, r: &AuditRecord) {
+        if self.watched.is_empty() {
+            return;
+        }
+        let id = match r.kind {
+            AuditKind::Reserve | AuditKind::Commit | AuditKind::Release | AuditKind::Extend => {
+                r.reservation_id.as_deref()
+            }
+            AuditKind::Event => r
+                .detail
+                .as_ref()
+                .and_then(|d| d.get("event_id"))
+                .and_then(|v| v.as_str()),
+            _ => None,
+        };
+        let Some(id) = id.filter(|id| self.watched.contains(*id)) else {
+            return;
+        };
+        let done = self.done.entry(id.to_string()).or_default();
+        let detail_i64 = |k: &str| {
+            r.detail
+                .as_ref()
+                .and_then(|d| d.get(k))
+                .and_then(|v| v.as_i64())
+        };
+        match r.kind {
+            AuditKind::Reserve => {
+                done.reserved = Some(Opened {
+                    seq: r.seq,
+                    holds: r.amounts.clone(),
+                    call_digest: r.call_digest.clone(),
+                    subject: r.subject.clone(),
+                    tier: r.tier,
+                });
+            }
+            AuditKind::Commit => done.committed = Some(r.amounts.clone()),
+            AuditKind::Release => done.released = Some(r.amounts.clone()),
+            AuditKind::Extend => done
+                .extended
+                .push((detail_i64("extensions"), detail_i64("expires_at_ms"))),
+            AuditKind::Event => done.evented = Some(r.amounts.clone()),
+            _ => {}
         }
     }
 
@@ -927,8 +1114,260 @@ impl StateTracker {
                 reason: "active by the records, but not ACTIVE in the ledger".into(),
             });
         }
+        let approvals = std::mem::take(&mut self.snapshot.approvals);
+        approval_mismatches(approvals, std::mem::take(&mut self.approvals), &mut out);
+        let entries = std::mem::take(&mut self.snapshot.idempotency);
+        for (op, key, entry) in &entries {
+            if let Some(reason) = idempotency_mismatch(op, entry, &self.done) {
+                out.push(StateMismatch {
+                    item: format!("idempotency {op} {key}"),
+                    reason,
+                });
+            }
+        }
         out
     }
+}
+
+/// The status the last record about an approval request leaves it in.
+fn approval_status_after(kind: AuditKind) -> Option<ApprovalStatus> {
+    Some(match kind {
+        AuditKind::ApprovalRequested => ApprovalStatus::Pending,
+        AuditKind::ApprovalGranted => ApprovalStatus::Granted,
+        AuditKind::ApprovalDenied => ApprovalStatus::Denied,
+        AuditKind::ApprovalExpired => ApprovalStatus::Expired,
+        AuditKind::ApprovalConsumed => ApprovalStatus::Consumed,
+        _ => return None,
+    })
+}
+
+/// Compares the stored approval requests with what the records left them. A request due to
+/// expire is moved to EXPIRED lazily, with its record, when next touched: until then both say
+/// PENDING (or GRANTED), so a deadline passed is no mismatch.
+fn approval_mismatches(
+    stored: Vec<(String, serde_json::Value)>,
+    mut seen: HashMap<String, ApprovalSeen>,
+    out: &mut Vec<StateMismatch>,
+) {
+    for (id, value) in stored {
+        let item = format!("approval {id}");
+        let mut push = |reason: String| {
+            out.push(StateMismatch {
+                item: item.clone(),
+                reason,
+            })
+        };
+        let request: ApprovalRequest = match serde_json::from_value(value) {
+            Ok(r) => r,
+            Err(e) => {
+                push(format!(
+                    "the ledger holds something that is no request: {e}"
+                ));
+                continue;
+            }
+        };
+        let status = request.status.as_str();
+        let Some(s) = seen.remove(&id) else {
+            push(format!(
+                "the ledger holds it ({status}) but no record created it"
+            ));
+            continue;
+        };
+        if request.request_id != id {
+            push(format!(
+                "stored under its id, it names another: {}",
+                request.request_id
+            ));
+        }
+        if let Some(expected) = approval_status_after(s.last)
+            && expected != request.status
+        {
+            push(format!(
+                "the ledger holds it {status} but record {} ({}) left it {}",
+                s.last_seq,
+                s.last.as_str(),
+                expected.as_str()
+            ));
+        }
+        let created = s.created;
+        let differs = [
+            (
+                s.call_digest.as_deref() != Some(request.call_digest.as_str()),
+                "call digest",
+            ),
+            (request.call.digest() != request.call_digest, "call"),
+            (s.subject.as_ref() != Some(&request.subject), "subject"),
+            (s.scopes != request.scopes, "scopes"),
+            (s.tier != Some(request.tier), "tier"),
+            (
+                s.expires_at_ms.is_some_and(|t| t != request.expires_at_ms),
+                "deadline",
+            ),
+        ];
+        for (_, what) in differs.iter().filter(|d| d.0) {
+            let reason = if *what == "call" {
+                "the stored call is not the one its call digest names".to_string()
+            } else {
+                format!("the ledger holds another {what} than its record {created} created")
+            };
+            push(reason);
+        }
+        if request.status == ApprovalStatus::Consumed
+            && s.last == AuditKind::ApprovalConsumed
+            && request.reservation_id != s.reservation_id
+        {
+            push(format!(
+                "consumed by {} in the ledger but by {} in record {}",
+                request.reservation_id.as_deref().unwrap_or("nothing"),
+                s.reservation_id.as_deref().unwrap_or("nothing"),
+                s.last_seq
+            ));
+        }
+    }
+    let mut removed: Vec<_> = seen.into_iter().collect();
+    removed.sort_by(|a, b| a.0.cmp(&b.0));
+    for (id, s) in removed {
+        out.push(StateMismatch {
+            item: format!("approval {id}"),
+            reason: format!(
+                "record {} ({}) left it {} but the ledger no longer holds it",
+                s.last_seq,
+                s.last.as_str(),
+                approval_status_after(s.last).map_or("?", ApprovalStatus::as_str)
+            ),
+        });
+    }
+}
+
+/// The reservation or event id a stored idempotent result names, when it names one.
+fn idempotency_target(op: &str, entry: &IdempotencyEntry) -> Option<String> {
+    let field = match op {
+        "reserve" => {
+            return entry
+                .result
+                .get("reservation")
+                .and_then(|r| r.get("reservation_id"))
+                .and_then(|v| v.as_str())
+                .map(str::to_string);
+        }
+        "event" => "event_id",
+        _ if op.starts_with("commit:") || op.starts_with("release:") => "reservation_id",
+        _ => return op.strip_prefix("extend:").map(str::to_string),
+    };
+    entry
+        .result
+        .get(field)
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
+}
+
+/// Why a stored idempotent result is not what the chain did, if it is not. A replay returns
+/// it verbatim: a "Reserved" outcome planted under a key a client will use hands out a
+/// reservation nobody held, a commit or event outcome one nothing charged.
+fn idempotency_mismatch(
+    op: &str,
+    entry: &IdempotencyEntry,
+    done: &HashMap<String, Done>,
+) -> Option<String> {
+    let bad = |e: serde_json::Error| Some(format!("the stored result is unreadable: {e}"));
+    let none = Done::default();
+    let of = |id: &str| done.get(id).unwrap_or(&none);
+    let on = |op: &str, prefix: &str, id: &str| {
+        (op.strip_prefix(prefix) != Some(id))
+            .then(|| format!("stored under {op}, the result names {id}"))
+    };
+    if op == "reserve" {
+        let outcome: ReserveOutcome = match serde_json::from_value(entry.result.clone()) {
+            Ok(o) => o,
+            Err(e) => return bad(e),
+        };
+        let ReserveOutcome::Reserved { reservation: rsv } = outcome else {
+            // A replayed denial allows nothing.
+            return None;
+        };
+        let id = &rsv.reservation_id;
+        let Some(o) = &of(id).reserved else {
+            return Some(format!(
+                "names reservation {id}, which no reserve record made"
+            ));
+        };
+        let seq = o.seq;
+        let differs = [
+            (
+                o.call_digest.as_deref() != Some(rsv.call_digest.as_str()),
+                "call",
+            ),
+            (o.subject.as_ref() != Some(&rsv.subject), "subject"),
+            (o.tier != Some(rsv.tier), "tier"),
+            (o.holds != rsv.reserved(), "hold"),
+        ];
+        let what: Vec<&str> = differs.iter().filter(|d| d.0).map(|d| d.1).collect();
+        return (!what.is_empty()).then(|| {
+            format!(
+                "names reservation {id} with another {} than its reserve record {seq}",
+                what.join(", ")
+            )
+        });
+    }
+    if op.starts_with("commit:") {
+        let result: CommitResult = match serde_json::from_value(entry.result.clone()) {
+            Ok(r) => r,
+            Err(e) => return bad(e),
+        };
+        let id = &result.reservation_id;
+        return on(op, "commit:", id).or_else(|| match &of(id).committed {
+            None => Some(format!("no commit record finished reservation {id}")),
+            Some(a) if *a != result.charged => Some(format!(
+                "charges otherwise than the commit record of reservation {id}"
+            )),
+            Some(_) => None,
+        });
+    }
+    if op.starts_with("release:") {
+        let result: ReleaseResult = match serde_json::from_value(entry.result.clone()) {
+            Ok(r) => r,
+            Err(e) => return bad(e),
+        };
+        let id = &result.reservation_id;
+        return on(op, "release:", id).or_else(|| match &of(id).released {
+            None => Some(format!("no release record finished reservation {id}")),
+            Some(a) if *a != result.released => Some(format!(
+                "releases otherwise than the release record of reservation {id}"
+            )),
+            Some(_) => None,
+        });
+    }
+    if op.starts_with("extend:") {
+        let r: Reservation = match serde_json::from_value(entry.result.clone()) {
+            Ok(r) => r,
+            Err(e) => return bad(e),
+        };
+        let id = &r.reservation_id;
+        let recorded = (Some(i64::from(r.extensions)), Some(r.expires_at_ms));
+        return on(op, "extend:", id).or_else(|| {
+            (!of(id).extended.contains(&recorded)).then(|| {
+                format!(
+                    "no extend record took reservation {id} to extension {} until {}",
+                    r.extensions, r.expires_at_ms
+                )
+            })
+        });
+    }
+    if op == "event" {
+        let result: EventResult = match serde_json::from_value(entry.result.clone()) {
+            Ok(r) => r,
+            Err(e) => return bad(e),
+        };
+        let id = &result.event_id;
+        return match &of(id).evented {
+            None => Some(format!("names event {id}, which no event record made")),
+            Some(a) if *a != result.charged => {
+                Some(format!("charges otherwise than the record of event {id}"))
+            }
+            Some(_) => None,
+        };
+    }
+    None
 }
 
 fn budget_state(b: &Budget) -> String {
@@ -958,6 +1397,11 @@ impl ChainVerifier {
 
     /// Also compares `snapshot` with what the chain up to its head says.
     pub(crate) fn with_state(mut self, snapshot: LedgerSnapshot) -> Self {
+        let watched = snapshot
+            .idempotency
+            .iter()
+            .filter_map(|(op, _, e)| idempotency_target(op, e))
+            .collect();
         self.state = Some(StateTracker {
             snapshot,
             budgets: HashMap::new(),
@@ -965,6 +1409,9 @@ impl ChainVerifier {
             active: HashSet::new(),
             opened: HashMap::new(),
             transitions: Vec::new(),
+            approvals: HashMap::new(),
+            watched,
+            done: HashMap::new(),
         });
         self
     }

@@ -484,7 +484,8 @@ impl Authority {
     /// assert!(auth.verify_with_anchors(&[anchor]).unwrap().ok);
     /// ```
     pub fn verify_with_anchors(&self, anchors: &[AuditAnchor]) -> Result<VerifyReport> {
-        // Budgets, active reservations and the head in one snapshot: the chain up to that head
+        // Budgets, active reservations, approval requests, idempotent results and the head in
+        // one snapshot: the chain up to that head
         // must account for exactly that state, however many records are appended meanwhile.
         let snapshot = read_with(self.inner.ledger.as_ref(), |txn| {
             Ok(LedgerSnapshot {
@@ -495,6 +496,8 @@ impl Authority {
                     .into_iter()
                     .map(|r| r.reservation_id)
                     .collect(),
+                approvals: txn.kv_list(crate::approval::APPROVAL_NS)?,
+                idempotency: txn.idempotency_entries()?,
             })
         })?;
         let mut v = ChainVerifier::with_anchors(anchors.to_vec()).with_state(snapshot);

@@ -1,0 +1,401 @@
+//! A stored idempotent result is replayed verbatim to whoever repeats the request with its
+//! key. Whoever can write the ledger could plant a "Reserved" outcome under a key a client will
+//! use (the Claude Code hook's keys are predictable): `reserve` then hands out a reservation
+//! nobody held and no record names, and the gate allows. A planted commit or event outcome
+//! likewise answers "charged" for a charge never made. `verify` must report each, and every
+//! legitimate use of keys (replays included) must verify clean. Memory ledger and SQLite file.
+
+use std::sync::Arc;
+
+use cycles_core::ledger::IdempotencyEntry;
+use cycles_core::*;
+use serde_json::json;
+
+fn policy() -> Policy {
+    Policy::default()
+        .register("read_file", Tier::T0)
+        .register("deploy", Tier::T3)
+        .budget(BudgetSpec::new("tenant:acme", Unit::RiskPoints, 1_000))
+}
+
+fn authority(ledger: Arc<dyn Ledger>) -> Authority {
+    Authority::builder()
+        .policy(policy())
+        .shared_ledger(ledger)
+        .clock(ManualClock::new(1_000))
+        .build()
+        .unwrap()
+}
+
+fn bot() -> Subject {
+    Subject::new().tenant("acme").agent("bot")
+}
+
+fn keyed(tool: &str, key: &str) -> ReserveRequest {
+    let mut r = ReserveRequest::new(bot(), ToolCall::new(tool, json!({"k": key})));
+    r.idempotency_key = Some(key.into());
+    r
+}
+
+fn event_req(key: &str) -> EventRequest {
+    EventRequest {
+        subject: bot(),
+        call: ToolCall::new("read_file", json!({})),
+        actual: vec![Amount::new(Unit::RiskPoints, 7)],
+        overage_policy: None,
+        idempotency_key: Some(key.into()),
+    }
+}
+
+/// A ledger, and the same one as SQLite when it is (for edits in SQL).
+type Under = (Arc<dyn Ledger>, Option<Arc<SqliteLedger>>);
+
+/// A fresh memory ledger and a fresh SQLite file (with its handle, for SQL edits).
+fn ledgers(dir: &tempfile::TempDir, name: &str) -> Vec<Under> {
+    let sqlite = Arc::new(SqliteLedger::open(dir.path().join(format!("{name}.db"))).unwrap());
+    vec![
+        (Arc::new(MemoryLedger::new()), None),
+        (sqlite.clone(), Some(sqlite)),
+    ]
+}
+
+fn entry(ledger: &Arc<dyn Ledger>, op: &str, key: &str) -> IdempotencyEntry {
+    let mut out = None;
+    ledger
+        .read(&mut |txn| {
+            out = txn.idempotency(op, key)?;
+            Ok(())
+        })
+        .unwrap();
+    out.expect("an entry")
+}
+
+/// What a client's request with `key` stores under `op`, made on a throwaway ledger: the
+/// digest depends only on the request, so a planted entry with it is replayed to the client.
+fn entry_made_elsewhere(
+    op: &str,
+    key: &str,
+    run: impl Fn(&Authority) -> Option<String>,
+) -> (IdempotencyEntry, Option<String>) {
+    let scratch: Arc<dyn Ledger> = Arc::new(MemoryLedger::new());
+    let id = run(&authority(scratch.clone()));
+    (entry(&scratch, op, key), id)
+}
+
+fn plant(ledger: &Arc<dyn Ledger>, op: &str, key: &str, e: &IdempotencyEntry) {
+    ledger
+        .write(&mut |txn| txn.put_idempotency(op, key, e))
+        .unwrap();
+}
+
+fn assert_clean(auth: &Authority, what: &str) {
+    let v = auth.verify().unwrap();
+    assert!(v.ok && v.state_mismatches.is_empty(), "{what}: {v:?}");
+}
+
+fn assert_mismatch(auth: &Authority, item: &str, reason_has: &str, what: &str) {
+    let v = auth.verify().unwrap();
+    assert!(!v.ok, "{what}: {v:?}");
+    assert!(v.first_broken.is_none(), "{what}: {v:?}");
+    assert!(
+        v.state_mismatches
+            .iter()
+            .any(|m| m.item == item && m.reason.contains(reason_has)),
+        "{what}: expected {item} ({reason_has}) in {:?}",
+        v.state_mismatches
+    );
+}
+
+#[test]
+fn keyed_operations_and_their_replays_verify_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    for (ledger, _) in ledgers(&dir, "clean") {
+        let auth = authority(ledger.clone());
+        for round in 0..2 {
+            // The second round replays every result.
+            let a = auth.reserve(&keyed("deploy", "r1")).unwrap();
+            let c = auth
+                .commit(
+                    &a.reservation_id,
+                    &CommitRequest {
+                        idempotency_key: Some("c1".into()),
+                        ..CommitRequest::default()
+                    },
+                )
+                .unwrap();
+            assert_eq!(c.reservation_id, a.reservation_id);
+            let b = auth.reserve(&keyed("deploy", "r2")).unwrap();
+            let ext = ExtendRequest {
+                extend_by_ms: 5_000,
+                idempotency_key: Some("e1".into()),
+            };
+            auth.extend(&b.reservation_id, &ext).unwrap();
+            auth.release(
+                &b.reservation_id,
+                &ReleaseRequest {
+                    reason: None,
+                    idempotency_key: Some("l1".into()),
+                },
+            )
+            .unwrap();
+            auth.event(&event_req("v1")).unwrap();
+            assert_clean(&auth, &format!("round {round}"));
+        }
+        // A keyed reservation that expired: its stored outcome still names what the reserve
+        // record made.
+        let mut short = keyed("deploy", "r3");
+        short.ttl_ms = Some(1_000);
+        short.grace_period_ms = Some(0);
+        auth.reserve(&short).unwrap();
+        let clock = ManualClock::new(1_000_000);
+        let later = Authority::builder()
+            .policy(policy())
+            .shared_ledger(ledger.clone())
+            .clock(clock)
+            .build()
+            .unwrap();
+        assert_eq!(later.sweep_expired().unwrap(), 1);
+        // A keyed denial is replayed as a denial: nothing to check, nothing reported.
+        let mut poor = BudgetSpec::new("tenant:acme", Unit::RiskPoints, 0);
+        poor.overdraft_limit = 0;
+        later.set_budget(&poor).unwrap();
+        assert!(later.reserve(&keyed("deploy", "r4")).is_err());
+        assert_clean(&later, "expired and denied");
+    }
+}
+
+#[test]
+fn a_planted_reserved_outcome_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    for (ledger, _) in ledgers(&dir, "planted") {
+        let auth = authority(ledger.clone());
+        auth.reserve(&keyed("deploy", "earlier")).unwrap();
+        assert_clean(&auth, "before");
+        // The entry the client's next reserve with key "hook-42" would store, made elsewhere
+        // and planted: it names a reservation this ledger never held.
+        let (made, id) = entry_made_elsewhere("reserve", "hook-42", |a| {
+            Some(
+                a.reserve(&keyed("deploy", "hook-42"))
+                    .unwrap()
+                    .reservation_id,
+            )
+        });
+        let id = id.unwrap();
+        plant(&ledger, "reserve", "hook-42", &made);
+        assert_mismatch(
+            &auth,
+            "idempotency reserve hook-42",
+            &format!("names reservation {id}, which no reserve record made"),
+            "planted",
+        );
+    }
+}
+
+#[test]
+fn a_reserved_outcome_naming_a_real_reservation_of_another_call_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    for (ledger, _) in ledgers(&dir, "other") {
+        let auth = authority(ledger.clone());
+        // A cheap reservation really held, and the outcome of a costly call pointed at it.
+        let cheap = auth.reserve(&keyed("read_file", "cheap")).unwrap();
+        let (mut made, _) = entry_made_elsewhere("reserve", "costly", |a| {
+            a.reserve(&keyed("deploy", "costly")).unwrap();
+            None
+        });
+        made.result["reservation"]["reservation_id"] = json!(cheap.reservation_id);
+        plant(&ledger, "reserve", "costly", &made);
+        assert_mismatch(
+            &auth,
+            "idempotency reserve costly",
+            "with another call, tier, hold than its reserve record",
+            "pointed at another reservation",
+        );
+    }
+}
+
+#[test]
+fn planted_commit_release_extend_and_event_outcomes_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    for (ledger, _) in ledgers(&dir, "finish") {
+        let auth = authority(ledger.clone());
+        let r = auth.reserve(&keyed("deploy", "r")).unwrap();
+        let id = r.reservation_id.clone();
+        assert_clean(&auth, "held");
+        let charged_nothing = IdempotencyEntry {
+            request_digest: "d".into(),
+            result: json!({
+                "reservation_id": id,
+                "status": "COMMITTED",
+                "charged": [{"unit": "RISK_POINTS", "amount": 0}],
+                "released": [{"unit": "RISK_POINTS", "amount": 0}],
+                "balances": [],
+            }),
+        };
+        plant(&ledger, &format!("commit:{id}"), "c", &charged_nothing);
+        let mut released = charged_nothing.clone();
+        released.result = json!({
+            "reservation_id": id,
+            "status": "RELEASED",
+            "released": [{"unit": "RISK_POINTS", "amount": 0}],
+            "balances": [],
+        });
+        plant(&ledger, &format!("release:{id}"), "l", &released);
+        let mut extended = serde_json::to_value(&r).unwrap();
+        extended["extensions"] = json!(1);
+        extended["expires_at_ms"] = json!(r.expires_at_ms + 60_000);
+        let extended = IdempotencyEntry {
+            request_digest: "d".into(),
+            result: extended,
+        };
+        plant(&ledger, &format!("extend:{id}"), "x", &extended);
+        let (made, _) = entry_made_elsewhere("event", "v", |a| {
+            a.event(&event_req("v")).unwrap();
+            None
+        });
+        plant(&ledger, "event", "v", &made);
+        let v = auth.verify().unwrap();
+        assert_eq!(v.state_mismatches.len(), 4, "{v:?}");
+        assert_mismatch(
+            &auth,
+            &format!("idempotency commit:{id} c"),
+            "no commit record finished",
+            "commit",
+        );
+        assert_mismatch(
+            &auth,
+            &format!("idempotency release:{id} l"),
+            "no release record finished",
+            "release",
+        );
+        assert_mismatch(
+            &auth,
+            &format!("idempotency extend:{id} x"),
+            "no extend record took",
+            "extend",
+        );
+        assert_mismatch(
+            &auth,
+            "idempotency event v",
+            "which no event record made",
+            "event",
+        );
+        // A real commit whose stored result was then lowered to charge nothing.
+        auth.commit(
+            &id,
+            &CommitRequest {
+                idempotency_key: Some("real".into()),
+                ..CommitRequest::default()
+            },
+        )
+        .unwrap();
+        let mut lowered = entry(&ledger, &format!("commit:{id}"), "real");
+        lowered.result["charged"] = json!([{"unit": "RISK_POINTS", "amount": 0}]);
+        plant(&ledger, &format!("commit:{id}"), "real", &lowered);
+        assert_mismatch(
+            &auth,
+            &format!("idempotency commit:{id} real"),
+            "charges otherwise than the commit record",
+            "lowered commit",
+        );
+    }
+}
+
+#[test]
+fn a_planted_reservation_committed_and_cleaned_up_stays_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    for (ledger, sqlite) in ledgers(&dir, "laundered") {
+        let auth = authority(ledger.clone());
+        // A reservation row, its outcome and its hold on the budget planted; the client
+        // reserves with the key, is handed the planted reservation, and commits it. Budgets
+        // then agree with their records again (the commit returned the planted hold).
+        let (made, id) = entry_made_elsewhere("reserve", "hook-7", |a| {
+            Some(
+                a.reserve(&keyed("deploy", "hook-7"))
+                    .unwrap()
+                    .reservation_id,
+            )
+        });
+        let id = id.unwrap();
+        let rsv: Reservation = serde_json::from_value(made.result["reservation"].clone()).unwrap();
+        ledger
+            .write(&mut |txn| {
+                txn.put_reservation(&rsv)?;
+                for h in &rsv.holds {
+                    for scope in &h.scopes {
+                        let mut b = txn.budget(scope, h.unit)?.unwrap();
+                        b.reserved += h.amount;
+                        txn.put_budget(&b)?;
+                    }
+                }
+                txn.put_idempotency("reserve", "hook-7", &made)
+            })
+            .unwrap();
+        // The planted row matches the outcome (same id and call), so the gate replays it.
+        let got = auth.reserve(&keyed("deploy", "hook-7")).unwrap();
+        assert_eq!(got.reservation_id, id);
+        auth.commit(&id, &CommitRequest::default()).unwrap();
+        // The planted outcome removed afterwards (in SQL): the commit record of a reservation
+        // no reserve record opened is still there.
+        if let Some(sqlite) = sqlite {
+            sqlite
+                .execute_raw("DELETE FROM idempotency WHERE op = 'reserve' AND key = 'hook-7'")
+                .unwrap();
+        }
+        let v = auth.verify().unwrap();
+        assert!(
+            v.state_mismatches
+                .iter()
+                .all(|m| !m.item.starts_with("budget")),
+            "the budgets agree again: {v:?}"
+        );
+        assert_mismatch(
+            &auth,
+            &format!("reservation {id}"),
+            "(commit) names it but no reserve record left it active",
+            "committed",
+        );
+    }
+}
+
+#[test]
+fn listing_idempotency_entries_is_ordered_and_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    for (ledger, _) in ledgers(&dir, "list") {
+        let e = |d: &str| IdempotencyEntry {
+            request_digest: d.into(),
+            result: json!({"d": d}),
+        };
+        ledger
+            .write(&mut |txn| {
+                txn.put_idempotency("reserve", "b", &e("1"))?;
+                txn.put_idempotency("event", "z", &e("2"))?;
+                txn.put_idempotency("reserve", "a", &e("3"))?;
+                // Read back inside the writing transaction too.
+                assert_eq!(txn.idempotency_entries()?.len(), 3);
+                Ok(())
+            })
+            .unwrap();
+        ledger
+            .write(&mut |txn| txn.put_idempotency("reserve", "b", &e("4")))
+            .unwrap();
+        let mut listed = Vec::new();
+        ledger
+            .read(&mut |txn| {
+                listed = txn.idempotency_entries()?;
+                Ok(())
+            })
+            .unwrap();
+        let keys: Vec<_> = listed
+            .iter()
+            .map(|(op, key, e)| (op.as_str(), key.as_str(), e.request_digest.as_str()))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("event", "z", "2"),
+                ("reserve", "a", "3"),
+                ("reserve", "b", "4")
+            ]
+        );
+    }
+}
