@@ -2,7 +2,12 @@
 //! reservations `verify` always compared with the chain. Whoever can write the ledger could set
 //! a consumed grant back to GRANTED (a single-use grant used again), restore a revoked grant,
 //! reopen an expired request, or lower a request's tier: `verify` must report each, while every
-//! legitimate flow (lazy expiry included) verifies clean. Memory ledger and a real SQLite file.
+//! legitimate flow (lazy expiry included) verifies clean. Memory ledger and a real SQLite file,
+//! and PostgreSQL with the `pg-tests` feature (a server at `CYCLES_PG_URL`, as
+//! scripts/pg-test.sh starts).
+
+#[cfg(feature = "pg-tests")]
+mod postgres_support;
 
 use std::sync::Arc;
 
@@ -31,6 +36,8 @@ struct Env {
     /// The SQLite ledger, for edits in SQL; `None` for the memory ledger.
     sqlite: Option<Arc<SqliteLedger>>,
     _dir: tempfile::TempDir,
+    /// A PostgreSQL schema dropped with the test.
+    _schema: Option<Box<dyn std::any::Any>>,
 }
 
 fn env(ledger: Arc<dyn Ledger>, sqlite: Option<Arc<SqliteLedger>>, dir: tempfile::TempDir) -> Env {
@@ -51,6 +58,7 @@ fn env(ledger: Arc<dyn Ledger>, sqlite: Option<Arc<SqliteLedger>>, dir: tempfile
         clock,
         sqlite,
         _dir: dir,
+        _schema: None,
     }
 }
 
@@ -58,14 +66,27 @@ fn env(ledger: Arc<dyn Ledger>, sqlite: Option<Arc<SqliteLedger>>, dir: tempfile
 fn envs() -> Vec<Env> {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = Arc::new(SqliteLedger::open(dir.path().join("cycles.db")).unwrap());
-    vec![
+    #[allow(unused_mut)]
+    let mut all = vec![
         env(
             Arc::new(MemoryLedger::new()),
             None,
             tempfile::tempdir().unwrap(),
         ),
         env(sqlite.clone(), Some(sqlite), dir),
-    ]
+    ];
+    #[cfg(feature = "pg-tests")]
+    {
+        let schema = postgres_support::Schema::new("apr_state");
+        let mut pg = env(
+            Arc::new(schema.ledger()),
+            None,
+            tempfile::tempdir().unwrap(),
+        );
+        pg._schema = Some(Box::new(schema));
+        all.push(pg);
+    }
+    all
 }
 
 fn reserve_req(call: ToolCall, grant: Option<&Grant>) -> ReserveRequest {
@@ -360,7 +381,7 @@ fn a_consumed_request_naming_another_reservation_is_reported() {
 
 #[test]
 fn an_edit_in_sql_is_reported() {
-    let e = envs().pop().unwrap();
+    let e = envs().swap_remove(1);
     let sqlite = e.sqlite.clone().unwrap();
     let id = request_for(&e.auth, wipe("prod"));
     let grant = alice()

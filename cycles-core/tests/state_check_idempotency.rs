@@ -3,7 +3,12 @@
 //! use (the Claude Code hook's keys are predictable): `reserve` then hands out a reservation
 //! nobody held and no record names, and the gate allows. A planted commit or event outcome
 //! likewise answers "charged" for a charge never made. `verify` must report each, and every
-//! legitimate use of keys (replays included) must verify clean. Memory ledger and SQLite file.
+//! legitimate use of keys (replays included) must verify clean. Memory ledger and SQLite file,
+//! and PostgreSQL with the `pg-tests` feature (a server at `CYCLES_PG_URL`, as
+//! scripts/pg-test.sh starts).
+
+#[cfg(feature = "pg-tests")]
+mod postgres_support;
 
 use std::sync::Arc;
 
@@ -47,16 +52,40 @@ fn event_req(key: &str) -> EventRequest {
     }
 }
 
-/// A ledger, and the same one as SQLite when it is (for edits in SQL).
-type Under = (Arc<dyn Ledger>, Option<Arc<SqliteLedger>>);
+/// A ledger under test, the same one as SQLite when it is (for edits in SQL), and what must
+/// live as long as it (a PostgreSQL schema dropped with the test).
+struct Under {
+    ledger: Arc<dyn Ledger>,
+    sqlite: Option<Arc<SqliteLedger>>,
+    _schema: Option<Box<dyn std::any::Any>>,
+}
 
-/// A fresh memory ledger and a fresh SQLite file (with its handle, for SQL edits).
+/// A fresh memory ledger and a fresh SQLite file (and PostgreSQL schema with `pg-tests`).
 fn ledgers(dir: &tempfile::TempDir, name: &str) -> Vec<Under> {
     let sqlite = Arc::new(SqliteLedger::open(dir.path().join(format!("{name}.db"))).unwrap());
-    vec![
-        (Arc::new(MemoryLedger::new()), None),
-        (sqlite.clone(), Some(sqlite)),
-    ]
+    #[allow(unused_mut)]
+    let mut all = vec![
+        Under {
+            ledger: Arc::new(MemoryLedger::new()),
+            sqlite: None,
+            _schema: None,
+        },
+        Under {
+            ledger: sqlite.clone(),
+            sqlite: Some(sqlite),
+            _schema: None,
+        },
+    ];
+    #[cfg(feature = "pg-tests")]
+    {
+        let schema = postgres_support::Schema::new("idem_state");
+        all.push(Under {
+            ledger: Arc::new(schema.ledger()),
+            sqlite: None,
+            _schema: Some(Box::new(schema)),
+        });
+    }
+    all
 }
 
 fn entry(ledger: &Arc<dyn Ledger>, op: &str, key: &str) -> IdempotencyEntry {
@@ -109,7 +138,8 @@ fn assert_mismatch(auth: &Authority, item: &str, reason_has: &str, what: &str) {
 #[test]
 fn keyed_operations_and_their_replays_verify_clean() {
     let dir = tempfile::tempdir().unwrap();
-    for (ledger, _) in ledgers(&dir, "clean") {
+    for under in ledgers(&dir, "clean") {
+        let ledger = under.ledger.clone();
         let auth = authority(ledger.clone());
         for round in 0..2 {
             // The second round replays every result.
@@ -167,7 +197,8 @@ fn keyed_operations_and_their_replays_verify_clean() {
 #[test]
 fn a_planted_reserved_outcome_is_reported() {
     let dir = tempfile::tempdir().unwrap();
-    for (ledger, _) in ledgers(&dir, "planted") {
+    for under in ledgers(&dir, "planted") {
+        let ledger = under.ledger.clone();
         let auth = authority(ledger.clone());
         auth.reserve(&keyed("deploy", "earlier")).unwrap();
         assert_clean(&auth, "before");
@@ -194,7 +225,8 @@ fn a_planted_reserved_outcome_is_reported() {
 #[test]
 fn a_reserved_outcome_naming_a_real_reservation_of_another_call_is_reported() {
     let dir = tempfile::tempdir().unwrap();
-    for (ledger, _) in ledgers(&dir, "other") {
+    for under in ledgers(&dir, "other") {
+        let ledger = under.ledger.clone();
         let auth = authority(ledger.clone());
         // A cheap reservation really held, and the outcome of a costly call pointed at it.
         let cheap = auth.reserve(&keyed("read_file", "cheap")).unwrap();
@@ -216,7 +248,8 @@ fn a_reserved_outcome_naming_a_real_reservation_of_another_call_is_reported() {
 #[test]
 fn planted_commit_release_extend_and_event_outcomes_are_reported() {
     let dir = tempfile::tempdir().unwrap();
-    for (ledger, _) in ledgers(&dir, "finish") {
+    for under in ledgers(&dir, "finish") {
+        let ledger = under.ledger.clone();
         let auth = authority(ledger.clone());
         let r = auth.reserve(&keyed("deploy", "r")).unwrap();
         let id = r.reservation_id.clone();
@@ -303,7 +336,9 @@ fn planted_commit_release_extend_and_event_outcomes_are_reported() {
 #[test]
 fn a_planted_reservation_committed_and_cleaned_up_stays_reported() {
     let dir = tempfile::tempdir().unwrap();
-    for (ledger, sqlite) in ledgers(&dir, "laundered") {
+    for under in ledgers(&dir, "laundered") {
+        let ledger = under.ledger.clone();
+        let sqlite = under.sqlite.clone();
         let auth = authority(ledger.clone());
         // A reservation row, its outcome and its hold on the budget planted; the client
         // reserves with the key, is handed the planted reservation, and commits it. Budgets
@@ -360,7 +395,8 @@ fn a_planted_reservation_committed_and_cleaned_up_stays_reported() {
 #[test]
 fn listing_idempotency_entries_is_ordered_and_complete() {
     let dir = tempfile::tempdir().unwrap();
-    for (ledger, _) in ledgers(&dir, "list") {
+    for under in ledgers(&dir, "list") {
+        let ledger = under.ledger.clone();
         let e = |d: &str| IdempotencyEntry {
             request_digest: d.into(),
             result: json!({"d": d}),
