@@ -360,6 +360,7 @@ pub(crate) fn reserve(
     let (idempotency, prev) =
         Idempotency::check(txn, || "reserve", req.idempotency_key.as_deref(), req)?;
     if let Some(prev) = prev {
+        replayable(txn, prepared, &prev)?;
         return Ok(prev);
     }
     // A malformed grant is bad input: the error aborts the transaction, nothing changes.
@@ -464,6 +465,34 @@ pub(crate) fn reserve(
     };
     idempotency.remember(txn, &out)?;
     Ok(out)
+}
+
+/// A replayed reservation must be one the ledger holds, made for this call and subject: an
+/// outcome planted under a key a client will use (hooks' keys are predictable) would otherwise
+/// hand out a reservation nobody held, and the gate would allow. One read, on replays only.
+fn replayable(
+    txn: &mut dyn LedgerTxn,
+    prepared: &Prepared<'_>,
+    prev: &ReserveOutcome,
+) -> Result<()> {
+    let ReserveOutcome::Reserved { reservation: r } = prev else {
+        return Ok(());
+    };
+    let held = txn.reservation(&r.reservation_id)?;
+    let same = held.is_some_and(|h| {
+        h.call_digest == r.call_digest
+            && h.subject == r.subject
+            && h.tier == r.tier
+            && h.created_at_ms == r.created_at_ms
+    });
+    if same && r.call_digest == prepared.call_digest {
+        return Ok(());
+    }
+    Err(CyclesError::LedgerCorrupt(format!(
+        "the stored outcome of this reserve names reservation {}, which the ledger does not \
+         hold for this call",
+        r.reservation_id
+    )))
 }
 
 /// Balances of every scope a reservation holds, after its change.

@@ -334,6 +334,49 @@ fn planted_commit_release_extend_and_event_outcomes_are_reported() {
 }
 
 #[test]
+fn the_gate_refuses_to_replay_a_reservation_the_ledger_does_not_hold_for_the_call() {
+    let dir = tempfile::tempdir().unwrap();
+    for under in ledgers(&dir, "gate") {
+        let ledger = under.ledger.clone();
+        let auth = authority(ledger.clone());
+        let cheap = auth.reserve(&keyed("read_file", "cheap")).unwrap();
+        // Planted: an outcome naming a reservation never held, and one naming the cheap
+        // reservation for a costly call.
+        let (nowhere, _) = entry_made_elsewhere("reserve", "hook-1", |a| {
+            a.reserve(&keyed("deploy", "hook-1")).unwrap();
+            None
+        });
+        plant(&ledger, "reserve", "hook-1", &nowhere);
+        let (mut pointed, _) = entry_made_elsewhere("reserve", "hook-2", |a| {
+            a.reserve(&keyed("deploy", "hook-2")).unwrap();
+            None
+        });
+        pointed.result["reservation"]["reservation_id"] = json!(cheap.reservation_id);
+        plant(&ledger, "reserve", "hook-2", &pointed);
+        let before = auth.balances(None).unwrap();
+        let records = auth.audit(&AuditQuery::default()).unwrap().len();
+        for key in ["hook-1", "hook-2"] {
+            // Fail closed: a DENY whose message says why, nothing held.
+            let err = auth.reserve(&keyed("deploy", key)).unwrap_err();
+            let d = err.decision().expect("a denial");
+            assert_eq!(d.decision, DecisionKind::Deny, "{key}");
+            assert_eq!(d.reason_code, Some(ReasonCode::LedgerUnavailable), "{key}");
+            let message = d.message.as_deref().unwrap_or_default();
+            assert!(message.contains("does not hold for this call"), "{message}");
+        }
+        assert_eq!(auth.balances(None).unwrap(), before);
+        assert_eq!(auth.audit(&AuditQuery::default()).unwrap().len(), records);
+        // A real replay still answers with the reservation it made, finished or not.
+        let again = auth.reserve(&keyed("read_file", "cheap")).unwrap();
+        assert_eq!(again.reservation_id, cheap.reservation_id);
+        auth.commit(&cheap.reservation_id, &CommitRequest::default())
+            .unwrap();
+        let again = auth.reserve(&keyed("read_file", "cheap")).unwrap();
+        assert_eq!(again.reservation_id, cheap.reservation_id);
+    }
+}
+
+#[test]
 fn a_planted_reservation_committed_and_cleaned_up_stays_reported() {
     let dir = tempfile::tempdir().unwrap();
     for under in ledgers(&dir, "laundered") {
