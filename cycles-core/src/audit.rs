@@ -560,14 +560,16 @@ pub struct VerifyReport {
     /// The first broken record, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_broken: Option<BrokenRecord>,
-    /// Where the ledger's budgets and active reservations differ from what an intact chain
-    /// says they are (a row edited, added or deleted outside the state machine). Checked only
-    /// when the chain itself is intact; empty when everything agrees.
+    /// Where the ledger's budgets, active reservations, approval requests and stored
+    /// idempotent results differ from what an intact chain says they are (a row edited, added
+    /// or deleted outside the state machine). Checked only when the chain itself is intact;
+    /// empty when everything agrees.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub state_mismatches: Vec<StateMismatch>,
 }
 
-/// A budget or reservation whose stored state is not what the audit chain says.
+/// A budget, reservation, approval request or idempotent result whose stored state is not
+/// what the audit chain says.
 ///
 /// ```
 /// use cycles_core::{Authority, BudgetSpec, Policy, Unit};
