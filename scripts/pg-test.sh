@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the PostgreSQL ledger tests (cycles-core/tests/postgres_*.rs) against a real server,
-# then the clients on the same server: the `cycles` CLI (cycles-cli/tests/cli_postgres.rs), the
+# Runs the PostgreSQL ledger tests (cycles-core/tests/postgres_*.rs, and the PostgreSQL cases
+# of tests/state_check_*.rs) against a real server, then the clients on the same server: the
+# `cycles` CLI (cycles-cli/tests/cli_postgres.rs), the
 # Python binding (cycles-py/tests-postgres/, built into .venv by scripts/test-python.sh) and the
 # Node binding (cycles-node/__pg_test__/, built by scripts/test-node.sh).
 #
@@ -70,7 +71,7 @@ if [ -n "${CYCLES_PG_URL:-}" ]; then
     fi
     echo "pg-test: NOT RUN: postgres_outage (stops and restarts the server; needs a managed server)"
     targets=()
-    for f in cycles-core/tests/postgres_*.rs; do
+    for f in cycles-core/tests/postgres_*.rs cycles-core/tests/state_check_*.rs; do
         name=$(basename "$f" .rs)
         [ "$name" = postgres_outage ] || targets+=(--test "$name")
     done
@@ -147,6 +148,8 @@ export CYCLES_PG_RUN_AS="${AS[*]}"
 if [ "$MODE" = bench ]; then
     run_bench "$@"
 else
-    "${CARGO_TEST[@]}" --test 'postgres_*' -- "$@"
+    # The state_check_* suites run on memory and SQLite in the main test run, and on this
+    # server here (their PostgreSQL cases need the pg-tests feature).
+    "${CARGO_TEST[@]}" --test 'postgres_*' --test 'state_check_*' -- "$@"
     run_clients
 fi
