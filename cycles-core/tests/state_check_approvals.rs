@@ -11,9 +11,13 @@ mod postgres_support;
 
 use std::sync::Arc;
 
+#[path = "support/state_check.rs"]
+mod state_check;
+
 use cycles_core::approval::APPROVAL_NS;
 use cycles_core::*;
 use serde_json::json;
+use state_check::{assert_clean, assert_mismatch};
 
 const START: i64 = 1_700_000_000_000;
 
@@ -23,6 +27,13 @@ fn alice() -> ApproverKey {
 
 fn bot() -> Subject {
     Subject::new().tenant("acme").agent("bot")
+}
+
+/// Alice's grant for the stored request `id`, valid for a minute.
+fn alice_grants(auth: &Authority, id: &str) -> Grant {
+    alice()
+        .grant(&auth.approval(id).unwrap(), START + 60_000)
+        .unwrap()
 }
 
 fn wipe(volume: &str) -> ToolCall {
@@ -113,33 +124,13 @@ fn edit_request(e: &Env, id: &str, edit: impl Fn(&mut ApprovalRequest)) {
         .unwrap();
 }
 
-fn assert_clean(auth: &Authority, what: &str) {
-    let v = auth.verify().unwrap();
-    assert!(v.ok && v.state_mismatches.is_empty(), "{what}: {v:?}");
-}
-
-fn assert_mismatch(auth: &Authority, item: &str, reason_has: &str, what: &str) {
-    let v = auth.verify().unwrap();
-    assert!(!v.ok, "{what}: {v:?}");
-    assert!(v.first_broken.is_none(), "{what}: {v:?}");
-    assert!(
-        v.state_mismatches
-            .iter()
-            .any(|m| m.item == item && m.reason.contains(reason_has)),
-        "{what}: expected {item} ({reason_has}) in {:?}",
-        v.state_mismatches
-    );
-}
-
 #[test]
 fn every_legitimate_approval_flow_verifies_clean() {
     for e in envs() {
         let auth = &e.auth;
         // Requested, granted by an approver, consumed, committed.
         let id = request_for(auth, wipe("a"));
-        let grant = alice()
-            .grant(&auth.approval(&id).unwrap(), START + 60_000)
-            .unwrap();
+        let grant = alice_grants(auth, &id);
         auth.record_approval(&id, &ApprovalResponse::Grant(grant.clone()))
             .unwrap();
         let r = auth.reserve(&reserve_req(wipe("a"), Some(&grant))).unwrap();
@@ -147,15 +138,11 @@ fn every_legitimate_approval_flow_verifies_clean() {
             .unwrap();
         // Requested, then a grant presented straight to reserve (recorded and consumed there).
         let id = request_for(auth, wipe("b"));
-        let grant = alice()
-            .grant(&auth.approval(&id).unwrap(), START + 60_000)
-            .unwrap();
+        let grant = alice_grants(auth, &id);
         auth.reserve(&reserve_req(wipe("b"), Some(&grant))).unwrap();
         // Requested, then the grant recorded and used by a retry without it.
         let id = request_for(auth, wipe("c"));
-        let grant = alice()
-            .grant(&auth.approval(&id).unwrap(), START + 60_000)
-            .unwrap();
+        let grant = alice_grants(auth, &id);
         auth.record_approval(&id, &ApprovalResponse::Grant(grant))
             .unwrap();
         auth.reserve(&reserve_req(wipe("c"), None)).unwrap();
@@ -210,9 +197,7 @@ fn a_consumed_grant_set_back_to_granted_is_reported_even_once_used_again() {
     for e in envs() {
         let auth = &e.auth;
         let id = request_for(auth, wipe("prod"));
-        let grant = alice()
-            .grant(&auth.approval(&id).unwrap(), START + 60_000)
-            .unwrap();
+        let grant = alice_grants(auth, &id);
         auth.record_approval(&id, &ApprovalResponse::Grant(grant))
             .unwrap();
         let r = auth.reserve(&reserve_req(wipe("prod"), None)).unwrap();
@@ -321,9 +306,7 @@ fn a_request_no_record_made_or_one_removed_is_reported() {
     for e in envs() {
         let auth = &e.auth;
         let id = request_for(auth, wipe("prod"));
-        let grant = alice()
-            .grant(&auth.approval(&id).unwrap(), START + 60_000)
-            .unwrap();
+        let grant = alice_grants(auth, &id);
         auth.record_approval(&id, &ApprovalResponse::Grant(grant))
             .unwrap();
         assert_clean(auth, "granted");
@@ -363,9 +346,7 @@ fn a_consumed_request_naming_another_reservation_is_reported() {
     for e in envs() {
         let auth = &e.auth;
         let id = request_for(auth, wipe("prod"));
-        let grant = alice()
-            .grant(&auth.approval(&id).unwrap(), START + 60_000)
-            .unwrap();
+        let grant = alice_grants(auth, &id);
         auth.reserve(&reserve_req(wipe("prod"), Some(&grant)))
             .unwrap();
         assert_clean(auth, "consumed");

@@ -12,9 +12,13 @@ mod postgres_support;
 
 use std::sync::Arc;
 
+#[path = "support/state_check.rs"]
+mod state_check;
+
 use cycles_core::ledger::IdempotencyEntry;
 use cycles_core::*;
 use serde_json::json;
+use state_check::{assert_clean, assert_mismatch};
 
 fn policy() -> Policy {
     Policy::default()
@@ -115,24 +119,6 @@ fn plant(ledger: &Arc<dyn Ledger>, op: &str, key: &str, e: &IdempotencyEntry) {
     ledger
         .write(&mut |txn| txn.put_idempotency(op, key, e))
         .unwrap();
-}
-
-fn assert_clean(auth: &Authority, what: &str) {
-    let v = auth.verify().unwrap();
-    assert!(v.ok && v.state_mismatches.is_empty(), "{what}: {v:?}");
-}
-
-fn assert_mismatch(auth: &Authority, item: &str, reason_has: &str, what: &str) {
-    let v = auth.verify().unwrap();
-    assert!(!v.ok, "{what}: {v:?}");
-    assert!(v.first_broken.is_none(), "{what}: {v:?}");
-    assert!(
-        v.state_mismatches
-            .iter()
-            .any(|m| m.item == item && m.reason.contains(reason_has)),
-        "{what}: expected {item} ({reason_has}) in {:?}",
-        v.state_mismatches
-    );
 }
 
 #[test]
