@@ -257,7 +257,7 @@ fn pre(cli: &Cli, args: &ClaudeCodeArgs, ev: &HookEvent) -> Result<Value, String
     req.idempotency_key = ev
         .tool_use_id
         .as_ref()
-        .map(|id| format!("claude-code:{}:{id}", ev.session_id));
+        .map(|id| reserve_key(&ev.session_id, id));
     let decision = match auth.reserve(&req) {
         Ok(r) => return allowed(&auth, &r),
         Err(CyclesError::Denied(d)) => d,
@@ -304,20 +304,31 @@ fn pre(cli: &Cli, args: &ClaudeCodeArgs, ev: &HookEvent) -> Result<Value, String
     })
 }
 
+/// The idempotency key of a tool use's reserve (PreToolUse), by which PostToolUse finds it.
+fn reserve_key(session_id: &str, tool_use_id: &str) -> String {
+    format!("claude-code:{session_id}:{tool_use_id}")
+}
+
 /// PostToolUse: commit the reservation of this tool use, or charge an unreserved call.
 fn post(cli: &Cli, args: &ClaudeCodeArgs, ev: &HookEvent) -> Result<(), String> {
     let auth = authority(cli)?;
     let subject = subject(args, ev);
     let scopes = subject.scopes().map_err(|e| e.to_string())?;
     if let Some(id) = &ev.tool_use_id {
-        // Every reservation of this tool use, whatever its status: a re-delivered event must
-        // find the one it already committed rather than charge the call a second time.
-        let all = auth
-            .reservations(None, 1_000_000)
-            .map_err(|e| e.to_string())?;
+        // The reservations this tool use's PreToolUse made, under its key and under the retry
+        // that presented a grant, whatever their status (a re-delivered event must find the
+        // one it already committed rather than charge the call a second time): one lookup
+        // each, however long the ledger's history.
+        let key = reserve_key(&ev.session_id, id);
+        let mut found = Vec::new();
+        for k in [format!("{key}:grant"), key] {
+            if let Some(r) = auth.reservation_by_key(&k).map_err(|e| e.to_string())? {
+                found.push(r);
+            }
+        }
         // The whole subject must match (tenant and app too, not only the session id): a
         // ledger shared by several apps must not let one app's event commit another's hold.
-        let mine = all.iter().filter(|r| {
+        let mine = found.iter().filter(|r| {
             r.subject.dimensions.get("tool_use_id") == Some(id)
                 && r.subject.scopes().ok().as_ref() == Some(&scopes)
         });

@@ -416,6 +416,31 @@ impl Authority {
         .ok_or_else(|| CyclesError::NotFound(format!("reservation {reservation_id}")))
     }
 
+    /// The reservation a `reserve` with this idempotency key made, as it stands now (ACTIVE,
+    /// COMMITTED, ...); `None` when no reserve used the key or its answer was a denial. One
+    /// lookup, however long the ledger's history: how a caller that reserved under a key it can
+    /// rebuild (the Claude Code hook: session and tool use) finds its reservation later.
+    ///
+    /// ```
+    /// use cycles_core::*;
+    /// let auth = Authority::builder()
+    ///     .policy(Policy::default()
+    ///         .register("read_file", Tier::T0)
+    ///         .budget(BudgetSpec::new("agent:bot", Unit::RiskPoints, 10)))
+    ///     .build()
+    ///     .unwrap();
+    /// let mut req = ReserveRequest::new(Subject::new().agent("bot"), ToolCall::new("read_file", serde_json::json!({})));
+    /// req.idempotency_key = Some("call-1".into());
+    /// let r = auth.reserve(&req).unwrap();
+    /// assert_eq!(auth.reservation_by_key("call-1").unwrap().unwrap().reservation_id, r.reservation_id);
+    /// assert!(auth.reservation_by_key("call-2").unwrap().is_none());
+    /// ```
+    pub fn reservation_by_key(&self, idempotency_key: &str) -> Result<Option<Reservation>> {
+        read_with(self.inner.ledger.as_ref(), |txn| {
+            machine::reserved_under_key(txn, idempotency_key)
+        })
+    }
+
     /// Reservations, optionally with one status, oldest first.
     pub fn reservations(
         &self,

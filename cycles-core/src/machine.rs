@@ -495,6 +495,38 @@ fn replayable(
     )))
 }
 
+/// The reservation a keyed `reserve` made under `key`, as the ledger holds it now; `None` when
+/// no reserve used the key or it was denied. A stored outcome naming a reservation the ledger
+/// does not hold as reserved is `LEDGER_CORRUPT` (see [`replayable`]).
+pub(crate) fn reserved_under_key(
+    txn: &mut dyn LedgerTxn,
+    key: &str,
+) -> Result<Option<Reservation>> {
+    let Some(entry) = txn.idempotency("reserve", key)? else {
+        return Ok(None);
+    };
+    let outcome: ReserveOutcome = serde_json::from_value(entry.result)
+        .map_err(|e| CyclesError::LedgerCorrupt(format!("idempotency entry {key}: {e}")))?;
+    let ReserveOutcome::Reserved { reservation: r } = outcome else {
+        return Ok(None);
+    };
+    match txn.reservation(&r.reservation_id)? {
+        Some(h)
+            if h.call_digest == r.call_digest
+                && h.subject == r.subject
+                && h.tier == r.tier
+                && h.created_at_ms == r.created_at_ms =>
+        {
+            Ok(Some(h))
+        }
+        _ => Err(CyclesError::LedgerCorrupt(format!(
+            "the stored outcome of reserve key {key} names reservation {}, which the ledger \
+             does not hold as reserved",
+            r.reservation_id
+        ))),
+    }
+}
+
 /// Balances of every scope a reservation holds, after its change.
 fn balances_of(txn: &mut dyn LedgerTxn, holds: &[Hold]) -> Result<Vec<Balance>> {
     let mut out = Vec::new();

@@ -464,3 +464,38 @@ fn listing_idempotency_entries_is_ordered_and_complete() {
         );
     }
 }
+
+/// `Authority::reservation_by_key` (how the Claude Code hook finds the reservation of a tool use
+/// without listing the ledger): the reservation as it stands now, nothing for an unused key or
+/// a denial, and `LEDGER_CORRUPT` for an outcome planted under the key.
+#[test]
+fn a_reservation_is_found_by_its_key_as_it_stands_and_a_planted_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for under in ledgers(&dir, "bykey") {
+        let ledger = under.ledger.clone();
+        let auth = authority(ledger.clone());
+        assert!(auth.reservation_by_key("nothing").unwrap().is_none());
+        let r = auth.reserve(&keyed("deploy", "k1")).unwrap();
+        let found = auth.reservation_by_key("k1").unwrap().unwrap();
+        assert_eq!(found.reservation_id, r.reservation_id);
+        assert_eq!(found.status, ReservationStatus::Active);
+        auth.commit(&r.reservation_id, &CommitRequest::default())
+            .unwrap();
+        let found = auth.reservation_by_key("k1").unwrap().unwrap();
+        assert_eq!(found.status, ReservationStatus::Committed);
+        // A denial under a key is no reservation.
+        let mut denied = keyed("deploy", "k2");
+        denied.estimate = vec![Amount::new(Unit::Credits, 5)]; // no CREDITS budget
+        let err = auth.reserve(&denied).unwrap_err();
+        assert_eq!(err.code(), "BUDGET_NOT_FOUND", "{err}");
+        assert!(auth.reservation_by_key("k2").unwrap().is_none());
+        // An outcome planted under a key names a reservation this ledger never held.
+        let (made, _) = entry_made_elsewhere("reserve", "k3", |a| {
+            a.reserve(&keyed("deploy", "k3")).unwrap();
+            None
+        });
+        plant(&ledger, "reserve", "k3", &made);
+        let err = auth.reservation_by_key("k3").unwrap_err();
+        assert_eq!(err.code(), "LEDGER_CORRUPT", "{err}");
+    }
+}
