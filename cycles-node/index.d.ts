@@ -274,6 +274,14 @@ export declare class Authority {
   getReservation(reservationId: string): Promise<Reservation>
   /** The same as the Promise form, on the calling thread. */
   getReservationSync(reservationId: string): Reservation
+  /**
+   * The reservation a `reserve` with this idempotency key made, as it stands now; `null`
+   * when no reserve used the key or its answer was a denial (one lookup, however long the
+   * ledger's history).
+   */
+  reservationByKey(idempotencyKey: string): Promise<Reservation | null>
+  /** The same as the Promise form, on the calling thread. */
+  reservationByKeySync(idempotencyKey: string): Reservation | null
   /** Audit records matching `query`, in chain order. */
   audit(query?: AuditQuery): Promise<Array<AuditRecord>>
   /** The same as the Promise form, on the calling thread. */

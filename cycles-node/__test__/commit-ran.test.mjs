@@ -1,6 +1,7 @@
 // commit({ ran }): the call that actually ran, when it may not be the call reserved. A different
 // call is charged at least its own risk points (the core's rule) and named in the commit record;
-// a malformed one is INVALID_REQUEST and changes nothing.
+// a malformed one is INVALID_REQUEST and changes nothing. And reservationByKey, which finds a
+// reservation by the idempotency key it was reserved under (as the Claude Code hook does).
 import test from 'node:test'
 import assert from 'node:assert/strict'
 
@@ -43,4 +44,17 @@ test('a malformed call that ran is INVALID_REQUEST and changes nothing', async (
   }
   assert.equal((await auth.audit()).length, before)
   assert.equal((await auth.getReservation(r.reservationId)).status, 'ACTIVE')
+})
+
+test('a reservation is found by its idempotency key, as it stands', async () => {
+  const auth = cycles.Authority.inMemory({ policy: POLICY })
+  assert.equal(await auth.reservationByKey('nothing'), null)
+  assert.equal(auth.reservationByKeySync('nothing'), null)
+  const r = await auth.reserve({ subject, tool: 'write_file', args: { path: 'a' }, idempotencyKey: 'tool-use-1' })
+  const found = await auth.reservationByKey('tool-use-1')
+  assert.equal(found.reservationId, r.reservationId)
+  assert.equal(found.status, 'ACTIVE')
+  await found.commit()
+  assert.equal(auth.reservationByKeySync('tool-use-1').status, 'COMMITTED')
+  assert.throws(() => auth.reservationByKeySync(42), (e) => e.code === 'INVALID_REQUEST')
 })

@@ -813,6 +813,42 @@ impl Authority {
         sync(&env, r).map(|r| Reservation::new(self.inner.clone(), r))
     }
 
+    /// The reservation a `reserve` with this idempotency key made, as it stands now; `null`
+    /// when no reserve used the key or its answer was a denial (one lookup, however long the
+    /// ledger's history).
+    #[napi(
+        ts_args_type = "idempotencyKey: string",
+        ts_return_type = "Promise<Reservation | null>"
+    )]
+    pub fn reservation_by_key(
+        &self,
+        idempotency_key: Unknown,
+    ) -> AsyncTask<Op<Option<core::Reservation>, Option<Reservation>>> {
+        match convert::string(&idempotency_key, "idempotencyKey") {
+            Ok(key) => {
+                let auth = self.inner.clone();
+                let auth2 = self.inner.clone();
+                run(
+                    move || auth.reservation_by_key(&key),
+                    move |r| r.map(|r| Reservation::new(auth2, r)),
+                )
+            }
+            Err(e) => rejected(e),
+        }
+    }
+
+    /// The same as the Promise form, on the calling thread.
+    #[napi(ts_args_type = "idempotencyKey: string")]
+    pub fn reservation_by_key_sync(
+        &self,
+        env: Env,
+        idempotency_key: Unknown,
+    ) -> napi::Result<Option<Reservation>> {
+        let r = convert::string(&idempotency_key, "idempotencyKey")
+            .and_then(|key| self.inner.reservation_by_key(&key));
+        sync(&env, r).map(|r| r.map(|r| Reservation::new(self.inner.clone(), r)))
+    }
+
     /// Audit records matching `query`, in chain order.
     #[napi(
         ts_args_type = "query?: AuditQuery",

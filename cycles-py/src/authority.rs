@@ -333,6 +333,20 @@ impl Authority {
         Ok(Reservation::new(self.inner.clone(), r))
     }
 
+    /// The reservation a `reserve` with this idempotency key made, as it stands now; `None`
+    /// when no reserve used the key or its answer was a denial (one lookup, however long the
+    /// ledger's history).
+    fn reservation_by_key(
+        &self,
+        py: Python<'_>,
+        idempotency_key: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<Reservation>> {
+        let key: String = arg(idempotency_key, "idempotency_key").py(py)?;
+        let auth = &self.inner;
+        let r = py.detach(|| auth.reservation_by_key(&key)).py(py)?;
+        Ok(r.map(|r| Reservation::new(self.inner.clone(), r)))
+    }
+
     /// An approval request by id, as stored in the ledger (its JSON form, call included).
     fn approval<'py>(
         &self,

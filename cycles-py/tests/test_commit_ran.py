@@ -1,6 +1,7 @@
 """commit(ran=...): the call that actually ran, when it may not be the call reserved. A
 different call is charged at least its own risk points (the core's rule) and named in the
-commit record; a malformed one is InvalidInput and changes nothing."""
+commit record; a malformed one is InvalidInput and changes nothing. And reservation_by_key,
+which finds a reservation by the idempotency key it was reserved under."""
 
 from __future__ import annotations
 
@@ -45,3 +46,17 @@ def test_a_malformed_call_that_ran_is_invalid_and_changes_nothing(ran: object) -
         auth.commit(r.reservation_id, ran=ran)  # type: ignore[arg-type]
     assert len(auth.audit()) == records
     assert auth.reservation(r.reservation_id).status == "ACTIVE"
+
+
+def test_a_reservation_is_found_by_its_idempotency_key() -> None:
+    auth = cycles.Authority.in_memory(POLICY)
+    assert auth.reservation_by_key("nothing") is None
+    r = auth.reserve("write_file", {"path": "a"}, subject=BOT, idempotency_key="tool-use-1")
+    found = auth.reservation_by_key("tool-use-1")
+    assert found is not None and found.reservation_id == r.reservation_id
+    assert found.status == "ACTIVE"
+    found.commit()
+    again = auth.reservation_by_key("tool-use-1")
+    assert again is not None and again.status == "COMMITTED"
+    with pytest.raises(cycles.InvalidInput):
+        auth.reservation_by_key(42)  # type: ignore[arg-type]
