@@ -690,8 +690,8 @@ struct StateTracker {
     /// Scopes changed by records that do not carry post-states (written before records did),
     /// with the last such record: their budgets cannot be checked until a later record says.
     unknown: HashMap<String, u64>,
-    active: HashSet<String>,
-    /// Each reservation active by the records, as its reserve record opened it.
+    /// Each reservation active by the records (reserved, not yet committed, released or
+    /// expired), as its reserve record opened it.
     opened: HashMap<String, Opened>,
     /// Post-states that do not follow from the one before by what their record did.
     transitions: Vec<StateMismatch>,
@@ -779,7 +779,6 @@ impl StateTracker {
         if let Some(id) = &r.reservation_id {
             match r.kind {
                 AuditKind::Reserve => {
-                    self.active.insert(id.clone());
                     let opened = Opened {
                         seq: r.seq,
                         holds: r.amounts.clone(),
@@ -794,16 +793,6 @@ impl StateTracker {
                     // extended: one planted in the ledger (a reservation row, or a replayed
                     // idempotent result naming it) and then committed is reported here even
                     // once the planted rows are gone.
-                    if !self.opened.contains_key(id) {
-                        self.transitions.push(StateMismatch {
-                            item: format!("reservation {id}"),
-                            reason: format!(
-                                "record {} ({}) names it but no reserve record left it active",
-                                r.seq,
-                                r.kind.as_str()
-                            ),
-                        });
-                    }
                     // These records carry the reservation row as it stood: its call, subject
                     // and tier must be the ones reserved (an edited digest would let another
                     // call pass for it at commit, `CommitRequest::ran`).
@@ -825,9 +814,17 @@ impl StateTracker {
                                 ),
                             });
                         }
+                    } else {
+                        self.transitions.push(StateMismatch {
+                            item: format!("reservation {id}"),
+                            reason: format!(
+                                "record {} ({}) names it but no reserve record left it active",
+                                r.seq,
+                                r.kind.as_str()
+                            ),
+                        });
                     }
                     if r.kind != AuditKind::Extend {
-                        self.active.remove(id);
                         self.opened.remove(id);
                     }
                 }
@@ -1101,14 +1098,14 @@ impl StateTracker {
             }
         }
         for id in &self.snapshot.active_reservations {
-            if !self.active.remove(id) {
+            if self.opened.remove(id).is_none() {
                 out.push(StateMismatch {
                     item: format!("reservation {id}"),
                     reason: "ACTIVE in the ledger, but no record left it active".into(),
                 });
             }
         }
-        let mut missing: Vec<_> = self.active.into_iter().collect();
+        let mut missing: Vec<_> = self.opened.into_keys().collect();
         missing.sort();
         for id in missing {
             out.push(StateMismatch {
@@ -1408,7 +1405,6 @@ impl ChainVerifier {
             snapshot,
             budgets: HashMap::new(),
             unknown: HashMap::new(),
-            active: HashSet::new(),
             opened: HashMap::new(),
             transitions: Vec::new(),
             approvals: HashMap::new(),

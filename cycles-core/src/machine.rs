@@ -478,14 +478,7 @@ fn replayable(
     let ReserveOutcome::Reserved { reservation: r } = prev else {
         return Ok(());
     };
-    let held = txn.reservation(&r.reservation_id)?;
-    let same = held.is_some_and(|h| {
-        h.call_digest == r.call_digest
-            && h.subject == r.subject
-            && h.tier == r.tier
-            && h.created_at_ms == r.created_at_ms
-    });
-    if same && r.call_digest == prepared.call_digest {
+    if held_as_stored(txn, r)?.is_some() && r.call_digest == prepared.call_digest {
         return Ok(());
     }
     Err(CyclesError::LedgerCorrupt(format!(
@@ -510,21 +503,26 @@ pub(crate) fn reserved_under_key(
     let ReserveOutcome::Reserved { reservation: r } = outcome else {
         return Ok(None);
     };
-    match txn.reservation(&r.reservation_id)? {
-        Some(h)
-            if h.call_digest == r.call_digest
-                && h.subject == r.subject
-                && h.tier == r.tier
-                && h.created_at_ms == r.created_at_ms =>
-        {
-            Ok(Some(h))
-        }
-        _ => Err(CyclesError::LedgerCorrupt(format!(
+    match held_as_stored(txn, &r)? {
+        Some(h) => Ok(Some(h)),
+        None => Err(CyclesError::LedgerCorrupt(format!(
             "the stored outcome of reserve key {key} names reservation {}, which the ledger \
              does not hold as reserved",
             r.reservation_id
         ))),
     }
+}
+
+/// The reservation the ledger holds under `stored`'s id, if it is the one a stored reserve
+/// outcome names (same call, subject, tier and creation time): a planted outcome names one the
+/// ledger does not hold, or holds for another call.
+fn held_as_stored(txn: &mut dyn LedgerTxn, stored: &Reservation) -> Result<Option<Reservation>> {
+    Ok(txn.reservation(&stored.reservation_id)?.filter(|h| {
+        h.call_digest == stored.call_digest
+            && h.subject == stored.subject
+            && h.tier == stored.tier
+            && h.created_at_ms == stored.created_at_ms
+    }))
 }
 
 /// Balances of every scope a reservation holds, after its change.
