@@ -9,18 +9,24 @@ pub fn assert_clean(auth: &Authority, what: &str) {
     assert!(v.ok && v.state_mismatches.is_empty(), "{what}: {v:?}");
 }
 
-/// The chain is intact but `item` is reported, with `reason_has` in its reason; returns the
-/// report for further checks.
+/// `verify` now: the chain is intact but `item` is reported, with `reason_has` in its reason;
+/// returns the report for further checks.
 pub fn assert_mismatch(auth: &Authority, item: &str, reason_has: &str, what: &str) -> VerifyReport {
     let v = auth.verify().unwrap();
-    assert!(!v.ok, "{what}: {v:?}");
-    assert!(v.first_broken.is_none(), "{what}: {v:?}");
+    assert_reports(&v, item, reason_has, what);
+    v
+}
+
+/// `report`: the chain is intact but `item` is reported, with `reason_has` in its reason.
+pub fn assert_reports(report: &VerifyReport, item: &str, reason_has: &str, what: &str) {
+    assert!(!report.ok, "{what}: {report:?}");
+    assert!(report.first_broken.is_none(), "{what}: {report:?}");
     assert!(
-        v.state_mismatches
+        report
+            .state_mismatches
             .iter()
             .any(|m| m.item == item && m.reason.contains(reason_has)),
         "{what}: expected {item} ({reason_has}) in {:?}",
-        v.state_mismatches
+        report.state_mismatches
     );
-    v
 }
