@@ -31,6 +31,8 @@ use crate::model::Tier;
 
 mod backup;
 mod hidden;
+mod migrate;
+mod runner;
 
 /// Longest command text classified; longer is tier 4 (`shell.too_long`).
 pub const MAX_SHELL_LEN: usize = 1 << 20;
@@ -769,6 +771,19 @@ const LOCAL_WRITE: &[&str] = &[
     "dotnet",
     "npx",
     "tsc",
+    "playwright",
+    "cypress",
+    "rspec",
+    "rubocop",
+    "vite",
+    "webpack",
+    "rollup",
+    "esbuild",
+    "next",
+    "nx",
+    "turbo",
+    "biome",
+    "stylelint",
     "eslint",
     "prettier",
     "black",
@@ -1050,6 +1065,15 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
     // Commands given in options (`tar --to-command=`, `ssh -o ProxyCommand=`, `vim -c '!'`).
     hidden::options(name, rest, &stdin, d, v);
     gate_files(name, rest, v);
+    if matches!(name, "npx" | "npm" | "pnpm") {
+        // `npx -c 'prisma migrate reset'`: a shell string run in the package's environment.
+        for code in option_values(rest, &["-c"], &["--call"]) {
+            script(code, d, v);
+        }
+    }
+    if let Some(start) = runner::command_start(name, rest) {
+        return package_runner(name, rest, start, &stdin, d, v);
+    }
     match name {
         // --- wrappers -------------------------------------------------------------------
         "sudo" | "doas" | "run0" | "pkexec" => {
@@ -1644,6 +1668,10 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
             backup::classify(n, rest, v);
             Out::Unknown
         }
+        n if migrate::PROGRAMS.contains(&n) => {
+            migrate::classify(n, rest, &stdin, d, v);
+            Out::Unknown
+        }
         "lvremove" | "vgremove" | "pvremove" => {
             v.raise(Tier::T4, "shell.lvm_remove");
             Out::Unknown
@@ -1816,6 +1844,8 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
                     Stdin::Network => v.raise(Tier::T4, "shell.pipe_download_to_shell"),
                     Stdin::Unknown => v.raise(Tier::T4, "shell.shell_unknown_input"),
                 }
+            } else if let Some((tool, args)) = migration_script(name, rest) {
+                migrate::classify(tool, args, &stdin, d, v);
             } else if (rest.first().is_some_and(|a| a == "-m")
                 && rest.get(1).is_some_and(|m| {
                     matches!(
@@ -1836,6 +1866,14 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
             } else {
                 v.raise(Tier::T2, "shell.script");
             }
+            Out::Unknown
+        }
+        "dotnet" if operands(rest).first() == Some(&"ef") => {
+            let at = rest
+                .iter()
+                .position(|w| w == "ef")
+                .map_or(rest.len(), |i| i + 1);
+            migrate::classify("ef", &rest[at..], &stdin, d, v);
             Out::Unknown
         }
         "npm" | "yarn" | "pnpm" | "cargo" | "gem" | "twine" | "poetry" | "uv" | "dotnet"
@@ -1920,15 +1958,24 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
             Out::Unknown
         }
         _ => {
-            v.raise(Tier::T2, "shell.unknown_command");
-            // The name and the first words often say what an unknown CLI does
-            // (`mytool delete-database prod`).
-            names::apply(name, v);
-            for w in operands(rest).iter().take(4) {
-                names::apply(w, v);
-            }
+            unknown_command(name, &operands(rest), v);
             Out::Unknown
         }
+    }
+}
+
+/// A program (or a subcommand) without a rule: tier 2, raised by what its name and first
+/// words say, since they often tell what an unknown CLI does (`mytool delete-database prod`).
+fn unknown_command(name: &str, operands: &[&str], v: &mut Verdict) {
+    v.raise(Tier::T2, "shell.unknown_command");
+    named_by_words(name, operands, v);
+}
+
+/// The name heuristics ([`names`]) over a program's name and its first words.
+fn named_by_words(name: &str, operands: &[&str], v: &mut Verdict) {
+    names::apply(name, v);
+    for w in operands.iter().take(4) {
+        names::apply(w, v);
     }
 }
 
@@ -2038,6 +2085,69 @@ fn any_suffix(
         }
     }
     found
+}
+
+/// A migration tool run by an interpreter: `python manage.py flush`, `php artisan
+/// migrate:fresh`, `python -m alembic downgrade base`. Returns the tool and its arguments.
+fn migration_script<'a>(
+    interpreter: &str,
+    rest: &'a [String],
+) -> Option<(&'static str, &'a [String])> {
+    if rest.first().is_some_and(|a| a == "-m") {
+        let tool = match rest.get(1)?.as_str() {
+            "django" => "django-admin",
+            "alembic" => "alembic",
+            "flask" => "flask",
+            _ => return None,
+        };
+        return Some((tool, &rest[2..]));
+    }
+    let at = rest.iter().position(|a| !a.starts_with('-'))?;
+    let file = rest[at].rsplit('/').next().unwrap_or(&rest[at]);
+    let tool = match (interpreter, file) {
+        (i, "manage.py") if i.starts_with("python") => "manage.py",
+        ("php", "artisan") => "artisan",
+        _ => return None,
+    };
+    Some((tool, &rest[at + 1..]))
+}
+
+/// A package manager or runner running another program (`npx prisma migrate reset`,
+/// `bundle exec rails db:drop`, `poetry run alembic downgrade base`): that program is
+/// classified as if it ran directly. A project script (`npm run db:reset`, `yarn build`) or a
+/// program this classifier does not know keeps the runner's own tier (1: it installs and
+/// builds in the project), raised by the name heuristics; a package fetched to run
+/// (`npx some-tool`, `pnpm dlx`, `uvx`) is an unknown command (2).
+fn package_runner(
+    name: &str,
+    rest: &[String],
+    start: usize,
+    stdin: &Stdin<'_>,
+    d: usize,
+    v: &mut Verdict,
+) -> Out {
+    v.raise(Tier::T1, "shell.local_write");
+    let Some(first) = rest.get(start) else {
+        return Out::Unknown;
+    };
+    if is_dynamic(first) {
+        v.raise(Tier::T4, "shell.dynamic_command");
+        return Out::Unknown;
+    }
+    let mut argv = rest[start..].to_vec();
+    argv[0] = runner::program_name(first).to_string();
+    let mut probe = Verdict::default();
+    let out = command(&argv, stdin, d, &mut probe);
+    let unknown = probe.rules.first() == Some(&"shell.unknown_command");
+    if unknown && !runner::fetches(name, rest) {
+        // A project script: its name is all we see of it.
+        named_by_words(&argv[0], &operands(&argv[1..]), v);
+        return Out::Unknown;
+    }
+    for r in &probe.rules {
+        v.raise(probe.tier, r);
+    }
+    out
 }
 
 /// A script file run by a shell or `source`: generated text (a process substitution, standard
@@ -2538,23 +2648,45 @@ fn find(rest: &[String], d: usize, v: &mut Verdict) -> Out {
         || roots
             .iter()
             .any(|r| is_broad_path(&normalize_path(r)) || is_critical_path(r));
+    // Searching where backups or data stores live, or for their files (`-name '*.bak'`):
+    // whatever the filters keep, deleting what is found is irreversible.
+    let critical = roots.iter().any(|r| is_critical_path(r))
+        || option_values(
+            rest,
+            &["-name", "-iname", "-path", "-ipath", "-wholename"],
+            &[],
+        )
+        .iter()
+        .any(|p| is_critical_path(p));
+    let deletes = |v: &mut Verdict| {
+        if broad && !filtered {
+            v.raise(Tier::T4, "shell.find_delete_broad");
+        } else if critical {
+            v.raise(Tier::T4, "shell.find_delete_critical");
+        } else {
+            v.raise(Tier::T3, "shell.find_delete");
+        }
+    };
     let mut acted = false;
     let mut i = 0;
     while i < rest.len() {
         let a = rest[i].as_str();
         if a == "-delete" {
             acted = true;
-            if broad && !filtered {
-                v.raise(Tier::T4, "shell.find_delete_broad");
-            } else {
-                v.raise(Tier::T3, "shell.find_delete");
-            }
+            deletes(v);
         } else if matches!(a, "-exec" | "-execdir" | "-ok" | "-okdir") {
             acted = true;
             let end = rest[i + 1..]
                 .iter()
                 .position(|w| w == ";" || w == "+" || w == "\\;")
                 .map_or(rest.len(), |p| i + 1 + p);
+            // `-exec rm {} +` deletes what is found, exactly as `-delete` does.
+            let program = rest.get(i + 1).map(|p| p.rsplit('/').next().unwrap_or(p));
+            if matches!(program, Some("rm" | "unlink" | "shred" | "srm"))
+                && rest[i + 1..end].iter().any(|w| w.contains("{}"))
+            {
+                deletes(v);
+            }
             // `{}` is each match: a specific path when the search is filtered, anything when not.
             let found = if filtered { "./__found__" } else { "$FOUND" };
             let argv: Vec<String> = rest[i + 1..end]

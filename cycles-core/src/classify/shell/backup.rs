@@ -6,7 +6,7 @@
 //! policy may keep nothing. Reclaiming only data that no backup references is tier 3
 //! (`shell.backup_prune`); deleting a key tree tier 4, one key tier 3.
 
-use super::{has, names, operands, short_flag};
+use super::{has, operands, short_flag, unknown_command};
 use crate::classify::Verdict;
 use crate::model::Tier;
 
@@ -237,11 +237,7 @@ pub(super) fn classify(name: &str, rest: &[String], v: &mut Verdict) {
         Some((tier, rule)) => v.raise(tier, rule),
         None => {
             // A command without a rule here: an unknown command, named by its words.
-            v.raise(Tier::T2, "shell.unknown_command");
-            names::apply(name, v);
-            for w in ops.iter().take(4) {
-                names::apply(w, v);
-            }
+            unknown_command(name, &ops, v);
         }
     }
 }
