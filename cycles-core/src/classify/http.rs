@@ -11,7 +11,11 @@
 //! document (a persisted-query id, a body from a file). A `?query=` document in the URL is read
 //! too. `DELETE /repos/{owner}/{repo}` and wildcard or `_all` deletes are critical. Nested
 //! mutation fields count (`volume { delete }`).
+//! Parameters count too: an RPC action (`?Action=DeleteVolume`, `{"method": "volumes.delete"}`)
+//! like a name, SQL in the body (`{"sql": "DROP TABLE t"}`) by the SQL rules, a `_method`
+//! override by the method rules.
 
+use super::sql::SqlDialect;
 use super::{Verdict, names};
 use crate::model::Tier;
 
@@ -129,6 +133,9 @@ pub(crate) fn apply(method: &str, url: &str, body: Option<&serde_json::Value>, v
         critical |= segments.len() >= 3 && segments[segments.len() - 3] == "repos";
         critical |= segments.iter().any(|s| s.contains('*') || *s == "_all");
     }
+    let graphql_endpoint = segments
+        .iter()
+        .any(|s| s.to_ascii_lowercase().contains("graphql"));
     let mut graphql = false;
     // GraphQL over GET (or a POST that also carries one): the document is in `?query=`.
     if let Some(q) = url
@@ -150,7 +157,10 @@ pub(crate) fn apply(method: &str, url: &str, body: Option<&serde_json::Value>, v
             other => std::slice::from_ref(other),
         };
         for item in items {
-            if let Some((doc, op)) = graphql_in(item) {
+            if let Some((doc, op)) = graphql_in(item)
+                // `{"query": "DROP TABLE t"}` to a SQL-over-HTTP API is SQL (read below).
+                && (graphql_endpoint || !looks_like_sql(&doc))
+            {
                 graphql = true;
                 apply_graphql(&doc, op.as_deref(), v);
             } else if let serde_json::Value::String(doc) = item
@@ -162,9 +172,6 @@ pub(crate) fn apply(method: &str, url: &str, body: Option<&serde_json::Value>, v
             }
         }
     }
-    let graphql_endpoint = segments
-        .iter()
-        .any(|s| s.to_ascii_lowercase().contains("graphql"));
     let read = ["GET", "HEAD", "OPTIONS", "TRACE"]
         .iter()
         .any(|m| method.eq_ignore_ascii_case(m));
@@ -173,33 +180,180 @@ pub(crate) fn apply(method: &str, url: &str, body: Option<&serde_json::Value>, v
         // cannot be seen.
         v.raise(Tier::T4, "http.graphql_unknown_body");
     }
-    let m = |name: &str| method.eq_ignore_ascii_case(name);
     if !graphql {
-        if m("GET") || m("HEAD") || m("OPTIONS") || m("TRACE") {
-            v.raise(Tier::T0, "http.read");
-        } else if m("POST") {
-            v.raise(Tier::T2, "http.post");
-            if critical {
-                v.raise(Tier::T4, "http.post_critical");
-            }
-        } else if m("PUT") || m("PATCH") {
-            v.raise(Tier::T2, "http.write");
-            if critical {
-                v.raise(Tier::T3, "http.modify_critical");
-            }
-        } else if m("DELETE") {
-            v.raise(Tier::T3, "http.delete");
-            if critical {
-                v.raise(Tier::T4, "http.delete_critical");
-            }
-        } else {
-            v.raise(Tier::T3, "http.unknown_method");
-        }
+        method_rules(method, critical, v);
     }
+    parameter_rules(&url, body, read, graphql_endpoint, critical, v);
     match (destructive, critical) {
         (true, true) => v.raise(Tier::T4, "http.destructive_path_critical"),
         (true, false) => v.raise(Tier::T3, "http.destructive_path"),
         _ => {}
+    }
+}
+
+/// The tier of a request by its method, on a path naming a critical thing or not.
+fn method_rules(method: &str, critical: bool, v: &mut Verdict) {
+    let m = |name: &str| method.eq_ignore_ascii_case(name);
+    if m("GET") || m("HEAD") || m("OPTIONS") || m("TRACE") {
+        v.raise(Tier::T0, "http.read");
+    } else if m("POST") {
+        v.raise(Tier::T2, "http.post");
+        if critical {
+            v.raise(Tier::T4, "http.post_critical");
+        }
+    } else if m("PUT") || m("PATCH") {
+        v.raise(Tier::T2, "http.write");
+        if critical {
+            v.raise(Tier::T3, "http.modify_critical");
+        }
+    } else if m("DELETE") {
+        v.raise(Tier::T3, "http.delete");
+        if critical {
+            v.raise(Tier::T4, "http.delete_critical");
+        }
+    } else {
+        v.raise(Tier::T3, "http.unknown_method");
+    }
+}
+
+/// Parameters whose value names the operation an RPC-style API performs: AWS's query API
+/// (`?Action=DeleteDBInstance`), JSON-RPC (`{"method": "deleteVolume"}`), and the like.
+const ACTION_KEYS: &[&str] = &[
+    "action",
+    "method",
+    "operation",
+    "operationid",
+    "op",
+    "procedure",
+    "rpc",
+];
+
+/// Parameters whose value is SQL the service runs (`{"sql": ...}`, `{"stmt": {"sql": ...}}`,
+/// `{"statement": ...}`): read by the SQL rules, unparsable SQL included (fail closed).
+const SQL_KEYS: &[&str] = &["sql", "statement", "stmt", "sql_query", "sqlquery"];
+
+/// Parameters that carry SQL for some services and words for others (a search box's
+/// `query`): read by the SQL rules only when the text parses as SQL.
+const MAYBE_SQL_KEYS: &[&str] = &["query", "q", "command"];
+
+/// Parameters that override the method for servers that honour them (`?_method=DELETE`).
+const METHOD_OVERRIDE_KEYS: &[&str] = &["_method", "x-http-method-override", "x-http-method"];
+
+/// How many body values are looked at, and how deep; a larger body is not read further.
+const MAX_PARAMETERS: usize = 4096;
+const MAX_BODY_DEPTH: usize = 32;
+
+/// Whether text starts like an SQL statement (so a search box's `q` is not read as SQL).
+fn looks_like_sql(text: &str) -> bool {
+    let first = text
+        .trim_start_matches(|c: char| c.is_whitespace() || c == '(')
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or("");
+    [
+        "select", "insert", "update", "delete", "drop", "truncate", "alter", "create", "grant",
+        "revoke", "with", "merge", "call", "exec", "execute", "copy", "replace", "upsert",
+        "vacuum", "rename", "attach", "detach", "pragma", "do", "set", "begin",
+    ]
+    .iter()
+    .any(|k| first.eq_ignore_ascii_case(k))
+}
+
+/// Whether text also names what SQL acts on (`FROM`, `TABLE`, `SET`, ...), so that words that
+/// merely parse (`delete account howto`) are not read as SQL.
+fn names_sql_object(text: &str) -> bool {
+    text.split(|c: char| !c.is_ascii_alphabetic()).any(|w| {
+        [
+            "from", "table", "into", "set", "database", "schema", "values", "where", "index",
+            "view", "column",
+        ]
+        .iter()
+        .any(|k| w.eq_ignore_ascii_case(k))
+    })
+}
+
+/// The `key=value` pairs of a query string or form body, decoded.
+fn form_pairs(text: &str, out: &mut Vec<(String, String)>) {
+    for pair in text.split('&').take(MAX_PARAMETERS) {
+        if let Some((k, val)) = pair.split_once('=') {
+            let decode = |s: &str| percent_decode(&s.replace('+', " ")).into_owned();
+            out.push((decode(k).to_ascii_lowercase(), decode(val)));
+        }
+    }
+}
+
+/// Every string (or number) value of a JSON body with the key it is under, at any depth; a
+/// string that is itself JSON or a form (`-d 'Action=DeleteVolume&...'`) is read as one.
+fn body_pairs(value: &serde_json::Value, key: &str, depth: usize, out: &mut Vec<(String, String)>) {
+    if depth > MAX_BODY_DEPTH || out.len() >= MAX_PARAMETERS {
+        return;
+    }
+    match value {
+        serde_json::Value::Object(m) => {
+            for (k, val) in m {
+                body_pairs(val, &k.to_ascii_lowercase(), depth + 1, out);
+            }
+        }
+        serde_json::Value::Array(a) => {
+            for val in a {
+                body_pairs(val, key, depth + 1, out);
+            }
+        }
+        serde_json::Value::String(s) if depth == 0 => {
+            match serde_json::from_str::<serde_json::Value>(s) {
+                Ok(parsed @ (serde_json::Value::Object(_) | serde_json::Value::Array(_))) => {
+                    body_pairs(&parsed, key, depth + 1, out)
+                }
+                _ => form_pairs(s, out),
+            }
+        }
+        serde_json::Value::String(s) => out.push((key.to_string(), s.clone())),
+        _ => {}
+    }
+}
+
+/// Rates what a request's parameters say it does: an RPC action name that destroys (3, with a
+/// critical noun 4: `Action=DeleteVolume`), SQL the service runs (the SQL rules), a method
+/// override (the method rules for that method).
+fn parameter_rules(
+    url: &str,
+    body: Option<&serde_json::Value>,
+    read: bool,
+    graphql_endpoint: bool,
+    critical_path: bool,
+    v: &mut Verdict,
+) {
+    let mut pairs = Vec::new();
+    if let Some((_, query)) = url.split_once('?') {
+        form_pairs(query.split('#').next().unwrap_or(query), &mut pairs);
+    }
+    if let Some(body) = body {
+        body_pairs(body, "", 0, &mut pairs);
+    }
+    for (key, value) in &pairs {
+        let key = key.as_str();
+        if METHOD_OVERRIDE_KEYS.contains(&key) {
+            method_rules(value.trim(), critical_path, v);
+        } else if ACTION_KEYS.contains(&key) {
+            match names::scan(value) {
+                (true, true) => v.raise(Tier::T4, "http.action_critical"),
+                (true, false) => v.raise(Tier::T3, "http.action_destructive"),
+                _ => {}
+            }
+        }
+        if !looks_like_sql(value) || key == "query" && graphql_endpoint {
+            continue;
+        }
+        if SQL_KEYS.contains(&key) {
+            super::sql::apply(value, SqlDialect::Generic, v);
+        } else if MAYBE_SQL_KEYS.contains(&key) && !read && names_sql_object(value) {
+            let sql = super::sql::classify(value, SqlDialect::Generic);
+            if !sql.rules.contains(&"sql.unparsable") {
+                for rule in &sql.rules {
+                    v.raise(sql.tier, rule);
+                }
+            }
+        }
     }
 }
 
