@@ -569,6 +569,13 @@ fn statement(s: &Statement, dialect: SqlDialect, depth: usize, v: &mut Verdict) 
             } else if *to {
                 match target {
                     CopyTarget::Stdout => v.raise(Tier::T0, "sql.copy_out"),
+                    // The server writes the file: over its own data directory or a backup,
+                    // that is the database or the backup gone.
+                    CopyTarget::File { filename }
+                        if crate::classify::shell::is_critical_path(filename) =>
+                    {
+                        v.raise(Tier::T4, "sql.copy_to_critical_file")
+                    }
                     _ => v.raise(Tier::T2, "sql.copy_to_file"),
                 }
             } else {
