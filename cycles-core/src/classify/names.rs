@@ -103,6 +103,21 @@ const CRITICAL: &[&str] = &[
     "buckets",
 ];
 
+/// Things whose deletion deletes everything in them (a Kubernetes namespace, a CloudFormation
+/// or Pulumi stack, a repository with its history), critical only next to a destructive verb
+/// in the same name: alone they are everyday API paths (`POST /api/v1/namespaces/x/pods`).
+const CRITICAL_WHEN_DESTROYED: &[&str] = &[
+    "namespace",
+    "namespaces",
+    "stack",
+    "stacks",
+    "repository",
+    "repositories",
+];
+
+/// Single words that wipe a whole data store (`redis.flushall`, `upstash.flushdb`).
+const WHOLE_STORE_WIPES: &[&str] = &["flushall", "flushdb", "dropdb", "resetdb", "wipedb"];
+
 /// Rule id: a destructive verb in a name.
 pub const RULE_DESTRUCTIVE: &str = "name.destructive";
 /// Rule id: a destructive verb and a critical noun in a name.
@@ -207,16 +222,19 @@ pub(crate) fn scan(name: &str) -> (bool, bool) {
     let mut destructive = false;
     let mut critical = false;
     let mut weak = false;
+    let mut container = false;
     any_word(name, |w| {
         destructive |= is_destructive(w);
         weak |= DESTRUCTIVE_WITH_CRITICAL.contains(&w);
         critical |= is_critical(w);
-        if is_compound_destructive_critical(w) {
+        container |= CRITICAL_WHEN_DESTROYED.contains(&w);
+        if is_compound_destructive_critical(w) || WHOLE_STORE_WIPES.contains(&w) {
             destructive = true;
             critical = true;
         }
         false
     });
+    let critical = critical || container && destructive;
     (destructive || (weak && critical), critical)
 }
 
