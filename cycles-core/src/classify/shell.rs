@@ -749,7 +749,6 @@ const LOCAL_WRITE: &[&str] = &[
     "brotli",
     "7z",
     "patch",
-    "make",
     "cmake",
     "ninja",
     "meson",
@@ -780,8 +779,6 @@ const LOCAL_WRITE: &[&str] = &[
     "rollup",
     "esbuild",
     "next",
-    "nx",
-    "turbo",
     "biome",
     "stylelint",
     "eslint",
@@ -1050,11 +1047,13 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         // Only keywords (`done`, `fi`), assignments or redirections: no program runs.
         return Out::Unknown;
     };
-    let name = first
-        .rsplit('/')
-        .next()
-        .unwrap_or(first)
-        .trim_start_matches('\\');
+    let name = unversioned(
+        first
+            .rsplit('/')
+            .next()
+            .unwrap_or(first)
+            .trim_start_matches('\\'),
+    );
     let rest = &args[1..];
     let d = depth + 1;
     if is_dynamic(first) {
@@ -1065,14 +1064,23 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
     // Commands given in options (`tar --to-command=`, `ssh -o ProxyCommand=`, `vim -c '!'`).
     hidden::options(name, rest, &stdin, d, v);
     gate_files(name, rest, v);
+    let run = runner::command_start(name, rest);
     if matches!(name, "npx" | "npm" | "pnpm") {
-        // `npx -c 'prisma migrate reset'`: a shell string run in the package's environment.
-        for code in option_values(rest, &["-c"], &["--call"]) {
+        // `npx -c 'prisma migrate reset'`: a shell string run in the package's environment
+        // (an option of the runner, so only before the program it runs).
+        let own = &rest[..run.as_ref().map_or(rest.len(), |r| r.start)];
+        for code in option_values(own, &["-c"], &["--call"]) {
             script(code, d, v);
         }
     }
-    if let Some(start) = runner::command_start(name, rest) {
-        return package_runner(name, rest, start, &stdin, d, v);
+    if name == "bun" && operands(rest).first() == Some(&"exec") {
+        // `bun exec "prisma migrate reset"`: a shell string.
+        for code in operands(rest).iter().skip(1) {
+            script(code, d, v);
+        }
+    }
+    if let Some(run) = run {
+        return package_runner(name, rest, run, &stdin, d, v);
     }
     match name {
         // --- wrappers -------------------------------------------------------------------
@@ -1091,7 +1099,9 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         "chrt" | "taskset" | "runuser" | "sg" | "unshare" | "nsenter" | "firejail" | "fakeroot"
         | "systemd-run" | "coproc" | "numactl" | "cgexec" | "prlimit" | "setpriv" | "capsh"
         | "script" | "tmux" | "screen" | "byobu" | "dtach" | "at" | "batch" | "daemonize"
-        | "start-stop-daemon" | "with-lock-ex" | "lckdo" | "sem" => {
+        | "start-stop-daemon" | "with-lock-ex" | "lckdo" | "sem" | "dotenv" | "dotenvx"
+        | "cross-env" | "cross-env-shell" | "env-cmd" | "doppler" | "infisical" | "aws-vault"
+        | "op" => {
             // Programs that run another command: its words may come after options of any
             // shape, as a `-c` string or as one quoted word.
             let mut found = false;
@@ -1825,6 +1835,10 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         | "pwsh" | "powershell" => {
             if has(rest, &["--version", "-V", "-v"]) && rest.len() == 1 {
                 v.raise(Tier::T0, "shell.read");
+            } else if let Some((tool, args)) = migration_script(name, rest) {
+                // Before the inline-code test: `python -m alembic -c alembic.ini ...` passes
+                // `-c` to Alembic.
+                migrate::classify(tool, args, &stdin, d, v);
             } else if rest.iter().any(|a| {
                 a == "-c" || a == "-e" || a == "-E" || a == "--eval" || a == "-Command" || a == "-r"
             }) {
@@ -1844,8 +1858,6 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
                     Stdin::Network => v.raise(Tier::T4, "shell.pipe_download_to_shell"),
                     Stdin::Unknown => v.raise(Tier::T4, "shell.shell_unknown_input"),
                 }
-            } else if let Some((tool, args)) = migration_script(name, rest) {
-                migrate::classify(tool, args, &stdin, d, v);
             } else if (rest.first().is_some_and(|a| a == "-m")
                 && rest.get(1).is_some_and(|m| {
                     matches!(
@@ -1876,20 +1888,18 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
             migrate::classify("ef", &rest[at..], &stdin, d, v);
             Out::Unknown
         }
+        "cargo" if operands(rest).first() == Some(&"sqlx") => {
+            // `cargo sqlx database drop`: sqlx-cli as a cargo subcommand.
+            let at = rest
+                .iter()
+                .position(|w| w == "sqlx")
+                .map_or(rest.len(), |i| i + 1);
+            migrate::classify("sqlx", &rest[at..], &stdin, d, v);
+            Out::Unknown
+        }
         "npm" | "yarn" | "pnpm" | "cargo" | "gem" | "twine" | "poetry" | "uv" | "dotnet"
         | "mvn" | "gradle" => {
-            let ops = operands(rest);
-            if ops
-                .iter()
-                .any(|o| matches!(*o, "unpublish" | "yank" | "deprecate"))
-            {
-                v.raise(Tier::T3, "shell.unpublish");
-            } else if ops
-                .iter()
-                .any(|o| matches!(*o, "publish" | "push" | "upload" | "deploy" | "release"))
-            {
-                v.raise(Tier::T2, "shell.publish");
-            } else {
+            if !publish_rules(&operands(rest), v) {
                 v.raise(Tier::T1, "shell.local_write");
             }
             Out::Unknown
@@ -1951,6 +1961,15 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         {
             // `tar -cf /dev/sda ...` writes the archive over a disk (or a backup tape).
             v.raise(Tier::T4, "shell.write_device");
+            Out::Unknown
+        }
+        "make" | "turbo" | "nx" | "just" | "gulp" | "grunt" | "invoke" => {
+            // Task runners: the project's own tasks, named by their words (`make drop-db`,
+            // `turbo run db:reset`).
+            v.raise(Tier::T1, "shell.local_write");
+            for task in operands(rest).iter().take(6) {
+                migrate::script_name(task, v);
+            }
             Out::Unknown
         }
         n if LOCAL_WRITE.contains(&n) => {
@@ -2042,6 +2061,15 @@ const WRAPPERS: &[&str] = &[
     "with-lock-ex",
     "lckdo",
     "sem",
+    "dotenv",
+    "dotenvx",
+    "cross-env",
+    "cross-env-shell",
+    "env-cmd",
+    "doppler",
+    "infisical",
+    "aws-vault",
+    "op",
 ];
 
 /// A command word whose program is only known at run time: a parameter or substitution
@@ -2088,66 +2116,144 @@ fn any_suffix(
 }
 
 /// A migration tool run by an interpreter: `python manage.py flush`, `php artisan
-/// migrate:fresh`, `python -m alembic downgrade base`. Returns the tool and its arguments.
+/// migrate:fresh`, `python -W ignore -m alembic downgrade base`, `ruby bin/rails db:drop`,
+/// `node node_modules/.bin/prisma migrate reset`. Returns the tool and its arguments; `None`
+/// when the interpreter runs inline code or another script.
 fn migration_script<'a>(
     interpreter: &str,
     rest: &'a [String],
 ) -> Option<(&'static str, &'a [String])> {
-    if rest.first().is_some_and(|a| a == "-m") {
-        let tool = match rest.get(1)?.as_str() {
-            "django" => "django-admin",
-            "alembic" => "alembic",
-            "flask" => "flask",
-            _ => return None,
-        };
-        return Some((tool, &rest[2..]));
-    }
-    let at = rest.iter().position(|a| !a.starts_with('-'))?;
-    let file = rest[at].rsplit('/').next().unwrap_or(&rest[at]);
-    let tool = match (interpreter, file) {
-        (i, "manage.py") if i.starts_with("python") => "manage.py",
-        ("php", "artisan") => "artisan",
+    // The interpreter's own options that take a value, and those that give inline code.
+    let (with_value, inline): (&[&str], &[&str]) = match interpreter {
+        "python" | "python3" | "python2" => (&["-W", "-X", "-Q"], &["-c"]),
+        "php" => (&["-d", "-c", "-z"], &["-r", "-R", "-B", "-E"]),
+        "ruby" => (&["-I", "-r", "-C", "-E", "-F"], &["-e"]),
+        "node" => (
+            &["-r", "--require", "--import", "--loader", "--env-file"],
+            &["-e", "-p", "--eval", "--print"],
+        ),
         _ => return None,
     };
-    Some((tool, &rest[at + 1..]))
+    let mut i = 0;
+    while i < rest.len() {
+        let a = rest[i].as_str();
+        if inline.contains(&a) {
+            return None;
+        }
+        if a == "-m" && interpreter.starts_with("python") {
+            let tool = match rest.get(i + 1)?.as_str() {
+                "django" => "django-admin",
+                "alembic" => "alembic",
+                "flask" => "flask",
+                _ => return None,
+            };
+            return Some((tool, &rest[i + 2..]));
+        }
+        if a.starts_with('-') && a.len() > 1 {
+            i += if with_value.contains(&a) { 2 } else { 1 };
+            continue;
+        }
+        let file = a.rsplit('/').next().unwrap_or(a);
+        let tool = migrate::PROGRAMS.iter().find(|p| **p == file)?;
+        return Some((tool, &rest[i + 1..]));
+    }
+    None
+}
+
+/// An interpreter's name without its version (`python3.12`, `php8.2`, `ruby3.3` run as
+/// `python3`, `php`, `ruby`); other names as they are.
+fn unversioned(name: &str) -> &str {
+    if matches!(name, "python3" | "python2") {
+        return name;
+    }
+    for base in [
+        "python3", "python2", "python", "php", "ruby", "perl", "node",
+    ] {
+        if let Some(version) = name.strip_prefix(base)
+            && !version.is_empty()
+            && version.chars().all(|c| c.is_ascii_digit() || c == '.')
+            && version
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_digit() || c == '.')
+        {
+            return base;
+        }
+    }
+    name
 }
 
 /// A package manager or runner running another program (`npx prisma migrate reset`,
 /// `bundle exec rails db:drop`, `poetry run alembic downgrade base`): that program is
-/// classified as if it ran directly. A project script (`npm run db:reset`, `yarn build`) or a
-/// program this classifier does not know keeps the runner's own tier (1: it installs and
-/// builds in the project), raised by the name heuristics; a package fetched to run
+/// classified as if it ran directly. When that word is no program we know, every known program
+/// among the later words is classified too (an option whose value we took for the program
+/// hides nothing: `npm --loglevel silent exec prisma ...`). A project script (`npm run db:reset`, `yarn build`) or a binary of the
+/// project this classifier does not know keeps the runner's own tier (1: it installs and
+/// builds in the project), raised by what its name says; a package fetched to run
 /// (`npx some-tool`, `pnpm dlx`, `uvx`) is an unknown command (2).
 fn package_runner(
     name: &str,
     rest: &[String],
-    start: usize,
+    run: runner::Run,
     stdin: &Stdin<'_>,
     d: usize,
     v: &mut Verdict,
 ) -> Out {
     v.raise(Tier::T1, "shell.local_write");
-    let Some(first) = rest.get(start) else {
-        return Out::Unknown;
-    };
+    let first = &rest[run.start];
     if is_dynamic(first) {
         v.raise(Tier::T4, "shell.dynamic_command");
         return Out::Unknown;
     }
-    let mut argv = rest[start..].to_vec();
+    let mut argv = rest[run.start..].to_vec();
     argv[0] = runner::program_name(first).to_string();
+    if name == "hatch"
+        && let Some((_, program)) = argv[0].split_once(':')
+    {
+        // `hatch run prod:alembic ...`: the command in environment `prod`.
+        argv[0] = program.to_string();
+    }
     let mut probe = Verdict::default();
     let out = command(&argv, stdin, d, &mut probe);
     let unknown = probe.rules.first() == Some(&"shell.unknown_command");
-    if unknown && !runner::fetches(name, rest) {
+    if unknown {
+        // Perhaps the value of an option we do not know took the program's place.
+        any_suffix(rest, rest.len() - run.start, stdin, d, v);
+    }
+    if unknown && !run.fetches {
         // A project script: its name is all we see of it.
-        named_by_words(&argv[0], &operands(&argv[1..]), v);
+        migrate::script_name(&argv[0], v);
+        let parts: Vec<&str> = argv[0].split([':', '-', '_', '.']).collect();
+        publish_rules(&parts, v);
+        for w in operands(&argv[1..]).iter().take(4) {
+            names::apply(w, v);
+        }
         return Out::Unknown;
     }
     for r in &probe.rules {
         v.raise(probe.tier, r);
     }
     out
+}
+
+/// Publishing or unpublishing a package, by the package manager's subcommand or the words of
+/// a project script's name (`npm publish`, `npm run release`). Returns whether one did.
+fn publish_rules(words: &[&str], v: &mut Verdict) -> bool {
+    if words
+        .iter()
+        .any(|w| matches!(*w, "unpublish" | "yank" | "deprecate"))
+    {
+        v.raise(Tier::T3, "shell.unpublish");
+        true
+    } else if words
+        .iter()
+        .any(|w| matches!(*w, "publish" | "push" | "upload" | "deploy" | "release"))
+    {
+        v.raise(Tier::T2, "shell.publish");
+        true
+    } else {
+        false
+    }
 }
 
 /// A script file run by a shell or `source`: generated text (a process substitution, standard
@@ -2653,7 +2759,15 @@ fn find(rest: &[String], d: usize, v: &mut Verdict) -> Out {
     let critical = roots.iter().any(|r| is_critical_path(r))
         || option_values(
             rest,
-            &["-name", "-iname", "-path", "-ipath", "-wholename"],
+            &[
+                "-name",
+                "-iname",
+                "-path",
+                "-ipath",
+                "-wholename",
+                "-regex",
+                "-iregex",
+            ],
             &[],
         )
         .iter()
@@ -2680,13 +2794,6 @@ fn find(rest: &[String], d: usize, v: &mut Verdict) -> Out {
                 .iter()
                 .position(|w| w == ";" || w == "+" || w == "\\;")
                 .map_or(rest.len(), |p| i + 1 + p);
-            // `-exec rm {} +` deletes what is found, exactly as `-delete` does.
-            let program = rest.get(i + 1).map(|p| p.rsplit('/').next().unwrap_or(p));
-            if matches!(program, Some("rm" | "unlink" | "shred" | "srm"))
-                && rest[i + 1..end].iter().any(|w| w.contains("{}"))
-            {
-                deletes(v);
-            }
             // `{}` is each match: a specific path when the search is filtered, anything when not.
             let found = if filtered { "./__found__" } else { "$FOUND" };
             let argv: Vec<String> = rest[i + 1..end]
@@ -2694,7 +2801,21 @@ fn find(rest: &[String], d: usize, v: &mut Verdict) -> Out {
                 .map(|w| w.replace("{}", found))
                 .collect();
             if !argv.is_empty() {
-                command(&argv, &Stdin::Terminal, d, v);
+                let mut probe = Verdict::default();
+                command(&argv, &Stdin::Terminal, d, &mut probe);
+                for r in &probe.rules {
+                    v.raise(probe.tier, r);
+                }
+                // A command that removes, shreds or truncates what is found (`-exec rm {} +`,
+                // `-exec sudo rm`, `-exec sh -c 'rm "$1"' _ {} \;`) deletes it, exactly as
+                // `-delete` does.
+                let removes = probe.rules.iter().any(|r| {
+                    r.starts_with("shell.rm") && *r != "shell.rm_build_output"
+                        || matches!(*r, "shell.shred" | "shell.truncate_file")
+                });
+                if removes && rest[i + 1..end].iter().any(|w| w.contains("{}")) {
+                    deletes(v);
+                }
             }
             i = end;
         } else if matches!(a, "-fprint" | "-fprint0" | "-fprintf" | "-fls") {

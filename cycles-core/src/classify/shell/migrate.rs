@@ -9,21 +9,27 @@
 //! - `shell.db_reset` (4): drops, resets or wipes a database or all of its tables, or reverts
 //!   every migration (`alembic downgrade base`, `knex migrate:rollback --all`).
 //! - `shell.db_load` (3): replaces or deletes rows of whole tables (`rails db:fixtures:load`,
-//!   `manage.py loaddata`, `sequelize db:seed:undo:all`).
+//!   `manage.py loaddata`, `knex seed:run`, `sequelize db:seed:undo:all`).
 //! - `shell.db_migrate` (3): applies or reverts schema migrations (`rails db:migrate`,
 //!   `alembic upgrade head`); a migration may drop a column.
 //! - `shell.db_seed` (2): creates a database or inserts seed rows.
 //!
-//! Reading the migration status is tier 0, generating migration files tier 1. A subcommand
-//! without a rule here is an unknown command (tier 2) named by its words, so
-//! `rake db:nuke_everything` still meets the name heuristics.
+//! Reading the migration status, or printing the SQL instead of running it (`--sql`,
+//! `--pretend`, `updateSQL`), is tier 0; generating migration files tier 1; no subcommand at
+//! all prints help (tier 0). A subcommand without a rule here is an unknown command (tier 2)
+//! named by its words, so `rake db:nuke_everything` still meets the name heuristics.
+//! Subcommands are looked for among all the operands, not at a fixed position, since options
+//! with values may come first (`flask --app app db downgrade base`).
 
-use super::{Stdin, has, inline_code, names, operands, option_values, sql_stdin, unknown_command};
+use super::{
+    Stdin, command, inline_code, names, operands, option_values, sql_stdin, unknown_command,
+};
 use crate::classify::Verdict;
 use crate::classify::sql::SqlDialect;
 use crate::model::Tier;
 
-/// Programs this module rates (Django's `manage.py` also when run as `python manage.py`).
+/// Programs this module rates (Django's `manage.py` and Laravel's `artisan` also when run by
+/// their interpreter, `cargo sqlx` as `sqlx`).
 pub(super) const PROGRAMS: &[&str] = &[
     "prisma",
     "rails",
@@ -53,169 +59,216 @@ pub(super) const PROGRAMS: &[&str] = &[
     "sqitch",
 ];
 
-const RESET: (Tier, &str) = (Tier::T4, "shell.db_reset");
-const LOAD: (Tier, &str) = (Tier::T3, "shell.db_load");
-const MIGRATE: (Tier, &str) = (Tier::T3, "shell.db_migrate");
-const SEED: (Tier, &str) = (Tier::T2, "shell.db_seed");
-const READ: (Tier, &str) = (Tier::T0, "shell.read");
-const LOCAL: (Tier, &str) = (Tier::T1, "shell.local_write");
-const CODE: (Tier, &str) = (Tier::T2, "shell.inline_code");
+type Rating = (Tier, &'static str);
+
+const RESET: Rating = (Tier::T4, "shell.db_reset");
+const LOAD: Rating = (Tier::T3, "shell.db_load");
+const MIGRATE: Rating = (Tier::T3, "shell.db_migrate");
+const SEED: Rating = (Tier::T2, "shell.db_seed");
+const READ: Rating = (Tier::T0, "shell.read");
+const LOCAL: Rating = (Tier::T1, "shell.local_write");
+const CODE: Rating = (Tier::T2, "shell.inline_code");
+const SCRIPT: Rating = (Tier::T2, "shell.script");
+const SQL_FILE: Rating = (Tier::T4, "shell.sql_file");
+const PUBLISH: Rating = (Tier::T2, "shell.publish");
+const UNPUBLISH: Rating = (Tier::T3, "shell.unpublish");
+
+/// A tool's arguments: the raw words, the operands, and the operands compared without case,
+/// `-` or `_` (`dropAll`, `drop-all`, `DROP_ALL`).
+struct Args<'a> {
+    rest: &'a [String],
+    ops: Vec<&'a str>,
+    norm: Vec<String>,
+}
+
+impl<'a> Args<'a> {
+    fn new(rest: &'a [String]) -> Self {
+        let ops = operands(rest);
+        let norm = ops
+            .iter()
+            .map(|o| o.to_ascii_lowercase().replace(['-', '_'], ""))
+            .collect();
+        Args { rest, ops, norm }
+    }
+
+    /// An operand equals `word` (normalised).
+    fn op(&self, word: &str) -> bool {
+        self.norm.iter().any(|o| o == word)
+    }
+
+    /// The first operand (normalised) that `known` accepts: the subcommand, wherever option
+    /// values put it.
+    fn sub(&self, known: impl Fn(&str) -> bool) -> Option<&str> {
+        self.norm.iter().map(String::as_str).find(|o| known(o))
+    }
+
+    /// An option is set: `--all`, or `--all=VALUE` with a value other than false.
+    fn flag(&self, names: &[&str]) -> bool {
+        self.rest.iter().any(|a| {
+            names.iter().any(|n| {
+                a == n
+                    || a.strip_prefix(n)
+                        .and_then(|r| r.strip_prefix('='))
+                        .is_some_and(|val| !matches!(val, "false" | "0" | "no"))
+            })
+        })
+    }
+
+    /// The raw word after `word` (relative revisions such as `-1` look like options).
+    fn after(&self, word: &str) -> Option<&'a str> {
+        let i = self.rest.iter().position(|w| w == word)?;
+        self.rest.get(i + 1).map(String::as_str)
+    }
+}
 
 /// Rates a migration tool's command; `dotnet ef ...` comes here as `ef` with the words after
 /// `ef`.
 pub(super) fn classify(name: &str, rest: &[String], stdin: &Stdin<'_>, d: usize, v: &mut Verdict) {
-    let ops = operands(rest);
-    // Subcommands compared without case or dashes (`dropAll`, `drop-all`).
-    let norm: Vec<String> = ops
-        .iter()
-        .map(|o| o.to_ascii_lowercase().replace(['-', '_'], ""))
-        .collect();
-    let op = |w: &str| norm.iter().any(|o| o == w);
-    let after = |w: &str| {
-        norm.iter()
-            .position(|o| o == w)
-            .and_then(|i| ops.get(i + 1).copied())
+    let a = Args::new(rest);
+    let rated = if a.ops.is_empty() && !matches!(name, "rake" | "mix") {
+        // No subcommand: help or version.
+        Some(READ)
+    } else {
+        rate(name, &a, stdin, d, v)
     };
-    let flag = |flags: &[&str]| has(rest, flags);
-    let rated: Option<(Tier, &'static str)> = match name {
-        "prisma" => {
-            if op("migrate") && op("reset")
-                || op("push") && flag(&["--force-reset", "--accept-data-loss"])
-            {
-                Some(RESET)
-            } else if op("migrate") && op("dev") && flag(&["--create-only"]) {
-                Some(LOCAL)
-            } else if op("migrate") && (op("deploy") || op("dev") || op("resolve"))
-                || op("db") && (op("push") || op("execute"))
-            {
-                Some(MIGRATE)
-            } else if op("db") && op("seed") {
-                Some(SEED)
-            } else if op("migrate") && (op("status") || op("diff"))
-                || op("db") && op("pull")
-                || op("validate")
-                || op("version")
-                || op("studio")
-            {
-                Some(READ)
-            } else if op("generate") || op("format") || op("init") {
-                Some(LOCAL)
-            } else {
-                None
-            }
-        }
-        "rails" | "rake" => rails(&ops, stdin, d, v),
-        "manage.py" | "django-admin" => django(rest, &ops, &norm, stdin, d, v),
-        "artisan" => match norm.first().map(String::as_str) {
-            Some("migrate:fresh" | "migrate:reset" | "migrate:refresh" | "db:wipe") => Some(RESET),
-            Some("migrate" | "migrate:rollback" | "migrate:install") => Some(MIGRATE),
-            Some("db:seed") => Some(SEED),
-            Some("migrate:status" | "route:list" | "about" | "list" | "db:show" | "db:table") => {
-                Some(READ)
-            }
-            Some("tinker") => Some(CODE),
-            Some(o) if o.starts_with("make:") || o.ends_with(":clear") || o.ends_with(":cache") => {
-                Some(LOCAL)
-            }
+    match rated {
+        Some((tier, rule)) => v.raise(tier, rule),
+        None => unknown_command(name, &a.ops, v),
+    }
+}
+
+fn rate(name: &str, a: &Args<'_>, stdin: &Stdin<'_>, d: usize, v: &mut Verdict) -> Option<Rating> {
+    let op = |w: &str| a.op(w);
+    let colon = |o: &str| o.contains(':');
+    match name {
+        "prisma" => prisma(a, stdin, v),
+        "rails" | "rake" => rails(a, stdin, d, v),
+        "manage.py" | "django-admin" => django(a, stdin, d, v),
+        "artisan" => artisan(a, stdin, d, v),
+        "sequelize" | "sequelize-cli" => match a.sub(|o| colon(o) || o == "init")? {
+            "db:drop" | "db:migrate:undo:all" => Some(RESET),
+            "db:migrate" | "db:migrate:undo" => Some(MIGRATE),
+            "db:seed:undo:all" | "db:seed:undo" => Some(LOAD),
+            "db:seed" | "db:seed:all" | "db:create" => Some(SEED),
+            "db:migrate:status" => Some(READ),
+            "init" | "migration:generate" | "migration:create" | "model:generate"
+            | "model:create" | "seed:generate" | "seed:create" => Some(LOCAL),
             _ => None,
         },
-        "sequelize" | "sequelize-cli" => match norm.first().map(String::as_str) {
-            Some("db:drop" | "db:migrate:undo:all") => Some(RESET),
-            Some("db:migrate" | "db:migrate:undo") => Some(MIGRATE),
-            Some("db:seed:undo:all" | "db:seed:undo") => Some(LOAD),
-            Some("db:seed" | "db:seed:all" | "db:create") => Some(SEED),
-            Some("db:migrate:status") => Some(READ),
-            Some("init" | "migration:generate" | "migration:create" | "model:generate")
-            | Some("seed:generate" | "model:create" | "seed:create") => Some(LOCAL),
-            _ => None,
-        },
-        "knex" => match norm.first().map(String::as_str) {
-            Some("migrate:rollback") if flag(&["--all"]) => Some(RESET),
-            Some("migrate:rollback" | "migrate:down" | "migrate:latest" | "migrate:up") => {
-                Some(MIGRATE)
-            }
-            Some("seed:run") => Some(SEED),
-            Some("migrate:status" | "migrate:list" | "migrate:currentversion") => Some(READ),
-            Some("init" | "migrate:make" | "seed:make") => Some(LOCAL),
+        "knex" => match a.sub(|o| colon(o) || o == "init")? {
+            "migrate:rollback" if a.flag(&["--all"]) => Some(RESET),
+            "migrate:rollback" | "migrate:down" | "migrate:latest" | "migrate:up" => Some(MIGRATE),
+            // Knex's seed template starts by deleting every row of the table it fills.
+            "seed:run" => Some(LOAD),
+            "migrate:status" | "migrate:list" | "migrate:currentversion" => Some(READ),
+            "init" | "migrate:make" | "seed:make" => Some(LOCAL),
             _ => None,
         },
         "typeorm" | "typeorm-ts-node-commonjs" | "typeorm-ts-node-esm" => {
-            match norm.first().map(String::as_str) {
-                Some("schema:drop") => Some(RESET),
-                Some("schema:sync" | "migration:run" | "migration:revert") => Some(MIGRATE),
-                Some("query") => {
+            match a.sub(|o| colon(o) || matches!(o, "init" | "query" | "version"))? {
+                "schema:drop" => Some(RESET),
+                "schema:sync" | "migration:run" | "migration:revert" => Some(MIGRATE),
+                "query" => {
                     // `typeorm query "DROP TABLE users"`: the SQL is the next word.
-                    match ops.get(1) {
+                    match a.after("query") {
                         Some(q) => crate::classify::sql::apply(q, SqlDialect::Generic, v),
                         None => v.raise(Tier::T4, "shell.sql_unknown_input"),
                     }
                     Some(READ)
                 }
-                Some("cache:clear") => Some(SEED),
-                Some("schema:log" | "migration:show" | "version") => Some(READ),
-                Some("init" | "migration:create" | "migration:generate" | "entity:create")
-                | Some("subscriber:create") => Some(LOCAL),
+                // The query result cache lives in the database (or Redis): rows deleted, no
+                // data lost.
+                "cache:clear" => Some(SEED),
+                "schema:log" | "migration:show" | "version" => Some(READ),
+                "init" | "migration:create" | "migration:generate" | "entity:create"
+                | "subscriber:create" => Some(LOCAL),
                 _ => None,
             }
         }
-        "drizzle-kit" => match norm.first().map(String::as_str) {
-            Some("push") if flag(&["--force"]) => Some(RESET),
-            Some("push" | "migrate") => Some(MIGRATE),
-            // `drop` deletes a migration file of the project, not a table.
-            Some("generate" | "drop" | "up") => Some(LOCAL),
-            Some("check" | "studio" | "introspect" | "pull") => Some(READ),
-            _ => None,
-        },
-        "mikro-orm" => match norm.first().map(String::as_str) {
-            Some("schema:drop" | "schema:fresh" | "migration:fresh") => Some(RESET),
-            Some("schema:update" | "schema:create" | "migration:up" | "migration:down") => {
+        "drizzle-kit" => {
+            let sub = a.sub(|o| {
+                [
+                    "push",
+                    "migrate",
+                    "generate",
+                    "drop",
+                    "up",
+                    "check",
+                    "studio",
+                    "introspect",
+                ]
+                .iter()
+                .any(|k| o.starts_with(k))
+                    || o == "pull"
+            })?;
+            if sub.starts_with("push") {
+                // `--force` accepts data-loss statements without asking.
+                Some(if a.flag(&["--force"]) { RESET } else { MIGRATE })
+            } else if sub.starts_with("migrate") {
                 Some(MIGRATE)
-            }
-            Some("migration:list" | "migration:pending" | "debug") => Some(READ),
-            Some("migration:create" | "generate-entities" | "cache:clear") => Some(LOCAL),
-            Some("seeder:run") => Some(SEED),
-            _ => None,
-        },
-        "mix" => match norm.first().map(String::as_str) {
-            Some("ecto.drop" | "ecto.reset") => Some(RESET),
-            Some("ecto.rollback") if flag(&["--all"]) => Some(RESET),
-            Some("ecto.rollback" | "ecto.migrate" | "ecto.load") => Some(MIGRATE),
-            Some("ecto.create" | "ecto.setup") => Some(SEED),
-            Some("ecto.migrations") => Some(READ),
-            Some("ecto.gen.migration" | "ecto.dump") => Some(LOCAL),
-            // Other tasks build, test and fetch (`mix compile`, `mix test`, `mix deps.get`).
-            Some(task) if !task.starts_with("ecto") => {
-                names::apply(task, v);
+            } else if sub.starts_with("check")
+                || sub.starts_with("studio")
+                || sub.starts_with("introspect")
+                || sub == "pull"
+            {
+                Some(READ)
+            } else {
+                // `generate`, `up`; `drop` deletes a migration file of the project, not a table.
                 Some(LOCAL)
             }
-            _ => None,
-        },
-        "alembic" => alembic(&norm, word_after(rest, "downgrade")),
+        }
+        "mikro-orm" => {
+            // Schema commands print their SQL with `--dump` and run it only with `--run`.
+            let runs = a.flag(&["--run", "-r"]);
+            match a.sub(|o| colon(o) || matches!(o, "debug" | "generateentities"))? {
+                "schema:drop" | "schema:fresh" if runs => Some(RESET),
+                "migration:fresh" => Some(RESET),
+                "schema:update" | "schema:create" if runs => Some(MIGRATE),
+                "migration:up" | "migration:down" => Some(MIGRATE),
+                "schema:drop" | "schema:fresh" | "schema:update" | "schema:create" => Some(READ),
+                "migration:list" | "migration:pending" | "migration:check" | "debug" => Some(READ),
+                "migration:create" | "generateentities" | "cache:clear" | "cache:generate" => {
+                    Some(LOCAL)
+                }
+                "seeder:run" => Some(SEED),
+                _ => None,
+            }
+        }
+        "mix" => mix(a, stdin, d, v),
+        "alembic" => alembic(a, false),
         // Flask-Migrate wraps Alembic as `flask db ...`; other `flask` commands are the app's.
-        "flask" => match norm.first().map(String::as_str) {
-            Some("db") => alembic(&norm[1..], word_after(rest, "downgrade")),
-            Some("run" | "routes") => Some(LOCAL),
-            Some("shell") => Some(CODE),
-            _ => None,
+        "flask" => match a.sub(|o| matches!(o, "db" | "run" | "routes" | "shell"))? {
+            "db" => alembic(a, true),
+            "run" | "routes" => Some(LOCAL),
+            _ => Some(CODE),
         },
-        "ef" => match (
-            norm.first().map(String::as_str),
-            norm.get(1).map(String::as_str),
-        ) {
-            (Some("database"), Some("drop")) => Some(RESET),
-            // `database update 0` reverts every migration.
-            (Some("database"), Some("update")) if ops.get(2) == Some(&"0") => Some(RESET),
-            (Some("database"), Some("update")) => Some(MIGRATE),
-            (Some("migrations"), Some("remove")) if flag(&["--force", "-f"]) => Some(MIGRATE),
-            (Some("migrations"), Some("add" | "remove" | "bundle")) => Some(LOCAL),
-            (Some("migrations"), Some("list" | "script" | "has-pending-model-changes"))
-            | (Some("dbcontext"), Some("info" | "list" | "script")) => Some(READ),
-            (Some("dbcontext"), Some("scaffold" | "optimize")) => Some(LOCAL),
-            _ => None,
-        },
+        "ef" => {
+            if op("database") && op("drop") {
+                Some(RESET)
+            } else if op("database") && op("update") && a.ops.contains(&"0") {
+                // `database update 0` reverts every migration.
+                Some(RESET)
+            } else if op("database") && op("update") {
+                Some(MIGRATE)
+            } else if op("migrations") && op("remove") && a.flag(&["--force", "-f"]) {
+                // Reverts the last migration in the database before removing its file.
+                Some(MIGRATE)
+            } else if op("migrations")
+                && (op("list") || op("script") || op("haspendingmodelchanges"))
+                || op("dbcontext") && (op("info") || op("list") || op("script"))
+            {
+                Some(READ)
+            } else if op("migrations") && (op("add") || op("remove") || op("bundle"))
+                || op("dbcontext") && (op("scaffold") || op("optimize"))
+            {
+                Some(LOCAL)
+            } else {
+                None
+            }
+        }
         "diesel" => {
             if op("database") && (op("reset") || op("drop"))
-                || op("migration") && op("revert") && flag(&["--all", "-a"])
+                || op("migration") && op("revert") && a.flag(&["--all", "-a"])
             {
                 Some(RESET)
             } else if op("migration") && (op("revert") || op("redo") || op("run")) {
@@ -231,15 +284,18 @@ pub(super) fn classify(name: &str, rest: &[String], stdin: &Stdin<'_>, d: usize,
             }
         }
         "sqlx" => {
-            if op("database") && (op("drop") || op("reset")) {
+            // sqlx-cli accepts `db` for `database` and `mig` for `migrate`.
+            let database = op("database") || op("db");
+            let migrate = op("migrate") || op("mig");
+            if database && (op("drop") || op("reset")) {
                 Some(RESET)
-            } else if op("migrate") && (op("run") || op("revert")) {
+            } else if migrate && (op("run") || op("revert")) {
                 Some(MIGRATE)
-            } else if op("database") && (op("create") || op("setup")) {
+            } else if database && (op("create") || op("setup")) {
                 Some(SEED)
-            } else if op("migrate") && op("info") {
+            } else if migrate && op("info") {
                 Some(READ)
-            } else if op("migrate") && op("add") || op("prepare") {
+            } else if migrate && op("add") || op("prepare") {
                 Some(LOCAL)
             } else {
                 None
@@ -247,8 +303,8 @@ pub(super) fn classify(name: &str, rest: &[String], stdin: &Stdin<'_>, d: usize,
         }
         // golang-migrate: `migrate -path DIR -database URL down [N]`.
         "migrate" => {
-            let down_all = after("down").is_none_or(|n| n.parse::<u64>().is_err());
-            if op("drop") || op("down") && (down_all || flag(&["-all", "--all"])) {
+            let down_all = a.after("down").is_none_or(|n| n.parse::<u64>().is_err());
+            if op("drop") || op("down") && (down_all || a.flag(&["-all", "--all"])) {
                 Some(RESET)
             } else if op("down") || op("up") || op("goto") || op("force") {
                 Some(MIGRATE)
@@ -261,7 +317,7 @@ pub(super) fn classify(name: &str, rest: &[String], stdin: &Stdin<'_>, d: usize,
             }
         }
         "goose" => {
-            if op("reset") || after("downto") == Some("0") {
+            if op("reset") || a.after("down-to") == Some("0") || a.after("downto") == Some("0") {
                 Some(RESET)
             } else if ["down", "downto", "up", "upto", "upbyone", "redo"]
                 .iter()
@@ -288,25 +344,27 @@ pub(super) fn classify(name: &str, rest: &[String], stdin: &Stdin<'_>, d: usize,
             }
         }
         "liquibase" => {
-            let sql_only = norm.iter().any(|o| o.ends_with("sql"));
-            if op("dropall") {
-                Some(RESET)
-            } else if sql_only
-                || ["status", "history", "diff", "validate", "snapshot"]
-                    .iter()
-                    .any(|w| op(w))
-            {
+            // The command word: option values (`--changelog-file changelog.sql`) are operands
+            // too, so only words that are commands count.
+            let command = |o: &str| {
+                [
+                    "update",
+                    "rollback",
+                    "changelogsync",
+                    "futurerollback",
+                    "dropall",
+                    "tag",
+                ]
+                .iter()
+                .any(|c| o.starts_with(c))
+                    || ["status", "history", "diff", "validate", "snapshot"].contains(&o)
+            };
+            match a.sub(command)? {
+                "dropall" => Some(RESET),
                 // `updateSQL`, `rollbackSQL`, `update-sql` print the SQL instead of running it.
-                Some(READ)
-            } else if norm.iter().any(|o| {
-                o.starts_with("update")
-                    || o.starts_with("rollback")
-                    || o.starts_with("changelogsync")
-                    || o == "tag"
-            }) {
-                Some(MIGRATE)
-            } else {
-                None
+                c if c.ends_with("sql") => Some(READ),
+                "status" | "history" | "diff" | "validate" | "snapshot" => Some(READ),
+                _ => Some(MIGRATE),
             }
         }
         "atlas" => {
@@ -338,11 +396,11 @@ pub(super) fn classify(name: &str, rest: &[String], stdin: &Stdin<'_>, d: usize,
             }
         }
         "sqitch" => {
-            // `sqitch revert` with no target reverts every change.
-            let revert_all = op("revert")
-                && !flag(&["--to", "--to-change", "--to-target"])
-                && ops.iter().filter(|o| !o.starts_with("db:")).count() <= 1;
-            if revert_all {
+            // `sqitch revert [target]` without a change to stop at reverts every change; a
+            // change is given with `--to` or as a spec (`@HEAD^`, `change@tag`).
+            let to_change =
+                a.flag(&["--to", "--to-change"]) || a.ops.iter().any(|o| o.contains(['@', '^']));
+            if op("revert") && !to_change {
                 Some(RESET)
             } else if op("revert") || op("deploy") || op("rebase") || op("checkout") {
                 Some(MIGRATE)
@@ -355,27 +413,61 @@ pub(super) fn classify(name: &str, rest: &[String], stdin: &Stdin<'_>, d: usize,
             }
         }
         _ => None,
-    };
-    match rated {
-        Some((tier, rule)) => v.raise(tier, rule),
-        None => {
-            unknown_command(name, &ops, v);
-        }
     }
 }
 
-/// The word after `word` in `rest` (relative revisions such as `-1` look like options).
-fn word_after<'a>(rest: &'a [String], word: &str) -> Option<&'a str> {
-    let i = rest.iter().position(|w| w == word)?;
-    rest.get(i + 1).map(String::as_str)
+fn prisma(a: &Args<'_>, stdin: &Stdin<'_>, v: &mut Verdict) -> Option<Rating> {
+    let op = |w: &str| a.op(w);
+    if op("migrate") && op("reset")
+        || op("push") && a.flag(&["--force-reset", "--accept-data-loss"])
+    {
+        Some(RESET)
+    } else if op("db") && op("execute") {
+        // The SQL comes from standard input or a file.
+        if a.flag(&["--stdin"]) {
+            sql_stdin(SqlDialect::Generic, stdin, v);
+            Some(MIGRATE)
+        } else {
+            Some(SQL_FILE)
+        }
+    } else if op("migrate") && op("dev") && a.flag(&["--create-only"]) {
+        Some(LOCAL)
+    } else if op("migrate") && (op("deploy") || op("dev") || op("resolve"))
+        || op("db") && op("push")
+    {
+        Some(MIGRATE)
+    } else if op("db") && op("seed") {
+        Some(SEED)
+    } else if op("migrate") && (op("status") || op("diff"))
+        || op("db") && op("pull")
+        || op("validate")
+        || op("version")
+        || op("studio")
+    {
+        Some(READ)
+    } else if op("generate") || op("format") || op("init") {
+        Some(LOCAL)
+    } else {
+        None
+    }
 }
 
-/// Alembic (and Flask-Migrate): `downgrade base` reverts every migration.
-fn alembic(norm: &[String], downgrade_to: Option<&str>) -> Option<(Tier, &'static str)> {
-    let op = |w: &str| norm.iter().any(|o| o == w);
-    if op("downgrade") && downgrade_to.is_none_or(|t| t == "base") {
-        Some(RESET)
-    } else if op("downgrade") || op("upgrade") {
+/// Alembic, and Flask-Migrate's `flask db` (whose `downgrade` defaults to one revision back).
+fn alembic(a: &Args<'_>, flask: bool) -> Option<Rating> {
+    let op = |w: &str| a.op(w);
+    if a.flag(&["--sql"]) {
+        // Offline mode prints the SQL.
+        return Some(READ);
+    }
+    if op("downgrade") {
+        let target = a.after("downgrade").filter(|t| !t.starts_with("--"));
+        return Some(match target {
+            Some("base") => RESET,
+            None if !flask => RESET,
+            _ => MIGRATE,
+        });
+    }
+    if op("upgrade") {
         Some(MIGRATE)
     } else if op("stamp") {
         Some(SEED)
@@ -392,29 +484,53 @@ fn alembic(norm: &[String], downgrade_to: Option<&str>) -> Option<(Tier, &'stati
     }
 }
 
+/// One Rails or Rake task, also in its per-database form (`db:schema:load:primary`).
+fn rails_task(task: &str, version_zero: bool) -> Option<Rating> {
+    let rated = |t: &str| -> Option<Rating> {
+        Some(match t {
+            t if t.starts_with("db:test:") => LOCAL,
+            "db:drop" | "db:drop:all" | "db:drop:_unsafe" | "db:reset" | "db:reset:all"
+            | "db:purge" | "db:purge:all" | "db:schema:load" | "db:structure:load"
+            | "db:truncate_all" | "db:seed:replant" | "db:migrate:reset" | "db:setup"
+            | "db:setup:all" => RESET,
+            // `db:migrate VERSION=0` reverts every migration.
+            "db:migrate" | "db:migrate:down" if version_zero => RESET,
+            "db:fixtures:load" => LOAD,
+            "db:migrate:status"
+            | "db:version"
+            | "db:abort_if_pending_migrations"
+            | "db:schema:cache:dump"
+            | "db:schema:dump"
+            | "db:structure:dump" => READ,
+            "db:schema:cache:clear" => LOCAL,
+            t if t.starts_with("db:migrate") => MIGRATE,
+            "db:rollback" | "db:prepare" | "db:forward" | "db:environment:set" => MIGRATE,
+            "db:seed" | "db:create" | "db:create:all" => SEED,
+            _ => return None,
+        })
+    };
+    rated(task).or_else(|| {
+        // `db:rollback:primary`: the task for one database of a multi-database app.
+        let (base, _) = task.rsplit_once(':')?;
+        base.contains(':').then(|| rated(base)).flatten()
+    })
+}
+
 /// Rails and Rake tasks; several may follow one another (`rake db:drop db:create`).
-fn rails(
-    ops: &[&str],
-    stdin: &Stdin<'_>,
-    d: usize,
-    v: &mut Verdict,
-) -> Option<(Tier, &'static str)> {
-    let Some(first) = ops.first() else {
+fn rails(a: &Args<'_>, stdin: &Stdin<'_>, d: usize, v: &mut Verdict) -> Option<Rating> {
+    let Some(first) = a.ops.first() else {
         // `rake` alone runs the default task.
         return Some(LOCAL);
     };
     match *first {
-        "new" | "generate" | "g" | "destroy" | "server" | "s" | "test" | "t"
-        | "assets:precompile" => {
-            return Some(LOCAL);
-        }
-        "console" | "c" => {
-            return Some(CODE);
-        }
+        "new" | "generate" | "g" | "destroy" | "server" | "s" | "test" | "t" | "about"
+        | "assets:precompile" => return Some(LOCAL),
+        "console" | "c" => return Some(CODE),
         "runner" | "r" => {
             // Ruby code or a script file.
-            if let Some(code) = ops.get(1) {
+            if let Some(code) = a.ops.get(1) {
                 inline_code(code, d, v);
+                names::apply(code, v);
             }
             return Some(CODE);
         }
@@ -424,41 +540,21 @@ fn rails(
         }
         _ => {}
     }
-    let mut worst: Option<(Tier, &'static str)> = None;
-    for task in ops.iter().filter(|t| t.contains(':') || **t == "routes") {
-        let rated = match *task {
-            t if t.starts_with("db:test:") => LOCAL,
-            "db:drop" | "db:drop:all" | "db:drop:_unsafe" | "db:reset" | "db:purge"
-            | "db:purge:all" | "db:schema:load" | "db:structure:load" | "db:truncate_all"
-            | "db:seed:replant" | "db:migrate:reset" | "db:setup" => RESET,
-            "db:fixtures:load" => LOAD,
-            t if t.starts_with("db:migrate") && !matches!(t, "db:migrate:status") => MIGRATE,
-            "db:rollback"
-            | "db:prepare"
-            | "db:forward"
-            | "db:environment:set"
-            | "db:schema:cache:clear" => MIGRATE,
-            "db:seed" | "db:create" | "db:create:all" => SEED,
-            "db:version"
-            | "db:migrate:status"
-            | "db:abort_if_pending_migrations"
-            | "routes"
-            | "db:schema:cache:dump"
-            | "db:schema:dump"
-            | "db:structure:dump" => READ,
-            t => {
-                names::apply(t, v);
-                LOCAL
-            }
-        };
+    let version_zero = a.rest.iter().any(|w| w == "VERSION=0");
+    let mut worst: Option<Rating> = None;
+    for task in a.ops.iter().filter(|t| t.contains(':') && !t.contains('=')) {
+        let rated = rails_task(task, version_zero).unwrap_or_else(|| {
+            names::apply(task, v);
+            LOCAL
+        });
+        v.raise(rated.0, rated.1);
         if worst.is_none_or(|(tier, _)| rated.0 > tier) {
             worst = Some(rated);
         }
-        v.raise(rated.0, rated.1);
     }
     worst.or_else(|| {
-        // Tasks without a namespace (`rake build`, `rails about`): named by their words.
-        for t in ops.iter().take(4) {
+        // Tasks without a namespace (`rake build`): named by their words.
+        for t in a.ops.iter().take(4) {
             names::apply(t, v);
         }
         Some(LOCAL)
@@ -466,41 +562,196 @@ fn rails(
 }
 
 /// Django's management commands.
-fn django(
-    rest: &[String],
-    ops: &[&str],
-    norm: &[String],
-    stdin: &Stdin<'_>,
-    d: usize,
-    v: &mut Verdict,
-) -> Option<(Tier, &'static str)> {
-    match norm.first().map(String::as_str) {
-        Some("flush" | "resetdb" | "resetschema" | "dropdb") => Some(RESET),
+fn django(a: &Args<'_>, stdin: &Stdin<'_>, d: usize, v: &mut Verdict) -> Option<Rating> {
+    const COMMANDS: &[&str] = &[
+        "flush",
+        "resetdb",
+        "resetschema",
+        "dropdb",
+        "migrate",
+        "loaddata",
+        "createcachetable",
+        "createsuperuser",
+        "changepassword",
+        "clearsessions",
+        "dbshell",
+        "shell",
+        "showmigrations",
+        "sqlmigrate",
+        "sqlflush",
+        "sqlsequencereset",
+        "check",
+        "inspectdb",
+        "diffsettings",
+        "dumpdata",
+        "help",
+        "version",
+        "makemigrations",
+        "squashmigrations",
+        "collectstatic",
+        "startapp",
+        "startproject",
+        "test",
+        "runserver",
+        "compilemessages",
+        "makemessages",
+    ];
+    match a.sub(|o| COMMANDS.contains(&o))? {
+        "flush" | "resetdb" | "resetschema" | "dropdb" => Some(RESET),
         // `migrate APP zero` unapplies every migration of the app: its tables are dropped.
-        Some("migrate") if ops.get(2) == Some(&"zero") => Some(RESET),
-        Some("migrate") => Some(MIGRATE),
-        Some("loaddata") => Some(LOAD),
-        Some("createcachetable" | "createsuperuser" | "changepassword" | "clearsessions") => {
-            Some(SEED)
-        }
-        Some("dbshell") => {
+        "migrate" if a.ops.contains(&"zero") => Some(RESET),
+        "migrate" => Some(MIGRATE),
+        "loaddata" => Some(LOAD),
+        "createcachetable" | "createsuperuser" | "changepassword" | "clearsessions" => Some(SEED),
+        "dbshell" => {
             sql_stdin(SqlDialect::Generic, stdin, v);
             Some(MIGRATE)
         }
-        Some("shell") => {
-            for code in option_values(rest, &["-c"], &["--command"]) {
+        "shell" => {
+            for code in option_values(a.rest, &["-c"], &["--command"]) {
                 inline_code(code, d, v);
             }
             Some(CODE)
         }
-        Some(
-            "showmigrations" | "sqlmigrate" | "sqlflush" | "sqlsequencereset" | "check"
-            | "inspectdb" | "diffsettings" | "dumpdata" | "help" | "version",
-        ) => Some(READ),
-        Some(
-            "makemigrations" | "squashmigrations" | "collectstatic" | "startapp" | "startproject"
-            | "test" | "runserver" | "compilemessages" | "makemessages",
-        ) => Some(LOCAL),
+        "makemigrations" | "squashmigrations" | "collectstatic" | "startapp" | "startproject"
+        | "test" | "runserver" | "compilemessages" | "makemessages" => Some(LOCAL),
+        _ => Some(READ),
+    }
+}
+
+/// Laravel's `artisan`.
+fn artisan(a: &Args<'_>, stdin: &Stdin<'_>, d: usize, v: &mut Verdict) -> Option<Rating> {
+    const PLAIN: &[&str] = &[
+        "migrate", "db", "tinker", "serve", "test", "optimize", "list", "about", "inspire",
+    ];
+    let sub = a.sub(|o| o.contains(':') || PLAIN.contains(&o))?;
+    if sub.starts_with("migrate") && a.flag(&["--pretend"]) {
+        // Prints the SQL instead of running it.
+        return Some(READ);
+    }
+    match sub {
+        "migrate:fresh" | "migrate:reset" | "migrate:refresh" | "db:wipe" => Some(RESET),
+        "migrate" | "migrate:rollback" | "migrate:install" => Some(MIGRATE),
+        "db:seed" => Some(SEED),
+        "db" => {
+            sql_stdin(SqlDialect::Generic, stdin, v);
+            Some(MIGRATE)
+        }
+        "tinker" => {
+            for code in option_values(a.rest, &[], &["--execute"]) {
+                inline_code(code, d, v);
+            }
+            Some(CODE)
+        }
+        "migrate:status" | "route:list" | "about" | "list" | "inspire" | "db:show" | "db:table"
+        | "db:monitor" | "schedule:list" | "event:list" => Some(READ),
+        "serve" | "test" | "optimize" | "key:generate" | "storage:link" | "vendor:publish"
+        | "queue:work" | "queue:listen" => Some(LOCAL),
+        s if s.starts_with("make:")
+            || s.ends_with(":clear")
+            || s.ends_with(":cache")
+            || s.starts_with("optimize:") =>
+        {
+            Some(LOCAL)
+        }
         _ => None,
     }
+}
+
+/// Elixir's `mix`: one task, a `do` list of tasks (`mix do ecto.drop, ecto.create`), or
+/// `mix cmd` running a command.
+fn mix(a: &Args<'_>, stdin: &Stdin<'_>, d: usize, v: &mut Verdict) -> Option<Rating> {
+    let Some(first) = a.ops.first() else {
+        // `mix` alone runs the default task (compile).
+        return Some(LOCAL);
+    };
+    if *first == "cmd" {
+        let at = a.rest.iter().position(|w| w == "cmd").map_or(0, |i| i + 1);
+        if at < a.rest.len() {
+            command(&a.rest[at..], stdin, d, v);
+        }
+        return Some(LOCAL);
+    }
+    let tasks: Vec<&str> = if *first == "do" {
+        // `mix do a, b` (older) and `mix do a + b` (newer): each task's first word.
+        let at = a.rest.iter().position(|w| w == "do").map_or(0, |i| i + 1);
+        a.rest[at..]
+            .iter()
+            .flat_map(|w| w.split([',', '+']))
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && !t.starts_with('-'))
+            .collect()
+    } else {
+        vec![*first]
+    };
+    let mut worst: Option<Rating> = None;
+    for task in tasks {
+        let rated = match task {
+            "ecto.drop" | "ecto.reset" => RESET,
+            "ecto.rollback" if a.flag(&["--all"]) => RESET,
+            "ecto.rollback" | "ecto.migrate" | "ecto.load" | "ecto.setup" => MIGRATE,
+            "ecto.create" => SEED,
+            "ecto.migrations" => READ,
+            "ecto.gen.migration" | "ecto.dump" => LOCAL,
+            "hex.publish" => PUBLISH,
+            "hex.retire" | "hex.revert" => UNPUBLISH,
+            "run" => {
+                // `mix run -e CODE` or a script file.
+                let code = option_values(a.rest, &["-e"], &["--eval"]);
+                for c in &code {
+                    inline_code(c, d, v);
+                    names::apply(c, v);
+                }
+                if code.is_empty() { SCRIPT } else { CODE }
+            }
+            // Other tasks build, test and fetch (`mix compile`, `mix test`, `mix deps.get`),
+            // named by their words (`mix my_app.wipe_db`).
+            t => {
+                names::apply(t, v);
+                LOCAL
+            }
+        };
+        v.raise(rated.0, rated.1);
+        if worst.is_none_or(|(tier, _)| rated.0 > tier) {
+            worst = Some(rated);
+        }
+    }
+    worst
+}
+
+/// A project script of a package manager (`npm run migrate:fresh`): its name is all we see of
+/// it. Names that reset a database in the vocabulary of the tools above are tier 4
+/// (`shell.db_reset`); the name heuristics rate the others.
+pub(super) fn script_name(name: &str, v: &mut Verdict) {
+    let lower = name.to_ascii_lowercase();
+    let words: Vec<&str> = lower
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    let resets = words.iter().any(|w| {
+        matches!(
+            *w,
+            "reset" | "fresh" | "drop" | "wipe" | "purge" | "truncate" | "nuke" | "flush"
+        )
+    });
+    let database = words.iter().any(|w| {
+        matches!(
+            *w,
+            "db" | "database"
+                | "migrate"
+                | "migration"
+                | "migrations"
+                | "schema"
+                | "prisma"
+                | "typeorm"
+                | "sequelize"
+                | "knex"
+                | "drizzle"
+                | "ecto"
+        )
+    });
+    if resets && database {
+        v.raise(RESET.0, RESET.1);
+    }
+    names::apply(name, v);
 }

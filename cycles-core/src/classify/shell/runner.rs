@@ -42,6 +42,7 @@ fn value_options(runner: &str) -> &'static [&'static str] {
         "poetry" | "pdm" => &["-C", "--directory", "-P", "--project", "-p"],
         "pipx" => &["--spec", "--python", "--pip-args"],
         "hatch" => &["-e", "--env"],
+        "bundle" => &["--gemfile"],
         "conda" | "mamba" | "micromamba" => &["-n", "--name", "-p", "--prefix", "--cwd"],
         _ => &[],
     }
@@ -78,7 +79,6 @@ const YARN_PNPM_BUILTINS: &[&str] = &[
     "workspaces",
     "set",
     "plugin",
-    "node",
     "constraints",
     "dedupe",
     "explain",
@@ -91,7 +91,6 @@ const YARN_PNPM_BUILTINS: &[&str] = &[
     "unplug",
     "bin",
     "import",
-    "licenses",
     "login",
     "logout",
     "owner",
@@ -137,67 +136,102 @@ fn first_operand(rest: &[String], from: usize, with_value: &[&str]) -> Option<us
     None
 }
 
-/// Where the program a runner runs starts in `rest`, or `None` when this invocation runs no
-/// other program (`npm install`, `poetry add`, `bundle install`).
-pub(super) fn command_start(runner: &str, rest: &[String]) -> Option<usize> {
+/// What a runner invocation runs.
+pub(super) struct Run {
+    /// Where the program's words start in the runner's arguments.
+    pub(super) start: usize,
+    /// The runner fetches a package to run it (`npx`, `pnpm dlx`, `uvx`): an unknown program
+    /// is someone else's code, not one of the project's own scripts or binaries.
+    pub(super) fetches: bool,
+}
+
+/// Subcommands of `bun` that are its own (any other word names a script, a file or a
+/// package's program: `bun prisma migrate reset`).
+const BUN_BUILTINS: &[&str] = &[
+    "install", "i", "add", "a", "remove", "rm", "update", "link", "unlink", "pm", "build", "test",
+    "init", "create", "c", "upgrade", "repl", "outdated", "publish", "patch", "audit", "info",
+    "why", "exec",
+];
+
+/// The first operand at or after `from` that is one of `words`, and the operand after it.
+fn after_word(rest: &[String], from: usize, opts: &[&str], words: &[&str]) -> Option<usize> {
+    let mut i = from;
+    while let Some(at) = first_operand(rest, i, opts) {
+        if words.contains(&rest[at].as_str()) {
+            return first_operand(rest, at + 1, opts);
+        }
+        i = at + 1;
+    }
+    None
+}
+
+/// What `runner` runs, or `None` when this invocation runs no other program (`npm install`,
+/// `poetry add`, `bundle install`).
+pub(super) fn command_start(runner: &str, rest: &[String]) -> Option<Run> {
     let opts = value_options(runner);
+    let run = |start: Option<usize>, fetches: bool| start.map(|start| Run { start, fetches });
+    if matches!(runner, "npx" | "bunx" | "pnpx" | "uvx") {
+        return run(first_operand(rest, 0, opts), true);
+    }
+    let sub = first_operand(rest, 0, opts)?;
+    let word = rest[sub].as_str();
     match runner {
-        "npx" | "bunx" | "pnpx" | "uvx" => first_operand(rest, 0, opts),
-        _ => {
-            let sub = first_operand(rest, 0, opts)?;
-            let after = |words: &[&str]| {
-                if words.contains(&rest[sub].as_str()) {
-                    first_operand(rest, sub + 1, opts)
-                } else {
-                    None
-                }
-            };
-            match runner {
-                "npm" => after(&["exec", "x", "run", "run-script", "rum", "urn"]),
-                "pnpm" if !YARN_PNPM_BUILTINS.contains(&rest[sub].as_str()) => {
-                    after(&["dlx", "exec", "run"]).or(Some(sub))
-                }
-                "yarn" if rest[sub] == "workspace" => {
-                    // `yarn workspace NAME <command>`
-                    let name = first_operand(rest, sub + 1, opts)?;
-                    first_operand(rest, name + 1, opts)
-                }
-                "yarn" if !YARN_PNPM_BUILTINS.contains(&rest[sub].as_str()) => {
-                    after(&["dlx", "exec", "run"]).or(Some(sub))
-                }
-                "bun" => after(&["x", "run", "exec"]),
-                "bundle" => after(&["exec"]),
-                "poetry" | "pdm" | "pipenv" | "rye" | "hatch" | "pipx" | "conda" | "mamba"
-                | "micromamba" => after(&["run"]),
-                "uv" if rest[sub] == "tool" => {
-                    let run = first_operand(rest, sub + 1, opts)?;
-                    (rest[run] == "run")
-                        .then(|| first_operand(rest, run + 1, opts))
-                        .flatten()
-                }
-                "uv" => after(&["run"]),
-                _ => None,
+        // `npm exec` fetches a package that is not installed; `npm run` runs a script.
+        "npm" => {
+            let exec = after_word(rest, 0, opts, &["exec", "x"]);
+            let script = after_word(rest, 0, opts, &["run", "run-script", "rum", "urn"]);
+            match (exec, script) {
+                (Some(e), Some(s)) if s < e => run(Some(s), false),
+                (Some(e), _) => run(Some(e), true),
+                (None, s) => run(s, false),
             }
         }
+        "yarn" | "pnpm" => match word {
+            "dlx" => run(first_operand(rest, sub + 1, opts), true),
+            "exec" | "run" => run(first_operand(rest, sub + 1, opts), false),
+            // `yarn workspace NAME <command>`
+            "workspace" => {
+                let name = first_operand(rest, sub + 1, opts)?;
+                run(first_operand(rest, name + 1, opts), false)
+            }
+            // `yarn workspaces foreach -A run <script>`, `pnpm recursive exec <program>`
+            "workspaces" | "recursive" => {
+                run(after_word(rest, sub + 1, opts, &["exec", "run"]), false)
+            }
+            w if YARN_PNPM_BUILTINS.contains(&w) => None,
+            _ => run(Some(sub), false),
+        },
+        "bun" => match word {
+            "x" => run(first_operand(rest, sub + 1, opts), true),
+            "run" => run(first_operand(rest, sub + 1, opts), false),
+            w if BUN_BUILTINS.contains(&w) => None,
+            _ => run(Some(sub), false),
+        },
+        "bundle" if word == "exec" => run(first_operand(rest, sub + 1, opts), false),
+        "poetry" | "pdm" | "pipenv" | "rye" | "conda" | "mamba" | "micromamba" if word == "run" => {
+            run(first_operand(rest, sub + 1, opts), false)
+        }
+        "pipx" if word == "run" => run(first_operand(rest, sub + 1, opts), true),
+        // `hatch run [ENV:]CMD`, `hatch env run -e ENV CMD`
+        "hatch" if word == "run" => run(first_operand(rest, sub + 1, opts), false),
+        "hatch" if word == "env" => run(after_word(rest, sub + 1, opts, &["run"]), false),
+        "uv" if word == "run" => run(first_operand(rest, sub + 1, opts), false),
+        "uv" if word == "tool" => run(after_word(rest, sub + 1, opts, &["run"]), true),
+        _ => None,
     }
 }
 
-/// Whether the runner fetches a package to run it (so an unknown program is someone else's
-/// code, not one of the project's scripts).
-pub(super) fn fetches(runner: &str, rest: &[String]) -> bool {
-    matches!(runner, "npx" | "bunx" | "pnpx" | "uvx")
-        || rest
-            .iter()
-            .any(|w| matches!(w.as_str(), "dlx" | "x" | "exec" | "tool"))
-            && matches!(runner, "npm" | "pnpm" | "yarn" | "bun" | "uv")
-        || runner == "pipx"
-}
-
-/// The program a package name runs: `prisma@5.2.0` → `prisma`, `@prisma/cli` → `cli`,
-/// `sequelize-cli@latest` → `sequelize-cli`.
+/// The program a package name or a runner's word runs: `prisma@5.2.0` → `prisma`,
+/// `@mikro-orm/cli` → `mikro-orm` (a scope's `cli` package is the scope's program),
+/// `@scope/tool` → `tool`.
 pub(super) fn program_name(word: &str) -> &str {
     let unscoped = match word.strip_prefix('@') {
-        Some(scoped) => scoped.split_once('/').map_or(scoped, |(_, name)| name),
+        Some(scoped) => match scoped.split_once('/') {
+            Some((scope, "cli")) => scope,
+            Some((scope, name)) if name.starts_with("cli@") => scope,
+            Some((_, name)) => name,
+            None => scoped,
+        },
         None => word,
     };
     unscoped.split('@').next().unwrap_or(unscoped)
