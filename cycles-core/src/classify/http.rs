@@ -4,7 +4,8 @@
 //! GET/HEAD/OPTIONS 0 · POST/PUT/PATCH 2 · DELETE 3 · DELETE or POST on a path naming a volume,
 //! backup, database, project, environment, snapshot or cluster 4 · PUT/PATCH on such a path 3 ·
 //! a destructive verb in the path (`/users/7/purge`) 3, with a critical noun 4.
-//! A GraphQL body is classified by its operations instead of the method: queries 0, mutations
+//! A GraphQL body (a `query` sent to a GraphQL endpoint, or one that starts like a GraphQL
+//! document anywhere) is classified by its operations instead of the method: queries 0, mutations
 //! 2, mutations whose operation name or root field names a destructive verb 3, with a critical
 //! noun 4 (`mutation { volumeDelete(volumeId: "...") }` is 4). A GraphQL document that does not
 //! parse is 4 (fail closed), and so is a POST to a GraphQL endpoint whose body holds no readable
@@ -158,8 +159,10 @@ pub(crate) fn apply(method: &str, url: &str, body: Option<&serde_json::Value>, v
         };
         for item in items {
             if let Some((doc, op)) = graphql_in(item)
-                // `{"query": "DROP TABLE t"}` to a SQL-over-HTTP API is SQL (read below).
-                && (graphql_endpoint || !looks_like_sql(&doc))
+                // Off a GraphQL endpoint a `query` is GraphQL only if it starts like a
+                // document: `{"query": "DROP TABLE t"}` to a SQL-over-HTTP API is SQL (read
+                // below), `{"query": "red shoes"}` to a search API is a search.
+                && (graphql_endpoint || looks_like_graphql(&doc))
             {
                 graphql = true;
                 apply_graphql(&doc, op.as_deref(), v);
@@ -242,6 +245,27 @@ const METHOD_OVERRIDE_KEYS: &[&str] = &["_method", "x-http-method-override", "x-
 /// How many body values are looked at, and how deep; a larger body is not read further.
 const MAX_PARAMETERS: usize = 4096;
 const MAX_BODY_DEPTH: usize = 32;
+
+/// Whether text starts like a GraphQL executable document: `{`, or an operation or fragment
+/// keyword, after blanks and comments.
+fn looks_like_graphql(text: &str) -> bool {
+    let mut rest = text.trim_start_matches('\u{feff}');
+    loop {
+        rest = rest.trim_start_matches(|c: char| c.is_whitespace() || c == ',');
+        match rest.strip_prefix('#') {
+            Some(comment) => rest = comment.split_once('\n').map_or("", |(_, after)| after),
+            None => break,
+        }
+    }
+    rest.starts_with('{')
+        || ["query", "mutation", "subscription", "fragment"]
+            .iter()
+            .any(|k| {
+                rest.strip_prefix(k).is_some_and(|after| {
+                    !after.starts_with(|c: char| c.is_alphanumeric() || c == '_')
+                })
+            })
+}
 
 /// Whether text starts like an SQL statement (so a search box's `q` is not read as SQL).
 fn looks_like_sql(text: &str) -> bool {
