@@ -429,6 +429,8 @@ export interface AuditRecord {
   amounts: Array<Amount>
   /** The budgets this record's operation changed, as they stood after it. */
   budgets: Array<Balance>
+  /** The caps counters this record's reservation advanced, as they stood after it. */
+  caps: Array<CapsCounter>
   /** The reservation concerned. */
   reservationId?: string
   /** Anything else kept (rule ids, reasons, budget settings), as the core wrote it. */
@@ -483,6 +485,18 @@ export interface Caps {
   toolDenylist?: Array<string>
   /** Minimum pause between calls. */
   cooldownMs?: Int
+}
+
+/** A caps counter (`[[caps]]` rule and scope) as a reservation left it. */
+export interface CapsCounter {
+  /** `<rule id>@<scope>`. */
+  key: string
+  /** Reservations made while the caps applied. */
+  steps: Int
+  /** The budget's allocation when the steps started counting. */
+  allocated: Int
+  /** No reservation of the scope before this ledger time while the caps apply. */
+  cooldownUntilMs: Int
 }
 
 /** The result of a commit. */

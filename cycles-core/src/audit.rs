@@ -120,6 +120,11 @@ pub struct AuditRecord {
     /// SHA-256 of the canonical call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call_digest: Option<String>,
+    /// The caps counters (`[[caps]]` rules: steps counted, cooldown) this record's reservation
+    /// advanced, as they stand after it; `verify` checks the ledger's counters against them,
+    /// so a counter reset outside the state machine is reported.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub caps: Vec<CapsCounter>,
     /// The decision, for decide and denial records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<DecisionKind>,
@@ -168,6 +173,7 @@ impl AuditRecord {
             scopes: Vec::new(),
             action: None,
             call_digest: None,
+            caps: Vec::new(),
             decision: None,
             reason_code: None,
             tier: None,
@@ -218,6 +224,7 @@ impl AuditRecord {
             amounts: &self.amounts,
             budgets: &self.budgets,
             call_digest: self.call_digest.as_deref(),
+            caps: &self.caps,
             decision: self.decision,
             detail: self.detail.as_ref(),
             hash: &self.hash,
@@ -256,6 +263,8 @@ pub(crate) struct RecordView<'a> {
     pub budgets: &'a [Budget],
     #[serde(skip_serializing_if = "Option::is_none")]
     pub call_digest: Option<&'a str>,
+    #[serde(skip_serializing_if = "no_items")]
+    pub caps: &'a [CapsCounter],
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decision: Option<DecisionKind>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -278,6 +287,29 @@ pub(crate) struct RecordView<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tier: Option<Tier>,
     pub time_ms: i64,
+}
+
+/// A caps counter of the ledger (`[[caps]]` rule `id` watching `scope`, key `<id>@<scope>`) as a
+/// reservation left it: the steps counted while the caps applied, the allocation they were
+/// counted against, and the end of the cooldown.
+///
+/// ```
+/// use cycles_core::CapsCounter;
+/// let c = CapsCounter { allocated: 100, cooldown_until_ms: 2_000, key: "low@tenant:acme".into(), steps: 1 };
+/// // Fields in alphabetical order: the record's JSON is canonical as serde writes it.
+/// assert!(serde_json::to_string(&c).unwrap().starts_with("{\"allocated\":100,\"cooldown_until_ms\""));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapsCounter {
+    /// The budget's allocation when the steps started counting (a new one restarts them).
+    pub allocated: i64,
+    /// No reservation of the scope before this ledger time while the caps apply.
+    pub cooldown_until_ms: i64,
+    /// `<rule id>@<scope>`, as in the decision's rule `caps:<id>@<scope>`.
+    pub key: String,
+    /// Reservations made while the caps applied.
+    pub steps: i64,
 }
 
 /// A budget's fields in alphabetical order: [`Budget`] declares them in reading order, and a
@@ -328,6 +360,7 @@ impl<'a> RecordView<'a> {
             amounts: &[],
             budgets: &[],
             call_digest: None,
+            caps: &[],
             decision: None,
             detail: None,
             hash: "",
@@ -678,6 +711,8 @@ pub(crate) struct LedgerSnapshot {
     pub approvals: Vec<(String, serde_json::Value)>,
     /// Every stored idempotent result, `(op, key, entry)`.
     pub idempotency: Vec<(String, String, IdempotencyEntry)>,
+    /// Every stored caps counter, `(key, value)` (namespace `caps`).
+    pub caps: Vec<(String, serde_json::Value)>,
 }
 
 /// Replays what records say about state: each budget's last recorded post-state, and the
@@ -702,6 +737,11 @@ struct StateTracker {
     watched: HashSet<String>,
     /// What the records did to each watched reservation or event.
     done: HashMap<String, Done>,
+    /// Caps key → the counter after the last reserve record that advanced it, and that record.
+    caps: HashMap<String, (CapsCounter, u64)>,
+    /// Caps keys counted by reserve records that carry no counters (written before records
+    /// did), with the last such record: not checked until a later record says.
+    caps_unknown: HashMap<String, u64>,
 }
 
 /// What the records say about one approval request: its creating record's call, subject and
@@ -774,6 +814,7 @@ impl StateTracker {
                 self.unknown.insert(scope.to_string(), r.seq);
             }
         }
+        self.feed_caps(r);
         self.feed_approval(r);
         self.feed_watched(r);
         if let Some(id) = &r.reservation_id {
@@ -1059,8 +1100,128 @@ impl StateTracker {
         })
     }
 
+    /// Follows the caps counters a reserve record carries: each must be one of the caps rules
+    /// its decision counted (`caps:<key>` among its rules), one step on from the counter
+    /// before (a new allocation restarts the count), its cooldown unchanged or running from
+    /// the record's time.
+    fn feed_caps(&mut self, r: &AuditRecord) {
+        let counted: Vec<&str> = if r.kind == AuditKind::Reserve {
+            r.rules
+                .iter()
+                .filter_map(|rule| rule.strip_prefix("caps:"))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for after in &r.caps {
+            let before = self.caps.get(&after.key);
+            let checkable = match before {
+                Some((_, seq)) => self.caps_unknown.get(&after.key).is_none_or(|u| u < seq),
+                None => !self.caps_unknown.contains_key(&after.key),
+            };
+            let before = before.map(|(c, _)| c);
+            let reason = if !counted.contains(&after.key.as_str()) {
+                Some(format!(
+                    "record {} ({}) changed it but its decision counted no step under this rule",
+                    r.seq,
+                    r.kind.as_str()
+                ))
+            } else if !checkable {
+                None
+            } else {
+                let expected = match before {
+                    Some(b) if b.allocated == after.allocated => b.steps.saturating_add(1),
+                    _ => 1,
+                };
+                let cooldown_before = before.map_or(0, |b| b.cooldown_until_ms);
+                if after.steps != expected {
+                    Some(format!(
+                        "record {} left {} steps where one reservation after {} makes {expected}",
+                        r.seq,
+                        after.steps,
+                        before.map_or_else(|| "none".to_string(), |b| b.steps.to_string()),
+                    ))
+                } else if after.cooldown_until_ms != cooldown_before
+                    && after.cooldown_until_ms < r.time_ms
+                {
+                    Some(format!(
+                        "record {} set the cooldown to end at {} before its own time {}",
+                        r.seq, after.cooldown_until_ms, r.time_ms
+                    ))
+                } else {
+                    None
+                }
+            };
+            if let Some(reason) = reason {
+                self.transitions.push(StateMismatch {
+                    item: format!("caps {}", after.key),
+                    reason,
+                });
+            }
+            self.caps.insert(after.key.clone(), (after.clone(), r.seq));
+        }
+        for key in counted {
+            if !r.caps.iter().any(|c| c.key == key) {
+                self.caps_unknown.insert(key.to_string(), r.seq);
+            }
+        }
+    }
+
+    fn caps_mismatches(&mut self, out: &mut Vec<StateMismatch>) {
+        let unknown = |key: &str, since: u64, unknown: &HashMap<String, u64>| {
+            unknown.get(key).is_some_and(|&u| u > since)
+        };
+        for (key, value) in &self.snapshot.caps {
+            let item = format!("caps {key}");
+            let stored = match crate::policy::caps_counter(key, value) {
+                Ok(c) => c,
+                Err(e) => {
+                    out.push(StateMismatch {
+                        item,
+                        reason: format!("unreadable: {e}"),
+                    });
+                    continue;
+                }
+            };
+            match self.caps.remove(key) {
+                Some((_, seq)) if unknown(key, seq, &self.caps_unknown) => {}
+                Some((recorded, _)) if recorded == stored => {}
+                Some((recorded, seq)) => out.push(StateMismatch {
+                    item,
+                    reason: format!(
+                        "the ledger holds {} but record {seq} left {}",
+                        caps_state(&stored),
+                        caps_state(&recorded)
+                    ),
+                }),
+                None if unknown(key, 0, &self.caps_unknown) => {}
+                None => out.push(StateMismatch {
+                    item,
+                    reason: format!(
+                        "the ledger holds {} but no record counted it",
+                        caps_state(&stored)
+                    ),
+                }),
+            }
+        }
+        let mut removed: Vec<_> = self.caps.drain().collect();
+        removed.sort_by(|a, b| a.0.cmp(&b.0));
+        for (key, (_, seq)) in removed {
+            if !unknown(&key, seq, &self.caps_unknown) {
+                out.push(StateMismatch {
+                    item: format!("caps {key}"),
+                    reason: format!(
+                        "record {seq} counted it but the ledger no longer holds it (a missing \
+                         counter starts again from zero)"
+                    ),
+                });
+            }
+        }
+    }
+
     fn mismatches(mut self) -> Vec<StateMismatch> {
         let mut out = std::mem::take(&mut self.transitions);
+        self.caps_mismatches(&mut out);
         let unknown = |scope: &str, since: u64, unknown: &HashMap<String, u64>| {
             unknown.get(scope).is_some_and(|&u| u > since)
         };
@@ -1369,6 +1530,13 @@ fn idempotency_mismatch(
     None
 }
 
+fn caps_state(c: &CapsCounter) -> String {
+    format!(
+        "steps {} (allocation {}) cooldown until {}",
+        c.steps, c.allocated, c.cooldown_until_ms
+    )
+}
+
 fn budget_state(b: &Budget) -> String {
     format!(
         "allocated {} spent {} reserved {} debt {} overdraft_limit {} {}{}",
@@ -1410,6 +1578,8 @@ impl ChainVerifier {
             approvals: HashMap::new(),
             watched,
             done: HashMap::new(),
+            caps: HashMap::new(),
+            caps_unknown: HashMap::new(),
         });
         self
     }

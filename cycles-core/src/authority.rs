@@ -523,6 +523,7 @@ impl Authority {
                     .collect(),
                 approvals: txn.kv_list(crate::approval::APPROVAL_NS)?,
                 idempotency: txn.idempotency_entries()?,
+                caps: txn.kv_list(crate::policy::CAPS_NS)?,
             })
         })?;
         let mut v = ChainVerifier::with_anchors(anchors.to_vec()).with_state(snapshot);

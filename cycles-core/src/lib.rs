@@ -45,8 +45,8 @@ pub use approval::{
     ApproverKey, CallbackApprover, Denial, Grant, GrantFileApprover, WebhookApprover,
 };
 pub use audit::{
-    AuditAnchor, AuditKind, AuditQuery, AuditRecord, BrokenRecord, SealedRecord, StateMismatch,
-    VerifyReport,
+    AuditAnchor, AuditKind, AuditQuery, AuditRecord, BrokenRecord, CapsCounter, SealedRecord,
+    StateMismatch, VerifyReport,
 };
 pub use authority::{Authority, AuthorityBuilder};
 pub use classify::Classification;

@@ -128,8 +128,15 @@ pub(crate) fn append_view(txn: &mut dyn LedgerTxn, record: RecordView<'_>) -> Re
     } else {
         Vec::new()
     };
+    // Caps counters advance only with a reservation, written just before its record.
+    let caps = if record.kind == AuditKind::Reserve {
+        txn.take_written_caps()
+    } else {
+        Vec::new()
+    };
     let record = RecordView {
         budgets: &budgets,
+        caps: &caps,
         ..record
     };
     let head = txn.audit_head()?;

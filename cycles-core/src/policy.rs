@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::audit::CapsCounter;
 use crate::classify::{Classification, ClassifierKind, SqlDialect, ToolIndex};
 use crate::error::{CyclesError, Result};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
@@ -562,7 +563,7 @@ impl CompiledPolicy {
 }
 
 /// Key-value namespace of caps state in the ledger.
-const CAPS_NS: &str = "caps";
+pub(crate) const CAPS_NS: &str = "caps";
 
 /// Per rule and scope state, stored in the ledger (`kv` namespace `caps`, key `<id>@<scope>`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -684,9 +685,24 @@ impl CompiledCaps {
 fn caps_state(txn: &mut dyn LedgerTxn, key: &str) -> Result<CapsState> {
     match txn.kv_get(CAPS_NS, key)? {
         None => Ok(CapsState::default()),
-        Some(v) => serde_json::from_value(v)
-            .map_err(|e| CyclesError::LedgerCorrupt(format!("caps state {key}: {e}"))),
+        Some(v) => parse_caps_state(key, v),
     }
+}
+
+fn parse_caps_state(key: &str, value: serde_json::Value) -> Result<CapsState> {
+    serde_json::from_value(value)
+        .map_err(|e| CyclesError::LedgerCorrupt(format!("caps state {key}: {e}")))
+}
+
+/// A stored caps state (namespace [`CAPS_NS`]) as the counter an audit record carries.
+pub(crate) fn caps_counter(key: &str, value: &serde_json::Value) -> Result<CapsCounter> {
+    let state = parse_caps_state(key, value.clone())?;
+    Ok(CapsCounter {
+        allocated: state.allocated,
+        cooldown_until_ms: state.cooldown_until_ms,
+        key: key.to_string(),
+        steps: state.steps,
+    })
 }
 
 /// Merges `b` into `a`: the tighter limit wins, denylists add up, allowlists intersect.

@@ -38,3 +38,28 @@ test('records carry budgets after the operation and an intact ledger has no stat
   assert.deepEqual(report.stateMismatches, [])
   assert.deepEqual(auth.verifySync().stateMismatches, [])
 })
+
+test('reserve records carry the caps counters they advanced', async (t) => {
+  const tmp = tempDir()
+  t.after(tmp.cleanup)
+  const policy = {
+    tools: [{ name: 'write_file', tier: 1 }],
+    budgets: [{ scope: 'agent:bot', unit: 'RISK_POINTS', allocated: 100 }],
+    caps: [{ id: 'low', scope: 'agent:bot', remaining_below: 1000, max_steps_remaining: 5 }],
+  }
+  const auth = await cycles.Authority.open(join(tmp.dir, 'caps.db'), { policy })
+  for (const path of ['a', 'b']) {
+    const r = await auth.reserve({ subject: { agent: 'bot' }, tool: 'write_file', args: { path } })
+    assert.equal(r.decision.decision, 'ALLOW_WITH_CAPS')
+    await r.commit()
+  }
+  const [first, second] = await auth.audit({ kinds: ['reserve'] })
+  assert.deepEqual(
+    [first.caps[0].steps, second.caps[0].steps, second.caps[0].allocated, second.caps[0].key],
+    [1, 2, 100, 'low@agent:bot'],
+  )
+  assert.equal(typeof second.caps[0].cooldownUntilMs, 'number')
+  const commits = await auth.audit({ kinds: ['commit'] })
+  assert.deepEqual(commits.map((c) => c.caps), [[], []], 'only reservations count steps')
+  assert.deepEqual((await auth.verify()).stateMismatches, [])
+})

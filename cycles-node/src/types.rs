@@ -142,6 +142,32 @@ impl From<&core::Amount> for Amount {
     }
 }
 
+/// A caps counter (`[[caps]]` rule and scope) as a reservation left it.
+#[napi(object, object_from_js = false, object_to_js = false)]
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CapsCounter {
+    /// `<rule id>@<scope>`.
+    pub key: String,
+    /// Reservations made while the caps applied.
+    pub steps: Int,
+    /// The budget's allocation when the steps started counting.
+    pub allocated: Int,
+    /// No reservation of the scope before this ledger time while the caps apply.
+    pub cooldown_until_ms: Int,
+}
+
+impl From<&core::CapsCounter> for CapsCounter {
+    fn from(c: &core::CapsCounter) -> Self {
+        CapsCounter {
+            key: c.key.clone(),
+            steps: Int(c.steps),
+            allocated: Int(c.allocated),
+            cooldown_until_ms: Int(c.cooldown_until_ms),
+        }
+    }
+}
+
 /// One budget's state: `remaining = allocated - spent - reserved - debt`.
 #[napi(object, object_from_js = false, object_to_js = false)]
 #[derive(Serialize)]
@@ -626,6 +652,8 @@ pub struct AuditRecord {
     pub amounts: Vec<Amount>,
     /// The budgets this record's operation changed, as they stood after it.
     pub budgets: Vec<Balance>,
+    /// The caps counters this record's reservation advanced, as they stood after it.
+    pub caps: Vec<CapsCounter>,
     /// The reservation concerned.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reservation_id: Option<String>,
@@ -658,6 +686,7 @@ impl From<core::AuditRecord> for AuditRecord {
                 .iter()
                 .map(|b| Balance::from(&b.balance()))
                 .collect(),
+            caps: r.caps.iter().map(CapsCounter::from).collect(),
             reservation_id: r.reservation_id,
             detail: r.detail.map(Json),
             prev_hash: r.prev_hash,

@@ -529,6 +529,18 @@ impl AuditRecord {
         let after: Vec<core::Balance> = self.0.budgets.iter().map(|b| b.balance()).collect();
         balances_tuple(py, &after)
     }
+    /// The caps counters this record's reservation advanced, as they stood after it:
+    /// `{"key", "steps", "allocated", "cooldown_until_ms"}` each.
+    #[getter]
+    fn caps<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let items = self
+            .0
+            .caps
+            .iter()
+            .map(|c| dict_of(py, c))
+            .collect::<PyResult<Vec<_>>>()?;
+        PyTuple::new(py, items)
+    }
     /// The reservation concerned.
     #[getter]
     fn reservation_id(&self) -> Option<&str> {

@@ -45,3 +45,43 @@ def test_records_carry_post_states_and_an_edited_budget_is_reported(tmp_path: Pa
     assert "not ACTIVE in the ledger" in items[f"reservation {held.reservation_id}"], items
     assert "state differs" in repr(report)
     assert len(report.to_dict()["state_mismatches"]) == 2
+
+
+CAPS_POLICY = {
+    "tools": [{"name": "write_file", "tier": 1}],
+    "budgets": [{"scope": "agent:bot", "unit": "RISK_POINTS", "allocated": 100}],
+    "caps": [
+        {
+            "id": "low",
+            "scope": "agent:bot",
+            "remaining_below": 1000,
+            "max_steps_remaining": 5,
+        }
+    ],
+}
+
+
+def test_reserve_records_carry_caps_counters_and_a_reset_counter_is_reported(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "caps.db"
+    auth = cycles.Authority.open(path, CAPS_POLICY)
+    for name in ("a", "b"):
+        auth.reserve("write_file", {"path": name}, subject=BOT).commit()
+    first, second = auth.audit(kinds=["reserve"])
+    assert [c["steps"] for c in (first.caps[0], second.caps[0])] == [1, 2]
+    assert second.caps[0]["key"] == "low@agent:bot"
+    assert second.caps[0]["allocated"] == 100
+    assert [rec.caps for rec in auth.audit(kinds=["commit"])] == [(), ()]
+    assert auth.verify().ok
+
+    # The agent's steps given back by hand: the counter no longer says what the chain says.
+    with sqlite3.connect(path) as raw:
+        raw.execute(
+            "UPDATE kv SET value = json_set(value, '$.steps', 0) WHERE ns = 'caps'"
+        )
+    raw.close()
+    report = auth.verify()
+    assert not report and report.first_broken_seq is None
+    items = dict(report.state_mismatches)
+    assert "steps 0" in items["caps low@agent:bot"], items

@@ -3,9 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::audit::{AuditRecord, SealedRecord};
+use crate::audit::{AuditRecord, CapsCounter, SealedRecord};
 use crate::error::Result;
 use crate::model::{Budget, Reservation, ReservationStatus, Unit};
+use crate::policy::{CAPS_NS, caps_counter};
 
 mod checkpoint;
 pub mod location;
@@ -81,6 +82,12 @@ pub trait LedgerTxn {
     fn take_written_budgets(&mut self) -> Vec<Budget> {
         Vec::new()
     }
+    /// The caps counters written through this transaction since the last call (key-value
+    /// namespace `caps`), last write of each key only; tracked like
+    /// [`take_written_budgets`](Self::take_written_budgets).
+    fn take_written_caps(&mut self) -> Vec<CapsCounter> {
+        Vec::new()
+    }
 }
 
 /// The transaction the state machine is given: the backend's, plus the budgets written since
@@ -89,6 +96,7 @@ pub trait LedgerTxn {
 struct Tracked<'a> {
     inner: &'a mut dyn LedgerTxn,
     written: Vec<Budget>,
+    caps: Vec<CapsCounter>,
 }
 
 impl LedgerTxn for Tracked<'_> {
@@ -148,13 +156,22 @@ impl LedgerTxn for Tracked<'_> {
         self.inner.kv_get(ns, key)
     }
     fn kv_put(&mut self, ns: &str, key: &str, value: &serde_json::Value) -> Result<()> {
-        self.inner.kv_put(ns, key, value)
+        self.inner.kv_put(ns, key, value)?;
+        if ns == CAPS_NS {
+            let counter = caps_counter(key, value)?;
+            self.caps.retain(|c| c.key != counter.key);
+            self.caps.push(counter);
+        }
+        Ok(())
     }
     fn kv_list(&mut self, ns: &str) -> Result<Vec<(String, serde_json::Value)>> {
         self.inner.kv_list(ns)
     }
     fn take_written_budgets(&mut self) -> Vec<Budget> {
         std::mem::take(&mut self.written)
+    }
+    fn take_written_caps(&mut self) -> Vec<CapsCounter> {
+        std::mem::take(&mut self.caps)
     }
 }
 
@@ -181,11 +198,12 @@ pub(crate) fn write_with<L: Ledger + ?Sized, T>(
         let mut tracked = Tracked {
             inner: txn,
             written: Vec::new(),
+            caps: Vec::new(),
         };
         out = Some(f(&mut tracked)?);
         debug_assert!(
-            tracked.written.is_empty(),
-            "a budget was written after the operation's last audit record"
+            tracked.written.is_empty() && tracked.caps.is_empty(),
+            "a budget or caps counter was written after the operation's last audit record"
         );
         Ok(())
     })?;
