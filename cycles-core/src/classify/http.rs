@@ -232,12 +232,30 @@ const ACTION_KEYS: &[&str] = &[
 ];
 
 /// Parameters whose value is SQL the service runs (`{"sql": ...}`, `{"stmt": {"sql": ...}}`,
-/// `{"statement": ...}`): read by the SQL rules, unparsable SQL included (fail closed).
-const SQL_KEYS: &[&str] = &["sql", "statement", "stmt", "sql_query", "sqlquery"];
+/// Athena's `QueryString`): read by the SQL rules, unparsable SQL included (fail closed).
+const SQL_KEYS: &[&str] = &[
+    "sql",
+    "sql_query",
+    "sqlquery",
+    "sql_text",
+    "sqltext",
+    "querystring",
+];
 
-/// Parameters that carry SQL for some services and words for others (a search box's
-/// `query`): read by the SQL rules only when the text parses as SQL.
-const MAYBE_SQL_KEYS: &[&str] = &["query", "q", "command"];
+/// Parameters that carry SQL for some services and words for others (a search box's `query`,
+/// a bank `statement`): read by the SQL rules only when the text reads as SQL and parses
+/// ([`super::sql::apply_if_sql`]), and never on a read.
+const MAYBE_SQL_KEYS: &[&str] = &[
+    "query",
+    "queries",
+    "q",
+    "command",
+    "commands",
+    "statement",
+    "statements",
+    "stmt",
+    "script",
+];
 
 /// Parameters that override the method for servers that honour them (`?_method=DELETE`).
 const METHOD_OVERRIDE_KEYS: &[&str] = &["_method", "x-http-method-override", "x-http-method"];
@@ -267,78 +285,77 @@ fn looks_like_graphql(text: &str) -> bool {
             })
 }
 
-/// Whether text starts like an SQL statement (so a search box's `q` is not read as SQL).
-fn looks_like_sql(text: &str) -> bool {
-    let first = text
-        .trim_start_matches(|c: char| c.is_whitespace() || c == '(')
-        .split(|c: char| !c.is_ascii_alphabetic())
-        .next()
-        .unwrap_or("");
-    [
-        "select", "insert", "update", "delete", "drop", "truncate", "alter", "create", "grant",
-        "revoke", "with", "merge", "call", "exec", "execute", "copy", "replace", "upsert",
-        "vacuum", "rename", "attach", "detach", "pragma", "do", "set", "begin",
-    ]
-    .iter()
-    .any(|k| first.eq_ignore_ascii_case(k))
-}
-
-/// Whether text also names what SQL acts on (`FROM`, `TABLE`, `SET`, ...), so that words that
-/// merely parse (`delete account howto`) are not read as SQL.
-fn names_sql_object(text: &str) -> bool {
-    text.split(|c: char| !c.is_ascii_alphabetic()).any(|w| {
-        [
-            "from", "table", "into", "set", "database", "schema", "values", "where", "index",
-            "view", "column",
-        ]
-        .iter()
-        .any(|k| w.eq_ignore_ascii_case(k))
-    })
+/// A parameter: its key (lowercased), its value, and whether it names what the request does
+/// (a query-string or form parameter, a key of the body's top-level object or of an item of a
+/// top-level array as in a JSON-RPC batch) rather than data nested inside (a policy document's
+/// `"Action": "s3:DeleteBucket"`).
+struct Param {
+    key: String,
+    value: String,
+    top: bool,
 }
 
 /// The `key=value` pairs of a query string or form body, decoded.
-fn form_pairs(text: &str, out: &mut Vec<(String, String)>) {
+fn form_pairs(text: &str, out: &mut Vec<Param>) {
     for pair in text.split('&').take(MAX_PARAMETERS) {
         if let Some((k, val)) = pair.split_once('=') {
             let decode = |s: &str| percent_decode(&s.replace('+', " ")).into_owned();
-            out.push((decode(k).to_ascii_lowercase(), decode(val)));
+            out.push(Param {
+                key: decode(k).to_ascii_lowercase(),
+                value: decode(val),
+                top: true,
+            });
         }
     }
 }
 
-/// Every string (or number) value of a JSON body with the key it is under, at any depth; a
-/// string that is itself JSON or a form (`-d 'Action=DeleteVolume&...'`) is read as one.
-fn body_pairs(value: &serde_json::Value, key: &str, depth: usize, out: &mut Vec<(String, String)>) {
+/// Every string value of a JSON body with the key it is under, at any depth; `top` says the
+/// object being read is the body's own (or an item of its top-level array).
+fn body_pairs(value: &serde_json::Value, key: &str, depth: usize, top: bool, out: &mut Vec<Param>) {
     if depth > MAX_BODY_DEPTH || out.len() >= MAX_PARAMETERS {
         return;
     }
     match value {
         serde_json::Value::Object(m) => {
             for (k, val) in m {
-                body_pairs(val, &k.to_ascii_lowercase(), depth + 1, out);
+                let child = match val {
+                    serde_json::Value::Object(_) | serde_json::Value::Array(_) => false,
+                    _ => top,
+                };
+                body_pairs(val, &k.to_ascii_lowercase(), depth + 1, child, out);
+                if let serde_json::Value::String(s) = val {
+                    out.push(Param {
+                        key: k.to_ascii_lowercase(),
+                        value: s.clone(),
+                        top,
+                    });
+                }
             }
         }
         serde_json::Value::Array(a) => {
             for val in a {
-                body_pairs(val, key, depth + 1, out);
-            }
-        }
-        serde_json::Value::String(s) if depth == 0 => {
-            match serde_json::from_str::<serde_json::Value>(s) {
-                Ok(parsed @ (serde_json::Value::Object(_) | serde_json::Value::Array(_))) => {
-                    body_pairs(&parsed, key, depth + 1, out)
+                match val {
+                    // A batch: each item is a request of its own.
+                    serde_json::Value::Object(_) => {
+                        body_pairs(val, key, depth + 1, depth == 0, out)
+                    }
+                    serde_json::Value::String(s) => out.push(Param {
+                        key: key.to_string(),
+                        value: s.clone(),
+                        top: false,
+                    }),
+                    _ => body_pairs(val, key, depth + 1, false, out),
                 }
-                _ => form_pairs(s, out),
             }
         }
-        serde_json::Value::String(s) => out.push((key.to_string(), s.clone())),
         _ => {}
     }
 }
 
 /// Rates what a request's parameters say it does: an RPC action name that destroys (3, with a
-/// critical noun 4: `Action=DeleteVolume`), SQL the service runs (the SQL rules), a method
-/// override (the method rules for that method).
+/// critical noun 4: `Action=DeleteVolume`), SQL the service runs (the SQL rules; also a raw
+/// SQL body, as ClickHouse and Trino take), a method override (the method rules for that
+/// method).
 fn parameter_rules(
     url: &str,
     body: Option<&serde_json::Value>,
@@ -347,36 +364,49 @@ fn parameter_rules(
     critical_path: bool,
     v: &mut Verdict,
 ) {
-    let mut pairs = Vec::new();
+    let mut params = Vec::new();
     if let Some((_, query)) = url.split_once('?') {
-        form_pairs(query.split('#').next().unwrap_or(query), &mut pairs);
+        form_pairs(query.split('#').next().unwrap_or(query), &mut params);
     }
-    if let Some(body) = body {
-        body_pairs(body, "", 0, &mut pairs);
+    match body {
+        // A text body: JSON, a form (`-d 'Action=DeleteVolume&...'`), or SQL itself.
+        Some(serde_json::Value::String(text)) => {
+            match serde_json::from_str::<serde_json::Value>(text) {
+                Ok(parsed @ (serde_json::Value::Object(_) | serde_json::Value::Array(_))) => {
+                    body_pairs(&parsed, "", 0, true, &mut params)
+                }
+                _ => {
+                    if !read {
+                        super::sql::apply_if_sql(text, v);
+                    }
+                    form_pairs(text, &mut params);
+                }
+            }
+        }
+        Some(body) => body_pairs(body, "", 0, true, &mut params),
+        None => {}
     }
-    for (key, value) in &pairs {
+    let http_method = |s: &str| {
+        ["GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"]
+            .iter()
+            .any(|m| s.trim().eq_ignore_ascii_case(m))
+    };
+    for Param { key, value, top } in &params {
         let key = key.as_str();
-        if METHOD_OVERRIDE_KEYS.contains(&key) {
+        if METHOD_OVERRIDE_KEYS.contains(&key) && *top {
             method_rules(value.trim(), critical_path, v);
-        } else if ACTION_KEYS.contains(&key) {
+        } else if ACTION_KEYS.contains(&key) && *top && !(key == "method" && http_method(value)) {
+            // (A `method` naming an HTTP verb describes a request, such as a webhook's.)
             match names::scan(value) {
                 (true, true) => v.raise(Tier::T4, "http.action_critical"),
                 (true, false) => v.raise(Tier::T3, "http.action_destructive"),
                 _ => {}
             }
         }
-        if !looks_like_sql(value) || key == "query" && graphql_endpoint {
-            continue;
-        }
-        if SQL_KEYS.contains(&key) {
+        if SQL_KEYS.contains(&key) && !value.trim().is_empty() {
             super::sql::apply(value, SqlDialect::Generic, v);
-        } else if MAYBE_SQL_KEYS.contains(&key) && !read && names_sql_object(value) {
-            let sql = super::sql::classify(value, SqlDialect::Generic);
-            if !sql.rules.contains(&"sql.unparsable") {
-                for rule in &sql.rules {
-                    v.raise(sql.tier, rule);
-                }
-            }
+        } else if MAYBE_SQL_KEYS.contains(&key) && !read && !(key == "query" && graphql_endpoint) {
+            super::sql::apply_if_sql(value, v);
         }
     }
 }

@@ -113,6 +113,7 @@ const CRITICAL_WHEN_DESTROYED: &[&str] = &[
     "stacks",
     "repository",
     "repositories",
+    "tables",
 ];
 
 /// Single words that wipe a whole data store (`redis.flushall`, `upstash.flushdb`).

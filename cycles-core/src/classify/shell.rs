@@ -765,7 +765,6 @@ const LOCAL_WRITE: &[&str] = &[
     "java",
     "mvn",
     "gradle",
-    "sbt",
     "go",
     "dotnet",
     "npx",
@@ -810,7 +809,6 @@ const LOCAL_WRITE: &[&str] = &[
     "pipenv",
     "bundle",
     "gem",
-    "composer",
     "brew",
     "apt",
     "apt-get",
@@ -820,7 +818,6 @@ const LOCAL_WRITE: &[&str] = &[
     "pacman",
     "conda",
     "mamba",
-    "deno",
     "bun",
     "wget",
     "sed",
@@ -1047,13 +1044,7 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         // Only keywords (`done`, `fi`), assignments or redirections: no program runs.
         return Out::Unknown;
     };
-    let name = unversioned(
-        first
-            .rsplit('/')
-            .next()
-            .unwrap_or(first)
-            .trim_start_matches('\\'),
-    );
+    let name = program_name(first);
     let rest = &args[1..];
     let d = depth + 1;
     if is_dynamic(first) {
@@ -1101,7 +1092,8 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         | "script" | "tmux" | "screen" | "byobu" | "dtach" | "at" | "batch" | "daemonize"
         | "start-stop-daemon" | "with-lock-ex" | "lckdo" | "sem" | "dotenv" | "dotenvx"
         | "cross-env" | "cross-env-shell" | "env-cmd" | "doppler" | "infisical" | "aws-vault"
-        | "op" => {
+        | "op" | "pixi" | "mise" | "devbox" | "nix" | "nix-shell" | "nodemon" | "sail" | "ddev"
+        | "lando" => {
             // Programs that run another command: its words may come after options of any
             // shape, as a `-c` string or as one quoted word.
             let mut found = false;
@@ -1827,6 +1819,7 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         | "firebase" | "s3cmd" | "rclone" | "mc" | "linode-cli" | "hcloud" | "scw" | "oci"
         | "ibmcloud" | "wrangler" | "turso" | "upstash" | "databricks" | "eksctl" | "ovhcloud"
         | "exo" | "vultr-cli" | "civo" | "koyeb" | "northflank" | "porter" => {
+            remote_run(name, rest, &stdin, d, v);
             cloud(name, rest, v);
             Out::Unknown
         }
@@ -1880,6 +1873,10 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
             }
             Out::Unknown
         }
+        "dotnet-ef" => {
+            migrate::classify("ef", rest, &stdin, d, v);
+            Out::Unknown
+        }
         "dotnet" if operands(rest).first() == Some(&"ef") => {
             let at = rest
                 .iter()
@@ -1897,8 +1894,7 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
             migrate::classify("sqlx", &rest[at..], &stdin, d, v);
             Out::Unknown
         }
-        "npm" | "yarn" | "pnpm" | "cargo" | "gem" | "twine" | "poetry" | "uv" | "dotnet"
-        | "mvn" | "gradle" => {
+        "npm" | "yarn" | "pnpm" | "cargo" | "gem" | "twine" | "poetry" | "uv" | "dotnet" => {
             if !publish_rules(&operands(rest), v) {
                 v.raise(Tier::T1, "shell.local_write");
             }
@@ -1963,14 +1959,70 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
             v.raise(Tier::T4, "shell.write_device");
             Out::Unknown
         }
-        "make" | "turbo" | "nx" | "just" | "gulp" | "grunt" | "invoke" => {
-            // Task runners: the project's own tasks, named by their words (`make drop-db`,
-            // `turbo run db:reset`).
+        "make" | "turbo" | "nx" | "just" | "gulp" | "grunt" | "invoke" | "mvn" | "mvnw"
+        | "gradle" | "gradlew" | "sbt" => {
+            // Task runners and build tools: the project's own tasks (and plugin goals), named
+            // by their words (`make drop-db`, `turbo run db:reset`, `gradle flywayClean`,
+            // `nx run-many --target=db-reset`).
             v.raise(Tier::T1, "shell.local_write");
-            for task in operands(rest).iter().take(6) {
-                migrate::script_name(task, v);
+            task_names(rest, v);
+            if matches!(name, "mvn" | "mvnw" | "gradle" | "gradlew" | "sbt") {
+                publish_rules(&operands(rest), v);
             }
             Out::Unknown
+        }
+        "deno" => {
+            match operands(rest).first().copied() {
+                // `deno task NAME`: a task of deno.json.
+                Some("task") => {
+                    v.raise(Tier::T1, "shell.local_write");
+                    task_names(&rest[1..], v);
+                }
+                // `deno run -A npm:prisma migrate reset`: a package's program.
+                Some("run" | "x")
+                    if let Some(at) = rest.iter().position(|w| w.starts_with("npm:")) =>
+                {
+                    v.raise(Tier::T1, "shell.local_write");
+                    let mut argv = rest[at..].to_vec();
+                    argv[0] = runner::program_name(&argv[0]["npm:".len()..]).to_string();
+                    command(&argv, &stdin, d, v);
+                }
+                Some("run" | "eval" | "repl") => v.raise(Tier::T2, "shell.script"),
+                _ => v.raise(Tier::T1, "shell.local_write"),
+            }
+            Out::Unknown
+        }
+        "composer" => {
+            v.raise(Tier::T1, "shell.local_write");
+            let ops = operands(rest);
+            match ops.first().copied() {
+                Some("run-script" | "run") => {
+                    if let Some(script) = ops.get(1) {
+                        migrate::script_name(script, v);
+                    }
+                }
+                Some("exec") => {
+                    let at = rest.iter().position(|w| w == "exec").map_or(0, |i| i + 1);
+                    let inner = skip_options(&rest[at..], &[]);
+                    if !inner.is_empty() {
+                        command(inner, &stdin, d, v);
+                    }
+                }
+                Some(w) if !COMPOSER_BUILTINS.contains(&w) => migrate::script_name(w, v),
+                _ => {}
+            }
+            Out::Unknown
+        }
+        "corepack" => {
+            // `corepack pnpm ...`: the package manager it runs.
+            let inner = skip_options(rest, &[]);
+            match inner.first().map(|w| program_name(w)) {
+                Some("npm" | "npx" | "pnpm" | "pnpx" | "yarn") => command(inner, &stdin, d, v),
+                _ => {
+                    v.raise(Tier::T1, "shell.local_write");
+                    Out::Unknown
+                }
+            }
         }
         n if LOCAL_WRITE.contains(&n) => {
             v.raise(Tier::T1, "shell.local_write");
@@ -1995,6 +2047,115 @@ fn named_by_words(name: &str, operands: &[&str], v: &mut Verdict) {
     names::apply(name, v);
     for w in operands.iter().take(4) {
         names::apply(w, v);
+    }
+}
+
+/// A platform CLI running a command in the app's environment, against its production
+/// database as often as not (`heroku run python manage.py flush`, `railway run npx prisma
+/// migrate reset`, `fly ssh console -C "..."`): that command is classified.
+fn remote_run(name: &str, rest: &[String], stdin: &Stdin<'_>, d: usize, v: &mut Verdict) {
+    let ops = operands(rest);
+    match (name, ops.first().copied(), ops.get(1).copied()) {
+        ("heroku", Some("run" | "run:detached" | "run:inside"), _)
+        | ("railway" | "render" | "koyeb" | "northflank", Some("run"), _) => {
+            let at = rest
+                .iter()
+                .position(|w| w.starts_with("run"))
+                .map_or(rest.len(), |i| i + 1);
+            let inner = skip_options(
+                &rest[at..],
+                &[
+                    "-a",
+                    "--app",
+                    "-r",
+                    "--remote",
+                    "-s",
+                    "--size",
+                    "-e",
+                    "--env",
+                    "-t",
+                    "--type",
+                    "--service",
+                    "--environment",
+                ],
+            );
+            if !inner.is_empty() {
+                v.raise(Tier::T2, "shell.remote");
+                command(inner, stdin, d, v);
+            }
+        }
+        ("fly" | "flyctl", Some("ssh"), Some("console"))
+        | ("fly" | "flyctl", Some("console"), _) => {
+            for code in option_values(rest, &["-C"], &["--command"]) {
+                v.raise(Tier::T2, "shell.remote");
+                script(code, d, v);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Composer's own commands (any other word is a script of composer.json).
+const COMPOSER_BUILTINS: &[&str] = &[
+    "install",
+    "i",
+    "require",
+    "update",
+    "u",
+    "upgrade",
+    "remove",
+    "rm",
+    "dump-autoload",
+    "dumpautoload",
+    "show",
+    "info",
+    "outdated",
+    "validate",
+    "init",
+    "create-project",
+    "global",
+    "config",
+    "diagnose",
+    "self-update",
+    "selfupdate",
+    "audit",
+    "why",
+    "depends",
+    "why-not",
+    "prohibits",
+    "status",
+    "archive",
+    "search",
+    "licenses",
+    "fund",
+    "bump",
+    "reinstall",
+    "clear-cache",
+    "clearcache",
+    "list",
+    "help",
+    "check-platform-reqs",
+    "browse",
+    "home",
+    "suggests",
+];
+
+/// The task names a task runner is given, as project scripts ([`migrate::script_name`]):
+/// operands and option values (`--target=db-reset`); a task only known at run time
+/// (`make $TARGET`) fails closed.
+fn task_names(rest: &[String], v: &mut Verdict) {
+    for word in rest {
+        let task = match word.split_once('=') {
+            Some((opt, value)) if opt.starts_with('-') => value,
+            // `make VAR=value` sets a variable, it names no task.
+            Some(_) => continue,
+            None if word.starts_with('-') => continue,
+            None => word.as_str(),
+        };
+        if is_dynamic(task) {
+            v.raise(Tier::T4, "shell.dynamic_command");
+        }
+        migrate::script_name(task, v);
     }
 }
 
@@ -2070,6 +2231,15 @@ const WRAPPERS: &[&str] = &[
     "infisical",
     "aws-vault",
     "op",
+    "pixi",
+    "mise",
+    "devbox",
+    "nix",
+    "nix-shell",
+    "nodemon",
+    "sail",
+    "ddev",
+    "lando",
 ];
 
 /// A command word whose program is only known at run time: a parameter or substitution
@@ -2145,6 +2315,8 @@ fn migration_script<'a>(
                 "django" => "django-admin",
                 "alembic" => "alembic",
                 "flask" => "flask",
+                // prisma-client-py's CLI.
+                "prisma" => "prisma",
                 _ => return None,
             };
             return Some((tool, &rest[i + 2..]));
@@ -2153,11 +2325,36 @@ fn migration_script<'a>(
             i += if with_value.contains(&a) { 2 } else { 1 };
             continue;
         }
-        let file = a.rsplit('/').next().unwrap_or(a);
-        let tool = migrate::PROGRAMS.iter().find(|p| **p == file)?;
+        let file = program_name(a);
+        // `node node_modules/prisma/build/index.js`, `node ./node_modules/typeorm/cli.js`:
+        // a package's entry point names its tool by the package's directory.
+        let package = a
+            .split(['/', '\\'])
+            .skip_while(|c| *c != "node_modules")
+            .nth(1);
+        let tool = migrate::PROGRAMS
+            .iter()
+            .find(|p| **p == file || Some(**p) == package)?;
         return Some((tool, &rest[i + 1..]));
     }
     None
+}
+
+/// The program a command word names: its file name (after `/` or `\\`, so `\\rm`, which
+/// skips aliases, is `rm`), without a Windows extension (`npx.cmd`, `python.exe`) or an
+/// interpreter's version (`python3.12`); the Windows `py` launcher is `python`.
+fn program_name(word: &str) -> &str {
+    let file = word.rsplit(['/', '\\']).next().unwrap_or(word);
+    let file = [
+        ".exe", ".cmd", ".bat", ".ps1", ".EXE", ".CMD", ".BAT", ".PS1",
+    ]
+    .iter()
+    .find_map(|ext| file.strip_suffix(ext).filter(|f| !f.is_empty()))
+    .unwrap_or(file);
+    match file {
+        "py" => "python",
+        f => unversioned(f),
+    }
 }
 
 /// An interpreter's name without its version (`python3.12`, `php8.2`, `ruby3.3` run as
@@ -2220,9 +2417,13 @@ fn package_runner(
         // Perhaps the value of an option we do not know took the program's place.
         any_suffix(rest, rest.len() - run.start, stdin, d, v);
     }
+    if !run.fetches {
+        // Perhaps a project script (`npm run migrate`, `yarn reset`), whatever program of
+        // the same name we know: what its name says counts too.
+        migrate::script_name(&argv[0], v);
+    }
     if unknown && !run.fetches {
         // A project script: its name is all we see of it.
-        migrate::script_name(&argv[0], v);
         let parts: Vec<&str> = argv[0].split([':', '-', '_', '.']).collect();
         publish_rules(&parts, v);
         for w in operands(&argv[1..]).iter().take(4) {
@@ -2659,7 +2860,8 @@ pub(crate) fn is_critical_path(p: &str) -> bool {
     comps.iter().any(|c| {
         let lower = c.to_ascii_lowercase();
         if [
-            ".db", ".sqlite", ".sqlite3", ".mdb", ".ibd", ".bak", ".dump",
+            ".db", ".sqlite", ".sqlite3", ".mdb", ".ibd", ".bak", ".dump", ".sql.gz", ".sql.bz2",
+            ".sql.xz", ".sql.zst", ".dump.gz",
         ]
         .iter()
         .any(|e| lower.ends_with(e))
@@ -2756,22 +2958,17 @@ fn find(rest: &[String], d: usize, v: &mut Verdict) -> Out {
             .any(|r| is_broad_path(&normalize_path(r)) || is_critical_path(r));
     // Searching where backups or data stores live, or for their files (`-name '*.bak'`):
     // whatever the filters keep, deleting what is found is irreversible.
-    let critical = roots.iter().any(|r| is_critical_path(r))
-        || option_values(
-            rest,
-            &[
-                "-name",
-                "-iname",
-                "-path",
-                "-ipath",
-                "-wholename",
-                "-regex",
-                "-iregex",
-            ],
-            &[],
-        )
-        .iter()
-        .any(|p| is_critical_path(p));
+    // A pattern that is negated (`! -name '*backup*'`, `-not`) or pruned (`-path ./backups
+    // -prune`) keeps those files out of what is found.
+    let critical_pattern = rest.iter().enumerate().any(|(i, a)| {
+        matches!(
+            a.as_str(),
+            "-name" | "-iname" | "-path" | "-ipath" | "-wholename" | "-regex" | "-iregex"
+        ) && rest.get(i + 1).is_some_and(|p| is_critical_path(p))
+            && !(i > 0 && matches!(rest[i - 1].as_str(), "!" | "-not"))
+            && rest.get(i + 2).is_none_or(|n| n != "-prune")
+    });
+    let critical = roots.iter().any(|r| is_critical_path(r)) || critical_pattern;
     let deletes = |v: &mut Verdict| {
         if broad && !filtered {
             v.raise(Tier::T4, "shell.find_delete_broad");
@@ -2810,9 +3007,21 @@ fn find(rest: &[String], d: usize, v: &mut Verdict) -> Out {
                 // `-exec sudo rm`, `-exec sh -c 'rm "$1"' _ {} \;`) deletes it, exactly as
                 // `-delete` does.
                 let removes = probe.rules.iter().any(|r| {
-                    r.starts_with("shell.rm") && *r != "shell.rm_build_output"
-                        || matches!(*r, "shell.shred" | "shell.truncate_file")
-                });
+                    matches!(
+                        *r,
+                        "shell.rm"
+                            | "shell.rm_broad"
+                            | "shell.rm_recursive"
+                            | "shell.rm_recursive_broad"
+                            | "shell.rm_critical"
+                            | "shell.rm_critical_file"
+                            | "shell.shred"
+                            | "shell.truncate_file"
+                            | "shell.mv_to_null"
+                            | "shell.dd_file"
+                    )
+                }) || (argv.first().is_some_and(|p| program_name(p) == "cp")
+                    && argv.iter().any(|w| w == "/dev/null"));
                 if removes && rest[i + 1..end].iter().any(|w| w.contains("{}")) {
                     deletes(v);
                 }
@@ -3164,6 +3373,61 @@ fn kubectl(rest: &[String], stdin: &Stdin<'_>, d: usize, v: &mut Verdict) -> Out
     Out::Unknown
 }
 
+/// Options of `docker exec`/`run` and `compose exec`/`run` that take a value (the container,
+/// image or service follows them, then the command).
+const CONTAINER_VALUE_OPTIONS: &[&str] = &[
+    "-e",
+    "--env",
+    "-u",
+    "--user",
+    "-w",
+    "--workdir",
+    "--env-file",
+    "--detach-keys",
+    "-v",
+    "--volume",
+    "-p",
+    "--publish",
+    "--name",
+    "--entrypoint",
+    "-l",
+    "--label",
+    "--mount",
+    "--network",
+    "--net",
+    "--platform",
+    "-m",
+    "--memory",
+    "--cpus",
+    "--restart",
+    "-h",
+    "--hostname",
+    "--add-host",
+    "--device",
+    "--cap-add",
+    "--cap-drop",
+    "--security-opt",
+    "--tmpfs",
+    "--ulimit",
+    "--pull",
+    "--runtime",
+    "--gpus",
+    "--log-driver",
+    "--log-opt",
+    "--index",
+    "--pid",
+    "--ipc",
+    "--cidfile",
+    "--link",
+    "--dns",
+    "--expose",
+    "--group-add",
+    "--health-cmd",
+    "--stop-signal",
+    "--stop-timeout",
+    "--shm-size",
+];
+
 fn docker(name: &str, rest: &[String], stdin: &Stdin<'_>, d: usize, v: &mut Verdict) -> Out {
     let with_value = [
         "-H",
@@ -3212,6 +3476,11 @@ fn docker(name: &str, rest: &[String], stdin: &Stdin<'_>, d: usize, v: &mut Verd
             }
             "exec" | "run" => {
                 v.raise(Tier::T2, "shell.container_exec");
+                // `docker compose exec web rails db:drop`: the command after the service.
+                let inner = skip_options(args, CONTAINER_VALUE_OPTIONS);
+                if inner.len() > 1 {
+                    command(&inner[1..], stdin, d, v);
+                }
             }
             _ => v.raise(Tier::T2, "shell.docker_change"),
         }
@@ -3233,21 +3502,15 @@ fn docker(name: &str, rest: &[String], stdin: &Stdin<'_>, d: usize, v: &mut Verd
         | ("container" | "image", "rm" | "remove" | "kill" | "stop") => {
             v.raise(Tier::T2, "shell.docker_change")
         }
-        ("exec", _) => {
-            v.raise(Tier::T2, "shell.container_exec");
-            let inner = skip_options(
-                args,
-                &[
-                    "-e",
-                    "--env",
-                    "-u",
-                    "--user",
-                    "-w",
-                    "--workdir",
-                    "--env-file",
-                    "--detach-keys",
-                ],
-            );
+        // `docker exec CONTAINER cmd`, `docker run IMAGE cmd`: the command inside.
+        ("exec" | "run", _) | ("container", "exec" | "run") => {
+            let args = if sub == "container" { &args[1..] } else { args };
+            if sub == "exec" || second == "exec" {
+                v.raise(Tier::T2, "shell.container_exec");
+            } else {
+                v.raise(Tier::T2, "shell.docker_change");
+            }
+            let inner = skip_options(args, CONTAINER_VALUE_OPTIONS);
             if inner.len() > 1 {
                 command(&inner[1..], stdin, d, v);
             }

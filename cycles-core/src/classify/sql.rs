@@ -149,6 +149,68 @@ pub fn classify(sql: &str, dialect: SqlDialect) -> Verdict {
 }
 
 /// Raises `v` by the statements of `sql`.
+/// The first word of text that may be SQL, lowercased, after blanks, comments (`--`, `/* */`),
+/// semicolons and parentheses.
+fn leading_keyword(text: &str) -> String {
+    let mut rest = text;
+    loop {
+        rest = rest.trim_start_matches(|c: char| c.is_whitespace() || c == ';' || c == '(');
+        if let Some(after) = rest.strip_prefix("--") {
+            rest = after.split_once('\n').map_or("", |(_, r)| r);
+        } else if let Some(after) = rest.strip_prefix("/*") {
+            rest = after.split_once("*/").map_or("", |(_, r)| r);
+        } else {
+            break;
+        }
+    }
+    rest.split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase()
+}
+
+/// Statements that change the schema or the server: distinctive enough that text which
+/// starts with one and parses is SQL.
+const DDL_KEYWORDS: &[&str] = &[
+    "drop", "truncate", "alter", "grant", "revoke", "create", "rename", "attach", "detach",
+    "vacuum", "copy", "pragma", "call", "exec", "execute", "do",
+];
+
+/// Statements that read or write rows: text starting with one is SQL only if it also names
+/// what it acts on (`FROM`, `INTO`, `SET`, ...), since `delete account howto` parses too.
+const DML_KEYWORDS: &[&str] = &[
+    "select", "insert", "update", "delete", "with", "merge", "replace", "upsert", "set", "begin",
+];
+
+/// SQL found in free text (a parameter that may hold SQL, a raw request body, a string in
+/// code): rated by the SQL rules when it starts like a statement, parses and reads as SQL
+/// rather than words; returns whether it did.
+pub(crate) fn apply_if_sql(text: &str, v: &mut Verdict) -> bool {
+    let k = leading_keyword(text);
+    let names_object = || {
+        text.split(|c: char| !c.is_ascii_alphabetic()).any(|w| {
+            [
+                "from", "table", "into", "set", "database", "schema", "values", "where", "index",
+                "view", "column",
+            ]
+            .iter()
+            .any(|k| w.eq_ignore_ascii_case(k))
+        })
+    };
+    if !(DDL_KEYWORDS.contains(&k.as_str()) || DML_KEYWORDS.contains(&k.as_str()) && names_object())
+    {
+        return false;
+    }
+    let sql = classify(text, SqlDialect::Generic);
+    if sql.rules.contains(&"sql.unparsable") {
+        return false;
+    }
+    for rule in &sql.rules {
+        v.raise(sql.tier, rule);
+    }
+    true
+}
+
 pub(crate) fn apply(sql: &str, dialect: SqlDialect, v: &mut Verdict) {
     apply_nested(sql, dialect, 0, v);
 }

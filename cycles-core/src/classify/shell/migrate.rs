@@ -22,7 +22,8 @@
 //! with values may come first (`flask --app app db downgrade base`).
 
 use super::{
-    Stdin, command, inline_code, names, operands, option_values, sql_stdin, unknown_command,
+    Stdin, code_literals, command, inline_code, names, operands, option_values, sql_stdin,
+    unknown_command,
 };
 use crate::classify::Verdict;
 use crate::classify::sql::SqlDialect;
@@ -57,6 +58,10 @@ pub(super) const PROGRAMS: &[&str] = &[
     "atlas",
     "dbmate",
     "sqitch",
+    "hasura",
+    // Symfony's `bin/console` and `symfony console`: Doctrine's commands.
+    "console",
+    "symfony",
 ];
 
 type Rating = (Tier, &'static str);
@@ -142,6 +147,23 @@ fn rate(name: &str, a: &Args<'_>, stdin: &Stdin<'_>, d: usize, v: &mut Verdict) 
     let colon = |o: &str| o.contains(':');
     match name {
         "prisma" => prisma(a, stdin, v),
+        "console" | "symfony" => doctrine(a, v),
+        "hasura" => {
+            if op("migrate") && op("apply") && a.after("--down") == Some("all") {
+                Some(RESET)
+            } else if op("migrate") && op("apply") || op("metadata") && (op("apply") || op("clear"))
+            {
+                Some(MIGRATE)
+            } else if op("seed") && op("apply") {
+                Some(SEED)
+            } else if op("status") || op("inconsistency") || op("diff") || op("version") {
+                Some(READ)
+            } else if op("create") || op("squash") || op("export") || op("console") || op("init") {
+                Some(LOCAL)
+            } else {
+                None
+            }
+        }
         "rails" | "rake" => rails(a, stdin, d, v),
         "manage.py" | "django-admin" => django(a, stdin, d, v),
         "artisan" => artisan(a, stdin, d, v),
@@ -157,6 +179,7 @@ fn rate(name: &str, a: &Args<'_>, stdin: &Stdin<'_>, d: usize, v: &mut Verdict) 
         },
         "knex" => match a.sub(|o| colon(o) || o == "init")? {
             "migrate:rollback" if a.flag(&["--all"]) => Some(RESET),
+            "migrate:down" if to_zero(a) => Some(RESET),
             "migrate:rollback" | "migrate:down" | "migrate:latest" | "migrate:up" => Some(MIGRATE),
             // Knex's seed template starts by deleting every row of the table it fills.
             "seed:run" => Some(LOAD),
@@ -224,6 +247,7 @@ fn rate(name: &str, a: &Args<'_>, stdin: &Stdin<'_>, d: usize, v: &mut Verdict) 
                 "schema:drop" | "schema:fresh" if runs => Some(RESET),
                 "migration:fresh" => Some(RESET),
                 "schema:update" | "schema:create" if runs => Some(MIGRATE),
+                "migration:down" if to_zero(a) => Some(RESET),
                 "migration:up" | "migration:down" => Some(MIGRATE),
                 "schema:drop" | "schema:fresh" | "schema:update" | "schema:create" => Some(READ),
                 "migration:list" | "migration:pending" | "migration:check" | "debug" => Some(READ),
@@ -317,7 +341,8 @@ fn rate(name: &str, a: &Args<'_>, stdin: &Stdin<'_>, d: usize, v: &mut Verdict) 
             }
         }
         "goose" => {
-            if op("reset") || a.after("down-to") == Some("0") || a.after("downto") == Some("0") {
+            let to_zero = |w: &str| a.after(w).and_then(|n| n.parse::<u64>().ok()) == Some(0);
+            if op("reset") || to_zero("down-to") || to_zero("downto") {
                 Some(RESET)
             } else if ["down", "downto", "up", "upto", "upbyone", "redo"]
                 .iter()
@@ -398,8 +423,10 @@ fn rate(name: &str, a: &Args<'_>, stdin: &Stdin<'_>, d: usize, v: &mut Verdict) 
         "sqitch" => {
             // `sqitch revert [target]` without a change to stop at reverts every change; a
             // change is given with `--to` or as a spec (`@HEAD^`, `change@tag`).
-            let to_change =
-                a.flag(&["--to", "--to-change"]) || a.ops.iter().any(|o| o.contains(['@', '^']));
+            let to_change = a.flag(&["--to", "--to-change"])
+                || a.ops
+                    .iter()
+                    .any(|o| o.contains(['@', '^']) && !o.starts_with("db:"));
             if op("revert") && !to_change {
                 Some(RESET)
             } else if op("revert") || op("deploy") || op("rebase") || op("checkout") {
@@ -411,6 +438,49 @@ fn rate(name: &str, a: &Args<'_>, stdin: &Stdin<'_>, d: usize, v: &mut Verdict) 
             } else {
                 None
             }
+        }
+        _ => None,
+    }
+}
+
+/// Doctrine's commands in a Symfony console (`bin/console doctrine:schema:drop --force`).
+/// Without `--force` the dropping and updating commands only print what they would do.
+fn doctrine(a: &Args<'_>, v: &mut Verdict) -> Option<Rating> {
+    let force = a.flag(&["--force", "-f"]);
+    let sub = a.sub(|o| o.contains(':'))?;
+    match sub {
+        "doctrine:database:drop" | "doctrine:schema:drop" => Some(if force { RESET } else { READ }),
+        "doctrine:schema:update" => Some(if force { MIGRATE } else { READ }),
+        "doctrine:schema:create" => Some(MIGRATE),
+        // `migrate first` reverts every migration.
+        "doctrine:migrations:migrate" if a.ops.contains(&"first") => Some(RESET),
+        "doctrine:migrations:migrate"
+        | "doctrine:migrations:execute"
+        | "doctrine:migrations:rollup" => Some(MIGRATE),
+        // Purges every table first unless told to append.
+        "doctrine:fixtures:load" => Some(if a.flag(&["--append"]) { SEED } else { RESET }),
+        "doctrine:query:sql" | "dbal:runsql" => {
+            let at = a
+                .rest
+                .iter()
+                .position(|w| w.to_ascii_lowercase().replace(['-', '_'], "") == sub);
+            match at.and_then(|i| a.rest.get(i + 1)) {
+                Some(q) => crate::classify::sql::apply(q, SqlDialect::Generic, v),
+                None => v.raise(Tier::T4, "shell.sql_unknown_input"),
+            }
+            Some(READ)
+        }
+        "doctrine:database:create" => Some(SEED),
+        s if s.starts_with("doctrine:migrations:")
+            && ["status", "list", "current", "latest", "uptodate"]
+                .iter()
+                .any(|k| s.ends_with(k)) =>
+        {
+            Some(READ)
+        }
+        s if s.starts_with("doctrine:migrations:") || s.starts_with("make:") => Some(LOCAL),
+        s if s.starts_with("cache:") || s.starts_with("debug:") || s.starts_with("lint:") => {
+            Some(LOCAL)
         }
         _ => None,
     }
@@ -452,6 +522,13 @@ fn prisma(a: &Args<'_>, stdin: &Stdin<'_>, v: &mut Verdict) -> Option<Rating> {
     }
 }
 
+/// `--to 0` (or `--to=0`): migrating down to before the first migration.
+fn to_zero(a: &Args<'_>) -> bool {
+    option_values(a.rest, &[], &["--to"])
+        .iter()
+        .any(|n| n.parse::<u64>().ok() == Some(0))
+}
+
 /// Alembic, and Flask-Migrate's `flask db` (whose `downgrade` defaults to one revision back).
 fn alembic(a: &Args<'_>, flask: bool) -> Option<Rating> {
     let op = |w: &str| a.op(w);
@@ -460,7 +537,28 @@ fn alembic(a: &Args<'_>, flask: bool) -> Option<Rating> {
         return Some(READ);
     }
     if op("downgrade") {
-        let target = a.after("downgrade").filter(|t| !t.starts_with("--"));
+        // The target: the first word after `downgrade` that is not an option or an option's
+        // value (`-x env=prod`, `--tag x`).
+        let at = a
+            .rest
+            .iter()
+            .position(|w| w == "downgrade")
+            .map_or(0, |i| i + 1);
+        let mut target = None;
+        let mut i = at;
+        while let Some(w) = a.rest.get(i) {
+            if matches!(
+                w.as_str(),
+                "-x" | "--tag" | "-c" | "--config" | "-n" | "--name"
+            ) {
+                i += 2;
+            } else if w.starts_with("--") {
+                i += 1;
+            } else {
+                target = Some(w.as_str());
+                break;
+            }
+        }
         return Some(match target {
             Some("base") => RESET,
             None if !flask => RESET,
@@ -489,12 +587,13 @@ fn rails_task(task: &str, version_zero: bool) -> Option<Rating> {
     let rated = |t: &str| -> Option<Rating> {
         Some(match t {
             t if t.starts_with("db:test:") => LOCAL,
+            // `db:migrate VERSION=0` (also per database, `db:migrate:primary`) reverts every
+            // migration.
+            t if version_zero && (t.starts_with("db:migrate") && t != "db:migrate:status") => RESET,
             "db:drop" | "db:drop:all" | "db:drop:_unsafe" | "db:reset" | "db:reset:all"
             | "db:purge" | "db:purge:all" | "db:schema:load" | "db:structure:load"
             | "db:truncate_all" | "db:seed:replant" | "db:migrate:reset" | "db:setup"
             | "db:setup:all" => RESET,
-            // `db:migrate VERSION=0` reverts every migration.
-            "db:migrate" | "db:migrate:down" if version_zero => RESET,
             "db:fixtures:load" => LOAD,
             "db:migrate:status"
             | "db:version"
@@ -525,12 +624,11 @@ fn rails(a: &Args<'_>, stdin: &Stdin<'_>, d: usize, v: &mut Verdict) -> Option<R
     match *first {
         "new" | "generate" | "g" | "destroy" | "server" | "s" | "test" | "t" | "about"
         | "assets:precompile" => return Some(LOCAL),
-        "console" | "c" => return Some(CODE),
+        "console" | "c" => return Some(console(stdin, d, v)),
         "runner" | "r" => {
             // Ruby code or a script file.
             if let Some(code) = a.ops.get(1) {
-                inline_code(code, d, v);
-                names::apply(code, v);
+                app_code(code, d, v);
             }
             return Some(CODE);
         }
@@ -599,6 +697,7 @@ fn django(a: &Args<'_>, stdin: &Stdin<'_>, d: usize, v: &mut Verdict) -> Option<
     match a.sub(|o| COMMANDS.contains(&o))? {
         "flush" | "resetdb" | "resetschema" | "dropdb" => Some(RESET),
         // `migrate APP zero` unapplies every migration of the app: its tables are dropped.
+        "migrate" if a.flag(&["--plan", "--check"]) => Some(READ),
         "migrate" if a.ops.contains(&"zero") => Some(RESET),
         "migrate" => Some(MIGRATE),
         "loaddata" => Some(LOAD),
@@ -608,8 +707,12 @@ fn django(a: &Args<'_>, stdin: &Stdin<'_>, d: usize, v: &mut Verdict) -> Option<
             Some(MIGRATE)
         }
         "shell" => {
-            for code in option_values(a.rest, &["-c"], &["--command"]) {
-                inline_code(code, d, v);
+            let code = option_values(a.rest, &["-c"], &["--command"]);
+            if code.is_empty() {
+                return Some(console(stdin, d, v));
+            }
+            for c in code {
+                app_code(c, d, v);
             }
             Some(CODE)
         }
@@ -638,8 +741,12 @@ fn artisan(a: &Args<'_>, stdin: &Stdin<'_>, d: usize, v: &mut Verdict) -> Option
             Some(MIGRATE)
         }
         "tinker" => {
-            for code in option_values(a.rest, &[], &["--execute"]) {
-                inline_code(code, d, v);
+            let code = option_values(a.rest, &[], &["--execute"]);
+            if code.is_empty() {
+                return Some(console(stdin, d, v));
+            }
+            for c in code {
+                app_code(c, d, v);
             }
             Some(CODE)
         }
@@ -688,7 +795,7 @@ fn mix(a: &Args<'_>, stdin: &Stdin<'_>, d: usize, v: &mut Verdict) -> Option<Rat
     for task in tasks {
         let rated = match task {
             "ecto.drop" | "ecto.reset" => RESET,
-            "ecto.rollback" if a.flag(&["--all"]) => RESET,
+            "ecto.rollback" if a.flag(&["--all"]) || to_zero(a) => RESET,
             "ecto.rollback" | "ecto.migrate" | "ecto.load" | "ecto.setup" => MIGRATE,
             "ecto.create" => SEED,
             "ecto.migrations" => READ,
@@ -699,8 +806,7 @@ fn mix(a: &Args<'_>, stdin: &Stdin<'_>, d: usize, v: &mut Verdict) -> Option<Rat
                 // `mix run -e CODE` or a script file.
                 let code = option_values(a.rest, &["-e"], &["--eval"]);
                 for c in &code {
-                    inline_code(c, d, v);
-                    names::apply(c, v);
+                    app_code(c, d, v);
                 }
                 if code.is_empty() { SCRIPT } else { CODE }
             }
@@ -719,39 +825,100 @@ fn mix(a: &Args<'_>, stdin: &Stdin<'_>, d: usize, v: &mut Verdict) -> Option<Rat
     worst
 }
 
-/// A project script of a package manager (`npm run migrate:fresh`): its name is all we see of
-/// it. Names that reset a database in the vocabulary of the tools above are tier 4
-/// (`shell.db_reset`); the name heuristics rate the others.
+/// Code run inside the application (a Rails runner, Django's shell, Tinker, `mix run -e`): the
+/// inline-code rules, the name heuristics over its words (`User.destroy_all`), and the SQL
+/// rules over its strings (`connection.execute("DROP SCHEMA public CASCADE")`).
+fn app_code(code: &str, d: usize, v: &mut Verdict) {
+    inline_code(code, d, v);
+    names::apply(code, v);
+    for literal in code_literals(code) {
+        crate::classify::sql::apply_if_sql(&literal, v);
+    }
+}
+
+/// An application console (the Rails console, Django's shell, Tinker): what is typed at a
+/// terminal is the user's; code on standard input is read as [`app_code`]; input we cannot
+/// see fails closed.
+fn console(stdin: &Stdin<'_>, d: usize, v: &mut Verdict) -> Rating {
+    match stdin {
+        Stdin::Text(code) => app_code(code, d, v),
+        Stdin::Terminal => {}
+        Stdin::Network => v.raise(Tier::T4, "shell.pipe_download_to_shell"),
+        Stdin::Unknown => v.raise(Tier::T4, "shell.shell_unknown_input"),
+    }
+    CODE
+}
+
+/// A project script or task (`npm run migrate:fresh`, `make drop-db`, `gradle flywayClean`):
+/// its name is all we see of it. Names that reset a database in the vocabulary of the tools
+/// above are tier 4 (`shell.db_reset`), names that migrate one tier 3 (`shell.db_migrate`);
+/// the name heuristics rate the others.
 pub(super) fn script_name(name: &str, v: &mut Verdict) {
     let lower = name.to_ascii_lowercase();
     let words: Vec<&str> = lower
         .split(|c: char| !c.is_ascii_alphanumeric())
         .filter(|w| !w.is_empty())
         .collect();
-    let resets = words.iter().any(|w| {
-        matches!(
-            *w,
-            "reset" | "fresh" | "drop" | "wipe" | "purge" | "truncate" | "nuke" | "flush"
-        )
-    });
-    let database = words.iter().any(|w| {
-        matches!(
-            *w,
-            "db" | "database"
-                | "migrate"
-                | "migration"
-                | "migrations"
-                | "schema"
-                | "prisma"
-                | "typeorm"
-                | "sequelize"
-                | "knex"
-                | "drizzle"
-                | "ecto"
-        )
-    });
-    if resets && database {
+    let has = |these: &[&str]| words.iter().any(|w| these.contains(w));
+    let data = has(&[
+        "db",
+        "database",
+        "databases",
+        "migrate",
+        "migration",
+        "migrations",
+        "schema",
+        "prisma",
+        "typeorm",
+        "sequelize",
+        "knex",
+        "drizzle",
+        "ecto",
+        "flyway",
+        "liquibase",
+        "pg",
+        "postgres",
+        "postgresql",
+        "mysql",
+        "mariadb",
+        "mongo",
+        "mongodb",
+        "redis",
+        "sqlite",
+        "supabase",
+        "volume",
+        "volumes",
+    ]);
+    let resets = has(&[
+        "reset", "fresh", "refresh", "drop", "wipe", "purge", "truncate", "nuke", "flush",
+        "recreate", "rebuild", "clean", "teardown", "destroy", "erase", "prune",
+    ]) || has(&["all"]) && has(&["undo", "rollback", "down", "revert"])
+        // `gradle flywayClean`, `mvn liquibase:dropAll`: plugin goals written as one word.
+        || words
+            .iter()
+            .any(|w| matches!(*w, "flywayclean" | "dropall" | "liquibasedropall"));
+    let migrates = has(&[
+        "migrate",
+        "migration",
+        "migrations",
+        "rollback",
+        "downgrade",
+        "upgrade",
+        "deploy",
+    ]) && data
+        && !has(&[
+            "status", "create", "generate", "new", "make", "list", "info", "check", "test",
+            "tests", "lint",
+        ]);
+    if resets
+        && (data
+            || words
+                .iter()
+                .any(|w| w.contains("flyway") || *w == "dropall"))
+    {
         v.raise(RESET.0, RESET.1);
+    } else if migrates {
+        v.raise(MIGRATE.0, MIGRATE.1);
     }
     names::apply(name, v);
 }

@@ -20,7 +20,16 @@ fn value_options(runner: &str) -> &'static [&'static str] {
             "--call",
         ],
         "pnpm" => &["-C", "--dir", "-F", "--filter", "--package", "-c", "--call"],
-        "yarn" => &["--cwd", "-p", "--package"],
+        "yarn" => &[
+            "--cwd",
+            "-p",
+            "--package",
+            "--mutex",
+            "--network-timeout",
+            "--modules-folder",
+            "--cache-folder",
+            "--registry",
+        ],
         "bun" => &["--cwd", "-p", "--package"],
         "uv" | "uvx" => &[
             "--with",
