@@ -262,3 +262,35 @@ fn oversized_input_is_refused_before_parsing() {
         ["graphql.too_long"]
     );
 }
+
+/// Operator chains are built by the parser in a loop, so its recursion limit does not bound
+/// how deep the tree gets; walking (or dropping) a 300,000-term chain overflowed the stack and
+/// aborted the process. Classified on a 2 MiB thread, as tokio and most thread pools give.
+#[test]
+fn long_operator_chains_fail_closed_without_overflowing_a_small_stack() {
+    let verdicts = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(|| {
+            let plus = format!("SELECT 1{}", "+1".repeat(300_000));
+            let ors = format!("DELETE FROM t WHERE a = 1{}", " OR a = 1".repeat(60_000));
+            let just_under = format!("SELECT 1{}", "||'a'".repeat(sql::MAX_SQL_OPERATORS));
+            (
+                sql::classify(&plus, SqlDialect::Postgres),
+                sql::classify(&ors, SqlDialect::Generic),
+                sql::classify(&just_under, SqlDialect::Postgres),
+            )
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(verdicts.0.rules, ["sql.too_complex"]);
+    assert_eq!(verdicts.1.rules, ["sql.too_complex"]);
+    // At the bound the text is still read (and is a plain SELECT).
+    assert_eq!(verdicts.2.rules, ["sql.select"]);
+    // A large string literal is one token, whatever operators its text holds.
+    let insert = format!("INSERT INTO f VALUES ('{}')", "ab+/=".repeat(50_000));
+    assert_eq!(
+        sql::classify(&insert, SqlDialect::Postgres).rules,
+        ["sql.insert"]
+    );
+}

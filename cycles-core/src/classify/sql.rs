@@ -23,6 +23,7 @@ use sqlparser::dialect::{
     BigQueryDialect, Dialect, DuckDbDialect, GenericDialect, MsSqlDialect, MySqlDialect,
     PostgreSqlDialect, SQLiteDialect, SnowflakeDialect,
 };
+use sqlparser::keywords::Keyword;
 use sqlparser::parser::Parser;
 use sqlparser::tokenizer::{Token, Tokenizer};
 
@@ -119,9 +120,19 @@ const SIDE_EFFECT_FUNCTIONS: &[(&str, Tier)] = &[
     ("set_config", Tier::T1),
 ];
 
+/// The last argument, in [`SQL_RUNNING_FUNCTIONS`].
+const LAST: usize = usize::MAX;
+
 /// Functions that run SQL text given as an argument, with the index of that argument for one
 /// and for several arguments (`dblink(sql)`, `dblink(conn, sql)`).
+/// `LAST` stands for the last argument; a qualified name (`cron.schedule`) matches only so
+/// qualified.
 const SQL_RUNNING_FUNCTIONS: &[(&str, usize, usize)] = &[
+    ("cron.schedule", LAST, LAST),
+    ("cron.schedule_in_database", 2, 2),
+    ("pg_background_launch", 0, 0),
+    ("openquery", 1, 1),
+    ("openrowset", LAST, LAST),
     ("dblink", 0, 1),
     ("dblink_exec", 0, 1),
     ("dblink_send_query", 0, 1),
@@ -148,7 +159,6 @@ pub fn classify(sql: &str, dialect: SqlDialect) -> Verdict {
     v
 }
 
-/// Raises `v` by the statements of `sql`.
 /// The first word of text that may be SQL, lowercased, after blanks, comments (`--`, `/* */`),
 /// semicolons and parentheses.
 fn leading_keyword(text: &str) -> String {
@@ -211,8 +221,70 @@ pub(crate) fn apply_if_sql(text: &str, v: &mut Verdict) -> bool {
     true
 }
 
+/// Raises `v` by the statements of `sql`.
 pub(crate) fn apply(sql: &str, dialect: SqlDialect, v: &mut Verdict) {
     apply_nested(sql, dialect, 0, v);
+}
+
+/// Most binary operators (`+`, `||`, `AND`, `OR`, `=`, `::`, ...) in a text that is parsed. The
+/// parser builds operator chains in a loop, so its recursion limit does not bound how deep the
+/// tree gets, and every walk of the tree (dropping it included) recurses: 50,000 terms
+/// overflow a 2 MiB thread stack, which aborts the process. Beyond this the text is tier 4
+/// (`sql.too_complex`), unparsed. Real queries stay far below (long lists are `IN (...)`,
+/// which are commas).
+pub const MAX_SQL_OPERATORS: usize = 10_000;
+
+/// Whether `sql` has more binary operators than [`MAX_SQL_OPERATORS`] (tokens outside strings
+/// and comments; text that does not tokenise has none counted, the parser rejects it).
+fn too_complex(sql: &str, dialect: SqlDialect) -> bool {
+    // A text shorter than the bound cannot hold that many operators.
+    if sql.len() <= MAX_SQL_OPERATORS {
+        return false;
+    }
+    let Ok(tokens) = Tokenizer::new(dialect.dialect(), sql).tokenize() else {
+        return false;
+    };
+    let operators = tokens
+        .iter()
+        .filter(|t| match t {
+            Token::Word(w) => matches!(
+                w.keyword,
+                Keyword::AND | Keyword::OR | Keyword::XOR | Keyword::IS | Keyword::NOT
+            ),
+            Token::Plus
+            | Token::Minus
+            | Token::Mul
+            | Token::Div
+            | Token::Mod
+            | Token::StringConcat
+            | Token::Eq
+            | Token::DoubleEq
+            | Token::Neq
+            | Token::Lt
+            | Token::Gt
+            | Token::LtEq
+            | Token::GtEq
+            | Token::Spaceship
+            | Token::DoubleColon
+            | Token::Pipe
+            | Token::Caret
+            | Token::Ampersand
+            | Token::ShiftLeft
+            | Token::ShiftRight
+            | Token::Arrow
+            | Token::LongArrow
+            | Token::HashArrow
+            | Token::HashLongArrow
+            | Token::AtArrow
+            | Token::ArrowAt
+            | Token::Tilde
+            | Token::ExclamationMark
+            | Token::DuckIntDiv
+            | Token::Overlap => true,
+            _ => false,
+        })
+        .count();
+    operators > MAX_SQL_OPERATORS
 }
 
 /// [`apply`] for SQL text found at nesting `depth` (0: the argument itself).
@@ -225,9 +297,47 @@ fn apply_nested(sql: &str, dialect: SqlDialect, depth: usize, v: &mut Verdict) {
         v.raise(Tier::T4, "sql.nesting_too_deep");
         return;
     }
-    if !classify_parsed(sql, dialect, depth, v) {
-        v.raise(Tier::T4, "sql.unparsable");
+    if too_complex(sql, dialect) {
+        v.raise(Tier::T4, "sql.too_complex");
         return;
+    }
+    if !classify_parsed(sql, dialect, depth, v) {
+        // Client-side placeholders (`%s`, `%(id)s`, `?`) and PRAGMA values the parser does not
+        // take (`journal_mode = WAL`) are not what makes SQL dangerous: read the text with
+        // them as literals before failing closed.
+        match with_literals(sql) {
+            Some(normal) if classify_parsed(&normal, dialect, depth, v) => {}
+            _ => {
+                v.raise(Tier::T4, "sql.unparsable");
+                return;
+            }
+        }
+    }
+    // SQLite's schema table written directly (after `PRAGMA writable_schema`): the schema,
+    // hence every table, is corrupted beyond repair.
+    let lower = sql.to_ascii_lowercase();
+    if (lower.contains("sqlite_master") || lower.contains("sqlite_schema"))
+        && ["update", "delete", "insert", "replace"]
+            .iter()
+            .any(|k| lower.contains(k))
+    {
+        v.raise(Tier::T4, "sql.schema_table_write");
+    }
+    // MariaDB runs the text of `/*M! ... */` comments as MySQL runs `/*! ... */`.
+    if sql.contains("/*M!") && matches!(dialect, SqlDialect::Mysql | SqlDialect::Generic) {
+        let mut other = Verdict::default();
+        apply_nested(
+            &sql.replace("/*M!", "/*!"),
+            SqlDialect::Mysql,
+            depth,
+            &mut other,
+        );
+        if other.tier > v.tier {
+            for r in &other.rules {
+                v.raise(other.tier, r);
+            }
+            v.raise(other.tier, "sql.ambiguous_lexing");
+        }
     }
     // The same text as another server (or server setting) would split it: when that reading
     // is worse, it counts.
@@ -244,6 +354,46 @@ fn apply_nested(sql: &str, dialect: SqlDialect, depth: usize, v: &mut Verdict) {
             v.raise(other.tier, "sql.ambiguous_lexing");
         }
     }
+}
+
+/// `sql` with client-side placeholders (`%s`, `%(name)s`, `?`) and bare PRAGMA values
+/// (`= WAL`, `= ON`) written as literals, or `None` if it has neither.
+fn with_literals(sql: &str) -> Option<String> {
+    let mut out = String::with_capacity(sql.len());
+    let mut changed = false;
+    let mut rest = sql;
+    while let Some(c) = rest.chars().next() {
+        if let Some(after) = rest.strip_prefix("%s") {
+            out.push('1');
+            rest = after;
+            changed = true;
+        } else if let Some(after) = rest.strip_prefix("%(")
+            && let Some((name, tail)) = after.split_once(")s")
+            && name.chars().all(|c| c.is_alphanumeric() || c == '_')
+        {
+            out.push('1');
+            rest = tail;
+            changed = true;
+        } else if c == '?' && !rest[1..].starts_with(['|', '&', '?']) {
+            out.push('1');
+            rest = &rest[1..];
+            changed = true;
+        } else {
+            out.push(c);
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+    let upper = out.trim_start().to_ascii_uppercase();
+    if upper.starts_with("PRAGMA")
+        && let Some((head, value)) = out.split_once('=')
+    {
+        let value = value.trim().trim_end_matches(';').trim();
+        if !value.is_empty() && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            out = format!("{head}= '{value}'");
+            changed = true;
+        }
+    }
+    changed.then_some(out)
 }
 
 /// Dialects whose reading of `sql` could differ from `dialect`'s in where strings, comments
@@ -428,6 +578,7 @@ impl Visitor for Functions<'_> {
 
 impl Functions<'_> {
     fn call(&mut self, name: &ObjectName, args: &[FunctionArg]) {
+        let full = name;
         let Some(name) = name.0.last().and_then(|p| p.as_ident()) else {
             return;
         };
@@ -437,12 +588,48 @@ impl Functions<'_> {
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
         {
             self.v.raise(*tier, "sql.side_effect_function");
+            // A file written, exported or removed by the server: over its own data directory
+            // or a backup, that is the database or the backup gone (as `COPY ... TO`).
+            let critical_file = args.iter().any(|a| match a {
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => {
+                    literal(e).is_some_and(|p| crate::classify::shell::is_critical_path(&p))
+                }
+                _ => false,
+            });
+            if critical_file
+                && matches!(
+                    name.to_ascii_lowercase().as_str(),
+                    "writefile"
+                        | "lo_export"
+                        | "pg_file_write"
+                        | "pg_file_unlink"
+                        | "pg_file_rename"
+                        | "edit"
+                )
+            {
+                self.v.raise(Tier::T4, "sql.write_critical_file");
+            }
         }
-        if let Some((_, one, many)) = SQL_RUNNING_FUNCTIONS
+        let qualified = full
+            .0
             .iter()
-            .find(|(n, _, _)| n.eq_ignore_ascii_case(name))
-        {
+            .filter_map(|p| p.as_ident())
+            .map(|i| i.value.to_ascii_lowercase())
+            .collect::<Vec<_>>()
+            .join(".");
+        if let Some((_, one, many)) = SQL_RUNNING_FUNCTIONS.iter().find(|(n, _, _)| {
+            if n.contains('.') {
+                qualified.ends_with(n)
+            } else {
+                n.eq_ignore_ascii_case(name)
+            }
+        }) {
             let i = if args.len() > 1 { *many } else { *one };
+            let i = if i == LAST {
+                args.len().saturating_sub(1)
+            } else {
+                i
+            };
             let text = args.get(i).and_then(|a| match a {
                 FunctionArg::Unnamed(FunctionArgExpr::Expr(e))
                 | FunctionArg::Named {
@@ -518,27 +705,49 @@ fn trivially_false(e: &Expr) -> bool {
 /// A WHERE clause that selects every row (`1=1`, `true`, `x = x`, `... OR 1=1`), or may (one
 /// that reads no column, or an OR with such a side).
 fn trivially_true(e: &Expr) -> bool {
-    if column_free(e) && !trivially_false(e) {
-        return true;
+    truth(e).1
+}
+
+/// `(reads no column, trivially true, trivially false)` of a condition, in one pass down its
+/// AND/OR chains (a chain of n terms costs n, not n²).
+fn truth(e: &Expr) -> (bool, bool, bool) {
+    match e {
+        Expr::Nested(inner) => truth(inner),
+        Expr::BinaryOp {
+            left,
+            op: op @ (BinaryOperator::And | BinaryOperator::Or),
+            right,
+        } => {
+            let (lfree, ltrue, lfalse) = truth(left);
+            let (rfree, rtrue, rfalse) = truth(right);
+            let free = lfree && rfree;
+            let (t, f) = if *op == BinaryOperator::And {
+                (ltrue && rtrue, lfalse || rfalse)
+            } else {
+                (ltrue || rtrue || lfree || rfree, lfalse && rfalse)
+            };
+            (free, (free && !f) || t, f)
+        }
+        _ => {
+            let free = column_free(e);
+            let f = trivially_false(e);
+            (free, (free && !f) || leaf_true(e), f)
+        }
     }
+}
+
+/// A condition other than AND/OR that holds for every row (`true`, `1`, `x = x`, `1 <> 2`).
+fn leaf_true(e: &Expr) -> bool {
     match e {
         Expr::Value(v) => match &v.value {
             Value::Boolean(b) => *b,
             Value::Number(n, _) => n.parse::<f64>().is_ok_and(|n| n != 0.0),
             _ => false,
         },
-        Expr::Nested(inner) => trivially_true(inner),
         Expr::IsNotNull(inner) => {
             matches!(inner.as_ref(), Expr::Value(v) if v.value != Value::Null)
         }
         Expr::BinaryOp { left, op, right } => match op {
-            BinaryOperator::Or => {
-                trivially_true(left)
-                    || trivially_true(right)
-                    || column_free(left)
-                    || column_free(right)
-            }
-            BinaryOperator::And => trivially_true(left) && trivially_true(right),
             BinaryOperator::Eq | BinaryOperator::GtEq | BinaryOperator::LtEq => {
                 left == right && !matches!(left.as_ref(), Expr::Value(v) if v.value == Value::Null)
             }
@@ -660,15 +869,47 @@ fn execute(
         .and_then(|n| n.0.last())
         .and_then(|p| p.as_ident())
         .map(|i| i.value.to_ascii_lowercase());
+    // Named parameters whose value is SQL a procedure runs (SQL Agent job steps, Database
+    // Mail queries, `sp_executesql @stmt=`).
+    for p in parameters {
+        if let Expr::BinaryOp {
+            left,
+            op: BinaryOperator::Eq,
+            right,
+        } = p
+            && let Expr::Identifier(id) = left.as_ref()
+            && matches!(
+                id.value.to_ascii_lowercase().as_str(),
+                "@command" | "@query" | "@stmt" | "@statement"
+            )
+        {
+            run_sql_text(literal(right).as_deref(), dialect, depth, v);
+        }
+    }
     match proc.as_deref() {
-        // Dynamic SQL: the text is what runs.
-        None | Some("sp_executesql") => {
+        // Dynamic SQL: the text is what runs; a procedure named by a variable is unknown.
+        None | Some("sp_executesql" | "sp_sqlexec") => {
             v.raise(Tier::T3, "sql.execute");
             match parameters.first() {
                 Some(p) => run_sql_text(literal(p).as_deref(), dialect, depth, v),
                 None => v.raise(Tier::T4, "sql.dynamic_sql"),
             }
         }
+        Some(p) if p.starts_with('@') => v.raise(Tier::T4, "sql.dynamic_sql"),
+        // Run their text for every table or database (`?` stands for each).
+        Some("sp_msforeachtable" | "sp_msforeachdb") => {
+            v.raise(Tier::T3, "sql.execute");
+            let text = parameters
+                .first()
+                .and_then(literal)
+                .map(|t| t.replace('?', "t"));
+            run_sql_text(text.as_deref(), dialect, depth, v);
+        }
+        // Role membership is a grant; dropping logins, users and servers a drop.
+        Some("sp_addsrvrolemember" | "sp_addrolemember" | "sp_grantdbaccess" | "sp_grantlogin") => {
+            v.raise(Tier::T4, "sql.grant")
+        }
+        Some(p) if p.starts_with("sp_drop") => v.raise(Tier::T4, "sql.drop"),
         Some("xp_cmdshell" | "sp_oacreate" | "sp_oamethod" | "xp_regwrite") => {
             v.raise(Tier::T4, "sql.side_effect_function")
         }
@@ -774,6 +1015,10 @@ fn by_keyword(s: &Statement, v: &mut Verdict) {
         "DELETE" => (Tier::T3, "sql.delete_all_rows"),
         "GRANT" | "REVOKE" | "DENY" => (Tier::T4, "sql.grant"),
         "ALTER" | "RENAME" => (Tier::T3, "sql.alter"),
+        // PostgreSQL's `LOAD 'lib.so'` and DuckDB's `LOAD ext` load code into the server;
+        // MySQL's `LOAD DATA`/`LOAD XML` load rows.
+        "LOAD" if !matches!(second, "DATA" | "XML" | "INDEX") => (Tier::T4, "sql.load_library"),
+        "PRAGMA" if words.iter().any(|w| w == "WRITABLE") => (Tier::T3, "sql.writable_schema"),
         "INSERT" | "REPLACE" | "UPSERT" | "LOAD" | "PUT" | "UNLOAD" | "EXPORT" | "ATTACH"
         | "DETACH" | "INSTALL" => (Tier::T2, "sql.write"),
         "KILL" | "CALL" | "EXECUTE" | "EXEC" | "REMOVE" => (Tier::T3, "sql.execute"),
