@@ -118,6 +118,12 @@ const SIDE_EFFECT_FUNCTIONS: &[(&str, Tier)] = &[
     ("setval", Tier::T2),
     ("nextval", Tier::T1),
     ("set_config", Tier::T1),
+    ("pg_stat_reset", Tier::T2),
+    ("pg_stat_reset_shared", Tier::T2),
+    ("pg_stat_statements_reset", Tier::T2),
+    ("system$cancel_query", Tier::T2),
+    ("system$cancel_all_queries", Tier::T3),
+    ("system$abort_session", Tier::T3),
 ];
 
 /// The last argument, in [`SQL_RUNNING_FUNCTIONS`].
@@ -776,8 +782,7 @@ fn where_rule(
 fn statement(s: &Statement, dialect: SqlDialect, depth: usize, v: &mut Verdict) {
     match s {
         Statement::Query(q) => {
-            let into = matches!(q.body.as_ref(), SetExpr::Select(sel) if sel.into.is_some());
-            if into {
+            if selects_into(&q.body) {
                 v.raise(Tier::T2, "sql.select_into");
             } else {
                 v.raise(Tier::T0, "sql.select");
@@ -920,6 +925,17 @@ fn execute(
     }
 }
 
+/// Whether a query body creates a table with `SELECT ... INTO`, also inside a set operation
+/// (`SELECT * INTO x FROM t UNION SELECT ...`) or parentheses.
+fn selects_into(body: &SetExpr) -> bool {
+    match body {
+        SetExpr::Select(sel) => sel.into.is_some(),
+        SetExpr::Query(q) => selects_into(&q.body),
+        SetExpr::SetOperation { left, right, .. } => selects_into(left) || selects_into(right),
+        _ => false,
+    }
+}
+
 /// Statements without a dedicated rule, by their leading keyword.
 fn by_keyword(s: &Statement, v: &mut Verdict) {
     let text = s.to_string();
@@ -1024,6 +1040,15 @@ fn by_keyword(s: &Statement, v: &mut Verdict) {
         "KILL" | "CALL" | "EXECUTE" | "EXEC" | "REMOVE" => (Tier::T3, "sql.execute"),
         "VACUUM" | "ANALYZE" | "OPTIMIZE" | "REFRESH" | "PRAGMA" | "COMMENT" | "FLUSH" | "MSCK"
         | "CACHE" | "UNCACHE" | "DISCARD" => (Tier::T1, "sql.maintenance"),
+        // Writes that skip the binary log (no replica, no point-in-time recovery) or skip
+        // foreign-key triggers.
+        "SET"
+            if words
+                .windows(3)
+                .any(|w| w == ["SQL", "LOG", "BIN"] || w == ["SESSION", "REPLICATION", "ROLE"]) =>
+        {
+            (Tier::T3, "sql.set_unsafe")
+        }
         "SHOW" | "DESCRIBE" | "DESC" | "USE" | "SET" | "RESET" | "BEGIN" | "START" | "COMMIT"
         | "END" | "ROLLBACK" | "SAVEPOINT" | "RELEASE" | "DECLARE" | "FETCH" | "CLOSE" | "OPEN"
         | "PREPARE" | "DEALLOCATE" | "LISTEN" | "UNLISTEN" | "NOTIFY" | "LOCK" | "UNLOCK"
