@@ -313,6 +313,7 @@ fn apply_nested(sql: &str, dialect: SqlDialect, depth: usize, v: &mut Verdict) {
         // them as literals before failing closed.
         match with_literals(sql) {
             Some(normal) if classify_parsed(&normal, dialect, depth, v) => {}
+            _ if maintenance_unparsed(sql, dialect, v) => {}
             _ => {
                 v.raise(Tier::T4, "sql.unparsable");
                 return;
@@ -362,6 +363,53 @@ fn apply_nested(sql: &str, dialect: SqlDialect, depth: usize, v: &mut Verdict) {
     }
 }
 
+/// Maintenance and read statements the parser does not take (`VACUUM (ANALYZE) t`,
+/// `CLUSTER t`, `REINDEX TABLE t`, `CHECKPOINT`, MySQL `OPTIMIZE TABLE`, PostgreSQL `TABLE t`,
+/// DuckDB `SUMMARIZE t`): one statement whose words hold no other statement keyword is rated
+/// as what it is instead of failing closed. Returns whether it was.
+fn maintenance_unparsed(sql: &str, dialect: SqlDialect, v: &mut Verdict) -> bool {
+    let (read, maintenance) = (
+        ["table", "summarize"],
+        [
+            "vacuum",
+            "analyze",
+            "cluster",
+            "reindex",
+            "checkpoint",
+            "optimize",
+            "checksum",
+        ],
+    );
+    let first = leading_keyword(sql);
+    let is_read = read.contains(&first.as_str());
+    if !is_read && !maintenance.contains(&first.as_str()) {
+        return false;
+    }
+    let Ok(tokens) = Tokenizer::new(dialect.dialect(), sql).tokenize() else {
+        return false;
+    };
+    // One statement: no separator before the last word.
+    let last_word = tokens.iter().rposition(|t| matches!(t, Token::Word(_)));
+    if tokens
+        .iter()
+        .enumerate()
+        .any(|(i, t)| *t == Token::SemiColon && last_word.is_some_and(|w| i < w))
+    {
+        return false;
+    }
+    let mut words = Verdict::default();
+    lexical(sql, dialect, &mut words);
+    if words.tier > Tier::T0 {
+        return false;
+    }
+    if is_read {
+        v.raise(Tier::T0, "sql.select");
+    } else {
+        v.raise(Tier::T1, "sql.maintenance");
+    }
+    true
+}
+
 /// `sql` with client-side placeholders (`%s`, `%(name)s`, `?`) and bare PRAGMA values
 /// (`= WAL`, `= ON`) written as literals, or `None` if it has neither.
 fn with_literals(sql: &str) -> Option<String> {
@@ -388,6 +436,21 @@ fn with_literals(sql: &str) -> Option<String> {
             out.push(c);
             rest = &rest[c.len_utf8()..];
         }
+    }
+    // SQL Server clients split batches at lines that say `GO`.
+    if out.lines().any(|l| l.trim().eq_ignore_ascii_case("go")) {
+        out = out
+            .lines()
+            .map(|l| {
+                if l.trim().eq_ignore_ascii_case("go") {
+                    ";"
+                } else {
+                    l
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        changed = true;
     }
     let upper = out.trim_start().to_ascii_uppercase();
     if upper.starts_with("PRAGMA")
