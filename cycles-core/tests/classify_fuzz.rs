@@ -287,6 +287,26 @@ fn long_operator_chains_fail_closed_without_overflowing_a_small_stack() {
     assert_eq!(verdicts.1.rules, ["sql.too_complex"]);
     // At the bound the text is still read (and is a plain SELECT).
     assert_eq!(verdicts.2.rules, ["sql.select"]);
+    // Chains the operator count does not see (keywords, subscripts, operators it does not
+    // list) make trees as deep; a long text is read on a thread with a stack for them. Each of
+    // these aborted the process on a 2 MiB thread before.
+    let deep = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(|| {
+            [
+                format!("SELECT x{}", " IN (1)".repeat(140_000)),
+                format!("SELECT a{}", " #- b".repeat(160_000)),
+                format!("SELECT x{}", "[1]".repeat(80_000)),
+                format!("SELECT x{}", " COLLATE c".repeat(80_000)),
+            ]
+            .iter()
+            .map(|q| sql::classify(q, SqlDialect::Postgres).tier)
+            .collect::<Vec<_>>()
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(deep.len(), 4);
     // A large string literal is one token, whatever operators its text holds.
     let insert = format!("INSERT INTO f VALUES ('{}')", "ab+/=".repeat(50_000));
     assert_eq!(

@@ -229,8 +229,45 @@ pub(crate) fn apply_if_sql(text: &str, v: &mut Verdict) -> bool {
 
 /// Raises `v` by the statements of `sql`.
 pub(crate) fn apply(sql: &str, dialect: SqlDialect, v: &mut Verdict) {
-    apply_nested(sql, dialect, 0, v);
+    if sql.len() <= OWN_STACK_BELOW {
+        return apply_nested(sql, dialect, 0, v);
+    }
+    // A long text can make a deep tree whatever its operators (`x IN (1) IN (1) ...`,
+    // `a #- b #- ...`, `x[1][1]...`, COLLATE chains): the parser builds such chains in a loop,
+    // and walking or dropping the tree recurses, about 50 bytes of stack per level. On the
+    // caller's stack (2 MiB on tokio's and many pools' threads) that overflows and aborts the
+    // process; so a long text is read on a thread of its own whose stack covers the deepest
+    // tree 1 MiB of text can make. The stack is reserved, not touched, unless used.
+    let own = std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("cycles-sql".into())
+            .stack_size(LONG_SQL_STACK)
+            .spawn_scoped(scope, || {
+                let mut own = Verdict::default();
+                apply_nested(sql, dialect, 0, &mut own);
+                own
+            })
+            .ok()
+            .and_then(|h| h.join().ok())
+    });
+    match own {
+        Some(own) => {
+            for rule in &own.rules {
+                v.raise(own.tier, rule);
+            }
+        }
+        // No thread (out of memory or threads), or a panic: fail closed.
+        None => v.raise(Tier::T4, "sql.too_complex"),
+    }
 }
+
+/// Texts up to this length are read on the caller's stack: the deepest tree they can make is
+/// a few hundred kilobytes of stack at most.
+const OWN_STACK_BELOW: usize = 4 << 10;
+
+/// The stack of the thread a longer text is read on: 1 MiB of text makes at most about 500,000
+/// levels, about 25 MiB at 50 bytes each; ten times that, reserved, not committed.
+const LONG_SQL_STACK: usize = 256 << 20;
 
 /// Most binary operators (`+`, `||`, `AND`, `OR`, `=`, `::`, ...) in a text that is parsed. The
 /// parser builds operator chains in a loop, so its recursion limit does not bound how deep the
