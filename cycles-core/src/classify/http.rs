@@ -128,6 +128,21 @@ pub(crate) fn apply(method: &str, url: &str, body: Option<&serde_json::Value>, v
     let path = percent_decode(url_path(&url));
     let (destructive, mut critical) = names::scan(&path);
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    // `POST /v1/databases/{id}/query` (Notion), `POST .../search`: a read sent as POST
+    // because it has a body; the path's nouns do not make it critical.
+    let last = segments
+        .last()
+        .map(|s| s.to_ascii_lowercase())
+        .unwrap_or_default();
+    if !destructive
+        && method.eq_ignore_ascii_case("POST")
+        && matches!(
+            last.as_str(),
+            "query" | "search" | "list" | "get" | "find" | "lookup" | "count" | "describe"
+        )
+    {
+        critical = false;
+    }
     if method.eq_ignore_ascii_case("DELETE") {
         // `DELETE /repos/{owner}/{repo}` deletes a repository; `DELETE /logs-*` or `/_all`
         // (Elasticsearch) every index it matches.
@@ -186,7 +201,36 @@ pub(crate) fn apply(method: &str, url: &str, body: Option<&serde_json::Value>, v
     if !graphql {
         method_rules(method, critical, v);
     }
-    parameter_rules(&url, body, read, graphql_endpoint, critical, v);
+    // Keys that carry SQL for some services and words for others are read as SQL only at an
+    // endpoint that runs statements, never at a search.
+    let lower: Vec<String> = segments.iter().map(|s| s.to_ascii_lowercase()).collect();
+    let sql_endpoint = !lower.iter().any(|s| s.contains("search"))
+        && lower.iter().any(|s| {
+            [
+                "sql",
+                "query",
+                "queries",
+                "statement",
+                "statements",
+                "exec",
+                "execute",
+                "run",
+                "pipeline",
+                "rpc",
+                "jobs",
+            ]
+            .iter()
+            .any(|k| s.contains(k))
+        });
+    parameter_rules(
+        &url,
+        body,
+        read,
+        sql_endpoint,
+        graphql_endpoint,
+        critical,
+        v,
+    );
     match (destructive, critical) {
         (true, true) => v.raise(Tier::T4, "http.destructive_path_critical"),
         (true, false) => v.raise(Tier::T3, "http.destructive_path"),
@@ -360,6 +404,7 @@ fn parameter_rules(
     url: &str,
     body: Option<&serde_json::Value>,
     read: bool,
+    sql_endpoint: bool,
     graphql_endpoint: bool,
     critical_path: bool,
     v: &mut Verdict,
@@ -405,7 +450,11 @@ fn parameter_rules(
         }
         if SQL_KEYS.contains(&key) && !value.trim().is_empty() {
             super::sql::apply(value, SqlDialect::Generic, v);
-        } else if MAYBE_SQL_KEYS.contains(&key) && !read && !(key == "query" && graphql_endpoint) {
+        } else if MAYBE_SQL_KEYS.contains(&key)
+            && !read
+            && sql_endpoint
+            && !(key == "query" && graphql_endpoint)
+        {
             super::sql::apply_if_sql(value, v);
         }
     }

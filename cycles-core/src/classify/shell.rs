@@ -2144,13 +2144,53 @@ const COMPOSER_BUILTINS: &[&str] = &[
 /// operands and option values (`--target=db-reset`); a task only known at run time
 /// (`make $TARGET`) fails closed.
 fn task_names(rest: &[String], v: &mut Verdict) {
+    // Options whose value is a directory, a file or a module, not a task (`make -C db build`,
+    // `mvn -pl db-migration package`, `gradle -p database build`).
+    const PLACE_OPTIONS: &[&str] = &[
+        "-C",
+        "--directory",
+        "-f",
+        "--file",
+        "--makefile",
+        "-I",
+        "--include-dir",
+        "-pl",
+        "--projects",
+        "-rf",
+        "--resume-from",
+        "-s",
+        "--settings",
+        "-P",
+        "--activate-profiles",
+        "-p",
+        "--project-dir",
+        "-b",
+        "--build-file",
+        "--cwd",
+        "--justfile",
+        "--working-directory",
+    ];
+    let mut skip_next = false;
     for word in rest {
+        if std::mem::take(&mut skip_next) {
+            continue;
+        }
+        if PLACE_OPTIONS.contains(&word.as_str()) {
+            skip_next = true;
+            continue;
+        }
         let task = match word.split_once('=') {
+            Some((opt, _)) if PLACE_OPTIONS.contains(&opt) => continue,
             Some((opt, value)) if opt.starts_with('-') => value,
             // `make VAR=value` sets a variable, it names no task.
             Some(_) => continue,
             None if word.starts_with('-') => continue,
             None => word.as_str(),
+        };
+        // Gradle's `:module:task` names a task of a module: the task is the last part.
+        let task = match task.strip_prefix(':') {
+            Some(path) => path.rsplit(':').next().unwrap_or(path),
+            None => task,
         };
         if is_dynamic(task) {
             v.raise(Tier::T4, "shell.dynamic_command");
@@ -2938,7 +2978,6 @@ fn find(rest: &[String], d: usize, v: &mut Verdict) -> Out {
         "-ipath",
         "-regex",
         "-iregex",
-        "-type",
         "-mtime",
         "-mmin",
         "-newer",
@@ -2969,8 +3008,41 @@ fn find(rest: &[String], d: usize, v: &mut Verdict) -> Out {
             && rest.get(i + 2).is_none_or(|n| n != "-prune")
     });
     let critical = roots.iter().any(|r| is_critical_path(r)) || critical_pattern;
+    // Only build outputs and caches by name (`-name node_modules`, `-name '*.pyc'`) under
+    // a root that is not critical: what `rm -rf node_modules` is.
+    let names: Vec<&str> = rest
+        .iter()
+        .enumerate()
+        .filter(|(i, a)| {
+            matches!(a.as_str(), "-name" | "-iname")
+                && !(*i > 0 && matches!(rest[i - 1].as_str(), "!" | "-not"))
+        })
+        .filter_map(|(i, _)| rest.get(i + 1).map(String::as_str))
+        .collect();
+    let build_outputs_only = !critical
+        && !names.is_empty()
+        && !rest.iter().any(|a| {
+            matches!(
+                a.as_str(),
+                "-path" | "-ipath" | "-regex" | "-iregex" | "-wholename"
+            )
+        })
+        && names.iter().all(|n| {
+            BUILD_OUTPUTS.contains(n)
+                || [
+                    "*.pyc",
+                    "*.pyo",
+                    ".DS_Store",
+                    "*.tsbuildinfo",
+                    "*.class",
+                    "*.o",
+                ]
+                .contains(n)
+        });
     let deletes = |v: &mut Verdict| {
-        if broad && !filtered {
+        if build_outputs_only {
+            v.raise(Tier::T1, "shell.rm_build_output");
+        } else if broad && !filtered {
             v.raise(Tier::T4, "shell.find_delete_broad");
         } else if critical {
             v.raise(Tier::T4, "shell.find_delete_critical");
@@ -2992,7 +3064,14 @@ fn find(rest: &[String], d: usize, v: &mut Verdict) -> Out {
                 .position(|w| w == ";" || w == "+" || w == "\\;")
                 .map_or(rest.len(), |p| i + 1 + p);
             // `{}` is each match: a specific path when the search is filtered, anything when not.
-            let found = if filtered { "./__found__" } else { "$FOUND" };
+            let build_output = format!("./{}", names.first().unwrap_or(&"").replace('*', "x"));
+            let found = if build_outputs_only {
+                build_output.as_str()
+            } else if filtered {
+                "./__found__"
+            } else {
+                "$FOUND"
+            };
             let argv: Vec<String> = rest[i + 1..end]
                 .iter()
                 .map(|w| w.replace("{}", found))
@@ -3186,19 +3265,23 @@ fn git(rest: &[String], d: usize, v: &mut Verdict) {
             }
         }
         "checkout" | "restore" | "switch" => {
-            let discards = has(
-                args,
-                &[
-                    "-f",
-                    "--force",
-                    "--",
-                    ".",
-                    "--discard-changes",
-                    "--staged",
-                    "-W",
-                    "--worktree",
-                ],
-            ) || (sub == "restore" && !ops.is_empty());
+            // `git restore --staged` alone only unstages: the work tree keeps the changes.
+            let unstages_only = sub == "restore"
+                && has(args, &["--staged", "-S"])
+                && !has(args, &["-W", "--worktree"]);
+            let discards = !unstages_only
+                && (has(
+                    args,
+                    &[
+                        "-f",
+                        "--force",
+                        "--",
+                        ".",
+                        "--discard-changes",
+                        "-W",
+                        "--worktree",
+                    ],
+                ) || (sub == "restore" && !ops.is_empty()));
             if discards {
                 v.raise(Tier::T3, "shell.git_discard_changes");
             } else {
@@ -3351,6 +3434,14 @@ fn kubectl(rest: &[String], stdin: &Stdin<'_>, d: usize, v: &mut Verdict) -> Out
     let verb = rest.get(j).map_or("", |s| s.as_str());
     match verb {
         "delete" => v.raise(Tier::T4, "shell.kubectl_delete"),
+        "rollout"
+            if matches!(
+                rest.get(j + 1).map(String::as_str),
+                Some("status" | "history")
+            ) =>
+        {
+            v.raise(Tier::T0, "shell.read")
+        }
         "apply" | "create" | "replace" | "patch" | "edit" | "set" | "scale" | "autoscale"
         | "label" | "annotate" | "taint" | "drain" | "cordon" | "uncordon" | "rollout"
         | "expose" => v.raise(Tier::T3, "shell.kubectl_change"),
@@ -3363,7 +3454,9 @@ fn kubectl(rest: &[String], stdin: &Stdin<'_>, d: usize, v: &mut Verdict) -> Out
                 }
             }
         }
-        "cp" | "port-forward" | "proxy" => v.raise(Tier::T2, "shell.kubectl_change"),
+        "cp" => v.raise(Tier::T2, "shell.kubectl_change"),
+        // A local tunnel to the cluster: changes nothing there.
+        "port-forward" | "proxy" => v.raise(Tier::T1, "shell.local_write"),
         "get" | "describe" | "logs" | "top" | "explain" | "api-resources" | "api-versions"
         | "version" | "config" | "auth" | "diff" | "wait" | "events" | "cluster-info" | "" => {
             v.raise(Tier::T0, "shell.read")
@@ -3426,6 +3519,24 @@ const CONTAINER_VALUE_OPTIONS: &[&str] = &[
     "--stop-signal",
     "--stop-timeout",
     "--shm-size",
+    "--volumes-from",
+    "--label-file",
+    "--cpuset-cpus",
+    "--memory-swap",
+    "--storage-opt",
+    "--sysctl",
+    "--userns",
+    "--uts",
+    "-a",
+    "--attach",
+    "--cpu-shares",
+    "--mac-address",
+    "--ip",
+    "--ip6",
+    "--network-alias",
+    "--cgroup-parent",
+    "--cgroupns",
+    "--domainname",
 ];
 
 fn docker(name: &str, rest: &[String], stdin: &Stdin<'_>, d: usize, v: &mut Verdict) -> Out {
@@ -3462,12 +3573,43 @@ fn docker(name: &str, rest: &[String], stdin: &Stdin<'_>, d: usize, v: &mut Verd
     } else {
         words
     };
+    // `docker compose -f x.yml --profile p down -v`: compose's own options come first.
+    let words = if compose {
+        skip_options(
+            words,
+            &[
+                "-f",
+                "--file",
+                "-p",
+                "--project-name",
+                "--profile",
+                "--env-file",
+                "--project-directory",
+                "--ansi",
+                "--progress",
+                "--parallel",
+                "-c",
+                "--context",
+            ],
+        )
+    } else {
+        words
+    };
+    // `-v`, `-fv`, `-sfv`, `--volumes`, `--volumes=true`: anonymous volumes go with it.
+    let removes_volumes = |args: &[String]| {
+        args.iter().any(|a| {
+            short_flag(a, 'v')
+                || a == "--volumes"
+                || a.strip_prefix("--volumes=")
+                    .is_some_and(|v| !matches!(v, "false" | "0"))
+        })
+    };
     let sub = words.first().map_or("", |s| s.as_str());
     let args = if words.is_empty() { words } else { &words[1..] };
     let second = operands(args).first().copied().unwrap_or("");
     if compose {
         match sub {
-            "down" if has(args, &["-v", "--volumes"]) => {
+            "down" | "rm" if removes_volumes(args) => {
                 v.raise(Tier::T4, "shell.compose_down_volumes")
             }
             "down" | "rm" | "stop" | "kill" => v.raise(Tier::T2, "shell.docker_change"),
@@ -3494,7 +3636,7 @@ fn docker(name: &str, rest: &[String], stdin: &Stdin<'_>, d: usize, v: &mut Verd
         ("system" | "container" | "image" | "network" | "builder" | "buildx", "prune") => {
             v.raise(Tier::T3, "shell.docker_prune")
         }
-        ("rm", _) | ("container", "rm" | "remove") if has(args, &["-v", "--volumes"]) => {
+        ("rm", _) | ("container", "rm" | "remove") if removes_volumes(args) => {
             // Removes the container's anonymous volumes: a database image's data lives there.
             v.raise(Tier::T4, "shell.docker_volume_delete")
         }
@@ -3511,7 +3653,14 @@ fn docker(name: &str, rest: &[String], stdin: &Stdin<'_>, d: usize, v: &mut Verd
                 v.raise(Tier::T2, "shell.docker_change");
             }
             let inner = skip_options(args, CONTAINER_VALUE_OPTIONS);
-            if inner.len() > 1 {
+            // `--entrypoint dropdb IMAGE -h prod app`: the entrypoint runs with the words after
+            // the image.
+            let entry = option_values(args, &[], &["--entrypoint"]);
+            if let Some(program) = entry.first() {
+                let mut argv = vec![program.to_string()];
+                argv.extend(inner.iter().skip(1).cloned());
+                command(&argv, stdin, d, v);
+            } else if inner.len() > 1 {
                 command(&inner[1..], stdin, d, v);
             }
         }

@@ -860,22 +860,11 @@ pub(super) fn script_name(name: &str, v: &mut Verdict) {
         .filter(|w| !w.is_empty())
         .collect();
     let has = |these: &[&str]| words.iter().any(|w| these.contains(w));
-    let data = has(&[
+    // Data stores themselves, and the tools that manage their schemas.
+    let store = has(&[
         "db",
         "database",
         "databases",
-        "migrate",
-        "migration",
-        "migrations",
-        "schema",
-        "prisma",
-        "typeorm",
-        "sequelize",
-        "knex",
-        "drizzle",
-        "ecto",
-        "flyway",
-        "liquibase",
         "pg",
         "postgres",
         "postgresql",
@@ -888,15 +877,44 @@ pub(super) fn script_name(name: &str, v: &mut Verdict) {
         "supabase",
         "volume",
         "volumes",
+        "backup",
+        "backups",
+        "data",
     ]);
-    let resets = has(&[
+    let tool = has(&[
+        "migrate",
+        "migration",
+        "migrations",
+        "schema",
+        "prisma",
+        "typeorm",
+        "sequelize",
+        "knex",
+        "drizzle",
+        "ecto",
+        "flyway",
+        "liquibase",
+    ]);
+    // Words that destroy whatever they name, and weaker ones (`clean`, `prune`, `down`) that
+    // do only next to a data store (`npm run clean:prisma` deletes a generated client).
+    let strong = has(&[
         "reset", "fresh", "refresh", "drop", "wipe", "purge", "truncate", "nuke", "flush",
-        "recreate", "rebuild", "clean", "teardown", "destroy", "erase", "prune",
-    ]) || has(&["all"]) && has(&["undo", "rollback", "down", "revert"])
-        // `gradle flywayClean`, `mvn liquibase:dropAll`: plugin goals written as one word.
-        || words
-            .iter()
-            .any(|w| matches!(*w, "flywayclean" | "dropall" | "liquibasedropall"));
+        "recreate", "destroy", "erase",
+    ]) || has(&["all"]) && has(&["undo", "rollback", "down", "revert"]);
+    let weak = has(&[
+        "clean", "rebuild", "teardown", "prune", "down", "delete", "remove",
+    ]);
+    // `gradle flywayClean`, `mvn liquibase:dropAll`: plugin goals written as one word.
+    let plugin_reset = words
+        .iter()
+        .any(|w| matches!(*w, "flywayclean" | "dropall" | "liquibasedropall"))
+        || has(&["flyway"]) && has(&["clean"]);
+    let plugin_migrate = words.iter().any(|w| {
+        matches!(
+            *w,
+            "flywaymigrate" | "flywayrepair" | "flywayundo" | "liquibaseupdate"
+        )
+    }) || has(&["liquibase"]) && has(&["update", "rollback"]);
     let migrates = has(&[
         "migrate",
         "migration",
@@ -905,20 +923,22 @@ pub(super) fn script_name(name: &str, v: &mut Verdict) {
         "downgrade",
         "upgrade",
         "deploy",
-    ]) && data
+        "push",
+        "sync",
+    ]) && (store || tool)
         && !has(&[
             "status", "create", "generate", "new", "make", "list", "info", "check", "test",
             "tests", "lint",
         ]);
-    if resets
-        && (data
-            || words
-                .iter()
-                .any(|w| w.contains("flyway") || *w == "dropall"))
-    {
+    if plugin_reset || strong && (store || tool) || weak && store {
         v.raise(RESET.0, RESET.1);
-    } else if migrates {
+    } else if has(&["restore", "import", "load"]) && store {
+        // Replaces what the store holds with a dump.
+        v.raise(LOAD.0, LOAD.1);
+    } else if migrates || plugin_migrate {
         v.raise(MIGRATE.0, MIGRATE.1);
+    } else if has(&["seed", "setup", "init", "create"]) && store {
+        v.raise(SEED.0, SEED.1);
     }
     names::apply(name, v);
 }
