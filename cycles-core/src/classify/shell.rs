@@ -1824,6 +1824,14 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
             Out::Unknown
         }
         // --- interpreters and package managers ------------------------------------------------
+        "ts-node" | "tsx" | "bun-node" => {
+            // TypeScript runners of node: a tool's entry point is that tool.
+            match migration_script("node", rest) {
+                Some((tool, args)) => migrate::classify(tool, args, &stdin, d, v),
+                None => v.raise(Tier::T2, "shell.script"),
+            }
+            Out::Unknown
+        }
         "python" | "python3" | "python2" | "node" | "ruby" | "perl" | "php" | "lua" | "Rscript"
         | "pwsh" | "powershell" => {
             if has(rest, &["--version", "-V", "-v"]) && rest.len() == 1 {
@@ -2313,7 +2321,10 @@ fn any_suffix(
             continue;
         }
         let mut probe = Verdict::default();
-        command(&rest[k..], stdin, d + 3, &mut probe);
+        // A probe reads a bounded number of words: a chain of wrappers (`cross-env A=1
+        // cross-env A=1 ...`) otherwise copies the rest of a long line at every level.
+        let end = rest.len().min(k + 256);
+        command(&rest[k..end], stdin, d + 3, &mut probe);
         if probe.rules.first() == Some(&"shell.unknown_command") {
             continue;
         }
@@ -4198,6 +4209,17 @@ fn cloud(name: &str, rest: &[String], v: &mut Verdict) {
     // A few CLIs name their dangerous commands tersely.
     let special = match (name, first, words.get(1).copied()) {
         ("railway", "delete", _) => Some((Tier::T4, "shell.cloud_delete_critical")),
+        // Every collection, or a subtree, of the Firestore database.
+        ("firebase", "firestore:delete", _)
+            if rest
+                .iter()
+                .any(|a| matches!(a.as_str(), "--all-collections" | "-r" | "--recursive")) =>
+        {
+            Some((Tier::T4, "shell.cloud_delete_critical"))
+        }
+        ("firebase", "database:remove", _) => Some((Tier::T4, "shell.cloud_delete_critical")),
+        // `vercel` alone and `vercel deploy` deploy; `--prod` to production.
+        ("vercel", "" | "deploy", _) => Some((Tier::T3, "shell.cloud_deploy")),
         ("railway", "down", _) => Some((Tier::T3, "shell.cloud_delete")),
         ("heroku", n, _) if n.ends_with(":destroy") || n == "pg:reset" || n == "pg:killall" => {
             Some((Tier::T4, "shell.cloud_delete_critical"))

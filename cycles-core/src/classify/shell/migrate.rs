@@ -59,6 +59,9 @@ pub(super) const PROGRAMS: &[&str] = &[
     "dbmate",
     "sqitch",
     "hasura",
+    // WordPress and Drupal CLIs: their database commands.
+    "wp",
+    "drush",
     // Symfony's `bin/console` and `symfony console`: Doctrine's commands.
     "console",
     "symfony",
@@ -148,6 +151,46 @@ fn rate(name: &str, a: &Args<'_>, stdin: &Stdin<'_>, d: usize, v: &mut Verdict) 
     match name {
         "prisma" => prisma(a, stdin, v),
         "console" | "symfony" => doctrine(a, v),
+        "wp" if op("db") => {
+            if op("reset") || op("drop") || op("clean") {
+                Some(RESET)
+            } else if op("import") {
+                Some(LOAD)
+            } else if op("query") {
+                match a.after("query") {
+                    Some(q) if !q.starts_with('-') => {
+                        crate::classify::sql::apply(q, SqlDialect::Mysql, v)
+                    }
+                    _ => sql_stdin(SqlDialect::Mysql, stdin, v),
+                }
+                Some(READ)
+            } else if op("export") || op("check") || op("size") || op("tables") || op("prefix") {
+                Some(READ)
+            } else {
+                Some(MIGRATE)
+            }
+        }
+        "drush" => match a.sub(|o| {
+            o.starts_with("sql")
+                || o.contains(':')
+                || matches!(
+                    o,
+                    "updatedb" | "updb" | "deploy" | "cim" | "sitedelete" | "status" | "st"
+                )
+        })? {
+            "sqldrop" | "sql:drop" | "sitedelete" => Some(RESET),
+            "sqlsync" | "sql:sync" | "sqlcli" | "sql:cli" => Some(LOAD),
+            "sqlquery" | "sql:query" | "sqlq" => {
+                match a.ops.iter().skip(1).find(|o| !o.starts_with('-')) {
+                    Some(q) => crate::classify::sql::apply(q, SqlDialect::Mysql, v),
+                    None => sql_stdin(SqlDialect::Mysql, stdin, v),
+                }
+                Some(READ)
+            }
+            "updatedb" | "updb" | "deploy" | "cim" | "config:import" => Some(MIGRATE),
+            "sqldump" | "sql:dump" | "status" | "st" => Some(READ),
+            _ => None,
+        },
         "hasura" => {
             if op("migrate") && op("apply") && a.after("--down") == Some("all") {
                 Some(RESET)
