@@ -11,10 +11,13 @@ mod postgres_support;
 
 use std::sync::Arc;
 
+#[path = "support/ledgers.rs"]
+mod ledgers;
 #[path = "support/state_check.rs"]
 mod state_check;
 
 use cycles_core::*;
+use ledgers::ledgers;
 use serde_json::json;
 use state_check::{assert_clean, assert_mismatch};
 
@@ -67,41 +70,6 @@ fn step(auth: &Authority, clock: &ManualClock) -> Reservation {
     r
 }
 
-/// A ledger under test, the same one as SQLite when it is (for edits in SQL), and what must
-/// live as long as it (a PostgreSQL schema dropped with the test).
-struct Under {
-    ledger: Arc<dyn Ledger>,
-    sqlite: Option<Arc<SqliteLedger>>,
-    _schema: Option<Box<dyn std::any::Any>>,
-}
-
-fn ledgers(dir: &tempfile::TempDir, name: &str) -> Vec<Under> {
-    let sqlite = Arc::new(SqliteLedger::open(dir.path().join(format!("{name}.db"))).unwrap());
-    #[allow(unused_mut)]
-    let mut all = vec![
-        Under {
-            ledger: Arc::new(MemoryLedger::new()),
-            sqlite: None,
-            _schema: None,
-        },
-        Under {
-            ledger: sqlite.clone(),
-            sqlite: Some(sqlite),
-            _schema: None,
-        },
-    ];
-    #[cfg(feature = "pg-tests")]
-    {
-        let schema = postgres_support::Schema::new(&format!("caps_{name}"));
-        all.push(Under {
-            ledger: Arc::new(schema.ledger()),
-            sqlite: None,
-            _schema: Some(Box::new(schema)),
-        });
-    }
-    all
-}
-
 fn counter(ledger: &Arc<dyn Ledger>) -> Option<serde_json::Value> {
     let mut out = None;
     ledger
@@ -122,7 +90,7 @@ fn put_counter(ledger: &Arc<dyn Ledger>, value: serde_json::Value) {
 #[test]
 fn counted_steps_and_a_new_allocation_verify_clean_and_are_recorded() {
     let dir = tempfile::tempdir().unwrap();
-    for under in ledgers(&dir, "clean") {
+    for under in ledgers(&dir, "caps_clean") {
         let clock = ManualClock::new(10_000);
         let auth = authority(under.ledger.clone(), &clock);
         step(&auth, &clock);
@@ -171,7 +139,7 @@ fn counted_steps_and_a_new_allocation_verify_clean_and_are_recorded() {
 #[test]
 fn a_reset_counter_is_reported_and_stays_reported_after_the_next_step() {
     let dir = tempfile::tempdir().unwrap();
-    for under in ledgers(&dir, "reset") {
+    for under in ledgers(&dir, "caps_reset") {
         let clock = ManualClock::new(10_000);
         let auth = authority(under.ledger.clone(), &clock);
         for _ in 0..3 {
@@ -193,7 +161,7 @@ fn a_reset_counter_is_reported_and_stays_reported_after_the_next_step() {
 #[test]
 fn a_shortened_cooldown_is_reported() {
     let dir = tempfile::tempdir().unwrap();
-    for under in ledgers(&dir, "cooldown") {
+    for under in ledgers(&dir, "caps_cooldown") {
         let clock = ManualClock::new(10_000);
         let auth = authority(under.ledger.clone(), &clock);
         step(&auth, &clock);
@@ -207,7 +175,7 @@ fn a_shortened_cooldown_is_reported() {
 #[test]
 fn a_planted_counter_is_reported() {
     let dir = tempfile::tempdir().unwrap();
-    for under in ledgers(&dir, "planted") {
+    for under in ledgers(&dir, "caps_planted") {
         let clock = ManualClock::new(10_000);
         let auth = authority(under.ledger.clone(), &clock);
         step(&auth, &clock);
@@ -233,7 +201,7 @@ fn a_planted_counter_is_reported() {
 #[test]
 fn a_deleted_counter_is_reported() {
     let dir = tempfile::tempdir().unwrap();
-    for under in ledgers(&dir, "deleted") {
+    for under in ledgers(&dir, "caps_deleted") {
         let Some(sqlite) = &under.sqlite else {
             continue;
         };

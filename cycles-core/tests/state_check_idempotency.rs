@@ -12,11 +12,14 @@ mod postgres_support;
 
 use std::sync::Arc;
 
+#[path = "support/ledgers.rs"]
+mod ledgers;
 #[path = "support/state_check.rs"]
 mod state_check;
 
 use cycles_core::ledger::IdempotencyEntry;
 use cycles_core::*;
+use ledgers::ledgers;
 use serde_json::json;
 use state_check::{assert_clean, assert_mismatch};
 
@@ -56,42 +59,6 @@ fn event_req(key: &str) -> EventRequest {
     }
 }
 
-/// A ledger under test, the same one as SQLite when it is (for edits in SQL), and what must
-/// live as long as it (a PostgreSQL schema dropped with the test).
-struct Under {
-    ledger: Arc<dyn Ledger>,
-    sqlite: Option<Arc<SqliteLedger>>,
-    _schema: Option<Box<dyn std::any::Any>>,
-}
-
-/// A fresh memory ledger and a fresh SQLite file (and PostgreSQL schema with `pg-tests`).
-fn ledgers(dir: &tempfile::TempDir, name: &str) -> Vec<Under> {
-    let sqlite = Arc::new(SqliteLedger::open(dir.path().join(format!("{name}.db"))).unwrap());
-    #[allow(unused_mut)]
-    let mut all = vec![
-        Under {
-            ledger: Arc::new(MemoryLedger::new()),
-            sqlite: None,
-            _schema: None,
-        },
-        Under {
-            ledger: sqlite.clone(),
-            sqlite: Some(sqlite),
-            _schema: None,
-        },
-    ];
-    #[cfg(feature = "pg-tests")]
-    {
-        let schema = postgres_support::Schema::new("idem_state");
-        all.push(Under {
-            ledger: Arc::new(schema.ledger()),
-            sqlite: None,
-            _schema: Some(Box::new(schema)),
-        });
-    }
-    all
-}
-
 fn entry(ledger: &Arc<dyn Ledger>, op: &str, key: &str) -> IdempotencyEntry {
     let mut out = None;
     ledger
@@ -124,7 +91,7 @@ fn plant(ledger: &Arc<dyn Ledger>, op: &str, key: &str, e: &IdempotencyEntry) {
 #[test]
 fn keyed_operations_and_their_replays_verify_clean() {
     let dir = tempfile::tempdir().unwrap();
-    for under in ledgers(&dir, "clean") {
+    for under in ledgers(&dir, "idem_clean") {
         let ledger = under.ledger.clone();
         let auth = authority(ledger.clone());
         for round in 0..2 {
@@ -183,7 +150,7 @@ fn keyed_operations_and_their_replays_verify_clean() {
 #[test]
 fn a_planted_reserved_outcome_is_reported() {
     let dir = tempfile::tempdir().unwrap();
-    for under in ledgers(&dir, "planted") {
+    for under in ledgers(&dir, "idem_planted") {
         let ledger = under.ledger.clone();
         let auth = authority(ledger.clone());
         auth.reserve(&keyed("deploy", "earlier")).unwrap();
@@ -211,7 +178,7 @@ fn a_planted_reserved_outcome_is_reported() {
 #[test]
 fn a_reserved_outcome_naming_a_real_reservation_of_another_call_is_reported() {
     let dir = tempfile::tempdir().unwrap();
-    for under in ledgers(&dir, "other") {
+    for under in ledgers(&dir, "idem_other") {
         let ledger = under.ledger.clone();
         let auth = authority(ledger.clone());
         // A cheap reservation really held, and the outcome of a costly call pointed at it.
@@ -234,7 +201,7 @@ fn a_reserved_outcome_naming_a_real_reservation_of_another_call_is_reported() {
 #[test]
 fn planted_commit_release_extend_and_event_outcomes_are_reported() {
     let dir = tempfile::tempdir().unwrap();
-    for under in ledgers(&dir, "finish") {
+    for under in ledgers(&dir, "idem_finish") {
         let ledger = under.ledger.clone();
         let auth = authority(ledger.clone());
         let r = auth.reserve(&keyed("deploy", "r")).unwrap();
@@ -322,7 +289,7 @@ fn planted_commit_release_extend_and_event_outcomes_are_reported() {
 #[test]
 fn the_gate_refuses_to_replay_a_reservation_the_ledger_does_not_hold_for_the_call() {
     let dir = tempfile::tempdir().unwrap();
-    for under in ledgers(&dir, "gate") {
+    for under in ledgers(&dir, "idem_gate") {
         let ledger = under.ledger.clone();
         let auth = authority(ledger.clone());
         let cheap = auth.reserve(&keyed("read_file", "cheap")).unwrap();
@@ -365,7 +332,7 @@ fn the_gate_refuses_to_replay_a_reservation_the_ledger_does_not_hold_for_the_cal
 #[test]
 fn a_planted_reservation_committed_and_cleaned_up_stays_reported() {
     let dir = tempfile::tempdir().unwrap();
-    for under in ledgers(&dir, "laundered") {
+    for under in ledgers(&dir, "idem_laundered") {
         let ledger = under.ledger.clone();
         let sqlite = under.sqlite.clone();
         let auth = authority(ledger.clone());
@@ -424,7 +391,7 @@ fn a_planted_reservation_committed_and_cleaned_up_stays_reported() {
 #[test]
 fn listing_idempotency_entries_is_ordered_and_complete() {
     let dir = tempfile::tempdir().unwrap();
-    for under in ledgers(&dir, "list") {
+    for under in ledgers(&dir, "idem_list") {
         let ledger = under.ledger.clone();
         let e = |d: &str| IdempotencyEntry {
             request_digest: d.into(),
@@ -471,7 +438,7 @@ fn listing_idempotency_entries_is_ordered_and_complete() {
 #[test]
 fn a_reservation_is_found_by_its_key_as_it_stands_and_a_planted_one_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    for under in ledgers(&dir, "bykey") {
+    for under in ledgers(&dir, "idem_bykey") {
         let ledger = under.ledger.clone();
         let auth = authority(ledger.clone());
         assert!(auth.reservation_by_key("nothing").unwrap().is_none());
