@@ -1828,7 +1828,10 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
             // TypeScript runners of node: a tool's entry point is that tool.
             match migration_script("node", rest) {
                 Some((tool, args)) => migrate::classify(tool, args, &stdin, d, v),
-                None => v.raise(Tier::T2, "shell.script"),
+                None => {
+                    v.raise(Tier::T2, "shell.script");
+                    script_named(rest, v);
+                }
             }
             Out::Unknown
         }
@@ -1878,6 +1881,7 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
                 v.raise(Tier::T1, "shell.local_write");
             } else {
                 v.raise(Tier::T2, "shell.script");
+                script_named(rest, v);
             }
             Out::Unknown
         }
@@ -2405,6 +2409,16 @@ fn program_name(word: &str) -> &str {
     match file {
         "py" => "python",
         f => unversioned(f),
+    }
+}
+
+/// A script file an interpreter runs (`node scripts/reset-db.js`, `tsx drop-database.ts`):
+/// read by its name as a project script is ([`migrate::script_name`]), whatever the runtime.
+fn script_named(rest: &[String], v: &mut Verdict) {
+    if let Some(file) = rest.iter().find(|a| !a.starts_with('-')) {
+        let file = file.rsplit(['/', '\\']).next().unwrap_or(file);
+        let stem = file.split('.').next().unwrap_or(file);
+        migrate::script_name(stem, v);
     }
 }
 

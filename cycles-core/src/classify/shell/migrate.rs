@@ -164,7 +164,10 @@ fn rate(name: &str, a: &Args<'_>, stdin: &Stdin<'_>, d: usize, v: &mut Verdict) 
                     _ => sql_stdin(SqlDialect::Mysql, stdin, v),
                 }
                 Some(READ)
-            } else if op("export") || op("check") || op("size") || op("tables") || op("prefix") {
+            } else if op("export") {
+                // Writes a dump file.
+                Some(LOCAL)
+            } else if op("check") || op("size") || op("tables") || op("prefix") {
                 Some(READ)
             } else {
                 Some(MIGRATE)
@@ -638,12 +641,9 @@ fn rails_task(task: &str, version_zero: bool) -> Option<Rating> {
             | "db:truncate_all" | "db:seed:replant" | "db:migrate:reset" | "db:setup"
             | "db:setup:all" => RESET,
             "db:fixtures:load" => LOAD,
-            "db:migrate:status"
-            | "db:version"
-            | "db:abort_if_pending_migrations"
-            | "db:schema:cache:dump"
-            | "db:schema:dump"
-            | "db:structure:dump" => READ,
+            "db:migrate:status" | "db:version" | "db:abort_if_pending_migrations" => READ,
+            // Write the schema or its cache to a file of the project.
+            "db:schema:cache:dump" | "db:schema:dump" | "db:structure:dump" => LOCAL,
             "db:schema:cache:clear" => LOCAL,
             t if t.starts_with("db:migrate") => MIGRATE,
             "db:rollback" | "db:prepare" | "db:forward" | "db:environment:set" => MIGRATE,
@@ -795,6 +795,8 @@ fn artisan(a: &Args<'_>, stdin: &Stdin<'_>, d: usize, v: &mut Verdict) -> Option
         }
         "migrate:status" | "route:list" | "about" | "list" | "inspire" | "db:show" | "db:table"
         | "db:monitor" | "schedule:list" | "event:list" => Some(READ),
+        // Every pending job of the queue (in Redis or a table) is deleted.
+        "queue:clear" | "queue:flush" | "queue:prunefailed" => Some(LOAD),
         "serve" | "test" | "optimize" | "key:generate" | "storage:link" | "vendor:publish"
         | "queue:work" | "queue:listen" => Some(LOCAL),
         s if s.starts_with("make:")
@@ -922,7 +924,6 @@ pub(super) fn script_name(name: &str, v: &mut Verdict) {
         "volumes",
         "backup",
         "backups",
-        "data",
     ]);
     let tool = has(&[
         "migrate",
@@ -944,9 +945,9 @@ pub(super) fn script_name(name: &str, v: &mut Verdict) {
         "reset", "fresh", "refresh", "drop", "wipe", "purge", "truncate", "nuke", "flush",
         "recreate", "destroy", "erase",
     ]) || has(&["all"]) && has(&["undo", "rollback", "down", "revert"]);
-    let weak = has(&[
-        "clean", "rebuild", "teardown", "prune", "down", "delete", "remove",
-    ]);
+    // (`db:down` usually stops the database's container and keeps its volume.)
+    let weak = has(&["clean", "rebuild", "teardown", "prune", "delete", "remove"])
+        || has(&["down"]) && has(&["volume", "volumes"]);
     // `gradle flywayClean`, `mvn liquibase:dropAll`: plugin goals written as one word.
     let plugin_reset = words
         .iter()
@@ -958,10 +959,10 @@ pub(super) fn script_name(name: &str, v: &mut Verdict) {
             "flywaymigrate" | "flywayrepair" | "flywayundo" | "liquibaseupdate"
         )
     }) || has(&["liquibase"]) && has(&["update", "rollback"]);
+    // A verb that applies schema changes (`make migrations` without one usually writes a
+    // migration file).
     let migrates = has(&[
         "migrate",
-        "migration",
-        "migrations",
         "rollback",
         "downgrade",
         "upgrade",
@@ -970,8 +971,23 @@ pub(super) fn script_name(name: &str, v: &mut Verdict) {
         "sync",
     ]) && (store || tool)
         && !has(&[
-            "status", "create", "generate", "new", "make", "list", "info", "check", "test",
-            "tests", "lint",
+            "status",
+            "create",
+            "generate",
+            "gen",
+            "codegen",
+            "typegen",
+            "types",
+            "new",
+            "make",
+            "list",
+            "info",
+            "check",
+            "test",
+            "tests",
+            "lint",
+            "pull",
+            "introspect",
         ]);
     if plugin_reset || strong && (store || tool) || weak && store {
         v.raise(RESET.0, RESET.1);
@@ -983,5 +999,10 @@ pub(super) fn script_name(name: &str, v: &mut Verdict) {
     } else if has(&["seed", "setup", "init", "create"]) && store {
         v.raise(SEED.0, SEED.1);
     }
-    names::apply(name, v);
+    // The name heuristics, for what they say with a critical noun (`delete:backups`); a
+    // destructive verb alone in a script's name (`purge:css`, `cache:purge`) is local as
+    // often as not.
+    if names::scan(name) == (true, true) {
+        v.raise(Tier::T4, names::RULE_DESTRUCTIVE_CRITICAL);
+    }
 }
