@@ -689,6 +689,12 @@ impl Functions<'_> {
             return;
         };
         let name = name.value.as_str();
+        // A function of the database's own whose name says it destroys something critical
+        // (`SELECT drop_all_tables()`, `SELECT public.wipe_database()`): as `CALL` would.
+        if super::names::scan(name) == (true, true) {
+            self.v
+                .raise(Tier::T4, super::names::RULE_DESTRUCTIVE_CRITICAL);
+        }
         if let Some((_, tier)) = SIDE_EFFECT_FUNCTIONS
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
