@@ -17,7 +17,8 @@ use std::ops::ControlFlow;
 use serde::{Deserialize, Serialize};
 use sqlparser::ast::{
     BinaryOperator, CopyTarget, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, ObjectName,
-    SetExpr, Statement, TableFactor, Value, Visit, Visitor, visit_expressions, visit_statements,
+    SetExpr, Statement, TableFactor, UnaryOperator, Value, Visit, Visitor, visit_expressions,
+    visit_statements,
 };
 use sqlparser::dialect::{
     BigQueryDialect, Dialect, DuckDbDialect, GenericDialect, MsSqlDialect, MySqlDialect,
@@ -836,7 +837,10 @@ fn truth(e: &Expr) -> (bool, bool, bool) {
             let (t, f) = if *op == BinaryOperator::And {
                 (ltrue && rtrue, lfalse || rfalse)
             } else {
-                (ltrue || rtrue || lfree || rfree, lfalse && rfalse)
+                (
+                    ltrue || rtrue || lfree || rfree || complementary(left, right),
+                    lfalse && rfalse,
+                )
             };
             (free, (free && !f) || t, f)
         }
@@ -859,9 +863,11 @@ fn leaf_true(e: &Expr) -> bool {
         Expr::IsNotNull(inner) => {
             matches!(inner.as_ref(), Expr::Value(v) if v.value != Value::Null)
         }
+        Expr::IsNotDistinctFrom(a, b) => same_operand(a, b),
         Expr::BinaryOp { left, op, right } => match op {
             BinaryOperator::Eq | BinaryOperator::GtEq | BinaryOperator::LtEq => {
-                left == right && !matches!(left.as_ref(), Expr::Value(v) if v.value == Value::Null)
+                same_operand(left, right)
+                    && !matches!(left.as_ref(), Expr::Value(v) if v.value == Value::Null)
             }
             BinaryOperator::NotEq => {
                 matches!((left.as_ref(), right.as_ref()), (Expr::Value(a), Expr::Value(b)) if a.value != b.value && a.value != Value::Null && b.value != Value::Null)
@@ -870,6 +876,42 @@ fn leaf_true(e: &Expr) -> bool {
         },
         _ => false,
     }
+}
+
+/// Whether two operands are the same: equal expressions, or the same column however it is
+/// spelled (`id`, `ID`, `"id"`, `t.id`, `(id)`; PostgreSQL folds unquoted names to lower case,
+/// and in a single-table UPDATE or DELETE a qualifier names that table).
+fn same_operand(a: &Expr, b: &Expr) -> bool {
+    fn strip(e: &Expr) -> &Expr {
+        match e {
+            Expr::Nested(inner) => strip(inner),
+            other => other,
+        }
+    }
+    /// `(qualifier, column)`, lowercased.
+    fn column(e: &Expr) -> Option<(Option<String>, String)> {
+        let lower = |i: &sqlparser::ast::Ident| i.value.to_ascii_lowercase();
+        match e {
+            Expr::Identifier(i) => Some((None, lower(i))),
+            Expr::CompoundIdentifier(parts) => {
+                let (last, qualifier) = parts.split_last()?;
+                let qualifier = qualifier.iter().map(lower).collect::<Vec<_>>().join(".");
+                Some((Some(qualifier), lower(last)))
+            }
+            _ => None,
+        }
+    }
+    let (a, b) = (strip(a), strip(b));
+    // `a.id = b.id` (a join) compares two tables' columns; `t.id = id` one.
+    a == b
+        || matches!((column(a), column(b)), (Some((qa, ca)), Some((qb, cb)))
+            if ca == cb && (qa.is_none() || qb.is_none() || qa == qb))
+}
+
+/// `x OR NOT x`: true for every row where `x` is not NULL.
+fn complementary(a: &Expr, b: &Expr) -> bool {
+    let negated = |n: &Expr, x: &Expr| matches!(n, Expr::UnaryOp { op: UnaryOperator::Not, expr } if same_operand(expr, x));
+    negated(a, b) || negated(b, a)
 }
 
 /// Rows-affected rule for UPDATE/DELETE: with a selective WHERE 2, else 3.
