@@ -1996,7 +1996,7 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
                 {
                     v.raise(Tier::T1, "shell.local_write");
                     let mut argv = rest[at..].to_vec();
-                    argv[0] = runner::program_name(&argv[0]["npm:".len()..]).to_string();
+                    argv[0] = runner::package_program(&argv[0]["npm:".len()..]).to_string();
                     command(&argv, &stdin, d, v);
                 }
                 Some("run" | "eval" | "repl") => v.raise(Tier::T2, "shell.script"),
@@ -2468,7 +2468,7 @@ fn package_runner(
         return Out::Unknown;
     }
     let mut argv = rest[run.start..].to_vec();
-    argv[0] = runner::program_name(first).to_string();
+    argv[0] = runner::package_program(first).to_string();
     if name == "hatch"
         && let Some((_, program)) = argv[0].split_once(':')
     {

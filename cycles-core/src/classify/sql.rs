@@ -360,11 +360,16 @@ fn apply_nested(sql: &str, dialect: SqlDialect, depth: usize, v: &mut Verdict) {
     }
     // SQLite's schema table written directly (after `PRAGMA writable_schema`): the schema,
     // hence every table, is corrupted beyond repair.
-    let lower = sql.to_ascii_lowercase();
-    if (lower.contains("sqlite_master") || lower.contains("sqlite_schema"))
+    // Checked without lowercasing a copy of the text: this runs on every SQL call's decide.
+    let mentions = |word: &str| {
+        sql.as_bytes()
+            .windows(word.len())
+            .any(|w| w.eq_ignore_ascii_case(word.as_bytes()))
+    };
+    if (mentions("sqlite_master") || mentions("sqlite_schema"))
         && ["update", "delete", "insert", "replace"]
             .iter()
-            .any(|k| lower.contains(k))
+            .any(|k| mentions(k))
     {
         v.raise(Tier::T4, "sql.schema_table_write");
     }

@@ -5,6 +5,29 @@
 //! What they run is what counts: `npx prisma migrate reset --force` drops the database the
 //! project points at, however harmless `npx` looks.
 
+/// The package managers and runners this module knows.
+const RUNNERS: &[&str] = &[
+    "npx",
+    "bunx",
+    "pnpx",
+    "uvx",
+    "npm",
+    "yarn",
+    "pnpm",
+    "bun",
+    "bundle",
+    "poetry",
+    "pdm",
+    "pipenv",
+    "rye",
+    "conda",
+    "mamba",
+    "micromamba",
+    "pipx",
+    "hatch",
+    "uv",
+];
+
 /// Options that take a value, per runner (before and after the subcommand).
 fn value_options(runner: &str) -> &'static [&'static str] {
     match runner {
@@ -177,6 +200,10 @@ fn after_word(rest: &[String], from: usize, opts: &[&str], words: &[&str]) -> Op
 /// What `runner` runs, or `None` when this invocation runs no other program (`npm install`,
 /// `poetry add`, `bundle install`).
 pub(super) fn command_start(runner: &str, rest: &[String]) -> Option<Run> {
+    // Every shell command comes through here: other programs leave at once.
+    if !RUNNERS.contains(&runner) {
+        return None;
+    }
     let opts = value_options(runner);
     let run = |start: Option<usize>, fetches: bool| start.map(|start| Run { start, fetches });
     if matches!(runner, "npx" | "bunx" | "pnpx" | "uvx") {
@@ -233,7 +260,7 @@ pub(super) fn command_start(runner: &str, rest: &[String]) -> Option<Run> {
 /// The program a package name or a runner's word runs: `prisma@5.2.0` → `prisma`,
 /// `@mikro-orm/cli` → `mikro-orm` (a scope's `cli` package is the scope's program),
 /// `@scope/tool` → `tool`.
-pub(super) fn program_name(word: &str) -> &str {
+pub(super) fn package_program(word: &str) -> &str {
     let unscoped = match word.strip_prefix('@') {
         Some(scoped) => match scoped.split_once('/') {
             Some((scope, "cli")) => scope,
