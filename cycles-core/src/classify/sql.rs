@@ -349,8 +349,11 @@ fn apply_nested(sql: &str, dialect: SqlDialect, depth: usize, v: &mut Verdict) {
         // Client-side placeholders (`%s`, `%(id)s`, `?`) and PRAGMA values the parser does not
         // take (`journal_mode = WAL`) are not what makes SQL dangerous: read the text with
         // them as literals before failing closed.
-        match with_literals(sql) {
-            Some(normal) if classify_parsed(&normal, dialect, depth, v) => {}
+        let literal = with_literals(sql);
+        let spelled = parseable_spelling(literal.as_deref().unwrap_or(sql), dialect);
+        match (literal, spelled) {
+            (_, Some(normal)) | (Some(normal), None)
+                if classify_parsed(&normal, dialect, depth, v) => {}
             _ if maintenance_unparsed(sql, dialect, v) => {}
             _ => {
                 v.raise(Tier::T4, "sql.unparsable");
@@ -506,6 +509,69 @@ fn with_literals(sql: &str) -> Option<String> {
         }
     }
     changed.then_some(out)
+}
+
+/// `sql` with the spellings the parser rejects, though the server takes them, rewritten to
+/// ones it takes with the same effect, or `None` if there are none: a PRAGMA argument that is a
+/// bare name (`PRAGMA table_info(notes)` as `table_info('notes')`), `DROP INDEX CONCURRENTLY`
+/// (as `DROP INDEX`), `DELETE TOP (n)` (as `DELETE`, which is rated as at least as many
+/// rows). Rewritten token by token, so strings and comments are left as they are.
+fn parseable_spelling(sql: &str, dialect: SqlDialect) -> Option<String> {
+    let mut tokens = Tokenizer::new(dialect.dialect(), sql).tokenize().ok()?;
+    // Indexes of the words, skipping whitespace and comments.
+    let words: Vec<usize> = (0..tokens.len())
+        .filter(|&i| !matches!(tokens[i], Token::Whitespace(_)))
+        .collect();
+    let keyword = |t: &Token, k: Keyword| matches!(t, Token::Word(w) if w.keyword == k && w.quote_style.is_none());
+    let mut drop = Vec::new();
+    let mut rename = Vec::new();
+    for (n, &i) in words.iter().enumerate() {
+        let at = |k: usize| words.get(n + k).map(|&j| &tokens[j]);
+        // PRAGMA [schema.]name(bare_name)
+        if keyword(&tokens[i], Keyword::PRAGMA) {
+            let skip = if at(2) == Some(&Token::Period) { 2 } else { 0 };
+            if let (
+                Some(Token::Word(_)),
+                Some(Token::LParen),
+                Some(Token::Word(arg)),
+                Some(Token::RParen),
+            ) = (at(1 + skip), at(2 + skip), at(3 + skip), at(4 + skip))
+                && arg.quote_style.is_none()
+            {
+                rename.push((words[n + 3 + skip], arg.value.clone()));
+            }
+        }
+        if keyword(&tokens[i], Keyword::DROP)
+            && at(1).is_some_and(|t| keyword(t, Keyword::INDEX))
+            && at(2).is_some_and(|t| keyword(t, Keyword::CONCURRENTLY))
+        {
+            drop.push(words[n + 2]);
+        }
+        // DELETE TOP (n) / DELETE TOP n
+        if keyword(&tokens[i], Keyword::DELETE) && at(1).is_some_and(|t| keyword(t, Keyword::TOP)) {
+            match (at(2), at(3), at(4)) {
+                (Some(Token::LParen), Some(Token::Number(..)), Some(Token::RParen)) => {
+                    drop.extend([words[n + 1], words[n + 2], words[n + 3], words[n + 4]]);
+                }
+                (Some(Token::Number(..)), _, _) => drop.extend([words[n + 1], words[n + 2]]),
+                _ => {}
+            }
+        }
+    }
+    if drop.is_empty() && rename.is_empty() {
+        return None;
+    }
+    for (i, name) in rename {
+        tokens[i] = Token::SingleQuotedString(name);
+    }
+    Some(
+        tokens
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !drop.contains(i))
+            .map(|(_, t)| t.to_string())
+            .collect(),
+    )
 }
 
 /// Dialects whose reading of `sql` could differ from `dialect`'s in where strings, comments
@@ -1082,7 +1148,14 @@ fn execute(
 /// (`SELECT * INTO x FROM t UNION SELECT ...`) or parentheses.
 fn selects_into(body: &SetExpr) -> bool {
     match body {
-        SetExpr::Select(sel) => sel.into.is_some(),
+        // MySQL `SELECT ... INTO @v` sets a session variable, not a table.
+        SetExpr::Select(sel) => sel.into.as_ref().is_some_and(|into| {
+            into.targets.is_empty()
+                || !into
+                    .targets
+                    .iter()
+                    .all(|target| target.to_string().starts_with('@'))
+        }),
         SetExpr::Query(q) => selects_into(&q.body),
         SetExpr::SetOperation { left, right, .. } => selects_into(left) || selects_into(right),
         _ => false,
