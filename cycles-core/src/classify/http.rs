@@ -14,7 +14,8 @@
 //! mutation fields count (`volume { delete }`).
 //! Parameters count too: an RPC action (`?Action=DeleteVolume`, `{"method": "volumes.delete"}`)
 //! like a name, SQL in the body (`{"sql": "DROP TABLE t"}`) by the SQL rules, a `_method`
-//! override by the method rules.
+//! override by the method rules; so do headers naming the operation (`X-Amz-Target`,
+//! `SOAPAction`) and a body that is a command as a list of words (`["FLUSHALL"]`).
 
 use super::sql::SqlDialect;
 use super::{Verdict, names};
@@ -119,6 +120,75 @@ pub(crate) fn is_method_override(name: &str) -> bool {
     ]
     .iter()
     .any(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// A request's headers as `(name, value)` pairs, from an object (`{"X-Amz-Target": "..."}`)
+/// or a list of `"Name: value"` lines (curl's `-H`); anything else has none.
+pub(crate) fn header_pairs(headers: Option<&serde_json::Value>) -> Vec<(&str, &str)> {
+    match headers {
+        Some(serde_json::Value::Object(h)) => h
+            .iter()
+            .filter_map(|(k, val)| Some((k.trim(), val.as_str()?.trim())))
+            .collect(),
+        Some(serde_json::Value::Array(h)) => h
+            .iter()
+            .filter_map(|l| l.as_str()?.split_once(':'))
+            .map(|(k, val)| (k.trim(), val.trim()))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Headers that name the operation a request performs: AWS's JSON protocol
+/// (`X-Amz-Target: DynamoDB_20120810.DeleteTable`, the body only holds its parameters) and
+/// SOAP (`SOAPAction: "urn:.../DeleteUser"`).
+const ACTION_HEADERS: &[&str] = &["x-amz-target", "soapaction"];
+
+/// Raises `v` by the operation a request's headers name (like an RPC action parameter).
+pub(crate) fn apply_headers(headers: &[(&str, &str)], v: &mut Verdict) {
+    for (name, value) in headers {
+        if ACTION_HEADERS.iter().any(|h| name.eq_ignore_ascii_case(h)) {
+            action_rules(value, v);
+        }
+    }
+}
+
+/// An RPC action name that destroys: 3, with a critical noun 4.
+fn action_rules(action: &str, v: &mut Verdict) {
+    match names::scan(action) {
+        (true, true) => v.raise(Tier::T4, "http.action_critical"),
+        (true, false) => v.raise(Tier::T3, "http.action_destructive"),
+        _ => {}
+    }
+}
+
+/// A body that is a command as a list of words (Upstash's Redis REST API: `["FLUSHALL"]`,
+/// `["DEL", "key"]`), or a list of such commands (its `/pipeline`): each command's name is
+/// rated as an action. Only a first item that is one word of letters counts as a name.
+fn command_list_rules(body: &serde_json::Value, v: &mut Verdict) {
+    let serde_json::Value::Array(items) = body else {
+        return;
+    };
+    let name = |command: &[serde_json::Value]| match command.first() {
+        Some(serde_json::Value::String(word))
+            if (1..=32).contains(&word.len()) && word.bytes().all(|b| b.is_ascii_alphabetic()) =>
+        {
+            Some(word.clone())
+        }
+        _ => None,
+    };
+    let names: Vec<String> = if items.first().is_some_and(serde_json::Value::is_array) {
+        items
+            .iter()
+            .take(MAX_PARAMETERS)
+            .filter_map(|c| name(c.as_array()?))
+            .collect()
+    } else {
+        name(items).into_iter().collect()
+    };
+    for name in names {
+        action_rules(&name, v);
+    }
 }
 
 /// Raises `v` by an HTTP request.
@@ -418,6 +488,9 @@ fn parameter_rules(
         Some(serde_json::Value::String(text)) => {
             match serde_json::from_str::<serde_json::Value>(text) {
                 Ok(parsed @ (serde_json::Value::Object(_) | serde_json::Value::Array(_))) => {
+                    if !read {
+                        command_list_rules(&parsed, v);
+                    }
                     body_pairs(&parsed, "", 0, true, &mut params)
                 }
                 _ => {
@@ -428,7 +501,12 @@ fn parameter_rules(
                 }
             }
         }
-        Some(body) => body_pairs(body, "", 0, true, &mut params),
+        Some(body) => {
+            if !read {
+                command_list_rules(body, v);
+            }
+            body_pairs(body, "", 0, true, &mut params)
+        }
         None => {}
     }
     let http_method = |s: &str| {
@@ -442,11 +520,7 @@ fn parameter_rules(
             method_rules(value.trim(), critical_path, v);
         } else if ACTION_KEYS.contains(&key) && *top && !(key == "method" && http_method(value)) {
             // (A `method` naming an HTTP verb describes a request, such as a webhook's.)
-            match names::scan(value) {
-                (true, true) => v.raise(Tier::T4, "http.action_critical"),
-                (true, false) => v.raise(Tier::T3, "http.action_destructive"),
-                _ => {}
-            }
+            action_rules(value, v);
         }
         if SQL_KEYS.contains(&key) && !value.trim().is_empty() {
             super::sql::apply(value, SqlDialect::Generic, v);

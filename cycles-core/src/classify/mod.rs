@@ -294,19 +294,12 @@ impl ArgClassifier {
                 };
                 // A method-override header (`X-HTTP-Method-Override: DELETE`) is the method
                 // that servers honouring it run.
-                let overridden = match args.get("headers") {
-                    Some(serde_json::Value::Object(h)) => h
-                        .iter()
-                        .find(|(k, _)| http::is_method_override(k))
-                        .and_then(|(_, m)| m.as_str()),
-                    Some(serde_json::Value::Array(h)) => h
-                        .iter()
-                        .filter_map(|l| l.as_str()?.split_once(':'))
-                        .find(|(k, _)| http::is_method_override(k.trim()))
-                        .map(|(_, m)| m.trim()),
-                    _ => None,
-                };
-                let method = overridden.unwrap_or(method);
+                let headers = http::header_pairs(args.get("headers"));
+                let method = headers
+                    .iter()
+                    .find(|(k, _)| http::is_method_override(k))
+                    .map_or(method, |(_, m)| m);
+                http::apply_headers(&headers, v);
                 match value {
                     Some(serde_json::Value::String(url)) if bodies.is_empty() => {
                         http::apply(method, url, None, v)

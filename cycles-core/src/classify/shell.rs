@@ -3959,12 +3959,17 @@ fn curl(rest: &[String], stdin: &Stdin<'_>, v: &mut Verdict) {
     let get = rest.iter().any(|a| a == "-G" || a == "--get");
     let head = rest.iter().any(|a| a == "-I" || a == "--head");
     let explicit = option_values(rest, &["-X"], &["--request"]);
-    // Servers that honour a method-override header run that method instead.
-    let overridden = option_values(rest, &["-H"], &["--header"])
+    let headers: Vec<(&str, &str)> = option_values(rest, &["-H"], &["--header"])
         .into_iter()
         .filter_map(|h| h.split_once(':'))
-        .find(|(k, _)| http::is_method_override(k.trim()))
-        .map(|(_, m)| m.trim().to_string());
+        .map(|(k, val)| (k.trim(), val.trim()))
+        .collect();
+    http::apply_headers(&headers, v);
+    // Servers that honour a method-override header run that method instead.
+    let overridden = headers
+        .iter()
+        .find(|(k, _)| http::is_method_override(k))
+        .map(|(_, m)| m.to_string());
     let method = match (overridden, explicit.last()) {
         (Some(m), _) => m,
         (None, Some(m)) => m.to_string(),
