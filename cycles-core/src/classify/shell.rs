@@ -103,6 +103,10 @@ enum Stdin<'a> {
     Text(&'a str),
     /// Bytes downloaded by `curl`/`wget`.
     Network,
+    /// The paths a `find` with these words prints (through filters such as `grep`).
+    Found(&'a [String]),
+    /// These paths, as `ls` prints them.
+    Listed(&'a [String]),
     /// Anything else (a file, another command).
     Unknown,
 }
@@ -112,6 +116,10 @@ enum Stdin<'a> {
 enum Out {
     Text(String),
     Network,
+    /// Paths found by a `find` with these words (after `find`).
+    Found(Vec<String>),
+    /// These paths (`ls`).
+    Listed(Vec<String>),
     Unknown,
 }
 
@@ -410,6 +418,8 @@ fn script(src: &str, depth: usize, v: &mut Verdict) {
             (Some(body), _, _) => Stdin::Text(body),
             (None, true, Some(Out::Text(t))) => Stdin::Text(t),
             (None, true, Some(Out::Network)) => Stdin::Network,
+            (None, true, Some(Out::Found(words))) => Stdin::Found(words),
+            (None, true, Some(Out::Listed(paths))) => Stdin::Listed(paths),
             (None, true, _) => Stdin::Unknown,
             (None, false, _) => Stdin::Terminal,
         };
@@ -1294,9 +1304,28 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
             } else {
                 inner.to_vec()
             };
-            // The arguments come from stdin: unknown paths.
-            argv.push("$XARGS".into());
-            command(&argv, &Stdin::Unknown, d, v)
+            match stdin {
+                // `find ... | xargs rm` removes what the find finds, as `find ... -exec rm {} +`
+                // does (backups found by path or pattern included).
+                Stdin::Found(words) if !inner.is_empty() => {
+                    let mut argv: Vec<String> = vec!["find".into()];
+                    argv.extend(words.iter().cloned());
+                    argv.push("-exec".into());
+                    argv.extend(inner.iter().cloned());
+                    argv.extend(["{}".into(), "+".into()]);
+                    command(&argv, &Stdin::Terminal, d, v)
+                }
+                // `ls /backups/*.tar | xargs rm` removes the listed paths.
+                Stdin::Listed(paths) if !inner.is_empty() => {
+                    argv.extend(paths.iter().cloned());
+                    command(&argv, &Stdin::Unknown, d, v)
+                }
+                // The arguments come from stdin: unknown paths.
+                _ => {
+                    argv.push("$XARGS".into());
+                    command(&argv, &Stdin::Unknown, d, v)
+                }
+            }
         }
         // --- nested shells ----------------------------------------------------------------
         "bash" | "sh" | "zsh" | "dash" | "ksh" | "ash" | "mksh" | "fish" | "tcsh" | "csh"
@@ -1348,7 +1377,9 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
             match stdin {
                 Stdin::Text(t) => script(t, d, v),
                 Stdin::Network => v.raise(Tier::T4, "shell.pipe_download_to_shell"),
-                Stdin::Unknown => v.raise(Tier::T4, "shell.shell_unknown_input"),
+                Stdin::Unknown | Stdin::Found(_) | Stdin::Listed(_) => {
+                    v.raise(Tier::T4, "shell.shell_unknown_input")
+                }
                 Stdin::Terminal => v.raise(Tier::T2, "shell.interactive_shell"),
             }
             Out::Unknown
@@ -1860,7 +1891,9 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
                     }
                     Stdin::Terminal => v.raise(Tier::T2, "shell.script"),
                     Stdin::Network => v.raise(Tier::T4, "shell.pipe_download_to_shell"),
-                    Stdin::Unknown => v.raise(Tier::T4, "shell.shell_unknown_input"),
+                    Stdin::Unknown | Stdin::Found(_) | Stdin::Listed(_) => {
+                        v.raise(Tier::T4, "shell.shell_unknown_input")
+                    }
                 }
             } else if (rest.first().is_some_and(|a| a == "-m")
                 && rest.get(1).is_some_and(|m| {
@@ -1960,7 +1993,30 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         }
         n if READ_ONLY.contains(&n) => {
             v.raise(Tier::T0, "shell.read");
-            Out::Unknown
+            match (n, stdin) {
+                // Filters pass on a subset of what was found or listed.
+                (
+                    "grep" | "egrep" | "fgrep" | "rg" | "sort" | "uniq" | "head" | "tail" | "tac",
+                    Stdin::Found(words),
+                ) => Out::Found(words.to_vec()),
+                (
+                    "grep" | "egrep" | "fgrep" | "rg" | "sort" | "uniq" | "head" | "tail" | "tac",
+                    Stdin::Listed(paths),
+                ) => Out::Listed(paths.to_vec()),
+                ("ls", _) => {
+                    let paths: Vec<String> = rest
+                        .iter()
+                        .filter(|a| !a.starts_with('-'))
+                        .cloned()
+                        .collect();
+                    if paths.is_empty() {
+                        Out::Unknown
+                    } else {
+                        Out::Listed(paths)
+                    }
+                }
+                _ => Out::Unknown,
+            }
         }
         "tar" | "cpio" | "pax"
             if archive_files(rest).iter().any(|f| {
@@ -3064,6 +3120,13 @@ fn find(rest: &[String], d: usize, v: &mut Verdict) -> Out {
                 ]
                 .contains(n)
         });
+    let root_may_match = !rest.iter().enumerate().any(|(i, a)| {
+        matches!(
+            a.as_str(),
+            "-name" | "-iname" | "-path" | "-ipath" | "-regex" | "-iregex" | "-wholename"
+        ) || (a == "-mindepth" && rest.get(i + 1).is_some_and(|n| n != "0"))
+            || (a == "-type" && rest.get(i + 1).is_some_and(|t| !t.contains('d')))
+    });
     let deletes = |v: &mut Verdict| {
         if build_outputs_only {
             v.raise(Tier::T1, "shell.rm_build_output");
@@ -3097,11 +3160,24 @@ fn find(rest: &[String], d: usize, v: &mut Verdict) -> Out {
             } else {
                 "$FOUND"
             };
-            let argv: Vec<String> = rest[i + 1..end]
-                .iter()
-                .map(|w| w.replace("{}", found))
-                .collect();
-            if !argv.is_empty() {
+            // A filter that a directory can pass (`-mtime +7`, `-size`, `-user`; not a name
+            // pattern, `-mindepth 1` or `-type f`) can pass the starting point itself:
+            // `find /var/log -mtime +7 -exec rm -rf {} +` may remove `/var/log`.
+            let mut founds = vec![found.to_string()];
+            if filtered && !build_outputs_only && root_may_match {
+                founds.extend(roots.iter().map(|r| r.to_string()));
+                if roots.is_empty() {
+                    founds.push(".".into());
+                }
+            }
+            for found in &founds {
+                let argv: Vec<String> = rest[i + 1..end]
+                    .iter()
+                    .map(|w| w.replace("{}", found))
+                    .collect();
+                if argv.is_empty() {
+                    continue;
+                }
                 let mut probe = Verdict::default();
                 command(&argv, &Stdin::Terminal, d, &mut probe);
                 for r in &probe.rules {
@@ -3144,6 +3220,7 @@ fn find(rest: &[String], d: usize, v: &mut Verdict) -> Out {
     }
     if !acted {
         v.raise(Tier::T0, "shell.read");
+        return Out::Found(rest.to_vec());
     }
     Out::Unknown
 }

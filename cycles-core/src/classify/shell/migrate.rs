@@ -889,7 +889,9 @@ fn console(stdin: &Stdin<'_>, d: usize, v: &mut Verdict) -> Rating {
         Stdin::Text(code) => app_code(code, d, v),
         Stdin::Terminal => {}
         Stdin::Network => v.raise(Tier::T4, "shell.pipe_download_to_shell"),
-        Stdin::Unknown => v.raise(Tier::T4, "shell.shell_unknown_input"),
+        Stdin::Unknown | Stdin::Found(_) | Stdin::Listed(_) => {
+            v.raise(Tier::T4, "shell.shell_unknown_input")
+        }
     }
     CODE
 }
