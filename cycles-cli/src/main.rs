@@ -131,6 +131,18 @@ enum PolicyCmd {
         /// The policy file.
         file: PathBuf,
     },
+    /// How the policy (`--policy`) rates a tool call: tier, rules that fired, risk points, and
+    /// whether the policy denies it or needs approval before any budget is looked at. Reads no
+    /// ledger and records nothing.
+    Explain {
+        /// The tool name, as the agent calls it.
+        tool: String,
+        /// The call's arguments as JSON (default `{}`).
+        args: Option<String>,
+        /// The subject's scope, for `[[max_tier]]` rules (e.g. `tenant:acme/agent:bot`).
+        #[arg(long)]
+        scope: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -473,6 +485,64 @@ fn cmd_policy_check(cli: &Cli, file: &Path) -> Out {
     }
 }
 
+fn cmd_policy_explain(cli: &Cli, tool: &str, args: Option<&str>, scope: Option<&str>) -> Out {
+    let policy = Policy::from_file(&cli.policy)?.compile()?;
+    let args: Value = match args {
+        None => json!({}),
+        Some(text) => serde_json::from_str(text)
+            .map_err(|e| CyclesError::invalid("args", format!("not JSON: {e}")))?,
+    };
+    let call = ToolCall::new(tool, args);
+    call.action.validate()?;
+    // `[[max_tier]]` rules apply to a scope and every scope below it.
+    let scopes: Vec<String> = match scope {
+        Some(s) => {
+            cycles_core::model::validate_scope(s)?;
+            vec![s.to_string()]
+        }
+        None => Vec::new(),
+    };
+    let a = policy.assess(&call, &scopes);
+    let c = &a.classification;
+    let approval = a.deny.is_none() && policy.approval_needed(c.tier);
+    let deny = a
+        .deny
+        .as_ref()
+        .map(|(code, message)| json!({"reason_code": code, "message": message}));
+    emit(
+        cli,
+        &json!({
+            "tool": tool,
+            "tier": c.tier.get(),
+            "kind": c.kind,
+            "rules": c.rules,
+            "unknown": c.unknown,
+            "risk_points": a.risk_points,
+            "deny": deny,
+            "approval_required": approval,
+        }),
+        || {
+            let outcome = match &a.deny {
+                Some((code, message)) => format!("DENY {}: {message}", code.as_str()),
+                None if approval => format!(
+                    "needs approval (tier {} >= approval threshold {})",
+                    c.tier.get(),
+                    policy.policy().approval.threshold_tier.get()
+                ),
+                None => "allowed by the policy; budgets decide".to_string(),
+            };
+            format!(
+                "{tool}: tier {}{}\nrules: {}\nrisk points: {}\n{outcome}",
+                c.tier.get(),
+                if c.unknown { " (not registered)" } else { "" },
+                c.rules.join(", "),
+                a.risk_points,
+            )
+        },
+    );
+    Ok(())
+}
+
 fn cmd_budget(cli: &Cli, cmd: &BudgetCmd) -> Out {
     let auth = authority(cli, false)?;
     match cmd {
@@ -789,6 +859,9 @@ fn run(cli: &Cli) -> Out {
     match &cli.cmd {
         Cmd::Init { force } => cmd_init(cli, *force),
         Cmd::Policy(PolicyCmd::Check { file }) => cmd_policy_check(cli, file),
+        Cmd::Policy(PolicyCmd::Explain { tool, args, scope }) => {
+            cmd_policy_explain(cli, tool, args.as_deref(), scope.as_deref())
+        }
         Cmd::Budget(cmd) => cmd_budget(cli, cmd),
         Cmd::Balances { scope } => cmd_balances(cli, scope.as_deref()),
         Cmd::Reservations(ReservationsCmd::List { status, limit }) => {

@@ -755,6 +755,86 @@ fn policy_check_names_the_line_and_field() {
 }
 
 #[test]
+fn policy_explain_rates_a_call_without_a_ledger() {
+    let d = Dir::new();
+    std::fs::write(
+        d.path("cycles.toml"),
+        r#"
+tier_points = [0, 1, 5, 20, 50]
+unknown_tool = { action = "deny" }
+
+[approval]
+threshold_tier = 3
+
+[[tools]]
+name = "run_sql"
+tier = 0
+classifier = "sql"
+arg = "query"
+
+[[max_tier]]
+scope = "tenant:acme/agent:intern"
+max_tier = 1
+"#,
+    )
+    .unwrap();
+    let explain = |args: &[&str]| {
+        let mut all = vec!["--json", "policy", "explain"];
+        all.extend_from_slice(args);
+        d.ok(&all).json()
+    };
+    let read = explain(&["run_sql", r#"{"query": "SELECT * FROM users"}"#]);
+    assert_eq!(read["tier"], 0);
+    assert_eq!(read["risk_points"], 0);
+    assert_eq!(read["approval_required"], false);
+    assert_eq!(read["deny"], Value::Null);
+    assert!(read["rules"].as_array().unwrap().contains(&json!("sql.select")));
+    let drop = explain(&["run_sql", r#"{"query": "DELETE FROM users"}"#]);
+    assert_eq!(drop["tier"], 3);
+    assert_eq!(drop["risk_points"], 20);
+    assert_eq!(drop["approval_required"], true, "threshold 3: {drop}");
+    // A scope under a [[max_tier]] rule: the policy denies before any budget or approval.
+    let intern = explain(&[
+        "run_sql",
+        r#"{"query": "DELETE FROM users"}"#,
+        "--scope",
+        "tenant:acme/agent:intern/toolset:db",
+    ]);
+    assert_eq!(intern["deny"]["reason_code"], "TIER_NOT_PERMITTED");
+    assert_eq!(intern["approval_required"], false);
+    let other = explain(&[
+        "run_sql",
+        r#"{"query": "DELETE FROM users"}"#,
+        "--scope",
+        "tenant:acme/agent:senior",
+    ]);
+    assert_eq!(other["deny"], Value::Null);
+    let unknown = explain(&["drop_everything"]);
+    assert_eq!(unknown["unknown"], true);
+    assert_eq!(unknown["deny"]["reason_code"], "TOOL_UNKNOWN");
+    // The text form says the same to a person.
+    let text = d.ok(&["policy", "explain", "run_sql", r#"{"query": "DELETE FROM users"}"#]);
+    assert!(text.stdout.contains("tier 3"), "{}", text.stdout);
+    assert!(text.stdout.contains("needs approval"), "{}", text.stdout);
+    // Bad input: a typed error, exit 3.
+    for bad in [
+        vec!["policy", "explain", "run_sql", "not json"],
+        vec!["policy", "explain", "bad name!"],
+        vec!["policy", "explain", "run_sql", "--scope", "planet:earth"],
+    ] {
+        let r = d.run(&bad, "");
+        assert_eq!(r.code, 3, "{bad:?}: {}", r.stderr);
+        assert!(r.stderr.contains("INVALID_REQUEST"), "{bad:?}: {}", r.stderr);
+    }
+    // An unreadable policy is an error, never a rating.
+    std::fs::write(d.path("cycles.toml"), "tier_points = [").unwrap();
+    let r = d.run(&["policy", "explain", "run_sql"], "");
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    // Explaining reads no ledger and creates none.
+    assert!(!d.path("cycles.db").exists());
+}
+
+#[test]
 fn budgets_balances_and_errors() {
     let d = Dir::new();
     d.init();

@@ -816,7 +816,7 @@ where
 
 /// Whether a call of `tier` needs a grant under `policy`.
 pub(crate) fn needed(policy: &CompiledPolicy, tier: Tier) -> bool {
-    tier >= policy.policy().approval.threshold_tier
+    policy.approval_needed(tier)
 }
 
 /// A stored request.

@@ -516,6 +516,18 @@ impl CompiledPolicy {
         &self.policy
     }
 
+    /// Whether a call of `tier` needs an approver's grant (`approval.threshold_tier`).
+    ///
+    /// ```
+    /// use cycles_core::{Policy, Tier};
+    /// let policy = Policy::default().compile().unwrap();
+    /// assert!(policy.approval_needed(Tier::T4));
+    /// assert!(!policy.approval_needed(Tier::T3));
+    /// ```
+    pub fn approval_needed(&self, tier: Tier) -> bool {
+        tier >= self.policy.approval.threshold_tier
+    }
+
     /// Tier, kind and rule ids of a call.
     pub fn classify(&self, call: &ToolCall) -> Classification {
         self.index.classify(call, &self.policy.unknown_tool)
