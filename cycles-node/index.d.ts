@@ -61,6 +61,17 @@ export interface CallRequest {
   estimate?: AmountInput[]
 }
 
+/** A call to rate by the policy alone (`explain`): no subject, no budgets. */
+export interface ExplainRequest {
+  /** The tool name, e.g. `run_sql`. */
+  tool: string
+  args?: unknown
+  kind?: string
+  tags?: string[]
+  /** The subject's scope, for `max_tier` rules, e.g. `tenant:acme/agent:bot`. */
+  scope?: string
+}
+
 export interface ReserveRequest extends CallRequest {
   /** 1 s to 24 h; the policy default when absent. */
   ttlMs?: Int
@@ -239,6 +250,13 @@ export declare class Authority {
   decide(request: CallRequest): Promise<Decision>
   /** The same as the Promise form, on the calling thread. */
   decideSync(request: CallRequest): Decision
+  /**
+   * How the policy rates a call before any budget: tier, rules, risk points, a denial by
+   * the policy itself (`TOOL_UNKNOWN`, `TIER_NOT_PERMITTED` for `scope`), whether approval
+   * is needed. Reads no ledger and records nothing: for writing and testing policies;
+   * `decide` is the call that counts.
+   */
+  explain(request: ExplainRequest): Explanation
   /**
    * Reserves the call's risk points and estimate on every budgeted scope. A denial rejects
    * with an error whose `code` is the reason code and whose `decision` says why.
@@ -553,6 +571,26 @@ export interface EventResult {
   balances: Array<Balance>
 }
 
+/** How the policy rates a call before any budget (`explain`). */
+export interface Explanation {
+  /** The tool name. */
+  tool: string
+  /** The call's tier, 0 to 4. */
+  tier: number
+  /** The action kind from the registration (or the call). */
+  kind?: string
+  /** Ids of the rules that fired, in order. */
+  rules: Array<string>
+  /** The tool is not registered. */
+  unknown: boolean
+  /** RISK_POINTS the call reserves. */
+  riskPoints: Int
+  /** The policy denies the call by itself (unknown tool, tier above the scope's maximum). */
+  deny?: PolicyDenial
+  /** Not denied, and the tier needs an approver's grant. */
+  approvalRequired: boolean
+}
+
 /** What a reservation holds of one unit, and where. */
 export interface Hold {
   /** The unit. */
@@ -561,6 +599,14 @@ export interface Hold {
   amount: Int
   /** The budgeted scopes holding it. */
   scopes: Array<string>
+}
+
+/** A denial by the policy itself, before any budget. */
+export interface PolicyDenial {
+  /** `TOOL_UNKNOWN` or `TIER_NOT_PERMITTED`. */
+  reasonCode: ReasonCode
+  /** Why, for people. */
+  message: string
 }
 
 /** The result of a release. */

@@ -61,6 +61,17 @@ export interface CallRequest {
   estimate?: AmountInput[]
 }
 
+/** A call to rate by the policy alone (`explain`): no subject, no budgets. */
+export interface ExplainRequest {
+  /** The tool name, e.g. `run_sql`. */
+  tool: string
+  args?: unknown
+  kind?: string
+  tags?: string[]
+  /** The subject's scope, for `max_tier` rules, e.g. `tenant:acme/agent:bot`. */
+  scope?: string
+}
+
 export interface ReserveRequest extends CallRequest {
   /** 1 s to 24 h; the policy default when absent. */
   ttlMs?: Int

@@ -492,54 +492,25 @@ fn cmd_policy_explain(cli: &Cli, tool: &str, args: Option<&str>, scope: Option<&
         Some(text) => serde_json::from_str(text)
             .map_err(|e| CyclesError::invalid("args", format!("not JSON: {e}")))?,
     };
-    let call = ToolCall::new(tool, args);
-    call.action.validate()?;
-    // `[[max_tier]]` rules apply to a scope and every scope below it.
-    let scopes: Vec<String> = match scope {
-        Some(s) => {
-            cycles_core::model::validate_scope(s)?;
-            vec![s.to_string()]
-        }
-        None => Vec::new(),
-    };
-    let a = policy.assess(&call, &scopes);
-    let c = &a.classification;
-    let approval = a.deny.is_none() && policy.approval_needed(c.tier);
-    let deny = a
-        .deny
-        .as_ref()
-        .map(|(code, message)| json!({"reason_code": code, "message": message}));
-    emit(
-        cli,
-        &json!({
-            "tool": tool,
-            "tier": c.tier.get(),
-            "kind": c.kind,
-            "rules": c.rules,
-            "unknown": c.unknown,
-            "risk_points": a.risk_points,
-            "deny": deny,
-            "approval_required": approval,
-        }),
-        || {
-            let outcome = match &a.deny {
-                Some((code, message)) => format!("DENY {}: {message}", code.as_str()),
-                None if approval => format!(
-                    "needs approval (tier {} >= approval threshold {})",
-                    c.tier.get(),
-                    policy.policy().approval.threshold_tier.get()
-                ),
-                None => "allowed by the policy; budgets decide".to_string(),
-            };
-            format!(
-                "{tool}: tier {}{}\nrules: {}\nrisk points: {}\n{outcome}",
-                c.tier.get(),
-                if c.unknown { " (not registered)" } else { "" },
-                c.rules.join(", "),
-                a.risk_points,
-            )
-        },
-    );
+    let e = policy.explain(&ToolCall::new(tool, args), scope)?;
+    emit(cli, &json!(e), || {
+        let outcome = match &e.deny {
+            Some(d) => format!("DENY {}: {}", d.reason_code.as_str(), d.message),
+            None if e.approval_required => format!(
+                "needs approval (tier {} >= approval threshold {})",
+                e.tier.get(),
+                policy.policy().approval.threshold_tier.get()
+            ),
+            None => "allowed by the policy; budgets decide".to_string(),
+        };
+        format!(
+            "{tool}: tier {}{}\nrules: {}\nrisk points: {}\n{outcome}",
+            e.tier.get(),
+            if e.unknown { " (not registered)" } else { "" },
+            e.rules.join(", "),
+            e.risk_points,
+        )
+    });
     Ok(())
 }
 

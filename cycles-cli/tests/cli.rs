@@ -788,7 +788,12 @@ max_tier = 1
     assert_eq!(read["risk_points"], 0);
     assert_eq!(read["approval_required"], false);
     assert_eq!(read["deny"], Value::Null);
-    assert!(read["rules"].as_array().unwrap().contains(&json!("sql.select")));
+    assert!(
+        read["rules"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("sql.select"))
+    );
     let drop = explain(&["run_sql", r#"{"query": "DELETE FROM users"}"#]);
     assert_eq!(drop["tier"], 3);
     assert_eq!(drop["risk_points"], 20);
@@ -813,7 +818,12 @@ max_tier = 1
     assert_eq!(unknown["unknown"], true);
     assert_eq!(unknown["deny"]["reason_code"], "TOOL_UNKNOWN");
     // The text form says the same to a person.
-    let text = d.ok(&["policy", "explain", "run_sql", r#"{"query": "DELETE FROM users"}"#]);
+    let text = d.ok(&[
+        "policy",
+        "explain",
+        "run_sql",
+        r#"{"query": "DELETE FROM users"}"#,
+    ]);
     assert!(text.stdout.contains("tier 3"), "{}", text.stdout);
     assert!(text.stdout.contains("needs approval"), "{}", text.stdout);
     // Bad input: a typed error, exit 3.
@@ -824,7 +834,11 @@ max_tier = 1
     ] {
         let r = d.run(&bad, "");
         assert_eq!(r.code, 3, "{bad:?}: {}", r.stderr);
-        assert!(r.stderr.contains("INVALID_REQUEST"), "{bad:?}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("INVALID_REQUEST"),
+            "{bad:?}: {}",
+            r.stderr
+        );
     }
     // An unreadable policy is an error, never a rating.
     std::fs::write(d.path("cycles.toml"), "tier_points = [").unwrap();

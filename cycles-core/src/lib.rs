@@ -62,7 +62,7 @@ pub use model::{
     Action, Amount, Balance, Budget, BudgetStatus, Caps, CommitOveragePolicy, Decision,
     DecisionKind, Hold, ReasonCode, Reservation, ReservationStatus, Subject, Tier, ToolCall, Unit,
 };
-pub use policy::{CompiledPolicy, Policy, UnknownTool};
+pub use policy::{CompiledPolicy, Explanation, Policy, PolicyDenial, UnknownTool};
 pub use request::{
     BudgetSpec, CommitRequest, CommitResult, DecideRequest, EventRequest, EventResult,
     ExtendRequest, ReleaseRequest, ReleaseResult, ReserveRequest,

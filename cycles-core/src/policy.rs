@@ -502,6 +502,38 @@ pub struct Assessment {
     pub deny: Option<(ReasonCode, String)>,
 }
 
+/// How a policy rates one call before any budget is looked at ([`CompiledPolicy::explain`]):
+/// for writing and testing a policy (`cycles policy explain`). Serializes to the JSON the CLI
+/// prints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Explanation {
+    /// The tool name.
+    pub tool: String,
+    /// The call's tier.
+    pub tier: Tier,
+    /// The action kind from the registration (or the call).
+    pub kind: Option<String>,
+    /// Ids of the rules that fired, in order.
+    pub rules: Vec<String>,
+    /// The tool is not registered.
+    pub unknown: bool,
+    /// RISK_POINTS the call reserves.
+    pub risk_points: i64,
+    /// The policy denies the call by itself (unknown tool, tier above the scope's maximum).
+    pub deny: Option<PolicyDenial>,
+    /// Not denied, and the tier needs an approver's grant.
+    pub approval_required: bool,
+}
+
+/// A denial by the policy itself, before any budget.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PolicyDenial {
+    /// `TOOL_UNKNOWN` or `TIER_NOT_PERMITTED`.
+    pub reason_code: ReasonCode,
+    /// Why, for people.
+    pub message: String,
+}
+
 /// A validated policy with its lookup structures.
 #[derive(Debug, Clone)]
 pub struct CompiledPolicy {
@@ -526,6 +558,52 @@ impl CompiledPolicy {
     /// ```
     pub fn approval_needed(&self, tier: Tier) -> bool {
         tier >= self.policy.approval.threshold_tier
+    }
+
+    /// How this policy rates `call` for a subject at `scope` (for `[[max_tier]]` rules; none:
+    /// no such rule applies): tier, rules, points, and whether the policy denies it or needs
+    /// approval before any budget. Reads no ledger. Errors: an invalid tool name or scope.
+    ///
+    /// ```
+    /// use cycles_core::{Policy, ToolCall};
+    /// let policy = Policy::from_toml_str(
+    ///     "[[tools]]\nname = \"run_sql\"\ntier = 0\nclassifier = \"sql\"\narg = \"query\"\n",
+    ///     "policy.toml",
+    /// ).unwrap().compile().unwrap();
+    /// let call = ToolCall::new("run_sql", serde_json::json!({"query": "DROP DATABASE prod"}));
+    /// let e = policy.explain(&call, None).unwrap();
+    /// assert_eq!(e.tier.get(), 4);
+    /// assert!(e.approval_required && e.deny.is_none());
+    /// assert!(e.rules.iter().any(|r| r == "sql.drop"));
+    /// ```
+    pub fn explain(&self, call: &ToolCall, scope: Option<&str>) -> Result<Explanation> {
+        call.action.validate()?;
+        // `[[max_tier]]` rules apply to a scope and every scope below it.
+        let scopes = match scope {
+            Some(s) => {
+                crate::model::validate_scope(s)?;
+                vec![s.to_string()]
+            }
+            None => Vec::new(),
+        };
+        let Assessment {
+            classification: c,
+            risk_points,
+            deny,
+        } = self.assess(call, &scopes);
+        Ok(Explanation {
+            tool: call.action.name.clone(),
+            tier: c.tier,
+            approval_required: deny.is_none() && self.approval_needed(c.tier),
+            kind: c.kind,
+            rules: c.rules,
+            unknown: c.unknown,
+            risk_points,
+            deny: deny.map(|(reason_code, message)| PolicyDenial {
+                reason_code,
+                message,
+            }),
+        })
     }
 
     /// Tier, kind and rule ids of a call.

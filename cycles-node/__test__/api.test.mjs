@@ -264,3 +264,37 @@ test('a tier-4 call within budget needs an approval: APPROVAL_REQUIRED with the 
   const [denial] = auth.auditSync({ kinds: ['denial'] })
   assert.equal(denial.reasonCode, 'APPROVAL_REQUIRED')
 })
+
+test('explain rates a call by the policy alone and records nothing', () => {
+  const auth = Authority.inMemory({
+    policy: {
+      tools: [{ name: 'run_sql', tier: 0, classifier: 'sql', arg: 'query' }],
+      unknown_tool: { action: 'deny' },
+      max_tier: [{ scope: 'tenant:acme/agent:intern', max_tier: 1 }],
+    },
+  })
+  const e = auth.explain({ tool: 'run_sql', args: { query: 'DROP DATABASE prod' } })
+  assert.equal(e.tier, 4)
+  assert.equal(e.riskPoints, 50)
+  assert.equal(e.unknown, false)
+  assert.equal(e.approvalRequired, true)
+  assert.equal(e.deny, undefined)
+  assert.ok(e.rules.includes('sql.drop'), e.rules)
+  assert.equal(auth.explain({ tool: 'run_sql', args: { query: 'SELECT 1' } }).tier, 0)
+  const capped = auth.explain({
+    tool: 'run_sql',
+    args: { query: 'DELETE FROM t' },
+    scope: 'tenant:acme/agent:intern',
+  })
+  assert.equal(capped.deny.reasonCode, 'TIER_NOT_PERMITTED')
+  assert.equal(capped.approvalRequired, false)
+  assert.equal(auth.explain({ tool: 'nope' }).deny.reasonCode, 'TOOL_UNKNOWN')
+  for (const bad of [
+    { tool: 'run_sql', scope: 'planet:earth' },
+    { tool: 'bad name!' },
+    { tool: 'run_sql', subject: { agent: 'bot' } },
+  ]) {
+    assert.throws(() => auth.explain(bad), (e) => e.code === 'INVALID_REQUEST', JSON.stringify(bad))
+  }
+  assert.deepEqual(auth.auditSync(), [])
+})

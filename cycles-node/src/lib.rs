@@ -157,6 +157,23 @@ const RESERVE_FIELDS: &[(&str, Dest)] = &[
     ("grant", Dest::Top("grant")),
 ];
 const DECIDE_FIELDS: &[(&str, Dest)] = &[("estimate", Dest::Top("estimate"))];
+/// The JS fields of an `explain` request: a call without a subject, and a scope.
+const EXPLAIN_FIELDS: &[(&str, Dest)] = &[
+    ("tool", Dest::Call("name")),
+    ("args", Dest::Call("args")),
+    ("kind", Dest::Call("kind")),
+    ("tags", Dest::Call("tags")),
+    ("scope", Dest::Top("scope")),
+];
+
+/// An `explain` request, renamed to core fields.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExplainRequest {
+    call: core::ToolCall,
+    #[serde(default)]
+    scope: Option<String>,
+}
 const EVENT_FIELDS: &[(&str, Dest)] = &[
     ("actual", Dest::Top("actual")),
     ("overagePolicy", Dest::Top("overage_policy")),
@@ -535,6 +552,18 @@ impl Authority {
     pub fn decide_sync(&self, env: Env, request: Unknown) -> napi::Result<types::Decision> {
         let d = decide_request(&request).and_then(|req| self.inner.decide(&req));
         sync(&env, d).map(|d| types::Decision::from(&d))
+    }
+
+    /// How the policy rates a call before any budget: tier, rules, risk points, a denial by
+    /// the policy itself (`TOOL_UNKNOWN`, `TIER_NOT_PERMITTED` for `scope`), whether approval
+    /// is needed. Reads no ledger and records nothing: for writing and testing policies;
+    /// `decide` is the call that counts.
+    #[napi(ts_args_type = "request: ExplainRequest")]
+    pub fn explain(&self, env: Env, request: Unknown) -> napi::Result<types::Explanation> {
+        let e =
+            self::request::<ExplainRequest>(Some(&request), "explain request", &[EXPLAIN_FIELDS])
+                .and_then(|r| self.inner.policy().explain(&r.call, r.scope.as_deref()));
+        sync(&env, e).map(|e| types::Explanation::from(&e))
     }
 
     /// `decideSync` for cycles.js: writes the decision into `nums` / `bigs` / `names` (see

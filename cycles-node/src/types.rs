@@ -112,6 +112,8 @@ to_js_via_json!(
     CommitResult,
     ReleaseResult,
     EventResult,
+    Explanation,
+    PolicyDenial,
     BrokenRecord,
     VerifyReport,
     AuditRecord,
@@ -299,6 +301,61 @@ impl From<&core::Decision> for Decision {
             retry_after_ms: d.retry_after_ms.map(Int),
             approval_request_id: d.approval_request_id.clone(),
             message: d.message.clone(),
+        }
+    }
+}
+
+/// How the policy rates a call before any budget (`explain`).
+#[napi(object, object_from_js = false, object_to_js = false)]
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Explanation {
+    /// The tool name.
+    pub tool: String,
+    /// The call's tier, 0 to 4.
+    pub tier: u32,
+    /// The action kind from the registration (or the call).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Ids of the rules that fired, in order.
+    pub rules: Vec<String>,
+    /// The tool is not registered.
+    pub unknown: bool,
+    /// RISK_POINTS the call reserves.
+    pub risk_points: Int,
+    /// The policy denies the call by itself (unknown tool, tier above the scope's maximum).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deny: Option<PolicyDenial>,
+    /// Not denied, and the tier needs an approver's grant.
+    pub approval_required: bool,
+}
+
+/// A denial by the policy itself, before any budget.
+#[napi(object, object_from_js = false, object_to_js = false)]
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyDenial {
+    /// `TOOL_UNKNOWN` or `TIER_NOT_PERMITTED`.
+    #[napi(ts_type = "ReasonCode")]
+    pub reason_code: String,
+    /// Why, for people.
+    pub message: String,
+}
+
+impl From<&core::Explanation> for Explanation {
+    fn from(e: &core::Explanation) -> Self {
+        Explanation {
+            tool: e.tool.clone(),
+            tier: u32::from(e.tier.get()),
+            kind: e.kind.clone(),
+            rules: e.rules.clone(),
+            unknown: e.unknown,
+            risk_points: Int(e.risk_points),
+            deny: e.deny.as_ref().map(|d| PolicyDenial {
+                reason_code: d.reason_code.as_str().to_string(),
+                message: d.message.clone(),
+            }),
+            approval_required: e.approval_required,
         }
     }
 }

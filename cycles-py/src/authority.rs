@@ -545,6 +545,27 @@ impl Authority {
         to_py(py, &v)
     }
 
+    /// How the policy rates a call before any budget (tier, rules, risk points, a denial by
+    /// the policy itself, whether approval is needed), as a dict. Reads no ledger and records
+    /// nothing: for writing and testing policies; `decide` is the call that counts.
+    #[pyo3(signature = (tool, args=None, *, scope=None, kind=None, tags=None))]
+    fn explain<'py>(
+        &self,
+        py: Python<'py>,
+        tool: &Bound<'py, PyAny>,
+        args: Option<&Bound<'py, PyAny>>,
+        scope: Option<&str>,
+        kind: Option<&Bound<'py, PyAny>>,
+        tags: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let explained = tool_call(tool, args, kind, tags)
+            .and_then(|call| self.inner.policy().explain(&call, scope))
+            .py(py)?;
+        let v = serde_json::to_value(&explained)
+            .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))?;
+        to_py(py, &v)
+    }
+
     /// `decide` in a worker thread: awaiting it never blocks the event loop.
     #[pyo3(signature = (tool, args=None, *, subject, estimate=None, kind=None, tags=None))]
     fn adecide<'py>(

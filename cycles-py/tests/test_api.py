@@ -68,6 +68,28 @@ def test_no_policy_means_nothing_is_budgeted_and_the_gate_fails_closed() -> None
     assert not d
 
 
+def test_explain_rates_a_call_by_the_policy_alone_and_records_nothing() -> None:
+    policy = {
+        "tools": [{"name": "run_sql", "tier": 0, "classifier": "sql", "arg": "query"}],
+        "unknown_tool": {"action": "deny"},
+        "max_tier": [{"scope": "tenant:acme/agent:intern", "max_tier": 1}],
+    }
+    a = cycles.Authority.in_memory(policy)
+    e = a.explain("run_sql", {"query": "DROP DATABASE prod"})
+    assert (e["tier"], e["unknown"], e["approval_required"], e["deny"]) == (4, False, True, None)
+    assert "sql.drop" in e["rules"] and e["risk_points"] == 50
+    assert a.explain("run_sql", {"query": "SELECT 1"})["tier"] == 0
+    capped = a.explain("run_sql", {"query": "DELETE FROM t"}, scope="tenant:acme/agent:intern")
+    assert capped["deny"]["reason_code"] == "TIER_NOT_PERMITTED"
+    assert not capped["approval_required"]
+    assert a.explain("nope")["deny"]["reason_code"] == "TOOL_UNKNOWN"
+    with pytest.raises(cycles.InvalidInput):
+        a.explain("run_sql", scope="planet:earth")
+    with pytest.raises(cycles.InvalidInput):
+        a.explain("bad name!")
+    assert a.audit() == [] and a.verify().records == 0
+
+
 def test_sqlite_state_survives_reopening(tmp_path: Path) -> None:
     path = tmp_path / "c.db"
     a = cycles.Authority.open(path, POLICY)

@@ -8,6 +8,7 @@ import {
   type ApprovalRequest,
   type Balance,
   type Decision,
+  type Explanation,
   type ReserveRequest,
 } from '../../cycles'
 
@@ -49,6 +50,8 @@ async function main(): Promise<void> {
   const answer: ApprovalAnswer = 'pending'
   const after: ApprovalRequest = await auth.recordApproval(first.request_id, answer)
   use(after.status === 'GRANTED', after.grant?.scope, after.call.name)
+  const e: Explanation = auth.explain({ tool: 'read_file', args: { path: 'a' }, scope: 'tenant:acme' })
+  use(e.tier, e.rules, e.approvalRequired, e.deny?.reasonCode)
   const anchor: string | null = await auth.auditAnchor()
   if (anchor !== null) use((await auth.verify({ anchors: [anchor] })).ok, auth.verifySync().firstBroken?.seq)
 }
@@ -60,6 +63,8 @@ void (async (a: Authority) => a.approvals('WAITING'))
 const bad: ReserveRequest = { tool: 'x' }
 // @ts-expect-error: units are a closed set
 const badUnit: ReserveRequest = { subject: {}, tool: 'x', estimate: [{ unit: 'DOLLARS', amount: 1 }] }
+// @ts-expect-error: explain takes no subject
+void ((a: Authority) => a.explain({ tool: 'x', subject: {} }))
 void main
 void bad
 void badUnit

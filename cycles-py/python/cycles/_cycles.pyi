@@ -374,6 +374,17 @@ class Authority:
     def export_jsonl(self, path: Union[str, os.PathLike[str]]) -> int: ...
     def now_ms(self) -> int: ...
     def policy(self) -> dict[str, Any]: ...
+    def explain(
+        self,
+        tool: str,
+        args: _JSON = None,
+        *,
+        scope: Optional[str] = None,
+        kind: Optional[str] = None,
+        tags: Optional[Sequence[str]] = None,
+    ) -> dict[str, Any]:
+        """``{"tool", "tier", "kind", "rules", "unknown", "risk_points", "deny":
+        {"reason_code", "message"} | None, "approval_required"}``; reads no ledger."""
     def adecide(
         self,
         tool: str,
