@@ -31,6 +31,8 @@ use sqlparser::tokenizer::{Token, Tokenizer};
 use super::Verdict;
 use crate::model::Tier;
 
+mod plpgsql;
+
 /// Longest SQL text parsed; longer text is tier 4 (`sql.too_long`) without parsing.
 pub const MAX_SQL_LEN: usize = 1 << 20;
 /// Deepest expression nesting parsed; deeper SQL is unparsable (tier 4).
@@ -355,6 +357,7 @@ fn apply_nested(sql: &str, dialect: SqlDialect, depth: usize, v: &mut Verdict) {
             (_, Some(normal)) | (Some(normal), None)
                 if classify_parsed(&normal, dialect, depth, v) => {}
             _ if maintenance_unparsed(sql, dialect, v) => {}
+            _ if plpgsql::apply_do_blocks(sql, dialect, depth, v) => {}
             _ => {
                 v.raise(Tier::T4, "sql.unparsable");
                 return;
