@@ -520,18 +520,19 @@ fn with_literals(sql: &str) -> Option<String> {
 /// (as `DROP INDEX`), `DELETE TOP (n)` (as `DELETE`, which is rated as at least as many
 /// rows). Rewritten token by token, so strings and comments are left as they are.
 fn parseable_spelling(sql: &str, dialect: SqlDialect) -> Option<String> {
-    let mut tokens = Tokenizer::new(dialect.dialect(), sql).tokenize().ok()?;
+    let tokens = tokens_at(sql, dialect)?;
     // Indexes of the words, skipping whitespace and comments.
     let words: Vec<usize> = (0..tokens.len())
-        .filter(|&i| !matches!(tokens[i], Token::Whitespace(_)))
+        .filter(|&i| !matches!(tokens[i].0, Token::Whitespace(_)))
         .collect();
     let keyword = |t: &Token, k: Keyword| matches!(t, Token::Word(w) if w.keyword == k && w.quote_style.is_none());
-    let mut drop = Vec::new();
-    let mut rename = Vec::new();
+    let mut drop = vec![false; tokens.len()];
+    let mut rename: Vec<Option<String>> = vec![None; tokens.len()];
+    let mut changed = false;
     for (n, &i) in words.iter().enumerate() {
-        let at = |k: usize| words.get(n + k).map(|&j| &tokens[j]);
+        let at = |k: usize| words.get(n + k).map(|&j| &tokens[j].0);
         // PRAGMA [schema.]name(bare_name)
-        if keyword(&tokens[i], Keyword::PRAGMA) {
+        if keyword(&tokens[i].0, Keyword::PRAGMA) {
             let skip = if at(2) == Some(&Token::Period) { 2 } else { 0 };
             if let (
                 Some(Token::Word(_)),
@@ -541,40 +542,76 @@ fn parseable_spelling(sql: &str, dialect: SqlDialect) -> Option<String> {
             ) = (at(1 + skip), at(2 + skip), at(3 + skip), at(4 + skip))
                 && arg.quote_style.is_none()
             {
-                rename.push((words[n + 3 + skip], arg.value.clone()));
+                rename[words[n + 3 + skip]] = Some(format!("'{}'", arg.value.replace('\'', "''")));
+                changed = true;
             }
         }
-        if keyword(&tokens[i], Keyword::DROP)
+        if keyword(&tokens[i].0, Keyword::DROP)
             && at(1).is_some_and(|t| keyword(t, Keyword::INDEX))
             && at(2).is_some_and(|t| keyword(t, Keyword::CONCURRENTLY))
         {
-            drop.push(words[n + 2]);
+            drop[words[n + 2]] = true;
+            changed = true;
         }
         // DELETE TOP (n) / DELETE TOP n
-        if keyword(&tokens[i], Keyword::DELETE) && at(1).is_some_and(|t| keyword(t, Keyword::TOP)) {
-            match (at(2), at(3), at(4)) {
-                (Some(Token::LParen), Some(Token::Number(..)), Some(Token::RParen)) => {
-                    drop.extend([words[n + 1], words[n + 2], words[n + 3], words[n + 4]]);
-                }
-                (Some(Token::Number(..)), _, _) => drop.extend([words[n + 1], words[n + 2]]),
-                _ => {}
+        if keyword(&tokens[i].0, Keyword::DELETE) && at(1).is_some_and(|t| keyword(t, Keyword::TOP))
+        {
+            let span = match (at(2), at(3), at(4)) {
+                (Some(Token::LParen), Some(Token::Number(..)), Some(Token::RParen)) => 4,
+                (Some(Token::Number(..)), _, _) => 2,
+                _ => 0,
+            };
+            for k in 1..=span {
+                drop[words[n + k]] = true;
+                changed = true;
             }
         }
     }
-    if drop.is_empty() && rename.is_empty() {
+    if !changed {
         return None;
     }
-    for (i, name) in rename {
-        tokens[i] = Token::SingleQuotedString(name);
+    // Rebuilt from the original text of each token: a token's Display does not escape quotes
+    // inside strings (the string `x'` prints as `'x''`), which would swallow what follows.
+    let mut out = String::with_capacity(sql.len());
+    for (i, (_, start)) in tokens.iter().enumerate() {
+        let end = tokens.get(i + 1).map_or(sql.len(), |t| t.1);
+        match (&rename[i], drop[i]) {
+            (_, true) => out.push(' '),
+            (Some(name), _) => out.push_str(name),
+            (None, false) => out.push_str(&sql[*start..end]),
+        }
     }
-    Some(
-        tokens
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !drop.contains(i))
-            .map(|(_, t)| t.to_string())
-            .collect(),
-    )
+    Some(out)
+}
+
+/// The tokens of `sql` with the byte offset where each starts; a token ends where the next
+/// starts (blanks and comments are tokens too). `None` if the text does not tokenise. Text is
+/// cut from the original at these offsets, never printed from the tokens: a token's Display
+/// does not escape quotes inside strings.
+pub(super) fn tokens_at(sql: &str, dialect: SqlDialect) -> Option<Vec<(Token, usize)>> {
+    let tokens = Tokenizer::new(dialect.dialect(), sql)
+        .tokenize_with_location()
+        .ok()?;
+    let mut out = Vec::with_capacity(tokens.len());
+    // The tokenizer counts lines at `\n` and columns in characters: walk the text once.
+    let (mut line, mut column, mut byte) = (1u64, 1u64, 0usize);
+    let mut chars = sql.char_indices().peekable();
+    for t in tokens {
+        let want = (t.span.start.line, t.span.start.column);
+        while (line, column) < want {
+            match chars.next() {
+                Some((_, '\n')) => {
+                    line += 1;
+                    column = 1;
+                }
+                Some(_) => column += 1,
+                None => break,
+            }
+            byte = chars.peek().map_or(sql.len(), |(i, _)| *i);
+        }
+        out.push((t.token, byte));
+    }
+    Some(out)
 }
 
 /// Dialects whose reading of `sql` could differ from `dialect`'s in where strings, comments
@@ -1294,6 +1331,31 @@ mod tests {
 
     fn t(sql: &str) -> Tier {
         classify(sql, SqlDialect::Postgres).tier
+    }
+
+    #[test]
+    fn token_offsets_cut_the_original_text() {
+        // Multibyte characters, newlines, doubled quotes, dollar quotes and comments: each
+        // token's slice is its exact source text, and the slices rebuild the text.
+        let sql =
+            "SELECT 'é''x' AS \"ü\"\"q\" -- c\n, $t$a'b$t$ /* ö */ FROM t;\r\nDROP TABLE \"x\"";
+        let tokens = tokens_at(sql, SqlDialect::Postgres).unwrap();
+        let mut rebuilt = String::new();
+        for (i, (token, start)) in tokens.iter().enumerate() {
+            let end = tokens.get(i + 1).map_or(sql.len(), |t| t.1);
+            let text = &sql[*start..end];
+            if let Token::SingleQuotedString(s) = token {
+                assert_eq!(text, format!("'{}'", s.replace('\'', "''")));
+            }
+            rebuilt.push_str(text);
+        }
+        assert_eq!(rebuilt, sql);
+        assert!(
+            tokens
+                .iter()
+                .any(|(t, s)| matches!(t, Token::Word(w) if w.value == "DROP")
+                    && sql[*s..].starts_with("DROP"))
+        );
     }
 
     #[test]
