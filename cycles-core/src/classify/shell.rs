@@ -1304,19 +1304,27 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
             } else {
                 inner.to_vec()
             };
+            // `xargs -a FILE` takes its arguments from the file, not from the pipe.
+            let from_file = rest[..rest.len() - inner.len()].iter().any(|a| {
+                a == "-a" || a.starts_with("--arg-file") || (a.starts_with("-a") && a.len() > 2)
+            });
             match stdin {
                 // `find ... | xargs rm` removes what the find finds, as `find ... -exec rm {} +`
-                // does (backups found by path or pattern included).
-                Stdin::Found(words) if !inner.is_empty() => {
+                // does (backups found by path or pattern included). A `;` or `+` among the
+                // command's own words is an operand there, not the end of an `-exec`.
+                Stdin::Found(words) if !inner.is_empty() && !from_file => {
                     let mut argv: Vec<String> = vec!["find".into()];
                     argv.extend(words.iter().cloned());
                     argv.push("-exec".into());
-                    argv.extend(inner.iter().cloned());
+                    argv.extend(inner.iter().map(|w| match w.as_str() {
+                        ";" | "\\;" | "+" => format!("./{w}"),
+                        _ => w.clone(),
+                    }));
                     argv.extend(["{}".into(), "+".into()]);
                     command(&argv, &Stdin::Terminal, d, v)
                 }
                 // `ls /backups/*.tar | xargs rm` removes the listed paths.
-                Stdin::Listed(paths) if !inner.is_empty() => {
+                Stdin::Listed(paths) if !inner.is_empty() && !from_file => {
                     argv.extend(paths.iter().cloned());
                     command(&argv, &Stdin::Unknown, d, v)
                 }
@@ -1993,28 +2001,11 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         }
         n if READ_ONLY.contains(&n) => {
             v.raise(Tier::T0, "shell.read");
-            match (n, stdin) {
+            match (stdin, filters_stdin(n, rest)) {
                 // Filters pass on a subset of what was found or listed.
-                (
-                    "grep" | "egrep" | "fgrep" | "rg" | "sort" | "uniq" | "head" | "tail" | "tac",
-                    Stdin::Found(words),
-                ) => Out::Found(words.to_vec()),
-                (
-                    "grep" | "egrep" | "fgrep" | "rg" | "sort" | "uniq" | "head" | "tail" | "tac",
-                    Stdin::Listed(paths),
-                ) => Out::Listed(paths.to_vec()),
-                ("ls", _) => {
-                    let paths: Vec<String> = rest
-                        .iter()
-                        .filter(|a| !a.starts_with('-'))
-                        .cloned()
-                        .collect();
-                    if paths.is_empty() {
-                        Out::Unknown
-                    } else {
-                        Out::Listed(paths)
-                    }
-                }
+                (Stdin::Found(words), true) => Out::Found(words.to_vec()),
+                (Stdin::Listed(paths), true) => Out::Listed(paths.to_vec()),
+                _ if n == "ls" => listed(rest),
                 _ => Out::Unknown,
             }
         }
@@ -3120,13 +3111,7 @@ fn find(rest: &[String], d: usize, v: &mut Verdict) -> Out {
                 ]
                 .contains(n)
         });
-    let root_may_match = !rest.iter().enumerate().any(|(i, a)| {
-        matches!(
-            a.as_str(),
-            "-name" | "-iname" | "-path" | "-ipath" | "-regex" | "-iregex" | "-wholename"
-        ) || (a == "-mindepth" && rest.get(i + 1).is_some_and(|n| n != "0"))
-            || (a == "-type" && rest.get(i + 1).is_some_and(|t| !t.contains('d')))
-    });
+    let root_may_match = root_may_match(rest, &roots);
     let deletes = |v: &mut Verdict| {
         if build_outputs_only {
             v.raise(Tier::T1, "shell.rm_build_output");
@@ -3160,23 +3145,21 @@ fn find(rest: &[String], d: usize, v: &mut Verdict) -> Out {
             } else {
                 "$FOUND"
             };
-            // A filter that a directory can pass (`-mtime +7`, `-size`, `-user`; not a name
-            // pattern, `-mindepth 1` or `-type f`) can pass the starting point itself:
-            // `find /var/log -mtime +7 -exec rm -rf {} +` may remove `/var/log`.
-            let mut founds = vec![found.to_string()];
-            if filtered && !build_outputs_only && root_may_match {
-                founds.extend(roots.iter().map(|r| r.to_string()));
-                if roots.is_empty() {
-                    founds.push(".".into());
-                }
-            }
-            for found in &founds {
-                let argv: Vec<String> = rest[i + 1..end]
+            let exec = &rest[i + 1..end];
+            // What is found run as a program or as shell code (`-exec {} \;`, `-exec sh -c {}
+            // \;`, `find ... | xargs -n1 sh -c`): file names are no command we can read.
+            let shell_code = exec.first().is_some_and(|p| is_shell(program_name(p)))
+                && exec
                     .iter()
-                    .map(|w| w.replace("{}", found))
-                    .collect();
+                    .position(|w| w.starts_with('-') && !w.starts_with("--") && w.contains('c'))
+                    .is_some_and(|c| exec.get(c + 1).is_some_and(|s| s.contains("{}")));
+            if exec.first().is_some_and(|p| p.contains("{}")) || shell_code {
+                v.raise(Tier::T4, "shell.dynamic_command");
+            }
+            let probe = |found: &str, v: &mut Verdict| -> bool {
+                let argv: Vec<String> = exec.iter().map(|w| w.replace("{}", found)).collect();
                 if argv.is_empty() {
-                    continue;
+                    return false;
                 }
                 let mut probe = Verdict::default();
                 command(&argv, &Stdin::Terminal, d, &mut probe);
@@ -3186,7 +3169,7 @@ fn find(rest: &[String], d: usize, v: &mut Verdict) -> Out {
                 // A command that removes, shreds or truncates what is found (`-exec rm {} +`,
                 // `-exec sudo rm`, `-exec sh -c 'rm "$1"' _ {} \;`) deletes it, exactly as
                 // `-delete` does.
-                let removes = probe.rules.iter().any(|r| {
+                probe.rules.iter().any(|r| {
                     matches!(
                         *r,
                         "shell.rm"
@@ -3201,9 +3184,30 @@ fn find(rest: &[String], d: usize, v: &mut Verdict) -> Out {
                             | "shell.dd_file"
                     )
                 }) || (argv.first().is_some_and(|p| program_name(p) == "cp")
-                    && argv.iter().any(|w| w == "/dev/null"));
-                if removes && rest[i + 1..end].iter().any(|w| w.contains("{}")) {
-                    deletes(v);
+                    && argv.iter().any(|w| w == "/dev/null"))
+            };
+            let removes = probe(found, v);
+            if removes && exec.iter().any(|w| w.contains("{}")) {
+                deletes(v);
+                // A filter a directory can pass (`-mtime +7`, `-size`, `-user`) can pass the
+                // starting point itself: `find /var/log -mtime +7 -exec rm -rf {} +` may
+                // remove `/var/log`. (`rm` refuses `.` and `..`.) Many starting points are
+                // read as any path, once.
+                if filtered && !build_outputs_only && root_may_match {
+                    let starts: Vec<&str> = if roots.is_empty() {
+                        vec!["."]
+                    } else {
+                        roots.clone()
+                    };
+                    if starts.len() > MAX_FIND_ROOT_PROBES {
+                        probe("$FOUND", v);
+                    } else {
+                        for root in starts {
+                            if !matches!(root.trim_end_matches('/'), "." | "..") {
+                                probe(root, v);
+                            }
+                        }
+                    }
                 }
             }
             i = end;
@@ -3220,9 +3224,161 @@ fn find(rest: &[String], d: usize, v: &mut Verdict) -> Out {
     }
     if !acted {
         v.raise(Tier::T0, "shell.read");
-        return Out::Found(rest.to_vec());
+        // What it prints is the paths it finds, unless it formats them (`-printf '%h'`,
+        // `-printf /home`, `-ls`).
+        if !rest
+            .iter()
+            .any(|a| matches!(a.as_str(), "-printf" | "-ls" | "-fprintf" | "-fls"))
+        {
+            return Out::Found(rest.to_vec());
+        }
     }
     Out::Unknown
+}
+
+/// Whether `program ARGS` prints a subset of the lines it reads on stdin (`grep -v keep`,
+/// `tail -n +8`, `sort -r`): no operand of its own (a file it would read instead, `grep -r`
+/// searching a directory), only options and their numbers.
+fn filters_stdin(program: &str, args: &[String]) -> bool {
+    let numeric = |s: &str| {
+        s.trim_start_matches(['+', '-'])
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+    };
+    let mut operands = 0;
+    let mut pattern_given = false;
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].as_str();
+        let next = args.get(i + 1).map(String::as_str);
+        match program {
+            "grep" | "egrep" | "fgrep" | "rg" => match a {
+                "-r" | "-R" | "--recursive" | "-d" | "--directories" | "-f" | "--file" => {
+                    return false;
+                }
+                "-e" | "--regexp" => {
+                    pattern_given = true;
+                    i += 1;
+                }
+                "-m" | "-A" | "-B" | "-C" | "--max-count" if next.is_some_and(numeric) => i += 1,
+                _ if a.starts_with("--") => {}
+                // A cluster with r/R recurses; with e or f the pattern is an option value.
+                _ if a.starts_with('-') && a.len() > 1 => {
+                    if a[1..].contains(['r', 'R', 'f', 'd']) {
+                        return false;
+                    }
+                    pattern_given |= a[1..].contains('e');
+                }
+                _ => operands += 1,
+            },
+            "head" | "tail" | "sort" | "uniq" | "tac" => match a {
+                "-n" | "-c" | "--lines" | "--bytes" | "-k" | "--key"
+                    if next.is_some_and(numeric) =>
+                {
+                    i += 1
+                }
+                _ if a.starts_with('-') && a.len() > 1 => {}
+                _ => operands += 1,
+            },
+            _ => return false,
+        }
+        i += 1;
+    }
+    let allowed = if matches!(program, "grep" | "egrep" | "fgrep" | "rg") && !pattern_given {
+        1
+    } else {
+        0
+    };
+    operands == allowed
+}
+
+/// What `ls ARGS` prints, for `xargs`: the paths it is given, when no option changes what it
+/// prints (`-I keep` hides names, `-R` adds headers); otherwise unknown.
+fn listed(args: &[String]) -> Out {
+    let plain = |a: &str| match a.strip_prefix("--") {
+        Some(long) => matches!(
+            long,
+            "all" | "almost-all" | "human-readable" | "directory" | "reverse" | "size" | "inode"
+        ),
+        None => a[1..]
+            .bytes()
+            .all(|b| b"aAlhtrSd1FinosuUXcvLpkG".contains(&b)),
+    };
+    let mut paths = Vec::new();
+    for a in args {
+        if a.starts_with('-') && a.len() > 1 {
+            if !plain(a) {
+                return Out::Unknown;
+            }
+        } else {
+            paths.push(a.clone());
+        }
+    }
+    if paths.is_empty() {
+        Out::Unknown
+    } else {
+        Out::Listed(paths)
+    }
+}
+
+/// Programs that run shell code given with `-c`.
+fn is_shell(name: &str) -> bool {
+    matches!(
+        name,
+        "bash" | "sh" | "zsh" | "dash" | "ksh" | "ash" | "mksh" | "fish" | "tcsh" | "csh"
+    )
+}
+
+/// Most starting points of a `find` probed one by one as what it finds; beyond, `{}` is read
+/// as any path.
+const MAX_FIND_ROOT_PROBES: usize = 16;
+
+/// Whether a `find` may find its starting point itself: not below `-mindepth 1`, not when
+/// `-type` excludes directories, not when `-empty` holds (an empty directory loses nothing),
+/// not when a name or path pattern must match that the starting point does not (`-name
+/// '*.log'` against `/var/log`'s `log`); negated patterns and `-o` alternatives exclude
+/// nothing.
+fn root_may_match(rest: &[String], roots: &[&str]) -> bool {
+    let or = rest.iter().any(|a| a == "-o" || a == "-or");
+    let mut patterns_match_root = None;
+    for (i, a) in rest.iter().enumerate() {
+        let value = rest.get(i + 1);
+        let negated = i > 0 && matches!(rest[i - 1].as_str(), "!" | "-not");
+        match a.as_str() {
+            "-mindepth" if value.is_some_and(|n| n.parse::<u64>().is_ok_and(|n| n >= 1)) => {
+                return false;
+            }
+            "-type" if value.is_some_and(|t| !t.contains('d')) && !negated && !or => {
+                return false;
+            }
+            "-empty" if !negated && !or => return false,
+            "-name" | "-iname" | "-path" | "-ipath" | "-wholename" if !negated && !or => {
+                let Some(pattern) = value else { continue };
+                let matcher = globset::GlobBuilder::new(pattern)
+                    .case_insensitive(a.starts_with("-i"))
+                    .literal_separator(false)
+                    .build()
+                    .map(|g| g.compile_matcher());
+                let starts = if roots.is_empty() { &["."][..] } else { roots };
+                let hit = match matcher {
+                    Ok(m) => starts.iter().any(|r| {
+                        let r = r.trim_end_matches('/');
+                        let name = if a.ends_with("name") {
+                            r.rsplit('/').next().unwrap_or(r)
+                        } else {
+                            r
+                        };
+                        m.is_match(name)
+                    }),
+                    // A pattern we cannot read may match anything.
+                    Err(_) => true,
+                };
+                patterns_match_root = Some(patterns_match_root.unwrap_or(true) && hit);
+            }
+            _ => {}
+        }
+    }
+    patterns_match_root.unwrap_or(true)
 }
 
 /// Refs other people build on: resetting onto them or deleting them is tier 4.
