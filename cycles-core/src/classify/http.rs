@@ -122,35 +122,93 @@ pub(crate) fn is_method_override(name: &str) -> bool {
     .any(|h| name.eq_ignore_ascii_case(h))
 }
 
-/// A request's headers as `(name, value)` pairs, from an object (`{"X-Amz-Target": "..."}`)
-/// or a list of `"Name: value"` lines (curl's `-H`); anything else has none.
-pub(crate) fn header_pairs(headers: Option<&serde_json::Value>) -> Vec<(&str, &str)> {
+/// A request's headers as `(name, value)` pairs, from an object (`{"X-Amz-Target": "..."}`,
+/// a list value joined with commas), a list of `"Name: value"` lines (curl's `-H`), of
+/// `{"name", "value"}` objects (HAR, Postman) or of `[name, value]` pairs, or one such line.
+pub(crate) fn header_pairs(headers: Option<&serde_json::Value>) -> Vec<(String, String)> {
+    use serde_json::Value;
+    let text = |v: &Value| match v {
+        Value::String(s) => Some(s.trim().to_string()),
+        Value::Array(items) => Some(
+            items
+                .iter()
+                .filter_map(|i| i.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        Value::Number(_) | Value::Bool(_) => Some(v.to_string()),
+        _ => None,
+    };
+    let line = |l: &str| {
+        l.split_once(':')
+            .map(|(k, val)| (k.trim().to_string(), val.trim().to_string()))
+    };
     match headers {
-        Some(serde_json::Value::Object(h)) => h
+        Some(Value::Object(h)) => h
             .iter()
-            .filter_map(|(k, val)| Some((k.trim(), val.as_str()?.trim())))
+            .filter_map(|(k, val)| Some((k.trim().to_string(), text(val)?)))
             .collect(),
-        Some(serde_json::Value::Array(h)) => h
+        Some(Value::Array(h)) => h
             .iter()
-            .filter_map(|l| l.as_str()?.split_once(':'))
-            .map(|(k, val)| (k.trim(), val.trim()))
+            .filter_map(|item| match item {
+                Value::String(l) => line(l),
+                Value::Object(o) => Some((
+                    o.get("name")
+                        .or_else(|| o.get("key"))?
+                        .as_str()?
+                        .trim()
+                        .to_string(),
+                    text(o.get("value")?)?,
+                )),
+                Value::Array(pair) => match pair.as_slice() {
+                    [Value::String(k), val] => Some((k.trim().to_string(), text(val)?)),
+                    _ => None,
+                },
+                _ => None,
+            })
             .collect(),
+        Some(Value::String(l)) => l.lines().filter_map(line).collect(),
         _ => Vec::new(),
     }
 }
 
-/// Headers that name the operation a request performs: AWS's JSON protocol
-/// (`X-Amz-Target: DynamoDB_20120810.DeleteTable`, the body only holds its parameters) and
-/// SOAP (`SOAPAction: "urn:.../DeleteUser"`).
-const ACTION_HEADERS: &[&str] = &["x-amz-target", "soapaction"];
-
-/// Raises `v` by the operation a request's headers name (like an RPC action parameter).
-pub(crate) fn apply_headers(headers: &[(&str, &str)], v: &mut Verdict) {
+/// Raises `v` by the operation a request's headers name, like an RPC action parameter: AWS's
+/// JSON protocol puts it in `X-Amz-Target: DynamoDB_20120810.DeleteTable` (the body only holds
+/// its parameters), SOAP in `SOAPAction: "urn:.../DeleteUser"` or SOAP 1.2's `Content-Type:
+/// application/soap+xml; action="..."`. Only the operation's name is read, not the service's
+/// (`DynamoDB` is no database being deleted in `DeleteItem`).
+pub(crate) fn apply_headers<K: AsRef<str>, V: AsRef<str>>(headers: &[(K, V)], v: &mut Verdict) {
     for (name, value) in headers {
-        if ACTION_HEADERS.iter().any(|h| name.eq_ignore_ascii_case(h)) {
-            action_rules(value, v);
+        let (name, value) = (name.as_ref(), value.as_ref());
+        let operation = if name.eq_ignore_ascii_case("x-amz-target") {
+            value.rsplit('.').next()
+        } else if name.eq_ignore_ascii_case("soapaction") {
+            Some(last_segment(value))
+        } else if name.eq_ignore_ascii_case("content-type") {
+            value
+                .split(';')
+                .filter_map(|p| p.trim().strip_prefix("action="))
+                .map(last_segment)
+                .next()
+        } else {
+            None
+        };
+        let Some(operation) = operation else { continue };
+        match names::scan(operation) {
+            // AWS operations are a verb and a noun: deleting a table (DynamoDB, Keyspaces,
+            // Glue) deletes the data in it.
+            (true, false) if operation.to_ascii_lowercase().ends_with("table") => {
+                v.raise(Tier::T4, "http.action_critical")
+            }
+            _ => action_rules(operation, v),
         }
     }
+}
+
+/// The last part of a URI naming an operation (`"http://tempuri.org/IUsers/DeleteUser"`).
+fn last_segment(uri: &str) -> &str {
+    let uri = uri.trim().trim_matches('"');
+    uri.rsplit(['/', '#', ':']).next().unwrap_or(uri)
 }
 
 /// An RPC action name that destroys: 3, with a critical noun 4.
@@ -162,32 +220,31 @@ fn action_rules(action: &str, v: &mut Verdict) {
     }
 }
 
-/// A body that is a command as a list of words (Upstash's Redis REST API: `["FLUSHALL"]`,
-/// `["DEL", "key"]`), or a list of such commands (its `/pipeline`): each command's name is
-/// rated as an action. Only a first item that is one word of letters counts as a name.
+/// A body that is a Redis command as a list of words (Upstash's REST API: `["FLUSHALL"]`,
+/// `["DEL", "key"]`), or a list of such commands (its `/pipeline`, `/multi-exec`): every
+/// command Redis knows is rated by the Redis table, whatever its case; a list whose first word
+/// is no Redis command is data.
 fn command_list_rules(body: &serde_json::Value, v: &mut Verdict) {
+    use super::redis::{Effect, rate};
     let serde_json::Value::Array(items) = body else {
         return;
     };
-    let name = |command: &[serde_json::Value]| match command.first() {
-        Some(serde_json::Value::String(word))
-            if (1..=32).contains(&word.len()) && word.bytes().all(|b| b.is_ascii_alphabetic()) =>
-        {
-            Some(word.clone())
+    let mut one = |command: &[serde_json::Value]| {
+        let words: Vec<&str> = command.iter().map_while(|w| w.as_str()).collect();
+        match rate(&words) {
+            (Effect::Flush, true) => v.raise(Tier::T4, "http.action_critical"),
+            (Effect::Delete, true) => v.raise(Tier::T3, "http.action_destructive"),
+            _ => {}
         }
-        _ => None,
     };
-    let names: Vec<String> = if items.first().is_some_and(serde_json::Value::is_array) {
-        items
-            .iter()
-            .take(MAX_PARAMETERS)
-            .filter_map(|c| name(c.as_array()?))
-            .collect()
+    if items.first().is_some_and(serde_json::Value::is_array) {
+        for command in items {
+            if let Some(words) = command.as_array() {
+                one(words);
+            }
+        }
     } else {
-        name(items).into_iter().collect()
-    };
-    for name in names {
-        action_rules(&name, v);
+        one(items);
     }
 }
 
@@ -937,6 +994,16 @@ mod gql {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_command_of_a_long_pipeline_counts() {
+        // Past any parameter limit: a pipeline padded with reads still ends in a flush.
+        let mut commands = vec![serde_json::json!(["GET", "a"]); 2 * MAX_PARAMETERS];
+        commands.push(serde_json::json!(["FLUSHALL"]));
+        let body = serde_json::Value::Array(commands);
+        let v = classify("POST", "https://x.upstash.io/pipeline", Some(&body));
+        assert_eq!(v.tier, Tier::T4, "{v:?}");
+    }
 
     #[test]
     fn paths() {

@@ -21,6 +21,7 @@ use crate::policy::{Issue, ToolRule, UnknownTool};
 pub mod http;
 pub mod names;
 pub mod path;
+mod redis;
 pub mod shell;
 pub mod sql;
 
@@ -298,7 +299,7 @@ impl ArgClassifier {
                 let method = headers
                     .iter()
                     .find(|(k, _)| http::is_method_override(k))
-                    .map_or(method, |(_, m)| m);
+                    .map_or(method, |(_, m)| m.as_str());
                 http::apply_headers(&headers, v);
                 match value {
                     Some(serde_json::Value::String(url)) if bodies.is_empty() => {

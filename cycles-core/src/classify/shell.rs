@@ -4076,22 +4076,18 @@ fn redis(rest: &[String], v: &mut Verdict) {
             break;
         }
     }
-    let cmd = rest
-        .get(j)
-        .map(|s| s.to_ascii_uppercase())
-        .unwrap_or_default();
-    match cmd.as_str() {
-        "FLUSHALL" | "FLUSHDB" | "SWAPDB" => v.raise(Tier::T4, "shell.redis_flush"),
-        "DEL" | "UNLINK" | "EXPIRE" | "PEXPIRE" | "SHUTDOWN" | "DEBUG" | "SLAVEOF"
-        | "REPLICAOF" | "CLIENT" | "CONFIG" | "SCRIPT" | "FUNCTION" | "MIGRATE" | "RENAME" => {
-            v.raise(Tier::T3, "shell.redis_delete")
-        }
-        "GET" | "MGET" | "KEYS" | "SCAN" | "INFO" | "PING" | "TTL" | "PTTL" | "EXISTS" | "TYPE"
-        | "HGET" | "HGETALL" | "HKEYS" | "LRANGE" | "LLEN" | "SMEMBERS" | "SCARD" | "ZRANGE"
-        | "ZCARD" | "DBSIZE" | "STRLEN" | "MONITOR" | "SLOWLOG" | "MEMORY" | "XRANGE" | "XLEN"
-        | "HLEN" | "SISMEMBER" | "ZSCORE" | "--VERSION" => v.raise(Tier::T0, "shell.read"),
-        "" => v.raise(Tier::T4, "shell.db_unknown_input"),
-        _ => v.raise(Tier::T2, "shell.redis_write"),
+    let words: Vec<&str> = rest[j.min(rest.len())..]
+        .iter()
+        .map(String::as_str)
+        .collect();
+    if words.is_empty() {
+        return v.raise(Tier::T4, "shell.db_unknown_input");
+    }
+    match super::redis::rate(&words).0 {
+        super::redis::Effect::Flush => v.raise(Tier::T4, "shell.redis_flush"),
+        super::redis::Effect::Delete => v.raise(Tier::T3, "shell.redis_delete"),
+        super::redis::Effect::Read => v.raise(Tier::T0, "shell.read"),
+        super::redis::Effect::Write => v.raise(Tier::T2, "shell.redis_write"),
     }
 }
 
