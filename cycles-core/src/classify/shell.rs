@@ -4263,6 +4263,12 @@ fn wget(rest: &[String], v: &mut Verdict) {
         }
         j += 1;
     }
+    let headers: Vec<(&str, &str)> = option_values(rest, &[], &["--header"])
+        .into_iter()
+        .filter_map(|h| h.split_once(':'))
+        .map(|(k, val)| (k.trim(), val.trim()))
+        .collect();
+    http::apply_headers(&headers, v);
     let body = post.first().map(|d| body_value(d));
     for u in &urls {
         http::apply(&method, u, body.as_ref(), v);
@@ -4302,6 +4308,19 @@ fn httpie(rest: &[String], v: &mut Verdict) {
             return;
         }
     };
+    // `Name:value` items are headers (`Name==value` query parameters, `name=value` fields).
+    let headers: Vec<(&str, &str)> = items
+        .iter()
+        .filter_map(|i| i.split_once(':'))
+        .filter(|(k, val)| {
+            !k.is_empty()
+                && !k.contains(['=', '/'])
+                && !val.starts_with('=')
+                && k.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .collect();
+    http::apply_headers(&headers, v);
     // `query=...` items build a JSON body; a GraphQL body is classified as such.
     let mut body = serde_json::Map::new();
     for item in items {
