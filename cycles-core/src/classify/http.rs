@@ -137,6 +137,12 @@ pub(crate) fn header_pairs(headers: Option<&serde_json::Value>) -> Vec<(String, 
                 .join(","),
         ),
         Value::Number(_) | Value::Bool(_) => Some(v.to_string()),
+        // `{"X-Amz-Target": {"value": "..."}}`
+        Value::Object(o) => o
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("value"))
+            .and_then(|(_, val)| val.as_str())
+            .map(|s| s.trim().to_string()),
         _ => None,
     };
     let line = |l: &str| {
@@ -152,14 +158,24 @@ pub(crate) fn header_pairs(headers: Option<&serde_json::Value>) -> Vec<(String, 
             .iter()
             .filter_map(|item| match item {
                 Value::String(l) => line(l),
-                Value::Object(o) => Some((
-                    o.get("name")
-                        .or_else(|| o.get("key"))?
-                        .as_str()?
-                        .trim()
-                        .to_string(),
-                    text(o.get("value")?)?,
-                )),
+                Value::Object(o) => {
+                    let field = |names: &[&str]| {
+                        o.iter()
+                            .find(|(k, _)| names.iter().any(|n| k.eq_ignore_ascii_case(n)))
+                            .map(|(_, val)| val)
+                    };
+                    match (field(&["name", "key"]), field(&["value"])) {
+                        (Some(Value::String(k)), Some(val)) => {
+                            Some((k.trim().to_string(), text(val)?))
+                        }
+                        // `[{"X-Amz-Target": "..."}]`: one header per object.
+                        _ if o.len() == 1 => {
+                            let (k, val) = o.iter().next()?;
+                            Some((k.trim().to_string(), text(val)?))
+                        }
+                        _ => None,
+                    }
+                }
                 Value::Array(pair) => match pair.as_slice() {
                     [Value::String(k), val] => Some((k.trim().to_string(), text(val)?)),
                     _ => None,
@@ -180,35 +196,76 @@ pub(crate) fn header_pairs(headers: Option<&serde_json::Value>) -> Vec<(String, 
 pub(crate) fn apply_headers<K: AsRef<str>, V: AsRef<str>>(headers: &[(K, V)], v: &mut Verdict) {
     for (name, value) in headers {
         let (name, value) = (name.as_ref(), value.as_ref());
-        let operation = if name.eq_ignore_ascii_case("x-amz-target") {
-            value.rsplit('.').next()
-        } else if name.eq_ignore_ascii_case("soapaction") {
-            Some(last_segment(value))
-        } else if name.eq_ignore_ascii_case("content-type") {
-            value
-                .split(';')
-                .filter_map(|p| p.trim().strip_prefix("action="))
-                .map(last_segment)
-                .next()
-        } else {
-            None
-        };
-        let Some(operation) = operation else { continue };
-        match names::scan(operation) {
-            // AWS operations are a verb and a noun: deleting a table (DynamoDB, Keyspaces,
-            // Glue) deletes the data in it.
-            (true, false) if operation.to_ascii_lowercase().ends_with("table") => {
-                v.raise(Tier::T4, "http.action_critical")
+        if name.eq_ignore_ascii_case("x-amz-target") {
+            let operation = value.rsplit('.').next().unwrap_or(value);
+            match names::scan(operation) {
+                // AWS operations are a verb and a noun: deleting a whole store (a DynamoDB
+                // table, a Kinesis stream, a log group, a keyspace, a file system) deletes the
+                // data in it.
+                (true, false) if deletes_aws_store(operation) => {
+                    v.raise(Tier::T4, "http.action_critical")
+                }
+                _ => action_rules(operation, v),
             }
-            _ => action_rules(operation, v),
+        } else if name.eq_ignore_ascii_case("soapaction") {
+            soap_action(value, v);
+        } else if name.eq_ignore_ascii_case("content-type")
+            && value.to_ascii_lowercase().contains("soap")
+        {
+            for parameter in value.split(';') {
+                if let Some((key, action)) = parameter.split_once('=')
+                    && key.trim().eq_ignore_ascii_case("action")
+                {
+                    soap_action(action, v);
+                }
+            }
         }
     }
 }
 
-/// The last part of a URI naming an operation (`"http://tempuri.org/IUsers/DeleteUser"`).
-fn last_segment(uri: &str) -> &str {
-    let uri = uri.trim().trim_matches('"');
-    uri.rsplit(['/', '#', ':']).next().unwrap_or(uri)
+/// Whether an AWS operation name deletes a whole data store (by its noun).
+fn deletes_aws_store(operation: &str) -> bool {
+    let lower = operation.to_ascii_lowercase();
+    [
+        "table",
+        "tables",
+        "stream",
+        "loggroup",
+        "keyspace",
+        "filesystem",
+        "collection",
+        "userpool",
+        "directory",
+        "disk",
+        "domain",
+        "ledger",
+        "graph",
+        "replicationgroup",
+        "cachecluster",
+        "index",
+        "vault",
+        "secret",
+    ]
+    .iter()
+    .any(|noun| lower.ends_with(noun))
+}
+
+/// A SOAP action URI (`"http://tempuri.org/IBackupService/Delete"`): the verb must be in its
+/// operation, the last segment; the noun may be there or in the service before it.
+fn soap_action(uri: &str, v: &mut Verdict) {
+    let uri = uri.trim().trim_matches('"').trim_end_matches(['/', '#']);
+    let mut parts = uri.rsplit(['/', '#', ':']);
+    let operation = parts.next().unwrap_or(uri);
+    let service = parts.next().unwrap_or("");
+    let (destructive, critical) = names::scan(operation);
+    if !destructive {
+        return;
+    }
+    if critical || names::scan(service).1 {
+        v.raise(Tier::T4, "http.action_critical");
+    } else {
+        v.raise(Tier::T3, "http.action_destructive");
+    }
 }
 
 /// An RPC action name that destroys: 3, with a critical noun 4.
@@ -224,13 +281,28 @@ fn action_rules(action: &str, v: &mut Verdict) {
 /// `["DEL", "key"]`), or a list of such commands (its `/pipeline`, `/multi-exec`): every
 /// command Redis knows is rated by the Redis table, whatever its case; a list whose first word
 /// is no Redis command is data.
-fn command_list_rules(body: &serde_json::Value, v: &mut Verdict) {
+fn command_list_rules(body: &serde_json::Value, redis_endpoint: bool, v: &mut Verdict) {
     use super::redis::{Effect, rate};
     let serde_json::Value::Array(items) = body else {
         return;
     };
     let mut one = |command: &[serde_json::Value]| {
         let words: Vec<&str> = command.iter().map_while(|w| w.as_str()).collect();
+        // Off a Redis endpoint a list of words is data (`["debug", "config"]` labels) unless
+        // its first word can only be a Redis command.
+        let unambiguous = words.first().is_some_and(|w| {
+            let upper = w.to_ascii_uppercase();
+            matches!(
+                upper.as_str(),
+                "FLUSHALL" | "FLUSHDB" | "SWAPDB" | "UNLINK" | "GETDEL" | "EVALSHA" | "EVAL"
+            ) || (upper.contains('.')
+                && upper
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b == b'.' || b == b'_'))
+        });
+        if !(redis_endpoint || unambiguous) {
+            return;
+        }
         match rate(&words) {
             (Effect::Flush, true) => v.raise(Tier::T4, "http.action_critical"),
             (Effect::Delete, true) => v.raise(Tier::T3, "http.action_destructive"),
@@ -246,6 +318,22 @@ fn command_list_rules(body: &serde_json::Value, v: &mut Verdict) {
     } else {
         one(items);
     }
+}
+
+/// The host of a URL, lowercased (empty for a bare path).
+fn url_host(url: &str) -> String {
+    url.split_once("://")
+        .map(|(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or(""))
+        .map(|authority| authority.rsplit('@').next().unwrap_or(authority))
+        .map(|host| host.split(':').next().unwrap_or(host).to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+/// Whether a URL is a Redis REST endpoint (Upstash, Vercel KV), where a body or a path is a
+/// Redis command.
+fn redis_endpoint(url: &str) -> bool {
+    let host = url_host(url);
+    host.ends_with(".upstash.io") || host.ends_with(".kv.vercel-storage.com")
 }
 
 /// Raises `v` by an HTTP request.
@@ -275,6 +363,25 @@ pub(crate) fn apply(method: &str, url: &str, body: Option<&serde_json::Value>, v
         // (Elasticsearch) every index it matches.
         critical |= segments.len() >= 3 && segments[segments.len() - 3] == "repos";
         critical |= segments.iter().any(|s| s.contains('*') || *s == "_all");
+    }
+    // Upstash's REST API also takes a command as the path: `/unlink/k`, `/config/set/dir/x`.
+    if redis_endpoint(&url)
+        && let Some(first) = segments.first()
+        && !matches!(
+            first.to_ascii_lowercase().as_str(),
+            "pipeline" | "multi-exec" | "multi" | "exec"
+        )
+    {
+        let words: Vec<String> = segments
+            .iter()
+            .map(|w| percent_decode(w).into_owned())
+            .collect();
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        match super::redis::rate(&words) {
+            (super::redis::Effect::Flush, _) => v.raise(Tier::T4, "http.action_critical"),
+            (super::redis::Effect::Delete, _) => v.raise(Tier::T3, "http.action_destructive"),
+            _ => {}
+        }
     }
     let graphql_endpoint = segments
         .iter()
@@ -546,7 +653,7 @@ fn parameter_rules(
             match serde_json::from_str::<serde_json::Value>(text) {
                 Ok(parsed @ (serde_json::Value::Object(_) | serde_json::Value::Array(_))) => {
                     if !read {
-                        command_list_rules(&parsed, v);
+                        command_list_rules(&parsed, redis_endpoint(url), v);
                     }
                     body_pairs(&parsed, "", 0, true, &mut params)
                 }
@@ -560,7 +667,7 @@ fn parameter_rules(
         }
         Some(body) => {
             if !read {
-                command_list_rules(body, v);
+                command_list_rules(body, redis_endpoint(url), v);
             }
             body_pairs(body, "", 0, true, &mut params)
         }

@@ -295,7 +295,11 @@ impl ArgClassifier {
                 };
                 // A method-override header (`X-HTTP-Method-Override: DELETE`) is the method
                 // that servers honouring it run.
-                let headers = http::header_pairs(args.get("headers"));
+                let headers = http::header_pairs(
+                    ["headers", "Headers", "header"]
+                        .iter()
+                        .find_map(|k| args.get(k)),
+                );
                 let method = headers
                     .iter()
                     .find(|(k, _)| http::is_method_override(k))

@@ -29,15 +29,32 @@ pub(crate) fn rate(words: &[&str]) -> (Effect, bool) {
         .map(|s| s.to_ascii_uppercase())
         .unwrap_or_default();
     let effect = match name.as_str() {
-        "FLUSHALL" | "FLUSHDB" | "SWAPDB" => Effect::Flush,
-        "FT.DROPINDEX" | "FT.DROP" if words.iter().any(|w| w.eq_ignore_ascii_case("DD")) => {
-            Effect::Flush
+        // A script we do not see, a function we do not know: fail closed.
+        "FLUSHALL" | "FLUSHDB" | "SWAPDB" | "EVALSHA" | "FCALL" => Effect::Flush,
+        // FT.DROPINDEX deletes the documents with DD; FT.DROP unless KEEPDOCS.
+        "FT.DROPINDEX" if words.iter().any(|w| w.eq_ignore_ascii_case("DD")) => Effect::Flush,
+        "FT.DROP" if !words.iter().any(|w| w.eq_ignore_ascii_case("KEEPDOCS")) => Effect::Flush,
+        // A server made a replica discards its whole dataset (`REPLICAOF NO ONE` promotes).
+        "SLAVEOF" | "REPLICAOF" if sub != "NO" => Effect::Flush,
+        "GETEX"
+            if words[1..].iter().any(|w| {
+                ["EX", "PX", "EXAT", "PXAT"]
+                    .iter()
+                    .any(|o| w.eq_ignore_ascii_case(o))
+            }) =>
+        {
+            Effect::Delete
         }
         "DEL" | "UNLINK" | "GETDEL" | "EXPIRE" | "PEXPIRE" | "EXPIREAT" | "PEXPIREAT"
         | "SHUTDOWN" | "DEBUG" | "SLAVEOF" | "REPLICAOF" | "MIGRATE" | "RENAME" | "RENAMENX"
         | "MOVE" | "RESTORE" | "MODULE" | "FT.DROPINDEX" | "FT.DROP" | "FT.DICTDEL"
-        | "JSON.DEL" | "JSON.FORGET" | "TS.DEL" | "XGROUP" | "BGREWRITEAOF" | "FAILOVER"
-        | "EVALSHA" | "FCALL" => Effect::Delete,
+        | "JSON.DEL" | "JSON.FORGET" | "TS.DEL" | "BGREWRITEAOF" | "FAILOVER" | "XTRIM"
+        | "LTRIM" | "ZREMRANGEBYRANK" | "ZREMRANGEBYSCORE" | "ZREMRANGEBYLEX" => Effect::Delete,
+        "XGROUP" => match sub.as_str() {
+            "DESTROY" | "DELCONSUMER" | "SETID" => Effect::Delete,
+            "HELP" => Effect::Read,
+            _ => Effect::Write,
+        },
         "CONFIG" => match sub.as_str() {
             "GET" | "HELP" => Effect::Read,
             _ => Effect::Delete,
@@ -53,9 +70,11 @@ pub(crate) fn rate(words: &[&str]) -> (Effect, bool) {
             _ => Effect::Delete,
         },
         "CLIENT" => match sub.as_str() {
-            "LIST" | "INFO" | "GETNAME" | "ID" | "HELP" | "SETNAME" | "SETINFO"
-            | "TRACKINGINFO" => Effect::Read,
-            _ => Effect::Delete,
+            "KILL" | "PAUSE" | "NO-EVICT" | "NO-TOUCH" => Effect::Delete,
+            "LIST" | "INFO" | "GETNAME" | "ID" | "HELP" | "TRACKINGINFO" | "GETREDIR" => {
+                Effect::Read
+            }
+            _ => Effect::Write,
         },
         "ACL" => match sub.as_str() {
             "LIST" | "WHOAMI" | "USERS" | "GETUSER" | "CAT" | "LOG" | "HELP" | "GENPASS"
@@ -144,30 +163,66 @@ const KNOWN_WRITES: &[&str] = &[
     "FT.CREATE",
 ];
 
-/// A Lua script: rated by the commands it calls (`redis.call('DEL', KEYS[1])`); a command
-/// name that is not a literal could be anything.
+/// A Lua script: rated by the Redis commands named in its string literals (each with the
+/// literals after it as arguments: `redis.call('FT.DROPINDEX', 'idx', 'DD')`); a call whose
+/// command is not a literal (`redis.call(ARGV[1])`, `local c = redis.call; c(...)`) could be
+/// anything and fails closed.
 fn script(lua: &str) -> Effect {
-    let lower = lua.to_ascii_lowercase();
+    let literals = string_literals(lua);
     let mut worst = Effect::Read;
-    for call in [
-        "redis.call(",
-        "redis.pcall(",
-        "server.call(",
-        "server.pcall(",
-    ] {
-        for (at, _) in lower.match_indices(call) {
-            let args = lua[at + call.len()..].trim_start();
-            let quoted = args
-                .strip_prefix(['\'', '"'])
-                .and_then(|rest| rest.split(['\'', '"']).next());
-            let effect = match quoted {
-                Some(name) => rate(&[name]).0,
-                None => Effect::Delete,
-            };
+    for i in 0..literals.len() {
+        // A command's arguments that matter (`DD`, `KEEPDOCS`) come right after it.
+        let words: Vec<&str> = literals[i..literals.len().min(i + 8)]
+            .iter()
+            .map(String::as_str)
+            .collect();
+        if let (effect, true) = rate(&words) {
             worst = worst.max(effect);
         }
     }
+    for (at, _) in lua.match_indices("call") {
+        let after = lua[at + 4..].trim_start_matches(|c: char| c.is_whitespace() || c == '(');
+        if !after.starts_with(['\'', '"', '[']) {
+            return Effect::Flush;
+        }
+    }
     worst
+}
+
+/// The contents of a Lua text's string literals (`'x'`, `"x"`, `[[x]]`), in order.
+fn string_literals(lua: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut chars = lua.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\'' | '"' => {
+                let mut value = String::new();
+                while let Some((_, d)) = chars.next() {
+                    match d {
+                        '\\' => {
+                            if let Some((_, e)) = chars.next() {
+                                value.push(e);
+                            }
+                        }
+                        d if d == c => break,
+                        d => value.push(d),
+                    }
+                }
+                out.push(value);
+            }
+            '[' if lua[i + 1..].starts_with('[') => {
+                let body = &lua[i + 2..];
+                let end = body.find("]]").unwrap_or(body.len());
+                out.push(body[..end].to_string());
+                let stop = i + 2 + end + 2;
+                while chars.peek().is_some_and(|(j, _)| *j < stop) {
+                    chars.next();
+                }
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -194,8 +249,37 @@ mod tests {
         );
         assert_eq!(
             rate(&["EVAL", "return redis.call(ARGV[1])", "0"]).0,
-            Effect::Delete
+            Effect::Flush
         );
+        assert_eq!(
+            rate(&["EVAL", "return redis.call ('FLUSHALL')", "0"]).0,
+            Effect::Flush
+        );
+        assert_eq!(
+            rate(&["EVAL", "return redis.call'flushdb'", "0"]).0,
+            Effect::Flush
+        );
+        assert_eq!(
+            rate(&["EVAL", "local c = redis.call; return c('GET', 'k')", "0"]).0,
+            Effect::Flush
+        );
+        assert_eq!(
+            rate(&[
+                "EVAL",
+                "return redis.call('FT.DROPINDEX', 'idx', 'DD')",
+                "0"
+            ])
+            .0,
+            Effect::Flush
+        );
+        assert_eq!(
+            rate(&["REPLICAOF", "evil.example", "6379"]).0,
+            Effect::Flush
+        );
+        assert_eq!(rate(&["REPLICAOF", "NO", "ONE"]).0, Effect::Delete);
+        assert_eq!(rate(&["FT.DROP", "idx"]).0, Effect::Flush);
+        assert_eq!(rate(&["FT.DROP", "idx", "KEEPDOCS"]).0, Effect::Delete);
+        assert_eq!(rate(&["CLIENT", "TRACKING", "on"]).0, Effect::Write);
         assert_eq!(rate(&["SET", "k", "v"]), (Effect::Write, true));
         assert_eq!(rate(&["DropBox"]), (Effect::Write, false));
     }

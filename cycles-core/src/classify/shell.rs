@@ -1298,15 +1298,49 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
             Out::Unknown
         }
         "xargs" => {
-            let inner = skip_options(rest, ARG_LIST_VALUE_OPTIONS);
+            // Options, also clusters ending in one that takes a value (`-0a FILE`, `-rn1`).
+            let mut start = 0;
+            while let Some(a) = rest.get(start) {
+                if a == "--" {
+                    start += 1;
+                    break;
+                }
+                if !a.starts_with('-') || a.len() == 1 {
+                    break;
+                }
+                let takes_value = ARG_LIST_VALUE_OPTIONS.contains(&a.as_str())
+                    || (!a.starts_with("--")
+                        && a.len() > 2
+                        && a.ends_with(['a', 'd', 'E', 'I', 'L', 'n', 'P', 's']));
+                start += if takes_value { 2 } else { 1 };
+            }
+            let inner = &rest[start.min(rest.len())..];
             let mut argv: Vec<String> = if inner.is_empty() {
                 vec!["echo".into()]
             } else {
                 inner.to_vec()
             };
-            // `xargs -a FILE` takes its arguments from the file, not from the pipe.
-            let from_file = rest[..rest.len() - inner.len()].iter().any(|a| {
-                a == "-a" || a.starts_with("--arg-file") || (a.starts_with("-a") && a.len() > 2)
+            // `xargs -a FILE` takes its arguments from the file, not from the pipe (unless the
+            // file is standard input).
+            let options = &rest[..rest.len() - inner.len()];
+            let from_file = options.iter().enumerate().any(|(i, a)| {
+                let value = if a == "--arg-file" {
+                    options.get(i + 1).map(String::as_str)
+                } else if let Some(v) = a.strip_prefix("--arg-file=") {
+                    Some(v)
+                } else if a.starts_with('-') && !a.starts_with("--") && a.contains('a') {
+                    let after = &a[a.find('a').map_or(a.len(), |p| p + 1)..];
+                    if after.is_empty() {
+                        options.get(i + 1).map(String::as_str)
+                    } else {
+                        Some(after)
+                    }
+                } else {
+                    None
+                };
+                value.is_some_and(|f| {
+                    !matches!(f, "-" | "/dev/stdin" | "/dev/fd/0" | "/proc/self/fd/0")
+                })
             });
             match stdin {
                 // `find ... | xargs rm` removes what the find finds, as `find ... -exec rm {} +`
@@ -1824,7 +1858,7 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
             Out::Unknown
         }
         "redis-cli" | "valkey-cli" | "keydb-cli" => {
-            redis(rest, v);
+            redis(rest, &stdin, v);
             Out::Unknown
         }
         // --- network ----------------------------------------------------------------------
@@ -3038,6 +3072,17 @@ fn rm(rest: &[String], v: &mut Verdict) {
 }
 
 fn find(rest: &[String], d: usize, v: &mut Verdict) -> Out {
+    // Options before the starting points: `-H`, `-L`, `-P`, `-O3`, `-D debugopts`.
+    let mut lead = 0;
+    while let Some(a) = rest.get(lead) {
+        match a.as_str() {
+            "-H" | "-L" | "-P" => lead += 1,
+            "-D" => lead += 2,
+            _ if a.starts_with("-O") => lead += 1,
+            _ => break,
+        }
+    }
+    let rest = &rest[lead.min(rest.len())..];
     let roots: Vec<&str> = rest
         .iter()
         .map(|s| s.as_str())
@@ -3111,7 +3156,6 @@ fn find(rest: &[String], d: usize, v: &mut Verdict) -> Out {
                 ]
                 .contains(n)
         });
-    let root_may_match = root_may_match(rest, &roots);
     let deletes = |v: &mut Verdict| {
         if build_outputs_only {
             v.raise(Tier::T1, "shell.rm_build_output");
@@ -3148,12 +3192,7 @@ fn find(rest: &[String], d: usize, v: &mut Verdict) -> Out {
             let exec = &rest[i + 1..end];
             // What is found run as a program or as shell code (`-exec {} \;`, `-exec sh -c {}
             // \;`, `find ... | xargs -n1 sh -c`): file names are no command we can read.
-            let shell_code = exec.first().is_some_and(|p| is_shell(program_name(p)))
-                && exec
-                    .iter()
-                    .position(|w| w.starts_with('-') && !w.starts_with("--") && w.contains('c'))
-                    .is_some_and(|c| exec.get(c + 1).is_some_and(|s| s.contains("{}")));
-            if exec.first().is_some_and(|p| p.contains("{}")) || shell_code {
+            if runs_found_as_code(exec) {
                 v.raise(Tier::T4, "shell.dynamic_command");
             }
             let probe = |found: &str, v: &mut Verdict| -> bool {
@@ -3193,7 +3232,7 @@ fn find(rest: &[String], d: usize, v: &mut Verdict) -> Out {
                 // starting point itself: `find /var/log -mtime +7 -exec rm -rf {} +` may
                 // remove `/var/log`. (`rm` refuses `.` and `..`.) Many starting points are
                 // read as any path, once.
-                if filtered && !build_outputs_only && root_may_match {
+                if filtered && !build_outputs_only && root_may_match(rest, &roots) {
                     let starts: Vec<&str> = if roots.is_empty() {
                         vec!["."]
                     } else {
@@ -3224,12 +3263,16 @@ fn find(rest: &[String], d: usize, v: &mut Verdict) -> Out {
     }
     if !acted {
         v.raise(Tier::T0, "shell.read");
-        // What it prints is the paths it finds, unless it formats them (`-printf '%h'`,
-        // `-printf /home`, `-ls`).
-        if !rest
-            .iter()
-            .any(|a| matches!(a.as_str(), "-printf" | "-ls" | "-fprintf" | "-fls"))
-        {
+        // What it prints is the paths it finds (also within a `-printf '%T@ %p\n'` line),
+        // unless it formats something else (`-printf '%h'`, `-printf /home`, `-ls`).
+        let paths_printed = rest.iter().enumerate().all(|(i, a)| match a.as_str() {
+            "-ls" | "-fls" | "-fprintf" => false,
+            "-printf" => rest
+                .get(i + 1)
+                .is_some_and(|f| f.contains("%p") && !f.contains("%h")),
+            _ => true,
+        });
+        if paths_printed {
             return Out::Found(rest.to_vec());
         }
     }
@@ -3240,19 +3283,56 @@ fn find(rest: &[String], d: usize, v: &mut Verdict) -> Out {
 /// `tail -n +8`, `sort -r`): no operand of its own (a file it would read instead, `grep -r`
 /// searching a directory), only options and their numbers.
 fn filters_stdin(program: &str, args: &[String]) -> bool {
-    let numeric = |s: &str| {
-        s.trim_start_matches(['+', '-'])
-            .bytes()
-            .all(|b| b.is_ascii_digit())
+    let grep = matches!(program, "grep" | "egrep" | "fgrep" | "rg");
+    if !grep && !matches!(program, "head" | "tail" | "sort" | "uniq" | "tac" | "cut") {
+        return false;
+    }
+    // Options that take a value (`sort -t / -k 3`, `cut -d ' ' -f 2-`, `head -n 5`).
+    let with_value: &[&str] = if grep {
+        &[
+            "-m",
+            "-A",
+            "-B",
+            "-C",
+            "--max-count",
+            "--context",
+            "--color",
+            "--label",
+        ]
+    } else {
+        &[
+            "-n",
+            "-c",
+            "--lines",
+            "--bytes",
+            "-k",
+            "--key",
+            "-t",
+            "--field-separator",
+            "-S",
+            "--buffer-size",
+            "-T",
+            "--temporary-directory",
+            "-d",
+            "--delimiter",
+            "-f",
+            "--fields",
+            "-b",
+            "-s",
+            "--separator",
+        ]
     };
     let mut operands = 0;
     let mut pattern_given = false;
     let mut i = 0;
     while i < args.len() {
         let a = args[i].as_str();
-        let next = args.get(i + 1).map(String::as_str);
-        match program {
-            "grep" | "egrep" | "fgrep" | "rg" => match a {
+        if a == "--" {
+            operands += args[i + 1..].iter().filter(|o| *o != "-").count();
+            break;
+        }
+        if grep {
+            match a {
                 "-r" | "-R" | "--recursive" | "-d" | "--directories" | "-f" | "--file" => {
                     return false;
                 }
@@ -3260,7 +3340,9 @@ fn filters_stdin(program: &str, args: &[String]) -> bool {
                     pattern_given = true;
                     i += 1;
                 }
-                "-m" | "-A" | "-B" | "-C" | "--max-count" if next.is_some_and(numeric) => i += 1,
+                _ if a.starts_with("--regexp=") => pattern_given = true,
+                _ if a.starts_with("--file=") || a.starts_with("--directories=") => return false,
+                _ if with_value.contains(&a) => i += 1,
                 _ if a.starts_with("--") => {}
                 // A cluster with r/R recurses; with e or f the pattern is an option value.
                 _ if a.starts_with('-') && a.len() > 1 => {
@@ -3269,26 +3351,21 @@ fn filters_stdin(program: &str, args: &[String]) -> bool {
                     }
                     pattern_given |= a[1..].contains('e');
                 }
+                // `-` is standard input.
+                "-" => {}
                 _ => operands += 1,
-            },
-            "head" | "tail" | "sort" | "uniq" | "tac" => match a {
-                "-n" | "-c" | "--lines" | "--bytes" | "-k" | "--key"
-                    if next.is_some_and(numeric) =>
-                {
-                    i += 1
-                }
+            }
+        } else {
+            match a {
+                _ if with_value.contains(&a) => i += 1,
+                "-" => {}
                 _ if a.starts_with('-') && a.len() > 1 => {}
                 _ => operands += 1,
-            },
-            _ => return false,
+            }
         }
         i += 1;
     }
-    let allowed = if matches!(program, "grep" | "egrep" | "fgrep" | "rg") && !pattern_given {
-        1
-    } else {
-        0
-    };
+    let allowed = usize::from(grep && !pattern_given);
     operands == allowed
 }
 
@@ -3321,6 +3398,86 @@ fn listed(args: &[String]) -> Out {
     }
 }
 
+/// Whether an `-exec` command runs what is found as code: as the program (`-exec {} \;`,
+/// `-exec env {}`), as an interpreter's script or `-c`/`-e` code (`sh -c {}`, `bash {}`,
+/// `python3 {}`), behind wrappers (`sudo`, `env`, `nice`, `timeout`).
+fn runs_found_as_code(exec: &[String]) -> bool {
+    fn skip_options(mut w: &[String]) -> &[String] {
+        while w
+            .first()
+            .is_some_and(|a| a.starts_with('-') || (a.contains('=') && !a.contains("{}")))
+        {
+            w = &w[1..];
+        }
+        w
+    }
+    let mut w = exec;
+    loop {
+        match w.first().map(|p| program_name(p)) {
+            Some(
+                "env" | "sudo" | "doas" | "nice" | "nohup" | "command" | "exec" | "stdbuf" | "time"
+                | "ionice" | "chrt" | "setsid",
+            ) => w = skip_options(&w[1..]),
+            Some("timeout") => {
+                let rest = skip_options(&w[1..]);
+                w = rest.get(1..).unwrap_or(&[]);
+            }
+            _ => break,
+        }
+    }
+    let Some(program) = w.first() else {
+        return false;
+    };
+    if program.contains("{}") {
+        return true;
+    }
+    let name = program_name(program);
+    let shell = is_shell(name);
+    let interpreter = shell
+        || matches!(
+            name,
+            "python"
+                | "python2"
+                | "python3"
+                | "node"
+                | "ruby"
+                | "perl"
+                | "php"
+                | "bun"
+                | "deno"
+                | "lua"
+                | "Rscript"
+                | "pwsh"
+                | "powershell"
+                | "osascript"
+        );
+    if !interpreter {
+        return false;
+    }
+    let args = &w[1..];
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].as_str();
+        let code_flag = (shell && a.starts_with('-') && !a.starts_with("--") && a.contains('c'))
+            || matches!(a, "-c" | "-e" | "-E" | "--eval" | "-r");
+        if code_flag {
+            return args[i + 1..]
+                .iter()
+                .find(|s| *s != "--")
+                .is_some_and(|s| s.contains("{}"));
+        }
+        if a == "--" {
+            return args.get(i + 1).is_some_and(|s| s.contains("{}"));
+        }
+        if !a.starts_with('-') {
+            // The first operand is the script file.
+            return a.contains("{}");
+        }
+        i += 1;
+    }
+    false
+}
+
 /// Programs that run shell code given with `-c`.
 fn is_shell(name: &str) -> bool {
     matches!(
@@ -3339,6 +3496,45 @@ const MAX_FIND_ROOT_PROBES: usize = 16;
 /// '*.log'` against `/var/log`'s `log`); negated patterns and `-o` alternatives exclude
 /// nothing.
 fn root_may_match(rest: &[String], roots: &[&str]) -> bool {
+    // Only the tests before the first action filter what it acts on (`-exec rm -rf {} + -type
+    // f` removes directories too).
+    let first_action = rest
+        .iter()
+        .position(|a| {
+            matches!(
+                a.as_str(),
+                "-exec"
+                    | "-execdir"
+                    | "-ok"
+                    | "-okdir"
+                    | "-delete"
+                    | "-print"
+                    | "-print0"
+                    | "-printf"
+                    | "-ls"
+                    | "-fprint"
+                    | "-fprint0"
+                    | "-fprintf"
+                    | "-fls"
+                    | "-prune"
+                    | "-quit"
+            )
+        })
+        .unwrap_or(rest.len());
+    let rest = &rest[..first_action];
+    // Matching every pattern against every starting point is bounded: past these, may match.
+    let patterns = rest
+        .iter()
+        .filter(|a| {
+            matches!(
+                a.as_str(),
+                "-name" | "-iname" | "-path" | "-ipath" | "-wholename"
+            )
+        })
+        .count();
+    if roots.len() > MAX_FIND_ROOT_PROBES || patterns > 64 {
+        return true;
+    }
     let or = rest.iter().any(|a| a == "-o" || a == "-or");
     let mut patterns_match_root = None;
     for (i, a) in rest.iter().enumerate() {
@@ -4050,7 +4246,8 @@ fn sql_stdin(dialect: sql::SqlDialect, stdin: &Stdin<'_>, v: &mut Verdict) {
     }
 }
 
-fn redis(rest: &[String], v: &mut Verdict) {
+fn redis(rest: &[String], stdin: &Stdin<'_>, v: &mut Verdict) {
+    use super::redis::{Effect, rate};
     let with_value = [
         "-h",
         "-p",
@@ -4059,21 +4256,52 @@ fn redis(rest: &[String], v: &mut Verdict) {
         "-u",
         "--user",
         "--pass",
+        "--askpass",
         "-s",
         "-r",
         "-i",
+        "-d",
+        "-D",
+        "-t",
         "--tls-cert",
+        "--cert",
+        "--key",
         "--cacert",
+        "--cacertdir",
+        "--sni",
+        "--tls-ciphers",
+        "--tls-ciphersuites",
+        "--pattern",
+        "--count",
+        "--quoted-pattern",
+        "--memkeys-samples",
+        "--functions-rdb",
+        "--rdb",
+        "--replica",
+        "--intrinsic-latency",
+        "--lru-test",
+        "--eval",
     ];
     let mut j = 0;
+    let mut from_stdin = false;
     while j < rest.len() {
         let a = rest[j].as_str();
-        if with_value.contains(&a) {
-            j += 2;
-        } else if a.starts_with('-') {
-            j += 1;
-        } else {
-            break;
+        match a {
+            // A Lua script file, or commands from standard input: not seen here.
+            "--eval" | "--pipe" => return v.raise(Tier::T4, "shell.db_unknown_input"),
+            // Modes that only read (scan keys, statistics, latency) or print.
+            "--scan" | "--stat" | "--bigkeys" | "--memkeys" | "--hotkeys" | "--keystats"
+            | "--latency" | "--latency-history" | "--latency-dist" | "--version" | "-v"
+            | "--help" => return v.raise(Tier::T0, "shell.read"),
+            "--rdb" | "--functions-rdb" => return v.raise(Tier::T1, "shell.db_dump"),
+            "--cluster" => return redis_cluster(&rest[j + 1..], v),
+            "-x" => {
+                from_stdin = true;
+                j += 1;
+            }
+            _ if with_value.contains(&a) => j += 2,
+            _ if a.starts_with('-') => j += 1,
+            _ => break,
         }
     }
     let words: Vec<&str> = rest[j.min(rest.len())..]
@@ -4081,13 +4309,61 @@ fn redis(rest: &[String], v: &mut Verdict) {
         .map(String::as_str)
         .collect();
     if words.is_empty() {
+        // Commands on standard input: each line when we see them (`echo FLUSHALL |
+        // redis-cli`), else unknown.
+        let Stdin::Text(text) = stdin else {
+            return v.raise(Tier::T4, "shell.db_unknown_input");
+        };
+        let lines: Vec<Vec<String>> = text
+            .lines()
+            .filter_map(|l| shell_words::split(l).ok())
+            .filter(|w| !w.is_empty())
+            .collect();
+        if lines.is_empty() {
+            return v.raise(Tier::T0, "shell.read");
+        }
+        for line in lines {
+            redis(&line, &Stdin::Unknown, v);
+        }
+        return;
+    }
+    // A script that is not a literal here (`-x` reads the last argument from stdin, `"$(cat
+    // drop.lua)"`) could call anything.
+    let script = ["EVAL", "EVAL_RO"]
+        .iter()
+        .any(|e| words[0].eq_ignore_ascii_case(e));
+    if script && (from_stdin || words.get(1).is_none_or(|s| is_dynamic(s))) {
         return v.raise(Tier::T4, "shell.db_unknown_input");
     }
-    match super::redis::rate(&words).0 {
-        super::redis::Effect::Flush => v.raise(Tier::T4, "shell.redis_flush"),
-        super::redis::Effect::Delete => v.raise(Tier::T3, "shell.redis_delete"),
-        super::redis::Effect::Read => v.raise(Tier::T0, "shell.read"),
-        super::redis::Effect::Write => v.raise(Tier::T2, "shell.redis_write"),
+    match rate(&words).0 {
+        Effect::Flush => v.raise(Tier::T4, "shell.redis_flush"),
+        Effect::Delete => v.raise(Tier::T3, "shell.redis_delete"),
+        Effect::Read => v.raise(Tier::T0, "shell.read"),
+        Effect::Write => v.raise(Tier::T2, "shell.redis_write"),
+    }
+}
+
+/// `redis-cli --cluster SUBCOMMAND ...`: `call HOST:PORT CMD ...` runs a command on every
+/// node; `info`, `check` read; the others reshape the cluster.
+fn redis_cluster(rest: &[String], v: &mut Verdict) {
+    use super::redis::{Effect, rate};
+    match rest.first().map(|s| s.to_ascii_lowercase()).as_deref() {
+        Some("call") => {
+            let words: Vec<&str> = rest
+                .iter()
+                .skip(2)
+                .map(String::as_str)
+                .filter(|w| !w.starts_with("--"))
+                .collect();
+            match rate(&words).0 {
+                Effect::Flush => v.raise(Tier::T4, "shell.redis_flush"),
+                Effect::Delete => v.raise(Tier::T3, "shell.redis_delete"),
+                Effect::Read => v.raise(Tier::T0, "shell.read"),
+                Effect::Write => v.raise(Tier::T2, "shell.redis_write"),
+            }
+        }
+        Some("info" | "check" | "help") => v.raise(Tier::T0, "shell.read"),
+        _ => v.raise(Tier::T3, "shell.redis_delete"),
     }
 }
 

@@ -379,6 +379,26 @@ fn apply_nested(sql: &str, dialect: SqlDialect, depth: usize, v: &mut Verdict) {
     {
         v.raise(Tier::T4, "sql.schema_table_write");
     }
+    // `COPY ... FROM STDIN;` takes the rest of the text as its data where psql reads a script
+    // (and so does the parser), but a driver sending the text as one query runs the rest as
+    // statements: their keywords count.
+    if let Some(at) = sql
+        .as_bytes()
+        .windows(10)
+        .position(|w| w.eq_ignore_ascii_case(b"from stdin"))
+        && let Some(semi) = sql[at..].find(';')
+    {
+        let rest = &sql[at + semi + 1..];
+        if !rest.trim().is_empty() {
+            let mut other = Verdict::default();
+            lexical(rest, dialect, &mut other);
+            if other.tier > v.tier {
+                for r in &other.rules {
+                    v.raise(other.tier, r);
+                }
+            }
+        }
+    }
     // MariaDB runs the text of `/*M! ... */` comments as MySQL runs `/*! ... */`.
     if sql.contains("/*M!") && matches!(dialect, SqlDialect::Mysql | SqlDialect::Generic) {
         let mut other = Verdict::default();
