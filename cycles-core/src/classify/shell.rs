@@ -4247,7 +4247,7 @@ fn sql_stdin(dialect: sql::SqlDialect, stdin: &Stdin<'_>, v: &mut Verdict) {
 }
 
 fn redis(rest: &[String], stdin: &Stdin<'_>, v: &mut Verdict) {
-    use super::redis::{Effect, rate};
+    use super::redis::rate;
     let with_value = [
         "-h",
         "-p",
@@ -4335,7 +4335,13 @@ fn redis(rest: &[String], stdin: &Stdin<'_>, v: &mut Verdict) {
     if script && (from_stdin || words.get(1).is_none_or(|s| is_dynamic(s))) {
         return v.raise(Tier::T4, "shell.db_unknown_input");
     }
-    match rate(&words).0 {
+    redis_rules(rate(&words).0, v);
+}
+
+/// The shell rules for what a Redis command does.
+fn redis_rules(effect: super::redis::Effect, v: &mut Verdict) {
+    use super::redis::Effect;
+    match effect {
         Effect::Flush => v.raise(Tier::T4, "shell.redis_flush"),
         Effect::Delete => v.raise(Tier::T3, "shell.redis_delete"),
         Effect::Read => v.raise(Tier::T0, "shell.read"),
@@ -4346,7 +4352,7 @@ fn redis(rest: &[String], stdin: &Stdin<'_>, v: &mut Verdict) {
 /// `redis-cli --cluster SUBCOMMAND ...`: `call HOST:PORT CMD ...` runs a command on every
 /// node; `info`, `check` read; the others reshape the cluster.
 fn redis_cluster(rest: &[String], v: &mut Verdict) {
-    use super::redis::{Effect, rate};
+    use super::redis::rate;
     match rest.first().map(|s| s.to_ascii_lowercase()).as_deref() {
         Some("call") => {
             let words: Vec<&str> = rest
@@ -4355,12 +4361,7 @@ fn redis_cluster(rest: &[String], v: &mut Verdict) {
                 .map(String::as_str)
                 .filter(|w| !w.starts_with("--"))
                 .collect();
-            match rate(&words).0 {
-                Effect::Flush => v.raise(Tier::T4, "shell.redis_flush"),
-                Effect::Delete => v.raise(Tier::T3, "shell.redis_delete"),
-                Effect::Read => v.raise(Tier::T0, "shell.read"),
-                Effect::Write => v.raise(Tier::T2, "shell.redis_write"),
-            }
+            redis_rules(rate(&words).0, v);
         }
         Some("info" | "check" | "help") => v.raise(Tier::T0, "shell.read"),
         _ => v.raise(Tier::T3, "shell.redis_delete"),
