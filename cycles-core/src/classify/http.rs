@@ -156,8 +156,8 @@ pub(crate) fn header_pairs(headers: Option<&serde_json::Value>) -> Vec<(String, 
             .collect(),
         Some(Value::Array(h)) => h
             .iter()
-            .filter_map(|item| match item {
-                Value::String(l) => line(l),
+            .flat_map(|item| match item {
+                Value::String(l) => line(l).into_iter().collect(),
                 Value::Object(o) => {
                     let field = |names: &[&str]| {
                         o.iter()
@@ -165,22 +165,25 @@ pub(crate) fn header_pairs(headers: Option<&serde_json::Value>) -> Vec<(String, 
                             .map(|(_, val)| val)
                     };
                     match (field(&["name", "key"]), field(&["value"])) {
-                        (Some(Value::String(k)), Some(val)) => {
-                            Some((k.trim().to_string(), text(val)?))
-                        }
-                        // `[{"X-Amz-Target": "..."}]`: one header per object.
-                        _ if o.len() == 1 => {
-                            let (k, val) = o.iter().next()?;
-                            Some((k.trim().to_string(), text(val)?))
-                        }
-                        _ => None,
+                        (Some(Value::String(k)), Some(val)) => text(val)
+                            .map(|val| (k.trim().to_string(), val))
+                            .into_iter()
+                            .collect(),
+                        // `[{"X-Amz-Target": "...", ...}]`: headers as keys.
+                        _ => o
+                            .iter()
+                            .filter_map(|(k, val)| Some((k.trim().to_string(), text(val)?)))
+                            .collect(),
                     }
                 }
                 Value::Array(pair) => match pair.as_slice() {
-                    [Value::String(k), val] => Some((k.trim().to_string(), text(val)?)),
-                    _ => None,
+                    [Value::String(k), val] => text(val)
+                        .map(|val| (k.trim().to_string(), val))
+                        .into_iter()
+                        .collect(),
+                    _ => Vec::new(),
                 },
-                _ => None,
+                _ => Vec::new(),
             })
             .collect(),
         Some(Value::String(l)) => l.lines().filter_map(line).collect(),
@@ -245,6 +248,7 @@ fn deletes_aws_store(operation: &str) -> bool {
         "index",
         "vault",
         "secret",
+        "queue",
     ]
     .iter()
     .any(|noun| lower.ends_with(noun))
@@ -294,7 +298,16 @@ fn command_list_rules(body: &serde_json::Value, redis_endpoint: bool, v: &mut Ve
             let upper = w.to_ascii_uppercase();
             matches!(
                 upper.as_str(),
-                "FLUSHALL" | "FLUSHDB" | "SWAPDB" | "UNLINK" | "GETDEL" | "EVALSHA" | "EVAL"
+                "FLUSHALL"
+                    | "FLUSHDB"
+                    | "SWAPDB"
+                    | "UNLINK"
+                    | "GETDEL"
+                    | "EVALSHA"
+                    | "EVAL"
+                    | "FCALL"
+                    | "REPLICAOF"
+                    | "SLAVEOF"
             ) || (upper.contains('.')
                 && upper
                     .bytes()
@@ -320,13 +333,37 @@ fn command_list_rules(body: &serde_json::Value, redis_endpoint: bool, v: &mut Ve
     }
 }
 
-/// The host of a URL, lowercased (empty for a bare path).
+/// The host of a URL as HTTP clients read it (WHATWG parsing, as in reqwest and Node): tabs
+/// and newlines dropped, any run of slashes after the scheme (`https:x.io`, `https:///x.io`),
+/// userinfo and port removed, percent escapes decoded, ideographic full stops as dots, a
+/// trailing dot dropped, lowercased; empty for a bare path.
 fn url_host(url: &str) -> String {
-    url.split_once("://")
-        .map(|(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or(""))
-        .map(|authority| authority.rsplit('@').next().unwrap_or(authority))
-        .map(|host| host.split(':').next().unwrap_or(host).to_ascii_lowercase())
-        .unwrap_or_default()
+    let url: String = url
+        .chars()
+        .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
+        .collect();
+    let Some((scheme, rest)) = url.split_once(':') else {
+        return String::new();
+    };
+    if scheme.is_empty()
+        || !scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+    {
+        return String::new();
+    }
+    let rest = rest.trim_start_matches(['/', '\\']);
+    let authority = rest.split(['/', '\\', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit('@').next().unwrap_or(authority);
+    let host = if host.starts_with('[') {
+        host.split(']').next().unwrap_or(host)
+    } else {
+        host.split(':').next().unwrap_or(host)
+    };
+    percent_decode(host)
+        .replace(['\u{3002}', '\u{FF0E}', '\u{FF61}'], ".")
+        .trim_end_matches('.')
+        .to_ascii_lowercase()
 }
 
 /// Whether a URL is a Redis REST endpoint (Upstash, Vercel KV), where a body or a path is a
@@ -364,20 +401,29 @@ pub(crate) fn apply(method: &str, url: &str, body: Option<&serde_json::Value>, v
         critical |= segments.len() >= 3 && segments[segments.len() - 3] == "repos";
         critical |= segments.iter().any(|s| s.contains('*') || *s == "_all");
     }
-    // Upstash's REST API also takes a command as the path: `/unlink/k`, `/config/set/dir/x`.
+    // Upstash's REST API also takes a command as the path: `/unlink/k`, `/config/set/dir/x`
+    // (the path after the host as clients read it, `https:x.upstash.io/unlink/k` too).
+    let after_host: Vec<String> = url
+        .split_once(':')
+        .map(|(_, rest)| rest.trim_start_matches(['/', '\\']))
+        .and_then(|rest| rest.split_once(['/', '\\']).map(|(_, path)| path))
+        .map(|path| path.split(['?', '#']).next().unwrap_or(path))
+        .map(|path| {
+            path.split(['/', '\\'])
+                .filter(|w| !w.is_empty())
+                .map(|w| percent_decode(w).into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let segments_after_host: Vec<&str> = after_host.iter().map(String::as_str).collect();
     if redis_endpoint(&url)
-        && let Some(first) = segments.first()
+        && let Some(first) = segments_after_host.first()
         && !matches!(
             first.to_ascii_lowercase().as_str(),
             "pipeline" | "multi-exec" | "multi" | "exec"
         )
     {
-        let words: Vec<String> = segments
-            .iter()
-            .map(|w| percent_decode(w).into_owned())
-            .collect();
-        let words: Vec<&str> = words.iter().map(String::as_str).collect();
-        match super::redis::rate(&words) {
+        match super::redis::rate(&segments_after_host) {
             (super::redis::Effect::Flush, _) => v.raise(Tier::T4, "http.action_critical"),
             (super::redis::Effect::Delete, _) => v.raise(Tier::T3, "http.action_destructive"),
             _ => {}

@@ -298,7 +298,7 @@ impl ArgClassifier {
                 let headers = http::header_pairs(
                     ["headers", "Headers", "header"]
                         .iter()
-                        .find_map(|k| args.get(k)),
+                        .find_map(|k| args.get(k).filter(|h| !h.is_null())),
                 );
                 let method = headers
                     .iter()

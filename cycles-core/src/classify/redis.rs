@@ -45,11 +45,13 @@ pub(crate) fn rate(words: &[&str]) -> (Effect, bool) {
         {
             Effect::Delete
         }
-        "DEL" | "UNLINK" | "GETDEL" | "EXPIRE" | "PEXPIRE" | "EXPIREAT" | "PEXPIREAT"
-        | "SHUTDOWN" | "DEBUG" | "SLAVEOF" | "REPLICAOF" | "MIGRATE" | "RENAME" | "RENAMENX"
-        | "MOVE" | "RESTORE" | "MODULE" | "FT.DROPINDEX" | "FT.DROP" | "FT.DICTDEL"
-        | "JSON.DEL" | "JSON.FORGET" | "TS.DEL" | "BGREWRITEAOF" | "FAILOVER" | "XTRIM"
-        | "LTRIM" | "ZREMRANGEBYRANK" | "ZREMRANGEBYSCORE" | "ZREMRANGEBYLEX" => Effect::Delete,
+        "DEL" | "UNLINK" | "GETDEL" | "GRAPH.DELETE" | "JSON.CLEAR" | "EXPIRE" | "PEXPIRE"
+        | "EXPIREAT" | "PEXPIREAT" | "SHUTDOWN" | "DEBUG" | "SLAVEOF" | "REPLICAOF" | "MIGRATE"
+        | "RENAME" | "RENAMENX" | "MOVE" | "RESTORE" | "MODULE" | "FT.DROPINDEX" | "FT.DROP"
+        | "FT.DICTDEL" | "JSON.DEL" | "JSON.FORGET" | "TS.DEL" | "BGREWRITEAOF" | "FAILOVER"
+        | "XTRIM" | "LTRIM" | "ZREMRANGEBYRANK" | "ZREMRANGEBYSCORE" | "ZREMRANGEBYLEX" => {
+            Effect::Delete
+        }
         "XGROUP" => match sub.as_str() {
             "DESTROY" | "DELCONSUMER" | "SETID" => Effect::Delete,
             "HELP" => Effect::Read,
@@ -163,57 +165,127 @@ const KNOWN_WRITES: &[&str] = &[
     "FT.CREATE",
 ];
 
-/// A Lua script: rated by the Redis commands named in its string literals (each with the
-/// literals after it as arguments: `redis.call('FT.DROPINDEX', 'idx', 'DD')`); a call whose
-/// command is not a literal (`redis.call(ARGV[1])`, `local c = redis.call; c(...)`) could be
-/// anything and fails closed.
+/// A Lua script: rated by the Redis commands its `redis.call`/`pcall` sites name (the first
+/// string literal after each, with the literals after it as arguments:
+/// `redis.call('FT.DROPINDEX', 'idx', 'DD')`); at least a write. What could compute a command
+/// name fails closed: a call whose command is not a plain literal (`redis.call(ARGV[1])`,
+/// `local c = redis.call`), concatenation, long strings, numeric escapes, `redis[...]`.
 fn script(lua: &str) -> Effect {
-    let literals = string_literals(lua);
-    let mut worst = Effect::Read;
-    for i in 0..literals.len() {
-        // A command's arguments that matter (`DD`, `KEEPDOCS`) come right after it.
-        let words: Vec<&str> = literals[i..literals.len().min(i + 8)]
-            .iter()
-            .map(String::as_str)
-            .collect();
-        if let (effect, true) = rate(&words) {
-            worst = worst.max(effect);
-        }
+    let code = strip_lua_comments(lua);
+    if code.contains("..")
+        || code.contains("[=")
+        || code.contains("redis[")
+        || code.contains("server[")
+        || code.contains("_G")
+        || code.contains("rawget")
+        || code.contains("loadstring")
+        || code.contains("load(")
+    {
+        return Effect::Flush;
     }
-    for (at, _) in lua.match_indices("call") {
-        let after = lua[at + 4..].trim_start_matches(|c: char| c.is_whitespace() || c == '(');
-        if !after.starts_with(['\'', '"', '[']) {
+    let literals = string_literals(&code);
+    if literals.iter().any(|(_, raw)| {
+        raw.as_bytes()
+            .windows(2)
+            .any(|w| w[0] == b'\\' && (w[1].is_ascii_digit() || w[1] == b'x' || w[1] == b'u'))
+    }) {
+        return Effect::Flush;
+    }
+    let mut worst = Effect::Write;
+    let bytes = code.as_bytes();
+    for (at, _) in code.match_indices("call") {
+        // A call site: `.call`/`:call`/`.pcall` as a whole word.
+        let before = code[..at].trim_end_matches('p');
+        let whole = !bytes
+            .get(at + 4)
+            .is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_');
+        if !(whole && before.ends_with(['.', ':'])) {
+            continue;
+        }
+        let after = code[at + 4..].trim_start_matches(|c: char| c.is_whitespace() || c == '(');
+        if !after.starts_with(['\'', '"']) {
             return Effect::Flush;
         }
+        let start = code.len() - after.len();
+        let words: Vec<&str> = literals
+            .iter()
+            .filter(|(pos, _)| *pos >= start)
+            .take(8)
+            .map(|(_, value)| value.as_str())
+            .collect();
+        worst = worst.max(rate(&words).0);
     }
     worst
 }
 
-/// The contents of a Lua text's string literals (`'x'`, `"x"`, `[[x]]`), in order.
-fn string_literals(lua: &str) -> Vec<String> {
+/// Lua text without its comments (`-- ...` to the end of the line, `--[[ ... ]]`), strings
+/// kept.
+fn strip_lua_comments(lua: &str) -> String {
+    let mut out = String::with_capacity(lua.len());
+    let mut rest = lua;
+    while !rest.is_empty() {
+        let next = rest.find(['\'', '"', '-']).unwrap_or(rest.len());
+        out.push_str(&rest[..next]);
+        rest = &rest[next..];
+        if let Some(comment) = rest.strip_prefix("--") {
+            rest = match comment.strip_prefix("[[") {
+                Some(block) => block.split_once("]]").map_or("", |(_, after)| after),
+                None => comment.split_once('\n').map_or("", |(_, after)| after),
+            };
+            out.push(' ');
+        } else if let Some(quote) = rest.chars().next().filter(|c| *c == '\'' || *c == '"') {
+            // A string: copied whole, escapes included.
+            let mut end = 1;
+            let mut escaped = false;
+            for (i, c) in rest[1..].char_indices() {
+                end = 1 + i + c.len_utf8();
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' {
+                    escaped = true;
+                } else if c == quote {
+                    break;
+                }
+            }
+            out.push_str(&rest[..end]);
+            rest = &rest[end..];
+        } else if !rest.is_empty() {
+            out.push('-');
+            rest = &rest[1..];
+        }
+    }
+    out
+}
+
+/// The string literals of comment-free Lua text (`'x'`, `"x"`, `[[x]]`): where each starts,
+/// and its raw contents (escapes as written).
+fn string_literals(lua: &str) -> Vec<(usize, String)> {
     let mut out = Vec::new();
     let mut chars = lua.char_indices().peekable();
     while let Some((i, c)) = chars.next() {
         match c {
             '\'' | '"' => {
                 let mut value = String::new();
-                while let Some((_, d)) = chars.next() {
-                    match d {
-                        '\\' => {
-                            if let Some((_, e)) = chars.next() {
-                                value.push(e);
-                            }
-                        }
-                        d if d == c => break,
-                        d => value.push(d),
+                let mut escaped = false;
+                for (_, d) in chars.by_ref() {
+                    if escaped {
+                        value.push(d);
+                        escaped = false;
+                    } else if d == '\\' {
+                        value.push(d);
+                        escaped = true;
+                    } else if d == c {
+                        break;
+                    } else {
+                        value.push(d);
                     }
                 }
-                out.push(value);
+                out.push((i, value));
             }
             '[' if lua[i + 1..].starts_with('[') => {
                 let body = &lua[i + 2..];
                 let end = body.find("]]").unwrap_or(body.len());
-                out.push(body[..end].to_string());
+                out.push((i, body[..end].to_string()));
                 let stop = i + 2 + end + 2;
                 while chars.peek().is_some_and(|(j, _)| *j < stop) {
                     chars.next();
@@ -245,7 +317,28 @@ mod tests {
         );
         assert_eq!(
             rate(&["EVAL", "return redis.call(\"get\", KEYS[1])", "1", "k"]).0,
-            Effect::Read
+            Effect::Write
+        );
+        // Comments, computed names and aliases.
+        let script = |lua: &str| rate(&["EVAL", lua, "0"]).0;
+        assert_eq!(
+            script("-- don't\nreturn redis.call('FLUSHALL') -- won't"),
+            Effect::Flush
+        );
+        assert_eq!(script("return redis.call('FLUSH'..'ALL')"), Effect::Flush);
+        assert_eq!(script("return redis.call([==[FLUSHALL]==])"), Effect::Flush);
+        assert_eq!(script("return redis.call('FLUSH\\65LL')"), Effect::Flush);
+        assert_eq!(
+            script("local f = redis['call'] return f(ARGV[1])"),
+            Effect::Flush
+        );
+        assert_eq!(
+            script("local calls = redis.call('INCR', KEYS[1]) return calls"),
+            Effect::Write
+        );
+        assert_eq!(
+            script("return redis.call('GET', 'debug')"),
+            Effect::Read.max(Effect::Write)
         );
         assert_eq!(
             rate(&["EVAL", "return redis.call(ARGV[1])", "0"]).0,

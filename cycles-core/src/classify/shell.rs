@@ -1308,11 +1308,7 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
                 if !a.starts_with('-') || a.len() == 1 {
                     break;
                 }
-                let takes_value = ARG_LIST_VALUE_OPTIONS.contains(&a.as_str())
-                    || (!a.starts_with("--")
-                        && a.len() > 2
-                        && a.ends_with(['a', 'd', 'E', 'I', 'L', 'n', 'P', 's']));
-                start += if takes_value { 2 } else { 1 };
+                start += if xargs_option_takes_next(a) { 2 } else { 1 };
             }
             let inner = &rest[start.min(rest.len())..];
             let mut argv: Vec<String> = if inner.is_empty() {
@@ -1328,13 +1324,14 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
                     options.get(i + 1).map(String::as_str)
                 } else if let Some(v) = a.strip_prefix("--arg-file=") {
                     Some(v)
-                } else if a.starts_with('-') && !a.starts_with("--") && a.contains('a') {
-                    let after = &a[a.find('a').map_or(a.len(), |p| p + 1)..];
-                    if after.is_empty() {
-                        options.get(i + 1).map(String::as_str)
-                    } else {
-                        Some(after)
-                    }
+                } else if let Some((letter, attached)) = xargs_cluster_value(a) {
+                    (letter == 'a').then(|| {
+                        if attached.is_empty() {
+                            options.get(i + 1).map_or("", String::as_str)
+                        } else {
+                            attached
+                        }
+                    })
                 } else {
                     None
                 };
@@ -3168,6 +3165,7 @@ fn find(rest: &[String], d: usize, v: &mut Verdict) -> Out {
         }
     };
     let mut acted = false;
+    let mut root_match: Option<bool> = None;
     let mut i = 0;
     while i < rest.len() {
         let a = rest[i].as_str();
@@ -3232,7 +3230,10 @@ fn find(rest: &[String], d: usize, v: &mut Verdict) -> Out {
                 // starting point itself: `find /var/log -mtime +7 -exec rm -rf {} +` may
                 // remove `/var/log`. (`rm` refuses `.` and `..`.) Many starting points are
                 // read as any path, once.
-                if filtered && !build_outputs_only && root_may_match(rest, &roots) {
+                if filtered
+                    && !build_outputs_only
+                    && *root_match.get_or_insert_with(|| root_may_match(rest, &roots))
+                {
                     let starts: Vec<&str> = if roots.is_empty() {
                         vec!["."]
                     } else {
@@ -3267,9 +3268,7 @@ fn find(rest: &[String], d: usize, v: &mut Verdict) -> Out {
         // unless it formats something else (`-printf '%h'`, `-printf /home`, `-ls`).
         let paths_printed = rest.iter().enumerate().all(|(i, a)| match a.as_str() {
             "-ls" | "-fls" | "-fprintf" => false,
-            "-printf" => rest
-                .get(i + 1)
-                .is_some_and(|f| f.contains("%p") && !f.contains("%h")),
+            "-printf" => rest.get(i + 1).is_some_and(|f| prints_only_paths(f)),
             _ => true,
         });
         if paths_printed {
@@ -3287,24 +3286,20 @@ fn filters_stdin(program: &str, args: &[String]) -> bool {
     if !grep && !matches!(program, "head" | "tail" | "sort" | "uniq" | "tac" | "cut") {
         return false;
     }
-    // Options that take a value (`sort -t / -k 3`, `cut -d ' ' -f 2-`, `head -n 5`).
-    let with_value: &[&str] = if grep {
-        &[
+    // Options that take a value, per program (`sort -t / -k 3`, `cut -d ' ' -f 2-`, `head -n
+    // 5`); in another program the same letter may be a flag (`sort -n`, `uniq -c`).
+    let with_value: &[&str] = match program {
+        "grep" | "egrep" | "fgrep" | "rg" => &[
             "-m",
             "-A",
             "-B",
             "-C",
             "--max-count",
             "--context",
-            "--color",
             "--label",
-        ]
-    } else {
-        &[
-            "-n",
-            "-c",
-            "--lines",
-            "--bytes",
+        ],
+        "head" | "tail" => &["-n", "-c", "--lines", "--bytes"],
+        "sort" => &[
             "-k",
             "--key",
             "-t",
@@ -3313,14 +3308,27 @@ fn filters_stdin(program: &str, args: &[String]) -> bool {
             "--buffer-size",
             "-T",
             "--temporary-directory",
+        ],
+        "uniq" => &[
+            "-f",
+            "-s",
+            "-w",
+            "--skip-fields",
+            "--skip-chars",
+            "--check-chars",
+        ],
+        "cut" => &[
             "-d",
             "--delimiter",
             "-f",
             "--fields",
             "-b",
-            "-s",
-            "--separator",
-        ]
+            "--bytes",
+            "-c",
+            "--characters",
+        ],
+        "tac" => &["-s", "--separator"],
+        _ => &[],
     };
     let mut operands = 0;
     let mut pattern_given = false;
@@ -3402,26 +3410,63 @@ fn listed(args: &[String]) -> Out {
 /// `-exec env {}`), as an interpreter's script or `-c`/`-e` code (`sh -c {}`, `bash {}`,
 /// `python3 {}`), behind wrappers (`sudo`, `env`, `nice`, `timeout`).
 fn runs_found_as_code(exec: &[String]) -> bool {
-    fn skip_options(mut w: &[String]) -> &[String] {
-        while w
-            .first()
-            .is_some_and(|a| a.starts_with('-') || (a.contains('=') && !a.contains("{}")))
-        {
-            w = &w[1..];
+    /// Options of a wrapper or interpreter that take the next word as their value.
+    fn value_options(program: &str) -> &'static [&'static str] {
+        match program {
+            "sudo" => &[
+                "-u", "-g", "-C", "-D", "-h", "-p", "-U", "-r", "-t", "-T", "--user", "--group",
+            ],
+            "doas" => &["-u", "-C"],
+            "timeout" => &["-s", "-k", "--signal", "--kill-after"],
+            "nice" => &["-n", "--adjustment"],
+            "ionice" => &["-c", "-n", "-p", "-t", "--class", "--classdata"],
+            "env" => &["-u", "-C", "-S", "--unset", "--chdir", "--split-string"],
+            "chrt" | "taskset" => &["-p"],
+            "bash" | "sh" | "zsh" | "dash" | "ksh" | "ash" | "mksh" | "fish" => {
+                &["-o", "-O", "+o", "+O", "--rcfile", "--init-file"]
+            }
+            "perl" => &["-I", "-M", "-m"],
+            "python" | "python2" | "python3" => &["-W", "-X", "-Q"],
+            "node" | "bun" | "deno" => &["-r", "--require", "--import", "--loader", "--env-file"],
+            "ruby" => &["-I", "-r", "-C"],
+            "php" => &["-d", "-c", "-z"],
+            _ => &[],
+        }
+    }
+    fn skip_options<'a>(program: &str, mut w: &'a [String]) -> &'a [String] {
+        while let Some(a) = w.first() {
+            if a == "--" {
+                return &w[1..];
+            }
+            let assignment = a.contains('=') && !a.starts_with('-') && !a.contains("{}");
+            if !(a.starts_with('-') || assignment) || a.len() == 1 {
+                break;
+            }
+            let n = if value_options(program).contains(&a.as_str()) {
+                2
+            } else {
+                1
+            };
+            w = &w[n.min(w.len())..];
         }
         w
     }
     let mut w = exec;
     loop {
-        match w.first().map(|p| program_name(p)) {
-            Some(
-                "env" | "sudo" | "doas" | "nice" | "nohup" | "command" | "exec" | "stdbuf" | "time"
-                | "ionice" | "chrt" | "setsid",
-            ) => w = skip_options(&w[1..]),
-            Some("timeout") => {
-                let rest = skip_options(&w[1..]);
+        let Some(first) = w.first() else {
+            return false;
+        };
+        let name = program_name(first);
+        match name {
+            "env" | "sudo" | "doas" | "nice" | "nohup" | "command" | "exec" | "stdbuf" | "time"
+            | "ionice" | "setsid" | "npx" | "bunx" | "pnpx" => w = skip_options(name, &w[1..]),
+            // A value after the options: the duration, the priority.
+            "timeout" | "chrt" | "taskset" => {
+                let rest = skip_options(name, &w[1..]);
                 w = rest.get(1..).unwrap_or(&[]);
             }
+            "busybox" => w = &w[1..],
+            "bundle" if w.get(1).is_some_and(|a| a == "exec") => w = &w[2..],
             _ => break,
         }
     }
@@ -3432,6 +3477,17 @@ fn runs_found_as_code(exec: &[String]) -> bool {
         return true;
     }
     let name = program_name(program);
+    // Programs that run a file named by an option as code (`awk -f`, `sed -f`, `make -f`).
+    let code_file_flags: &[&str] = match name {
+        "awk" | "gawk" | "mawk" | "sed" | "gsed" => &["-f", "--file"],
+        "make" | "gmake" => &["-f", "--file", "--makefile"],
+        _ => &[],
+    };
+    if !code_file_flags.is_empty() {
+        return w
+            .windows(2)
+            .any(|p| code_file_flags.contains(&p[0].as_str()) && p[1].contains("{}"));
+    }
     let shell = is_shell(name);
     let interpreter = shell
         || matches!(
@@ -3450,6 +3506,8 @@ fn runs_found_as_code(exec: &[String]) -> bool {
                 | "pwsh"
                 | "powershell"
                 | "osascript"
+                | "tsx"
+                | "ts-node"
         );
     if !interpreter {
         return false;
@@ -3458,8 +3516,13 @@ fn runs_found_as_code(exec: &[String]) -> bool {
     let mut i = 0;
     while i < args.len() {
         let a = args[i].as_str();
-        let code_flag = (shell && a.starts_with('-') && !a.starts_with("--") && a.contains('c'))
-            || matches!(a, "-c" | "-e" | "-E" | "--eval" | "-r");
+        let cluster = shell && a.starts_with('-') && !a.starts_with("--");
+        // `sh -s ARGS`: the script is standard input, `{}` only an argument.
+        if cluster && a.contains('s') && !a.contains('c') {
+            return false;
+        }
+        let code_flag = (cluster && a.contains('c'))
+            || matches!(a, "-c" | "-e" | "-E" | "--eval" | "-r" | "-p" | "--print");
         if code_flag {
             return args[i + 1..]
                 .iter()
@@ -3473,9 +3536,29 @@ fn runs_found_as_code(exec: &[String]) -> bool {
             // The first operand is the script file.
             return a.contains("{}");
         }
-        i += 1;
+        i += if value_options(name).contains(&a) {
+            2
+        } else {
+            1
+        };
     }
     false
+}
+
+/// The first option of an `xargs` short-option cluster that takes a value, with the value
+/// when it is attached (`-d'\n'` is `d` with `\n`; `-0a` is `a` with the next word): getopt
+/// reads the rest of a cluster after such a letter as its value.
+fn xargs_cluster_value(a: &str) -> Option<(char, &str)> {
+    let cluster = a.strip_prefix('-').filter(|c| !c.starts_with('-'))?;
+    let at = cluster.find(['a', 'd', 'E', 'I', 'L', 'n', 'P', 's'])?;
+    let letter = cluster[at..].chars().next()?;
+    Some((letter, &cluster[at + 1..]))
+}
+
+/// Whether an `xargs` option takes the next word as its value.
+fn xargs_option_takes_next(a: &str) -> bool {
+    ARG_LIST_VALUE_OPTIONS.contains(&a)
+        || xargs_cluster_value(a).is_some_and(|(_, attached)| attached.is_empty())
 }
 
 /// Programs that run shell code given with `-c`.
@@ -3484,6 +3567,34 @@ fn is_shell(name: &str) -> bool {
         name,
         "bash" | "sh" | "zsh" | "dash" | "ksh" | "ash" | "mksh" | "fish" | "tcsh" | "csh"
     )
+}
+
+/// Whether a `-printf` format prints the found path and nothing that could be taken for
+/// another path: `%p`, times, sizes, separators (`'%T@ %p\n'`).
+fn prints_only_paths(format: &str) -> bool {
+    let mut chars = format.chars();
+    let mut paths = 0;
+    while let Some(c) = chars.next() {
+        match c {
+            '%' => match chars.next() {
+                Some('p') => paths += 1,
+                Some('s' | 'k' | 'b' | 'm' | 'U' | 'G' | '%') => {}
+                // `%T@`, `%TY`: one more character names the field.
+                Some('T' | 't' | 'A' | 'a' | 'C' | 'c') => {
+                    chars.next();
+                }
+                _ => return false,
+            },
+            '\\' => {
+                if !matches!(chars.next(), Some('n' | '0' | 't')) {
+                    return false;
+                }
+            }
+            ' ' | '\t' | ',' | ':' | ';' | '|' => {}
+            _ => return false,
+        }
+    }
+    paths == 1
 }
 
 /// Most starting points of a `find` probed one by one as what it finds; beyond, `{}` is read
@@ -3496,6 +3607,11 @@ const MAX_FIND_ROOT_PROBES: usize = 16;
 /// '*.log'` against `/var/log`'s `log`); negated patterns and `-o` alternatives exclude
 /// nothing.
 fn root_may_match(rest: &[String], roots: &[&str]) -> bool {
+    // An alternative anywhere (`-name .git -prune -o -mtime +30 -exec ...`) can let the
+    // starting point through.
+    if rest.iter().any(|a| a == "-o" || a == "-or") {
+        return true;
+    }
     // Only the tests before the first action filter what it acts on (`-exec rm -rf {} + -type
     // f` removes directories too).
     let first_action = rest
@@ -4256,13 +4372,13 @@ fn redis(rest: &[String], stdin: &Stdin<'_>, v: &mut Verdict) {
         "-u",
         "--user",
         "--pass",
-        "--askpass",
         "-s",
         "-r",
         "-i",
         "-d",
         "-D",
         "-t",
+        "-X",
         "--tls-cert",
         "--cert",
         "--key",
@@ -4277,43 +4393,86 @@ fn redis(rest: &[String], stdin: &Stdin<'_>, v: &mut Verdict) {
         "--memkeys-samples",
         "--functions-rdb",
         "--rdb",
-        "--replica",
         "--intrinsic-latency",
         "--lru-test",
         "--eval",
+        "--show-pushes",
+        "--pipe-timeout",
+        "--cluster-replicas",
+        "--cluster-weight",
+        "--cluster-from",
+        "--cluster-to",
+        "--cluster-slots",
+        "--cluster-timeout",
+        "--cluster-pipeline",
+        "--cluster-threshold",
+        "--cluster-search-multiple-owners",
+        "--cluster-replace",
+        "--cluster-yes",
+        "--top",
     ];
+    // All options first: redis-cli picks its mode by precedence, not by their order.
     let mut j = 0;
-    let mut from_stdin = false;
+    let mut flags: Vec<&str> = Vec::new();
+    let mut cluster_at = None;
     while j < rest.len() {
         let a = rest[j].as_str();
-        match a {
-            // A Lua script file, or commands from standard input: not seen here.
-            "--eval" | "--pipe" => return v.raise(Tier::T4, "shell.db_unknown_input"),
-            // Modes that only read (scan keys, statistics, latency) or print.
-            "--scan" | "--stat" | "--bigkeys" | "--memkeys" | "--hotkeys" | "--keystats"
-            | "--latency" | "--latency-history" | "--latency-dist" | "--version" | "-v"
-            | "--help" => return v.raise(Tier::T0, "shell.read"),
-            "--rdb" | "--functions-rdb" => return v.raise(Tier::T1, "shell.db_dump"),
-            "--cluster" => return redis_cluster(&rest[j + 1..], v),
-            "-x" => {
-                from_stdin = true;
-                j += 1;
-            }
-            _ if with_value.contains(&a) => j += 2,
-            _ if a.starts_with('-') => j += 1,
-            _ => break,
+        if a == "--cluster" {
+            cluster_at = Some(j);
+            break;
         }
+        if !a.starts_with('-') || a.len() == 1 {
+            break;
+        }
+        flags.push(a);
+        j += if with_value.contains(&a) { 2 } else { 1 };
     }
+    let has = |f: &str| flags.contains(&f);
+    // A Lua script file, commands from standard input (`--pipe`), an argument replaced by
+    // standard input (`-x`, `-X TAG`): not seen here.
+    if has("--eval") || has("--ldb") || has("--pipe") || has("-X") {
+        return v.raise(Tier::T4, "shell.db_unknown_input");
+    }
+    if let Some(at) = cluster_at {
+        return redis_cluster(&rest[at + 1..], v);
+    }
+    if [
+        "--scan",
+        "--stat",
+        "--bigkeys",
+        "--memkeys",
+        "--hotkeys",
+        "--keystats",
+        "--latency",
+        "--latency-history",
+        "--latency-dist",
+        "--version",
+        "-v",
+        "--help",
+    ]
+    .iter()
+    .any(|m| has(m))
+    {
+        return v.raise(Tier::T0, "shell.read");
+    }
+    if has("--rdb") || has("--functions-rdb") {
+        return v.raise(Tier::T1, "shell.db_dump");
+    }
+    let from_stdin = has("-x");
     let words: Vec<&str> = rest[j.min(rest.len())..]
         .iter()
         .map(String::as_str)
         .collect();
     if words.is_empty() {
         // Commands on standard input: each line when we see them (`echo FLUSHALL |
-        // redis-cli`), else unknown.
+        // redis-cli`), else unknown. redis-cli reads escapes (`"\x41"`) its own way: a line
+        // with a backslash is unknown.
         let Stdin::Text(text) = stdin else {
             return v.raise(Tier::T4, "shell.db_unknown_input");
         };
+        if text.contains('\\') {
+            return v.raise(Tier::T4, "shell.db_unknown_input");
+        }
         let lines: Vec<Vec<String>> = text
             .lines()
             .filter_map(|l| shell_words::split(l).ok())
@@ -4328,7 +4487,7 @@ fn redis(rest: &[String], stdin: &Stdin<'_>, v: &mut Verdict) {
         return;
     }
     // A script that is not a literal here (`-x` reads the last argument from stdin, `"$(cat
-    // drop.lua)"`) could call anything.
+    // drop.lua)"`) could call anything; for another command `-x` only supplies a value.
     let script = ["EVAL", "EVAL_RO"]
         .iter()
         .any(|e| words[0].eq_ignore_ascii_case(e));

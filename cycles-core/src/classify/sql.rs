@@ -389,6 +389,13 @@ fn apply_nested(sql: &str, dialect: SqlDialect, depth: usize, v: &mut Verdict) {
         && let Some(semi) = sql[at..].find(';')
     {
         let rest = &sql[at + semi + 1..];
+        // Inline data ends at a line `\.` (psql); a server parses a whole query string before
+        // running any of it, so data rows before it make a driver run nothing: only what
+        // follows counts then.
+        let rest = match rest.find("\n\\.") {
+            Some(end) => &rest[end + 3..],
+            None => rest,
+        };
         if !rest.trim().is_empty() {
             let mut other = Verdict::default();
             lexical(rest, dialect, &mut other);
