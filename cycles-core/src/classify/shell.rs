@@ -3651,7 +3651,6 @@ fn root_may_match(rest: &[String], roots: &[&str]) -> bool {
     if roots.len() > MAX_FIND_ROOT_PROBES || patterns > 64 {
         return true;
     }
-    let or = rest.iter().any(|a| a == "-o" || a == "-or");
     let mut patterns_match_root = None;
     for (i, a) in rest.iter().enumerate() {
         let value = rest.get(i + 1);
@@ -3660,11 +3659,11 @@ fn root_may_match(rest: &[String], roots: &[&str]) -> bool {
             "-mindepth" if value.is_some_and(|n| n.parse::<u64>().is_ok_and(|n| n >= 1)) => {
                 return false;
             }
-            "-type" if value.is_some_and(|t| !t.contains('d')) && !negated && !or => {
+            "-type" if value.is_some_and(|t| !t.contains('d')) && !negated => {
                 return false;
             }
-            "-empty" if !negated && !or => return false,
-            "-name" | "-iname" | "-path" | "-ipath" | "-wholename" if !negated && !or => {
+            "-empty" if !negated => return false,
+            "-name" | "-iname" | "-path" | "-ipath" | "-wholename" if !negated => {
                 let Some(pattern) = value else { continue };
                 let matcher = globset::GlobBuilder::new(pattern)
                     .case_insensitive(a.starts_with("-i"))
