@@ -286,7 +286,7 @@ fn action_rules(action: &str, v: &mut Verdict) {
 /// command Redis knows is rated by the Redis table, whatever its case; a list whose first word
 /// is no Redis command is data.
 fn command_list_rules(body: &serde_json::Value, redis_endpoint: bool, v: &mut Verdict) {
-    use super::redis::{Effect, rate};
+    use super::redis::rate;
     let serde_json::Value::Array(items) = body else {
         return;
     };
@@ -316,10 +316,8 @@ fn command_list_rules(body: &serde_json::Value, redis_endpoint: bool, v: &mut Ve
         if !(redis_endpoint || unambiguous) {
             return;
         }
-        match rate(&words) {
-            (Effect::Flush, true) => v.raise(Tier::T4, "http.action_critical"),
-            (Effect::Delete, true) => v.raise(Tier::T3, "http.action_destructive"),
-            _ => {}
+        if let (effect, true) = rate(&words) {
+            redis_rules(effect, v);
         }
     };
     if items.first().is_some_and(serde_json::Value::is_array) {
@@ -342,17 +340,9 @@ fn url_host(url: &str) -> String {
         .chars()
         .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
         .collect();
-    let Some((scheme, rest)) = url.split_once(':') else {
+    let Some(rest) = after_scheme(&url) else {
         return String::new();
     };
-    if scheme.is_empty()
-        || !scheme
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
-    {
-        return String::new();
-    }
-    let rest = rest.trim_start_matches(['/', '\\']);
     let authority = rest.split(['/', '\\', '?', '#']).next().unwrap_or("");
     let host = authority.rsplit('@').next().unwrap_or(authority);
     let host = if host.starts_with('[') {
@@ -364,6 +354,27 @@ fn url_host(url: &str) -> String {
         .replace(['\u{3002}', '\u{FF0E}', '\u{FF61}'], ".")
         .trim_end_matches('.')
         .to_ascii_lowercase()
+}
+
+/// A URL after its scheme and the slashes that follow (`x.io/a` of `https:///x.io/a`), or
+/// `None` when it has no scheme (a bare path).
+fn after_scheme(url: &str) -> Option<&str> {
+    let (scheme, rest) = url.split_once(':')?;
+    let scheme_like = !scheme.is_empty()
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+    scheme_like.then(|| rest.trim_start_matches(['/', '\\']))
+}
+
+/// The HTTP rules for a Redis command that deletes or empties a store.
+fn redis_rules(effect: super::redis::Effect, v: &mut Verdict) {
+    use super::redis::Effect;
+    match effect {
+        Effect::Flush => v.raise(Tier::T4, "http.action_critical"),
+        Effect::Delete => v.raise(Tier::T3, "http.action_destructive"),
+        Effect::Read | Effect::Write => {}
+    }
 }
 
 /// Whether a URL is a Redis REST endpoint (Upstash, Vercel KV), where a body or a path is a
@@ -403,30 +414,25 @@ pub(crate) fn apply(method: &str, url: &str, body: Option<&serde_json::Value>, v
     }
     // Upstash's REST API also takes a command as the path: `/unlink/k`, `/config/set/dir/x`
     // (the path after the host as clients read it, `https:x.upstash.io/unlink/k` too).
-    let after_host: Vec<String> = url
-        .split_once(':')
-        .map(|(_, rest)| rest.trim_start_matches(['/', '\\']))
-        .and_then(|rest| rest.split_once(['/', '\\']).map(|(_, path)| path))
-        .map(|path| path.split(['?', '#']).next().unwrap_or(path))
-        .map(|path| {
-            path.split(['/', '\\'])
-                .filter(|w| !w.is_empty())
-                .map(|w| percent_decode(w).into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    let segments_after_host: Vec<&str> = after_host.iter().map(String::as_str).collect();
-    if redis_endpoint(&url)
-        && let Some(first) = segments_after_host.first()
-        && !matches!(
-            first.to_ascii_lowercase().as_str(),
-            "pipeline" | "multi-exec" | "multi" | "exec"
-        )
-    {
-        match super::redis::rate(&segments_after_host) {
-            (super::redis::Effect::Flush, _) => v.raise(Tier::T4, "http.action_critical"),
-            (super::redis::Effect::Delete, _) => v.raise(Tier::T3, "http.action_destructive"),
-            _ => {}
+    if redis_endpoint(&url) {
+        let words: Vec<String> = after_scheme(&url)
+            .and_then(|rest| rest.split_once(['/', '\\']).map(|(_, path)| path))
+            .map(|path| path.split(['?', '#']).next().unwrap_or(path))
+            .map(|path| {
+                path.split(['/', '\\'])
+                    .filter(|w| !w.is_empty())
+                    .map(|w| percent_decode(w).into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        if words.first().is_some_and(|first| {
+            !matches!(
+                first.to_ascii_lowercase().as_str(),
+                "pipeline" | "multi-exec" | "multi" | "exec"
+            )
+        }) {
+            redis_rules(super::redis::rate(&words).0, v);
         }
     }
     let graphql_endpoint = segments

@@ -1367,8 +1367,7 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
             }
         }
         // --- nested shells ----------------------------------------------------------------
-        "bash" | "sh" | "zsh" | "dash" | "ksh" | "ash" | "mksh" | "fish" | "tcsh" | "csh"
-        | "busybox" => {
+        n if is_shell(n) || n == "busybox" => {
             let rest = if name == "busybox" {
                 match rest.first().map(|s| s.as_str()) {
                     Some("sh" | "ash" | "bash") => &rest[1..],
