@@ -32,65 +32,23 @@ pub(crate) fn critical(path: &str) -> Option<(Tier, &'static str)> {
     if path.trim().is_empty() || path.contains('\0') {
         return Some((Tier::T4, "path.unreadable"));
     }
-    let parts = components(path);
+    let Components { parts, escapes } = components(path);
     let last = parts.last().map(String::as_str).unwrap_or("");
+    let parent = parts.len().checked_sub(2).map_or("", |i| parts[i].as_str());
     let has = |name: &str| parts.iter().any(|p| p == name);
     // Consecutive components, e.g. [".git", "hooks"].
     let has_seq = |seq: &[&str]| parts.windows(seq.len()).any(|w| w.iter().eq(seq.iter()));
-    let absolute = path.starts_with('/') || path.starts_with('\\');
+    // A relative path that climbs two or more levels above where it starts may reach `/` from
+    // wherever the tool runs (`../../../../etc/hosts`): it is read as absolute too.
+    let absolute = path.starts_with('/') || path.starts_with('\\') || escapes >= 2;
 
-    let gate_config = has(".cycles")
-        || matches!(
-            last,
-            "cycles.toml" | "claude_desktop_config.json" | ".mcp.json"
-        )
-        || last.starts_with("cycles.db")
-        || (has(".claude") && last.starts_with("settings") && last.ends_with(".json"))
-        || has_seq(&[".claude", "hooks"]);
-    if gate_config {
+    if gate_config(&parts, last, parent, &has, &has_seq) {
         return Some((Tier::T4, "path.gate_config"));
     }
-    let data_store = [
-        "postgresql",
-        "mysql",
-        "mongodb",
-        "redis",
-        "etcd",
-        "elasticsearch",
-    ]
-    .iter()
-    .any(|d| has_seq(&["var", "lib", d]))
-        || has_seq(&["var", "lib", "docker", "volumes"]);
-    if absolute && data_store {
+    if absolute && data_store(&parts, &has_seq) {
         return Some((Tier::T4, "path.data_store"));
     }
-    let runs_later = has_seq(&[".git", "hooks"])
-        || (has(".git") && last == "config")
-        || matches!(
-            last,
-            ".bashrc"
-                | ".bash_profile"
-                | ".bash_login"
-                | ".bash_logout"
-                | ".profile"
-                | ".zshrc"
-                | ".zshenv"
-                | ".zprofile"
-                | ".zlogin"
-                | ".envrc"
-                | "config.fish"
-                | "authorized_keys"
-                | "authorized_keys2"
-                | "crontab"
-        )
-        || (has(".ssh") && matches!(last, "config" | "rc" | "environment"))
-        || has_seq(&["etc", "sudoers.d"])
-        || last == "sudoers"
-        || parts.iter().any(|p| p.starts_with("cron"))
-            && (has("etc") || has_seq(&["var", "spool"]))
-        || has("systemd") && (last.ends_with(".service") || last.ends_with(".timer"))
-        || has_seq(&["etc", "profile.d"]);
-    if runs_later {
+    if runs_later(&parts, last, parent, &has, &has_seq) {
         return Some((Tier::T3, "path.runs_later"));
     }
     let system = absolute
@@ -117,20 +75,197 @@ pub(crate) fn critical(path: &str) -> Option<(Tier, &'static str)> {
     None
 }
 
-/// The path's components, lowercased, with `\` read as `/` and `.`/`..` resolved (a `..` above
-/// the start is dropped, as the root's parent is the root).
-fn components(path: &str) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for part in path.split(['/', '\\']) {
+/// The gate's own configuration and code: the policy and ledger, the hook and MCP
+/// configuration that puts the gate in front of the agent, and the gate's binaries and
+/// libraries (a script written over `~/.cargo/bin/cycles` keeps its exec bit and answers
+/// "allow" to every later call).
+fn gate_config(
+    parts: &[String],
+    last: &str,
+    parent: &str,
+    has: &dyn Fn(&str) -> bool,
+    has_seq: &dyn Fn(&[&str]) -> bool,
+) -> bool {
+    let policy_or_ledger = has(".cycles") || last == "cycles.toml" || last.starts_with("cycles.db");
+    // Claude Code: project and user settings, the hooks directory, `~/.claude.json` (where
+    // `claude mcp add` keeps servers), managed settings (they can define or disable hooks).
+    let claude = (has(".claude") && last.starts_with("settings") && last.ends_with(".json"))
+        || has_seq(&[".claude", "hooks"])
+        || matches!(
+            last,
+            ".claude.json"
+                | "managed-settings.json"
+                | "managed-mcp.json"
+                | "claude_desktop_config.json"
+                | ".mcp.json"
+        );
+    // Other editors' MCP and hook files: they can put an ungated server beside the gate.
+    let editors = matches!(
+        (parent, last),
+        (".cursor", "mcp.json" | "hooks.json")
+            | (".vscode", "mcp.json")
+            | (".gemini", "settings.json")
+    );
+    let binary = matches!(parent, "bin" | ".bin" | "scripts")
+        && matches!(
+            last.trim_end_matches(".exe")
+                .trim_end_matches(".cmd")
+                .trim_end_matches(".ps1"),
+            "cycles" | "cycles-mcp-gate"
+        );
+    // The bindings' native modules and packages (`cycles.linux-x64-gnu.node`,
+    // `site-packages/cycles/_cycles.abi3.so`).
+    let library = (last.starts_with("cycles.") && last.ends_with(".node"))
+        || parts.windows(2).any(|w| {
+            matches!(w[0].as_str(), "site-packages" | "dist-packages")
+                && (w[1] == "cycles" || w[1].starts_with("cycles-"))
+        });
+    policy_or_ledger || claude || editors || binary || library
+}
+
+/// Data stores' files: writing one corrupts or destroys the store.
+fn data_store(parts: &[String], has_seq: &dyn Fn(&[&str]) -> bool) -> bool {
+    const STORES: [&str; 16] = [
+        "postgresql",
+        "postgres",
+        "pgsql",
+        "mysql",
+        "mariadb",
+        "mongodb",
+        "mongo",
+        "redis",
+        "etcd",
+        "elasticsearch",
+        "opensearch",
+        "cassandra",
+        "clickhouse",
+        "influxdb",
+        "neo4j",
+        "couchdb",
+    ];
+    let store = |name: &str| {
+        // `postgresql@16`, `mysql-8.0`, `var-16` under Postgres.app are versions of one store.
+        let base = name.split(['@', '-']).next().unwrap_or(name);
+        STORES.contains(&base)
+    };
+    // The store's name is a directory's, not the file's (`var/mongo-seed.json` is a file).
+    let dirs = &parts[..parts.len().saturating_sub(1)];
+    dirs.windows(3).any(|w| w[0] == "var" && w[1] == "lib" && store(&w[2]))
+        // Homebrew keeps data in `<prefix>/var/<store>`.
+        || dirs.windows(2).any(|w| w[0] == "var" && store(&w[1]))
+        || has_seq(&["var", "lib", "docker", "volumes"])
+        || has_seq(&["containers", "storage", "volumes"])
+        // Postgres.app.
+        || has_seq(&["application support", "postgres"])
+}
+
+/// Files that run code later, outside any gate.
+fn runs_later(
+    parts: &[String],
+    last: &str,
+    parent: &str,
+    has: &dyn Fn(&str) -> bool,
+    has_seq: &dyn Fn(&[&str]) -> bool,
+) -> bool {
+    // Git: hooks (also of submodules under `.git/modules/*/hooks` and of bare repositories,
+    // `app.git/hooks`), hook directories named by `core.hooksPath`, and config, whose
+    // `core.fsmonitor`, `core.hooksPath`, `core.pager` and `!` aliases run commands.
+    let git = parts
+        .windows(2)
+        .any(|w| w[0].ends_with(".git") && w[1] == "hooks")
+        || (has(".git") && (has("hooks") || last == "config"))
+        || has(".husky")
+        || has(".githooks")
+        || last == ".gitconfig"
+        || has_seq(&[".config", "git"]) && last == "config";
+    let shell_startup = matches!(
+        last,
+        ".bashrc"
+            | ".bash_profile"
+            | ".bash_login"
+            | ".bash_logout"
+            | ".bash_aliases"
+            | ".profile"
+            | ".zshrc"
+            | ".zshenv"
+            | ".zprofile"
+            | ".zlogin"
+            | ".envrc"
+            | "config.fish"
+    ) || has_seq(&["fish", "conf.d"])
+        || has_seq(&["etc", "profile.d"])
+        || (last.ends_with("profile.ps1") && (has("powershell") || has("windowspowershell")));
+    let ssh = matches!(
+        last,
+        "authorized_keys" | "authorized_keys2" | "administrators_authorized_keys"
+    ) || (has(".ssh") && matches!(last, "config" | "rc" | "environment"));
+    let privilege = has_seq(&["etc", "sudoers.d"])
+        || last == "sudoers"
+        || last == "ld.so.preload"
+        || has_seq(&["etc", "ld.so.conf.d"]);
+    let scheduled = last == "crontab"
+        || parts.iter().any(|p| p.starts_with("cron")) && (has("etc") || has_seq(&["var", "spool"]))
+        // systemd units and their drop-ins (`x.service.d/override.conf` can replace ExecStart).
+        || has("systemd")
+            && ([".service", ".timer", ".socket", ".path", ".mount"]
+                .iter()
+                .any(|s| last.ends_with(s))
+                || parent.ends_with(".d"))
+        || has("launchagents")
+        || has("launchdaemons")
+        || has_seq(&[".config", "autostart"])
+        || has_seq(&["xdg", "autostart"])
+        || has_seq(&["start menu", "programs", "startup"]);
+    // Python runs `.pth` files and `sitecustomize` at every interpreter start.
+    let python = (has("site-packages") || has("dist-packages"))
+        && (last.ends_with(".pth") || matches!(last, "sitecustomize.py" | "usercustomize.py"));
+    git || shell_startup || ssh || privilege || scheduled || python
+}
+
+/// A path's components and how many levels its `..`s climb above its start.
+struct Components {
+    parts: Vec<String>,
+    escapes: usize,
+}
+
+/// The path's components, case-folded, with `\` read as `/` and `.`/`..` resolved. Each
+/// component is read as Windows and case-insensitive file systems open it: an NTFS stream
+/// suffix (`settings.json::$DATA` is the file itself) and trailing dots and spaces are
+/// dropped, and letters compare by case folding (`ſ` is `s` on APFS), not only lowercase.
+fn components(path: &str) -> Components {
+    let mut parts: Vec<String> = Vec::new();
+    let mut escapes = 0;
+    for (i, part) in path.split(['/', '\\']).enumerate() {
+        // A drive (`C:`) keeps its colon; elsewhere a colon starts a stream name.
+        let part = match part.find(':') {
+            Some(at) if !(i == 0 && at == 1 && part.len() == 2) => &part[..at],
+            _ => part,
+        };
+        let part = match part {
+            "." | ".." => part,
+            p => p.trim_end_matches(['.', ' ']),
+        };
         match part {
             "" | "." => {}
             ".." => {
-                out.pop();
+                if parts.pop().is_none() {
+                    escapes += 1;
+                }
             }
-            p => out.push(p.to_lowercase()),
+            p => parts.push(fold(p)),
         }
     }
-    out
+    Components { parts, escapes }
+}
+
+/// Case folding, closely enough for names compared with ASCII ones: upper then lower case
+/// maps `ſ` to `s` and `K` (Kelvin) to `k` as Unicode's folding does.
+fn fold(name: &str) -> String {
+    if name.is_ascii() {
+        name.to_ascii_lowercase()
+    } else {
+        name.to_uppercase().to_lowercase()
+    }
 }
 
 #[cfg(test)]
@@ -159,9 +294,61 @@ mod tests {
             ".mcp.json",
             "/home/me/.config/Claude/claude_desktop_config.json",
             ".claude/hooks/pre.sh",
+            // The gate's binaries and libraries, replaced by a script that answers "allow".
+            "/home/me/.cargo/bin/cycles",
+            "C:\\Users\\me\\.cargo\\bin\\cycles.exe",
+            "/home/me/app/node_modules/.bin/cycles-mcp-gate",
+            "/home/me/app/node_modules/@cycles/core/cycles.linux-x64-gnu.node",
+            "/home/me/.venv/lib/python3.12/site-packages/cycles/_cycles.abi3.so",
+            // Claude Code's other configuration; other editors' MCP and hook files.
+            "/home/me/.claude.json",
+            "/etc/claude-code/managed-settings.json",
+            "/Library/Application Support/ClaudeCode/managed-settings.json",
+            "/home/me/app/.cursor/mcp.json",
+            "/home/me/app/.vscode/mcp.json",
+            "/home/me/.gemini/settings.json",
+            // Names Windows and case-insensitive file systems open as the gate's files: an
+            // NTFS stream of the file itself, trailing dots, case folding (`ſ` is `s`).
+            "C:\\Users\\me\\app\\.claude\\settings.json::$DATA",
+            ".claude\\settings.json.",
+            ".claude/settings.json ",
+            ".claude/\u{17f}ettings.json",
+            ".cycle\u{17f}/policy.toml",
         ] {
             assert_eq!(tier(p), (4, vec!["path.gate_config"]), "{p}");
         }
+    }
+
+    #[test]
+    fn relative_paths_that_climb_to_the_root_are_read_as_absolute() {
+        assert_eq!(
+            tier("../../../../../../../../var/lib/postgresql/16/main/global/pg_control"),
+            (4, vec!["path.data_store"])
+        );
+        assert_eq!(tier("../../../../etc/hosts"), (3, vec!["path.system"]));
+        // One level up is a sibling directory, not the root.
+        assert_eq!(tier("../etc/app.conf"), (0, vec!["path.ordinary"]));
+        assert_eq!(tier("../src/main.rs"), (0, vec!["path.ordinary"]));
+    }
+
+    #[test]
+    fn data_stores_of_other_layouts() {
+        for p in [
+            "/var/lib/pgsql/data/global/pg_control",
+            "/var/lib/mongo/WiredTiger",
+            "/var/lib/mysql-8.0/ibdata1",
+            "/opt/homebrew/var/postgresql@16/PG_VERSION",
+            "/usr/local/var/mysql/ibdata1",
+            "/var/lib/containers/storage/volumes/pgdata/_data/PG_VERSION",
+            "/Users/me/Library/Application Support/Postgres/var-16/global/pg_control",
+        ] {
+            assert_eq!(tier(p), (4, vec!["path.data_store"]), "{p}");
+        }
+        // A file named after a store is not its data directory.
+        assert_eq!(
+            tier("/home/me/app/var/mongo-seed.json"),
+            (0, vec!["path.ordinary"])
+        );
     }
 
     #[test]
@@ -177,6 +364,24 @@ mod tests {
             "/etc/cron.d/job",
             "/etc/sudoers.d/agent",
             "/home/me/.config/systemd/user/x.service",
+            "/home/me/.gitconfig",
+            "/home/me/.config/git/config",
+            "/home/me/app/.git/modules/vendor/hooks/pre-commit",
+            "/srv/git/app.git/hooks/post-receive",
+            "/home/me/app/.husky/pre-commit",
+            "/home/me/app/.githooks/pre-push",
+            "/home/me/.bash_aliases",
+            "/home/me/.config/fish/conf.d/x.fish",
+            "/Users/me/Library/LaunchAgents/com.example.agent.plist",
+            "/Library/LaunchDaemons/com.example.plist",
+            "/home/me/.config/autostart/x.desktop",
+            "/home/me/.config/systemd/user/backup.service.d/override.conf",
+            "/home/me/app/.venv/lib/python3.12/site-packages/zzz.pth",
+            "/usr/lib/python3/dist-packages/sitecustomize.py",
+            "/etc/ld.so.preload",
+            "C:\\Users\\me\\AppData\\Roaming\\Microsoft\\Windows\\Start Menu\\Programs\\Startup\\x.bat",
+            "C:\\Users\\me\\Documents\\PowerShell\\Microsoft.PowerShell_profile.ps1",
+            "C:\\ProgramData\\ssh\\administrators_authorized_keys",
         ] {
             assert_eq!(tier(p), (3, vec!["path.runs_later"]), "{p}");
         }
@@ -200,6 +405,13 @@ mod tests {
             "src/.github/workflows/ci.yml",
             "etc/app.conf",
             "crontab.md",
+            "src/bin/cycles.rs",
+            "/home/me/cycles/src/lib.rs",
+            "/home/me/app/hooks/useAuth.ts",
+            "/home/me/app/src/git/config.ts",
+            "/home/me/app/.vscode/settings.json",
+            "/home/me/app/docs/settings.json",
+            "/home/me/app/site-packages.md",
         ] {
             assert_eq!(tier(p), (0, vec!["path.ordinary"]), "{p}");
         }
