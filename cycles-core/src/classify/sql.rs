@@ -127,6 +127,10 @@ const SIDE_EFFECT_FUNCTIONS: &[(&str, Tier)] = &[
     ("system$cancel_query", Tier::T2),
     ("system$cancel_all_queries", Tier::T3),
     ("system$abort_session", Tier::T3),
+    // pg_cron: removing a job (often the nightly backup) or changing what it runs, which is
+    // not read here.
+    ("unschedule", Tier::T3),
+    ("alter_job", Tier::T3),
 ];
 
 /// The last argument, in [`SQL_RUNNING_FUNCTIONS`].
@@ -1046,10 +1050,12 @@ fn same_operand(a: &Expr, b: &Expr) -> bool {
             if ca == cb && (qa.is_none() || qb.is_none() || qa == qb))
 }
 
-/// `x OR NOT x`: true for every row where `x` is not NULL.
+/// `x OR NOT x`: true for every row where `x` is not NULL; `x IS NULL OR x IS NOT NULL`.
 fn complementary(a: &Expr, b: &Expr) -> bool {
     let negated = |n: &Expr, x: &Expr| matches!(n, Expr::UnaryOp { op: UnaryOperator::Not, expr } if same_operand(expr, x));
-    negated(a, b) || negated(b, a)
+    // `x IS NULL OR x IS NOT NULL`: the three-valued form, true for every row.
+    let null_or_not = |n: &Expr, x: &Expr| matches!((n, x), (Expr::IsNull(p), Expr::IsNotNull(q)) if same_operand(p, q));
+    negated(a, b) || negated(b, a) || null_or_not(a, b) || null_or_not(b, a)
 }
 
 /// Rows-affected rule for UPDATE/DELETE: with a selective WHERE 2, else 3.
@@ -1079,6 +1085,9 @@ fn statement(s: &Statement, dialect: SqlDialect, depth: usize, v: &mut Verdict) 
                 v.raise(Tier::T3, "sql.insert_overwrite");
             } else {
                 v.raise(Tier::T2, "sql.insert");
+            }
+            if upserts_from_itself(i) {
+                v.raise(Tier::T3, "sql.update_all_rows");
             }
         }
         Statement::Update(u) => where_rule(
@@ -1179,7 +1188,9 @@ fn execute(
     }
     match proc.as_deref() {
         // Dynamic SQL: the text is what runs; a procedure named by a variable is unknown.
-        None | Some("sp_executesql" | "sp_sqlexec") => {
+        // Outside the dialects that know `EXECUTE IMMEDIATE` (Snowflake, BigQuery, Oracle),
+        // the parser reads `IMMEDIATE` as the procedure's name and the text as its argument.
+        None | Some("sp_executesql" | "sp_sqlexec" | "immediate") => {
             v.raise(Tier::T3, "sql.execute");
             match parameters.first() {
                 Some(p) => run_sql_text(literal(p).as_deref(), dialect, depth, v),
@@ -1204,6 +1215,8 @@ fn execute(
         Some("xp_cmdshell" | "sp_oacreate" | "sp_oamethod" | "xp_regwrite") => {
             v.raise(Tier::T4, "sql.side_effect_function")
         }
+        // The maintenance-plan cleanup: deletes backup (`.bak`) and report files by folder.
+        Some("xp_delete_file") => v.raise(Tier::T4, "sql.delete_backup_files"),
         Some(other) => {
             v.raise(Tier::T3, "sql.execute");
             super::names::apply(other, v);
@@ -1229,6 +1242,55 @@ fn selects_into(body: &SetExpr) -> bool {
     }
 }
 
+/// `INSERT INTO t SELECT ... FROM t ... ON CONFLICT DO UPDATE` (or MySQL's `ON DUPLICATE KEY
+/// UPDATE`): every row read from the table conflicts with itself, so the insert is an UPDATE
+/// of all those rows.
+fn upserts_from_itself(i: &sqlparser::ast::Insert) -> bool {
+    use sqlparser::ast::{OnConflict, OnConflictAction, OnInsert, TableObject};
+    let updates = matches!(
+        &i.on,
+        Some(
+            OnInsert::DuplicateKeyUpdate(_)
+                | OnInsert::OnConflict(OnConflict {
+                    action: OnConflictAction::DoUpdate(_),
+                    ..
+                })
+        )
+    );
+    let (TableObject::TableName(target), Some(source)) = (&i.table, &i.source) else {
+        return false;
+    };
+    let name = |n: &ObjectName| {
+        n.0.last()
+            .and_then(|p| p.as_ident())
+            .map(|id| id.value.to_ascii_lowercase())
+    };
+    let target = name(target);
+    updates
+        && sqlparser::ast::visit_relations(source.as_ref(), |r| {
+            if name(r) == target {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .is_break()
+}
+
+/// Whether a Snowflake `REMOVE @stage` names the whole stage: no path after the stage's name
+/// and no `PATTERN`.
+fn removes_whole_stage(text: &str) -> bool {
+    let Some(at) = text.find('@') else {
+        return false;
+    };
+    let stage = text[at..].split_whitespace().next().unwrap_or("");
+    let path = stage
+        .trim_matches(['\'', '"'])
+        .split_once('/')
+        .map(|(_, p)| p);
+    path.is_none_or(str::is_empty) && !text.to_ascii_uppercase().contains("PATTERN")
+}
+
 /// Statements without a dedicated rule, by their leading keyword.
 fn by_keyword(s: &Statement, v: &mut Verdict) {
     let text = s.to_string();
@@ -1241,6 +1303,22 @@ fn by_keyword(s: &Statement, v: &mut Verdict) {
     let first = words.first().map_or("", |w| w.as_str());
     let second = words.get(1).map_or("", |w| w.as_str());
     let head = |set: &[&str]| words.iter().any(|w| set.contains(&w.as_str()));
+    // Every alphabetic word of the statement, uppercased (`RSA_PUBLIC_KEY` is three).
+    let alpha: Vec<String> = text
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .filter(|w| !w.is_empty())
+        .map(|w| w.to_ascii_uppercase())
+        .collect();
+    // Role membership (`ALTER ROLE db_owner ADD MEMBER x`, SQL Server's `sp_addrolemember`).
+    let joins = || alpha.windows(2).any(|w| w == ["ADD", "MEMBER"]);
+    let credentials = || {
+        alpha.iter().any(|w| {
+            matches!(
+                w.as_str(),
+                "PASSWORD" | "IDENTIFIED" | "AUTHENTICATION" | "CERTIFICATE"
+            )
+        }) || alpha.windows(3).any(|w| w == ["RSA", "PUBLIC", "KEY"])
+    };
     // Role attributes that amount to a GRANT.
     let privileged = || {
         text.split(|c: char| !c.is_ascii_alphabetic()).any(|w| {
@@ -1303,8 +1381,30 @@ fn by_keyword(s: &Statement, v: &mut Verdict) {
             }
             return;
         }
-        "ALTER" if matches!(second, "ROLE" | "USER" | "LOGIN") && privileged() => {
+        "ALTER" if matches!(second, "ROLE" | "USER" | "LOGIN") && (privileged() || joins()) => {
             v.raise(Tier::T4, "sql.grant");
+            return;
+        }
+        // A new password or key gives whoever set it the role's access and locks out every
+        // client that used the old one.
+        "ALTER" if matches!(second, "ROLE" | "USER" | "LOGIN") && credentials() => {
+            v.raise(Tier::T4, "sql.credentials");
+            return;
+        }
+        // A new owner holds every privilege on the object, DROP included: a grant.
+        "ALTER" if alpha.windows(2).any(|w| w == ["OWNER", "TO"]) => {
+            v.raise(Tier::T4, "sql.grant");
+            return;
+        }
+        // ClickHouse: keeps one row per key and deletes the others.
+        "OPTIMIZE" if head(&["DEDUPLICATE"]) => {
+            v.raise(Tier::T3, "sql.deduplicate");
+            return;
+        }
+        // Snowflake: removing a whole stage (no path after its name, no pattern) deletes every
+        // file in it, as `DROP STAGE` does.
+        "REMOVE" | "RM" if removes_whole_stage(&text) => {
+            v.raise(Tier::T4, "sql.remove_stage");
             return;
         }
         "RESET" if matches!(second, "MASTER" | "SLAVE" | "REPLICA" | "BINARY") => {
