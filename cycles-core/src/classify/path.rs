@@ -32,23 +32,19 @@ pub(crate) fn critical(path: &str) -> Option<(Tier, &'static str)> {
     if path.trim().is_empty() || path.contains('\0') {
         return Some((Tier::T4, "path.unreadable"));
     }
-    let Components { parts, escapes } = components(path);
-    let last = parts.last().map(String::as_str).unwrap_or("");
-    let parent = parts.len().checked_sub(2).map_or("", |i| parts[i].as_str());
-    let has = |name: &str| parts.iter().any(|p| p == name);
-    // Consecutive components, e.g. [".git", "hooks"].
-    let has_seq = |seq: &[&str]| parts.windows(seq.len()).any(|w| w.iter().eq(seq.iter()));
+    let path_parts = components(path);
+    let parts = &path_parts.parts;
     // A relative path that climbs two or more levels above where it starts may reach `/` from
     // wherever the tool runs (`../../../../etc/hosts`): it is read as absolute too.
-    let absolute = path.starts_with('/') || path.starts_with('\\') || escapes >= 2;
+    let absolute = path.starts_with('/') || path.starts_with('\\') || path_parts.escapes >= 2;
 
-    if gate_config(&parts, last, parent, &has, &has_seq) {
+    if gate_config(&path_parts) {
         return Some((Tier::T4, "path.gate_config"));
     }
-    if absolute && data_store(&parts, &has_seq) {
+    if absolute && data_store(&path_parts) {
         return Some((Tier::T4, "path.data_store"));
     }
-    if runs_later(&parts, last, parent, &has, &has_seq) {
+    if runs_later(&path_parts) {
         return Some((Tier::T3, "path.runs_later"));
     }
     let system = absolute
@@ -79,13 +75,9 @@ pub(crate) fn critical(path: &str) -> Option<(Tier, &'static str)> {
 /// configuration that puts the gate in front of the agent, and the gate's binaries and
 /// libraries (a script written over `~/.cargo/bin/cycles` keeps its exec bit and answers
 /// "allow" to every later call).
-fn gate_config(
-    parts: &[String],
-    last: &str,
-    parent: &str,
-    has: &dyn Fn(&str) -> bool,
-    has_seq: &dyn Fn(&[&str]) -> bool,
-) -> bool {
+fn gate_config(path: &Components) -> bool {
+    let (parts, last, parent) = (&path.parts, path.last(), path.parent());
+    let (has, has_seq) = (|n: &str| path.has(n), |s: &[&str]| path.has_seq(s));
     let policy_or_ledger = has(".cycles") || last == "cycles.toml" || last.starts_with("cycles.db");
     // Claude Code: project and user settings, the hooks directory, `~/.claude.json` (where
     // `claude mcp add` keeps servers), managed settings (they can define or disable hooks).
@@ -124,7 +116,8 @@ fn gate_config(
 }
 
 /// Data stores' files: writing one corrupts or destroys the store.
-fn data_store(parts: &[String], has_seq: &dyn Fn(&[&str]) -> bool) -> bool {
+fn data_store(path: &Components) -> bool {
+    let (parts, has_seq) = (&path.parts, |s: &[&str]| path.has_seq(s));
     const STORES: [&str; 16] = [
         "postgresql",
         "postgres",
@@ -160,13 +153,9 @@ fn data_store(parts: &[String], has_seq: &dyn Fn(&[&str]) -> bool) -> bool {
 }
 
 /// Files that run code later, outside any gate.
-fn runs_later(
-    parts: &[String],
-    last: &str,
-    parent: &str,
-    has: &dyn Fn(&str) -> bool,
-    has_seq: &dyn Fn(&[&str]) -> bool,
-) -> bool {
+fn runs_later(path: &Components) -> bool {
+    let (parts, last, parent) = (&path.parts, path.last(), path.parent());
+    let (has, has_seq) = (|n: &str| path.has(n), |s: &[&str]| path.has_seq(s));
     // Git: hooks (also of submodules under `.git/modules/*/hooks` and of bare repositories,
     // `app.git/hooks`), hook directories named by `core.hooksPath`, and config, whose
     // `core.fsmonitor`, `core.hooksPath`, `core.pager` and `!` aliases run commands.
@@ -226,6 +215,33 @@ fn runs_later(
 struct Components {
     parts: Vec<String>,
     escapes: usize,
+}
+
+impl Components {
+    /// The file's name ("" for none).
+    fn last(&self) -> &str {
+        self.parts.last().map_or("", String::as_str)
+    }
+
+    /// The name of the directory holding the file ("" for none).
+    fn parent(&self) -> &str {
+        self.parts
+            .len()
+            .checked_sub(2)
+            .map_or("", |i| self.parts[i].as_str())
+    }
+
+    /// Whether any component is `name`.
+    fn has(&self, name: &str) -> bool {
+        self.parts.iter().any(|p| p == name)
+    }
+
+    /// Whether the components hold `seq` consecutively, e.g. `[".git", "hooks"]`.
+    fn has_seq(&self, seq: &[&str]) -> bool {
+        self.parts
+            .windows(seq.len())
+            .any(|w| w.iter().eq(seq.iter()))
+    }
 }
 
 /// The path's components, case-folded, with `\` read as `/` and `.`/`..` resolved. Each
