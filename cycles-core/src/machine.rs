@@ -875,6 +875,7 @@ pub(crate) fn commit(
         released,
         debt_incurred,
         balances: balances_of(txn, &r.holds)?,
+        event_id: None,
     };
     idempotency.remember(txn, &result)?;
     Ok(Ok(result))

@@ -164,6 +164,36 @@ pub struct CommitRequest {
     /// ```
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ran: Option<ToolCall>,
+    /// For a call that has run: when its reservation expired while it ran (the commit would
+    /// be `RESERVATION_EXPIRED`), charge it anyway, as an event of the call that ran (`ran`,
+    /// or the reserved tool) on the reservation's subject, for the actual amounts (a held unit
+    /// not listed as held), capped to what the budgets can take unless the reservation allows
+    /// overdraft. A call that outlives its hold is then paid for instead of charged to nobody
+    /// (the hold lapsed and others may have spent it: the budget can end over its limit, as
+    /// with `ALLOW_IF_AVAILABLE`). The result has status `EXPIRED` and names the event; the
+    /// charge is made once per reservation, however often it is retried.
+    ///
+    /// ```
+    /// use cycles_core::*;
+    /// let clock = ManualClock::new(0);
+    /// let auth = Authority::builder()
+    ///     .policy(Policy::default()
+    ///         .register("deploy", Tier::T3)
+    ///         .budget(BudgetSpec::new("agent:bot", Unit::RiskPoints, 1_000)))
+    ///     .clock(clock.clone())
+    ///     .build()
+    ///     .unwrap();
+    /// let call = ToolCall::new("deploy", serde_json::json!({}));
+    /// let r = auth.reserve(&ReserveRequest::new(Subject::new().agent("bot"), call)).unwrap();
+    /// clock.advance(3_600_000); // the deploy ran for an hour
+    /// let req = CommitRequest { charge_if_expired: true, ..CommitRequest::default() };
+    /// let c = auth.commit(&r.reservation_id, &req).unwrap();
+    /// assert_eq!(c.status, ReservationStatus::Expired);
+    /// assert!(c.event_id.is_some());
+    /// assert_eq!(auth.balances(Some("agent:bot")).unwrap()[0].spent, r.reserved()[0].amount);
+    /// ```
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub charge_if_expired: bool,
     /// Makes retries safe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
@@ -328,6 +358,10 @@ pub struct CommitResult {
     pub debt_incurred: Vec<Amount>,
     /// Balances of the scopes touched, after the commit.
     pub balances: Vec<Balance>,
+    /// The event that charged the call because its reservation had expired
+    /// ([`CommitRequest::charge_if_expired`]; status `EXPIRED`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
 }
 
 /// The result of a release (or of an expiry).
