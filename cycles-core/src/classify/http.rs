@@ -122,6 +122,93 @@ pub(crate) fn is_method_override(name: &str) -> bool {
     .any(|h| name.eq_ignore_ascii_case(h))
 }
 
+/// Whether an argument key names the request method in some tool's schema (`method`,
+/// `Method`, `http_method`, `httpMethod`, `verb`, `requestMethod`).
+pub(crate) fn is_method_key(key: &str) -> bool {
+    let canonical: String = key
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    matches!(
+        canonical.as_str(),
+        "method" | "httpmethod" | "verb" | "httpverb" | "requestmethod" | "requestverb"
+    )
+}
+
+/// Whether a value is an HTTP method that writes or deletes (a read method names nothing to
+/// fear wherever it stands).
+pub(crate) fn is_http_verb(value: &str) -> bool {
+    ["POST", "PUT", "PATCH", "DELETE"]
+        .iter()
+        .any(|m| value.trim().eq_ignore_ascii_case(m))
+}
+
+/// Arguments holding query parameters apart from the URL (Python requests' `params`).
+pub(crate) const QUERY_PARAMETER_KEYS: &[&str] = &[
+    "params",
+    "query_params",
+    "queryParams",
+    "search_params",
+    "searchParams",
+    "qs",
+    "query_string",
+    "queryString",
+];
+
+/// Query parameters as a query string: an object (list values repeat the key), a list of
+/// `[key, value]` pairs, or a query string itself; `None` for anything else (fail closed).
+pub(crate) fn query_string(params: &serde_json::Value) -> Option<String> {
+    use serde_json::Value;
+    let encode = |s: &str| {
+        let mut out = String::with_capacity(s.len());
+        for c in s.chars() {
+            match c {
+                '%' | '&' | '=' | '#' | '+' | '?' => out.push_str(&format!("%{:02X}", c as u32)),
+                _ => out.push(c),
+            }
+        }
+        out
+    };
+    let scalar = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(_) | Value::Bool(_) => Some(v.to_string()),
+        Value::Null => Some(String::new()),
+        _ => None,
+    };
+    let mut pairs = Vec::new();
+    let mut push = |k: &str, v: &Value| -> Option<()> {
+        match v {
+            Value::Array(items) => {
+                for item in items {
+                    pairs.push(format!("{}={}", encode(k), encode(&scalar(item)?)));
+                }
+            }
+            _ => pairs.push(format!("{}={}", encode(k), encode(&scalar(v)?))),
+        }
+        Some(())
+    };
+    match params {
+        Value::Null => {}
+        Value::String(s) => return Some(s.trim_start_matches('?').to_string()),
+        Value::Object(m) => {
+            for (k, v) in m {
+                push(k, v)?;
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                match item.as_array().map(Vec::as_slice) {
+                    Some([Value::String(k), v]) => push(k, v)?,
+                    _ => return None,
+                }
+            }
+        }
+        _ => return None,
+    }
+    Some(pairs.join("&"))
+}
+
 /// A request's headers as `(name, value)` pairs, from an object (`{"X-Amz-Target": "..."}`,
 /// a list value joined with commas), a list of `"Name: value"` lines (curl's `-H`), of
 /// `{"name", "value"}` objects (HAR, Postman) or of `[name, value]` pairs, or one such line.
@@ -386,11 +473,12 @@ fn redis_endpoint(url: &str) -> bool {
 
 /// Raises `v` by an HTTP request.
 pub(crate) fn apply(method: &str, url: &str, body: Option<&serde_json::Value>, v: &mut Verdict) {
-    let method = method.trim();
-    let url = url.trim().replace('\\', "/");
-    let path = percent_decode(url_path(&url));
-    let (destructive, mut critical) = names::scan(&path);
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    apply_request(method, url, body, true, v);
+}
+
+/// Whether the path's nouns make `method` on it critical.
+fn critical_for(method: &str, destructive: bool, path_critical: bool, segments: &[&str]) -> bool {
+    let mut critical = path_critical;
     // `POST /v1/databases/{id}/query` (Notion), `POST .../search`: a read sent as POST
     // because it has a body; the path's nouns do not make it critical.
     let last = segments
@@ -412,6 +500,24 @@ pub(crate) fn apply(method: &str, url: &str, body: Option<&serde_json::Value>, v
         critical |= segments.len() >= 3 && segments[segments.len() - 3] == "repos";
         critical |= segments.iter().any(|s| s.contains('*') || *s == "_all");
     }
+    critical
+}
+
+/// Raises `v` by one request; `batch`: whether sub-requests in its body are read (a batch's
+/// own sub-requests are not searched for further batches).
+fn apply_request(
+    method: &str,
+    url: &str,
+    body: Option<&serde_json::Value>,
+    batch: bool,
+    v: &mut Verdict,
+) {
+    let method = method.trim();
+    let url = url.trim().replace('\\', "/");
+    let path = percent_decode(url_path(&url));
+    let (destructive, path_critical) = names::scan(&path);
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let critical = critical_for(method, destructive, path_critical, &segments);
     // Upstash's REST API also takes a command as the path: `/unlink/k`, `/config/set/dir/x`
     // (the path after the host as clients read it, `https:x.upstash.io/unlink/k` too).
     if redis_endpoint(&url) {
@@ -508,20 +614,75 @@ pub(crate) fn apply(method: &str, url: &str, body: Option<&serde_json::Value>, v
             .iter()
             .any(|k| s.contains(k))
         });
-    parameter_rules(
-        &url,
-        body,
-        read,
-        sql_endpoint,
-        graphql_endpoint,
-        critical,
-        v,
-    );
+    let overrides = parameter_rules(&url, body, read, sql_endpoint, graphql_endpoint, v);
+    for m in overrides {
+        let critical = critical_for(&m, destructive, path_critical, &segments);
+        method_rules(&m, critical, v);
+    }
+    if batch && let Some(body) = body {
+        for (method, url, body) in sub_requests(body) {
+            apply_request(&method, &url, body.as_ref(), false, v);
+        }
+    }
     match (destructive, critical) {
         (true, true) => v.raise(Tier::T4, "http.destructive_path_critical"),
         (true, false) => v.raise(Tier::T3, "http.destructive_path"),
         _ => {}
     }
+}
+
+/// Keys of a body object whose array holds a batch of sub-requests (Microsoft Graph's
+/// `$batch` `requests`, and the like).
+const BATCH_KEYS: &[&str] = &["requests", "operations", "batch", "calls", "ops"];
+
+/// Sub-requests a body describes (`{"method": "DELETE", "url": "/volumes/1"}` as an item of a
+/// top-level array, or of a batch key's array): a batch endpoint runs them.
+fn sub_requests(body: &serde_json::Value) -> Vec<(String, String, Option<serde_json::Value>)> {
+    use serde_json::Value;
+    let parsed;
+    let body = match body {
+        Value::String(s) => match serde_json::from_str::<Value>(s) {
+            Ok(p) => {
+                parsed = p;
+                &parsed
+            }
+            Err(_) => return Vec::new(),
+        },
+        other => other,
+    };
+    let mut items: Vec<&Value> = Vec::new();
+    match body {
+        Value::Array(a) => items.extend(a),
+        // The body object itself is not one: `{"method": "DELETE", "url": ...}` posted to
+        // `/hooks` configures a webhook, it runs nothing now.
+        Value::Object(m) => {
+            for key in BATCH_KEYS {
+                if let Some(Value::Array(a)) = m.get(*key) {
+                    items.extend(a);
+                }
+            }
+        }
+        _ => {}
+    }
+    items
+        .into_iter()
+        .take(MAX_PARAMETERS)
+        .filter_map(|item| {
+            let m = item.as_object()?;
+            let field = |names: &[&str]| {
+                m.iter()
+                    .find(|(k, _)| names.iter().any(|n| k.eq_ignore_ascii_case(n)))
+                    .and_then(|(_, v)| v.as_str())
+            };
+            let method = field(&["method", "http_method", "httpMethod", "verb"])?;
+            let url = field(&["url", "path", "uri", "relative_url", "endpoint"])?;
+            let body = m
+                .iter()
+                .find(|(k, _)| ["body", "json", "data"].contains(&k.as_str()))
+                .map(|(_, v)| v.clone());
+            Some((method.to_string(), url.to_string(), body))
+        })
+        .collect()
 }
 
 /// The tier of a request by its method, on a path naming a critical thing or not.
@@ -588,7 +749,12 @@ const MAYBE_SQL_KEYS: &[&str] = &[
 ];
 
 /// Parameters that override the method for servers that honour them (`?_method=DELETE`).
-const METHOD_OVERRIDE_KEYS: &[&str] = &["_method", "x-http-method-override", "x-http-method"];
+const METHOD_OVERRIDE_KEYS: &[&str] = &[
+    "_method",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
 
 /// How many body values are looked at, and how deep; a larger body is not read further.
 const MAX_PARAMETERS: usize = 4096;
@@ -601,7 +767,13 @@ fn looks_like_graphql(text: &str) -> bool {
     loop {
         rest = rest.trim_start_matches(|c: char| c.is_whitespace() || c == ',');
         match rest.strip_prefix('#') {
-            Some(comment) => rest = comment.split_once('\n').map_or("", |(_, after)| after),
+            // A comment ends at any line terminator (GraphQL's `\n`, `\r`; U+2028 too: the
+            // document then fails to parse, closed).
+            Some(comment) => {
+                rest = comment
+                    .split_once(['\n', '\r', '\u{2028}'])
+                    .map_or("", |(_, after)| after)
+            }
             None => break,
         }
     }
@@ -692,12 +864,21 @@ fn parameter_rules(
     read: bool,
     sql_endpoint: bool,
     graphql_endpoint: bool,
-    critical_path: bool,
     v: &mut Verdict,
-) {
+) -> Vec<String> {
+    let mut overrides = Vec::new();
     let mut params = Vec::new();
     if let Some((_, query)) = url.split_once('?') {
-        form_pairs(query.split('#').next().unwrap_or(query), &mut params);
+        let query = query.split('#').next().unwrap_or(query);
+        // S3's DeleteObjects is `POST /?delete` (up to 1000 keys): a bare `delete` parameter
+        // makes the request a deletion.
+        if query.split('&').any(|p| {
+            let (key, value) = p.split_once('=').unwrap_or((p, ""));
+            percent_decode(key).eq_ignore_ascii_case("delete") && value.is_empty()
+        }) {
+            overrides.push("DELETE".to_string());
+        }
+        form_pairs(query, &mut params);
     }
     match body {
         // A text body: JSON, a form (`-d 'Action=DeleteVolume&...'`), or SQL itself.
@@ -733,7 +914,7 @@ fn parameter_rules(
     for Param { key, value, top } in &params {
         let key = key.as_str();
         if METHOD_OVERRIDE_KEYS.contains(&key) && *top {
-            method_rules(value.trim(), critical_path, v);
+            overrides.push(value.trim().to_string());
         } else if ACTION_KEYS.contains(&key) && *top && !(key == "method" && http_method(value)) {
             // (A `method` naming an HTTP verb describes a request, such as a webhook's.)
             action_rules(value, v);
@@ -748,6 +929,7 @@ fn parameter_rules(
             super::sql::apply_if_sql(value, v);
         }
     }
+    overrides
 }
 
 /// Classifies a GraphQL document; `operation_name` selects the operation that runs.
