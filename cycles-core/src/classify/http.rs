@@ -288,7 +288,7 @@ pub(crate) fn apply_headers<K: AsRef<str>, V: AsRef<str>>(headers: &[(K, V)], v:
         let (name, value) = (name.as_ref(), value.as_ref());
         if name.eq_ignore_ascii_case("x-amz-target") {
             let operation = value.rsplit('.').next().unwrap_or(value);
-            match names::scan(operation) {
+            match names::scan_operation(operation) {
                 // AWS operations are a verb and a noun: deleting a whole store (a DynamoDB
                 // table, a Kinesis stream, a log group, a keyspace, a file system) deletes the
                 // data in it.
@@ -348,11 +348,11 @@ fn soap_action(uri: &str, v: &mut Verdict) {
     let mut parts = uri.rsplit(['/', '#', ':']);
     let operation = parts.next().unwrap_or(uri);
     let service = parts.next().unwrap_or("");
-    let (destructive, critical) = names::scan(operation);
+    let (destructive, critical) = names::scan_operation(operation);
     if !destructive {
         return;
     }
-    if critical || names::scan(service).1 {
+    if critical || names::scan_operation(service).1 {
         v.raise(Tier::T4, "http.action_critical");
     } else {
         v.raise(Tier::T3, "http.action_destructive");
@@ -361,7 +361,7 @@ fn soap_action(uri: &str, v: &mut Verdict) {
 
 /// An RPC action name that destroys: 3, with a critical noun 4.
 fn action_rules(action: &str, v: &mut Verdict) {
-    match names::scan(action) {
+    match names::scan_operation(action) {
         (true, true) => v.raise(Tier::T4, "http.action_critical"),
         (true, false) => v.raise(Tier::T3, "http.action_destructive"),
         _ => {}
@@ -979,7 +979,7 @@ pub(crate) fn apply_graphql(document: &str, operation_name: Option<&str>, v: &mu
                 let mut destructive = false;
                 let mut critical = false;
                 let mut check = |name: &str| {
-                    let (d, c) = names::scan(name);
+                    let (d, c) = names::scan_operation(name);
                     destructive |= d;
                     // A critical noun counts together with a destructive verb in the same name.
                     critical |= d && c;
@@ -993,9 +993,11 @@ pub(crate) fn apply_graphql(document: &str, operation_name: Option<&str>, v: &mu
                 }
                 // Namespaced mutations (`volume { delete(id: 1) }`): a destructive field below a
                 // root field; critical when either names a critical thing.
-                let root_critical = roots.iter().any(|f| names::scan(f).1);
+                let root_critical = roots.iter().any(|f| names::scan_operation(f).1);
                 for f in &nested {
-                    let (d, c) = names::scan(f);
+                    // `volume { remove }`: a verb that destroys only critical things counts
+                    // below a critical root.
+                    let (d, c) = names::scan_in(f, root_critical);
                     destructive |= d;
                     critical |= d && (c || root_critical);
                 }

@@ -243,7 +243,7 @@ impl ArgClassifier {
     fn apply(&self, call: &ToolCall, v: &mut Verdict) {
         let args = &call.args;
         let Some(input) = &self.input else {
-            names::apply(&call.action.name, v);
+            names::apply_operation(&call.action.name, v);
             return;
         };
         let values = input.all(args);
@@ -300,7 +300,7 @@ impl ArgClassifier {
                 _ => missing(v),
             },
             ClassifierKind::Names => match value {
-                Some(serde_json::Value::String(s)) => names::apply(s, v),
+                Some(serde_json::Value::String(s)) => names::apply_operation(s, v),
                 _ => missing(v),
             },
             ClassifierKind::Path => match value {
@@ -657,7 +657,7 @@ impl ToolIndex {
                     UnknownTool::Deny => Tier::T4,
                 };
                 let mut v = Verdict::default();
-                names::apply(&call.action.name, &mut v);
+                names::apply_operation(&call.action.name, &mut v);
                 let mut rules = vec!["unknown_tool".to_string()];
                 rules.extend(v.rules.iter().map(|r| r.to_string()));
                 Classification {
