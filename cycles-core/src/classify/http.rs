@@ -359,10 +359,12 @@ fn soap_action(uri: &str, v: &mut Verdict) {
     }
 }
 
-/// An RPC action name that destroys: 3, with a critical noun 4.
+/// An RPC action name that destroys: 3, with a critical noun 4, and 4 when it deletes a whole
+/// store (AWS's query API: `Action=PurgeQueue`, `DeleteReplicationGroup`).
 fn action_rules(action: &str, v: &mut Verdict) {
     match names::scan_operation(action) {
         (true, true) => v.raise(Tier::T4, "http.action_critical"),
+        (true, false) if deletes_aws_store(action) => v.raise(Tier::T4, "http.action_critical"),
         (true, false) => v.raise(Tier::T3, "http.action_destructive"),
         _ => {}
     }
@@ -495,13 +497,64 @@ fn critical_for(method: &str, destructive: bool, path_critical: bool, segments: 
         critical = false;
     }
     if method.eq_ignore_ascii_case("DELETE") {
-        // `DELETE /repos/{owner}/{repo}` deletes a repository; `DELETE /logs-*` or `/_all`
-        // (Elasticsearch) every index it matches.
-        critical |= segments.len() >= 3 && segments[segments.len() - 3] == "repos";
+        // `DELETE /repos/{owner}/{repo}` (Bitbucket: `/repositories/{ws}/{repo}`) deletes a
+        // repository; `DELETE /logs-*` or `/_all` (Elasticsearch) every index it matches.
+        let lower: Vec<String> = segments.iter().map(|s| s.to_ascii_lowercase()).collect();
+        let n = lower.len();
+        critical |= n >= 3 && matches!(lower[n - 3].as_str(), "repos" | "repositories");
         critical |= segments.iter().any(|s| s.contains('*') || *s == "_all");
+        // A store or a container of everything in it, deleted by its id (`/namespaces/x`) or
+        // whole (`/namespaces/default/persistentvolumeclaims`).
+        critical |= lower
+            .iter()
+            .skip(n.saturating_sub(2))
+            .any(|s| DELETED_STORES.contains(&s.as_str()));
+        // Heroku's data add-ons (`/apps/a/addons/postgresql-curved-123`).
+        critical |= n >= 2
+            && lower[n - 2] == "addons"
+            && ["postgres", "redis", "mysql", "mongo", "kafka"]
+                .iter()
+                .any(|d| lower[n - 1].contains(d));
+        // DigitalOcean deletes a droplet with its volumes and snapshots.
+        critical |= lower
+            .iter()
+            .any(|s| s == "destroy_with_associated_resources");
     }
     critical
 }
+
+/// Path segments naming a store, or a container of everything in it, whose DELETE (of one, by
+/// the segment after it, or of all) deletes data: Kubernetes namespaces and persistent volumes,
+/// Azure resource groups, storage accounts and database servers, EFS file systems, OpenSearch
+/// domains, Render's and others' databases, Fly apps (with their volumes), GitHub orgs, GitLab
+/// groups, workspaces.
+const DELETED_STORES: &[&str] = &[
+    "namespaces",
+    "persistentvolumes",
+    "persistentvolumeclaims",
+    "resourcegroups",
+    "storageaccounts",
+    "flexibleservers",
+    "file-systems",
+    "filesystems",
+    "domain",
+    "domains",
+    "postgres",
+    "postgresql",
+    "mysql",
+    "redis",
+    "keyspaces",
+    "datasets",
+    "tables",
+    "collections",
+    "indices",
+    "disks",
+    "apps",
+    "orgs",
+    "organizations",
+    "groups",
+    "workspaces",
+];
 
 /// Raises `v` by one request; `batch`: whether sub-requests in its body are read (a batch's
 /// own sub-requests are not searched for further batches).
