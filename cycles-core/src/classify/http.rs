@@ -594,26 +594,33 @@ fn apply_request(
             redis_rules(super::redis::rate(&words).0, v);
         }
     }
-    let graphql_endpoint = segments
-        .iter()
-        .any(|s| s.to_ascii_lowercase().contains("graphql"));
+    // `/graphql`, `/graphql/v2`, and `/gql` (Twitch and others).
+    let graphql_endpoint = segments.iter().any(|s| {
+        let s = s.to_ascii_lowercase();
+        s.contains("graphql") || s == "gql"
+    });
     let mut graphql = false;
     // GraphQL over GET (or a POST that also carries one): the document is in `?query=`.
     if let Some(q) = url
         .split_once('?')
         .map(|(_, q)| q.split('#').next().unwrap_or(q))
         .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("query=")))
-        && segments
-            .iter()
-            .any(|s| s.to_ascii_lowercase().contains("graphql"))
+        && graphql_endpoint
     {
         let doc = percent_decode(&q.replace('+', " ")).into_owned();
         graphql = true;
         apply_graphql(&doc, None, v);
     }
     if let Some(body) = body {
-        // A batch is an array of operations; every one of them runs.
-        let items: &[serde_json::Value] = match body {
+        // A batch is an array of operations; every one of them runs (also sent as a JSON
+        // string).
+        let parsed_batch = match body {
+            serde_json::Value::String(text) if text.trim_start().starts_with('[') => {
+                serde_json::from_str::<serde_json::Value>(text).ok()
+            }
+            _ => None,
+        };
+        let items: &[serde_json::Value] = match parsed_batch.as_ref().unwrap_or(body) {
             serde_json::Value::Array(a) => a,
             other => std::slice::from_ref(other),
         };
@@ -645,6 +652,13 @@ fn apply_request(
     }
     if !graphql {
         method_rules(method, critical, v);
+        // A persisted GraphQL query (`extensions.persistedQuery`, `documentId`): its operation
+        // name is all there is to read of it.
+        if let Some(serde_json::Value::Object(m)) = body
+            && let Some(name) = m.get("operationName").and_then(|n| n.as_str())
+        {
+            action_rules(name, v);
+        }
     }
     // Keys that carry SQL for some services and words for others are read as SQL only at an
     // endpoint that runs statements, never at a search.
