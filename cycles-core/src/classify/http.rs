@@ -487,12 +487,43 @@ fn critical_for(method: &str, destructive: bool, path_critical: bool, segments: 
         .last()
         .map(|s| s.to_ascii_lowercase())
         .unwrap_or_default();
+    // Google's custom methods follow a colon (`.../documents:runQuery`,
+    // `.../models/gemini:generateContent`).
+    let custom = last
+        .rsplit_once(':')
+        .map_or(last.as_str(), |(_, verb)| verb);
     if !destructive
         && method.eq_ignore_ascii_case("POST")
-        && matches!(
+        && (matches!(
             last.as_str(),
-            "query" | "search" | "list" | "get" | "find" | "lookup" | "count" | "describe"
-        )
+            "query"
+                | "queries"
+                | "search"
+                | "list"
+                | "get"
+                | "find"
+                | "lookup"
+                | "count"
+                | "describe"
+        ) || matches!(
+            custom,
+            "query"
+                | "runquery"
+                | "runaggregationquery"
+                | "search"
+                | "list"
+                | "get"
+                | "batchget"
+                | "lookup"
+                | "count"
+                | "counttokens"
+                | "generatecontent"
+                | "streamgeneratecontent"
+                | "embedcontent"
+                | "batchembedcontents"
+                | "predict"
+                | "publish"
+        ))
     {
         critical = false;
     }
@@ -650,6 +681,14 @@ fn apply_request(
         // cannot be seen.
         v.raise(Tier::T4, "http.graphql_unknown_body");
     }
+    // GitHub's `PATCH /repos/o/r/git/refs/heads/main` with `"force": true` rewrites the
+    // branch's history.
+    if !read
+        && segments.windows(2).any(|w| w == ["git", "refs"])
+        && body.is_some_and(|b| b.get("force").is_some_and(|f| f == true || f == "true"))
+    {
+        v.raise(Tier::T3, "http.force_update");
+    }
     if !graphql {
         method_rules(method, critical, v);
         // A persisted GraphQL query (`extensions.persistedQuery`, `documentId`): its operation
@@ -781,6 +820,11 @@ fn method_rules(method: &str, critical: bool, v: &mut Verdict) {
 /// (`?Action=DeleteDBInstance`), JSON-RPC (`{"method": "deleteVolume"}`), and the like.
 const ACTION_KEYS: &[&str] = &[
     "action",
+    "cmd",
+    "command",
+    "do",
+    "function",
+    "func",
     "method",
     "operation",
     "operationid",
@@ -933,6 +977,10 @@ fn parameter_rules(
     graphql_endpoint: bool,
     v: &mut Verdict,
 ) -> Vec<String> {
+    let actions_endpoint = url_path(url)
+        .trim_end_matches('/')
+        .to_ascii_lowercase()
+        .ends_with("/actions");
     let mut overrides = Vec::new();
     let mut params = Vec::new();
     if let Some((_, query)) = url.split_once('?') {
@@ -980,6 +1028,17 @@ fn parameter_rules(
     };
     for Param { key, value, top } in &params {
         let key = key.as_str();
+        // DigitalOcean's actions name the action in `type`: a rebuild or restore reimages the
+        // disk, destroying its data.
+        if key == "type" && *top && actions_endpoint {
+            action_rules(value, v);
+            if ["rebuild", "restore", "reimage"]
+                .iter()
+                .any(|a| value.trim().eq_ignore_ascii_case(a))
+            {
+                v.raise(Tier::T3, "http.action_destructive");
+            }
+        }
         if METHOD_OVERRIDE_KEYS.contains(&key) && *top {
             overrides.push(value.trim().to_string());
         } else if ACTION_KEYS.contains(&key) && *top && !(key == "method" && http_method(value)) {

@@ -300,7 +300,17 @@ impl ArgClassifier {
                 _ => missing(v),
             },
             ClassifierKind::Names => match value {
-                Some(serde_json::Value::String(s)) => names::apply_operation(s, v),
+                Some(serde_json::Value::String(s)) => {
+                    names::apply_operation(s, v);
+                    // A dispatching tool may name the verb in one argument and what it acts on
+                    // in another (`{"action": "delete", "resource": "volume"}`): read them as one
+                    // name.
+                    for key in DISPATCH_OBJECT_KEYS {
+                        if let Some(object) = args.get(key).and_then(|o| o.as_str()) {
+                            names::apply_operation(&format!("{s} {object}"), v);
+                        }
+                    }
+                }
                 _ => missing(v),
             },
             ClassifierKind::Path => match value {
@@ -426,6 +436,24 @@ impl ArgClassifier {
         }
     }
 }
+
+/// Arguments of a dispatching tool that name what its action acts on.
+const DISPATCH_OBJECT_KEYS: &[&str] = &[
+    "resource",
+    "resource_type",
+    "resourceType",
+    "kind",
+    "target",
+    "target_type",
+    "type",
+    "object",
+    "object_type",
+    "entity",
+];
+
+/// Arguments of an unregistered tool that often carry SQL (`mcp__postgres__query`), read by
+/// the SQL rules when the text reads as SQL and parses.
+const UNKNOWN_TOOL_SQL_KEYS: &[&str] = &["sql", "query", "statement"];
 
 /// Registered tools: exact names in a hash map, globs in a set (first match wins).
 #[derive(Debug, Clone)]
@@ -658,6 +686,12 @@ impl ToolIndex {
                 };
                 let mut v = Verdict::default();
                 names::apply_operation(&call.action.name, &mut v);
+                // An unregistered database tool's SQL says what it does, whatever its name.
+                for key in UNKNOWN_TOOL_SQL_KEYS {
+                    if let Some(text) = call.args.get(key).and_then(|t| t.as_str()) {
+                        sql::apply_if_sql(text, &mut v);
+                    }
+                }
                 let mut rules = vec!["unknown_tool".to_string()];
                 rules.extend(v.rules.iter().map(|r| r.to_string()));
                 Classification {
