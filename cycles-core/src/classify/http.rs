@@ -156,8 +156,9 @@ pub(crate) const QUERY_PARAMETER_KEYS: &[&str] = &[
     "queryString",
 ];
 
-/// Query parameters as a query string: an object (list values repeat the key), a list of
-/// `[key, value]` pairs, or a query string itself; `None` for anything else (fail closed).
+/// Query parameters as a query string: an object (list values repeat the key, nested values
+/// as JSON), a list of `[key, value]` pairs, or a query string itself; `None` for anything
+/// else (fail closed).
 pub(crate) fn query_string(params: &serde_json::Value) -> Option<String> {
     use serde_json::Value;
     let encode = |s: &str| {
@@ -170,11 +171,11 @@ pub(crate) fn query_string(params: &serde_json::Value) -> Option<String> {
         }
         out
     };
+    // A nested value is sent in some serialisation of its own: its JSON text keeps its words.
     let scalar = |v: &Value| match v {
         Value::String(s) => Some(s.clone()),
-        Value::Number(_) | Value::Bool(_) => Some(v.to_string()),
         Value::Null => Some(String::new()),
-        _ => None,
+        _ => Some(v.to_string()),
     };
     let mut pairs = Vec::new();
     let mut push = |k: &str, v: &Value| -> Option<()> {
@@ -445,6 +446,14 @@ fn url_host(url: &str) -> String {
         .to_ascii_lowercase()
 }
 
+/// The explicit port of a URL (`9200` of `http://localhost:9200/logs`), if any.
+fn url_port(url: &str) -> Option<&str> {
+    let authority = after_scheme(url)?.split(['/', '\\', '?', '#']).next()?;
+    let host = authority.rsplit('@').next()?;
+    let port = host.rsplit_once(']').map_or(host, |(_, after)| after);
+    port.rsplit_once(':').map(|(_, p)| p)
+}
+
 /// A URL after its scheme and the slashes that follow (`x.io/a` of `https:///x.io/a`), or
 /// `None` when it has no scheme (a bare path).
 fn after_scheme(url: &str) -> Option<&str> {
@@ -479,7 +488,13 @@ pub(crate) fn apply(method: &str, url: &str, body: Option<&serde_json::Value>, v
 }
 
 /// Whether the path's nouns make `method` on it critical.
-fn critical_for(method: &str, destructive: bool, path_critical: bool, segments: &[&str]) -> bool {
+fn critical_for(
+    method: &str,
+    destructive: bool,
+    path_critical: bool,
+    segments: &[&str],
+    data_store_port: bool,
+) -> bool {
     let mut critical = path_critical;
     // `POST /v1/databases/{id}/query` (Notion), `POST .../search`: a read sent as POST
     // because it has a body; the path's nouns do not make it critical.
@@ -546,6 +561,9 @@ fn critical_for(method: &str, destructive: bool, path_critical: bool, segments: 
             && ["postgres", "redis", "mysql", "mongo", "kafka"]
                 .iter()
                 .any(|d| lower[n - 1].contains(d));
+        // CouchDB (port 5984) and Elasticsearch/OpenSearch (9200) delete a whole database or
+        // index by `DELETE /{name}`.
+        critical |= n == 1 && !lower[0].starts_with('_') && data_store_port;
         // DigitalOcean deletes a droplet with its volumes and snapshots.
         critical |= lower
             .iter()
@@ -601,7 +619,14 @@ fn apply_request(
     let path = percent_decode(url_path(&url));
     let (destructive, path_critical) = names::scan(&path);
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let critical = critical_for(method, destructive, path_critical, &segments);
+    let data_store_port = matches!(url_port(&url), Some("5984" | "9200"));
+    let critical = critical_for(
+        method,
+        destructive,
+        path_critical,
+        &segments,
+        data_store_port,
+    );
     // Upstash's REST API also takes a command as the path: `/unlink/k`, `/config/set/dir/x`
     // (the path after the host as clients read it, `https:x.upstash.io/unlink/k` too).
     if redis_endpoint(&url) {
@@ -722,7 +747,7 @@ fn apply_request(
         });
     let overrides = parameter_rules(&url, body, read, sql_endpoint, graphql_endpoint, v);
     for m in overrides {
-        let critical = critical_for(&m, destructive, path_critical, &segments);
+        let critical = critical_for(&m, destructive, path_critical, &segments, data_store_port);
         method_rules(&m, critical, v);
     }
     if batch && let Some(body) = body {
