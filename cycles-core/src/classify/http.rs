@@ -122,6 +122,94 @@ pub(crate) fn is_method_override(name: &str) -> bool {
     .any(|h| name.eq_ignore_ascii_case(h))
 }
 
+/// Whether an argument key names the request method in some tool's schema (`method`,
+/// `Method`, `http_method`, `httpMethod`, `verb`, `requestMethod`).
+pub(crate) fn is_method_key(key: &str) -> bool {
+    let canonical: String = key
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    matches!(
+        canonical.as_str(),
+        "method" | "httpmethod" | "verb" | "httpverb" | "requestmethod" | "requestverb"
+    )
+}
+
+/// Whether a value is an HTTP method that writes or deletes (a read method names nothing to
+/// fear wherever it stands).
+pub(crate) fn is_http_verb(value: &str) -> bool {
+    ["POST", "PUT", "PATCH", "DELETE"]
+        .iter()
+        .any(|m| value.trim().eq_ignore_ascii_case(m))
+}
+
+/// Arguments holding query parameters apart from the URL (Python requests' `params`).
+pub(crate) const QUERY_PARAMETER_KEYS: &[&str] = &[
+    "params",
+    "query_params",
+    "queryParams",
+    "search_params",
+    "searchParams",
+    "qs",
+    "query_string",
+    "queryString",
+];
+
+/// Query parameters as a query string: an object (list values repeat the key, nested values
+/// as JSON), a list of `[key, value]` pairs, or a query string itself; `None` for anything
+/// else (fail closed).
+pub(crate) fn query_string(params: &serde_json::Value) -> Option<String> {
+    use serde_json::Value;
+    let encode = |s: &str| {
+        let mut out = String::with_capacity(s.len());
+        for c in s.chars() {
+            match c {
+                '%' | '&' | '=' | '#' | '+' | '?' => out.push_str(&format!("%{:02X}", c as u32)),
+                _ => out.push(c),
+            }
+        }
+        out
+    };
+    // A nested value is sent in some serialisation of its own: its JSON text keeps its words.
+    let scalar = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Null => Some(String::new()),
+        _ => Some(v.to_string()),
+    };
+    let mut pairs = Vec::new();
+    let mut push = |k: &str, v: &Value| -> Option<()> {
+        match v {
+            Value::Array(items) => {
+                for item in items {
+                    pairs.push(format!("{}={}", encode(k), encode(&scalar(item)?)));
+                }
+            }
+            _ => pairs.push(format!("{}={}", encode(k), encode(&scalar(v)?))),
+        }
+        Some(())
+    };
+    match params {
+        Value::Null => {}
+        Value::String(s) => return Some(s.trim_start_matches('?').to_string()),
+        Value::Object(m) => {
+            for (k, v) in m {
+                push(k, v)?;
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                match item.as_array().map(Vec::as_slice) {
+                    Some([Value::String(k), v]) => push(k, v)?,
+                    _ => return None,
+                }
+            }
+        }
+        _ => return None,
+    }
+    Some(pairs.join("&"))
+}
+
 /// A request's headers as `(name, value)` pairs, from an object (`{"X-Amz-Target": "..."}`,
 /// a list value joined with commas), a list of `"Name: value"` lines (curl's `-H`), of
 /// `{"name", "value"}` objects (HAR, Postman) or of `[name, value]` pairs, or one such line.
@@ -201,7 +289,7 @@ pub(crate) fn apply_headers<K: AsRef<str>, V: AsRef<str>>(headers: &[(K, V)], v:
         let (name, value) = (name.as_ref(), value.as_ref());
         if name.eq_ignore_ascii_case("x-amz-target") {
             let operation = value.rsplit('.').next().unwrap_or(value);
-            match names::scan(operation) {
+            match names::scan_operation(operation) {
                 // AWS operations are a verb and a noun: deleting a whole store (a DynamoDB
                 // table, a Kinesis stream, a log group, a keyspace, a file system) deletes the
                 // data in it.
@@ -261,21 +349,23 @@ fn soap_action(uri: &str, v: &mut Verdict) {
     let mut parts = uri.rsplit(['/', '#', ':']);
     let operation = parts.next().unwrap_or(uri);
     let service = parts.next().unwrap_or("");
-    let (destructive, critical) = names::scan(operation);
+    let (destructive, critical) = names::scan_operation(operation);
     if !destructive {
         return;
     }
-    if critical || names::scan(service).1 {
+    if critical || names::scan_operation(service).1 {
         v.raise(Tier::T4, "http.action_critical");
     } else {
         v.raise(Tier::T3, "http.action_destructive");
     }
 }
 
-/// An RPC action name that destroys: 3, with a critical noun 4.
+/// An RPC action name that destroys: 3, with a critical noun 4, and 4 when it deletes a whole
+/// store (AWS's query API: `Action=PurgeQueue`, `DeleteReplicationGroup`).
 fn action_rules(action: &str, v: &mut Verdict) {
-    match names::scan(action) {
+    match names::scan_operation(action) {
         (true, true) => v.raise(Tier::T4, "http.action_critical"),
+        (true, false) if deletes_aws_store(action) => v.raise(Tier::T4, "http.action_critical"),
         (true, false) => v.raise(Tier::T3, "http.action_destructive"),
         _ => {}
     }
@@ -356,6 +446,14 @@ fn url_host(url: &str) -> String {
         .to_ascii_lowercase()
 }
 
+/// The explicit port of a URL (`9200` of `http://localhost:9200/logs`), if any.
+fn url_port(url: &str) -> Option<&str> {
+    let authority = after_scheme(url)?.split(['/', '\\', '?', '#']).next()?;
+    let host = authority.rsplit('@').next()?;
+    let port = host.rsplit_once(']').map_or(host, |(_, after)| after);
+    port.rsplit_once(':').map(|(_, p)| p)
+}
+
 /// A URL after its scheme and the slashes that follow (`x.io/a` of `https:///x.io/a`), or
 /// `None` when it has no scheme (a bare path).
 fn after_scheme(url: &str) -> Option<&str> {
@@ -386,32 +484,149 @@ fn redis_endpoint(url: &str) -> bool {
 
 /// Raises `v` by an HTTP request.
 pub(crate) fn apply(method: &str, url: &str, body: Option<&serde_json::Value>, v: &mut Verdict) {
-    let method = method.trim();
-    let url = url.trim().replace('\\', "/");
-    let path = percent_decode(url_path(&url));
-    let (destructive, mut critical) = names::scan(&path);
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    apply_request(method, url, body, true, v);
+}
+
+/// Whether the path's nouns make `method` on it critical.
+fn critical_for(
+    method: &str,
+    destructive: bool,
+    path_critical: bool,
+    segments: &[&str],
+    data_store_port: bool,
+) -> bool {
+    let mut critical = path_critical;
     // `POST /v1/databases/{id}/query` (Notion), `POST .../search`: a read sent as POST
     // because it has a body; the path's nouns do not make it critical.
     let last = segments
         .last()
         .map(|s| s.to_ascii_lowercase())
         .unwrap_or_default();
+    // Google's custom methods follow a colon (`.../documents:runQuery`,
+    // `.../models/gemini:generateContent`).
+    let custom = last
+        .rsplit_once(':')
+        .map_or(last.as_str(), |(_, verb)| verb);
     if !destructive
         && method.eq_ignore_ascii_case("POST")
-        && matches!(
+        && (matches!(
             last.as_str(),
-            "query" | "search" | "list" | "get" | "find" | "lookup" | "count" | "describe"
-        )
+            "query"
+                | "queries"
+                | "search"
+                | "list"
+                | "get"
+                | "find"
+                | "lookup"
+                | "count"
+                | "describe"
+        ) || matches!(
+            custom,
+            "query"
+                | "runquery"
+                | "runaggregationquery"
+                | "search"
+                | "list"
+                | "get"
+                | "batchget"
+                | "lookup"
+                | "count"
+                | "counttokens"
+                | "generatecontent"
+                | "streamgeneratecontent"
+                | "embedcontent"
+                | "batchembedcontents"
+                | "predict"
+                | "publish"
+        ))
     {
         critical = false;
     }
     if method.eq_ignore_ascii_case("DELETE") {
-        // `DELETE /repos/{owner}/{repo}` deletes a repository; `DELETE /logs-*` or `/_all`
-        // (Elasticsearch) every index it matches.
-        critical |= segments.len() >= 3 && segments[segments.len() - 3] == "repos";
+        // `DELETE /repos/{owner}/{repo}` (Bitbucket: `/repositories/{ws}/{repo}`) deletes a
+        // repository; `DELETE /logs-*` or `/_all` (Elasticsearch) every index it matches.
+        let lower: Vec<String> = segments.iter().map(|s| s.to_ascii_lowercase()).collect();
+        let n = lower.len();
+        critical |= n >= 3 && matches!(lower[n - 3].as_str(), "repos" | "repositories");
         critical |= segments.iter().any(|s| s.contains('*') || *s == "_all");
+        // A store or a container of everything in it, deleted by its id (`/namespaces/x`) or
+        // whole (`/namespaces/default/persistentvolumeclaims`).
+        critical |= lower
+            .iter()
+            .skip(n.saturating_sub(2))
+            .any(|s| DELETED_STORES.contains(&s.as_str()));
+        // Heroku's data add-ons (`/apps/a/addons/postgresql-curved-123`).
+        critical |= n >= 2
+            && lower[n - 2] == "addons"
+            && ["postgres", "redis", "mysql", "mongo", "kafka"]
+                .iter()
+                .any(|d| lower[n - 1].contains(d));
+        // CouchDB (port 5984) and Elasticsearch/OpenSearch (9200) delete a whole database or
+        // index by `DELETE /{name}`.
+        critical |= n == 1 && !lower[0].starts_with('_') && data_store_port;
+        // DigitalOcean deletes a droplet with its volumes and snapshots.
+        critical |= lower
+            .iter()
+            .any(|s| s == "destroy_with_associated_resources");
     }
+    critical
+}
+
+/// Path segments naming a store, or a container of everything in it, whose DELETE (of one, by
+/// the segment after it, or of all) deletes data: Kubernetes namespaces and persistent volumes,
+/// Azure resource groups, storage accounts and database servers, EFS file systems, OpenSearch
+/// domains, Render's and others' databases, Fly apps (with their volumes), GitHub orgs, GitLab
+/// groups, workspaces.
+const DELETED_STORES: &[&str] = &[
+    "namespaces",
+    "persistentvolumes",
+    "persistentvolumeclaims",
+    "resourcegroups",
+    "storageaccounts",
+    "flexibleservers",
+    "file-systems",
+    "filesystems",
+    "domain",
+    "domains",
+    "postgres",
+    "postgresql",
+    "mysql",
+    "redis",
+    "keyspaces",
+    "datasets",
+    "tables",
+    "collections",
+    "indices",
+    "disks",
+    "apps",
+    "orgs",
+    "organizations",
+    "groups",
+    "workspaces",
+];
+
+/// Raises `v` by one request; `batch`: whether sub-requests in its body are read (a batch's
+/// own sub-requests are not searched for further batches).
+fn apply_request(
+    method: &str,
+    url: &str,
+    body: Option<&serde_json::Value>,
+    batch: bool,
+    v: &mut Verdict,
+) {
+    let method = method.trim();
+    let url = url.trim().replace('\\', "/");
+    let path = percent_decode(url_path(&url));
+    let (destructive, path_critical) = names::scan(&path);
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let data_store_port = matches!(url_port(&url), Some("5984" | "9200"));
+    let critical = critical_for(
+        method,
+        destructive,
+        path_critical,
+        &segments,
+        data_store_port,
+    );
     // Upstash's REST API also takes a command as the path: `/unlink/k`, `/config/set/dir/x`
     // (the path after the host as clients read it, `https:x.upstash.io/unlink/k` too).
     if redis_endpoint(&url) {
@@ -435,26 +650,33 @@ pub(crate) fn apply(method: &str, url: &str, body: Option<&serde_json::Value>, v
             redis_rules(super::redis::rate(&words).0, v);
         }
     }
-    let graphql_endpoint = segments
-        .iter()
-        .any(|s| s.to_ascii_lowercase().contains("graphql"));
+    // `/graphql`, `/graphql/v2`, and `/gql` (Twitch and others).
+    let graphql_endpoint = segments.iter().any(|s| {
+        let s = s.to_ascii_lowercase();
+        s.contains("graphql") || s == "gql"
+    });
     let mut graphql = false;
     // GraphQL over GET (or a POST that also carries one): the document is in `?query=`.
     if let Some(q) = url
         .split_once('?')
         .map(|(_, q)| q.split('#').next().unwrap_or(q))
         .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("query=")))
-        && segments
-            .iter()
-            .any(|s| s.to_ascii_lowercase().contains("graphql"))
+        && graphql_endpoint
     {
         let doc = percent_decode(&q.replace('+', " ")).into_owned();
         graphql = true;
         apply_graphql(&doc, None, v);
     }
     if let Some(body) = body {
-        // A batch is an array of operations; every one of them runs.
-        let items: &[serde_json::Value] = match body {
+        // A batch is an array of operations; every one of them runs (also sent as a JSON
+        // string).
+        let parsed_batch = match body {
+            serde_json::Value::String(text) if text.trim_start().starts_with('[') => {
+                serde_json::from_str::<serde_json::Value>(text).ok()
+            }
+            _ => None,
+        };
+        let items: &[serde_json::Value] = match parsed_batch.as_ref().unwrap_or(body) {
             serde_json::Value::Array(a) => a,
             other => std::slice::from_ref(other),
         };
@@ -484,8 +706,23 @@ pub(crate) fn apply(method: &str, url: &str, body: Option<&serde_json::Value>, v
         // cannot be seen.
         v.raise(Tier::T4, "http.graphql_unknown_body");
     }
+    // GitHub's `PATCH /repos/o/r/git/refs/heads/main` with `"force": true` rewrites the
+    // branch's history.
+    if !read
+        && segments.windows(2).any(|w| w == ["git", "refs"])
+        && body.is_some_and(|b| b.get("force").is_some_and(|f| f == true || f == "true"))
+    {
+        v.raise(Tier::T3, "http.force_update");
+    }
     if !graphql {
         method_rules(method, critical, v);
+        // A persisted GraphQL query (`extensions.persistedQuery`, `documentId`): its operation
+        // name is all there is to read of it.
+        if let Some(serde_json::Value::Object(m)) = body
+            && let Some(name) = m.get("operationName").and_then(|n| n.as_str())
+        {
+            action_rules(name, v);
+        }
     }
     // Keys that carry SQL for some services and words for others are read as SQL only at an
     // endpoint that runs statements, never at a search.
@@ -508,20 +745,75 @@ pub(crate) fn apply(method: &str, url: &str, body: Option<&serde_json::Value>, v
             .iter()
             .any(|k| s.contains(k))
         });
-    parameter_rules(
-        &url,
-        body,
-        read,
-        sql_endpoint,
-        graphql_endpoint,
-        critical,
-        v,
-    );
+    let overrides = parameter_rules(&url, body, read, sql_endpoint, graphql_endpoint, v);
+    for m in overrides {
+        let critical = critical_for(&m, destructive, path_critical, &segments, data_store_port);
+        method_rules(&m, critical, v);
+    }
+    if batch && let Some(body) = body {
+        for (method, url, body) in sub_requests(body) {
+            apply_request(&method, &url, body.as_ref(), false, v);
+        }
+    }
     match (destructive, critical) {
         (true, true) => v.raise(Tier::T4, "http.destructive_path_critical"),
         (true, false) => v.raise(Tier::T3, "http.destructive_path"),
         _ => {}
     }
+}
+
+/// Keys of a body object whose array holds a batch of sub-requests (Microsoft Graph's
+/// `$batch` `requests`, and the like).
+const BATCH_KEYS: &[&str] = &["requests", "operations", "batch", "calls", "ops"];
+
+/// Sub-requests a body describes (`{"method": "DELETE", "url": "/volumes/1"}` as an item of a
+/// top-level array, or of a batch key's array): a batch endpoint runs them.
+fn sub_requests(body: &serde_json::Value) -> Vec<(String, String, Option<serde_json::Value>)> {
+    use serde_json::Value;
+    let parsed;
+    let body = match body {
+        Value::String(s) => match serde_json::from_str::<Value>(s) {
+            Ok(p) => {
+                parsed = p;
+                &parsed
+            }
+            Err(_) => return Vec::new(),
+        },
+        other => other,
+    };
+    let mut items: Vec<&Value> = Vec::new();
+    match body {
+        Value::Array(a) => items.extend(a),
+        // The body object itself is not one: `{"method": "DELETE", "url": ...}` posted to
+        // `/hooks` configures a webhook, it runs nothing now.
+        Value::Object(m) => {
+            for key in BATCH_KEYS {
+                if let Some(Value::Array(a)) = m.get(*key) {
+                    items.extend(a);
+                }
+            }
+        }
+        _ => {}
+    }
+    items
+        .into_iter()
+        .take(MAX_PARAMETERS)
+        .filter_map(|item| {
+            let m = item.as_object()?;
+            let field = |names: &[&str]| {
+                m.iter()
+                    .find(|(k, _)| names.iter().any(|n| k.eq_ignore_ascii_case(n)))
+                    .and_then(|(_, v)| v.as_str())
+            };
+            let method = field(&["method", "http_method", "httpMethod", "verb"])?;
+            let url = field(&["url", "path", "uri", "relative_url", "endpoint"])?;
+            let body = m
+                .iter()
+                .find(|(k, _)| ["body", "json", "data"].contains(&k.as_str()))
+                .map(|(_, v)| v.clone());
+            Some((method.to_string(), url.to_string(), body))
+        })
+        .collect()
 }
 
 /// The tier of a request by its method, on a path naming a critical thing or not.
@@ -553,6 +845,11 @@ fn method_rules(method: &str, critical: bool, v: &mut Verdict) {
 /// (`?Action=DeleteDBInstance`), JSON-RPC (`{"method": "deleteVolume"}`), and the like.
 const ACTION_KEYS: &[&str] = &[
     "action",
+    "cmd",
+    "command",
+    "do",
+    "function",
+    "func",
     "method",
     "operation",
     "operationid",
@@ -588,7 +885,12 @@ const MAYBE_SQL_KEYS: &[&str] = &[
 ];
 
 /// Parameters that override the method for servers that honour them (`?_method=DELETE`).
-const METHOD_OVERRIDE_KEYS: &[&str] = &["_method", "x-http-method-override", "x-http-method"];
+const METHOD_OVERRIDE_KEYS: &[&str] = &[
+    "_method",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
 
 /// How many body values are looked at, and how deep; a larger body is not read further.
 const MAX_PARAMETERS: usize = 4096;
@@ -601,7 +903,13 @@ fn looks_like_graphql(text: &str) -> bool {
     loop {
         rest = rest.trim_start_matches(|c: char| c.is_whitespace() || c == ',');
         match rest.strip_prefix('#') {
-            Some(comment) => rest = comment.split_once('\n').map_or("", |(_, after)| after),
+            // A comment ends at any line terminator (GraphQL's `\n`, `\r`; U+2028 too: the
+            // document then fails to parse, closed).
+            Some(comment) => {
+                rest = comment
+                    .split_once(['\n', '\r', '\u{2028}'])
+                    .map_or("", |(_, after)| after)
+            }
             None => break,
         }
     }
@@ -692,12 +1000,25 @@ fn parameter_rules(
     read: bool,
     sql_endpoint: bool,
     graphql_endpoint: bool,
-    critical_path: bool,
     v: &mut Verdict,
-) {
+) -> Vec<String> {
+    let actions_endpoint = url_path(url)
+        .trim_end_matches('/')
+        .to_ascii_lowercase()
+        .ends_with("/actions");
+    let mut overrides = Vec::new();
     let mut params = Vec::new();
     if let Some((_, query)) = url.split_once('?') {
-        form_pairs(query.split('#').next().unwrap_or(query), &mut params);
+        let query = query.split('#').next().unwrap_or(query);
+        // S3's DeleteObjects is `POST /?delete` (up to 1000 keys): a bare `delete` parameter
+        // makes the request a deletion.
+        if query.split('&').any(|p| {
+            let (key, value) = p.split_once('=').unwrap_or((p, ""));
+            percent_decode(key).eq_ignore_ascii_case("delete") && value.is_empty()
+        }) {
+            overrides.push("DELETE".to_string());
+        }
+        form_pairs(query, &mut params);
     }
     match body {
         // A text body: JSON, a form (`-d 'Action=DeleteVolume&...'`), or SQL itself.
@@ -732,8 +1053,19 @@ fn parameter_rules(
     };
     for Param { key, value, top } in &params {
         let key = key.as_str();
+        // DigitalOcean's actions name the action in `type`: a rebuild or restore reimages the
+        // disk, destroying its data.
+        if key == "type" && *top && actions_endpoint {
+            action_rules(value, v);
+            if ["rebuild", "restore", "reimage"]
+                .iter()
+                .any(|a| value.trim().eq_ignore_ascii_case(a))
+            {
+                v.raise(Tier::T3, "http.action_destructive");
+            }
+        }
         if METHOD_OVERRIDE_KEYS.contains(&key) && *top {
-            method_rules(value.trim(), critical_path, v);
+            overrides.push(value.trim().to_string());
         } else if ACTION_KEYS.contains(&key) && *top && !(key == "method" && http_method(value)) {
             // (A `method` naming an HTTP verb describes a request, such as a webhook's.)
             action_rules(value, v);
@@ -748,6 +1080,7 @@ fn parameter_rules(
             super::sql::apply_if_sql(value, v);
         }
     }
+    overrides
 }
 
 /// Classifies a GraphQL document; `operation_name` selects the operation that runs.
@@ -797,7 +1130,7 @@ pub(crate) fn apply_graphql(document: &str, operation_name: Option<&str>, v: &mu
                 let mut destructive = false;
                 let mut critical = false;
                 let mut check = |name: &str| {
-                    let (d, c) = names::scan(name);
+                    let (d, c) = names::scan_operation(name);
                     destructive |= d;
                     // A critical noun counts together with a destructive verb in the same name.
                     critical |= d && c;
@@ -811,9 +1144,11 @@ pub(crate) fn apply_graphql(document: &str, operation_name: Option<&str>, v: &mu
                 }
                 // Namespaced mutations (`volume { delete(id: 1) }`): a destructive field below a
                 // root field; critical when either names a critical thing.
-                let root_critical = roots.iter().any(|f| names::scan(f).1);
+                let root_critical = roots.iter().any(|f| names::scan_operation(f).1);
                 for f in &nested {
-                    let (d, c) = names::scan(f);
+                    // `volume { remove }`: a verb that destroys only critical things counts
+                    // below a critical root.
+                    let (d, c) = names::scan_in(f, root_critical);
                     destructive |= d;
                     critical |= d && (c || root_critical);
                 }

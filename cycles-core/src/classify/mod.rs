@@ -70,9 +70,10 @@ pub enum ClassifierKind {
     Sql,
     /// A shell command line (argument `command`, `cmd` or `script`; a string, or an argv array).
     Shell,
-    /// An HTTP request: URL (`url`, `path` or `endpoint`), method (`method`, or a
-    /// method-override entry of `headers`) and body (`body`, `json` or `data`; a GraphQL body is
-    /// classified as GraphQL).
+    /// An HTTP request: URL (`url`, `path` or `endpoint`, with query parameters from `params`),
+    /// method (`method` or another spelling of it, or a method-override entry of `headers`:
+    /// every one is rated) and body (`body`, `json`, `data`, `form` or `payload`; a GraphQL
+    /// body is classified as GraphQL).
     Http,
     /// A GraphQL document (argument `query`) with `operationName`.
     Graphql,
@@ -230,7 +231,11 @@ impl ArgClassifier {
             input,
             dialect: rule.dialect.unwrap_or_default(),
             method: path("method_arg", &rule.method_arg, &["method"])?,
-            body: path("body_arg", &rule.body_arg, &["body", "json", "data"])?,
+            body: path(
+                "body_arg",
+                &rule.body_arg,
+                &["body", "json", "data", "form", "payload"],
+            )?,
         }))
     }
 
@@ -238,7 +243,7 @@ impl ArgClassifier {
     fn apply(&self, call: &ToolCall, v: &mut Verdict) {
         let args = &call.args;
         let Some(input) = &self.input else {
-            names::apply(&call.action.name, v);
+            names::apply_operation(&call.action.name, v);
             return;
         };
         let values = input.all(args);
@@ -281,42 +286,10 @@ impl ArgClassifier {
                 }
                 _ => missing(v),
             },
-            ClassifierKind::Http => {
-                let bodies = self.body.all(args);
-                let method = match self.method.all(args).first() {
-                    Some(serde_json::Value::String(m)) => m.as_str(),
-                    Some(_) => {
-                        missing(v);
-                        return;
-                    }
-                    // fetch-style tools default to GET, and to POST when they carry a body.
-                    None if !bodies.is_empty() => "POST",
-                    None => "GET",
-                };
-                // A method-override header (`X-HTTP-Method-Override: DELETE`) is the method
-                // that servers honouring it run.
-                let headers = http::header_pairs(
-                    ["headers", "Headers", "header"]
-                        .iter()
-                        .find_map(|k| args.get(k).filter(|h| !h.is_null())),
-                );
-                let method = headers
-                    .iter()
-                    .find(|(k, _)| http::is_method_override(k))
-                    .map_or(method, |(_, m)| m.as_str());
-                http::apply_headers(&headers, v);
-                match value {
-                    Some(serde_json::Value::String(url)) if bodies.is_empty() => {
-                        http::apply(method, url, None, v)
-                    }
-                    Some(serde_json::Value::String(url)) => {
-                        for body in bodies {
-                            http::apply(method, url, Some(body), v);
-                        }
-                    }
-                    _ => missing(v),
-                }
-            }
+            ClassifierKind::Http => match value {
+                Some(serde_json::Value::String(url)) => self.apply_http(args, url, v),
+                _ => missing(v),
+            },
             ClassifierKind::Graphql => match value {
                 Some(serde_json::Value::String(doc)) => {
                     let op = ["operationName", "operation_name", "operation"]
@@ -327,7 +300,17 @@ impl ArgClassifier {
                 _ => missing(v),
             },
             ClassifierKind::Names => match value {
-                Some(serde_json::Value::String(s)) => names::apply(s, v),
+                Some(serde_json::Value::String(s)) => {
+                    names::apply_operation(s, v);
+                    // A dispatching tool may name the verb in one argument and what it acts on
+                    // in another (`{"action": "delete", "resource": "volume"}`): read them as one
+                    // name.
+                    for key in DISPATCH_OBJECT_KEYS {
+                        if let Some(object) = args.get(key).and_then(|o| o.as_str()) {
+                            names::apply_operation(&format!("{s} {object}"), v);
+                        }
+                    }
+                }
                 _ => missing(v),
             },
             ClassifierKind::Path => match value {
@@ -345,6 +328,132 @@ impl ArgClassifier {
         }
     }
 }
+
+impl ArgClassifier {
+    /// Raises `v` by an HTTP request to `url` described by the call's arguments. Every method
+    /// the request may run with is rated and the highest wins: the method argument (any
+    /// spelling of it, also inside a fetch-style `options` object), a method-override header
+    /// (servers that ignore it run the sent method, those that honour it the override), and
+    /// any argument whose value is a bare HTTP verb.
+    fn apply_http(&self, args: &serde_json::Value, url: &str, v: &mut Verdict) {
+        use serde_json::Value;
+        let missing = |v: &mut Verdict| v.raise(Tier::T4, ClassifierKind::Http.missing_rule());
+        // Where a fetch-style tool reads its request from: the arguments themselves and an
+        // options object (`fetch(url, {method, headers, body})`).
+        let mut containers = vec![args];
+        for key in [
+            "options",
+            "init",
+            "request",
+            "config",
+            "opts",
+            "request_options",
+        ] {
+            if let Some(o @ Value::Object(_)) = args.get(key) {
+                containers.push(o);
+            }
+        }
+        let defaults = matches!(self.method, ArgSource::Defaults(_));
+        let mut bodies = self.body.all(args);
+        if let ArgSource::Defaults(names) = &self.body {
+            for c in &containers[1..] {
+                bodies.extend(names.iter().filter_map(|n| c.get(n)));
+            }
+        }
+        bodies.retain(|b| !b.is_null());
+        let mut methods: Vec<String> = Vec::new();
+        match &self.method {
+            ArgSource::Path(p) => match p.get(args) {
+                Some(Value::String(m)) => methods.push(m.clone()),
+                Some(_) => return missing(v),
+                None => {}
+            },
+            ArgSource::Defaults(_) => {
+                for c in &containers {
+                    let Value::Object(m) = c else { continue };
+                    for (key, val) in m {
+                        let named = http::is_method_key(key);
+                        match val {
+                            Value::String(s) if named || http::is_http_verb(s) => {
+                                methods.push(s.clone())
+                            }
+                            Value::Null => {}
+                            _ if named => return missing(v),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+        if methods.is_empty() {
+            // fetch-style tools default to GET, and to POST when they carry a body.
+            methods.push(if bodies.is_empty() { "GET" } else { "POST" }.to_string());
+        }
+        let mut headers = Vec::new();
+        for c in &containers {
+            headers.extend(http::header_pairs(
+                ["headers", "Headers", "header"]
+                    .iter()
+                    .find_map(|k| c.get(k).filter(|h| !h.is_null())),
+            ));
+        }
+        // A method-override header (`X-HTTP-Method-Override: DELETE`) is the method servers
+        // honouring it run; the others run the sent one: both are rated.
+        methods.extend(
+            headers
+                .iter()
+                .filter(|(k, _)| http::is_method_override(k))
+                .map(|(_, m)| m.clone()),
+        );
+        methods.sort_unstable();
+        methods.dedup();
+        http::apply_headers(&headers, v);
+        // Query parameters given apart from the URL (`params` as in Python's requests) are
+        // sent in the query string: read them there.
+        let mut url = url.to_string();
+        if defaults {
+            for c in &containers {
+                for key in http::QUERY_PARAMETER_KEYS {
+                    let Some(params) = c.get(key) else { continue };
+                    match http::query_string(params) {
+                        Some(q) if q.is_empty() => {}
+                        Some(q) => {
+                            url.push(if url.contains('?') { '&' } else { '?' });
+                            url.push_str(&q);
+                        }
+                        None => return missing(v),
+                    }
+                }
+            }
+        }
+        for method in &methods {
+            if bodies.is_empty() {
+                http::apply(method, &url, None, v);
+            }
+            for body in &bodies {
+                http::apply(method, &url, Some(body), v);
+            }
+        }
+    }
+}
+
+/// Arguments of a dispatching tool that name what its action acts on.
+const DISPATCH_OBJECT_KEYS: &[&str] = &[
+    "resource",
+    "resource_type",
+    "resourceType",
+    "kind",
+    "target",
+    "target_type",
+    "type",
+    "object",
+    "object_type",
+    "entity",
+];
+
+/// Arguments of an unregistered tool that often carry SQL (`mcp__postgres__query`), read by
+/// the SQL rules when the text reads as SQL and parses.
+const UNKNOWN_TOOL_SQL_KEYS: &[&str] = &["sql", "query", "statement"];
 
 /// Registered tools: exact names in a hash map, globs in a set (first match wins).
 #[derive(Debug, Clone)]
@@ -576,7 +685,13 @@ impl ToolIndex {
                     UnknownTool::Deny => Tier::T4,
                 };
                 let mut v = Verdict::default();
-                names::apply(&call.action.name, &mut v);
+                names::apply_operation(&call.action.name, &mut v);
+                // An unregistered database tool's SQL says what it does, whatever its name.
+                for key in UNKNOWN_TOOL_SQL_KEYS {
+                    if let Some(text) = call.args.get(key).and_then(|t| t.as_str()) {
+                        sql::apply_if_sql(text, &mut v);
+                    }
+                }
                 let mut rules = vec!["unknown_tool".to_string()];
                 rules.extend(v.rules.iter().map(|r| r.to_string()));
                 Classification {

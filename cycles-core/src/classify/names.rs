@@ -51,6 +51,16 @@ const DESTRUCTIVE: &[&str] = &[
     "shred",
     "rm",
     "rmrf",
+    "deprovision",
+    "deprovisions",
+    "deprovisioned",
+    "deprovisioning",
+    "decommission",
+    "decommissions",
+    "decommissioned",
+    "decommissioning",
+    "teardown",
+    "teardowns",
 ];
 
 /// Verbs that name many reversible operations (`removeLabel`, `resetPassword`) but destroy a
@@ -76,6 +86,23 @@ const DESTRUCTIVE_WITH_CRITICAL: &[&str] = &[
     "overwrite",
     "overwrites",
     "detach",
+    "rebuild",
+    "reimage",
+    "uninstall",
+    "uninstalls",
+];
+
+/// Restoring a backup over a live volume or database replaces the data in it: like
+/// [`DESTRUCTIVE_WITH_CRITICAL`] in the name of an operation (a tool, an API action, a GraphQL
+/// field: `volumeInstanceBackupRestore`). Not in a shell command's words, which the shell
+/// rates by its own restore rules (`shell.db_load`).
+const RESTORE_VERBS: &[&str] = &[
+    "restore",
+    "restores",
+    "restored",
+    "restoring",
+    "rollback",
+    "rollbacks",
 ];
 
 /// Things whose destruction is irreversible or unbounded.
@@ -101,6 +128,17 @@ const CRITICAL: &[&str] = &[
     "environments",
     "bucket",
     "buckets",
+    "vols",
+    "proj",
+    "projs",
+    "bak",
+    "baks",
+    "pvc",
+    "pvcs",
+    "persistentvolume",
+    "persistentvolumes",
+    "persistentvolumeclaim",
+    "persistentvolumeclaims",
 ];
 
 /// Things whose deletion deletes everything in them (a Kubernetes namespace, a CloudFormation
@@ -116,8 +154,164 @@ const CRITICAL_WHEN_DESTROYED: &[&str] = &[
     "tables",
 ];
 
+/// Like [`CRITICAL_WHEN_DESTROYED`], stores and containers whose deletion deletes the data in
+/// them (`drop_table`, `delete_env`, `delete_index`, `apps_destroy`), unless the name also
+/// names a part of them (`delete_table_row`, `delete_env_var`, `delete_org_member`), which is an
+/// ordinary deletion.
+const STORES_WHEN_DESTROYED: &[&str] = &[
+    "repo",
+    "repos",
+    "table",
+    "collection",
+    "collections",
+    "env",
+    "envs",
+    "pv",
+    "pvs",
+    "workspace",
+    "workspaces",
+    "org",
+    "orgs",
+    "organization",
+    "organizations",
+    "tenant",
+    "tenants",
+    "disk",
+    "disks",
+    "postgres",
+    "postgresql",
+    "mysql",
+    "mariadb",
+    "redis",
+    "mongo",
+    "mongodb",
+    "index",
+    "indexes",
+    "indices",
+    "keyspace",
+    "keyspaces",
+    "dataset",
+    "datasets",
+    "snap",
+    "snaps",
+    "ns",
+    "app",
+    "apps",
+    "filesystem",
+    "filesystems",
+    "resourcegroup",
+    "resourcegroups",
+    "storageaccount",
+    "storageaccounts",
+];
+
+/// Parts of a store: next to one of them a store noun names where the deleted thing is.
+const PARTS: &[&str] = &[
+    "row",
+    "rows",
+    "record",
+    "records",
+    "item",
+    "items",
+    "entry",
+    "entries",
+    "column",
+    "columns",
+    "field",
+    "fields",
+    "var",
+    "vars",
+    "variable",
+    "variables",
+    "document",
+    "documents",
+    "key",
+    "keys",
+    "value",
+    "values",
+    "tag",
+    "tags",
+    "label",
+    "labels",
+    "comment",
+    "comments",
+    "member",
+    "members",
+    "user",
+    "users",
+    "permission",
+    "permissions",
+    "file",
+    "files",
+    "object",
+    "objects",
+    "attribute",
+    "attributes",
+    "token",
+    "tokens",
+    "webhook",
+    "webhooks",
+    "alias",
+    "aliases",
+    "pattern",
+    "patterns",
+    "invite",
+    "invites",
+    "invitation",
+    "role",
+    "roles",
+];
+
+/// Adjacent word pairs that together destroy a whole store: Redis's `flushAll`, Prisma's
+/// `migrate reset` (drops the database), Supabase's `reset_branch`, a device's
+/// `factory_reset`, `format_disk`, Azure's resource group (`delete_resource_group` deletes
+/// everything in it, with a destructive verb).
+const CRITICAL_PAIRS: &[(&str, &str)] = &[
+    ("flush", "all"),
+    ("migrate", "reset"),
+    ("migration", "reset"),
+    ("migrations", "reset"),
+    ("reset", "branch"),
+    ("factory", "reset"),
+    ("format", "disk"),
+    ("format", "disks"),
+    ("format", "drive"),
+    ("format", "partition"),
+];
+
+/// The first words of [`CRITICAL_PAIRS`] and of `tear down` and `resource group`.
+const PAIR_WORDS: &[&str] = &[
+    "flush",
+    "migrate",
+    "migration",
+    "migrations",
+    "reset",
+    "factory",
+    "format",
+    "tear",
+    "resource",
+];
+
 /// Single words that wipe a whole data store (`redis.flushall`, `upstash.flushdb`).
-const WHOLE_STORE_WIPES: &[&str] = &["flushall", "flushdb", "dropdb", "resetdb", "wipedb"];
+const WHOLE_STORE_WIPES: &[&str] = &[
+    "flushall",
+    "flushdb",
+    "dropdb",
+    "resetdb",
+    "wipedb",
+    "nukedb",
+    "deldb",
+    "rmdb",
+    "dbdrop",
+    "dropdbs",
+    "rmvol",
+    "rmvolume",
+    "rmvolumes",
+    "deleteenv",
+    "destroyall",
+    "dropall",
+    "factoryreset",
+];
 
 /// Rule id: a destructive verb in a name.
 pub const RULE_DESTRUCTIVE: &str = "name.destructive";
@@ -219,23 +413,61 @@ fn is_compound_destructive_critical(word: &str) -> bool {
 }
 
 /// What the words of `name` say: `(destructive verb present, critical noun present)`.
+/// Restores are not counted ([`scan_operation`] counts them).
 pub(crate) fn scan(name: &str) -> (bool, bool) {
+    scan_with(name, false, false)
+}
+
+/// [`scan`] for the name of an operation (a tool, an API action, a GraphQL field), where a
+/// restore with a critical noun replaces the data of a store (`restore_backup`).
+pub(crate) fn scan_operation(name: &str) -> (bool, bool) {
+    scan_with(name, true, false)
+}
+
+/// [`scan_operation`] for a name below another that names a critical thing (`remove` in
+/// GraphQL's `volume { remove }`): a verb that destroys only critical things counts.
+pub(crate) fn scan_in(name: &str, critical_context: bool) -> (bool, bool) {
+    scan_with(name, true, critical_context)
+}
+
+fn scan_with(name: &str, restores: bool, critical_context: bool) -> (bool, bool) {
     let mut destructive = false;
-    let mut critical = false;
     let mut weak = false;
+    let mut critical = false;
     let mut container = false;
+    let mut store = false;
+    let mut part = false;
+    // Pairs count as adjacent words in order (`flush all`, not `reset_migration_status`).
+    let mut prev: Option<&str> = None;
+    let mut pair = false;
+    let mut tear_down = false;
+    let mut resource_group = false;
     any_word(name, |w| {
         destructive |= is_destructive(w);
-        weak |= DESTRUCTIVE_WITH_CRITICAL.contains(&w);
+        weak |= DESTRUCTIVE_WITH_CRITICAL.contains(&w) || restores && RESTORE_VERBS.contains(&w);
         critical |= is_critical(w);
         container |= CRITICAL_WHEN_DESTROYED.contains(&w);
+        store |= STORES_WHEN_DESTROYED.contains(&w);
+        part |= PARTS.contains(&w);
         if is_compound_destructive_critical(w) || WHOLE_STORE_WIPES.contains(&w) {
             destructive = true;
             critical = true;
         }
+        let after = |a: &str| prev == Some(a);
+        pair |= CRITICAL_PAIRS.iter().any(|(a, b)| after(a) && w == *b);
+        tear_down |= after("tear") && w == "down";
+        resource_group |= after("resource") && matches!(w, "group" | "groups");
+        prev = PAIR_WORDS.iter().copied().find(|p| *p == w);
         false
     });
-    let critical = critical || container && destructive;
+    if pair {
+        destructive = true;
+        critical = true;
+    }
+    destructive |= tear_down;
+    let critical = critical
+        || critical_context
+        || destructive && (container || ((store || resource_group) && !part));
     (destructive || (weak && critical), critical)
 }
 
@@ -251,13 +483,23 @@ pub(crate) fn scan(name: &str) -> (bool, bool) {
 /// ```
 pub fn classify(name: &str) -> Verdict {
     let mut v = Verdict::default();
-    apply(name, &mut v);
+    apply_operation(name, &mut v);
     v
 }
 
-/// Raises `v` by the name heuristics for `name`.
+/// Raises `v` by the name heuristics for `name` (restores not counted: see [`scan`]).
 pub(crate) fn apply(name: &str, v: &mut Verdict) {
-    match scan(name) {
+    rate(scan(name), v);
+}
+
+/// Raises `v` by the name heuristics for the name of an operation (a tool, an action):
+/// restores of critical things count.
+pub(crate) fn apply_operation(name: &str, v: &mut Verdict) {
+    rate(scan_operation(name), v);
+}
+
+fn rate(scan: (bool, bool), v: &mut Verdict) {
+    match scan {
         (true, true) => v.raise(Tier::T4, RULE_DESTRUCTIVE_CRITICAL),
         (true, false) => v.raise(Tier::T3, RULE_DESTRUCTIVE),
         _ => {}
