@@ -458,10 +458,10 @@ const ARG_LIST_VALUE_OPTIONS: &[&str] = &[
     "--delimiter",
 ];
 
-/// A file a command writes, moves or removes, read by the path classifier: the gate's own
+/// A file a command touches, moves or removes, read by the path classifier: the gate's own
 /// configuration (`.claude/settings.json`, `.cycles/`, `.mcp.json`: 4), files that run code
 /// later (`.git/hooks/`, `.bashrc`, `authorized_keys`: 3) and data stores' files (4). System
-/// directories are left to this classifier's own rules.
+/// directories are left to [`written_to`], for the words known to be written.
 fn written(v: &mut Verdict, target: &str) {
     if let Some((tier, rule)) = crate::classify::path::critical(target)
         && !matches!(rule, "path.system" | "path.unreadable")
@@ -470,14 +470,61 @@ fn written(v: &mut Verdict, target: &str) {
     }
 }
 
+/// Directories of the installed system: a file written there changes what every program
+/// loads, trusts or resolves (`/etc/ld.so.preload`, `/etc/hosts`, `/usr/bin/x`), as the Write
+/// tool rates it. `/var`, `/opt`, `/tmp` and `/dev` are not among them (devices have their own
+/// rule).
+const SYSTEM_WRITE_DIRS: &[&str] = &["etc", "boot", "usr", "bin", "sbin", "lib", "lib64"];
+
+/// A file a command writes (a redirection's target, `tee`'s files, `cp`/`mv`'s destination):
+/// what [`written`] rates, plus system directories (3, `path.system`) and the running
+/// kernel's settings (4).
+fn written_to(v: &mut Verdict, target: &str) {
+    written(v, target);
+    let norm = normalize_path(target);
+    if !norm.starts_with('/') {
+        return;
+    }
+    let comps: Vec<&str> = norm
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    match comps.as_slice() {
+        // `/proc/sysrq-trigger` (`b` reboots, `c` crashes, `o` powers off the host) and
+        // `/proc/sys/...` (kernel parameters) change the running kernel at once.
+        ["proc", "sysrq-trigger"] | ["proc", "sys", ..] => v.raise(Tier::T4, "shell.kernel_write"),
+        [top, _, ..] if SYSTEM_WRITE_DIRS.contains(top) => v.raise(Tier::T3, "path.system"),
+        _ => {}
+    }
+}
+
 /// The files the common file-changing commands write, move or remove, each read by
-/// [`written`] (their other effects are rated by their own rules).
+/// [`written`], or [`written_to`] where the word is known to be written (their other effects
+/// are rated by their own rules).
 fn gate_files(name: &str, rest: &[String], v: &mut Verdict) {
     match name {
-        "rm" | "unlink" | "mv" | "cp" | "tee" | "ln" | "install" | "truncate" | "shred"
-        | "chmod" | "chown" | "touch" | "rsync" => {
+        "rm" | "unlink" | "shred" | "chmod" | "chown" | "touch" => {
             for p in operands(rest) {
                 written(v, p);
+            }
+        }
+        // Every file is written (`tee`, `truncate`), or taken away from where it was (`mv`).
+        "tee" | "truncate" | "mv" => {
+            for p in operands(rest) {
+                written_to(v, p);
+            }
+        }
+        // Sources are read; the destination (last operand, or `-t DIR`) is written.
+        "cp" | "ln" | "install" | "rsync" => {
+            let ops = operands(rest);
+            if let Some((dest, sources)) = ops.split_last() {
+                for p in sources {
+                    written(v, p);
+                }
+                written_to(v, dest);
+            }
+            for dir in option_values(rest, &["-t"], &["--target-directory"]) {
+                written_to(v, dir);
             }
         }
         // `sed -i` edits its file operands in place.
@@ -493,13 +540,13 @@ fn gate_files(name: &str, rest: &[String], v: &mut Verdict) {
                     || a.starts_with("--file")
             });
             for p in operands(rest).into_iter().skip(usize::from(!scripted)) {
-                written(v, p);
+                written_to(v, p);
             }
         }
         "dd" => {
             for a in rest {
                 if let Some(p) = a.strip_prefix("of=") {
-                    written(v, p);
+                    written_to(v, p);
                 }
             }
         }
@@ -519,7 +566,7 @@ fn redirect_target(v: &mut Verdict, op: &str, target: &str) {
     {
         return;
     }
-    written(v, target);
+    written_to(v, target);
     if target.starts_with("/dev/") {
         v.raise(Tier::T4, "shell.write_device");
     } else {
