@@ -393,6 +393,12 @@ fn substitution(
 
 /// Classifies a script (one or more commands) at nesting `depth`.
 fn script(src: &str, depth: usize, v: &mut Verdict) {
+    script_fed(src, &Stdin::Terminal, depth, v);
+}
+
+/// A script whose standard input is `outer` (a remote command under `ssh host cmd <<EOF`):
+/// every command of it that reads neither a pipe nor a here-document of its own may read it.
+fn script_fed(src: &str, outer: &Stdin<'_>, depth: usize, v: &mut Verdict) {
     if depth > MAX_DEPTH {
         v.raise(Tier::T4, "shell.nesting_too_deep");
         return;
@@ -421,7 +427,7 @@ fn script(src: &str, depth: usize, v: &mut Verdict) {
             (None, true, Some(Out::Found(words))) => Stdin::Found(words),
             (None, true, Some(Out::Listed(paths))) => Stdin::Listed(paths),
             (None, true, _) => Stdin::Unknown,
-            (None, false, _) => Stdin::Terminal,
+            (None, false, _) => *outer,
         };
         prev = Some(command(&words, &stdin, depth, v));
     }
@@ -1075,6 +1081,8 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
                 };
                 match op {
                     "<<<" => here_string = Some(target),
+                    // Reading `/dev/null` is reading nothing.
+                    "<" if target == "/dev/null" => here_string = Some(""),
                     "<" | "<&" | "<>" => input_file = true,
                     ">&" if target.chars().all(|c| c.is_ascii_digit() || c == '-') => {}
                     _ => redirect_target(v, op, target),
@@ -1096,6 +1104,7 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         .unwrap_or(args.len());
     // `GIT_SSH_COMMAND=... git fetch`, `PAGER=... man`: values that programs run.
     hidden::assignments(args[..start].iter().map(|s| s.as_str()), depth + 1, v);
+    let assignments: Vec<&str> = args[..start].iter().map(String::as_str).collect();
     let args = &args[start..];
     let Some(first) = args.first() else {
         // Only keywords (`done`, `fi`), assignments or redirections: no program runs.
@@ -1495,12 +1504,12 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         "ssh" => {
             v.raise(Tier::T2, "shell.remote");
             let after = skip_options(rest, SSH_VALUE_OPTIONS);
-            if after.len() > 1 {
-                // ssh joins the remaining words with spaces and runs them in a remote shell.
-                script(&after[1..].join(" "), d, v);
-            } else if let Stdin::Text(t) = stdin {
-                script(t, d, v);
-            }
+            // `ssh host -- cmd`: the `--` ends ssh's options, it is not the command.
+            let remote = match after.get(1) {
+                Some(w) if w == "--" => &after[2..],
+                _ => after.get(1..).unwrap_or(&[]),
+            };
+            remote_shell(&remote.join(" "), &stdin, d, v);
             Out::Unknown
         }
         "find" => find(rest, d, v),
@@ -1801,7 +1810,7 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         }
         // --- infrastructure ----------------------------------------------------------------
         "terraform" | "tofu" | "terragrunt" => {
-            terraform(rest, v);
+            terraform(rest, &assignments, &stdin, d, v);
             Out::Unknown
         }
         "pulumi" | "cdk" | "cdktf" | "serverless" | "sls" | "sam" | "copilot" => {
@@ -1825,16 +1834,49 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         }
         "kubectl" | "oc" | "k" => kubectl(rest, &stdin, d, v),
         "helm" => {
-            let ops = operands(rest);
-            match ops.first().copied() {
-                Some("uninstall" | "delete" | "del" | "un") => {
-                    v.raise(Tier::T4, "shell.helm_uninstall")
-                }
-                Some("install" | "upgrade" | "rollback") => v.raise(Tier::T3, "shell.helm_release"),
-                Some("repo" | "dependency" | "dep" | "pull" | "package") => {
+            helm(rest, v);
+            Out::Unknown
+        }
+        "helmfile" => {
+            // helmfile's subcommands act on every release of its file.
+            match subcommand(rest, HELMFILE_SUBCOMMANDS) {
+                Some((_, "destroy" | "delete")) => v.raise(Tier::T4, "shell.helm_uninstall"),
+                Some((_, "apply" | "sync" | "charts")) => v.raise(Tier::T3, "shell.helm_release"),
+                Some((_, "deps" | "repos" | "fetch" | "init")) => {
                     v.raise(Tier::T1, "shell.local_write")
                 }
-                _ => v.raise(Tier::T0, "shell.read"),
+                Some(_) => v.raise(Tier::T0, "shell.read"),
+                None => unknown_command(name, &operands(rest), v),
+            }
+            Out::Unknown
+        }
+        "terramate" => {
+            // `terramate run -- terraform destroy`: the command runs in every stack.
+            v.raise(Tier::T0, "shell.wrapper");
+            if let Some(p) = rest.iter().position(|a| a == "--") {
+                if p + 1 < rest.len() {
+                    command(&rest[p + 1..], &stdin, d, v);
+                }
+            } else if let Some((i, "run")) = subcommand(rest, &["run", "list", "fmt", "create"]) {
+                let inner = skip_options(&rest[i + 1..], &["--tags", "--no-tags", "-C", "--chdir"]);
+                if !inner.is_empty() {
+                    command(inner, &stdin, d, v);
+                }
+            } else {
+                v.raise(Tier::T1, "shell.local_write");
+            }
+            Out::Unknown
+        }
+        "atmos" => {
+            // `atmos terraform destroy COMPONENT -s STACK`: terraform's own subcommands.
+            match subcommand(rest, &["terraform", "helmfile"]) {
+                Some((i, "terraform")) => terraform(&rest[i + 1..], &[], &stdin, d, v),
+                Some((i, _)) => {
+                    let mut argv = vec!["helmfile".to_string()];
+                    argv.extend(rest[i + 1..].iter().cloned());
+                    command(&argv, &stdin, d, v);
+                }
+                None => unknown_command(name, &operands(rest), v),
             }
             Out::Unknown
         }
@@ -2191,44 +2233,273 @@ fn named_by_words(name: &str, operands: &[&str], v: &mut Verdict) {
 /// migrate reset`, `fly ssh console -C "..."`): that command is classified.
 fn remote_run(name: &str, rest: &[String], stdin: &Stdin<'_>, d: usize, v: &mut Verdict) {
     let ops = operands(rest);
+    if let Some(argv) = database_console(name, rest, &ops)
+        && (!argv.is_empty() || !matches!(stdin, Stdin::Terminal))
+    {
+        // An interactive console (no SQL given, nothing on standard input) stays a cloud call.
+        v.raise(Tier::T2, "shell.remote");
+        sql_client("psql", &argv, stdin, v);
+        return;
+    }
+    // Options of the platform CLIs' run and ssh commands that take a value.
+    let own_options = [
+        "-a",
+        "--app",
+        "-r",
+        "--remote",
+        "-s",
+        "--size",
+        "-e",
+        "--env",
+        "-t",
+        "--type",
+        "--service",
+        "--environment",
+        "--region",
+        "--zone",
+        "--project",
+        "--machine",
+        "--user",
+        "-u",
+        "--process-group",
+        "--instance",
+    ];
+    // The command words after the run or ssh subcommand `at`: after `--` when there is one;
+    // else heroku's flags are taken out wherever they stand (its parser accepts them
+    // anywhere: `heroku run bash -a app`), other CLIs' only before the command.
+    let after_sub = |at: usize| -> Vec<String> {
+        let tail = &rest[at.min(rest.len())..];
+        if let Some(p) = tail.iter().position(|w| w == "--") {
+            return tail[p + 1..].to_vec();
+        }
+        if name != "heroku" {
+            return skip_options(tail, &own_options).to_vec();
+        }
+        let mut out = Vec::new();
+        let mut j = 0;
+        while j < tail.len() {
+            let w = tail[j].as_str();
+            if own_options.contains(&w) {
+                j += 2;
+                continue;
+            }
+            let flag = w.starts_with("--")
+                && (own_options.iter().any(|o| w.starts_with(&format!("{o}=")))
+                    || matches!(w, "--exit-code" | "--no-tty" | "--no-notify"));
+            let leading_option = out.is_empty() && w.starts_with('-');
+            if !(flag || leading_option) {
+                out.push(w.to_string());
+            }
+            j += 1;
+        }
+        out
+    };
+    let position = |word: &str| {
+        rest.iter()
+            .position(|w| w == word)
+            .map_or(rest.len(), |i| i + 1)
+    };
     match (name, ops.first().copied(), ops.get(1).copied()) {
-        ("heroku", Some("run" | "run:detached" | "run:inside"), _)
-        | ("railway" | "render" | "koyeb" | "northflank", Some("run"), _) => {
-            let at = rest
-                .iter()
-                .position(|w| w.starts_with("run"))
-                .map_or(rest.len(), |i| i + 1);
-            let inner = skip_options(
-                &rest[at..],
-                &[
-                    "-a",
-                    "--app",
-                    "-r",
-                    "--remote",
-                    "-s",
-                    "--size",
-                    "-e",
-                    "--env",
-                    "-t",
-                    "--type",
-                    "--service",
-                    "--environment",
-                ],
-            );
-            if !inner.is_empty() {
-                v.raise(Tier::T2, "shell.remote");
-                command(inner, stdin, d, v);
+        ("heroku", Some(sub @ ("run" | "run:detached" | "run:inside")), _)
+        | ("railway" | "render" | "koyeb" | "northflank", Some(sub @ ("run" | "ssh")), _) => {
+            let inner = after_sub(position(sub));
+            v.raise(Tier::T2, "shell.remote");
+            if inner.is_empty() {
+                // `railway ssh`, `render ssh` with no command: a remote shell reads stdin.
+                remote_shell("", stdin, d, v);
+            } else {
+                command(&inner, stdin, d, v);
             }
         }
         ("fly" | "flyctl", Some("ssh"), Some("console"))
         | ("fly" | "flyctl", Some("console"), _) => {
-            for code in option_values(rest, &["-C"], &["--command"]) {
-                v.raise(Tier::T2, "shell.remote");
-                script(code, d, v);
+            let codes = option_values(rest, &["-C"], &["--command"]);
+            v.raise(Tier::T2, "shell.remote");
+            for code in &codes {
+                script_fed(code, stdin, d, v);
+            }
+            if codes.is_empty() {
+                remote_shell("", stdin, d, v);
             }
         }
         _ => {}
     }
+    // Cloud CLIs running a command on a machine: the command is classified.
+    let mut remote: Vec<String> = Vec::new();
+    let mut seen = false;
+    if name == "gcloud"
+        && (leads(&ops, &["compute", "ssh"]) || leads(&ops, &["cloud-shell", "ssh"]))
+    {
+        seen = true;
+        remote.extend(
+            option_values(rest, &[], &["--command"])
+                .iter()
+                .map(|c| c.to_string()),
+        );
+        if let Some(p) = rest.iter().position(|w| w == "--") {
+            remote.push(rest[p + 1..].join(" "));
+        }
+    } else if name == "doctl" && leads(&ops, &["compute", "ssh"]) {
+        seen = true;
+        remote.extend(
+            option_values(rest, &[], &["--ssh-command"])
+                .iter()
+                .map(|c| c.to_string()),
+        );
+    } else if name == "aws" && leads(&ops, &["ecs", "execute-command"]) {
+        seen = true;
+        remote.extend(
+            option_values(rest, &[], &["--command"])
+                .iter()
+                .map(|c| c.to_string()),
+        );
+    } else if name == "az" && leads(&ops, &["vm", "run-command"]) {
+        // `--scripts` takes every word up to the next option.
+        if let Some(p) = rest
+            .iter()
+            .position(|w| w == "--scripts" || w == "--script")
+        {
+            remote.extend(
+                rest[p + 1..]
+                    .iter()
+                    .take_while(|w| !w.starts_with("--"))
+                    .cloned(),
+            );
+        }
+        remote.extend(
+            rest.iter()
+                .filter_map(|w| {
+                    w.strip_prefix("--scripts=")
+                        .or_else(|| w.strip_prefix("--script="))
+                })
+                .map(str::to_string),
+        );
+        v.raise(Tier::T2, "shell.remote");
+        if remote.is_empty() && leads(&ops, &["vm", "run-command", "invoke"]) {
+            // A script we cannot see (`@file.sh`, or none given).
+            v.raise(Tier::T4, "shell.shell_unknown_input");
+        }
+    } else if name == "aws" && leads(&ops, &["ssm", "send-command"]) {
+        let shell_document = option_values(rest, &[], &["--document-name"])
+            .iter()
+            .any(|d| d.contains("RunShellScript") || d.contains("RunPowerShellScript"));
+        for p in option_values(rest, &[], &["--parameters"]) {
+            remote.extend(command_list(p));
+        }
+        v.raise(Tier::T2, "shell.remote");
+        if shell_document && remote.is_empty() {
+            v.raise(Tier::T4, "shell.shell_unknown_input");
+        }
+    }
+    if seen || !remote.is_empty() {
+        v.raise(Tier::T2, "shell.remote");
+    }
+    for line in remote {
+        let line = line
+            .strip_prefix('@')
+            .map_or(line.clone(), |_| String::new());
+        if line.is_empty() {
+            // `--scripts @file.sh`: a script we cannot see.
+            v.raise(Tier::T4, "shell.shell_unknown_input");
+        } else {
+            script(&line, d, v);
+        }
+    }
+}
+
+/// A command run by a remote shell (ssh joins its words with spaces), fed ssh's standard
+/// input (`ssh host 'bash -s' <<EOF`, `ssh host bash -s < x.sh`); without a command, the
+/// remote login shell reads that input as its script.
+fn remote_shell(line: &str, stdin: &Stdin<'_>, d: usize, v: &mut Verdict) {
+    if !line.trim().is_empty() {
+        script_fed(line, stdin, d, v);
+        return;
+    }
+    match stdin {
+        Stdin::Terminal => {}
+        Stdin::Text(t) => script(t, d, v),
+        Stdin::Network => v.raise(Tier::T4, "shell.pipe_download_to_shell"),
+        _ => v.raise(Tier::T4, "shell.shell_unknown_input"),
+    }
+}
+
+/// Whether `ops` starts with `path`, perhaps after an option's value or two (`gcloud
+/// --project p compute ssh`).
+fn leads(ops: &[&str], path: &[&str]) -> bool {
+    ops.windows(path.len()).take(3).any(|w| w == path)
+}
+
+/// The strings of a shell command list given as a value (`commands=["a","b"]`,
+/// `{"commands":["a"]}`, `commands=a,b`).
+fn command_list(value: &str) -> Vec<String> {
+    let Some(at) = value.find("commands") else {
+        return Vec::new();
+    };
+    let rest = value[at + "commands".len()..]
+        .trim_start_matches(['"', '\'', ':', '=', ' '])
+        .trim();
+    if let Some(list) = rest.strip_prefix('[') {
+        let list = list.split(']').next().unwrap_or(list);
+        if let Ok(items) = serde_json::from_str::<Vec<String>>(&format!("[{list}]")) {
+            return items;
+        }
+        return list
+            .split(',')
+            .map(|c| c.trim().trim_matches(['"', '\'']).to_string())
+            .collect();
+    }
+    rest.split(',').map(|c| c.trim().to_string()).collect()
+}
+
+/// A platform's database console (`heroku pg:psql`, `fly postgres connect`, `gcloud sql
+/// connect`, `pscale shell`, `turso db shell`, `az postgres flexible-server execute`): it runs
+/// `psql`/`mysql` against the platform's database, so the SQL it is given, on standard input
+/// or in an option, is read as that client's. `None` when the command is no such console.
+fn database_console<'a>(name: &str, rest: &'a [String], ops: &[&'a str]) -> Option<Vec<String>> {
+    let strings = |xs: Vec<&str>| -> Vec<String> { xs.iter().map(|x| x.to_string()).collect() };
+    let mut argv: Vec<String> = Vec::new();
+    match name {
+        "heroku" if ops.first().is_some_and(|o| *o == "pg:psql" || *o == "psql") => {
+            for c in option_values(rest, &["-c"], &["--command"]) {
+                argv.extend(["-c".to_string(), c.to_string()]);
+            }
+            for f in option_values(rest, &["-f"], &["--file"]) {
+                argv.extend(["-f".to_string(), f.to_string()]);
+            }
+        }
+        "fly" | "flyctl"
+            if leads(ops, &["postgres", "connect"])
+                || leads(ops, &["pg", "connect"])
+                || leads(ops, &["mpg", "connect"]) => {}
+        "railway" if leads(ops, &["connect"]) => {}
+        "gcloud" if leads(ops, &["sql", "connect"]) => {}
+        "pscale" if leads(ops, &["shell"]) => {}
+        "turso" if leads(ops, &["db", "shell"]) => {
+            // `turso db shell DB [SQL]`: a statement after the database.
+            let at = ops.iter().position(|o| *o == "shell").unwrap_or(0);
+            if let Some(sql) = ops.get(at + 2) {
+                argv.extend(["-c".to_string(), sql.to_string()]);
+            }
+        }
+        "az" if leads(ops, &["postgres", "flexible-server", "execute"])
+            || leads(ops, &["mysql", "flexible-server", "execute"])
+            || leads(ops, &["postgres", "server", "execute"])
+            || leads(ops, &["mysql", "server", "execute"]) =>
+        {
+            for q in option_values(rest, &["-q"], &["--querytext", "--query-text"]) {
+                argv.extend(["-c".to_string(), q.to_string()]);
+            }
+            for f in option_values(rest, &["-f"], &["--file-path"]) {
+                argv.extend(["-f".to_string(), f.to_string()]);
+            }
+            if argv.is_empty() {
+                // Nothing to run is given: fail closed.
+                argv = strings(vec!["-f", "unknown.sql"]);
+            }
+        }
+        _ => return None,
+    }
+    Some(argv)
 }
 
 /// Composer's own commands (any other word is a script of composer.json).
@@ -3986,27 +4257,254 @@ fn git(rest: &[String], d: usize, v: &mut Verdict) {
     }
 }
 
-fn terraform(rest: &[String], v: &mut Verdict) {
-    let ops = operands(rest);
-    let destroy_flag = rest.iter().any(|a| a == "-destroy" || a == "--destroy");
-    let sub = ops.first().copied().unwrap_or("");
-    // terragrunt: `run-all destroy`, `run -- destroy`.
-    let sub = if matches!(sub, "run-all" | "run") {
-        ops.get(1).copied().unwrap_or("")
-    } else {
-        sub
+/// The subcommand of a CLI: the first word of `args` that is one of `known`, with its index,
+/// skipping options and the values they may take (a word right after an option written without
+/// `=` may be its value: `helm -n prod uninstall web` is `uninstall`). `None` when no known word
+/// comes before an operand we cannot place: an unknown subcommand, not a read.
+fn subcommand<'a>(args: &'a [String], known: &[&str]) -> Option<(usize, &'a str)> {
+    let mut after_option = false;
+    for (i, a) in args.iter().enumerate() {
+        let a = a.as_str();
+        if a == "--" {
+            after_option = false;
+        } else if a.starts_with('-') && a.len() > 1 {
+            after_option = !a.contains('=');
+        } else if known.contains(&a) {
+            return Some((i, a));
+        } else if after_option {
+            after_option = false;
+        } else {
+            return None;
+        }
+    }
+    None
+}
+
+const HELM_SUBCOMMANDS: &[&str] = &[
+    "uninstall",
+    "delete",
+    "del",
+    "un",
+    "install",
+    "upgrade",
+    "rollback",
+    "repo",
+    "dependency",
+    "dep",
+    "pull",
+    "fetch",
+    "package",
+    "create",
+    "plugin",
+    "registry",
+    "push",
+    "test",
+    "list",
+    "ls",
+    "status",
+    "get",
+    "history",
+    "hist",
+    "show",
+    "inspect",
+    "template",
+    "lint",
+    "search",
+    "version",
+    "env",
+    "help",
+    "verify",
+    "completion",
+    "diff",
+];
+
+const HELMFILE_SUBCOMMANDS: &[&str] = &[
+    "destroy",
+    "delete",
+    "apply",
+    "sync",
+    "charts",
+    "deps",
+    "repos",
+    "fetch",
+    "init",
+    "diff",
+    "template",
+    "lint",
+    "list",
+    "status",
+    "build",
+    "write-values",
+    "test",
+    "version",
+    "help",
+    "show-dag",
+    "cache",
+];
+
+fn helm(rest: &[String], v: &mut Verdict) {
+    match subcommand(rest, HELM_SUBCOMMANDS) {
+        Some((_, "uninstall" | "delete" | "del" | "un")) => {
+            v.raise(Tier::T4, "shell.helm_uninstall")
+        }
+        Some((_, "install" | "upgrade" | "rollback")) => v.raise(Tier::T3, "shell.helm_release"),
+        Some((_, "test" | "push")) => v.raise(Tier::T2, "shell.helm_release"),
+        Some((_, "repo" | "dependency" | "dep" | "pull" | "fetch" | "package" | "create")) => {
+            v.raise(Tier::T1, "shell.local_write")
+        }
+        Some((_, "plugin" | "registry")) => v.raise(Tier::T1, "shell.local_write"),
+        Some(_) => v.raise(Tier::T0, "shell.read"),
+        // `helm --help`, `helm` alone: help.
+        None if operands(rest).is_empty() => v.raise(Tier::T0, "shell.read"),
+        // A plugin or a subcommand we do not know.
+        None => unknown_command("helm", &operands(rest), v),
+    }
+}
+
+const TERRAFORM_SUBCOMMANDS: &[&str] = &[
+    "destroy",
+    "destroy-all",
+    "apply",
+    "apply-all",
+    "plan",
+    "plan-all",
+    "state",
+    "workspace",
+    "import",
+    "taint",
+    "untaint",
+    "force-unlock",
+    "refresh",
+    "init",
+    "get",
+    "fmt",
+    "hclfmt",
+    "providers",
+    "validate",
+    "validate-all",
+    "validate-inputs",
+    "output",
+    "output-all",
+    "show",
+    "graph",
+    "graph-dependencies",
+    "console",
+    "version",
+    "login",
+    "logout",
+    "test",
+    "metadata",
+    "modules",
+    "help",
+    "run-all",
+    "run",
+    "stack",
+    "exec",
+    "render-json",
+    "render",
+    "terragrunt-info",
+    "info",
+    "find",
+    "list",
+    "dag",
+    "catalog",
+    "scaffold",
+    "hcl",
+    "backend",
+];
+
+/// terraform, OpenTofu and terragrunt; `assignments` are the variables set before the command
+/// (`TF_CLI_ARGS=-destroy` adds `-destroy` to every subcommand).
+fn terraform(rest: &[String], assignments: &[&str], stdin: &Stdin<'_>, d: usize, v: &mut Verdict) {
+    let is_destroy = |a: &str| {
+        let a = a.trim_start_matches('-');
+        a == "destroy"
+            || a.strip_prefix("destroy=")
+                .is_some_and(|b| !matches!(b, "false" | "0"))
     };
+    let env_destroy = assignments.iter().any(|a| {
+        a.strip_prefix("TF_CLI_ARGS")
+            .and_then(|r| r.split_once('='))
+            .is_some_and(|(_, value)| {
+                value
+                    .split_whitespace()
+                    .any(|w| w.starts_with('-') && is_destroy(w))
+            })
+    });
+    let destroy_flag = env_destroy || rest.iter().any(|a| a.starts_with('-') && is_destroy(a));
+    let Some((mut at, mut sub)) = subcommand(rest, TERRAFORM_SUBCOMMANDS) else {
+        if operands(rest).is_empty() {
+            // `terraform -help`, `terraform` alone: help.
+            v.raise(Tier::T0, "shell.read");
+        } else {
+            unknown_command("terraform", &operands(rest), v);
+        }
+        return;
+    };
+    // terragrunt: `run-all destroy`, `run -- destroy`, `run --all destroy`, `stack run destroy`.
+    while matches!(sub, "run-all" | "run" | "stack") {
+        match subcommand(&rest[at + 1..], TERRAFORM_SUBCOMMANDS) {
+            Some((i, s)) => {
+                at += i + 1;
+                sub = s;
+            }
+            None => {
+                unknown_command("terragrunt", &operands(&rest[at + 1..]), v);
+                return;
+            }
+        }
+    }
+    let after = &rest[at + 1..];
+    let ops = operands(after);
     match sub {
-        "destroy" => v.raise(Tier::T4, "shell.terraform_destroy"),
-        "apply" if destroy_flag => v.raise(Tier::T4, "shell.terraform_destroy"),
-        "apply" => v.raise(Tier::T3, "shell.terraform_apply"),
-        "state" => match ops.get(1).copied() {
+        "destroy" | "destroy-all" => v.raise(Tier::T4, "shell.terraform_destroy"),
+        "apply" | "apply-all" if destroy_flag => v.raise(Tier::T4, "shell.terraform_destroy"),
+        // A saved destroy plan is made to be applied (`plan -destroy -out=tfplan && apply tfplan`).
+        "plan" | "plan-all"
+            if destroy_flag && !option_values(after, &["-out"], &["--out"]).is_empty() =>
+        {
+            v.raise(Tier::T4, "shell.terraform_destroy")
+        }
+        "apply" | "apply-all" => {
+            // `-replace=aws_db_instance.main` destroys that resource and creates it anew.
+            let replaces_store = after
+                .iter()
+                .filter_map(|a| a.trim_start_matches('-').strip_prefix("replace="))
+                .chain(option_values(after, &["-replace"], &[]))
+                .any(|addr| {
+                    names::any_word(addr, |w| {
+                        names::is_critical(w)
+                            || matches!(
+                                w,
+                                "rds"
+                                    | "sql"
+                                    | "disk"
+                                    | "ebs"
+                                    | "efs"
+                                    | "storage"
+                                    | "redis"
+                                    | "postgres"
+                                    | "postgresql"
+                                    | "mysql"
+                                    | "dynamodb"
+                                    | "table"
+                                    | "filesystem"
+                            )
+                    })
+                });
+            if replaces_store {
+                v.raise(Tier::T4, "shell.terraform_destroy");
+            } else {
+                v.raise(Tier::T3, "shell.terraform_apply");
+            }
+        }
+        "state" => match ops.first().copied() {
             Some("rm" | "mv" | "push" | "replace-provider") => {
                 v.raise(Tier::T3, "shell.terraform_state_change")
             }
             _ => v.raise(Tier::T0, "shell.read"),
         },
-        "workspace" => match ops.get(1).copied() {
+        "workspace" => match ops.first().copied() {
             Some("delete") => v.raise(Tier::T3, "shell.terraform_state_change"),
             Some("new" | "select") => v.raise(Tier::T1, "shell.local_write"),
             _ => v.raise(Tier::T0, "shell.read"),
@@ -4014,7 +4512,24 @@ fn terraform(rest: &[String], v: &mut Verdict) {
         "import" | "taint" | "untaint" | "force-unlock" | "refresh" => {
             v.raise(Tier::T2, "shell.terraform_state_edit")
         }
-        "init" | "get" | "fmt" | "providers" => v.raise(Tier::T1, "shell.local_write"),
+        "init" | "get" | "fmt" | "hclfmt" | "providers" | "scaffold" | "catalog" | "login"
+        | "logout" => v.raise(Tier::T1, "shell.local_write"),
+        // `terragrunt exec -- cmd`: the command runs in each unit's environment.
+        "exec" => {
+            let inner = skip_options(after, &[]);
+            if inner.is_empty() {
+                v.raise(Tier::T0, "shell.read");
+            } else {
+                command(inner, stdin, d, v);
+            }
+        }
+        "backend"
+            if ops
+                .first()
+                .is_some_and(|o| matches!(*o, "delete" | "migrate")) =>
+        {
+            v.raise(Tier::T3, "shell.terraform_state_change")
+        }
         _ => v.raise(Tier::T0, "shell.read"),
     }
 }
