@@ -1645,17 +1645,18 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
             Out::Unknown
         }
         "rsync" => {
+            // `--del` is rsync's alias of `--delete-during`.
             let delete = rest
                 .iter()
-                .any(|a| a.starts_with("--delete") || a == "--remove-source-files");
+                .any(|a| a.starts_with("--delete") || a == "--del" || a == "--remove-source-files");
             let ops = operands(rest);
             let remote = ops.iter().any(|p| is_remote_spec(p));
-            if delete
-                && ops
-                    .last()
-                    .is_some_and(|p| is_broad_path(p.rsplit(':').next().unwrap_or(p)))
-            {
+            let dest = ops.last().map(|p| p.rsplit(':').next().unwrap_or(p));
+            if delete && dest.is_some_and(is_broad_path) {
                 v.raise(Tier::T4, "shell.rsync_delete_broad");
+            } else if delete && dest.is_some_and(is_critical_path) {
+                // An empty source deletes every backup or every file of the store.
+                v.raise(Tier::T4, "shell.rsync_delete_critical");
             } else if delete {
                 v.raise(Tier::T3, "shell.rsync_delete");
             } else if remote {
@@ -1813,7 +1814,8 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
             terraform(rest, &assignments, &stdin, d, v);
             Out::Unknown
         }
-        "pulumi" | "cdk" | "cdktf" | "serverless" | "sls" | "sam" | "copilot" => {
+        "pulumi" | "cdk" | "cdktf" | "serverless" | "sls" | "sam" | "copilot" | "sst"
+        | "amplify" => {
             let ops = operands(rest);
             if ops
                 .iter()
@@ -1823,7 +1825,7 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
             } else if ops.iter().any(|o| {
                 matches!(
                     *o,
-                    "up" | "update" | "deploy" | "apply" | "refresh" | "import"
+                    "up" | "update" | "deploy" | "apply" | "refresh" | "import" | "push"
                 )
             }) {
                 v.raise(Tier::T3, "shell.iac_apply");
@@ -1976,9 +1978,12 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         | "vercel" | "netlify" | "supabase" | "neonctl" | "neon" | "pscale" | "render"
         | "firebase" | "s3cmd" | "rclone" | "mc" | "linode-cli" | "hcloud" | "scw" | "oci"
         | "ibmcloud" | "wrangler" | "turso" | "upstash" | "databricks" | "eksctl" | "ovhcloud"
-        | "exo" | "vultr-cli" | "civo" | "koyeb" | "northflank" | "porter" => {
+        | "exo" | "vultr-cli" | "civo" | "koyeb" | "northflank" | "porter" | "azcopy" | "s5cmd"
+        | "b2" => {
             remote_run(name, rest, &stdin, d, v);
-            cloud(name, rest, v);
+            if !object_store(name, rest, v) {
+                cloud(name, rest, v);
+            }
             Out::Unknown
         }
         // --- interpreters and package managers ------------------------------------------------
@@ -5442,6 +5447,24 @@ const CLOUD_CRITICAL: &[&str] = &[
     "stacks",
     "service",
     "services",
+    // Whole databases, clusters and machines with their disks.
+    "cosmosdb",
+    "aks",
+    "eks",
+    "gke",
+    "mpg",
+    "d1",
+    "efs",
+    "fsx",
+    "dbfs",
+    "droplet",
+    "droplets",
+    "server",
+    "servers",
+    "vm",
+    "vms",
+    "linode",
+    "linodes",
 ];
 const CLOUD_READ: &[&str] = &[
     "list", "ls", "get", "describe", "show", "status", "logs", "log", "info", "view", "whoami",
@@ -5464,6 +5487,12 @@ fn cloud(name: &str, rest: &[String], v: &mut Verdict) {
             critical |= names::is_critical(t) || CLOUD_CRITICAL.contains(&t);
             false
         });
+        // `delete-file-system` splits into `file` and `system`.
+        critical |= w.to_ascii_lowercase().contains("file-system");
+    }
+    if let Some((tier, rule)) = cloud_data_settings(name, rest, &ops) {
+        v.raise(tier, rule);
+        return;
     }
     let recursive = rest
         .iter()
@@ -5494,15 +5523,37 @@ fn cloud(name: &str, rest: &[String], v: &mut Verdict) {
         ("aws", "s3", Some("rm")) if !s3_keys_critical(&ops) => {
             Some((Tier::T3, "shell.cloud_delete"))
         }
+        // Deletes what the source lacks: everything, from an empty source.
         ("aws", "s3", Some("sync")) if rest.iter().any(|a| a == "--delete") => {
-            Some((Tier::T3, "shell.cloud_delete"))
+            Some(deleting_sync(ops.last().copied().unwrap_or("")))
         }
         ("gsutil", "rm", _) if recursive => Some((Tier::T4, "shell.cloud_delete_critical")),
         ("gsutil", "rb", _) => Some((Tier::T4, "shell.cloud_delete_critical")),
         ("rclone", "purge" | "delete" | "deletefile" | "rmdirs", _) => {
             Some((Tier::T4, "shell.cloud_delete_critical"))
         }
-        ("rclone", "sync", _) => Some((Tier::T3, "shell.cloud_delete")),
+        ("rclone", "sync", _) => Some(deleting_sync(ops.last().copied().unwrap_or(""))),
+        // flyctl's `destroy` is `apps destroy`: the app and its volumes.
+        ("fly" | "flyctl", "destroy", _) => Some((Tier::T4, "shell.cloud_delete_critical")),
+        ("databricks", "fs", Some("rm")) if recursive => {
+            Some((Tier::T4, "shell.cloud_delete_critical"))
+        }
+        ("az", "webapp" | "functionapp", _) if ops.iter().take(5).any(|o| *o == "config-zip") => {
+            Some((Tier::T3, "shell.cloud_deploy"))
+        }
+        ("aws", "cloudformation", Some("update-stack" | "execute-change-set")) => {
+            Some((Tier::T3, "shell.cloud_deploy"))
+        }
+        // Applies the migrations to the linked remote database.
+        ("supabase", "db", Some("push")) => Some((Tier::T3, "shell.db_migrate")),
+        // The CLI's own settings, on this machine.
+        ("gcloud" | "az" | "aws" | "doctl", "config" | "configure", _) => {
+            if command_words(rest).iter().any(|w| cloud_writes(w)) {
+                Some((Tier::T1, "shell.local_write"))
+            } else {
+                Some((Tier::T0, "shell.cloud_read"))
+            }
+        }
         // A resource group holds everything in it.
         ("az", "group", Some("delete")) => Some((Tier::T4, "shell.cloud_delete_critical")),
         // These services' branches are databases.
@@ -5547,20 +5598,424 @@ fn cloud(name: &str, rest: &[String], v: &mut Verdict) {
         deploy
     }) {
         v.raise(Tier::T3, "shell.cloud_deploy");
-    } else if words.is_empty()
-        || words.iter().skip(usize::from(words.len() > 1)).any(|w| {
-            let mut read = false;
-            names::any_word(w, |t| {
-                read |= CLOUD_READ.contains(&t);
-                false
-            });
-            read
-        })
-        || CLOUD_READ.contains(&first)
-    {
+    } else if words.is_empty() || {
+        // Read words count in the command's path only, not in values (`--function-name
+        // log-processor`, `s3://status-page`, `Status=Suspended`), and not next to a verb
+        // that writes (`az webapp config appsettings set`, `supabase config push`).
+        let verbs = command_words(rest);
+        !verbs.iter().any(|w| cloud_writes(w))
+            && (verbs.iter().skip(usize::from(verbs.len() > 1)).any(|w| {
+                let mut read = false;
+                names::any_word(w, |t| {
+                    read |= CLOUD_READ.contains(&t);
+                    false
+                });
+                read
+            }) || CLOUD_READ.contains(&first))
+    } {
         v.raise(Tier::T0, "shell.cloud_read");
     } else {
         v.raise(Tier::T2, "shell.cloud_call");
+    }
+}
+
+/// Whether an object-store URL or path covers a whole bucket by wildcards (`gs://b/**`,
+/// `s3://b/*`, `myminio/b/*`).
+fn whole_bucket(url: &str) -> bool {
+    let path = url.split_once("://").map_or(url, |(_, p)| p);
+    let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+    comps.len() >= 2 && comps[1..].iter().all(|c| all_glob(c))
+        || comps.first().is_some_and(|c| c.contains('*'))
+}
+
+/// Object-store CLIs (`gsutil`, `rclone`, MinIO's `mc`, `azcopy`, `s5cmd`, `b2`), their
+/// subcommand found after global options and their values (`gsutil -u proj rm -r`). Returns
+/// whether it rated the command; other commands go to [`cloud`].
+fn object_store(name: &str, rest: &[String], v: &mut Verdict) -> bool {
+    let known: &[&str] = match name {
+        "gsutil" => &[
+            "rm",
+            "rb",
+            "rsync",
+            "cp",
+            "mv",
+            "ls",
+            "cat",
+            "du",
+            "stat",
+            "mb",
+            "hash",
+            "version",
+            "help",
+            "lifecycle",
+            "versioning",
+            "acl",
+            "iam",
+            "setmeta",
+            "retention",
+            "label",
+        ],
+        "rclone" => &[
+            "purge",
+            "delete",
+            "deletefile",
+            "rmdir",
+            "rmdirs",
+            "sync",
+            "bisync",
+            "move",
+            "moveto",
+            "copy",
+            "copyto",
+            "ls",
+            "lsd",
+            "lsl",
+            "lsf",
+            "lsjson",
+            "cat",
+            "size",
+            "check",
+            "config",
+            "mkdir",
+            "tree",
+            "about",
+            "md5sum",
+            "sha1sum",
+            "hashsum",
+            "version",
+            "listremotes",
+            "ncdu",
+            "help",
+            "cleanup",
+            "dedupe",
+            "mount",
+            "serve",
+        ],
+        "mc" => &[
+            "rb",
+            "rm",
+            "mirror",
+            "cp",
+            "mv",
+            "ls",
+            "cat",
+            "stat",
+            "du",
+            "mb",
+            "find",
+            "tree",
+            "diff",
+            "head",
+            "alias",
+            "version",
+            "ping",
+            "ilm",
+            "retention",
+            "version",
+        ],
+        "azcopy" => &[
+            "remove",
+            "rm",
+            "sync",
+            "copy",
+            "cp",
+            "list",
+            "ls",
+            "make",
+            "login",
+            "logout",
+            "jobs",
+            "env",
+            "help",
+            "set-properties",
+        ],
+        "s5cmd" => &[
+            "rm", "rb", "sync", "cp", "mv", "ls", "cat", "du", "mb", "head", "select", "run",
+            "presign", "version",
+        ],
+        "b2" => &[
+            "rm",
+            "sync",
+            "delete-bucket",
+            "delete-file-version",
+            "ls",
+            "cat",
+            "version",
+            "get-bucket",
+            "list-buckets",
+            "file",
+            "bucket",
+        ],
+        _ => return false,
+    };
+    let Some((at, sub)) = subcommand(rest, known) else {
+        return false;
+    };
+    let args = &rest[at + 1..];
+    let ops = operands(args);
+    let flag = |names: &[&str]| {
+        args.iter().any(|a| {
+            let (key, value) = a.split_once('=').unwrap_or((a, "true"));
+            names.contains(&key) && !matches!(value, "false" | "0")
+        })
+    };
+    let recursive = flag(&["--recursive", "-r", "-R", "--versions", "--all-versions"])
+        || args
+            .iter()
+            .any(|a| short_flag(a, 'r') || short_flag(a, 'R'));
+    let dest = ops.last().copied().unwrap_or("");
+    let rating = match (name, sub) {
+        // A bucket removed with its contents.
+        ("gsutil" | "s5cmd", "rb")
+        | ("mc", "rb")
+        | ("rclone", "purge" | "delete" | "deletefile" | "rmdirs")
+        | ("b2", "delete-bucket") => (Tier::T4, "shell.cloud_delete_critical"),
+        (_, "rm" | "remove")
+            if recursive
+                || args.iter().any(|a| a == "-I" || a == "-a")
+                || ops
+                    .iter()
+                    .any(|o| whole_bucket(o) || names_critical_place(o)) =>
+        {
+            (Tier::T4, "shell.cloud_delete_critical")
+        }
+        (_, "rm" | "remove" | "delete-file-version" | "rmdir") => (Tier::T3, "shell.cloud_delete"),
+        ("rclone", "sync") => deleting_sync(dest),
+        ("gsutil", "rsync") if args.iter().any(|a| short_flag(a, 'd')) => deleting_sync(dest),
+        ("mc", "mirror") if flag(&["--remove"]) => deleting_sync(dest),
+        ("azcopy", "sync")
+            if args
+                .iter()
+                .any(|a| a.starts_with("--delete-destination") && !a.ends_with("=false")) =>
+        {
+            deleting_sync(dest)
+        }
+        ("s5cmd" | "b2", "sync") if flag(&["--delete", "--replace-newer"]) => deleting_sync(dest),
+        (
+            _,
+            "ls" | "list" | "cat" | "du" | "stat" | "lsd" | "lsl" | "lsf" | "lsjson" | "size"
+            | "check" | "tree" | "about" | "md5sum" | "sha1sum" | "hashsum" | "version"
+            | "listremotes" | "ncdu" | "help" | "find" | "diff" | "head" | "ping" | "get-bucket"
+            | "list-buckets" | "env" | "jobs" | "presign" | "hash",
+        ) => (Tier::T0, "shell.cloud_read"),
+        _ => return false,
+    };
+    v.raise(rating.0, rating.1);
+    true
+}
+
+/// Verbs of a cloud CLI's command path that change something (`put-bucket-versioning`,
+/// `appsettings set`, `config push`): next to them, a read word is no read.
+const CLOUD_WRITE_VERBS: &[&str] = &[
+    "set",
+    "put",
+    "update",
+    "create",
+    "add",
+    "push",
+    "sync",
+    "modify",
+    "patch",
+    "import",
+    "copy",
+    "cp",
+    "mv",
+    "move",
+    "upload",
+    "attach",
+    "enable",
+    "disable",
+    "suspend",
+    "start",
+    "run",
+    "exec",
+    "execute",
+    "send",
+    "invoke",
+    "write",
+    "apply",
+    "restore",
+    "rotate",
+    "tag",
+    "untag",
+    "replace",
+    "insert",
+    "restart",
+    "stop",
+    "deploy",
+    "publish",
+    "assign",
+    "grant",
+    "revoke",
+    "associate",
+    "disassociate",
+    "register",
+    "deregister",
+    "reboot",
+    "resize",
+    "scale",
+    "change",
+    "edit",
+    "rename",
+    "reset",
+    "promote",
+    "failover",
+    "upgrade",
+    "unset",
+    "merge",
+    "release",
+    "swap",
+    "clone",
+    "mirror",
+    "zip",
+];
+
+fn cloud_writes(word: &str) -> bool {
+    names::any_word(word, |t| CLOUD_WRITE_VERBS.contains(&t))
+}
+
+/// Options of cloud CLIs that take no value (any other option may take the next word).
+const CLOUD_BOOLEAN_OPTIONS: &[&str] = &[
+    "-m",
+    "-q",
+    "--quiet",
+    "--debug",
+    "--verbose",
+    "-v",
+    "--no-cli-pager",
+    "--json",
+    "-y",
+    "--yes",
+    "--force",
+    "--all",
+    "--help",
+    "-h",
+    "--recursive",
+    "-r",
+    "-R",
+    "--dryrun",
+    "--dry-run",
+    "--no-verify-ssl",
+    "--only-show-errors",
+    "--async",
+];
+
+/// The words of a cloud CLI's command path (`aws s3api put-bucket-versioning`, `heroku
+/// pg:info`): its operands that are no option's value (perhaps) nor a path, URL, setting or
+/// JSON.
+fn command_words(rest: &[String]) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut after_option = false;
+    for a in rest {
+        let a = a.as_str();
+        if a == "--" {
+            break;
+        }
+        if a.starts_with('-') && a.len() > 1 {
+            after_option = !a.contains('=') && !CLOUD_BOOLEAN_OPTIONS.contains(&a);
+            continue;
+        }
+        if std::mem::take(&mut after_option) || a.contains(['/', '=', '.', '@', '{', '[', ' ', '*'])
+        {
+            continue;
+        }
+        out.push(a);
+    }
+    out
+}
+
+/// A sync that deletes what its source lacks (everything, from an empty source): 3, and 4 when
+/// the destination names backups, a database, prod, ...
+fn deleting_sync(dest: &str) -> (Tier, &'static str) {
+    if names_critical_place(dest) {
+        (Tier::T4, "shell.cloud_delete_critical")
+    } else {
+        (Tier::T3, "shell.cloud_delete")
+    }
+}
+
+/// Whether a bucket, remote or path names something critical (`s3://company-db-backups/`,
+/// `remote:backups`); `bucket` alone does not count, every bucket is one.
+fn names_critical_place(place: &str) -> bool {
+    names::any_word(place, |w| {
+        names::is_critical(w) && !matches!(w, "bucket" | "buckets")
+    })
+}
+
+/// Settings that turn backups off or expire data, and restores that replace a live database
+/// (`aws rds modify-db-instance --backup-retention-period 0`, `heroku pg:copy`).
+fn cloud_data_settings(name: &str, rest: &[String], ops: &[&str]) -> Option<(Tier, &'static str)> {
+    let value = |long: &str| option_values(rest, &[], &[long]);
+    let lower: Vec<String> = rest.iter().map(|a| a.to_ascii_lowercase()).collect();
+    let mentions = |needle: &str| lower.iter().any(|a| a.contains(needle));
+    match name {
+        // Retention 0 turns automated backups off and deletes the existing ones.
+        "aws" if value("--backup-retention-period").contains(&"0") => {
+            Some((Tier::T4, "shell.cloud_delete_critical"))
+        }
+        "aws"
+            if leads(ops, &["s3api", "put-bucket-lifecycle-configuration"])
+                || leads(ops, &["s3api", "put-bucket-lifecycle"]) =>
+        {
+            let config = value("--lifecycle-configuration").join(" ");
+            if config.starts_with("file://") || config.is_empty() {
+                // Rules we cannot see may expire every object.
+                Some((Tier::T3, "shell.cloud_delete"))
+            } else if config.contains("Expiration") {
+                // Without a prefix or filter, every object of the bucket expires.
+                let whole = config.contains("\"Filter\":{}")
+                    || config.contains("\"Filter\": {}")
+                    || config.contains("\"Prefix\":\"\"")
+                    || config.contains("\"Prefix\": \"\"")
+                    || !(config.contains("Filter") || config.contains("Prefix"));
+                if whole {
+                    Some((Tier::T4, "shell.cloud_delete_critical"))
+                } else {
+                    Some((Tier::T3, "shell.cloud_delete"))
+                }
+            } else {
+                Some((Tier::T2, "shell.cloud_call"))
+            }
+        }
+        "aws"
+            if mentions("pointintimerecoveryenabled=false")
+                || mentions("\"pointintimerecoveryenabled\":false")
+                || mentions("status=suspended")
+                || mentions("\"status\":\"suspended\"") =>
+        {
+            Some((Tier::T3, "shell.backup_disable"))
+        }
+        "gcloud"
+            if has(
+                rest,
+                &[
+                    "--no-backup",
+                    "--no-enable-point-in-time-recovery",
+                    "--no-enable-bin-log",
+                ],
+            ) =>
+        {
+            Some((Tier::T3, "shell.backup_disable"))
+        }
+        "gcloud"
+            if leads(ops, &["sql", "instances", "restore-backup"])
+                || leads(ops, &["sql", "backups", "restore"]) =>
+        {
+            Some((Tier::T4, "shell.restore_clean"))
+        }
+        "gcloud" if leads(ops, &["sql", "import"]) => Some((Tier::T3, "shell.db_load")),
+        // `pg:copy` destroys all data in the target; `pg:backups:restore` replaces it.
+        "heroku"
+            if ops.first().is_some_and(|o| {
+                matches!(
+                    *o,
+                    "pg:copy" | "pg:backups:restore" | "pg:backups:restore-url"
+                )
+            }) || leads(ops, &["pg:backups", "restore"]) =>
+        {
+            Some((Tier::T4, "shell.restore_clean"))
+        }
+        _ => None,
     }
 }
 
