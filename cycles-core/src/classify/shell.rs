@@ -1727,7 +1727,11 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
             Out::Unknown
         }
         "crontab" => {
-            if rest.iter().any(|a| short_flag(a, 'r')) {
+            // Installing an empty crontab removes every job, as `crontab -r` does.
+            let empty = operands(rest).contains(&"/dev/null")
+                || rest.iter().any(|a| a == "-")
+                    && matches!(stdin, Stdin::Text(t) if t.trim().is_empty());
+            if empty || rest.iter().any(|a| short_flag(a, 'r')) {
                 v.raise(Tier::T3, "shell.crontab_remove");
             } else if rest.iter().any(|a| a == "-l") {
                 v.raise(Tier::T0, "shell.read");
@@ -1783,8 +1787,19 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
             Out::Unknown
         }
         "zfs" | "zpool" => {
+            let forced = rest.iter().any(|a| short_flag(a, 'f'));
+            let recursive = rest
+                .iter()
+                .any(|a| short_flag(a, 'r') || short_flag(a, 'R'));
             match rest.first().map(|s| s.as_str()) {
-                Some("destroy") => v.raise(Tier::T4, "shell.zfs_destroy"),
+                Some("destroy" | "labelclear") => v.raise(Tier::T4, "shell.zfs_destroy"),
+                // `-f` overrides the check for data already on the disks.
+                Some("create") if name == "zpool" && forced => {
+                    v.raise(Tier::T4, "shell.zfs_destroy")
+                }
+                // Rolling back loses the data written since; `-r` destroys later snapshots.
+                Some("rollback") if recursive => v.raise(Tier::T4, "shell.zfs_destroy"),
+                Some("rollback") => v.raise(Tier::T3, "shell.zfs_rollback"),
                 Some("list" | "status" | "get" | "iostat" | "history") => {
                     v.raise(Tier::T0, "shell.read")
                 }
@@ -1798,6 +1813,39 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         }
         n if migrate::PROGRAMS.contains(&n) => {
             migrate::classify(n, rest, &stdin, d, v);
+            Out::Unknown
+        }
+        // `ddrescue -f IN OUT` writes over the output device; `badblocks -w` overwrites the disk.
+        "ddrescue" | "dd_rescue" => {
+            if operands(rest)
+                .last()
+                .is_some_and(|o| o.starts_with("/dev/"))
+            {
+                v.raise(Tier::T4, "shell.dd_device");
+            } else {
+                v.raise(Tier::T1, "shell.local_write");
+            }
+            Out::Unknown
+        }
+        "badblocks" => {
+            if rest.iter().any(|a| short_flag(a, 'w')) {
+                v.raise(Tier::T4, "shell.disk_format");
+            } else {
+                v.raise(Tier::T0, "shell.read");
+            }
+            Out::Unknown
+        }
+        "mdadm" => {
+            if has(rest, &["--zero-superblock", "--create", "-C"]) {
+                v.raise(Tier::T4, "shell.disk_format");
+            } else if has(
+                rest,
+                &["--detail", "-D", "--examine", "-E", "--query", "-Q"],
+            ) {
+                v.raise(Tier::T0, "shell.read");
+            } else {
+                v.raise(Tier::T2, "shell.system_change");
+            }
             Out::Unknown
         }
         "lvremove" | "vgremove" | "pvremove" => {
@@ -1834,7 +1882,81 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
             }
             Out::Unknown
         }
-        "kubectl" | "oc" | "k" => kubectl(rest, &stdin, d, v),
+        "kubectl" | "oc" | "k" | "kubecolor" | "microk8s.kubectl" => kubectl(rest, &stdin, d, v),
+        // Distributions that bundle kubectl (`k3s kubectl`, `microk8s kubectl`, `minikube
+        // kubectl --`) and container engines (`lima nerdctl`).
+        "k3s" | "microk8s" | "minikube" | "lima" | "colima" | "k0s"
+            if rest.first().is_some_and(|w| {
+                matches!(
+                    w.as_str(),
+                    "kubectl" | "nerdctl" | "docker" | "ctr" | "crictl"
+                )
+            }) =>
+        {
+            let inner = match rest.get(1) {
+                Some(w) if w == "--" => {
+                    let mut argv = vec![rest[0].clone()];
+                    argv.extend(rest[2..].iter().cloned());
+                    argv
+                }
+                _ => rest.to_vec(),
+            };
+            command(&inner, &stdin, d, v)
+        }
+        "argocd" => {
+            match subcommand(
+                rest,
+                &[
+                    "app", "proj", "cluster", "repo", "appset", "login", "version", "account",
+                    "context", "cert", "gpg", "logout", "relogin",
+                ],
+            ) {
+                Some((_, "version")) => v.raise(Tier::T0, "shell.read"),
+                Some((_, "login" | "logout" | "relogin" | "context")) => {
+                    v.raise(Tier::T1, "shell.local_write")
+                }
+                Some((i, group)) => match subcommand(
+                    &rest[i + 1..],
+                    &[
+                        "delete",
+                        "rm",
+                        "sync",
+                        "rollback",
+                        "set",
+                        "patch",
+                        "create",
+                        "terminate-op",
+                        "get",
+                        "list",
+                        "diff",
+                        "history",
+                        "logs",
+                        "manifests",
+                        "resources",
+                        "wait",
+                        "add",
+                        "edit",
+                        "actions",
+                        "unset",
+                    ],
+                ) {
+                    // `--cascade` (the default) deletes every resource of the app, PVCs too.
+                    Some((_, "delete" | "rm")) if group == "app" || group == "appset" => {
+                        v.raise(Tier::T4, "shell.kubectl_delete")
+                    }
+                    Some((_, "delete" | "rm")) => v.raise(Tier::T3, "shell.kubectl_change"),
+                    Some((
+                        _,
+                        "get" | "list" | "diff" | "history" | "logs" | "manifests" | "resources"
+                        | "wait",
+                    )) => v.raise(Tier::T0, "shell.read"),
+                    Some(_) => v.raise(Tier::T3, "shell.kubectl_change"),
+                    None => unknown_command(name, &operands(rest), v),
+                },
+                None => unknown_command(name, &operands(rest), v),
+            }
+            Out::Unknown
+        }
         "helm" => {
             helm(rest, v);
             Out::Unknown
@@ -1940,6 +2062,14 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
                     (true, true) => v.raise(Tier::T4, "shell.db_destructive_critical"),
                     (true, false) => v.raise(Tier::T3, "shell.db_destructive"),
                     _ => v.raise(Tier::T2, "shell.db_script"),
+                }
+                // `$out`/`$merge` replace or rewrite a collection; `shutdown` stops the server.
+                let lower = c.to_ascii_lowercase();
+                if ["$out", "$merge", "shutdown"]
+                    .iter()
+                    .any(|w| lower.contains(w))
+                {
+                    v.raise(Tier::T3, "shell.db_destructive");
                 }
             }
             Out::Unknown
@@ -2721,7 +2851,17 @@ fn any_suffix(
     };
     for k in (0..rest.len()).take(12) {
         let w = rest[k].rsplit('/').next().unwrap_or(&rest[k]);
-        if k == skip || rest[k].starts_with('-') || WRAPPERS.contains(&w) {
+        if k == skip {
+            // The words after a program we know in the normal place are its arguments
+            // (`sudo systemctl status mysql`: `mysql` is a unit, not a client).
+            let mut probe = Verdict::default();
+            command(&rest[k..rest.len().min(k + 256)], stdin, d + 3, &mut probe);
+            if probe.rules.first() != Some(&"shell.unknown_command") {
+                break;
+            }
+            continue;
+        }
+        if rest[k].starts_with('-') || WRAPPERS.contains(&w) {
             continue;
         }
         let mut probe = Verdict::default();
@@ -4185,6 +4325,9 @@ fn git(rest: &[String], d: usize, v: &mut Verdict) {
             }) || (has(args, &["--delete"]) && has(args, &["--force", "-f"]))
             {
                 v.raise(Tier::T3, "shell.git_branch_force_delete");
+            } else if has(args, &["-f", "--force"]) && !ops.is_empty() {
+                // `git branch -f main HEAD~3` moves an existing branch, as `update-ref` does.
+                v.raise(Tier::T2, "shell.git_update_ref");
             } else if has(
                 args,
                 &[
@@ -4252,6 +4395,19 @@ fn git(rest: &[String], d: usize, v: &mut Verdict) {
             } else {
                 v.raise(Tier::T1, "shell.git_local");
             }
+        }
+        // `git rm -rf .` removes uncommitted changes with the files (`--cached` keeps them).
+        "rm" if args.iter().any(|a| a == "--force" || short_flag(a, 'f'))
+            && !has(args, &["--cached"]) =>
+        {
+            v.raise(Tier::T3, "shell.git_discard_changes")
+        }
+        // `git worktree remove --force` discards that worktree's changes.
+        "worktree"
+            if ops.first() == Some(&"remove")
+                && args.iter().any(|a| a == "--force" || short_flag(a, 'f')) =>
+        {
+            v.raise(Tier::T3, "shell.git_discard_changes")
         }
         "fetch" | "pull" | "clone" | "add" | "commit" | "merge" | "rebase" | "cherry-pick"
         | "revert" | "init" | "mv" | "rm" | "am" | "apply" | "submodule" | "worktree"
@@ -4554,6 +4710,21 @@ fn kubectl(rest: &[String], stdin: &Stdin<'_>, d: usize, v: &mut Verdict) -> Out
         "--as-group",
         "--request-timeout",
         "-v",
+        "--certificate-authority",
+        "--cache-dir",
+        "--client-key",
+        "--client-certificate",
+        "--tls-server-name",
+        "--username",
+        "--password",
+        "--profile",
+        "--profile-output",
+        "-o",
+        "--output",
+        "-l",
+        "--selector",
+        "-f",
+        "--filename",
     ];
     let mut j = 0;
     while j < rest.len() {
@@ -4587,6 +4758,23 @@ fn kubectl(rest: &[String], stdin: &Stdin<'_>, d: usize, v: &mut Verdict) -> Out
                 if !inner.is_empty() {
                     command(inner, stdin, d, v);
                 }
+            } else if verb == "exec" {
+                // The deprecated `kubectl exec POD CMD...` (no `--`): the words after the pod.
+                let inner = skip_options(
+                    &rest[j + 1..],
+                    &[
+                        "-c",
+                        "--container",
+                        "-n",
+                        "--namespace",
+                        "-f",
+                        "--filename",
+                        "--context",
+                    ],
+                );
+                if inner.len() > 1 {
+                    command(&inner[1..], stdin, d, v);
+                }
             }
         }
         "cp" => v.raise(Tier::T2, "shell.kubectl_change"),
@@ -4595,6 +4783,14 @@ fn kubectl(rest: &[String], stdin: &Stdin<'_>, d: usize, v: &mut Verdict) -> Out
         "get" | "describe" | "logs" | "top" | "explain" | "api-resources" | "api-versions"
         | "version" | "config" | "auth" | "diff" | "wait" | "events" | "cluster-info" | "" => {
             v.raise(Tier::T0, "shell.read")
+        }
+        // A plugin (`kubectl cnpg destroy pg 1`): a destroying word after it deletes.
+        _ if operands(&rest[j + 1..])
+            .iter()
+            .take(2)
+            .any(|w| names::is_destructive(w) || matches!(*w, "rm" | "remove" | "uninstall")) =>
+        {
+            v.raise(Tier::T4, "shell.kubectl_delete")
         }
         _ => v.raise(Tier::T2, "shell.kubectl_change"),
     }
@@ -4689,6 +4885,9 @@ fn docker(name: &str, rest: &[String], stdin: &Stdin<'_>, d: usize, v: &mut Verd
         "--project-name",
         "--env-file",
         "--profile",
+        "--tlscacert",
+        "--tlscert",
+        "--tlskey",
     ];
     let mut j = 0;
     while j < rest.len() {
@@ -4765,9 +4964,11 @@ fn docker(name: &str, rest: &[String], stdin: &Stdin<'_>, d: usize, v: &mut Verd
     }
     match (sub, second) {
         ("volume", "rm" | "remove" | "prune") => v.raise(Tier::T4, "shell.docker_volume_delete"),
-        ("system", "prune") if has(args, &["--volumes"]) => {
+        ("system", "prune") if removes_volumes(args) => {
             v.raise(Tier::T4, "shell.docker_volume_delete")
         }
+        // Removes every container, image and volume.
+        ("system", "reset") => v.raise(Tier::T4, "shell.docker_volume_delete"),
         ("system" | "container" | "image" | "network" | "builder" | "buildx", "prune") => {
             v.raise(Tier::T3, "shell.docker_prune")
         }
@@ -4795,6 +4996,14 @@ fn docker(name: &str, rest: &[String], stdin: &Stdin<'_>, d: usize, v: &mut Verd
                 let mut argv = vec![program.to_string()];
                 argv.extend(inner.iter().skip(1).cloned());
                 command(&argv, stdin, d, v);
+            } else if let Some(program) = inner.first().and_then(|i| image_program(i))
+                && sub != "exec"
+                && second != "exec"
+            {
+                // An official CLI image runs its CLI: `hashicorp/terraform destroy`.
+                let mut argv = vec![program.to_string()];
+                argv.extend(inner.iter().skip(1).cloned());
+                command(&argv, stdin, d, v);
             } else if inner.len() > 1 {
                 command(&inner[1..], stdin, d, v);
             }
@@ -4814,6 +5023,29 @@ fn docker(name: &str, rest: &[String], stdin: &Stdin<'_>, d: usize, v: &mut Verd
         _ => v.raise(Tier::T2, "shell.docker_change"),
     }
     Out::Unknown
+}
+
+/// The CLI an image runs as its entrypoint (`hashicorp/terraform:1.7` runs `terraform`).
+fn image_program(image: &str) -> Option<&'static str> {
+    let base = image.rsplit('/').take(2).collect::<Vec<_>>();
+    let repo = match base.as_slice() {
+        [name, owner] => format!("{owner}/{name}"),
+        [name] => name.to_string(),
+        _ => return None,
+    };
+    let repo = repo.split([':', '@']).next().unwrap_or("");
+    Some(match repo {
+        "hashicorp/terraform" | "terraform" => "terraform",
+        "opentofu/opentofu" => "tofu",
+        "alpine/terragrunt" | "devopsinfra/docker-terragrunt" => "terragrunt",
+        "amazon/aws-cli" => "aws",
+        "google/cloud-sdk" | "cloudsdktool/google-cloud-cli" => return None,
+        "bitnami/kubectl" | "rancher/kubectl" | "alpine/kubectl" => "kubectl",
+        "alpine/helm" | "dtzar/helm-kubectl" => "helm",
+        "mcr.microsoft.com/azure-cli" | "microsoft/azure-cli" => "az",
+        "pulumi/pulumi" => "pulumi",
+        _ => return None,
+    })
 }
 
 fn sql_client(name: &str, rest: &[String], stdin: &Stdin<'_>, v: &mut Verdict) {
@@ -5342,6 +5574,10 @@ fn gh(rest: &[String], v: &mut Verdict) {
     let ops = operands(rest);
     match (ops.first().copied(), ops.get(1).copied()) {
         (Some("repo"), Some("delete" | "archive")) => v.raise(Tier::T4, "shell.gh_repo_delete"),
+        // Hard-resets the fork's branch to the source: a force push.
+        (Some("repo"), Some("sync")) if has(rest, &["--force"]) => {
+            v.raise(Tier::T4, "shell.git_push_force")
+        }
         (Some("api"), _) => {
             let explicit = option_values(rest, &["-X"], &["--method"]);
             let fields = rest.iter().any(|a| {
@@ -5395,6 +5631,20 @@ fn gh(rest: &[String], v: &mut Verdict) {
                 .find_map(|f| f.strip_prefix("query="))
                 .map(|q| serde_json::json!({ "query": q }));
             http::apply(&method, path, query.as_ref(), v);
+            // Deleting or force-moving a shared branch (`git/refs/heads/main`): `git push
+            // origin :main`, `git push --force`.
+            if let Some((_, branch)) = path.split_once("git/refs/heads/")
+                && is_shared_ref(branch)
+            {
+                let forced = rest
+                    .iter()
+                    .any(|a| a.replace(' ', "").contains("force=true"));
+                if method.eq_ignore_ascii_case("DELETE") {
+                    v.raise(Tier::T4, "shell.git_push_delete_shared");
+                } else if method.eq_ignore_ascii_case("PATCH") && forced {
+                    v.raise(Tier::T4, "shell.git_push_force");
+                }
+            }
         }
         (_, Some("delete")) => v.raise(Tier::T3, "shell.gh_delete"),
         (_, Some("list" | "view" | "status" | "diff" | "checks" | "watch" | "download")) => {
