@@ -4784,6 +4784,8 @@ fn kubectl(rest: &[String], stdin: &Stdin<'_>, d: usize, v: &mut Verdict) -> Out
         | "version" | "config" | "auth" | "diff" | "wait" | "events" | "cluster-info" | "" => {
             v.raise(Tier::T0, "shell.read")
         }
+        // krew, the plugin manager, installs and removes plugins on this machine.
+        "krew" => v.raise(Tier::T1, "shell.local_write"),
         // A plugin (`kubectl cnpg destroy pg 1`): a destroying word after it deletes.
         _ if operands(&rest[j + 1..])
             .iter()
