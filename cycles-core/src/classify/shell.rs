@@ -5800,7 +5800,7 @@ fn cloud(name: &str, rest: &[String], v: &mut Verdict) {
         ("supabase", "db", Some("push")) => Some((Tier::T3, "shell.db_migrate")),
         // The CLI's own settings, on this machine.
         ("gcloud" | "az" | "aws" | "doctl", "config" | "configure", _) => {
-            if command_words(rest).iter().any(|w| cloud_writes(w)) {
+            if destructive || command_words(rest).iter().any(|w| cloud_writes(w)) {
                 Some((Tier::T1, "shell.local_write"))
             } else {
                 Some((Tier::T0, "shell.cloud_read"))
@@ -5954,7 +5954,6 @@ fn object_store(name: &str, rest: &[String], v: &mut Verdict) -> bool {
             "stat",
             "du",
             "mb",
-            "find",
             "tree",
             "diff",
             "head",
@@ -5963,7 +5962,6 @@ fn object_store(name: &str, rest: &[String], v: &mut Verdict) -> bool {
             "ping",
             "ilm",
             "retention",
-            "version",
         ],
         "azcopy" => &[
             "remove",
@@ -6047,7 +6045,7 @@ fn object_store(name: &str, rest: &[String], v: &mut Verdict) -> bool {
             _,
             "ls" | "list" | "cat" | "du" | "stat" | "lsd" | "lsl" | "lsf" | "lsjson" | "size"
             | "check" | "tree" | "about" | "md5sum" | "sha1sum" | "hashsum" | "version"
-            | "listremotes" | "ncdu" | "help" | "find" | "diff" | "head" | "ping" | "get-bucket"
+            | "listremotes" | "ncdu" | "help" | "diff" | "head" | "ping" | "get-bucket"
             | "list-buckets" | "env" | "jobs" | "presign" | "hash",
         ) => (Tier::T0, "shell.cloud_read"),
         _ => return false,
