@@ -560,16 +560,20 @@ fn gate_files(name: &str, rest: &[String], v: &mut Verdict) {
     }
 }
 
+/// Devices that stand for a stream, not a disk: writing them changes nothing stored.
+fn is_ordinary_device(path: &str) -> bool {
+    matches!(
+        path,
+        "/dev/null" | "/dev/stdout" | "/dev/stderr" | "/dev/tty"
+    ) || path.starts_with("/dev/fd/")
+}
+
 /// A parsed redirection's effect.
 fn redirect_target(v: &mut Verdict, op: &str, target: &str) {
     if op != ">>" {
         overwrite(v, target);
     }
-    if matches!(
-        target,
-        "/dev/null" | "/dev/stdout" | "/dev/stderr" | "/dev/tty" | "1" | "2" | "-"
-    ) || target.starts_with("/dev/fd/")
-    {
+    if matches!(target, "1" | "2" | "-") || is_ordinary_device(target) {
         return;
     }
     written_to(v, target);
@@ -1620,9 +1624,10 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         }
         "cp" | "tee" | "ln" | "install" => {
             let ops = operands(rest);
-            if ops.iter().any(|p| {
-                p.starts_with("/dev/") && !matches!(*p, "/dev/null" | "/dev/stdout" | "/dev/stderr")
-            }) {
+            if ops
+                .iter()
+                .any(|p| p.starts_with("/dev/") && !is_ordinary_device(p))
+            {
                 v.raise(Tier::T4, "shell.write_device");
             } else {
                 v.raise(Tier::T1, "shell.local_write");
