@@ -393,6 +393,12 @@ fn substitution(
 
 /// Classifies a script (one or more commands) at nesting `depth`.
 fn script(src: &str, depth: usize, v: &mut Verdict) {
+    script_fed(src, &Stdin::Terminal, depth, v);
+}
+
+/// A script whose standard input is `outer` (a remote command under `ssh host cmd <<EOF`):
+/// every command of it that reads neither a pipe nor a here-document of its own may read it.
+fn script_fed(src: &str, outer: &Stdin<'_>, depth: usize, v: &mut Verdict) {
     if depth > MAX_DEPTH {
         v.raise(Tier::T4, "shell.nesting_too_deep");
         return;
@@ -421,7 +427,7 @@ fn script(src: &str, depth: usize, v: &mut Verdict) {
             (None, true, Some(Out::Found(words))) => Stdin::Found(words),
             (None, true, Some(Out::Listed(paths))) => Stdin::Listed(paths),
             (None, true, _) => Stdin::Unknown,
-            (None, false, _) => Stdin::Terminal,
+            (None, false, _) => *outer,
         };
         prev = Some(command(&words, &stdin, depth, v));
     }
@@ -458,10 +464,10 @@ const ARG_LIST_VALUE_OPTIONS: &[&str] = &[
     "--delimiter",
 ];
 
-/// A file a command writes, moves or removes, read by the path classifier: the gate's own
+/// A file a command touches, moves or removes, read by the path classifier: the gate's own
 /// configuration (`.claude/settings.json`, `.cycles/`, `.mcp.json`: 4), files that run code
 /// later (`.git/hooks/`, `.bashrc`, `authorized_keys`: 3) and data stores' files (4). System
-/// directories are left to this classifier's own rules.
+/// directories are left to [`written_to`], for the words known to be written.
 fn written(v: &mut Verdict, target: &str) {
     if let Some((tier, rule)) = crate::classify::path::critical(target)
         && !matches!(rule, "path.system" | "path.unreadable")
@@ -470,14 +476,61 @@ fn written(v: &mut Verdict, target: &str) {
     }
 }
 
+/// Directories of the installed system: a file written there changes what every program
+/// loads, trusts or resolves (`/etc/ld.so.preload`, `/etc/hosts`, `/usr/bin/x`), as the Write
+/// tool rates it. `/var`, `/opt`, `/tmp` and `/dev` are not among them (devices have their own
+/// rule).
+const SYSTEM_WRITE_DIRS: &[&str] = &["etc", "boot", "usr", "bin", "sbin", "lib", "lib64"];
+
+/// A file a command writes (a redirection's target, `tee`'s files, `cp`/`mv`'s destination):
+/// what [`written`] rates, plus system directories (3, `path.system`) and the running
+/// kernel's settings (4).
+fn written_to(v: &mut Verdict, target: &str) {
+    written(v, target);
+    let norm = normalize_path(target);
+    if !norm.starts_with('/') {
+        return;
+    }
+    let comps: Vec<&str> = norm
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    match comps.as_slice() {
+        // `/proc/sysrq-trigger` (`b` reboots, `c` crashes, `o` powers off the host) and
+        // `/proc/sys/...` (kernel parameters) change the running kernel at once.
+        ["proc", "sysrq-trigger"] | ["proc", "sys", ..] => v.raise(Tier::T4, "shell.kernel_write"),
+        [top, _, ..] if SYSTEM_WRITE_DIRS.contains(top) => v.raise(Tier::T3, "path.system"),
+        _ => {}
+    }
+}
+
 /// The files the common file-changing commands write, move or remove, each read by
-/// [`written`] (their other effects are rated by their own rules).
+/// [`written`], or [`written_to`] where the word is known to be written (their other effects
+/// are rated by their own rules).
 fn gate_files(name: &str, rest: &[String], v: &mut Verdict) {
     match name {
-        "rm" | "unlink" | "mv" | "cp" | "tee" | "ln" | "install" | "truncate" | "shred"
-        | "chmod" | "chown" | "touch" | "rsync" => {
+        "rm" | "unlink" | "shred" | "chmod" | "chown" | "touch" => {
             for p in operands(rest) {
                 written(v, p);
+            }
+        }
+        // Every file is written (`tee`, `truncate`), or taken away from where it was (`mv`).
+        "tee" | "truncate" | "mv" => {
+            for p in operands(rest) {
+                written_to(v, p);
+            }
+        }
+        // Sources are read; the destination (last operand, or `-t DIR`) is written.
+        "cp" | "ln" | "install" | "rsync" => {
+            let ops = operands(rest);
+            if let Some((dest, sources)) = ops.split_last() {
+                for p in sources {
+                    written(v, p);
+                }
+                written_to(v, dest);
+            }
+            for dir in option_values(rest, &["-t"], &["--target-directory"]) {
+                written_to(v, dir);
             }
         }
         // `sed -i` edits its file operands in place.
@@ -493,13 +546,13 @@ fn gate_files(name: &str, rest: &[String], v: &mut Verdict) {
                     || a.starts_with("--file")
             });
             for p in operands(rest).into_iter().skip(usize::from(!scripted)) {
-                written(v, p);
+                written_to(v, p);
             }
         }
         "dd" => {
             for a in rest {
                 if let Some(p) = a.strip_prefix("of=") {
-                    written(v, p);
+                    written_to(v, p);
                 }
             }
         }
@@ -507,19 +560,23 @@ fn gate_files(name: &str, rest: &[String], v: &mut Verdict) {
     }
 }
 
+/// Devices that stand for a stream, not a disk: writing them changes nothing stored.
+fn is_ordinary_device(path: &str) -> bool {
+    matches!(
+        path,
+        "/dev/null" | "/dev/stdout" | "/dev/stderr" | "/dev/tty"
+    ) || path.starts_with("/dev/fd/")
+}
+
 /// A parsed redirection's effect.
 fn redirect_target(v: &mut Verdict, op: &str, target: &str) {
     if op != ">>" {
         overwrite(v, target);
     }
-    if matches!(
-        target,
-        "/dev/null" | "/dev/stdout" | "/dev/stderr" | "/dev/tty" | "1" | "2" | "-"
-    ) || target.starts_with("/dev/fd/")
-    {
+    if matches!(target, "1" | "2" | "-") || is_ordinary_device(target) {
         return;
     }
-    written(v, target);
+    written_to(v, target);
     if target.starts_with("/dev/") {
         v.raise(Tier::T4, "shell.write_device");
     } else {
@@ -1028,6 +1085,8 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
                 };
                 match op {
                     "<<<" => here_string = Some(target),
+                    // Reading `/dev/null` is reading nothing.
+                    "<" if target == "/dev/null" => here_string = Some(""),
                     "<" | "<&" | "<>" => input_file = true,
                     ">&" if target.chars().all(|c| c.is_ascii_digit() || c == '-') => {}
                     _ => redirect_target(v, op, target),
@@ -1049,6 +1108,7 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         .unwrap_or(args.len());
     // `GIT_SSH_COMMAND=... git fetch`, `PAGER=... man`: values that programs run.
     hidden::assignments(args[..start].iter().map(|s| s.as_str()), depth + 1, v);
+    let assignments: Vec<&str> = args[..start].iter().map(String::as_str).collect();
     let args = &args[start..];
     let Some(first) = args.first() else {
         // Only keywords (`done`, `fi`), assignments or redirections: no program runs.
@@ -1448,12 +1508,12 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         "ssh" => {
             v.raise(Tier::T2, "shell.remote");
             let after = skip_options(rest, SSH_VALUE_OPTIONS);
-            if after.len() > 1 {
-                // ssh joins the remaining words with spaces and runs them in a remote shell.
-                script(&after[1..].join(" "), d, v);
-            } else if let Stdin::Text(t) = stdin {
-                script(t, d, v);
-            }
+            // `ssh host -- cmd`: the `--` ends ssh's options, it is not the command.
+            let remote = match after.get(1) {
+                Some(w) if w == "--" => &after[2..],
+                _ => after.get(1..).unwrap_or(&[]),
+            };
+            remote_shell(&remote.join(" "), &stdin, d, v);
             Out::Unknown
         }
         "find" => find(rest, d, v),
@@ -1564,9 +1624,10 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         }
         "cp" | "tee" | "ln" | "install" => {
             let ops = operands(rest);
-            if ops.iter().any(|p| {
-                p.starts_with("/dev/") && !matches!(*p, "/dev/null" | "/dev/stdout" | "/dev/stderr")
-            }) {
+            if ops
+                .iter()
+                .any(|p| p.starts_with("/dev/") && !is_ordinary_device(p))
+            {
                 v.raise(Tier::T4, "shell.write_device");
             } else {
                 v.raise(Tier::T1, "shell.local_write");
@@ -1589,17 +1650,18 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
             Out::Unknown
         }
         "rsync" => {
+            // `--del` is rsync's alias of `--delete-during`.
             let delete = rest
                 .iter()
-                .any(|a| a.starts_with("--delete") || a == "--remove-source-files");
+                .any(|a| a.starts_with("--delete") || a == "--del" || a == "--remove-source-files");
             let ops = operands(rest);
             let remote = ops.iter().any(|p| is_remote_spec(p));
-            if delete
-                && ops
-                    .last()
-                    .is_some_and(|p| is_broad_path(p.rsplit(':').next().unwrap_or(p)))
-            {
+            let dest = ops.last().map(|p| p.rsplit(':').next().unwrap_or(p));
+            if delete && dest.is_some_and(is_broad_path) {
                 v.raise(Tier::T4, "shell.rsync_delete_broad");
+            } else if delete && dest.is_some_and(is_critical_path) {
+                // An empty source deletes every backup or every file of the store.
+                v.raise(Tier::T4, "shell.rsync_delete_critical");
             } else if delete {
                 v.raise(Tier::T3, "shell.rsync_delete");
             } else if remote {
@@ -1670,7 +1732,11 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
             Out::Unknown
         }
         "crontab" => {
-            if rest.iter().any(|a| short_flag(a, 'r')) {
+            // Installing an empty crontab removes every job, as `crontab -r` does.
+            let empty = operands(rest).contains(&"/dev/null")
+                || rest.iter().any(|a| a == "-")
+                    && matches!(stdin, Stdin::Text(t) if t.trim().is_empty());
+            if empty || rest.iter().any(|a| short_flag(a, 'r')) {
                 v.raise(Tier::T3, "shell.crontab_remove");
             } else if rest.iter().any(|a| a == "-l") {
                 v.raise(Tier::T0, "shell.read");
@@ -1726,8 +1792,19 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
             Out::Unknown
         }
         "zfs" | "zpool" => {
+            let forced = rest.iter().any(|a| short_flag(a, 'f'));
+            let recursive = rest
+                .iter()
+                .any(|a| short_flag(a, 'r') || short_flag(a, 'R'));
             match rest.first().map(|s| s.as_str()) {
-                Some("destroy") => v.raise(Tier::T4, "shell.zfs_destroy"),
+                Some("destroy" | "labelclear") => v.raise(Tier::T4, "shell.zfs_destroy"),
+                // `-f` overrides the check for data already on the disks.
+                Some("create") if name == "zpool" && forced => {
+                    v.raise(Tier::T4, "shell.zfs_destroy")
+                }
+                // Rolling back loses the data written since; `-r` destroys later snapshots.
+                Some("rollback") if recursive => v.raise(Tier::T4, "shell.zfs_destroy"),
+                Some("rollback") => v.raise(Tier::T3, "shell.zfs_rollback"),
                 Some("list" | "status" | "get" | "iostat" | "history") => {
                     v.raise(Tier::T0, "shell.read")
                 }
@@ -1743,6 +1820,39 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
             migrate::classify(n, rest, &stdin, d, v);
             Out::Unknown
         }
+        // `ddrescue -f IN OUT` writes over the output device; `badblocks -w` overwrites the disk.
+        "ddrescue" | "dd_rescue" => {
+            if operands(rest)
+                .last()
+                .is_some_and(|o| o.starts_with("/dev/"))
+            {
+                v.raise(Tier::T4, "shell.dd_device");
+            } else {
+                v.raise(Tier::T1, "shell.local_write");
+            }
+            Out::Unknown
+        }
+        "badblocks" => {
+            if rest.iter().any(|a| short_flag(a, 'w')) {
+                v.raise(Tier::T4, "shell.disk_format");
+            } else {
+                v.raise(Tier::T0, "shell.read");
+            }
+            Out::Unknown
+        }
+        "mdadm" => {
+            if has(rest, &["--zero-superblock", "--create", "-C"]) {
+                v.raise(Tier::T4, "shell.disk_format");
+            } else if has(
+                rest,
+                &["--detail", "-D", "--examine", "-E", "--query", "-Q"],
+            ) {
+                v.raise(Tier::T0, "shell.read");
+            } else {
+                v.raise(Tier::T2, "shell.system_change");
+            }
+            Out::Unknown
+        }
         "lvremove" | "vgremove" | "pvremove" => {
             v.raise(Tier::T4, "shell.lvm_remove");
             Out::Unknown
@@ -1754,10 +1864,11 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         }
         // --- infrastructure ----------------------------------------------------------------
         "terraform" | "tofu" | "terragrunt" => {
-            terraform(rest, v);
+            terraform(rest, &assignments, &stdin, d, v);
             Out::Unknown
         }
-        "pulumi" | "cdk" | "cdktf" | "serverless" | "sls" | "sam" | "copilot" => {
+        "pulumi" | "cdk" | "cdktf" | "serverless" | "sls" | "sam" | "copilot" | "sst"
+        | "amplify" => {
             let ops = operands(rest);
             if ops
                 .iter()
@@ -1767,7 +1878,7 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
             } else if ops.iter().any(|o| {
                 matches!(
                     *o,
-                    "up" | "update" | "deploy" | "apply" | "refresh" | "import"
+                    "up" | "update" | "deploy" | "apply" | "refresh" | "import" | "push"
                 )
             }) {
                 v.raise(Tier::T3, "shell.iac_apply");
@@ -1776,18 +1887,125 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
             }
             Out::Unknown
         }
-        "kubectl" | "oc" | "k" => kubectl(rest, &stdin, d, v),
-        "helm" => {
-            let ops = operands(rest);
-            match ops.first().copied() {
-                Some("uninstall" | "delete" | "del" | "un") => {
-                    v.raise(Tier::T4, "shell.helm_uninstall")
+        "kubectl" | "oc" | "k" | "kubecolor" | "microk8s.kubectl" => kubectl(rest, &stdin, d, v),
+        // Distributions that bundle kubectl (`k3s kubectl`, `microk8s kubectl`, `minikube
+        // kubectl --`) and container engines (`lima nerdctl`).
+        "k3s" | "microk8s" | "minikube" | "lima" | "colima" | "k0s"
+            if rest.first().is_some_and(|w| {
+                matches!(
+                    w.as_str(),
+                    "kubectl" | "nerdctl" | "docker" | "ctr" | "crictl"
+                )
+            }) =>
+        {
+            let inner = match rest.get(1) {
+                Some(w) if w == "--" => {
+                    let mut argv = vec![rest[0].clone()];
+                    argv.extend(rest[2..].iter().cloned());
+                    argv
                 }
-                Some("install" | "upgrade" | "rollback") => v.raise(Tier::T3, "shell.helm_release"),
-                Some("repo" | "dependency" | "dep" | "pull" | "package") => {
+                _ => rest.to_vec(),
+            };
+            command(&inner, &stdin, d, v)
+        }
+        "argocd" => {
+            match subcommand(
+                rest,
+                &[
+                    "app", "proj", "cluster", "repo", "appset", "login", "version", "account",
+                    "context", "cert", "gpg", "logout", "relogin",
+                ],
+            ) {
+                Some((_, "version")) => v.raise(Tier::T0, "shell.read"),
+                Some((_, "login" | "logout" | "relogin" | "context")) => {
                     v.raise(Tier::T1, "shell.local_write")
                 }
-                _ => v.raise(Tier::T0, "shell.read"),
+                Some((i, group)) => match subcommand(
+                    &rest[i + 1..],
+                    &[
+                        "delete",
+                        "rm",
+                        "sync",
+                        "rollback",
+                        "set",
+                        "patch",
+                        "create",
+                        "terminate-op",
+                        "get",
+                        "list",
+                        "diff",
+                        "history",
+                        "logs",
+                        "manifests",
+                        "resources",
+                        "wait",
+                        "add",
+                        "edit",
+                        "actions",
+                        "unset",
+                    ],
+                ) {
+                    // `--cascade` (the default) deletes every resource of the app, PVCs too.
+                    Some((_, "delete" | "rm")) if group == "app" || group == "appset" => {
+                        v.raise(Tier::T4, "shell.kubectl_delete")
+                    }
+                    Some((_, "delete" | "rm")) => v.raise(Tier::T3, "shell.kubectl_change"),
+                    Some((
+                        _,
+                        "get" | "list" | "diff" | "history" | "logs" | "manifests" | "resources"
+                        | "wait",
+                    )) => v.raise(Tier::T0, "shell.read"),
+                    Some(_) => v.raise(Tier::T3, "shell.kubectl_change"),
+                    None => unknown_command(name, &operands(rest), v),
+                },
+                None => unknown_command(name, &operands(rest), v),
+            }
+            Out::Unknown
+        }
+        "helm" => {
+            helm(rest, v);
+            Out::Unknown
+        }
+        "helmfile" => {
+            // helmfile's subcommands act on every release of its file.
+            match subcommand(rest, HELMFILE_SUBCOMMANDS) {
+                Some((_, "destroy" | "delete")) => v.raise(Tier::T4, "shell.helm_uninstall"),
+                Some((_, "apply" | "sync" | "charts")) => v.raise(Tier::T3, "shell.helm_release"),
+                Some((_, "deps" | "repos" | "fetch" | "init")) => {
+                    v.raise(Tier::T1, "shell.local_write")
+                }
+                Some(_) => v.raise(Tier::T0, "shell.read"),
+                None => unknown_command(name, &operands(rest), v),
+            }
+            Out::Unknown
+        }
+        "terramate" => {
+            // `terramate run -- terraform destroy`: the command runs in every stack.
+            v.raise(Tier::T0, "shell.wrapper");
+            if let Some(p) = rest.iter().position(|a| a == "--") {
+                if p + 1 < rest.len() {
+                    command(&rest[p + 1..], &stdin, d, v);
+                }
+            } else if let Some((i, "run")) = subcommand(rest, &["run", "list", "fmt", "create"]) {
+                let inner = skip_options(&rest[i + 1..], &["--tags", "--no-tags", "-C", "--chdir"]);
+                if !inner.is_empty() {
+                    command(inner, &stdin, d, v);
+                }
+            } else {
+                v.raise(Tier::T1, "shell.local_write");
+            }
+            Out::Unknown
+        }
+        "atmos" => {
+            // `atmos terraform destroy COMPONENT -s STACK`: terraform's own subcommands.
+            match subcommand(rest, &["terraform", "helmfile"]) {
+                Some((i, "terraform")) => terraform(&rest[i + 1..], &[], &stdin, d, v),
+                Some((i, _)) => {
+                    let mut argv = vec!["helmfile".to_string()];
+                    argv.extend(rest[i + 1..].iter().cloned());
+                    command(&argv, &stdin, d, v);
+                }
+                None => unknown_command(name, &operands(rest), v),
             }
             Out::Unknown
         }
@@ -1850,6 +2068,14 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
                     (true, false) => v.raise(Tier::T3, "shell.db_destructive"),
                     _ => v.raise(Tier::T2, "shell.db_script"),
                 }
+                // `$out`/`$merge` replace or rewrite a collection; `shutdown` stops the server.
+                let lower = c.to_ascii_lowercase();
+                if ["$out", "$merge", "shutdown"]
+                    .iter()
+                    .any(|w| lower.contains(w))
+                {
+                    v.raise(Tier::T3, "shell.db_destructive");
+                }
             }
             Out::Unknown
         }
@@ -1887,9 +2113,12 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         | "vercel" | "netlify" | "supabase" | "neonctl" | "neon" | "pscale" | "render"
         | "firebase" | "s3cmd" | "rclone" | "mc" | "linode-cli" | "hcloud" | "scw" | "oci"
         | "ibmcloud" | "wrangler" | "turso" | "upstash" | "databricks" | "eksctl" | "ovhcloud"
-        | "exo" | "vultr-cli" | "civo" | "koyeb" | "northflank" | "porter" => {
+        | "exo" | "vultr-cli" | "civo" | "koyeb" | "northflank" | "porter" | "azcopy" | "s5cmd"
+        | "b2" => {
             remote_run(name, rest, &stdin, d, v);
-            cloud(name, rest, v);
+            if !object_store(name, rest, v) {
+                cloud(name, rest, v);
+            }
             Out::Unknown
         }
         // --- interpreters and package managers ------------------------------------------------
@@ -2144,44 +2373,273 @@ fn named_by_words(name: &str, operands: &[&str], v: &mut Verdict) {
 /// migrate reset`, `fly ssh console -C "..."`): that command is classified.
 fn remote_run(name: &str, rest: &[String], stdin: &Stdin<'_>, d: usize, v: &mut Verdict) {
     let ops = operands(rest);
+    if let Some(argv) = database_console(name, rest, &ops)
+        && (!argv.is_empty() || !matches!(stdin, Stdin::Terminal))
+    {
+        // An interactive console (no SQL given, nothing on standard input) stays a cloud call.
+        v.raise(Tier::T2, "shell.remote");
+        sql_client("psql", &argv, stdin, v);
+        return;
+    }
+    // Options of the platform CLIs' run and ssh commands that take a value.
+    let own_options = [
+        "-a",
+        "--app",
+        "-r",
+        "--remote",
+        "-s",
+        "--size",
+        "-e",
+        "--env",
+        "-t",
+        "--type",
+        "--service",
+        "--environment",
+        "--region",
+        "--zone",
+        "--project",
+        "--machine",
+        "--user",
+        "-u",
+        "--process-group",
+        "--instance",
+    ];
+    // The command words after the run or ssh subcommand `at`: after `--` when there is one;
+    // else heroku's flags are taken out wherever they stand (its parser accepts them
+    // anywhere: `heroku run bash -a app`), other CLIs' only before the command.
+    let after_sub = |at: usize| -> Vec<String> {
+        let tail = &rest[at.min(rest.len())..];
+        if let Some(p) = tail.iter().position(|w| w == "--") {
+            return tail[p + 1..].to_vec();
+        }
+        if name != "heroku" {
+            return skip_options(tail, &own_options).to_vec();
+        }
+        let mut out = Vec::new();
+        let mut j = 0;
+        while j < tail.len() {
+            let w = tail[j].as_str();
+            if own_options.contains(&w) {
+                j += 2;
+                continue;
+            }
+            let flag = w.starts_with("--")
+                && (own_options.iter().any(|o| w.starts_with(&format!("{o}=")))
+                    || matches!(w, "--exit-code" | "--no-tty" | "--no-notify"));
+            let leading_option = out.is_empty() && w.starts_with('-');
+            if !(flag || leading_option) {
+                out.push(w.to_string());
+            }
+            j += 1;
+        }
+        out
+    };
+    let position = |word: &str| {
+        rest.iter()
+            .position(|w| w == word)
+            .map_or(rest.len(), |i| i + 1)
+    };
     match (name, ops.first().copied(), ops.get(1).copied()) {
-        ("heroku", Some("run" | "run:detached" | "run:inside"), _)
-        | ("railway" | "render" | "koyeb" | "northflank", Some("run"), _) => {
-            let at = rest
-                .iter()
-                .position(|w| w.starts_with("run"))
-                .map_or(rest.len(), |i| i + 1);
-            let inner = skip_options(
-                &rest[at..],
-                &[
-                    "-a",
-                    "--app",
-                    "-r",
-                    "--remote",
-                    "-s",
-                    "--size",
-                    "-e",
-                    "--env",
-                    "-t",
-                    "--type",
-                    "--service",
-                    "--environment",
-                ],
-            );
-            if !inner.is_empty() {
-                v.raise(Tier::T2, "shell.remote");
-                command(inner, stdin, d, v);
+        ("heroku", Some(sub @ ("run" | "run:detached" | "run:inside")), _)
+        | ("railway" | "render" | "koyeb" | "northflank", Some(sub @ ("run" | "ssh")), _) => {
+            let inner = after_sub(position(sub));
+            v.raise(Tier::T2, "shell.remote");
+            if inner.is_empty() {
+                // `railway ssh`, `render ssh` with no command: a remote shell reads stdin.
+                remote_shell("", stdin, d, v);
+            } else {
+                command(&inner, stdin, d, v);
             }
         }
         ("fly" | "flyctl", Some("ssh"), Some("console"))
         | ("fly" | "flyctl", Some("console"), _) => {
-            for code in option_values(rest, &["-C"], &["--command"]) {
-                v.raise(Tier::T2, "shell.remote");
-                script(code, d, v);
+            let codes = option_values(rest, &["-C"], &["--command"]);
+            v.raise(Tier::T2, "shell.remote");
+            for code in &codes {
+                script_fed(code, stdin, d, v);
+            }
+            if codes.is_empty() {
+                remote_shell("", stdin, d, v);
             }
         }
         _ => {}
     }
+    // Cloud CLIs running a command on a machine: the command is classified.
+    let mut remote: Vec<String> = Vec::new();
+    let mut seen = false;
+    if name == "gcloud"
+        && (leads(&ops, &["compute", "ssh"]) || leads(&ops, &["cloud-shell", "ssh"]))
+    {
+        seen = true;
+        remote.extend(
+            option_values(rest, &[], &["--command"])
+                .iter()
+                .map(|c| c.to_string()),
+        );
+        if let Some(p) = rest.iter().position(|w| w == "--") {
+            remote.push(rest[p + 1..].join(" "));
+        }
+    } else if name == "doctl" && leads(&ops, &["compute", "ssh"]) {
+        seen = true;
+        remote.extend(
+            option_values(rest, &[], &["--ssh-command"])
+                .iter()
+                .map(|c| c.to_string()),
+        );
+    } else if name == "aws" && leads(&ops, &["ecs", "execute-command"]) {
+        seen = true;
+        remote.extend(
+            option_values(rest, &[], &["--command"])
+                .iter()
+                .map(|c| c.to_string()),
+        );
+    } else if name == "az" && leads(&ops, &["vm", "run-command"]) {
+        // `--scripts` takes every word up to the next option.
+        if let Some(p) = rest
+            .iter()
+            .position(|w| w == "--scripts" || w == "--script")
+        {
+            remote.extend(
+                rest[p + 1..]
+                    .iter()
+                    .take_while(|w| !w.starts_with("--"))
+                    .cloned(),
+            );
+        }
+        remote.extend(
+            rest.iter()
+                .filter_map(|w| {
+                    w.strip_prefix("--scripts=")
+                        .or_else(|| w.strip_prefix("--script="))
+                })
+                .map(str::to_string),
+        );
+        v.raise(Tier::T2, "shell.remote");
+        if remote.is_empty() && leads(&ops, &["vm", "run-command", "invoke"]) {
+            // A script we cannot see (`@file.sh`, or none given).
+            v.raise(Tier::T4, "shell.shell_unknown_input");
+        }
+    } else if name == "aws" && leads(&ops, &["ssm", "send-command"]) {
+        let shell_document = option_values(rest, &[], &["--document-name"])
+            .iter()
+            .any(|d| d.contains("RunShellScript") || d.contains("RunPowerShellScript"));
+        for p in option_values(rest, &[], &["--parameters"]) {
+            remote.extend(command_list(p));
+        }
+        v.raise(Tier::T2, "shell.remote");
+        if shell_document && remote.is_empty() {
+            v.raise(Tier::T4, "shell.shell_unknown_input");
+        }
+    }
+    if seen || !remote.is_empty() {
+        v.raise(Tier::T2, "shell.remote");
+    }
+    for line in remote {
+        let line = line
+            .strip_prefix('@')
+            .map_or(line.clone(), |_| String::new());
+        if line.is_empty() {
+            // `--scripts @file.sh`: a script we cannot see.
+            v.raise(Tier::T4, "shell.shell_unknown_input");
+        } else {
+            script(&line, d, v);
+        }
+    }
+}
+
+/// A command run by a remote shell (ssh joins its words with spaces), fed ssh's standard
+/// input (`ssh host 'bash -s' <<EOF`, `ssh host bash -s < x.sh`); without a command, the
+/// remote login shell reads that input as its script.
+fn remote_shell(line: &str, stdin: &Stdin<'_>, d: usize, v: &mut Verdict) {
+    if !line.trim().is_empty() {
+        script_fed(line, stdin, d, v);
+        return;
+    }
+    match stdin {
+        Stdin::Terminal => {}
+        Stdin::Text(t) => script(t, d, v),
+        Stdin::Network => v.raise(Tier::T4, "shell.pipe_download_to_shell"),
+        _ => v.raise(Tier::T4, "shell.shell_unknown_input"),
+    }
+}
+
+/// Whether `ops` starts with `path`, perhaps after an option's value or two (`gcloud
+/// --project p compute ssh`).
+fn leads(ops: &[&str], path: &[&str]) -> bool {
+    ops.windows(path.len()).take(3).any(|w| w == path)
+}
+
+/// The strings of a shell command list given as a value (`commands=["a","b"]`,
+/// `{"commands":["a"]}`, `commands=a,b`).
+fn command_list(value: &str) -> Vec<String> {
+    let Some(at) = value.find("commands") else {
+        return Vec::new();
+    };
+    let rest = value[at + "commands".len()..]
+        .trim_start_matches(['"', '\'', ':', '=', ' '])
+        .trim();
+    if let Some(list) = rest.strip_prefix('[') {
+        let list = list.split(']').next().unwrap_or(list);
+        if let Ok(items) = serde_json::from_str::<Vec<String>>(&format!("[{list}]")) {
+            return items;
+        }
+        return list
+            .split(',')
+            .map(|c| c.trim().trim_matches(['"', '\'']).to_string())
+            .collect();
+    }
+    rest.split(',').map(|c| c.trim().to_string()).collect()
+}
+
+/// A platform's database console (`heroku pg:psql`, `fly postgres connect`, `gcloud sql
+/// connect`, `pscale shell`, `turso db shell`, `az postgres flexible-server execute`): it runs
+/// `psql`/`mysql` against the platform's database, so the SQL it is given, on standard input
+/// or in an option, is read as that client's. `None` when the command is no such console.
+fn database_console<'a>(name: &str, rest: &'a [String], ops: &[&'a str]) -> Option<Vec<String>> {
+    let strings = |xs: Vec<&str>| -> Vec<String> { xs.iter().map(|x| x.to_string()).collect() };
+    let mut argv: Vec<String> = Vec::new();
+    match name {
+        "heroku" if ops.first().is_some_and(|o| *o == "pg:psql" || *o == "psql") => {
+            for c in option_values(rest, &["-c"], &["--command"]) {
+                argv.extend(["-c".to_string(), c.to_string()]);
+            }
+            for f in option_values(rest, &["-f"], &["--file"]) {
+                argv.extend(["-f".to_string(), f.to_string()]);
+            }
+        }
+        "fly" | "flyctl"
+            if leads(ops, &["postgres", "connect"])
+                || leads(ops, &["pg", "connect"])
+                || leads(ops, &["mpg", "connect"]) => {}
+        "railway" if leads(ops, &["connect"]) => {}
+        "gcloud" if leads(ops, &["sql", "connect"]) => {}
+        "pscale" if leads(ops, &["shell"]) => {}
+        "turso" if leads(ops, &["db", "shell"]) => {
+            // `turso db shell DB [SQL]`: a statement after the database.
+            let at = ops.iter().position(|o| *o == "shell").unwrap_or(0);
+            if let Some(sql) = ops.get(at + 2) {
+                argv.extend(["-c".to_string(), sql.to_string()]);
+            }
+        }
+        "az" if leads(ops, &["postgres", "flexible-server", "execute"])
+            || leads(ops, &["mysql", "flexible-server", "execute"])
+            || leads(ops, &["postgres", "server", "execute"])
+            || leads(ops, &["mysql", "server", "execute"]) =>
+        {
+            for q in option_values(rest, &["-q"], &["--querytext", "--query-text"]) {
+                argv.extend(["-c".to_string(), q.to_string()]);
+            }
+            for f in option_values(rest, &["-f"], &["--file-path"]) {
+                argv.extend(["-f".to_string(), f.to_string()]);
+            }
+            if argv.is_empty() {
+                // Nothing to run is given: fail closed.
+                argv = strings(vec!["-f", "unknown.sql"]);
+            }
+        }
+        _ => return None,
+    }
+    Some(argv)
 }
 
 /// Composer's own commands (any other word is a script of composer.json).
@@ -2398,7 +2856,17 @@ fn any_suffix(
     };
     for k in (0..rest.len()).take(12) {
         let w = rest[k].rsplit('/').next().unwrap_or(&rest[k]);
-        if k == skip || rest[k].starts_with('-') || WRAPPERS.contains(&w) {
+        if k == skip {
+            // The words after a program we know in the normal place are its arguments
+            // (`sudo systemctl status mysql`: `mysql` is a unit, not a client).
+            let mut probe = Verdict::default();
+            command(&rest[k..rest.len().min(k + 256)], stdin, d + 3, &mut probe);
+            if probe.rules.first() != Some(&"shell.unknown_command") {
+                break;
+            }
+            continue;
+        }
+        if rest[k].starts_with('-') || WRAPPERS.contains(&w) {
             continue;
         }
         let mut probe = Verdict::default();
@@ -3862,6 +4330,9 @@ fn git(rest: &[String], d: usize, v: &mut Verdict) {
             }) || (has(args, &["--delete"]) && has(args, &["--force", "-f"]))
             {
                 v.raise(Tier::T3, "shell.git_branch_force_delete");
+            } else if has(args, &["-f", "--force"]) && !ops.is_empty() {
+                // `git branch -f main HEAD~3` moves an existing branch, as `update-ref` does.
+                v.raise(Tier::T2, "shell.git_update_ref");
             } else if has(
                 args,
                 &[
@@ -3930,6 +4401,19 @@ fn git(rest: &[String], d: usize, v: &mut Verdict) {
                 v.raise(Tier::T1, "shell.git_local");
             }
         }
+        // `git rm -rf .` removes uncommitted changes with the files (`--cached` keeps them).
+        "rm" if args.iter().any(|a| a == "--force" || short_flag(a, 'f'))
+            && !has(args, &["--cached"]) =>
+        {
+            v.raise(Tier::T3, "shell.git_discard_changes")
+        }
+        // `git worktree remove --force` discards that worktree's changes.
+        "worktree"
+            if ops.first() == Some(&"remove")
+                && args.iter().any(|a| a == "--force" || short_flag(a, 'f')) =>
+        {
+            v.raise(Tier::T3, "shell.git_discard_changes")
+        }
         "fetch" | "pull" | "clone" | "add" | "commit" | "merge" | "rebase" | "cherry-pick"
         | "revert" | "init" | "mv" | "rm" | "am" | "apply" | "submodule" | "worktree"
         | "sparse-checkout" | "lfs" | "notes" | "format-patch" => {
@@ -3939,27 +4423,254 @@ fn git(rest: &[String], d: usize, v: &mut Verdict) {
     }
 }
 
-fn terraform(rest: &[String], v: &mut Verdict) {
-    let ops = operands(rest);
-    let destroy_flag = rest.iter().any(|a| a == "-destroy" || a == "--destroy");
-    let sub = ops.first().copied().unwrap_or("");
-    // terragrunt: `run-all destroy`, `run -- destroy`.
-    let sub = if matches!(sub, "run-all" | "run") {
-        ops.get(1).copied().unwrap_or("")
-    } else {
-        sub
+/// The subcommand of a CLI: the first word of `args` that is one of `known`, with its index,
+/// skipping options and the values they may take (a word right after an option written without
+/// `=` may be its value: `helm -n prod uninstall web` is `uninstall`). `None` when no known word
+/// comes before an operand we cannot place: an unknown subcommand, not a read.
+fn subcommand<'a>(args: &'a [String], known: &[&str]) -> Option<(usize, &'a str)> {
+    let mut after_option = false;
+    for (i, a) in args.iter().enumerate() {
+        let a = a.as_str();
+        if a == "--" {
+            after_option = false;
+        } else if a.starts_with('-') && a.len() > 1 {
+            after_option = !a.contains('=');
+        } else if known.contains(&a) {
+            return Some((i, a));
+        } else if after_option {
+            after_option = false;
+        } else {
+            return None;
+        }
+    }
+    None
+}
+
+const HELM_SUBCOMMANDS: &[&str] = &[
+    "uninstall",
+    "delete",
+    "del",
+    "un",
+    "install",
+    "upgrade",
+    "rollback",
+    "repo",
+    "dependency",
+    "dep",
+    "pull",
+    "fetch",
+    "package",
+    "create",
+    "plugin",
+    "registry",
+    "push",
+    "test",
+    "list",
+    "ls",
+    "status",
+    "get",
+    "history",
+    "hist",
+    "show",
+    "inspect",
+    "template",
+    "lint",
+    "search",
+    "version",
+    "env",
+    "help",
+    "verify",
+    "completion",
+    "diff",
+];
+
+const HELMFILE_SUBCOMMANDS: &[&str] = &[
+    "destroy",
+    "delete",
+    "apply",
+    "sync",
+    "charts",
+    "deps",
+    "repos",
+    "fetch",
+    "init",
+    "diff",
+    "template",
+    "lint",
+    "list",
+    "status",
+    "build",
+    "write-values",
+    "test",
+    "version",
+    "help",
+    "show-dag",
+    "cache",
+];
+
+fn helm(rest: &[String], v: &mut Verdict) {
+    match subcommand(rest, HELM_SUBCOMMANDS) {
+        Some((_, "uninstall" | "delete" | "del" | "un")) => {
+            v.raise(Tier::T4, "shell.helm_uninstall")
+        }
+        Some((_, "install" | "upgrade" | "rollback")) => v.raise(Tier::T3, "shell.helm_release"),
+        Some((_, "test" | "push")) => v.raise(Tier::T2, "shell.helm_release"),
+        Some((_, "repo" | "dependency" | "dep" | "pull" | "fetch" | "package" | "create")) => {
+            v.raise(Tier::T1, "shell.local_write")
+        }
+        Some((_, "plugin" | "registry")) => v.raise(Tier::T1, "shell.local_write"),
+        Some(_) => v.raise(Tier::T0, "shell.read"),
+        // `helm --help`, `helm` alone: help.
+        None if operands(rest).is_empty() => v.raise(Tier::T0, "shell.read"),
+        // A plugin or a subcommand we do not know.
+        None => unknown_command("helm", &operands(rest), v),
+    }
+}
+
+const TERRAFORM_SUBCOMMANDS: &[&str] = &[
+    "destroy",
+    "destroy-all",
+    "apply",
+    "apply-all",
+    "plan",
+    "plan-all",
+    "state",
+    "workspace",
+    "import",
+    "taint",
+    "untaint",
+    "force-unlock",
+    "refresh",
+    "init",
+    "get",
+    "fmt",
+    "hclfmt",
+    "providers",
+    "validate",
+    "validate-all",
+    "validate-inputs",
+    "output",
+    "output-all",
+    "show",
+    "graph",
+    "graph-dependencies",
+    "console",
+    "version",
+    "login",
+    "logout",
+    "test",
+    "metadata",
+    "modules",
+    "help",
+    "run-all",
+    "run",
+    "stack",
+    "exec",
+    "render-json",
+    "render",
+    "terragrunt-info",
+    "info",
+    "find",
+    "list",
+    "dag",
+    "catalog",
+    "scaffold",
+    "hcl",
+    "backend",
+];
+
+/// terraform, OpenTofu and terragrunt; `assignments` are the variables set before the command
+/// (`TF_CLI_ARGS=-destroy` adds `-destroy` to every subcommand).
+fn terraform(rest: &[String], assignments: &[&str], stdin: &Stdin<'_>, d: usize, v: &mut Verdict) {
+    let is_destroy = |a: &str| {
+        let a = a.trim_start_matches('-');
+        a == "destroy"
+            || a.strip_prefix("destroy=")
+                .is_some_and(|b| !matches!(b, "false" | "0"))
     };
+    let env_destroy = assignments.iter().any(|a| {
+        a.strip_prefix("TF_CLI_ARGS")
+            .and_then(|r| r.split_once('='))
+            .is_some_and(|(_, value)| {
+                value
+                    .split_whitespace()
+                    .any(|w| w.starts_with('-') && is_destroy(w))
+            })
+    });
+    let destroy_flag = env_destroy || rest.iter().any(|a| a.starts_with('-') && is_destroy(a));
+    let Some((mut at, mut sub)) = subcommand(rest, TERRAFORM_SUBCOMMANDS) else {
+        if operands(rest).is_empty() {
+            // `terraform -help`, `terraform` alone: help.
+            v.raise(Tier::T0, "shell.read");
+        } else {
+            unknown_command("terraform", &operands(rest), v);
+        }
+        return;
+    };
+    // terragrunt: `run-all destroy`, `run -- destroy`, `run --all destroy`, `stack run destroy`.
+    while matches!(sub, "run-all" | "run" | "stack") {
+        match subcommand(&rest[at + 1..], TERRAFORM_SUBCOMMANDS) {
+            Some((i, s)) => {
+                at += i + 1;
+                sub = s;
+            }
+            None => {
+                unknown_command("terragrunt", &operands(&rest[at + 1..]), v);
+                return;
+            }
+        }
+    }
+    let after = &rest[at + 1..];
+    let ops = operands(after);
     match sub {
-        "destroy" => v.raise(Tier::T4, "shell.terraform_destroy"),
-        "apply" if destroy_flag => v.raise(Tier::T4, "shell.terraform_destroy"),
-        "apply" => v.raise(Tier::T3, "shell.terraform_apply"),
-        "state" => match ops.get(1).copied() {
+        "destroy" | "destroy-all" => v.raise(Tier::T4, "shell.terraform_destroy"),
+        "apply" | "apply-all" if destroy_flag => v.raise(Tier::T4, "shell.terraform_destroy"),
+        // A saved destroy plan is made to be applied (`plan -destroy -out=tfplan && apply tfplan`).
+        "plan" | "plan-all"
+            if destroy_flag && !option_values(after, &["-out"], &["--out"]).is_empty() =>
+        {
+            v.raise(Tier::T4, "shell.terraform_destroy")
+        }
+        "apply" | "apply-all" => {
+            // `-replace=aws_db_instance.main` destroys that resource and creates it anew.
+            let replaces_store = after
+                .iter()
+                .filter_map(|a| a.trim_start_matches('-').strip_prefix("replace="))
+                .chain(option_values(after, &["-replace"], &[]))
+                .any(|addr| {
+                    names::any_word(addr, |w| {
+                        names::is_critical(w)
+                            || matches!(
+                                w,
+                                "rds"
+                                    | "sql"
+                                    | "disk"
+                                    | "ebs"
+                                    | "efs"
+                                    | "storage"
+                                    | "redis"
+                                    | "postgres"
+                                    | "postgresql"
+                                    | "mysql"
+                                    | "dynamodb"
+                                    | "table"
+                                    | "filesystem"
+                            )
+                    })
+                });
+            if replaces_store {
+                v.raise(Tier::T4, "shell.terraform_destroy");
+            } else {
+                v.raise(Tier::T3, "shell.terraform_apply");
+            }
+        }
+        "state" => match ops.first().copied() {
             Some("rm" | "mv" | "push" | "replace-provider") => {
                 v.raise(Tier::T3, "shell.terraform_state_change")
             }
             _ => v.raise(Tier::T0, "shell.read"),
         },
-        "workspace" => match ops.get(1).copied() {
+        "workspace" => match ops.first().copied() {
             Some("delete") => v.raise(Tier::T3, "shell.terraform_state_change"),
             Some("new" | "select") => v.raise(Tier::T1, "shell.local_write"),
             _ => v.raise(Tier::T0, "shell.read"),
@@ -3967,7 +4678,24 @@ fn terraform(rest: &[String], v: &mut Verdict) {
         "import" | "taint" | "untaint" | "force-unlock" | "refresh" => {
             v.raise(Tier::T2, "shell.terraform_state_edit")
         }
-        "init" | "get" | "fmt" | "providers" => v.raise(Tier::T1, "shell.local_write"),
+        "init" | "get" | "fmt" | "hclfmt" | "providers" | "scaffold" | "catalog" | "login"
+        | "logout" => v.raise(Tier::T1, "shell.local_write"),
+        // `terragrunt exec -- cmd`: the command runs in each unit's environment.
+        "exec" => {
+            let inner = skip_options(after, &[]);
+            if inner.is_empty() {
+                v.raise(Tier::T0, "shell.read");
+            } else {
+                command(inner, stdin, d, v);
+            }
+        }
+        "backend"
+            if ops
+                .first()
+                .is_some_and(|o| matches!(*o, "delete" | "migrate")) =>
+        {
+            v.raise(Tier::T3, "shell.terraform_state_change")
+        }
         _ => v.raise(Tier::T0, "shell.read"),
     }
 }
@@ -3987,6 +4715,21 @@ fn kubectl(rest: &[String], stdin: &Stdin<'_>, d: usize, v: &mut Verdict) -> Out
         "--as-group",
         "--request-timeout",
         "-v",
+        "--certificate-authority",
+        "--cache-dir",
+        "--client-key",
+        "--client-certificate",
+        "--tls-server-name",
+        "--username",
+        "--password",
+        "--profile",
+        "--profile-output",
+        "-o",
+        "--output",
+        "-l",
+        "--selector",
+        "-f",
+        "--filename",
     ];
     let mut j = 0;
     while j < rest.len() {
@@ -4020,6 +4763,23 @@ fn kubectl(rest: &[String], stdin: &Stdin<'_>, d: usize, v: &mut Verdict) -> Out
                 if !inner.is_empty() {
                     command(inner, stdin, d, v);
                 }
+            } else if verb == "exec" {
+                // The deprecated `kubectl exec POD CMD...` (no `--`): the words after the pod.
+                let inner = skip_options(
+                    &rest[j + 1..],
+                    &[
+                        "-c",
+                        "--container",
+                        "-n",
+                        "--namespace",
+                        "-f",
+                        "--filename",
+                        "--context",
+                    ],
+                );
+                if inner.len() > 1 {
+                    command(&inner[1..], stdin, d, v);
+                }
             }
         }
         "cp" => v.raise(Tier::T2, "shell.kubectl_change"),
@@ -4028,6 +4788,16 @@ fn kubectl(rest: &[String], stdin: &Stdin<'_>, d: usize, v: &mut Verdict) -> Out
         "get" | "describe" | "logs" | "top" | "explain" | "api-resources" | "api-versions"
         | "version" | "config" | "auth" | "diff" | "wait" | "events" | "cluster-info" | "" => {
             v.raise(Tier::T0, "shell.read")
+        }
+        // krew, the plugin manager, installs and removes plugins on this machine.
+        "krew" => v.raise(Tier::T1, "shell.local_write"),
+        // A plugin (`kubectl cnpg destroy pg 1`): a destroying word after it deletes.
+        _ if operands(&rest[j + 1..])
+            .iter()
+            .take(2)
+            .any(|w| names::is_destructive(w) || matches!(*w, "rm" | "remove" | "uninstall")) =>
+        {
+            v.raise(Tier::T4, "shell.kubectl_delete")
         }
         _ => v.raise(Tier::T2, "shell.kubectl_change"),
     }
@@ -4122,6 +4892,9 @@ fn docker(name: &str, rest: &[String], stdin: &Stdin<'_>, d: usize, v: &mut Verd
         "--project-name",
         "--env-file",
         "--profile",
+        "--tlscacert",
+        "--tlscert",
+        "--tlskey",
     ];
     let mut j = 0;
     while j < rest.len() {
@@ -4198,9 +4971,11 @@ fn docker(name: &str, rest: &[String], stdin: &Stdin<'_>, d: usize, v: &mut Verd
     }
     match (sub, second) {
         ("volume", "rm" | "remove" | "prune") => v.raise(Tier::T4, "shell.docker_volume_delete"),
-        ("system", "prune") if has(args, &["--volumes"]) => {
+        ("system", "prune") if removes_volumes(args) => {
             v.raise(Tier::T4, "shell.docker_volume_delete")
         }
+        // Removes every container, image and volume.
+        ("system", "reset") => v.raise(Tier::T4, "shell.docker_volume_delete"),
         ("system" | "container" | "image" | "network" | "builder" | "buildx", "prune") => {
             v.raise(Tier::T3, "shell.docker_prune")
         }
@@ -4228,6 +5003,14 @@ fn docker(name: &str, rest: &[String], stdin: &Stdin<'_>, d: usize, v: &mut Verd
                 let mut argv = vec![program.to_string()];
                 argv.extend(inner.iter().skip(1).cloned());
                 command(&argv, stdin, d, v);
+            } else if let Some(program) = inner.first().and_then(|i| image_program(i))
+                && sub != "exec"
+                && second != "exec"
+            {
+                // An official CLI image runs its CLI: `hashicorp/terraform destroy`.
+                let mut argv = vec![program.to_string()];
+                argv.extend(inner.iter().skip(1).cloned());
+                command(&argv, stdin, d, v);
             } else if inner.len() > 1 {
                 command(&inner[1..], stdin, d, v);
             }
@@ -4247,6 +5030,29 @@ fn docker(name: &str, rest: &[String], stdin: &Stdin<'_>, d: usize, v: &mut Verd
         _ => v.raise(Tier::T2, "shell.docker_change"),
     }
     Out::Unknown
+}
+
+/// The CLI an image runs as its entrypoint (`hashicorp/terraform:1.7` runs `terraform`).
+fn image_program(image: &str) -> Option<&'static str> {
+    let base = image.rsplit('/').take(2).collect::<Vec<_>>();
+    let repo = match base.as_slice() {
+        [name, owner] => format!("{owner}/{name}"),
+        [name] => name.to_string(),
+        _ => return None,
+    };
+    let repo = repo.split([':', '@']).next().unwrap_or("");
+    Some(match repo {
+        "hashicorp/terraform" | "terraform" => "terraform",
+        "opentofu/opentofu" => "tofu",
+        "alpine/terragrunt" | "devopsinfra/docker-terragrunt" => "terragrunt",
+        "amazon/aws-cli" => "aws",
+        "google/cloud-sdk" | "cloudsdktool/google-cloud-cli" => return None,
+        "bitnami/kubectl" | "rancher/kubectl" | "alpine/kubectl" => "kubectl",
+        "alpine/helm" | "dtzar/helm-kubectl" => "helm",
+        "mcr.microsoft.com/azure-cli" | "microsoft/azure-cli" => "az",
+        "pulumi/pulumi" => "pulumi",
+        _ => return None,
+    })
 }
 
 fn sql_client(name: &str, rest: &[String], stdin: &Stdin<'_>, v: &mut Verdict) {
@@ -4775,6 +5581,10 @@ fn gh(rest: &[String], v: &mut Verdict) {
     let ops = operands(rest);
     match (ops.first().copied(), ops.get(1).copied()) {
         (Some("repo"), Some("delete" | "archive")) => v.raise(Tier::T4, "shell.gh_repo_delete"),
+        // Hard-resets the fork's branch to the source: a force push.
+        (Some("repo"), Some("sync")) if has(rest, &["--force"]) => {
+            v.raise(Tier::T4, "shell.git_push_force")
+        }
         (Some("api"), _) => {
             let explicit = option_values(rest, &["-X"], &["--method"]);
             let fields = rest.iter().any(|a| {
@@ -4828,6 +5638,20 @@ fn gh(rest: &[String], v: &mut Verdict) {
                 .find_map(|f| f.strip_prefix("query="))
                 .map(|q| serde_json::json!({ "query": q }));
             http::apply(&method, path, query.as_ref(), v);
+            // Deleting or force-moving a shared branch (`git/refs/heads/main`): `git push
+            // origin :main`, `git push --force`.
+            if let Some((_, branch)) = path.split_once("git/refs/heads/")
+                && is_shared_ref(branch)
+            {
+                let forced = rest
+                    .iter()
+                    .any(|a| a.replace(' ', "").contains("force=true"));
+                if method.eq_ignore_ascii_case("DELETE") {
+                    v.raise(Tier::T4, "shell.git_push_delete_shared");
+                } else if method.eq_ignore_ascii_case("PATCH") && forced {
+                    v.raise(Tier::T4, "shell.git_push_force");
+                }
+            }
         }
         (_, Some("delete")) => v.raise(Tier::T3, "shell.gh_delete"),
         (_, Some("list" | "view" | "status" | "diff" | "checks" | "watch" | "download")) => {
@@ -4880,6 +5704,24 @@ const CLOUD_CRITICAL: &[&str] = &[
     "stacks",
     "service",
     "services",
+    // Whole databases, clusters and machines with their disks.
+    "cosmosdb",
+    "aks",
+    "eks",
+    "gke",
+    "mpg",
+    "d1",
+    "efs",
+    "fsx",
+    "dbfs",
+    "droplet",
+    "droplets",
+    "server",
+    "servers",
+    "vm",
+    "vms",
+    "linode",
+    "linodes",
 ];
 const CLOUD_READ: &[&str] = &[
     "list", "ls", "get", "describe", "show", "status", "logs", "log", "info", "view", "whoami",
@@ -4902,6 +5744,12 @@ fn cloud(name: &str, rest: &[String], v: &mut Verdict) {
             critical |= names::is_critical(t) || CLOUD_CRITICAL.contains(&t);
             false
         });
+        // `delete-file-system` splits into `file` and `system`.
+        critical |= w.to_ascii_lowercase().contains("file-system");
+    }
+    if let Some((tier, rule)) = cloud_data_settings(name, rest, &ops) {
+        v.raise(tier, rule);
+        return;
     }
     let recursive = rest
         .iter()
@@ -4932,15 +5780,37 @@ fn cloud(name: &str, rest: &[String], v: &mut Verdict) {
         ("aws", "s3", Some("rm")) if !s3_keys_critical(&ops) => {
             Some((Tier::T3, "shell.cloud_delete"))
         }
+        // Deletes what the source lacks: everything, from an empty source.
         ("aws", "s3", Some("sync")) if rest.iter().any(|a| a == "--delete") => {
-            Some((Tier::T3, "shell.cloud_delete"))
+            Some(deleting_sync(ops.last().copied().unwrap_or("")))
         }
         ("gsutil", "rm", _) if recursive => Some((Tier::T4, "shell.cloud_delete_critical")),
         ("gsutil", "rb", _) => Some((Tier::T4, "shell.cloud_delete_critical")),
         ("rclone", "purge" | "delete" | "deletefile" | "rmdirs", _) => {
             Some((Tier::T4, "shell.cloud_delete_critical"))
         }
-        ("rclone", "sync", _) => Some((Tier::T3, "shell.cloud_delete")),
+        ("rclone", "sync", _) => Some(deleting_sync(ops.last().copied().unwrap_or(""))),
+        // flyctl's `destroy` is `apps destroy`: the app and its volumes.
+        ("fly" | "flyctl", "destroy", _) => Some((Tier::T4, "shell.cloud_delete_critical")),
+        ("databricks", "fs", Some("rm")) if recursive => {
+            Some((Tier::T4, "shell.cloud_delete_critical"))
+        }
+        ("az", "webapp" | "functionapp", _) if ops.iter().take(5).any(|o| *o == "config-zip") => {
+            Some((Tier::T3, "shell.cloud_deploy"))
+        }
+        ("aws", "cloudformation", Some("update-stack" | "execute-change-set")) => {
+            Some((Tier::T3, "shell.cloud_deploy"))
+        }
+        // Applies the migrations to the linked remote database.
+        ("supabase", "db", Some("push")) => Some((Tier::T3, "shell.db_migrate")),
+        // The CLI's own settings, on this machine.
+        ("gcloud" | "az" | "aws" | "doctl", "config" | "configure", _) => {
+            if destructive || command_words(rest).iter().any(|w| cloud_writes(w)) {
+                Some((Tier::T1, "shell.local_write"))
+            } else {
+                Some((Tier::T0, "shell.cloud_read"))
+            }
+        }
         // A resource group holds everything in it.
         ("az", "group", Some("delete")) => Some((Tier::T4, "shell.cloud_delete_critical")),
         // These services' branches are databases.
@@ -4985,20 +5855,422 @@ fn cloud(name: &str, rest: &[String], v: &mut Verdict) {
         deploy
     }) {
         v.raise(Tier::T3, "shell.cloud_deploy");
-    } else if words.is_empty()
-        || words.iter().skip(usize::from(words.len() > 1)).any(|w| {
-            let mut read = false;
-            names::any_word(w, |t| {
-                read |= CLOUD_READ.contains(&t);
-                false
-            });
-            read
-        })
-        || CLOUD_READ.contains(&first)
-    {
+    } else if words.is_empty() || {
+        // Read words count in the command's path only, not in values (`--function-name
+        // log-processor`, `s3://status-page`, `Status=Suspended`), and not next to a verb
+        // that writes (`az webapp config appsettings set`, `supabase config push`).
+        let verbs = command_words(rest);
+        !verbs.iter().any(|w| cloud_writes(w))
+            && (verbs.iter().skip(usize::from(verbs.len() > 1)).any(|w| {
+                let mut read = false;
+                names::any_word(w, |t| {
+                    read |= CLOUD_READ.contains(&t);
+                    false
+                });
+                read
+            }) || CLOUD_READ.contains(&first))
+    } {
         v.raise(Tier::T0, "shell.cloud_read");
     } else {
         v.raise(Tier::T2, "shell.cloud_call");
+    }
+}
+
+/// Whether an object-store URL or path covers a whole bucket by wildcards (`gs://b/**`,
+/// `s3://b/*`, `myminio/b/*`).
+fn whole_bucket(url: &str) -> bool {
+    let path = url.split_once("://").map_or(url, |(_, p)| p);
+    let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+    comps.len() >= 2 && comps[1..].iter().all(|c| all_glob(c))
+        || comps.first().is_some_and(|c| c.contains('*'))
+}
+
+/// Object-store CLIs (`gsutil`, `rclone`, MinIO's `mc`, `azcopy`, `s5cmd`, `b2`), their
+/// subcommand found after global options and their values (`gsutil -u proj rm -r`). Returns
+/// whether it rated the command; other commands go to [`cloud`].
+fn object_store(name: &str, rest: &[String], v: &mut Verdict) -> bool {
+    let known: &[&str] = match name {
+        "gsutil" => &[
+            "rm",
+            "rb",
+            "rsync",
+            "cp",
+            "mv",
+            "ls",
+            "cat",
+            "du",
+            "stat",
+            "mb",
+            "hash",
+            "version",
+            "help",
+            "lifecycle",
+            "versioning",
+            "acl",
+            "iam",
+            "setmeta",
+            "retention",
+            "label",
+        ],
+        "rclone" => &[
+            "purge",
+            "delete",
+            "deletefile",
+            "rmdir",
+            "rmdirs",
+            "sync",
+            "bisync",
+            "move",
+            "moveto",
+            "copy",
+            "copyto",
+            "ls",
+            "lsd",
+            "lsl",
+            "lsf",
+            "lsjson",
+            "cat",
+            "size",
+            "check",
+            "config",
+            "mkdir",
+            "tree",
+            "about",
+            "md5sum",
+            "sha1sum",
+            "hashsum",
+            "version",
+            "listremotes",
+            "ncdu",
+            "help",
+            "cleanup",
+            "dedupe",
+            "mount",
+            "serve",
+        ],
+        "mc" => &[
+            "rb",
+            "rm",
+            "mirror",
+            "cp",
+            "mv",
+            "ls",
+            "cat",
+            "stat",
+            "du",
+            "mb",
+            "tree",
+            "diff",
+            "head",
+            "alias",
+            "version",
+            "ping",
+            "ilm",
+            "retention",
+        ],
+        "azcopy" => &[
+            "remove",
+            "rm",
+            "sync",
+            "copy",
+            "cp",
+            "list",
+            "ls",
+            "make",
+            "login",
+            "logout",
+            "jobs",
+            "env",
+            "help",
+            "set-properties",
+        ],
+        "s5cmd" => &[
+            "rm", "rb", "sync", "cp", "mv", "ls", "cat", "du", "mb", "head", "select", "run",
+            "presign", "version",
+        ],
+        "b2" => &[
+            "rm",
+            "sync",
+            "delete-bucket",
+            "delete-file-version",
+            "ls",
+            "cat",
+            "version",
+            "get-bucket",
+            "list-buckets",
+            "file",
+            "bucket",
+        ],
+        _ => return false,
+    };
+    let Some((at, sub)) = subcommand(rest, known) else {
+        return false;
+    };
+    let args = &rest[at + 1..];
+    let ops = operands(args);
+    let flag = |names: &[&str]| {
+        args.iter().any(|a| {
+            let (key, value) = a.split_once('=').unwrap_or((a, "true"));
+            names.contains(&key) && !matches!(value, "false" | "0")
+        })
+    };
+    let recursive = flag(&["--recursive", "-r", "-R", "--versions", "--all-versions"])
+        || args
+            .iter()
+            .any(|a| short_flag(a, 'r') || short_flag(a, 'R'));
+    let dest = ops.last().copied().unwrap_or("");
+    let rating = match (name, sub) {
+        // A bucket removed with its contents.
+        ("gsutil" | "s5cmd", "rb")
+        | ("mc", "rb")
+        | ("rclone", "purge" | "delete" | "deletefile" | "rmdirs")
+        | ("b2", "delete-bucket") => (Tier::T4, "shell.cloud_delete_critical"),
+        (_, "rm" | "remove")
+            if recursive
+                || args.iter().any(|a| a == "-I" || a == "-a")
+                || ops
+                    .iter()
+                    .any(|o| whole_bucket(o) || names_critical_place(o)) =>
+        {
+            (Tier::T4, "shell.cloud_delete_critical")
+        }
+        (_, "rm" | "remove" | "delete-file-version" | "rmdir") => (Tier::T3, "shell.cloud_delete"),
+        ("rclone", "sync") => deleting_sync(dest),
+        ("gsutil", "rsync") if args.iter().any(|a| short_flag(a, 'd')) => deleting_sync(dest),
+        ("mc", "mirror") if flag(&["--remove"]) => deleting_sync(dest),
+        ("azcopy", "sync")
+            if args
+                .iter()
+                .any(|a| a.starts_with("--delete-destination") && !a.ends_with("=false")) =>
+        {
+            deleting_sync(dest)
+        }
+        ("s5cmd" | "b2", "sync") if flag(&["--delete", "--replace-newer"]) => deleting_sync(dest),
+        (
+            _,
+            "ls" | "list" | "cat" | "du" | "stat" | "lsd" | "lsl" | "lsf" | "lsjson" | "size"
+            | "check" | "tree" | "about" | "md5sum" | "sha1sum" | "hashsum" | "version"
+            | "listremotes" | "ncdu" | "help" | "diff" | "head" | "ping" | "get-bucket"
+            | "list-buckets" | "env" | "jobs" | "presign" | "hash",
+        ) => (Tier::T0, "shell.cloud_read"),
+        _ => return false,
+    };
+    v.raise(rating.0, rating.1);
+    true
+}
+
+/// Verbs of a cloud CLI's command path that change something (`put-bucket-versioning`,
+/// `appsettings set`, `config push`): next to them, a read word is no read.
+const CLOUD_WRITE_VERBS: &[&str] = &[
+    "set",
+    "put",
+    "update",
+    "create",
+    "add",
+    "push",
+    "sync",
+    "modify",
+    "patch",
+    "import",
+    "copy",
+    "cp",
+    "mv",
+    "move",
+    "upload",
+    "attach",
+    "enable",
+    "disable",
+    "suspend",
+    "start",
+    "run",
+    "exec",
+    "execute",
+    "send",
+    "invoke",
+    "write",
+    "apply",
+    "restore",
+    "rotate",
+    "tag",
+    "untag",
+    "replace",
+    "insert",
+    "restart",
+    "stop",
+    "deploy",
+    "publish",
+    "assign",
+    "grant",
+    "revoke",
+    "associate",
+    "disassociate",
+    "register",
+    "deregister",
+    "reboot",
+    "resize",
+    "scale",
+    "change",
+    "edit",
+    "rename",
+    "reset",
+    "promote",
+    "failover",
+    "upgrade",
+    "unset",
+    "merge",
+    "release",
+    "swap",
+    "clone",
+    "mirror",
+    "zip",
+];
+
+fn cloud_writes(word: &str) -> bool {
+    names::any_word(word, |t| CLOUD_WRITE_VERBS.contains(&t))
+}
+
+/// Options of cloud CLIs that take no value (any other option may take the next word).
+const CLOUD_BOOLEAN_OPTIONS: &[&str] = &[
+    "-m",
+    "-q",
+    "--quiet",
+    "--debug",
+    "--verbose",
+    "-v",
+    "--no-cli-pager",
+    "--json",
+    "-y",
+    "--yes",
+    "--force",
+    "--all",
+    "--help",
+    "-h",
+    "--recursive",
+    "-r",
+    "-R",
+    "--dryrun",
+    "--dry-run",
+    "--no-verify-ssl",
+    "--only-show-errors",
+    "--async",
+];
+
+/// The words of a cloud CLI's command path (`aws s3api put-bucket-versioning`, `heroku
+/// pg:info`): its operands that are no option's value (perhaps) nor a path, URL, setting or
+/// JSON.
+fn command_words(rest: &[String]) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut after_option = false;
+    for a in rest {
+        let a = a.as_str();
+        if a == "--" {
+            break;
+        }
+        if a.starts_with('-') && a.len() > 1 {
+            after_option = !a.contains('=') && !CLOUD_BOOLEAN_OPTIONS.contains(&a);
+            continue;
+        }
+        if std::mem::take(&mut after_option) || a.contains(['/', '=', '.', '@', '{', '[', ' ', '*'])
+        {
+            continue;
+        }
+        out.push(a);
+    }
+    out
+}
+
+/// A sync that deletes what its source lacks (everything, from an empty source): 3, and 4 when
+/// the destination names backups, a database, prod, ...
+fn deleting_sync(dest: &str) -> (Tier, &'static str) {
+    if names_critical_place(dest) {
+        (Tier::T4, "shell.cloud_delete_critical")
+    } else {
+        (Tier::T3, "shell.cloud_delete")
+    }
+}
+
+/// Whether a bucket, remote or path names something critical (`s3://company-db-backups/`,
+/// `remote:backups`); `bucket` alone does not count, every bucket is one.
+fn names_critical_place(place: &str) -> bool {
+    names::any_word(place, |w| {
+        names::is_critical(w) && !matches!(w, "bucket" | "buckets")
+    })
+}
+
+/// Settings that turn backups off or expire data, and restores that replace a live database
+/// (`aws rds modify-db-instance --backup-retention-period 0`, `heroku pg:copy`).
+fn cloud_data_settings(name: &str, rest: &[String], ops: &[&str]) -> Option<(Tier, &'static str)> {
+    let value = |long: &str| option_values(rest, &[], &[long]);
+    let lower: Vec<String> = rest.iter().map(|a| a.to_ascii_lowercase()).collect();
+    let mentions = |needle: &str| lower.iter().any(|a| a.contains(needle));
+    match name {
+        // Retention 0 turns automated backups off and deletes the existing ones.
+        "aws" if value("--backup-retention-period").contains(&"0") => {
+            Some((Tier::T4, "shell.cloud_delete_critical"))
+        }
+        "aws"
+            if leads(ops, &["s3api", "put-bucket-lifecycle-configuration"])
+                || leads(ops, &["s3api", "put-bucket-lifecycle"]) =>
+        {
+            let config = value("--lifecycle-configuration").join(" ");
+            if config.starts_with("file://") || config.is_empty() {
+                // Rules we cannot see may expire every object.
+                Some((Tier::T3, "shell.cloud_delete"))
+            } else if config.contains("Expiration") {
+                // Without a prefix or filter, every object of the bucket expires.
+                let whole = config.contains("\"Filter\":{}")
+                    || config.contains("\"Filter\": {}")
+                    || config.contains("\"Prefix\":\"\"")
+                    || config.contains("\"Prefix\": \"\"")
+                    || !(config.contains("Filter") || config.contains("Prefix"));
+                if whole {
+                    Some((Tier::T4, "shell.cloud_delete_critical"))
+                } else {
+                    Some((Tier::T3, "shell.cloud_delete"))
+                }
+            } else {
+                Some((Tier::T2, "shell.cloud_call"))
+            }
+        }
+        "aws"
+            if mentions("pointintimerecoveryenabled=false")
+                || mentions("\"pointintimerecoveryenabled\":false")
+                || mentions("status=suspended")
+                || mentions("\"status\":\"suspended\"") =>
+        {
+            Some((Tier::T3, "shell.backup_disable"))
+        }
+        "gcloud"
+            if has(
+                rest,
+                &[
+                    "--no-backup",
+                    "--no-enable-point-in-time-recovery",
+                    "--no-enable-bin-log",
+                ],
+            ) =>
+        {
+            Some((Tier::T3, "shell.backup_disable"))
+        }
+        "gcloud"
+            if leads(ops, &["sql", "instances", "restore-backup"])
+                || leads(ops, &["sql", "backups", "restore"]) =>
+        {
+            Some((Tier::T4, "shell.restore_clean"))
+        }
+        "gcloud" if leads(ops, &["sql", "import"]) => Some((Tier::T3, "shell.db_load")),
+        // `pg:copy` destroys all data in the target; `pg:backups:restore` replaces it.
+        "heroku"
+            if ops.first().is_some_and(|o| {
+                matches!(
+                    *o,
+                    "pg:copy" | "pg:backups:restore" | "pg:backups:restore-url"
+                )
+            }) || leads(ops, &["pg:backups", "restore"]) =>
+        {
+            Some((Tier::T4, "shell.restore_clean"))
+        }
+        _ => None,
     }
 }
 

@@ -207,7 +207,11 @@ pub(super) fn classify(name: &str, rest: &[String], v: &mut Verdict) {
         }
         "etcdctl" => {
             if any(&["del", "delete"]) {
-                if has(rest, &["--prefix", "--from-key"]) {
+                // `--prefix=true`, `--from-key=true`: the Go flag spellings.
+                if rest.iter().any(|a| {
+                    let (flag, value) = a.split_once('=').unwrap_or((a, "true"));
+                    matches!(flag, "--prefix" | "--from-key") && !matches!(value, "false" | "0")
+                }) {
                     Some((Tier::T4, "shell.kv_delete_recursive"))
                 } else {
                     Some((Tier::T3, "shell.kv_delete"))

@@ -270,5 +270,14 @@ pub(super) fn package_program(word: &str) -> &str {
         },
         None => word,
     };
-    unscoped.split('@').next().unwrap_or(unscoped)
+    let package = unscoped.split('@').next().unwrap_or(unscoped);
+    // npm packages whose program has another name.
+    match package {
+        "aws-cdk" => "cdk",
+        "cdktf-cli" => "cdktf",
+        "firebase-tools" => "firebase",
+        "netlify-cli" => "netlify",
+        "aws-amplify" | "amplify-cli" => "amplify",
+        other => other,
+    }
 }
