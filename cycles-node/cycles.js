@@ -212,7 +212,8 @@ const GENERATORS = new Set(['GeneratorFunction', 'AsyncGeneratorFunction'])
 /**
  * Wraps `fn` so that every call is reserved before it runs, committed after it resolves and
  * released if it throws. A denial rejects before `fn` is called. The call ran, so it is
- * charged: if `opts.actual` throws, what was held is committed and its error rejects.
+ * charged: if `opts.actual` throws, what was held is committed and its error rejects; a call
+ * that outlived its reservation is charged all the same (`chargeIfExpired`).
  */
 function guard(fn, opts) {
   if (typeof fn !== 'function') throw new TypeError('guard(fn, opts): fn must be a function')
@@ -251,12 +252,13 @@ function guard(fn, opts) {
     try {
       actual = o.actual ? o.actual(result, ...callArgs) : undefined
     } catch (err) {
-      await reservation.commit().catch(() => {})
+      await reservation.commit({ chargeIfExpired: true }).catch(() => {})
       err.result = result
       throw err
     }
     try {
-      await reservation.commit(actual === undefined ? undefined : { actual })
+      // The call ran: charged even if its hold lapsed while it ran (an event, status EXPIRED).
+      await reservation.commit(actual === undefined ? { chargeIfExpired: true } : { actual, chargeIfExpired: true })
     } catch (err) {
       // The call did run: keep its result reachable on the accounting error.
       err.result = result

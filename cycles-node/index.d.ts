@@ -103,6 +103,12 @@ export interface CommitOptions {
    * charged at least its own risk points and named in the commit record.
    */
   ran?: { tool: string; args?: unknown; kind?: string; tags?: string[] }
+  /**
+   * For a call that has run: when its reservation expired while it ran, charge it anyway (an
+   * event on the reservation's subject; the result has status `EXPIRED` and names `eventId`)
+   * instead of rejecting with `RESERVATION_EXPIRED`.
+   */
+  chargeIfExpired?: boolean
   idempotencyKey?: string
 }
 
@@ -521,7 +527,10 @@ export interface CapsCounter {
 export interface CommitResult {
   /** The reservation. */
   reservationId: string
-  /** `COMMITTED`. */
+  /**
+   * `COMMITTED`, or `EXPIRED` when the call was charged after its reservation expired
+   * (`chargeIfExpired`; `eventId` names the charge).
+   */
   status: ReservationStatus
   /** Charged per unit. */
   charged: Array<Amount>
@@ -531,6 +540,8 @@ export interface CommitResult {
   debtIncurred: Array<Amount>
   /** Balances of the scopes touched, after the commit. */
   balances: Array<Balance>
+  /** The event that charged the call after its reservation expired. */
+  eventId?: string
 }
 
 /** The gate's answer for one call. */

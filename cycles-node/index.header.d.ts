@@ -103,6 +103,12 @@ export interface CommitOptions {
    * charged at least its own risk points and named in the commit record.
    */
   ran?: { tool: string; args?: unknown; kind?: string; tags?: string[] }
+  /**
+   * For a call that has run: when its reservation expired while it ran, charge it anyway (an
+   * event on the reservation's subject; the result has status `EXPIRED` and names `eventId`)
+   * instead of rejecting with `RESERVATION_EXPIRED`.
+   */
+  chargeIfExpired?: boolean
   idempotencyKey?: string
 }
 

@@ -267,6 +267,7 @@ fn amount_rules() {
         let commit = |actual: Vec<Amount>| CommitRequest {
             actual,
             ran: None,
+            charge_if_expired: false,
             idempotency_key: None,
         };
         rejects(&fx, BAD, "actual[0].amount", |a| {
@@ -416,6 +417,7 @@ fn idempotency_key_rules() {
                     &CommitRequest {
                         actual: vec![],
                         ran: None,
+                        charge_if_expired: false,
                         idempotency_key: key.clone(),
                     },
                 )
@@ -517,6 +519,7 @@ fn unit_mismatch_and_not_found() {
         let commit = |actual: Vec<Amount>| CommitRequest {
             actual,
             ran: None,
+            charge_if_expired: false,
             idempotency_key: None,
         };
         // The reservation holds RISK_POINTS and USD_MICROCENTS only.

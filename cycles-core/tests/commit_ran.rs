@@ -108,6 +108,7 @@ fn a_cheaper_call_that_ran_is_never_charged_less_than_the_hold_or_the_actual_giv
     let req = CommitRequest {
         actual: vec![Amount::new(Unit::RiskPoints, 2)],
         ran: Some(ran),
+        charge_if_expired: false,
         idempotency_key: None,
     };
     assert_eq!(

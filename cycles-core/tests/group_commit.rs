@@ -243,6 +243,7 @@ fn exec(auth: &Authority, op: &Op, index: usize, ids: &mut HashMap<usize, String
             let req = CommitRequest {
                 actual: vec![Amount::new(unit, *usd)],
                 ran: None,
+                charge_if_expired: false,
                 idempotency_key: None,
             };
             outcome(auth.commit(&target_id(target, ids), &req))
@@ -631,6 +632,7 @@ fn failures_in_a_batch_fail_only_themselves() {
         let req = CommitRequest {
             actual: vec![Amount::new(Unit::UsdMicrocents, 1_000_000)],
             ran: None,
+            charge_if_expired: false,
             idempotency_key: None,
         };
         code(a.commit(&over_id, &req).map(|r| json!(r)))
@@ -639,6 +641,7 @@ fn failures_in_a_batch_fail_only_themselves() {
         let req = CommitRequest {
             actual: vec![Amount::new(Unit::Tokens, 10)],
             ran: None,
+            charge_if_expired: false,
             idempotency_key: None,
         };
         code(a.commit(&wu_id, &req).map(|r| json!(r)))
@@ -647,6 +650,7 @@ fn failures_in_a_batch_fail_only_themselves() {
         let req = CommitRequest {
             actual: vec![Amount::new(Unit::UsdMicrocents, 800)],
             ran: None,
+            charge_if_expired: false,
             idempotency_key: None,
         };
         code(a.commit(&good_id, &req).map(|r| json!(r)))

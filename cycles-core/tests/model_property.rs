@@ -1103,6 +1103,7 @@ impl Real {
                 let req = CommitRequest {
                     actual: amounts(actual),
                     ran: None,
+                    charge_if_expired: false,
                     idempotency_key: key.map(|k| format!("key-{k}")),
                 };
                 match self.auth.commit(&id, &req) {

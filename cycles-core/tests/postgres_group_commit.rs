@@ -235,6 +235,7 @@ fn shared_transactions_equal_serial_execution_on_a_hot_budget() {
                     let c = CommitRequest {
                         actual: vec![Amount::new(Unit::RiskPoints, actual)],
                         ran: None,
+                        charge_if_expired: false,
                         idempotency_key: None,
                     };
                     match auth.commit(&r.reservation_id, &c) {

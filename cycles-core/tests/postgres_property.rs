@@ -228,6 +228,7 @@ impl Side {
                 let req = CommitRequest {
                     actual,
                     ran: None,
+                    charge_if_expired: false,
                     idempotency_key: key("c", *k),
                 };
                 outcome(a.commit(&self.pick(*pick), &req))

@@ -58,3 +58,36 @@ test('a reservation is found by its idempotency key, as it stands', async () => 
   assert.equal(auth.reservationByKeySync('tool-use-1').status, 'COMMITTED')
   assert.throws(() => auth.reservationByKeySync(42), (e) => e.code === 'INVALID_REQUEST')
 })
+
+test('chargeIfExpired: a call that outlived its reservation is charged, once, as an event', async () => {
+  const clock = new cycles.ManualClock(1_000)
+  const auth = cycles.Authority.inMemory({ policy: POLICY, clock })
+  const spent = () => auth.balancesSync('agent:bot')[0].spent
+  const r = await auth.reserve({ subject, tool: 'deploy', args: { to: 'prod' } })
+  const held = auth.decideSync({ subject, tool: 'deploy', args: { to: 'prod' } }).riskPoints
+  clock.advance(3_600_000)
+  await assert.rejects(r.commit(), (e) => e.code === 'RESERVATION_EXPIRED')
+  assert.equal(spent(), 0)
+  for (const commit of [() => r.commit({ chargeIfExpired: true }), async () => r.commitSync({ chargeIfExpired: true })]) {
+    const c = await commit()
+    assert.equal(c.status, 'EXPIRED')
+    assert.match(c.eventId, /^evt_/)
+    assert.equal(c.charged[0].amount, held)
+    assert.equal(spent(), held) // the retry charged nothing more
+  }
+  assert.equal(r.status, 'EXPIRED')
+  await assert.rejects(r.commit({ chargeIfExpired: 'yes' }), (e) => e.code === 'INVALID_REQUEST')
+})
+
+test('guard charges a guarded function that outlived its reservation', async () => {
+  const clock = new cycles.ManualClock(1_000)
+  const auth = cycles.Authority.inMemory({ policy: POLICY, clock })
+  const deploy = auth.guard(async (to) => {
+    clock.advance(3_600_000) // ran past its TTL and grace
+    return `deployed ${to}`
+  }, { tool: 'deploy', subject })
+  assert.equal(await deploy('prod'), 'deployed prod')
+  const kinds = (await auth.audit()).map((x) => x.kind)
+  assert.deepEqual(kinds.slice(-3), ['reserve', 'expire', 'event'])
+  assert.ok(auth.balancesSync('agent:bot')[0].spent > 0)
+})

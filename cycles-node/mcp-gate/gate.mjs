@@ -157,7 +157,8 @@ export function createGate({ authority, subject, upstream, toolPrefix = '', ttlM
   const owed = []
   const finalize = async (reservation, outcome, tool) => {
     try {
-      if (outcome === 'commit') await reservation.commit()
+      // A call that outlived its reservation is charged all the same (an event, status EXPIRED).
+      if (outcome === 'commit') await reservation.commit({ chargeIfExpired: true })
       else await reservation.release({ reason: outcome })
       return true
     } catch (err) {

@@ -181,6 +181,7 @@ const EVENT_FIELDS: &[(&str, Dest)] = &[
 ];
 const COMMIT_FIELDS: &[(&str, Dest)] = &[
     ("actual", Dest::Top("actual")),
+    ("chargeIfExpired", Dest::Top("charge_if_expired")),
     ("idempotencyKey", Dest::Top("idempotency_key")),
 ];
 const RELEASE_FIELDS: &[(&str, Dest)] = &[
@@ -342,7 +343,7 @@ struct RanCall {
     call: core::ToolCall,
 }
 
-/// `commit(reservation, { actual, ran: { tool, args, kind, tags }, idempotencyKey })`.
+/// `commit(reservation, { actual, ran: { tool, args, kind, tags }, chargeIfExpired, idempotencyKey })`.
 fn commit_request(opts: Option<&Unknown<'_>>) -> CoreResult<core::CommitRequest> {
     let parse = |mut map: Map<String, Value>| -> CoreResult<core::CommitRequest> {
         let ran = map.remove("ran");

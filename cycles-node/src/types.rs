@@ -531,7 +531,8 @@ impl From<&core::Reservation> for ReservationData {
 pub struct CommitResult {
     /// The reservation.
     pub reservation_id: String,
-    /// `COMMITTED`.
+    /// `COMMITTED`, or `EXPIRED` when the call was charged after its reservation expired
+    /// (`chargeIfExpired`; `eventId` names the charge).
     #[napi(ts_type = "ReservationStatus")]
     pub status: String,
     /// Charged per unit.
@@ -542,6 +543,9 @@ pub struct CommitResult {
     pub debt_incurred: Vec<Amount>,
     /// Balances of the scopes touched, after the commit.
     pub balances: Vec<Balance>,
+    /// The event that charged the call after its reservation expired.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
 }
 
 impl From<&core::CommitResult> for CommitResult {
@@ -553,6 +557,7 @@ impl From<&core::CommitResult> for CommitResult {
             released: ints(&c.released),
             debt_incurred: ints(&c.debt_incurred),
             balances: c.balances.iter().map(Balance::from).collect(),
+            event_id: c.event_id.clone(),
         }
     }
 }

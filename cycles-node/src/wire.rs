@@ -243,6 +243,10 @@ impl<'a> Wire<'a> {
 
     /// Writes a commit result but its reservation id (the caller returns that).
     pub fn commit(mut self, c: &core::CommitResult) -> Option<()> {
+        // A charge after expiry names its event, which the wire has no slot for.
+        if c.event_id.is_some() {
+            return None;
+        }
         let amounts = c.charged.len() + c.released.len() + c.debt_incurred.len();
         self.make_room(1 + amounts + 3 * c.balances.len());
         self.name(c.status.as_str())?;

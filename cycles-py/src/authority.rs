@@ -275,17 +275,28 @@ impl Authority {
     /// `ran={"tool": ..., "args": ...}`: the call that actually ran, when it may not be the one
     /// reserved; a different call is charged at least its own risk points and named in the
     /// commit record.
-    #[pyo3(signature = (reservation_id, actual=None, *, ran=None, idempotency_key=None))]
+    /// `charge_if_expired=True`: for a call that has run, when its reservation expired while
+    /// it ran, charge it anyway (an event on the reservation's subject; the result's status is
+    /// `EXPIRED` and `event_id` names it) instead of raising `RESERVATION_EXPIRED`.
+    #[pyo3(signature = (reservation_id, actual=None, *, ran=None, charge_if_expired=false, idempotency_key=None))]
     fn commit(
         &self,
         py: Python<'_>,
         reservation_id: &Bound<'_, PyAny>,
         actual: Option<&Bound<'_, PyAny>>,
         ran: Option<&Bound<'_, PyAny>>,
+        charge_if_expired: bool,
         idempotency_key: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<CommitResult> {
         let id: String = arg(reservation_id, "reservation_id").py(py)?;
-        commit_core(py, &self.inner, &id, actual, ran, idempotency_key)
+        commit_core(
+            py,
+            &self.inner,
+            &id,
+            (actual, ran),
+            charge_if_expired,
+            idempotency_key,
+        )
     }
 
     /// Releases a reservation by id without charge.
@@ -751,18 +762,22 @@ fn extend_request(
     })
 }
 
+/// The actual amounts and the call that ran, as a commit takes them.
+type Actual<'a, 'py> = (Option<&'a Bound<'py, PyAny>>, Option<&'a Bound<'py, PyAny>>);
+
 fn commit_core(
     py: Python<'_>,
     auth: &core::Authority,
     id: &str,
-    actual: Option<&Bound<'_, PyAny>>,
-    ran: Option<&Bound<'_, PyAny>>,
+    (actual, ran): Actual<'_, '_>,
+    charge_if_expired: bool,
     idempotency_key: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<CommitResult> {
     let req = (|| {
         Ok::<_, CoreError>(core::CommitRequest {
             actual: amounts(actual, "actual")?,
             ran: ran_call(ran)?,
+            charge_if_expired,
             idempotency_key: opt(idempotency_key, "idempotency_key")?,
         })
     })()
@@ -900,16 +915,25 @@ impl Reservation {
 
     /// Charges the actual amounts (units not listed are charged as held) and returns the rest.
     /// `ran=`: the call that actually ran, as in `Authority.commit`.
-    #[pyo3(signature = (actual=None, *, ran=None, idempotency_key=None))]
+    /// `charge_if_expired=True`: as in `Authority.commit`.
+    #[pyo3(signature = (actual=None, *, ran=None, charge_if_expired=false, idempotency_key=None))]
     fn commit(
         &self,
         py: Python<'_>,
         actual: Option<&Bound<'_, PyAny>>,
         ran: Option<&Bound<'_, PyAny>>,
+        charge_if_expired: bool,
         idempotency_key: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<CommitResult> {
-        let res = commit_core(py, &self.auth, &self.id, actual, ran, idempotency_key)?;
-        self.finished(core::ReservationStatus::Committed, res.0.charged.clone());
+        let res = commit_core(
+            py,
+            &self.auth,
+            &self.id,
+            (actual, ran),
+            charge_if_expired,
+            idempotency_key,
+        )?;
+        self.finished(res.0.status, res.0.charged.clone());
         Ok(res)
     }
 

@@ -277,10 +277,16 @@ impl CommitResult {
     fn reservation_id(&self) -> &str {
         &self.0.reservation_id
     }
-    /// Always `COMMITTED`.
+    /// `COMMITTED`, or `EXPIRED` when the call was charged after its reservation expired
+    /// (`charge_if_expired=True`; `event_id` names the charge).
     #[getter]
     fn status(&self) -> &'static str {
         self.0.status.as_str()
+    }
+    /// The event that charged the call after its reservation expired, else `None`.
+    #[getter]
+    fn event_id(&self) -> Option<&str> {
+        self.0.event_id.as_deref()
     }
     /// What was charged, `{unit: amount}`.
     #[getter]

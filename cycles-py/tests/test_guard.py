@@ -144,3 +144,63 @@ def test_module_level_guard_is_the_same_decorator() -> None:
         return 1
 
     assert q() == 1 and risk(a).spent == 1
+
+
+def test_a_body_that_outlives_its_reservation_is_still_charged() -> None:
+    clock = cycles.ManualClock(1_000)
+    a = cycles.Authority.in_memory(POLICY, clock=clock)
+
+    @a.guard("run_sql", subject=BOT)
+    def slow_query(query: str) -> str:
+        clock.advance(3_600_000)  # ran past its TTL and grace
+        return "rows"
+
+    assert slow_query("SELECT 1") == "rows"
+    assert risk(a).spent == 1 and risk(a).reserved == 0
+    assert [r.kind for r in a.audit()][-3:] == ["reserve", "expire", "event"]
+    # The core direct: the result names the charge and says the reservation had expired.
+    r = a.reserve("run_sql", {"query": "SELECT 2"}, subject=BOT)
+    clock.advance(3_600_000)
+    with pytest.raises(cycles.CyclesError) as e:
+        r.commit()
+    assert e.value.code == "RESERVATION_EXPIRED" and risk(a).spent == 1
+    c = r.commit(charge_if_expired=True)
+    assert c.status == "EXPIRED" and c.event_id is not None and c.charged == {"RISK_POINTS": 1}
+    assert r.status == "EXPIRED" and risk(a).spent == 2
+
+
+def test_a_cancelled_body_is_charged_what_was_held_an_error_releases() -> None:
+    a = cycles.Authority.in_memory(POLICY)
+    started = asyncio.Event()
+
+    @a.guard("run_sql", subject=BOT)
+    async def run_sql(query: str) -> str:
+        started.set()  # it acted, then was stopped
+        await asyncio.sleep(3600)
+        return "rows"
+
+    async def cancel_it() -> None:
+        task = asyncio.ensure_future(run_sql("DELETE FROM t WHERE id = 1"))
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancel_it())
+    assert risk(a).spent == 1 and risk(a).reserved == 0
+    assert a.audit()[-1].kind == "commit"
+
+    async def timed_out() -> None:
+        with pytest.raises((asyncio.TimeoutError, TimeoutError)):
+            await asyncio.wait_for(run_sql("UPDATE t SET x = 1 WHERE id = 2"), 0.05)
+
+    asyncio.run(timed_out())
+    assert risk(a).spent == 2 and risk(a).reserved == 0
+
+    @a.guard("run_sql", subject=BOT)
+    def failing(query: str) -> None:
+        raise ValueError("syntax error")
+
+    with pytest.raises(ValueError):
+        failing("SELEC 1")
+    assert risk(a).spent == 2 and a.audit()[-1].kind == "release"

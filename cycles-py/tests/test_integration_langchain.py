@@ -182,3 +182,26 @@ def test_budget_runs_out_across_calls(auth: cycles.Authority) -> None:
     outs = [guarded.invoke({"query": f"SELECT {i}"}) for i in range(7)]
     assert outs[:6] == ["ok"] * 6 and "BUDGET_EXCEEDED" in outs[6]
     assert len(ran) == 6 and risk(auth).spent == 30
+
+
+def test_a_timed_out_tool_is_charged_it_may_have_acted(auth: cycles.Authority) -> None:
+    @tool
+    async def slow_migration(query: str) -> str:
+        """Run a long migration."""
+        ran.append(("slow_migration", query))
+        await asyncio.sleep(3600)
+        return "done"
+
+    policy_tool = {"tools": [{"name": "slow_migration", "tier": 2}], "budgets": POLICY["budgets"]}
+    a = cycles.Authority.in_memory(policy_tool)
+    guarded = guard_tool(slow_migration, a, subject=SUBJECT)
+
+    async def go() -> None:
+        with pytest.raises((asyncio.TimeoutError, TimeoutError)):
+            await asyncio.wait_for(guarded.ainvoke({"query": "ALTER TABLE t ADD c int"}), 0.05)
+
+    asyncio.run(go())
+    assert ("slow_migration", "ALTER TABLE t ADD c int") in ran
+    b = risk(a)
+    assert b.reserved == 0 and b.spent > 0  # charged, not released
+    assert a.audit()[-1].kind == "commit"

@@ -181,6 +181,7 @@ pub fn reserve_and_settle(
                 &CommitRequest {
                     actual,
                     ran: None,
+                    charge_if_expired: false,
                     idempotency_key: None,
                 },
             )

@@ -140,6 +140,7 @@ pub fn work(auth: &Authority, worker: u64, iterations: u64) -> Tally {
                 &CommitRequest {
                     actual: vec![Amount::new(Unit::UsdMicrocents, actual)],
                     ran: None,
+                    charge_if_expired: false,
                     idempotency_key: None,
                 },
             )

@@ -134,6 +134,8 @@ class CommitResult:
     @property
     def status(self) -> str: ...
     @property
+    def event_id(self) -> Optional[str]: ...
+    @property
     def charged(self) -> dict[str, int]: ...
     @property
     def released(self) -> dict[str, int]: ...
@@ -267,6 +269,7 @@ class Reservation:
         actual: Optional[_Amounts] = None,
         *,
         ran: Optional[Mapping[str, Any]] = None,
+        charge_if_expired: bool = False,
         idempotency_key: Optional[str] = None,
     ) -> CommitResult: ...
     def release(
@@ -323,6 +326,7 @@ class Authority:
         actual: Optional[_Amounts] = None,
         *,
         ran: Optional[Mapping[str, Any]] = None,
+        charge_if_expired: bool = False,
         idempotency_key: Optional[str] = None,
     ) -> CommitResult: ...
     def release(

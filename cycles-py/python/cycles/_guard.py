@@ -1,4 +1,5 @@
-"""The ``guard`` decorator: reserve before the body runs, commit after, release on error.
+"""The ``guard`` decorator: reserve before the body runs, commit after, release on error
+(charge when interrupted).
 
 Only plumbing lives here; whether a call may run is decided by the core's ``reserve``. The
 helpers below are shared with the framework integrations (``cycles.integrations``).
@@ -47,11 +48,23 @@ def _release_quietly(r: Reservation, exc: BaseException) -> None:
 
 
 def _commit_held_quietly(r: Reservation) -> None:
-    # The body ran but what it cost cannot be computed: charge what was held.
+    # The body ran but what it cost cannot be computed: charge what was held (also when the
+    # hold lapsed while the body ran: a call that outlives its reservation is still paid for).
     try:
-        r.commit(None)
+        r.commit(None, charge_if_expired=True)
     except CyclesError as e:
         log.warning("committing %s failed (%s)", r.reservation_id, e)
+
+
+def _raised(r: Reservation, exc: BaseException) -> None:
+    """The body raised ``exc``: an error it reported (an ``Exception``) releases the hold; an
+    interruption from outside (a cancellation or a timeout, which arrive as ``CancelledError``,
+    Ctrl-C, ``SystemExit``) is charged what was held, because the body may already have acted
+    when it was stopped (as the MCP gate charges a cancelled call)."""
+    if isinstance(exc, Exception):
+        _release_quietly(r, exc)
+    else:
+        _commit_held_quietly(r)
 
 
 def _amounts(r: Reservation, actual: Actual, result: Any) -> Optional[Amounts]:
@@ -65,7 +78,8 @@ def _amounts(r: Reservation, actual: Actual, result: Any) -> Optional[Amounts]:
 
 def _commit(r: Reservation, spent: Optional[Amounts]) -> None:
     try:
-        r.commit(spent)
+        # The body ran: charged even if its hold lapsed while it ran.
+        r.commit(spent, charge_if_expired=True)
     except InvalidInput:
         # Amounts from `actual` the core refuses: charge what was held, then say why.
         if spent is not None:
@@ -101,7 +115,7 @@ def _guarded_generator(r: Reservation, gen: Generator[Any, Any, Any], actual: Ac
         _commit_held_quietly(r)
         raise
     except BaseException as exc:
-        _release_quietly(r, exc)
+        _raised(r, exc)
         raise
     _settle(r, actual, value)
     return value
@@ -118,7 +132,7 @@ async def _guarded_async_generator(r: Reservation, agen: AsyncIterator[Any], act
         await asyncio.to_thread(_commit_held_quietly, r)
         raise
     except BaseException as exc:
-        await asyncio.to_thread(_release_quietly, r, exc)
+        await asyncio.to_thread(_raised, r, exc)
         raise
     await _asettle(r, actual, None)
 
@@ -127,7 +141,7 @@ async def _guarded_awaitable(r: Reservation, aw: Awaitable[Any], actual: Actual)
     try:
         result = await aw
     except BaseException as exc:
-        await asyncio.to_thread(_release_quietly, r, exc)
+        await asyncio.to_thread(_raised, r, exc)
         raise
     await _asettle(r, actual, result)
     return result
@@ -163,15 +177,17 @@ def guard(
     the tool call (pass ``map_args`` to select or transform them, e.g. to drop ``self``).
     ``reserve`` runs before the body: a DENY raises ``Denied`` and the body never runs. A
     body that returns commits the reservation (with ``actual(result)`` as the actual amounts
-    when given, otherwise what was held); a body that raises releases it and the exception
-    propagates. A generator (sync or async) holds its reservation until it is exhausted
+    when given, otherwise what was held); a body that raises an ``Exception`` releases it and
+    the exception propagates, while a body interrupted from outside (cancelled, timed out,
+    Ctrl-C) is charged what was held, since it may have acted. A generator (sync or async) holds its reservation until it is exhausted
     (committed), raises (released) or is closed early (committed: it ran in part); so does a
     coroutine returned by a sync callable, until it is awaited. Async functions await the
     ledger calls in a worker thread.
 
     The body ran, so it is charged: if ``actual`` raises, what was held is committed and the
-    error propagates; if the ledger refuses the commit, its ``CyclesError`` propagates with
-    the body's result on ``.result``.
+    error propagates; a body that outlived its reservation (TTL and grace) is still charged,
+    as an event (``charge_if_expired``); if the ledger refuses the commit, its ``CyclesError``
+    propagates with the body's result on ``.result``.
     """
 
     def decorate(fn: F) -> F:
@@ -227,7 +243,7 @@ def guard(
                 try:
                     result = await fn(*a, **kw)
                 except BaseException as exc:
-                    await asyncio.to_thread(_release_quietly, r, exc)
+                    await asyncio.to_thread(_raised, r, exc)
                     raise
                 await _asettle(r, actual, result)
                 return result
@@ -240,7 +256,7 @@ def guard(
             try:
                 result = fn(*a, **kw)
             except BaseException as exc:
-                _release_quietly(r, exc)
+                _raised(r, exc)
                 raise
             return _deferred(r, result, actual)
 

@@ -6,7 +6,8 @@
     safe.invoke({"query": "SELECT 1"})          # reserve -> run -> commit
 
 Invoking the returned tool reserves the call with the authority before the wrapped tool runs,
-commits after it returns and releases if it raises. A DENY does not run the tool: by default
+commits after it returns and releases if it raises an error (a cancelled or timed-out call is
+charged: it may have acted). A DENY does not run the tool: by default
 the tool's output is a message the model can read (a ``ToolMessage`` with ``status="error"``
 when invoked with a tool call), so the agent loop continues; ``on_deny="raise"`` raises
 ``cycles.Denied`` instead. Any other failure of the gate (arguments the core cannot take, a
@@ -25,7 +26,7 @@ from langchain_core.runnables.config import patch_config
 from langchain_core.tools import BaseTool, ToolException
 
 from .._cycles import Authority, Denied
-from .._guard import _release_quietly
+from .._guard import _raised
 from ._common import DenyMessage, jsonable, message_for, settle_ran
 
 __all__ = ["CyclesDeniedToolException", "CyclesGateToolException", "CyclesGuardedTool", "guard_tool"]
@@ -114,7 +115,7 @@ class CyclesGuardedTool(BaseTool):
         try:
             result = self.inner.invoke(self._inner_input(args, kwargs), child)
         except BaseException as exc:
-            _release_quietly(r, exc)
+            _raised(r, exc)
             raise
         settle_ran(r, self.actual, result, self.cycles_tool)
         return result
@@ -139,7 +140,7 @@ class CyclesGuardedTool(BaseTool):
         try:
             result = await self.inner.ainvoke(self._inner_input(args, kwargs), child)
         except BaseException as exc:
-            await asyncio.to_thread(_release_quietly, r, exc)
+            await asyncio.to_thread(_raised, r, exc)
             raise
         await asyncio.to_thread(settle_ran, r, self.actual, result, self.cycles_tool)
         return result

@@ -11,7 +11,8 @@
 
 The returned tool has the same name, description and JSON schema. Each invocation reserves the
 call (its JSON arguments are the classified ``args``) before the original tool runs, commits
-after it returns and releases if it raises. A DENY does not run the tool: by default the model
+after it returns and releases if it raises an error (a cancelled or timed-out call is
+charged: it may have acted). A DENY does not run the tool: by default the model
 receives a message saying why (the SDK sends a tool's string result back to the model), and
 ``on_deny="raise"`` raises ``cycles.Denied`` to stop the run instead. Any other failure of the
 gate (arguments the core cannot take, a broken ledger or policy, a bug) is handled the same way:
@@ -33,7 +34,7 @@ from agents.tool_context import ToolContext
 from agents.tool_guardrails import ToolInputGuardrailData
 
 from .._cycles import Authority, Denied
-from .._guard import _release_quietly
+from .._guard import _raised
 from ._common import DenyMessage, message_for, settle_ran
 
 __all__ = ["guard_function_tool", "input_guardrail"]
@@ -84,7 +85,7 @@ def guard_function_tool(
         try:
             result = await inner_invoke(ctx, input)
         except BaseException as exc:
-            await asyncio.to_thread(_release_quietly, r, exc)
+            await asyncio.to_thread(_raised, r, exc)
             raise
         await asyncio.to_thread(settle_ran, r, actual, result, cycles_tool)
         return result
