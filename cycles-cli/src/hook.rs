@@ -89,12 +89,29 @@ fn tool_call(ev: &HookEvent) -> Result<ToolCall, String> {
     let input = ev.tool_input.clone().ok_or("the event has no tool_input")?;
     let args = match (name, &input) {
         ("Bash", Value::Object(m)) => match m.get("command") {
-            Some(c) => json!({ "command": c }),
+            // The command is the call (its description and timeout are not), and so is running
+            // it outside Claude Code's sandbox: a grant signed for the sandboxed command must not
+            // cover the same command unsandboxed.
+            Some(c) => match m.get(UNSANDBOXED) {
+                None | Some(Value::Bool(false)) => json!({ "command": c }),
+                Some(flag) => json!({ "command": c, UNSANDBOXED: flag }),
+            },
             None => input,
         },
         _ => input,
     };
     Ok(ToolCall::new(name, args))
+}
+
+/// Claude Code's Bash input asking to run the command outside its sandbox.
+const UNSANDBOXED: &str = "dangerouslyDisableSandbox";
+
+/// Whether the call asks to leave Claude Code's sandbox: then the hook never answers `allow`,
+/// which would skip the confirmation Claude Code asks for before an unsandboxed run.
+fn leaves_sandbox(call: &ToolCall) -> bool {
+    call.args
+        .get(UNSANDBOXED)
+        .is_some_and(|flag| flag != &Value::Bool(false))
 }
 
 fn output(decision: &str, reason: &str) -> Value {
@@ -229,7 +246,7 @@ fn denied_reason(d: &Decision) -> String {
 /// The answer for a reservation `reserve` returned. A re-delivered event replays the first
 /// reservation; once its PostToolUse committed it (or it was released or expired), the tool use
 /// already ran, and answering `allow` again would run it a second time for one charge.
-fn allowed(auth: &Authority, r: &Reservation) -> Result<Value, String> {
+fn allowed(auth: &Authority, r: &Reservation, call: &ToolCall) -> Result<Value, String> {
     let now = auth
         .reservation(&r.reservation_id)
         .map_err(|e| format!("{} ({})", e, e.code()))?;
@@ -242,6 +259,17 @@ fn allowed(auth: &Authority, r: &Reservation) -> Result<Value, String> {
             ),
         ));
     }
+    if leaves_sandbox(call) {
+        // Reserved, and charged by PostToolUse if the user confirms; left to Claude Code's own
+        // prompt, which `allow` would skip.
+        return Ok(output(
+            "ask",
+            &format!(
+                "{} It asks to run outside Claude Code's sandbox, so Claude Code's confirmation stays in place.",
+                reserved_reason(r)
+            ),
+        ));
+    }
     Ok(output("allow", &reserved_reason(r)))
 }
 
@@ -251,7 +279,7 @@ fn pre(cli: &Cli, args: &ClaudeCodeArgs, ev: &HookEvent) -> Result<Value, String
     let call = tool_call(ev)?;
     let subject = subject(args, ev);
     ensure_session_budget(&auth, args, &subject)?;
-    let mut req = ReserveRequest::new(subject, call);
+    let mut req = ReserveRequest::new(subject, call.clone());
     req.ttl_ms = Some(args.ttl_ms);
     // A re-delivered event for the same tool use replays its first answer.
     req.idempotency_key = ev
@@ -259,7 +287,7 @@ fn pre(cli: &Cli, args: &ClaudeCodeArgs, ev: &HookEvent) -> Result<Value, String
         .as_ref()
         .map(|id| reserve_key(&ev.session_id, id));
     let decision = match auth.reserve(&req) {
-        Ok(r) => return allowed(&auth, &r),
+        Ok(r) => return allowed(&auth, &r, &call),
         Err(CyclesError::Denied(d)) => d,
         Err(e) => return Err(format!("{} ({})", e, e.code())),
     };
@@ -277,7 +305,7 @@ fn pre(cli: &Cli, args: &ClaudeCodeArgs, ev: &HookEvent) -> Result<Value, String
         retry.grant = Some(serde_json::to_value(grant).map_err(|e| e.to_string())?);
         retry.idempotency_key = req.idempotency_key.as_ref().map(|k| format!("{k}:grant"));
         return match auth.reserve(&retry) {
-            Ok(r) => allowed(&auth, &r),
+            Ok(r) => allowed(&auth, &r, &call),
             Err(CyclesError::Denied(d)) => Ok(output("deny", &denied_reason(&d))),
             Err(e) => Err(format!("{} ({})", e, e.code())),
         };
@@ -343,6 +371,7 @@ fn post(cli: &Cli, args: &ClaudeCodeArgs, ev: &HookEvent) -> Result<(), String> 
                     let commit = CommitRequest {
                         actual: Vec::new(),
                         ran,
+                        charge_if_expired: false,
                         idempotency_key: Some(format!("claude-code:{}:{id}:post", ev.session_id)),
                     };
                     match auth.commit(&r.reservation_id, &commit) {

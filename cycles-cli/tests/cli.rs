@@ -193,6 +193,47 @@ fn incident_railway_volume_delete_is_denied_and_the_audit_verifies() {
 }
 
 #[test]
+fn an_unsandboxed_bash_call_keeps_claude_codes_confirmation_and_its_own_digest() {
+    let d = Dir::new();
+    d.init();
+    let ls = json!({"command": "ls -la"});
+    let unsandboxed = json!({"command": "ls -la", "dangerouslyDisableSandbox": true});
+    let (dec, reason) = decision(&d.hook(&[], &pre("sess-1", "toolu_1", "Bash", ls)));
+    assert_eq!(dec, "allow", "{reason}");
+    // The same command asking to leave the sandbox: reserved, but Claude Code still asks.
+    let (dec, reason) =
+        decision(&d.hook(&[], &pre("sess-1", "toolu_2", "Bash", unsandboxed.clone())));
+    assert_eq!(dec, "ask", "{reason}");
+    assert!(reason.contains("sandbox"), "{reason}");
+    assert!(reason.contains("reserved"), "{reason}");
+    // Confirmed and run: PostToolUse commits that reservation.
+    let r = d.hook(&[], &post("sess-1", "toolu_2", "Bash", unsandboxed));
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert_eq!(balance(&d, SESSION_SCOPE)["reserved"], 0);
+    // The flag is part of the call: the two reservations have different digests, so a grant
+    // signed for the sandboxed command does not cover the unsandboxed one.
+    let digests: Vec<String> = d
+        .ok(&["audit", "export", "--format", "jsonl", "--kind", "reserve"])
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["call_digest"].to_string())
+        .collect();
+    assert_eq!(digests.len(), 2, "{digests:?}");
+    assert_ne!(digests[0], digests[1]);
+    // `false` is the default, not a different call.
+    let (dec, _) = decision(&d.hook(
+        &[],
+        &pre(
+            "sess-1",
+            "toolu_3",
+            "Bash",
+            json!({"command": "ls -la", "dangerouslyDisableSandbox": false}),
+        ),
+    ));
+    assert_eq!(dec, "allow");
+}
+
+#[test]
 fn safe_calls_are_allowed_reserved_and_committed_by_post() {
     let d = Dir::new();
     d.init();
