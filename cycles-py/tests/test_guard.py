@@ -204,3 +204,56 @@ def test_a_cancelled_body_is_charged_what_was_held_an_error_releases() -> None:
     with pytest.raises(ValueError):
         failing("SELEC 1")
     assert risk(a).spent == 2 and a.audit()[-1].kind == "release"
+
+
+def test_a_caller_cancelled_while_reserving_leaves_no_hold(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "cycles.db"
+    a = cycles.Authority.open(path, POLICY, busy_timeout_ms=10_000)
+    ran: list[str] = []
+
+    @a.guard("run_sql", subject=BOT)
+    async def run_sql(query: str) -> str:
+        ran.append(query)
+        return "rows"
+
+    # Another process holds the file's write lock (POSIX locks are per process, so it must be
+    # another process): the reserve waits for it in its worker thread.
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], isolation_level=None); "
+            "c.execute('BEGIN IMMEDIATE'); print('locked', flush=True); sys.stdin.read(); "
+            "c.execute('COMMIT')",
+            str(path),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdin is not None
+    assert holder.stdout.readline().strip() == "locked"
+
+    async def cancel_while_reserving() -> None:
+        task = asyncio.ensure_future(run_sql("DELETE FROM t WHERE id = 1"))
+        await asyncio.sleep(0.2)  # the reserve is blocked on the lock
+        assert not task.done()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # The lock goes away; the reserve lands after its caller has gone.
+        holder.stdin.close()  # type: ignore[union-attr]
+        for _ in range(400):
+            await asyncio.sleep(0.05)
+            if a.audit(kinds=["release"]):
+                break
+
+    asyncio.run(cancel_while_reserving())
+    holder.wait(timeout=30)
+    assert ran == []
+    assert [r.kind for r in a.audit()][-2:] == ["reserve", "release"]
+    assert a.audit(kinds=["release"])[-1].detail == {"reason": "cancelled before the call ran"}
+    assert risk(a).reserved == 0 and risk(a).spent == 0

@@ -67,6 +67,34 @@ def _raised(r: Reservation, exc: BaseException) -> None:
         _commit_held_quietly(r)
 
 
+async def _areserve(authority: Authority, tool: str, args: Any, **kw: Any) -> Reservation:
+    """``authority.areserve`` for a caller that may be cancelled while it waits: the reserve
+    goes on in its worker thread whatever happens to the caller, so when the caller is gone
+    by the time it lands, its hold is given back (it would otherwise stay, with nobody to
+    release it, until its TTL)."""
+    task = asyncio.ensure_future(authority.areserve(tool, args, **kw))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(_release_orphan)
+        raise
+
+
+def _release_orphan(task: asyncio.Future[Reservation]) -> None:
+    if task.cancelled() or task.exception() is not None:
+        return
+    r = task.result()
+    # Off the event loop: the ledger call may wait on a disk or a lock.
+    task.get_loop().run_in_executor(None, _release_cancelled, r)
+
+
+def _release_cancelled(r: Reservation) -> None:
+    try:
+        r.release("cancelled before the call ran")
+    except CyclesError as e:
+        log.warning("releasing %s failed (%s); the hold expires with its TTL", r.reservation_id, e)
+
+
 def _amounts(r: Reservation, actual: Actual, result: Any) -> Optional[Amounts]:
     # The body ran, so it is charged: if `actual` fails, what was held is committed.
     try:
@@ -206,8 +234,8 @@ def guard(
             )
 
         async def areserve(a: tuple[Any, ...], kw: dict[str, Any]) -> Reservation:
-            return await authority.areserve(
-                name, call_args(a, kw), subject=subject, estimate=estimate, kind=kind, tags=tags
+            return await _areserve(
+                authority, name, call_args(a, kw), subject=subject, estimate=estimate, kind=kind, tags=tags
             )
 
         if inspect.isasyncgenfunction(fn):

@@ -26,7 +26,7 @@ from langchain_core.runnables.config import patch_config
 from langchain_core.tools import BaseTool, ToolException
 
 from .._cycles import Authority, Denied
-from .._guard import _raised
+from .._guard import _areserve, _raised
 from ._common import DenyMessage, jsonable, message_for, settle_ran
 
 __all__ = ["CyclesDeniedToolException", "CyclesGateToolException", "CyclesGuardedTool", "guard_tool"]
@@ -128,7 +128,8 @@ class CyclesGuardedTool(BaseTool):
         **kwargs: Any,
     ) -> Any:
         try:
-            r = await self.authority.areserve(
+            r = await _areserve(
+                self.authority,
                 self.cycles_tool,
                 self._classified_args(args, kwargs),
                 subject=self.subject,

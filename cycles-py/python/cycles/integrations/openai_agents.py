@@ -34,7 +34,7 @@ from agents.tool_context import ToolContext
 from agents.tool_guardrails import ToolInputGuardrailData
 
 from .._cycles import Authority, Denied
-from .._guard import _raised
+from .._guard import _areserve, _raised
 from ._common import DenyMessage, message_for, settle_ran
 
 __all__ = ["guard_function_tool", "input_guardrail"]
@@ -75,8 +75,8 @@ def guard_function_tool(
 
     async def on_invoke_tool(ctx: ToolContext[Any], input: str) -> Any:
         try:
-            r = await authority.areserve(
-                cycles_tool, _arguments(input), subject=subject, estimate=estimate
+            r = await _areserve(
+                authority, cycles_tool, _arguments(input), subject=subject, estimate=estimate
             )
         except Exception as e:  # a denial, or any failure of the gate: the tool does not run
             if on_deny == "raise":
