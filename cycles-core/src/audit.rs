@@ -1411,6 +1411,8 @@ fn idempotency_target(op: &str, entry: &IdempotencyEntry) -> Option<String> {
                 .map(str::to_string);
         }
         "event" => "event_id",
+        // A commit that charged a call after its reservation expired did so by an event.
+        _ if op.starts_with("commit:") && entry.result.get("event_id").is_some() => "event_id",
         _ if op.starts_with("commit:") || op.starts_with("release:") => "reservation_id",
         _ => return op.strip_prefix("extend:").map(str::to_string),
     };
@@ -1475,6 +1477,17 @@ fn idempotency_mismatch(
             Err(e) => return bad(e),
         };
         let id = &result.reservation_id;
+        if let Some(event) = &result.event_id {
+            return on(op, "commit:", id).or_else(|| match &of(event).evented {
+                None => Some(format!(
+                    "names event {event} (a charge after expiry), which no event record made"
+                )),
+                Some(a) if *a != result.charged => Some(format!(
+                    "charges otherwise than the record of event {event}"
+                )),
+                Some(_) => None,
+            });
+        }
         return on(op, "commit:", id).or_else(|| match &of(id).committed {
             None => Some(format!("no commit record finished reservation {id}")),
             Some(a) if *a != result.charged => Some(format!(

@@ -12,10 +12,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::{CyclesError, Result};
 use crate::ledger::{Ledger, MemoryLedger, read_with, write_with};
 use crate::machine::{self, Ctx, Prepared, ReserveOutcome};
-use crate::model::{
-    Amount, Balance, CommitOveragePolicy, Decision, ReasonCode, Reservation, ReservationStatus,
-    ToolCall,
-};
+use crate::model::{Balance, Decision, ReasonCode, Reservation, ReservationStatus, ToolCall};
 use crate::policy::{CompiledPolicy, Policy};
 use crate::request::{
     BudgetSpec, CommitRequest, CommitResult, DecideRequest, EventRequest, EventResult,
@@ -332,59 +329,13 @@ impl Authority {
             check_args(ran)?;
         }
         let ctx = self.ctx();
-        let committed = write_with(self.inner.ledger.as_ref(), |txn| {
-            machine::commit(txn, &ctx, reservation_id, req)
-        })?;
-        match committed {
-            Err(CyclesError::ReservationExpired(_)) if req.charge_if_expired => {
-                self.charge_expired(reservation_id, req)
-            }
-            other => other,
-        }
-    }
-
-    /// Charges a call whose reservation expired while it ran
-    /// ([`CommitRequest::charge_if_expired`]): an event on the reservation's subject.
-    fn charge_expired(&self, reservation_id: &str, req: &CommitRequest) -> Result<CommitResult> {
-        let r = self.reservation(reservation_id)?;
-        let call = req.ran.clone().unwrap_or_else(|| ToolCall {
-            action: r.action.clone(),
-            args: serde_json::json!({}),
-        });
-        // As a commit charges: the actual amount of each held unit, or what was held.
-        let actual = r
-            .holds
-            .iter()
-            .map(|h| {
-                req.actual
-                    .iter()
-                    .find(|a| a.unit == h.unit)
-                    .copied()
-                    .unwrap_or(Amount::new(h.unit, h.amount))
-            })
-            .collect();
-        // The call already ran: never refused, only capped (or run into the overdraft the
-        // reservation allowed).
-        let overage_policy = match r.overage_policy {
-            CommitOveragePolicy::AllowWithOverdraft => CommitOveragePolicy::AllowWithOverdraft,
-            _ => CommitOveragePolicy::AllowIfAvailable,
-        };
-        let event = self.event(&EventRequest {
-            subject: r.subject.clone(),
-            call,
-            actual,
-            overage_policy: Some(overage_policy),
-            idempotency_key: Some(format!("{reservation_id}:charged-after-expiry")),
-        })?;
-        Ok(CommitResult {
-            reservation_id: reservation_id.to_string(),
-            status: ReservationStatus::Expired,
-            charged: event.charged,
-            released: Vec::new(),
-            debt_incurred: event.debt_incurred,
-            balances: event.balances,
-            event_id: Some(event.event_id),
-        })
+        // The charge of a call that outlived its reservation is an event: it needs an id.
+        let late_event_id = req
+            .charge_if_expired
+            .then(|| format!("evt_{}", uuid::Uuid::new_v4().simple()));
+        write_with(self.inner.ledger.as_ref(), |txn| {
+            machine::commit(txn, &ctx, reservation_id, req, late_event_id.as_deref())
+        })?
     }
 
     /// Releases a reservation's hold without charge.

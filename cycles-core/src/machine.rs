@@ -773,11 +773,14 @@ fn ran_otherwise(
 }
 
 /// `commit`: charges the actual amounts, returns the rest.
+/// `commit`. `late_event_id` names the charge when `req.charge_if_expired` finds the
+/// reservation expired ([`charge_expired`]).
 pub(crate) fn commit(
     txn: &mut dyn LedgerTxn,
     ctx: &Ctx<'_>,
     id: &str,
     req: &CommitRequest,
+    late_event_id: Option<&str>,
 ) -> Result<Settled<CommitResult>> {
     let (idempotency, prev) = Idempotency::check(
         txn,
@@ -790,21 +793,15 @@ pub(crate) fn commit(
     }
     let mut r = match load_active(txn, id, ctx.now_ms, |_| false)? {
         Ok(r) => r,
+        Err(CyclesError::ReservationExpired(_)) if req.charge_if_expired => {
+            let event_id = late_event_id.ok_or_else(|| {
+                CyclesError::invalid("charge_if_expired", "needs an event id from the authority")
+            })?;
+            return charge_expired(txn, ctx, id, req, &idempotency, event_id);
+        }
         Err(e) => return Ok(Err(e)),
     };
-    for (i, a) in req.actual.iter().enumerate() {
-        if !r.holds.iter().any(|h| h.unit == a.unit) {
-            return Err(CyclesError::UnitMismatch(format!(
-                "actual[{i}] is {} but the reservation holds {}",
-                a.unit,
-                r.holds
-                    .iter()
-                    .map(|h| h.unit.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-    }
+    check_units(&r, &req.actual)?;
     let ran = ran_otherwise(ctx, &r, req.ran.as_ref())?;
     return_holds(txn, &r)?;
     let mut charged = Vec::with_capacity(r.holds.len());
@@ -876,6 +873,114 @@ pub(crate) fn commit(
         debt_incurred,
         balances: balances_of(txn, &r.holds)?,
         event_id: None,
+    };
+    idempotency.remember(txn, &result)?;
+    Ok(Ok(result))
+}
+
+/// `UNIT_MISMATCH` when `actual` names a unit the reservation does not hold.
+fn check_units(r: &Reservation, actual: &[Amount]) -> Result<()> {
+    for (i, a) in actual.iter().enumerate() {
+        if !r.holds.iter().any(|h| h.unit == a.unit) {
+            return Err(CyclesError::UnitMismatch(format!(
+                "actual[{i}] is {} but the reservation holds {}",
+                a.unit,
+                r.holds
+                    .iter()
+                    .map(|h| h.unit.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `commit` with `charge_if_expired` of a reservation that expired while its call ran (the
+/// expiry returned its hold): the call is charged as a commit would charge it (the actual
+/// amounts or what was held, raised by `ran`, whatever the budgets' status), but as new
+/// spending, capped to what the budgets can take (or into the overdraft the reservation
+/// allowed), never refused: it already ran. The record is an event naming the reservation, its
+/// call and subject; the reservation stays EXPIRED, with what was charged. Once per
+/// reservation: a second charge is `RESERVATION_FINALIZED`.
+fn charge_expired(
+    txn: &mut dyn LedgerTxn,
+    ctx: &Ctx<'_>,
+    id: &str,
+    req: &CommitRequest,
+    idempotency: &Idempotency<'_>,
+    event_id: &str,
+) -> Result<Settled<CommitResult>> {
+    let mut r = txn
+        .reservation(id)?
+        .ok_or_else(|| CyclesError::NotFound(format!("reservation {id}")))?;
+    if r.status != ReservationStatus::Expired || !r.charged.is_empty() {
+        return Ok(Err(CyclesError::ReservationFinalized(id.to_string())));
+    }
+    check_units(&r, &req.actual)?;
+    let ran = ran_otherwise(ctx, &r, req.ran.as_ref())?;
+    let mut charged = Vec::with_capacity(r.holds.len());
+    let mut debt_incurred = Vec::new();
+    for h in &r.holds {
+        let mut actual = req
+            .actual
+            .iter()
+            .find(|a| a.unit == h.unit)
+            .map_or(h.amount, |a| a.amount);
+        if let Some(ran) = &ran
+            && h.unit == Unit::RiskPoints
+        {
+            actual = actual.max(ran.risk_points);
+        }
+        let mut budgets = Vec::with_capacity(h.scopes.len());
+        for s in &h.scopes {
+            budgets.push(txn.budget(s, h.unit)?.ok_or_else(|| {
+                CyclesError::LedgerCorrupt(format!("budget {s} {} vanished", h.unit))
+            })?);
+        }
+        let policy = match r.overage_policy {
+            CommitOveragePolicy::AllowWithOverdraft => CommitOveragePolicy::AllowWithOverdraft,
+            _ => CommitOveragePolicy::AllowIfAvailable,
+        };
+        let (c, debt) = match apply_charge(txn, budgets.clone(), 0, actual, policy) {
+            // Past the overdraft limit: as much as the budgets can take.
+            Err(CyclesError::OverdraftLimitExceeded { .. }) => apply_charge(
+                txn,
+                budgets,
+                0,
+                actual,
+                CommitOveragePolicy::AllowIfAvailable,
+            )?,
+            other => other?,
+        };
+        charged.push(Amount::new(h.unit, c));
+        if debt > 0 {
+            debt_incurred.push(Amount::new(h.unit, debt));
+        }
+    }
+    r.charged.clone_from(&charged);
+    txn.put_reservation(&r)?;
+    let mut rec = reservation_record(AuditKind::Event, &r, ctx.now_ms);
+    rec.amounts.clone_from(&charged);
+    let mut detail = serde_json::json!({
+        "event_id": event_id,
+        "after_expiry": true,
+        "requested": req.actual,
+        "debt_incurred": debt_incurred,
+    });
+    if let Some(ran) = ran {
+        detail["ran"] = serde_json::json!(ran);
+    }
+    rec.detail = Some(detail);
+    append(txn, rec)?;
+    let result = CommitResult {
+        reservation_id: r.reservation_id.clone(),
+        status: ReservationStatus::Expired,
+        charged,
+        released: Vec::new(),
+        debt_incurred,
+        balances: balances_of(txn, &r.holds)?,
+        event_id: Some(event_id.to_string()),
     };
     idempotency.remember(txn, &result)?;
     Ok(Ok(result))

@@ -165,13 +165,16 @@ pub struct CommitRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ran: Option<ToolCall>,
     /// For a call that has run: when its reservation expired while it ran (the commit would
-    /// be `RESERVATION_EXPIRED`), charge it anyway, as an event of the call that ran (`ran`,
-    /// or the reserved tool) on the reservation's subject, for the actual amounts (a held unit
-    /// not listed as held), capped to what the budgets can take unless the reservation allows
-    /// overdraft. A call that outlives its hold is then paid for instead of charged to nobody
-    /// (the hold lapsed and others may have spent it: the budget can end over its limit, as
-    /// with `ALLOW_IF_AVAILABLE`). The result has status `EXPIRED` and names the event; the
-    /// charge is made once per reservation, however often it is retried.
+    /// be `RESERVATION_EXPIRED`), charge it anyway, as the commit would have charged it (the
+    /// actual amounts, a held unit not listed as held, raised by `ran`, whatever the budgets'
+    /// status), but as new spending: the expiry returned the hold and others may have spent
+    /// it, so the charge is capped to what the budgets can take (or runs into the overdraft the
+    /// reservation allowed, up to its limit), never refused. A call that outlives its hold is
+    /// then paid for instead of charged to nobody. The record is an event naming the
+    /// reservation, its call and subject (`detail.after_expiry`); the result has status
+    /// `EXPIRED` and names the event; the reservation stays `EXPIRED` with what was charged.
+    /// Once per reservation: another charge is `RESERVATION_FINALIZED` (a retry with the same
+    /// idempotency key replays the result).
     ///
     /// ```
     /// use cycles_core::*;
