@@ -257,3 +257,33 @@ def test_a_caller_cancelled_while_reserving_leaves_no_hold(tmp_path: Any) -> Non
     assert [r.kind for r in a.audit()][-2:] == ["reserve", "release"]
     assert a.audit(kinds=["release"])[-1].detail == {"reason": "cancelled before the call ran"}
     assert risk(a).reserved == 0 and risk(a).spent == 0
+
+
+def test_a_second_cancellation_during_the_charge_does_not_drop_it() -> None:
+    a = cycles.Authority.in_memory(POLICY)
+    started = asyncio.Event()
+
+    @a.guard("run_sql", subject=BOT)
+    async def run_sql(query: str) -> str:
+        started.set()
+        await asyncio.sleep(3600)
+        return "rows"
+
+    async def cancel_twice() -> None:
+        for _ in range(5):
+            started.clear()
+            task = asyncio.ensure_future(run_sql("DELETE FROM t WHERE id = 1"))
+            await started.wait()
+            task.cancel()
+            await asyncio.sleep(0)  # the body has raised; the wrapper hands its charge over
+            task.cancel()  # ... and is cancelled again (anyio cancel scopes do this)
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        for _ in range(200):
+            if risk(a).reserved == 0:
+                break
+            await asyncio.sleep(0.01)
+
+    asyncio.run(cancel_twice())
+    # Every cancelled call acted (it started) and is charged; nothing is left held.
+    assert risk(a).reserved == 0 and risk(a).spent == 5

@@ -67,6 +67,24 @@ def _raised(r: Reservation, exc: BaseException) -> None:
         _commit_held_quietly(r)
 
 
+async def _finish(fn: Callable[..., Any], *args: Any) -> Any:
+    """Runs a ledger step that follows a call that ran (its commit, its charge, its release)
+    in a worker thread, to the end even if the caller is cancelled meanwhile: a cancellation
+    arriving as the step is handed to the thread (anyio cancel scopes cancel every await)
+    would otherwise drop it, and a call that ran would go uncharged."""
+    task = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(_log_unfinished)
+        raise
+
+
+def _log_unfinished(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("a ledger step after a cancelled call failed: %s", task.exception())
+
+
 async def _areserve(authority: Authority, tool: str, args: Any, **kw: Any) -> Reservation:
     """``authority.areserve`` for a caller that may be cancelled while it waits: the reserve
     goes on in its worker thread whatever happens to the caller, so when the caller is gone
@@ -131,7 +149,7 @@ def _settle(r: Reservation, actual: Actual, result: Any) -> None:
 
 
 async def _asettle(r: Reservation, actual: Actual, result: Any) -> None:
-    await asyncio.to_thread(_settle, r, actual, result)
+    await _finish(_settle, r, actual, result)
 
 
 def _guarded_generator(r: Reservation, gen: Generator[Any, Any, Any], actual: Actual) -> Generator[Any, Any, Any]:
@@ -157,10 +175,10 @@ async def _guarded_async_generator(r: Reservation, agen: AsyncIterator[Any], act
         aclose = getattr(agen, "aclose", None)
         if aclose is not None:
             await aclose()
-        await asyncio.to_thread(_commit_held_quietly, r)
+        await _finish(_commit_held_quietly, r)
         raise
     except BaseException as exc:
-        await asyncio.to_thread(_raised, r, exc)
+        await _finish(_raised, r, exc)
         raise
     await _asettle(r, actual, None)
 
@@ -169,7 +187,7 @@ async def _guarded_awaitable(r: Reservation, aw: Awaitable[Any], actual: Actual)
     try:
         result = await aw
     except BaseException as exc:
-        await asyncio.to_thread(_raised, r, exc)
+        await _finish(_raised, r, exc)
         raise
     await _asettle(r, actual, result)
     return result
@@ -271,7 +289,7 @@ def guard(
                 try:
                     result = await fn(*a, **kw)
                 except BaseException as exc:
-                    await asyncio.to_thread(_raised, r, exc)
+                    await _finish(_raised, r, exc)
                     raise
                 await _asettle(r, actual, result)
                 return result

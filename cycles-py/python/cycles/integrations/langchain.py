@@ -26,7 +26,7 @@ from langchain_core.runnables.config import patch_config
 from langchain_core.tools import BaseTool, ToolException
 
 from .._cycles import Authority, Denied
-from .._guard import _areserve, _raised
+from .._guard import _areserve, _finish, _raised
 from ._common import DenyMessage, jsonable, message_for, settle_ran
 
 __all__ = ["CyclesDeniedToolException", "CyclesGateToolException", "CyclesGuardedTool", "guard_tool"]
@@ -141,9 +141,9 @@ class CyclesGuardedTool(BaseTool):
         try:
             result = await self.inner.ainvoke(self._inner_input(args, kwargs), child)
         except BaseException as exc:
-            await asyncio.to_thread(_raised, r, exc)
+            await _finish(_raised, r, exc)
             raise
-        await asyncio.to_thread(settle_ran, r, self.actual, result, self.cycles_tool)
+        await _finish(settle_ran, r, self.actual, result, self.cycles_tool)
         return result
 
 

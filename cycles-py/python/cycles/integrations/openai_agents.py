@@ -34,7 +34,7 @@ from agents.tool_context import ToolContext
 from agents.tool_guardrails import ToolInputGuardrailData
 
 from .._cycles import Authority, Denied
-from .._guard import _areserve, _raised
+from .._guard import _areserve, _finish, _raised
 from ._common import DenyMessage, message_for, settle_ran
 
 __all__ = ["guard_function_tool", "input_guardrail"]
@@ -85,9 +85,9 @@ def guard_function_tool(
         try:
             result = await inner_invoke(ctx, input)
         except BaseException as exc:
-            await asyncio.to_thread(_raised, r, exc)
+            await _finish(_raised, r, exc)
             raise
-        await asyncio.to_thread(settle_ran, r, actual, result, cycles_tool)
+        await _finish(settle_ran, r, actual, result, cycles_tool)
         return result
 
     # FunctionTool.__copy__ keeps the SDK's own normalisation; only the invoker changes.
