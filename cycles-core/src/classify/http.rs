@@ -487,17 +487,10 @@ pub(crate) fn apply(method: &str, url: &str, body: Option<&serde_json::Value>, v
     apply_request(method, url, body, true, v);
 }
 
-/// Whether the path's nouns make `method` on it critical.
-fn critical_for(
-    method: &str,
-    destructive: bool,
-    path_critical: bool,
-    segments: &[&str],
-    data_store_port: bool,
-) -> bool {
-    let mut critical = path_critical;
-    // `POST /v1/databases/{id}/query` (Notion), `POST .../search`: a read sent as POST
-    // because it has a body; the path's nouns do not make it critical.
+/// Whether `method` on a path is a read sent as POST because it has a body
+/// (`POST /v1/databases/{id}/query` (Notion), `POST .../search`, Google's
+/// `.../documents:runQuery`): the path's nouns do not make it critical by themselves.
+fn read_post(method: &str, destructive: bool, segments: &[&str]) -> bool {
     let last = segments
         .last()
         .map(|s| s.to_ascii_lowercase())
@@ -507,7 +500,7 @@ fn critical_for(
     let custom = last
         .rsplit_once(':')
         .map_or(last.as_str(), |(_, verb)| verb);
-    if !destructive
+    !destructive
         && method.eq_ignore_ascii_case("POST")
         && (matches!(
             last.as_str(),
@@ -539,9 +532,17 @@ fn critical_for(
                 | "predict"
                 | "publish"
         ))
-    {
-        critical = false;
-    }
+}
+
+/// Whether the path's nouns make `method` on it critical.
+fn critical_for(
+    method: &str,
+    destructive: bool,
+    path_critical: bool,
+    segments: &[&str],
+    data_store_port: bool,
+) -> bool {
+    let mut critical = path_critical && !read_post(method, destructive, segments);
     if method.eq_ignore_ascii_case("DELETE") {
         // `DELETE /repos/{owner}/{repo}` (Bitbucket: `/repositories/{ws}/{repo}`) deletes a
         // repository; `DELETE /logs-*` or `/_all` (Elasticsearch) every index it matches.
@@ -745,7 +746,17 @@ fn apply_request(
             .iter()
             .any(|k| s.contains(k))
         });
-    let overrides = parameter_rules(&url, body, read, sql_endpoint, graphql_endpoint, v);
+    let mut found = Verdict::default();
+    let overrides = parameter_rules(&url, body, read, sql_endpoint, graphql_endpoint, &mut found);
+    // A read sent as POST to a critical path (BigQuery's `queries`) is exempt only while what
+    // it runs reads as harmless: SQL or an action that destroys (3 or more) keeps it the
+    // critical POST it would be without the exemption.
+    if path_critical && read_post(method, destructive, &segments) && found.tier >= Tier::T3 {
+        v.raise(Tier::T4, "http.post_critical");
+    }
+    for rule in &found.rules {
+        v.raise(found.tier, rule);
+    }
     for m in overrides {
         let critical = critical_for(&m, destructive, path_critical, &segments, data_store_port);
         method_rules(&m, critical, v);

@@ -310,6 +310,8 @@ impl ArgClassifier {
                             names::apply_operation(&format!("{s} {object}"), v);
                         }
                     }
+                    // Its SQL says what it does, as an unregistered tool's does.
+                    apply_sql_args(args, v);
                 }
                 _ => missing(v),
             },
@@ -451,9 +453,33 @@ const DISPATCH_OBJECT_KEYS: &[&str] = &[
     "entity",
 ];
 
-/// Arguments of an unregistered tool that often carry SQL (`mcp__postgres__query`), read by
-/// the SQL rules when the text reads as SQL and parses.
-const UNKNOWN_TOOL_SQL_KEYS: &[&str] = &["sql", "query", "statement"];
+/// Arguments of an unregistered or dispatching tool that often carry SQL
+/// (`mcp__postgres__query`), read by the SQL rules when the text reads as SQL (any case of the
+/// key; a string, or a list of strings).
+const SQL_ARG_KEYS: &[&str] = &["sql", "query", "statement", "queries", "statements"];
+
+/// Raises `v` by the SQL in a tool's SQL-carrying arguments ([`SQL_ARG_KEYS`]).
+fn apply_sql_args(args: &serde_json::Value, v: &mut Verdict) {
+    let serde_json::Value::Object(args) = args else {
+        return;
+    };
+    for (key, value) in args {
+        if !SQL_ARG_KEYS.iter().any(|k| key.eq_ignore_ascii_case(k)) {
+            continue;
+        }
+        match value {
+            serde_json::Value::String(text) => {
+                sql::apply_if_sql(text, v);
+            }
+            serde_json::Value::Array(items) => {
+                for text in items.iter().filter_map(|t| t.as_str()) {
+                    sql::apply_if_sql(text, v);
+                }
+            }
+            _ => {}
+        }
+    }
+}
 
 /// Registered tools: exact names in a hash map, globs in a set (first match wins).
 #[derive(Debug, Clone)]
@@ -687,11 +713,7 @@ impl ToolIndex {
                 let mut v = Verdict::default();
                 names::apply_operation(&call.action.name, &mut v);
                 // An unregistered database tool's SQL says what it does, whatever its name.
-                for key in UNKNOWN_TOOL_SQL_KEYS {
-                    if let Some(text) = call.args.get(key).and_then(|t| t.as_str()) {
-                        sql::apply_if_sql(text, &mut v);
-                    }
-                }
+                apply_sql_args(&call.args, &mut v);
                 let mut rules = vec!["unknown_tool".to_string()];
                 rules.extend(v.rules.iter().map(|r| r.to_string()));
                 Classification {

@@ -205,33 +205,290 @@ const DML_KEYWORDS: &[&str] = &[
     "select", "insert", "update", "delete", "with", "merge", "replace", "upsert", "set", "begin",
 ];
 
-/// SQL found in free text (a parameter that may hold SQL, a raw request body, a string in
-/// code): rated by the SQL rules when it starts like a statement, parses and reads as SQL
-/// rather than words; returns whether it did.
-pub(crate) fn apply_if_sql(text: &str, v: &mut Verdict) -> bool {
-    let k = leading_keyword(text);
+/// The first word of each statement of text that may be SQL (split at every `;`, strings not
+/// respected: this only decides whether to parse), after blanks, `--`, `/* */` and `#`
+/// comments (MySQL's and BigQuery's) and parentheses: `USE prod; DROP TABLE users` and
+/// `START TRANSACTION; DELETE FROM users` start statements with `drop` and `delete` too.
+fn statement_keywords(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.split(';').map(|piece| {
+        let mut rest = piece;
+        loop {
+            let before = rest.len();
+            rest = rest.trim_start_matches(|c: char| c.is_whitespace() || c == '(');
+            if let Some(after) = rest.strip_prefix('#') {
+                rest = after.split_once('\n').map_or("", |(_, r)| r);
+            }
+            rest = rest.trim_start();
+            if rest.len() == before {
+                break;
+            }
+        }
+        leading_keyword(rest)
+    })
+}
+
+/// Whether free text reads as SQL rather than words: a statement of it starts with a schema
+/// keyword, or with a row keyword and the text names what it acts on.
+fn reads_as_sql(text: &str) -> bool {
     let names_object = || {
         text.split(|c: char| !c.is_ascii_alphabetic()).any(|w| {
             [
                 "from", "table", "into", "set", "database", "schema", "values", "where", "index",
-                "view", "column",
+                "view", "column", "using", "stage",
             ]
             .iter()
             .any(|k| w.eq_ignore_ascii_case(k))
         })
     };
-    if !(DDL_KEYWORDS.contains(&k.as_str()) || DML_KEYWORDS.contains(&k.as_str()) && names_object())
-    {
+    statement_keywords(text).any(|k| {
+        DDL_KEYWORDS.contains(&k.as_str())
+            || DML_KEYWORDS.contains(&k.as_str()) && names_object()
+            // Snowflake's `REMOVE @stage`.
+            || matches!(k.as_str(), "remove" | "rm") && text.contains('@')
+    })
+}
+
+/// What a statement may drop, create or alter (after modifiers such as `OR REPLACE`,
+/// `TEMPORARY`, `IF EXISTS`).
+const SQL_OBJECT_KINDS: &[&str] = &[
+    "table",
+    "tables",
+    "database",
+    "databases",
+    "schema",
+    "schemas",
+    "view",
+    "views",
+    "index",
+    "user",
+    "users",
+    "role",
+    "roles",
+    "login",
+    "function",
+    "procedure",
+    "proc",
+    "trigger",
+    "sequence",
+    "type",
+    "extension",
+    "stage",
+    "warehouse",
+    "keyspace",
+    "collection",
+    "column",
+    "constraint",
+    "owned",
+    "server",
+    "tablespace",
+    "publication",
+    "subscription",
+    "policy",
+    "domain",
+    "event",
+    "stream",
+    "task",
+    "pipe",
+    "share",
+    "integration",
+    "snapshot",
+    "model",
+    "dataset",
+    "catalog",
+    "volume",
+    "connection",
+    "assembly",
+    "certificate",
+    "credential",
+    "endpoint",
+    "partition",
+    "row",
+    "capability",
+];
+
+/// Words between a schema verb and the kind of object it acts on.
+const SQL_MODIFIERS: &[&str] = &[
+    "or",
+    "replace",
+    "if",
+    "not",
+    "exists",
+    "temp",
+    "temporary",
+    "unique",
+    "global",
+    "local",
+    "transient",
+    "secure",
+    "unlogged",
+    "recursive",
+    "clustered",
+    "nonclustered",
+    "external",
+    "materialized",
+    "volatile",
+    "virtual",
+    "snapshot",
+    "search",
+    "vector",
+    "foreign",
+    "all",
+    "fulltext",
+    "spatial",
+    "online",
+];
+
+/// Privileges a GRANT or REVOKE names first.
+const SQL_PRIVILEGES: &[&str] = &[
+    "all",
+    "select",
+    "insert",
+    "update",
+    "delete",
+    "usage",
+    "execute",
+    "create",
+    "connect",
+    "references",
+    "ownership",
+    "alter",
+    "drop",
+    "control",
+    "impersonate",
+    "role",
+    "truncate",
+    "monitor",
+    "operate",
+    "manage",
+    "super",
+    "reload",
+    "shutdown",
+    "process",
+    "file",
+    "grant",
+];
+
+/// Object kinds that are also common words (`create user account`): with a verb that only
+/// adds or changes (`CREATE`, `ALTER`, `RENAME`) they do not make text SQL-shaped.
+const PROSE_KINDS: &[&str] = &[
+    "user",
+    "users",
+    "type",
+    "event",
+    "model",
+    "row",
+    "domain",
+    "connection",
+    "task",
+    "stream",
+    "share",
+    "column",
+    "policy",
+    "endpoint",
+    "partition",
+    "capability",
+    "collection",
+    "index",
+    "server",
+    "snapshot",
+    "volume",
+    "integration",
+    "dataset",
+    "catalog",
+    "pipe",
+    "view",
+];
+
+/// Whether text that no dialect parses still has the shape of a statement that changes
+/// something (`DROP DATABASE [prod]`, `DELETE FROM t`, `EXEC sp_x`) at the start of one of its
+/// statements (or after `BEGIN`, `THEN`, `ELSE`), as opposed to words that happen to start with
+/// a statement keyword (`create a new app`, `do not delete from the list`).
+fn statement_shaped(text: &str) -> bool {
+    text.split(';').any(|piece| {
+        let words: Vec<String> = piece
+            .lines()
+            // `#` and `--` comment lines.
+            .filter(|l| !l.trim_start().starts_with(['#', '-']))
+            .flat_map(|l| {
+                l.split(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '@' | '$')))
+            })
+            .filter(|w| !w.is_empty())
+            .map(str::to_ascii_lowercase)
+            .collect();
+        let word = |i: usize| words.get(i).map_or("", String::as_str);
+        (0..words.len())
+            .filter(|&i| i == 0 || matches!(word(i - 1), "begin" | "then" | "else" | "go"))
+            .any(|i| match word(i) {
+                verb @ ("drop" | "truncate" | "alter" | "create" | "rename" | "undrop") => {
+                    let mut j = i + 1;
+                    while SQL_MODIFIERS.contains(&word(j)) && !SQL_OBJECT_KINDS.contains(&word(j)) {
+                        j += 1;
+                    }
+                    SQL_OBJECT_KINDS.contains(&word(j))
+                        && (matches!(verb, "drop" | "truncate" | "undrop")
+                            || !PROSE_KINDS.contains(&word(j)))
+                }
+                "delete" => word(i + 1) == "from",
+                "insert" => matches!(word(i + 1), "into" | "overwrite" | "or"),
+                "replace" | "merge" | "upsert" => word(i + 1) == "into" || word(i + 2) == "using",
+                "update" => word(i + 2) == "set",
+                "grant" | "revoke" | "deny" => SQL_PRIVILEGES.contains(&word(i + 1)),
+                "exec" | "execute" | "call" => {
+                    let next = word(i + 1);
+                    next == "immediate"
+                        || next.starts_with("sp_")
+                        || next.starts_with("xp_")
+                        || next.starts_with('@')
+                        || ["master", "msdb", "sys", "dbo"].contains(&next)
+                }
+                _ => false,
+            })
+    })
+}
+
+/// The dialects free text is read in when the generic one does not parse it.
+const ALL_DIALECTS: &[SqlDialect] = &[
+    SqlDialect::Postgres,
+    SqlDialect::Mysql,
+    SqlDialect::Mssql,
+    SqlDialect::Sqlite,
+    SqlDialect::Snowflake,
+    SqlDialect::Bigquery,
+    SqlDialect::Duckdb,
+];
+
+/// SQL found in free text (a parameter that may hold SQL, a raw request body, a string in
+/// code): rated by the SQL rules when it reads as SQL rather than words; returns whether it
+/// did. The text is parsed in the generic dialect, else in every dialect (the highest tier of
+/// those that parse it counts: T-SQL's `[prod]`, PostgreSQL's `WITH (FORCE)`, BigQuery's
+/// scripts); SQL-shaped text that no dialect parses is `sql.unparsable`, 4 (fail closed).
+pub(crate) fn apply_if_sql(text: &str, v: &mut Verdict) -> bool {
+    if !reads_as_sql(text) {
         return false;
     }
-    let sql = classify(text, SqlDialect::Generic);
-    if sql.rules.contains(&"sql.unparsable") {
-        return false;
+    let parsed = |dialect| {
+        let sql = classify(text, dialect);
+        (!sql.rules.contains(&"sql.unparsable")).then_some(sql)
+    };
+    let best = parsed(SqlDialect::Generic).or_else(|| {
+        ALL_DIALECTS
+            .iter()
+            .filter_map(|&d| parsed(d))
+            .max_by_key(|sql| sql.tier)
+    });
+    match best {
+        Some(sql) => {
+            for rule in &sql.rules {
+                v.raise(sql.tier, rule);
+            }
+            true
+        }
+        None if statement_shaped(text) => {
+            v.raise(Tier::T4, "sql.unparsable");
+            true
+        }
+        None => false,
     }
-    for rule in &sql.rules {
-        v.raise(sql.tier, rule);
-    }
-    true
 }
 
 /// Raises `v` by the statements of `sql`.
