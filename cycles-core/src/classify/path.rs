@@ -328,8 +328,11 @@ fn components(path: &str) -> Components {
 fn rooted(path: &str) -> std::borrow::Cow<'_, str> {
     use std::borrow::Cow;
     let mut out = Cow::Borrowed(path);
-    if path.len() > 5 && path[..5].eq_ignore_ascii_case("file:") {
-        let rest = &path[5..];
+    if let Some(rest) = path
+        .get(..5)
+        .filter(|scheme| scheme.eq_ignore_ascii_case("file:"))
+        .map(|_| &path[5..])
+    {
         // `file://host/path`: the host ends at the next slash.
         let rest = match rest.strip_prefix("//") {
             Some(host_and_path) => host_and_path
@@ -625,5 +628,8 @@ mod tests {
         assert_eq!(tier(""), (4, vec!["path.unreadable"]));
         assert_eq!(tier("  "), (4, vec!["path.unreadable"]));
         assert_eq!(tier("a\0b"), (4, vec!["path.unreadable"]));
+        // A multi-byte character where a scheme or a drive would be is a name.
+        assert_eq!(tier("abcd\u{e9}x/y"), (0, vec!["path.ordinary"]));
+        assert_eq!(tier("\u{e9}:x"), (0, vec!["path.ordinary"]));
     }
 }
