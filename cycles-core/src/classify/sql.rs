@@ -1331,6 +1331,17 @@ fn where_rule(
 fn statement(s: &Statement, dialect: SqlDialect, depth: usize, v: &mut Verdict) {
     match s {
         Statement::Query(q) => {
+            // `WITH s AS (SELECT * FROM t) INSERT INTO t SELECT * FROM s ON CONFLICT DO
+            // UPDATE`: the insert reads its own table through the CTE.
+            if let SetExpr::Insert(Statement::Insert(i)) = q.body.as_ref()
+                && let Some(with) = &q.with
+            {
+                let ctes: Vec<&sqlparser::ast::Query> =
+                    with.cte_tables.iter().map(|c| c.query.as_ref()).collect();
+                if upserts_from(i, &ctes) {
+                    v.raise(Tier::T3, "sql.update_all_rows");
+                }
+            }
             if selects_into(&q.body) {
                 v.raise(Tier::T2, "sql.select_into");
             } else {
@@ -1343,7 +1354,7 @@ fn statement(s: &Statement, dialect: SqlDialect, depth: usize, v: &mut Verdict) 
             } else {
                 v.raise(Tier::T2, "sql.insert");
             }
-            if upserts_from_itself(i) {
+            if upserts_from(i, &[]) {
                 v.raise(Tier::T3, "sql.update_all_rows");
             }
         }
@@ -1374,8 +1385,19 @@ fn statement(s: &Statement, dialect: SqlDialect, depth: usize, v: &mut Verdict) 
                     .to_ascii_uppercase()
                     .starts_with("DROP")
             });
+            // A new owner holds every privilege on the table, DROP included: a grant.
+            let new_owner = a.operations.iter().any(|op| {
+                op.to_string()
+                    .to_ascii_uppercase()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .windows(2)
+                    .any(|w| w == ["OWNER", "TO"])
+            });
             if drops {
                 v.raise(Tier::T4, "sql.alter_drop");
+            } else if new_owner {
+                v.raise(Tier::T4, "sql.grant");
             } else {
                 v.raise(Tier::T3, "sql.alter");
             }
@@ -1473,7 +1495,9 @@ fn execute(
             v.raise(Tier::T4, "sql.side_effect_function")
         }
         // The maintenance-plan cleanup: deletes backup (`.bak`) and report files by folder.
-        Some("xp_delete_file") => v.raise(Tier::T4, "sql.delete_backup_files"),
+        Some("xp_delete_file" | "xp_delete_files") => v.raise(Tier::T4, "sql.delete_backup_files"),
+        // Sets a login's password (deprecated, still in SQL Server), as `ALTER LOGIN` does.
+        Some("sp_password") => v.raise(Tier::T4, "sql.credentials"),
         Some(other) => {
             v.raise(Tier::T3, "sql.execute");
             super::names::apply(other, v);
@@ -1500,10 +1524,11 @@ fn selects_into(body: &SetExpr) -> bool {
 }
 
 /// `INSERT INTO t SELECT ... FROM t ... ON CONFLICT DO UPDATE` (or MySQL's `ON DUPLICATE KEY
-/// UPDATE`): every row read from the table conflicts with itself, so the insert is an UPDATE
-/// of all those rows.
-fn upserts_from_itself(i: &sqlparser::ast::Insert) -> bool {
-    use sqlparser::ast::{OnConflict, OnConflictAction, OnInsert, TableObject};
+/// UPDATE`, `REPLACE INTO`, SQLite's `INSERT OR REPLACE`): every row read from the table
+/// conflicts with itself, so the insert is an UPDATE of all those rows. The table may also be
+/// read through one of `ctes` (the `WITH` of the insert).
+fn upserts_from(i: &sqlparser::ast::Insert, ctes: &[&sqlparser::ast::Query]) -> bool {
+    use sqlparser::ast::{OnConflict, OnConflictAction, OnInsert, SqliteOnConflict, TableObject};
     let updates = matches!(
         &i.on,
         Some(
@@ -1513,7 +1538,8 @@ fn upserts_from_itself(i: &sqlparser::ast::Insert) -> bool {
                     ..
                 })
         )
-    );
+    ) || i.replace_into
+        || i.or == Some(SqliteOnConflict::Replace);
     let (TableObject::TableName(target), Some(source)) = (&i.table, &i.source) else {
         return false;
     };
@@ -1523,8 +1549,8 @@ fn upserts_from_itself(i: &sqlparser::ast::Insert) -> bool {
             .map(|id| id.value.to_ascii_lowercase())
     };
     let target = name(target);
-    updates
-        && sqlparser::ast::visit_relations(source.as_ref(), |r| {
+    let reads_target = |q: &sqlparser::ast::Query| {
+        sqlparser::ast::visit_relations(q, |r| {
             if name(r) == target {
                 ControlFlow::Break(())
             } else {
@@ -1532,6 +1558,8 @@ fn upserts_from_itself(i: &sqlparser::ast::Insert) -> bool {
             }
         })
         .is_break()
+    };
+    updates && (reads_target(source) || ctes.iter().any(|q| reads_target(q)))
 }
 
 /// Whether a Snowflake `REMOVE @stage` names the whole stage: no path after the stage's name
@@ -1545,7 +1573,30 @@ fn removes_whole_stage(text: &str) -> bool {
         .trim_matches(['\'', '"'])
         .split_once('/')
         .map(|(_, p)| p);
-    path.is_none_or(str::is_empty) && !text.to_ascii_uppercase().contains("PATTERN")
+    path.is_none_or(str::is_empty) && pattern_matches_all(text)
+}
+
+/// Whether a `REMOVE`'s `PATTERN` is absent or matches every file (`'.*'`, `'^.+$'`).
+fn pattern_matches_all(text: &str) -> bool {
+    let upper = text.to_ascii_uppercase();
+    let Some(at) = upper.find("PATTERN") else {
+        return true;
+    };
+    let value = text[at + "PATTERN".len()..]
+        .trim_start()
+        .trim_start_matches('=')
+        .trim_start();
+    let Some(quote @ ('\'' | '"')) = value.chars().next() else {
+        return false;
+    };
+    let Some(pattern) = value[1..].split(quote).next() else {
+        return false;
+    };
+    let core: String = pattern
+        .chars()
+        .filter(|c| !matches!(c, '^' | '$' | '(' | ')'))
+        .collect();
+    core.replace(".*", "").replace(".+", "").is_empty()
 }
 
 /// Statements without a dedicated rule, by their leading keyword.
@@ -1631,7 +1682,14 @@ fn by_keyword(s: &Statement, v: &mut Verdict) {
                 if destructive {
                     v.raise(Tier::T4, "sql.create_routine_destructive");
                 }
-            } else if matches!(object, "ROLE" | "USER" | "LOGIN") && privileged() {
+            } else if matches!(object, "ROLE" | "USER" | "LOGIN" | "GROUP")
+                && (privileged()
+                    // Membership of another role (`CREATE ROLE x IN ROLE postgres`) is a
+                    // grant of it.
+                    || alpha
+                        .windows(2)
+                        .any(|w| w[0] == "IN" && matches!(w[1].as_str(), "ROLE" | "GROUP")))
+            {
                 v.raise(Tier::T4, "sql.grant");
             } else {
                 v.raise(Tier::T2, "sql.create");
