@@ -305,10 +305,8 @@ impl ArgClassifier {
                     // A dispatching tool may name the verb in one argument and what it acts on
                     // in another (`{"action": "delete", "resource": "volume"}`): read them as one
                     // name.
-                    for key in DISPATCH_OBJECT_KEYS {
-                        if let Some(object) = args.get(key).and_then(|o| o.as_str()) {
-                            names::apply_operation(&format!("{s} {object}"), v);
-                        }
+                    for object in dispatch_objects(args) {
+                        names::apply_operation(&format!("{s} {object}"), v);
                     }
                     // Its SQL says what it does, as an unregistered tool's does.
                     apply_sql_args(args, v);
@@ -439,19 +437,116 @@ impl ArgClassifier {
     }
 }
 
-/// Arguments of a dispatching tool that name what its action acts on.
+/// Arguments of a dispatching tool that name what its action acts on, compared without case
+/// and separators (`resource_type`, `resourceType`, `Resource-Type`).
 const DISPATCH_OBJECT_KEYS: &[&str] = &[
     "resource",
-    "resource_type",
-    "resourceType",
+    "resourcetype",
     "kind",
     "target",
-    "target_type",
+    "targettype",
     "type",
     "object",
-    "object_type",
+    "objecttype",
     "entity",
+    "entitytype",
 ];
+
+/// Arguments whose key is itself what the action acts on (`{"action": "drop", "table":
+/// "users"}`).
+const DISPATCH_NOUN_KEYS: &[&str] = &[
+    "table",
+    "collection",
+    "database",
+    "db",
+    "schema",
+    "index",
+    "keyspace",
+    "dataset",
+    "volume",
+    "bucket",
+    "namespace",
+    "cluster",
+    "snapshot",
+    "backup",
+];
+
+/// Arguments that select rows or items inside a store (`{"action": "delete", "table": "users",
+/// "where": ...}` deletes rows, not the table).
+const ROW_SELECTOR_KEYS: &[&str] = &[
+    "where",
+    "filter",
+    "filters",
+    "id",
+    "ids",
+    "key",
+    "keys",
+    "match",
+    "row",
+    "rows",
+    "rowid",
+    "record",
+    "records",
+    "recordid",
+    "document",
+    "documents",
+    "doc",
+    "docid",
+    "item",
+    "items",
+    "condition",
+    "conditions",
+    "query",
+    "eq",
+    "primarykey",
+    "pk",
+    "column",
+    "columns",
+    "field",
+    "fields",
+];
+
+/// A key lowercased without separators (`resource_type`, `resourceType` → `resourcetype`).
+fn key_form(key: &str) -> String {
+    key.chars()
+        .filter(|c| !matches!(c, '_' | '-' | '.' | ' '))
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+/// What a dispatching tool's arguments say its action acts on: the string values of
+/// [`DISPATCH_OBJECT_KEYS`] (and `type`/`kind` inside an object value), and the keys of
+/// [`DISPATCH_NOUN_KEYS`] when no argument selects rows inside them.
+fn dispatch_objects(args: &serde_json::Value) -> Vec<String> {
+    let serde_json::Value::Object(args) = args else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let selects_rows = args
+        .keys()
+        .any(|k| ROW_SELECTOR_KEYS.contains(&key_form(k).as_str()));
+    for (key, value) in args {
+        let key = key_form(key);
+        if DISPATCH_OBJECT_KEYS.contains(&key.as_str()) {
+            match value {
+                serde_json::Value::String(object) => out.push(object.clone()),
+                serde_json::Value::Object(inner) => {
+                    for (k, val) in inner {
+                        if DISPATCH_OBJECT_KEYS.contains(&key_form(k).as_str())
+                            && let Some(object) = val.as_str()
+                        {
+                            out.push(object.to_string());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        } else if DISPATCH_NOUN_KEYS.contains(&key.as_str()) && !selects_rows {
+            out.push(key);
+        }
+    }
+    out
+}
 
 /// Arguments of an unregistered or dispatching tool that often carry SQL
 /// (`mcp__postgres__query`), read by the SQL rules when the text reads as SQL (any case of the
