@@ -72,8 +72,8 @@ pub enum ClassifierKind {
     Shell,
     /// An HTTP request: URL (`url`, `path` or `endpoint`, with query parameters from `params`),
     /// method (`method` or another spelling of it, or a method-override entry of `headers`:
-    /// every one is rated) and body (`body`, `json`, `data`, `form` or `payload`; a GraphQL
-    /// body is classified as GraphQL).
+    /// every one is rated) and body (`body`, `json`, `data`, `form` or `payload`, and other
+    /// spellings such as `requestBody`; a GraphQL body is classified as GraphQL).
     Http,
     /// A GraphQL document (argument `query`) with `operationName`.
     Graphql,
@@ -339,25 +339,52 @@ impl ArgClassifier {
         use serde_json::Value;
         let missing = |v: &mut Verdict| v.raise(Tier::T4, ClassifierKind::Http.missing_rule());
         // Where a fetch-style tool reads its request from: the arguments themselves and an
-        // options object (`fetch(url, {method, headers, body})`).
+        // options object (`fetch(url, {method, headers, body})`, Python's `kwargs`), also one
+        // inside another (`request.options`) or sent as a JSON string.
+        let parsed_options: Vec<Value> = option_objects(args)
+            .into_iter()
+            .chain(option_objects(args).into_iter().flat_map(option_objects))
+            .filter_map(|o| match o {
+                Value::String(text) => serde_json::from_str::<Value>(text)
+                    .ok()
+                    .filter(Value::is_object),
+                _ => None,
+            })
+            .collect();
         let mut containers = vec![args];
-        for key in [
-            "options",
-            "init",
-            "request",
-            "config",
-            "opts",
-            "request_options",
-        ] {
-            if let Some(o @ Value::Object(_)) = args.get(key) {
+        for o in option_objects(args) {
+            if o.is_object() {
                 containers.push(o);
+                containers.extend(option_objects(o).into_iter().filter(|i| i.is_object()));
             }
         }
+        containers.extend(parsed_options.iter());
         let defaults = matches!(self.method, ArgSource::Defaults(_));
         let mut bodies = self.body.all(args);
         if let ArgSource::Defaults(names) = &self.body {
             for c in &containers[1..] {
                 bodies.extend(names.iter().filter_map(|n| c.get(n)));
+            }
+            // Other spellings of the body (`requestBody` of OpenAPI-generated tools, `Body`,
+            // `content`, `raw`, `formData`).
+            for c in &containers {
+                let Value::Object(m) = c else { continue };
+                for (key, value) in m {
+                    if !names.iter().any(|n| n == key)
+                        && OTHER_BODY_KEYS.contains(&key_form(key).as_str())
+                    {
+                        bodies.push(value);
+                    }
+                }
+            }
+            // A GraphQL document as a top-level `query` (a GET with `?query=`, or a tool that
+            // posts it): rated as the body it is.
+            for c in &containers {
+                if let Some(Value::String(doc)) = c.get("query")
+                    && http::looks_like_graphql(doc)
+                {
+                    bodies.push(c);
+                }
             }
         }
         bodies.retain(|b| !b.is_null());
@@ -413,14 +440,30 @@ impl ArgClassifier {
         let mut url = url.to_string();
         if defaults {
             for c in &containers {
-                for key in http::QUERY_PARAMETER_KEYS {
-                    let Some(params) = c.get(key) else { continue };
+                let Value::Object(m) = c else { continue };
+                for (key, params) in m {
+                    let listed = http::QUERY_PARAMETER_KEYS.contains(&key.as_str());
+                    // Other spellings (`Params`, `query_parameters`, `url_params`, undici's
+                    // `query` object) are read too; a value of theirs that is no parameters
+                    // (`"query": "red shoes"`) is left alone.
+                    let other =
+                        !listed && OTHER_QUERY_PARAMETER_KEYS.contains(&key_form(key).as_str());
+                    if !listed && !other {
+                        continue;
+                    }
+                    if other
+                        && !matches!(params, Value::Object(_) | Value::Array(_))
+                        && !params.as_str().is_some_and(|q| q.contains('='))
+                    {
+                        continue;
+                    }
                     match http::query_string(params) {
                         Some(q) if q.is_empty() => {}
                         Some(q) => {
                             url.push(if url.contains('?') { '&' } else { '?' });
                             url.push_str(&q);
                         }
+                        None if other => {}
                         None => return missing(v),
                     }
                 }
@@ -436,6 +479,66 @@ impl ArgClassifier {
         }
     }
 }
+
+/// Arguments of an HTTP tool holding an options object (fetch's `init`, Python's `kwargs`),
+/// compared without case and separators.
+const HTTP_OPTION_KEYS: &[&str] = &[
+    "options",
+    "init",
+    "request",
+    "config",
+    "opts",
+    "requestoptions",
+    "kwargs",
+    "requestinit",
+    "fetchoptions",
+    "httpoptions",
+    "requestconfig",
+];
+
+/// The options objects of an HTTP tool's arguments (or of an options object), any value.
+fn option_objects(args: &serde_json::Value) -> Vec<&serde_json::Value> {
+    match args {
+        serde_json::Value::Object(m) => m
+            .iter()
+            .filter(|(k, _)| HTTP_OPTION_KEYS.contains(&key_form(k).as_str()))
+            .map(|(_, v)| v)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Spellings of a request body besides the registration's body arguments, compared without
+/// case and separators.
+const OTHER_BODY_KEYS: &[&str] = &[
+    "body",
+    "json",
+    "data",
+    "form",
+    "payload",
+    "requestbody",
+    "content",
+    "raw",
+    "rawbody",
+    "formdata",
+    "bodyjson",
+    "jsonbody",
+    "text",
+];
+
+/// Spellings of query parameters besides [`http::QUERY_PARAMETER_KEYS`], compared without
+/// case and separators.
+const OTHER_QUERY_PARAMETER_KEYS: &[&str] = &[
+    "params",
+    "queryparams",
+    "searchparams",
+    "querystring",
+    "query",
+    "queryparameters",
+    "urlparams",
+    "urlparameters",
+    "parameters",
+];
 
 /// Arguments of a dispatching tool that name what its action acts on, compared without case
 /// and separators (`resource_type`, `resourceType`, `Resource-Type`).
