@@ -484,20 +484,13 @@ fn redis_endpoint(url: &str) -> bool {
 
 /// Raises `v` by an HTTP request.
 pub(crate) fn apply(method: &str, url: &str, body: Option<&serde_json::Value>, v: &mut Verdict) {
-    apply_request(method, url, body, true, v);
+    apply_request(method, url, body, MAX_BATCH_DEPTH, v);
 }
 
-/// Whether the path's nouns make `method` on it critical.
-fn critical_for(
-    method: &str,
-    destructive: bool,
-    path_critical: bool,
-    segments: &[&str],
-    data_store_port: bool,
-) -> bool {
-    let mut critical = path_critical;
-    // `POST /v1/databases/{id}/query` (Notion), `POST .../search`: a read sent as POST
-    // because it has a body; the path's nouns do not make it critical.
+/// Whether `method` on a path is a read sent as POST because it has a body
+/// (`POST /v1/databases/{id}/query` (Notion), `POST .../search`, Google's
+/// `.../documents:runQuery`): the path's nouns do not make it critical by themselves.
+fn read_post(method: &str, destructive: bool, segments: &[&str]) -> bool {
     let last = segments
         .last()
         .map(|s| s.to_ascii_lowercase())
@@ -507,7 +500,7 @@ fn critical_for(
     let custom = last
         .rsplit_once(':')
         .map_or(last.as_str(), |(_, verb)| verb);
-    if !destructive
+    !destructive
         && method.eq_ignore_ascii_case("POST")
         && (matches!(
             last.as_str(),
@@ -539,9 +532,17 @@ fn critical_for(
                 | "predict"
                 | "publish"
         ))
-    {
-        critical = false;
-    }
+}
+
+/// Whether the path's nouns make `method` on it critical.
+fn critical_for(
+    method: &str,
+    destructive: bool,
+    path_critical: bool,
+    segments: &[&str],
+    data_store_port: bool,
+) -> bool {
+    let mut critical = path_critical && !read_post(method, destructive, segments);
     if method.eq_ignore_ascii_case("DELETE") {
         // `DELETE /repos/{owner}/{repo}` (Bitbucket: `/repositories/{ws}/{repo}`) deletes a
         // repository; `DELETE /logs-*` or `/_all` (Elasticsearch) every index it matches.
@@ -605,13 +606,17 @@ const DELETED_STORES: &[&str] = &[
     "workspaces",
 ];
 
-/// Raises `v` by one request; `batch`: whether sub-requests in its body are read (a batch's
-/// own sub-requests are not searched for further batches).
+/// How deep batches inside batches are read (a generic batch endpoint may run a batch
+/// sub-request as a batch).
+const MAX_BATCH_DEPTH: usize = 4;
+
+/// Raises `v` by one request; `batch`: how many levels of sub-requests in its body are still
+/// read (0: none).
 fn apply_request(
     method: &str,
     url: &str,
     body: Option<&serde_json::Value>,
-    batch: bool,
+    batch: usize,
     v: &mut Verdict,
 ) {
     let method = method.trim();
@@ -745,14 +750,26 @@ fn apply_request(
             .iter()
             .any(|k| s.contains(k))
         });
-    let overrides = parameter_rules(&url, body, read, sql_endpoint, graphql_endpoint, v);
+    let mut found = Verdict::default();
+    let overrides = parameter_rules(&url, body, read, sql_endpoint, graphql_endpoint, &mut found);
+    // A read sent as POST to a critical path (BigQuery's `queries`) is exempt only while what
+    // it runs reads as harmless: SQL or an action that destroys (3 or more) keeps it the
+    // critical POST it would be without the exemption.
+    if path_critical && read_post(method, destructive, &segments) && found.tier >= Tier::T3 {
+        v.raise(Tier::T4, "http.post_critical");
+    }
+    for rule in &found.rules {
+        v.raise(found.tier, rule);
+    }
     for m in overrides {
         let critical = critical_for(&m, destructive, path_critical, &segments, data_store_port);
         method_rules(&m, critical, v);
     }
-    if batch && let Some(body) = body {
+    if batch > 0
+        && let Some(body) = body
+    {
         for (method, url, body) in sub_requests(body) {
-            apply_request(&method, &url, body.as_ref(), false, v);
+            apply_request(&method, &url, body.as_ref(), batch - 1, v);
         }
     }
     match (destructive, critical) {
@@ -764,7 +781,18 @@ fn apply_request(
 
 /// Keys of a body object whose array holds a batch of sub-requests (Microsoft Graph's
 /// `$batch` `requests`, and the like).
-const BATCH_KEYS: &[&str] = &["requests", "operations", "batch", "calls", "ops"];
+/// Compared without case; Salesforce's Composite (`compositeRequest`) and Composite Batch
+/// (`batchRequests`), JSON:API's atomic operations.
+const BATCH_KEYS: &[&str] = &[
+    "requests",
+    "operations",
+    "batch",
+    "calls",
+    "ops",
+    "compositerequest",
+    "batchrequests",
+    "atomic:operations",
+];
 
 /// Sub-requests a body describes (`{"method": "DELETE", "url": "/volumes/1"}` as an item of a
 /// top-level array, or of a batch key's array): a batch endpoint runs them.
@@ -777,41 +805,115 @@ fn sub_requests(body: &serde_json::Value) -> Vec<(String, String, Option<serde_j
                 parsed = p;
                 &parsed
             }
-            Err(_) => return Vec::new(),
+            // A `multipart/mixed` batch (Google's `/batch/...`): each part's request line.
+            Err(_) => return multipart_requests(s),
         },
         other => other,
     };
+    // A batch key's value may be the array as a JSON string (Facebook's Graph API `batch`).
+    let mut parsed_batches: Vec<Value> = Vec::new();
+    if let Value::Object(m) = body {
+        for (key, value) in m {
+            if let Value::String(text) = value
+                && BATCH_KEYS.iter().any(|k| key.eq_ignore_ascii_case(k))
+                && let Ok(array @ Value::Array(_)) = serde_json::from_str::<Value>(text)
+            {
+                parsed_batches.push(array);
+            }
+        }
+    }
     let mut items: Vec<&Value> = Vec::new();
     match body {
         Value::Array(a) => items.extend(a),
         // The body object itself is not one: `{"method": "DELETE", "url": ...}` posted to
         // `/hooks` configures a webhook, it runs nothing now.
         Value::Object(m) => {
-            for key in BATCH_KEYS {
-                if let Some(Value::Array(a)) = m.get(*key) {
+            for (key, value) in m {
+                if let Value::Array(a) = value
+                    && BATCH_KEYS.iter().any(|k| key.eq_ignore_ascii_case(k))
+                {
                     items.extend(a);
                 }
             }
         }
         _ => {}
     }
-    items
-        .into_iter()
-        .take(MAX_PARAMETERS)
-        .filter_map(|item| {
-            let m = item.as_object()?;
-            let field = |names: &[&str]| {
-                m.iter()
-                    .find(|(k, _)| names.iter().any(|n| k.eq_ignore_ascii_case(n)))
-                    .and_then(|(_, v)| v.as_str())
+    for batch in &parsed_batches {
+        if let Value::Array(a) = batch {
+            items.extend(a);
+        }
+    }
+    let mut out = Vec::new();
+    for item in items.into_iter().take(MAX_PARAMETERS) {
+        let Some(m) = item.as_object() else { continue };
+        let field = |names: &[&str]| {
+            m.iter()
+                .find(|(k, _)| names.iter().any(|n| k.eq_ignore_ascii_case(n)))
+                .and_then(|(_, v)| v.as_str())
+        };
+        let body = m
+            .iter()
+            .find(|(k, _)| {
+                ["body", "json", "data", "payload", "form"]
+                    .iter()
+                    .any(|n| k.eq_ignore_ascii_case(n))
+            })
+            .map(|(_, v)| v.clone());
+        // JSON:API atomic operations: `{"op": "remove", "ref": {"type": "databases", "id":
+        // "prod"}}` (or an `href`).
+        if let Some(op) = field(&["op"])
+            && field(&["method", "http_method", "httpMethod", "verb"]).is_none()
+        {
+            let method = match op.to_ascii_lowercase().as_str() {
+                "remove" => "DELETE",
+                "update" => "PATCH",
+                "add" => "POST",
+                _ => continue,
             };
-            let method = field(&["method", "http_method", "httpMethod", "verb"])?;
-            let url = field(&["url", "path", "uri", "relative_url", "endpoint"])?;
-            let body = m
-                .iter()
-                .find(|(k, _)| ["body", "json", "data"].contains(&k.as_str()))
-                .map(|(_, v)| v.clone());
-            Some((method.to_string(), url.to_string(), body))
+            let url = match (field(&["href"]), m.get("ref")) {
+                (Some(href), _) => href.to_string(),
+                (None, Some(Value::Object(r))) => {
+                    let part = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("");
+                    format!("/{}/{}", part("type"), part("id"))
+                }
+                _ => continue,
+            };
+            out.push((method.to_string(), url, body));
+            continue;
+        }
+        let (Some(method), Some(url)) = (
+            field(&["method", "http_method", "httpMethod", "verb"]),
+            field(&["url", "path", "uri", "relative_url", "endpoint"]),
+        ) else {
+            continue;
+        };
+        out.push((method.to_string(), url.to_string(), body.clone()));
+        // A sub-request's own method-override header: rated as the method it asks for too.
+        let headers = m
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("headers"))
+            .map(|(_, h)| h);
+        for (_, over) in header_pairs(headers)
+            .into_iter()
+            .filter(|(k, _)| is_method_override(k))
+        {
+            out.push((over, url.to_string(), body.clone()));
+        }
+    }
+    out
+}
+
+/// The request lines (`DELETE /storage/v1/b/x HTTP/1.1`) of a `multipart/mixed` batch body.
+fn multipart_requests(text: &str) -> Vec<(String, String, Option<serde_json::Value>)> {
+    text.lines()
+        .take(MAX_PARAMETERS)
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let (method, url, version) = (words.next()?, words.next()?, words.next()?);
+            (version.starts_with("HTTP/")
+                && words.next().is_none()
+                && method.chars().all(|c| c.is_ascii_alphabetic()))
+            .then(|| (method.to_string(), url.to_string(), None))
         })
         .collect()
 }
@@ -898,7 +1000,7 @@ const MAX_BODY_DEPTH: usize = 32;
 
 /// Whether text starts like a GraphQL executable document: `{`, or an operation or fragment
 /// keyword, after blanks and comments.
-fn looks_like_graphql(text: &str) -> bool {
+pub(crate) fn looks_like_graphql(text: &str) -> bool {
     let mut rest = text.trim_start_matches('\u{feff}');
     loop {
         rest = rest.trim_start_matches(|c: char| c.is_whitespace() || c == ',');

@@ -72,8 +72,8 @@ pub enum ClassifierKind {
     Shell,
     /// An HTTP request: URL (`url`, `path` or `endpoint`, with query parameters from `params`),
     /// method (`method` or another spelling of it, or a method-override entry of `headers`:
-    /// every one is rated) and body (`body`, `json`, `data`, `form` or `payload`; a GraphQL
-    /// body is classified as GraphQL).
+    /// every one is rated) and body (`body`, `json`, `data`, `form` or `payload`, and other
+    /// spellings such as `requestBody`; a GraphQL body is classified as GraphQL).
     Http,
     /// A GraphQL document (argument `query`) with `operationName`.
     Graphql,
@@ -305,11 +305,11 @@ impl ArgClassifier {
                     // A dispatching tool may name the verb in one argument and what it acts on
                     // in another (`{"action": "delete", "resource": "volume"}`): read them as one
                     // name.
-                    for key in DISPATCH_OBJECT_KEYS {
-                        if let Some(object) = args.get(key).and_then(|o| o.as_str()) {
-                            names::apply_operation(&format!("{s} {object}"), v);
-                        }
+                    for object in dispatch_objects(args) {
+                        names::apply_operation(&format!("{s} {object}"), v);
                     }
+                    // Its SQL says what it does, as an unregistered tool's does.
+                    apply_sql_args(args, v);
                 }
                 _ => missing(v),
             },
@@ -339,25 +339,52 @@ impl ArgClassifier {
         use serde_json::Value;
         let missing = |v: &mut Verdict| v.raise(Tier::T4, ClassifierKind::Http.missing_rule());
         // Where a fetch-style tool reads its request from: the arguments themselves and an
-        // options object (`fetch(url, {method, headers, body})`).
+        // options object (`fetch(url, {method, headers, body})`, Python's `kwargs`), also one
+        // inside another (`request.options`) or sent as a JSON string.
+        let parsed_options: Vec<Value> = option_objects(args)
+            .into_iter()
+            .chain(option_objects(args).into_iter().flat_map(option_objects))
+            .filter_map(|o| match o {
+                Value::String(text) => serde_json::from_str::<Value>(text)
+                    .ok()
+                    .filter(Value::is_object),
+                _ => None,
+            })
+            .collect();
         let mut containers = vec![args];
-        for key in [
-            "options",
-            "init",
-            "request",
-            "config",
-            "opts",
-            "request_options",
-        ] {
-            if let Some(o @ Value::Object(_)) = args.get(key) {
+        for o in option_objects(args) {
+            if o.is_object() {
                 containers.push(o);
+                containers.extend(option_objects(o).into_iter().filter(|i| i.is_object()));
             }
         }
+        containers.extend(parsed_options.iter());
         let defaults = matches!(self.method, ArgSource::Defaults(_));
         let mut bodies = self.body.all(args);
         if let ArgSource::Defaults(names) = &self.body {
             for c in &containers[1..] {
                 bodies.extend(names.iter().filter_map(|n| c.get(n)));
+            }
+            // Other spellings of the body (`requestBody` of OpenAPI-generated tools, `Body`,
+            // `content`, `raw`, `formData`).
+            for c in &containers {
+                let Value::Object(m) = c else { continue };
+                for (key, value) in m {
+                    if !names.iter().any(|n| n == key)
+                        && OTHER_BODY_KEYS.contains(&key_form(key).as_str())
+                    {
+                        bodies.push(value);
+                    }
+                }
+            }
+            // A GraphQL document as a top-level `query` (a GET with `?query=`, or a tool that
+            // posts it): rated as the body it is.
+            for c in &containers {
+                if let Some(Value::String(doc)) = c.get("query")
+                    && http::looks_like_graphql(doc)
+                {
+                    bodies.push(c);
+                }
             }
         }
         bodies.retain(|b| !b.is_null());
@@ -413,14 +440,30 @@ impl ArgClassifier {
         let mut url = url.to_string();
         if defaults {
             for c in &containers {
-                for key in http::QUERY_PARAMETER_KEYS {
-                    let Some(params) = c.get(key) else { continue };
+                let Value::Object(m) = c else { continue };
+                for (key, params) in m {
+                    let listed = http::QUERY_PARAMETER_KEYS.contains(&key.as_str());
+                    // Other spellings (`Params`, `query_parameters`, `url_params`, undici's
+                    // `query` object) are read too; a value of theirs that is no parameters
+                    // (`"query": "red shoes"`) is left alone.
+                    let other =
+                        !listed && OTHER_QUERY_PARAMETER_KEYS.contains(&key_form(key).as_str());
+                    if !listed && !other {
+                        continue;
+                    }
+                    if other
+                        && !matches!(params, Value::Object(_) | Value::Array(_))
+                        && !params.as_str().is_some_and(|q| q.contains('='))
+                    {
+                        continue;
+                    }
                     match http::query_string(params) {
                         Some(q) if q.is_empty() => {}
                         Some(q) => {
                             url.push(if url.contains('?') { '&' } else { '?' });
                             url.push_str(&q);
                         }
+                        None if other => {}
                         None => return missing(v),
                     }
                 }
@@ -437,23 +480,204 @@ impl ArgClassifier {
     }
 }
 
-/// Arguments of a dispatching tool that name what its action acts on.
-const DISPATCH_OBJECT_KEYS: &[&str] = &[
-    "resource",
-    "resource_type",
-    "resourceType",
-    "kind",
-    "target",
-    "target_type",
-    "type",
-    "object",
-    "object_type",
-    "entity",
+/// Arguments of an HTTP tool holding an options object (fetch's `init`, Python's `kwargs`),
+/// compared without case and separators.
+const HTTP_OPTION_KEYS: &[&str] = &[
+    "options",
+    "init",
+    "request",
+    "config",
+    "opts",
+    "requestoptions",
+    "kwargs",
+    "requestinit",
+    "fetchoptions",
+    "httpoptions",
+    "requestconfig",
 ];
 
-/// Arguments of an unregistered tool that often carry SQL (`mcp__postgres__query`), read by
-/// the SQL rules when the text reads as SQL and parses.
-const UNKNOWN_TOOL_SQL_KEYS: &[&str] = &["sql", "query", "statement"];
+/// The options objects of an HTTP tool's arguments (or of an options object), any value.
+fn option_objects(args: &serde_json::Value) -> Vec<&serde_json::Value> {
+    match args {
+        serde_json::Value::Object(m) => m
+            .iter()
+            .filter(|(k, _)| HTTP_OPTION_KEYS.contains(&key_form(k).as_str()))
+            .map(|(_, v)| v)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Spellings of a request body besides the registration's body arguments, compared without
+/// case and separators.
+const OTHER_BODY_KEYS: &[&str] = &[
+    "body",
+    "json",
+    "data",
+    "form",
+    "payload",
+    "requestbody",
+    "content",
+    "raw",
+    "rawbody",
+    "formdata",
+    "bodyjson",
+    "jsonbody",
+    "text",
+];
+
+/// Spellings of query parameters besides [`http::QUERY_PARAMETER_KEYS`], compared without
+/// case and separators.
+const OTHER_QUERY_PARAMETER_KEYS: &[&str] = &[
+    "params",
+    "queryparams",
+    "searchparams",
+    "querystring",
+    "query",
+    "queryparameters",
+    "urlparams",
+    "urlparameters",
+    "parameters",
+];
+
+/// Arguments of a dispatching tool that name what its action acts on, compared without case
+/// and separators (`resource_type`, `resourceType`, `Resource-Type`).
+const DISPATCH_OBJECT_KEYS: &[&str] = &[
+    "resource",
+    "resourcetype",
+    "kind",
+    "target",
+    "targettype",
+    "type",
+    "object",
+    "objecttype",
+    "entity",
+    "entitytype",
+];
+
+/// Arguments whose key is itself what the action acts on (`{"action": "drop", "table":
+/// "users"}`).
+const DISPATCH_NOUN_KEYS: &[&str] = &[
+    "table",
+    "collection",
+    "database",
+    "db",
+    "schema",
+    "index",
+    "keyspace",
+    "dataset",
+    "volume",
+    "bucket",
+    "namespace",
+    "cluster",
+    "snapshot",
+    "backup",
+];
+
+/// Arguments that select rows or items inside a store (`{"action": "delete", "table": "users",
+/// "where": ...}` deletes rows, not the table).
+const ROW_SELECTOR_KEYS: &[&str] = &[
+    "where",
+    "filter",
+    "filters",
+    "id",
+    "ids",
+    "key",
+    "keys",
+    "match",
+    "row",
+    "rows",
+    "rowid",
+    "record",
+    "records",
+    "recordid",
+    "document",
+    "documents",
+    "doc",
+    "docid",
+    "item",
+    "items",
+    "condition",
+    "conditions",
+    "query",
+    "eq",
+    "primarykey",
+    "pk",
+    "column",
+    "columns",
+    "field",
+    "fields",
+];
+
+/// A key lowercased without separators (`resource_type`, `resourceType` → `resourcetype`).
+fn key_form(key: &str) -> String {
+    key.chars()
+        .filter(|c| !matches!(c, '_' | '-' | '.' | ' '))
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+/// What a dispatching tool's arguments say its action acts on: the string values of
+/// [`DISPATCH_OBJECT_KEYS`] (and `type`/`kind` inside an object value), and the keys of
+/// [`DISPATCH_NOUN_KEYS`] when no argument selects rows inside them.
+fn dispatch_objects(args: &serde_json::Value) -> Vec<String> {
+    let serde_json::Value::Object(args) = args else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let selects_rows = args
+        .keys()
+        .any(|k| ROW_SELECTOR_KEYS.contains(&key_form(k).as_str()));
+    for (key, value) in args {
+        let key = key_form(key);
+        if DISPATCH_OBJECT_KEYS.contains(&key.as_str()) {
+            match value {
+                serde_json::Value::String(object) => out.push(object.clone()),
+                serde_json::Value::Object(inner) => {
+                    for (k, val) in inner {
+                        if DISPATCH_OBJECT_KEYS.contains(&key_form(k).as_str())
+                            && let Some(object) = val.as_str()
+                        {
+                            out.push(object.to_string());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        } else if DISPATCH_NOUN_KEYS.contains(&key.as_str()) && !selects_rows {
+            out.push(key);
+        }
+    }
+    out
+}
+
+/// Arguments of an unregistered or dispatching tool that often carry SQL
+/// (`mcp__postgres__query`), read by the SQL rules when the text reads as SQL (any case of the
+/// key; a string, or a list of strings).
+const SQL_ARG_KEYS: &[&str] = &["sql", "query", "statement", "queries", "statements"];
+
+/// Raises `v` by the SQL in a tool's SQL-carrying arguments ([`SQL_ARG_KEYS`]).
+fn apply_sql_args(args: &serde_json::Value, v: &mut Verdict) {
+    let serde_json::Value::Object(args) = args else {
+        return;
+    };
+    for (key, value) in args {
+        if !SQL_ARG_KEYS.iter().any(|k| key.eq_ignore_ascii_case(k)) {
+            continue;
+        }
+        match value {
+            serde_json::Value::String(text) => {
+                sql::apply_if_sql(text, v);
+            }
+            serde_json::Value::Array(items) => {
+                for text in items.iter().filter_map(|t| t.as_str()) {
+                    sql::apply_if_sql(text, v);
+                }
+            }
+            _ => {}
+        }
+    }
+}
 
 /// Registered tools: exact names in a hash map, globs in a set (first match wins).
 #[derive(Debug, Clone)]
@@ -687,11 +911,7 @@ impl ToolIndex {
                 let mut v = Verdict::default();
                 names::apply_operation(&call.action.name, &mut v);
                 // An unregistered database tool's SQL says what it does, whatever its name.
-                for key in UNKNOWN_TOOL_SQL_KEYS {
-                    if let Some(text) = call.args.get(key).and_then(|t| t.as_str()) {
-                        sql::apply_if_sql(text, &mut v);
-                    }
-                }
+                apply_sql_args(&call.args, &mut v);
                 let mut rules = vec!["unknown_tool".to_string()];
                 rules.extend(v.rules.iter().map(|r| r.to_string()));
                 Classification {

@@ -203,7 +203,41 @@ const STORES_WHEN_DESTROYED: &[&str] = &[
     "resourcegroups",
     "storageaccount",
     "storageaccounts",
+    "schema",
+    "schemas",
 ];
+
+/// The stores of [`STORES_WHEN_DESTROYED`] that hold data a restore replaces in place
+/// (`restore_table`; an app or a repository rolled back or restored keeps its data).
+const DATA_STORES: &[&str] = &[
+    "table",
+    "tables",
+    "collection",
+    "collections",
+    "index",
+    "indexes",
+    "indices",
+    "keyspace",
+    "keyspaces",
+    "dataset",
+    "datasets",
+    "disk",
+    "disks",
+    "postgres",
+    "postgresql",
+    "mysql",
+    "mariadb",
+    "redis",
+    "mongo",
+    "mongodb",
+    "filesystem",
+    "filesystems",
+    "schema",
+    "schemas",
+];
+
+/// Words between a part and the store it is in (`delete_row_from_table`).
+const PREPOSITIONS: &[&str] = &["from", "in", "of", "on", "inside", "within", "at"];
 
 /// Parts of a store: next to one of them a store noun names where the deleted thing is.
 const PARTS: &[&str] = &[
@@ -277,9 +311,11 @@ const CRITICAL_PAIRS: &[(&str, &str)] = &[
     ("format", "disks"),
     ("format", "drive"),
     ("format", "partition"),
+    ("flush", "everything"),
+    ("wipe", "everything"),
 ];
 
-/// The first words of [`CRITICAL_PAIRS`] and of `tear down` and `resource group`.
+/// The first words of [`CRITICAL_PAIRS`] and of `tear down`, `resource group` and `file system`.
 const PAIR_WORDS: &[&str] = &[
     "flush",
     "migrate",
@@ -290,6 +326,8 @@ const PAIR_WORDS: &[&str] = &[
     "format",
     "tear",
     "resource",
+    "file",
+    "wipe",
 ];
 
 /// Single words that wipe a whole data store (`redis.flushall`, `upstash.flushdb`).
@@ -436,7 +474,17 @@ fn scan_with(name: &str, restores: bool, critical_context: bool) -> (bool, bool)
     let mut critical = false;
     let mut container = false;
     let mut store = false;
+    let mut data_store = false;
+    // A part counts when it comes after a store (`delete_table_row`) or before one with a
+    // preposition between (`delete_row_from_table`); before one without, it names the store
+    // (`delete_users_table`) or something else (`mcp__file_store__drop_table`).
     let mut part = false;
+    let mut part_before_store = false;
+    let mut preposition_after_part = false;
+    let mut restoring = false;
+    let mut migration = false;
+    let mut rolls_back = false;
+    let mut all = false;
     // Pairs count as adjacent words in order (`flush all`, not `reset_migration_status`).
     let mut prev: Option<&str> = None;
     let mut pair = false;
@@ -447,8 +495,27 @@ fn scan_with(name: &str, restores: bool, critical_context: bool) -> (bool, bool)
         weak |= DESTRUCTIVE_WITH_CRITICAL.contains(&w) || restores && RESTORE_VERBS.contains(&w);
         critical |= is_critical(w);
         container |= CRITICAL_WHEN_DESTROYED.contains(&w);
-        store |= STORES_WHEN_DESTROYED.contains(&w);
-        part |= PARTS.contains(&w);
+        // AWS's `DeleteFileSystem`: `file system` is one store.
+        let file_system = prev == Some("file") && matches!(w, "system" | "systems");
+        let is_store = STORES_WHEN_DESTROYED.contains(&w) || file_system;
+        if is_store && part_before_store && preposition_after_part {
+            part = true;
+        }
+        store |= is_store;
+        data_store |= DATA_STORES.contains(&w) || file_system;
+        if PARTS.contains(&w) {
+            if store {
+                part = true;
+            } else {
+                part_before_store = true;
+                preposition_after_part = false;
+            }
+        }
+        preposition_after_part |= part_before_store && PREPOSITIONS.contains(&w);
+        restoring |= restores && matches!(w, "restore" | "restores" | "restored" | "restoring");
+        migration |= matches!(w, "migrate" | "migration" | "migrations");
+        rolls_back |= matches!(w, "rollback" | "revert" | "rollbacks" | "reverts");
+        all |= matches!(w, "all" | "everything");
         if is_compound_destructive_critical(w) || WHOLE_STORE_WIPES.contains(&w) {
             destructive = true;
             critical = true;
@@ -465,9 +532,17 @@ fn scan_with(name: &str, restores: bool, critical_context: bool) -> (bool, bool)
         critical = true;
     }
     destructive |= tear_down;
+    // Rolling back every migration drops the tables they created (`migrations_rollback_all`);
+    // one step back is a destructive schema change.
+    if migration && rolls_back {
+        destructive = true;
+        critical |= all;
+    }
     let critical = critical
         || critical_context
-        || destructive && (container || ((store || resource_group) && !part));
+        || destructive && (container || ((store || resource_group) && !part))
+        // A restore over a table or a database replaces its data in place.
+        || restoring && data_store && !part;
     (destructive || (weak && critical), critical)
 }
 

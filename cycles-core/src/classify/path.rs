@@ -32,13 +32,14 @@ pub(crate) fn critical(path: &str) -> Option<(Tier, &'static str)> {
     if path.trim().is_empty() || path.contains('\0') {
         return Some((Tier::T4, "path.unreadable"));
     }
+    let path = &*rooted(path);
     let path_parts = components(path);
     let parts = &path_parts.parts;
     // A relative path that climbs two or more levels above where it starts may reach `/` from
     // wherever the tool runs (`../../../../etc/hosts`): it is read as absolute too.
     let absolute = path.starts_with('/') || path.starts_with('\\') || path_parts.escapes >= 2;
 
-    if gate_config(&path_parts) {
+    if path_parts.short_name_readings().iter().any(gate_config) {
         return Some((Tier::T4, "path.gate_config"));
     }
     if absolute && data_store(&path_parts) {
@@ -98,7 +99,9 @@ fn gate_config(path: &Components) -> bool {
             | (".vscode", "mcp.json")
             | (".gemini", "settings.json")
     );
-    let binary = matches!(parent, "bin" | ".bin" | "scripts")
+    // In a bin directory, and where npm (`%APPDATA%\npm`) and pnpm (`$PNPM_HOME`,
+    // `~/.local/share/pnpm`) put global commands.
+    let binary = matches!(parent, "bin" | ".bin" | "scripts" | "npm" | "pnpm")
         && matches!(
             last.trim_end_matches(".exe")
                 .trim_end_matches(".cmd")
@@ -106,8 +109,13 @@ fn gate_config(path: &Components) -> bool {
             "cycles" | "cycles-mcp-gate"
         );
     // The bindings' native modules and packages (`cycles.linux-x64-gnu.node`,
-    // `site-packages/cycles/_cycles.abi3.so`).
+    // `site-packages/cycles/_cycles.abi3.so`); the npm package `cycles-node` is also the MCP
+    // gate (`node_modules/cycles-node/mcp-gate/gate.mjs`, its loader `cycles.js`).
     let library = (last.starts_with("cycles.") && last.ends_with(".node"))
+        || parts
+            .iter()
+            .skip_while(|p| *p != "node_modules")
+            .any(|p| p == "cycles-node")
         || parts.windows(2).any(|w| {
             matches!(w[0].as_str(), "site-packages" | "dist-packages")
                 && (w[1] == "cycles" || w[1].starts_with("cycles-"))
@@ -231,6 +239,34 @@ impl Components {
             .map_or("", |i| self.parts[i].as_str())
     }
 
+    /// The path as read with each 8.3 short name (`CLAUDE~1`) taken as every gate name it
+    /// may stand for (the path itself first); a few short names at most are expanded.
+    fn short_name_readings(&self) -> Vec<Components> {
+        let mut readings = vec![Components {
+            parts: self.parts.clone(),
+            escapes: self.escapes,
+        }];
+        for (i, part) in self.parts.iter().enumerate() {
+            let targets = short_name_targets(part);
+            if targets.is_empty() || readings.len() > 64 {
+                continue;
+            }
+            let mut more = Vec::new();
+            for reading in &readings {
+                for target in &targets {
+                    let mut parts = reading.parts.clone();
+                    parts[i] = target.to_string();
+                    more.push(Components {
+                        parts,
+                        escapes: reading.escapes,
+                    });
+                }
+            }
+            readings.extend(more);
+        }
+        readings
+    }
+
     /// Whether any component is `name`.
     fn has(&self, name: &str) -> bool {
         self.parts.iter().any(|p| p == name)
@@ -252,10 +288,21 @@ fn components(path: &str) -> Components {
     let mut parts: Vec<String> = Vec::new();
     let mut escapes = 0;
     for (i, part) in path.split(['/', '\\']).enumerate() {
-        // A drive (`C:`) keeps its colon; elsewhere a colon starts a stream name.
+        // A drive (`C:`) keeps its colon, and what follows it is a name in the drive's current
+        // directory (`C:.claude` is `.claude`); elsewhere a colon starts a stream name.
+        let drive = i == 0
+            && part.len() >= 2
+            && part.as_bytes()[0].is_ascii_alphabetic()
+            && part.as_bytes()[1] == b':';
+        let part = if drive {
+            parts.push(fold(&part[..2]));
+            &part[2..]
+        } else {
+            part
+        };
         let part = match part.find(':') {
-            Some(at) if !(i == 0 && at == 1 && part.len() == 2) => &part[..at],
-            _ => part,
+            Some(at) => &part[..at],
+            None => part,
         };
         let part = match part {
             "." | ".." => part,
@@ -272,6 +319,132 @@ fn components(path: &str) -> Components {
         }
     }
     Components { parts, escapes }
+}
+
+/// `path` with a prefix that names a root written as one: a `file:` URL's path
+/// (`file:///var/lib/...`, percent-decoded), and the home directory (`~`, `~user`, `$HOME`,
+/// `${HOME}`, `%USERPROFILE%`) as a directory one level below `/`, so that
+/// `~/../../var/lib/postgresql` climbs to the root (home is at least one level deep: `/root`).
+fn rooted(path: &str) -> std::borrow::Cow<'_, str> {
+    use std::borrow::Cow;
+    let mut out = Cow::Borrowed(path);
+    if let Some(rest) = path
+        .get(..5)
+        .filter(|scheme| scheme.eq_ignore_ascii_case("file:"))
+        .map(|_| &path[5..])
+    {
+        // `file://host/path`: the host ends at the next slash.
+        let rest = match rest.strip_prefix("//") {
+            Some(host_and_path) => host_and_path
+                .find('/')
+                .map_or("/", |at| &host_and_path[at..]),
+            None => rest,
+        };
+        // `file:///C:/x` names `C:/x`.
+        let rest = match rest.as_bytes() {
+            [b'/', d, b':', ..] if d.is_ascii_alphabetic() => &rest[1..],
+            _ => rest,
+        };
+        out = Cow::Owned(percent_decoded(rest));
+    }
+    let first = out.split(['/', '\\']).next().unwrap_or("");
+    let home = first.starts_with('~')
+        || ["$home", "${home}", "%userprofile%", "$env:userprofile"]
+            .iter()
+            .any(|h| first.eq_ignore_ascii_case(h));
+    if home && first.len() < out.len() {
+        out = Cow::Owned(format!("/~{}", &out[first.len()..]));
+    } else if home {
+        out = Cow::Borrowed("/~");
+    }
+    out
+}
+
+/// `%XX` escapes decoded (invalid ones and invalid UTF-8 left as they are).
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).and_then(|&b| hex(b)),
+            bytes.get(i + 2).and_then(|&b| hex(b)),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| text.to_string())
+}
+
+/// Names of the gate's files and directories whose NTFS 8.3 short name (`SETTIN~1.JSO`,
+/// `CLAUDE~1`, `MCP~1.JSO`) opens them where short names are generated.
+const GATE_LONG_NAMES: &[&str] = &[
+    ".claude",
+    ".cycles",
+    ".cursor",
+    ".vscode",
+    ".gemini",
+    "settings.json",
+    "settings.local.json",
+    "cycles.toml",
+    ".mcp.json",
+    ".claude.json",
+    "mcp.json",
+    "hooks.json",
+    "managed-settings.json",
+    "managed-mcp.json",
+    "claude_desktop_config.json",
+    "cycles-mcp-gate",
+    "cycles-mcp-gate.cmd",
+    "cycles-mcp-gate.ps1",
+    "cycles-node",
+    "node_modules",
+    "site-packages",
+    "claudecode",
+    "claude-code",
+];
+
+/// The gate names an 8.3 short name (`settin~1.jso`, folded) may stand for: those whose name
+/// without dots starts with the part before `~`, and whose extension starts with the short
+/// one. Empty for a name that is not a short name.
+fn short_name_targets(name: &str) -> Vec<&'static str> {
+    let Some((stem, tail)) = name.split_once('~') else {
+        return Vec::new();
+    };
+    let (digits, ext) = tail.split_once('.').unwrap_or((tail, ""));
+    let short = (1..=6).contains(&stem.len())
+        && !stem.contains('.')
+        && !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && ext.len() <= 3
+        && !ext.contains('~');
+    if !short {
+        return Vec::new();
+    }
+    GATE_LONG_NAMES
+        .iter()
+        .copied()
+        .filter(|long| {
+            let trimmed = long.trim_start_matches('.');
+            let (base, long_ext) = match trimmed.rsplit_once('.') {
+                Some((b, e)) => (b, e),
+                None => (trimmed, ""),
+            };
+            let base: String = base.chars().filter(|c| !matches!(c, '.' | ' ')).collect();
+            base.starts_with(stem)
+                && (ext.is_empty() && long_ext.is_empty()
+                    || !ext.is_empty() && long_ext.starts_with(ext))
+        })
+        .collect()
 }
 
 /// Case folding, closely enough for names compared with ASCII ones: upper then lower case
@@ -330,6 +503,19 @@ mod tests {
             ".claude/settings.json ",
             ".claude/\u{17f}ettings.json",
             ".cycle\u{17f}/policy.toml",
+            // The npm package (the MCP gate) and npm/pnpm global commands.
+            "/home/me/app/node_modules/cycles-node/mcp-gate/gate.mjs",
+            "/home/me/app/node_modules/.pnpm/cycles-node@0.1.0/node_modules/cycles-node/index.js",
+            "C:\\Users\\me\\AppData\\Roaming\\npm\\cycles-mcp-gate.ps1",
+            "/home/me/.local/share/pnpm/cycles",
+            // Drive-relative paths, 8.3 short names, home and file: URL prefixes.
+            "C:.claude\\settings.json",
+            "c:.cycles/policy.toml",
+            "C:\\app\\.claude\\SETTIN~2.JSO",
+            "C:\\app\\MCP~1.JSO",
+            "C:\\app\\CYCLES~1.TOM",
+            "file:///home/me/app/.claude/settings.json",
+            "file://localhost/home/me/app/.c%6Caude/settings.json",
         ] {
             assert_eq!(tier(p), (4, vec!["path.gate_config"]), "{p}");
         }
@@ -345,6 +531,10 @@ mod tests {
         // One level up is a sibling directory, not the root.
         assert_eq!(tier("../etc/app.conf"), (0, vec!["path.ordinary"]));
         assert_eq!(tier("../src/main.rs"), (0, vec!["path.ordinary"]));
+        // The home directory is at least one level below the root (`/root`).
+        assert_eq!(tier("~/../etc/hosts"), (3, vec!["path.system"]));
+        assert_eq!(tier("${HOME}/../../etc/hosts"), (3, vec!["path.system"]));
+        assert_eq!(tier("~/notes/etc/hosts"), (0, vec!["path.ordinary"]));
     }
 
     #[test]
@@ -438,5 +628,8 @@ mod tests {
         assert_eq!(tier(""), (4, vec!["path.unreadable"]));
         assert_eq!(tier("  "), (4, vec!["path.unreadable"]));
         assert_eq!(tier("a\0b"), (4, vec!["path.unreadable"]));
+        // A multi-byte character where a scheme or a drive would be is a name.
+        assert_eq!(tier("abcd\u{e9}x/y"), (0, vec!["path.ordinary"]));
+        assert_eq!(tier("\u{e9}:x"), (0, vec!["path.ordinary"]));
     }
 }

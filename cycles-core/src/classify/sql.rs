@@ -205,33 +205,290 @@ const DML_KEYWORDS: &[&str] = &[
     "select", "insert", "update", "delete", "with", "merge", "replace", "upsert", "set", "begin",
 ];
 
-/// SQL found in free text (a parameter that may hold SQL, a raw request body, a string in
-/// code): rated by the SQL rules when it starts like a statement, parses and reads as SQL
-/// rather than words; returns whether it did.
-pub(crate) fn apply_if_sql(text: &str, v: &mut Verdict) -> bool {
-    let k = leading_keyword(text);
+/// The first word of each statement of text that may be SQL (split at every `;`, strings not
+/// respected: this only decides whether to parse), after blanks, `--`, `/* */` and `#`
+/// comments (MySQL's and BigQuery's) and parentheses: `USE prod; DROP TABLE users` and
+/// `START TRANSACTION; DELETE FROM users` start statements with `drop` and `delete` too.
+fn statement_keywords(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.split(';').map(|piece| {
+        let mut rest = piece;
+        loop {
+            let before = rest.len();
+            rest = rest.trim_start_matches(|c: char| c.is_whitespace() || c == '(');
+            if let Some(after) = rest.strip_prefix('#') {
+                rest = after.split_once('\n').map_or("", |(_, r)| r);
+            }
+            rest = rest.trim_start();
+            if rest.len() == before {
+                break;
+            }
+        }
+        leading_keyword(rest)
+    })
+}
+
+/// Whether free text reads as SQL rather than words: a statement of it starts with a schema
+/// keyword, or with a row keyword and the text names what it acts on.
+fn reads_as_sql(text: &str) -> bool {
     let names_object = || {
         text.split(|c: char| !c.is_ascii_alphabetic()).any(|w| {
             [
                 "from", "table", "into", "set", "database", "schema", "values", "where", "index",
-                "view", "column",
+                "view", "column", "using", "stage",
             ]
             .iter()
             .any(|k| w.eq_ignore_ascii_case(k))
         })
     };
-    if !(DDL_KEYWORDS.contains(&k.as_str()) || DML_KEYWORDS.contains(&k.as_str()) && names_object())
-    {
+    statement_keywords(text).any(|k| {
+        DDL_KEYWORDS.contains(&k.as_str())
+            || DML_KEYWORDS.contains(&k.as_str()) && names_object()
+            // Snowflake's `REMOVE @stage`.
+            || matches!(k.as_str(), "remove" | "rm") && text.contains('@')
+    })
+}
+
+/// What a statement may drop, create or alter (after modifiers such as `OR REPLACE`,
+/// `TEMPORARY`, `IF EXISTS`).
+const SQL_OBJECT_KINDS: &[&str] = &[
+    "table",
+    "tables",
+    "database",
+    "databases",
+    "schema",
+    "schemas",
+    "view",
+    "views",
+    "index",
+    "user",
+    "users",
+    "role",
+    "roles",
+    "login",
+    "function",
+    "procedure",
+    "proc",
+    "trigger",
+    "sequence",
+    "type",
+    "extension",
+    "stage",
+    "warehouse",
+    "keyspace",
+    "collection",
+    "column",
+    "constraint",
+    "owned",
+    "server",
+    "tablespace",
+    "publication",
+    "subscription",
+    "policy",
+    "domain",
+    "event",
+    "stream",
+    "task",
+    "pipe",
+    "share",
+    "integration",
+    "snapshot",
+    "model",
+    "dataset",
+    "catalog",
+    "volume",
+    "connection",
+    "assembly",
+    "certificate",
+    "credential",
+    "endpoint",
+    "partition",
+    "row",
+    "capability",
+];
+
+/// Words between a schema verb and the kind of object it acts on.
+const SQL_MODIFIERS: &[&str] = &[
+    "or",
+    "replace",
+    "if",
+    "not",
+    "exists",
+    "temp",
+    "temporary",
+    "unique",
+    "global",
+    "local",
+    "transient",
+    "secure",
+    "unlogged",
+    "recursive",
+    "clustered",
+    "nonclustered",
+    "external",
+    "materialized",
+    "volatile",
+    "virtual",
+    "snapshot",
+    "search",
+    "vector",
+    "foreign",
+    "all",
+    "fulltext",
+    "spatial",
+    "online",
+];
+
+/// Privileges a GRANT or REVOKE names first.
+const SQL_PRIVILEGES: &[&str] = &[
+    "all",
+    "select",
+    "insert",
+    "update",
+    "delete",
+    "usage",
+    "execute",
+    "create",
+    "connect",
+    "references",
+    "ownership",
+    "alter",
+    "drop",
+    "control",
+    "impersonate",
+    "role",
+    "truncate",
+    "monitor",
+    "operate",
+    "manage",
+    "super",
+    "reload",
+    "shutdown",
+    "process",
+    "file",
+    "grant",
+];
+
+/// Object kinds that are also common words (`create user account`): with a verb that only
+/// adds or changes (`CREATE`, `ALTER`, `RENAME`) they do not make text SQL-shaped.
+const PROSE_KINDS: &[&str] = &[
+    "user",
+    "users",
+    "type",
+    "event",
+    "model",
+    "row",
+    "domain",
+    "connection",
+    "task",
+    "stream",
+    "share",
+    "column",
+    "policy",
+    "endpoint",
+    "partition",
+    "capability",
+    "collection",
+    "index",
+    "server",
+    "snapshot",
+    "volume",
+    "integration",
+    "dataset",
+    "catalog",
+    "pipe",
+    "view",
+];
+
+/// Whether text that no dialect parses still has the shape of a statement that changes
+/// something (`DROP DATABASE [prod]`, `DELETE FROM t`, `EXEC sp_x`) at the start of one of its
+/// statements (or after `BEGIN`, `THEN`, `ELSE`), as opposed to words that happen to start with
+/// a statement keyword (`create a new app`, `do not delete from the list`).
+fn statement_shaped(text: &str) -> bool {
+    text.split(';').any(|piece| {
+        let words: Vec<String> = piece
+            .lines()
+            // `#` and `--` comment lines.
+            .filter(|l| !l.trim_start().starts_with(['#', '-']))
+            .flat_map(|l| {
+                l.split(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '@' | '$')))
+            })
+            .filter(|w| !w.is_empty())
+            .map(str::to_ascii_lowercase)
+            .collect();
+        let word = |i: usize| words.get(i).map_or("", String::as_str);
+        (0..words.len())
+            .filter(|&i| i == 0 || matches!(word(i - 1), "begin" | "then" | "else" | "go"))
+            .any(|i| match word(i) {
+                verb @ ("drop" | "truncate" | "alter" | "create" | "rename" | "undrop") => {
+                    let mut j = i + 1;
+                    while SQL_MODIFIERS.contains(&word(j)) && !SQL_OBJECT_KINDS.contains(&word(j)) {
+                        j += 1;
+                    }
+                    SQL_OBJECT_KINDS.contains(&word(j))
+                        && (matches!(verb, "drop" | "truncate" | "undrop")
+                            || !PROSE_KINDS.contains(&word(j)))
+                }
+                "delete" => word(i + 1) == "from",
+                "insert" => matches!(word(i + 1), "into" | "overwrite" | "or"),
+                "replace" | "merge" | "upsert" => word(i + 1) == "into" || word(i + 2) == "using",
+                "update" => word(i + 2) == "set",
+                "grant" | "revoke" | "deny" => SQL_PRIVILEGES.contains(&word(i + 1)),
+                "exec" | "execute" | "call" => {
+                    let next = word(i + 1);
+                    next == "immediate"
+                        || next.starts_with("sp_")
+                        || next.starts_with("xp_")
+                        || next.starts_with('@')
+                        || ["master", "msdb", "sys", "dbo"].contains(&next)
+                }
+                _ => false,
+            })
+    })
+}
+
+/// The dialects free text is read in when the generic one does not parse it.
+const ALL_DIALECTS: &[SqlDialect] = &[
+    SqlDialect::Postgres,
+    SqlDialect::Mysql,
+    SqlDialect::Mssql,
+    SqlDialect::Sqlite,
+    SqlDialect::Snowflake,
+    SqlDialect::Bigquery,
+    SqlDialect::Duckdb,
+];
+
+/// SQL found in free text (a parameter that may hold SQL, a raw request body, a string in
+/// code): rated by the SQL rules when it reads as SQL rather than words; returns whether it
+/// did. The text is parsed in the generic dialect, else in every dialect (the highest tier of
+/// those that parse it counts: T-SQL's `[prod]`, PostgreSQL's `WITH (FORCE)`, BigQuery's
+/// scripts); SQL-shaped text that no dialect parses is `sql.unparsable`, 4 (fail closed).
+pub(crate) fn apply_if_sql(text: &str, v: &mut Verdict) -> bool {
+    if !reads_as_sql(text) {
         return false;
     }
-    let sql = classify(text, SqlDialect::Generic);
-    if sql.rules.contains(&"sql.unparsable") {
-        return false;
+    let parsed = |dialect| {
+        let sql = classify(text, dialect);
+        (!sql.rules.contains(&"sql.unparsable")).then_some(sql)
+    };
+    let best = parsed(SqlDialect::Generic).or_else(|| {
+        ALL_DIALECTS
+            .iter()
+            .filter_map(|&d| parsed(d))
+            .max_by_key(|sql| sql.tier)
+    });
+    match best {
+        Some(sql) => {
+            for rule in &sql.rules {
+                v.raise(sql.tier, rule);
+            }
+            true
+        }
+        None if statement_shaped(text) => {
+            v.raise(Tier::T4, "sql.unparsable");
+            true
+        }
+        None => false,
     }
-    for rule in &sql.rules {
-        v.raise(sql.tier, rule);
-    }
-    true
 }
 
 /// Raises `v` by the statements of `sql`.
@@ -1074,6 +1331,17 @@ fn where_rule(
 fn statement(s: &Statement, dialect: SqlDialect, depth: usize, v: &mut Verdict) {
     match s {
         Statement::Query(q) => {
+            // `WITH s AS (SELECT * FROM t) INSERT INTO t SELECT * FROM s ON CONFLICT DO
+            // UPDATE`: the insert reads its own table through the CTE.
+            if let SetExpr::Insert(Statement::Insert(i)) = q.body.as_ref()
+                && let Some(with) = &q.with
+            {
+                let ctes: Vec<&sqlparser::ast::Query> =
+                    with.cte_tables.iter().map(|c| c.query.as_ref()).collect();
+                if upserts_from(i, &ctes) {
+                    v.raise(Tier::T3, "sql.update_all_rows");
+                }
+            }
             if selects_into(&q.body) {
                 v.raise(Tier::T2, "sql.select_into");
             } else {
@@ -1086,7 +1354,7 @@ fn statement(s: &Statement, dialect: SqlDialect, depth: usize, v: &mut Verdict) 
             } else {
                 v.raise(Tier::T2, "sql.insert");
             }
-            if upserts_from_itself(i) {
+            if upserts_from(i, &[]) {
                 v.raise(Tier::T3, "sql.update_all_rows");
             }
         }
@@ -1117,8 +1385,19 @@ fn statement(s: &Statement, dialect: SqlDialect, depth: usize, v: &mut Verdict) 
                     .to_ascii_uppercase()
                     .starts_with("DROP")
             });
+            // A new owner holds every privilege on the table, DROP included: a grant.
+            let new_owner = a.operations.iter().any(|op| {
+                op.to_string()
+                    .to_ascii_uppercase()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .windows(2)
+                    .any(|w| w == ["OWNER", "TO"])
+            });
             if drops {
                 v.raise(Tier::T4, "sql.alter_drop");
+            } else if new_owner {
+                v.raise(Tier::T4, "sql.grant");
             } else {
                 v.raise(Tier::T3, "sql.alter");
             }
@@ -1216,7 +1495,9 @@ fn execute(
             v.raise(Tier::T4, "sql.side_effect_function")
         }
         // The maintenance-plan cleanup: deletes backup (`.bak`) and report files by folder.
-        Some("xp_delete_file") => v.raise(Tier::T4, "sql.delete_backup_files"),
+        Some("xp_delete_file" | "xp_delete_files") => v.raise(Tier::T4, "sql.delete_backup_files"),
+        // Sets a login's password (deprecated, still in SQL Server), as `ALTER LOGIN` does.
+        Some("sp_password") => v.raise(Tier::T4, "sql.credentials"),
         Some(other) => {
             v.raise(Tier::T3, "sql.execute");
             super::names::apply(other, v);
@@ -1243,10 +1524,11 @@ fn selects_into(body: &SetExpr) -> bool {
 }
 
 /// `INSERT INTO t SELECT ... FROM t ... ON CONFLICT DO UPDATE` (or MySQL's `ON DUPLICATE KEY
-/// UPDATE`): every row read from the table conflicts with itself, so the insert is an UPDATE
-/// of all those rows.
-fn upserts_from_itself(i: &sqlparser::ast::Insert) -> bool {
-    use sqlparser::ast::{OnConflict, OnConflictAction, OnInsert, TableObject};
+/// UPDATE`, `REPLACE INTO`, SQLite's `INSERT OR REPLACE`): every row read from the table
+/// conflicts with itself, so the insert is an UPDATE of all those rows. The table may also be
+/// read through one of `ctes` (the `WITH` of the insert).
+fn upserts_from(i: &sqlparser::ast::Insert, ctes: &[&sqlparser::ast::Query]) -> bool {
+    use sqlparser::ast::{OnConflict, OnConflictAction, OnInsert, SqliteOnConflict, TableObject};
     let updates = matches!(
         &i.on,
         Some(
@@ -1256,7 +1538,8 @@ fn upserts_from_itself(i: &sqlparser::ast::Insert) -> bool {
                     ..
                 })
         )
-    );
+    ) || i.replace_into
+        || i.or == Some(SqliteOnConflict::Replace);
     let (TableObject::TableName(target), Some(source)) = (&i.table, &i.source) else {
         return false;
     };
@@ -1266,8 +1549,8 @@ fn upserts_from_itself(i: &sqlparser::ast::Insert) -> bool {
             .map(|id| id.value.to_ascii_lowercase())
     };
     let target = name(target);
-    updates
-        && sqlparser::ast::visit_relations(source.as_ref(), |r| {
+    let reads_target = |q: &sqlparser::ast::Query| {
+        sqlparser::ast::visit_relations(q, |r| {
             if name(r) == target {
                 ControlFlow::Break(())
             } else {
@@ -1275,6 +1558,8 @@ fn upserts_from_itself(i: &sqlparser::ast::Insert) -> bool {
             }
         })
         .is_break()
+    };
+    updates && (reads_target(source) || ctes.iter().any(|q| reads_target(q)))
 }
 
 /// Whether a Snowflake `REMOVE @stage` names the whole stage: no path after the stage's name
@@ -1288,7 +1573,30 @@ fn removes_whole_stage(text: &str) -> bool {
         .trim_matches(['\'', '"'])
         .split_once('/')
         .map(|(_, p)| p);
-    path.is_none_or(str::is_empty) && !text.to_ascii_uppercase().contains("PATTERN")
+    path.is_none_or(str::is_empty) && pattern_matches_all(text)
+}
+
+/// Whether a `REMOVE`'s `PATTERN` is absent or matches every file (`'.*'`, `'^.+$'`).
+fn pattern_matches_all(text: &str) -> bool {
+    let upper = text.to_ascii_uppercase();
+    let Some(at) = upper.find("PATTERN") else {
+        return true;
+    };
+    let value = text[at + "PATTERN".len()..]
+        .trim_start()
+        .trim_start_matches('=')
+        .trim_start();
+    let Some(quote @ ('\'' | '"')) = value.chars().next() else {
+        return false;
+    };
+    let Some(pattern) = value[1..].split(quote).next() else {
+        return false;
+    };
+    let core: String = pattern
+        .chars()
+        .filter(|c| !matches!(c, '^' | '$' | '(' | ')'))
+        .collect();
+    core.replace(".*", "").replace(".+", "").is_empty()
 }
 
 /// Statements without a dedicated rule, by their leading keyword.
@@ -1374,7 +1682,14 @@ fn by_keyword(s: &Statement, v: &mut Verdict) {
                 if destructive {
                     v.raise(Tier::T4, "sql.create_routine_destructive");
                 }
-            } else if matches!(object, "ROLE" | "USER" | "LOGIN") && privileged() {
+            } else if matches!(object, "ROLE" | "USER" | "LOGIN" | "GROUP")
+                && (privileged()
+                    // Membership of another role (`CREATE ROLE x IN ROLE postgres`) is a
+                    // grant of it.
+                    || alpha
+                        .windows(2)
+                        .any(|w| w[0] == "IN" && matches!(w[1].as_str(), "ROLE" | "GROUP")))
+            {
                 v.raise(Tier::T4, "sql.grant");
             } else {
                 v.raise(Tier::T2, "sql.create");
