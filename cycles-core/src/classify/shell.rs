@@ -499,7 +499,10 @@ fn written_to(v: &mut Verdict, target: &str) {
         // `/proc/sysrq-trigger` (`b` reboots, `c` crashes, `o` powers off the host) and
         // `/proc/sys/...` (kernel parameters) change the running kernel at once.
         ["proc", "sysrq-trigger"] | ["proc", "sys", ..] => v.raise(Tier::T4, "shell.kernel_write"),
-        [top, _, ..] if SYSTEM_WRITE_DIRS.contains(top) => v.raise(Tier::T3, "path.system"),
+        // A system directory itself receives the file (`cp hosts /etc/`), `/` the whole tree
+        // (`cp -a rootfs/* /`).
+        [] => v.raise(Tier::T3, "path.system"),
+        [top, ..] if SYSTEM_WRITE_DIRS.contains(top) => v.raise(Tier::T3, "path.system"),
         _ => {}
     }
 }
@@ -529,7 +532,53 @@ fn gate_files(name: &str, rest: &[String], v: &mut Verdict) {
                 }
                 written_to(v, dest);
             }
-            for dir in option_values(rest, &["-t"], &["--target-directory"]) {
+            if name != "rsync" {
+                for dir in option_values(rest, &["-t"], &["--target-directory"]) {
+                    written_to(v, dir);
+                }
+                // `-t` closing a cluster takes the next word (`ln -sft /usr/bin x`,
+                // `install -Dt /etc/nginx f`).
+                for pair in rest.windows(2) {
+                    if pair[0].len() > 2 && !pair[0].starts_with("--") && pair[0].ends_with('t') {
+                        written_to(v, &pair[1]);
+                    }
+                }
+            }
+        }
+        // Options naming the file a command writes its output to.
+        "sort" | "curl" | "wget" => {
+            let (short, long): (&[&str], &[&str]) = match name {
+                "sort" => (&["-o"], &["--output"]),
+                "curl" => (&["-o"], &["--output"]),
+                _ => (&["-O"], &["--output-document"]),
+            };
+            for p in option_values(rest, short, long) {
+                if p == "-" || is_ordinary_device(p) {
+                    continue;
+                }
+                if name == "sort" {
+                    v.raise(Tier::T1, "shell.local_write");
+                }
+                // The file is truncated and replaced, as by `>`.
+                overwrite(v, p);
+                written_to(v, p);
+            }
+        }
+        // Archives extracted into a directory: its files are written.
+        "tar"
+            if rest.iter().any(|a| {
+                a == "--extract"
+                    || a == "--get"
+                    || (!a.starts_with("--") && short_flag(a, 'x'))
+                    || (rest.first() == Some(a) && !a.starts_with('-') && a.contains('x'))
+            }) =>
+        {
+            for dir in option_values(rest, &["-C"], &["--directory"]) {
+                written_to(v, dir);
+            }
+        }
+        "unzip" => {
+            for dir in option_values(rest, &["-d"], &[]) {
                 written_to(v, dir);
             }
         }
@@ -1081,6 +1130,19 @@ fn skip_clustered_options<'a>(
     &args[i.min(args.len())..]
 }
 
+/// The commands `su` runs: `-c CMD`, `--command[=]CMD`, and `c` closing a cluster of its
+/// other short options (`su -lc 'dropdb app' postgres`).
+fn su_commands(rest: &[String]) -> Vec<&str> {
+    let mut out = option_values(rest, &["-c"], &["--command"]);
+    for pair in rest.windows(2) {
+        let a = pair[0].as_str();
+        if a.len() > 2 && !a.starts_with("--") && a.starts_with('-') && a.ends_with('c') {
+            out.push(pair[1].as_str());
+        }
+    }
+    out
+}
+
 /// The value of an option given as `-x VALUE`, `-xVALUE`, `--long VALUE` or `--long=VALUE`.
 fn option_values<'a>(args: &'a [String], short: &[&str], long: &[&str]) -> Vec<&'a str> {
     let mut out = Vec::new();
@@ -1550,7 +1612,7 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         }
         "su" => {
             v.raise(Tier::T2, "shell.sudo");
-            match option_values(rest, &["-c"], &["--command"]).first() {
+            match su_commands(rest).first() {
                 Some(c) => script(c, d, v),
                 None => {
                     if let Stdin::Text(t) = stdin {
@@ -6068,6 +6130,14 @@ fn cloud(name: &str, rest: &[String], v: &mut Verdict) {
             Some((Tier::T4, "shell.cloud_delete_critical"))
         }
         ("firebase", "database:remove", _) => Some((Tier::T4, "shell.cloud_delete_critical")),
+        // `database:set PATH` replaces everything at PATH (`/`: the whole database);
+        // `database:update` overwrites the children it names.
+        ("firebase", "database:set" | "database:update", Some("/")) => {
+            Some((Tier::T4, "shell.cloud_delete_critical"))
+        }
+        ("firebase", "database:set" | "database:update", _) => {
+            Some((Tier::T3, "shell.cloud_delete"))
+        }
         // `vercel` alone and `vercel deploy` deploy; `--prod` to production.
         ("vercel", "" | "deploy", _) => Some((Tier::T3, "shell.cloud_deploy")),
         ("railway", "down", _) => Some((Tier::T3, "shell.cloud_delete")),
@@ -6330,7 +6400,14 @@ fn object_store(name: &str, rest: &[String], v: &mut Verdict) -> bool {
         || args
             .iter()
             .any(|a| short_flag(a, 'r') || short_flag(a, 'R'));
-    let dest = ops.last().copied().unwrap_or("");
+    // The last operand, not the value of `--delete-destination true`.
+    let dest = args
+        .iter()
+        .enumerate()
+        .filter(|(i, a)| !a.starts_with('-') && (*i == 0 || args[i - 1] != "--delete-destination"))
+        .map(|(_, a)| a.as_str())
+        .next_back()
+        .unwrap_or("");
     let rating = match (name, sub) {
         // A bucket removed with its contents.
         ("gsutil" | "s5cmd", "rb")
@@ -6358,6 +6435,9 @@ fn object_store(name: &str, rest: &[String], v: &mut Verdict) -> bool {
             deleting_sync(dest)
         }
         ("s5cmd" | "b2", "sync") if flag(&["--delete", "--replace-newer"]) => deleting_sync(dest),
+        // MinIO's bucket versioning (`mc version enable|suspend|info`), not the CLI's version.
+        ("mc", "version") if ops.first() == Some(&"suspend") => (Tier::T3, "shell.backup_disable"),
+        ("mc", "version") if ops.first() == Some(&"enable") => (Tier::T2, "shell.cloud_call"),
         (
             _,
             "ls" | "list" | "cat" | "du" | "stat" | "lsd" | "lsl" | "lsf" | "lsjson" | "size"
