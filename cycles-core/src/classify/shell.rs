@@ -462,6 +462,12 @@ const ARG_LIST_VALUE_OPTIONS: &[&str] = &[
     "-S",
     "--arg-file",
     "--delimiter",
+    "--max-args",
+    "--max-procs",
+    "--max-chars",
+    "--process-slot-var",
+    "-J",
+    "-R",
 ];
 
 /// A file a command touches, moves or removes, read by the path classifier: the gate's own
@@ -1052,6 +1058,25 @@ fn operands(args: &[String]) -> Vec<&str> {
     out
 }
 
+/// [`operands`] without the values of the options in `with_value` (written without `=`).
+fn operands_skipping<'a>(args: &'a [String], with_value: &[&str]) -> Vec<&'a str> {
+    let mut out = Vec::new();
+    let mut opts = true;
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].as_str();
+        if opts && a == "--" {
+            opts = false;
+        } else if opts && with_value.contains(&a) {
+            i += 1;
+        } else if !(opts && a.starts_with('-') && a.len() > 1) {
+            out.push(a);
+        }
+        i += 1;
+    }
+    out
+}
+
 /// Skips leading options of a wrapper; `with_value` lists short options taking a value.
 fn skip_options<'a>(args: &'a [String], with_value: &[&str]) -> &'a [String] {
     let mut i = 0;
@@ -1224,7 +1249,12 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
     // Leading assignments and keywords are not the command.
     let start = args
         .iter()
-        .position(|w| !is_assignment(w) && !is_keyword(w))
+        .enumerate()
+        .position(|(i, w)| {
+            // `time -p cmd`: POSIX `time`'s option is no program either.
+            let time_option = w == "-p" && i > 0 && args[i - 1] == "time";
+            !is_assignment(w) && !is_keyword(w) && !time_option
+        })
         .unwrap_or(args.len());
     // `GIT_SSH_COMMAND=... git fetch`, `PAGER=... man`: values that programs run.
     hidden::assignments(args[..start].iter().map(|s| s.as_str()), depth + 1, v);
@@ -1883,7 +1913,15 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         | "timedatectl"
         | "update-alternatives"
         | "ldconfig" => {
-            if name == "sysctl" && !rest.iter().any(|a| a.contains('=') || a == "-w") {
+            let sets_kernel = rest.iter().any(|a| {
+                a.contains('=') && !a.starts_with("--pattern")
+                    || matches!(a.as_str(), "-w" | "--write" | "--load" | "--system")
+                    || short_flag(a, 'p')
+            });
+            if name == "sysctl" && sets_kernel {
+                // Kernel parameters of the running host, as a write to `/proc/sys/...` is.
+                v.raise(Tier::T4, "shell.kernel_write");
+            } else if name == "sysctl" {
                 v.raise(Tier::T0, "shell.read");
             } else {
                 v.raise(Tier::T2, "shell.system_change");
@@ -2238,6 +2276,21 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         | "exo" | "vultr-cli" | "civo" | "koyeb" | "northflank" | "porter" | "azcopy" | "s5cmd"
         | "b2" => {
             remote_run(name, rest, &stdin, d, v);
+            if name == "s5cmd"
+                && let Some((at, "run")) = subcommand(rest, &["run"])
+            {
+                // `s5cmd run [FILE]` runs s5cmd commands, one a line, from FILE or stdin.
+                match (operands(&rest[at + 1..]).first(), &stdin) {
+                    (None, Stdin::Text(t)) => {
+                        for line in t.lines().filter(|l| !l.trim().is_empty()) {
+                            script(&format!("s5cmd {line}"), d, v);
+                        }
+                    }
+                    (None, Stdin::Terminal) => v.raise(Tier::T2, "shell.cloud_call"),
+                    _ => v.raise(Tier::T4, "shell.shell_unknown_input"),
+                }
+                return Out::Unknown;
+            }
             if !object_store(name, rest, v) {
                 cloud(name, rest, v);
             }
@@ -5186,6 +5239,27 @@ fn docker(name: &str, rest: &[String], stdin: &Stdin<'_>, d: usize, v: &mut Verd
         "--tlscacert",
         "--tlscert",
         "--tlskey",
+        // podman's
+        "--connection",
+        "--url",
+        "--root",
+        "--runroot",
+        "--storage-driver",
+        "--storage-opt",
+        "--identity",
+        "--tmpdir",
+        "--cgroup-manager",
+        "--runtime",
+        "--network-cmd-path",
+        "--events-backend",
+        "--volumepath",
+        "--imagestore",
+        "--module",
+        // docker-compose's
+        "--project-directory",
+        "--ansi",
+        "--progress",
+        "--parallel",
     ];
     let mut j = 0;
     while j < rest.len() {
@@ -5932,7 +6006,8 @@ fn httpie(rest: &[String], v: &mut Verdict) {
 }
 
 fn gh(rest: &[String], v: &mut Verdict) {
-    let ops = operands(rest);
+    // `gh -R org/app release delete v1`: the repository is `-R`'s value, not the command.
+    let ops = operands_skipping(rest, &["-R", "--repo"]);
     match (ops.first().copied(), ops.get(1).copied()) {
         (Some("repo"), Some("delete" | "archive")) => v.raise(Tier::T4, "shell.gh_repo_delete"),
         // Hard-resets the fork's branch to the source: a force push.
@@ -6142,6 +6217,11 @@ fn cloud(name: &str, rest: &[String], v: &mut Verdict) {
         ("vercel", "" | "deploy", _) => Some((Tier::T3, "shell.cloud_deploy")),
         ("railway", "down", _) => Some((Tier::T3, "shell.cloud_delete")),
         ("heroku", n, _) if n.ends_with(":destroy") || n == "pg:reset" || n == "pg:killall" => {
+            Some((Tier::T4, "shell.cloud_delete_critical"))
+        }
+        ("heroku", "pg:backups:unschedule", _) => Some((Tier::T3, "shell.backup_disable")),
+        // Closes a whole AWS account: everything in it.
+        ("aws", "organizations", Some("close-account")) => {
             Some((Tier::T4, "shell.cloud_delete_critical"))
         }
         ("aws", "s3", Some("rb")) => Some((Tier::T4, "shell.cloud_delete_critical")),
