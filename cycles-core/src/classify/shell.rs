@@ -462,6 +462,12 @@ const ARG_LIST_VALUE_OPTIONS: &[&str] = &[
     "-S",
     "--arg-file",
     "--delimiter",
+    "--max-args",
+    "--max-procs",
+    "--max-chars",
+    "--process-slot-var",
+    "-J",
+    "-R",
 ];
 
 /// A file a command touches, moves or removes, read by the path classifier: the gate's own
@@ -499,7 +505,10 @@ fn written_to(v: &mut Verdict, target: &str) {
         // `/proc/sysrq-trigger` (`b` reboots, `c` crashes, `o` powers off the host) and
         // `/proc/sys/...` (kernel parameters) change the running kernel at once.
         ["proc", "sysrq-trigger"] | ["proc", "sys", ..] => v.raise(Tier::T4, "shell.kernel_write"),
-        [top, _, ..] if SYSTEM_WRITE_DIRS.contains(top) => v.raise(Tier::T3, "path.system"),
+        // A system directory itself receives the file (`cp hosts /etc/`), `/` the whole tree
+        // (`cp -a rootfs/* /`).
+        [] => v.raise(Tier::T3, "path.system"),
+        [top, ..] if SYSTEM_WRITE_DIRS.contains(top) => v.raise(Tier::T3, "path.system"),
         _ => {}
     }
 }
@@ -529,7 +538,53 @@ fn gate_files(name: &str, rest: &[String], v: &mut Verdict) {
                 }
                 written_to(v, dest);
             }
-            for dir in option_values(rest, &["-t"], &["--target-directory"]) {
+            if name != "rsync" {
+                for dir in option_values(rest, &["-t"], &["--target-directory"]) {
+                    written_to(v, dir);
+                }
+                // `-t` closing a cluster takes the next word (`ln -sft /usr/bin x`,
+                // `install -Dt /etc/nginx f`).
+                for pair in rest.windows(2) {
+                    if pair[0].len() > 2 && !pair[0].starts_with("--") && pair[0].ends_with('t') {
+                        written_to(v, &pair[1]);
+                    }
+                }
+            }
+        }
+        // Options naming the file a command writes its output to.
+        "sort" | "curl" | "wget" => {
+            let (short, long): (&[&str], &[&str]) = match name {
+                "sort" => (&["-o"], &["--output"]),
+                "curl" => (&["-o"], &["--output"]),
+                _ => (&["-O"], &["--output-document"]),
+            };
+            for p in option_values(rest, short, long) {
+                if p == "-" || is_ordinary_device(p) {
+                    continue;
+                }
+                if name == "sort" {
+                    v.raise(Tier::T1, "shell.local_write");
+                }
+                // The file is truncated and replaced, as by `>`.
+                overwrite(v, p);
+                written_to(v, p);
+            }
+        }
+        // Archives extracted into a directory: its files are written.
+        "tar"
+            if rest.iter().any(|a| {
+                a == "--extract"
+                    || a == "--get"
+                    || (!a.starts_with("--") && short_flag(a, 'x'))
+                    || (rest.first() == Some(a) && !a.starts_with('-') && a.contains('x'))
+            }) =>
+        {
+            for dir in option_values(rest, &["-C"], &["--directory"]) {
+                written_to(v, dir);
+            }
+        }
+        "unzip" => {
+            for dir in option_values(rest, &["-d"], &[]) {
                 written_to(v, dir);
             }
         }
@@ -1003,6 +1058,25 @@ fn operands(args: &[String]) -> Vec<&str> {
     out
 }
 
+/// [`operands`] without the values of the options in `with_value` (written without `=`).
+fn operands_skipping<'a>(args: &'a [String], with_value: &[&str]) -> Vec<&'a str> {
+    let mut out = Vec::new();
+    let mut opts = true;
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].as_str();
+        if opts && a == "--" {
+            opts = false;
+        } else if opts && with_value.contains(&a) {
+            i += 1;
+        } else if !(opts && a.starts_with('-') && a.len() > 1) {
+            out.push(a);
+        }
+        i += 1;
+    }
+    out
+}
+
 /// Skips leading options of a wrapper; `with_value` lists short options taking a value.
 fn skip_options<'a>(args: &'a [String], with_value: &[&str]) -> &'a [String] {
     let mut i = 0;
@@ -1021,6 +1095,77 @@ fn skip_options<'a>(args: &'a [String], with_value: &[&str]) -> &'a [String] {
         };
     }
     &args[i.min(args.len())..]
+}
+
+/// Long options of sudo, doas, run0 and pkexec that take a value (when not written with `=`).
+const SUDO_LONG_VALUE_OPTIONS: &[&str] = &[
+    "--user",
+    "--group",
+    "--host",
+    "--prompt",
+    "--chdir",
+    "--chroot",
+    "--role",
+    "--type",
+    "--close-from",
+    "--other-user",
+    "--command-timeout",
+    "--unit",
+    "--property",
+    "--description",
+    "--slice",
+    "--nice",
+    "--setenv",
+    "--machine",
+    "--area",
+];
+
+/// Skips leading options as getopt reads them: in a short cluster the first letter of
+/// `short_value` takes the rest of the word or, at the end of the word, the next word
+/// (`sudo -Hu node rm`: `node` is `-u`'s value); `long_value` options take the next word unless
+/// written with `=`.
+fn skip_clustered_options<'a>(
+    args: &'a [String],
+    short_value: &str,
+    long_value: &[&str],
+) -> &'a [String] {
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].as_str();
+        if a == "--" {
+            return &args[i + 1..];
+        }
+        if !a.starts_with('-') || a.len() == 1 {
+            break;
+        }
+        i += 1;
+        if a.starts_with("--") {
+            if long_value.contains(&a) {
+                i += 1;
+            }
+            continue;
+        }
+        let letters = &a[1..];
+        if let Some(at) = letters.find(|c| short_value.contains(c))
+            && at + 1 == letters.len()
+        {
+            i += 1;
+        }
+    }
+    &args[i.min(args.len())..]
+}
+
+/// The commands `su` runs: `-c CMD`, `--command[=]CMD`, and `c` closing a cluster of its
+/// other short options (`su -lc 'dropdb app' postgres`).
+fn su_commands(rest: &[String]) -> Vec<&str> {
+    let mut out = option_values(rest, &["-c"], &["--command"]);
+    for pair in rest.windows(2) {
+        let a = pair[0].as_str();
+        if a.len() > 2 && !a.starts_with("--") && a.starts_with('-') && a.ends_with('c') {
+            out.push(pair[1].as_str());
+        }
+    }
+    out
 }
 
 /// The value of an option given as `-x VALUE`, `-xVALUE`, `--long VALUE` or `--long=VALUE`.
@@ -1104,7 +1249,12 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
     // Leading assignments and keywords are not the command.
     let start = args
         .iter()
-        .position(|w| !is_assignment(w) && !is_keyword(w))
+        .enumerate()
+        .position(|(i, w)| {
+            // `time -p cmd`: POSIX `time`'s option is no program either.
+            let time_option = w == "-p" && i > 0 && args[i - 1] == "time";
+            !is_assignment(w) && !is_keyword(w) && !time_option
+        })
         .unwrap_or(args.len());
     // `GIT_SSH_COMMAND=... git fetch`, `PAGER=... man`: values that programs run.
     hidden::assignments(args[..start].iter().map(|s| s.as_str()), depth + 1, v);
@@ -1147,10 +1297,7 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         // --- wrappers -------------------------------------------------------------------
         "sudo" | "doas" | "run0" | "pkexec" => {
             v.raise(Tier::T2, "shell.sudo");
-            let inner = skip_options(
-                rest,
-                &["-u", "-g", "-h", "-p", "-C", "-D", "-r", "-t", "-U", "-T"],
-            );
+            let inner = skip_clustered_options(rest, "ughpCDRrtUT", SUDO_LONG_VALUE_OPTIONS);
             any_suffix(rest, inner.len(), &stdin, d, v);
             if inner.is_empty() {
                 return Out::Unknown;
@@ -1495,7 +1642,7 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         }
         "su" => {
             v.raise(Tier::T2, "shell.sudo");
-            match option_values(rest, &["-c"], &["--command"]).first() {
+            match su_commands(rest).first() {
                 Some(c) => script(c, d, v),
                 None => {
                     if let Stdin::Text(t) = stdin {
@@ -1766,7 +1913,15 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         | "timedatectl"
         | "update-alternatives"
         | "ldconfig" => {
-            if name == "sysctl" && !rest.iter().any(|a| a.contains('=') || a == "-w") {
+            let sets_kernel = rest.iter().any(|a| {
+                a.contains('=') && !a.starts_with("--pattern")
+                    || matches!(a.as_str(), "-w" | "--write" | "--load" | "--system")
+                    || short_flag(a, 'p')
+            });
+            if name == "sysctl" && sets_kernel {
+                // Kernel parameters of the running host, as a write to `/proc/sys/...` is.
+                v.raise(Tier::T4, "shell.kernel_write");
+            } else if name == "sysctl" {
                 v.raise(Tier::T0, "shell.read");
             } else {
                 v.raise(Tier::T2, "shell.system_change");
@@ -1968,7 +2123,12 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         }
         "helmfile" => {
             // helmfile's subcommands act on every release of its file.
-            match subcommand(rest, HELMFILE_SUBCOMMANDS) {
+            match subcommand_among(
+                rest,
+                HELMFILE_SUBCOMMANDS,
+                HELMFILE_VALUE_OPTIONS,
+                HELMFILE_CHANGING,
+            ) {
                 Some((_, "destroy" | "delete")) => v.raise(Tier::T4, "shell.helm_uninstall"),
                 Some((_, "apply" | "sync" | "charts")) => v.raise(Tier::T3, "shell.helm_release"),
                 Some((_, "deps" | "repos" | "fetch" | "init")) => {
@@ -2116,6 +2276,21 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         | "exo" | "vultr-cli" | "civo" | "koyeb" | "northflank" | "porter" | "azcopy" | "s5cmd"
         | "b2" => {
             remote_run(name, rest, &stdin, d, v);
+            if name == "s5cmd"
+                && let Some((at, "run")) = subcommand(rest, &["run"])
+            {
+                // `s5cmd run [FILE]` runs s5cmd commands, one a line, from FILE or stdin.
+                match (operands(&rest[at + 1..]).first(), &stdin) {
+                    (None, Stdin::Text(t)) => {
+                        for line in t.lines().filter(|l| !l.trim().is_empty()) {
+                            script(&format!("s5cmd {line}"), d, v);
+                        }
+                    }
+                    (None, Stdin::Terminal) => v.raise(Tier::T2, "shell.cloud_call"),
+                    _ => v.raise(Tier::T4, "shell.shell_unknown_input"),
+                }
+                return Out::Unknown;
+            }
             if !object_store(name, rest, v) {
                 cloud(name, rest, v);
             }
@@ -2835,6 +3010,24 @@ fn is_dynamic(word: &str) -> bool {
     word.contains(['$', '`']) || (word.contains('{') && word.contains(','))
 }
 
+/// Long options of wrappers known to take no value: the word after them is the program.
+const WRAPPER_LONG_FLAGS: &[&str] = &[
+    "--preserve-env",
+    "--login",
+    "--shell",
+    "--non-interactive",
+    "--set-home",
+    "--stdin",
+    "--reset-timestamp",
+    "--background",
+    "--pty",
+    "--wait",
+    "--quiet",
+    "--verbose",
+    "--foreground",
+    "--preserve-status",
+];
+
 /// Wrappers whose options we may misread (`sudo --user root rm`, `taskset -c 0 rm`): every
 /// later word that names a known program is also classified as the start of the command
 /// (fail closed). Returns whether one did.
@@ -2858,10 +3051,16 @@ fn any_suffix(
         let w = rest[k].rsplit('/').next().unwrap_or(&rest[k]);
         if k == skip {
             // The words after a program we know in the normal place are its arguments
-            // (`sudo systemctl status mysql`: `mysql` is a unit, not a client).
+            // (`sudo systemctl status mysql`: `mysql` is a unit, not a client), unless that
+            // word may be the value of a long option we do not know (`sudo --user-x node rm`:
+            // a user named like a program).
             let mut probe = Verdict::default();
             command(&rest[k..rest.len().min(k + 256)], stdin, d + 3, &mut probe);
-            if probe.rules.first() != Some(&"shell.unknown_command") {
+            let after_unknown_option = k > 0
+                && rest[k - 1].starts_with("--")
+                && !rest[k - 1].contains('=')
+                && !WRAPPER_LONG_FLAGS.contains(&rest[k - 1].as_str());
+            if probe.rules.first() != Some(&"shell.unknown_command") && !after_unknown_option {
                 break;
             }
             continue;
@@ -4424,27 +4623,114 @@ fn git(rest: &[String], d: usize, v: &mut Verdict) {
 }
 
 /// The subcommand of a CLI: the first word of `args` that is one of `known`, with its index,
-/// skipping options and the values they may take (a word right after an option written without
-/// `=` may be its value: `helm -n prod uninstall web` is `uninstall`). `None` when no known word
-/// comes before an operand we cannot place: an unknown subcommand, not a read.
+/// skipping options and the values they may take. `None` when no known word comes before an
+/// operand we cannot place: an unknown subcommand, not a read.
 fn subcommand<'a>(args: &'a [String], known: &[&str]) -> Option<(usize, &'a str)> {
+    subcommand_among(args, known, &[], &[])
+}
+
+/// [`subcommand`] for a CLI whose global options taking a value are listed in `value_options`
+/// (their value is never the subcommand: `helm -n test uninstall web` is `uninstall`). A word
+/// right after another option written without `=` may be that option's value: when it is a
+/// known word but not one of `changing` and a `changing` word follows, the later word wins
+/// (`helmfile --env-x test destroy` is `destroy`: fail closed).
+fn subcommand_among<'a>(
+    args: &'a [String],
+    known: &[&str],
+    value_options: &[&str],
+    changing: &[&str],
+) -> Option<(usize, &'a str)> {
     let mut after_option = false;
-    for (i, a) in args.iter().enumerate() {
-        let a = a.as_str();
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].as_str();
         if a == "--" {
+            after_option = false;
+        } else if value_options.contains(&a) {
+            // The next word is the option's value.
+            i += 1;
             after_option = false;
         } else if a.starts_with('-') && a.len() > 1 {
             after_option = !a.contains('=');
         } else if known.contains(&a) {
+            if after_option
+                && !changing.contains(&a)
+                && let Some((j, later)) =
+                    subcommand_among(&args[i + 1..], known, value_options, changing)
+                && changing.contains(&later)
+            {
+                return Some((i + 1 + j, later));
+            }
             return Some((i, a));
         } else if after_option {
             after_option = false;
         } else {
             return None;
         }
+        i += 1;
     }
     None
 }
+
+/// helm's global options that take a value.
+const HELM_VALUE_OPTIONS: &[&str] = &[
+    "-n",
+    "--namespace",
+    "--kube-context",
+    "--kubeconfig",
+    "--kube-apiserver",
+    "--kube-as-user",
+    "--kube-as-group",
+    "--kube-ca-file",
+    "--kube-tls-server-name",
+    "--kube-token",
+    "--registry-config",
+    "--repository-cache",
+    "--repository-config",
+    "--burst-limit",
+    "--qps",
+    "--content-cache",
+];
+
+/// helm's subcommands that change a release or local state: they win over a read word that
+/// may be an option's value.
+const HELM_CHANGING: &[&str] = &[
+    "uninstall",
+    "delete",
+    "del",
+    "un",
+    "install",
+    "upgrade",
+    "rollback",
+    "push",
+];
+
+/// helmfile's global options that take a value.
+const HELMFILE_VALUE_OPTIONS: &[&str] = &[
+    "-e",
+    "--environment",
+    "-f",
+    "--file",
+    "-l",
+    "--selector",
+    "-n",
+    "--namespace",
+    "--kube-context",
+    "--kubeconfig",
+    "-c",
+    "--chart",
+    "-b",
+    "--helm-binary",
+    "-k",
+    "--kustomize-binary",
+    "--state-values-set",
+    "--state-values-set-string",
+    "--state-values-file",
+    "--log-level",
+    "--args",
+];
+
+const HELMFILE_CHANGING: &[&str] = &["destroy", "delete", "apply", "sync", "charts"];
 
 const HELM_SUBCOMMANDS: &[&str] = &[
     "uninstall",
@@ -4509,7 +4795,7 @@ const HELMFILE_SUBCOMMANDS: &[&str] = &[
 ];
 
 fn helm(rest: &[String], v: &mut Verdict) {
-    match subcommand(rest, HELM_SUBCOMMANDS) {
+    match subcommand_among(rest, HELM_SUBCOMMANDS, HELM_VALUE_OPTIONS, HELM_CHANGING) {
         Some((_, "uninstall" | "delete" | "del" | "un")) => {
             v.raise(Tier::T4, "shell.helm_uninstall")
         }
@@ -4579,6 +4865,56 @@ const TERRAFORM_SUBCOMMANDS: &[&str] = &[
     "backend",
 ];
 
+/// terragrunt's global options that take a value (terraform's own are written with `=`).
+const TERRAFORM_VALUE_OPTIONS: &[&str] = &[
+    "--working-dir",
+    "--terragrunt-working-dir",
+    "--config",
+    "--terragrunt-config",
+    "--log-level",
+    "--terragrunt-log-level",
+    "--log-format",
+    "--tf-path",
+    "--terragrunt-tfpath",
+    "--download-dir",
+    "--terragrunt-download-dir",
+    "--iam-assume-role",
+    "--terragrunt-iam-role",
+    "--source",
+    "--terragrunt-source",
+    "--source-map",
+    "--queue-include-dir",
+    "--queue-exclude-dir",
+    "--terragrunt-include-dir",
+    "--terragrunt-exclude-dir",
+    "--parallelism",
+    "--terragrunt-parallelism",
+    "--feature",
+    "--provider-cache-dir",
+    "--experiment",
+];
+
+/// terraform's and terragrunt's subcommands that change something (or run one that may):
+/// they win over a read word that may be an option's value.
+const TERRAFORM_CHANGING: &[&str] = &[
+    "destroy",
+    "destroy-all",
+    "apply",
+    "apply-all",
+    "state",
+    "workspace",
+    "import",
+    "taint",
+    "untaint",
+    "force-unlock",
+    "refresh",
+    "run-all",
+    "run",
+    "stack",
+    "exec",
+    "backend",
+];
+
 /// terraform, OpenTofu and terragrunt; `assignments` are the variables set before the command
 /// (`TF_CLI_ARGS=-destroy` adds `-destroy` to every subcommand).
 fn terraform(rest: &[String], assignments: &[&str], stdin: &Stdin<'_>, d: usize, v: &mut Verdict) {
@@ -4598,7 +4934,15 @@ fn terraform(rest: &[String], assignments: &[&str], stdin: &Stdin<'_>, d: usize,
             })
     });
     let destroy_flag = env_destroy || rest.iter().any(|a| a.starts_with('-') && is_destroy(a));
-    let Some((mut at, mut sub)) = subcommand(rest, TERRAFORM_SUBCOMMANDS) else {
+    fn find(args: &[String]) -> Option<(usize, &str)> {
+        subcommand_among(
+            args,
+            TERRAFORM_SUBCOMMANDS,
+            TERRAFORM_VALUE_OPTIONS,
+            TERRAFORM_CHANGING,
+        )
+    }
+    let Some((mut at, mut sub)) = find(rest) else {
         if operands(rest).is_empty() {
             // `terraform -help`, `terraform` alone: help.
             v.raise(Tier::T0, "shell.read");
@@ -4609,7 +4953,7 @@ fn terraform(rest: &[String], assignments: &[&str], stdin: &Stdin<'_>, d: usize,
     };
     // terragrunt: `run-all destroy`, `run -- destroy`, `run --all destroy`, `stack run destroy`.
     while matches!(sub, "run-all" | "run" | "stack") {
-        match subcommand(&rest[at + 1..], TERRAFORM_SUBCOMMANDS) {
+        match find(&rest[at + 1..]) {
             Some((i, s)) => {
                 at += i + 1;
                 sub = s;
@@ -4895,6 +5239,27 @@ fn docker(name: &str, rest: &[String], stdin: &Stdin<'_>, d: usize, v: &mut Verd
         "--tlscacert",
         "--tlscert",
         "--tlskey",
+        // podman's
+        "--connection",
+        "--url",
+        "--root",
+        "--runroot",
+        "--storage-driver",
+        "--storage-opt",
+        "--identity",
+        "--tmpdir",
+        "--cgroup-manager",
+        "--runtime",
+        "--network-cmd-path",
+        "--events-backend",
+        "--volumepath",
+        "--imagestore",
+        "--module",
+        // docker-compose's
+        "--project-directory",
+        "--ansi",
+        "--progress",
+        "--parallel",
     ];
     let mut j = 0;
     while j < rest.len() {
@@ -5055,6 +5420,58 @@ fn image_program(image: &str) -> Option<&'static str> {
     })
 }
 
+const BQ_SUBCOMMANDS: &[&str] = &[
+    "query",
+    "rm",
+    "ls",
+    "show",
+    "head",
+    "mk",
+    "mkdef",
+    "load",
+    "extract",
+    "cp",
+    "update",
+    "insert",
+    "cancel",
+    "wait",
+    "init",
+    "shell",
+    "version",
+    "partition",
+    "help",
+    "truncate",
+    "get-iam-policy",
+    "set-iam-policy",
+    "add-iam-policy-binding",
+    "remove-iam-policy-binding",
+];
+
+/// bq's global options that take a value (when not written with `=`).
+const BQ_VALUE_OPTIONS: &[&str] = &[
+    "--project_id",
+    "--location",
+    "--format",
+    "--dataset_id",
+    "--api",
+    "--api_version",
+    "--apilog",
+    "--bigqueryrc",
+    "--ca_certificates_file",
+    "--credential_file",
+    "--service_account",
+    "--service_account_credential_file",
+    "--service_account_private_key_file",
+    "--job_id",
+    "--job_property",
+    "--max_rows_per_request",
+    "--trace",
+    "--httplib2_debuglevel",
+    "--proxy_address",
+    "--proxy_port",
+    "--universe_domain",
+];
+
 fn sql_client(name: &str, rest: &[String], stdin: &Stdin<'_>, v: &mut Verdict) {
     use sql::SqlDialect;
     if has(rest, &["--version", "-V", "--help"]) && rest.len() == 1 {
@@ -5125,16 +5542,27 @@ fn sql_client(name: &str, rest: &[String], stdin: &Stdin<'_>, v: &mut Verdict) {
             option_values(rest, &["-f"], &["--filename"]),
         ),
         "bq" => {
-            let ops = operands(rest);
-            if ops.first() != Some(&"query") {
-                match ops.first().copied() {
+            // The subcommand after bq's global options and their values (`bq --project_id p
+            // query ...`); else the first operand.
+            let (sub, after) = match subcommand_among(rest, BQ_SUBCOMMANDS, BQ_VALUE_OPTIONS, &[]) {
+                Some((at, sub)) => (Some(sub), operands(&rest[at + 1..])),
+                None => {
+                    let ops = operands(rest);
+                    (
+                        ops.first().copied(),
+                        ops.get(1..).unwrap_or_default().to_vec(),
+                    )
+                }
+            };
+            if sub != Some("query") {
+                match sub {
                     Some("rm") => v.raise(Tier::T4, "shell.cloud_delete_critical"),
                     Some("ls" | "show" | "head") | None => v.raise(Tier::T0, "shell.read"),
                     _ => v.raise(Tier::T2, "shell.cloud_call"),
                 }
                 return;
             }
-            (SqlDialect::Bigquery, ops[1..].to_vec(), Vec::new())
+            (SqlDialect::Bigquery, after, Vec::new())
         }
         _ => (SqlDialect::Generic, Vec::new(), Vec::new()),
     };
@@ -5578,7 +6006,8 @@ fn httpie(rest: &[String], v: &mut Verdict) {
 }
 
 fn gh(rest: &[String], v: &mut Verdict) {
-    let ops = operands(rest);
+    // `gh -R org/app release delete v1`: the repository is `-R`'s value, not the command.
+    let ops = operands_skipping(rest, &["-R", "--repo"]);
     match (ops.first().copied(), ops.get(1).copied()) {
         (Some("repo"), Some("delete" | "archive")) => v.raise(Tier::T4, "shell.gh_repo_delete"),
         // Hard-resets the fork's branch to the source: a force push.
@@ -5731,7 +6160,16 @@ const CLOUD_READ: &[&str] = &[
 
 fn cloud(name: &str, rest: &[String], v: &mut Verdict) {
     let ops = operands(rest);
-    let words: Vec<&str> = ops.iter().take(6).copied().collect();
+    // The command's path, found two ways: the first operands (a value taken for an option
+    // when it is not one) and the words not after an option (option values dropped, so four
+    // global options do not push the verb out of the window). Both are searched.
+    let path = command_words(rest);
+    let mut words: Vec<&str> = ops.iter().take(6).copied().collect();
+    for w in path.iter().take(6) {
+        if !words.contains(w) {
+            words.push(w);
+        }
+    }
     let mut destructive = false;
     let mut critical = false;
     let flag_words = rest
@@ -5754,9 +6192,9 @@ fn cloud(name: &str, rest: &[String], v: &mut Verdict) {
     let recursive = rest
         .iter()
         .any(|a| a == "--recursive" || a == "-r" || a == "-R");
-    let first = words.first().copied().unwrap_or("");
-    // A few CLIs name their dangerous commands tersely.
-    let special = match (name, first, words.get(1).copied()) {
+    // A few CLIs name their dangerous commands tersely; read from the first operands and from
+    // the command's path, the higher wins.
+    let special_for = |first: &str, second: Option<&str>| match (name, first, second) {
         ("railway", "delete", _) => Some((Tier::T4, "shell.cloud_delete_critical")),
         // Every collection, or a subtree, of the Firestore database.
         ("firebase", "firestore:delete", _)
@@ -5767,10 +6205,23 @@ fn cloud(name: &str, rest: &[String], v: &mut Verdict) {
             Some((Tier::T4, "shell.cloud_delete_critical"))
         }
         ("firebase", "database:remove", _) => Some((Tier::T4, "shell.cloud_delete_critical")),
+        // `database:set PATH` replaces everything at PATH (`/`: the whole database);
+        // `database:update` overwrites the children it names.
+        ("firebase", "database:set" | "database:update", Some("/")) => {
+            Some((Tier::T4, "shell.cloud_delete_critical"))
+        }
+        ("firebase", "database:set" | "database:update", _) => {
+            Some((Tier::T3, "shell.cloud_delete"))
+        }
         // `vercel` alone and `vercel deploy` deploy; `--prod` to production.
         ("vercel", "" | "deploy", _) => Some((Tier::T3, "shell.cloud_deploy")),
         ("railway", "down", _) => Some((Tier::T3, "shell.cloud_delete")),
         ("heroku", n, _) if n.ends_with(":destroy") || n == "pg:reset" || n == "pg:killall" => {
+            Some((Tier::T4, "shell.cloud_delete_critical"))
+        }
+        ("heroku", "pg:backups:unschedule", _) => Some((Tier::T3, "shell.backup_disable")),
+        // Closes a whole AWS account: everything in it.
+        ("aws", "organizations", Some("close-account")) => {
             Some((Tier::T4, "shell.cloud_delete_critical"))
         }
         ("aws", "s3", Some("rb")) => Some((Tier::T4, "shell.cloud_delete_critical")),
@@ -5824,6 +6275,14 @@ fn cloud(name: &str, rest: &[String], v: &mut Verdict) {
         }
         _ => None,
     };
+    let first = ops.first().copied().unwrap_or("");
+    let special = match (
+        special_for(first, ops.get(1).copied()),
+        special_for(path.first().copied().unwrap_or(""), path.get(1).copied()),
+    ) {
+        (Some(a), Some(b)) => Some(if b.0 > a.0 { b } else { a }),
+        (a, b) => a.or(b),
+    };
     if let Some((tier, rule)) = special {
         v.raise(tier, rule);
         return;
@@ -5859,8 +6318,11 @@ fn cloud(name: &str, rest: &[String], v: &mut Verdict) {
         // Read words count in the command's path only, not in values (`--function-name
         // log-processor`, `s3://status-page`, `Status=Suspended`), and not next to a verb
         // that writes (`az webapp config appsettings set`, `supabase config push`).
-        let verbs = command_words(rest);
-        !verbs.iter().any(|w| cloud_writes(w))
+        let verbs = &path;
+        // A destructive word anywhere in the path is not a read, however far it is.
+        !verbs
+            .iter()
+            .any(|w| cloud_writes(w) || names::any_word(w, names::is_destructive))
             && (verbs.iter().skip(usize::from(verbs.len() > 1)).any(|w| {
                 let mut read = false;
                 names::any_word(w, |t| {
@@ -6018,7 +6480,14 @@ fn object_store(name: &str, rest: &[String], v: &mut Verdict) -> bool {
         || args
             .iter()
             .any(|a| short_flag(a, 'r') || short_flag(a, 'R'));
-    let dest = ops.last().copied().unwrap_or("");
+    // The last operand, not the value of `--delete-destination true`.
+    let dest = args
+        .iter()
+        .enumerate()
+        .filter(|(i, a)| !a.starts_with('-') && (*i == 0 || args[i - 1] != "--delete-destination"))
+        .map(|(_, a)| a.as_str())
+        .next_back()
+        .unwrap_or("");
     let rating = match (name, sub) {
         // A bucket removed with its contents.
         ("gsutil" | "s5cmd", "rb")
@@ -6046,6 +6515,9 @@ fn object_store(name: &str, rest: &[String], v: &mut Verdict) -> bool {
             deleting_sync(dest)
         }
         ("s5cmd" | "b2", "sync") if flag(&["--delete", "--replace-newer"]) => deleting_sync(dest),
+        // MinIO's bucket versioning (`mc version enable|suspend|info`), not the CLI's version.
+        ("mc", "version") if ops.first() == Some(&"suspend") => (Tier::T3, "shell.backup_disable"),
+        ("mc", "version") if ops.first() == Some(&"enable") => (Tier::T2, "shell.cloud_call"),
         (
             _,
             "ls" | "list" | "cat" | "du" | "stat" | "lsd" | "lsl" | "lsf" | "lsjson" | "size"

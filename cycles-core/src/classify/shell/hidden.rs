@@ -592,15 +592,15 @@ fn hands_input_to_shell(words: &[String]) -> bool {
     match name {
         "ssh" | "autossh" => super::skip_options(rest, super::SSH_VALUE_OPTIONS).len() <= 1,
         "telnet" | "mosh" => true,
-        "su" => option_values(rest, &["-c"], &["--command"]).is_empty(),
+        "su" => super::su_commands(rest).is_empty(),
         "sudo" | "doas" => {
-            let inner = super::skip_options(
-                rest,
-                &["-u", "-g", "-h", "-p", "-C", "-D", "-r", "-t", "-U", "-T"],
-            );
-            let shell_flag = rest[..rest.len() - inner.len()]
-                .iter()
-                .any(|a| matches!(a.as_str(), "-s" | "-i" | "--shell" | "--login"));
+            let inner =
+                super::skip_clustered_options(rest, "ughpCDRrtUT", super::SUDO_LONG_VALUE_OPTIONS);
+            let shell_flag = rest[..rest.len() - inner.len()].iter().any(|a| {
+                matches!(a.as_str(), "--shell" | "--login")
+                    || super::short_flag(a, 's')
+                    || super::short_flag(a, 'i')
+            });
             (shell_flag && inner.is_empty()) || hands_input_to_shell(inner)
         }
         _ => false,
