@@ -821,12 +821,7 @@ pub(crate) fn commit(
             actual = ran.risk_points;
             raised_by_ran = true;
         }
-        let mut budgets = Vec::with_capacity(h.scopes.len());
-        for s in &h.scopes {
-            budgets.push(txn.budget(s, h.unit)?.ok_or_else(|| {
-                CyclesError::LedgerCorrupt(format!("budget {s} {} vanished", h.unit))
-            })?);
-        }
+        let budgets = hold_budgets(txn, h)?;
         // A charge `ran` raised past what the overage policy lets the budget take is charged as
         // far as it can be (ALLOW_IF_AVAILABLE), never refused: the call already ran, and a
         // refused commit leaves the reservation to expire, which returns the hold uncharged.
@@ -850,16 +845,49 @@ pub(crate) fn commit(
         }
     }
     r.status = ReservationStatus::Committed;
-    r.charged.clone_from(&charged);
     r.finalized_at_ms = Some(ctx.now_ms);
-    txn.put_reservation(&r)?;
-    let mut rec = reservation_record(AuditKind::Commit, &r, ctx.now_ms);
-    rec.amounts.clone_from(&charged);
-    let mut detail = serde_json::json!({
+    let detail = serde_json::json!({
         "released": released,
         "debt_incurred": debt_incurred,
         "overage_policy": r.overage_policy,
     });
+    let settlement = Settlement {
+        kind: AuditKind::Commit,
+        charged,
+        released,
+        debt_incurred,
+        detail,
+        event_id: None,
+    };
+    record_settlement(txn, ctx, &idempotency, r, settlement, ran)
+}
+
+/// What a commit, or a charge after expiry, charged: recorded by [`record_settlement`].
+struct Settlement {
+    /// `Commit`, or `Event` for a charge after expiry.
+    kind: AuditKind,
+    charged: Vec<Amount>,
+    released: Vec<Amount>,
+    debt_incurred: Vec<Amount>,
+    detail: serde_json::Value,
+    event_id: Option<String>,
+}
+
+/// Stores the reservation with what was charged, appends the record (naming the call that
+/// ran, when another one did) and remembers the result for replays.
+fn record_settlement(
+    txn: &mut dyn LedgerTxn,
+    ctx: &Ctx<'_>,
+    idempotency: &Idempotency<'_>,
+    mut r: Reservation,
+    s: Settlement,
+    ran: Option<RanOtherwise>,
+) -> Result<Settled<CommitResult>> {
+    r.charged.clone_from(&s.charged);
+    txn.put_reservation(&r)?;
+    let mut rec = reservation_record(s.kind, &r, ctx.now_ms);
+    rec.amounts.clone_from(&s.charged);
+    let mut detail = s.detail;
     if let Some(ran) = ran {
         detail["ran"] = serde_json::json!(ran);
     }
@@ -867,15 +895,26 @@ pub(crate) fn commit(
     append(txn, rec)?;
     let result = CommitResult {
         reservation_id: r.reservation_id.clone(),
-        status: ReservationStatus::Committed,
-        charged,
-        released,
-        debt_incurred,
+        status: r.status,
+        charged: s.charged,
+        released: s.released,
+        debt_incurred: s.debt_incurred,
         balances: balances_of(txn, &r.holds)?,
-        event_id: None,
+        event_id: s.event_id,
     };
     idempotency.remember(txn, &result)?;
     Ok(Ok(result))
+}
+
+/// The budgets a hold is on (each must exist: the hold was taken on it).
+fn hold_budgets(txn: &mut dyn LedgerTxn, h: &Hold) -> Result<Vec<Budget>> {
+    let mut budgets = Vec::with_capacity(h.scopes.len());
+    for s in &h.scopes {
+        budgets.push(txn.budget(s, h.unit)?.ok_or_else(|| {
+            CyclesError::LedgerCorrupt(format!("budget {s} {} vanished", h.unit))
+        })?);
+    }
+    Ok(budgets)
 }
 
 /// `UNIT_MISMATCH` when `actual` names a unit the reservation does not hold.
@@ -911,7 +950,7 @@ fn charge_expired(
     idempotency: &Idempotency<'_>,
     event_id: &str,
 ) -> Result<Settled<CommitResult>> {
-    let mut r = txn
+    let r = txn
         .reservation(id)?
         .ok_or_else(|| CyclesError::NotFound(format!("reservation {id}")))?;
     if r.status != ReservationStatus::Expired || !r.charged.is_empty() {
@@ -932,12 +971,7 @@ fn charge_expired(
         {
             actual = actual.max(ran.risk_points);
         }
-        let mut budgets = Vec::with_capacity(h.scopes.len());
-        for s in &h.scopes {
-            budgets.push(txn.budget(s, h.unit)?.ok_or_else(|| {
-                CyclesError::LedgerCorrupt(format!("budget {s} {} vanished", h.unit))
-            })?);
-        }
+        let budgets = hold_budgets(txn, h)?;
         let policy = match r.overage_policy {
             CommitOveragePolicy::AllowWithOverdraft => CommitOveragePolicy::AllowWithOverdraft,
             _ => CommitOveragePolicy::AllowIfAvailable,
@@ -958,32 +992,21 @@ fn charge_expired(
             debt_incurred.push(Amount::new(h.unit, debt));
         }
     }
-    r.charged.clone_from(&charged);
-    txn.put_reservation(&r)?;
-    let mut rec = reservation_record(AuditKind::Event, &r, ctx.now_ms);
-    rec.amounts.clone_from(&charged);
-    let mut detail = serde_json::json!({
+    let detail = serde_json::json!({
         "event_id": event_id,
         "after_expiry": true,
         "requested": req.actual,
         "debt_incurred": debt_incurred,
     });
-    if let Some(ran) = ran {
-        detail["ran"] = serde_json::json!(ran);
-    }
-    rec.detail = Some(detail);
-    append(txn, rec)?;
-    let result = CommitResult {
-        reservation_id: r.reservation_id.clone(),
-        status: ReservationStatus::Expired,
+    let settlement = Settlement {
+        kind: AuditKind::Event,
         charged,
         released: Vec::new(),
         debt_incurred,
-        balances: balances_of(txn, &r.holds)?,
+        detail,
         event_id: Some(event_id.to_string()),
     };
-    idempotency.remember(txn, &result)?;
-    Ok(Ok(result))
+    record_settlement(txn, ctx, idempotency, r, settlement, ran)
 }
 
 /// `release`: returns the whole hold without charge.
