@@ -808,11 +808,7 @@ pub(crate) fn commit(
     let mut released = Vec::with_capacity(r.holds.len());
     let mut debt_incurred = Vec::new();
     for h in &r.holds {
-        let mut actual = req
-            .actual
-            .iter()
-            .find(|a| a.unit == h.unit)
-            .map_or(h.amount, |a| a.amount);
+        let mut actual = requested(req, h);
         let mut raised_by_ran = false;
         if let Some(ran) = &ran
             && h.unit == Unit::RiskPoints
@@ -906,6 +902,14 @@ fn record_settlement(
     Ok(Ok(result))
 }
 
+/// What a commit asks to charge for a hold: its actual amount, or what was held.
+fn requested(req: &CommitRequest, h: &Hold) -> i64 {
+    req.actual
+        .iter()
+        .find(|a| a.unit == h.unit)
+        .map_or(h.amount, |a| a.amount)
+}
+
 /// The budgets a hold is on (each must exist: the hold was taken on it).
 fn hold_budgets(txn: &mut dyn LedgerTxn, h: &Hold) -> Result<Vec<Budget>> {
     let mut budgets = Vec::with_capacity(h.scopes.len());
@@ -961,11 +965,7 @@ fn charge_expired(
     let mut charged = Vec::with_capacity(r.holds.len());
     let mut debt_incurred = Vec::new();
     for h in &r.holds {
-        let mut actual = req
-            .actual
-            .iter()
-            .find(|a| a.unit == h.unit)
-            .map_or(h.amount, |a| a.amount);
+        let mut actual = requested(req, h);
         if let Some(ran) = &ran
             && h.unit == Unit::RiskPoints
         {
