@@ -67,17 +67,23 @@ def _raised(r: Reservation, exc: BaseException) -> None:
         _commit_held_quietly(r)
 
 
+async def _shielded(aw: Awaitable[Any], if_abandoned: Callable[[asyncio.Future[Any]], None]) -> Any:
+    """Awaits ``aw`` so that cancelling the caller does not cancel it: it runs to the end,
+    and ``if_abandoned`` sees its outcome when the caller was gone by then."""
+    task = asyncio.ensure_future(aw)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(if_abandoned)
+        raise
+
+
 async def _finish(fn: Callable[..., Any], *args: Any) -> Any:
     """Runs a ledger step that follows a call that ran (its commit, its charge, its release)
     in a worker thread, to the end even if the caller is cancelled meanwhile: a cancellation
     arriving as the step is handed to the thread (anyio cancel scopes cancel every await)
     would otherwise drop it, and a call that ran would go uncharged."""
-    task = asyncio.ensure_future(asyncio.to_thread(fn, *args))
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        task.add_done_callback(_log_unfinished)
-        raise
+    return await _shielded(asyncio.to_thread(fn, *args), _log_unfinished)
 
 
 def _log_unfinished(task: asyncio.Future[Any]) -> None:
@@ -90,12 +96,8 @@ async def _areserve(authority: Authority, tool: str, args: Any, **kw: Any) -> Re
     goes on in its worker thread whatever happens to the caller, so when the caller is gone
     by the time it lands, its hold is given back (it would otherwise stay, with nobody to
     release it, until its TTL)."""
-    task = asyncio.ensure_future(authority.areserve(tool, args, **kw))
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        task.add_done_callback(_release_orphan)
-        raise
+    r: Reservation = await _shielded(authority.areserve(tool, args, **kw), _release_orphan)
+    return r
 
 
 def _release_orphan(task: asyncio.Future[Reservation]) -> None:
