@@ -539,15 +539,9 @@ fn gate_files(name: &str, rest: &[String], v: &mut Verdict) {
                 written_to(v, dest);
             }
             if name != "rsync" {
+                // Also `-t` closing a cluster (`ln -sft /usr/bin x`, `install -Dt /etc/nginx f`).
                 for dir in option_values(rest, &["-t"], &["--target-directory"]) {
                     written_to(v, dir);
-                }
-                // `-t` closing a cluster takes the next word (`ln -sft /usr/bin x`,
-                // `install -Dt /etc/nginx f`).
-                for pair in rest.windows(2) {
-                    if pair[0].len() > 2 && !pair[0].starts_with("--") && pair[0].ends_with('t') {
-                        written_to(v, &pair[1]);
-                    }
                 }
             }
         }
@@ -1158,17 +1152,12 @@ fn skip_clustered_options<'a>(
 /// The commands `su` runs: `-c CMD`, `--command[=]CMD`, and `c` closing a cluster of its
 /// other short options (`su -lc 'dropdb app' postgres`).
 fn su_commands(rest: &[String]) -> Vec<&str> {
-    let mut out = option_values(rest, &["-c"], &["--command"]);
-    for pair in rest.windows(2) {
-        let a = pair[0].as_str();
-        if a.len() > 2 && !a.starts_with("--") && a.starts_with('-') && a.ends_with('c') {
-            out.push(pair[1].as_str());
-        }
-    }
-    out
+    option_values(rest, &["-c"], &["--command"])
 }
 
-/// The value of an option given as `-x VALUE`, `-xVALUE`, `--long VALUE` or `--long=VALUE`.
+/// The value of an option given as `-x VALUE`, `-xVALUE`, `--long VALUE` or `--long=VALUE`,
+/// and of a one-letter option closing a cluster of other short options, which takes the next
+/// word as getopt reads it (`curl -fsSLo FILE`, `wget -qO FILE`, `su -lc CMD`).
 fn option_values<'a>(args: &'a [String], short: &[&str], long: &[&str]) -> Vec<&'a str> {
     let mut out = Vec::new();
     let mut i = 0;
@@ -1178,7 +1167,7 @@ fn option_values<'a>(args: &'a [String], short: &[&str], long: &[&str]) -> Vec<&
             break;
         }
         for s in short.iter().chain(long) {
-            if a == *s {
+            if a == *s || closes_cluster(a, s) {
                 if let Some(v) = args.get(i + 1) {
                     out.push(v.as_str());
                 }
@@ -1201,6 +1190,19 @@ fn option_values<'a>(args: &'a [String], short: &[&str], long: &[&str]) -> Vec<&
         i += 1;
     }
     out
+}
+
+/// Whether `word` is a cluster of short options (`-fsSLo`) ending with the one-letter option
+/// `option` (`-o`), whose value is then the next word.
+fn closes_cluster(word: &str, option: &str) -> bool {
+    let Some(letter) = option.strip_prefix('-').filter(|l| l.len() == 1) else {
+        return false;
+    };
+    word.len() > 2
+        && word.starts_with('-')
+        && !word.starts_with("--")
+        && word[1..].bytes().all(|c| c.is_ascii_alphanumeric())
+        && word.ends_with(letter)
 }
 
 fn has(args: &[String], flags: &[&str]) -> bool {
