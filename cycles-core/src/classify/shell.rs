@@ -436,15 +436,21 @@ fn script_fed(src: &str, outer: &Stdin<'_>, depth: usize, v: &mut Verdict) {
 /// Overwriting (truncating) a file: 4 for a data store's state under `/var/lib`, 3 for another
 /// critical path (a `.db` file, a backup).
 fn overwrite(v: &mut Verdict, target: &str) {
-    let norm = normalize_path(target);
-    let comps: Vec<&str> = norm.split('/').filter(|c| !c.is_empty()).collect();
-    if let ["var", "lib", store, ..] = comps.as_slice()
-        && DATA_STORES.contains(store)
-    {
-        v.raise(Tier::T4, "shell.overwrite_data_store");
-    } else if is_critical_path(target) {
+    if !overwrite_data_store(v, target) && is_critical_path(target) {
         v.raise(Tier::T3, "shell.overwrite_critical");
     }
+}
+
+/// A file replaced under a data store's directory (`/var/lib/mysql/...`): 4; whether it is.
+fn overwrite_data_store(v: &mut Verdict, target: &str) -> bool {
+    let norm = normalize_path(target);
+    let comps: Vec<&str> = norm.split('/').filter(|c| !c.is_empty()).collect();
+    let store =
+        matches!(comps.as_slice(), ["var", "lib", store, ..] if DATA_STORES.contains(store));
+    if store {
+        v.raise(Tier::T4, "shell.overwrite_data_store");
+    }
+    store
 }
 
 /// Options of `xargs` and GNU `parallel` (and BSD `xargs -S`) that take a value: the command
@@ -513,6 +519,32 @@ fn written_to(v: &mut Verdict, target: &str) {
     }
 }
 
+/// Names of gate files that are gate configuration only inside their directory
+/// (`.claude/settings.json`, `.cursor/mcp.json`, `.cursor/hooks.json`), and a name any file in a
+/// data store's directory stands for.
+const FILES_A_DIRECTORY_MAY_RECEIVE: &[&str] = &["settings.json", "mcp.json", "hooks.json", "x"];
+
+/// A destination that may be a directory (`cp settings.json .claude/`, `tar -C .claude`): the
+/// word itself is written, and so are the files landing in it: each source's name, and, since
+/// a tree's or an archive's names are not known, any gate file or data-store file there.
+fn written_into(v: &mut Verdict, dest: &str, sources: &[&str]) {
+    written_to(v, dest);
+    let dir = dest.trim_end_matches('/');
+    let names = sources
+        .iter()
+        .map(|s| {
+            let s = s.rsplit(':').next().unwrap_or(s).trim_end_matches('/');
+            s.rsplit('/').next().unwrap_or(s)
+        })
+        .filter(|n| !matches!(*n, "" | "." | ".."))
+        .chain(FILES_A_DIRECTORY_MAY_RECEIVE.iter().copied());
+    for name in names {
+        let file = format!("{dir}/{name}");
+        written_to(v, &file);
+        overwrite_data_store(v, &file);
+    }
+}
+
 /// The files the common file-changing commands write, move or remove, each read by
 /// [`written`], or [`written_to`] where the word is known to be written (their other effects
 /// are rated by their own rules).
@@ -523,25 +555,45 @@ fn gate_files(name: &str, rest: &[String], v: &mut Verdict) {
                 written(v, p);
             }
         }
-        // Every file is written (`tee`, `truncate`), or taken away from where it was (`mv`).
-        "tee" | "truncate" | "mv" => {
+        // Every file is written (`tee`, `truncate`).
+        "tee" | "truncate" => {
             for p in operands(rest) {
                 written_to(v, p);
             }
         }
-        // Sources are read; the destination (last operand, or `-t DIR`) is written.
-        "cp" | "ln" | "install" | "rsync" => {
+        // Sources are read (`mv` takes them away: written); the destination (last operand, or
+        // `-t DIR`) is written, and may be a directory receiving the sources.
+        "cp" | "ln" | "install" | "mv" => {
             let ops = operands(rest);
-            if let Some((dest, sources)) = ops.split_last() {
-                for p in sources {
+            // Also `-t` closing a cluster (`ln -sft /usr/bin x`, `install -Dt /etc/nginx f`).
+            let dirs = option_values(rest, &["-t"], &["--target-directory"]);
+            let (dests, sources): (Vec<&str>, &[&str]) = match ops.split_last() {
+                _ if !dirs.is_empty() => (dirs, &ops),
+                Some((dest, sources)) => (vec![*dest], sources),
+                None => (Vec::new(), &[]),
+            };
+            for p in sources {
+                if name == "mv" {
+                    written_to(v, p);
+                } else {
                     written(v, p);
                 }
-                written_to(v, dest);
             }
-            if name != "rsync" {
-                // Also `-t` closing a cluster (`ln -sft /usr/bin x`, `install -Dt /etc/nginx f`).
-                for dir in option_values(rest, &["-t"], &["--target-directory"]) {
-                    written_to(v, dir);
+            for dest in dests {
+                written_into(v, dest, sources);
+            }
+        }
+        // The local destination of a copy from or to another host.
+        "rsync" | "scp" | "sftp" => {
+            let ops = operands(rest);
+            if let Some((dest, sources)) = ops.split_last() {
+                for p in sources.iter().filter(|p| !is_remote_spec(p)) {
+                    written(v, p);
+                }
+                if is_remote_spec(dest) {
+                    written_to(v, dest);
+                } else if name != "sftp" || !sources.is_empty() {
+                    written_into(v, dest, sources);
                 }
             }
         }
@@ -574,12 +626,12 @@ fn gate_files(name: &str, rest: &[String], v: &mut Verdict) {
             }) =>
         {
             for dir in option_values(rest, &["-C"], &["--directory"]) {
-                written_to(v, dir);
+                written_into(v, dir, &[]);
             }
         }
         "unzip" => {
             for dir in option_values(rest, &["-d"], &[]) {
-                written_to(v, dir);
+                written_into(v, dir, &[]);
             }
         }
         // `sed -i` edits its file operands in place.
