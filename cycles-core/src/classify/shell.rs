@@ -1201,10 +1201,23 @@ fn skip_clustered_options<'a>(
     &args[i.min(args.len())..]
 }
 
-/// The commands `su` runs: `-c CMD`, `--command[=]CMD`, and `c` closing a cluster of its
-/// other short options (`su -lc 'dropdb app' postgres`).
+/// The commands `su` runs: `-c CMD`, `--command[=]CMD`, `--session-command CMD`, and `c`
+/// closing a cluster of its other short options (`su -lc 'dropdb app' postgres`).
 fn su_commands(rest: &[String]) -> Vec<&str> {
-    option_values(rest, &["-c"], &["--command"])
+    option_values(rest, &["-c"], &["--command", "--session-command"])
+}
+
+/// A shell started without a command (`su - postgres`, `sudo -i`) runs its standard input:
+/// known text is read as shell, a download or input we cannot see is 4.
+fn shell_reads_stdin(stdin: Stdin, d: usize, v: &mut Verdict) {
+    match stdin {
+        Stdin::Text(t) => script(t, d, v),
+        Stdin::Network => v.raise(Tier::T4, "shell.pipe_download_to_shell"),
+        Stdin::Unknown | Stdin::Found(_) | Stdin::Listed(_) => {
+            v.raise(Tier::T4, "shell.shell_unknown_input")
+        }
+        Stdin::Terminal => {}
+    }
 }
 
 /// The value of an option given as `-x VALUE`, `-xVALUE`, `--long VALUE` or `--long=VALUE`,
@@ -1354,6 +1367,24 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
             let inner = skip_clustered_options(rest, "ughpCDRrtUT", SUDO_LONG_VALUE_OPTIONS);
             any_suffix(rest, inner.len(), &stdin, d, v);
             if inner.is_empty() {
+                // No command: a shell (`sudo -i`, `sudo -iu postgres`, `doas -s`, `run0`)
+                // runs the standard input, unless sudo only lists, validates or forgets.
+                let query = rest.iter().any(|a| {
+                    matches!(
+                        a.as_str(),
+                        "--list"
+                            | "--validate"
+                            | "--reset-timestamp"
+                            | "--remove-timestamp"
+                            | "--version"
+                            | "--help"
+                    ) || (a.starts_with('-')
+                        && !a.starts_with("--")
+                        && a[1..].contains(['l', 'v', 'k', 'K', 'V']))
+                });
+                if !query {
+                    shell_reads_stdin(stdin, d, v);
+                }
                 return Out::Unknown;
             }
             command(inner, &stdin, d, v)
@@ -1386,7 +1417,12 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
                 }
             }
             v.raise(Tier::T0, "shell.wrapper");
-            if !any_suffix(rest, 0, &stdin, d, v) && !found {
+            let ran = any_suffix(rest, 0, &stdin, d, v);
+            if name == "runuser" && !ran && !found {
+                // `runuser -l postgres`: a login shell that runs the standard input.
+                shell_reads_stdin(stdin, d, v);
+            }
+            if !ran && !found {
                 // No known program among the words: an unknown command, named by its words.
                 v.raise(Tier::T2, "shell.unknown_command");
                 for w in operands(rest).iter().take(4) {
@@ -1696,13 +1732,13 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         }
         "su" => {
             v.raise(Tier::T2, "shell.sudo");
-            match su_commands(rest).first() {
-                Some(c) => script(c, d, v),
-                None => {
-                    if let Stdin::Text(t) = stdin {
-                        script(t, d, v);
-                    }
-                }
+            // su runs the last `-c`; every one is rated.
+            let commands = su_commands(rest);
+            for c in &commands {
+                script(c, d, v);
+            }
+            if commands.is_empty() {
+                shell_reads_stdin(stdin, d, v);
             }
             Out::Unknown
         }
