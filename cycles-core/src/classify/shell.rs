@@ -1754,6 +1754,10 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
             Out::Unknown
         }
         "find" => find(rest, d, v),
+        "fd" | "fdfind" if fd_exec_start(rest).is_some() => {
+            find(&fd_as_find(rest), d, v);
+            Out::Unknown
+        }
         // --- files and disks ----------------------------------------------------------------
         "rm" => {
             rm(rest, v);
@@ -3822,6 +3826,108 @@ fn rm(rest: &[String], v: &mut Verdict) {
     } else {
         v.raise(Tier::T2, "shell.rm");
     }
+}
+
+/// Options of `fd` that take a value (written without `=`).
+const FD_VALUE_OPTIONS: &[&str] = &[
+    "-e",
+    "--extension",
+    "-t",
+    "--type",
+    "-E",
+    "--exclude",
+    "-d",
+    "--max-depth",
+    "--min-depth",
+    "--exact-depth",
+    "-j",
+    "--threads",
+    "-S",
+    "--size",
+    "--changed-within",
+    "--changed-before",
+    "--newer",
+    "--older",
+    "-o",
+    "--owner",
+    "-c",
+    "--color",
+    "--base-directory",
+    "--search-path",
+    "--path-separator",
+    "--max-results",
+    "--ignore-file",
+    "--batch-size",
+    "--format",
+];
+
+/// Where `fd`'s `-x`/`--exec`/`-X`/`--exec-batch` command starts (it runs to the end or `;`).
+fn fd_exec_start(rest: &[String]) -> Option<usize> {
+    let mut i = 0;
+    while i < rest.len() {
+        let a = rest[i].as_str();
+        if matches!(a, "-x" | "--exec" | "-X" | "--exec-batch") {
+            // Without a command fd refuses to run.
+            return Some(i + 1).filter(|s| *s < rest.len());
+        }
+        i += if FD_VALUE_OPTIONS.contains(&a) { 2 } else { 1 };
+    }
+    None
+}
+
+/// `fd [PATTERN] [PATH...] -x CMD` read as the `find` it stands for: the paths are the starting
+/// points (none: the current directory, as `find` with none), a pattern that matches more than
+/// everything, an extension or an age filters, and the command runs on each match (`{}`,
+/// `{/}`, `{//}`, `{.}` and `{/.}` all name it; with none, fd appends it).
+fn fd_as_find(rest: &[String]) -> Vec<String> {
+    let start = fd_exec_start(rest).unwrap_or(rest.len());
+    let end = rest[start..]
+        .iter()
+        .position(|w| w == ";" || w == "\\;")
+        .map_or(rest.len(), |p| start + p);
+    let own = &rest[..start.saturating_sub(1)];
+    let ops = operands_skipping(own, FD_VALUE_OPTIONS);
+    let mut roots: Vec<String> = ops.iter().skip(1).map(|p| p.to_string()).collect();
+    roots.extend(
+        option_values(own, &[], &["--search-path"])
+            .iter()
+            .map(|p| p.to_string()),
+    );
+    let mut out = roots;
+    if let Some(pattern) = ops
+        .first()
+        .filter(|p| !matches!(**p, "" | "." | "^" | ".*"))
+    {
+        out.extend(["-regex".to_string(), pattern.to_string()]);
+    }
+    for ext in option_values(own, &["-e"], &["--extension"]) {
+        out.extend(["-name".to_string(), format!("*.{ext}")]);
+    }
+    if !option_values(
+        own,
+        &[],
+        &["--changed-before", "--older", "--changed-within", "--newer"],
+    )
+    .is_empty()
+        || !option_values(own, &["-S"], &["--size"]).is_empty()
+    {
+        out.extend(["-mtime".to_string(), "+0".to_string()]);
+    }
+    let mut exec: Vec<String> = rest[start..end]
+        .iter()
+        .map(|w| {
+            ["{//}", "{/.}", "{/}", "{.}"]
+                .iter()
+                .fold(w.clone(), |w, p| w.replace(p, "{}"))
+        })
+        .collect();
+    if !exec.iter().any(|w| w.contains("{}")) {
+        exec.push("{}".to_string());
+    }
+    out.push("-exec".to_string());
+    out.extend(exec);
+    out.push("+".to_string());
+    out
 }
 
 fn find(rest: &[String], d: usize, v: &mut Verdict) -> Out {
