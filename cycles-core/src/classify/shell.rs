@@ -2288,8 +2288,25 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
             if rest
                 .iter()
                 .any(|a| a == "--clean" || a == "-c" || a == "--drop")
+                || (name == "pg_restore" && rest.iter().any(|a| pg_restore_cluster_cleans(a)))
             {
                 v.raise(Tier::T4, "shell.restore_clean");
+            } else {
+                v.raise(Tier::T2, "shell.restore");
+            }
+            Out::Unknown
+        }
+        // `--drop` drops the collection before importing; upsert/merge/delete replace or
+        // remove the documents matched.
+        "mongoimport" => {
+            let mode = option_values(rest, &[], &["--mode"]);
+            if has(rest, &["--drop"]) {
+                v.raise(Tier::T4, "shell.restore_clean");
+            } else if mode
+                .iter()
+                .any(|m| matches!(*m, "upsert" | "merge" | "delete"))
+            {
+                v.raise(Tier::T3, "shell.db_load");
             } else {
                 v.raise(Tier::T2, "shell.restore");
             }
@@ -3826,6 +3843,23 @@ fn rm(rest: &[String], v: &mut Verdict) {
     } else {
         v.raise(Tier::T2, "shell.rm");
     }
+}
+
+/// Whether a short-option cluster of `pg_restore` holds `-c` (`-cd app`, `-Oc`, `-cC`): letters
+/// up to the first option taking a value (`-dapp` is `-d app`).
+fn pg_restore_cluster_cleans(word: &str) -> bool {
+    let Some(letters) = word.strip_prefix('-').filter(|l| !l.starts_with('-')) else {
+        return false;
+    };
+    for c in letters.chars() {
+        if c == 'c' {
+            return true;
+        }
+        if "dfFjLnNPtTISUhp".contains(c) {
+            return false;
+        }
+    }
+    false
 }
 
 /// Options of `fd` that take a value (written without `=`).
