@@ -6463,14 +6463,14 @@ fn cloud(name: &str, rest: &[String], v: &mut Verdict) {
         }
         // Deletes what the source lacks: everything, from an empty source.
         ("aws", "s3", Some("sync")) if rest.iter().any(|a| a == "--delete") => {
-            Some(deleting_sync(ops.last().copied().unwrap_or("")))
+            Some(deleting_sync(&sync_destinations(rest)))
         }
         ("gsutil", "rm", _) if recursive => Some((Tier::T4, "shell.cloud_delete_critical")),
         ("gsutil", "rb", _) => Some((Tier::T4, "shell.cloud_delete_critical")),
         ("rclone", "purge" | "delete" | "deletefile" | "rmdirs", _) => {
             Some((Tier::T4, "shell.cloud_delete_critical"))
         }
-        ("rclone", "sync", _) => Some(deleting_sync(ops.last().copied().unwrap_or(""))),
+        ("rclone", "sync", _) => Some(deleting_sync(&sync_destinations(rest))),
         // flyctl's `destroy` is `apps destroy`: the app and its volumes.
         ("fly" | "flyctl", "destroy", _) => Some((Tier::T4, "shell.cloud_delete_critical")),
         ("databricks", "fs", Some("rm")) if recursive => {
@@ -6710,14 +6710,8 @@ fn object_store(name: &str, rest: &[String], v: &mut Verdict) -> bool {
         || args
             .iter()
             .any(|a| short_flag(a, 'r') || short_flag(a, 'R'));
-    // The last operand, not the value of `--delete-destination true`.
-    let dest = args
-        .iter()
-        .enumerate()
-        .filter(|(i, a)| !a.starts_with('-') && (*i == 0 || args[i - 1] != "--delete-destination"))
-        .map(|(_, a)| a.as_str())
-        .next_back()
-        .unwrap_or("");
+    // Not the value of `--delete-destination true` or `--exclude '*.tmp'`.
+    let dest = &sync_destinations(args)[..];
     let rating = match (name, sub) {
         // A bucket removed with its contents.
         ("gsutil" | "s5cmd", "rb")
@@ -6881,10 +6875,29 @@ fn command_words(rest: &[String]) -> Vec<&str> {
     out
 }
 
+/// The words a sync's destination may be: the last operand, and the last operand that does
+/// not follow an option written without `=` (`--exclude '*.tmp'` after the destination is no
+/// destination; `--delete s3://backups` may be one).
+fn sync_destinations(args: &[String]) -> Vec<&str> {
+    let ops = operands(args);
+    let mut out: Vec<&str> = ops.last().copied().into_iter().collect();
+    let not_a_value = args
+        .iter()
+        .enumerate()
+        .filter(|(i, a)| {
+            let after_option = *i > 0 && args[i - 1].starts_with('-') && !args[i - 1].contains('=');
+            !a.starts_with('-') && !after_option
+        })
+        .map(|(_, a)| a.as_str())
+        .next_back();
+    out.extend(not_a_value);
+    out
+}
+
 /// A sync that deletes what its source lacks (everything, from an empty source): 3, and 4 when
 /// the destination names backups, a database, prod, ...
-fn deleting_sync(dest: &str) -> (Tier, &'static str) {
-    if names_critical_place(dest) {
+fn deleting_sync(dests: &[&str]) -> (Tier, &'static str) {
+    if dests.iter().any(|d| names_critical_place(d)) {
         (Tier::T4, "shell.cloud_delete_critical")
     } else {
         (Tier::T3, "shell.cloud_delete")
