@@ -2011,6 +2011,9 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
                 a.contains('=') && !a.starts_with("--pattern")
                     || matches!(a.as_str(), "-w" | "--write" | "--load" | "--system")
                     || short_flag(a, 'p')
+                    // procps-ng: `-f` is an alias of `-p`.
+                    || short_flag(a, 'f')
+                    || short_flag(a, 'w')
             });
             if name == "sysctl" && sets_kernel {
                 // Kernel parameters of the running host, as a write to `/proc/sys/...` is.
