@@ -1581,6 +1581,36 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
                     .join(" "),
                 _ => "$XARGS".into(),
             };
+            // `find ... | parallel rm {}` removes what the find finds, as `xargs rm` does.
+            let own_args = inner.get(sep).is_some();
+            match stdin {
+                Stdin::Found(words) if !own_args && sep > 0 => {
+                    let mut argv: Vec<String> = vec!["find".into()];
+                    argv.extend(words.iter().cloned());
+                    argv.push("-exec".into());
+                    argv.extend(inner[..sep].iter().map(|w| match w.as_str() {
+                        ";" | "\\;" | "+" => format!("./{w}"),
+                        _ => w.clone(),
+                    }));
+                    if !inner[..sep].iter().any(|w| w.contains("{}")) {
+                        argv.push("{}".into());
+                    }
+                    argv.push("+".into());
+                    v.raise(Tier::T0, "shell.wrapper");
+                    return command(&argv, &Stdin::Terminal, d, v);
+                }
+                Stdin::Listed(paths) if !own_args && sep > 0 => {
+                    let mut argv: Vec<String> = inner[..sep]
+                        .iter()
+                        .filter(|w| *w != "{}")
+                        .cloned()
+                        .collect();
+                    argv.extend(listed_entries(paths));
+                    v.raise(Tier::T0, "shell.wrapper");
+                    return command(&argv, &Stdin::Unknown, d, v);
+                }
+                _ => {}
+            }
             let mut line = inner[..sep].join(" ");
             if line.trim().is_empty() {
                 // The commands themselves come from the arguments.
@@ -1653,7 +1683,7 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
                 }
                 // `ls /backups/*.tar | xargs rm` removes the listed paths.
                 Stdin::Listed(paths) if !inner.is_empty() && !from_file => {
-                    argv.extend(paths.iter().cloned());
+                    argv.extend(listed_entries(paths));
                     command(&argv, &Stdin::Unknown, d, v)
                 }
                 // The arguments come from stdin: unknown paths.
@@ -3805,6 +3835,7 @@ pub(crate) fn is_critical_path(p: &str) -> bool {
                     | "dbs"
                     | "snapshot"
                     | "snapshots"
+                    | "dumps"
                     | "pgdata"
                     | "prod"
                     | "production"
@@ -3839,6 +3870,10 @@ fn rm(rest: &[String], v: &mut Verdict) {
         } else {
             v.raise(Tier::T3, "shell.rm_recursive");
         }
+    } else if paths.iter().any(|p| wildcard_in_critical_dir(p)) {
+        // Every matching file of a backup or data directory (`rm -f /backups/*.sql.gz`): what
+        // `find /backups -name '*.sql.gz' -delete` removes.
+        v.raise(Tier::T4, "shell.rm_critical_wildcard");
     } else if paths.iter().any(|p| is_broad_path(&normalize_path(p))) {
         v.raise(Tier::T3, "shell.rm_broad");
     } else if paths.iter().any(|p| is_critical_path(p)) {
@@ -3846,6 +3881,31 @@ fn rm(rest: &[String], v: &mut Verdict) {
     } else {
         v.raise(Tier::T2, "shell.rm");
     }
+}
+
+/// What `ls PATHS` prints, as words for a command: each path, and for one naming a directory
+/// its entries (`/backups` prints the files in it: `/backups/*`).
+fn listed_entries(paths: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in paths {
+        out.push(p.clone());
+        if !p.contains(['*', '?', '[']) {
+            out.push(format!("{}/*", p.trim_end_matches('/')));
+        }
+    }
+    out
+}
+
+/// Whether a path's file name is a wildcard and the directory holding it is critical
+/// (`/backups/*.sql.gz`, `/var/lib/mysql/*`; not `*.bak` in the current directory).
+fn wildcard_in_critical_dir(p: &str) -> bool {
+    let Some((dir, file)) = p.trim_end_matches('/').rsplit_once('/') else {
+        return false;
+    };
+    file.contains(['*', '?', '['])
+        && !dir.is_empty()
+        && !dir.contains(['*', '?', '['])
+        && is_critical_path(dir)
 }
 
 /// Whether a short-option cluster of `pg_restore` holds `-c` (`-cd app`, `-Oc`, `-cC`): letters
