@@ -5848,8 +5848,25 @@ fn sql_client(name: &str, rest: &[String], stdin: &Stdin<'_>, v: &mut Verdict) {
                 }
             };
             if sub != Some("query") {
+                let flag = |names: &[&str]| {
+                    rest.iter().any(|a| {
+                        let (key, value) = a.split_once('=').unwrap_or((a, "true"));
+                        names.contains(&key) && !matches!(value, "false" | "0")
+                    })
+                };
+                // `--expiration N` (seconds): the table is deleted N seconds later; 0 removes
+                // the expiration.
+                let expires = option_values(rest, &[], &["--expiration"])
+                    .iter()
+                    .any(|n| *n != "0");
                 match sub {
                     Some("rm") => v.raise(Tier::T4, "shell.cloud_delete_critical"),
+                    Some("update" | "mk") if expires => {
+                        v.raise(Tier::T4, "shell.cloud_delete_critical")
+                    }
+                    // The destination table's rows are replaced.
+                    Some("load") if flag(&["--replace"]) => v.raise(Tier::T3, "shell.db_load"),
+                    Some("cp") if flag(&["-f", "--force"]) => v.raise(Tier::T3, "shell.db_load"),
                     Some("ls" | "show" | "head") | None => v.raise(Tier::T0, "shell.read"),
                     _ => v.raise(Tier::T2, "shell.cloud_call"),
                 }
