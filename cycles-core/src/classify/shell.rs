@@ -615,6 +615,21 @@ fn gate_files(name: &str, rest: &[String], v: &mut Verdict) {
                 overwrite(v, p);
                 written_to(v, p);
             }
+            // The directory the downloads are saved in (`curl --output-dir DIR -O URL`,
+            // `wget -P DIR URL`), receiving files named as the URLs end.
+            let (short, long): (&[&str], &[&str]) = match name {
+                "curl" => (&[], &["--output-dir"]),
+                "wget" => (&["-P"], &["--directory-prefix"]),
+                _ => (&[], &[]),
+            };
+            let urls: Vec<&str> = rest
+                .iter()
+                .map(String::as_str)
+                .filter(|a| a.contains("://"))
+                .collect();
+            for dir in option_values(rest, short, long) {
+                written_into(v, dir, &urls);
+            }
         }
         // Archives extracted into a directory: its files are written.
         "tar"
@@ -6196,10 +6211,30 @@ fn curl(rest: &[String], stdin: &Stdin<'_>, v: &mut Verdict) {
         http::apply(&method, u, body.as_ref(), v);
     }
     if !option_values(rest, &["-o"], &["--output"]).is_empty()
-        || rest.iter().any(|a| a == "-O" || a == "--remote-name")
+        || rest.iter().any(|a| {
+            matches!(a.as_str(), "--remote-name" | "--remote-name-all") || curl_cluster_has_o(a)
+        })
+        || !option_values(rest, &[], &["--output-dir"]).is_empty()
     {
         v.raise(Tier::T1, "shell.download");
     }
+}
+
+/// Whether a curl short-option cluster holds `-O` (`-fsSLO`) before a letter taking a value
+/// (`-XPOST` is `-X POST`).
+fn curl_cluster_has_o(word: &str) -> bool {
+    let Some(letters) = word.strip_prefix('-').filter(|l| !l.starts_with('-')) else {
+        return false;
+    };
+    for c in letters.chars() {
+        if c == 'O' {
+            return true;
+        }
+        if "oKdHuXeAbcFTwxEyYzrCmDPQ".contains(c) {
+            return false;
+        }
+    }
+    false
 }
 
 fn wget(rest: &[String], v: &mut Verdict) {
