@@ -5656,6 +5656,12 @@ fn docker(name: &str, rest: &[String], stdin: &Stdin<'_>, d: usize, v: &mut Verd
             // Removes the container's anonymous volumes: a database image's data lives there.
             v.raise(Tier::T4, "shell.docker_volume_delete")
         }
+        // Every service of a swarm stack, a service, a secret or config the services need
+        // (their volumes stay).
+        ("stack", "rm" | "remove" | "down")
+        | ("service" | "secret" | "config" | "node", "rm" | "remove") => {
+            v.raise(Tier::T3, "shell.docker_delete")
+        }
         ("rm" | "rmi" | "kill" | "stop", _)
         | ("container" | "image", "rm" | "remove" | "kill" | "stop") => {
             v.raise(Tier::T2, "shell.docker_change")
@@ -5693,9 +5699,11 @@ fn docker(name: &str, rest: &[String], stdin: &Stdin<'_>, d: usize, v: &mut Verd
             | "events" | "search" | "diff" | "port",
             _,
         ) => v.raise(Tier::T0, "shell.read"),
-        ("volume" | "network" | "container" | "image" | "context", "ls" | "list" | "inspect") => {
-            v.raise(Tier::T0, "shell.read")
-        }
+        (
+            "volume" | "network" | "container" | "image" | "context" | "stack" | "service"
+            | "secret" | "config" | "node",
+            "ls" | "list" | "inspect" | "ps",
+        ) => v.raise(Tier::T0, "shell.read"),
         ("build" | "pull" | "tag" | "load" | "save" | "login" | "buildx", _) => {
             v.raise(Tier::T1, "shell.local_write")
         }
