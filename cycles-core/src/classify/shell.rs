@@ -525,9 +525,10 @@ fn written_to(v: &mut Verdict, target: &str) {
 const FILES_A_DIRECTORY_MAY_RECEIVE: &[&str] = &["settings.json", "mcp.json", "hooks.json", "x"];
 
 /// A destination that may be a directory (`cp settings.json .claude/`, `tar -C .claude`): the
-/// word itself is written, and so are the files landing in it: each source's name, and, since
-/// a tree's or an archive's names are not known, any gate file or data-store file there.
-fn written_into(v: &mut Verdict, dest: &str, sources: &[&str]) {
+/// word itself is written, and so are the files landing in it: each source's name, and, when
+/// a tree lands there (`tree`: a recursive copy, a move, an archive, a sync), whose names are
+/// not known, any gate file or data-store file.
+fn written_into(v: &mut Verdict, dest: &str, sources: &[&str], tree: bool) {
     written_to(v, dest);
     let dir = dest.trim_end_matches('/');
     let names = sources
@@ -537,7 +538,12 @@ fn written_into(v: &mut Verdict, dest: &str, sources: &[&str]) {
             s.rsplit('/').next().unwrap_or(s)
         })
         .filter(|n| !matches!(*n, "" | "." | ".."))
-        .chain(FILES_A_DIRECTORY_MAY_RECEIVE.iter().copied());
+        .chain(
+            FILES_A_DIRECTORY_MAY_RECEIVE
+                .iter()
+                .copied()
+                .filter(|_| tree),
+        );
     for name in names {
         let file = format!("{dir}/{name}");
         written_to(v, &file);
@@ -579,8 +585,14 @@ fn gate_files(name: &str, rest: &[String], v: &mut Verdict) {
                     written(v, p);
                 }
             }
+            // A directory copied (`cp -r`, `cp -a`) or moved keeps its files' names.
+            let tree = name == "mv"
+                || rest.iter().any(|a| {
+                    matches!(a.as_str(), "--recursive" | "--archive")
+                        || ['r', 'R', 'a'].into_iter().any(|f| short_flag(a, f))
+                });
             for dest in dests {
-                written_into(v, dest, sources);
+                written_into(v, dest, sources, tree);
             }
         }
         // The local destination of a copy from or to another host.
@@ -593,7 +605,7 @@ fn gate_files(name: &str, rest: &[String], v: &mut Verdict) {
                 if is_remote_spec(dest) {
                     written_to(v, dest);
                 } else if name != "sftp" || !sources.is_empty() {
-                    written_into(v, dest, sources);
+                    written_into(v, dest, sources, true);
                 }
             }
         }
@@ -628,7 +640,8 @@ fn gate_files(name: &str, rest: &[String], v: &mut Verdict) {
                 .filter(|a| a.contains("://"))
                 .collect();
             for dir in option_values(rest, short, long) {
-                written_into(v, dir, &urls);
+                // wget may download a tree (`-r`, `-m`); curl saves the URLs' names.
+                written_into(v, dir, &urls, name == "wget");
             }
         }
         // Archives extracted into a directory: its files are written.
@@ -641,12 +654,12 @@ fn gate_files(name: &str, rest: &[String], v: &mut Verdict) {
             }) =>
         {
             for dir in option_values(rest, &["-C"], &["--directory"]) {
-                written_into(v, dir, &[]);
+                written_into(v, dir, &[], true);
             }
         }
         "unzip" => {
             for dir in option_values(rest, &["-d"], &[]) {
-                written_into(v, dir, &[]);
+                written_into(v, dir, &[], true);
             }
         }
         // `sed -i` edits its file operands in place.
