@@ -391,6 +391,52 @@ fn substitution(
     None
 }
 
+/// Words with a loop variable (`$f`, `${f}`, inside a word too: `"$f.bak"`) written once for
+/// each word the loop runs over.
+fn substitute_loop_var(words: Vec<String>, var: &str, items: &[String]) -> Vec<String> {
+    let plain = format!("${var}");
+    let braced = format!("${{{var}}}");
+    let refers = |w: &str| {
+        w.contains(&braced)
+            || w.match_indices(&plain).any(|(at, _)| {
+                w[at + plain.len()..]
+                    .chars()
+                    .next()
+                    .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_'))
+            })
+    };
+    let mut out = Vec::with_capacity(words.len());
+    for w in words {
+        if !refers(&w) || items.len() > 64 {
+            out.push(w);
+            continue;
+        }
+        for item in items {
+            let replaced = w.replace(&braced, item);
+            // `$f` not followed by more of a name (`$file` is another variable).
+            let mut text = String::new();
+            let mut rest = replaced.as_str();
+            while let Some(at) = rest.find(&plain) {
+                let after = &rest[at + plain.len()..];
+                text.push_str(&rest[..at]);
+                if after
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+                {
+                    text.push_str(&plain);
+                } else {
+                    text.push_str(item);
+                }
+                rest = after;
+            }
+            text.push_str(rest);
+            out.push(text);
+        }
+    }
+    out
+}
+
 /// Classifies a script (one or more commands) at nesting `depth`.
 fn script(src: &str, depth: usize, v: &mut Verdict) {
     script_fed(src, &Stdin::Terminal, depth, v);
@@ -412,6 +458,8 @@ fn script_fed(src: &str, outer: &Stdin<'_>, depth: usize, v: &mut Verdict) {
         return;
     }
     let mut prev: Option<Out> = None;
+    // `for f in /backups/*.gz; do rm "$f"; done`: the loop's words stand for its variable.
+    let mut loop_vars: Vec<(String, Vec<String>)> = Vec::new();
     for seg in &segs {
         let words = match shell_words::split(&seg.text) {
             Ok(w) => w,
@@ -420,6 +468,16 @@ fn script_fed(src: &str, outer: &Stdin<'_>, depth: usize, v: &mut Verdict) {
                 return;
             }
         };
+        let words = loop_vars.iter().fold(words, |words, (var, items)| {
+            substitute_loop_var(words, var, items)
+        });
+        if let [kw, var, inw, items @ ..] = words.as_slice()
+            && kw == "for"
+            && inw == "in"
+            && !items.is_empty()
+        {
+            loop_vars.push((var.clone(), items.to_vec()));
+        }
         let stdin = match (&seg.heredoc, seg.piped, &prev) {
             (Some(body), _, _) => Stdin::Text(body),
             (None, true, Some(Out::Text(t))) => Stdin::Text(t),
