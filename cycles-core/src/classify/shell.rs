@@ -407,7 +407,8 @@ fn substitute_loop_var(words: Vec<String>, var: &str, items: &[String]) -> Vec<S
     };
     let mut out = Vec::with_capacity(words.len());
     for w in words {
-        if !refers(&w) || items.len() > 64 {
+        // Bounded: nested loops multiply the words (left unexpanded beyond, read as `$f`).
+        if !refers(&w) || items.len() > 64 || out.len() + items.len() > 256 {
             out.push(w);
             continue;
         }
