@@ -391,6 +391,53 @@ fn substitution(
     None
 }
 
+/// Words with a loop variable (`$f`, `${f}`, inside a word too: `"$f.bak"`) written once for
+/// each word the loop runs over.
+fn substitute_loop_var(words: Vec<String>, var: &str, items: &[String]) -> Vec<String> {
+    let plain = format!("${var}");
+    let braced = format!("${{{var}}}");
+    let refers = |w: &str| {
+        w.contains(&braced)
+            || w.match_indices(&plain).any(|(at, _)| {
+                w[at + plain.len()..]
+                    .chars()
+                    .next()
+                    .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_'))
+            })
+    };
+    let mut out = Vec::with_capacity(words.len());
+    for w in words {
+        // Bounded: nested loops multiply the words (left unexpanded beyond, read as `$f`).
+        if !refers(&w) || items.len() > 64 || out.len() + items.len() > 256 {
+            out.push(w);
+            continue;
+        }
+        for item in items {
+            let replaced = w.replace(&braced, item);
+            // `$f` not followed by more of a name (`$file` is another variable).
+            let mut text = String::new();
+            let mut rest = replaced.as_str();
+            while let Some(at) = rest.find(&plain) {
+                let after = &rest[at + plain.len()..];
+                text.push_str(&rest[..at]);
+                if after
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+                {
+                    text.push_str(&plain);
+                } else {
+                    text.push_str(item);
+                }
+                rest = after;
+            }
+            text.push_str(rest);
+            out.push(text);
+        }
+    }
+    out
+}
+
 /// Classifies a script (one or more commands) at nesting `depth`.
 fn script(src: &str, depth: usize, v: &mut Verdict) {
     script_fed(src, &Stdin::Terminal, depth, v);
@@ -412,6 +459,8 @@ fn script_fed(src: &str, outer: &Stdin<'_>, depth: usize, v: &mut Verdict) {
         return;
     }
     let mut prev: Option<Out> = None;
+    // `for f in /backups/*.gz; do rm "$f"; done`: the loop's words stand for its variable.
+    let mut loop_vars: Vec<(String, Vec<String>)> = Vec::new();
     for seg in &segs {
         let words = match shell_words::split(&seg.text) {
             Ok(w) => w,
@@ -420,6 +469,16 @@ fn script_fed(src: &str, outer: &Stdin<'_>, depth: usize, v: &mut Verdict) {
                 return;
             }
         };
+        let words = loop_vars.iter().fold(words, |words, (var, items)| {
+            substitute_loop_var(words, var, items)
+        });
+        if let [kw, var, inw, items @ ..] = words.as_slice()
+            && kw == "for"
+            && inw == "in"
+            && !items.is_empty()
+        {
+            loop_vars.push((var.clone(), items.to_vec()));
+        }
         let stdin = match (&seg.heredoc, seg.piped, &prev) {
             (Some(body), _, _) => Stdin::Text(body),
             (None, true, Some(Out::Text(t))) => Stdin::Text(t),
@@ -436,15 +495,21 @@ fn script_fed(src: &str, outer: &Stdin<'_>, depth: usize, v: &mut Verdict) {
 /// Overwriting (truncating) a file: 4 for a data store's state under `/var/lib`, 3 for another
 /// critical path (a `.db` file, a backup).
 fn overwrite(v: &mut Verdict, target: &str) {
-    let norm = normalize_path(target);
-    let comps: Vec<&str> = norm.split('/').filter(|c| !c.is_empty()).collect();
-    if let ["var", "lib", store, ..] = comps.as_slice()
-        && DATA_STORES.contains(store)
-    {
-        v.raise(Tier::T4, "shell.overwrite_data_store");
-    } else if is_critical_path(target) {
+    if !overwrite_data_store(v, target) && is_critical_path(target) {
         v.raise(Tier::T3, "shell.overwrite_critical");
     }
+}
+
+/// A file replaced under a data store's directory (`/var/lib/mysql/...`): 4; whether it is.
+fn overwrite_data_store(v: &mut Verdict, target: &str) -> bool {
+    let norm = normalize_path(target);
+    let comps: Vec<&str> = norm.split('/').filter(|c| !c.is_empty()).collect();
+    let store =
+        matches!(comps.as_slice(), ["var", "lib", store, ..] if DATA_STORES.contains(store));
+    if store {
+        v.raise(Tier::T4, "shell.overwrite_data_store");
+    }
+    store
 }
 
 /// Options of `xargs` and GNU `parallel` (and BSD `xargs -S`) that take a value: the command
@@ -513,6 +578,38 @@ fn written_to(v: &mut Verdict, target: &str) {
     }
 }
 
+/// Names of gate files that are gate configuration only inside their directory
+/// (`.claude/settings.json`, `.cursor/mcp.json`, `.cursor/hooks.json`), and a name any file in a
+/// data store's directory stands for.
+const FILES_A_DIRECTORY_MAY_RECEIVE: &[&str] = &["settings.json", "mcp.json", "hooks.json", "x"];
+
+/// A destination that may be a directory (`cp settings.json .claude/`, `tar -C .claude`): the
+/// word itself is written, and so are the files landing in it: each source's name, and, when
+/// a tree lands there (`tree`: a recursive copy, a move, an archive, a sync), whose names are
+/// not known, any gate file or data-store file.
+fn written_into(v: &mut Verdict, dest: &str, sources: &[&str], tree: bool) {
+    written_to(v, dest);
+    let dir = dest.trim_end_matches('/');
+    let names = sources
+        .iter()
+        .map(|s| {
+            let s = s.rsplit(':').next().unwrap_or(s).trim_end_matches('/');
+            s.rsplit('/').next().unwrap_or(s)
+        })
+        .filter(|n| !matches!(*n, "" | "." | ".."))
+        .chain(
+            FILES_A_DIRECTORY_MAY_RECEIVE
+                .iter()
+                .copied()
+                .filter(|_| tree),
+        );
+    for name in names {
+        let file = format!("{dir}/{name}");
+        written_to(v, &file);
+        overwrite_data_store(v, &file);
+    }
+}
+
 /// The files the common file-changing commands write, move or remove, each read by
 /// [`written`], or [`written_to`] where the word is known to be written (their other effects
 /// are rated by their own rules).
@@ -523,31 +620,51 @@ fn gate_files(name: &str, rest: &[String], v: &mut Verdict) {
                 written(v, p);
             }
         }
-        // Every file is written (`tee`, `truncate`), or taken away from where it was (`mv`).
-        "tee" | "truncate" | "mv" => {
+        // Every file is written (`tee`, `truncate`).
+        "tee" | "truncate" => {
             for p in operands(rest) {
                 written_to(v, p);
             }
         }
-        // Sources are read; the destination (last operand, or `-t DIR`) is written.
-        "cp" | "ln" | "install" | "rsync" => {
+        // Sources are read (`mv` takes them away: written); the destination (last operand, or
+        // `-t DIR`) is written, and may be a directory receiving the sources.
+        "cp" | "ln" | "install" | "mv" => {
             let ops = operands(rest);
-            if let Some((dest, sources)) = ops.split_last() {
-                for p in sources {
+            // Also `-t` closing a cluster (`ln -sft /usr/bin x`, `install -Dt /etc/nginx f`).
+            let dirs = option_values(rest, &["-t"], &["--target-directory"]);
+            let (dests, sources): (Vec<&str>, &[&str]) = match ops.split_last() {
+                _ if !dirs.is_empty() => (dirs, &ops),
+                Some((dest, sources)) => (vec![*dest], sources),
+                None => (Vec::new(), &[]),
+            };
+            for p in sources {
+                if name == "mv" {
+                    written_to(v, p);
+                } else {
                     written(v, p);
                 }
-                written_to(v, dest);
             }
-            if name != "rsync" {
-                for dir in option_values(rest, &["-t"], &["--target-directory"]) {
-                    written_to(v, dir);
+            // A directory copied (`cp -r`, `cp -a`) or moved keeps its files' names.
+            let tree = name == "mv"
+                || rest.iter().any(|a| {
+                    matches!(a.as_str(), "--recursive" | "--archive")
+                        || ['r', 'R', 'a'].into_iter().any(|f| short_flag(a, f))
+                });
+            for dest in dests {
+                written_into(v, dest, sources, tree);
+            }
+        }
+        // The local destination of a copy from or to another host.
+        "rsync" | "scp" | "sftp" => {
+            let ops = operands(rest);
+            if let Some((dest, sources)) = ops.split_last() {
+                for p in sources.iter().filter(|p| !is_remote_spec(p)) {
+                    written(v, p);
                 }
-                // `-t` closing a cluster takes the next word (`ln -sft /usr/bin x`,
-                // `install -Dt /etc/nginx f`).
-                for pair in rest.windows(2) {
-                    if pair[0].len() > 2 && !pair[0].starts_with("--") && pair[0].ends_with('t') {
-                        written_to(v, &pair[1]);
-                    }
+                if is_remote_spec(dest) {
+                    written_to(v, dest);
+                } else if name != "sftp" || !sources.is_empty() {
+                    written_into(v, dest, sources, true);
                 }
             }
         }
@@ -569,6 +686,22 @@ fn gate_files(name: &str, rest: &[String], v: &mut Verdict) {
                 overwrite(v, p);
                 written_to(v, p);
             }
+            // The directory the downloads are saved in (`curl --output-dir DIR -O URL`,
+            // `wget -P DIR URL`), receiving files named as the URLs end.
+            let (short, long): (&[&str], &[&str]) = match name {
+                "curl" => (&[], &["--output-dir"]),
+                "wget" => (&["-P"], &["--directory-prefix"]),
+                _ => (&[], &[]),
+            };
+            let urls: Vec<&str> = rest
+                .iter()
+                .map(String::as_str)
+                .filter(|a| a.contains("://"))
+                .collect();
+            for dir in option_values(rest, short, long) {
+                // wget may download a tree (`-r`, `-m`); curl saves the URLs' names.
+                written_into(v, dir, &urls, name == "wget");
+            }
         }
         // Archives extracted into a directory: its files are written.
         "tar"
@@ -580,12 +713,12 @@ fn gate_files(name: &str, rest: &[String], v: &mut Verdict) {
             }) =>
         {
             for dir in option_values(rest, &["-C"], &["--directory"]) {
-                written_to(v, dir);
+                written_into(v, dir, &[], true);
             }
         }
         "unzip" => {
             for dir in option_values(rest, &["-d"], &[]) {
-                written_to(v, dir);
+                written_into(v, dir, &[], true);
             }
         }
         // `sed -i` edits its file operands in place.
@@ -1155,20 +1288,28 @@ fn skip_clustered_options<'a>(
     &args[i.min(args.len())..]
 }
 
-/// The commands `su` runs: `-c CMD`, `--command[=]CMD`, and `c` closing a cluster of its
-/// other short options (`su -lc 'dropdb app' postgres`).
+/// The commands `su` runs: `-c CMD`, `--command[=]CMD`, `--session-command CMD`, and `c`
+/// closing a cluster of its other short options (`su -lc 'dropdb app' postgres`).
 fn su_commands(rest: &[String]) -> Vec<&str> {
-    let mut out = option_values(rest, &["-c"], &["--command"]);
-    for pair in rest.windows(2) {
-        let a = pair[0].as_str();
-        if a.len() > 2 && !a.starts_with("--") && a.starts_with('-') && a.ends_with('c') {
-            out.push(pair[1].as_str());
-        }
-    }
-    out
+    option_values(rest, &["-c"], &["--command", "--session-command"])
 }
 
-/// The value of an option given as `-x VALUE`, `-xVALUE`, `--long VALUE` or `--long=VALUE`.
+/// A shell started without a command (`su - postgres`, `sudo -i`) runs its standard input:
+/// known text is read as shell, a download or input we cannot see is 4.
+fn shell_reads_stdin(stdin: Stdin, d: usize, v: &mut Verdict) {
+    match stdin {
+        Stdin::Text(t) => script(t, d, v),
+        Stdin::Network => v.raise(Tier::T4, "shell.pipe_download_to_shell"),
+        Stdin::Unknown | Stdin::Found(_) | Stdin::Listed(_) => {
+            v.raise(Tier::T4, "shell.shell_unknown_input")
+        }
+        Stdin::Terminal => {}
+    }
+}
+
+/// The value of an option given as `-x VALUE`, `-xVALUE`, `--long VALUE` or `--long=VALUE`,
+/// and of a one-letter option closing a cluster of other short options, which takes the next
+/// word as getopt reads it (`curl -fsSLo FILE`, `wget -qO FILE`, `su -lc CMD`).
 fn option_values<'a>(args: &'a [String], short: &[&str], long: &[&str]) -> Vec<&'a str> {
     let mut out = Vec::new();
     let mut i = 0;
@@ -1178,7 +1319,7 @@ fn option_values<'a>(args: &'a [String], short: &[&str], long: &[&str]) -> Vec<&
             break;
         }
         for s in short.iter().chain(long) {
-            if a == *s {
+            if a == *s || closes_cluster(a, s) {
                 if let Some(v) = args.get(i + 1) {
                     out.push(v.as_str());
                 }
@@ -1201,6 +1342,19 @@ fn option_values<'a>(args: &'a [String], short: &[&str], long: &[&str]) -> Vec<&
         i += 1;
     }
     out
+}
+
+/// Whether `word` is a cluster of short options (`-fsSLo`) ending with the one-letter option
+/// `option` (`-o`), whose value is then the next word.
+fn closes_cluster(word: &str, option: &str) -> bool {
+    let Some(letter) = option.strip_prefix('-').filter(|l| l.len() == 1) else {
+        return false;
+    };
+    word.len() > 2
+        && word.starts_with('-')
+        && !word.starts_with("--")
+        && word[1..].bytes().all(|c| c.is_ascii_alphanumeric())
+        && word.ends_with(letter)
 }
 
 fn has(args: &[String], flags: &[&str]) -> bool {
@@ -1300,6 +1454,24 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
             let inner = skip_clustered_options(rest, "ughpCDRrtUT", SUDO_LONG_VALUE_OPTIONS);
             any_suffix(rest, inner.len(), &stdin, d, v);
             if inner.is_empty() {
+                // No command: a shell (`sudo -i`, `sudo -iu postgres`, `doas -s`, `run0`)
+                // runs the standard input, unless sudo only lists, validates or forgets.
+                let query = rest.iter().any(|a| {
+                    matches!(
+                        a.as_str(),
+                        "--list"
+                            | "--validate"
+                            | "--reset-timestamp"
+                            | "--remove-timestamp"
+                            | "--version"
+                            | "--help"
+                    ) || (a.starts_with('-')
+                        && !a.starts_with("--")
+                        && a[1..].contains(['l', 'v', 'k', 'K', 'V']))
+                });
+                if !query {
+                    shell_reads_stdin(stdin, d, v);
+                }
                 return Out::Unknown;
             }
             command(inner, &stdin, d, v)
@@ -1332,7 +1504,12 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
                 }
             }
             v.raise(Tier::T0, "shell.wrapper");
-            if !any_suffix(rest, 0, &stdin, d, v) && !found {
+            let ran = any_suffix(rest, 0, &stdin, d, v);
+            if name == "runuser" && !ran && !found {
+                // `runuser -l postgres`: a login shell that runs the standard input.
+                shell_reads_stdin(stdin, d, v);
+            }
+            if !ran && !found {
                 // No known program among the words: an unknown command, named by its words.
                 v.raise(Tier::T2, "shell.unknown_command");
                 for w in operands(rest).iter().take(4) {
@@ -1491,6 +1668,36 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
                     .join(" "),
                 _ => "$XARGS".into(),
             };
+            // `find ... | parallel rm {}` removes what the find finds, as `xargs rm` does.
+            let own_args = inner.get(sep).is_some();
+            match stdin {
+                Stdin::Found(words) if !own_args && sep > 0 => {
+                    let mut argv: Vec<String> = vec!["find".into()];
+                    argv.extend(words.iter().cloned());
+                    argv.push("-exec".into());
+                    argv.extend(inner[..sep].iter().map(|w| match w.as_str() {
+                        ";" | "\\;" | "+" => format!("./{w}"),
+                        _ => w.clone(),
+                    }));
+                    if !inner[..sep].iter().any(|w| w.contains("{}")) {
+                        argv.push("{}".into());
+                    }
+                    argv.push("+".into());
+                    v.raise(Tier::T0, "shell.wrapper");
+                    return command(&argv, &Stdin::Terminal, d, v);
+                }
+                Stdin::Listed(paths) if !own_args && sep > 0 => {
+                    let mut argv: Vec<String> = inner[..sep]
+                        .iter()
+                        .filter(|w| *w != "{}")
+                        .cloned()
+                        .collect();
+                    argv.extend(listed_entries(paths));
+                    v.raise(Tier::T0, "shell.wrapper");
+                    return command(&argv, &Stdin::Unknown, d, v);
+                }
+                _ => {}
+            }
             let mut line = inner[..sep].join(" ");
             if line.trim().is_empty() {
                 // The commands themselves come from the arguments.
@@ -1563,7 +1770,7 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
                 }
                 // `ls /backups/*.tar | xargs rm` removes the listed paths.
                 Stdin::Listed(paths) if !inner.is_empty() && !from_file => {
-                    argv.extend(paths.iter().cloned());
+                    argv.extend(listed_entries(paths));
                     command(&argv, &Stdin::Unknown, d, v)
                 }
                 // The arguments come from stdin: unknown paths.
@@ -1642,13 +1849,13 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         }
         "su" => {
             v.raise(Tier::T2, "shell.sudo");
-            match su_commands(rest).first() {
-                Some(c) => script(c, d, v),
-                None => {
-                    if let Stdin::Text(t) = stdin {
-                        script(t, d, v);
-                    }
-                }
+            // su runs the last `-c`; every one is rated.
+            let commands = su_commands(rest);
+            for c in &commands {
+                script(c, d, v);
+            }
+            if commands.is_empty() {
+                shell_reads_stdin(stdin, d, v);
             }
             Out::Unknown
         }
@@ -1664,6 +1871,10 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
             Out::Unknown
         }
         "find" => find(rest, d, v),
+        "fd" | "fdfind" if fd_exec_start(rest).is_some() => {
+            find(&fd_as_find(rest), d, v);
+            Out::Unknown
+        }
         // --- files and disks ----------------------------------------------------------------
         "rm" => {
             rm(rest, v);
@@ -1917,6 +2128,9 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
                 a.contains('=') && !a.starts_with("--pattern")
                     || matches!(a.as_str(), "-w" | "--write" | "--load" | "--system")
                     || short_flag(a, 'p')
+                    // procps-ng: `-f` is an alias of `-p`.
+                    || short_flag(a, 'f')
+                    || short_flag(a, 'w')
             });
             if name == "sysctl" && sets_kernel {
                 // Kernel parameters of the running host, as a write to `/proc/sys/...` is.
@@ -2194,8 +2408,25 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
             if rest
                 .iter()
                 .any(|a| a == "--clean" || a == "-c" || a == "--drop")
+                || (name == "pg_restore" && rest.iter().any(|a| pg_restore_cluster_cleans(a)))
             {
                 v.raise(Tier::T4, "shell.restore_clean");
+            } else {
+                v.raise(Tier::T2, "shell.restore");
+            }
+            Out::Unknown
+        }
+        // `--drop` drops the collection before importing; upsert/merge/delete replace or
+        // remove the documents matched.
+        "mongoimport" => {
+            let mode = option_values(rest, &[], &["--mode"]);
+            if has(rest, &["--drop"]) {
+                v.raise(Tier::T4, "shell.restore_clean");
+            } else if mode
+                .iter()
+                .any(|m| matches!(*m, "upsert" | "merge" | "delete"))
+            {
+                v.raise(Tier::T3, "shell.db_load");
             } else {
                 v.raise(Tier::T2, "shell.restore");
             }
@@ -3691,6 +3922,7 @@ pub(crate) fn is_critical_path(p: &str) -> bool {
                     | "dbs"
                     | "snapshot"
                     | "snapshots"
+                    | "dumps"
                     | "pgdata"
                     | "prod"
                     | "production"
@@ -3725,6 +3957,10 @@ fn rm(rest: &[String], v: &mut Verdict) {
         } else {
             v.raise(Tier::T3, "shell.rm_recursive");
         }
+    } else if paths.iter().any(|p| wildcard_in_critical_dir(p)) {
+        // Every matching file of a backup or data directory (`rm -f /backups/*.sql.gz`): what
+        // `find /backups -name '*.sql.gz' -delete` removes.
+        v.raise(Tier::T4, "shell.rm_critical_wildcard");
     } else if paths.iter().any(|p| is_broad_path(&normalize_path(p))) {
         v.raise(Tier::T3, "shell.rm_broad");
     } else if paths.iter().any(|p| is_critical_path(p)) {
@@ -3732,6 +3968,150 @@ fn rm(rest: &[String], v: &mut Verdict) {
     } else {
         v.raise(Tier::T2, "shell.rm");
     }
+}
+
+/// What `ls PATHS` prints, as words for a command: each path, and for one naming a directory
+/// its entries (`/backups` prints the files in it: `/backups/*`).
+fn listed_entries(paths: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in paths {
+        out.push(p.clone());
+        if !p.contains(['*', '?', '[']) {
+            out.push(format!("{}/*", p.trim_end_matches('/')));
+        }
+    }
+    out
+}
+
+/// Whether a path's file name is a wildcard and the directory holding it is critical
+/// (`/backups/*.sql.gz`, `/var/lib/mysql/*`; not `*.bak` in the current directory).
+fn wildcard_in_critical_dir(p: &str) -> bool {
+    let Some((dir, file)) = p.trim_end_matches('/').rsplit_once('/') else {
+        return false;
+    };
+    file.contains(['*', '?', '['])
+        && !dir.is_empty()
+        && !dir.contains(['*', '?', '['])
+        && is_critical_path(dir)
+}
+
+/// Whether a short-option cluster of `pg_restore` holds `-c` (`-cd app`, `-Oc`, `-cC`): letters
+/// up to the first option taking a value (`-dapp` is `-d app`).
+fn pg_restore_cluster_cleans(word: &str) -> bool {
+    let Some(letters) = word.strip_prefix('-').filter(|l| !l.starts_with('-')) else {
+        return false;
+    };
+    for c in letters.chars() {
+        if c == 'c' {
+            return true;
+        }
+        if "dfFjLnNPtTISUhp".contains(c) {
+            return false;
+        }
+    }
+    false
+}
+
+/// Options of `fd` that take a value (written without `=`).
+const FD_VALUE_OPTIONS: &[&str] = &[
+    "-e",
+    "--extension",
+    "-t",
+    "--type",
+    "-E",
+    "--exclude",
+    "-d",
+    "--max-depth",
+    "--min-depth",
+    "--exact-depth",
+    "-j",
+    "--threads",
+    "-S",
+    "--size",
+    "--changed-within",
+    "--changed-before",
+    "--newer",
+    "--older",
+    "-o",
+    "--owner",
+    "-c",
+    "--color",
+    "--base-directory",
+    "--search-path",
+    "--path-separator",
+    "--max-results",
+    "--ignore-file",
+    "--batch-size",
+    "--format",
+];
+
+/// Where `fd`'s `-x`/`--exec`/`-X`/`--exec-batch` command starts (it runs to the end or `;`).
+fn fd_exec_start(rest: &[String]) -> Option<usize> {
+    let mut i = 0;
+    while i < rest.len() {
+        let a = rest[i].as_str();
+        if matches!(a, "-x" | "--exec" | "-X" | "--exec-batch") {
+            // Without a command fd refuses to run.
+            return Some(i + 1).filter(|s| *s < rest.len());
+        }
+        i += if FD_VALUE_OPTIONS.contains(&a) { 2 } else { 1 };
+    }
+    None
+}
+
+/// `fd [PATTERN] [PATH...] -x CMD` read as the `find` it stands for: the paths are the starting
+/// points (none: the current directory, as `find` with none), a pattern that matches more than
+/// everything, an extension or an age filters, and the command runs on each match (`{}`,
+/// `{/}`, `{//}`, `{.}` and `{/.}` all name it; with none, fd appends it).
+fn fd_as_find(rest: &[String]) -> Vec<String> {
+    let start = fd_exec_start(rest).unwrap_or(rest.len());
+    let end = rest[start..]
+        .iter()
+        .position(|w| w == ";" || w == "\\;")
+        .map_or(rest.len(), |p| start + p);
+    let own = &rest[..start.saturating_sub(1)];
+    let ops = operands_skipping(own, FD_VALUE_OPTIONS);
+    let mut roots: Vec<String> = ops.iter().skip(1).map(|p| p.to_string()).collect();
+    roots.extend(
+        option_values(own, &[], &["--search-path"])
+            .iter()
+            .map(|p| p.to_string()),
+    );
+    let mut out = roots;
+    if let Some(pattern) = ops
+        .first()
+        .filter(|p| !matches!(**p, "" | "." | "^" | ".*"))
+    {
+        out.extend(["-regex".to_string(), pattern.to_string()]);
+    }
+    for ext in option_values(own, &["-e"], &["--extension"]) {
+        out.extend(["-name".to_string(), format!("*.{ext}")]);
+    }
+    if !option_values(
+        own,
+        &[],
+        &["--changed-before", "--older", "--changed-within", "--newer"],
+    )
+    .is_empty()
+        || !option_values(own, &["-S"], &["--size"]).is_empty()
+    {
+        out.extend(["-mtime".to_string(), "+0".to_string()]);
+    }
+    let mut exec: Vec<String> = rest[start..end]
+        .iter()
+        .map(|w| {
+            ["{//}", "{/.}", "{/}", "{.}"]
+                .iter()
+                .fold(w.clone(), |w, p| w.replace(p, "{}"))
+        })
+        .collect();
+    if !exec.iter().any(|w| w.contains("{}")) {
+        exec.push("{}".to_string());
+    }
+    out.push("-exec".to_string());
+    out.extend(exec);
+    out.push("+".to_string());
+    out
 }
 
 fn find(rest: &[String], d: usize, v: &mut Verdict) -> Out {
@@ -5348,6 +5728,12 @@ fn docker(name: &str, rest: &[String], stdin: &Stdin<'_>, d: usize, v: &mut Verd
             // Removes the container's anonymous volumes: a database image's data lives there.
             v.raise(Tier::T4, "shell.docker_volume_delete")
         }
+        // Every service of a swarm stack, a service, a secret or config the services need
+        // (their volumes stay).
+        ("stack", "rm" | "remove" | "down")
+        | ("service" | "secret" | "config" | "node", "rm" | "remove") => {
+            v.raise(Tier::T3, "shell.docker_delete")
+        }
         ("rm" | "rmi" | "kill" | "stop", _)
         | ("container" | "image", "rm" | "remove" | "kill" | "stop") => {
             v.raise(Tier::T2, "shell.docker_change")
@@ -5385,9 +5771,11 @@ fn docker(name: &str, rest: &[String], stdin: &Stdin<'_>, d: usize, v: &mut Verd
             | "events" | "search" | "diff" | "port",
             _,
         ) => v.raise(Tier::T0, "shell.read"),
-        ("volume" | "network" | "container" | "image" | "context", "ls" | "list" | "inspect") => {
-            v.raise(Tier::T0, "shell.read")
-        }
+        (
+            "volume" | "network" | "container" | "image" | "context" | "stack" | "service"
+            | "secret" | "config" | "node",
+            "ls" | "list" | "inspect" | "ps",
+        ) => v.raise(Tier::T0, "shell.read"),
         ("build" | "pull" | "tag" | "load" | "save" | "login" | "buildx", _) => {
             v.raise(Tier::T1, "shell.local_write")
         }
@@ -5555,8 +5943,25 @@ fn sql_client(name: &str, rest: &[String], stdin: &Stdin<'_>, v: &mut Verdict) {
                 }
             };
             if sub != Some("query") {
+                let flag = |names: &[&str]| {
+                    rest.iter().any(|a| {
+                        let (key, value) = a.split_once('=').unwrap_or((a, "true"));
+                        names.contains(&key) && !matches!(value, "false" | "0")
+                    })
+                };
+                // `--expiration N` (seconds): the table is deleted N seconds later; 0 removes
+                // the expiration.
+                let expires = option_values(rest, &[], &["--expiration"])
+                    .iter()
+                    .any(|n| *n != "0");
                 match sub {
                     Some("rm") => v.raise(Tier::T4, "shell.cloud_delete_critical"),
+                    Some("update" | "mk") if expires => {
+                        v.raise(Tier::T4, "shell.cloud_delete_critical")
+                    }
+                    // The destination table's rows are replaced.
+                    Some("load") if flag(&["--replace"]) => v.raise(Tier::T3, "shell.db_load"),
+                    Some("cp") if flag(&["-f", "--force"]) => v.raise(Tier::T3, "shell.db_load"),
                     Some("ls" | "show" | "head") | None => v.raise(Tier::T0, "shell.read"),
                     _ => v.raise(Tier::T2, "shell.cloud_call"),
                 }
@@ -5886,10 +6291,30 @@ fn curl(rest: &[String], stdin: &Stdin<'_>, v: &mut Verdict) {
         http::apply(&method, u, body.as_ref(), v);
     }
     if !option_values(rest, &["-o"], &["--output"]).is_empty()
-        || rest.iter().any(|a| a == "-O" || a == "--remote-name")
+        || rest.iter().any(|a| {
+            matches!(a.as_str(), "--remote-name" | "--remote-name-all") || curl_cluster_has_o(a)
+        })
+        || !option_values(rest, &[], &["--output-dir"]).is_empty()
     {
         v.raise(Tier::T1, "shell.download");
     }
+}
+
+/// Whether a curl short-option cluster holds `-O` (`-fsSLO`) before a letter taking a value
+/// (`-XPOST` is `-X POST`).
+fn curl_cluster_has_o(word: &str) -> bool {
+    let Some(letters) = word.strip_prefix('-').filter(|l| !l.starts_with('-')) else {
+        return false;
+    };
+    for c in letters.chars() {
+        if c == 'O' {
+            return true;
+        }
+        if "oKdHuXeAbcFTwxEyYzrCmDPQ".contains(c) {
+            return false;
+        }
+    }
+    false
 }
 
 fn wget(rest: &[String], v: &mut Verdict) {
@@ -6233,14 +6658,14 @@ fn cloud(name: &str, rest: &[String], v: &mut Verdict) {
         }
         // Deletes what the source lacks: everything, from an empty source.
         ("aws", "s3", Some("sync")) if rest.iter().any(|a| a == "--delete") => {
-            Some(deleting_sync(ops.last().copied().unwrap_or("")))
+            Some(deleting_sync(&sync_destinations(rest)))
         }
         ("gsutil", "rm", _) if recursive => Some((Tier::T4, "shell.cloud_delete_critical")),
         ("gsutil", "rb", _) => Some((Tier::T4, "shell.cloud_delete_critical")),
         ("rclone", "purge" | "delete" | "deletefile" | "rmdirs", _) => {
             Some((Tier::T4, "shell.cloud_delete_critical"))
         }
-        ("rclone", "sync", _) => Some(deleting_sync(ops.last().copied().unwrap_or(""))),
+        ("rclone", "sync", _) => Some(deleting_sync(&sync_destinations(rest))),
         // flyctl's `destroy` is `apps destroy`: the app and its volumes.
         ("fly" | "flyctl", "destroy", _) => Some((Tier::T4, "shell.cloud_delete_critical")),
         ("databricks", "fs", Some("rm")) if recursive => {
@@ -6480,14 +6905,8 @@ fn object_store(name: &str, rest: &[String], v: &mut Verdict) -> bool {
         || args
             .iter()
             .any(|a| short_flag(a, 'r') || short_flag(a, 'R'));
-    // The last operand, not the value of `--delete-destination true`.
-    let dest = args
-        .iter()
-        .enumerate()
-        .filter(|(i, a)| !a.starts_with('-') && (*i == 0 || args[i - 1] != "--delete-destination"))
-        .map(|(_, a)| a.as_str())
-        .next_back()
-        .unwrap_or("");
+    // Not the value of `--delete-destination true` or `--exclude '*.tmp'`.
+    let dest = &sync_destinations(args)[..];
     let rating = match (name, sub) {
         // A bucket removed with its contents.
         ("gsutil" | "s5cmd", "rb")
@@ -6651,10 +7070,29 @@ fn command_words(rest: &[String]) -> Vec<&str> {
     out
 }
 
+/// The words a sync's destination may be: the last operand, and the last operand that does
+/// not follow an option written without `=` (`--exclude '*.tmp'` after the destination is no
+/// destination; `--delete s3://backups` may be one).
+fn sync_destinations(args: &[String]) -> Vec<&str> {
+    let ops = operands(args);
+    let mut out: Vec<&str> = ops.last().copied().into_iter().collect();
+    let not_a_value = args
+        .iter()
+        .enumerate()
+        .filter(|(i, a)| {
+            let after_option = *i > 0 && args[i - 1].starts_with('-') && !args[i - 1].contains('=');
+            !a.starts_with('-') && !after_option
+        })
+        .map(|(_, a)| a.as_str())
+        .next_back();
+    out.extend(not_a_value);
+    out
+}
+
 /// A sync that deletes what its source lacks (everything, from an empty source): 3, and 4 when
 /// the destination names backups, a database, prod, ...
-fn deleting_sync(dest: &str) -> (Tier, &'static str) {
-    if names_critical_place(dest) {
+fn deleting_sync(dests: &[&str]) -> (Tier, &'static str) {
+    if dests.iter().any(|d| names_critical_place(d)) {
         (Tier::T4, "shell.cloud_delete_critical")
     } else {
         (Tier::T3, "shell.cloud_delete")
