@@ -244,6 +244,11 @@ impl ArgClassifier {
         let args = &call.args;
         let Some(input) = &self.input else {
             names::apply_operation(&call.action.name, v);
+            // A tool registered by its name alone (the starter policy's `mcp__*`) may still
+            // be a database tool: its SQL is read as an unregistered tool's is, so that
+            // registering it never rates `DROP DATABASE` lower than leaving it unregistered.
+            apply_sql_args(args, v);
+            apply_dispatch_args(args, v);
             return;
         };
         let values = input.all(args);
@@ -651,6 +656,34 @@ fn dispatch_objects(args: &serde_json::Value) -> Vec<String> {
     out
 }
 
+/// Arguments naming the verb of a tool that dispatches without a registered `arg`
+/// (`{"action": "drop", "table": "users"}`), compared without case and separators.
+const DISPATCH_VERB_KEYS: &[&str] = &["action", "operation", "op"];
+
+/// Raises `v` by a verb argument, alone and together with what the arguments say it acts on, for a
+/// tool registered by name alone or not at all (the registered `arg` does this otherwise).
+fn apply_dispatch_args(args: &serde_json::Value, v: &mut Verdict) {
+    let serde_json::Value::Object(map) = args else {
+        return;
+    };
+    let verbs: Vec<&str> = map
+        .iter()
+        .filter(|(k, _)| DISPATCH_VERB_KEYS.contains(&key_form(k).as_str()))
+        .filter_map(|(_, val)| val.as_str())
+        .collect();
+    if verbs.is_empty() {
+        return;
+    }
+    for verb in &verbs {
+        names::apply_operation(verb, v);
+    }
+    for object in dispatch_objects(args) {
+        for verb in &verbs {
+            names::apply_operation(&format!("{verb} {object}"), v);
+        }
+    }
+}
+
 /// Arguments of an unregistered or dispatching tool that often carry SQL
 /// (`mcp__postgres__query`), read by the SQL rules when the text reads as SQL (any case of the
 /// key; a string, or a list of strings).
@@ -912,6 +945,7 @@ impl ToolIndex {
                 names::apply_operation(&call.action.name, &mut v);
                 // An unregistered database tool's SQL says what it does, whatever its name.
                 apply_sql_args(&call.args, &mut v);
+                apply_dispatch_args(&call.args, &mut v);
                 let mut rules = vec!["unknown_tool".to_string()];
                 rules.extend(v.rules.iter().map(|r| r.to_string()));
                 Classification {
