@@ -753,9 +753,13 @@ fn apply_request(
     let mut found = Verdict::default();
     let overrides = parameter_rules(&url, body, read, sql_endpoint, graphql_endpoint, &mut found);
     // A read sent as POST to a critical path (BigQuery's `queries`) is exempt only while what
-    // it runs reads as harmless: SQL or an action that destroys (3 or more) keeps it the
-    // critical POST it would be without the exemption.
-    if path_critical && read_post(method, destructive, &segments) && found.tier >= Tier::T3 {
+    // it runs is positively a read: SQL or an action that destroys (3 or more), and any query
+    // text that does not parse as a read (an unknown statement, Cypher, a misspelt key's SQL),
+    // keep it the critical POST it would be without the exemption.
+    if path_critical
+        && read_post(method, destructive, &segments)
+        && (found.tier >= Tier::T3 || !body_queries_read(body, &lower))
+    {
         v.raise(Tier::T4, "http.post_critical");
     }
     for rule in &found.rules {
@@ -777,6 +781,91 @@ fn apply_request(
         (true, false) => v.raise(Tier::T3, "http.destructive_path"),
         _ => {}
     }
+}
+
+/// Keys whose string value is query text (compared by [`key_form`], by their end:
+/// `sqlStatements`, `queryText`, `migrationSql`), and the exact short ones.
+const QUERY_TEXT_KEY_ENDS: &[&str] = &[
+    "sql",
+    "query",
+    "queries",
+    "statement",
+    "statements",
+    "stmt",
+    "stmts",
+    "querytext",
+    "querystring",
+    "sqltext",
+    "cypher",
+    "script",
+];
+const QUERY_TEXT_KEYS: &[&str] = &["q", "command", "commands"];
+
+/// Keys that hold a query's text inside a query object (`{"query": {"text": ...}}`).
+const QUERY_TEXT_INNER_KEYS: &[&str] = &["text", "value", "string", "body", "source", "code"];
+
+/// A key lowercased without separators (`query_text`, `queryText` → `querytext`).
+fn key_form(key: &str) -> String {
+    key.chars()
+        .filter(|c| !matches!(c, '_' | '-' | '.' | ' '))
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+fn is_query_text_key(key: &str) -> bool {
+    let key = key_form(key);
+    QUERY_TEXT_KEYS.contains(&key.as_str()) || QUERY_TEXT_KEY_ENDS.iter().any(|e| key.ends_with(e))
+}
+
+/// Whether every query text of a read-exempt POST's body (`query`, `sql`, `statement` and the
+/// like, a list of them, the text of a query object, or a raw text body) is positively a
+/// read: SQL that parses as one, or at a search endpoint words that do not read as SQL. A body
+/// without query text runs only what the endpoint names.
+fn body_queries_read(body: Option<&serde_json::Value>, segments: &[String]) -> bool {
+    use serde_json::Value;
+    let search = segments.last().is_some_and(|s| s.contains("search"));
+    let text_reads = |text: &str| {
+        if search {
+            let mut sql = Verdict::default();
+            !super::sql::apply_if_sql(text, &mut sql) || sql.tier == Tier::T0
+        } else {
+            text.trim().is_empty() || super::sql::parses_as_read(text)
+        }
+    };
+    fn walk(value: &Value, query: bool, depth: usize, texts: &mut Vec<String>) -> bool {
+        if depth > MAX_BODY_DEPTH || texts.len() > MAX_PARAMETERS {
+            return false;
+        }
+        match value {
+            Value::String(s) if query => {
+                texts.push(s.clone());
+                true
+            }
+            Value::Array(items) => items.iter().all(|i| walk(i, query, depth + 1, texts)),
+            Value::Object(m) => m.iter().all(|(k, v)| {
+                let own = is_query_text_key(k);
+                let inner = query && QUERY_TEXT_INNER_KEYS.contains(&key_form(k).as_str());
+                walk(v, own || inner, depth + 1, texts)
+            }),
+            _ => true,
+        }
+    }
+    let mut texts = Vec::new();
+    let complete = match body {
+        None => true,
+        Some(Value::String(text)) => match serde_json::from_str::<Value>(text) {
+            Ok(parsed @ (Value::Object(_) | Value::Array(_))) => {
+                walk(&parsed, false, 0, &mut texts)
+            }
+            // A raw text body is the query itself.
+            _ => {
+                texts.push(text.clone());
+                true
+            }
+        },
+        Some(other) => walk(other, false, 0, &mut texts),
+    };
+    complete && texts.iter().all(|t| text_reads(t))
 }
 
 /// Keys of a body object whose array holds a batch of sub-requests (Microsoft Graph's

@@ -491,6 +491,29 @@ pub(crate) fn apply_if_sql(text: &str, v: &mut Verdict) -> bool {
     }
 }
 
+/// Whether text is positively a read: some dialect parses it (the generic one first, as
+/// [`apply_if_sql`] reads it) and every statement only reads or sets the session. Text that is
+/// not SQL, or that no dialect parses, is not (a query language this crate cannot read).
+pub(crate) fn parses_as_read(text: &str) -> bool {
+    const READS: &[&str] = &[
+        "sql.select",
+        "sql.read_or_session",
+        "sql.explain",
+        "sql.empty",
+    ];
+    let parsed = |dialect| {
+        let sql = classify(text, dialect);
+        (!sql.rules.contains(&"sql.unparsable")).then_some(sql)
+    };
+    let best = parsed(SqlDialect::Generic).or_else(|| {
+        ALL_DIALECTS
+            .iter()
+            .filter_map(|&d| parsed(d))
+            .max_by_key(|sql| sql.tier)
+    });
+    best.is_some_and(|sql| sql.tier == Tier::T0 && sql.rules.iter().all(|r| READS.contains(r)))
+}
+
 /// Raises `v` by the statements of `sql`.
 pub(crate) fn apply(sql: &str, dialect: SqlDialect, v: &mut Verdict) {
     if sql.len() <= OWN_STACK_BELOW {
