@@ -1343,6 +1343,16 @@ pub(crate) fn apply_graphql(document: &str, operation_name: Option<&str>, v: &mu
                     destructive |= d;
                     critical |= d && (c || root_critical);
                 }
+                // A store as the root (`schema { drop }`, `table(name: "users") { drop }`) is
+                // what a verb below it destroys, as in the flat `dropTable`; a part below it
+                // (`table { deleteRow }`) is not the store, nor is a store in a result selection
+                // (`userDelete { project { id } }`: only fields with a verb are read).
+                for root in roots.iter().take(64) {
+                    for f in nested.iter().take(64).filter(|f| names::scan_in(f, true).0) {
+                        let (d, c) = names::scan_operation(&format!("{root} {f}"));
+                        critical |= d && c;
+                    }
+                }
                 if critical {
                     v.raise(Tier::T4, "graphql.destructive_mutation_critical");
                 } else if destructive {
