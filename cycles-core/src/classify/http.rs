@@ -732,24 +732,28 @@ fn apply_request(
     // Keys that carry SQL for some services and words for others are read as SQL only at an
     // endpoint that runs statements, never at a search.
     let lower: Vec<String> = segments.iter().map(|s| s.to_ascii_lowercase()).collect();
+    // ClickHouse's HTTP interface (`POST /?query=...`, port 8123/8443) and libSQL's v1 API
+    // (`POST /` with `statements`) run SQL at the root.
     let sql_endpoint = !lower.iter().any(|s| s.contains("search"))
-        && lower.iter().any(|s| {
-            [
-                "sql",
-                "query",
-                "queries",
-                "statement",
-                "statements",
-                "exec",
-                "execute",
-                "run",
-                "pipeline",
-                "rpc",
-                "jobs",
-            ]
-            .iter()
-            .any(|k| s.contains(k))
-        });
+        && (lower.is_empty()
+            || matches!(url_port(&url), Some("8123" | "8443"))
+            || lower.iter().any(|s| {
+                [
+                    "sql",
+                    "query",
+                    "queries",
+                    "statement",
+                    "statements",
+                    "exec",
+                    "execute",
+                    "run",
+                    "pipeline",
+                    "rpc",
+                    "jobs",
+                ]
+                .iter()
+                .any(|k| s.contains(k))
+            }));
     let mut found = Verdict::default();
     let overrides = parameter_rules(&url, body, read, sql_endpoint, graphql_endpoint, &mut found);
     // A read sent as POST to a critical path (BigQuery's `queries`) is exempt only while what
