@@ -625,13 +625,20 @@ fn apply_request(
     let (destructive, path_critical) = names::scan(&path);
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let data_store_port = matches!(url_port(&url), Some("5984" | "9200"));
-    let critical = critical_for(
-        method,
-        destructive,
-        path_critical,
-        &segments,
-        data_store_port,
-    );
+    // A DELETE whose query matches everything (FHIR's conditional `DELETE Patient?name=*`)
+    // deletes every match.
+    let wildcard_delete = method.eq_ignore_ascii_case("DELETE")
+        && url
+            .split_once('?')
+            .is_some_and(|(_, q)| percent_decode(q).contains('*'));
+    let critical = wildcard_delete
+        || critical_for(
+            method,
+            destructive,
+            path_critical,
+            &segments,
+            data_store_port,
+        );
     // Upstash's REST API also takes a command as the path: `/unlink/k`, `/config/set/dir/x`
     // (the path after the host as clients read it, `https:x.upstash.io/unlink/k` too).
     if redis_endpoint(&url) {
@@ -885,6 +892,8 @@ const BATCH_KEYS: &[&str] = &[
     "compositerequest",
     "batchrequests",
     "atomic:operations",
+    // FHIR transaction and batch Bundles: `entry[].request`.
+    "entry",
 ];
 
 /// Sub-requests a body describes (`{"method": "DELETE", "url": "/volumes/1"}` as an item of a
@@ -921,11 +930,21 @@ fn sub_requests(body: &serde_json::Value) -> Vec<(String, String, Option<serde_j
         // The body object itself is not one: `{"method": "DELETE", "url": ...}` posted to
         // `/hooks` configures a webhook, it runs nothing now.
         Value::Object(m) => {
+            let is_batch_key = |key: &str| BATCH_KEYS.iter().any(|k| key.eq_ignore_ascii_case(k));
             for (key, value) in m {
-                if let Value::Array(a) = value
-                    && BATCH_KEYS.iter().any(|k| key.eq_ignore_ascii_case(k))
-                {
-                    items.extend(a);
+                match value {
+                    Value::Array(a) if is_batch_key(key) => items.extend(a),
+                    // A batch one level down (`{"data": {"requests": [...]}}`).
+                    Value::Object(inner) => {
+                        for (key, value) in inner {
+                            if let Value::Array(a) = value
+                                && is_batch_key(key)
+                            {
+                                items.extend(a);
+                            }
+                        }
+                    }
+                    _ => {}
                 }
             }
         }
@@ -938,20 +957,34 @@ fn sub_requests(body: &serde_json::Value) -> Vec<(String, String, Option<serde_j
     }
     let mut out = Vec::new();
     for item in items.into_iter().take(MAX_PARAMETERS) {
-        let Some(m) = item.as_object() else { continue };
+        let Some(mut m) = item.as_object() else {
+            continue;
+        };
+        // A FHIR Bundle entry: the request is `request`, its body `resource`.
+        let mut entry_resource = None;
+        if let Some(Value::Object(request)) = m.get("request")
+            && request.keys().any(|k| k.eq_ignore_ascii_case("method"))
+        {
+            entry_resource = m.get("resource").cloned();
+            m = request;
+        }
         let field = |names: &[&str]| {
             m.iter()
                 .find(|(k, _)| names.iter().any(|n| k.eq_ignore_ascii_case(n)))
                 .and_then(|(_, v)| v.as_str())
         };
-        let body = m
-            .iter()
-            .find(|(k, _)| {
-                ["body", "json", "data", "payload", "form"]
-                    .iter()
-                    .any(|n| k.eq_ignore_ascii_case(n))
-            })
-            .map(|(_, v)| v.clone());
+        // The body, else the parameters an RPC sub-request carries (`params`, `requestBody`).
+        let body = [
+            &["body", "json", "data", "payload", "form"][..],
+            &["requestBody", "params", "parameters", "args"][..],
+        ]
+        .iter()
+        .find_map(|names| {
+            m.iter()
+                .find(|(k, _)| names.iter().any(|n| k.eq_ignore_ascii_case(n)))
+                .map(|(_, v)| v.clone())
+        })
+        .or(entry_resource);
         // JSON:API atomic operations: `{"op": "remove", "ref": {"type": "databases", "id":
         // "prod"}}` (or an `href`).
         if let Some(op) = field(&["op"])
@@ -976,7 +1009,16 @@ fn sub_requests(body: &serde_json::Value) -> Vec<(String, String, Option<serde_j
         }
         let (Some(method), Some(url)) = (
             field(&["method", "http_method", "httpMethod", "verb"]),
-            field(&["url", "path", "uri", "relative_url", "endpoint"]),
+            field(&[
+                "url",
+                "path",
+                "uri",
+                "relative_url",
+                "relativeUrl",
+                "endpoint",
+                "href",
+                "resource",
+            ]),
         ) else {
             continue;
         };
@@ -998,12 +1040,23 @@ fn sub_requests(body: &serde_json::Value) -> Vec<(String, String, Option<serde_j
 
 /// The request lines (`DELETE /storage/v1/b/x HTTP/1.1`) of a `multipart/mixed` batch body.
 fn multipart_requests(text: &str) -> Vec<(String, String, Option<serde_json::Value>)> {
+    // Request lines without a version count only in parts that say they hold requests.
+    let http_parts = text.to_ascii_lowercase().contains("application/http");
     text.lines()
         .take(MAX_PARAMETERS)
         .filter_map(|line| {
             let mut words = line.split_whitespace();
-            let (method, url, version) = (words.next()?, words.next()?, words.next()?);
-            (version.starts_with("HTTP/")
+            let (method, url, version) = (words.next()?, words.next()?, words.next());
+            // The version may be left out (OData's `DELETE /v1/volumes/1`) in an
+            // `application/http` part, and then the method must be one and the target a path
+            // or URL.
+            let versioned = version
+                .is_some_and(|v| v.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("HTTP/")));
+            let bare = version.is_none()
+                && http_parts
+                && is_http_verb(method)
+                && (url.starts_with('/') || url.contains("://"));
+            ((versioned || bare)
                 && words.next().is_none()
                 && method.chars().all(|c| c.is_ascii_alphabetic()))
             .then(|| (method.to_string(), url.to_string(), None))
