@@ -425,19 +425,24 @@ impl ArgClassifier {
         }
         let mut headers = Vec::new();
         for c in &containers {
-            headers.extend(http::header_pairs(
-                ["headers", "Headers", "header"]
-                    .iter()
-                    .find_map(|k| c.get(k).filter(|h| !h.is_null())),
-            ));
+            let Value::Object(m) = c else { continue };
+            // `headers` in any case, and other spellings (`request_headers`, `extra_headers`).
+            for (_, h) in m
+                .iter()
+                .filter(|(k, h)| HEADER_KEYS.contains(&key_form(k).as_str()) && !h.is_null())
+            {
+                headers.extend(http::header_pairs(Some(h)));
+            }
         }
         // A method-override header (`X-HTTP-Method-Override: DELETE`) is the method servers
         // honouring it run; the others run the sent one: both are rated.
+        // A list of values (`["GET", "DELETE"]`, read as `GET,DELETE`) is each of them.
         methods.extend(
             headers
                 .iter()
                 .filter(|(k, _)| http::is_method_override(k))
-                .map(|(_, m)| m.clone()),
+                .flat_map(|(_, m)| m.split(',').map(|m| m.trim().to_string()))
+                .filter(|m| !m.is_empty()),
         );
         methods.sort_unstable();
         methods.dedup();
@@ -464,6 +469,13 @@ impl ArgClassifier {
                     {
                         continue;
                     }
+                    // Parameters sent as a JSON string (`"params": "{\"Action\": ...}"`).
+                    let parsed = params
+                        .as_str()
+                        .filter(|t| t.trim_start().starts_with('{'))
+                        .and_then(|t| serde_json::from_str::<Value>(t).ok())
+                        .filter(Value::is_object);
+                    let params = parsed.as_ref().unwrap_or(params);
                     match http::query_string(params) {
                         Some(q) if q.is_empty() => {}
                         Some(q) => {
@@ -531,6 +543,19 @@ const OTHER_BODY_KEYS: &[&str] = &[
     "bodyjson",
     "jsonbody",
     "text",
+    // Guzzle's form body.
+    "formparams",
+];
+
+/// Spellings of the request headers argument, compared without case and separators.
+const HEADER_KEYS: &[&str] = &[
+    "headers",
+    "header",
+    "requestheaders",
+    "extraheaders",
+    "httpheaders",
+    "customheaders",
+    "additionalheaders",
 ];
 
 /// Spellings of query parameters besides [`http::QUERY_PARAMETER_KEYS`], compared without
@@ -545,6 +570,9 @@ const OTHER_QUERY_PARAMETER_KEYS: &[&str] = &[
     "urlparams",
     "urlparameters",
     "parameters",
+    // API Gateway's event shape.
+    "querystringparameters",
+    "multivaluequerystringparameters",
 ];
 
 /// Arguments of a dispatching tool that name what its action acts on, compared without case
