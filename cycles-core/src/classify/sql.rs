@@ -888,10 +888,36 @@ fn maintenance_unparsed(sql: &str, dialect: SqlDialect, v: &mut Verdict) -> bool
     }
     if is_read {
         v.raise(Tier::T0, "sql.select");
+    } else if first == "vacuum" && vacuum_drops_history(sql) {
+        v.raise(Tier::T4, "sql.vacuum_history");
     } else {
         v.raise(Tier::T1, "sql.maintenance");
     }
     true
+}
+
+/// Hours of history Delta Lake keeps by default (`delta.deletedFileRetentionDuration`).
+const DELTA_DEFAULT_RETAIN_HOURS: f64 = 168.0;
+
+/// Whether a `VACUUM` keeps less history than Delta Lake's default (`VACUUM t RETAIN 0
+/// HOURS`): the older data files, the table's time travel and its only in-place backup, are
+/// deleted for good. A `DRY RUN` only lists them.
+fn vacuum_drops_history(sql: &str) -> bool {
+    let words: Vec<String> = sql
+        .split(|c: char| c.is_whitespace() || c == ';')
+        .filter(|w| !w.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    if words.windows(2).any(|w| w == ["dry", "run"]) {
+        return false;
+    }
+    words.windows(2).any(|w| {
+        w[0] == "retain"
+            && w[1]
+                .parse::<f64>()
+                .ok()
+                .is_none_or(|hours| hours.is_nan() || hours < DELTA_DEFAULT_RETAIN_HOURS)
+    })
 }
 
 /// `sql` with client-side placeholders (`%s`, `%(name)s`, `?`) and bare PRAGMA values
