@@ -834,7 +834,22 @@ fn is_query_text_key(key: &str) -> bool {
 /// without query text runs only what the endpoint names.
 fn body_queries_read(body: Option<&serde_json::Value>, segments: &[String]) -> bool {
     use serde_json::Value;
-    let search = segments.last().is_some_and(|s| s.contains("search"));
+    // A search, and a model's prompt (Vertex AI's `:predict`, Gemini's `:generateContent`),
+    // take words: there a `query` that does not read as SQL is no statement.
+    let search = segments.last().is_some_and(|s| {
+        let custom = s.rsplit_once(':').map_or(s.as_str(), |(_, verb)| verb);
+        s.contains("search")
+            || matches!(
+                custom,
+                "predict"
+                    | "rawpredict"
+                    | "generatecontent"
+                    | "streamgeneratecontent"
+                    | "embedcontent"
+                    | "batchembedcontents"
+                    | "counttokens"
+            )
+    });
     let text_reads = |text: &str| {
         if search {
             let mut sql = Verdict::default();
