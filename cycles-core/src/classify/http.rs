@@ -1430,9 +1430,83 @@ pub(crate) fn apply_graphql(document: &str, operation_name: Option<&str>, v: &mu
                 } else if destructive {
                     v.raise(Tier::T3, "graphql.destructive_mutation");
                 }
+                // SQL a mutation passes to the server (`executeSql(query: "DROP ...")`).
+                for text in query_arguments(document) {
+                    super::sql::apply_if_sql(&text, v);
+                }
             }
         }
     }
+}
+
+/// The string values of a GraphQL document's arguments named like query text (`query:`,
+/// `sql:`, `statement:`; [`is_query_text_key`]), unescaped; block strings too. At most a few
+/// hundred are read.
+fn query_arguments(document: &str) -> Vec<String> {
+    let bytes = document.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    let mut last_name: Option<&str> = None;
+    let mut after_colon = false;
+    while i < bytes.len() && out.len() < 256 {
+        let c = bytes[i];
+        if c == b'#' {
+            while i < bytes.len() && bytes[i] != b'\n' {
+                i += 1;
+            }
+            continue;
+        }
+        if c.is_ascii_alphabetic() || c == b'_' {
+            let start = i;
+            while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+                i += 1;
+            }
+            last_name = Some(&document[start..i]);
+            after_colon = false;
+            continue;
+        }
+        if c == b':' {
+            after_colon = last_name.is_some();
+            i += 1;
+            continue;
+        }
+        if c == b'"' {
+            let block = bytes[i..].starts_with(b"\"\"\"");
+            let (open, close): (usize, &[u8]) = if block { (3, b"\"\"\"") } else { (1, b"\"") };
+            let mut j = i + open;
+            let mut text = String::new();
+            while j < bytes.len() && !bytes[j..].starts_with(close) {
+                if !block && bytes[j] == b'\\' && j + 1 < bytes.len() && bytes[j + 1].is_ascii() {
+                    text.push(match bytes[j + 1] {
+                        b'n' => '\n',
+                        b't' => '\t',
+                        b'r' => '\r',
+                        other => other as char,
+                    });
+                    j += 2;
+                    continue;
+                }
+                let ch = document[j..].chars().next().unwrap_or(' ');
+                text.push(ch);
+                j += ch.len_utf8();
+            }
+            if after_colon && last_name.is_some_and(is_query_text_key) {
+                out.push(text);
+            }
+            i = (j + close.len()).min(bytes.len());
+            after_colon = false;
+            last_name = None;
+            continue;
+        }
+        if !c.is_ascii_whitespace() && c != b',' {
+            after_colon = false;
+            if c != b'$' {
+                last_name = None;
+            }
+        }
+        i += 1;
+    }
+    out
 }
 
 /// A small GraphQL executable-document reader: operations, their names and root fields.
@@ -1778,6 +1852,21 @@ mod tests {
         assert_eq!(url_path("https://h.io"), "");
         assert_eq!(url_path("/a/b?x"), "/a/b");
         assert_eq!(percent_decode("/vol%75mes/%zz%"), "/volumes/%zz%");
+    }
+
+    #[test]
+    fn graphql_query_arguments() {
+        assert_eq!(
+            query_arguments("mutation { run(sql: \"a\\\"b\", title: \"x\") }"),
+            ["a\"b"]
+        );
+        // A backslash before a multi-byte character, an unterminated string: no panic.
+        assert_eq!(
+            query_arguments("mutation { run(sql: \"\\é DROP\") }"),
+            ["\\é DROP"]
+        );
+        assert_eq!(query_arguments("mutation { run(query: \"é"), ["é"]);
+        assert_eq!(query_arguments("mutation { run(q: \"\"\"x\"\"\") }"), ["x"]);
     }
 
     #[test]
