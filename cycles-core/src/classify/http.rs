@@ -625,13 +625,20 @@ fn apply_request(
     let (destructive, path_critical) = names::scan(&path);
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let data_store_port = matches!(url_port(&url), Some("5984" | "9200"));
-    let critical = critical_for(
-        method,
-        destructive,
-        path_critical,
-        &segments,
-        data_store_port,
-    );
+    // A DELETE whose query matches everything (FHIR's conditional `DELETE Patient?name=*`)
+    // deletes every match.
+    let wildcard_delete = method.eq_ignore_ascii_case("DELETE")
+        && url
+            .split_once('?')
+            .is_some_and(|(_, q)| percent_decode(q).contains('*'));
+    let critical = wildcard_delete
+        || critical_for(
+            method,
+            destructive,
+            path_critical,
+            &segments,
+            data_store_port,
+        );
     // Upstash's REST API also takes a command as the path: `/unlink/k`, `/config/set/dir/x`
     // (the path after the host as clients read it, `https:x.upstash.io/unlink/k` too).
     if redis_endpoint(&url) {
@@ -732,30 +739,38 @@ fn apply_request(
     // Keys that carry SQL for some services and words for others are read as SQL only at an
     // endpoint that runs statements, never at a search.
     let lower: Vec<String> = segments.iter().map(|s| s.to_ascii_lowercase()).collect();
+    // ClickHouse's HTTP interface (`POST /?query=...`, port 8123/8443) and libSQL's v1 API
+    // (`POST /` with `statements`) run SQL at the root.
     let sql_endpoint = !lower.iter().any(|s| s.contains("search"))
-        && lower.iter().any(|s| {
-            [
-                "sql",
-                "query",
-                "queries",
-                "statement",
-                "statements",
-                "exec",
-                "execute",
-                "run",
-                "pipeline",
-                "rpc",
-                "jobs",
-            ]
-            .iter()
-            .any(|k| s.contains(k))
-        });
+        && (lower.is_empty()
+            || matches!(url_port(&url), Some("8123" | "8443"))
+            || lower.iter().any(|s| {
+                [
+                    "sql",
+                    "query",
+                    "queries",
+                    "statement",
+                    "statements",
+                    "exec",
+                    "execute",
+                    "run",
+                    "pipeline",
+                    "rpc",
+                    "jobs",
+                ]
+                .iter()
+                .any(|k| s.contains(k))
+            }));
     let mut found = Verdict::default();
     let overrides = parameter_rules(&url, body, read, sql_endpoint, graphql_endpoint, &mut found);
     // A read sent as POST to a critical path (BigQuery's `queries`) is exempt only while what
-    // it runs reads as harmless: SQL or an action that destroys (3 or more) keeps it the
-    // critical POST it would be without the exemption.
-    if path_critical && read_post(method, destructive, &segments) && found.tier >= Tier::T3 {
+    // it runs is positively a read: SQL or an action that destroys (3 or more), and any query
+    // text that does not parse as a read (an unknown statement, Cypher, a misspelt key's SQL),
+    // keep it the critical POST it would be without the exemption.
+    if path_critical
+        && read_post(method, destructive, &segments)
+        && (found.tier >= Tier::T3 || !body_queries_read(body, &lower))
+    {
         v.raise(Tier::T4, "http.post_critical");
     }
     for rule in &found.rules {
@@ -779,6 +794,106 @@ fn apply_request(
     }
 }
 
+/// Keys whose string value is query text (compared by [`key_form`], by their end:
+/// `sqlStatements`, `queryText`, `migrationSql`), and the exact short ones.
+const QUERY_TEXT_KEY_ENDS: &[&str] = &[
+    "sql",
+    "query",
+    "queries",
+    "statement",
+    "statements",
+    "stmt",
+    "stmts",
+    "querytext",
+    "querystring",
+    "sqltext",
+    "cypher",
+    "script",
+];
+const QUERY_TEXT_KEYS: &[&str] = &["q", "command", "commands"];
+
+/// Keys that hold a query's text inside a query object (`{"query": {"text": ...}}`).
+const QUERY_TEXT_INNER_KEYS: &[&str] = &["text", "value", "string", "body", "source", "code"];
+
+/// A key lowercased without separators (`query_text`, `queryText` → `querytext`).
+fn key_form(key: &str) -> String {
+    key.chars()
+        .filter(|c| !matches!(c, '_' | '-' | '.' | ' '))
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+fn is_query_text_key(key: &str) -> bool {
+    let key = key_form(key);
+    QUERY_TEXT_KEYS.contains(&key.as_str()) || QUERY_TEXT_KEY_ENDS.iter().any(|e| key.ends_with(e))
+}
+
+/// Whether every query text of a read-exempt POST's body (`query`, `sql`, `statement` and the
+/// like, a list of them, the text of a query object, or a raw text body) is positively a
+/// read: SQL that parses as one, or at a search endpoint words that do not read as SQL. A body
+/// without query text runs only what the endpoint names.
+fn body_queries_read(body: Option<&serde_json::Value>, segments: &[String]) -> bool {
+    use serde_json::Value;
+    // A search, and a model's prompt (Vertex AI's `:predict`, Gemini's `:generateContent`),
+    // take words: there a `query` that does not read as SQL is no statement.
+    let search = segments.last().is_some_and(|s| {
+        let custom = s.rsplit_once(':').map_or(s.as_str(), |(_, verb)| verb);
+        s.contains("search")
+            || matches!(
+                custom,
+                "predict"
+                    | "rawpredict"
+                    | "generatecontent"
+                    | "streamgeneratecontent"
+                    | "embedcontent"
+                    | "batchembedcontents"
+                    | "counttokens"
+            )
+    });
+    let text_reads = |text: &str| {
+        if search {
+            let mut sql = Verdict::default();
+            !super::sql::apply_if_sql(text, &mut sql) || sql.tier == Tier::T0
+        } else {
+            text.trim().is_empty() || super::sql::parses_as_read(text)
+        }
+    };
+    fn walk(value: &Value, query: bool, depth: usize, texts: &mut Vec<String>) -> bool {
+        if depth > MAX_BODY_DEPTH || texts.len() > MAX_PARAMETERS {
+            return false;
+        }
+        match value {
+            Value::String(s) if query => {
+                texts.push(s.clone());
+                true
+            }
+            Value::Array(items) => items.iter().all(|i| walk(i, query, depth + 1, texts)),
+            Value::Object(m) => m.iter().all(|(k, v)| {
+                let own = is_query_text_key(k);
+                let inner = query && QUERY_TEXT_INNER_KEYS.contains(&key_form(k).as_str());
+                walk(v, own || inner, depth + 1, texts)
+            }),
+            _ => true,
+        }
+    }
+    let mut texts = Vec::new();
+    let complete = match body {
+        None => true,
+        Some(Value::String(text)) => match serde_json::from_str::<Value>(text) {
+            Ok(parsed @ (Value::Object(_) | Value::Array(_))) => {
+                walk(&parsed, false, 0, &mut texts)
+            }
+            // A raw text body is the query itself.
+            _ => {
+                texts.push(text.clone());
+                true
+            }
+        },
+        Some(other) => walk(other, false, 0, &mut texts),
+    };
+    complete && texts.iter().all(|t| text_reads(t))
+}
+
 /// Keys of a body object whose array holds a batch of sub-requests (Microsoft Graph's
 /// `$batch` `requests`, and the like).
 /// Compared without case; Salesforce's Composite (`compositeRequest`) and Composite Batch
@@ -792,6 +907,8 @@ const BATCH_KEYS: &[&str] = &[
     "compositerequest",
     "batchrequests",
     "atomic:operations",
+    // FHIR transaction and batch Bundles: `entry[].request`.
+    "entry",
 ];
 
 /// Sub-requests a body describes (`{"method": "DELETE", "url": "/volumes/1"}` as an item of a
@@ -828,11 +945,21 @@ fn sub_requests(body: &serde_json::Value) -> Vec<(String, String, Option<serde_j
         // The body object itself is not one: `{"method": "DELETE", "url": ...}` posted to
         // `/hooks` configures a webhook, it runs nothing now.
         Value::Object(m) => {
+            let is_batch_key = |key: &str| BATCH_KEYS.iter().any(|k| key.eq_ignore_ascii_case(k));
             for (key, value) in m {
-                if let Value::Array(a) = value
-                    && BATCH_KEYS.iter().any(|k| key.eq_ignore_ascii_case(k))
-                {
-                    items.extend(a);
+                match value {
+                    Value::Array(a) if is_batch_key(key) => items.extend(a),
+                    // A batch one level down (`{"data": {"requests": [...]}}`).
+                    Value::Object(inner) => {
+                        for (key, value) in inner {
+                            if let Value::Array(a) = value
+                                && is_batch_key(key)
+                            {
+                                items.extend(a);
+                            }
+                        }
+                    }
+                    _ => {}
                 }
             }
         }
@@ -845,20 +972,34 @@ fn sub_requests(body: &serde_json::Value) -> Vec<(String, String, Option<serde_j
     }
     let mut out = Vec::new();
     for item in items.into_iter().take(MAX_PARAMETERS) {
-        let Some(m) = item.as_object() else { continue };
+        let Some(mut m) = item.as_object() else {
+            continue;
+        };
+        // A FHIR Bundle entry: the request is `request`, its body `resource`.
+        let mut entry_resource = None;
+        if let Some(Value::Object(request)) = m.get("request")
+            && request.keys().any(|k| k.eq_ignore_ascii_case("method"))
+        {
+            entry_resource = m.get("resource").cloned();
+            m = request;
+        }
         let field = |names: &[&str]| {
             m.iter()
                 .find(|(k, _)| names.iter().any(|n| k.eq_ignore_ascii_case(n)))
                 .and_then(|(_, v)| v.as_str())
         };
-        let body = m
-            .iter()
-            .find(|(k, _)| {
-                ["body", "json", "data", "payload", "form"]
-                    .iter()
-                    .any(|n| k.eq_ignore_ascii_case(n))
-            })
-            .map(|(_, v)| v.clone());
+        // The body, else the parameters an RPC sub-request carries (`params`, `requestBody`).
+        let body = [
+            &["body", "json", "data", "payload", "form"][..],
+            &["requestBody", "params", "parameters", "args"][..],
+        ]
+        .iter()
+        .find_map(|names| {
+            m.iter()
+                .find(|(k, _)| names.iter().any(|n| k.eq_ignore_ascii_case(n)))
+                .map(|(_, v)| v.clone())
+        })
+        .or(entry_resource);
         // JSON:API atomic operations: `{"op": "remove", "ref": {"type": "databases", "id":
         // "prod"}}` (or an `href`).
         if let Some(op) = field(&["op"])
@@ -883,7 +1024,16 @@ fn sub_requests(body: &serde_json::Value) -> Vec<(String, String, Option<serde_j
         }
         let (Some(method), Some(url)) = (
             field(&["method", "http_method", "httpMethod", "verb"]),
-            field(&["url", "path", "uri", "relative_url", "endpoint"]),
+            field(&[
+                "url",
+                "path",
+                "uri",
+                "relative_url",
+                "relativeUrl",
+                "endpoint",
+                "href",
+                "resource",
+            ]),
         ) else {
             continue;
         };
@@ -905,12 +1055,23 @@ fn sub_requests(body: &serde_json::Value) -> Vec<(String, String, Option<serde_j
 
 /// The request lines (`DELETE /storage/v1/b/x HTTP/1.1`) of a `multipart/mixed` batch body.
 fn multipart_requests(text: &str) -> Vec<(String, String, Option<serde_json::Value>)> {
+    // Request lines without a version count only in parts that say they hold requests.
+    let http_parts = text.to_ascii_lowercase().contains("application/http");
     text.lines()
         .take(MAX_PARAMETERS)
         .filter_map(|line| {
             let mut words = line.split_whitespace();
-            let (method, url, version) = (words.next()?, words.next()?, words.next()?);
-            (version.starts_with("HTTP/")
+            let (method, url, version) = (words.next()?, words.next()?, words.next());
+            // The version may be left out (OData's `DELETE /v1/volumes/1`) in an
+            // `application/http` part, and then the method must be one and the target a path
+            // or URL.
+            let versioned = version
+                .is_some_and(|v| v.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("HTTP/")));
+            let bare = version.is_none()
+                && http_parts
+                && is_http_verb(method)
+                && (url.starts_with('/') || url.contains("://"));
+            ((versioned || bare)
                 && words.next().is_none()
                 && method.chars().all(|c| c.is_ascii_alphabetic()))
             .then(|| (method.to_string(), url.to_string(), None))
@@ -1254,14 +1415,98 @@ pub(crate) fn apply_graphql(document: &str, operation_name: Option<&str>, v: &mu
                     destructive |= d;
                     critical |= d && (c || root_critical);
                 }
+                // A store as the root (`schema { drop }`, `table(name: "users") { drop }`) is
+                // what a verb below it destroys, as in the flat `dropTable`; a part below it
+                // (`table { deleteRow }`) is not the store, nor is a store in a result selection
+                // (`userDelete { project { id } }`: only fields with a verb are read).
+                for root in roots.iter().take(64) {
+                    for f in nested.iter().take(64).filter(|f| names::scan_in(f, true).0) {
+                        let (d, c) = names::scan_operation(&format!("{root} {f}"));
+                        critical |= d && c;
+                    }
+                }
                 if critical {
                     v.raise(Tier::T4, "graphql.destructive_mutation_critical");
                 } else if destructive {
                     v.raise(Tier::T3, "graphql.destructive_mutation");
                 }
+                // SQL a mutation passes to the server (`executeSql(query: "DROP ...")`).
+                for text in query_arguments(document) {
+                    super::sql::apply_if_sql(&text, v);
+                }
             }
         }
     }
+}
+
+/// The string values of a GraphQL document's arguments named like query text (`query:`,
+/// `sql:`, `statement:`; [`is_query_text_key`]), unescaped; block strings too. At most a few
+/// hundred are read.
+fn query_arguments(document: &str) -> Vec<String> {
+    let bytes = document.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    let mut last_name: Option<&str> = None;
+    let mut after_colon = false;
+    while i < bytes.len() && out.len() < 256 {
+        let c = bytes[i];
+        if c == b'#' {
+            while i < bytes.len() && bytes[i] != b'\n' {
+                i += 1;
+            }
+            continue;
+        }
+        if c.is_ascii_alphabetic() || c == b'_' {
+            let start = i;
+            while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+                i += 1;
+            }
+            last_name = Some(&document[start..i]);
+            after_colon = false;
+            continue;
+        }
+        if c == b':' {
+            after_colon = last_name.is_some();
+            i += 1;
+            continue;
+        }
+        if c == b'"' {
+            let block = bytes[i..].starts_with(b"\"\"\"");
+            let (open, close): (usize, &[u8]) = if block { (3, b"\"\"\"") } else { (1, b"\"") };
+            let mut j = i + open;
+            let mut text = String::new();
+            while j < bytes.len() && !bytes[j..].starts_with(close) {
+                if !block && bytes[j] == b'\\' && j + 1 < bytes.len() && bytes[j + 1].is_ascii() {
+                    text.push(match bytes[j + 1] {
+                        b'n' => '\n',
+                        b't' => '\t',
+                        b'r' => '\r',
+                        other => other as char,
+                    });
+                    j += 2;
+                    continue;
+                }
+                let ch = document[j..].chars().next().unwrap_or(' ');
+                text.push(ch);
+                j += ch.len_utf8();
+            }
+            if after_colon && last_name.is_some_and(is_query_text_key) {
+                out.push(text);
+            }
+            i = (j + close.len()).min(bytes.len());
+            after_colon = false;
+            last_name = None;
+            continue;
+        }
+        if !c.is_ascii_whitespace() && c != b',' {
+            after_colon = false;
+            if c != b'$' {
+                last_name = None;
+            }
+        }
+        i += 1;
+    }
+    out
 }
 
 /// A small GraphQL executable-document reader: operations, their names and root fields.
@@ -1607,6 +1852,21 @@ mod tests {
         assert_eq!(url_path("https://h.io"), "");
         assert_eq!(url_path("/a/b?x"), "/a/b");
         assert_eq!(percent_decode("/vol%75mes/%zz%"), "/volumes/%zz%");
+    }
+
+    #[test]
+    fn graphql_query_arguments() {
+        assert_eq!(
+            query_arguments("mutation { run(sql: \"a\\\"b\", title: \"x\") }"),
+            ["a\"b"]
+        );
+        // A backslash before a multi-byte character, an unterminated string: no panic.
+        assert_eq!(
+            query_arguments("mutation { run(sql: \"\\é DROP\") }"),
+            ["\\é DROP"]
+        );
+        assert_eq!(query_arguments("mutation { run(query: \"é"), ["é"]);
+        assert_eq!(query_arguments("mutation { run(q: \"\"\"x\"\"\") }"), ["x"]);
     }
 
     #[test]

@@ -244,6 +244,11 @@ impl ArgClassifier {
         let args = &call.args;
         let Some(input) = &self.input else {
             names::apply_operation(&call.action.name, v);
+            // A tool registered by its name alone (the starter policy's `mcp__*`) may still
+            // be a database tool: its SQL is read as an unregistered tool's is, so that
+            // registering it never rates `DROP DATABASE` lower than leaving it unregistered.
+            apply_sql_args(&call.action.name, args, v);
+            apply_dispatch_args(args, v);
             return;
         };
         let values = input.all(args);
@@ -305,11 +310,11 @@ impl ArgClassifier {
                     // A dispatching tool may name the verb in one argument and what it acts on
                     // in another (`{"action": "delete", "resource": "volume"}`): read them as one
                     // name.
-                    for object in dispatch_objects(args) {
+                    for object in dispatch_objects(args, s) {
                         names::apply_operation(&format!("{s} {object}"), v);
                     }
                     // Its SQL says what it does, as an unregistered tool's does.
-                    apply_sql_args(args, v);
+                    apply_sql_args(&call.action.name, args, v);
                 }
                 _ => missing(v),
             },
@@ -387,7 +392,9 @@ impl ArgClassifier {
                 }
             }
         }
-        bodies.retain(|b| !b.is_null());
+        // Only text, an object or a list is a body: a flag such as the fetch server's `raw:
+        // true` or request's `json: true` sends none.
+        bodies.retain(|b| matches!(b, Value::String(_) | Value::Object(_) | Value::Array(_)));
         let mut methods: Vec<String> = Vec::new();
         match &self.method {
             ArgSource::Path(p) => match p.get(args) {
@@ -418,19 +425,24 @@ impl ArgClassifier {
         }
         let mut headers = Vec::new();
         for c in &containers {
-            headers.extend(http::header_pairs(
-                ["headers", "Headers", "header"]
-                    .iter()
-                    .find_map(|k| c.get(k).filter(|h| !h.is_null())),
-            ));
+            let Value::Object(m) = c else { continue };
+            // `headers` in any case, and other spellings (`request_headers`, `extra_headers`).
+            for (_, h) in m
+                .iter()
+                .filter(|(k, h)| HEADER_KEYS.contains(&key_form(k).as_str()) && !h.is_null())
+            {
+                headers.extend(http::header_pairs(Some(h)));
+            }
         }
         // A method-override header (`X-HTTP-Method-Override: DELETE`) is the method servers
         // honouring it run; the others run the sent one: both are rated.
+        // A list of values (`["GET", "DELETE"]`, read as `GET,DELETE`) is each of them.
         methods.extend(
             headers
                 .iter()
                 .filter(|(k, _)| http::is_method_override(k))
-                .map(|(_, m)| m.clone()),
+                .flat_map(|(_, m)| m.split(',').map(|m| m.trim().to_string()))
+                .filter(|m| !m.is_empty()),
         );
         methods.sort_unstable();
         methods.dedup();
@@ -457,6 +469,13 @@ impl ArgClassifier {
                     {
                         continue;
                     }
+                    // Parameters sent as a JSON string (`"params": "{\"Action\": ...}"`).
+                    let parsed = params
+                        .as_str()
+                        .filter(|t| t.trim_start().starts_with('{'))
+                        .and_then(|t| serde_json::from_str::<Value>(t).ok())
+                        .filter(Value::is_object);
+                    let params = parsed.as_ref().unwrap_or(params);
                     match http::query_string(params) {
                         Some(q) if q.is_empty() => {}
                         Some(q) => {
@@ -524,6 +543,19 @@ const OTHER_BODY_KEYS: &[&str] = &[
     "bodyjson",
     "jsonbody",
     "text",
+    // Guzzle's form body.
+    "formparams",
+];
+
+/// Spellings of the request headers argument, compared without case and separators.
+const HEADER_KEYS: &[&str] = &[
+    "headers",
+    "header",
+    "requestheaders",
+    "extraheaders",
+    "httpheaders",
+    "customheaders",
+    "additionalheaders",
 ];
 
 /// Spellings of query parameters besides [`http::QUERY_PARAMETER_KEYS`], compared without
@@ -538,6 +570,9 @@ const OTHER_QUERY_PARAMETER_KEYS: &[&str] = &[
     "urlparams",
     "urlparameters",
     "parameters",
+    // API Gateway's event shape.
+    "querystringparameters",
+    "multivaluequerystringparameters",
 ];
 
 /// Arguments of a dispatching tool that name what its action acts on, compared without case
@@ -617,66 +652,235 @@ fn key_form(key: &str) -> String {
         .collect()
 }
 
-/// What a dispatching tool's arguments say its action acts on: the string values of
-/// [`DISPATCH_OBJECT_KEYS`] (and `type`/`kind` inside an object value), and the keys of
-/// [`DISPATCH_NOUN_KEYS`] when no argument selects rows inside them.
-fn dispatch_objects(args: &serde_json::Value) -> Vec<String> {
-    let serde_json::Value::Object(args) = args else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    let selects_rows = args
-        .keys()
-        .any(|k| ROW_SELECTOR_KEYS.contains(&key_form(k).as_str()));
-    for (key, value) in args {
-        let key = key_form(key);
-        if DISPATCH_OBJECT_KEYS.contains(&key.as_str()) {
-            match value {
-                serde_json::Value::String(object) => out.push(object.clone()),
-                serde_json::Value::Object(inner) => {
-                    for (k, val) in inner {
-                        if DISPATCH_OBJECT_KEYS.contains(&key_form(k).as_str())
-                            && let Some(object) = val.as_str()
-                        {
-                            out.push(object.to_string());
-                        }
-                    }
-                }
-                _ => {}
-            }
-        } else if DISPATCH_NOUN_KEYS.contains(&key.as_str()) && !selects_rows {
-            out.push(key);
+/// Stores whose id names the store itself (`{"action": "delete", "volume": "data", "id":
+/// "vol-1"}` deletes the volume): an `id` beside them selects no rows inside them.
+const WHOLE_STORE_NOUN_KEYS: &[&str] = &[
+    "database",
+    "db",
+    "schema",
+    "keyspace",
+    "dataset",
+    "volume",
+    "bucket",
+    "namespace",
+    "cluster",
+    "snapshot",
+    "backup",
+];
+
+/// Verbs that act on a store whatever else the arguments name: a drop, a truncate or a
+/// restore of a table is of the whole table, a dummy `id` beside it notwithstanding.
+const STORE_LEVEL_VERBS: &[&str] = &[
+    "drop",
+    "truncate",
+    "destroy",
+    "wipe",
+    "nuke",
+    "purge",
+    "restore",
+    "reset",
+    "flush",
+    "empty",
+    "clear",
+    "recreate",
+    "overwrite",
+    "dropdb",
+];
+
+/// Arguments of a dispatching tool holding its real arguments (`{"action": "drop", "params":
+/// {"table": "users"}}`), compared without case and separators.
+const DISPATCH_NESTED_KEYS: &[&str] = &[
+    "arguments",
+    "args",
+    "params",
+    "parameters",
+    "input",
+    "payload",
+    "body",
+    "data",
+    "options",
+];
+
+/// The forms a key may name a store or a selector by: the key, and the key without a
+/// trailing `name`/`id`/`ids`/`arn` and a plural `s`/`es` (`tableName`, `volumeId`,
+/// `databases`, `indexes` name `table`, `volume`, `database`, `index`).
+fn key_stems(key: &str) -> Vec<String> {
+    let key = key_form(key);
+    let mut out = vec![key.clone()];
+    let mut bare = key.as_str();
+    for suffix in ["names", "name", "ids", "id", "arns", "arn"] {
+        if let Some(stem) = bare.strip_suffix(suffix).filter(|s| !s.is_empty()) {
+            bare = stem;
+            out.push(bare.to_string());
+            break;
+        }
+    }
+    for plural in ["es", "s"] {
+        if let Some(stem) = bare.strip_suffix(plural).filter(|s| !s.is_empty()) {
+            out.push(stem.to_string());
         }
     }
     out
 }
 
-/// Arguments of an unregistered or dispatching tool that often carry SQL
-/// (`mcp__postgres__query`), read by the SQL rules when the text reads as SQL (any case of the
-/// key; a string, or a list of strings).
-const SQL_ARG_KEYS: &[&str] = &["sql", "query", "statement", "queries", "statements"];
+/// What a dispatching tool's arguments say its action `verb` acts on: the string values of
+/// [`DISPATCH_OBJECT_KEYS`] (and `type`/`kind` inside an object value), and the store named by
+/// a key of [`DISPATCH_NOUN_KEYS`] (any spelling [`key_stems`] reads), also one level down in
+/// [`DISPATCH_NESTED_KEYS`], unless an argument selects rows inside it: not for a verb that acts
+/// on the store itself ([`STORE_LEVEL_VERBS`]), nor an `id` beside a whole store
+/// ([`WHOLE_STORE_NOUN_KEYS`]) or one naming the store itself.
+fn dispatch_objects(args: &serde_json::Value, verb: &str) -> Vec<String> {
+    let serde_json::Value::Object(top) = args else {
+        return Vec::new();
+    };
+    let mut maps = vec![top];
+    for (key, value) in top {
+        if DISPATCH_NESTED_KEYS.contains(&key_form(key).as_str())
+            && let serde_json::Value::Object(inner) = value
+        {
+            maps.push(inner);
+        }
+    }
+    let store_level = names::any_word(verb, |w| STORE_LEVEL_VERBS.contains(&w));
+    let mut selectors: Vec<(String, &serde_json::Value)> = Vec::new();
+    for map in &maps {
+        for (key, value) in *map {
+            if let Some(stem) = key_stems(key)
+                .into_iter()
+                .find(|k| ROW_SELECTOR_KEYS.contains(&k.as_str()))
+            {
+                selectors.push((stem, value));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for map in &maps {
+        for (key, value) in *map {
+            let form = key_form(key);
+            if DISPATCH_OBJECT_KEYS.contains(&form.as_str()) {
+                match value {
+                    serde_json::Value::String(object) => out.push(object.clone()),
+                    serde_json::Value::Object(inner) => {
+                        for (k, val) in inner {
+                            if DISPATCH_OBJECT_KEYS.contains(&key_form(k).as_str())
+                                && let Some(object) = val.as_str()
+                            {
+                                out.push(object.to_string());
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            let Some(noun) = key_stems(key)
+                .into_iter()
+                .find(|k| DISPATCH_NOUN_KEYS.contains(&k.as_str()))
+            else {
+                continue;
+            };
+            let selected = !store_level
+                && selectors.iter().any(|(selector, selector_value)| {
+                    let id = matches!(selector.as_str(), "id" | "ids");
+                    let names_store = *selector_value == value;
+                    !(names_store || id && WHOLE_STORE_NOUN_KEYS.contains(&noun.as_str()))
+                });
+            if !selected {
+                out.push(noun);
+            }
+        }
+    }
+    out
+}
 
-/// Raises `v` by the SQL in a tool's SQL-carrying arguments ([`SQL_ARG_KEYS`]).
-fn apply_sql_args(args: &serde_json::Value, v: &mut Verdict) {
-    let serde_json::Value::Object(args) = args else {
+/// Arguments naming the verb of a tool that dispatches without a registered `arg`
+/// (`{"action": "drop", "table": "users"}`), compared without case and separators.
+const DISPATCH_VERB_KEYS: &[&str] = &["action", "operation", "op"];
+
+/// Raises `v` by a verb argument, alone and together with what the arguments say it acts on, for a
+/// tool registered by name alone or not at all (the registered `arg` does this otherwise).
+fn apply_dispatch_args(args: &serde_json::Value, v: &mut Verdict) {
+    let serde_json::Value::Object(map) = args else {
         return;
     };
-    for (key, value) in args {
-        if !SQL_ARG_KEYS.iter().any(|k| key.eq_ignore_ascii_case(k)) {
-            continue;
+    let verbs: Vec<&str> = map
+        .iter()
+        .filter(|(k, _)| DISPATCH_VERB_KEYS.contains(&key_form(k).as_str()))
+        .filter_map(|(_, val)| val.as_str())
+        .collect();
+    if verbs.is_empty() {
+        return;
+    }
+    for verb in &verbs {
+        names::apply_operation(verb, v);
+    }
+    for verb in &verbs {
+        for object in dispatch_objects(args, verb) {
+            names::apply_operation(&format!("{verb} {object}"), v);
+        }
+    }
+}
+
+/// Whether an argument key of an unregistered or dispatching tool carries SQL
+/// (`mcp__postgres__query`), compared by [`key_form`]: any key naming SQL (`sql`, `sql_query`,
+/// `migrationSql`, `sqlStatements`), one ending in a statement or query (`statement`,
+/// `queries`, `queryText`), and `q`.
+fn is_sql_arg_key(key: &str) -> bool {
+    let key = key_form(key);
+    key == "q"
+        || key.contains("sql")
+        || [
+            "query",
+            "queries",
+            "querytext",
+            "statement",
+            "statements",
+            "stmt",
+            "stmts",
+        ]
+        .iter()
+        .any(|end| key.ends_with(end))
+}
+
+/// Keys holding a query's text inside a query object (`{"query": {"text": ...}}`).
+const SQL_INNER_TEXT_KEYS: &[&str] = &["text", "value", "string", "body", "source", "code"];
+
+/// How deep arguments are searched for SQL (`{"arguments": {"input": {"queries": [{"sql":
+/// ...}]}}}`); deeper values are not read.
+const MAX_SQL_ARG_DEPTH: usize = 6;
+
+/// Raises `v` by the SQL in a tool's SQL-carrying arguments ([`is_sql_arg_key`]), at any
+/// depth up to [`MAX_SQL_ARG_DEPTH`]: a dispatcher's nested `arguments`/`params`/`input`, lists
+/// of strings or of objects; text that reads as SQL is rated as free text is. A search tool
+/// (its name says `search`) runs no query it is given: there only a key naming SQL is read, and
+/// a `query` about SQL syntax (`truncate table vs delete`) stays a search.
+fn apply_sql_args(tool: &str, args: &serde_json::Value, v: &mut Verdict) {
+    fn walk(value: &serde_json::Value, sql: bool, search: bool, depth: usize, v: &mut Verdict) {
+        if depth > MAX_SQL_ARG_DEPTH {
+            return;
         }
         match value {
-            serde_json::Value::String(text) => {
+            serde_json::Value::String(text) if sql => {
                 sql::apply_if_sql(text, v);
             }
             serde_json::Value::Array(items) => {
-                for text in items.iter().filter_map(|t| t.as_str()) {
-                    sql::apply_if_sql(text, v);
+                for item in items {
+                    walk(item, sql, search, depth + 1, v);
+                }
+            }
+            serde_json::Value::Object(map) => {
+                for (key, inner) in map {
+                    let form = key_form(key);
+                    let carries = is_sql_arg_key(key) && (!search || form.contains("sql"))
+                        || sql && SQL_INNER_TEXT_KEYS.contains(&form.as_str());
+                    walk(inner, carries, search, depth + 1, v);
                 }
             }
             _ => {}
         }
     }
+    let search = tool.to_ascii_lowercase().contains("search");
+    walk(args, false, search, 0, v);
 }
 
 /// Registered tools: exact names in a hash map, globs in a set (first match wins).
@@ -911,7 +1115,8 @@ impl ToolIndex {
                 let mut v = Verdict::default();
                 names::apply_operation(&call.action.name, &mut v);
                 // An unregistered database tool's SQL says what it does, whatever its name.
-                apply_sql_args(&call.args, &mut v);
+                apply_sql_args(&call.action.name, &call.args, &mut v);
+                apply_dispatch_args(&call.args, &mut v);
                 let mut rules = vec!["unknown_tool".to_string()];
                 rules.extend(v.rules.iter().map(|r| r.to_string()));
                 Classification {

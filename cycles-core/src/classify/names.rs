@@ -90,6 +90,22 @@ const DESTRUCTIVE_WITH_CRITICAL: &[&str] = &[
     "reimage",
     "uninstall",
     "uninstalls",
+    "recreate",
+    "recreates",
+];
+
+/// The verbs of [`DESTRUCTIVE_WITH_CRITICAL`] that empty a data store in place (`clear_table`,
+/// Algolia's `clearIndex`, `reset_schema`): every row gone, the store kept.
+const EMPTYING_VERBS: &[&str] = &[
+    "clear",
+    "clears",
+    "empty",
+    "flush",
+    "flushes",
+    "reset",
+    "resets",
+    "recreate",
+    "recreates",
 ];
 
 /// Restoring a backup over a live volume or database replaces the data in it: like
@@ -294,6 +310,9 @@ const PARTS: &[&str] = &[
     "invitation",
     "role",
     "roles",
+    "filter",
+    "filters",
+    "selection",
 ];
 
 /// Adjacent word pairs that together destroy a whole store: Redis's `flushAll`, Prisma's
@@ -313,6 +332,9 @@ const CRITICAL_PAIRS: &[(&str, &str)] = &[
     ("format", "partition"),
     ("flush", "everything"),
     ("wipe", "everything"),
+    // Laravel's `migrate:fresh` and `migrate:refresh` drop every table first.
+    ("migrate", "fresh"),
+    ("migrate", "refresh"),
 ];
 
 /// The first words of [`CRITICAL_PAIRS`] and of `tear down`, `resource group` and `file system`.
@@ -328,6 +350,10 @@ const PAIR_WORDS: &[&str] = &[
     "resource",
     "file",
     "wipe",
+    "storage",
+    "log",
+    "user",
+    "key",
 ];
 
 /// Single words that wipe a whole data store (`redis.flushall`, `upstash.flushdb`).
@@ -490,14 +516,33 @@ fn scan_with(name: &str, restores: bool, critical_context: bool) -> (bool, bool)
     let mut pair = false;
     let mut tear_down = false;
     let mut resource_group = false;
+    // A destructive verb with `everything` (or `all` after a verb that only acts on whole
+    // stores) as the name's last words (`drop_everything`, `truncate_all`): nothing named is
+    // spared. (Rails' `User.delete_all` deletes a table's rows: a plain destruction.)
+    let mut last_destructive = false;
+    let mut last_whole_store_verb = false;
+    let mut ends_destroying_all = false;
+    let mut emptying = false;
+    let mut emptied_store = false;
+    let mut schema = false;
+    // KMS's `ScheduleKeyDeletion`: every datum encrypted under the key becomes unreadable.
+    let mut schedule = false;
+    let mut key_deletion = false;
     any_word(name, |w| {
         destructive |= is_destructive(w);
         weak |= DESTRUCTIVE_WITH_CRITICAL.contains(&w) || restores && RESTORE_VERBS.contains(&w);
         critical |= is_critical(w);
         container |= CRITICAL_WHEN_DESTROYED.contains(&w);
-        // AWS's `DeleteFileSystem`: `file system` is one store.
+        // AWS's `DeleteFileSystem`: `file system` is one store; so are Azure's `storage
+        // account`, CloudWatch's `log group` and Cognito's `user pool`.
         let file_system = prev == Some("file") && matches!(w, "system" | "systems");
-        let is_store = STORES_WHEN_DESTROYED.contains(&w) || file_system;
+        let two_word_store = matches!(
+            (prev, w),
+            (Some("storage"), "account" | "accounts")
+                | (Some("log"), "group" | "groups")
+                | (Some("user"), "pool" | "pools")
+        );
+        let is_store = STORES_WHEN_DESTROYED.contains(&w) || file_system || two_word_store;
         if is_store && part_before_store && preposition_after_part {
             part = true;
         }
@@ -514,8 +559,42 @@ fn scan_with(name: &str, restores: bool, critical_context: bool) -> (bool, bool)
         preposition_after_part |= part_before_store && PREPOSITIONS.contains(&w);
         restoring |= restores && matches!(w, "restore" | "restores" | "restored" | "restoring");
         migration |= matches!(w, "migrate" | "migration" | "migrations");
-        rolls_back |= matches!(w, "rollback" | "revert" | "rollbacks" | "reverts");
-        all |= matches!(w, "all" | "everything");
+        rolls_back |= matches!(
+            w,
+            "rollback" | "revert" | "rollbacks" | "reverts" | "undo" | "undone"
+        );
+        let is_all = matches!(w, "all" | "everything");
+        all |= is_all;
+        ends_destroying_all = match w {
+            "everything" => last_destructive,
+            "all" => last_whole_store_verb,
+            _ => false,
+        };
+        last_destructive = is_destructive(w);
+        last_whole_store_verb = matches!(
+            w,
+            "drop" | "truncate" | "purge" | "wipe" | "nuke" | "erase" | "shred"
+        );
+        emptying |= EMPTYING_VERBS.contains(&w);
+        emptied_store |= matches!(
+            w,
+            "table"
+                | "tables"
+                | "index"
+                | "indexes"
+                | "indices"
+                | "collection"
+                | "collections"
+                | "keyspace"
+                | "keyspaces"
+                | "dataset"
+                | "datasets"
+                | "schema"
+                | "schemas"
+        );
+        schema |= matches!(w, "schema" | "schemas");
+        schedule |= w == "schedule";
+        key_deletion |= prev == Some("key") && matches!(w, "deletion" | "deletions");
         if is_compound_destructive_critical(w) || WHOLE_STORE_WIPES.contains(&w) {
             destructive = true;
             critical = true;
@@ -532,6 +611,11 @@ fn scan_with(name: &str, restores: bool, critical_context: bool) -> (bool, bool)
         critical = true;
     }
     destructive |= tear_down;
+    if ends_destroying_all || schedule && key_deletion {
+        destructive = true;
+        critical = true;
+    }
+
     // Rolling back every migration drops the tables they created (`migrations_rollback_all`);
     // one step back is a destructive schema change.
     if migration && rolls_back {
@@ -543,6 +627,11 @@ fn scan_with(name: &str, restores: bool, critical_context: bool) -> (bool, bool)
         || destructive && (container || ((store || resource_group) && !part))
         // A restore over a table or a database replaces its data in place.
         || restoring && data_store && !part;
+    // Emptying a table or an index in place deletes every row, the store kept (3, as
+    // `delete_all_rows`); a schema reset drops everything in it (4).
+    if emptying && emptied_store && !part && !critical {
+        return (true, schema);
+    }
     (destructive || (weak && critical), critical)
 }
 

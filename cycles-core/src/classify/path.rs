@@ -37,7 +37,12 @@ pub(crate) fn critical(path: &str) -> Option<(Tier, &'static str)> {
     let parts = &path_parts.parts;
     // A relative path that climbs two or more levels above where it starts may reach `/` from
     // wherever the tool runs (`../../../../etc/hosts`): it is read as absolute too.
-    let absolute = path.starts_with('/') || path.starts_with('\\') || path_parts.escapes >= 2;
+    // A Windows path from a drive's root (`C:\Program Files\...`) is absolute too.
+    let drive_root = path.as_bytes().get(..3).is_some_and(|b| {
+        b[0].is_ascii_alphabetic() && b[1] == b':' && matches!(b[2], b'/' | b'\\')
+    });
+    let absolute =
+        path.starts_with('/') || path.starts_with('\\') || drive_root || path_parts.escapes >= 2;
 
     if path_parts.short_name_readings().iter().any(gate_config) {
         return Some((Tier::T4, "path.gate_config"));
@@ -155,7 +160,20 @@ fn data_store(path: &Components) -> bool {
         // Homebrew keeps data in `<prefix>/var/<store>`.
         || dirs.windows(2).any(|w| w[0] == "var" && store(&w[1]))
         || has_seq(&["var", "lib", "docker", "volumes"])
+        // Rootless Docker.
+        || has_seq(&[".local", "share", "docker", "volumes"])
         || has_seq(&["containers", "storage", "volumes"])
+        // MongoDB's default `dbPath` (also the official image's).
+        || parts.len() > 2 && parts[0] == "data" && matches!(parts[1].as_str(), "db" | "configdb")
+        // Windows installers: `C:\Program Files\PostgreSQL\16\data`, `C:\ProgramData\MySQL\MySQL
+        // Server 8.0\Data`.
+        || dirs.windows(2).enumerate().any(|(i, w)| {
+            matches!(
+                w[0].as_str(),
+                "program files" | "program files (x86)" | "programdata"
+            ) && store(&w[1])
+                && dirs[i + 2..].iter().any(|d| d == "data")
+        })
         // Postgres.app.
         || has_seq(&["application support", "postgres"])
 }
@@ -411,6 +429,12 @@ const GATE_LONG_NAMES: &[&str] = &[
     "site-packages",
     "claudecode",
     "claude-code",
+    // The ledger's SQLite files: `cycles.db-wal` is `CYCLES~1.DB-` (its pages are replayed into
+    // the ledger on the next open).
+    "cycles.db",
+    "cycles.db-wal",
+    "cycles.db-shm",
+    "cycles.db-journal",
 ];
 
 /// The gate names an 8.3 short name (`settin~1.jso`, folded) may stand for: those whose name

@@ -196,7 +196,10 @@ fn leading_keyword(text: &str) -> String {
 /// starts with one and parses is SQL.
 const DDL_KEYWORDS: &[&str] = &[
     "drop", "truncate", "alter", "grant", "revoke", "create", "rename", "attach", "detach",
-    "vacuum", "copy", "pragma", "call", "exec", "execute", "do",
+    "vacuum", "copy", "pragma", "call", "exec", "execute", "do", "undrop", "reset", "purge",
+    "explain", "reassign", "load", "deny", "backup", "restore", "dbcc", "kill", "shutdown",
+    // T-SQL runs a procedure without EXEC as a batch's first statement (`sp_MSforeachtable`).
+    "sp", "xp",
 ];
 
 /// Statements that read or write rows: text starting with one is SQL only if it also names
@@ -205,12 +208,13 @@ const DML_KEYWORDS: &[&str] = &[
     "select", "insert", "update", "delete", "with", "merge", "replace", "upsert", "set", "begin",
 ];
 
-/// The first word of each statement of text that may be SQL (split at every `;`, strings not
-/// respected: this only decides whether to parse), after blanks, `--`, `/* */` and `#`
-/// comments (MySQL's and BigQuery's) and parentheses: `USE prod; DROP TABLE users` and
-/// `START TRANSACTION; DELETE FROM users` start statements with `drop` and `delete` too.
+/// The first word of each statement of text that may be SQL (split at every `;` and line
+/// break, since T-SQL batches separate statements by lines; strings not respected: this only
+/// decides whether to parse), after blanks, `--`, `/* */` and `#` comments (MySQL's and
+/// BigQuery's) and parentheses: `USE prod; DROP TABLE users`, `USE prod\nGO\nDROP TABLE users`
+/// and `START TRANSACTION; DELETE FROM users` start statements with `drop` and `delete` too.
 fn statement_keywords(text: &str) -> impl Iterator<Item = String> + '_ {
-    text.split(';').map(|piece| {
+    text.split([';', '\n', '\r']).map(|piece| {
         let mut rest = piece;
         loop {
             let before = rest.len();
@@ -243,9 +247,34 @@ fn reads_as_sql(text: &str) -> bool {
     statement_keywords(text).any(|k| {
         DDL_KEYWORDS.contains(&k.as_str())
             || DML_KEYWORDS.contains(&k.as_str()) && names_object()
+            // A function called for its effect (`SELECT pg_drop_replication_slot('s')`).
+            || k == "select" && text.contains('(')
             // Snowflake's `REMOVE @stage`.
             || matches!(k.as_str(), "remove" | "rm") && text.contains('@')
-    })
+    }) || statement_shaped(text)
+}
+
+/// Text with `/* */` comments made blanks, except MySQL's executable `/*! ... */`, whose text
+/// runs and is kept.
+fn without_block_comments(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains("/*") {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("/*") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 2..];
+        let (inner, tail) = after.split_once("*/").unwrap_or((after, ""));
+        match inner.strip_prefix('!') {
+            Some(code) => out.push_str(code.trim_start_matches(|c: char| c.is_ascii_digit())),
+            None => out.push(' '),
+        }
+        out.push(' ');
+        rest = tail;
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
 }
 
 /// What a statement may drop, create or alter (after modifiers such as `OR REPLACE`,
@@ -304,6 +333,28 @@ const SQL_OBJECT_KINDS: &[&str] = &[
     "partition",
     "row",
     "capability",
+    "account",
+    "dictionary",
+    "language",
+    "wrapper",
+    "aggregate",
+    "operator",
+    "cast",
+    "collation",
+    "conversion",
+    "statistics",
+    "transform",
+    "rule",
+    "group",
+    "system",
+    "instance",
+    "synonym",
+    "macro",
+    "secret",
+    "application",
+    "package",
+    "alert",
+    "notebook",
 ];
 
 /// Words between a schema verb and the kind of object it acts on.
@@ -397,6 +448,34 @@ const PROSE_KINDS: &[&str] = &[
     "catalog",
     "pipe",
     "view",
+    "dictionary",
+    "language",
+    "wrapper",
+    "aggregate",
+    "operator",
+    "cast",
+    "collation",
+    "conversion",
+    "statistics",
+    "transform",
+    "rule",
+    "group",
+    "synonym",
+    "macro",
+    "secret",
+    "application",
+    "package",
+    "alert",
+    "notebook",
+];
+
+/// Words of prose between `drop`/`truncate` and a kind (`drop the table of contents`): any
+/// other word there is taken for a modifier this list does not know (`DROP DYNAMIC TABLE`).
+const PROSE_FILLERS: &[&str] = &[
+    "the", "a", "an", "this", "that", "these", "those", "my", "your", "our", "their", "its", "his",
+    "her", "some", "any", "every", "each", "no", "one", "it", "them", "me", "us", "you", "to",
+    "in", "of", "on", "for", "with", "from", "by", "vs", "versus", "and", "how", "what", "when",
+    "why", "is", "are", "was", "be",
 ];
 
 /// Whether text that no dialect parses still has the shape of a statement that changes
@@ -404,29 +483,74 @@ const PROSE_KINDS: &[&str] = &[
 /// statements (or after `BEGIN`, `THEN`, `ELSE`), as opposed to words that happen to start with
 /// a statement keyword (`create a new app`, `do not delete from the list`).
 fn statement_shaped(text: &str) -> bool {
+    let text = without_block_comments(text);
     text.split(';').any(|piece| {
-        let words: Vec<String> = piece
+        let mut words: Vec<String> = Vec::new();
+        // Whether each word begins a line: T-SQL batches put one statement on each.
+        let mut line_start: Vec<bool> = Vec::new();
+        // `#` and `--` comment lines are skipped.
+        for line in piece
             .lines()
-            // `#` and `--` comment lines.
             .filter(|l| !l.trim_start().starts_with(['#', '-']))
-            .flat_map(|l| {
-                l.split(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '@' | '$')))
-            })
-            .filter(|w| !w.is_empty())
-            .map(str::to_ascii_lowercase)
-            .collect();
+        {
+            let first = words.len();
+            words.extend(
+                line.split(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '@' | '$')))
+                    .filter(|w| !w.is_empty())
+                    .map(str::to_ascii_lowercase),
+            );
+            line_start.resize(words.len(), false);
+            if let Some(start) = line_start.get_mut(first) {
+                *start = true;
+            }
+        }
         let word = |i: usize| words.get(i).map_or("", String::as_str);
+        // T-SQL's `IF OBJECT_ID('t') IS NOT NULL DROP TABLE t`: the statement follows the
+        // condition, anywhere after the `IF`.
+        let first_if = (0..words.len()).find(|&i| line_start[i] && word(i) == "if");
         (0..words.len())
-            .filter(|&i| i == 0 || matches!(word(i - 1), "begin" | "then" | "else" | "go"))
+            .filter(|&i| {
+                line_start[i]
+                    || matches!(word(i - 1), "begin" | "then" | "else" | "go")
+                    || first_if.is_some_and(|f| f < i)
+            })
             .any(|i| match word(i) {
-                verb @ ("drop" | "truncate" | "alter" | "create" | "rename" | "undrop") => {
+                "drop" | "truncate" | "undrop" => {
+                    // A kind after modifiers, also up to two not listed (`DROP DYNAMIC
+                    // TABLE`, `DROP FOREIGN DATA WRAPPER`), unless a prose word comes first.
+                    let mut unknown = 0;
+                    for j in i + 1..i + 6 {
+                        let w = word(j);
+                        if SQL_OBJECT_KINDS.contains(&w) {
+                            return true;
+                        }
+                        if w.is_empty() || PROSE_FILLERS.contains(&w) {
+                            return false;
+                        }
+                        if !SQL_MODIFIERS.contains(&w) {
+                            unknown += 1;
+                            if unknown > 2 {
+                                return false;
+                            }
+                        }
+                    }
+                    false
+                }
+                // Statements that destroy data, history or the whole server whatever follows.
+                "reset" => matches!(word(i + 1), "master" | "replica" | "slave" | "binary"),
+                "purge" => matches!(word(i + 1), "binary" | "master" | "logs" | "recyclebin"),
+                "restore" => matches!(word(i + 1), "database" | "log" | "table" | "schema"),
+                "reassign" => word(i + 1) == "owned",
+                "load" => word(i + 1) == "data",
+                "dbcc" => !word(i + 1).is_empty(),
+                "shutdown" => matches!(word(i + 1), "" | "with"),
+                w if i == 0 && (w.starts_with("sp_") || w.starts_with("xp_")) => true,
+                "alter" | "create" | "rename" => {
                     let mut j = i + 1;
                     while SQL_MODIFIERS.contains(&word(j)) && !SQL_OBJECT_KINDS.contains(&word(j)) {
                         j += 1;
                     }
-                    SQL_OBJECT_KINDS.contains(&word(j))
-                        && (matches!(verb, "drop" | "truncate" | "undrop")
-                            || !PROSE_KINDS.contains(&word(j)))
+                    SQL_OBJECT_KINDS.contains(&word(j)) && !PROSE_KINDS.contains(&word(j))
                 }
                 "delete" => word(i + 1) == "from",
                 "insert" => matches!(word(i + 1), "into" | "overwrite" | "or"),
@@ -489,6 +613,29 @@ pub(crate) fn apply_if_sql(text: &str, v: &mut Verdict) -> bool {
         }
         None => false,
     }
+}
+
+/// Whether text is positively a read: some dialect parses it (the generic one first, as
+/// [`apply_if_sql`] reads it) and every statement only reads or sets the session. Text that is
+/// not SQL, or that no dialect parses, is not (a query language this crate cannot read).
+pub(crate) fn parses_as_read(text: &str) -> bool {
+    const READS: &[&str] = &[
+        "sql.select",
+        "sql.read_or_session",
+        "sql.explain",
+        "sql.empty",
+    ];
+    let parsed = |dialect| {
+        let sql = classify(text, dialect);
+        (!sql.rules.contains(&"sql.unparsable")).then_some(sql)
+    };
+    let best = parsed(SqlDialect::Generic).or_else(|| {
+        ALL_DIALECTS
+            .iter()
+            .filter_map(|&d| parsed(d))
+            .max_by_key(|sql| sql.tier)
+    });
+    best.is_some_and(|sql| sql.tier == Tier::T0 && sql.rules.iter().all(|r| READS.contains(r)))
 }
 
 /// Raises `v` by the statements of `sql`.
@@ -741,10 +888,36 @@ fn maintenance_unparsed(sql: &str, dialect: SqlDialect, v: &mut Verdict) -> bool
     }
     if is_read {
         v.raise(Tier::T0, "sql.select");
+    } else if first == "vacuum" && vacuum_drops_history(sql) {
+        v.raise(Tier::T4, "sql.vacuum_history");
     } else {
         v.raise(Tier::T1, "sql.maintenance");
     }
     true
+}
+
+/// Hours of history Delta Lake keeps by default (`delta.deletedFileRetentionDuration`).
+const DELTA_DEFAULT_RETAIN_HOURS: f64 = 168.0;
+
+/// Whether a `VACUUM` keeps less history than Delta Lake's default (`VACUUM t RETAIN 0
+/// HOURS`): the older data files, the table's time travel and its only in-place backup, are
+/// deleted for good. A `DRY RUN` only lists them.
+fn vacuum_drops_history(sql: &str) -> bool {
+    let words: Vec<String> = sql
+        .split(|c: char| c.is_whitespace() || c == ';')
+        .filter(|w| !w.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    if words.windows(2).any(|w| w == ["dry", "run"]) {
+        return false;
+    }
+    words.windows(2).any(|w| {
+        w[0] == "retain"
+            && w[1]
+                .parse::<f64>()
+                .ok()
+                .is_none_or(|hours| hours.is_nan() || hours < DELTA_DEFAULT_RETAIN_HOURS)
+    })
 }
 
 /// `sql` with client-side placeholders (`%s`, `%(name)s`, `?`) and bare PRAGMA values
