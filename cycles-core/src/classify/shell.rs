@@ -3998,14 +3998,20 @@ fn wildcard_in_critical_dir(p: &str) -> bool {
 /// Whether a short-option cluster of `pg_restore` holds `-c` (`-cd app`, `-Oc`, `-cC`): letters
 /// up to the first option taking a value (`-dapp` is `-d app`).
 fn pg_restore_cluster_cleans(word: &str) -> bool {
+    cluster_has_flag(word, 'c', "dfFjLnNPtTISUhp")
+}
+
+/// Whether the short-option cluster `word` (`-fsSLO`) holds the flag `flag` before the first
+/// letter of `takes_value` (an option taking a value: the rest of the cluster is that value).
+fn cluster_has_flag(word: &str, flag: char, takes_value: &str) -> bool {
     let Some(letters) = word.strip_prefix('-').filter(|l| !l.starts_with('-')) else {
         return false;
     };
     for c in letters.chars() {
-        if c == 'c' {
+        if c == flag {
             return true;
         }
-        if "dfFjLnNPtTISUhp".contains(c) {
+        if takes_value.contains(c) {
             return false;
         }
     }
@@ -6303,18 +6309,7 @@ fn curl(rest: &[String], stdin: &Stdin<'_>, v: &mut Verdict) {
 /// Whether a curl short-option cluster holds `-O` (`-fsSLO`) before a letter taking a value
 /// (`-XPOST` is `-X POST`).
 fn curl_cluster_has_o(word: &str) -> bool {
-    let Some(letters) = word.strip_prefix('-').filter(|l| !l.starts_with('-')) else {
-        return false;
-    };
-    for c in letters.chars() {
-        if c == 'O' {
-            return true;
-        }
-        if "oKdHuXeAbcFTwxEyYzrCmDPQ".contains(c) {
-            return false;
-        }
-    }
-    false
+    cluster_has_flag(word, 'O', "oKdHuXeAbcFTwxEyYzrCmDPQ")
 }
 
 fn wget(rest: &[String], v: &mut Verdict) {
