@@ -2774,6 +2774,15 @@ fn named_by_words(name: &str, operands: &[&str], v: &mut Verdict) {
     }
 }
 
+/// Cloud CLIs whose option carries the command they run on a machine: `(cli, subcommand path,
+/// option)`.
+const REMOTE_COMMAND_OPTIONS: &[(&str, &[&str], &str)] = &[
+    ("gcloud", &["compute", "ssh"], "--command"),
+    ("gcloud", &["cloud-shell", "ssh"], "--command"),
+    ("doctl", &["compute", "ssh"], "--ssh-command"),
+    ("aws", &["ecs", "execute-command"], "--command"),
+];
+
 /// A platform CLI running a command in the app's environment, against its production
 /// database as often as not (`heroku run python manage.py flush`, `railway run npx prisma
 /// migrate reset`, `fly ssh console -C "..."`): that command is classified.
@@ -2873,32 +2882,22 @@ fn remote_run(name: &str, rest: &[String], stdin: &Stdin<'_>, d: usize, v: &mut 
     // Cloud CLIs running a command on a machine: the command is classified.
     let mut remote: Vec<String> = Vec::new();
     let mut seen = false;
-    if name == "gcloud"
-        && (leads(&ops, &["compute", "ssh"]) || leads(&ops, &["cloud-shell", "ssh"]))
+    if let Some((_, _, option)) = REMOTE_COMMAND_OPTIONS
+        .iter()
+        .find(|(cli, path, _)| name == *cli && leads(&ops, path))
     {
         seen = true;
         remote.extend(
-            option_values(rest, &[], &["--command"])
+            option_values(rest, &[], &[option])
                 .iter()
                 .map(|c| c.to_string()),
         );
-        if let Some(p) = rest.iter().position(|w| w == "--") {
+        // `gcloud compute ssh VM -- CMD`.
+        if name == "gcloud"
+            && let Some(p) = rest.iter().position(|w| w == "--")
+        {
             remote.push(rest[p + 1..].join(" "));
         }
-    } else if name == "doctl" && leads(&ops, &["compute", "ssh"]) {
-        seen = true;
-        remote.extend(
-            option_values(rest, &[], &["--ssh-command"])
-                .iter()
-                .map(|c| c.to_string()),
-        );
-    } else if name == "aws" && leads(&ops, &["ecs", "execute-command"]) {
-        seen = true;
-        remote.extend(
-            option_values(rest, &[], &["--command"])
-                .iter()
-                .map(|c| c.to_string()),
-        );
     } else if name == "az" && leads(&ops, &["vm", "run-command"]) {
         // `--scripts` takes every word up to the next option.
         if let Some(p) = rest
