@@ -279,6 +279,25 @@ fn pre(cli: &Cli, args: &ClaudeCodeArgs, ev: &HookEvent) -> Result<Value, String
     let call = tool_call(ev)?;
     let subject = subject(args, ev);
     ensure_session_budget(&auth, args, &subject)?;
+    if leaves_sandbox(&call) {
+        // Claude Code asks the user before an unsandboxed run, and the user may decline: no
+        // PostToolUse would then release a hold. So nothing is held; a preflight says whether
+        // the call could run, and PostToolUse charges it if it did. A call that needs more
+        // (a denial, an approval) takes the path below.
+        let d = auth
+            .decide(&DecideRequest::new(subject.clone(), call.clone()))
+            .map_err(|e| format!("{} ({})", e, e.code()))?;
+        if d.is_allowed() {
+            return Ok(output(
+                "ask",
+                &format!(
+                    "Cycles: tier {} call, {} RISK_POINTS, charged to the session if it runs. It asks to run outside Claude Code's sandbox, so Claude Code's confirmation stays in place.",
+                    d.tier.get(),
+                    d.risk_points
+                ),
+            ));
+        }
+    }
     let mut req = ReserveRequest::new(subject, call.clone());
     req.ttl_ms = Some(args.ttl_ms);
     // A re-delivered event for the same tool use replays its first answer.

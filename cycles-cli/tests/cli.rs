@@ -196,30 +196,53 @@ fn incident_railway_volume_delete_is_denied_and_the_audit_verifies() {
 fn an_unsandboxed_bash_call_keeps_claude_codes_confirmation_and_its_own_digest() {
     let d = Dir::new();
     d.init();
-    let ls = json!({"command": "ls -la"});
-    let unsandboxed = json!({"command": "ls -la", "dangerouslyDisableSandbox": true});
-    let (dec, reason) = decision(&d.hook(&[], &pre("sess-1", "toolu_1", "Bash", ls)));
+    let touch = json!({"command": "touch notes.md"});
+    let unsandboxed = json!({"command": "touch notes.md", "dangerouslyDisableSandbox": true});
+    let (dec, reason) = decision(&d.hook(&[], &pre("sess-1", "toolu_1", "Bash", touch.clone())));
     assert_eq!(dec, "allow", "{reason}");
-    // The same command asking to leave the sandbox: reserved, but Claude Code still asks.
+    let r = d.hook(&[], &post("sess-1", "toolu_1", "Bash", touch));
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let before = balance(&d, SESSION_SCOPE);
+    assert!(
+        before["spent"].as_i64().unwrap() > 0,
+        "a tier 1 call costs points"
+    );
+    // The same command asking to leave the sandbox: Claude Code still asks, and nothing is
+    // held meanwhile (the user may decline, and then no PostToolUse comes).
     let (dec, reason) =
         decision(&d.hook(&[], &pre("sess-1", "toolu_2", "Bash", unsandboxed.clone())));
     assert_eq!(dec, "ask", "{reason}");
     assert!(reason.contains("sandbox"), "{reason}");
-    assert!(reason.contains("reserved"), "{reason}");
-    // Confirmed and run: PostToolUse commits that reservation.
+    assert_eq!(
+        balance(&d, SESSION_SCOPE)["reserved"],
+        0,
+        "the ask holds nothing"
+    );
+    // Confirmed and run: PostToolUse charges it, as much as the sandboxed call.
     let r = d.hook(&[], &post("sess-1", "toolu_2", "Bash", unsandboxed));
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
-    assert_eq!(balance(&d, SESSION_SCOPE)["reserved"], 0);
-    // The flag is part of the call: the two reservations have different digests, so a grant
-    // signed for the sandboxed command does not cover the unsandboxed one.
-    let digests: Vec<String> = d
-        .ok(&["audit", "export", "--format", "jsonl", "--kind", "reserve"])
+    let after = balance(&d, SESSION_SCOPE);
+    assert_eq!(after["reserved"], 0);
+    assert_eq!(
+        after["spent"].as_i64().unwrap(),
+        2 * before["spent"].as_i64().unwrap()
+    );
+    // The flag is part of the call: the preflight names another digest than the sandboxed
+    // reservation, so a grant signed for the sandboxed command does not cover it.
+    let records: Vec<Value> = d
+        .ok(&["audit", "export", "--format", "jsonl"])
         .stdout
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["call_digest"].to_string())
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
         .collect();
-    assert_eq!(digests.len(), 2, "{digests:?}");
-    assert_ne!(digests[0], digests[1]);
+    let digest_of = |kind: &str| {
+        records
+            .iter()
+            .find(|r| r["kind"] == kind)
+            .map(|r| r["call_digest"].to_string())
+            .unwrap()
+    };
+    assert_ne!(digest_of("reserve"), digest_of("decide"));
     // `false` is the default, not a different call.
     let (dec, _) = decision(&d.hook(
         &[],
@@ -227,7 +250,7 @@ fn an_unsandboxed_bash_call_keeps_claude_codes_confirmation_and_its_own_digest()
             "sess-1",
             "toolu_3",
             "Bash",
-            json!({"command": "ls -la", "dangerouslyDisableSandbox": false}),
+            json!({"command": "touch notes.md", "dangerouslyDisableSandbox": false}),
         ),
     ));
     assert_eq!(dec, "allow");
