@@ -981,7 +981,9 @@ impl Reservation {
 
     /// Releases the hold unless the block committed or released it. On an exception the
     /// release is best effort: the block's exception propagates, and a hold that could not
-    /// be released (ledger down) expires with its TTL.
+    /// be released (ledger down) expires with its TTL. A block interrupted from outside (a
+    /// cancellation, Ctrl-C, `SystemExit`: not an `Exception`) is charged what was held
+    /// instead, as `guard` does: it may have acted.
     #[pyo3(signature = (exc_type=None, _exc_value=None, _traceback=None))]
     fn __exit__(
         &self,
@@ -991,6 +993,22 @@ impl Reservation {
         _traceback: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
         if self.snapshot().status != core::ReservationStatus::Active {
+            return Ok(false);
+        }
+        let interrupted = match exc_type {
+            Some(t) => !t.is_subclass_of::<pyo3::exceptions::PyException>()?,
+            None => false,
+        };
+        if interrupted {
+            let req = core::CommitRequest {
+                charge_if_expired: true,
+                ..core::CommitRequest::default()
+            };
+            let auth = &self.auth;
+            // Best effort: the interruption propagates whatever the ledger says.
+            if let Ok(c) = py.detach(|| auth.commit(&self.id, &req)) {
+                self.finished(c.status, c.charged.clone());
+            }
             return Ok(false);
         }
         let reason = match exc_type {

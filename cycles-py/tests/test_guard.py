@@ -287,3 +287,15 @@ def test_a_second_cancellation_during_the_charge_does_not_drop_it() -> None:
     asyncio.run(cancel_twice())
     # Every cancelled call acted (it started) and is charged; nothing is left held.
     assert risk(a).reserved == 0 and risk(a).spent == 5
+
+
+def test_the_context_manager_charges_an_interrupted_block_and_releases_on_an_error() -> None:
+    a = cycles.Authority.in_memory(POLICY)
+    with pytest.raises(KeyboardInterrupt):
+        with a.reserve("run_sql", {"query": "DELETE FROM t WHERE id = 1"}, subject=BOT) as r:
+            raise KeyboardInterrupt  # stopped after it may have acted
+    assert r.status == "COMMITTED" and risk(a).spent == 1 and risk(a).reserved == 0
+    with pytest.raises(ValueError):
+        with a.reserve("run_sql", {"query": "SELEC 1"}, subject=BOT) as r:
+            raise ValueError("syntax error")
+    assert r.status == "RELEASED" and risk(a).spent == 1 and risk(a).reserved == 0
