@@ -329,12 +329,8 @@ impl Authority {
             check_args(ran)?;
         }
         let ctx = self.ctx();
-        // The charge of a call that outlived its reservation is an event: it needs an id.
-        let late_event_id = req
-            .charge_if_expired
-            .then(|| format!("evt_{}", uuid::Uuid::new_v4().simple()));
         write_with(self.inner.ledger.as_ref(), |txn| {
-            machine::commit(txn, &ctx, reservation_id, req, late_event_id.as_deref())
+            machine::commit(txn, &ctx, reservation_id, req)
         })?
     }
 

@@ -773,14 +773,12 @@ fn ran_otherwise(
 }
 
 /// `commit`: charges the actual amounts, returns the rest.
-/// `commit`. `late_event_id` names the charge when `req.charge_if_expired` finds the
-/// reservation expired ([`charge_expired`]).
+/// `commit` (and, with `req.charge_if_expired`, [`charge_expired`]).
 pub(crate) fn commit(
     txn: &mut dyn LedgerTxn,
     ctx: &Ctx<'_>,
     id: &str,
     req: &CommitRequest,
-    late_event_id: Option<&str>,
 ) -> Result<Settled<CommitResult>> {
     let (idempotency, prev) = Idempotency::check(
         txn,
@@ -794,10 +792,7 @@ pub(crate) fn commit(
     let mut r = match load_active(txn, id, ctx.now_ms, |_| false)? {
         Ok(r) => r,
         Err(CyclesError::ReservationExpired(_)) if req.charge_if_expired => {
-            let event_id = late_event_id.ok_or_else(|| {
-                CyclesError::invalid("charge_if_expired", "needs an event id from the authority")
-            })?;
-            return charge_expired(txn, ctx, id, req, &idempotency, event_id);
+            return charge_expired(txn, ctx, id, req, &idempotency);
         }
         Err(e) => return Ok(Err(e)),
     };
@@ -952,8 +947,11 @@ fn charge_expired(
     id: &str,
     req: &CommitRequest,
     idempotency: &Idempotency<'_>,
-    event_id: &str,
 ) -> Result<Settled<CommitResult>> {
+    // One charge per reservation, so its event id follows from the reservation's: no id is
+    // drawn on every commit that merely asks for this.
+    let event_id = format!("evt_{}", id.strip_prefix("rsv_").unwrap_or(id));
+    let event_id = event_id.as_str();
     let r = txn
         .reservation(id)?
         .ok_or_else(|| CyclesError::NotFound(format!("reservation {id}")))?;
