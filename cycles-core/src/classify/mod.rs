@@ -591,23 +591,13 @@ const DISPATCH_OBJECT_KEYS: &[&str] = &[
 ];
 
 /// Arguments whose key is itself what the action acts on (`{"action": "drop", "table":
-/// "users"}`).
-const DISPATCH_NOUN_KEYS: &[&str] = &[
-    "table",
-    "collection",
-    "database",
-    "db",
-    "schema",
-    "index",
-    "keyspace",
-    "dataset",
-    "volume",
-    "bucket",
-    "namespace",
-    "cluster",
-    "snapshot",
-    "backup",
-];
+/// "users"}`): these, and [`WHOLE_STORE_NOUN_KEYS`].
+const ROWS_STORE_NOUN_KEYS: &[&str] = &["table", "collection", "index"];
+
+/// Whether `key` names what a dispatched action acts on.
+fn is_dispatch_noun_key(key: &str) -> bool {
+    ROWS_STORE_NOUN_KEYS.contains(&key) || WHOLE_STORE_NOUN_KEYS.contains(&key)
+}
 
 /// Arguments that select rows or items inside a store (`{"action": "delete", "table": "users",
 /// "where": ...}` deletes rows, not the table).
@@ -725,7 +715,7 @@ fn key_stems(key: &str) -> Vec<String> {
 
 /// What a dispatching tool's arguments say its action `verb` acts on: the string values of
 /// [`DISPATCH_OBJECT_KEYS`] (and `type`/`kind` inside an object value), and the store named by
-/// a key of [`DISPATCH_NOUN_KEYS`] (any spelling [`key_stems`] reads), also one level down in
+/// a key [`is_dispatch_noun_key`] accepts (any spelling [`key_stems`] reads), also one level down in
 /// [`DISPATCH_NESTED_KEYS`], unless an argument selects rows inside it: not for a verb that acts
 /// on the store itself ([`STORE_LEVEL_VERBS`]), nor an `id` beside a whole store
 /// ([`WHOLE_STORE_NOUN_KEYS`]) or one naming the store itself.
@@ -773,10 +763,7 @@ fn dispatch_objects(args: &serde_json::Value, verb: &str) -> Vec<String> {
                 }
                 continue;
             }
-            let Some(noun) = key_stems(key)
-                .into_iter()
-                .find(|k| DISPATCH_NOUN_KEYS.contains(&k.as_str()))
-            else {
+            let Some(noun) = key_stems(key).into_iter().find(|k| is_dispatch_noun_key(k)) else {
                 continue;
             };
             let selected = !store_level

@@ -173,13 +173,10 @@ const CRITICAL_WHEN_DESTROYED: &[&str] = &[
 /// Like [`CRITICAL_WHEN_DESTROYED`], stores and containers whose deletion deletes the data in
 /// them (`drop_table`, `delete_env`, `delete_index`, `apps_destroy`), unless the name also
 /// names a part of them (`delete_table_row`, `delete_env_var`, `delete_org_member`), which is an
-/// ordinary deletion.
-const STORES_WHEN_DESTROYED: &[&str] = &[
+/// ordinary deletion: these and [`DATA_STORES`] (a store is either, see [`is_store_noun`]).
+const OTHER_STORES: &[&str] = &[
     "repo",
     "repos",
-    "table",
-    "collection",
-    "collections",
     "env",
     "envs",
     "pv",
@@ -192,38 +189,18 @@ const STORES_WHEN_DESTROYED: &[&str] = &[
     "organizations",
     "tenant",
     "tenants",
-    "disk",
-    "disks",
-    "postgres",
-    "postgresql",
-    "mysql",
-    "mariadb",
-    "redis",
-    "mongo",
-    "mongodb",
-    "index",
-    "indexes",
-    "indices",
-    "keyspace",
-    "keyspaces",
-    "dataset",
-    "datasets",
     "snap",
     "snaps",
     "ns",
     "app",
     "apps",
-    "filesystem",
-    "filesystems",
     "resourcegroup",
     "resourcegroups",
     "storageaccount",
     "storageaccounts",
-    "schema",
-    "schemas",
 ];
 
-/// The stores of [`STORES_WHEN_DESTROYED`] that hold data a restore replaces in place
+/// The stores that hold data a restore replaces in place
 /// (`restore_table`; an app or a repository rolled back or restored keeps its data).
 const DATA_STORES: &[&str] = &[
     "table",
@@ -251,6 +228,11 @@ const DATA_STORES: &[&str] = &[
     "schema",
     "schemas",
 ];
+
+/// Whether `w` names a store ([`OTHER_STORES`] or [`DATA_STORES`]).
+fn is_store_noun(w: &str) -> bool {
+    OTHER_STORES.contains(&w) || DATA_STORES.contains(&w)
+}
 
 /// Words between a part and the store it is in (`delete_row_from_table`).
 const PREPOSITIONS: &[&str] = &["from", "in", "of", "on", "inside", "within", "at"];
@@ -542,7 +524,7 @@ fn scan_with(name: &str, restores: bool, critical_context: bool) -> (bool, bool)
                 | (Some("log"), "group" | "groups")
                 | (Some("user"), "pool" | "pools")
         );
-        let is_store = STORES_WHEN_DESTROYED.contains(&w) || file_system || two_word_store;
+        let is_store = is_store_noun(w) || file_system || two_word_store;
         if is_store && part_before_store && preposition_after_part {
             part = true;
         }

@@ -278,19 +278,15 @@ fn without_block_comments(text: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// What a statement may drop, create or alter (after modifiers such as `OR REPLACE`,
-/// `TEMPORARY`, `IF EXISTS`).
-const SQL_OBJECT_KINDS: &[&str] = &[
+/// `TEMPORARY`, `IF EXISTS`): these and [`PROSE_KINDS`] ([`is_object_kind`]).
+const SQL_ONLY_KINDS: &[&str] = &[
     "table",
     "tables",
     "database",
     "databases",
     "schema",
     "schemas",
-    "view",
     "views",
-    "index",
-    "user",
-    "users",
     "role",
     "roles",
     "login",
@@ -299,62 +295,21 @@ const SQL_OBJECT_KINDS: &[&str] = &[
     "proc",
     "trigger",
     "sequence",
-    "type",
     "extension",
     "stage",
     "warehouse",
     "keyspace",
-    "collection",
-    "column",
     "constraint",
     "owned",
-    "server",
     "tablespace",
     "publication",
     "subscription",
-    "policy",
-    "domain",
-    "event",
-    "stream",
-    "task",
-    "pipe",
-    "share",
-    "integration",
-    "snapshot",
-    "model",
-    "dataset",
-    "catalog",
-    "volume",
-    "connection",
     "assembly",
     "certificate",
     "credential",
-    "endpoint",
-    "partition",
-    "row",
-    "capability",
     "account",
-    "dictionary",
-    "language",
-    "wrapper",
-    "aggregate",
-    "operator",
-    "cast",
-    "collation",
-    "conversion",
-    "statistics",
-    "transform",
-    "rule",
-    "group",
     "system",
     "instance",
-    "synonym",
-    "macro",
-    "secret",
-    "application",
-    "package",
-    "alert",
-    "notebook",
 ];
 
 /// Words between a schema verb and the kind of object it acts on.
@@ -418,6 +373,11 @@ const SQL_PRIVILEGES: &[&str] = &[
     "file",
     "grant",
 ];
+
+/// Whether `w` is a kind of object a statement may drop, create or alter.
+fn is_object_kind(w: &str) -> bool {
+    SQL_ONLY_KINDS.contains(&w) || PROSE_KINDS.contains(&w)
+}
 
 /// Object kinds that are also common words (`create user account`): with a verb that only
 /// adds or changes (`CREATE`, `ALTER`, `RENAME`) they do not make text SQL-shaped.
@@ -521,7 +481,7 @@ fn statement_shaped(text: &str) -> bool {
                     let mut unknown = 0;
                     for j in i + 1..i + 6 {
                         let w = word(j);
-                        if SQL_OBJECT_KINDS.contains(&w) {
+                        if is_object_kind(w) {
                             return true;
                         }
                         if w.is_empty() || PROSE_FILLERS.contains(&w) {
@@ -547,10 +507,10 @@ fn statement_shaped(text: &str) -> bool {
                 w if i == 0 && (w.starts_with("sp_") || w.starts_with("xp_")) => true,
                 "alter" | "create" | "rename" => {
                     let mut j = i + 1;
-                    while SQL_MODIFIERS.contains(&word(j)) && !SQL_OBJECT_KINDS.contains(&word(j)) {
+                    while SQL_MODIFIERS.contains(&word(j)) && !is_object_kind(word(j)) {
                         j += 1;
                     }
-                    SQL_OBJECT_KINDS.contains(&word(j)) && !PROSE_KINDS.contains(&word(j))
+                    SQL_ONLY_KINDS.contains(&word(j))
                 }
                 "delete" => word(i + 1) == "from",
                 "insert" => matches!(word(i + 1), "into" | "overwrite" | "or"),
@@ -590,16 +550,7 @@ pub(crate) fn apply_if_sql(text: &str, v: &mut Verdict) -> bool {
     if !reads_as_sql(text) {
         return false;
     }
-    let parsed = |dialect| {
-        let sql = classify(text, dialect);
-        (!sql.rules.contains(&"sql.unparsable")).then_some(sql)
-    };
-    let best = parsed(SqlDialect::Generic).or_else(|| {
-        ALL_DIALECTS
-            .iter()
-            .filter_map(|&d| parsed(d))
-            .max_by_key(|sql| sql.tier)
-    });
+    let best = best_parse(text);
     match best {
         Some(sql) => {
             for rule in &sql.rules {
@@ -615,6 +566,21 @@ pub(crate) fn apply_if_sql(text: &str, v: &mut Verdict) -> bool {
     }
 }
 
+/// The classification of `text` in the generic dialect if it parses there, else the highest
+/// of the dialects that parse it; `None` when none does.
+fn best_parse(text: &str) -> Option<Verdict> {
+    let parsed = |dialect| {
+        let sql = classify(text, dialect);
+        (!sql.rules.contains(&"sql.unparsable")).then_some(sql)
+    };
+    parsed(SqlDialect::Generic).or_else(|| {
+        ALL_DIALECTS
+            .iter()
+            .filter_map(|&d| parsed(d))
+            .max_by_key(|sql| sql.tier)
+    })
+}
+
 /// Whether text is positively a read: some dialect parses it (the generic one first, as
 /// [`apply_if_sql`] reads it) and every statement only reads or sets the session. Text that is
 /// not SQL, or that no dialect parses, is not (a query language this crate cannot read).
@@ -625,16 +591,7 @@ pub(crate) fn parses_as_read(text: &str) -> bool {
         "sql.explain",
         "sql.empty",
     ];
-    let parsed = |dialect| {
-        let sql = classify(text, dialect);
-        (!sql.rules.contains(&"sql.unparsable")).then_some(sql)
-    };
-    let best = parsed(SqlDialect::Generic).or_else(|| {
-        ALL_DIALECTS
-            .iter()
-            .filter_map(|&d| parsed(d))
-            .max_by_key(|sql| sql.tier)
-    });
+    let best = best_parse(text);
     best.is_some_and(|sql| sql.tier == Tier::T0 && sql.rules.iter().all(|r| READS.contains(r)))
 }
 
