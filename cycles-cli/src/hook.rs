@@ -9,9 +9,11 @@
 //! (unreadable policy or ledger, malformed event, panic) prints the reason on stderr and exits
 //! 2, which Claude Code treats as a block: the hook never fails open.
 //!
-//! PostToolUse / PostToolUseFailure: commits the reservation made for this `tool_use_id`
-//! (charging what was held); a call that ran without one (confirmed at an `ask` prompt) is
-//! charged directly as an event. Errors there cannot block anything: stderr, exit 1.
+//! PostToolUse / PostToolUseFailure: settles the reservation made for this `tool_use_id` by how
+//! the call ended (`Authority::settle`: a completed call is charged what was held, a failed one
+//! as the policy's `[defaults] on_failure` says); a call that ran without one (confirmed at an
+//! `ask` prompt) is charged directly as an event when its outcome is charged. Errors there
+//! cannot block anything: stderr, exit 1.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -356,15 +358,21 @@ fn reserve_key(session_id: &str, tool_use_id: &str) -> String {
     format!("claude-code:{session_id}:{tool_use_id}")
 }
 
-/// PostToolUse: commit the reservation of this tool use, or charge an unreserved call.
+/// PostToolUse / PostToolUseFailure: settle the reservation of this tool use by how the call
+/// ended, or charge a call that ran without one.
 fn post(cli: &Cli, args: &ClaudeCodeArgs, ev: &HookEvent) -> Result<(), String> {
     let auth = authority(cli)?;
     let subject = subject(args, ev);
     let scopes = subject.scopes().map_err(|e| e.to_string())?;
+    // A failed call may have acted: the policy's `on_failure` says whether it is charged.
+    let outcome = match ev.hook_event_name.as_deref() {
+        Some("PostToolUseFailure") => CallOutcome::Failed,
+        _ => CallOutcome::Completed,
+    };
     if let Some(id) = &ev.tool_use_id {
         // The reservations this tool use's PreToolUse made, under its key and under the retry
         // that presented a grant, whatever their status (a re-delivered event must find the
-        // one it already committed rather than charge the call a second time): one lookup
+        // one it already settled rather than charge the call a second time): one lookup
         // each, however long the ledger's history.
         let key = reserve_key(&ev.session_id, id);
         let mut found = Vec::new();
@@ -374,38 +382,53 @@ fn post(cli: &Cli, args: &ClaudeCodeArgs, ev: &HookEvent) -> Result<(), String> 
             }
         }
         // The whole subject must match (tenant and app too, not only the session id): a
-        // ledger shared by several apps must not let one app's event commit another's hold.
+        // ledger shared by several apps must not let one app's event settle another's hold.
         let mine = found.iter().filter(|r| {
             r.subject.dimensions.get("tool_use_id") == Some(id)
                 && r.subject.scopes().ok().as_ref() == Some(&scopes)
         });
         for r in mine {
-            match r.status {
-                ReservationStatus::Committed => return Ok(()),
-                ReservationStatus::Active => {
-                    // The call that ran, which the core charges at least its own points
-                    // and names in the commit record when it is not the call reserved.
-                    let ran = tool_call(ev).ok();
-                    notice_ran_otherwise(ran.as_ref(), r);
-                    let commit = CommitRequest {
-                        actual: Vec::new(),
-                        ran,
-                        charge_if_expired: false,
-                        idempotency_key: Some(format!("claude-code:{}:{id}:post", ev.session_id)),
-                    };
-                    match auth.commit(&r.reservation_id, &commit) {
-                        Ok(_) => return Ok(()),
-                        // Expired before the tool finished: charge it directly below.
-                        Err(CyclesError::ReservationExpired(_)) => {}
-                        Err(e) => return Err(e.to_string()),
-                    }
-                }
-                ReservationStatus::Released | ReservationStatus::Expired => {}
+            let settled = r.status == ReservationStatus::Committed
+                || (r.status == ReservationStatus::Expired && !r.charged.is_empty());
+            if settled {
+                // A re-delivered event (its input may differ): charged once.
+                return Ok(());
             }
+            if r.status == ReservationStatus::Released {
+                // Given back before the call ran (nothing else releases a hook's hold): the
+                // call that ran is charged below as an unreserved one.
+                continue;
+            }
+            // The call that ran, which the core charges at least its own points and names
+            // in the commit record when it is not the call reserved. A hold that lapsed
+            // while the tool ran is charged all the same (once per reservation); a settled
+            // one replays under the same key.
+            let ran = tool_call(ev).ok();
+            notice_ran_otherwise(ran.as_ref(), r);
+            let settle = SettleRequest {
+                ran,
+                reason: Some("PostToolUseFailure".into())
+                    .filter(|_| outcome == CallOutcome::Failed),
+                idempotency_key: Some(format!("claude-code:{}:{id}:post", ev.session_id)),
+                ..SettleRequest::new(outcome)
+            };
+            return match auth.settle(&r.reservation_id, &settle) {
+                Ok(_) => Ok(()),
+                // Already committed by an earlier delivery under another key, or a failed
+                // call whose lapsed hold there is nothing left to release.
+                Err(CyclesError::ReservationFinalized(_)) => Ok(()),
+                Err(CyclesError::ReservationExpired(_)) if !auth.policy().charges(outcome) => {
+                    Ok(())
+                }
+                Err(e) => Err(e.to_string()),
+            };
         }
     }
-    // No reservation: the call ran without one (confirmed at an `ask` prompt, or its
-    // reservation expired). It still costs its tier's points, to its session's budget.
+    // No reservation: the call ran without one (confirmed at an `ask` prompt). Charged as its
+    // outcome says, at its tier's points, to its session's budget.
+    if !auth.policy().charges(outcome) {
+        return Ok(());
+    }
     let call = tool_call(ev)?;
     ensure_session_budget(&auth, args, &subject)?;
     let points = auth.policy().assess(&call, &scopes).risk_points;

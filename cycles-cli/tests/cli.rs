@@ -1079,6 +1079,54 @@ fn post_tool_use_failure_still_commits_the_reservation() {
     assert_eq!(audit_kinds(&d).len(), kinds_before);
 }
 
+/// With `on_failure = "RELEASE"` a failed call gives its hold back (reserved and unreserved
+/// alike), while a completed one is still charged: the hook follows the same policy key as
+/// every other integration (`Authority::settle`).
+#[test]
+fn post_tool_use_failure_releases_when_the_policy_says_release() {
+    let d = Dir::new();
+    d.init();
+    d.edit_policy(|t| {
+        assert!(
+            t.contains("on_failure = \"CHARGE\""),
+            "the starter policy charges failures"
+        );
+        t.replace("on_failure = \"CHARGE\"", "on_failure = \"RELEASE\"")
+    });
+    let write = json!({"file_path": "/work/app/b.rs", "content": "x"});
+    let (dec, _) = decision(&d.hook(&[], &pre("sess-1", "toolu_1", "Write", write.clone())));
+    assert_eq!(dec, "allow");
+    assert_eq!(balance(&d, SESSION_SCOPE)["reserved"], 1);
+    let mut failed = post("sess-1", "toolu_1", "Write", write.clone());
+    failed["hook_event_name"] = json!("PostToolUseFailure");
+    let r = d.hook(&[], &failed);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let s = balance(&d, SESSION_SCOPE);
+    assert_eq!(
+        (s["spent"].clone(), s["reserved"].clone()),
+        (json!(0), json!(0))
+    );
+    assert_eq!(audit_kinds(&d).last().map(String::as_str), Some("release"));
+    // Re-delivered: nothing more.
+    let n = audit_kinds(&d).len();
+    assert_eq!(d.hook(&[], &failed).code, 0);
+    assert_eq!(audit_kinds(&d).len(), n);
+    // A failed call that ran without a reservation is not charged either.
+    let mut unreserved = post("sess-1", "toolu_2", "Write", write.clone());
+    unreserved["hook_event_name"] = json!("PostToolUseFailure");
+    assert_eq!(d.hook(&[], &unreserved).code, 0);
+    assert_eq!(balance(&d, SESSION_SCOPE)["spent"], 0);
+    assert_eq!(audit_kinds(&d).len(), n);
+    // A completed one is.
+    let (dec, _) = decision(&d.hook(&[], &pre("sess-1", "toolu_3", "Write", write.clone())));
+    assert_eq!(dec, "allow");
+    assert_eq!(
+        d.hook(&[], &post("sess-1", "toolu_3", "Write", write)).code,
+        0
+    );
+    assert_eq!(balance(&d, SESSION_SCOPE)["spent"], 1);
+}
+
 // --- Adversarial review of the hook: inputs, event fields, PostToolUse, failing closed. ------
 
 /// Every file tool's write target is read by the path rules, whatever other keys the input

@@ -16,7 +16,7 @@ use crate::model::{Balance, Decision, ReasonCode, Reservation, ReservationStatus
 use crate::policy::{CompiledPolicy, Policy};
 use crate::request::{
     BudgetSpec, CommitRequest, CommitResult, DecideRequest, EventRequest, EventResult,
-    ExtendRequest, ReleaseRequest, ReleaseResult, ReserveRequest,
+    ExtendRequest, ReleaseRequest, ReleaseResult, ReserveRequest, SettleRequest, Settlement,
 };
 
 /// Page size when walking the audit trail.
@@ -341,6 +341,38 @@ impl Authority {
         write_with(self.inner.ledger.as_ref(), |txn| {
             machine::release(txn, &ctx, reservation_id, req)
         })?
+    }
+
+    /// Finishes a reservation by how its call ended: a completed call is committed with its
+    /// actual amounts, an interrupted one is charged what was held (both also after the hold
+    /// lapsed, see [`CommitRequest::charge_if_expired`]), a call that never started is
+    /// released, and a failed one is released or charged as the policy's
+    /// `[defaults] on_failure` says ([`FailurePolicy`](crate::FailurePolicy)). Every binding
+    /// and integration finishes its calls through here, so one policy file means the same
+    /// charges everywhere.
+    ///
+    /// ```
+    /// use cycles_core::*;
+    /// let mut policy = Policy::default()
+    ///     .register("migrate", Tier::T3)
+    ///     .budget(BudgetSpec::new("agent:bot", Unit::RiskPoints, 1_000));
+    /// policy.defaults.on_failure = FailurePolicy::Charge;
+    /// let auth = Authority::builder().policy(policy).build().unwrap();
+    /// let call = ToolCall::new("migrate", serde_json::json!({}));
+    /// let r = auth.reserve(&ReserveRequest::new(Subject::new().agent("bot"), call)).unwrap();
+    /// // The migration raised after it had started: with `on_failure = "CHARGE"` it is paid for.
+    /// let s = auth.settle(&r.reservation_id, &SettleRequest::new(CallOutcome::Failed)).unwrap();
+    /// assert!(matches!(s, Settlement::Committed(_)));
+    /// ```
+    pub fn settle(&self, reservation_id: &str, req: &SettleRequest) -> Result<Settlement> {
+        req.validate()?;
+        if self.inner.policy.charges(req.outcome) {
+            self.commit(reservation_id, &req.as_commit())
+                .map(Settlement::Committed)
+        } else {
+            self.release(reservation_id, &req.as_release())
+                .map(Settlement::Released)
+        }
     }
 
     /// Extends a reservation from its current expiry (at most 10 times, never after expiry).

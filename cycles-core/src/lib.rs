@@ -60,10 +60,11 @@ pub use ledger::{
 pub use ledger::{PostgresLedger, PostgresOptions};
 pub use model::{
     Action, Amount, Balance, Budget, BudgetStatus, Caps, CommitOveragePolicy, Decision,
-    DecisionKind, Hold, ReasonCode, Reservation, ReservationStatus, Subject, Tier, ToolCall, Unit,
+    DecisionKind, FailurePolicy, Hold, ReasonCode, Reservation, ReservationStatus, Subject, Tier,
+    ToolCall, Unit,
 };
 pub use policy::{CompiledPolicy, Explanation, Policy, PolicyDenial, UnknownTool};
 pub use request::{
-    BudgetSpec, CommitRequest, CommitResult, DecideRequest, EventRequest, EventResult,
-    ExtendRequest, ReleaseRequest, ReleaseResult, ReserveRequest,
+    BudgetSpec, CallOutcome, CommitRequest, CommitResult, DecideRequest, EventRequest, EventResult,
+    ExtendRequest, ReleaseRequest, ReleaseResult, ReserveRequest, SettleRequest, Settlement,
 };

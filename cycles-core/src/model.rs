@@ -675,6 +675,29 @@ pub enum CommitOveragePolicy {
     AllowWithOverdraft,
 }
 
+/// What `settle` does with the hold of a call that reported a failure
+/// ([`CallOutcome::Failed`]): the policy's `[defaults] on_failure`.
+///
+/// A failed call may have acted before it failed (a timeout after the request was sent, a
+/// script that deleted half its files): `CHARGE` counts it against the budgets as if it had
+/// completed without reporting a cost (what was held); `RELEASE` (the default, as the
+/// protocol's clients release on error) gives the hold back.
+///
+/// ```
+/// use cycles_core::FailurePolicy;
+/// assert_eq!(serde_json::to_string(&FailurePolicy::Charge).unwrap(), "\"CHARGE\"");
+/// assert_eq!(FailurePolicy::default(), FailurePolicy::Release);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FailurePolicy {
+    /// Give the hold back.
+    #[default]
+    Release,
+    /// Charge what was held (raised by the call that ran, when given).
+    Charge,
+}
+
 /// A budget: one scope, one unit. `remaining = allocated - spent - reserved - debt`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Budget {

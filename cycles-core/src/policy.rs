@@ -12,10 +12,10 @@ use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 use crate::ledger::LedgerTxn;
 use crate::model::{
-    Amount, Budget, Caps, CommitOveragePolicy, Decision, DecisionKind, ReasonCode, Tier, ToolCall,
-    Unit,
+    Amount, Budget, Caps, CommitOveragePolicy, Decision, DecisionKind, FailurePolicy, ReasonCode,
+    Tier, ToolCall, Unit,
 };
-use crate::request::BudgetSpec;
+use crate::request::{BudgetSpec, CallOutcome};
 
 /// Default RISK_POINTS per tier 0..=4.
 pub const DEFAULT_TIER_POINTS: [i64; 5] = [0, 1, 5, 20, 50];
@@ -130,6 +130,8 @@ pub struct Defaults {
     pub grace_period_ms: i64,
     /// Overage policy of commits and events.
     pub overage_policy: CommitOveragePolicy,
+    /// What [`Authority::settle`](crate::Authority::settle) does with a call that failed.
+    pub on_failure: FailurePolicy,
 }
 
 impl Default for Defaults {
@@ -138,6 +140,7 @@ impl Default for Defaults {
             ttl_ms: 60_000,
             grace_period_ms: 5_000,
             overage_policy: CommitOveragePolicy::AllowIfAvailable,
+            on_failure: FailurePolicy::Release,
         }
     }
 }
@@ -546,6 +549,29 @@ impl CompiledPolicy {
     /// The policy as written.
     pub fn policy(&self) -> &Policy {
         &self.policy
+    }
+
+    /// Whether a call that ended with `outcome` is charged: completed and interrupted calls
+    /// are, a call that never started is not, and a failed one as `[defaults] on_failure`
+    /// says. [`Authority::settle`](crate::Authority::settle) applies it; a client that charges
+    /// a call it holds no reservation for (the Claude Code hook) asks it too.
+    ///
+    /// ```
+    /// use cycles_core::{CallOutcome, FailurePolicy, Policy};
+    /// let mut policy = Policy::default();
+    /// assert!(!policy.clone().compile().unwrap().charges(CallOutcome::Failed));
+    /// policy.defaults.on_failure = FailurePolicy::Charge;
+    /// let policy = policy.compile().unwrap();
+    /// assert!(policy.charges(CallOutcome::Failed));
+    /// assert!(policy.charges(CallOutcome::Interrupted));
+    /// assert!(!policy.charges(CallOutcome::NotStarted));
+    /// ```
+    pub fn charges(&self, outcome: CallOutcome) -> bool {
+        match outcome {
+            CallOutcome::Completed | CallOutcome::Interrupted => true,
+            CallOutcome::NotStarted => false,
+            CallOutcome::Failed => self.policy.defaults.on_failure == FailurePolicy::Charge,
+        }
     }
 
     /// Whether a call of `tier` needs an approver's grant (`approval.threshold_tier`).

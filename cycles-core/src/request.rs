@@ -235,6 +235,120 @@ impl ReleaseRequest {
     }
 }
 
+/// How a call that held a reservation ended, as its caller saw it: what
+/// [`Authority::settle`](crate::Authority::settle) does with the hold. The bindings and
+/// integrations (guard decorators, framework tools, the MCP gate, the Claude Code hook) only
+/// say which of these happened; the rule of what each one costs lives here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CallOutcome {
+    /// The call returned: charged `actual` (a held unit not listed: what was held), even if
+    /// its hold lapsed while it ran.
+    Completed,
+    /// The call reported an error (raised, returned an error result): the policy's
+    /// `[defaults] on_failure` decides, release (the default) or charge what was held.
+    Failed,
+    /// The call was stopped from outside after it started (cancelled, timed out,
+    /// interrupted): it may have acted, so it is charged what was held, even if its hold
+    /// lapsed while it ran.
+    Interrupted,
+    /// The call never started: the hold is released.
+    NotStarted,
+}
+
+/// Finish a reservation by saying how its call ended ([`CallOutcome`]).
+///
+/// ```
+/// use cycles_core::*;
+/// let auth = Authority::builder()
+///     .policy(Policy::default()
+///         .register("deploy", Tier::T3)
+///         .budget(BudgetSpec::new("agent:bot", Unit::RiskPoints, 1_000)))
+///     .build()
+///     .unwrap();
+/// let call = ToolCall::new("deploy", serde_json::json!({}));
+/// let r = auth.reserve(&ReserveRequest::new(Subject::new().agent("bot"), call)).unwrap();
+/// // The deploy was cancelled half-way: it may have acted, so it is charged what was held.
+/// let s = auth.settle(&r.reservation_id, &SettleRequest::new(CallOutcome::Interrupted)).unwrap();
+/// assert!(matches!(&s, Settlement::Committed(c) if c.charged == r.reserved()));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettleRequest {
+    /// How the call ended.
+    pub outcome: CallOutcome,
+    /// What a completed call actually cost ([`CommitRequest::actual`]); only with
+    /// [`CallOutcome::Completed`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actual: Vec<Amount>,
+    /// The call that actually ran, when it may differ from the one reserved
+    /// ([`CommitRequest::ran`]); used when the outcome is charged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ran: Option<ToolCall>,
+    /// Why (recorded when the hold is released).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Makes retries safe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+impl SettleRequest {
+    /// A request saying only how the call ended.
+    pub fn new(outcome: CallOutcome) -> Self {
+        SettleRequest {
+            outcome,
+            actual: Vec::new(),
+            ran: None,
+            reason: None,
+            idempotency_key: None,
+        }
+    }
+
+    /// Checks every field.
+    pub fn validate(&self) -> Result<()> {
+        if !self.actual.is_empty() && self.outcome != CallOutcome::Completed {
+            return Err(CyclesError::invalid(
+                "actual",
+                "only a COMPLETED call reports actual amounts",
+            ));
+        }
+        self.as_commit().validate()?;
+        self.as_release().validate()
+    }
+
+    /// The commit this settlement is when the outcome is charged (at the actual amounts, or
+    /// what was held; expired or not).
+    pub(crate) fn as_commit(&self) -> CommitRequest {
+        CommitRequest {
+            actual: self.actual.clone(),
+            ran: self.ran.clone(),
+            charge_if_expired: true,
+            idempotency_key: self.idempotency_key.clone(),
+        }
+    }
+
+    /// The release this settlement is when the outcome is not charged.
+    pub(crate) fn as_release(&self) -> ReleaseRequest {
+        ReleaseRequest {
+            reason: self.reason.clone(),
+            idempotency_key: self.idempotency_key.clone(),
+        }
+    }
+}
+
+/// What [`Authority::settle`](crate::Authority::settle) did: the commit or the release it was.
+/// Serialized as that result (both carry `status`: `COMMITTED` or `EXPIRED` for a charge,
+/// `RELEASED` for a release).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Settlement {
+    /// The call was charged.
+    Committed(CommitResult),
+    /// The hold was given back.
+    Released(ReleaseResult),
+}
+
 /// Push a reservation's expiry further, from its current expiry.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
