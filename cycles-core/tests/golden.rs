@@ -35,11 +35,12 @@ const EXPECT_KEYS: [&str; 12] = [
 ];
 
 /// Operations a step may name.
-const OPS: [&str; 11] = [
+const OPS: [&str; 12] = [
     "decide",
     "reserve",
     "commit",
     "release",
+    "settle",
     "extend",
     "event",
     "sweep_expired",

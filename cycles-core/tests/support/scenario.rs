@@ -222,6 +222,11 @@ impl Run {
                 let req: ReleaseRequest = request_or_default(step)?;
                 Outcome::from(a.release(&id, &req))
             }
+            "settle" => {
+                let id = self.reservation_id(step)?;
+                let req: SettleRequest = request(step)?;
+                Outcome::from(a.settle(&id, &req))
+            }
             "extend" => {
                 let id = self.reservation_id(step)?;
                 let req: ExtendRequest = request(step)?;
