@@ -3,11 +3,13 @@
     from cycles.integrations.langchain import guard_tool
 
     safe = guard_tool(run_sql, auth, subject={"tenant": "acme", "agent": "coder"})
-    safe.invoke({"query": "SELECT 1"})          # reserve -> run -> commit
+    safe.invoke({"query": "SELECT 1"})          # reserve -> run -> settle COMPLETED
 
 Invoking the returned tool reserves the call with the authority before the wrapped tool runs,
-commits after it returns and releases if it raises an error (a cancelled or timed-out call is
-charged: it may have acted). A DENY does not run the tool: by default
+then settles the reservation by how the tool ended (the core decides what each ending costs):
+returned is ``COMPLETED`` (committed), raised an error is ``FAILED`` (released, or charged
+under the policy's ``[defaults] on_failure = "CHARGE"``), cancelled or timed out is
+``INTERRUPTED`` (charged: it may have acted). A DENY does not run the tool: by default
 the tool's output is a message the model can read (a ``ToolMessage`` with ``status="error"``
 when invoked with a tool call), so the agent loop continues; ``on_deny="raise"`` raises
 ``cycles.Denied`` instead. Any other failure of the gate (arguments the core cannot take, a
@@ -158,7 +160,7 @@ def guard_tool(
     deny_message: Optional[DenyMessage] = None,
     actual: Optional[Callable[[Any], Optional[Amounts]]] = None,
 ) -> CyclesGuardedTool:
-    """Wrap ``tool`` so that every invocation is reserved, run, then committed.
+    """Wrap ``tool`` so that every invocation is reserved, run, then settled.
 
     ``name`` is the tool name the policy classifies (default: the LangChain tool's name);
     the model sees the same name, description and argument schema as before. ``actual``
