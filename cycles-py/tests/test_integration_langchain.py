@@ -205,3 +205,21 @@ def test_a_timed_out_tool_is_charged_it_may_have_acted(auth: cycles.Authority) -
     b = risk(a)
     assert b.reserved == 0 and b.spent > 0  # charged, not released
     assert a.audit()[-1].kind == "commit"
+
+
+def test_a_failing_tool_is_charged_under_on_failure_charge() -> None:
+    # The integration says FAILED; the policy's `[defaults] on_failure` decides the cost.
+    a = cycles.Authority.in_memory({**POLICY, "defaults": {"on_failure": "CHARGE"}})
+    guarded = guard_tool(run_sql, a, subject=SUBJECT)
+    with pytest.raises(RuntimeError, match="connection reset"):
+        guarded.invoke({"query": "DELETE FROM t WHERE id = 1"})
+
+    async def failing_async() -> None:
+        with pytest.raises(RuntimeError, match="connection reset"):
+            await guarded.ainvoke({"query": "DELETE FROM t WHERE id = 2"})
+
+    asyncio.run(failing_async())
+    assert len(ran) == 2
+    b = risk(a)
+    assert (b.spent, b.reserved) == (10, 0)  # tier 2: 5 points each, charged as held
+    assert [r.kind for r in a.audit()][-4:] == ["reserve", "commit", "reserve", "commit"]
