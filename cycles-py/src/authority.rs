@@ -662,8 +662,9 @@ impl Authority {
     }
 
     /// A decorator that gates a sync or async function: its call arguments become the
-    /// classified `args`, a DENY raises before the body runs, the body's success commits and
-    /// its exception releases. See `cycles.guard` for the options.
+    /// classified `args`, a DENY raises before the body runs, and the body's ending settles
+    /// the reservation (returned `COMPLETED`, raised `FAILED`, cancelled `INTERRUPTED`). See
+    /// `cycles.guard` for the options.
     #[pyo3(signature = (tool=None, *, subject, estimate=None, kind=None, tags=None, map_args=None, actual=None))]
     fn guard<'py>(
         slf: &Bound<'py, Self>,
