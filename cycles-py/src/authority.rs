@@ -234,8 +234,9 @@ impl Authority {
     /// Reserves the call's risk points and estimate on every budgeted scope.
     ///
     /// Raises `Denied` (or `ApprovalRequired`) when the gate says no; the denial is recorded.
-    /// The returned `Reservation` is a context manager: commit it inside the block; leaving
-    /// the block uncommitted, or by an exception, releases it.
+    /// The returned `Reservation` is a context manager: commit (or settle) it inside the
+    /// block; leaving the block uncommitted releases it, leaving it by an exception settles it
+    /// as `FAILED` (an `Exception`) or `INTERRUPTED` (anything else).
     #[pyo3(signature = (tool, args=None, *, subject, estimate=None, kind=None, tags=None,
         ttl_ms=None, grace_period_ms=None, overage_policy=None, idempotency_key=None, grant=None))]
     fn reserve(
@@ -314,6 +315,38 @@ impl Authority {
         py.detach(|| auth.release(&id, &req))
             .py(py)
             .map(ReleaseResult)
+    }
+
+    /// Finishes a reservation by id by how its call ended: `outcome` is `"COMPLETED"` (the
+    /// call returned: `actual` is charged, units not listed as held), `"FAILED"` (it reported
+    /// an error: released or charged what was held, as the policy's `[defaults] on_failure`
+    /// says), `"INTERRUPTED"` (stopped from outside after it started: charged what was held)
+    /// or `"NOT_STARTED"` (released). The core decides; charged outcomes are charged even if
+    /// the hold lapsed while the call ran (status `EXPIRED`, `event_id`). Returns the
+    /// `CommitResult` or the `ReleaseResult` it was. `actual` only with `"COMPLETED"`;
+    /// `reason` is recorded on a release; `ran` as in `commit`.
+    #[pyo3(signature = (reservation_id, outcome, actual=None, *, ran=None, reason=None, idempotency_key=None))]
+    fn settle<'py>(
+        &self,
+        py: Python<'py>,
+        reservation_id: &Bound<'py, PyAny>,
+        outcome: &Bound<'py, PyAny>,
+        actual: Option<&Bound<'py, PyAny>>,
+        ran: Option<&Bound<'py, PyAny>>,
+        reason: Option<&Bound<'py, PyAny>>,
+        idempotency_key: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let id: String = arg(reservation_id, "reservation_id").py(py)?;
+        let s = settle_core(
+            py,
+            &self.inner,
+            &id,
+            outcome,
+            (actual, ran),
+            reason,
+            idempotency_key,
+        )?;
+        settlement_py(py, s)
     }
 
     /// Extends a reservation by id from its current expiry; returns the updated reservation.
@@ -629,8 +662,9 @@ impl Authority {
     }
 
     /// A decorator that gates a sync or async function: its call arguments become the
-    /// classified `args`, a DENY raises before the body runs, the body's success commits and
-    /// its exception releases. See `cycles.guard` for the options.
+    /// classified `args`, a DENY raises before the body runs, and the body's ending settles
+    /// the reservation (returned `COMPLETED`, raised `FAILED`, cancelled `INTERRUPTED`). See
+    /// `cycles.guard` for the options.
     #[pyo3(signature = (tool=None, *, subject, estimate=None, kind=None, tags=None, map_args=None, actual=None))]
     fn guard<'py>(
         slf: &Bound<'py, Self>,
@@ -785,10 +819,43 @@ fn commit_core(
     py.detach(|| auth.commit(id, &req)).py(py).map(CommitResult)
 }
 
+/// `settle`: the outcome is the protocol string, read by the core's serde (an unknown one is
+/// `INVALID_REQUEST`); whether it is charged is the core's decision.
+fn settle_core(
+    py: Python<'_>,
+    auth: &core::Authority,
+    id: &str,
+    outcome: &Bound<'_, PyAny>,
+    (actual, ran): Actual<'_, '_>,
+    reason: Option<&Bound<'_, PyAny>>,
+    idempotency_key: Option<&Bound<'_, PyAny>>,
+) -> PyResult<core::Settlement> {
+    let req = (|| {
+        Ok::<_, CoreError>(core::SettleRequest {
+            outcome: arg(outcome, "outcome")?,
+            actual: amounts(actual, "actual")?,
+            ran: ran_call(ran)?,
+            reason: opt(reason, "reason")?,
+            idempotency_key: opt(idempotency_key, "idempotency_key")?,
+        })
+    })()
+    .py(py)?;
+    py.detach(|| auth.settle(id, &req)).py(py)
+}
+
+/// A settlement as the Python result it was: `CommitResult` or `ReleaseResult`.
+fn settlement_py(py: Python<'_>, s: core::Settlement) -> PyResult<Bound<'_, PyAny>> {
+    match s {
+        core::Settlement::Committed(c) => Ok(Bound::new(py, CommitResult(c))?.into_any()),
+        core::Settlement::Released(r) => Ok(Bound::new(py, ReleaseResult(r))?.into_any()),
+    }
+}
+
 /// A reservation: authority held for one call until it is committed, released or expires.
 ///
-/// A context manager: commit inside the block; leaving it uncommitted or by an exception
-/// releases the hold. Attributes reflect what this handle has done (`status`, `expires_at_ms`,
+/// A context manager: commit (or settle) inside the block; leaving it uncommitted releases the
+/// hold, leaving it by an exception settles it (`FAILED` for an `Exception`, `INTERRUPTED`
+/// for a cancellation, Ctrl-C or `SystemExit`). Attributes reflect what this handle has done (`status`, `expires_at_ms`,
 /// `charged`); `Authority.reservation(id)` reads the ledger's current state.
 #[pyclass(frozen, module = "cycles")]
 pub struct Reservation {
@@ -814,6 +881,15 @@ impl Reservation {
 
     fn update(&self, f: impl FnOnce(&mut core::Reservation)) {
         f(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn settled(&self, s: &core::Settlement) {
+        match s {
+            core::Settlement::Committed(c) => self.finished(c.status, c.charged.clone()),
+            core::Settlement::Released(_) => {
+                self.finished(core::ReservationStatus::Released, Vec::new())
+            }
+        }
     }
 
     fn finished(&self, status: core::ReservationStatus, charged: Vec<core::Amount>) {
@@ -952,6 +1028,31 @@ impl Reservation {
         Ok(ReleaseResult(res))
     }
 
+    /// Finishes the reservation by how its call ended, as in `Authority.settle`: returns the
+    /// `CommitResult` or the `ReleaseResult` it was.
+    #[pyo3(signature = (outcome, actual=None, *, ran=None, reason=None, idempotency_key=None))]
+    fn settle<'py>(
+        &self,
+        py: Python<'py>,
+        outcome: &Bound<'py, PyAny>,
+        actual: Option<&Bound<'py, PyAny>>,
+        ran: Option<&Bound<'py, PyAny>>,
+        reason: Option<&Bound<'py, PyAny>>,
+        idempotency_key: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let s = settle_core(
+            py,
+            &self.auth,
+            &self.id,
+            outcome,
+            (actual, ran),
+            reason,
+            idempotency_key,
+        )?;
+        self.settled(&s);
+        settlement_py(py, s)
+    }
+
     /// Pushes the expiry `by_ms` further from the current expiry (at most 10 times).
     #[pyo3(signature = (by_ms, *, idempotency_key=None))]
     fn extend<'py>(
@@ -979,11 +1080,13 @@ impl Reservation {
         slf
     }
 
-    /// Releases the hold unless the block committed or released it. On an exception the
-    /// release is best effort: the block's exception propagates, and a hold that could not
-    /// be released (ledger down) expires with its TTL. A block interrupted from outside (a
-    /// cancellation, Ctrl-C, `SystemExit`: not an `Exception`) is charged what was held
-    /// instead, as `guard` does: it may have acted.
+    /// Releases the hold unless the block committed or released it. A block that raised is
+    /// settled by how it ended: an `Exception` is a failed call (`FAILED`: released, or
+    /// charged what was held under `[defaults] on_failure = "CHARGE"`), an interruption from
+    /// outside (a cancellation, Ctrl-C, `SystemExit`: not an `Exception`) is `INTERRUPTED`
+    /// (charged what was held: it may have acted); the core decides what each costs. Settling
+    /// after an exception is best effort: the block's exception propagates, and a hold the
+    /// ledger could not take back expires with its TTL.
     #[pyo3(signature = (exc_type=None, _exc_value=None, _traceback=None))]
     fn __exit__(
         &self,
@@ -995,41 +1098,40 @@ impl Reservation {
         if self.snapshot().status != core::ReservationStatus::Active {
             return Ok(false);
         }
-        let interrupted = match exc_type {
-            Some(t) => !t.is_subclass_of::<pyo3::exceptions::PyException>()?,
-            None => false,
-        };
-        if interrupted {
-            let req = core::CommitRequest {
-                charge_if_expired: true,
-                ..core::CommitRequest::default()
-            };
-            let auth = &self.auth;
-            // Best effort: the interruption propagates whatever the ledger says.
-            if let Ok(c) = py.detach(|| auth.commit(&self.id, &req)) {
-                self.finished(c.status, c.charged.clone());
-            }
-            return Ok(false);
-        }
-        let reason = match exc_type {
-            Some(t) => format!("exception: {}", t.name()?),
-            None => "not committed".to_string(),
-        };
-        let req = core::ReleaseRequest {
-            reason: Some(reason.chars().take(256).collect()),
-            idempotency_key: None,
-        };
         let auth = &self.auth;
-        match py.detach(|| auth.release(&self.id, &req)) {
-            Ok(_) => {
-                self.finished(core::ReservationStatus::Released, Vec::new());
-                Ok(false)
-            }
-            // Finalized through another handle, or expired: nothing is held any more.
-            Err(CoreError::ReservationFinalized(_) | CoreError::ReservationExpired(_)) => Ok(false),
-            Err(_) if exc_type.is_some() => Ok(false),
-            Err(e) => Err(to_py_err(py, e)),
+        let Some(t) = exc_type else {
+            let req = core::ReleaseRequest {
+                reason: Some("not committed".into()),
+                idempotency_key: None,
+            };
+            return match py.detach(|| auth.release(&self.id, &req)) {
+                Ok(_) => {
+                    self.finished(core::ReservationStatus::Released, Vec::new());
+                    Ok(false)
+                }
+                // Finalized through another handle, or expired: nothing is held any more.
+                Err(CoreError::ReservationFinalized(_) | CoreError::ReservationExpired(_)) => {
+                    Ok(false)
+                }
+                Err(e) => Err(to_py_err(py, e)),
+            };
+        };
+        // Translation only: which way the block ended, in the core's terms.
+        let outcome = if t.is_subclass_of::<pyo3::exceptions::PyException>()? {
+            core::CallOutcome::Failed
+        } else {
+            core::CallOutcome::Interrupted
+        };
+        let reason = format!("exception: {}", t.name()?);
+        let req = core::SettleRequest {
+            reason: Some(reason.chars().take(256).collect()),
+            ..core::SettleRequest::new(outcome)
+        };
+        // Best effort: the block's exception propagates whatever the ledger says.
+        if let Ok(s) = py.detach(|| auth.settle(&self.id, &req)) {
+            self.settled(&s);
         }
+        Ok(false)
     }
 
     fn __repr__(&self) -> String {

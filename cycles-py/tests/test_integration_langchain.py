@@ -5,11 +5,11 @@ agent loop sends it). No model is called."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
 import pytest
 from langchain_core.messages import ToolMessage
-from langchain_core.tools import BaseTool, tool
+from langchain_core.tools import BaseTool, InjectedToolArg, tool
 
 import cycles
 from cycles.integrations.langchain import CyclesGuardedTool, guard_tool
@@ -205,3 +205,66 @@ def test_a_timed_out_tool_is_charged_it_may_have_acted(auth: cycles.Authority) -
     b = risk(a)
     assert b.reserved == 0 and b.spent > 0  # charged, not released
     assert a.audit()[-1].kind == "commit"
+
+
+def test_a_failing_tool_is_charged_under_on_failure_charge() -> None:
+    # The integration says FAILED; the policy's `[defaults] on_failure` decides the cost.
+    a = cycles.Authority.in_memory({**POLICY, "defaults": {"on_failure": "CHARGE"}})
+    guarded = guard_tool(run_sql, a, subject=SUBJECT)
+    with pytest.raises(RuntimeError, match="connection reset"):
+        guarded.invoke({"query": "DELETE FROM t WHERE id = 1"})
+
+    async def failing_async() -> None:
+        with pytest.raises(RuntimeError, match="connection reset"):
+            await guarded.ainvoke({"query": "DELETE FROM t WHERE id = 2"})
+
+    asyncio.run(failing_async())
+    assert len(ran) == 2
+    b = risk(a)
+    assert (b.spent, b.reserved) == (10, 0)  # tier 2: 5 points each, charged as held
+    assert [r.kind for r in a.audit()][-4:] == ["reserve", "commit", "reserve", "commit"]
+
+
+class _Connection:
+    """A runtime object an application injects (no tool call can carry one)."""
+
+
+@tool
+def run_sql_on(query: str, database: Annotated[str, InjectedToolArg], conn: Annotated[Any, InjectedToolArg]) -> str:
+    """Run SQL on a database the application chooses."""
+    ran.append(("run_sql_on", query, database, type(conn).__name__))
+    return "ok"
+
+
+INJECTED_POLICY: dict[str, Any] = {
+    # The classifier reads the injected argument: what the tool receives decides the tier.
+    "tools": [{"name": "run_sql_on", "tier": 0, "classifier": "sql", "arg": "database"}],
+    "budgets": [{"scope": "tenant:acme/agent:coder", "unit": "RISK_POINTS", "allocated": 30}],
+}
+
+
+def test_a_model_supplied_injected_argument_is_classified() -> None:
+    a = cycles.Authority.in_memory(INJECTED_POLICY)
+    guarded = guard_tool(run_sql_on, a, subject=SUBJECT)
+    # Hidden from the model's schema ...
+    assert set(guarded.tool_call_schema.model_json_schema()["properties"]) == {"query"}
+    # ... but a tool call that carries it anyway reaches the tool with it: so it is classified.
+    conn = _Connection()
+    args = {"query": "SELECT 1", "database": "DROP DATABASE prod", "conn": conn}
+    msg = guarded.invoke({"name": "run_sql_on", "args": args, "id": "call_1", "type": "tool_call"})
+    assert isinstance(msg, ToolMessage) and msg.status == "error" and "Tier 4" in str(msg.content)
+    assert ran == []
+    denial = a.audit(kinds=["denial"])[-1]
+    assert denial.tier == 4
+    # A harmless value runs, and the classified args are exactly what the tool received, with
+    # the runtime object named by its type.
+    assert guarded.invoke({"query": "SELECT 1", "database": "SELECT 2", "conn": conn}) == "ok"
+    assert ran == [("run_sql_on", "SELECT 1", "SELECT 2", "_Connection")]
+    digest = a.audit(kinds=["reserve"])[-1].call_digest
+    probe = a.reserve(
+        "run_sql_on",
+        {"query": "SELECT 1", "database": "SELECT 2", "conn": "<injected _Connection>"},
+        subject=SUBJECT,
+    )
+    assert probe.call_digest == digest
+    probe.release()

@@ -171,3 +171,13 @@ def test_input_guardrail_rejects_on_deny(auth: cycles.Authority) -> None:
     # decide holds nothing: both decisions are recorded, no reservation was made.
     assert [r.kind for r in auth.audit()] == ["budget_set", "decide", "decide"]
     assert risk(auth).reserved == 0
+
+
+def test_a_raising_tool_is_charged_under_on_failure_charge() -> None:
+    # The integration says FAILED; the policy's `[defaults] on_failure` decides the cost.
+    a = cycles.Authority.in_memory({**POLICY, "defaults": {"on_failure": "CHARGE"}})
+    with pytest.raises(RuntimeError, match="backend exploded"):
+        invoke(guard_function_tool(flaky, a, subject=SUBJECT), {"n": 1})
+    assert ran == [("flaky", 1)]
+    assert (risk(a).spent, risk(a).reserved) == (5, 0)
+    assert [r.kind for r in a.audit()][-2:] == ["reserve", "commit"]

@@ -20,6 +20,9 @@ reason: str | None = d.reason_code
 with auth.reserve("t", subject={"agent": "bot"}, estimate={"TOKENS": 5}) as r:
     res: cycles.CommitResult = r.commit({"TOKENS": 3})
     charged: dict[str, int] = res.charged
+settled: cycles.CommitResult | cycles.ReleaseResult = auth.reserve("t", subject={"agent": "bot"}).settle(
+    "NOT_STARTED", reason="declined"
+)
 try:
     auth.reserve("t", subject={"agent": "bot"})
 except cycles.Denied as e:

@@ -36,6 +36,11 @@ _JSON = Union[None, bool, int, float, str, Sequence["_JSON"], Mapping[str, "_JSO
 _Amounts = Union[Mapping[str, int], Sequence[Mapping[str, Any]]]
 """``{"RISK_POINTS": 5, "USD_MICROCENTS": 2_000_000}`` or ``[{"unit": ..., "amount": ...}]``."""
 
+_CallOutcome = Literal["COMPLETED", "FAILED", "INTERRUPTED", "NOT_STARTED"]
+"""How a reserved call ended, for ``settle``: returned, raised (the policy's
+``[defaults] on_failure`` decides), stopped from outside after it started (charged), never ran
+(released)."""
+
 _Subject = Mapping[str, Any]
 """``{"tenant": ..., "workspace": ..., "app": ..., "workflow": ..., "agent": ..., "toolset": ...,
 "dimensions": {...}}``: at least one level."""
@@ -275,6 +280,15 @@ class Reservation:
     def release(
         self, reason: Optional[str] = None, *, idempotency_key: Optional[str] = None
     ) -> ReleaseResult: ...
+    def settle(
+        self,
+        outcome: _CallOutcome,
+        actual: Optional[_Amounts] = None,
+        *,
+        ran: Optional[Mapping[str, Any]] = None,
+        reason: Optional[str] = None,
+        idempotency_key: Optional[str] = None,
+    ) -> Union[CommitResult, ReleaseResult]: ...
     def extend(self, by_ms: int, *, idempotency_key: Optional[str] = None) -> Reservation: ...
     def to_dict(self) -> dict[str, Any]: ...
     def __enter__(self) -> Reservation: ...
@@ -332,6 +346,16 @@ class Authority:
     def release(
         self, reservation_id: str, reason: Optional[str] = None, *, idempotency_key: Optional[str] = None
     ) -> ReleaseResult: ...
+    def settle(
+        self,
+        reservation_id: str,
+        outcome: _CallOutcome,
+        actual: Optional[_Amounts] = None,
+        *,
+        ran: Optional[Mapping[str, Any]] = None,
+        reason: Optional[str] = None,
+        idempotency_key: Optional[str] = None,
+    ) -> Union[CommitResult, ReleaseResult]: ...
     def extend(self, reservation_id: str, by_ms: int, *, idempotency_key: Optional[str] = None) -> Reservation: ...
     def reservation(self, reservation_id: str) -> Reservation: ...
     def reservation_by_key(self, idempotency_key: str) -> Optional[Reservation]: ...

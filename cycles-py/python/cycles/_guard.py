@@ -1,7 +1,10 @@
-"""The ``guard`` decorator: reserve before the body runs, commit after, release on error
-(charge when interrupted).
+"""The ``guard`` decorator: reserve before the body runs, then settle the reservation by how
+the body ended.
 
-Only plumbing lives here; whether a call may run is decided by the core's ``reserve``. The
+Only plumbing lives here: whether a call may run is decided by the core's ``reserve``, and
+what each ending costs by its ``settle``. This module only says which ending happened
+(returned: ``COMPLETED``; raised an ``Exception``: ``FAILED``; stopped from outside by a
+cancellation, Ctrl-C or ``SystemExit``: ``INTERRUPTED``; never started: ``NOT_STARTED``). The
 helpers below are shared with the framework integrations (``cycles.integrations``).
 """
 
@@ -28,7 +31,7 @@ from typing import (
 from ._cycles import CyclesError, InvalidInput
 
 if TYPE_CHECKING:
-    from ._cycles import Authority, Reservation
+    from ._cycles import Authority, Reservation, _CallOutcome
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -38,33 +41,26 @@ Actual = Optional[Callable[[Any], Optional[Amounts]]]
 log = logging.getLogger("cycles")
 
 
-def _release_quietly(r: Reservation, exc: BaseException) -> None:
-    # The body's exception is what the caller must see. If the ledger cannot take the release
-    # the hold is not lost: it expires with the reservation's TTL.
+def _settle_quietly(r: Reservation, outcome: _CallOutcome, reason: Optional[str] = None) -> None:
+    # Settling after the call ran or raised: the body's outcome (its exception) is what the
+    # caller must see. If the ledger cannot take the settlement, a hold that was not charged
+    # is not lost: it expires with the reservation's TTL.
     try:
-        r.release(f"exception: {type(exc).__name__}")
+        r.settle(outcome, reason=reason)
     except CyclesError as e:
-        log.warning("releasing %s failed (%s); the hold expires with its TTL", r.reservation_id, e)
-
-
-def _commit_held_quietly(r: Reservation) -> None:
-    # The body ran but what it cost cannot be computed: charge what was held (also when the
-    # hold lapsed while the body ran: a call that outlives its reservation is still paid for).
-    try:
-        r.commit(None, charge_if_expired=True)
-    except CyclesError as e:
-        log.warning("committing %s failed (%s)", r.reservation_id, e)
+        log.warning(
+            "settling %s as %s failed (%s); the hold expires with its TTL", r.reservation_id, outcome, e
+        )
 
 
 def _raised(r: Reservation, exc: BaseException) -> None:
-    """The body raised ``exc``: an error it reported (an ``Exception``) releases the hold; an
-    interruption from outside (a cancellation or a timeout, which arrive as ``CancelledError``,
-    Ctrl-C, ``SystemExit``) is charged what was held, because the body may already have acted
-    when it was stopped (as the MCP gate charges a cancelled call)."""
-    if isinstance(exc, Exception):
-        _release_quietly(r, exc)
-    else:
-        _commit_held_quietly(r)
+    """The body raised ``exc``: an error it reported (an ``Exception``) is a ``FAILED`` call
+    (the policy's ``[defaults] on_failure`` says whether it is charged); an interruption from
+    outside (a cancellation or a timeout, which arrive as ``CancelledError``, Ctrl-C,
+    ``SystemExit``) is ``INTERRUPTED``, which the core charges: the body may already have
+    acted when it was stopped."""
+    outcome: _CallOutcome = "FAILED" if isinstance(exc, Exception) else "INTERRUPTED"
+    _settle_quietly(r, outcome, f"exception: {type(exc).__name__}")
 
 
 async def _shielded(aw: Awaitable[Any], if_abandoned: Callable[[asyncio.Future[Any]], None]) -> Any:
@@ -79,7 +75,7 @@ async def _shielded(aw: Awaitable[Any], if_abandoned: Callable[[asyncio.Future[A
 
 
 async def _finish(fn: Callable[..., Any], *args: Any) -> Any:
-    """Runs a ledger step that follows a call that ran (its commit, its charge, its release)
+    """Runs a ledger step that follows a call that ran or raised (its settlement)
     in a worker thread, to the end even if the caller is cancelled meanwhile: a cancellation
     arriving as the step is handed to the thread (anyio cancel scopes cancel every await)
     would otherwise drop it, and a call that ran would go uncharged."""
@@ -109,42 +105,41 @@ def _release_orphan(task: asyncio.Future[Reservation]) -> None:
 
 
 def _release_cancelled(r: Reservation) -> None:
-    try:
-        r.release("cancelled before the call ran")
-    except CyclesError as e:
-        log.warning("releasing %s failed (%s); the hold expires with its TTL", r.reservation_id, e)
+    # The caller was gone before the call started: it never ran.
+    _settle_quietly(r, "NOT_STARTED", "cancelled before the call ran")
 
 
 def _amounts(r: Reservation, actual: Actual, result: Any) -> Optional[Amounts]:
-    # The body ran, so it is charged: if `actual` fails, what was held is committed.
+    # The body returned: if `actual` fails, the call is still COMPLETED, without amounts.
     try:
         return actual(result) if actual is not None else None
     except BaseException:
-        _commit_held_quietly(r)
+        _settle_quietly(r, "COMPLETED")
         raise
 
 
-def _commit(r: Reservation, spent: Optional[Amounts]) -> None:
+def _completed(r: Reservation, spent: Optional[Amounts]) -> None:
     try:
-        # The body ran: charged even if its hold lapsed while it ran.
-        r.commit(spent, charge_if_expired=True)
+        r.settle("COMPLETED", spent)
     except InvalidInput:
-        # Amounts from `actual` the core refuses: charge what was held, then say why.
+        # Amounts from `actual` the core refuses (it changed nothing): COMPLETED without
+        # amounts, then say why.
         if spent is not None:
-            _commit_held_quietly(r)
+            _settle_quietly(r, "COMPLETED")
         raise
 
 
 def _settle(r: Reservation, actual: Actual, result: Any) -> None:
-    """The body returned ``result``: commit ``actual(result)`` (or what was held).
+    """The body returned ``result``: settle ``COMPLETED`` with ``actual(result)`` as the
+    amounts (none given: the core charges what was held).
 
-    When ``actual`` raises or gives amounts the core refuses, what was held is committed and
-    that error is raised. A commit the ledger refuses raises its ``CyclesError`` with the
-    body's result on ``.result`` (the body did run).
+    When ``actual`` raises or gives amounts the core refuses, the call is settled
+    ``COMPLETED`` without amounts and that error is raised. A settlement the ledger refuses
+    raises its ``CyclesError`` with the body's result on ``.result`` (the body did run).
     """
     spent = _amounts(r, actual, result)
     try:
-        _commit(r, spent)
+        _completed(r, spent)
     except CyclesError as e:
         e.result = result  # type: ignore[attr-defined]
         raise
@@ -159,8 +154,8 @@ def _guarded_generator(r: Reservation, gen: Generator[Any, Any, Any], actual: Ac
     try:
         value = yield from gen
     except GeneratorExit:
-        # Closed before the end (or collected): the body ran in part.
-        _commit_held_quietly(r)
+        # Closed before the end (or collected): the body ran in part and was stopped.
+        _settle_quietly(r, "INTERRUPTED", "generator closed early")
         raise
     except BaseException as exc:
         _raised(r, exc)
@@ -177,7 +172,7 @@ async def _guarded_async_generator(r: Reservation, agen: AsyncIterator[Any], act
         aclose = getattr(agen, "aclose", None)
         if aclose is not None:
             await aclose()
-        await _finish(_commit_held_quietly, r)
+        await _finish(_settle_quietly, r, "INTERRUPTED", "generator closed early")
         raise
     except BaseException as exc:
         await _finish(_raised, r, exc)
@@ -224,17 +219,20 @@ def guard(
     The function's bound call arguments (defaults applied) become the classified ``args`` of
     the tool call (pass ``map_args`` to select or transform them, e.g. to drop ``self``).
     ``reserve`` runs before the body: a DENY raises ``Denied`` and the body never runs. A
-    body that returns commits the reservation (with ``actual(result)`` as the actual amounts
-    when given, otherwise what was held); a body that raises an ``Exception`` releases it and
-    the exception propagates, while a body interrupted from outside (cancelled, timed out,
-    Ctrl-C) is charged what was held, since it may have acted. A generator (sync or async) holds its reservation until it is exhausted
-    (committed), raises (released) or is closed early (committed: it ran in part); so does a
+    body's ending settles the reservation (``Reservation.settle``; the core decides what each
+    ending costs): a body that returns is ``COMPLETED`` (charged ``actual(result)`` when
+    given, otherwise what was held); a body that raises an ``Exception`` is ``FAILED``
+    (released, or charged what was held under the policy's ``[defaults] on_failure =
+    "CHARGE"``) and the exception propagates; a body interrupted from outside (cancelled,
+    timed out, Ctrl-C) is ``INTERRUPTED``, charged what was held, since it may have acted. A
+    generator (sync or async) holds its reservation until it is exhausted (``COMPLETED``),
+    raises (as above) or is closed early (``INTERRUPTED``: it ran in part); so does a
     coroutine returned by a sync callable, until it is awaited. Async functions await the
     ledger calls in a worker thread.
 
-    The body ran, so it is charged: if ``actual`` raises, what was held is committed and the
-    error propagates; a body that outlived its reservation (TTL and grace) is still charged,
-    as an event (``charge_if_expired``); if the ledger refuses the commit, its ``CyclesError``
+    If ``actual`` raises, the call is settled ``COMPLETED`` without amounts (what was held is
+    charged) and the error propagates; a body that outlived its reservation (TTL and grace)
+    is still charged, as an event; if the ledger refuses the settlement, its ``CyclesError``
     propagates with the body's result on ``.result``.
     """
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 from .._cycles import CyclesError, Denied, InvalidInput, Reservation
-from .._guard import Actual, _amounts, _commit, log
+from .._guard import Actual, _amounts, _completed, log
 
 DenyMessage = Callable[[Denied, str], str]
 
@@ -62,17 +62,17 @@ def message_for(exc: BaseException, tool: str, deny_message: Optional[DenyMessag
 
 
 def settle_ran(r: Reservation, actual: Actual, result: Any, tool: str) -> None:
-    """The tool ran and returned ``result``: commit what it cost.
+    """The tool ran and returned ``result``: settle it ``COMPLETED`` with what it cost.
 
-    A commit the ledger refuses does not hide the result from the model: the call already
+    A settlement the ledger refuses does not hide the result from the model: the call already
     happened, and a model told it failed would run it again (the MCP gate does the same). The
     failure is logged on the ``cycles`` logger and the hold expires with its TTL. A failing
-    ``actual`` (or amounts the core refuses) commits what was held and raises: that is a bug
-    in the caller's code, not the ledger's.
+    ``actual`` (or amounts the core refuses) settles ``COMPLETED`` without amounts (what was
+    held is charged) and raises: that is a bug in the caller's code, not the ledger's.
     """
     spent = _amounts(r, actual, result)
     try:
-        _commit(r, spent)
+        _completed(r, spent)
     except InvalidInput:
         raise
     except CyclesError as e:

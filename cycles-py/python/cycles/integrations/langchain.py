@@ -3,11 +3,13 @@
     from cycles.integrations.langchain import guard_tool
 
     safe = guard_tool(run_sql, auth, subject={"tenant": "acme", "agent": "coder"})
-    safe.invoke({"query": "SELECT 1"})          # reserve -> run -> commit
+    safe.invoke({"query": "SELECT 1"})          # reserve -> run -> settle COMPLETED
 
 Invoking the returned tool reserves the call with the authority before the wrapped tool runs,
-commits after it returns and releases if it raises an error (a cancelled or timed-out call is
-charged: it may have acted). A DENY does not run the tool: by default
+then settles the reservation by how the tool ended (the core decides what each ending costs):
+returned is ``COMPLETED`` (committed), raised an error is ``FAILED`` (released, or charged
+under the policy's ``[defaults] on_failure = "CHARGE"``), cancelled or timed out is
+``INTERRUPTED`` (charged: it may have acted). A DENY does not run the tool: by default
 the tool's output is a message the model can read (a ``ToolMessage`` with ``status="error"``
 when invoked with a tool call), so the agent loop continues; ``on_deny="raise"`` raises
 ``cycles.Denied`` instead. Any other failure of the gate (arguments the core cannot take, a
@@ -18,12 +20,14 @@ reads why (``on_deny="raise"`` raises the error).
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any, Callable, Literal, Mapping, Optional, Sequence, Union
 
 from langchain_core.callbacks import AsyncCallbackManagerForToolRun, CallbackManagerForToolRun
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import patch_config
 from langchain_core.tools import BaseTool, ToolException
+from langchain_core.tools.base import FILTERED_ARGS
 
 from .._cycles import Authority, Denied
 from .._guard import _areserve, _finish, _raised
@@ -48,6 +52,24 @@ class CyclesGateToolException(ToolException):
     def __init__(self, message: str, error: Exception) -> None:
         super().__init__(message)
         self.error = error
+
+
+def _injected(value: Any) -> Any:
+    """The classified form of a value given for an injected argument.
+
+    LangChain hides injected arguments from the model's schema but does not stop a tool call
+    from carrying one: a value the model supplied reaches the tool. So whatever is JSON data
+    is classified as it is (a value JSON cannot carry, such as a NaN or an integer beyond 64
+    bits, goes to the core and is refused there: the call does not run). Only a value no
+    JSON tool call can produce, a runtime object (``ToolRuntime``, a store, a callback
+    handler), is classified as a placeholder naming its type.
+    """
+    data = jsonable(value)
+    try:
+        json.dumps(data)
+    except TypeError:
+        return f"<injected {type(value).__name__}>"
+    return data
 
 
 def _handle_denial_only(e: ToolException) -> str:
@@ -78,11 +100,17 @@ class CyclesGuardedTool(BaseTool):
                 fields = list(self.inner.args)
                 return {fields[0] if fields else "input": jsonable(args[0])}
             return jsonable(list(args))
-        # Injected arguments (run managers, runtime objects, the tool call id) are not what
-        # the model proposed. Everything else the tool will run with is classified, including
-        # keys a JSON-schema tool passes through without declaring them.
+        # Everything the tool will run with is classified, including keys a JSON-schema tool
+        # passes through without declaring them and injected arguments (hidden from the
+        # model's schema, but a tool call may still carry them: fail closed). Only LangChain's
+        # own plumbing (run manager, callbacks) is left out, and runtime objects no tool call
+        # can carry are named by their type (see `_injected`).
         visible = self.inner._filter_injected_args(kwargs)
-        return {k: jsonable(v) for k, v in visible.items()}
+        return {
+            k: jsonable(v) if k in visible else _injected(v)
+            for k, v in kwargs.items()
+            if k in visible or k not in FILTERED_ARGS
+        }
 
     def _refused(self, e: Exception) -> Any:
         if self.on_deny == "raise":
@@ -158,7 +186,7 @@ def guard_tool(
     deny_message: Optional[DenyMessage] = None,
     actual: Optional[Callable[[Any], Optional[Amounts]]] = None,
 ) -> CyclesGuardedTool:
-    """Wrap ``tool`` so that every invocation is reserved, run, then committed.
+    """Wrap ``tool`` so that every invocation is reserved, run, then settled.
 
     ``name`` is the tool name the policy classifies (default: the LangChain tool's name);
     the model sees the same name, description and argument schema as before. ``actual``

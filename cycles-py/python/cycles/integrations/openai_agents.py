@@ -10,9 +10,11 @@
     agent = Agent(name="ops", tools=[safe])
 
 The returned tool has the same name, description and JSON schema. Each invocation reserves the
-call (its JSON arguments are the classified ``args``) before the original tool runs, commits
-after it returns and releases if it raises an error (a cancelled or timed-out call is
-charged: it may have acted). A DENY does not run the tool: by default the model
+call (its JSON arguments are the classified ``args``) before the original tool runs, then
+settles it by how the tool ended (the core decides what each ending costs): returned is
+``COMPLETED`` (committed), raised an error is ``FAILED`` (released, or charged under the
+policy's ``[defaults] on_failure = "CHARGE"``), cancelled or timed out is ``INTERRUPTED``
+(charged: it may have acted). A DENY does not run the tool: by default the model
 receives a message saying why (the SDK sends a tool's string result back to the model), and
 ``on_deny="raise"`` raises ``cycles.Denied`` to stop the run instead. Any other failure of the
 gate (arguments the core cannot take, a broken ledger or policy, a bug) is handled the same way:
@@ -64,7 +66,7 @@ def guard_function_tool(
     deny_message: Optional[DenyMessage] = None,
     actual: Optional[Callable[[Any], Optional[Amounts]]] = None,
 ) -> FunctionTool:
-    """A copy of ``tool`` whose invocation goes through reserve -> run -> commit.
+    """A copy of ``tool`` whose invocation goes through reserve -> run -> settle.
 
     ``name`` is the tool name the policy classifies (default: the tool's name). ``actual``
     maps the tool's output to the amounts to charge (default: what was reserved).
