@@ -114,7 +114,7 @@ class Run:
                 obs["result"] = r.to_dict()
                 obs["id"] = r.reservation_id
                 self._bind(step, r)
-            elif op in ("commit", "release", "extend"):
+            elif op in ("commit", "release", "extend", "settle"):
                 req = copy.deepcopy(step.get("request", {}))
                 handle = self._handle(step)
                 if op == "commit":
@@ -125,6 +125,13 @@ class Run:
                     kw = _take(req, ["reason", "idempotency_key"])
                     _done(req, op)
                     res = handle.release(**kw) if handle else a.release(self._id(step), **kw)
+                elif op == "settle":
+                    outcome = req.pop("outcome")
+                    kw = _take(req, ["actual", "reason", "idempotency_key"])
+                    _done(req, op)
+                    res = (
+                        handle.settle(outcome, **kw) if handle else a.settle(self._id(step), outcome, **kw)
+                    )
                 else:
                     by_ms = req.pop("extend_by_ms")
                     kw = _take(req, ["idempotency_key"])
