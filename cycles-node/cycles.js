@@ -180,14 +180,14 @@ Authority.prototype.decide = function decide(request) {
     return Promise.reject(err)
   }
 }
-for (const name of ['commit', 'release', 'extend', 'event']) {
+for (const name of ['commit', 'release', 'settle', 'extend', 'event']) {
   const native = Authority.prototype[name]
   const sync = Authority.prototype[`${name}Sync`]
   Authority.prototype[name] = function (...args) {
     return inline(this) ? settledCall(sync, this, args) : native.apply(this, args)
   }
 }
-for (const name of ['commit', 'release', 'extend']) {
+for (const name of ['commit', 'release', 'settle', 'extend']) {
   const native = Reservation.prototype[name]
   const sync = Reservation.prototype[`${name}Sync`]
   Reservation.prototype[name] = function (...args) {

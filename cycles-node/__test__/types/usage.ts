@@ -7,6 +7,9 @@ import {
   type ApprovalAnswer,
   type ApprovalRequest,
   type Balance,
+  type CallOutcome,
+  type CommitResult,
+  type ReleaseResult,
   type Decision,
   type Explanation,
   type ReserveRequest,
@@ -29,6 +32,11 @@ async function main(): Promise<void> {
   const r = await file.reserve(req)
   const c = await r.commit({ actual: [{ unit: 'TOKENS', amount: 3 }] })
   const b: Balance[] = c.balances
+  const outcome: CallOutcome = 'INTERRUPTED'
+  const settled: CommitResult | ReleaseResult = await r.settle({ outcome, reason: 'stopped' })
+  const byId = auth.settleSync(r.reservationId, { outcome: 'COMPLETED', actual: [{ unit: 'TOKENS', amount: 1n }], idempotencyKey: 'k' })
+  if (byId.status === 'RELEASED') use(byId.released)
+  use(settled.status, (await auth.settle(r.reservationId, { outcome: 'NOT_STARTED' })).balances)
   const left: number | bigint = b[0].remaining
   try {
     auth.reserveSync(req)
@@ -63,6 +71,10 @@ void (async (a: Authority) => a.approvals('WAITING'))
 const bad: ReserveRequest = { tool: 'x' }
 // @ts-expect-error: units are a closed set
 const badUnit: ReserveRequest = { subject: {}, tool: 'x', estimate: [{ unit: 'DOLLARS', amount: 1 }] }
+// @ts-expect-error: outcomes are a closed set
+void ((a: Authority) => a.settleSync('rsv_x', { outcome: 'DONE' }))
+// @ts-expect-error: settle needs an outcome
+void ((a: Authority) => a.settle('rsv_x', {}))
 // @ts-expect-error: explain takes no subject
 void ((a: Authority) => a.explain({ tool: 'x', subject: {} }))
 void main

@@ -1,0 +1,88 @@
+// settle: a reservation is finished by how its call ended, and the core alone decides what that
+// costs (COMPLETED and INTERRUPTED charged, NOT_STARTED released, FAILED as the policy's
+// `[defaults] on_failure` says).
+import test from 'node:test'
+import assert from 'node:assert/strict'
+
+import { cycles } from './support.mjs'
+
+const { Authority } = cycles
+
+const policy = (onFailure) => ({
+  tools: [{ name: 'send_email', tier: 2 }, { name: 'deploy', tier: 3 }],
+  budgets: [{ scope: 'agent:bot', unit: 'RISK_POINTS', allocated: 100 }],
+  ...(onFailure && { defaults: { on_failure: onFailure } }),
+})
+const BOT = { agent: 'bot' }
+const risk = (auth) => auth.balancesSync('agent:bot').find((b) => b.unit === 'RISK_POINTS')
+const kinds = (auth) => auth.auditSync().map((r) => r.kind).filter((k) => k !== 'budget_set')
+
+test('settle by outcome: by id and on the reservation, Promise and sync forms', async () => {
+  const auth = Authority.inMemory({ policy: policy() })
+  const reserve = () => auth.reserveSync({ subject: BOT, tool: 'deploy', args: {} })
+
+  const notStarted = reserve()
+  const r1 = auth.settleSync(notStarted.reservationId, { outcome: 'NOT_STARTED', reason: 'user declined' })
+  assert.equal(r1.status, 'RELEASED')
+  assert.deepEqual(r1.released, [{ unit: 'RISK_POINTS', amount: 20 }])
+  assert.equal(r1.charged, undefined, 'a release result has no charged')
+  assert.equal(risk(auth).spent, 0)
+
+  const interrupted = reserve()
+  const c1 = await interrupted.settle({ outcome: 'INTERRUPTED' })
+  assert.equal(c1.status, 'COMMITTED')
+  assert.deepEqual(c1.charged, [{ unit: 'RISK_POINTS', amount: 20 }])
+  assert.equal(interrupted.status, 'COMMITTED', 'the object follows')
+  assert.equal(risk(auth).spent, 20)
+
+  const failed = reserve()
+  const r2 = await auth.settle(failed.reservationId, { outcome: 'FAILED' })
+  assert.equal(r2.status, 'RELEASED')
+  assert.equal(risk(auth).spent, 20)
+
+  const completed = reserve()
+  const c2 = completed.settleSync({ outcome: 'COMPLETED', actual: [{ unit: 'RISK_POINTS', amount: 7 }] })
+  assert.equal(c2.status, 'COMMITTED')
+  assert.equal(completed.status, 'COMMITTED')
+  assert.equal(risk(auth).spent, 27)
+  assert.equal(risk(auth).reserved, 0)
+  assert.deepEqual(kinds(auth), ['reserve', 'release', 'reserve', 'commit', 'reserve', 'release', 'reserve', 'commit'])
+
+  // A second settle without the same key is refused.
+  assert.throws(() => completed.settleSync({ outcome: 'COMPLETED' }), (e) => e.code === 'RESERVATION_FINALIZED')
+})
+
+test('settle: an unknown outcome, a missing one or actual without COMPLETED is INVALID_REQUEST and changes nothing', async () => {
+  const auth = Authority.inMemory({ policy: policy('CHARGE') })
+  const r = auth.reserveSync({ subject: BOT, tool: 'deploy', args: {} })
+  const before = auth.auditSync().length
+  const invalid = (e) => e.code === 'INVALID_REQUEST' && e.name === 'CyclesError'
+  assert.throws(() => auth.settleSync(r.reservationId, { outcome: 'DONE' }), invalid)
+  await assert.rejects(auth.settle(r.reservationId, { outcome: 'DONE' }), invalid)
+  await assert.rejects(r.settle({ outcome: 'done' }), invalid)
+  assert.throws(() => r.settleSync({}), invalid)
+  assert.throws(() => r.settleSync(), invalid)
+  assert.throws(() => r.settleSync({ outcome: 'FAILED', actual: [{ unit: 'RISK_POINTS', amount: 1 }] }), invalid)
+  assert.throws(() => r.settleSync({ outcome: 'COMPLETED', chargeIfExpired: true }), invalid)
+  assert.equal(r.status, 'ACTIVE')
+  assert.equal(auth.auditSync().length, before, 'nothing recorded')
+  const b = risk(auth)
+  assert.equal(b.spent, 0)
+  assert.equal(b.reserved, 20, 'still held')
+  assert.equal(auth.getReservationSync(r.reservationId).status, 'ACTIVE')
+})
+
+test('settle on a file ledger (off the JS thread) with an idempotency key replays', async (t) => {
+  const { tempDir } = await import('./support.mjs')
+  const tmp = tempDir()
+  t.after(tmp.cleanup)
+  const { join } = await import('node:path')
+  const auth = await Authority.open(join(tmp.dir, 'c.db'), { policy: policy('CHARGE') })
+  const r = await auth.reserve({ subject: BOT, tool: 'deploy', args: {} })
+  const a = await r.settle({ outcome: 'FAILED', idempotencyKey: 'k1' })
+  const b = await auth.settle(r.reservationId, { outcome: 'FAILED', idempotencyKey: 'k1' })
+  assert.equal(a.status, 'COMMITTED', 'FAILED under CHARGE')
+  assert.deepEqual(b, a, 'the replay returns the original result')
+  assert.equal((await auth.balances('agent:bot'))[0].spent, 20)
+  await assert.rejects(auth.settle(r.reservationId, { outcome: 'BOGUS' }), (e) => e.code === 'INVALID_REQUEST')
+})
