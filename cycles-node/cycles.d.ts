@@ -28,7 +28,7 @@ export interface CyclesError extends Error {
   approvalRequestId?: string
   /** On `INVALID_REQUEST`: the offending field (`estimate[0].amount`). */
   field?: string
-  /** On a failed commit after the guarded function succeeded: its result. */
+  /** On a failed settlement after the guarded function succeeded: its result. */
   result?: unknown
 }
 
@@ -50,8 +50,11 @@ export interface GuardOptions<A extends unknown[], R> {
 }
 
 /**
- * Wraps `fn`: reserve before it runs, commit after it resolves, release if it throws.
- * A denial rejects with a `CyclesError` before `fn` is called.
+ * Wraps `fn`: reserve before it runs, then settle by how it ended (the core decides what that
+ * costs): resolved => `COMPLETED` (at `actual` when given), threw an `AbortError` or
+ * `TimeoutError` => `INTERRUPTED` (charged what was held), threw anything else => `FAILED`
+ * (the policy's `on_failure`: released by default, or charged). A denial rejects with a
+ * `CyclesError` before `fn` is called.
  */
 export declare function guard<A extends unknown[], R>(
   fn: (...args: A) => R | Promise<R>,

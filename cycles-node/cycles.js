@@ -210,15 +210,28 @@ function defaultArgs(...callArgs) {
 const GENERATORS = new Set(['GeneratorFunction', 'AsyncGeneratorFunction'])
 
 /**
- * Wraps `fn` so that every call is reserved before it runs, committed after it resolves and
- * released if it throws. A denial rejects before `fn` is called. The call ran, so it is
- * charged: if `opts.actual` throws, what was held is committed and its error rejects; a call
- * that outlived its reservation is charged all the same (`chargeIfExpired`).
+ * How a call that threw ended, as far as the caller can tell: an abort or a timeout from
+ * outside (the `AbortError` / `TimeoutError` that `AbortSignal`, `fetch`, timers/promises and
+ * Node's streams raise) interrupted it; any other error is the call's own failure. What each
+ * costs is the core's rule (`settle`), not this function's.
+ */
+function thrownOutcome(err) {
+  const name = err?.name
+  return name === 'AbortError' || name === 'TimeoutError' ? 'INTERRUPTED' : 'FAILED'
+}
+
+/**
+ * Wraps `fn` so that every call is reserved before it runs and settled by how it ended: it
+ * resolved (`COMPLETED`, at `opts.actual` when given), it threw (`FAILED`) or it was aborted or
+ * timed out (`INTERRUPTED`: an `AbortError` or `TimeoutError`). The core decides what each
+ * outcome costs (a failure follows the policy's `on_failure`). A denial rejects before `fn` is
+ * called. If `opts.actual` throws, the call still completed: what was held is charged and its
+ * error rejects; a call that outlived its reservation is charged all the same (status EXPIRED).
  */
 function guard(fn, opts) {
   if (typeof fn !== 'function') throw new TypeError('guard(fn, opts): fn must be a function')
-  // A generator's body runs after the call returns: committing then would charge a call
-  // that has not run, and its errors would never release. Refused rather than half-gated.
+  // A generator's body runs after the call returns: settling then would charge a call that has
+  // not run, and its errors would never be reported. Refused rather than half-gated.
   if (GENERATORS.has(Object.getPrototypeOf(fn)?.constructor?.name)) {
     throw new TypeError('guard(fn, opts): fn must not be a generator function (its body would run after the commit)')
   }
@@ -243,22 +256,22 @@ function guard(fn, opts) {
     try {
       result = await fn.apply(this, callArgs)
     } catch (err) {
-      // The call failed: give the hold back. If even that fails the hold expires with its TTL;
-      // the caller needs the original error, not the release's.
-      await reservation.release({ reason: 'guarded function threw' }).catch(() => {})
+      // The caller needs the original error, not the settlement's: if even that fails, the
+      // hold expires with its TTL.
+      const outcome = thrownOutcome(err)
+      await reservation.settle({ outcome, reason: `guarded function threw (${outcome})` }).catch(() => {})
       throw err
     }
     let actual
     try {
       actual = o.actual ? o.actual(result, ...callArgs) : undefined
     } catch (err) {
-      await reservation.commit({ chargeIfExpired: true }).catch(() => {})
+      await reservation.settle({ outcome: 'COMPLETED' }).catch(() => {})
       err.result = result
       throw err
     }
     try {
-      // The call ran: charged even if its hold lapsed while it ran (an event, status EXPIRED).
-      await reservation.commit(actual === undefined ? { chargeIfExpired: true } : { actual, chargeIfExpired: true })
+      await reservation.settle(actual === undefined ? { outcome: 'COMPLETED' } : { outcome: 'COMPLETED', actual })
     } catch (err) {
       // The call did run: keep its result reachable on the accounting error.
       err.result = result

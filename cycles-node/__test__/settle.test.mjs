@@ -1,12 +1,12 @@
 // settle: a reservation is finished by how its call ended, and the core alone decides what that
 // costs (COMPLETED and INTERRUPTED charged, NOT_STARTED released, FAILED as the policy's
-// `[defaults] on_failure` says).
+// `[defaults] on_failure` says). The guard only reports the outcome.
 import test from 'node:test'
 import assert from 'node:assert/strict'
 
 import { cycles } from './support.mjs'
 
-const { Authority } = cycles
+const { Authority, guard } = cycles
 
 const policy = (onFailure) => ({
   tools: [{ name: 'send_email', tier: 2 }, { name: 'deploy', tier: 3 }],
@@ -16,6 +16,71 @@ const policy = (onFailure) => ({
 const BOT = { agent: 'bot' }
 const risk = (auth) => auth.balancesSync('agent:bot').find((b) => b.unit === 'RISK_POINTS')
 const kinds = (auth) => auth.auditSync().map((r) => r.kind).filter((k) => k !== 'budget_set')
+
+function failingDeploy(auth) {
+  const ran = []
+  const boom = new Error('deploy failed half-way')
+  const deploy = guard(async function deploy(to) {
+    ran.push(to)
+    throw boom
+  }, { authority: auth, subject: BOT })
+  return { deploy, ran, boom }
+}
+
+test('guard: a throwing function is released under the default policy (on_failure RELEASE)', async () => {
+  const auth = Authority.inMemory({ policy: policy() })
+  const { deploy, ran, boom } = failingDeploy(auth)
+  await assert.rejects(deploy('prod'), (e) => e === boom)
+  assert.deepEqual(ran, ['prod'])
+  const b = risk(auth)
+  assert.equal(b.spent, 0, 'a failed call is not charged under RELEASE')
+  assert.equal(b.reserved, 0)
+  assert.equal(b.remaining, 100)
+  assert.deepEqual(kinds(auth), ['reserve', 'release'])
+  assert.equal(auth.auditSync({ kinds: ['release'] })[0].detail.reason, 'guarded function threw (FAILED)')
+})
+
+test('guard: a throwing function is charged what was held under on_failure = "CHARGE"', async () => {
+  const auth = Authority.inMemory({ policy: policy('CHARGE') })
+  const { deploy, boom } = failingDeploy(auth)
+  await assert.rejects(deploy('prod'), (e) => e === boom)
+  const b = risk(auth)
+  assert.equal(b.spent, 20, 'the tier-3 hold is charged')
+  assert.equal(b.reserved, 0)
+  assert.deepEqual(kinds(auth), ['reserve', 'commit'])
+})
+
+test('guard: an aborted or timed-out call is INTERRUPTED: charged what was held, whatever on_failure says', async () => {
+  for (const name of ['AbortError', 'TimeoutError']) {
+    const auth = Authority.inMemory({ policy: policy() }) // on_failure RELEASE
+    const deploy = guard(async function deploy() {
+      throw new DOMException('stopped from outside', name)
+    }, { authority: auth, subject: BOT })
+    await assert.rejects(deploy(), (e) => e.name === name)
+    assert.equal(risk(auth).spent, 20, name)
+    assert.equal(risk(auth).reserved, 0, name)
+    assert.deepEqual(kinds(auth), ['reserve', 'commit'], name)
+  }
+  // A real AbortSignal's reason, as fetch and timers/promises raise it.
+  const auth = Authority.inMemory({ policy: policy() })
+  const ac = new AbortController()
+  const deploy = auth.guard(async function deploy() {
+    ac.abort()
+    ac.signal.throwIfAborted()
+  }, { subject: BOT })
+  await assert.rejects(deploy(), (e) => e.name === 'AbortError')
+  assert.equal(risk(auth).spent, 20)
+})
+
+test('guard: a completed call is charged its actual amounts through settle', async () => {
+  const auth = Authority.inMemory({ policy: policy('CHARGE') })
+  const send = auth.guard(async function send_email() {
+    return 'sent'
+  }, { subject: BOT, actual: () => [{ unit: 'RISK_POINTS', amount: 3 }] })
+  assert.equal(await send(), 'sent')
+  assert.equal(risk(auth).spent, 3)
+  assert.deepEqual(kinds(auth), ['reserve', 'commit'])
+})
 
 test('settle by outcome: by id and on the reservation, Promise and sync forms', async () => {
   const auth = Authority.inMemory({ policy: policy() })
