@@ -54,7 +54,8 @@ export interface GuardOptions<A extends unknown[], R> {
  * costs): resolved => `COMPLETED` (at `actual` when given), threw an `AbortError` or
  * `TimeoutError` => `INTERRUPTED` (charged what was held), threw anything else => `FAILED`
  * (the policy's `on_failure`: released by default, or charged). A denial rejects with a
- * `CyclesError` before `fn` is called.
+ * `CyclesError` before `fn` is called. Plain-data arguments are copied once (each getter read
+ * once) and `fn` runs on the copy, i.e. on exactly what was classified.
  */
 export declare function guard<A extends unknown[], R>(
   fn: (...args: A) => R | Promise<R>,

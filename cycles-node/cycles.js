@@ -207,6 +207,29 @@ function defaultArgs(...callArgs) {
   return { arguments: callArgs }
 }
 
+/**
+ * The call's arguments read once: plain objects and arrays are copied, each property read
+ * once (a getter's answer becomes a plain value), so what is classified is exactly what the
+ * function receives, even if a getter would answer differently later or other code mutates
+ * the caller's objects meanwhile. Anything else (class instances, functions, an AbortSignal,
+ * primitives) is passed as it is: only plain data is frozen this way. Deeper than the binding
+ * accepts (64 levels, or a cycle) is refused before anything is reserved.
+ */
+function snapshot(v, depth) {
+  if (depth > 64) throw new TypeError('guard: arguments nested deeper than 64 levels (or cyclic) are refused')
+  if (Array.isArray(v)) {
+    const out = new Array(v.length)
+    for (let i = 0; i < v.length; i++) out[i] = snapshot(v[i], depth + 1)
+    return out
+  }
+  if (isPlainObject(v)) {
+    const out = Object.getPrototypeOf(v) === null ? Object.create(null) : {}
+    for (const k of Object.keys(v)) out[k] = snapshot(v[k], depth + 1)
+    return out
+  }
+  return v
+}
+
 const GENERATORS = new Set(['GeneratorFunction', 'AsyncGeneratorFunction'])
 
 /**
@@ -221,7 +244,9 @@ function thrownOutcome(err) {
 }
 
 /**
- * Wraps `fn` so that every call is reserved before it runs and settled by how it ended: it
+ * Wraps `fn` so that every call is reserved before it runs and settled by how it ended (its
+ * plain-data arguments are copied once, see `snapshot`: the function runs on exactly what was
+ * classified): it
  * resolved (`COMPLETED`, at `opts.actual` when given), it threw (`FAILED`) or it was aborted or
  * timed out (`INTERRUPTED`: an `AbortError` or `TimeoutError`). The core decides what each
  * outcome costs (a failure follows the policy's `on_failure`). A denial rejects before `fn` is
@@ -244,7 +269,8 @@ function guard(fn, opts) {
   const toArgs = o.args ?? defaultArgs
   const { authority, subject, kind, tags, ttlMs } = o
 
-  const guarded = async function (...callArgs) {
+  const guarded = async function (...given) {
+    const callArgs = snapshot(given, 0)
     const estimate = typeof o.estimate === 'function' ? o.estimate(...callArgs) : o.estimate
     const request = { subject, tool, args: toArgs(...callArgs) }
     if (estimate !== undefined) request.estimate = estimate

@@ -151,3 +151,52 @@ test('settle on a file ledger (off the JS thread) with an idempotency key replay
   assert.equal((await auth.balances('agent:bot'))[0].spent, 20)
   await assert.rejects(auth.settle(r.reservationId, { outcome: 'BOGUS' }), (e) => e.code === 'INVALID_REQUEST')
 })
+
+test('guard: arguments are read once; the function runs on exactly what was classified', async () => {
+  const auth = Authority.inMemory({
+    policy: {
+      tools: [{ name: 'run_sql', tier: 0 }],
+      budgets: [{ scope: 'agent:bot', unit: 'RISK_POINTS', allocated: 10 }],
+    },
+  })
+  const seen = []
+  const runSql = auth.guard(async function run_sql({ query }) {
+    seen.push(query)
+    return 'ok'
+  }, { subject: BOT })
+  // A getter that answers harmlessly on the first read and destructively afterwards.
+  let reads = 0
+  const args = {
+    get query() {
+      reads++
+      return reads === 1 ? 'SELECT 1' : 'DROP TABLE users'
+    },
+  }
+  assert.equal(await runSql(args), 'ok')
+  assert.equal(reads, 1, 'read once')
+  assert.deepEqual(seen, ['SELECT 1'], 'the function got what was classified')
+  const [reserve] = auth.auditSync({ kinds: ['reserve'] })
+  assert.equal(reserve.tier, 0)
+  assert.equal(risk(auth).spent, 0)
+
+  // Mutation by other code while the reservation is being made does not reach the function.
+  const mutable = { query: 'SELECT 2' }
+  const pending = runSql(mutable)
+  mutable.query = 'DROP TABLE users'
+  await pending
+  assert.deepEqual(seen, ['SELECT 1', 'SELECT 2'])
+
+  // Non-plain values pass as they are (an AbortSignal, a class instance), plain data is copied.
+  const ac = new AbortController()
+  const passthrough = auth.guard(async function run_sql(opts, signal) {
+    return opts.signal === ac.signal && signal === ac.signal
+  }, { subject: BOT })
+  assert.equal(await passthrough({ query: 'SELECT 3', signal: ac.signal }, ac.signal), true)
+
+  // A cyclic argument is refused before anything is reserved.
+  const cyclic = { query: 'SELECT 4' }
+  cyclic.self = cyclic
+  const before = auth.auditSync().length
+  await assert.rejects(runSql(cyclic), TypeError)
+  assert.equal(auth.auditSync().length, before, 'nothing reserved')
+})
