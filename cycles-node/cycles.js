@@ -230,6 +230,70 @@ function snapshot(v, depth) {
   return v
 }
 
+/** A (sync or async) iterator, such as a generator object a plain function returned. */
+function isIterator(v) {
+  return (
+    v !== null &&
+    (typeof v === 'object' || typeof v === 'function') &&
+    typeof v.next === 'function' &&
+    (typeof v[Symbol.asyncIterator] === 'function' || typeof v[Symbol.iterator] === 'function')
+  )
+}
+
+/**
+ * `iter` as an async iterator whose reservation is settled when the iteration ends: it is
+ * exhausted (`complete`: COMPLETED), it throws (FAILED, or INTERRUPTED for an abort or a
+ * timeout) or the consumer abandons it through `return()` (a `break` out of `for await`:
+ * INTERRUPTED, since part of it ran) or `throw()`. Settled once; an iterator nobody finishes
+ * keeps its hold until the reservation's TTL.
+ */
+function settledIterator(iter, reservation, complete) {
+  let settled = false
+  const once = (f) => {
+    if (settled) return Promise.resolve()
+    settled = true
+    return f()
+  }
+  const failed = (err) =>
+    once(() => {
+      const outcome = thrownOutcome(err)
+      return reservation.settle({ outcome, reason: `guarded iterator threw (${outcome})` }).catch(() => {})
+    })
+  const interrupted = () =>
+    once(() => reservation.settle({ outcome: 'INTERRUPTED', reason: 'iteration abandoned' }).catch(() => {}))
+  const step = async (call) => {
+    let r
+    try {
+      r = await call()
+    } catch (err) {
+      await failed(err)
+      throw err
+    }
+    if (r?.done) await once(complete)
+    return r
+  }
+  return {
+    next: (...a) => (settled ? Promise.resolve({ done: true, value: undefined }) : step(() => iter.next(...a))),
+    async return(value) {
+      try {
+        return typeof iter.return === 'function' ? await iter.return(value) : { done: true, value }
+      } finally {
+        await interrupted()
+      }
+    },
+    async throw(err) {
+      if (typeof iter.throw !== 'function') {
+        await interrupted()
+        throw err
+      }
+      return step(() => iter.throw(err))
+    },
+    [Symbol.asyncIterator]() {
+      return this
+    },
+  }
+}
+
 const GENERATORS = new Set(['GeneratorFunction', 'AsyncGeneratorFunction'])
 
 /**
@@ -252,6 +316,8 @@ function thrownOutcome(err) {
  * outcome costs (a failure follows the policy's `on_failure`). A denial rejects before `fn` is
  * called. If `opts.actual` throws, the call still completed: what was held is charged and its
  * error rejects; a call that outlived its reservation is charged all the same (status EXPIRED).
+ * A function that returns an iterator (sync or async) resolves to an async iterator over it,
+ * settled when the iteration ends (see `settledIterator`).
  */
 function guard(fn, opts) {
   if (typeof fn !== 'function') throw new TypeError('guard(fn, opts): fn must be a function')
@@ -288,21 +354,26 @@ function guard(fn, opts) {
       await reservation.settle({ outcome, reason: `guarded function threw (${outcome})` }).catch(() => {})
       throw err
     }
-    let actual
-    try {
-      actual = o.actual ? o.actual(result, ...callArgs) : undefined
-    } catch (err) {
-      await reservation.settle({ outcome: 'COMPLETED' }).catch(() => {})
-      err.result = result
-      throw err
+    const complete = async () => {
+      let actual
+      try {
+        actual = o.actual ? o.actual(result, ...callArgs) : undefined
+      } catch (err) {
+        await reservation.settle({ outcome: 'COMPLETED' }).catch(() => {})
+        err.result = result
+        throw err
+      }
+      try {
+        await reservation.settle(actual === undefined ? { outcome: 'COMPLETED' } : { outcome: 'COMPLETED', actual })
+      } catch (err) {
+        // The call did run: keep its result reachable on the accounting error.
+        err.result = result
+        throw err
+      }
     }
-    try {
-      await reservation.settle(actual === undefined ? { outcome: 'COMPLETED' } : { outcome: 'COMPLETED', actual })
-    } catch (err) {
-      // The call did run: keep its result reachable on the accounting error.
-      err.result = result
-      throw err
-    }
+    // A returned iterator is the call's body still to run: settled when it ends.
+    if (isIterator(result)) return settledIterator(result, reservation, complete)
+    await complete()
     return result
   }
   Object.defineProperty(guarded, 'name', { value: fn.name || tool })

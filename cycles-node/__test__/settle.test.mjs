@@ -200,3 +200,57 @@ test('guard: arguments are read once; the function runs on exactly what was clas
   await assert.rejects(runSql(cyclic), TypeError)
   assert.equal(auth.auditSync().length, before, 'nothing reserved')
 })
+
+test('guard: a plain function returning an iterator is settled when the iteration ends, not before its body runs', async () => {
+  const auth = Authority.inMemory({ policy: policy() }) // deploy: tier 3, 20 points; on_failure RELEASE
+  const steps = []
+  const deploy = auth.guard(function deploy(hosts, failAt) {
+    return (async function* () {
+      for (const h of hosts) {
+        if (h === failAt) throw new Error(`deploy to ${h} failed`)
+        steps.push(h)
+        yield h
+      }
+    })()
+  }, { subject: BOT })
+
+  // Exhausted: COMPLETED, charged only once the body has run.
+  const it = await deploy(['a', 'b'])
+  assert.deepEqual(steps, [], 'nothing ran yet')
+  assert.equal(risk(auth).reserved, 20, 'held while it runs')
+  assert.equal(risk(auth).spent, 0, 'not charged before its body runs')
+  const got = []
+  for await (const h of it) got.push(h)
+  assert.deepEqual(got, ['a', 'b'])
+  assert.equal(risk(auth).spent, 20)
+  assert.equal(risk(auth).reserved, 0)
+  assert.deepEqual(kinds(auth), ['reserve', 'commit'])
+
+  // Throws half-way: FAILED (released under the default policy), the error reaches the consumer.
+  const failing = await deploy(['c', 'd'], 'd')
+  await assert.rejects(async () => {
+    for await (const _ of failing);
+  }, /deploy to d failed/)
+  assert.equal(risk(auth).spent, 20)
+  assert.equal(risk(auth).reserved, 0)
+  assert.deepEqual(kinds(auth).slice(2), ['reserve', 'release'])
+
+  // Abandoned by the consumer (break calls return()): INTERRUPTED, charged what was held.
+  for await (const h of await deploy(['e', 'f', 'g'])) {
+    if (h === 'e') break
+  }
+  assert.deepEqual(steps, ['a', 'b', 'c', 'e'])
+  assert.equal(risk(auth).spent, 40)
+  assert.equal(risk(auth).reserved, 0)
+  assert.deepEqual(kinds(auth).slice(4), ['reserve', 'commit'])
+
+  // A sync iterator is served as an async one, settled the same way.
+  const list = auth.guard(function deploy() {
+    return ['x', 'y'].values()
+  }, { subject: BOT })
+  const xs = []
+  for await (const x of await list()) xs.push(x)
+  assert.deepEqual(xs, ['x', 'y'])
+  assert.equal(risk(auth).spent, 60)
+  assert.deepEqual(kinds(auth).slice(6), ['reserve', 'commit'])
+})

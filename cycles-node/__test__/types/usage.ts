@@ -51,6 +51,15 @@ async function main(): Promise<void> {
   const n: number = await guarded({ path: 'abc' })
   const viaMethod = auth.guard(async (s: string) => s, { subject: { agent: 'bot' }, tool: 'read_file' })
   const s: string = await viaMethod('x')
+  const lines = auth.guard(function read_file(n: number) {
+    return (async function* () {
+      for (let i = 0; i < n; i++) yield `line ${i}`
+    })()
+  }, { subject: { agent: 'bot' } })
+  for await (const line of await lines(2)) {
+    const l: string = line
+    use(l)
+  }
   for await (const rec of auth.iterAudit({ kinds: ['commit'] })) use(rec.seq, rec.hash)
   use(kind, left, n, s, (await auth.verify()).ok, auth.nowMs)
   const pending: ApprovalRequest[] = await auth.approvals('PENDING')
