@@ -28,7 +28,7 @@ export interface CyclesError extends Error {
   approvalRequestId?: string
   /** On `INVALID_REQUEST`: the offending field (`estimate[0].amount`). */
   field?: string
-  /** On a failed commit after the guarded function succeeded: its result. */
+  /** On a failed settlement after the guarded function succeeded: its result. */
   result?: unknown
 }
 
@@ -50,9 +50,20 @@ export interface GuardOptions<A extends unknown[], R> {
 }
 
 /**
- * Wraps `fn`: reserve before it runs, commit after it resolves, release if it throws.
- * A denial rejects with a `CyclesError` before `fn` is called.
+ * Wraps `fn`: reserve before it runs, then settle by how it ended (the core decides what that
+ * costs): resolved => `COMPLETED` (at `actual` when given), threw an `AbortError` or
+ * `TimeoutError` => `INTERRUPTED` (charged what was held), threw anything else => `FAILED`
+ * (the policy's `on_failure`: released by default, or charged). A denial rejects with a
+ * `CyclesError` before `fn` is called. Plain-data arguments are copied once (each getter read
+ * once) and `fn` runs on the copy, i.e. on exactly what was classified. A function returning
+ * an iterator resolves to an async iterator over it, settled when the iteration ends
+ * (exhausted: `COMPLETED`; throws: `FAILED` / `INTERRUPTED`; abandoned by `return()`:
+ * `INTERRUPTED`).
  */
+export declare function guard<A extends unknown[], T>(
+  fn: (...args: A) => Iterator<T> | AsyncIterator<T>,
+  opts: GuardOptions<A, Iterator<T> | AsyncIterator<T>>,
+): (...args: A) => Promise<AsyncIterableIterator<T>>
 export declare function guard<A extends unknown[], R>(
   fn: (...args: A) => R | Promise<R>,
   opts: GuardOptions<A, R>,
@@ -61,6 +72,10 @@ export declare function guard<A extends unknown[], R>(
 declare module './index' {
   interface Authority {
     /** `guard(fn, { ...opts, authority: this })`. */
+    guard<A extends unknown[], T>(
+      fn: (...args: A) => Iterator<T> | AsyncIterator<T>,
+      opts: Omit<GuardOptions<A, Iterator<T> | AsyncIterator<T>>, 'authority'>,
+    ): (...args: A) => Promise<AsyncIterableIterator<T>>
     guard<A extends unknown[], R>(
       fn: (...args: A) => R | Promise<R>,
       opts: Omit<GuardOptions<A, R>, 'authority'>,

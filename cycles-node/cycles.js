@@ -180,14 +180,14 @@ Authority.prototype.decide = function decide(request) {
     return Promise.reject(err)
   }
 }
-for (const name of ['commit', 'release', 'extend', 'event']) {
+for (const name of ['commit', 'release', 'settle', 'extend', 'event']) {
   const native = Authority.prototype[name]
   const sync = Authority.prototype[`${name}Sync`]
   Authority.prototype[name] = function (...args) {
     return inline(this) ? settledCall(sync, this, args) : native.apply(this, args)
   }
 }
-for (const name of ['commit', 'release', 'extend']) {
+for (const name of ['commit', 'release', 'settle', 'extend']) {
   const native = Reservation.prototype[name]
   const sync = Reservation.prototype[`${name}Sync`]
   Reservation.prototype[name] = function (...args) {
@@ -207,18 +207,122 @@ function defaultArgs(...callArgs) {
   return { arguments: callArgs }
 }
 
+/**
+ * The call's arguments read once: plain objects and arrays are copied, each property read
+ * once (a getter's answer becomes a plain value), so what is classified is exactly what the
+ * function receives, even if a getter would answer differently later or other code mutates
+ * the caller's objects meanwhile. Anything else (class instances, functions, an AbortSignal,
+ * primitives) is passed as it is: only plain data is frozen this way. Deeper than the binding
+ * accepts (64 levels, or a cycle) is refused before anything is reserved.
+ */
+function snapshot(v, depth) {
+  if (depth > 64) throw new TypeError('guard: arguments nested deeper than 64 levels (or cyclic) are refused')
+  if (Array.isArray(v)) {
+    const out = new Array(v.length)
+    for (let i = 0; i < v.length; i++) out[i] = snapshot(v[i], depth + 1)
+    return out
+  }
+  if (isPlainObject(v)) {
+    const out = Object.getPrototypeOf(v) === null ? Object.create(null) : {}
+    for (const k of Object.keys(v)) out[k] = snapshot(v[k], depth + 1)
+    return out
+  }
+  return v
+}
+
+/** A (sync or async) iterator, such as a generator object a plain function returned. */
+function isIterator(v) {
+  return (
+    v !== null &&
+    (typeof v === 'object' || typeof v === 'function') &&
+    typeof v.next === 'function' &&
+    (typeof v[Symbol.asyncIterator] === 'function' || typeof v[Symbol.iterator] === 'function')
+  )
+}
+
+/**
+ * `iter` as an async iterator whose reservation is settled when the iteration ends: it is
+ * exhausted (`complete`: COMPLETED), it throws (FAILED, or INTERRUPTED for an abort or a
+ * timeout) or the consumer abandons it through `return()` (a `break` out of `for await`:
+ * INTERRUPTED, since part of it ran) or `throw()`. Settled once; an iterator nobody finishes
+ * keeps its hold until the reservation's TTL.
+ */
+function settledIterator(iter, reservation, complete) {
+  let settled = false
+  const once = (f) => {
+    if (settled) return Promise.resolve()
+    settled = true
+    return f()
+  }
+  const failed = (err) =>
+    once(() => {
+      const outcome = thrownOutcome(err)
+      return reservation.settle({ outcome, reason: `guarded iterator threw (${outcome})` }).catch(() => {})
+    })
+  const interrupted = () =>
+    once(() => reservation.settle({ outcome: 'INTERRUPTED', reason: 'iteration abandoned' }).catch(() => {}))
+  const step = async (call) => {
+    let r
+    try {
+      r = await call()
+    } catch (err) {
+      await failed(err)
+      throw err
+    }
+    if (r?.done) await once(complete)
+    return r
+  }
+  return {
+    next: (...a) => (settled ? Promise.resolve({ done: true, value: undefined }) : step(() => iter.next(...a))),
+    async return(value) {
+      try {
+        return typeof iter.return === 'function' ? await iter.return(value) : { done: true, value }
+      } finally {
+        await interrupted()
+      }
+    },
+    async throw(err) {
+      if (typeof iter.throw !== 'function') {
+        await interrupted()
+        throw err
+      }
+      return step(() => iter.throw(err))
+    },
+    [Symbol.asyncIterator]() {
+      return this
+    },
+  }
+}
+
 const GENERATORS = new Set(['GeneratorFunction', 'AsyncGeneratorFunction'])
 
 /**
- * Wraps `fn` so that every call is reserved before it runs, committed after it resolves and
- * released if it throws. A denial rejects before `fn` is called. The call ran, so it is
- * charged: if `opts.actual` throws, what was held is committed and its error rejects; a call
- * that outlived its reservation is charged all the same (`chargeIfExpired`).
+ * How a call that threw ended, as far as the caller can tell: an abort or a timeout from
+ * outside (the `AbortError` / `TimeoutError` that `AbortSignal`, `fetch`, timers/promises and
+ * Node's streams raise) interrupted it; any other error is the call's own failure. What each
+ * costs is the core's rule (`settle`), not this function's.
+ */
+function thrownOutcome(err) {
+  const name = err?.name
+  return name === 'AbortError' || name === 'TimeoutError' ? 'INTERRUPTED' : 'FAILED'
+}
+
+/**
+ * Wraps `fn` so that every call is reserved before it runs and settled by how it ended (its
+ * plain-data arguments are copied once, see `snapshot`: the function runs on exactly what was
+ * classified): it
+ * resolved (`COMPLETED`, at `opts.actual` when given), it threw (`FAILED`) or it was aborted or
+ * timed out (`INTERRUPTED`: an `AbortError` or `TimeoutError`). The core decides what each
+ * outcome costs (a failure follows the policy's `on_failure`). A denial rejects before `fn` is
+ * called. If `opts.actual` throws, the call still completed: what was held is charged and its
+ * error rejects; a call that outlived its reservation is charged all the same (status EXPIRED).
+ * A function that returns an iterator (sync or async) resolves to an async iterator over it,
+ * settled when the iteration ends (see `settledIterator`).
  */
 function guard(fn, opts) {
   if (typeof fn !== 'function') throw new TypeError('guard(fn, opts): fn must be a function')
-  // A generator's body runs after the call returns: committing then would charge a call
-  // that has not run, and its errors would never release. Refused rather than half-gated.
+  // A generator's body runs after the call returns: settling then would charge a call that has
+  // not run, and its errors would never be reported. Refused rather than half-gated.
   if (GENERATORS.has(Object.getPrototypeOf(fn)?.constructor?.name)) {
     throw new TypeError('guard(fn, opts): fn must not be a generator function (its body would run after the commit)')
   }
@@ -231,7 +335,8 @@ function guard(fn, opts) {
   const toArgs = o.args ?? defaultArgs
   const { authority, subject, kind, tags, ttlMs } = o
 
-  const guarded = async function (...callArgs) {
+  const guarded = async function (...given) {
+    const callArgs = snapshot(given, 0)
     const estimate = typeof o.estimate === 'function' ? o.estimate(...callArgs) : o.estimate
     const request = { subject, tool, args: toArgs(...callArgs) }
     if (estimate !== undefined) request.estimate = estimate
@@ -243,27 +348,32 @@ function guard(fn, opts) {
     try {
       result = await fn.apply(this, callArgs)
     } catch (err) {
-      // The call failed: give the hold back. If even that fails the hold expires with its TTL;
-      // the caller needs the original error, not the release's.
-      await reservation.release({ reason: 'guarded function threw' }).catch(() => {})
+      // The caller needs the original error, not the settlement's: if even that fails, the
+      // hold expires with its TTL.
+      const outcome = thrownOutcome(err)
+      await reservation.settle({ outcome, reason: `guarded function threw (${outcome})` }).catch(() => {})
       throw err
     }
-    let actual
-    try {
-      actual = o.actual ? o.actual(result, ...callArgs) : undefined
-    } catch (err) {
-      await reservation.commit({ chargeIfExpired: true }).catch(() => {})
-      err.result = result
-      throw err
+    const complete = async () => {
+      let actual
+      try {
+        actual = o.actual ? o.actual(result, ...callArgs) : undefined
+      } catch (err) {
+        await reservation.settle({ outcome: 'COMPLETED' }).catch(() => {})
+        err.result = result
+        throw err
+      }
+      try {
+        await reservation.settle(actual === undefined ? { outcome: 'COMPLETED' } : { outcome: 'COMPLETED', actual })
+      } catch (err) {
+        // The call did run: keep its result reachable on the accounting error.
+        err.result = result
+        throw err
+      }
     }
-    try {
-      // The call ran: charged even if its hold lapsed while it ran (an event, status EXPIRED).
-      await reservation.commit(actual === undefined ? { chargeIfExpired: true } : { actual, chargeIfExpired: true })
-    } catch (err) {
-      // The call did run: keep its result reachable on the accounting error.
-      err.result = result
-      throw err
-    }
+    // A returned iterator is the call's body still to run: settled when it ends.
+    if (isIterator(result)) return settledIterator(result, reservation, complete)
+    await complete()
     return result
   }
   Object.defineProperty(guarded, 'name', { value: fn.name || tool })

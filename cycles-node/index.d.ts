@@ -117,6 +117,33 @@ export interface ReleaseOptions {
   idempotencyKey?: string
 }
 
+/**
+ * How a call that held a reservation ended, as its caller saw it (`settle`). The core decides
+ * what each costs:
+ * - `COMPLETED`: the call returned; charged `actual` (a held unit not listed: what was held).
+ * - `FAILED`: the call reported an error (threw, returned an error result); the policy's
+ *   `[defaults] on_failure` decides: `RELEASE` (the default) or `CHARGE` what was held.
+ * - `INTERRUPTED`: stopped from outside after it started (cancelled, aborted, timed out); it
+ *   may have acted, so it is charged what was held.
+ * - `NOT_STARTED`: the call never ran; the hold is released.
+ *
+ * A charged outcome is charged even if the hold lapsed while the call ran (status `EXPIRED`,
+ * `eventId`); a released one on an expired reservation is `RESERVATION_EXPIRED`.
+ */
+export type CallOutcome = 'COMPLETED' | 'FAILED' | 'INTERRUPTED' | 'NOT_STARTED'
+
+export interface SettleOptions {
+  /** How the call ended; any other value is `INVALID_REQUEST`. */
+  outcome: CallOutcome
+  /** What a completed call actually cost; only with `COMPLETED` (else `INVALID_REQUEST`). */
+  actual?: AmountInput[]
+  /** The call that actually ran, when it may not be the one reserved (as in `commit`). */
+  ran?: { tool: string; args?: unknown; kind?: string; tags?: string[] }
+  /** Why (recorded when the hold is released), at most 256 characters. */
+  reason?: string
+  idempotencyKey?: string
+}
+
 export interface ExtendOptions {
   /** 1 ms to 24 h, added to the current expiry. */
   byMs: Int
@@ -278,6 +305,15 @@ export declare class Authority {
   release(reservationId: string, options?: ReleaseOptions): Promise<ReleaseResult>
   /** The same as the Promise form, on the calling thread. */
   releaseSync(reservationId: string, options?: ReleaseOptions): ReleaseResult
+  /**
+   * Finishes a reservation by id by saying how its call ended (see also
+   * `Reservation#settle`): the core decides what that costs (`COMPLETED` and `INTERRUPTED`
+   * are charged, `NOT_STARTED` released, `FAILED` as the policy's `on_failure` says).
+   * Resolves to the commit or release it was.
+   */
+  settle(reservationId: string, options: SettleOptions): Promise<CommitResult | ReleaseResult>
+  /** The same as the Promise form, on the calling thread. */
+  settleSync(reservationId: string, options: SettleOptions): CommitResult | ReleaseResult
   /** Extends a reservation by id, from its current expiry. */
   extend(reservationId: string, by: Int | ExtendOptions): Promise<ReservationData>
   /** The same as the Promise form, on the calling thread. */
@@ -376,8 +412,8 @@ export declare class ManualClock {
 /**
  * Authority held for one call until it is committed, released or expires.
  *
- * Commit after the call succeeded, release when it failed; an uncommitted reservation expires
- * after its TTL and its hold returns.
+ * Settle it by how the call ended (`settle`; the core decides what that costs), or commit /
+ * release it directly; an unfinished reservation expires after its TTL and its hold returns.
  */
 export declare class Reservation {
   /** `rsv_...`. */
@@ -400,6 +436,15 @@ export declare class Reservation {
   release(options?: ReleaseOptions): Promise<ReleaseResult>
   /** The same as the Promise form, on the calling thread. */
   releaseSync(options?: ReleaseOptions): ReleaseResult
+  /**
+   * Finishes the reservation by saying how its call ended: `COMPLETED` (it returned),
+   * `FAILED` (it reported an error), `INTERRUPTED` (stopped from outside after it started)
+   * or `NOT_STARTED`. The core decides what that costs; resolves to the commit or release
+   * it was.
+   */
+  settle(options: SettleOptions): Promise<CommitResult | ReleaseResult>
+  /** The same as the Promise form, on the calling thread. */
+  settleSync(options: SettleOptions): CommitResult | ReleaseResult
   /**
    * Pushes the expiry further, from the current expiry (at most 10 times, never after
    * expiry). Resolves to the updated plain data.

@@ -117,6 +117,33 @@ export interface ReleaseOptions {
   idempotencyKey?: string
 }
 
+/**
+ * How a call that held a reservation ended, as its caller saw it (`settle`). The core decides
+ * what each costs:
+ * - `COMPLETED`: the call returned; charged `actual` (a held unit not listed: what was held).
+ * - `FAILED`: the call reported an error (threw, returned an error result); the policy's
+ *   `[defaults] on_failure` decides: `RELEASE` (the default) or `CHARGE` what was held.
+ * - `INTERRUPTED`: stopped from outside after it started (cancelled, aborted, timed out); it
+ *   may have acted, so it is charged what was held.
+ * - `NOT_STARTED`: the call never ran; the hold is released.
+ *
+ * A charged outcome is charged even if the hold lapsed while the call ran (status `EXPIRED`,
+ * `eventId`); a released one on an expired reservation is `RESERVATION_EXPIRED`.
+ */
+export type CallOutcome = 'COMPLETED' | 'FAILED' | 'INTERRUPTED' | 'NOT_STARTED'
+
+export interface SettleOptions {
+  /** How the call ended; any other value is `INVALID_REQUEST`. */
+  outcome: CallOutcome
+  /** What a completed call actually cost; only with `COMPLETED` (else `INVALID_REQUEST`). */
+  actual?: AmountInput[]
+  /** The call that actually ran, when it may not be the one reserved (as in `commit`). */
+  ran?: { tool: string; args?: unknown; kind?: string; tags?: string[] }
+  /** Why (recorded when the hold is released), at most 256 characters. */
+  reason?: string
+  idempotencyKey?: string
+}
+
 export interface ExtendOptions {
   /** 1 ms to 24 h, added to the current expiry. */
   byMs: Int

@@ -85,7 +85,7 @@ test('the MCP gate lets reads through and stops a destructive call before the up
   // Tools whose names the gate would refuse to call (empty, odd characters) are not listed.
   assert.deepEqual(
     tools.map((x) => x.name).sort(),
-    ['add_tools', 'delete_volume', 'flaky', 'measure', 'read_file', 'slow', 'write_note'],
+    ['add_tools', 'delete_volume', 'flaky', 'measure', 'needs_consent', 'read_file', 'slow', 'write_note'],
   )
   assert.equal(tools.find((x) => x.name === 'delete_volume').description, 'Deletes a volume and everything on it')
 
@@ -352,7 +352,7 @@ test('parallel calls on a small budget: exactly as many run as it allows, nothin
   assert.equal(b.reserved, 0, 'nothing is left held')
 })
 
-test('a call the client cancels mid-flight is aborted upstream and committed, not left held', { timeout: 120_000 }, async (t) => {
+test('a call the client cancels mid-flight is aborted upstream and settled INTERRUPTED (charged), not left held', { timeout: 120_000 }, async (t) => {
   const g = await startGate(t)
   const ac = new AbortController()
   const call = g.client.callTool({ name: 'slow', arguments: { id: 'c1', gate: g.gateFile } }, undefined, { signal: ac.signal })
@@ -363,10 +363,12 @@ test('a call the client cancels mid-flight is aborted upstream and committed, no
   // The upstream got the cancellation and stopped; the gate charged the call, since the
   // upstream had started and may have acted.
   await until(() => g.calls('aborted').length === 1, 'the upstream to see the cancellation')
-  await until(() => /cancelled railway\.slow: committed/.test(g.log), 'the gate to finalize')
+  await until(() => /cancelled railway\.slow: settled INTERRUPTED/.test(g.log), 'the gate to finalize')
   const b = await g.balance()
   assert.equal(b.reserved, 0, 'nothing held until the TTL')
-  assert.equal(b.spent, 1, 'committed: the upstream may have acted')
+  assert.equal(b.spent, 1, 'charged: the upstream may have acted')
+  const auth = await cycles.Authority.open(g.ledger)
+  assert.deepEqual((await auth.audit()).map((r) => r.kind).filter((k) => k !== 'budget_set'), ['reserve', 'commit'])
   assert.equal(g.calls('finished').length, 0)
   // The gate keeps serving.
   const read = await g.client.callTool({ name: 'read_file', arguments: { path: 'a' } })
@@ -504,4 +506,50 @@ test('arguments nested 200,000 deep are refused with INVALID_REQUEST and the gat
   assert.equal(read.result.content[0].text, 'contents of a')
   assert.deepEqual(calls(callsFile).filter((c) => c.event === 'call').map((c) => c.tool), ['read_file'])
   assert.equal(exited, null)
+})
+
+// How a call ended at the upstream decides its outcome; the policy's on_failure (in the core)
+// decides what a failure costs.
+const FAILING_POLICY = HARD_POLICY + '\n[[tools]]\nname = "railway.flaky"\ntier = 1\n\n[[tools]]\nname = "railway.needs_consent"\ntier = 2\n'
+
+for (const [onFailure, charged] of [[null, false], ['CHARGE', true]]) {
+  test(`an upstream tool error (isError) and a JSON-RPC error answer are FAILED: ${charged ? 'charged' : 'released'} under on_failure ${onFailure ?? 'default'}`, { timeout: 120_000 }, async (t) => {
+    const policy = onFailure ? `${FAILING_POLICY}\n[defaults]\non_failure = "${onFailure}"\n` : FAILING_POLICY
+    const g = await startGate(t, { policy })
+    const flaky = await g.client.callTool({ name: 'flaky', arguments: {} })
+    assert.equal(flaky.isError, true)
+    assert.match(text(flaky), /flaky failed on purpose/)
+    // A JSON-RPC error answer from the upstream tool (not an isError result).
+    const consent = await g.client.callTool({ name: 'needs_consent', arguments: {} })
+    assert.equal(consent.isError, true)
+    assert.match(text(consent), /The upstream server failed on "needs_consent": .*the user must consent first/)
+    await until(() => /upstream error railway\.needs_consent: settled FAILED/.test(g.log), 'the gate to log the settlement')
+    assert.deepEqual(g.calls().map((c) => c.tool), ['flaky', 'needs_consent'], 'both ran at the upstream')
+    const b = await g.balance()
+    assert.equal(b.reserved, 0, 'nothing is left held')
+    assert.equal(b.spent, charged ? 1 + 5 : 0, 'tier 1 (1 point) + tier 2 (5) held, charged only under CHARGE')
+    const auth = await cycles.Authority.open(g.ledger)
+    const records = (await auth.audit()).filter((r) => r.kind !== 'budget_set')
+    const finish = charged ? 'commit' : 'release'
+    assert.deepEqual(records.map((r) => r.kind), ['reserve', finish, 'reserve', finish])
+    if (!charged) {
+      assert.deepEqual(records.filter((r) => r.kind === 'release').map((r) => r.detail.reason), ['upstream tool error', 'upstream error'])
+    }
+    assert.equal((await auth.verify()).ok, true)
+  })
+}
+
+test('upstreamFailure: which outcome each way a forwarded call can fail is', async () => {
+  const { upstreamFailure } = await import('../mcp-gate/gate.mjs')
+  const { ErrorCode, McpError } = await import('@modelcontextprotocol/sdk/types.js')
+  const of = (err, aborted = false) => upstreamFailure(err, aborted).outcome
+  assert.equal(of(new McpError(ErrorCode.InternalError, 'x'), true), 'INTERRUPTED', 'a cancelled call')
+  assert.equal(of(new McpError(ErrorCode.RequestTimeout, 'x')), 'INTERRUPTED')
+  assert.equal(of(new McpError(ErrorCode.ConnectionClosed, 'x')), 'INTERRUPTED')
+  assert.equal(of(new Error('socket hang up')), 'INTERRUPTED', 'no answer at all: it may have run')
+  assert.equal(of(new McpError(ErrorCode.MethodNotFound, 'x')), 'NOT_STARTED')
+  assert.equal(of(new McpError(ErrorCode.ParseError, 'x')), 'NOT_STARTED')
+  for (const code of [ErrorCode.InvalidParams, ErrorCode.InvalidRequest, ErrorCode.InternalError, -31999]) {
+    assert.equal(of(new McpError(code, 'x')), 'FAILED', String(code))
+  }
 })

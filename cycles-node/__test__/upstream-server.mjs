@@ -5,6 +5,7 @@ import { appendFileSync, existsSync } from 'node:fs'
 
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js'
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js'
+import { ErrorCode, McpError } from '@modelcontextprotocol/sdk/types.js'
 import { z } from 'zod'
 
 const callsFile = process.argv[2]
@@ -46,6 +47,17 @@ server.registerTool(
   async () => {
     record({ event: 'call', tool: 'flaky', args: {} })
     throw new Error('flaky failed on purpose')
+  },
+)
+
+// Answers with a JSON-RPC error rather than a tool error result: McpServer passes this one code
+// through unwrapped (every other error a tool raises becomes an `isError` result).
+server.registerTool(
+  'needs_consent',
+  { description: 'Fails with a JSON-RPC error', inputSchema: {} },
+  async () => {
+    record({ event: 'call', tool: 'needs_consent', args: {} })
+    throw new McpError(ErrorCode.UrlElicitationRequired, 'the user must consent first')
   },
 )
 

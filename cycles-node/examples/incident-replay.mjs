@@ -85,7 +85,7 @@ export async function replay(dir, print = () => {}) {
       const r = await auth.reserve({ subject: SUBJECT, tool, args })
       print(`  ALLOW  ${tool.padEnd(24)} tier ${r.tier} (${r.decision.riskPoints} RISK_POINTS)`)
       execute(tool, args)
-      await r.commit()
+      await r.settle({ outcome: 'COMPLETED' })
       outcomes.push({ tool, decision: 'ALLOW', tier: r.tier })
     } catch (err) {
       if (!err.reasonCode) throw err

@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // cycles-mcp-gate: an MCP server (stdio) that stands between an MCP client and an upstream MCP
 // server. It lists the upstream's tools as its own and forwards a tools/call only after the
-// Cycles authority classified and reserved it; the reservation is committed when the upstream
-// call succeeds and released when it fails. A denial never reaches the upstream: the client gets
+// Cycles authority classified and reserved it; the reservation is then settled by how the
+// upstream call ended (the core decides what that costs). A denial never reaches the upstream: the client gets
 // an MCP tool error result carrying the reason code, so the model sees why.
 //
 // Unlike a budget tool offered beside the others, the agent cannot skip this: the gate is the
@@ -130,6 +130,35 @@ export function refusal(tool, err) {
 }
 
 /**
+ * JSON-RPC errors by which the upstream says it did not take the call at all: it could not
+ * parse the request or has no such method. (`InvalidParams` and `InvalidRequest` are not
+ * among them: the SDK raises both after a tool ran too, when its result fails the tool's
+ * output schema, on the server or in `Client#callTool`.)
+ */
+const REFUSED = [ErrorCode.ParseError, ErrorCode.MethodNotFound]
+
+/**
+ * How a forwarded tools/call ended when the upstream did not return a result (the outcome
+ * only; what it costs is the core's rule):
+ * - the client cancelled it, the request timed out or the connection was lost mid-call: it is
+ *   unknown whether the tool acted, so it was INTERRUPTED;
+ * - the upstream could not parse the request or has no such method: NOT_STARTED;
+ * - any other JSON-RPC error answer (unknown tool, bad arguments, an output that fails its
+ *   schema, an internal error) is the call's failure: FAILED (the policy's `on_failure`);
+ * - anything else (no answer from the upstream at all): INTERRUPTED.
+ */
+export function upstreamFailure(err, aborted) {
+  if (aborted) return { outcome: 'INTERRUPTED', why: 'cancelled' }
+  if (err instanceof McpError) {
+    if (err.code === ErrorCode.ConnectionClosed) return { outcome: 'INTERRUPTED', why: 'upstream gone' }
+    if (err.code === ErrorCode.RequestTimeout) return { outcome: 'INTERRUPTED', why: 'timed out' }
+    if (REFUSED.includes(err.code)) return { outcome: 'NOT_STARTED', why: 'upstream refused the call' }
+    return { outcome: 'FAILED', why: 'upstream error' }
+  }
+  return { outcome: 'INTERRUPTED', why: 'upstream error' }
+}
+
+/**
  * The gate as an MCP `Server` over a connected upstream `Client`: every tools/call goes through
  * `authority.reserve` first. Exported so it can also be embedded (any transport).
  */
@@ -154,22 +183,21 @@ export function createGate({ authority, subject, upstream, toolPrefix = '', ttlM
 
   // Finalizations the ledger refused (locked, unreachable): retried before the next call, so a
   // call that ran is charged once the ledger is back instead of staying held until its TTL.
+  // The gate only says how the call ended; what that costs is the core's rule (`settle`).
   const owed = []
-  const finalize = async (reservation, outcome, tool) => {
+  const finalize = async (reservation, outcome, reason, tool) => {
     try {
-      // A call that outlived its reservation is charged all the same (an event, status EXPIRED).
-      if (outcome === 'commit') await reservation.commit({ chargeIfExpired: true })
-      else await reservation.release({ reason: outcome })
+      await reservation.settle({ outcome, reason })
       return true
     } catch (err) {
       log(`finalizing ${reservation.reservationId} (${tool}) failed: ${err?.code ?? err}`)
-      if (err?.code === 'LEDGER_UNAVAILABLE' || err?.kind === 'Ledger') owed.push({ reservation, outcome, tool })
+      if (err?.code === 'LEDGER_UNAVAILABLE' || err?.kind === 'Ledger') owed.push({ reservation, outcome, reason, tool })
       return false
     }
   }
   const settleOwed = async () => {
-    for (const { reservation, outcome, tool } of owed.splice(0)) {
-      if (await finalize(reservation, outcome, tool)) log(`finalized ${reservation.reservationId} (${tool}) late: ${outcome}`)
+    for (const { reservation, outcome, reason, tool } of owed.splice(0)) {
+      if (await finalize(reservation, outcome, reason, tool)) log(`finalized ${reservation.reservationId} (${tool}) late: ${outcome}`)
     }
   }
 
@@ -192,29 +220,33 @@ export function createGate({ authority, subject, upstream, toolPrefix = '', ttlM
       log(`deny ${tool}: ${err?.code ?? err}`)
       return refusal(tool, err)
     }
+    if (extra.signal.aborted) {
+      // The client cancelled while the gate was reserving: the call is never sent.
+      const done = await finalize(reservation, 'NOT_STARTED', 'cancelled before it was sent', tool)
+      log(`cancelled ${tool} before sending it: ${done ? 'settled NOT_STARTED' : 'finalization owed'}`)
+      return {
+        isError: true,
+        content: [{ type: 'text', text: `The call to ${JSON.stringify(name)} was cancelled before it was sent upstream.` }],
+      }
+    }
     let result
     try {
       // Cancelling the client's request aborts extra.signal, which makes the SDK send
       // notifications/cancelled on to the upstream and reject here.
       result = await upstream.callTool(request.params, undefined, { signal: extra.signal })
     } catch (err) {
-      // The upstream had the request. Only its own error answer saying it did not take the call
-      // (bad request, unknown method, bad params) releases; a cancellation, a timeout or a lost
-      // connection leaves it unknown whether the tool acted, so the hold is charged.
-      const refusedUpstream =
-        err instanceof McpError && !extra.signal.aborted &&
-        [ErrorCode.ParseError, ErrorCode.InvalidRequest, ErrorCode.MethodNotFound, ErrorCode.InvalidParams].includes(err.code)
-      const outcome = refusedUpstream ? 'upstream refused the call' : 'commit'
-      const done = await finalize(reservation, outcome, tool)
-      const why = extra.signal.aborted ? 'cancelled' : 'upstream error'
-      log(`${why} ${tool}: ${done ? (refusedUpstream ? 'released' : 'committed') : 'finalization owed'} (${err?.message ?? err})`)
+      const { outcome, why } = upstreamFailure(err, extra.signal.aborted)
+      const done = await finalize(reservation, outcome, why, tool)
+      log(`${why} ${tool}: ${done ? `settled ${outcome}` : 'finalization owed'} (${err?.message ?? err})`)
       return {
         isError: true,
         content: [{ type: 'text', text: `The upstream server failed on ${JSON.stringify(name)}: ${err?.message ?? err}` }],
       }
     }
     // The call already ran; its result reaches the client even if the ledger cannot record it.
-    await finalize(reservation, result.isError ? 'upstream tool error' : 'commit', tool)
+    // A tool error result is the tool's own failure report.
+    const outcome = result.isError ? 'FAILED' : 'COMPLETED'
+    await finalize(reservation, outcome, result.isError ? 'upstream tool error' : undefined, tool)
     return result
   })
 

@@ -184,6 +184,12 @@ const COMMIT_FIELDS: &[(&str, Dest)] = &[
     ("chargeIfExpired", Dest::Top("charge_if_expired")),
     ("idempotencyKey", Dest::Top("idempotency_key")),
 ];
+const SETTLE_FIELDS: &[(&str, Dest)] = &[
+    ("outcome", Dest::Top("outcome")),
+    ("actual", Dest::Top("actual")),
+    ("reason", Dest::Top("reason")),
+    ("idempotencyKey", Dest::Top("idempotency_key")),
+];
 const RELEASE_FIELDS: &[(&str, Dest)] = &[
     ("reason", Dest::Top("reason")),
     ("idempotencyKey", Dest::Top("idempotency_key")),
@@ -343,13 +349,18 @@ struct RanCall {
     call: core::ToolCall,
 }
 
-/// `commit(reservation, { actual, ran: { tool, args, kind, tags }, chargeIfExpired, idempotencyKey })`.
-fn commit_request(opts: Option<&Unknown<'_>>) -> CoreResult<core::CommitRequest> {
-    let parse = |mut map: Map<String, Value>| -> CoreResult<core::CommitRequest> {
+/// Options that may carry `ran` (the call that actually ran): `ran` is read apart, as a
+/// call (`{ tool, args, kind, tags }`), and the rest as `fields`.
+fn with_ran<T: serde::de::DeserializeOwned>(
+    opts: Option<&Unknown<'_>>,
+    what: &str,
+    fields: &[(&str, Dest)],
+) -> CoreResult<(T, Option<core::ToolCall>)> {
+    let parse = |mut map: Map<String, Value>| -> CoreResult<(T, Option<core::ToolCall>)> {
         let ran = map.remove("ran");
-        let renamed = convert::rename(map, "", &[COMMIT_FIELDS])?;
-        let mut req: core::CommitRequest = convert::parse(renamed, "commit options")?;
-        req.ran = match ran {
+        let renamed = convert::rename(map, "", &[fields])?;
+        let req: T = convert::parse(renamed, what)?;
+        let ran = match ran {
             None | Some(Value::Null) => None,
             Some(Value::Object(call)) => {
                 let renamed = convert::rename(call, "ran", &[RAN_FIELDS])?;
@@ -362,7 +373,7 @@ fn commit_request(opts: Option<&Unknown<'_>>) -> CoreResult<core::CommitRequest>
                 ));
             }
         };
-        Ok(req)
+        Ok((req, ran))
     };
     // As `request`: the exact-JSON fast path, then the exact walker (`ran.args` is the
     // caller's JSON, as `args` is).
@@ -372,6 +383,36 @@ fn commit_request(opts: Option<&Unknown<'_>>) -> CoreResult<core::CommitRequest>
         return Ok(req);
     }
     parse(convert::object(opts, "", &["ran"], &[])?)
+}
+
+/// `commit(reservation, { actual, ran: { tool, args, kind, tags }, chargeIfExpired, idempotencyKey })`.
+fn commit_request(opts: Option<&Unknown<'_>>) -> CoreResult<core::CommitRequest> {
+    let (mut req, ran): (core::CommitRequest, _) = with_ran(opts, "commit options", COMMIT_FIELDS)?;
+    req.ran = ran;
+    Ok(req)
+}
+
+/// `settle(reservation, { outcome, actual, ran, reason, idempotencyKey })`: `outcome` is
+/// required (an unknown one is the core's `INVALID_REQUEST`, as serde reads it).
+fn settle_request(opts: Option<&Unknown<'_>>) -> CoreResult<core::SettleRequest> {
+    let (mut req, ran): (core::SettleRequest, _) = with_ran(opts, "settle options", SETTLE_FIELDS)?;
+    req.ran = ran;
+    Ok(req)
+}
+
+/// A settlement as the JS result of the commit or release it was.
+fn settlement_js(s: &core::Settlement) -> Either<types::CommitResult, types::ReleaseResult> {
+    match s {
+        core::Settlement::Committed(c) => Either::A(types::CommitResult::from(c)),
+        core::Settlement::Released(r) => Either::B(types::ReleaseResult::from(r)),
+    }
+}
+
+fn settlement_status(s: &core::Settlement) -> core::ReservationStatus {
+    match s {
+        core::Settlement::Committed(c) => c.status,
+        core::Settlement::Released(r) => r.status,
+    }
 }
 
 fn release_request(opts: Option<&Unknown<'_>>) -> CoreResult<core::ReleaseRequest> {
@@ -694,6 +735,48 @@ impl Authority {
             self.inner.release(&id, &req)
         });
         sync(&env, r).map(|r| types::ReleaseResult::from(&r))
+    }
+
+    /// Finishes a reservation by id by saying how its call ended (see also
+    /// `Reservation#settle`): the core decides what that costs (`COMPLETED` and `INTERRUPTED`
+    /// are charged, `NOT_STARTED` released, `FAILED` as the policy's `on_failure` says).
+    /// Resolves to the commit or release it was.
+    #[napi(
+        ts_args_type = "reservationId: string, options: SettleOptions",
+        ts_return_type = "Promise<CommitResult | ReleaseResult>"
+    )]
+    pub fn settle(
+        &self,
+        reservation_id: Unknown,
+        options: Option<Unknown>,
+    ) -> AsyncTask<Op<core::Settlement, Either<types::CommitResult, types::ReleaseResult>>> {
+        let parsed = convert::string(&reservation_id, "reservationId")
+            .and_then(|id| settle_request(options.as_ref()).map(|r| (id, r)));
+        match parsed {
+            Ok((id, req)) => {
+                let auth = self.inner.clone();
+                run(move || auth.settle(&id, &req), |s| settlement_js(&s))
+            }
+            Err(e) => rejected(e),
+        }
+    }
+
+    /// The same as the Promise form, on the calling thread.
+    #[napi(
+        ts_args_type = "reservationId: string, options: SettleOptions",
+        ts_return_type = "CommitResult | ReleaseResult"
+    )]
+    pub fn settle_sync(
+        &self,
+        env: Env,
+        reservation_id: Unknown,
+        options: Option<Unknown>,
+    ) -> napi::Result<Either<types::CommitResult, types::ReleaseResult>> {
+        let s = convert::string(&reservation_id, "reservationId").and_then(|id| {
+            let req = settle_request(options.as_ref())?;
+            self.inner.settle(&id, &req)
+        });
+        sync(&env, s).map(|s| settlement_js(&s))
     }
 
     /// Extends a reservation by id, from its current expiry.
@@ -1170,8 +1253,8 @@ impl ManualClock {
 
 /// Authority held for one call until it is committed, released or expires.
 ///
-/// Commit after the call succeeded, release when it failed; an uncommitted reservation expires
-/// after its TTL and its hold returns.
+/// Settle it by how the call ended (`settle`; the core decides what that costs), or commit /
+/// release it directly; an unfinished reservation expires after its TTL and its hold returns.
 #[napi]
 pub struct Reservation {
     auth: core::Authority,
@@ -1339,6 +1422,50 @@ impl Reservation {
         let r = sync(&env, r)?;
         set_status(&self.state, r.status);
         Ok(types::ReleaseResult::from(&r))
+    }
+
+    /// Finishes the reservation by saying how its call ended: `COMPLETED` (it returned),
+    /// `FAILED` (it reported an error), `INTERRUPTED` (stopped from outside after it started)
+    /// or `NOT_STARTED`. The core decides what that costs; resolves to the commit or release
+    /// it was.
+    #[napi(
+        ts_args_type = "options: SettleOptions",
+        ts_return_type = "Promise<CommitResult | ReleaseResult>"
+    )]
+    pub fn settle(
+        &self,
+        options: Option<Unknown>,
+    ) -> AsyncTask<Op<core::Settlement, Either<types::CommitResult, types::ReleaseResult>>> {
+        match settle_request(options.as_ref()) {
+            Ok(req) => {
+                let (auth, state, id) = (self.auth.clone(), self.state.clone(), self.id());
+                run(
+                    move || {
+                        let s = auth.settle(&id, &req)?;
+                        set_status(&state, settlement_status(&s));
+                        Ok(s)
+                    },
+                    |s| settlement_js(&s),
+                )
+            }
+            Err(e) => rejected(e),
+        }
+    }
+
+    /// The same as the Promise form, on the calling thread.
+    #[napi(
+        ts_args_type = "options: SettleOptions",
+        ts_return_type = "CommitResult | ReleaseResult"
+    )]
+    pub fn settle_sync(
+        &self,
+        env: Env,
+        options: Option<Unknown>,
+    ) -> napi::Result<Either<types::CommitResult, types::ReleaseResult>> {
+        let s = settle_request(options.as_ref()).and_then(|req| self.auth.settle(&self.id(), &req));
+        let s = sync(&env, s)?;
+        set_status(&self.state, settlement_status(&s));
+        Ok(settlement_js(&s))
     }
 
     /// Pushes the expiry further, from the current expiry (at most 10 times, never after

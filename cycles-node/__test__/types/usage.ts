@@ -7,6 +7,9 @@ import {
   type ApprovalAnswer,
   type ApprovalRequest,
   type Balance,
+  type CallOutcome,
+  type CommitResult,
+  type ReleaseResult,
   type Decision,
   type Explanation,
   type ReserveRequest,
@@ -29,6 +32,11 @@ async function main(): Promise<void> {
   const r = await file.reserve(req)
   const c = await r.commit({ actual: [{ unit: 'TOKENS', amount: 3 }] })
   const b: Balance[] = c.balances
+  const outcome: CallOutcome = 'INTERRUPTED'
+  const settled: CommitResult | ReleaseResult = await r.settle({ outcome, reason: 'stopped' })
+  const byId = auth.settleSync(r.reservationId, { outcome: 'COMPLETED', actual: [{ unit: 'TOKENS', amount: 1n }], idempotencyKey: 'k' })
+  if (byId.status === 'RELEASED') use(byId.released)
+  use(settled.status, (await auth.settle(r.reservationId, { outcome: 'NOT_STARTED' })).balances)
   const left: number | bigint = b[0].remaining
   try {
     auth.reserveSync(req)
@@ -43,6 +51,15 @@ async function main(): Promise<void> {
   const n: number = await guarded({ path: 'abc' })
   const viaMethod = auth.guard(async (s: string) => s, { subject: { agent: 'bot' }, tool: 'read_file' })
   const s: string = await viaMethod('x')
+  const lines = auth.guard(function read_file(n: number) {
+    return (async function* () {
+      for (let i = 0; i < n; i++) yield `line ${i}`
+    })()
+  }, { subject: { agent: 'bot' } })
+  for await (const line of await lines(2)) {
+    const l: string = line
+    use(l)
+  }
   for await (const rec of auth.iterAudit({ kinds: ['commit'] })) use(rec.seq, rec.hash)
   use(kind, left, n, s, (await auth.verify()).ok, auth.nowMs)
   const pending: ApprovalRequest[] = await auth.approvals('PENDING')
@@ -63,6 +80,10 @@ void (async (a: Authority) => a.approvals('WAITING'))
 const bad: ReserveRequest = { tool: 'x' }
 // @ts-expect-error: units are a closed set
 const badUnit: ReserveRequest = { subject: {}, tool: 'x', estimate: [{ unit: 'DOLLARS', amount: 1 }] }
+// @ts-expect-error: outcomes are a closed set
+void ((a: Authority) => a.settleSync('rsv_x', { outcome: 'DONE' }))
+// @ts-expect-error: settle needs an outcome
+void ((a: Authority) => a.settle('rsv_x', {}))
 // @ts-expect-error: explain takes no subject
 void ((a: Authority) => a.explain({ tool: 'x', subject: {} }))
 void main
