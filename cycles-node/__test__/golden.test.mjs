@@ -172,6 +172,10 @@ class Run {
       case 'release':
         out = await this.attempt(() => this.call('release', this.reservationId(step), req))
         break
+      case 'settle':
+        if (req === undefined) throw new Error('settle needs a request')
+        out = await this.attempt(() => this.call('settle', this.reservationId(step), req))
+        break
       case 'extend':
         if (req === undefined) throw new Error('extend needs a request')
         out = await this.attempt(() => this.call('extend', this.reservationId(step), req))
