@@ -676,7 +676,7 @@ pub enum CommitOveragePolicy {
 }
 
 /// What `settle` does with the hold of a call that reported a failure
-/// ([`CallOutcome::Failed`]): the policy's `[defaults] on_failure`.
+/// ([`CallOutcome::Failed`](crate::CallOutcome::Failed)): the policy's `[defaults] on_failure`.
 ///
 /// A failed call may have acted before it failed (a timeout after the request was sent, a
 /// script that deleted half its files): `CHARGE` counts it against the budgets as if it had
