@@ -698,6 +698,13 @@ pub enum FailurePolicy {
     Charge,
 }
 
+impl FailurePolicy {
+    /// Whether this is the default, [`FailurePolicy::Release`].
+    pub fn is_default(&self) -> bool {
+        *self == FailurePolicy::Release
+    }
+}
+
 /// A budget: one scope, one unit. `remaining = allocated - spent - reserved - debt`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Budget {

@@ -131,6 +131,9 @@ pub struct Defaults {
     /// Overage policy of commits and events.
     pub overage_policy: CommitOveragePolicy,
     /// What [`Authority::settle`](crate::Authority::settle) does with a call that failed.
+    /// Omitted from the JSON when it is the default, so that older policies round-trip
+    /// unchanged.
+    #[serde(skip_serializing_if = "FailurePolicy::is_default")]
     pub on_failure: FailurePolicy,
 }
 

@@ -251,6 +251,15 @@ fn the_policy_file_sets_on_failure_and_refuses_unknown_values() {
     let text = "[defaults]\non_failure = \"CHARGE\"\n";
     let p = Policy::from_toml_str(text, "test").unwrap();
     assert_eq!(p.defaults.on_failure, FailurePolicy::Charge);
+    // Written out only when it is not the default, and read back.
+    let v = serde_json::to_value(&p).unwrap();
+    assert_eq!(v["defaults"]["on_failure"], "CHARGE");
+    assert_eq!(serde_json::from_value::<Policy>(v).unwrap(), p);
+    assert!(
+        serde_json::to_value(Policy::default()).unwrap()["defaults"]
+            .get("on_failure")
+            .is_none()
+    );
     assert_eq!(
         Policy::from_toml_str("", "test")
             .unwrap()
