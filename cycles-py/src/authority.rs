@@ -1080,13 +1080,15 @@ impl Reservation {
         slf
     }
 
-    /// Releases the hold unless the block committed or released it. A block that raised is
-    /// settled by how it ended: an `Exception` is a failed call (`FAILED`: released, or
-    /// charged what was held under `[defaults] on_failure = "CHARGE"`), an interruption from
-    /// outside (a cancellation, Ctrl-C, `SystemExit`: not an `Exception`) is `INTERRUPTED`
-    /// (charged what was held: it may have acted); the core decides what each costs. Settling
-    /// after an exception is best effort: the block's exception propagates, and a hold the
-    /// ledger could not take back expires with its TTL.
+    /// Settles the reservation by how the block ended, unless the block committed, released
+    /// or settled it itself. A block left normally ran its call: `COMPLETED`, charged what was
+    /// held (as a database connection's context manager commits on a clean exit; release
+    /// explicitly when the call did not run). A block that raised: an `Exception` is a failed
+    /// call (`FAILED`: released, or charged what was held under `[defaults] on_failure =
+    /// "CHARGE"`), an interruption from outside (a cancellation, Ctrl-C, `SystemExit`: not an
+    /// `Exception`) is `INTERRUPTED` (charged what was held: it may have acted); the core
+    /// decides what each costs. Settling after an exception is best effort: the block's
+    /// exception propagates, and a hold the ledger could not take back expires with its TTL.
     #[pyo3(signature = (exc_type=None, _exc_value=None, _traceback=None))]
     fn __exit__(
         &self,
@@ -1100,19 +1102,14 @@ impl Reservation {
         }
         let auth = &self.auth;
         let Some(t) = exc_type else {
-            let req = core::ReleaseRequest {
-                reason: Some("not committed".into()),
-                idempotency_key: None,
-            };
-            return match py.detach(|| auth.release(&self.id, &req)) {
-                Ok(_) => {
-                    self.finished(core::ReservationStatus::Released, Vec::new());
+            let req = core::SettleRequest::new(core::CallOutcome::Completed);
+            return match py.detach(|| auth.settle(&self.id, &req)) {
+                Ok(s) => {
+                    self.settled(&s);
                     Ok(false)
                 }
-                // Finalized through another handle, or expired: nothing is held any more.
-                Err(CoreError::ReservationFinalized(_) | CoreError::ReservationExpired(_)) => {
-                    Ok(false)
-                }
+                // Finalized through another handle: nothing is held any more.
+                Err(CoreError::ReservationFinalized(_)) => Ok(false),
                 Err(e) => Err(to_py_err(py, e)),
             };
         };

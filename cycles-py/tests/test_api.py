@@ -226,12 +226,14 @@ def test_context_manager_releases_on_exception(auth: cycles.Authority) -> None:
     assert auth.audit()[-1].detail == {"reason": "exception: KeyError"}
 
 
-def test_context_manager_releases_when_left_uncommitted(auth: cycles.Authority) -> None:
+def test_context_manager_charges_what_was_held_when_left_unsettled(auth: cycles.Authority) -> None:
+    # A block left normally ran its call (COMPLETED): charged what was held, never free.
     with auth.reserve("deploy", subject=BOT) as r:
         pass
-    assert r.status == "RELEASED"
-    assert bal(auth, "tenant:acme/agent:bot").reserved == 0
-    assert auth.audit()[-1].detail == {"reason": "not committed"}
+    assert r.status == "COMMITTED"
+    b = bal(auth, "tenant:acme/agent:bot")
+    assert (b.spent, b.reserved) == (20, 0)
+    assert auth.audit()[-1].kind == "commit"
 
 
 def test_context_manager_leaves_a_reservation_finalized_elsewhere_alone(auth: cycles.Authority) -> None:

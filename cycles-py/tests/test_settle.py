@@ -247,15 +247,19 @@ def test_the_context_manager_interrupted_is_charged_even_under_release(
     assert kinds(a) == ["reserve", "commit"]
 
 
-def test_the_context_manager_left_clean_still_releases_and_a_settled_block_is_left_alone(store: Any) -> None:
+def test_the_context_manager_left_clean_is_completed_and_a_settled_block_is_left_alone(store: Any) -> None:
     a = store(CHARGE_POLICY)
     with a.reserve("run_sql", {"query": "SELECT 1"}, subject=BOT) as r:
         pass
-    assert r.status == "RELEASED" and a.audit()[-1].detail == {"reason": "not committed"}
+    # The block ran its call: charged what was held, as if committed without amounts.
+    assert r.status == "COMMITTED" and balances(a)["RISK_POINTS"] == (5, 0)
     with a.reserve("run_sql", {"query": "SELECT 1"}, subject=BOT, estimate={"TOKENS": 10}) as r2:
         r2.settle("COMPLETED", {"TOKENS": 3})
-    assert r2.status == "COMMITTED" and balances(a) == {"RISK_POINTS": (5, 0), "TOKENS": (3, 0)}
-    assert kinds(a) == ["reserve", "release", "reserve", "commit"]
+    assert r2.status == "COMMITTED" and balances(a) == {"RISK_POINTS": (10, 0), "TOKENS": (3, 0)}
+    with a.reserve("run_sql", {"query": "SELECT 1"}, subject=BOT) as r3:
+        r3.release("the call was not made")
+    assert r3.status == "RELEASED" and balances(a)["RISK_POINTS"] == (10, 0)
+    assert kinds(a) == ["reserve", "commit", "reserve", "commit", "reserve", "release"]
 
 
 def test_a_generator_closed_early_is_interrupted(store: Any) -> None:
