@@ -395,8 +395,10 @@ fn post(cli: &Cli, args: &ClaudeCodeArgs, ev: &HookEvent) -> Result<(), String> 
                 return Ok(());
             }
             if r.status == ReservationStatus::Released {
-                // Given back before the call ran (nothing else releases a hook's hold): the
-                // call that ran is charged below as an unreserved one.
+                // Released: by an earlier delivery of this failure under `on_failure =
+                // "RELEASE"` (below, charges(outcome) is false again: nothing is charged), or
+                // given back before the call ran, in which case the call is charged below as
+                // an unreserved one.
                 continue;
             }
             // The call that ran, which the core charges at least its own points and names

@@ -8,6 +8,7 @@
 #![allow(clippy::too_many_arguments)]
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use cycles_core as core;
@@ -235,8 +236,9 @@ impl Authority {
     ///
     /// Raises `Denied` (or `ApprovalRequired`) when the gate says no; the denial is recorded.
     /// The returned `Reservation` is a context manager: commit (or settle) it inside the
-    /// block; leaving the block uncommitted releases it, leaving it by an exception settles it
-    /// as `FAILED` (an `Exception`) or `INTERRUPTED` (anything else).
+    /// block; leaving the block normally without that settles it `COMPLETED` (charged what
+    /// was held), leaving it by an exception settles it as `FAILED` (an `Exception`) or
+    /// `INTERRUPTED` (anything else), or `COMPLETED` when the block had tried to commit.
     #[pyo3(signature = (tool, args=None, *, subject, estimate=None, kind=None, tags=None,
         ttl_ms=None, grace_period_ms=None, overage_policy=None, idempotency_key=None, grant=None))]
     fn reserve(
@@ -853,9 +855,11 @@ fn settlement_py(py: Python<'_>, s: core::Settlement) -> PyResult<Bound<'_, PyAn
 
 /// A reservation: authority held for one call until it is committed, released or expires.
 ///
-/// A context manager: commit (or settle) inside the block; leaving it uncommitted releases the
-/// hold, leaving it by an exception settles it (`FAILED` for an `Exception`, `INTERRUPTED`
-/// for a cancellation, Ctrl-C or `SystemExit`). Attributes reflect what this handle has done (`status`, `expires_at_ms`,
+/// A context manager: commit (or settle) inside the block; leaving it normally without that
+/// settles it `COMPLETED` (charged what was held: the block ran its call), leaving it by an
+/// exception settles it (`FAILED` for an `Exception`, `INTERRUPTED` for a cancellation, Ctrl-C
+/// or `SystemExit`; `COMPLETED` when the block had tried to commit, e.g. with amounts the core
+/// refused). Attributes reflect what this handle has done (`status`, `expires_at_ms`,
 /// `charged`); `Authority.reservation(id)` reads the ledger's current state.
 #[pyclass(frozen, module = "cycles")]
 pub struct Reservation {
@@ -864,6 +868,10 @@ pub struct Reservation {
     // The latest state this handle knows. Never held across a core call: a thread waiting on
     // it with the GIL could otherwise deadlock with one that needs the GIL back.
     state: Mutex<core::Reservation>,
+    // Set when code holding this handle tried to commit it (or settle it COMPLETED): the call
+    // ran. If that attempt failed (amounts the core refuses), the block's exit must not settle
+    // the call as failed and let it go free.
+    completion_attempted: AtomicBool,
 }
 
 impl Reservation {
@@ -872,6 +880,7 @@ impl Reservation {
             auth,
             id: r.reservation_id.clone(),
             state: Mutex::new(r),
+            completion_attempted: AtomicBool::new(false),
         }
     }
 
@@ -1001,6 +1010,7 @@ impl Reservation {
         charge_if_expired: bool,
         idempotency_key: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<CommitResult> {
+        self.completion_attempted.store(true, Ordering::Relaxed);
         let res = commit_core(
             py,
             &self.auth,
@@ -1040,6 +1050,9 @@ impl Reservation {
         reason: Option<&Bound<'py, PyAny>>,
         idempotency_key: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        if outcome.extract::<String>().is_ok_and(|o| o == "COMPLETED") {
+            self.completion_attempted.store(true, Ordering::Relaxed);
+        }
         let s = settle_core(
             py,
             &self.auth,
@@ -1113,8 +1126,11 @@ impl Reservation {
                 Err(e) => Err(to_py_err(py, e)),
             };
         };
-        // Translation only: which way the block ended, in the core's terms.
-        let outcome = if t.is_subclass_of::<pyo3::exceptions::PyException>()? {
+        // Translation only: which way the block ended, in the core's terms. A block that
+        // tried to commit (and failed, e.g. amounts the core refused) had run its call.
+        let outcome = if self.completion_attempted.load(Ordering::Relaxed) {
+            core::CallOutcome::Completed
+        } else if t.is_subclass_of::<pyo3::exceptions::PyException>()? {
             core::CallOutcome::Failed
         } else {
             core::CallOutcome::Interrupted

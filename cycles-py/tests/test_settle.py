@@ -317,3 +317,21 @@ def test_settle_results_serialize_with_their_status(store: Any) -> None:
     rel = a.reserve("deploy", subject=BOT).settle("FAILED")
     assert json.loads(json.dumps(c.to_dict()))["status"] == "COMMITTED"
     assert json.loads(json.dumps(rel.to_dict()))["status"] == "RELEASED"
+
+
+def test_a_block_whose_commit_was_refused_is_still_charged_what_was_held(store: Any) -> None:
+    # The call ran and the block tried to commit it with amounts the core refuses: the
+    # InvalidInput leaves the block, and the exit settles the call COMPLETED (what was held),
+    # not FAILED (which the default policy releases: the call would go free).
+    a = store(RELEASE_POLICY)
+    with pytest.raises(cycles.InvalidInput):
+        with a.reserve("run_sql", {"query": "SELECT 1"}, subject=BOT) as r:
+            r.commit({"NO_SUCH_UNIT": 1})
+    assert r.status == "COMMITTED"
+    assert balances(a)["RISK_POINTS"] == (5, 0)
+    assert kinds(a) == ["reserve", "commit"]
+    # The same through settle("COMPLETED", ...) with a negative amount.
+    with pytest.raises(cycles.InvalidInput):
+        with a.reserve("run_sql", {"query": "SELECT 1"}, subject=BOT) as r2:
+            r2.settle("COMPLETED", {"RISK_POINTS": -1})
+    assert r2.status == "COMMITTED" and balances(a)["RISK_POINTS"] == (10, 0)
