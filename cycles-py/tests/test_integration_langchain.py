@@ -9,7 +9,8 @@ from typing import Annotated, Any, Optional
 
 import pytest
 from langchain_core.messages import ToolMessage
-from langchain_core.tools import BaseTool, InjectedToolArg, tool
+from langchain_core.tools import BaseTool, InjectedToolArg, InjectedToolCallId, tool
+from pydantic import BaseModel
 
 import cycles
 from cycles.integrations.langchain import CyclesGuardedTool, guard_tool
@@ -267,4 +268,159 @@ def test_a_model_supplied_injected_argument_is_classified() -> None:
         subject=SUBJECT,
     )
     assert probe.call_digest == digest
+    probe.release()
+
+
+# Tools that take the tool call id (LangGraph's pattern for returning a ToolMessage or a Command
+# bound to the call). LangChain fills the id only when the tool is invoked with a tool call.
+ID_POLICY: dict[str, Any] = {
+    "tools": [
+        {"name": "reply", "tier": 1},
+        {"name": "areply", "tier": 1},
+        {"name": "echo_id", "tier": 0},
+        {"name": "railway_delete_volume", "tier": 4},
+    ],
+    "budgets": [{"scope": "tenant:acme/agent:coder", "unit": "RISK_POINTS", "allocated": 30}],
+}
+
+
+@tool
+def reply(text: str, tool_call_id: Annotated[str, InjectedToolCallId]) -> ToolMessage:
+    """Answer with a message bound to the call."""
+    ran.append(("reply", text, tool_call_id))
+    return ToolMessage(f"said {text}", tool_call_id=tool_call_id, artifact={"n": len(text)})
+
+
+@tool
+async def areply(text: str, tool_call_id: Annotated[str, InjectedToolCallId]) -> str:
+    """Answer asynchronously with a plain string."""
+    await asyncio.sleep(0)
+    ran.append(("areply", text, tool_call_id))
+    return f"async said {text}"
+
+
+@tool
+def delete_with_id(volume_id: str, tool_call_id: Annotated[str, InjectedToolCallId]) -> str:
+    """Delete a volume."""
+    ran.append(("delete_with_id", volume_id, tool_call_id))
+    return "deleted"
+
+
+@tool
+def fail_with_id(text: str, tool_call_id: Annotated[str, InjectedToolCallId]) -> str:
+    """Fail."""
+    ran.append(("fail_with_id", tool_call_id))
+    raise RuntimeError("boom")
+
+
+class _EchoArgs(BaseModel):
+    text: str
+
+
+@tool(args_schema=_EchoArgs)
+def echo_id(text: str, tool_call_id: Annotated[str, InjectedToolCallId]) -> str:
+    """A schema that does not declare the id: LangChain injects it from the signature, and
+    passes a value a tool call supplies for it to the tool."""
+    ran.append(("echo_id", tool_call_id))
+    return f"{text}:{tool_call_id}"
+
+
+def kinds(a: cycles.Authority) -> list[str]:
+    return [r.kind for r in a.audit() if r.kind != "budget_set"]
+
+
+def call(name: str, args: dict[str, Any], id: str = "call_1") -> dict[str, Any]:
+    return {"name": name, "args": args, "id": id, "type": "tool_call"}
+
+
+def test_a_tool_taking_the_tool_call_id_receives_it() -> None:
+    a = cycles.Authority.in_memory(ID_POLICY)
+    guarded = guard_tool(reply, a, subject=SUBJECT)
+    # The model's schema is unchanged: the id is not an argument it sees.
+    assert guarded.tool_call_schema.model_json_schema() == reply.tool_call_schema.model_json_schema()
+    msg = guarded.invoke(call("reply", {"text": "hi"}, "call_1"))
+    # Exactly what the tool gives without the guard: its own ToolMessage, bound to the call.
+    assert msg == reply.invoke(call("reply", {"text": "hi"}, "call_1"))
+    assert isinstance(msg, ToolMessage) and msg.tool_call_id == "call_1" and msg.content == "said hi"
+    assert msg.artifact == {"n": 2}
+    assert ran == [("reply", "hi", "call_1"), ("reply", "hi", "call_1")]
+    assert kinds(a) == ["reserve", "commit"]
+    assert risk(a).spent == 1 and risk(a).reserved == 0  # tier 1: 1 point, committed
+    # The id is not classified: the digest is that of the model's arguments, the same for
+    # every call (an approval for a call matches its retry under a new id).
+    guarded.invoke(call("reply", {"text": "hi"}, "call_2"))
+    d1, d2 = [r.call_digest for r in a.audit(kinds=["reserve"])]
+    probe = a.reserve("reply", {"text": "hi"}, subject=SUBJECT)
+    assert d1 == d2 == probe.call_digest
+    probe.release()
+
+
+def test_a_tool_taking_the_tool_call_id_through_ainvoke() -> None:
+    a = cycles.Authority.in_memory(ID_POLICY)
+    guarded = guard_tool(areply, a, subject=SUBJECT)
+    denied = guard_tool(delete_with_id, a, subject=SUBJECT, name="railway_delete_volume")
+
+    async def main() -> tuple[Any, Any]:
+        return (
+            await guarded.ainvoke(call("areply", {"text": "yo"}, "call_9")),
+            await denied.ainvoke(call("delete_with_id", {"volume_id": "v"}, "call_10")),
+        )
+
+    ok, no = asyncio.run(main())
+    assert isinstance(ok, ToolMessage) and ok.tool_call_id == "call_9" and ok.content == "async said yo"
+    assert ok.status == "success"
+    assert isinstance(no, ToolMessage) and no.status == "error" and no.tool_call_id == "call_10"
+    assert "BUDGET_EXCEEDED" in str(no.content)
+    assert ran == [("areply", "yo", "call_9")]
+    assert kinds(a) == ["reserve", "commit", "denial"]
+
+
+def test_a_denied_tool_taking_the_id_does_not_run() -> None:
+    a = cycles.Authority.in_memory(ID_POLICY)
+    guarded = guard_tool(delete_with_id, a, subject=SUBJECT, name="railway_delete_volume")
+    msg = guarded.invoke(call("delete_with_id", {"volume_id": "vol_prod"}, "call_3"))
+    assert isinstance(msg, ToolMessage) and msg.status == "error" and msg.tool_call_id == "call_3"
+    assert ran == [] and kinds(a) == ["denial"]
+
+
+def test_a_failing_tool_taking_the_id_is_settled_failed() -> None:
+    a = cycles.Authority.in_memory(ID_POLICY)
+    guarded = guard_tool(fail_with_id, a, subject=SUBJECT, name="reply")
+    with pytest.raises(RuntimeError, match="boom"):
+        guarded.invoke(call("fail_with_id", {"text": "x"}, "call_4"))
+    assert ran == [("fail_with_id", "call_4")]
+    assert (risk(a).spent, risk(a).reserved) == (0, 0)
+    assert kinds(a) == ["reserve", "release"]
+
+
+def test_a_tool_taking_the_id_invoked_without_a_tool_call_fails_as_without_the_guard() -> None:
+    a = cycles.Authority.in_memory(ID_POLICY)
+    guarded = guard_tool(reply, a, subject=SUBJECT)
+    with pytest.raises(ValueError, match="InjectedToolCallId"):
+        reply.invoke({"text": "hi"})
+    with pytest.raises(ValueError, match="InjectedToolCallId"):
+        guarded.invoke({"text": "hi"})
+    # Refused by LangChain before the gate: nothing reserved, nothing ran.
+    assert ran == [] and kinds(a) == []
+
+
+def test_a_tool_call_supplying_the_id_argument_is_classified() -> None:
+    a = cycles.Authority.in_memory(ID_POLICY)
+    guarded = guard_tool(echo_id, a, subject=SUBJECT)
+    # Without the guard, the value a tool call supplies reaches the tool instead of the id.
+    assert echo_id.invoke(call("echo_id", {"text": "t", "tool_call_id": "X"}, "call_5")).content == "t:X"
+    ran.clear()
+    assert guarded.invoke(call("echo_id", {"text": "t", "tool_call_id": "X"}, "call_5")).content == "t:X"
+    # The real id is injected and not classified; the tool receives it.
+    msg = guarded.invoke(call("echo_id", {"text": "t"}, "call_6"))
+    assert isinstance(msg, ToolMessage) and msg.content == "t:call_6" and msg.tool_call_id == "call_6"
+    assert ran == [("echo_id", "X"), ("echo_id", "call_6")]
+    supplied, injected = [r.call_digest for r in a.audit(kinds=["reserve"])]
+    # The supplied value is in the classified args, exactly as the tool received it ...
+    probe = a.reserve("echo_id", {"text": "t", "tool_call_id": "X"}, subject=SUBJECT)
+    assert probe.call_digest == supplied
+    probe.release()
+    # ... the injected id is not.
+    probe = a.reserve("echo_id", {"text": "t"}, subject=SUBJECT)
+    assert probe.call_digest == injected != supplied
     probe.release()

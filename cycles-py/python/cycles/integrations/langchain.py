@@ -26,8 +26,8 @@ from typing import Any, Callable, Literal, Mapping, Optional, Sequence, Union
 from langchain_core.callbacks import AsyncCallbackManagerForToolRun, CallbackManagerForToolRun
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import patch_config
-from langchain_core.tools import BaseTool, ToolException
-from langchain_core.tools.base import FILTERED_ARGS
+from langchain_core.tools import BaseTool, InjectedToolCallId, ToolException
+from langchain_core.tools.base import FILTERED_ARGS, _is_injected_arg_type, get_all_basemodel_annotations
 
 from .._cycles import Authority, Denied
 from .._guard import _areserve, _finish, _raised
@@ -72,6 +72,41 @@ def _injected(value: Any) -> Any:
     return data
 
 
+class _GuardedCall:
+    """The guarded tool's input as LangChain received it, handed unparsed to ``_run``.
+
+    LangChain parses a tool's input in ``_to_args_and_kwargs``; the guard replaces that step
+    so that the wrapped tool parses the input itself (its own schema, its own injected
+    arguments, the tool call id) and receives exactly what it would without the guard. No tool
+    call can produce an instance of this class.
+    """
+
+    __slots__ = ("tool_input", "tool_call_id")
+
+    def __init__(self, tool_input: Union[str, dict[str, Any]], tool_call_id: Optional[str]) -> None:
+        self.tool_input = tool_input
+        self.tool_call_id = tool_call_id
+
+    def copy(self) -> Union[str, dict[str, Any]]:
+        # LangChain's parsing writes the tool call id into the dict it is given.
+        return dict(self.tool_input) if isinstance(self.tool_input, dict) else self.tool_input
+
+
+def _call_id_keys(tool: BaseTool) -> frozenset[str]:
+    """The arguments LangChain fills with the tool call id when it runs ``tool``: fields of
+    its schema annotated ``InjectedToolCallId``, and a ``tool_call_id`` parameter injected
+    from its signature."""
+    keys: set[str] = set()
+    schema = tool.args_schema
+    if schema is not None and not isinstance(schema, dict):
+        for k, v in get_all_basemodel_annotations(schema).items():
+            if _is_injected_arg_type(v, injected_type=InjectedToolCallId):
+                keys.add(k)
+    if "tool_call_id" in tool._injected_args_keys:
+        keys.add("tool_call_id")
+    return frozenset(keys)
+
+
 def _handle_denial_only(e: ToolException) -> str:
     # Only our refusals become model-readable output here. A ToolException from the wrapped
     # tool already went through that tool's own `handle_tool_error` and was meant to raise.
@@ -92,7 +127,9 @@ class CyclesGuardedTool(BaseTool):
     deny_message: Optional[Callable[[Denied, str], str]] = None
     actual: Optional[Callable[[Any], Optional[Amounts]]] = None
 
-    def _classified_args(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _classified_args(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], tool_call_id: Optional[str] = None
+    ) -> Any:
         if args:
             if len(args) == 1:
                 # A string input: LangChain runs the tool with it as its first argument (the
@@ -104,12 +141,21 @@ class CyclesGuardedTool(BaseTool):
         # passes through without declaring them and injected arguments (hidden from the
         # model's schema, but a tool call may still carry them: fail closed). Only LangChain's
         # own plumbing (run manager, callbacks) is left out, and runtime objects no tool call
-        # can carry are named by their type (see `_injected`).
+        # can carry are named by their type (see `_injected`). The tool call id LangChain
+        # injects (`InjectedToolCallId`) is left out too: it is the id of the call being
+        # classified, not a choice of the model, and classifying it would give every call a
+        # different digest (an approval granted for a call would never match its retry). An
+        # argument for the id that holds any other value (a tool call that supplies it when
+        # the schema does not declare it) is classified like any injected argument.
         visible = self.inner._filter_injected_args(kwargs)
+        call_id = (
+            _call_id_keys(self.inner) if tool_call_id is not None else frozenset()
+        )
         return {
             k: jsonable(v) if k in visible else _injected(v)
             for k, v in kwargs.items()
-            if k in visible or k not in FILTERED_ARGS
+            if (k in visible or k not in FILTERED_ARGS)
+            and not (k in call_id and v == tool_call_id)
         }
 
     def _refused(self, e: Exception) -> Any:
@@ -120,20 +166,46 @@ class CyclesGuardedTool(BaseTool):
             raise CyclesDeniedToolException(message, e) from e
         raise CyclesGateToolException(message, e) from e
 
-    def _inner_input(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return args[0] if args else kwargs
+    def _to_args_and_kwargs(
+        self, tool_input: Union[str, dict[str, Any]], tool_call_id: Optional[str]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        # LangChain calls this to turn the input into `_run`'s arguments; the guard passes the
+        # input on unparsed, with the tool call id, so the wrapped tool parses it (see `_prepare`).
+        return (_GuardedCall(tool_input, tool_call_id),), {}
+
+    def _prepare(self, call: _GuardedCall) -> tuple[tuple[Any, ...], dict[str, Any], Any]:
+        """What the wrapped tool will run with (to classify) and what it is invoked with.
+
+        The arguments come from the wrapped tool's own parsing of the input, the step
+        LangChain runs before the tool's function (it fills injected arguments and the tool
+        call id, and raises for input the tool cannot take, as it would without the guard:
+        nothing is reserved). A tool that takes the tool call id is invoked with the tool call
+        itself, as an agent invokes it, so the id reaches it; any other tool is invoked with
+        the input alone and this tool makes the ``ToolMessage``, as before.
+        """
+        args, kwargs = self.inner._to_args_and_kwargs(call.copy(), call.tool_call_id)
+        inner_input: Any = call.copy()
+        if call.tool_call_id is not None and _call_id_keys(self.inner):
+            inner_input = {
+                "name": self.inner.name,
+                "args": inner_input,
+                "id": call.tool_call_id,
+                "type": "tool_call",
+            }
+        return args, kwargs, inner_input
 
     def _run(
         self,
-        *args: Any,
+        call: _GuardedCall,
+        *,
         config: RunnableConfig,
         run_manager: Optional[CallbackManagerForToolRun] = None,
-        **kwargs: Any,
     ) -> Any:
+        args, kwargs, inner_input = self._prepare(call)
         try:
             r = self.authority.reserve(
                 self.cycles_tool,
-                self._classified_args(args, kwargs),
+                self._classified_args(args, kwargs, call.tool_call_id),
                 subject=self.subject,
                 estimate=self.estimate,
             )
@@ -141,7 +213,7 @@ class CyclesGuardedTool(BaseTool):
             return self._refused(e)
         child = patch_config(config, callbacks=run_manager.get_child() if run_manager else None)
         try:
-            result = self.inner.invoke(self._inner_input(args, kwargs), child)
+            result = self.inner.invoke(inner_input, child)
         except BaseException as exc:
             _raised(r, exc)
             raise
@@ -150,16 +222,17 @@ class CyclesGuardedTool(BaseTool):
 
     async def _arun(
         self,
-        *args: Any,
+        call: _GuardedCall,
+        *,
         config: RunnableConfig,
         run_manager: Optional[AsyncCallbackManagerForToolRun] = None,
-        **kwargs: Any,
     ) -> Any:
+        args, kwargs, inner_input = self._prepare(call)
         try:
             r = await _areserve(
                 self.authority,
                 self.cycles_tool,
-                self._classified_args(args, kwargs),
+                self._classified_args(args, kwargs, call.tool_call_id),
                 subject=self.subject,
                 estimate=self.estimate,
             )
@@ -167,7 +240,7 @@ class CyclesGuardedTool(BaseTool):
             return self._refused(e)
         child = patch_config(config, callbacks=run_manager.get_child() if run_manager else None)
         try:
-            result = await self.inner.ainvoke(self._inner_input(args, kwargs), child)
+            result = await self.inner.ainvoke(inner_input, child)
         except BaseException as exc:
             await _finish(_raised, r, exc)
             raise
