@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 
 import pytest
 from langchain_core.messages import ToolMessage
-from langchain_core.tools import BaseTool, InjectedToolArg, InjectedToolCallId, tool
+from langchain_core.tools import BaseTool, InjectedToolArg, InjectedToolCallId, ToolException, tool
 from pydantic import BaseModel
 
 import cycles
@@ -424,3 +424,183 @@ def test_a_tool_call_supplying_the_id_argument_is_classified() -> None:
     probe = a.reserve("echo_id", {"text": "t"}, subject=SUBJECT)
     assert probe.call_digest == injected != supplied
     probe.release()
+
+
+# Tools that take no tool call id: with a tool call, the agent must get exactly the ToolMessage
+# the tool gives without the guard (content, artifact, status, name, id).
+
+FORMAT_POLICY: dict[str, Any] = {
+    "tools": [
+        {"name": "search", "tier": 1},
+        {"name": "flaky", "tier": 2},
+        {"name": "aflaky", "tier": 2},
+        {"name": "parse_order", "tier": 2},
+        {"name": "strict", "tier": 2},
+        {"name": "priced_search", "tier": 2},
+    ],
+    "budgets": [{"scope": "tenant:acme/agent:coder", "unit": "RISK_POINTS", "allocated": 30}],
+}
+
+
+@tool(response_format="content_and_artifact")
+def search(q: str) -> tuple[str, dict[str, Any]]:
+    """Search; the raw hits are the artifact."""
+    ran.append(("search", q))
+    return f"found {q}", {"hits": [q, q.upper()]}
+
+
+def test_a_content_and_artifact_tool_gives_the_agent_its_artifact() -> None:
+    a = cycles.Authority.in_memory(FORMAT_POLICY)
+    guarded = guard_tool(search, a, subject=SUBJECT)
+    want = search.invoke(call("search", {"q": "x"}))
+    assert isinstance(want, ToolMessage) and want.artifact == {"hits": ["x", "X"]}
+    msg = guarded.invoke(call("search", {"q": "x"}))
+    assert msg == want
+    assert (msg.content, msg.artifact, msg.tool_call_id, msg.name, msg.status) == (
+        "found x", {"hits": ["x", "X"]}, "call_1", "search", "success"
+    )
+    # Without a tool call, the content alone, as without the guard.
+    assert guarded.invoke({"q": "y"}) == search.invoke({"q": "y"}) == "found y"
+
+    async def main() -> Any:
+        return await guarded.ainvoke(call("search", {"q": "z"}, "call_2"))
+
+    amsg = asyncio.run(main())
+    assert amsg == search.invoke(call("search", {"q": "z"}, "call_2"))
+    assert amsg.artifact == {"hits": ["z", "Z"]}
+    assert kinds(a) == ["reserve", "commit"] * 3
+    assert (risk(a).spent, risk(a).reserved) == (3, 0)  # tier 1: 1 point each, committed
+
+
+@tool(response_format="content_and_artifact")
+def priced_search(q: str) -> tuple[str, dict[str, Any]]:
+    """Search; the artifact says what the search cost."""
+    ran.append(("priced_search", q))
+    return f"found {q}", {"points": 2}
+
+
+def test_actual_reads_the_artifact_of_the_tool_message() -> None:
+    # With a tool call, `actual` sees the ToolMessage the agent gets, artifact included.
+    a = cycles.Authority.in_memory(FORMAT_POLICY)
+    guarded = guard_tool(
+        priced_search, a, subject=SUBJECT, actual=lambda m: {"RISK_POINTS": m.artifact["points"]}
+    )
+    msg = guarded.invoke(call("priced_search", {"q": "x"}))
+    assert msg == priced_search.invoke(call("priced_search", {"q": "x"}))
+    assert kinds(a) == ["reserve", "commit"]
+    assert (risk(a).spent, risk(a).reserved) == (2, 0)  # tier 2 held 5; the artifact says 2
+
+
+@tool
+def flaky(q: str) -> str:
+    """Fails with an error the tool turns into a message."""
+    ran.append(("flaky", q))
+    raise ToolException(f"rate limited on {q}")
+
+
+flaky.handle_tool_error = True
+
+
+@tool
+async def aflaky(q: str) -> str:
+    """Fails asynchronously; a handler writes the message."""
+    await asyncio.sleep(0)
+    ran.append(("aflaky", q))
+    raise ToolException(f"rate limited on {q}")
+
+
+aflaky.handle_tool_error = lambda e: f"handled: {e}"
+
+
+class _Order(BaseModel):
+    qty: int
+
+
+@tool
+def parse_order(raw: str) -> str:
+    """Parses inside the tool: a bad order raises a pydantic ValidationError inside it."""
+    ran.append(("parse_order", raw))
+    return f"qty {_Order.model_validate_json(raw).qty}"
+
+
+parse_order.handle_validation_error = "bad order"
+
+
+def test_an_error_the_tool_handles_is_an_error_message_and_settled_failed() -> None:
+    a = cycles.Authority.in_memory(FORMAT_POLICY)
+    guarded = guard_tool(flaky, a, subject=SUBJECT)
+    want = flaky.invoke(call("flaky", {"q": "x"}))
+    assert isinstance(want, ToolMessage) and want.status == "error"
+    ran.clear()
+    msg = guarded.invoke(call("flaky", {"q": "x"}))
+    assert msg == want
+    assert (msg.content, msg.status, msg.tool_call_id, msg.name) == ("rate limited on x", "error", "call_1", "flaky")
+    # Without a tool call: the same text as without the guard, and the call is still FAILED.
+    assert guarded.invoke({"q": "y"}) == "rate limited on y"
+    assert ran == [("flaky", "x"), ("flaky", "y")]
+    # The tool raised inside: FAILED, released under the default on_failure.
+    assert kinds(a) == ["reserve", "release"] * 2
+    assert (risk(a).spent, risk(a).reserved) == (0, 0)
+
+
+def test_an_error_a_handler_turns_into_a_message_through_ainvoke() -> None:
+    a = cycles.Authority.in_memory(FORMAT_POLICY)
+    guarded = guard_tool(aflaky, a, subject=SUBJECT)
+
+    async def main() -> tuple[Any, Any, Any]:
+        return (
+            await aflaky.ainvoke(call("aflaky", {"q": "x"})),
+            await guarded.ainvoke(call("aflaky", {"q": "x"})),
+            await guarded.ainvoke({"q": "y"}),
+        )
+
+    want, msg, plain = asyncio.run(main())
+    assert msg == want and msg.status == "error" and msg.content == "handled: rate limited on x"
+    assert plain == "handled: rate limited on y"
+    assert kinds(a) == ["reserve", "release"] * 2
+    assert (risk(a).spent, risk(a).reserved) == (0, 0)
+
+
+def test_a_handled_error_is_charged_under_on_failure_charge() -> None:
+    a = cycles.Authority.in_memory({**FORMAT_POLICY, "defaults": {"on_failure": "CHARGE"}})
+    guarded = guard_tool(flaky, a, subject=SUBJECT)
+    msg = guarded.invoke(call("flaky", {"q": "x"}))
+    assert isinstance(msg, ToolMessage) and msg.status == "error"
+    # FAILED and the policy charges failures: what was held (tier 2: 5 points) is spent.
+    assert kinds(a) == ["reserve", "commit"]
+    assert (risk(a).spent, risk(a).reserved) == (5, 0)
+
+
+def test_a_validation_error_the_tool_handles_after_it_started_is_settled_failed() -> None:
+    a = cycles.Authority.in_memory(FORMAT_POLICY)
+    guarded = guard_tool(parse_order, a, subject=SUBJECT)
+    good = guarded.invoke(call("parse_order", {"raw": '{"qty": 2}'}))
+    assert good == parse_order.invoke(call("parse_order", {"raw": '{"qty": 2}'}))
+    assert good.status == "success"
+    want = parse_order.invoke(call("parse_order", {"raw": '{"qty": "many"}'}, "call_2"))
+    msg = guarded.invoke(call("parse_order", {"raw": '{"qty": "many"}'}, "call_2"))
+    assert msg == want and msg.status == "error" and msg.content == "bad order"
+    assert kinds(a) == ["reserve", "commit", "reserve", "release"]
+    assert (risk(a).spent, risk(a).reserved) == (5, 0)
+
+
+@tool
+def strict(n: int) -> str:
+    """Takes an integer."""
+    ran.append(("strict", n))
+    return str(n)
+
+
+strict.handle_validation_error = True
+
+
+def test_input_the_tool_refuses_is_its_error_message_and_reserves_nothing() -> None:
+    a = cycles.Authority.in_memory(FORMAT_POLICY)
+    guarded = guard_tool(strict, a, subject=SUBJECT)
+    want = strict.invoke(call("strict", {"n": "not a number"}))
+    assert isinstance(want, ToolMessage) and want.status == "error"
+    msg = guarded.invoke(call("strict", {"n": "not a number"}))
+    assert msg == want
+    assert guarded.invoke({"n": "nope"}) == strict.invoke({"n": "nope"}) == "Tool input validation error"
+    # Refused by the tool's own parsing before the gate: nothing reserved, nothing ran.
+    assert ran == [] and kinds(a) == []

@@ -9,7 +9,11 @@ Invoking the returned tool reserves the call with the authority before the wrapp
 then settles the reservation by how the tool ended (the core decides what each ending costs):
 returned is ``COMPLETED`` (committed), raised an error is ``FAILED`` (released, or charged
 under the policy's ``[defaults] on_failure = "CHARGE"``), cancelled or timed out is
-``INTERRUPTED`` (charged: it may have acted). A DENY does not run the tool: by default
+``INTERRUPTED`` (charged: it may have acted). A tool that turns its own error into its output
+(``handle_tool_error``, or ``handle_validation_error`` for an error raised while it ran) raised
+inside: the agent gets the tool's error message (``status="error"``) and the call is ``FAILED``.
+Invoked with a tool call, the guarded tool gives the agent exactly the ``ToolMessage`` the
+wrapped tool gives (content, artifact, status). A DENY does not run the tool: by default
 the tool's output is a message the model can read (a ``ToolMessage`` with ``status="error"``
 when invoked with a tool call), so the agent loop continues; ``on_deny="raise"`` raises
 ``cycles.Denied`` instead. Any other failure of the gate (arguments the core cannot take, a
@@ -21,13 +25,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+from contextvars import ContextVar
 from typing import Any, Callable, Literal, Mapping, Optional, Sequence, Union
 
 from langchain_core.callbacks import AsyncCallbackManagerForToolRun, CallbackManagerForToolRun
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import patch_config
 from langchain_core.tools import BaseTool, InjectedToolCallId, ToolException
-from langchain_core.tools.base import FILTERED_ARGS, _is_injected_arg_type, get_all_basemodel_annotations
+from langchain_core.tools.base import (
+    FILTERED_ARGS,
+    _handle_tool_error,
+    _handle_validation_error,
+    _is_injected_arg_type,
+    get_all_basemodel_annotations,
+)
+from pydantic import PrivateAttr
 
 from .._cycles import Authority, Denied
 from .._guard import _areserve, _finish, _raised
@@ -107,6 +119,40 @@ def _call_id_keys(tool: BaseTool) -> frozenset[str]:
     return frozenset(keys)
 
 
+# The errors the wrapped tool turned into its output during the current guarded call (see
+# `_observing`); a fresh list is set for each call, so concurrent calls do not share one.
+_handled: ContextVar[Optional[list[Exception]]] = ContextVar("cycles_langchain_handled", default=None)
+
+
+def _noting(flag: Any, handle: Callable[..., Any]) -> Callable[[Any], Any]:
+    """A handler that gives what LangChain gives for ``flag`` and notes that it was used."""
+
+    def handler(e: Any) -> Any:
+        seen = _handled.get()
+        if seen is not None:
+            seen.append(e)
+        return handle(e, flag=flag)
+
+    return handler
+
+
+def _observing(tool: BaseTool) -> BaseTool:
+    """``tool`` with its error handlers noting when they turn an error into output.
+
+    LangChain catches a ``ToolException`` (``handle_tool_error``) or a ``ValidationError``
+    (``handle_validation_error``) inside the tool and returns the handler's text as the tool's
+    output, so the caller cannot tell it from a result (without a tool call the status is not
+    even in the output). The guard runs a shallow copy whose handlers give the same text and
+    record the error; a tool without handlers is run as it is.
+    """
+    update: dict[str, Any] = {}
+    if tool.handle_tool_error:
+        update["handle_tool_error"] = _noting(tool.handle_tool_error, _handle_tool_error)
+    if tool.handle_validation_error:
+        update["handle_validation_error"] = _noting(tool.handle_validation_error, _handle_validation_error)
+    return tool.model_copy(update=update) if update else tool
+
+
 def _handle_denial_only(e: ToolException) -> str:
     # Only our refusals become model-readable output here. A ToolException from the wrapped
     # tool already went through that tool's own `handle_tool_error` and was meant to raise.
@@ -126,6 +172,13 @@ class CyclesGuardedTool(BaseTool):
     on_deny: Literal["message", "raise"] = "message"
     deny_message: Optional[Callable[[Denied, str], str]] = None
     actual: Optional[Callable[[Any], Optional[Amounts]]] = None
+    _runner: Optional[BaseTool] = PrivateAttr(default=None)
+
+    def _observed(self) -> BaseTool:
+        # What the guard invokes: `inner`, its error handlers noting their use (`_observing`).
+        if self._runner is None:
+            self._runner = _observing(self.inner)
+        return self._runner
 
     def _classified_args(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], tool_call_id: Optional[str] = None
@@ -179,13 +232,16 @@ class CyclesGuardedTool(BaseTool):
         The arguments come from the wrapped tool's own parsing of the input, the step
         LangChain runs before the tool's function (it fills injected arguments and the tool
         call id, and raises for input the tool cannot take, as it would without the guard:
-        nothing is reserved). A tool that takes the tool call id is invoked with the tool call
-        itself, as an agent invokes it, so the id reaches it; any other tool is invoked with
-        the input alone and this tool makes the ``ToolMessage``, as before.
+        nothing is reserved; a tool with ``handle_validation_error`` gives its message, as this
+        tool carries the same setting). Invoked with a tool call, the wrapped tool is invoked
+        with the tool call itself, as an agent invokes it: the id reaches a tool that takes it,
+        and the wrapped tool makes the ``ToolMessage`` (its ``response_format``, its artifact,
+        its status), which this tool passes on unchanged. Without a tool call it is invoked
+        with the input alone.
         """
         args, kwargs = self.inner._to_args_and_kwargs(call.copy(), call.tool_call_id)
         inner_input: Any = call.copy()
-        if call.tool_call_id is not None and _call_id_keys(self.inner):
+        if call.tool_call_id is not None:
             inner_input = {
                 "name": self.inner.name,
                 "args": inner_input,
@@ -212,12 +268,19 @@ class CyclesGuardedTool(BaseTool):
         except Exception as e:  # a denial, or any failure of the gate: the tool does not run
             return self._refused(e)
         child = patch_config(config, callbacks=run_manager.get_child() if run_manager else None)
+        handled: list[Exception] = []
+        token = _handled.set(handled)
         try:
-            result = self.inner.invoke(inner_input, child)
+            result = self._observed().invoke(inner_input, child)
         except BaseException as exc:
             _raised(r, exc)
             raise
-        settle_ran(r, self.actual, result, self.cycles_tool)
+        finally:
+            _handled.reset(token)
+        if handled:  # the tool raised inside and LangChain made its error the output: FAILED
+            _raised(r, handled[-1])
+        else:
+            settle_ran(r, self.actual, result, self.cycles_tool)
         return result
 
     async def _arun(
@@ -239,12 +302,19 @@ class CyclesGuardedTool(BaseTool):
         except Exception as e:  # a denial, or any failure of the gate: the tool does not run
             return self._refused(e)
         child = patch_config(config, callbacks=run_manager.get_child() if run_manager else None)
+        handled: list[Exception] = []
+        token = _handled.set(handled)
         try:
-            result = await self.inner.ainvoke(inner_input, child)
+            result = await self._observed().ainvoke(inner_input, child)
         except BaseException as exc:
             await _finish(_raised, r, exc)
             raise
-        await _finish(settle_ran, r, self.actual, result, self.cycles_tool)
+        finally:
+            _handled.reset(token)
+        if handled:  # the tool raised inside and LangChain made its error the output: FAILED
+            await _finish(_raised, r, handled[-1])
+        else:
+            await _finish(settle_ran, r, self.actual, result, self.cycles_tool)
         return result
 
 
@@ -263,13 +333,22 @@ def guard_tool(
 
     ``name`` is the tool name the policy classifies (default: the LangChain tool's name);
     the model sees the same name, description and argument schema as before. ``actual``
-    maps the tool's result to the amounts to charge (default: what was reserved).
+    maps the tool's result to the amounts to charge (default: what was reserved): invoked
+    with a tool call, that result is what the agent gets, the ``ToolMessage`` the wrapped tool
+    made (read ``.artifact`` for a ``response_format="content_and_artifact"`` tool) or its
+    ``Command``; invoked with plain input, the tool's output. ``actual`` is not called for a
+    call settled ``FAILED`` (a tool that raised, or whose handler turned its error into output).
     """
     return CyclesGuardedTool(
         name=tool.name,
         description=tool.description,
         args_schema=tool.args_schema,
         return_direct=tool.return_direct,
+        # The wrapped tool parses the input inside this tool's run (`_prepare`): input it
+        # refuses is handled here as the tool would handle it (nothing is reserved).
+        handle_validation_error=tool.handle_validation_error,
+        # This tool keeps response_format="content": with a tool call, the wrapped tool makes
+        # the ToolMessage (with its artifact) and this tool passes it on.
         handle_tool_error=_handle_denial_only,
         inner=tool,
         authority=authority,
