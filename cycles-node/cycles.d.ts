@@ -55,7 +55,10 @@ export interface GuardOptions<A extends unknown[], R> {
  * `TimeoutError` => `INTERRUPTED` (charged what was held), threw anything else => `FAILED`
  * (the policy's `on_failure`: released by default, or charged). A denial rejects with a
  * `CyclesError` before `fn` is called. Plain-data arguments are copied once (each getter read
- * once) and `fn` runs on the copy, i.e. on exactly what was classified. A function returning
+ * once) and `fn` runs on the copy, i.e. on exactly what was classified; primitives, functions
+ * and an `AbortSignal` pass as they are; a `toJSON` function, any other object (class
+ * instance, Date, Map, Buffer) or a cyclic argument is refused with a `TypeError` before
+ * anything is reserved. A function returning
  * an iterator resolves to an async iterator over it, settled when the iteration ends
  * (exhausted: `COMPLETED`; throws: `FAILED` / `INTERRUPTED`; abandoned by `return()`:
  * `INTERRUPTED`).

@@ -209,25 +209,39 @@ function defaultArgs(...callArgs) {
 
 /**
  * The call's arguments read once: plain objects and arrays are copied, each property read
- * once (a getter's answer becomes a plain value), so what is classified is exactly what the
- * function receives, even if a getter would answer differently later or other code mutates
- * the caller's objects meanwhile. Anything else (class instances, functions, an AbortSignal,
- * primitives) is passed as it is: only plain data is frozen this way. Deeper than the binding
- * accepts (64 levels, or a cycle) is refused before anything is reserved.
+ * once (a getter's answer becomes a plain value), and the function runs on the copy, which is
+ * also what is classified: a getter that would answer differently later, or other code
+ * mutating the caller's objects meanwhile, cannot change what runs. Only values that carry no
+ * data the classifier reads pass by reference: primitives, functions and an `AbortSignal`.
+ * Refused before anything is reserved (a TypeError): a plain object or array whose `toJSON`
+ * is a function (the classifier would read its `toJSON()`, the function its fields), any other
+ * object (a class instance, a Date, a Map, a Buffer: held by reference, its fields could
+ * change between the classification and the call), and anything deeper than the binding
+ * accepts (64 levels, or a cycle).
  */
 function snapshot(v, depth) {
   if (depth > 64) throw new TypeError('guard: arguments nested deeper than 64 levels (or cyclic) are refused')
+  if (v === null || typeof v !== 'object') return v
+  let out
   if (Array.isArray(v)) {
-    const out = new Array(v.length)
+    out = new Array(v.length)
     for (let i = 0; i < v.length; i++) out[i] = snapshot(v[i], depth + 1)
-    return out
-  }
-  if (isPlainObject(v)) {
-    const out = Object.getPrototypeOf(v) === null ? Object.create(null) : {}
+  } else if (isPlainObject(v)) {
+    out = Object.getPrototypeOf(v) === null ? Object.create(null) : {}
     for (const k of Object.keys(v)) out[k] = snapshot(v[k], depth + 1)
-    return out
+  } else if (v instanceof AbortSignal) {
+    return v
+  } else {
+    const name = Object.getPrototypeOf(v)?.constructor?.name || 'non-plain object'
+    throw new TypeError(
+      `guard: an argument is a ${name}; pass plain data (objects, arrays, primitives): the function runs on a copy of exactly what was classified`,
+    )
   }
-  return v
+  // JSON.stringify (so the classifier) would read toJSON() instead of the fields the function gets.
+  if (typeof out.toJSON === 'function') {
+    throw new TypeError('guard: an argument carries a toJSON function; the classifier would read its toJSON() while the function reads its fields')
+  }
+  return out
 }
 
 /** A (sync or async) iterator, such as a generator object a plain function returned. */

@@ -186,7 +186,7 @@ test('guard: arguments are read once; the function runs on exactly what was clas
   await pending
   assert.deepEqual(seen, ['SELECT 1', 'SELECT 2'])
 
-  // Non-plain values pass as they are (an AbortSignal, a class instance), plain data is copied.
+  // An AbortSignal passes as it is (nothing the classifier reads), plain data is copied.
   const ac = new AbortController()
   const passthrough = auth.guard(async function run_sql(opts, signal) {
     return opts.signal === ac.signal && signal === ac.signal

@@ -1,0 +1,59 @@
+// Review 12 of the guard: what the function runs on, which returned values defer settlement,
+// and which outcome each way a call can end is (the core alone decides what that costs).
+import test from 'node:test'
+import assert from 'node:assert/strict'
+
+import { cycles } from './support.mjs'
+
+const { Authority } = cycles
+
+const BOT = { agent: 'bot' }
+const policy = (onFailure) => ({
+  tools: [{ name: 'run_sql', tier: 1, classifier: 'sql', arg: 'sql' }, { name: 'deploy', tier: 3 }],
+  budgets: [{ scope: 'agent:bot', unit: 'RISK_POINTS', allocated: 1000 }],
+  ...(onFailure && { defaults: { on_failure: onFailure } }),
+})
+const risk = (auth) => auth.balancesSync('agent:bot').find((b) => b.unit === 'RISK_POINTS')
+const kinds = (auth) => auth.auditSync().map((r) => r.kind).filter((k) => k !== 'budget_set')
+const reasons = (auth) => auth.auditSync({ kinds: ['release'] }).map((r) => r.detail.reason)
+
+test('guard: an argument carrying toJSON or a non-plain object is refused before anything is reserved (the function runs on exactly what was classified)', async () => {
+  const auth = Authority.inMemory({ policy: policy() })
+  const seen = []
+  const run = auth.guard(async function run_sql(q) {
+    seen.push(q.sql)
+    return 'ran'
+  }, { subject: BOT })
+  // The plain statement needs approval (tier 4 under the sql classifier).
+  await assert.rejects(run({ sql: 'DROP TABLE users' }), (e) => e.code === 'APPROVAL_REQUIRED')
+  // The same statement behind a harmless toJSON (what JSON.stringify, hence the classifier, sees).
+  const before = auth.auditSync().length
+  await assert.rejects(
+    run({ sql: 'DROP TABLE users', toJSON: () => ({ sql: 'SELECT 1' }) }),
+    (e) => e instanceof TypeError && /toJSON/.test(e.message),
+  )
+  // Nested inside an array.
+  await assert.rejects(run({ q: [{ sql: 'DROP TABLE users', toJSON() { return {} } }] }), TypeError)
+  // A class instance is held by reference: its fields could change between the classification
+  // and the call, so it is refused too.
+  class Q {
+    constructor(sql) {
+      this.sql = sql
+    }
+  }
+  const q = new Q('SELECT 1')
+  const pending = run(q)
+  q.sql = 'DROP TABLE users'
+  await assert.rejects(pending, (e) => e instanceof TypeError && /Q/.test(e.message))
+  assert.deepEqual(seen, [], 'the function never ran')
+  assert.equal(auth.auditSync().length, before, 'nothing reserved')
+  // A key named toJSON that is plain data (not a function) is data like any other.
+  assert.equal(await run({ sql: 'SELECT 1', toJSON: 'just a string' }), 'ran')
+  assert.deepEqual(seen, ['SELECT 1'])
+  // An AbortSignal (no data the classifier reads) still passes as it is.
+  const ac = new AbortController()
+  const pass = auth.guard(async function deploy(opts, signal) {
+    return opts.signal === ac.signal && signal === ac.signal
+  }, { subject: BOT })
+  assert.equal(await pass({ sql: 'SELECT 2', signal: ac.signal }, ac.signal), true)
+})
