@@ -59,14 +59,20 @@ export interface GuardOptions<A extends unknown[], R> {
  * and an `AbortSignal` pass as they are; a `toJSON` function, any other object (class
  * instance, Date, Map, Buffer) or a cyclic argument is refused with a `TypeError` before
  * anything is reserved. A function returning
- * an iterator resolves to an async iterator over it, settled when the iteration ends
+ * a generator object (its body runs as it is iterated) resolves to an iterator over it of the
+ * same kind (a sync generator stays sync-iterable), settled when the iteration ends
  * (exhausted: `COMPLETED`; throws: `FAILED` / `INTERRUPTED`; abandoned by `return()`:
- * `INTERRUPTED`).
+ * `INTERRUPTED`). Any other return value, an array's or a Map's iterator included, is settled
+ * `COMPLETED` when the function returns.
  */
-export declare function guard<A extends unknown[], T>(
-  fn: (...args: A) => Iterator<T> | AsyncIterator<T>,
-  opts: GuardOptions<A, Iterator<T> | AsyncIterator<T>>,
+export declare function guard<A extends unknown[], T, TReturn, TNext>(
+  fn: (...args: A) => AsyncGenerator<T, TReturn, TNext>,
+  opts: GuardOptions<A, AsyncGenerator<T, TReturn, TNext>>,
 ): (...args: A) => Promise<AsyncIterableIterator<T>>
+export declare function guard<A extends unknown[], T, TReturn, TNext>(
+  fn: (...args: A) => Generator<T, TReturn, TNext>,
+  opts: GuardOptions<A, Generator<T, TReturn, TNext>>,
+): (...args: A) => Promise<IterableIterator<T>>
 export declare function guard<A extends unknown[], R>(
   fn: (...args: A) => R | Promise<R>,
   opts: GuardOptions<A, R>,
@@ -75,10 +81,14 @@ export declare function guard<A extends unknown[], R>(
 declare module './index' {
   interface Authority {
     /** `guard(fn, { ...opts, authority: this })`. */
-    guard<A extends unknown[], T>(
-      fn: (...args: A) => Iterator<T> | AsyncIterator<T>,
-      opts: Omit<GuardOptions<A, Iterator<T> | AsyncIterator<T>>, 'authority'>,
+    guard<A extends unknown[], T, TReturn, TNext>(
+      fn: (...args: A) => AsyncGenerator<T, TReturn, TNext>,
+      opts: Omit<GuardOptions<A, AsyncGenerator<T, TReturn, TNext>>, 'authority'>,
     ): (...args: A) => Promise<AsyncIterableIterator<T>>
+    guard<A extends unknown[], T, TReturn, TNext>(
+      fn: (...args: A) => Generator<T, TReturn, TNext>,
+      opts: Omit<GuardOptions<A, Generator<T, TReturn, TNext>>, 'authority'>,
+    ): (...args: A) => Promise<IterableIterator<T>>
     guard<A extends unknown[], R>(
       fn: (...args: A) => R | Promise<R>,
       opts: Omit<GuardOptions<A, R>, 'authority'>,

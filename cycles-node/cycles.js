@@ -244,24 +244,32 @@ function snapshot(v, depth) {
   return out
 }
 
-/** A (sync or async) iterator, such as a generator object a plain function returned. */
-function isIterator(v) {
-  return (
-    v !== null &&
-    (typeof v === 'object' || typeof v === 'function') &&
-    typeof v.next === 'function' &&
-    (typeof v[Symbol.asyncIterator] === 'function' || typeof v[Symbol.iterator] === 'function')
-  )
+// The intrinsic prototypes every generator object inherits from (a generator function's
+// `prototype` inherits from them): only these defer settlement.
+const GENERATOR_PROTO = Object.getPrototypeOf(function* () {}).prototype
+const ASYNC_GENERATOR_PROTO = Object.getPrototypeOf(async function* () {}).prototype
+
+/**
+ * 'sync' or 'async' for a generator object (whose body runs as it is iterated), else null. Any
+ * other iterator (`array.values()`, a Map's entries, an object with `next`) is an ordinary
+ * return value: its function already did its work.
+ */
+function generatorKind(v) {
+  if (v === null || typeof v !== 'object') return null
+  const tag = Object.prototype.toString.call(v)
+  if (tag === '[object Generator]' && Object.prototype.isPrototypeOf.call(GENERATOR_PROTO, v)) return 'sync'
+  if (tag === '[object AsyncGenerator]' && Object.prototype.isPrototypeOf.call(ASYNC_GENERATOR_PROTO, v)) return 'async'
+  return null
 }
 
 /**
- * `iter` as an async iterator whose reservation is settled when the iteration ends: it is
- * exhausted (`complete`: COMPLETED), it throws (FAILED, or INTERRUPTED for an abort or a
- * timeout) or the consumer abandons it through `return()` (a `break` out of `for await`:
- * INTERRUPTED, since part of it ran) or `throw()`. Settled once; an iterator nobody finishes
- * keeps its hold until the reservation's TTL.
+ * A returned async generator as an async iterator whose reservation is settled when the
+ * iteration ends: it is exhausted (`complete`: COMPLETED), it throws (`outcomeOf(err)`) or the
+ * consumer abandons it through `return()` (a `break` out of `for await`: INTERRUPTED, since
+ * part of it ran) or `throw()`. Settled once; an iterator nobody finishes keeps its hold until
+ * the reservation's TTL.
  */
-function settledIterator(iter, reservation, complete) {
+function settledIterator(iter, reservation, complete, outcomeOf) {
   let settled = false
   const once = (f) => {
     if (settled) return Promise.resolve()
@@ -270,7 +278,7 @@ function settledIterator(iter, reservation, complete) {
   }
   const failed = (err) =>
     once(() => {
-      const outcome = thrownOutcome(err)
+      const outcome = outcomeOf(err)
       return reservation.settle({ outcome, reason: `guarded iterator threw (${outcome})` }).catch(() => {})
     })
   const interrupted = () =>
@@ -290,19 +298,64 @@ function settledIterator(iter, reservation, complete) {
     next: (...a) => (settled ? Promise.resolve({ done: true, value: undefined }) : step(() => iter.next(...a))),
     async return(value) {
       try {
-        return typeof iter.return === 'function' ? await iter.return(value) : { done: true, value }
+        return await iter.return(value)
       } finally {
         await interrupted()
       }
     },
     async throw(err) {
-      if (typeof iter.throw !== 'function') {
-        await interrupted()
-        throw err
-      }
       return step(() => iter.throw(err))
     },
     [Symbol.asyncIterator]() {
+      return this
+    },
+  }
+}
+
+/**
+ * The same for a returned sync generator, kept sync (`for...of` and spreading still work): the
+ * settlement runs synchronously (`settleSync`) as the iteration ends.
+ */
+function settledSyncIterator(iter, reservation, complete, outcomeOf) {
+  let settled = false
+  const once = (f) => {
+    if (settled) return
+    settled = true
+    f()
+  }
+  const settle = (outcome, reason) =>
+    once(() => {
+      try {
+        reservation.settleSync({ outcome, reason })
+      } catch {
+        // The consumer needs the iteration's own error or value; the hold expires with its TTL.
+      }
+    })
+  const step = (call) => {
+    let r
+    try {
+      r = call()
+    } catch (err) {
+      const outcome = outcomeOf(err)
+      settle(outcome, `guarded iterator threw (${outcome})`)
+      throw err
+    }
+    if (r?.done) once(complete)
+    return r
+  }
+  return {
+    next: (...a) => (settled ? { done: true, value: undefined } : step(() => iter.next(...a))),
+    return(value) {
+      try {
+        return iter.return(value)
+      } finally {
+        settle('INTERRUPTED', 'iteration abandoned')
+      }
+    },
+    throw(err) {
+      return step(() => iter.throw(err))
+    },
+    [Symbol.iterator]() {
       return this
     },
   }
@@ -368,25 +421,45 @@ function guard(fn, opts) {
       await reservation.settle({ outcome, reason: `guarded function threw (${outcome})` }).catch(() => {})
       throw err
     }
-    const complete = async () => {
-      let actual
+    // The settlement of a call that returned. If `actual` throws, the call still completed:
+    // what was held is charged and actual's error reaches the caller; an accounting error
+    // carries the call's result.
+    const amounts = () => {
       try {
-        actual = o.actual ? o.actual(result, ...callArgs) : undefined
+        return { req: o.actual ? { outcome: 'COMPLETED', actual: o.actual(result, ...callArgs) } : { outcome: 'COMPLETED' } }
       } catch (err) {
-        await reservation.settle({ outcome: 'COMPLETED' }).catch(() => {})
-        err.result = result
-        throw err
-      }
-      try {
-        await reservation.settle(actual === undefined ? { outcome: 'COMPLETED' } : { outcome: 'COMPLETED', actual })
-      } catch (err) {
-        // The call did run: keep its result reachable on the accounting error.
-        err.result = result
-        throw err
+        return { req: { outcome: 'COMPLETED' }, err }
       }
     }
-    // A returned iterator is the call's body still to run: settled when it ends.
-    if (isIterator(result)) return settledIterator(result, reservation, complete)
+    const withResult = (err) => {
+      if (err !== null && typeof err === 'object') err.result = result
+      return err
+    }
+    const complete = async () => {
+      const { req, err } = amounts()
+      if (req.actual === undefined) delete req.actual
+      try {
+        await reservation.settle(req)
+      } catch (e) {
+        if (!err) throw withResult(e)
+      }
+      if (err) throw withResult(err)
+    }
+    // The same, synchronously, at the end of a sync generator's iteration.
+    const completeSync = () => {
+      const { req, err } = amounts()
+      if (req.actual === undefined) delete req.actual
+      try {
+        reservation.settleSync(req)
+      } catch (e) {
+        if (!err) throw withResult(e)
+      }
+      if (err) throw withResult(err)
+    }
+    // A returned generator object is the call's body still to run: settled when it ends.
+    const generator = generatorKind(result)
+    if (generator === 'async') return settledIterator(result, reservation, complete, thrownOutcome)
+    if (generator === 'sync') return settledSyncIterator(result, reservation, completeSync, thrownOutcome)
     await complete()
     return result
   }

@@ -57,3 +57,63 @@ test('guard: an argument carrying toJSON or a non-plain object is refused before
   }, { subject: BOT })
   assert.equal(await pass({ sql: 'SELECT 2', signal: ac.signal }, ac.signal), true)
 })
+
+test('guard: only a generator object defers settlement; other returned iterators are charged at return', async () => {
+  const auth = Authority.inMemory({ policy: policy() }) // deploy: tier 3, 20 points
+  let ran = 0
+  // The body does its work, then returns an iterator over what it did.
+  const done = auth.guard(function deploy() {
+    ran++
+    return ['step1', 'step2'].values()
+  }, { subject: BOT })
+  const it = await done()
+  assert.equal(ran, 1)
+  assert.equal(risk(auth).spent, 20, 'charged at return, not left held until the TTL')
+  assert.equal(risk(auth).reserved, 0)
+  const got = []
+  for (const x of it) got.push(x) // still the array iterator, sync-iterable
+  assert.deepEqual(got, ['step1', 'step2'])
+  // A Map's entries and a plain object with next() are ordinary results too.
+  const entries = auth.guard(function deploy() {
+    return new Map([['a', 1]]).entries()
+  }, { subject: BOT })
+  assert.deepEqual([...(await entries())], [['a', 1]])
+  const nextable = auth.guard(function deploy() {
+    return { next: () => ({ done: true, value: undefined }), [Symbol.iterator]() { return this } }
+  }, { subject: BOT })
+  await nextable()
+  assert.equal(risk(auth).spent, 60)
+  assert.equal(risk(auth).reserved, 0)
+  assert.deepEqual(kinds(auth), ['reserve', 'commit', 'reserve', 'commit', 'reserve', 'commit'])
+})
+
+test('guard: a returned sync generator stays sync-iterable and is charged when exhausted', async () => {
+  const auth = Authority.inMemory({ policy: policy() })
+  const steps = []
+  const deploy = auth.guard(function deploy(hosts) {
+    return (function* () {
+      for (const h of hosts) {
+        steps.push(h)
+        yield h
+      }
+    })()
+  }, { subject: BOT })
+  const it = await deploy(['a', 'b'])
+  assert.deepEqual(steps, [], 'nothing ran yet')
+  assert.equal(risk(auth).reserved, 20, 'held while it runs')
+  const got = []
+  for (const h of it) {
+    got.push(h)
+    assert.equal(risk(auth).spent, 0, 'not charged before it ends')
+  }
+  assert.deepEqual(got, ['a', 'b'])
+  assert.equal(risk(auth).spent, 20, 'charged once exhausted')
+  assert.equal(risk(auth).reserved, 0)
+  // Spread works too; a break (return()) is INTERRUPTED: charged what was held.
+  assert.deepEqual([...(await deploy(['c']))], ['c'])
+  for (const h of await deploy(['d', 'e'])) if (h === 'd') break
+  assert.deepEqual(steps, ['a', 'b', 'c', 'd'])
+  assert.equal(risk(auth).spent, 60)
+  assert.equal(risk(auth).reserved, 0)
+  assert.deepEqual(kinds(auth), ['reserve', 'commit', 'reserve', 'commit', 'reserve', 'commit'])
+})
