@@ -61,8 +61,8 @@ export interface GuardOptions<A extends unknown[], R> {
  * anything is reserved. A function returning
  * a generator object (its body runs as it is iterated) resolves to an iterator over it of the
  * same kind (a sync generator stays sync-iterable), settled when the iteration ends
- * (exhausted: `COMPLETED`; throws: `FAILED` / `INTERRUPTED`; abandoned by `return()`:
- * `INTERRUPTED`). Any other return value, an array's or a Map's iterator included, is settled
+ * (exhausted: `COMPLETED`; throws: `FAILED` / `INTERRUPTED`; abandoned by `return()` or
+ * `throw()`: `INTERRUPTED`). Any other return value, an array's or a Map's iterator included, is settled
  * `COMPLETED` when the function returns.
  */
 export declare function guard<A extends unknown[], T, TReturn, TNext>(

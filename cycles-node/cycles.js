@@ -265,8 +265,9 @@ function generatorKind(v) {
 /**
  * A returned async generator as an async iterator whose reservation is settled when the
  * iteration ends: it is exhausted (`complete`: COMPLETED), it throws (`outcomeOf(err)`) or the
- * consumer abandons it through `return()` (a `break` out of `for await`: INTERRUPTED, since
- * part of it ran) or `throw()`. Settled once; an iterator nobody finishes keeps its hold until
+ * consumer abandons it through `return()` (a `break` out of `for await`) or `throw()` (the
+ * injected error comes back out, or the iteration ends): INTERRUPTED, since part of it ran.
+ * A generator that catches the injected error and yields again keeps running. Settled once; an iterator nobody finishes keeps its hold until
  * the reservation's TTL.
  */
 function settledIterator(iter, reservation, complete, outcomeOf) {
@@ -283,15 +284,18 @@ function settledIterator(iter, reservation, complete, outcomeOf) {
     })
   const interrupted = () =>
     once(() => reservation.settle({ outcome: 'INTERRUPTED', reason: 'iteration abandoned' }).catch(() => {}))
-  const step = async (call) => {
+  // `injected`: the error the consumer threw in; coming back out (or ending the iteration),
+  // it means the consumer abandoned the iteration: INTERRUPTED, not the body's failure.
+  const step = async (call, injected) => {
     let r
     try {
       r = await call()
     } catch (err) {
-      await failed(err)
+      if (injected !== undefined && err === injected.err) await interrupted()
+      else await failed(err)
       throw err
     }
-    if (r?.done) await once(complete)
+    if (r?.done) await (injected !== undefined ? interrupted() : once(complete))
     return r
   }
   return {
@@ -304,7 +308,7 @@ function settledIterator(iter, reservation, complete, outcomeOf) {
       }
     },
     async throw(err) {
-      return step(() => iter.throw(err))
+      return step(() => iter.throw(err), { err })
     },
     [Symbol.asyncIterator]() {
       return this
@@ -331,16 +335,19 @@ function settledSyncIterator(iter, reservation, complete, outcomeOf) {
         // The consumer needs the iteration's own error or value; the hold expires with its TTL.
       }
     })
-  const step = (call) => {
+  const step = (call, injected) => {
     let r
     try {
       r = call()
     } catch (err) {
-      const outcome = outcomeOf(err)
-      settle(outcome, `guarded iterator threw (${outcome})`)
+      const outcome = injected !== undefined && err === injected.err ? 'INTERRUPTED' : outcomeOf(err)
+      settle(outcome, injected !== undefined && outcome === 'INTERRUPTED' ? 'iteration abandoned' : `guarded iterator threw (${outcome})`)
       throw err
     }
-    if (r?.done) once(complete)
+    if (r?.done) {
+      if (injected !== undefined) settle('INTERRUPTED', 'iteration abandoned')
+      else once(complete)
+    }
     return r
   }
   return {
@@ -353,7 +360,7 @@ function settledSyncIterator(iter, reservation, complete, outcomeOf) {
       }
     },
     throw(err) {
-      return step(() => iter.throw(err))
+      return step(() => iter.throw(err), { err })
     },
     [Symbol.iterator]() {
       return this

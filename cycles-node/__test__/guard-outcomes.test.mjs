@@ -117,3 +117,43 @@ test('guard: a returned sync generator stays sync-iterable and is charged when e
   assert.equal(risk(auth).reserved, 0)
   assert.deepEqual(kinds(auth), ['reserve', 'commit', 'reserve', 'commit', 'reserve', 'commit'])
 })
+
+test('guard: throw() from the consumer abandons a partly-run generator: INTERRUPTED (charged), not FAILED', async () => {
+  const auth = Authority.inMemory({ policy: policy() }) // on_failure RELEASE
+  const asyncDeploy = auth.guard(function deploy() {
+    return (async function* () {
+      yield 1
+      yield 2
+    })()
+  }, { subject: BOT })
+  const it = await asyncDeploy()
+  await it.next()
+  const gaveUp = new Error('consumer gave up')
+  await assert.rejects(it.throw(gaveUp), (e) => e === gaveUp)
+  assert.equal(risk(auth).spent, 20, 'charged: part of it ran')
+  assert.equal(risk(auth).reserved, 0)
+  const syncDeploy = auth.guard(function deploy() {
+    return (function* () {
+      yield 1
+      yield 2
+    })()
+  }, { subject: BOT })
+  const s = await syncDeploy()
+  s.next()
+  assert.throws(() => s.throw(gaveUp), (e) => e === gaveUp)
+  assert.equal(risk(auth).spent, 40)
+  assert.equal(risk(auth).reserved, 0)
+  assert.deepEqual(kinds(auth), ['reserve', 'commit', 'reserve', 'commit'])
+  // The body's own error is still FAILED (released under the default policy).
+  const failing = auth.guard(function deploy() {
+    return (function* () {
+      yield 1
+      throw new Error('deploy broke')
+    })()
+  }, { subject: BOT })
+  const f = await failing()
+  assert.throws(() => [...f], /deploy broke/)
+  assert.equal(risk(auth).spent, 40)
+  assert.equal(risk(auth).reserved, 0)
+  assert.deepEqual(reasons(auth), ['guarded iterator threw (FAILED)'])
+})
