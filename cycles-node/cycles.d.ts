@@ -47,6 +47,23 @@ export interface GuardOptions<A extends unknown[], R> {
   kind?: string
   tags?: string[]
   ttlMs?: Int
+  /**
+   * The caller's way to stop the call (or a function of the call's arguments returning it).
+   * Aborted before `fn` is called (already, or while reserving): `fn` is never called, the
+   * reservation (if one was made) is settled `NOT_STARTED` and the call rejects with the
+   * signal's reason. Aborted when `fn` throws: `INTERRUPTED` rather than `FAILED`.
+   */
+  signal?: GuardSignal | ((...args: A) => GuardSignal | undefined)
+}
+
+/**
+ * An `AbortSignal` (Node's or the DOM's), declared by shape so these types need neither lib; at
+ * run time `guard` accepts only a real `AbortSignal` (a TypeError otherwise).
+ */
+export interface GuardSignal {
+  readonly aborted: boolean
+  readonly reason: unknown
+  throwIfAborted(): void
 }
 
 /**

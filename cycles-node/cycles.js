@@ -408,9 +408,18 @@ function guard(fn, opts) {
   if (!tool) throw new TypeError('guard(fn, opts): opts.tool is required for an anonymous function')
   const toArgs = o.args ?? defaultArgs
   const { authority, subject, kind, tags, ttlMs } = o
+  if (o.signal !== undefined && typeof o.signal !== 'function' && !(o.signal instanceof AbortSignal)) {
+    throw new TypeError('guard(fn, opts): opts.signal must be an AbortSignal or a function of the call\'s arguments returning one')
+  }
 
   const guarded = async function (...given) {
     const callArgs = snapshot(given, 0)
+    // The caller's means of stopping the call: aborted before `fn` is called, `fn` never runs.
+    const signal = typeof o.signal === 'function' ? o.signal(...callArgs) : o.signal
+    if (signal !== undefined && signal !== null && !(signal instanceof AbortSignal)) {
+      throw new TypeError('guard: opts.signal(...args) must return an AbortSignal (or undefined)')
+    }
+    signal?.throwIfAborted()
     const estimate = typeof o.estimate === 'function' ? o.estimate(...callArgs) : o.estimate
     const request = { subject, tool, args: toArgs(...callArgs) }
     if (estimate !== undefined) request.estimate = estimate
@@ -418,6 +427,11 @@ function guard(fn, opts) {
     if (tags !== undefined) request.tags = tags
     if (ttlMs !== undefined) request.ttlMs = ttlMs
     const reservation = await authority.reserve(request)
+    if (signal?.aborted) {
+      // Aborted while the reservation was being made: the call never started.
+      await reservation.settle({ outcome: 'NOT_STARTED', reason: 'aborted before the call started' }).catch(() => {})
+      signal.throwIfAborted()
+    }
     let result
     try {
       result = await fn.apply(this, callArgs)

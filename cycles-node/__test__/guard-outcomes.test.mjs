@@ -157,3 +157,41 @@ test('guard: throw() from the consumer abandons a partly-run generator: INTERRUP
   assert.equal(risk(auth).reserved, 0)
   assert.deepEqual(reasons(auth), ['guarded iterator threw (FAILED)'])
 })
+
+test('guard: a signal aborted before the function is called: it never runs, the hold is released NOT_STARTED', async () => {
+  const auth = Authority.inMemory({ policy: policy() })
+  let acted = 0
+  const deploy = auth.guard(async function deploy(opts) {
+    opts.signal.throwIfAborted()
+    acted++
+  }, { subject: BOT, args: () => ({}), signal: (opts) => opts.signal })
+  // Already aborted: nothing is reserved, the call rejects with the signal's reason.
+  const early = new AbortController()
+  early.abort(new Error('user pressed stop'))
+  await assert.rejects(deploy({ signal: early.signal }), /user pressed stop/)
+  assert.deepEqual(kinds(auth), [], 'nothing reserved')
+  // Aborted while the reservation is being made (a file ledger reserves off the JS thread).
+  const { tempDir } = await import('./support.mjs')
+  const { join } = await import('node:path')
+  const tmp = tempDir()
+  try {
+    const fileAuth = await Authority.open(join(tmp.dir, 'c.db'), { policy: policy() })
+    const late = new AbortController()
+    const deployFile = fileAuth.guard(async function deploy() {
+      acted++
+    }, { subject: BOT, signal: late.signal })
+    const pending = deployFile()
+    late.abort()
+    await assert.rejects(pending, (e) => e.name === 'AbortError')
+    const b = (await fileAuth.balances('agent:bot')).find((x) => x.unit === 'RISK_POINTS')
+    assert.equal(b.spent, 0, 'not charged: it never started')
+    assert.equal(b.reserved, 0)
+    const recs = (await fileAuth.audit()).filter((r) => r.kind !== 'budget_set')
+    assert.deepEqual(recs.map((r) => r.kind), ['reserve', 'release'])
+    assert.equal(recs[1].detail.reason, 'aborted before the call started')
+  } finally {
+    tmp.cleanup()
+  }
+  assert.equal(acted, 0, 'the function never ran')
+  assert.throws(() => auth.guard(async function deploy() {}, { subject: BOT, signal: 'soon' }), TypeError)
+})
