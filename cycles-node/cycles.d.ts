@@ -68,9 +68,10 @@ export interface GuardSignal {
 
 /**
  * Wraps `fn`: reserve before it runs, then settle by how it ended (the core decides what that
- * costs): resolved => `COMPLETED` (at `actual` when given), threw an `AbortError` or
- * `TimeoutError` => `INTERRUPTED` (charged what was held), threw anything else => `FAILED`
- * (the policy's `on_failure`: released by default, or charged). A denial rejects with a
+ * costs): resolved => `COMPLETED` (at `actual` when given), threw after `opts.signal`
+ * aborted => `INTERRUPTED` (stopped by its caller: charged what was held), threw anything
+ * else, its own request's `TimeoutError` or `AbortError` included => `FAILED` (the policy's
+ * `on_failure`: released by default, or charged). A denial rejects with a
  * `CyclesError` before `fn` is called. Plain-data arguments are copied once (each getter read
  * once) and `fn` runs on the copy, i.e. on exactly what was classified; primitives, functions
  * and an `AbortSignal` pass as they are; a `toJSON` function, any other object (class

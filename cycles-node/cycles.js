@@ -371,22 +371,22 @@ function settledSyncIterator(iter, reservation, complete, outcomeOf) {
 const GENERATORS = new Set(['GeneratorFunction', 'AsyncGeneratorFunction'])
 
 /**
- * How a call that threw ended, as far as the caller can tell: an abort or a timeout from
- * outside (the `AbortError` / `TimeoutError` that `AbortSignal`, `fetch`, timers/promises and
- * Node's streams raise) interrupted it; any other error is the call's own failure. What each
- * costs is the core's rule (`settle`), not this function's.
+ * How a call that threw ended: INTERRUPTED when its caller stopped it (the guard's `signal`
+ * had aborted when the error came out), else FAILED, whatever the error is, an `AbortError`
+ * or `TimeoutError` from the function's own request included (its own failure, as in the
+ * Python binding). What each costs is the core's rule (`settle`), not this function's.
  */
-function thrownOutcome(err) {
-  const name = err?.name
-  return name === 'AbortError' || name === 'TimeoutError' ? 'INTERRUPTED' : 'FAILED'
+function thrownOutcome(signal) {
+  return signal?.aborted ? 'INTERRUPTED' : 'FAILED'
 }
 
 /**
  * Wraps `fn` so that every call is reserved before it runs and settled by how it ended (its
  * plain-data arguments are copied once, see `snapshot`: the function runs on exactly what was
  * classified): it
- * resolved (`COMPLETED`, at `opts.actual` when given), it threw (`FAILED`) or it was aborted or
- * timed out (`INTERRUPTED`: an `AbortError` or `TimeoutError`). The core decides what each
+ * resolved (`COMPLETED`, at `opts.actual` when given), it threw (`FAILED`, even an
+ * `AbortError` or `TimeoutError` of its own) or it threw after the caller's `opts.signal`
+ * aborted (`INTERRUPTED`: stopped by its caller). The core decides what each
  * outcome costs (a failure follows the policy's `on_failure`). A denial rejects before `fn` is
  * called. If `opts.actual` throws, the call still completed: what was held is charged and its
  * error rejects; a call that outlived its reservation is charged all the same (status EXPIRED).
@@ -438,7 +438,7 @@ function guard(fn, opts) {
     } catch (err) {
       // The caller needs the original error, not the settlement's: if even that fails, the
       // hold expires with its TTL.
-      const outcome = thrownOutcome(err)
+      const outcome = thrownOutcome(signal)
       await reservation.settle({ outcome, reason: `guarded function threw (${outcome})` }).catch(() => {})
       throw err
     }
@@ -479,8 +479,8 @@ function guard(fn, opts) {
     }
     // A returned generator object is the call's body still to run: settled when it ends.
     const generator = generatorKind(result)
-    if (generator === 'async') return settledIterator(result, reservation, complete, thrownOutcome)
-    if (generator === 'sync') return settledSyncIterator(result, reservation, completeSync, thrownOutcome)
+    if (generator === 'async') return settledIterator(result, reservation, complete, () => thrownOutcome(signal))
+    if (generator === 'sync') return settledSyncIterator(result, reservation, completeSync, () => thrownOutcome(signal))
     await complete()
     return result
   }

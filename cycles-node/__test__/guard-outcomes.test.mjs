@@ -195,3 +195,26 @@ test('guard: a signal aborted before the function is called: it never runs, the 
   assert.equal(acted, 0, 'the function never ran')
   assert.throws(() => auth.guard(async function deploy() {}, { subject: BOT, signal: 'soon' }), TypeError)
 })
+
+test('guard: a generator that throws is FAILED on its own, INTERRUPTED once the caller\'s signal aborted', async () => {
+  const auth = Authority.inMemory({ policy: policy() }) // on_failure RELEASE
+  const ac = new AbortController()
+  const deploy = auth.guard(function deploy(failWith) {
+    return (async function* () {
+      yield 1
+      throw new DOMException('gave up', failWith)
+    })()
+  }, { subject: BOT, signal: ac.signal })
+  const own = await deploy('TimeoutError')
+  await assert.rejects(async () => {
+    for await (const _ of own);
+  }, (e) => e.name === 'TimeoutError')
+  assert.equal(risk(auth).spent, 0, 'its own timeout: FAILED, released')
+  const stopped = await deploy('AbortError')
+  await stopped.next()
+  ac.abort()
+  await assert.rejects(stopped.next(), (e) => e.name === 'AbortError')
+  assert.equal(risk(auth).spent, 20, 'the caller aborted: INTERRUPTED, charged')
+  assert.equal(risk(auth).reserved, 0)
+  assert.deepEqual(kinds(auth), ['reserve', 'release', 'reserve', 'commit'])
+})

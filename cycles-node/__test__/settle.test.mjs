@@ -50,26 +50,42 @@ test('guard: a throwing function is charged what was held under on_failure = "CH
   assert.deepEqual(kinds(auth), ['reserve', 'commit'])
 })
 
-test('guard: an aborted or timed-out call is INTERRUPTED: charged what was held, whatever on_failure says', async () => {
+test('guard: an AbortError or TimeoutError the function throws itself is FAILED; INTERRUPTED only when the caller\'s signal aborted', async () => {
+  // The function's own request timed out or was aborted by its own code: its own failure,
+  // released under the default policy (as in the Python binding).
   for (const name of ['AbortError', 'TimeoutError']) {
     const auth = Authority.inMemory({ policy: policy() }) // on_failure RELEASE
     const deploy = guard(async function deploy() {
-      throw new DOMException('stopped from outside', name)
+      throw new DOMException('its own request gave up', name)
     }, { authority: auth, subject: BOT })
     await assert.rejects(deploy(), (e) => e.name === name)
-    assert.equal(risk(auth).spent, 20, name)
+    assert.equal(risk(auth).spent, 0, name)
     assert.equal(risk(auth).reserved, 0, name)
-    assert.deepEqual(kinds(auth), ['reserve', 'commit'], name)
+    assert.deepEqual(kinds(auth), ['reserve', 'release'], name)
+    assert.equal(auth.auditSync({ kinds: ['release'] })[0].detail.reason, 'guarded function threw (FAILED)')
   }
-  // A real AbortSignal's reason, as fetch and timers/promises raise it.
+  // The caller's signal aborted while the function ran: stopped by its caller, INTERRUPTED,
+  // charged what was held whatever on_failure says, whatever the function threw.
   const auth = Authority.inMemory({ policy: policy() })
   const ac = new AbortController()
   const deploy = auth.guard(async function deploy() {
     ac.abort()
-    ac.signal.throwIfAborted()
-  }, { subject: BOT })
-  await assert.rejects(deploy(), (e) => e.name === 'AbortError')
+    throw new Error('stopped half-way')
+  }, { subject: BOT, signal: ac.signal })
+  await assert.rejects(deploy(), /stopped half-way/)
   assert.equal(risk(auth).spent, 20)
+  assert.equal(risk(auth).reserved, 0)
+  assert.deepEqual(kinds(auth), ['reserve', 'commit'])
+  // The caller's timeout (AbortSignal.timeout-style) seen through the signal: INTERRUPTED too.
+  const auth2 = Authority.inMemory({ policy: policy() })
+  const timer = new AbortController()
+  const slow = auth2.guard(async function deploy(opts) {
+    timer.abort(new DOMException('the caller gave up', 'TimeoutError'))
+    opts.signal.throwIfAborted()
+  }, { subject: BOT, args: () => ({}), signal: (opts) => opts.signal })
+  await assert.rejects(slow({ signal: timer.signal }), (e) => e.name === 'TimeoutError')
+  assert.equal(risk(auth2).spent, 20)
+  assert.deepEqual(kinds(auth2), ['reserve', 'commit'])
 })
 
 test('guard: a completed call is charged its actual amounts through settle', async () => {
