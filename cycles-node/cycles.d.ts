@@ -47,23 +47,50 @@ export interface GuardOptions<A extends unknown[], R> {
   kind?: string
   tags?: string[]
   ttlMs?: Int
+  /**
+   * The caller's way to stop the call (or a function of the call's arguments returning it).
+   * Aborted before `fn` is called (already, or while reserving): `fn` is never called, the
+   * reservation (if one was made) is settled `NOT_STARTED` and the call rejects with the
+   * signal's reason. Aborted when `fn` throws: `INTERRUPTED` rather than `FAILED`.
+   */
+  signal?: GuardSignal | ((...args: A) => GuardSignal | undefined)
+}
+
+/**
+ * An `AbortSignal` (Node's or the DOM's), declared by shape so these types need neither lib; at
+ * run time `guard` accepts only a real `AbortSignal` (a TypeError otherwise).
+ */
+export interface GuardSignal {
+  readonly aborted: boolean
+  readonly reason: unknown
+  throwIfAborted(): void
 }
 
 /**
  * Wraps `fn`: reserve before it runs, then settle by how it ended (the core decides what that
- * costs): resolved => `COMPLETED` (at `actual` when given), threw an `AbortError` or
- * `TimeoutError` => `INTERRUPTED` (charged what was held), threw anything else => `FAILED`
- * (the policy's `on_failure`: released by default, or charged). A denial rejects with a
+ * costs): resolved => `COMPLETED` (at `actual` when given), threw after `opts.signal`
+ * aborted => `INTERRUPTED` (stopped by its caller: charged what was held), threw anything
+ * else, its own request's `TimeoutError` or `AbortError` included => `FAILED` (the policy's
+ * `on_failure`: released by default, or charged). A denial rejects with a
  * `CyclesError` before `fn` is called. Plain-data arguments are copied once (each getter read
- * once) and `fn` runs on the copy, i.e. on exactly what was classified. A function returning
- * an iterator resolves to an async iterator over it, settled when the iteration ends
- * (exhausted: `COMPLETED`; throws: `FAILED` / `INTERRUPTED`; abandoned by `return()`:
- * `INTERRUPTED`).
+ * once) and `fn` runs on the copy, i.e. on exactly what was classified; primitives, functions
+ * and an `AbortSignal` pass as they are; a `toJSON` function, any other object (class
+ * instance, Date, Map, Buffer) or a cyclic argument is refused with a `TypeError` before
+ * anything is reserved. A function returning
+ * a generator object (its body runs as it is iterated) resolves to an iterator over it of the
+ * same kind (a sync generator stays sync-iterable), settled when the iteration ends
+ * (exhausted: `COMPLETED`; throws: `FAILED` / `INTERRUPTED`; abandoned by `return()` or
+ * `throw()`: `INTERRUPTED`). Any other return value, an array's or a Map's iterator included, is settled
+ * `COMPLETED` when the function returns.
  */
-export declare function guard<A extends unknown[], T>(
-  fn: (...args: A) => Iterator<T> | AsyncIterator<T>,
-  opts: GuardOptions<A, Iterator<T> | AsyncIterator<T>>,
+export declare function guard<A extends unknown[], T, TReturn, TNext>(
+  fn: (...args: A) => AsyncGenerator<T, TReturn, TNext>,
+  opts: GuardOptions<A, AsyncGenerator<T, TReturn, TNext>>,
 ): (...args: A) => Promise<AsyncIterableIterator<T>>
+export declare function guard<A extends unknown[], T, TReturn, TNext>(
+  fn: (...args: A) => Generator<T, TReturn, TNext>,
+  opts: GuardOptions<A, Generator<T, TReturn, TNext>>,
+): (...args: A) => Promise<IterableIterator<T>>
 export declare function guard<A extends unknown[], R>(
   fn: (...args: A) => R | Promise<R>,
   opts: GuardOptions<A, R>,
@@ -72,10 +99,14 @@ export declare function guard<A extends unknown[], R>(
 declare module './index' {
   interface Authority {
     /** `guard(fn, { ...opts, authority: this })`. */
-    guard<A extends unknown[], T>(
-      fn: (...args: A) => Iterator<T> | AsyncIterator<T>,
-      opts: Omit<GuardOptions<A, Iterator<T> | AsyncIterator<T>>, 'authority'>,
+    guard<A extends unknown[], T, TReturn, TNext>(
+      fn: (...args: A) => AsyncGenerator<T, TReturn, TNext>,
+      opts: Omit<GuardOptions<A, AsyncGenerator<T, TReturn, TNext>>, 'authority'>,
     ): (...args: A) => Promise<AsyncIterableIterator<T>>
+    guard<A extends unknown[], T, TReturn, TNext>(
+      fn: (...args: A) => Generator<T, TReturn, TNext>,
+      opts: Omit<GuardOptions<A, Generator<T, TReturn, TNext>>, 'authority'>,
+    ): (...args: A) => Promise<IterableIterator<T>>
     guard<A extends unknown[], R>(
       fn: (...args: A) => R | Promise<R>,
       opts: Omit<GuardOptions<A, R>, 'authority'>,

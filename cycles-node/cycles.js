@@ -209,45 +209,68 @@ function defaultArgs(...callArgs) {
 
 /**
  * The call's arguments read once: plain objects and arrays are copied, each property read
- * once (a getter's answer becomes a plain value), so what is classified is exactly what the
- * function receives, even if a getter would answer differently later or other code mutates
- * the caller's objects meanwhile. Anything else (class instances, functions, an AbortSignal,
- * primitives) is passed as it is: only plain data is frozen this way. Deeper than the binding
- * accepts (64 levels, or a cycle) is refused before anything is reserved.
+ * once (a getter's answer becomes a plain value), and the function runs on the copy, which is
+ * also what is classified: a getter that would answer differently later, or other code
+ * mutating the caller's objects meanwhile, cannot change what runs. Only values that carry no
+ * data the classifier reads pass by reference: primitives, functions and an `AbortSignal`.
+ * Refused before anything is reserved (a TypeError): a plain object or array whose `toJSON`
+ * is a function (the classifier would read its `toJSON()`, the function its fields), any other
+ * object (a class instance, a Date, a Map, a Buffer: held by reference, its fields could
+ * change between the classification and the call), and anything deeper than the binding
+ * accepts (64 levels, or a cycle).
  */
 function snapshot(v, depth) {
   if (depth > 64) throw new TypeError('guard: arguments nested deeper than 64 levels (or cyclic) are refused')
+  if (v === null || typeof v !== 'object') return v
+  let out
   if (Array.isArray(v)) {
-    const out = new Array(v.length)
+    out = new Array(v.length)
     for (let i = 0; i < v.length; i++) out[i] = snapshot(v[i], depth + 1)
-    return out
-  }
-  if (isPlainObject(v)) {
-    const out = Object.getPrototypeOf(v) === null ? Object.create(null) : {}
+  } else if (isPlainObject(v)) {
+    out = Object.getPrototypeOf(v) === null ? Object.create(null) : {}
     for (const k of Object.keys(v)) out[k] = snapshot(v[k], depth + 1)
-    return out
+  } else if (v instanceof AbortSignal) {
+    return v
+  } else {
+    const name = Object.getPrototypeOf(v)?.constructor?.name || 'non-plain object'
+    throw new TypeError(
+      `guard: an argument is a ${name}; pass plain data (objects, arrays, primitives): the function runs on a copy of exactly what was classified`,
+    )
   }
-  return v
+  // JSON.stringify (so the classifier) would read toJSON() instead of the fields the function gets.
+  if (typeof out.toJSON === 'function') {
+    throw new TypeError('guard: an argument carries a toJSON function; the classifier would read its toJSON() while the function reads its fields')
+  }
+  return out
 }
 
-/** A (sync or async) iterator, such as a generator object a plain function returned. */
-function isIterator(v) {
-  return (
-    v !== null &&
-    (typeof v === 'object' || typeof v === 'function') &&
-    typeof v.next === 'function' &&
-    (typeof v[Symbol.asyncIterator] === 'function' || typeof v[Symbol.iterator] === 'function')
-  )
+// The intrinsic prototypes every generator object inherits from (a generator function's
+// `prototype` inherits from them): only these defer settlement.
+const GENERATOR_PROTO = Object.getPrototypeOf(function* () {}).prototype
+const ASYNC_GENERATOR_PROTO = Object.getPrototypeOf(async function* () {}).prototype
+
+/**
+ * 'sync' or 'async' for a generator object (whose body runs as it is iterated), else null. Any
+ * other iterator (`array.values()`, a Map's entries, an object with `next`) is an ordinary
+ * return value: its function already did its work.
+ */
+function generatorKind(v) {
+  if (v === null || typeof v !== 'object') return null
+  const tag = Object.prototype.toString.call(v)
+  if (tag === '[object Generator]' && Object.prototype.isPrototypeOf.call(GENERATOR_PROTO, v)) return 'sync'
+  if (tag === '[object AsyncGenerator]' && Object.prototype.isPrototypeOf.call(ASYNC_GENERATOR_PROTO, v)) return 'async'
+  return null
 }
 
 /**
- * `iter` as an async iterator whose reservation is settled when the iteration ends: it is
- * exhausted (`complete`: COMPLETED), it throws (FAILED, or INTERRUPTED for an abort or a
- * timeout) or the consumer abandons it through `return()` (a `break` out of `for await`:
- * INTERRUPTED, since part of it ran) or `throw()`. Settled once; an iterator nobody finishes
- * keeps its hold until the reservation's TTL.
+ * A returned async generator as an async iterator whose reservation is settled when the
+ * iteration ends: it is exhausted (`complete`: COMPLETED), it throws (`outcomeOf(err)`) or the
+ * consumer abandons it through `return()` (a `break` out of `for await`) or `throw()` (the
+ * injected error comes back out, or the iteration ends): INTERRUPTED, since part of it ran.
+ * A generator that catches the injected error and yields again keeps running. Settled once; an iterator nobody finishes keeps its hold until
+ * the reservation's TTL.
  */
-function settledIterator(iter, reservation, complete) {
+function settledIterator(iter, reservation, complete, outcomeOf) {
   let settled = false
   const once = (f) => {
     if (settled) return Promise.resolve()
@@ -256,39 +279,90 @@ function settledIterator(iter, reservation, complete) {
   }
   const failed = (err) =>
     once(() => {
-      const outcome = thrownOutcome(err)
+      const outcome = outcomeOf(err)
       return reservation.settle({ outcome, reason: `guarded iterator threw (${outcome})` }).catch(() => {})
     })
   const interrupted = () =>
     once(() => reservation.settle({ outcome: 'INTERRUPTED', reason: 'iteration abandoned' }).catch(() => {}))
-  const step = async (call) => {
+  // `injected`: the error the consumer threw in; coming back out (or ending the iteration),
+  // it means the consumer abandoned the iteration: INTERRUPTED, not the body's failure.
+  const step = async (call, injected) => {
     let r
     try {
       r = await call()
     } catch (err) {
-      await failed(err)
+      if (injected !== undefined && err === injected.err) await interrupted()
+      else await failed(err)
       throw err
     }
-    if (r?.done) await once(complete)
+    if (r?.done) await (injected !== undefined ? interrupted() : once(complete))
     return r
   }
   return {
     next: (...a) => (settled ? Promise.resolve({ done: true, value: undefined }) : step(() => iter.next(...a))),
     async return(value) {
       try {
-        return typeof iter.return === 'function' ? await iter.return(value) : { done: true, value }
+        return await iter.return(value)
       } finally {
         await interrupted()
       }
     },
     async throw(err) {
-      if (typeof iter.throw !== 'function') {
-        await interrupted()
-        throw err
-      }
-      return step(() => iter.throw(err))
+      return step(() => iter.throw(err), { err })
     },
     [Symbol.asyncIterator]() {
+      return this
+    },
+  }
+}
+
+/**
+ * The same for a returned sync generator, kept sync (`for...of` and spreading still work): the
+ * settlement runs synchronously (`settleSync`) as the iteration ends.
+ */
+function settledSyncIterator(iter, reservation, complete, outcomeOf) {
+  let settled = false
+  const once = (f) => {
+    if (settled) return
+    settled = true
+    f()
+  }
+  const settle = (outcome, reason) =>
+    once(() => {
+      try {
+        reservation.settleSync({ outcome, reason })
+      } catch {
+        // The consumer needs the iteration's own error or value; the hold expires with its TTL.
+      }
+    })
+  const step = (call, injected) => {
+    let r
+    try {
+      r = call()
+    } catch (err) {
+      const outcome = injected !== undefined && err === injected.err ? 'INTERRUPTED' : outcomeOf(err)
+      settle(outcome, injected !== undefined && outcome === 'INTERRUPTED' ? 'iteration abandoned' : `guarded iterator threw (${outcome})`)
+      throw err
+    }
+    if (r?.done) {
+      if (injected !== undefined) settle('INTERRUPTED', 'iteration abandoned')
+      else once(complete)
+    }
+    return r
+  }
+  return {
+    next: (...a) => (settled ? { done: true, value: undefined } : step(() => iter.next(...a))),
+    return(value) {
+      try {
+        return iter.return(value)
+      } finally {
+        settle('INTERRUPTED', 'iteration abandoned')
+      }
+    },
+    throw(err) {
+      return step(() => iter.throw(err), { err })
+    },
+    [Symbol.iterator]() {
       return this
     },
   }
@@ -297,22 +371,22 @@ function settledIterator(iter, reservation, complete) {
 const GENERATORS = new Set(['GeneratorFunction', 'AsyncGeneratorFunction'])
 
 /**
- * How a call that threw ended, as far as the caller can tell: an abort or a timeout from
- * outside (the `AbortError` / `TimeoutError` that `AbortSignal`, `fetch`, timers/promises and
- * Node's streams raise) interrupted it; any other error is the call's own failure. What each
- * costs is the core's rule (`settle`), not this function's.
+ * How a call that threw ended: INTERRUPTED when its caller stopped it (the guard's `signal`
+ * had aborted when the error came out), else FAILED, whatever the error is, an `AbortError`
+ * or `TimeoutError` from the function's own request included (its own failure, as in the
+ * Python binding). What each costs is the core's rule (`settle`), not this function's.
  */
-function thrownOutcome(err) {
-  const name = err?.name
-  return name === 'AbortError' || name === 'TimeoutError' ? 'INTERRUPTED' : 'FAILED'
+function thrownOutcome(signal) {
+  return signal?.aborted ? 'INTERRUPTED' : 'FAILED'
 }
 
 /**
  * Wraps `fn` so that every call is reserved before it runs and settled by how it ended (its
  * plain-data arguments are copied once, see `snapshot`: the function runs on exactly what was
  * classified): it
- * resolved (`COMPLETED`, at `opts.actual` when given), it threw (`FAILED`) or it was aborted or
- * timed out (`INTERRUPTED`: an `AbortError` or `TimeoutError`). The core decides what each
+ * resolved (`COMPLETED`, at `opts.actual` when given), it threw (`FAILED`, even an
+ * `AbortError` or `TimeoutError` of its own) or it threw after the caller's `opts.signal`
+ * aborted (`INTERRUPTED`: stopped by its caller). The core decides what each
  * outcome costs (a failure follows the policy's `on_failure`). A denial rejects before `fn` is
  * called. If `opts.actual` throws, the call still completed: what was held is charged and its
  * error rejects; a call that outlived its reservation is charged all the same (status EXPIRED).
@@ -334,9 +408,18 @@ function guard(fn, opts) {
   if (!tool) throw new TypeError('guard(fn, opts): opts.tool is required for an anonymous function')
   const toArgs = o.args ?? defaultArgs
   const { authority, subject, kind, tags, ttlMs } = o
+  if (o.signal !== undefined && typeof o.signal !== 'function' && !(o.signal instanceof AbortSignal)) {
+    throw new TypeError('guard(fn, opts): opts.signal must be an AbortSignal or a function of the call\'s arguments returning one')
+  }
 
   const guarded = async function (...given) {
     const callArgs = snapshot(given, 0)
+    // The caller's means of stopping the call: aborted before `fn` is called, `fn` never runs.
+    const signal = typeof o.signal === 'function' ? o.signal(...callArgs) : o.signal
+    if (signal !== undefined && signal !== null && !(signal instanceof AbortSignal)) {
+      throw new TypeError('guard: opts.signal(...args) must return an AbortSignal (or undefined)')
+    }
+    signal?.throwIfAborted()
     const estimate = typeof o.estimate === 'function' ? o.estimate(...callArgs) : o.estimate
     const request = { subject, tool, args: toArgs(...callArgs) }
     if (estimate !== undefined) request.estimate = estimate
@@ -344,35 +427,60 @@ function guard(fn, opts) {
     if (tags !== undefined) request.tags = tags
     if (ttlMs !== undefined) request.ttlMs = ttlMs
     const reservation = await authority.reserve(request)
+    if (signal?.aborted) {
+      // Aborted while the reservation was being made: the call never started.
+      await reservation.settle({ outcome: 'NOT_STARTED', reason: 'aborted before the call started' }).catch(() => {})
+      signal.throwIfAborted()
+    }
     let result
     try {
       result = await fn.apply(this, callArgs)
     } catch (err) {
       // The caller needs the original error, not the settlement's: if even that fails, the
       // hold expires with its TTL.
-      const outcome = thrownOutcome(err)
+      const outcome = thrownOutcome(signal)
       await reservation.settle({ outcome, reason: `guarded function threw (${outcome})` }).catch(() => {})
       throw err
     }
-    const complete = async () => {
-      let actual
+    // The settlement of a call that returned. If `actual` throws, the call still completed:
+    // what was held is charged and actual's error reaches the caller; an accounting error
+    // carries the call's result.
+    const amounts = () => {
       try {
-        actual = o.actual ? o.actual(result, ...callArgs) : undefined
+        return { req: o.actual ? { outcome: 'COMPLETED', actual: o.actual(result, ...callArgs) } : { outcome: 'COMPLETED' } }
       } catch (err) {
-        await reservation.settle({ outcome: 'COMPLETED' }).catch(() => {})
-        err.result = result
-        throw err
-      }
-      try {
-        await reservation.settle(actual === undefined ? { outcome: 'COMPLETED' } : { outcome: 'COMPLETED', actual })
-      } catch (err) {
-        // The call did run: keep its result reachable on the accounting error.
-        err.result = result
-        throw err
+        return { req: { outcome: 'COMPLETED' }, err }
       }
     }
-    // A returned iterator is the call's body still to run: settled when it ends.
-    if (isIterator(result)) return settledIterator(result, reservation, complete)
+    const withResult = (err) => {
+      if (err !== null && typeof err === 'object') err.result = result
+      return err
+    }
+    const complete = async () => {
+      const { req, err } = amounts()
+      if (req.actual === undefined) delete req.actual
+      try {
+        await reservation.settle(req)
+      } catch (e) {
+        if (!err) throw withResult(e)
+      }
+      if (err) throw withResult(err)
+    }
+    // The same, synchronously, at the end of a sync generator's iteration.
+    const completeSync = () => {
+      const { req, err } = amounts()
+      if (req.actual === undefined) delete req.actual
+      try {
+        reservation.settleSync(req)
+      } catch (e) {
+        if (!err) throw withResult(e)
+      }
+      if (err) throw withResult(err)
+    }
+    // A returned generator object is the call's body still to run: settled when it ends.
+    const generator = generatorKind(result)
+    if (generator === 'async') return settledIterator(result, reservation, complete, () => thrownOutcome(signal))
+    if (generator === 'sync') return settledSyncIterator(result, reservation, completeSync, () => thrownOutcome(signal))
     await complete()
     return result
   }

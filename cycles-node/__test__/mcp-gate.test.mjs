@@ -299,7 +299,7 @@ async function until(check, _what) {
 }
 
 /** A gate over the test upstream, driven by a real SDK client; its stderr is collected. */
-async function startGate(t, { policy = HARD_POLICY, extra = [] } = {}) {
+async function startGate(t, { policy = HARD_POLICY, extra = [], upstream = UPSTREAM } = {}) {
   const tmp = tempDir()
   t.after(tmp.cleanup)
   const policyFile = join(tmp.dir, 'policy.toml')
@@ -310,7 +310,7 @@ async function startGate(t, { policy = HARD_POLICY, extra = [] } = {}) {
   const transport = new StdioClientTransport({
     command: process.execPath,
     args: [GATE, '--policy', policyFile, '--ledger', ledger, '--subject', 'tenant=acme,agent=claude',
-      '--tool-prefix', 'railway.', ...extra, '--', process.execPath, UPSTREAM, callsFile],
+      '--tool-prefix', 'railway.', ...extra, '--', process.execPath, upstream, callsFile],
     stderr: 'pipe',
   })
   const g = { tmp, ledger, callsFile, client, log: '' }
@@ -536,6 +536,36 @@ for (const [onFailure, charged] of [[null, false], ['CHARGE', true]]) {
       assert.deepEqual(records.filter((r) => r.kind === 'release').map((r) => r.detail.reason), ['upstream tool error', 'upstream error'])
     }
     assert.equal((await auth.verify()).ok, true)
+  })
+}
+
+// A tool that ran and returned a non-error result is COMPLETED even when its structured
+// content does not match its declared outputSchema (or is missing): the SDK client's own output
+// validation must not turn it into a failure (released, and retried by the client).
+const SCHEMA_POLICY = HARD_POLICY + '\n[[tools]]\nname = "railway.count_rows"\ntier = 2\n\n[[tools]]\nname = "railway.count_plain"\ntier = 2\n'
+for (const onFailure of [null, 'CHARGE']) {
+  test(`a tool result that fails its own outputSchema is forwarded as is and COMPLETED (charged) under on_failure ${onFailure ?? 'default'}`, { timeout: 120_000 }, async (t) => {
+    const { CallToolResultSchema, ListToolsResultSchema } = await import('@modelcontextprotocol/sdk/types.js')
+    const policy = onFailure ? `${SCHEMA_POLICY}\n[defaults]\non_failure = "${onFailure}"\n` : SCHEMA_POLICY
+    const g = await startGate(t, { policy, upstream: join(here, 'upstream-schema-server.mjs') })
+    // Listing through the gate makes the gate's upstream client learn the output schemas (the
+    // raw request keeps this test client from validating what it gets back).
+    const listed = await g.client.request({ method: 'tools/list', params: {} }, ListToolsResultSchema)
+    assert.deepEqual(listed.tools.map((x) => x.name), ['count_rows', 'count_plain'])
+    assert.ok(listed.tools[0].outputSchema)
+    const rows = await g.client.request({ method: 'tools/call', params: { name: 'count_rows', arguments: {} } }, CallToolResultSchema)
+    assert.equal(rows.isError, undefined, JSON.stringify(rows))
+    assert.deepEqual(rows.structuredContent, { count: 'seven' }, 'the upstream result, as it is')
+    assert.equal(text(rows), 'counted')
+    const plain = await g.client.request({ method: 'tools/call', params: { name: 'count_plain', arguments: {} } }, CallToolResultSchema)
+    assert.equal(plain.isError, undefined, JSON.stringify(plain))
+    assert.equal(text(plain), 'counted 7 rows')
+    assert.deepEqual(g.calls().map((c) => c.tool), ['count_rows', 'count_plain'], 'each ran once')
+    const b = await g.balance()
+    assert.equal(b.reserved, 0)
+    assert.equal(b.spent, 10, 'both tier-2 calls (5 points each) charged: they ran and succeeded')
+    const auth = await cycles.Authority.open(g.ledger)
+    assert.deepEqual((await auth.audit()).map((r) => r.kind).filter((k) => k !== 'budget_set'), ['reserve', 'commit', 'reserve', 'commit'])
   })
 }
 

@@ -50,26 +50,42 @@ test('guard: a throwing function is charged what was held under on_failure = "CH
   assert.deepEqual(kinds(auth), ['reserve', 'commit'])
 })
 
-test('guard: an aborted or timed-out call is INTERRUPTED: charged what was held, whatever on_failure says', async () => {
+test('guard: an AbortError or TimeoutError the function throws itself is FAILED; INTERRUPTED only when the caller\'s signal aborted', async () => {
+  // The function's own request timed out or was aborted by its own code: its own failure,
+  // released under the default policy (as in the Python binding).
   for (const name of ['AbortError', 'TimeoutError']) {
     const auth = Authority.inMemory({ policy: policy() }) // on_failure RELEASE
     const deploy = guard(async function deploy() {
-      throw new DOMException('stopped from outside', name)
+      throw new DOMException('its own request gave up', name)
     }, { authority: auth, subject: BOT })
     await assert.rejects(deploy(), (e) => e.name === name)
-    assert.equal(risk(auth).spent, 20, name)
+    assert.equal(risk(auth).spent, 0, name)
     assert.equal(risk(auth).reserved, 0, name)
-    assert.deepEqual(kinds(auth), ['reserve', 'commit'], name)
+    assert.deepEqual(kinds(auth), ['reserve', 'release'], name)
+    assert.equal(auth.auditSync({ kinds: ['release'] })[0].detail.reason, 'guarded function threw (FAILED)')
   }
-  // A real AbortSignal's reason, as fetch and timers/promises raise it.
+  // The caller's signal aborted while the function ran: stopped by its caller, INTERRUPTED,
+  // charged what was held whatever on_failure says, whatever the function threw.
   const auth = Authority.inMemory({ policy: policy() })
   const ac = new AbortController()
   const deploy = auth.guard(async function deploy() {
     ac.abort()
-    ac.signal.throwIfAborted()
-  }, { subject: BOT })
-  await assert.rejects(deploy(), (e) => e.name === 'AbortError')
+    throw new Error('stopped half-way')
+  }, { subject: BOT, signal: ac.signal })
+  await assert.rejects(deploy(), /stopped half-way/)
   assert.equal(risk(auth).spent, 20)
+  assert.equal(risk(auth).reserved, 0)
+  assert.deepEqual(kinds(auth), ['reserve', 'commit'])
+  // The caller's timeout (AbortSignal.timeout-style) seen through the signal: INTERRUPTED too.
+  const auth2 = Authority.inMemory({ policy: policy() })
+  const timer = new AbortController()
+  const slow = auth2.guard(async function deploy(opts) {
+    timer.abort(new DOMException('the caller gave up', 'TimeoutError'))
+    opts.signal.throwIfAborted()
+  }, { subject: BOT, args: () => ({}), signal: (opts) => opts.signal })
+  await assert.rejects(slow({ signal: timer.signal }), (e) => e.name === 'TimeoutError')
+  assert.equal(risk(auth2).spent, 20)
+  assert.deepEqual(kinds(auth2), ['reserve', 'commit'])
 })
 
 test('guard: a completed call is charged its actual amounts through settle', async () => {
@@ -186,7 +202,7 @@ test('guard: arguments are read once; the function runs on exactly what was clas
   await pending
   assert.deepEqual(seen, ['SELECT 1', 'SELECT 2'])
 
-  // Non-plain values pass as they are (an AbortSignal, a class instance), plain data is copied.
+  // An AbortSignal passes as it is (nothing the classifier reads), plain data is copied.
   const ac = new AbortController()
   const passthrough = auth.guard(async function run_sql(opts, signal) {
     return opts.signal === ac.signal && signal === ac.signal
@@ -244,13 +260,13 @@ test('guard: a plain function returning an iterator is settled when the iteratio
   assert.equal(risk(auth).reserved, 0)
   assert.deepEqual(kinds(auth).slice(4), ['reserve', 'commit'])
 
-  // A sync iterator is served as an async one, settled the same way.
+  // Any other returned iterator is an ordinary result: settled COMPLETED at return.
   const list = auth.guard(function deploy() {
     return ['x', 'y'].values()
   }, { subject: BOT })
-  const xs = []
-  for await (const x of await list()) xs.push(x)
-  assert.deepEqual(xs, ['x', 'y'])
-  assert.equal(risk(auth).spent, 60)
+  const values = await list()
+  assert.equal(risk(auth).spent, 60, 'charged at return')
+  assert.equal(risk(auth).reserved, 0)
+  assert.deepEqual([...values], ['x', 'y'], 'returned as it is')
   assert.deepEqual(kinds(auth).slice(6), ['reserve', 'commit'])
 })

@@ -22,6 +22,7 @@ import { Server } from '@modelcontextprotocol/sdk/server/index.js'
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js'
 import {
   CallToolRequestSchema,
+  CallToolResultSchema,
   ErrorCode,
   McpError,
   ListToolsRequestSchema,
@@ -132,8 +133,9 @@ export function refusal(tool, err) {
 /**
  * JSON-RPC errors by which the upstream says it did not take the call at all: it could not
  * parse the request or has no such method. (`InvalidParams` and `InvalidRequest` are not
- * among them: the SDK raises both after a tool ran too, when its result fails the tool's
- * output schema, on the server or in `Client#callTool`.)
+ * among them: an upstream SDK server raises both after a tool ran too, when its result fails
+ * the tool's output schema. The gate itself runs no client-side output validation: see the
+ * tools/call handler.)
  */
 const REFUSED = [ErrorCode.ParseError, ErrorCode.MethodNotFound]
 
@@ -229,11 +231,24 @@ export function createGate({ authority, subject, upstream, toolPrefix = '', ttlM
         content: [{ type: 'text', text: `The call to ${JSON.stringify(name)} was cancelled before it was sent upstream.` }],
       }
     }
+    if (typeof upstream.isToolTaskRequired === 'function' && upstream.isToolTaskRequired(name)) {
+      // What Client#callTool refuses before sending anything: the call is never sent.
+      const done = await finalize(reservation, 'NOT_STARTED', 'requires task-based execution', tool)
+      log(`not sending ${tool} (requires task-based execution): ${done ? 'settled NOT_STARTED' : 'finalization owed'}`)
+      return {
+        isError: true,
+        content: [{ type: 'text', text: `The upstream tool ${JSON.stringify(name)} requires task-based execution, which the gate does not forward. The call was not executed.` }],
+      }
+    }
     let result
     try {
       // Cancelling the client's request aborts extra.signal, which makes the SDK send
-      // notifications/cancelled on to the upstream and reject here.
-      result = await upstream.callTool(request.params, undefined, { signal: extra.signal })
+      // notifications/cancelled on to the upstream and reject here. A plain request rather
+      // than `Client#callTool`: callTool validates the result against the tool's output schema
+      // after the upstream answered, and would turn a tool that ran and succeeded into an
+      // error (a FAILED call, released under the default policy, that the client would retry).
+      // The upstream's result is forwarded as it is; the client validates it if it wants to.
+      result = await upstream.request({ method: 'tools/call', params: request.params }, CallToolResultSchema, { signal: extra.signal })
     } catch (err) {
       const { outcome, why } = upstreamFailure(err, extra.signal.aborted)
       const done = await finalize(reservation, outcome, why, tool)

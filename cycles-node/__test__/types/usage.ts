@@ -60,6 +60,19 @@ async function main(): Promise<void> {
     const l: string = line
     use(l)
   }
+  const steps = auth.guard(function deploy(hosts: string[]) {
+    return (function* () {
+      yield* hosts
+    })()
+  }, { subject: { agent: 'bot' } })
+  for (const h of await steps(['a'])) {
+    const x: string = h
+    use(x)
+  }
+  const values = auth.guard(function read_file() {
+    return ['a'].values()
+  }, { subject: { agent: 'bot' } })
+  for (const v of await values()) use(v.length)
   for await (const rec of auth.iterAudit({ kinds: ['commit'] })) use(rec.seq, rec.hash)
   use(kind, left, n, s, (await auth.verify()).ok, auth.nowMs)
   const pending: ApprovalRequest[] = await auth.approvals('PENDING')
