@@ -181,3 +181,64 @@ def test_a_raising_tool_is_charged_under_on_failure_charge() -> None:
     assert ran == [("flaky", 1)]
     assert (risk(a).spent, risk(a).reserved) == (5, 0)
     assert [r.kind for r in a.audit()][-2:] == ["reserve", "commit"]
+
+
+@function_tool
+def quota(n: int) -> str:
+    """Fails; @function_tool's default failure function turns the error into output."""
+    ran.append(("quota", n))
+    raise RuntimeError("quota exceeded")
+
+
+@function_tool(failure_error_function=lambda ctx, e: f"tool failed: {e}")
+def quota_custom(n: int) -> str:
+    """Fails; its own failure function turns the error into output."""
+    ran.append(("quota_custom", n))
+    raise RuntimeError("quota exceeded")
+
+
+@pytest.mark.parametrize("tool", [quota, quota_custom], ids=["default", "custom"])
+def test_an_error_the_failure_function_turned_into_output_is_failed(
+    auth: cycles.Authority, tool: FunctionTool
+) -> None:
+    unguarded = invoke(tool, {"n": 1})
+    assert unguarded in ("An error occurred while running the tool. Please try again.",
+                         "tool failed: quota exceeded")
+    ran.clear()
+    out = invoke(guard_function_tool(tool, auth, subject=SUBJECT, name="flaky"), {"n": 1})
+    assert out == unguarded  # the model reads what the SDK gives without the guard
+    assert ran == [(tool.name, 1)]
+    # FAILED under the default policy (on_failure = RELEASE): released, nothing charged.
+    assert (risk(auth).spent, risk(auth).reserved) == (0, 0)
+    assert [r.kind for r in auth.audit()][-2:] == ["reserve", "release"]
+
+
+def test_an_error_the_failure_function_turned_into_output_is_charged_under_on_failure_charge() -> None:
+    a = cycles.Authority.in_memory({**POLICY, "defaults": {"on_failure": "CHARGE"}})
+    seen: list[Any] = []
+    guarded = guard_function_tool(quota, a, subject=SUBJECT, name="flaky", actual=seen.append)
+    out = invoke(guarded, {"n": 1})
+    assert out == "An error occurred while running the tool. Please try again."
+    assert seen == []  # FAILED: charged what was held, `actual` (for a result) is not asked
+    assert (risk(a).spent, risk(a).reserved) == (5, 0)
+    assert [r.kind for r in a.audit()][-2:] == ["reserve", "commit"]
+
+
+def test_the_failure_function_in_an_agent_loop(auth: cycles.Authority) -> None:
+    # Through Runner.run: the model gets the SDK's error text, the call is released.
+    model = ScriptedModel([
+        [function_call("quota", {"n": 2}, call_id="c1")],
+        [assistant_message("it failed")],
+    ])
+    guarded = guard_function_tool(quota, auth, subject=SUBJECT, name="flaky")
+    agent = Agent(name="ops", model=model, tools=[guarded])
+    result = asyncio.run(Runner.run(agent, "go", run_config=NO_TRACING))
+    assert result.final_output == "it failed" and ran == [("quota", 2)]
+    outputs = {
+        item["call_id"]: item["output"]
+        for item in model.calls[1].input
+        if isinstance(item, dict) and item.get("type") == "function_call_output"
+    }
+    assert outputs["c1"] == "An error occurred while running the tool. Please try again."
+    assert [r.kind for r in auth.audit()] == ["budget_set", "reserve", "release"]
+    assert (risk(auth).spent, risk(auth).reserved) == (0, 0)

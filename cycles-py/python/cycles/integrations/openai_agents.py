@@ -13,7 +13,9 @@ The returned tool has the same name, description and JSON schema. Each invocatio
 call (its JSON arguments are the classified ``args``) before the original tool runs, then
 settles it by how the tool ended (the core decides what each ending costs): returned is
 ``COMPLETED`` (committed), raised an error is ``FAILED`` (released, or charged under the
-policy's ``[defaults] on_failure = "CHARGE"``), cancelled or timed out is ``INTERRUPTED``
+policy's ``[defaults] on_failure = "CHARGE"``), including an error the SDK turned into the
+tool's output through its ``failure_error_function`` (the default for ``@function_tool``: the
+model reads the same text as without the guard), cancelled or timed out is ``INTERRUPTED``
 (charged: it may have acted). A DENY does not run the tool: by default the model
 receives a message saying why (the SDK sends a tool's string result back to the model), and
 ``on_deny="raise"`` raises ``cycles.Denied`` to stop the run instead. Any other failure of the
@@ -32,6 +34,10 @@ import json
 from typing import Any, Callable, Literal, Mapping, Optional, Sequence, Union
 
 from agents import FunctionTool, ToolGuardrailFunctionOutput, ToolInputGuardrail
+from agents.tool import (
+    maybe_invoke_function_tool_failure_error_function,
+    set_function_tool_failure_error_function,
+)
 from agents.tool_context import ToolContext
 from agents.tool_guardrails import ToolInputGuardrailData
 
@@ -55,6 +61,30 @@ def _arguments(raw: str) -> Any:
         return {"raw_arguments": raw}
 
 
+def _observing(tool: FunctionTool, handled: list[Exception]) -> FunctionTool:
+    """A copy of ``tool`` whose failure function notes in ``handled`` when it fires.
+
+    ``@function_tool`` catches the tool's exception inside ``on_invoke_tool`` and returns its
+    ``failure_error_function``'s text instead (by default "An error occurred while running
+    the tool..."), so the caller cannot tell it from a result. The copy's failure function
+    records the error, then gives exactly what the SDK gives for the original tool (its own
+    failure function, the default one with the run's ``tool_error_formatter``, or none: the
+    error is raised), so the model reads the same text.
+    """
+
+    async def noting(ctx: Any, error: Exception) -> Any:
+        out = await maybe_invoke_function_tool_failure_error_function(
+            function_tool=tool, context=ctx, error=error
+        )
+        if out is not None:
+            handled.append(error)
+        return out
+
+    # FunctionTool.__copy__ binds the SDK's invoker to the copy, so it asks the copy's
+    # failure function.
+    return set_function_tool_failure_error_function(copy.copy(tool), noting)
+
+
 def guard_function_tool(
     tool: FunctionTool,
     authority: Authority,
@@ -69,9 +99,10 @@ def guard_function_tool(
     """A copy of ``tool`` whose invocation goes through reserve -> run -> settle.
 
     ``name`` is the tool name the policy classifies (default: the tool's name). ``actual``
-    maps the tool's output to the amounts to charge (default: what was reserved).
+    maps the tool's output to the amounts to charge (default: what was reserved); it is not
+    called for a call settled ``FAILED`` (a tool that raised, or whose failure function turned
+    its error into output).
     """
-    inner_invoke = tool.on_invoke_tool
     cycles_tool = name or tool.name
     subject = dict(subject)
 
@@ -84,12 +115,16 @@ def guard_function_tool(
             if on_deny == "raise":
                 raise
             return message_for(e, cycles_tool, deny_message)
+        handled: list[Exception] = []
         try:
-            result = await inner_invoke(ctx, input)
+            result = await _observing(tool, handled).on_invoke_tool(ctx, input)
         except BaseException as exc:
             await _finish(_raised, r, exc)
             raise
-        await _finish(settle_ran, r, actual, result, cycles_tool)
+        if handled:  # the tool raised and its failure function made the error its output
+            await _finish(_raised, r, handled[-1])
+        else:
+            await _finish(settle_ran, r, actual, result, cycles_tool)
         return result
 
     # FunctionTool.__copy__ keeps the SDK's own normalisation; only the invoker changes.
