@@ -604,3 +604,51 @@ def test_input_the_tool_refuses_is_its_error_message_and_reserves_nothing() -> N
     assert guarded.invoke({"n": "nope"}) == strict.invoke({"n": "nope"}) == "Tool input validation error"
     # Refused by the tool's own parsing before the gate: nothing reserved, nothing ran.
     assert ran == [] and kinds(a) == []
+
+
+@tool
+def deploy_report(x: int, tool_call_id: Annotated[str, InjectedToolCallId]) -> ToolMessage:
+    """Deploys; reports a failure as its own error ToolMessage."""
+    ran.append(("deploy_report", x))
+    if x < 0:
+        return ToolMessage(f"deploy {x} failed: quota", tool_call_id=tool_call_id, status="error")
+    return ToolMessage(f"deployed {x}", tool_call_id=tool_call_id)
+
+
+@tool
+def report_plain(x: int) -> ToolMessage:
+    """Reports a failure as an error ToolMessage, whatever it is invoked with."""
+    ran.append(("report_plain", x))
+    return ToolMessage(f"failed {x}", tool_call_id="own", status="error")
+
+
+REPORT_POLICY: dict[str, Any] = {
+    "tools": [{"name": "deploy_report", "tier": 2}, {"name": "report_plain", "tier": 2}],
+    "budgets": POLICY["budgets"],
+}
+
+
+def test_a_tool_returning_its_own_error_tool_message_is_settled_failed() -> None:
+    a = cycles.Authority.in_memory(REPORT_POLICY)
+    guarded = guard_tool(deploy_report, a, subject=SUBJECT)
+    want = deploy_report.invoke(call("deploy_report", {"x": -1}))
+    ran.clear()
+    msg = guarded.invoke(call("deploy_report", {"x": -1}))
+    assert msg == want and msg.status == "error" and ran == [("deploy_report", -1)]
+    # The tool reported an error: FAILED, released under the default on_failure.
+    assert kinds(a) == ["reserve", "release"] and (risk(a).spent, risk(a).reserved) == (0, 0)
+    ok = guarded.invoke(call("deploy_report", {"x": 1}, id="call_2"))
+    assert ok.status == "success" and kinds(a)[-1] == "commit" and risk(a).spent == 5
+    # Invoked with plain input, a returned error ToolMessage is FAILED too; also via ainvoke.
+    assert guard_tool(report_plain, a, subject=SUBJECT).invoke({"x": 2}).status == "error"
+    assert asyncio.run(guarded.ainvoke(call("deploy_report", {"x": -3}, id="call_3"))).status == "error"
+    assert kinds(a)[-4:] == ["reserve", "release", "reserve", "release"] and risk(a).spent == 5
+
+
+def test_a_returned_error_tool_message_is_charged_under_on_failure_charge() -> None:
+    a = cycles.Authority.in_memory({**REPORT_POLICY, "defaults": {"on_failure": "CHARGE"}})
+    seen: list[Any] = []
+    guarded = guard_tool(deploy_report, a, subject=SUBJECT, actual=seen.append)
+    assert guarded.invoke(call("deploy_report", {"x": -1})).status == "error"
+    assert seen == []  # FAILED: what was held is charged, `actual` is not asked
+    assert kinds(a) == ["reserve", "commit"] and (risk(a).spent, risk(a).reserved) == (5, 0)

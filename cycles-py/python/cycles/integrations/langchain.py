@@ -11,7 +11,9 @@ returned is ``COMPLETED`` (committed), raised an error is ``FAILED`` (released, 
 under the policy's ``[defaults] on_failure = "CHARGE"``), cancelled or timed out is
 ``INTERRUPTED`` (charged: it may have acted). A tool that turns its own error into its output
 (``handle_tool_error``, or ``handle_validation_error`` for an error raised while it ran) raised
-inside: the agent gets the tool's error message (``status="error"``) and the call is ``FAILED``.
+inside: the agent gets the tool's error message (``status="error"``) and the call is ``FAILED``;
+so is a call whose tool returns its own ``ToolMessage(status="error")`` (or a ``Command``
+whose update carries one for this call): the tool reported an error.
 Invoked with a tool call, the guarded tool gives the agent exactly the ``ToolMessage`` the
 wrapped tool gives (content, artifact, status). A DENY does not run the tool: by default
 the tool's output is a message the model can read (a ``ToolMessage`` with ``status="error"``
@@ -29,6 +31,7 @@ from contextvars import ContextVar
 from typing import Any, Callable, Literal, Mapping, Optional, Sequence, Union
 
 from langchain_core.callbacks import AsyncCallbackManagerForToolRun, CallbackManagerForToolRun
+from langchain_core.messages import ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import patch_config
 from langchain_core.tools import BaseTool, InjectedToolCallId, ToolException
@@ -42,7 +45,7 @@ from langchain_core.tools.base import (
 from pydantic import PrivateAttr
 
 from .._cycles import Authority, Denied
-from .._guard import _areserve, _finish, _raised
+from .._guard import _areserve, _finish, _raised, _settle_quietly
 from ._common import DenyMessage, jsonable, message_for, settle_ran
 
 __all__ = ["CyclesDeniedToolException", "CyclesGateToolException", "CyclesGuardedTool", "guard_tool"]
@@ -151,6 +154,41 @@ def _observing(tool: BaseTool) -> BaseTool:
     if tool.handle_validation_error:
         update["handle_validation_error"] = _noting(tool.handle_validation_error, _handle_validation_error)
     return tool.model_copy(update=update) if update else tool
+
+
+def _error_messages(messages: Any, tool_call_id: Optional[str]) -> bool:
+    if isinstance(messages, ToolMessage):
+        messages = [messages]
+    if not isinstance(messages, (list, tuple)):
+        return False
+    return any(
+        isinstance(m, ToolMessage)
+        and m.status == "error"
+        and (tool_call_id is None or m.tool_call_id == tool_call_id)
+        for m in messages
+    )
+
+
+def _reports_error(result: Any, tool_call_id: Optional[str]) -> bool:
+    """Whether the tool's own output says it failed: a ``ToolMessage`` with
+    ``status="error"`` (or a list of them holding one), or a ``Command`` (LangGraph) whose
+    ``update`` carries such a message for this call (its ``messages``), as an error the
+    tool's ``handle_tool_error`` turned into output would. The MCP gate reads an ``isError``
+    result the same way."""
+    if isinstance(result, ToolMessage):
+        return result.status == "error"
+    if isinstance(result, list):
+        return _error_messages(result, None)
+    update = getattr(result, "update", None)
+    if isinstance(update, dict):
+        return _error_messages(update.get("messages"), tool_call_id)
+    if isinstance(update, (list, tuple)):  # (key, value) pairs
+        return any(
+            isinstance(kv, (list, tuple)) and len(kv) == 2 and kv[0] == "messages"
+            and _error_messages(kv[1], tool_call_id)
+            for kv in update
+        )
+    return False
 
 
 def _handle_denial_only(e: ToolException) -> str:
@@ -279,6 +317,8 @@ class CyclesGuardedTool(BaseTool):
             _handled.reset(token)
         if handled:  # the tool raised inside and LangChain made its error the output: FAILED
             _raised(r, handled[-1])
+        elif _reports_error(result, call.tool_call_id):  # the tool reported an error itself
+            _settle_quietly(r, "FAILED", "the tool returned an error ToolMessage")
         else:
             settle_ran(r, self.actual, result, self.cycles_tool)
         return result
@@ -313,6 +353,8 @@ class CyclesGuardedTool(BaseTool):
             _handled.reset(token)
         if handled:  # the tool raised inside and LangChain made its error the output: FAILED
             await _finish(_raised, r, handled[-1])
+        elif _reports_error(result, call.tool_call_id):  # the tool reported an error itself
+            await _finish(_settle_quietly, r, "FAILED", "the tool returned an error ToolMessage")
         else:
             await _finish(settle_ran, r, self.actual, result, self.cycles_tool)
         return result
@@ -337,7 +379,8 @@ def guard_tool(
     with a tool call, that result is what the agent gets, the ``ToolMessage`` the wrapped tool
     made (read ``.artifact`` for a ``response_format="content_and_artifact"`` tool) or its
     ``Command``; invoked with plain input, the tool's output. ``actual`` is not called for a
-    call settled ``FAILED`` (a tool that raised, or whose handler turned its error into output).
+    call settled ``FAILED`` (a tool that raised, whose handler turned its error into output, or
+    that returned an error ``ToolMessage``).
     """
     return CyclesGuardedTool(
         name=tool.name,
