@@ -652,3 +652,26 @@ def test_a_returned_error_tool_message_is_charged_under_on_failure_charge() -> N
     assert guarded.invoke(call("deploy_report", {"x": -1})).status == "error"
     assert seen == []  # FAILED: what was held is charged, `actual` is not asked
     assert kinds(a) == ["reserve", "commit"] and (risk(a).spent, risk(a).reserved) == (5, 0)
+
+
+def test_changes_to_the_wrapped_tool_after_a_call_are_seen() -> None:
+    @tool
+    def run_sql(query: str) -> str:  # noqa: F811 - a fresh tool this test changes
+        """Run SQL."""
+        ran.append(("run_sql", query))
+        if query == "bad":
+            raise ToolException(f"syntax error in {query}")
+        return "rows"
+
+    a = cycles.Authority.in_memory(POLICY)
+    guarded = guard_tool(run_sql, a, subject=SUBJECT)
+    assert guarded.invoke(call("run_sql", {"query": "ok"})).content == "rows"
+    with pytest.raises(ToolException):  # no handler yet: the error propagates
+        guarded.invoke(call("run_sql", {"query": "bad"}, id="call_2"))
+    run_sql.handle_tool_error = lambda e: f"handled: {e}"
+    msg = guarded.invoke(call("run_sql", {"query": "bad"}, id="call_3"))
+    assert (msg.content, msg.status) == ("handled: syntax error in bad", "error")
+    assert asyncio.run(guarded.ainvoke({"query": "bad"})) == "handled: syntax error in bad"
+    # The handler enabled after the first call turns the error into output: still FAILED.
+    assert kinds(a) == ["reserve", "commit"] + ["reserve", "release"] * 3
+    assert (risk(a).spent, risk(a).reserved) == (5, 0)

@@ -42,7 +42,6 @@ from langchain_core.tools.base import (
     _is_injected_arg_type,
     get_all_basemodel_annotations,
 )
-from pydantic import PrivateAttr
 
 from .._cycles import Authority, Denied
 from .._guard import _areserve, _finish, _raised, _settle_quietly
@@ -210,13 +209,11 @@ class CyclesGuardedTool(BaseTool):
     on_deny: Literal["message", "raise"] = "message"
     deny_message: Optional[Callable[[Denied, str], str]] = None
     actual: Optional[Callable[[Any], Optional[Amounts]]] = None
-    _runner: Optional[BaseTool] = PrivateAttr(default=None)
-
     def _observed(self) -> BaseTool:
         # What the guard invokes: `inner`, its error handlers noting their use (`_observing`).
-        if self._runner is None:
-            self._runner = _observing(self.inner)
-        return self._runner
+        # Made for each call, so later changes to `inner` (its handlers, callbacks, metadata,
+        # response_format) are seen.
+        return _observing(self.inner)
 
     def _classified_args(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], tool_call_id: Optional[str] = None
