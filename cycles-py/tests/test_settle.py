@@ -335,3 +335,52 @@ def test_a_block_whose_commit_was_refused_is_still_charged_what_was_held(store: 
         with a.reserve("run_sql", {"query": "SELECT 1"}, subject=BOT) as r2:
             r2.settle("COMPLETED", {"RISK_POINTS": -1})
     assert r2.status == "COMMITTED" and balances(a)["RISK_POINTS"] == (10, 0)
+
+
+def test_a_generator_or_coroutine_a_sync_function_returned_never_started_is_not_started(store: Any) -> None:
+    import gc
+
+    a = store(CHARGE_POLICY)
+    body: list[str] = []
+
+    def rows_gen(query: str) -> Any:
+        body.append(query)
+        yield 1
+        return "done"
+
+    async def rows_coro(query: str) -> str:
+        body.append(query)
+        return "rows"
+
+    @a.guard("run_sql", subject=BOT)
+    def gen(query: str) -> Any:
+        return rows_gen(query)
+
+    @a.guard("run_sql", subject=BOT)
+    def coro(query: str) -> Any:
+        return rows_coro(query)
+
+    g = gen("closed")
+    assert balances(a)["RISK_POINTS"] == (0, 5)  # held until it ends
+    g.close()
+    assert kinds(a) == ["reserve", "release"] and balances(a)["RISK_POINTS"] == (0, 0)
+    g = gen("dropped")
+    del g
+    gc.collect()
+    c = coro("dropped")
+    c.close()
+    with pytest.warns(RuntimeWarning, match="never awaited"):
+        c = coro("collected")
+        del c
+        gc.collect()
+    assert kinds(a) == ["reserve", "release"] * 4 and body == []
+    assert [r.detail for r in a.audit()[-1:]] == [{"reason": "closed before it started"}]
+    # Started, they settle as before; generator semantics (send, return value) are kept.
+    g = gen("run")
+    assert next(g) == 1
+    with pytest.raises(StopIteration) as stop:
+        g.send(None)
+    assert stop.value.value == "done"
+    assert asyncio.run(coro("run")) == "rows"
+    assert kinds(a)[-4:] == ["reserve", "commit", "reserve", "commit"]
+    assert balances(a)["RISK_POINTS"] == (10, 0)

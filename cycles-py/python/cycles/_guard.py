@@ -11,9 +11,11 @@ helpers below are shared with the framework integrations (``cycles.integrations`
 from __future__ import annotations
 
 import asyncio
+import collections.abc
 import functools
 import inspect
 import logging
+import weakref
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -190,13 +192,84 @@ async def _guarded_awaitable(r: Reservation, aw: Awaitable[Any], actual: Actual)
     return result
 
 
+def _never_started(r: Reservation) -> None:
+    # The deferred body was closed or dropped before its first step: it never ran.
+    _settle_quietly(r, "NOT_STARTED", "closed before it started")
+
+
+class _Deferred:
+    """A generator or coroutine a sync callable returned, none of whose code has run yet.
+    Closed, thrown into or collected before its first step, it never ran: the reservation is
+    settled ``NOT_STARTED`` (a generator's ``close()`` before its start runs none of its code,
+    so a guarded generator alone never sees it). From its first step on, the guarded body
+    settles it (as ``_guarded_generator`` / ``_guarded_awaitable``)."""
+
+    __slots__ = ("_r", "_body", "_actual", "_inner", "_finalizer", "__weakref__")
+
+    def __init__(self, r: Reservation, body: Any, actual: Actual) -> None:
+        self._r = r
+        self._body = body
+        self._actual = actual
+        self._inner: Any = None
+        self._finalizer = weakref.finalize(self, _never_started, r)
+
+    def _guarded(self) -> Any:
+        raise NotImplementedError
+
+    def _abandon(self) -> None:
+        self._finalizer()  # NOT_STARTED, once
+        self._inner = self._guarded()
+        self._inner.close()  # closed before its start: runs nothing; later steps end at once
+
+    def send(self, value: Any) -> Any:
+        if self._inner is None:
+            if value is not None:
+                raise TypeError("can't send non-None value to a just-started generator")
+            self._finalizer.detach()
+            self._inner = self._guarded()
+        return self._inner.send(value)
+
+    def __next__(self) -> Any:
+        return self.send(None)
+
+    def throw(self, *args: Any) -> Any:
+        if self._inner is None:
+            self._abandon()  # the error comes out, the body never runs
+        return self._inner.throw(*args)
+
+    def close(self) -> None:
+        if self._inner is None:
+            self._abandon()
+        else:
+            self._inner.close()
+
+
+class _DeferredGenerator(_Deferred, collections.abc.Generator):  # type: ignore[type-arg]
+    __slots__ = ()
+
+    def _guarded(self) -> Any:
+        return _guarded_generator(self._r, self._body, self._actual)
+
+
+class _DeferredCoroutine(_Deferred, collections.abc.Coroutine):  # type: ignore[type-arg]
+    __slots__ = ()
+
+    def _guarded(self) -> Any:
+        return _guarded_awaitable(self._r, self._body, self._actual)
+
+    def __await__(self) -> Any:
+        return self
+
+
 def _deferred(r: Reservation, result: Any, actual: Actual) -> Any:
     """A sync callable's result that has not run yet (a coroutine, a generator) carries the
     reservation until it has; anything else is settled now."""
     if inspect.isgenerator(result):
-        return _guarded_generator(r, result, actual)
+        return _DeferredGenerator(r, result, actual)
     if inspect.isasyncgen(result):
         return _guarded_async_generator(r, result, actual)
+    if inspect.iscoroutine(result):
+        return _DeferredCoroutine(r, result, actual)
     if inspect.isawaitable(result):
         return _guarded_awaitable(r, result, actual)
     _settle(r, actual, result)
@@ -227,7 +300,9 @@ def guard(
     timed out, Ctrl-C) is ``INTERRUPTED``, charged what was held, since it may have acted. A
     generator (sync or async) holds its reservation until it is exhausted (``COMPLETED``),
     raises (as above) or is closed early (``INTERRUPTED``: it ran in part); so does a
-    coroutine returned by a sync callable, until it is awaited. Async functions await the
+    coroutine returned by a sync callable, until it is awaited; such a generator or coroutine
+    closed, thrown into or garbage-collected before its first step never ran: ``NOT_STARTED``
+    (released). Async functions await the
     ledger calls in a worker thread.
 
     If ``actual`` raises, the call is settled ``COMPLETED`` without amounts (what was held is
