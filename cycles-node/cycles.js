@@ -208,8 +208,9 @@ function defaultArgs(...callArgs) {
 }
 
 /**
- * The call's arguments read once: plain objects and arrays are copied, each property read
- * once (a getter's answer becomes a plain value), and the function runs on the copy, which is
+ * The call's arguments read once: plain objects and arrays are copied, each own enumerable
+ * property read once (a getter's answer becomes a plain value) and defined as an own field of
+ * the copy (a "__proto__" key included), and the function runs on the copy, which is
  * also what is classified: a getter that would answer differently later, or other code
  * mutating the caller's objects meanwhile, cannot change what runs. Only values that carry no
  * data the classifier reads pass by reference: primitives, functions and an `AbortSignal`.
@@ -228,7 +229,12 @@ function snapshot(v, depth) {
     for (let i = 0; i < v.length; i++) out[i] = snapshot(v[i], depth + 1)
   } else if (isPlainObject(v)) {
     out = Object.getPrototypeOf(v) === null ? Object.create(null) : {}
-    for (const k of Object.keys(v)) out[k] = snapshot(v[k], depth + 1)
+    // Defined, not assigned: `out[k] = x` with k = "__proto__" (an ordinary own key from
+    // JSON.parse) would call Object.prototype's setter and make x the copy's prototype, so the
+    // function would read through it fields the classifier (own properties only) never saw.
+    for (const k of Object.keys(v)) {
+      Object.defineProperty(out, k, { value: snapshot(v[k], depth + 1), enumerable: true, writable: true, configurable: true })
+    }
   } else if (v instanceof AbortSignal) {
     return v
   } else {
