@@ -212,31 +212,40 @@ function defaultArgs(...callArgs) {
  * property read once (a getter's answer becomes a plain value) and defined as an own field of
  * the copy (a "__proto__" key included), and the function runs on the copy, which is
  * also what is classified: a getter that would answer differently later, or other code
- * mutating the caller's objects meanwhile, cannot change what runs. Only values that carry no
- * data the classifier reads pass by reference: primitives, functions and an `AbortSignal`.
+ * mutating the caller's objects meanwhile, cannot change what runs. Primitives, functions and
+ * a real `AbortSignal` (brand-checked) pass by reference and are not classified: a signal is
+ * classified as the string "<AbortSignal>" (`forClassifier`), never by its own properties;
+ * the authority refuses a function in the classified `args` (INVALID_REQUEST), so an `args`
+ * mapping leaves it out. An object that only inherits from
+ * AbortSignal.prototype is refused.
  * Refused before anything is reserved (a TypeError): a plain object or array whose `toJSON`
  * is a function (the classifier would read its `toJSON()`, the function its fields), any other
  * object (a class instance, a Date, a Map, a Buffer: held by reference, its fields could
  * change between the classification and the call), and anything deeper than the binding
  * accepts (64 levels, or a cycle).
  */
-function snapshot(v, depth) {
+function snapshot(v, depth, signals) {
   if (depth > 64) throw new TypeError('guard: arguments nested deeper than 64 levels (or cyclic) are refused')
   if (v === null || typeof v !== 'object') return v
   let out
   if (Array.isArray(v)) {
     out = new Array(v.length)
-    for (let i = 0; i < v.length; i++) out[i] = snapshot(v[i], depth + 1)
+    for (let i = 0; i < v.length; i++) out[i] = snapshot(v[i], depth + 1, signals)
   } else if (isPlainObject(v)) {
     out = Object.getPrototypeOf(v) === null ? Object.create(null) : {}
     // Defined, not assigned: `out[k] = x` with k = "__proto__" (an ordinary own key from
     // JSON.parse) would call Object.prototype's setter and make x the copy's prototype, so the
     // function would read through it fields the classifier (own properties only) never saw.
     for (const k of Object.keys(v)) {
-      Object.defineProperty(out, k, { value: snapshot(v[k], depth + 1), enumerable: true, writable: true, configurable: true })
+      Object.defineProperty(out, k, { value: snapshot(v[k], depth + 1, signals), enumerable: true, writable: true, configurable: true })
     }
-  } else if (v instanceof AbortSignal) {
+  } else if (isAbortSignal(v)) {
+    // Passed by reference (the function must get the caller's signal itself); the classifier
+    // sees SIGNAL_PLACEHOLDER in its place (`forClassifier`), never its own properties.
+    signals.found = true
     return v
+  } else if (v instanceof AbortSignal) {
+    throw new TypeError('guard: an argument inherits from AbortSignal but is not a real AbortSignal; pass plain data or a real signal')
   } else {
     const name = Object.getPrototypeOf(v)?.constructor?.name || 'non-plain object'
     throw new TypeError(
@@ -248,6 +257,40 @@ function snapshot(v, depth) {
     throw new TypeError('guard: an argument carries a toJSON function; the classifier would read its toJSON() while the function reads its fields')
   }
   return out
+}
+
+// Brand check of a real AbortSignal: the intrinsic `aborted` getter throws for anything else,
+// an object made with Object.create(AbortSignal.prototype) included (it passes `instanceof`).
+const SIGNAL_ABORTED = Object.getOwnPropertyDescriptor(AbortSignal.prototype, 'aborted').get
+function isAbortSignal(v) {
+  if (v === null || typeof v !== 'object') return false
+  try {
+    Reflect.apply(SIGNAL_ABORTED, v, [])
+    return true
+  } catch {
+    return false
+  }
+}
+
+/** What the classifier (and `args`, `estimate`) see in place of an AbortSignal argument. */
+const SIGNAL_PLACEHOLDER = '<AbortSignal>'
+
+/**
+ * The classified form of a snapshot holding AbortSignals: the same plain data with each
+ * signal replaced by SIGNAL_PLACEHOLDER, so nothing a signal carries (expando fields that the
+ * caller may still change) is classified, while the function gets the signal itself.
+ */
+function forClassifier(v) {
+  if (v === null || typeof v !== 'object') return v
+  if (Array.isArray(v)) return v.map(forClassifier)
+  if (isPlainObject(v)) {
+    const out = Object.getPrototypeOf(v) === null ? Object.create(null) : {}
+    for (const k of Object.keys(v)) {
+      Object.defineProperty(out, k, { value: forClassifier(v[k]), enumerable: true, writable: true, configurable: true })
+    }
+    return out
+  }
+  return SIGNAL_PLACEHOLDER // snapshot let no other object through
 }
 
 // The intrinsic prototypes every generator object inherits from (a generator function's
@@ -414,20 +457,23 @@ function guard(fn, opts) {
   if (!tool) throw new TypeError('guard(fn, opts): opts.tool is required for an anonymous function')
   const toArgs = o.args ?? defaultArgs
   const { authority, subject, kind, tags, ttlMs } = o
-  if (o.signal !== undefined && typeof o.signal !== 'function' && !(o.signal instanceof AbortSignal)) {
+  if (o.signal !== undefined && typeof o.signal !== 'function' && !isAbortSignal(o.signal)) {
     throw new TypeError('guard(fn, opts): opts.signal must be an AbortSignal or a function of the call\'s arguments returning one')
   }
 
   const guarded = async function (...given) {
-    const callArgs = snapshot(given, 0)
+    const signals = { found: false }
+    const callArgs = snapshot(given, 0, signals)
+    // What is classified: the same copy, with a placeholder for each AbortSignal in it.
+    const classified = signals.found ? forClassifier(callArgs) : callArgs
     // The caller's means of stopping the call: aborted before `fn` is called, `fn` never runs.
     const signal = typeof o.signal === 'function' ? o.signal(...callArgs) : o.signal
-    if (signal !== undefined && signal !== null && !(signal instanceof AbortSignal)) {
+    if (signal !== undefined && signal !== null && !isAbortSignal(signal)) {
       throw new TypeError('guard: opts.signal(...args) must return an AbortSignal (or undefined)')
     }
     signal?.throwIfAborted()
-    const estimate = typeof o.estimate === 'function' ? o.estimate(...callArgs) : o.estimate
-    const request = { subject, tool, args: toArgs(...callArgs) }
+    const estimate = typeof o.estimate === 'function' ? o.estimate(...classified) : o.estimate
+    const request = { subject, tool, args: toArgs(...classified) }
     if (estimate !== undefined) request.estimate = estimate
     if (kind !== undefined) request.kind = kind
     if (tags !== undefined) request.tags = tags

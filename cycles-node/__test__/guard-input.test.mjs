@@ -14,6 +14,7 @@ const POLICY = {
     { name: 'http', tier: 1, classifier: 'http', arg: 'input.url', method_arg: 'input.method' },
     { name: 'fetch2', tier: 1, classifier: 'http' },
     { name: 'run_sql', tier: 1, classifier: 'sql', arg: 'q.sql' },
+    { name: 'deploy', tier: 2 },
   ],
   budgets: [{ scope: 'agent:bot', unit: 'RISK_POINTS', allocated: 1000 }],
 }
@@ -65,4 +66,57 @@ test('guard: a "__proto__" key from JSON.parse stays an own field: the function 
   }, { subject: BOT, args: (q) => q })
   await probe(bare)
   assert.deepEqual(seen, [null, undefined])
+})
+
+test('guard: an AbortSignal argument passes by reference and is classified as "<AbortSignal>", never by its own fields', async () => {
+  const auth = Authority.inMemory({ policy: POLICY })
+  const ran = []
+  const run = auth.guard(async function run_sql(x) {
+    ran.push(x.q.sql)
+    return x.q
+  }, { subject: BOT })
+  // A real signal carrying data, changed after the call was made (before the function runs):
+  // its fields are not classified (the classifier sees the placeholder, so `q.sql` is missing
+  // and the call fails closed); before the fix SELECT 1 was classified and DROP TABLE ran.
+  const s = new AbortController().signal
+  s.sql = 'SELECT 1'
+  const pending = run({ q: s })
+  s.sql = 'DROP TABLE users'
+  await assert.rejects(pending, (e) => e.code === 'APPROVAL_REQUIRED' && e.decision.rules.includes('sql.arg_missing'))
+  assert.deepEqual(ran, [])
+
+  // The function gets the caller's own signal; the classified call holds the placeholder.
+  const got = []
+  const deploy = auth.guard(async function deploy(opts, signal) {
+    got.push(opts.signal === ac.signal, signal === ac.signal, opts.tag)
+    return 'deployed'
+  }, { subject: BOT, estimate: (opts, signal) => { got.push(opts.signal, signal); return undefined } })
+  const ac = new AbortController()
+  ac.signal.tag = 'expando'
+  assert.equal(await deploy({ env: 'prod', signal: ac.signal }, ac.signal), 'deployed')
+  assert.deepEqual(got, ['<AbortSignal>', '<AbortSignal>', true, true, undefined])
+  assert.equal(
+    lastReserve(auth).callDigest,
+    digestOf('deploy', { arguments: [{ env: 'prod', signal: '<AbortSignal>' }, '<AbortSignal>'] }),
+  )
+})
+
+test('guard: an object that only inherits from AbortSignal.prototype is refused before anything is reserved', async () => {
+  const auth = Authority.inMemory({ policy: POLICY })
+  const ran = []
+  const run = auth.guard(async function run_sql(x) {
+    ran.push(x.q.sql)
+  }, { subject: BOT })
+  const fake = Object.create(AbortSignal.prototype)
+  fake.sql = 'SELECT 1'
+  const before = auth.auditSync().length
+  const pending = run({ q: fake })
+  fake.sql = 'DROP TABLE users'
+  await assert.rejects(pending, (e) => e instanceof TypeError && /AbortSignal/.test(e.message))
+  // Nor as the guard's own signal option.
+  assert.throws(() => auth.guard(async function deploy() {}, { subject: BOT, signal: fake }), TypeError)
+  const viaFn = auth.guard(async function deploy() {}, { subject: BOT, signal: () => fake })
+  await assert.rejects(viaFn(), TypeError)
+  assert.deepEqual(ran, [])
+  assert.equal(auth.auditSync().length, before, 'nothing reserved')
 })
