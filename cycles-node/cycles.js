@@ -316,14 +316,22 @@ function generatorKind(v) {
  * iteration ends: it is exhausted (`complete`: COMPLETED), it throws (`outcomeOf(err)`) or the
  * consumer abandons it through `return()` (a `break` out of `for await`) or `throw()` (the
  * injected error comes back out, or the iteration ends): INTERRUPTED, since part of it ran.
- * A generator that catches the injected error and yields again keeps running. Settled once; an iterator nobody finishes keeps its hold until
- * the reservation's TTL.
+ * A generator that catches the injected error and yields again keeps running. Settled once.
+ * JavaScript has no hook for an iterator dropped without `return()`: a wrapper collected while
+ * unsettled is settled INTERRUPTED by a FinalizationRegistry (charged: the call ran; when the
+ * collection happens is up to the engine, possibly after the hold's TTL, in which case the
+ * core still charges it, status EXPIRED), and a `next()` after the reservation's expiry settles
+ * it INTERRUPTED (charged), closes the generator and throws (code RESERVATION_EXPIRED), so a
+ * dropped or over-long iteration never goes uncharged. (The wrapper must not be referenced by
+ * what the registry holds, or it would never be collected.)
  */
-function settledIterator(iter, reservation, complete, outcomeOf) {
+function settledIterator(iter, reservation, complete, outcomeOf, expired) {
   let settled = false
+  const token = {}
   const once = (f) => {
     if (settled) return Promise.resolve()
     settled = true
+    DROPPED.unregister(token)
     return f()
   }
   const failed = (err) =>
@@ -347,8 +355,19 @@ function settledIterator(iter, reservation, complete, outcomeOf) {
     if (r?.done) await (injected !== undefined ? interrupted() : once(complete))
     return r
   }
-  return {
-    next: (...a) => (settled ? Promise.resolve({ done: true, value: undefined }) : step(() => iter.next(...a))),
+  // The hold lapsed while the consumer held the iteration: the call ran, so it is charged
+  // (INTERRUPTED, which the core charges after expiry too) and the body stops there.
+  const lapsed = async () => {
+    const settlement = await once(() => reservation.settle({ outcome: 'INTERRUPTED', reason: 'reservation expired during the iteration' }).catch(() => undefined))
+    try {
+      await iter.return(undefined)
+    } finally {
+      throw lapsedError(settlement)
+    }
+  }
+  const wrapper = {
+    next: (...a) =>
+      settled ? Promise.resolve({ done: true, value: undefined }) : expired() ? lapsed() : step(() => iter.next(...a)),
     async return(value) {
       try {
         return await iter.return(value)
@@ -363,27 +382,47 @@ function settledIterator(iter, reservation, complete, outcomeOf) {
       return this
     },
   }
+  // Dropped unfinished (collected while unsettled): the call ran, so INTERRUPTED (charged).
+  DROPPED.register(wrapper, () => {
+    if (!settled) {
+      settled = true
+      reservation.settle({ outcome: 'INTERRUPTED', reason: 'iteration dropped unfinished' }).catch(() => {})
+    }
+  }, token)
+  return wrapper
 }
 
 /**
  * The same for a returned sync generator, kept sync (`for...of` and spreading still work): the
  * settlement runs synchronously (`settleSync`) as the iteration ends.
  */
-function settledSyncIterator(iter, reservation, complete, outcomeOf) {
+function settledSyncIterator(iter, reservation, complete, outcomeOf, expired) {
   let settled = false
+  const token = {}
   const once = (f) => {
     if (settled) return
     settled = true
+    DROPPED.unregister(token)
     f()
   }
+  let settlement
   const settle = (outcome, reason) =>
     once(() => {
       try {
-        reservation.settleSync({ outcome, reason })
+        settlement = reservation.settleSync({ outcome, reason })
       } catch {
         // The consumer needs the iteration's own error or value; the hold expires with its TTL.
       }
     })
+  const lapsed = () => {
+    settle('INTERRUPTED', 'reservation expired during the iteration')
+    try {
+      iter.return(undefined)
+    } finally {
+      // eslint-disable-next-line no-unsafe-finally
+      throw lapsedError(settlement)
+    }
+  }
   const step = (call, injected) => {
     let r
     try {
@@ -399,8 +438,8 @@ function settledSyncIterator(iter, reservation, complete, outcomeOf) {
     }
     return r
   }
-  return {
-    next: (...a) => (settled ? { done: true, value: undefined } : step(() => iter.next(...a))),
+  const wrapper = {
+    next: (...a) => (settled ? { done: true, value: undefined } : expired() ? lapsed() : step(() => iter.next(...a))),
     return(value) {
       try {
         return iter.return(value)
@@ -415,6 +454,31 @@ function settledSyncIterator(iter, reservation, complete, outcomeOf) {
       return this
     },
   }
+  DROPPED.register(wrapper, () => {
+    if (!settled) {
+      settled = true
+      try {
+        reservation.settleSync({ outcome: 'INTERRUPTED', reason: 'iteration dropped unfinished' })
+      } catch {
+        // Nobody to tell: the hold then expires with its TTL.
+      }
+    }
+  }, token)
+  return wrapper
+}
+
+// A returned generator's wrapper collected before its iteration was settled: the finalizer
+// settles it INTERRUPTED (each held value is the wrapper's own, holding no reference to it).
+const DROPPED = new FinalizationRegistry((finish) => finish())
+
+/** The error `next()` throws once the reservation lapsed during the iteration. */
+function lapsedError(settlement) {
+  const err = new Error(
+    'guard: the reservation expired while the returned generator was being iterated; it was settled INTERRUPTED (charged) and the generator closed',
+  )
+  err.code = 'RESERVATION_EXPIRED'
+  err.settlement = settlement
+  return err
 }
 
 const GENERATORS = new Set(['GeneratorFunction', 'AsyncGeneratorFunction'])
@@ -531,8 +595,10 @@ function guard(fn, opts) {
     }
     // A returned generator object is the call's body still to run: settled when it ends.
     const generator = generatorKind(result)
-    if (generator === 'async') return settledIterator(result, reservation, complete, () => thrownOutcome(signal))
-    if (generator === 'sync') return settledSyncIterator(result, reservation, completeSync, () => thrownOutcome(signal))
+    // The hold lapsed (the ledger's clock passed the reservation's expiry) while iterating.
+    const expired = () => authority.nowMs > reservation.expiresAtMs
+    if (generator === 'async') return settledIterator(result, reservation, complete, () => thrownOutcome(signal), expired)
+    if (generator === 'sync') return settledSyncIterator(result, reservation, completeSync, () => thrownOutcome(signal), expired)
     await complete()
     return result
   }
