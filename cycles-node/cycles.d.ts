@@ -73,14 +73,19 @@ export interface GuardSignal {
  * else, its own request's `TimeoutError` or `AbortError` included => `FAILED` (the policy's
  * `on_failure`: released by default, or charged). A denial rejects with a
  * `CyclesError` before `fn` is called. Plain-data arguments are copied once (each getter read
- * once) and `fn` runs on the copy, i.e. on exactly what was classified; primitives, functions
- * and an `AbortSignal` pass as they are; a `toJSON` function, any other object (class
+ * once; a `"__proto__"` key stays an own field) and `fn` runs on the copy, i.e. on exactly what
+ * was classified; primitives pass as they are; functions and a real `AbortSignal` pass by
+ * reference and are not classified (a signal is classified as `"<AbortSignal>"`, a function in
+ * the classified args is INVALID_REQUEST); an object only inheriting from AbortSignal.prototype,
+ * a `toJSON` function, any other object (class
  * instance, Date, Map, Buffer) or a cyclic argument is refused with a `TypeError` before
  * anything is reserved. A function returning
  * a generator object (its body runs as it is iterated) resolves to an iterator over it of the
  * same kind (a sync generator stays sync-iterable), settled when the iteration ends
  * (exhausted: `COMPLETED`; throws: `FAILED` / `INTERRUPTED`; abandoned by `return()` or
- * `throw()`: `INTERRUPTED`). Any other return value, an array's or a Map's iterator included, is settled
+ * `throw()`: `INTERRUPTED`; collected unsettled, or `next()` after the reservation's expiry:
+ * `INTERRUPTED`, charged; the latter closes the generator and throws, code
+ * `RESERVATION_EXPIRED`). Any other return value, an array's or a Map's iterator included, is settled
  * `COMPLETED` when the function returns.
  */
 export declare function guard<A extends unknown[], T, TReturn, TNext>(

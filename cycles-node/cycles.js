@@ -208,29 +208,44 @@ function defaultArgs(...callArgs) {
 }
 
 /**
- * The call's arguments read once: plain objects and arrays are copied, each property read
- * once (a getter's answer becomes a plain value), and the function runs on the copy, which is
+ * The call's arguments read once: plain objects and arrays are copied, each own enumerable
+ * property read once (a getter's answer becomes a plain value) and defined as an own field of
+ * the copy (a "__proto__" key included), and the function runs on the copy, which is
  * also what is classified: a getter that would answer differently later, or other code
- * mutating the caller's objects meanwhile, cannot change what runs. Only values that carry no
- * data the classifier reads pass by reference: primitives, functions and an `AbortSignal`.
+ * mutating the caller's objects meanwhile, cannot change what runs. Primitives, functions and
+ * a real `AbortSignal` (brand-checked) pass by reference and are not classified: a signal is
+ * classified as the string "<AbortSignal>" (`forClassifier`), never by its own properties;
+ * the authority refuses a function in the classified `args` (INVALID_REQUEST), so an `args`
+ * mapping leaves it out. An object that only inherits from
+ * AbortSignal.prototype is refused.
  * Refused before anything is reserved (a TypeError): a plain object or array whose `toJSON`
  * is a function (the classifier would read its `toJSON()`, the function its fields), any other
  * object (a class instance, a Date, a Map, a Buffer: held by reference, its fields could
  * change between the classification and the call), and anything deeper than the binding
  * accepts (64 levels, or a cycle).
  */
-function snapshot(v, depth) {
+function snapshot(v, depth, signals) {
   if (depth > 64) throw new TypeError('guard: arguments nested deeper than 64 levels (or cyclic) are refused')
   if (v === null || typeof v !== 'object') return v
   let out
   if (Array.isArray(v)) {
     out = new Array(v.length)
-    for (let i = 0; i < v.length; i++) out[i] = snapshot(v[i], depth + 1)
+    for (let i = 0; i < v.length; i++) out[i] = snapshot(v[i], depth + 1, signals)
   } else if (isPlainObject(v)) {
     out = Object.getPrototypeOf(v) === null ? Object.create(null) : {}
-    for (const k of Object.keys(v)) out[k] = snapshot(v[k], depth + 1)
-  } else if (v instanceof AbortSignal) {
+    // Defined, not assigned: `out[k] = x` with k = "__proto__" (an ordinary own key from
+    // JSON.parse) would call Object.prototype's setter and make x the copy's prototype, so the
+    // function would read through it fields the classifier (own properties only) never saw.
+    for (const k of Object.keys(v)) {
+      Object.defineProperty(out, k, { value: snapshot(v[k], depth + 1, signals), enumerable: true, writable: true, configurable: true })
+    }
+  } else if (isAbortSignal(v)) {
+    // Passed by reference (the function must get the caller's signal itself); the classifier
+    // sees SIGNAL_PLACEHOLDER in its place (`forClassifier`), never its own properties.
+    signals.found = true
     return v
+  } else if (v instanceof AbortSignal) {
+    throw new TypeError('guard: an argument inherits from AbortSignal but is not a real AbortSignal; pass plain data or a real signal')
   } else {
     const name = Object.getPrototypeOf(v)?.constructor?.name || 'non-plain object'
     throw new TypeError(
@@ -242,6 +257,40 @@ function snapshot(v, depth) {
     throw new TypeError('guard: an argument carries a toJSON function; the classifier would read its toJSON() while the function reads its fields')
   }
   return out
+}
+
+// Brand check of a real AbortSignal: the intrinsic `aborted` getter throws for anything else,
+// an object made with Object.create(AbortSignal.prototype) included (it passes `instanceof`).
+const SIGNAL_ABORTED = Object.getOwnPropertyDescriptor(AbortSignal.prototype, 'aborted').get
+function isAbortSignal(v) {
+  if (v === null || typeof v !== 'object') return false
+  try {
+    Reflect.apply(SIGNAL_ABORTED, v, [])
+    return true
+  } catch {
+    return false
+  }
+}
+
+/** What the classifier (and `args`, `estimate`) see in place of an AbortSignal argument. */
+const SIGNAL_PLACEHOLDER = '<AbortSignal>'
+
+/**
+ * The classified form of a snapshot holding AbortSignals: the same plain data with each
+ * signal replaced by SIGNAL_PLACEHOLDER, so nothing a signal carries (expando fields that the
+ * caller may still change) is classified, while the function gets the signal itself.
+ */
+function forClassifier(v) {
+  if (v === null || typeof v !== 'object') return v
+  if (Array.isArray(v)) return v.map(forClassifier)
+  if (isPlainObject(v)) {
+    const out = Object.getPrototypeOf(v) === null ? Object.create(null) : {}
+    for (const k of Object.keys(v)) {
+      Object.defineProperty(out, k, { value: forClassifier(v[k]), enumerable: true, writable: true, configurable: true })
+    }
+    return out
+  }
+  return SIGNAL_PLACEHOLDER // snapshot let no other object through
 }
 
 // The intrinsic prototypes every generator object inherits from (a generator function's
@@ -267,14 +316,22 @@ function generatorKind(v) {
  * iteration ends: it is exhausted (`complete`: COMPLETED), it throws (`outcomeOf(err)`) or the
  * consumer abandons it through `return()` (a `break` out of `for await`) or `throw()` (the
  * injected error comes back out, or the iteration ends): INTERRUPTED, since part of it ran.
- * A generator that catches the injected error and yields again keeps running. Settled once; an iterator nobody finishes keeps its hold until
- * the reservation's TTL.
+ * A generator that catches the injected error and yields again keeps running. Settled once.
+ * JavaScript has no hook for an iterator dropped without `return()`: a wrapper collected while
+ * unsettled is settled INTERRUPTED by a FinalizationRegistry (charged: the call ran; when the
+ * collection happens is up to the engine, possibly after the hold's TTL, in which case the
+ * core still charges it, status EXPIRED), and a `next()` after the reservation's expiry settles
+ * it INTERRUPTED (charged), closes the generator and throws (code RESERVATION_EXPIRED), so a
+ * dropped or over-long iteration never goes uncharged. (The wrapper must not be referenced by
+ * what the registry holds, or it would never be collected.)
  */
-function settledIterator(iter, reservation, complete, outcomeOf) {
+function settledIterator(iter, reservation, complete, outcomeOf, expired) {
   let settled = false
+  const token = {}
   const once = (f) => {
     if (settled) return Promise.resolve()
     settled = true
+    DROPPED.unregister(token)
     return f()
   }
   const failed = (err) =>
@@ -298,8 +355,19 @@ function settledIterator(iter, reservation, complete, outcomeOf) {
     if (r?.done) await (injected !== undefined ? interrupted() : once(complete))
     return r
   }
-  return {
-    next: (...a) => (settled ? Promise.resolve({ done: true, value: undefined }) : step(() => iter.next(...a))),
+  // The hold lapsed while the consumer held the iteration: the call ran, so it is charged
+  // (INTERRUPTED, which the core charges after expiry too) and the body stops there.
+  const lapsed = async () => {
+    const settlement = await once(() => reservation.settle({ outcome: 'INTERRUPTED', reason: 'reservation expired during the iteration' }).catch(() => undefined))
+    try {
+      await iter.return(undefined)
+    } finally {
+      throw lapsedError(settlement)
+    }
+  }
+  const wrapper = {
+    next: (...a) =>
+      settled ? Promise.resolve({ done: true, value: undefined }) : expired() ? lapsed() : step(() => iter.next(...a)),
     async return(value) {
       try {
         return await iter.return(value)
@@ -314,27 +382,47 @@ function settledIterator(iter, reservation, complete, outcomeOf) {
       return this
     },
   }
+  // Dropped unfinished (collected while unsettled): the call ran, so INTERRUPTED (charged).
+  DROPPED.register(wrapper, () => {
+    if (!settled) {
+      settled = true
+      reservation.settle({ outcome: 'INTERRUPTED', reason: 'iteration dropped unfinished' }).catch(() => {})
+    }
+  }, token)
+  return wrapper
 }
 
 /**
  * The same for a returned sync generator, kept sync (`for...of` and spreading still work): the
  * settlement runs synchronously (`settleSync`) as the iteration ends.
  */
-function settledSyncIterator(iter, reservation, complete, outcomeOf) {
+function settledSyncIterator(iter, reservation, complete, outcomeOf, expired) {
   let settled = false
+  const token = {}
   const once = (f) => {
     if (settled) return
     settled = true
+    DROPPED.unregister(token)
     f()
   }
+  let settlement
   const settle = (outcome, reason) =>
     once(() => {
       try {
-        reservation.settleSync({ outcome, reason })
+        settlement = reservation.settleSync({ outcome, reason })
       } catch {
         // The consumer needs the iteration's own error or value; the hold expires with its TTL.
       }
     })
+  const lapsed = () => {
+    settle('INTERRUPTED', 'reservation expired during the iteration')
+    try {
+      iter.return(undefined)
+    } finally {
+      // eslint-disable-next-line no-unsafe-finally
+      throw lapsedError(settlement)
+    }
+  }
   const step = (call, injected) => {
     let r
     try {
@@ -350,8 +438,8 @@ function settledSyncIterator(iter, reservation, complete, outcomeOf) {
     }
     return r
   }
-  return {
-    next: (...a) => (settled ? { done: true, value: undefined } : step(() => iter.next(...a))),
+  const wrapper = {
+    next: (...a) => (settled ? { done: true, value: undefined } : expired() ? lapsed() : step(() => iter.next(...a))),
     return(value) {
       try {
         return iter.return(value)
@@ -366,6 +454,31 @@ function settledSyncIterator(iter, reservation, complete, outcomeOf) {
       return this
     },
   }
+  DROPPED.register(wrapper, () => {
+    if (!settled) {
+      settled = true
+      try {
+        reservation.settleSync({ outcome: 'INTERRUPTED', reason: 'iteration dropped unfinished' })
+      } catch {
+        // Nobody to tell: the hold then expires with its TTL.
+      }
+    }
+  }, token)
+  return wrapper
+}
+
+// A returned generator's wrapper collected before its iteration was settled: the finalizer
+// settles it INTERRUPTED (each held value is the wrapper's own, holding no reference to it).
+const DROPPED = new FinalizationRegistry((finish) => finish())
+
+/** The error `next()` throws once the reservation lapsed during the iteration. */
+function lapsedError(settlement) {
+  const err = new Error(
+    'guard: the reservation expired while the returned generator was being iterated; it was settled INTERRUPTED (charged) and the generator closed',
+  )
+  err.code = 'RESERVATION_EXPIRED'
+  err.settlement = settlement
+  return err
 }
 
 const GENERATORS = new Set(['GeneratorFunction', 'AsyncGeneratorFunction'])
@@ -408,20 +521,23 @@ function guard(fn, opts) {
   if (!tool) throw new TypeError('guard(fn, opts): opts.tool is required for an anonymous function')
   const toArgs = o.args ?? defaultArgs
   const { authority, subject, kind, tags, ttlMs } = o
-  if (o.signal !== undefined && typeof o.signal !== 'function' && !(o.signal instanceof AbortSignal)) {
+  if (o.signal !== undefined && typeof o.signal !== 'function' && !isAbortSignal(o.signal)) {
     throw new TypeError('guard(fn, opts): opts.signal must be an AbortSignal or a function of the call\'s arguments returning one')
   }
 
   const guarded = async function (...given) {
-    const callArgs = snapshot(given, 0)
+    const signals = { found: false }
+    const callArgs = snapshot(given, 0, signals)
+    // What is classified: the same copy, with a placeholder for each AbortSignal in it.
+    const classified = signals.found ? forClassifier(callArgs) : callArgs
     // The caller's means of stopping the call: aborted before `fn` is called, `fn` never runs.
     const signal = typeof o.signal === 'function' ? o.signal(...callArgs) : o.signal
-    if (signal !== undefined && signal !== null && !(signal instanceof AbortSignal)) {
+    if (signal !== undefined && signal !== null && !isAbortSignal(signal)) {
       throw new TypeError('guard: opts.signal(...args) must return an AbortSignal (or undefined)')
     }
     signal?.throwIfAborted()
-    const estimate = typeof o.estimate === 'function' ? o.estimate(...callArgs) : o.estimate
-    const request = { subject, tool, args: toArgs(...callArgs) }
+    const estimate = typeof o.estimate === 'function' ? o.estimate(...classified) : o.estimate
+    const request = { subject, tool, args: toArgs(...classified) }
     if (estimate !== undefined) request.estimate = estimate
     if (kind !== undefined) request.kind = kind
     if (tags !== undefined) request.tags = tags
@@ -479,8 +595,10 @@ function guard(fn, opts) {
     }
     // A returned generator object is the call's body still to run: settled when it ends.
     const generator = generatorKind(result)
-    if (generator === 'async') return settledIterator(result, reservation, complete, () => thrownOutcome(signal))
-    if (generator === 'sync') return settledSyncIterator(result, reservation, completeSync, () => thrownOutcome(signal))
+    // The hold lapsed (the ledger's clock passed the reservation's expiry) while iterating.
+    const expired = () => authority.nowMs > reservation.expiresAtMs
+    if (generator === 'async') return settledIterator(result, reservation, complete, () => thrownOutcome(signal), expired)
+    if (generator === 'sync') return settledSyncIterator(result, reservation, completeSync, () => thrownOutcome(signal), expired)
     await complete()
     return result
   }

@@ -1,0 +1,75 @@
+// Review 13 of the guard: a returned generator that the consumer never finishes is still
+// charged (the call ran): when its wrapper is collected unsettled, or when it is iterated after
+// the reservation's expiry. No timed assertions: the collection is forced (a child process run
+// with --expose-gc) and the expiry is a manual clock's.
+import test from 'node:test'
+import assert from 'node:assert/strict'
+import { execFileSync } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+
+import { cycles } from './support.mjs'
+
+const { Authority, ManualClock } = cycles
+
+const BOT = { agent: 'bot' }
+const POLICY = {
+  tools: [{ name: 'deploy', tier: 3 }],
+  budgets: [{ scope: 'agent:bot', unit: 'RISK_POINTS', allocated: 100 }],
+  defaults: { ttl_ms: 1000, grace_period_ms: 1000 },
+}
+const risk = (auth) => auth.balancesSync('agent:bot').find((b) => b.unit === 'RISK_POINTS')
+
+test('guard: a returned generator dropped unfinished is settled INTERRUPTED (charged) when it is collected', () => {
+  const child = fileURLToPath(new URL('./dropped-generator-child.cjs', import.meta.url))
+  const out = JSON.parse(execFileSync(process.execPath, ['--expose-gc', child], { encoding: 'utf8' }))
+  assert.equal(out.length, 2)
+  for (const r of out) {
+    assert.equal(r.ran, 1, r.kind)
+    assert.equal(r.read, 'line 1', r.kind)
+    assert.equal(r.heldAfterRead, 20, `${r.kind}: held while the consumer still holds it`)
+    assert.equal(r.reserved, 0, `${r.kind}: settled once collected`)
+    assert.equal(r.spent, 20, `${r.kind}: charged: the call ran (INTERRUPTED)`)
+    assert.deepEqual(r.settle.map((s) => s.kind), ['commit'], r.kind)
+  }
+})
+
+for (const kind of ['async', 'sync']) {
+  test(`guard: a returned ${kind} generator iterated after the reservation expired is settled INTERRUPTED (charged) and closed`, async () => {
+    for (const past of [1500, 5000]) {
+      // 1500: past the expiry, within grace; 5000: past grace and swept (the hold was given
+      // back): the core still charges the call that ran (an event, status EXPIRED).
+      const clock = new ManualClock(1_000_000)
+      const auth = Authority.inMemory({ policy: POLICY, clock })
+      let closed = 0
+      function* syncLogs() {
+        try {
+          yield 'line 1'
+          yield 'line 2'
+        } finally {
+          closed++
+        }
+      }
+      async function* asyncLogs() {
+        yield* syncLogs()
+      }
+      const deploy = auth.guard(async function deploy() {
+        return kind === 'sync' ? syncLogs() : asyncLogs()
+      }, { subject: BOT })
+      const it = await deploy()
+      assert.equal((await it.next()).value, 'line 1')
+      assert.equal(risk(auth).reserved, 20)
+      clock.advance(past)
+      if (past > 2000) {
+        auth.sweepExpiredSync()
+        assert.deepEqual([risk(auth).spent, risk(auth).reserved], [0, 0], 'swept: nothing charged yet')
+      }
+      const next = async () => it.next()
+      await assert.rejects(next(), (e) => e.code === 'RESERVATION_EXPIRED' && e.settlement?.status === (past > 2000 ? 'EXPIRED' : 'COMMITTED'))
+      assert.equal(closed, 1, 'the generator was closed')
+      const b = risk(auth)
+      assert.deepEqual([b.spent, b.reserved], [20, 0], `${past}: charged what was held`)
+      assert.deepEqual(await next(), { done: true, value: undefined }, 'settled once')
+      assert.equal(risk(auth).spent, 20)
+    }
+  })
+}
