@@ -83,9 +83,8 @@ export interface GuardSignal {
  * a generator object (its body runs as it is iterated) resolves to an iterator over it of the
  * same kind (a sync generator stays sync-iterable), settled when the iteration ends
  * (exhausted: `COMPLETED`; throws: `FAILED` / `INTERRUPTED`; abandoned by `return()` or
- * `throw()`: `INTERRUPTED`; collected unsettled, or `next()` after the reservation's expiry:
- * `INTERRUPTED`, charged; the latter closes the generator and throws, code
- * `RESERVATION_EXPIRED`). Any other return value, an array's or a Map's iterator included, is settled
+ * `throw()`: `INTERRUPTED`; collected unsettled: `INTERRUPTED`, charged; an iteration that
+ * outlives the reservation runs on and is charged when it ends). Any other return value, an array's or a Map's iterator included, is settled
  * `COMPLETED` when the function returns.
  */
 export declare function guard<A extends unknown[], T, TReturn, TNext>(

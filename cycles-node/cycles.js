@@ -320,12 +320,12 @@ function generatorKind(v) {
  * JavaScript has no hook for an iterator dropped without `return()`: a wrapper collected while
  * unsettled is settled INTERRUPTED by a FinalizationRegistry (charged: the call ran; when the
  * collection happens is up to the engine, possibly after the hold's TTL, in which case the
- * core still charges it, status EXPIRED), and a `next()` after the reservation's expiry settles
- * it INTERRUPTED (charged), closes the generator and throws (code RESERVATION_EXPIRED), so a
- * dropped or over-long iteration never goes uncharged. (The wrapper must not be referenced by
- * what the registry holds, or it would never be collected.)
+ * core still charges it, status EXPIRED). An iteration that outlives its reservation is not
+ * cut off: like any call that outlives its hold, it runs on and is charged when it ends (the
+ * core charges after expiry too), the same in every binding. (The wrapper must not be
+ * referenced by what the registry holds, or it would never be collected.)
  */
-function settledIterator(iter, reservation, complete, outcomeOf, expired) {
+function settledIterator(iter, reservation, complete, outcomeOf) {
   let settled = false
   const token = {}
   const once = (f) => {
@@ -355,19 +355,8 @@ function settledIterator(iter, reservation, complete, outcomeOf, expired) {
     if (r?.done) await (injected !== undefined ? interrupted() : once(complete))
     return r
   }
-  // The hold lapsed while the consumer held the iteration: the call ran, so it is charged
-  // (INTERRUPTED, which the core charges after expiry too) and the body stops there.
-  const lapsed = async () => {
-    const settlement = await once(() => reservation.settle({ outcome: 'INTERRUPTED', reason: 'reservation expired during the iteration' }).catch(() => undefined))
-    try {
-      await iter.return(undefined)
-    } finally {
-      throw lapsedError(settlement)
-    }
-  }
   const wrapper = {
-    next: (...a) =>
-      settled ? Promise.resolve({ done: true, value: undefined }) : expired() ? lapsed() : step(() => iter.next(...a)),
+    next: (...a) => (settled ? Promise.resolve({ done: true, value: undefined }) : step(() => iter.next(...a))),
     async return(value) {
       try {
         return await iter.return(value)
@@ -396,7 +385,7 @@ function settledIterator(iter, reservation, complete, outcomeOf, expired) {
  * The same for a returned sync generator, kept sync (`for...of` and spreading still work): the
  * settlement runs synchronously (`settleSync`) as the iteration ends.
  */
-function settledSyncIterator(iter, reservation, complete, outcomeOf, expired) {
+function settledSyncIterator(iter, reservation, complete, outcomeOf) {
   let settled = false
   const token = {}
   const once = (f) => {
@@ -405,24 +394,14 @@ function settledSyncIterator(iter, reservation, complete, outcomeOf, expired) {
     DROPPED.unregister(token)
     f()
   }
-  let settlement
   const settle = (outcome, reason) =>
     once(() => {
       try {
-        settlement = reservation.settleSync({ outcome, reason })
+        reservation.settleSync({ outcome, reason })
       } catch {
         // The consumer needs the iteration's own error or value; the hold expires with its TTL.
       }
     })
-  const lapsed = () => {
-    settle('INTERRUPTED', 'reservation expired during the iteration')
-    try {
-      iter.return(undefined)
-    } finally {
-      // eslint-disable-next-line no-unsafe-finally
-      throw lapsedError(settlement)
-    }
-  }
   const step = (call, injected) => {
     let r
     try {
@@ -439,7 +418,7 @@ function settledSyncIterator(iter, reservation, complete, outcomeOf, expired) {
     return r
   }
   const wrapper = {
-    next: (...a) => (settled ? { done: true, value: undefined } : expired() ? lapsed() : step(() => iter.next(...a))),
+    next: (...a) => (settled ? { done: true, value: undefined } : step(() => iter.next(...a))),
     return(value) {
       try {
         return iter.return(value)
@@ -470,16 +449,6 @@ function settledSyncIterator(iter, reservation, complete, outcomeOf, expired) {
 // A returned generator's wrapper collected before its iteration was settled: the finalizer
 // settles it INTERRUPTED (each held value is the wrapper's own, holding no reference to it).
 const DROPPED = new FinalizationRegistry((finish) => finish())
-
-/** The error `next()` throws once the reservation lapsed during the iteration. */
-function lapsedError(settlement) {
-  const err = new Error(
-    'guard: the reservation expired while the returned generator was being iterated; it was settled INTERRUPTED (charged) and the generator closed',
-  )
-  err.code = 'RESERVATION_EXPIRED'
-  err.settlement = settlement
-  return err
-}
 
 const GENERATORS = new Set(['GeneratorFunction', 'AsyncGeneratorFunction'])
 
@@ -595,10 +564,8 @@ function guard(fn, opts) {
     }
     // A returned generator object is the call's body still to run: settled when it ends.
     const generator = generatorKind(result)
-    // The hold lapsed (the ledger's clock passed the reservation's expiry) while iterating.
-    const expired = () => authority.nowMs > reservation.expiresAtMs
-    if (generator === 'async') return settledIterator(result, reservation, complete, () => thrownOutcome(signal), expired)
-    if (generator === 'sync') return settledSyncIterator(result, reservation, completeSync, () => thrownOutcome(signal), expired)
+    if (generator === 'async') return settledIterator(result, reservation, complete, () => thrownOutcome(signal))
+    if (generator === 'sync') return settledSyncIterator(result, reservation, completeSync, () => thrownOutcome(signal))
     await complete()
     return result
   }

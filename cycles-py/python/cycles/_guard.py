@@ -192,17 +192,20 @@ async def _guarded_awaitable(r: Reservation, aw: Awaitable[Any], actual: Actual)
     return result
 
 
-def _never_started(r: Reservation) -> None:
-    # The deferred body was closed or dropped before its first step: it never ran.
-    _settle_quietly(r, "NOT_STARTED", "closed before it started")
+def _abandoned_unstarted(r: Reservation) -> None:
+    # What the guarded function returned was closed or dropped before its first step. The
+    # function itself ran (it may have acted before returning it), so this is an interruption,
+    # charged, as the Node binding settles a returned generator dropped unfinished.
+    _settle_quietly(r, "INTERRUPTED", "abandoned before it started")
 
 
 class _Deferred:
     """A generator or coroutine a sync callable returned, none of whose code has run yet.
-    Closed, thrown into or collected before its first step, it never ran: the reservation is
-    settled ``NOT_STARTED`` (a generator's ``close()`` before its start runs none of its code,
-    so a guarded generator alone never sees it). From its first step on, the guarded body
-    settles it (as ``_guarded_generator`` / ``_guarded_awaitable``)."""
+    Closed, thrown into or collected before its first step, it is settled ``INTERRUPTED``
+    (charged: the function that returned it ran; a generator's ``close()`` before its start
+    runs none of its code, so a guarded generator alone never sees it, and the hold would wait
+    for its TTL and expire uncharged). From its first step on, the guarded body settles it (as
+    ``_guarded_generator`` / ``_guarded_awaitable``)."""
 
     __slots__ = ("_r", "_body", "_actual", "_inner", "_finalizer", "__weakref__")
 
@@ -211,13 +214,13 @@ class _Deferred:
         self._body = body
         self._actual = actual
         self._inner: Any = None
-        self._finalizer = weakref.finalize(self, _never_started, r)
+        self._finalizer = weakref.finalize(self, _abandoned_unstarted, r)
 
     def _guarded(self) -> Any:
         raise NotImplementedError
 
     def _abandon(self) -> None:
-        self._finalizer()  # NOT_STARTED, once
+        self._finalizer()  # INTERRUPTED, once
         self._inner = self._guarded()
         self._inner.close()  # closed before its start: runs nothing; later steps end at once
 
@@ -301,8 +304,8 @@ def guard(
     generator (sync or async) holds its reservation until it is exhausted (``COMPLETED``),
     raises (as above) or is closed early (``INTERRUPTED``: it ran in part); so does a
     coroutine returned by a sync callable, until it is awaited; such a generator or coroutine
-    closed, thrown into or garbage-collected before its first step never ran: ``NOT_STARTED``
-    (released). Async functions await the
+    closed, thrown into or garbage-collected before its first step is ``INTERRUPTED`` (charged:
+    the callable that returned it ran). Async functions await the
     ledger calls in a worker thread.
 
     If ``actual`` raises, the call is settled ``COMPLETED`` without amounts (what was held is
