@@ -83,8 +83,10 @@ export interface GuardSignal {
  * a generator object (its body runs as it is iterated) resolves to an iterator over it of the
  * same kind (a sync generator stays sync-iterable), settled when the iteration ends
  * (exhausted: `COMPLETED`; throws: `FAILED` / `INTERRUPTED`; abandoned by `return()` or
- * `throw()`: `INTERRUPTED`; collected unsettled: `INTERRUPTED`, charged; an iteration that
- * outlives the reservation runs on and is charged when it ends). Any other return value, an array's or a Map's iterator included, is settled
+ * `throw()`: `INTERRUPTED`; collected unsettled, or still unsettled when the process emits
+ * `'exit'`: `INTERRUPTED`, charged; an iteration that outlives the reservation runs on and is
+ * charged when it ends or at exit; a process killed by a signal it does not handle leaves it
+ * uncharged, expiring with its TTL). Any other return value, an array's or a Map's iterator included, is settled
  * `COMPLETED` when the function returns.
  */
 export declare function guard<A extends unknown[], T, TReturn, TNext>(

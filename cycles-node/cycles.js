@@ -320,18 +320,33 @@ function generatorKind(v) {
  * JavaScript has no hook for an iterator dropped without `return()`: a wrapper collected while
  * unsettled is settled INTERRUPTED by a FinalizationRegistry (charged: the call ran; when the
  * collection happens is up to the engine, possibly after the hold's TTL, in which case the
- * core still charges it, status EXPIRED). An iteration that outlives its reservation is not
- * cut off: like any call that outlives its hold, it runs on and is charged when it ends (the
- * core charges after expiry too), the same in every binding. (The wrapper must not be
- * referenced by what the registry holds, or it would never be collected.)
+ * core still charges it, status EXPIRED). One still unsettled when the process exits (the
+ * registry's callbacks never run then) is settled INTERRUPTED by a process 'exit' listener
+ * (`AT_EXIT`). An iteration that outlives its reservation is not cut off: like any call that
+ * outlives its hold, it runs on and is charged when it ends or at exit (the core charges
+ * after expiry too). (The wrapper must not be referenced by what the registry or `AT_EXIT`
+ * holds, or it would never be collected.)
  */
 function settledIterator(iter, reservation, complete, outcomeOf) {
   let settled = false
   const token = {}
+  // Still unsettled when the process exits (the registry's callbacks never run then): settled
+  // INTERRUPTED synchronously by the 'exit' listener. Holds no reference to the wrapper.
+  const atExit = () => {
+    AT_EXIT.delete(atExit)
+    if (settled) return
+    settled = true
+    try {
+      reservation.settleSync({ outcome: 'INTERRUPTED', reason: 'iteration unfinished at process exit' })
+    } catch {
+      // Nobody to tell at exit: the hold then expires with its TTL.
+    }
+  }
   const once = (f) => {
     if (settled) return Promise.resolve()
     settled = true
     DROPPED.unregister(token)
+    AT_EXIT.delete(atExit)
     return f()
   }
   const failed = (err) =>
@@ -373,11 +388,13 @@ function settledIterator(iter, reservation, complete, outcomeOf) {
   }
   // Dropped unfinished (collected while unsettled): the call ran, so INTERRUPTED (charged).
   DROPPED.register(wrapper, () => {
+    AT_EXIT.delete(atExit)
     if (!settled) {
       settled = true
       reservation.settle({ outcome: 'INTERRUPTED', reason: 'iteration dropped unfinished' }).catch(() => {})
     }
   }, token)
+  keepForExit(atExit)
   return wrapper
 }
 
@@ -388,10 +405,23 @@ function settledIterator(iter, reservation, complete, outcomeOf) {
 function settledSyncIterator(iter, reservation, complete, outcomeOf) {
   let settled = false
   const token = {}
+  // Dropped unfinished and collected, or still unsettled when the process exits: INTERRUPTED.
+  const finish = (reason) => {
+    AT_EXIT.delete(atExit)
+    if (settled) return
+    settled = true
+    try {
+      reservation.settleSync({ outcome: 'INTERRUPTED', reason })
+    } catch {
+      // Nobody to tell: the hold then expires with its TTL.
+    }
+  }
+  const atExit = () => finish('iteration unfinished at process exit')
   const once = (f) => {
     if (settled) return
     settled = true
     DROPPED.unregister(token)
+    AT_EXIT.delete(atExit)
     f()
   }
   const settle = (outcome, reason) =>
@@ -433,22 +463,38 @@ function settledSyncIterator(iter, reservation, complete, outcomeOf) {
       return this
     },
   }
-  DROPPED.register(wrapper, () => {
-    if (!settled) {
-      settled = true
-      try {
-        reservation.settleSync({ outcome: 'INTERRUPTED', reason: 'iteration dropped unfinished' })
-      } catch {
-        // Nobody to tell: the hold then expires with its TTL.
-      }
-    }
-  }, token)
+  DROPPED.register(wrapper, () => finish('iteration dropped unfinished'), token)
+  keepForExit(atExit)
   return wrapper
 }
 
 // A returned generator's wrapper collected before its iteration was settled: the finalizer
 // settles it INTERRUPTED (each held value is the wrapper's own, holding no reference to it).
 const DROPPED = new FinalizationRegistry((finish) => finish())
+
+// A registry's callbacks never run when the process exits, so a returned generator still
+// referenced then (started or not) would go uncharged: each unsettled wrapper's exit finisher
+// (holding no reference to the wrapper) waits here until its iteration is settled, and the
+// process 'exit' listener settles every one left INTERRUPTED, synchronously, each once.
+// (A normal end, `process.exit()` and an uncaught exception emit 'exit'; a signal the process
+// does not handle (SIGINT, SIGTERM, SIGKILL) or `process.abort()` does not: then the hold
+// expires with its TTL, uncharged.)
+const AT_EXIT = new Set()
+let exitListening = false
+function keepForExit(atExit) {
+  AT_EXIT.add(atExit)
+  if (exitListening) return
+  exitListening = true
+  process.on('exit', () => {
+    for (const f of [...AT_EXIT]) {
+      try {
+        f()
+      } catch {
+        // Nothing to tell at exit.
+      }
+    }
+  })
+}
 
 const GENERATORS = new Set(['GeneratorFunction', 'AsyncGeneratorFunction'])
 

@@ -5,9 +5,10 @@
 import test from 'node:test'
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
-import { cycles } from './support.mjs'
+import { cycles, tempDir } from './support.mjs'
 
 const { Authority, ManualClock } = cycles
 
@@ -30,6 +31,33 @@ test('guard: a returned generator dropped unfinished is settled INTERRUPTED (cha
     assert.equal(r.reserved, 0, `${r.kind}: settled once collected`)
     assert.equal(r.spent, 20, `${r.kind}: charged: the call ran (INTERRUPTED)`)
     assert.deepEqual(r.settle.map((s) => s.kind), ['commit'], r.kind)
+  }
+})
+
+test('guard: a returned generator still referenced when the process exits is settled INTERRUPTED (charged) at exit, once', (t) => {
+  const tmp = tempDir()
+  t.after(tmp.cleanup)
+  const child = fileURLToPath(new URL('./exit-generator-child.cjs', import.meta.url))
+  const policy = { tools: [{ name: 'deploy', tier: 3 }], budgets: [{ scope: 'agent:bot', unit: 'RISK_POINTS', allocated: 100 }] }
+  for (const kind of ['async', 'sync']) {
+    for (const how of ['end', 'exit']) {
+      const path = join(tmp.dir, `${kind}-${how}.db`)
+      const seen = JSON.parse(execFileSync(process.execPath, [child, path, kind, how], { encoding: 'utf8' }))
+      const label = `${kind}/${how}`
+      assert.deepEqual(seen, { read: 'line 1', spent: 20, reserved: 20 }, `${label}: held while the process runs`)
+      // The process has ended: a new authority reads what its 'exit' listener wrote.
+      const auth = Authority.openSync(path, { policy })
+      const b = risk(auth)
+      assert.equal(b.reserved, 0, `${label}: nothing left held`)
+      assert.equal(b.spent, 40, `${label}: both calls charged (the completed one and the one held at exit)`)
+      const records = auth.auditSync()
+      assert.deepEqual(records.map((r) => r.kind), ['budget_set', 'reserve', 'commit', 'reserve', 'commit'], label)
+      // The exhausted call was committed before the second was reserved; the held one's commit
+      // (what was held, INTERRUPTED) came at exit, and nothing was settled twice.
+      assert.equal(records[2].reservationId, records[1].reservationId, label)
+      assert.equal(records[4].reservationId, records[3].reservationId, label)
+      assert.deepEqual(records[4].amounts, [{ unit: 'RISK_POINTS', amount: 20 }], `${label}: charged what was held`)
+    }
   }
 })
 
