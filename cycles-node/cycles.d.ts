@@ -79,7 +79,9 @@ export interface GuardSignal {
  * the classified args is INVALID_REQUEST); an object only inheriting from AbortSignal.prototype,
  * a `toJSON` function, any other object (class
  * instance, Date, Map, Buffer) or a cyclic argument is refused with a `TypeError` before
- * anything is reserved. A function returning
+ * anything is reserved, and so is a call as a method (`obj.run()`, `.call(obj)`: a `this`
+ * other than undefined, null or globalThis would reach `fn` unclassified; `fn` is always
+ * called with `this` undefined). A function returning
  * a generator object (its body runs as it is iterated) resolves to an iterator over it of the
  * same kind (a sync generator stays sync-iterable), settled when the iteration ends
  * (exhausted: `COMPLETED`; throws: `FAILED` / `INTERRUPTED`; abandoned by `return()` or

@@ -541,6 +541,12 @@ function guard(fn, opts) {
   }
 
   const guarded = async function (...given) {
+    // `this` would reach `fn` by reference and is never classified: a guarded function called
+    // as a method (`obj.run()`, `.call(obj)`) is refused before anything is reserved. A plain
+    // call (undefined), `fn.apply(null, args)` and globalThis carry nothing of the caller's.
+    if (this !== undefined && this !== null && this !== globalThis) {
+      throw new TypeError('guard: a guarded function must not be called as a method: `this` would reach fn unclassified (pass what it needs as an argument)')
+    }
     const signals = { found: false }
     const callArgs = snapshot(given, 0, signals)
     // What is classified: the same copy, with a placeholder for each AbortSignal in it.
@@ -565,7 +571,7 @@ function guard(fn, opts) {
     }
     let result
     try {
-      result = await fn.apply(this, callArgs)
+      result = await fn.apply(undefined, callArgs)
     } catch (err) {
       // The caller needs the original error, not the settlement's: if even that fails, the
       // hold expires with its TTL.

@@ -120,3 +120,25 @@ test('guard: an object that only inherits from AbortSignal.prototype is refused 
   assert.deepEqual(ran, [])
   assert.equal(auth.auditSync().length, before, 'nothing reserved')
 })
+
+test('guard: called as a method, a guarded function is refused before anything is reserved (`this` would reach fn unclassified)', async () => {
+  const auth = Authority.inMemory({ policy: POLICY })
+  const ran = []
+  const deploy = auth.guard(function deploy(q) {
+    ran.push(this?.sql ?? q.sql)
+    return 'ok'
+  }, { subject: BOT })
+  // The classified argument says SELECT; the method's object says DROP.
+  const obj = { sql: 'DROP TABLE users', run: deploy }
+  const refused = (e) => e instanceof TypeError && /method/.test(e.message)
+  await assert.rejects(obj.run({ sql: 'SELECT 1' }), refused)
+  await assert.rejects(deploy.call(obj, { sql: 'SELECT 1' }), refused)
+  await assert.rejects(deploy.call('DROP TABLE users', { sql: 'SELECT 1' }), refused)
+  assert.deepEqual(ran, [])
+  assert.deepEqual(auth.auditSync().map((r) => r.kind), ['budget_set'], 'nothing reserved')
+  // A plain call, `apply(null, ...)` and globalThis carry nothing of the caller's: they run.
+  assert.equal(await deploy({ sql: 'SELECT 1' }), 'ok')
+  assert.equal(await deploy.apply(null, [{ sql: 'SELECT 2' }]), 'ok')
+  assert.equal(await deploy.call(globalThis, { sql: 'SELECT 3' }), 'ok')
+  assert.deepEqual(ran, ['SELECT 1', 'SELECT 2', 'SELECT 3'], 'fn never sees a this')
+})
