@@ -264,17 +264,91 @@ class _DeferredCoroutine(_Deferred, collections.abc.Coroutine):  # type: ignore[
         return self
 
 
+class _DeferredAsyncGenerator(collections.abc.AsyncGenerator):  # type: ignore[type-arg]
+    """An async generator a sync callable returned, none of whose code has run yet: the same
+    rule as ``_Deferred`` (closed, thrown into or collected before its first step:
+    ``INTERRUPTED``, charged; from its first step on, ``_guarded_async_generator`` settles it).
+    A step that is created but never awaited is not a first step."""
+
+    __slots__ = ("_r", "_body", "_actual", "_inner", "_finalizer", "__weakref__")
+
+    def __init__(self, r: Reservation, body: Any, actual: Actual) -> None:
+        self._r = r
+        self._body = body
+        self._actual = actual
+        self._inner: Any = None
+        self._finalizer = weakref.finalize(self, _abandoned_unstarted, r)
+
+    async def _abandon(self) -> None:
+        if self._finalizer.detach() is not None:  # INTERRUPTED, once
+            await _finish(_abandoned_unstarted, self._r)
+        self._inner = _guarded_async_generator(self._r, self._body, self._actual)
+        await self._inner.aclose()  # closed before its start: runs nothing; later steps end at once
+        aclose = getattr(self._body, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+    def _started(self) -> Any:
+        if self._inner is None:
+            self._finalizer.detach()
+            self._inner = _guarded_async_generator(self._r, self._body, self._actual)
+        return self._inner
+
+    async def asend(self, value: Any) -> Any:
+        if self._inner is None and value is not None:
+            raise TypeError("can't send non-None value to a just-started async generator")
+        return await self._started().asend(value)
+
+    async def __anext__(self) -> Any:
+        return await self.asend(None)
+
+    async def athrow(self, *args: Any) -> Any:
+        if self._inner is None:
+            await self._abandon()  # the error comes out, the body never runs
+        return await self._inner.athrow(*args)
+
+    async def aclose(self) -> None:
+        if self._inner is None:
+            await self._abandon()
+        else:
+            await self._inner.aclose()
+
+
+def _future_done(r: Reservation, actual: Actual, fut: asyncio.Future[Any]) -> None:
+    """A running Task/Future a sync callable returned has finished, whether or not anyone
+    awaits it: settle it by how it ended (on the loop's thread, as the sync callable's own
+    reserve ran on its caller's thread). Nobody may be there to see an error here, so a failing
+    ``actual`` or a refused settlement is logged (the former after settling ``COMPLETED``
+    without amounts)."""
+    if fut.cancelled():
+        _settle_quietly(r, "INTERRUPTED", "exception: CancelledError")
+        return
+    exc = fut.exception()
+    if exc is not None:
+        _raised(r, exc)
+        return
+    try:
+        _settle(r, actual, fut.result())
+    except Exception as e:
+        log.error("settling %s after its task returned failed: %s", r.reservation_id, e)
+
+
 def _deferred(r: Reservation, result: Any, actual: Actual) -> Any:
-    """A sync callable's result that has not run yet (a coroutine, a generator) carries the
-    reservation until it has; anything else is settled now."""
+    """A sync callable's result that has not run yet (a coroutine, a generator, an async
+    generator, another awaitable) carries the reservation until it has; a Task/Future that is
+    already running is settled when it finishes (it is returned as it is); anything else is
+    settled now."""
     if inspect.isgenerator(result):
         return _DeferredGenerator(r, result, actual)
     if inspect.isasyncgen(result):
-        return _guarded_async_generator(r, result, actual)
+        return _DeferredAsyncGenerator(r, result, actual)
     if inspect.iscoroutine(result):
         return _DeferredCoroutine(r, result, actual)
+    if asyncio.isfuture(result):
+        result.add_done_callback(functools.partial(_future_done, r, actual))
+        return result
     if inspect.isawaitable(result):
-        return _guarded_awaitable(r, result, actual)
+        return _DeferredCoroutine(r, result, actual)
     _settle(r, actual, result)
     return result
 
