@@ -353,6 +353,29 @@ def _deferred(r: Reservation, result: Any, actual: Actual) -> Any:
     return result
 
 
+def _snapshot(value: Any, depth: int = 0) -> Any:
+    """A private copy of a JSON-like argument: ``dict``, ``list`` and ``tuple`` (exactly those
+    types; a named tuple keeps its type) are copied, recursively; ``str``, ``int``, ``float``,
+    ``bool`` and ``None`` are immutable and kept. Anything else is returned as it is (by
+    reference): the core reads it when it reserves (a ``Mapping`` or a subclass of ``dict``,
+    ``list`` or ``tuple`` as its contents at that moment) or refuses it as ``InvalidInput``
+    (the call does not run). The guard classifies this copy and calls the function with the
+    same copy, so code that shares the caller's objects cannot change the call after it was
+    classified."""
+    if depth > 64:  # deeper than the core reads (it refuses the call): kept as it is
+        return value
+    t = type(value)
+    if t is dict:
+        return {k: _snapshot(v, depth + 1) for k, v in value.items()}
+    if t is list:
+        return [_snapshot(v, depth + 1) for v in value]
+    if t is tuple:
+        return tuple(_snapshot(v, depth + 1) for v in value)
+    if isinstance(value, tuple) and callable(getattr(t, "_make", None)) and hasattr(t, "_fields"):
+        return t._make(_snapshot(v, depth + 1) for v in value)
+    return value
+
+
 def guard(
     authority: Authority,
     tool: Optional[str] = None,
@@ -398,6 +421,10 @@ def guard(
             args = dict(bound.arguments)
             return map_args(args) if map_args is not None else args
 
+        def snapshot(a: tuple[Any, ...], kw: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+            # Classified and called with the same private copy (see _snapshot).
+            return tuple(_snapshot(v) for v in a), {k: _snapshot(v) for k, v in kw.items()}
+
         def reserve(a: tuple[Any, ...], kw: dict[str, Any]) -> Reservation:
             return authority.reserve(
                 name, call_args(a, kw), subject=subject, estimate=estimate, kind=kind, tags=tags
@@ -412,6 +439,7 @@ def guard(
 
             @functools.wraps(fn)
             async def async_gen_wrapper(*a: Any, **kw: Any) -> Any:
+                a, kw = snapshot(a, kw)
                 r = await areserve(a, kw)
                 inner = _guarded_async_generator(r, fn(*a, **kw), actual)
                 try:
@@ -428,6 +456,7 @@ def guard(
             @functools.wraps(fn)
             def gen_wrapper(*a: Any, **kw: Any) -> Any:
                 # Reserved on the first next(): that is when the body starts.
+                a, kw = snapshot(a, kw)
                 r = reserve(a, kw)
                 return (yield from _guarded_generator(r, fn(*a, **kw), actual))
 
@@ -437,6 +466,7 @@ def guard(
 
             @functools.wraps(fn)
             async def async_wrapper(*a: Any, **kw: Any) -> Any:
+                a, kw = snapshot(a, kw)
                 r = await areserve(a, kw)
                 try:
                     result = await fn(*a, **kw)
@@ -450,6 +480,7 @@ def guard(
 
         @functools.wraps(fn)
         def wrapper(*a: Any, **kw: Any) -> Any:
+            a, kw = snapshot(a, kw)
             r = reserve(a, kw)
             try:
                 result = fn(*a, **kw)
