@@ -400,10 +400,18 @@ def guard(
     timed out, Ctrl-C) is ``INTERRUPTED``, charged what was held, since it may have acted. A
     generator (sync or async) holds its reservation until it is exhausted (``COMPLETED``),
     raises (as above) or is closed early (``INTERRUPTED``: it ran in part); so does a
-    coroutine returned by a sync callable, until it is awaited; such a generator or coroutine
-    closed, thrown into or garbage-collected before its first step is ``INTERRUPTED`` (charged:
-    the callable that returned it ran). Async functions await the
-    ledger calls in a worker thread.
+    coroutine, async generator or other awaitable returned by a sync callable, until it has
+    run; such a result closed, thrown into or garbage-collected before its first step is
+    ``INTERRUPTED`` (charged: the callable that returned it ran). A running ``Task``/``Future``
+    a sync callable returned is returned as it is and settled when it finishes, awaited or not
+    (returned: ``COMPLETED``; raised: as above; cancelled: ``INTERRUPTED``); an error of
+    ``actual`` or of the ledger is then logged on the ``cycles`` logger. Async functions await
+    the ledger calls in a worker thread.
+
+    JSON-like arguments (``dict``, ``list``, ``tuple``, primitives) are copied once; the copy
+    is classified and the function runs on that same copy. Other objects pass by reference and
+    are classified as the core reads them at reserve (refused as ``InvalidInput`` when it
+    cannot: the call does not run), see the README's "What the function receives".
 
     If ``actual`` raises, the call is settled ``COMPLETED`` without amounts (what was held is
     charged) and the error propagates; a body that outlived its reservation (TTL and grace)
