@@ -299,3 +299,73 @@ def test_the_context_manager_charges_an_interrupted_block_and_releases_on_an_err
         with a.reserve("run_sql", {"query": "SELEC 1"}, subject=BOT) as r:
             raise ValueError("syntax error")
     assert r.status == "RELEASED" and risk(a).spent == 1 and risk(a).reserved == 0
+
+
+SQL_POLICY: dict[str, Any] = {
+    "tools": [{"name": "run_sql", "tier": 1, "classifier": "sql", "arg": "q.sql"}],
+    "budgets": [{"scope": "agent:bot", "unit": "RISK_POINTS", "allocated": 100}],
+}
+
+
+def test_the_body_runs_on_the_arguments_that_were_classified_not_the_callers_objects() -> None:
+    # Review 14 finding 2 (TOCTOU): another task changes the caller's dict after the reserve
+    # classified it; the body must run the classified SELECT, never the DROP.
+    a = cycles.Authority.in_memory(SQL_POLICY)
+
+    @a.guard("run_sql", subject=BOT)
+    async def run_sql(q: dict[str, str]) -> str:
+        return f"ran {q['sql']}"
+
+    async def main() -> str:
+        with pytest.raises(cycles.ApprovalRequired):
+            await run_sql({"sql": "DROP TABLE users"})
+        q = {"sql": "SELECT 1"}
+        n = len(a.audit())
+        task = asyncio.create_task(run_sql(q))
+        while len(a.audit()) == n:  # the reserve is recorded: SELECT 1 was classified
+            await asyncio.sleep(0)
+        q["sql"] = "DROP TABLE users"
+        return await task
+
+    assert asyncio.run(main()) == "ran SELECT 1"
+    assert [r.kind for r in a.audit()][-2:] == ["reserve", "commit"]
+
+
+def test_json_like_arguments_are_copied_once_with_their_types_other_objects_pass_by_reference() -> None:
+    import collections
+
+    a = cycles.Authority.in_memory(POLICY)
+    Point = collections.namedtuple("Point", "x y")
+    seen: list[Any] = []
+
+    class Client:
+        pass
+
+    @a.guard("fetch", subject=BOT, map_args=lambda args: {k: v for k, v in args.items() if k != "client"})
+    def fetch(client: Client, q: dict[str, Any], rows: list[Any], at: Any, *rest: Any, **opts: Any) -> None:
+        seen.extend([client, q, rows, at, rest, opts])
+        q["nested"]["sql"] = "changed by the body"
+        rows.append("added by the body")
+
+    client = Client()
+    q = {"nested": {"sql": "SELECT 1"}, "pair": (1, [2])}
+    rows = [[1, 2], (3,)]
+    at = Point(1, [2])
+    fetch(client, q, rows, at, [5], flag={"on": True})
+    c, q2, rows2, at2, rest2, opts2 = seen
+    assert c is client  # not JSON-like: by reference (map_args keeps it out of the classified args)
+    assert q2 is not q and q2["nested"] is not q["nested"] and q2["pair"][1] is not q["pair"][1]
+    assert type(q2["pair"]) is tuple and rows2[1] == (3,) and type(rows2[1]) is tuple
+    assert type(at2) is Point and at2 == Point(1, [2]) and at2.y is not at.y
+    assert rest2 == ([5],) and opts2 == {"flag": {"on": True}}
+    assert q == {"nested": {"sql": "SELECT 1"}, "pair": (1, [2])} and rows == [[1, 2], (3,)]
+    # Without map_args the object is classified as it is, and the core refuses it: nothing ran.
+    seen.clear()
+
+    @a.guard("fetch", subject=BOT)
+    def fetch_all(client: Client) -> None:
+        seen.append(client)
+
+    with pytest.raises(cycles.InvalidInput):
+        fetch_all(client)
+    assert seen == []

@@ -502,8 +502,11 @@ def test_openai_arguments_the_core_refuses_are_a_refusal_not_a_crash() -> None:
     assert isinstance(out, str) and "INVALID_REQUEST" in out and "was not run" in out
     assert ran == [] and risk(auth).reserved == 0
     with pytest.raises(cycles.InvalidInput):
-        invoke(guard_function_tool(oa_write_note, auth, subject=BOT, on_deny="raise"), '{"n": 1e999}')
-    assert ran == []
+        invoke(guard_function_tool(oa_write_note, auth, subject=BOT, on_deny="raise"), '{"n": 123456789012345678901234567890}')
+    # A float the int schema refuses never reaches the gate: the SDK's own message, nothing held.
+    out = invoke(guard_function_tool(oa_write_note, auth, subject=BOT, on_deny="raise"), '{"n": 1e999}')
+    assert out == "An error occurred while running the tool. Please try again."
+    assert ran == [] and [r.kind for r in auth.audit()] == ["budget_set"]
 
 
 def test_openai_a_raising_tool_releases_through_the_runner() -> None:

@@ -242,3 +242,53 @@ def test_the_failure_function_in_an_agent_loop(auth: cycles.Authority) -> None:
     assert outputs["c1"] == "An error occurred while running the tool. Please try again."
     assert [r.kind for r in auth.audit()] == ["budget_set", "reserve", "release"]
     assert (risk(auth).spent, risk(auth).reserved) == (0, 0)
+
+
+def invoke_raw(tool: FunctionTool, raw: str) -> Any:
+    ctx = ToolContext(context=None, tool_name=tool.name, tool_call_id="call_1", tool_arguments=raw)
+    try:
+        return asyncio.run(invoke_function_tool(function_tool=tool, context=ctx, arguments=raw))
+    except Exception as e:
+        return ("raised", type(e).__name__, str(e))
+
+
+@pytest.mark.parametrize("tool", [quota, quota_custom, flaky], ids=["default", "custom", "none"])
+@pytest.mark.parametrize("raw", ['{"n": "not a number"}', '{"n": 1'], ids=["invalid", "not-json"])
+def test_arguments_the_schema_refuses_reserve_nothing_under_on_failure_charge(
+    tool: FunctionTool, raw: str
+) -> None:
+    # Review 14 finding 4: the function never runs, so nothing is reserved or charged, even
+    # under CHARGE; the model reads what the SDK gives without the guard (or the SDK's
+    # ModelBehaviorError is raised with failure_error_function=None).
+    a = cycles.Authority.in_memory({**POLICY, "defaults": {"on_failure": "CHARGE"}})
+    unguarded = invoke_raw(tool, raw)
+    out = invoke_raw(guard_function_tool(tool, a, subject=SUBJECT, name="flaky"), raw)
+    assert out == unguarded
+    if tool is flaky:
+        assert out[:2] == ("raised", "ModelBehaviorError")
+    assert ran == []
+    assert [r.kind for r in a.audit()] == ["budget_set"]
+    assert (risk(a).spent, risk(a).reserved) == (0, 0)
+    # Accepted arguments are still gated and charged as before.
+    invoke_raw(guard_function_tool(tool, a, subject=SUBJECT, name="flaky"), '{"n": 3}')  # it raises inside
+    assert ran == [(tool.name, 3)] and (risk(a).spent, risk(a).reserved) == (5, 0)
+
+
+def test_refused_arguments_in_an_agent_loop_reserve_nothing() -> None:
+    a = cycles.Authority.in_memory({**POLICY, "defaults": {"on_failure": "CHARGE"}})
+    model = ScriptedModel([
+        [function_call("quota_custom", {"n": "many"}, call_id="c1")],
+        [assistant_message("bad arguments")],
+    ])
+    guarded = guard_function_tool(quota_custom, a, subject=SUBJECT, name="flaky")
+    agent = Agent(name="ops", model=model, tools=[guarded])
+    result = asyncio.run(Runner.run(agent, "go", run_config=NO_TRACING))
+    assert result.final_output == "bad arguments" and ran == []
+    outputs = {
+        item["call_id"]: item["output"]
+        for item in model.calls[1].input
+        if isinstance(item, dict) and item.get("type") == "function_call_output"
+    }
+    assert outputs["c1"].startswith("tool failed: Invalid JSON input for tool quota_custom")
+    assert [r.kind for r in a.audit()] == ["budget_set"]
+    assert (risk(a).spent, risk(a).reserved) == (0, 0)

@@ -386,3 +386,124 @@ def test_a_generator_or_coroutine_a_sync_function_returned_abandoned_unstarted_i
     assert asyncio.run(coro("run")) == "rows"
     assert kinds(a)[-4:] == ["reserve", "commit", "reserve", "commit"]
     assert balances(a)["RISK_POINTS"] == (30, 0)
+
+
+def test_an_async_generator_or_awaitable_a_sync_function_returned_abandoned_unstarted_is_interrupted(
+    store: Any,
+) -> None:
+    # Review 14 finding 1: the same rule as for a generator or coroutine (the function that
+    # returned it ran): closed or collected before its first step, charged INTERRUPTED once.
+    import gc
+
+    a = store(CHARGE_POLICY)
+    body: list[str] = []
+
+    async def lines(query: str) -> Any:
+        body.append(query)
+        yield "line 1"
+
+    class Later:  # an awaitable that is neither a coroutine nor a Future
+        def __init__(self, query: str) -> None:
+            self.query = query
+
+        def __await__(self) -> Any:
+            body.append(self.query)
+            yield from asyncio.sleep(0).__await__()
+            return "later"
+
+    @a.guard("run_sql", subject=BOT)
+    def stream(query: str) -> Any:
+        return lines(query)
+
+    @a.guard("run_sql", subject=BOT)
+    def later(query: str) -> Any:
+        return Later(query)
+
+    async def abandon() -> None:
+        s = stream("closed")
+        assert balances(a)["RISK_POINTS"] == (0, 5)  # held until it ends
+        await s.aclose()
+        with pytest.raises(StopAsyncIteration):
+            await s.__anext__()  # closed: later steps end at once, the body never runs
+        s = stream("dropped")
+        del s
+        gc.collect()
+        s = stream("step created, never awaited")
+        step = s.__anext__()
+        del s
+        step.close()
+        del step
+        gc.collect()
+        w = later("dropped")
+        del w
+        gc.collect()
+
+    asyncio.run(abandon())
+    assert kinds(a) == ["reserve", "commit"] * 4 and body == []
+    assert balances(a)["RISK_POINTS"] == (20, 0)
+
+    async def started() -> list[Any]:
+        out = [item async for item in stream("run")]
+        out.append(await later("run"))
+        return out
+
+    # Started, they settle as before (COMPLETED: charged what was held, once).
+    assert asyncio.run(started()) == ["line 1", "later"]
+    assert body == ["run", "run"]
+    assert kinds(a)[-4:] == ["reserve", "commit", "reserve", "commit"]
+    assert balances(a)["RISK_POINTS"] == (30, 0)
+
+
+def test_a_running_task_a_sync_function_returned_is_settled_when_it_finishes(store: Any) -> None:
+    # Review 14 finding 1: fire and forget (the work already started; nobody awaits it) is
+    # settled when the task ends, by how it ended, exactly once, whether or not it is awaited.
+    import gc
+
+    a = store(CHARGE_POLICY)
+    b = store(RELEASE_POLICY)
+    done: list[str] = []
+
+    async def work(what: str) -> str:
+        await asyncio.sleep(0)
+        if what == "fail":
+            raise RuntimeError("boom")
+        if what == "hang":
+            await asyncio.Event().wait()
+        done.append(what)
+        return what
+
+    def in_background(auth: cycles.Authority) -> Any:
+        @auth.guard("deploy", subject=BOT)
+        def deploy(what: str) -> Any:
+            return asyncio.ensure_future(work(what))
+
+        return deploy
+
+    async def main() -> None:
+        deploy = in_background(a)
+        t = deploy("dropped")  # fire and forget
+        running = [t]  # the loop keeps only a weak reference to a task
+        del t
+        gc.collect()
+        await asyncio.wait(running)
+        await asyncio.sleep(0)  # its done callbacks run on the next loop turn
+        assert done == ["dropped"] and kinds(a)[-2:] == ["reserve", "commit"]
+        assert balances(a)["RISK_POINTS"] == (20, 0)
+        assert await deploy("awaited") == "awaited"  # awaited: settled once, not twice
+        assert balances(a)["RISK_POINTS"] == (40, 0)
+        t = deploy("hang")
+        await asyncio.sleep(0)
+        t.cancel()
+        await asyncio.wait([t])
+        await asyncio.sleep(0)
+        assert balances(a)["RISK_POINTS"] == (60, 0)  # cancelled: INTERRUPTED, charged
+        failing = in_background(b)("fail")
+        await asyncio.wait([failing])
+        await asyncio.sleep(0)
+        assert kinds(b) == ["reserve", "release"]  # raised: FAILED, released by default
+        with pytest.raises(RuntimeError):
+            failing.result()
+
+    asyncio.run(main())
+    assert kinds(a) == ["reserve", "commit"] * 3
+    assert balances(a)["RISK_POINTS"] == (60, 0) and balances(b)["RISK_POINTS"] == (0, 0)

@@ -264,19 +264,116 @@ class _DeferredCoroutine(_Deferred, collections.abc.Coroutine):  # type: ignore[
         return self
 
 
+class _DeferredAsyncGenerator(collections.abc.AsyncGenerator):  # type: ignore[type-arg]
+    """An async generator a sync callable returned, none of whose code has run yet: the same
+    rule as ``_Deferred`` (closed, thrown into or collected before its first step:
+    ``INTERRUPTED``, charged; from its first step on, ``_guarded_async_generator`` settles it).
+    A step that is created but never awaited is not a first step."""
+
+    __slots__ = ("_r", "_body", "_actual", "_inner", "_finalizer", "__weakref__")
+
+    def __init__(self, r: Reservation, body: Any, actual: Actual) -> None:
+        self._r = r
+        self._body = body
+        self._actual = actual
+        self._inner: Any = None
+        self._finalizer = weakref.finalize(self, _abandoned_unstarted, r)
+
+    async def _abandon(self) -> None:
+        if self._finalizer.detach() is not None:  # INTERRUPTED, once
+            await _finish(_abandoned_unstarted, self._r)
+        self._inner = _guarded_async_generator(self._r, self._body, self._actual)
+        await self._inner.aclose()  # closed before its start: runs nothing; later steps end at once
+        aclose = getattr(self._body, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+    def _started(self) -> Any:
+        if self._inner is None:
+            self._finalizer.detach()
+            self._inner = _guarded_async_generator(self._r, self._body, self._actual)
+        return self._inner
+
+    async def asend(self, value: Any) -> Any:
+        if self._inner is None and value is not None:
+            raise TypeError("can't send non-None value to a just-started async generator")
+        return await self._started().asend(value)
+
+    async def __anext__(self) -> Any:
+        return await self.asend(None)
+
+    async def athrow(self, *args: Any) -> Any:
+        if self._inner is None:
+            await self._abandon()  # the error comes out, the body never runs
+        return await self._inner.athrow(*args)
+
+    async def aclose(self) -> None:
+        if self._inner is None:
+            await self._abandon()
+        else:
+            await self._inner.aclose()
+
+
+def _future_done(r: Reservation, actual: Actual, fut: asyncio.Future[Any]) -> None:
+    """A running Task/Future a sync callable returned has finished, whether or not anyone
+    awaits it: settle it by how it ended (on the loop's thread, as the sync callable's own
+    reserve ran on its caller's thread). Nobody may be there to see an error here, so a failing
+    ``actual`` or a refused settlement is logged (the former after settling ``COMPLETED``
+    without amounts)."""
+    if fut.cancelled():
+        _settle_quietly(r, "INTERRUPTED", "exception: CancelledError")
+        return
+    exc = fut.exception()
+    if exc is not None:
+        _raised(r, exc)
+        return
+    try:
+        _settle(r, actual, fut.result())
+    except Exception as e:
+        log.error("settling %s after its task returned failed: %s", r.reservation_id, e)
+
+
 def _deferred(r: Reservation, result: Any, actual: Actual) -> Any:
-    """A sync callable's result that has not run yet (a coroutine, a generator) carries the
-    reservation until it has; anything else is settled now."""
+    """A sync callable's result that has not run yet (a coroutine, a generator, an async
+    generator, another awaitable) carries the reservation until it has; a Task/Future that is
+    already running is settled when it finishes (it is returned as it is); anything else is
+    settled now."""
     if inspect.isgenerator(result):
         return _DeferredGenerator(r, result, actual)
     if inspect.isasyncgen(result):
-        return _guarded_async_generator(r, result, actual)
+        return _DeferredAsyncGenerator(r, result, actual)
     if inspect.iscoroutine(result):
         return _DeferredCoroutine(r, result, actual)
+    if asyncio.isfuture(result):
+        result.add_done_callback(functools.partial(_future_done, r, actual))
+        return result
     if inspect.isawaitable(result):
-        return _guarded_awaitable(r, result, actual)
+        return _DeferredCoroutine(r, result, actual)
     _settle(r, actual, result)
     return result
+
+
+def _snapshot(value: Any, depth: int = 0) -> Any:
+    """A private copy of a JSON-like argument: ``dict``, ``list`` and ``tuple`` (exactly those
+    types; a named tuple keeps its type) are copied, recursively; ``str``, ``int``, ``float``,
+    ``bool`` and ``None`` are immutable and kept. Anything else is returned as it is (by
+    reference): the core reads it when it reserves (a ``Mapping`` or a subclass of ``dict``,
+    ``list`` or ``tuple`` as its contents at that moment) or refuses it as ``InvalidInput``
+    (the call does not run). The guard classifies this copy and calls the function with the
+    same copy, so code that shares the caller's objects cannot change the call after it was
+    classified."""
+    if depth > 64:  # deeper than the core reads (it refuses the call): kept as it is
+        return value
+    t = type(value)
+    if t is dict:
+        return {k: _snapshot(v, depth + 1) for k, v in value.items()}
+    if t is list:
+        return [_snapshot(v, depth + 1) for v in value]
+    if t is tuple:
+        return tuple(_snapshot(v, depth + 1) for v in value)
+    if isinstance(value, tuple) and callable(getattr(t, "_make", None)) and hasattr(t, "_fields"):
+        return t._make(_snapshot(v, depth + 1) for v in value)
+    return value
 
 
 def guard(
@@ -303,10 +400,18 @@ def guard(
     timed out, Ctrl-C) is ``INTERRUPTED``, charged what was held, since it may have acted. A
     generator (sync or async) holds its reservation until it is exhausted (``COMPLETED``),
     raises (as above) or is closed early (``INTERRUPTED``: it ran in part); so does a
-    coroutine returned by a sync callable, until it is awaited; such a generator or coroutine
-    closed, thrown into or garbage-collected before its first step is ``INTERRUPTED`` (charged:
-    the callable that returned it ran). Async functions await the
-    ledger calls in a worker thread.
+    coroutine, async generator or other awaitable returned by a sync callable, until it has
+    run; such a result closed, thrown into or garbage-collected before its first step is
+    ``INTERRUPTED`` (charged: the callable that returned it ran). A running ``Task``/``Future``
+    a sync callable returned is returned as it is and settled when it finishes, awaited or not
+    (returned: ``COMPLETED``; raised: as above; cancelled: ``INTERRUPTED``); an error of
+    ``actual`` or of the ledger is then logged on the ``cycles`` logger. Async functions await
+    the ledger calls in a worker thread.
+
+    JSON-like arguments (``dict``, ``list``, ``tuple``, primitives) are copied once; the copy
+    is classified and the function runs on that same copy. Other objects pass by reference and
+    are classified as the core reads them at reserve (refused as ``InvalidInput`` when it
+    cannot: the call does not run), see the README's "What the function receives".
 
     If ``actual`` raises, the call is settled ``COMPLETED`` without amounts (what was held is
     charged) and the error propagates; a body that outlived its reservation (TTL and grace)
@@ -324,6 +429,10 @@ def guard(
             args = dict(bound.arguments)
             return map_args(args) if map_args is not None else args
 
+        def snapshot(a: tuple[Any, ...], kw: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+            # Classified and called with the same private copy (see _snapshot).
+            return tuple(_snapshot(v) for v in a), {k: _snapshot(v) for k, v in kw.items()}
+
         def reserve(a: tuple[Any, ...], kw: dict[str, Any]) -> Reservation:
             return authority.reserve(
                 name, call_args(a, kw), subject=subject, estimate=estimate, kind=kind, tags=tags
@@ -338,6 +447,7 @@ def guard(
 
             @functools.wraps(fn)
             async def async_gen_wrapper(*a: Any, **kw: Any) -> Any:
+                a, kw = snapshot(a, kw)
                 r = await areserve(a, kw)
                 inner = _guarded_async_generator(r, fn(*a, **kw), actual)
                 try:
@@ -354,6 +464,7 @@ def guard(
             @functools.wraps(fn)
             def gen_wrapper(*a: Any, **kw: Any) -> Any:
                 # Reserved on the first next(): that is when the body starts.
+                a, kw = snapshot(a, kw)
                 r = reserve(a, kw)
                 return (yield from _guarded_generator(r, fn(*a, **kw), actual))
 
@@ -363,6 +474,7 @@ def guard(
 
             @functools.wraps(fn)
             async def async_wrapper(*a: Any, **kw: Any) -> Any:
+                a, kw = snapshot(a, kw)
                 r = await areserve(a, kw)
                 try:
                     result = await fn(*a, **kw)
@@ -376,6 +488,7 @@ def guard(
 
         @functools.wraps(fn)
         def wrapper(*a: Any, **kw: Any) -> Any:
+            a, kw = snapshot(a, kw)
             r = reserve(a, kw)
             try:
                 result = fn(*a, **kw)

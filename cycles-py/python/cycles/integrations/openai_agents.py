@@ -9,7 +9,10 @@
     safe = guard_function_tool(delete_volume, auth, subject={"agent": "ops"})
     agent = Agent(name="ops", tools=[safe])
 
-The returned tool has the same name, description and JSON schema. Each invocation reserves the
+The returned tool has the same name, description and JSON schema. Arguments the tool's schema
+refuses (invalid JSON, a pydantic validation error: the function would never run) reserve
+nothing: the model reads the SDK's message for them, as without the guard (or the SDK's error is
+raised with ``failure_error_function=None``). Any other invocation reserves the
 call (its JSON arguments are the classified ``args``) before the original tool runs, then
 settles it by how the tool ended (the core decides what each ending costs): returned is
 ``COMPLETED`` (committed), raised an error is ``FAILED`` (released, or charged under the
@@ -34,6 +37,7 @@ import json
 from typing import Any, Callable, Literal, Mapping, Optional, Sequence, Union
 
 from agents import FunctionTool, ToolGuardrailFunctionOutput, ToolInputGuardrail
+from agents.exceptions import ModelBehaviorError
 from agents.tool import (
     maybe_invoke_function_tool_failure_error_function,
     set_function_tool_failure_error_function,
@@ -59,6 +63,30 @@ def _arguments(raw: str) -> Any:
         return json.loads(raw)
     except ValueError:
         return {"raw_arguments": raw}
+
+
+def _refused(tool: FunctionTool, input: str, tool_name: str) -> Optional[ModelBehaviorError]:
+    """The SDK's own error for arguments the tool's schema refuses (invalid JSON, a pydantic
+    validation error), found before anything is reserved; ``None`` when they are accepted or
+    the tool gives no way to check them first.
+
+    ``@function_tool``'s invoker exposes the SDK's argument preparation
+    (``prepare_arguments``, whose ``owner`` is the function that parses and validates the
+    JSON, the first step of every invocation): it is run here once more, before reserving.
+    Only its ``ModelBehaviorError`` counts as a refusal; the tool's function is not called.
+    """
+    prepare = getattr(tool.on_invoke_tool, "prepare_arguments", None)
+    if not callable(prepare):
+        return None
+    try:
+        parse = getattr(prepare(input, tool_name), "owner", None)
+        if callable(parse):
+            parse(input, tool_name)
+    except ModelBehaviorError as e:
+        return e
+    except Exception:  # not a refusal the SDK names: the invocation decides, under the gate
+        return None
+    return None
 
 
 def _observing(tool: FunctionTool, handled: list[Exception]) -> FunctionTool:
@@ -107,6 +135,16 @@ def guard_function_tool(
     subject = dict(subject)
 
     async def on_invoke_tool(ctx: ToolContext[Any], input: str) -> Any:
+        refused = _refused(tool, input, ctx.tool_name)
+        if refused is not None:
+            # The function would never run: nothing is reserved, and the model reads what the
+            # SDK gives for this error (its failure function's text), or the error is raised.
+            out = await maybe_invoke_function_tool_failure_error_function(
+                function_tool=tool, context=ctx, error=refused
+            )
+            if out is None:
+                raise refused
+            return out
         try:
             r = await _areserve(
                 authority, cycles_tool, _arguments(input), subject=subject, estimate=estimate
