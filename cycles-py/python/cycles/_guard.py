@@ -199,13 +199,11 @@ def _abandoned_unstarted(r: Reservation) -> None:
     _settle_quietly(r, "INTERRUPTED", "abandoned before it started")
 
 
-class _Deferred:
-    """A generator or coroutine a sync callable returned, none of whose code has run yet.
-    Closed, thrown into or collected before its first step, it is settled ``INTERRUPTED``
-    (charged: the function that returned it ran; a generator's ``close()`` before its start
-    runs none of its code, so a guarded generator alone never sees it, and the hold would wait
-    for its TTL and expire uncharged). From its first step on, the guarded body settles it (as
-    ``_guarded_generator`` / ``_guarded_awaitable``)."""
+class _Unstarted:
+    """What a sync callable returned that runs later (a generator, a coroutine, an async
+    generator), none of whose code has run yet, holding its reservation. ``_finalizer`` settles
+    it ``INTERRUPTED`` when it is abandoned or collected before its first step; the first step
+    detaches it and the guarded body settles the call from then on."""
 
     __slots__ = ("_r", "_body", "_actual", "_inner", "_finalizer", "__weakref__")
 
@@ -215,6 +213,17 @@ class _Deferred:
         self._actual = actual
         self._inner: Any = None
         self._finalizer = weakref.finalize(self, _abandoned_unstarted, r)
+
+
+class _Deferred(_Unstarted):
+    """A generator or coroutine a sync callable returned, none of whose code has run yet.
+    Closed, thrown into or collected before its first step, it is settled ``INTERRUPTED``
+    (charged: the function that returned it ran; a generator's ``close()`` before its start
+    runs none of its code, so a guarded generator alone never sees it, and the hold would wait
+    for its TTL and expire uncharged). From its first step on, the guarded body settles it (as
+    ``_guarded_generator`` / ``_guarded_awaitable``)."""
+
+    __slots__ = ()
 
     def _guarded(self) -> Any:
         raise NotImplementedError
@@ -264,20 +273,13 @@ class _DeferredCoroutine(_Deferred, collections.abc.Coroutine):  # type: ignore[
         return self
 
 
-class _DeferredAsyncGenerator(collections.abc.AsyncGenerator):  # type: ignore[type-arg]
+class _DeferredAsyncGenerator(_Unstarted, collections.abc.AsyncGenerator):  # type: ignore[type-arg]
     """An async generator a sync callable returned, none of whose code has run yet: the same
     rule as ``_Deferred`` (closed, thrown into or collected before its first step:
     ``INTERRUPTED``, charged; from its first step on, ``_guarded_async_generator`` settles it).
     A step that is created but never awaited is not a first step."""
 
-    __slots__ = ("_r", "_body", "_actual", "_inner", "_finalizer", "__weakref__")
-
-    def __init__(self, r: Reservation, body: Any, actual: Actual) -> None:
-        self._r = r
-        self._body = body
-        self._actual = actual
-        self._inner: Any = None
-        self._finalizer = weakref.finalize(self, _abandoned_unstarted, r)
+    __slots__ = ()
 
     async def _abandon(self) -> None:
         if self._finalizer.detach() is not None:  # INTERRUPTED, once
