@@ -675,3 +675,44 @@ def test_changes_to_the_wrapped_tool_after_a_call_are_seen() -> None:
     # The handler enabled after the first call turns the error into output: still FAILED.
     assert kinds(a) == ["reserve", "commit"] + ["reserve", "release"] * 3
     assert (risk(a).spent, risk(a).reserved) == (5, 0)
+
+
+SQL_POLICY: dict[str, Any] = {
+    "tools": [{"name": "run_sql", "tier": 1, "classifier": "sql", "arg": "q.sql"}],
+    "budgets": [{"scope": "agent:bot", "unit": "RISK_POINTS", "allocated": 100}],
+}
+
+
+def test_the_tool_runs_on_the_nested_input_that_was_classified_not_the_callers_objects() -> None:
+    # Review 15 finding 2 (TOCTOU): another task changes a nested dict of the caller's input
+    # while the async reserve is in flight; the tool must run the classified SELECT, never DROP.
+    a = cycles.Authority.in_memory(SQL_POLICY)
+
+    @tool
+    async def run_sql_nested(q: dict) -> str:  # type: ignore[type-arg]
+        """Run SQL."""
+        return f"ran {q['sql']}"
+
+    g = guard_tool(run_sql_nested, a, subject={"agent": "bot"}, name="run_sql")
+
+    q = {"sql": "SELECT 1"}
+
+    async def main() -> list[Any]:
+        denied = await g.ainvoke({"q": {"sql": "DROP TABLE users"}})
+        out = []
+        for tool_input in ({"q": q}, {"name": "run_sql_nested", "args": {"q": q}, "id": "c1", "type": "tool_call"}):
+            q["sql"] = "SELECT 1"
+            n = len(a.audit())
+            task = asyncio.create_task(g.ainvoke(tool_input))
+            while len(a.audit()) == n:  # the reserve is recorded: SELECT 1 was classified
+                await asyncio.sleep(0)
+            q["sql"] = "DROP TABLE users"
+            out.append(await task)
+        return [denied, *out]
+
+    denied, plain, message = asyncio.run(main())
+    assert "APPROVAL_REQUIRED" in denied
+    assert plain == "ran SELECT 1"
+    assert isinstance(message, ToolMessage) and message.content == "ran SELECT 1"
+    assert [r.kind for r in a.audit()] == ["budget_set", "approval_requested", "denial", "reserve", "commit", "reserve", "commit"]
+    assert q == {"sql": "DROP TABLE users"}  # the caller's own object, as the caller left it

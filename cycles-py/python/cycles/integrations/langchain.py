@@ -44,7 +44,7 @@ from langchain_core.tools.base import (
 )
 
 from .._cycles import Authority, Denied
-from .._guard import _areserve, _finish, _raised, _settle_quietly
+from .._guard import _areserve, _finish, _raised, _settle_quietly, _snapshot
 from ._common import DenyMessage, jsonable, message_for, settle_ran
 
 __all__ = ["CyclesDeniedToolException", "CyclesGateToolException", "CyclesGuardedTool", "guard_tool"]
@@ -93,17 +93,24 @@ class _GuardedCall:
     so that the wrapped tool parses the input itself (its own schema, its own injected
     arguments, the tool call id) and receives exactly what it would without the guard. No tool
     call can produce an instance of this class.
+
+    ``tool_input`` is a private copy of the input (``_snapshot``, made before anything is
+    awaited), and each parse gets its own copy of it: the parse that is classified and the
+    parse the tool runs with share no container with the caller or with each other, so code
+    that shares the caller's nested objects cannot change the call after it was classified.
     """
 
     __slots__ = ("tool_input", "tool_call_id")
 
     def __init__(self, tool_input: Union[str, dict[str, Any]], tool_call_id: Optional[str]) -> None:
-        self.tool_input = tool_input
+        self.tool_input = _snapshot(tool_input)
         self.tool_call_id = tool_call_id
 
     def copy(self) -> Union[str, dict[str, Any]]:
-        # LangChain's parsing writes the tool call id into the dict it is given.
-        return dict(self.tool_input) if isinstance(self.tool_input, dict) else self.tool_input
+        # A fresh deep copy for each parse: LangChain's parsing writes the tool call id into
+        # the dict it is given, and a parse may keep (and the tool change) nested containers.
+        copied: Union[str, dict[str, Any]] = _snapshot(self.tool_input)
+        return copied
 
 
 def _call_id_keys(tool: BaseTool) -> frozenset[str]:
