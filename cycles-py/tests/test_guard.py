@@ -331,6 +331,107 @@ def test_the_body_runs_on_the_arguments_that_were_classified_not_the_callers_obj
     assert [r.kind for r in a.audit()][-2:] == ["reserve", "commit"]
 
 
+def test_container_subclasses_and_other_mappings_reach_the_function_as_the_plain_copy_that_was_classified() -> None:
+    # Review 15 finding 6: a dict subclass read through its own __getitem__ was classified as
+    # SELECT 1 and ran DROP; an OrderedDict changed during the async reserve ran the change.
+    import collections
+    import types
+
+    a = cycles.Authority.in_memory(SQL_POLICY)
+    seen: list[Any] = []
+
+    @a.guard("run_sql", subject=BOT)
+    def run_sql(q: Any) -> str:
+        seen.append(q)
+        return f"ran {q['sql']}"
+
+    class Lying(dict):  # type: ignore[type-arg]
+        def __getitem__(self, k: Any) -> Any:
+            return "DROP TABLE users" if k == "sql" else super().__getitem__(k)
+
+    class View(collections.abc.Mapping):  # type: ignore[type-arg]
+        def __init__(self) -> None:
+            self.reads = 0
+
+        def __getitem__(self, k: Any) -> Any:
+            return {"sql": "SELECT 1"}[k]
+
+        def __iter__(self) -> Any:
+            self.reads += 1
+            return iter(["sql"])
+
+        def __len__(self) -> int:
+            return 1
+
+    view = View()
+    assert run_sql(Lying(sql="SELECT 1")) == "ran SELECT 1"
+    assert run_sql(view) == "ran SELECT 1" and view.reads == 1  # read once, not by the core again
+    assert run_sql(types.MappingProxyType({"sql": "SELECT 1"})) == "ran SELECT 1"
+    assert [type(q) for q in seen] == [dict, dict, dict]
+
+    class Broken(View):
+        def __iter__(self) -> Any:
+            raise RuntimeError("no items")
+
+    with pytest.raises(cycles.InvalidInput) as e:
+        run_sql(Broken())
+    assert e.value.code == "INVALID_REQUEST"
+    assert len(seen) == 3
+
+    @a.guard("run_sql", subject=BOT)
+    async def arun_sql(q: Any) -> str:
+        return f"ran {q['sql']}"
+
+    async def main() -> str:
+        q = collections.OrderedDict(sql="SELECT 1")
+        n = len(a.audit())
+        task = asyncio.create_task(arun_sql(q))
+        while len(a.audit()) == n:  # the reserve is recorded: SELECT 1 was classified
+            await asyncio.sleep(0)
+        q["sql"] = "DROP TABLE users"
+        return await task
+
+    assert asyncio.run(main()) == "ran SELECT 1"
+    assert [r.kind for r in a.audit()].count("commit") == 4 and "approval_requested" not in [r.kind for r in a.audit()]
+
+
+def test_list_and_tuple_subclasses_become_plain_only_named_tuples_that_read_as_tuples_keep_their_type() -> None:
+    import collections
+
+    a = cycles.Authority.in_memory(SQL_POLICY)
+    seen: list[Any] = []
+
+    def first_item(q: Any) -> Any:  # the first item as the core reads it, not through q's class
+        return next(list.__iter__(q) if isinstance(q, list) else tuple.__iter__(q))
+
+    @a.guard("run_sql", subject=BOT, map_args=lambda args: {"q": {"sql": first_item(args["q"])}})
+    def run_sql(q: Any) -> str:
+        seen.append(q)
+        return f"ran {q[0]}"
+
+    class LyingList(list):  # type: ignore[type-arg]
+        def __getitem__(self, i: Any) -> Any:
+            return "DROP TABLE users"
+
+    Row = collections.namedtuple("Row", "sql")
+
+    class LyingRow(Row):
+        def __getitem__(self, i: Any) -> Any:
+            return "DROP TABLE users"
+
+    class LyingField(Row):
+        @property
+        def sql(self) -> str:  # type: ignore[override]
+            return "DROP TABLE users"
+
+    assert run_sql(LyingList(["SELECT 1"])) == "ran SELECT 1"
+    assert run_sql(LyingRow("SELECT 1")) == "ran SELECT 1"
+    assert run_sql(LyingField("SELECT 1")) == "ran SELECT 1"
+    assert run_sql(Row("SELECT 1")) == "ran SELECT 1"
+    assert [type(q) for q in seen] == [list, tuple, tuple, Row]
+    assert "approval_requested" not in [r.kind for r in a.audit()]
+
+
 def test_json_like_arguments_are_copied_once_with_their_types_other_objects_pass_by_reference() -> None:
     import collections
 

@@ -355,15 +355,58 @@ def _deferred(r: Reservation, result: Any, actual: Actual) -> Any:
     return result
 
 
+# How a named tuple's class could make its items read differently from what the core reads
+# (the core reads the tuple's own items); a class overriding any of these is copied into a
+# plain tuple.
+_TUPLE_READERS = frozenset({
+    "__getitem__", "__iter__", "__len__", "__contains__", "__reversed__", "__getattribute__",
+    "__getattr__", "__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__hash__",
+    "__add__", "__mul__", "__rmul__", "index", "count",
+})
+_TUPLEGETTER = type(collections.namedtuple("_Probe", "x").__dict__["x"])
+
+
+def _plain_named_tuple(t: type) -> bool:
+    """Whether ``t`` is a named tuple class (``collections.namedtuple``, ``typing.NamedTuple``)
+    whose items, fields included, read as the tuple's own items: every field is the
+    generated accessor and no class above ``tuple`` overrides how items are read."""
+    fields = t.__dict__.get("_fields")
+    for c in t.__mro__:
+        if c is tuple or c is object:
+            continue
+        if _TUPLE_READERS & c.__dict__.keys():
+            return False
+        if fields is None:
+            fields = c.__dict__.get("_fields")
+    return isinstance(fields, tuple) and all(
+        isinstance(f, str) and isinstance(inspect.getattr_static(t, f, None), _TUPLEGETTER) for f in fields
+    )
+
+
+def _mapping_items(value: Any) -> list[tuple[Any, Any]]:
+    # What the core would read from a Mapping that is not a dict (its items()), read once.
+    try:
+        return [(k, v) for k, v in value.items()]
+    except Exception as e:
+        err = InvalidInput(f"invalid input: mapping items() failed: {e}")
+        err.code = "INVALID_REQUEST"
+        raise err from e
+
+
 def _snapshot(value: Any, depth: int = 0) -> Any:
-    """A private copy of a JSON-like argument: ``dict``, ``list`` and ``tuple`` (exactly those
-    types; a named tuple keeps its type) are copied, recursively; ``str``, ``int``, ``float``,
-    ``bool`` and ``None`` are immutable and kept. Anything else is returned as it is (by
-    reference): the core reads it when it reserves (a ``Mapping`` or a subclass of ``dict``,
-    ``list`` or ``tuple`` as its contents at that moment) or refuses it as ``InvalidInput``
-    (the call does not run). The guard classifies this copy and calls the function with the
-    same copy, so code that shares the caller's objects cannot change the call after it was
-    classified."""
+    """A private copy of a JSON-like argument, made of plain containers only. ``dict``,
+    ``list`` and ``tuple`` are copied, recursively; a subclass of ``dict`` is copied into a
+    plain ``dict`` with the items the core reads (``dict.items``, not the subclass's own
+    methods), a subclass of ``list`` or ``tuple`` into a plain ``list`` or ``tuple``, and any
+    other ``Mapping`` into a plain ``dict`` of its ``items()`` (read once; if that raises, the
+    call is refused with ``InvalidInput``). A named tuple keeps its type when its class reads
+    its items as a tuple does (see ``_plain_named_tuple``; otherwise it becomes a plain
+    tuple). ``str``, ``int``, ``float``, ``bool`` and ``None`` are immutable and kept. Anything
+    else is returned as it is (by reference): the core refuses it as ``InvalidInput`` when it
+    is classified (the call does not run). The guard classifies this copy and calls the
+    function with the same copy, so neither code that shares the caller's objects nor a
+    container class with its own reading methods can make the function see anything other
+    than what was classified."""
     if depth > 64:  # deeper than the core reads (it refuses the call): kept as it is
         return value
     t = type(value)
@@ -373,8 +416,17 @@ def _snapshot(value: Any, depth: int = 0) -> Any:
         return [_snapshot(v, depth + 1) for v in value]
     if t is tuple:
         return tuple(_snapshot(v, depth + 1) for v in value)
-    if isinstance(value, tuple) and callable(getattr(t, "_make", None)) and hasattr(t, "_fields"):
-        return t._make(_snapshot(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return {k: _snapshot(v, depth + 1) for k, v in dict.items(value)}
+    if isinstance(value, list):
+        return [_snapshot(v, depth + 1) for v in list.__iter__(value)]
+    if isinstance(value, tuple):
+        items = (_snapshot(v, depth + 1) for v in tuple.__iter__(value))
+        return tuple.__new__(t, items) if _plain_named_tuple(t) else tuple(items)
+    if isinstance(value, (str, int, float)) or value is None:
+        return value
+    if isinstance(value, collections.abc.Mapping):
+        return {k: _snapshot(v, depth + 1) for k, v in _mapping_items(value)}
     return value
 
 
@@ -410,10 +462,12 @@ def guard(
     ``actual`` or of the ledger is then logged on the ``cycles`` logger. Async functions await
     the ledger calls in a worker thread.
 
-    JSON-like arguments (``dict``, ``list``, ``tuple``, primitives) are copied once; the copy
-    is classified and the function runs on that same copy. Other objects pass by reference and
-    are classified as the core reads them at reserve (refused as ``InvalidInput`` when it
-    cannot: the call does not run), see the README's "What the function receives".
+    JSON-like arguments are copied once into plain containers (``dict``, ``list``, ``tuple``;
+    a subclass of them or another ``Mapping`` becomes the plain container, a named tuple keeps
+    its type when its class reads items as a tuple does); the copy is classified and the
+    function runs on that same copy. Other objects pass by reference and are refused by the
+    core as ``InvalidInput`` (the call does not run) unless ``map_args`` leaves them out, see
+    the README's "What the function receives".
 
     If ``actual`` raises, the call is settled ``COMPLETED`` without amounts (what was held is
     charged) and the error propagates; a body that outlived its reservation (TTL and grace)
