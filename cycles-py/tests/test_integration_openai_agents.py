@@ -16,6 +16,7 @@ from agents import Agent, FunctionTool, RunConfig, Runner, function_tool
 from agents.testing import ScriptedModel, assistant_message, function_call
 from agents.tool import invoke_function_tool
 from agents.tool_context import ToolContext
+from pydantic import BaseModel, field_validator
 
 import cycles
 from cycles.integrations.openai_agents import guard_function_tool, input_guardrail
@@ -292,3 +293,49 @@ def test_refused_arguments_in_an_agent_loop_reserve_nothing() -> None:
     assert outputs["c1"].startswith("tool failed: Invalid JSON input for tool quota_custom")
     assert [r.kind for r in a.audit()] == ["budget_set"]
     assert (risk(a).spent, risk(a).reserved) == (0, 0)
+
+
+
+# The answers the validator of `Target` gives, one per validation (then: valid).
+answers: list[bool] = []
+validated: list[str] = []
+
+
+class Target(BaseModel):
+    name: str
+
+    @field_validator("name")
+    @classmethod
+    def resolve(cls, v: str) -> str:  # user code, e.g. a lookup in an inventory
+        validated.append(v)
+        if answers and not answers.pop(0):
+            raise ValueError("stale inventory")
+        return v
+
+
+@function_tool(name_override="flaky")
+def deploy(t: Target) -> str:
+    """Deploy."""
+    ran.append(("deploy", t.name))
+    return "deployed"
+
+
+def test_arguments_refused_inside_the_reserved_call_are_not_started_under_on_failure_charge() -> None:
+    # Review 15 finding 7: the tool's validator (user code) answers differently the second
+    # time, so the pre-check passes and the SDK refuses the arguments after the reserve. The
+    # function never ran: NOT_STARTED (released), not FAILED (charged under CHARGE).
+    a = cycles.Authority.in_memory({**POLICY, "defaults": {"on_failure": "CHARGE"}})
+    validated.clear()
+    answers[:] = [True, False]
+    out = invoke(guard_function_tool(deploy, a, subject=SUBJECT), {"t": {"name": "web"}})
+    assert "error occurred" in str(out)  # the SDK's failure-function text for the refusal
+    assert validated == ["web", "web"] and ran == []
+    assert risk(a).spent == 0 and risk(a).reserved == 0
+    assert [r.kind for r in a.audit()][-2:] == ["reserve", "release"]
+    # Valid under the reservation: the SDK's invoker runs the function with the arguments
+    # prepared there and does not validate them a third time.
+    validated.clear()
+    answers[:] = [True, True, False]
+    assert invoke(guard_function_tool(deploy, a, subject=SUBJECT), {"t": {"name": "web"}}) == "deployed"
+    assert validated == ["web", "web"] and ran == [("deploy", "web")]
+    assert risk(a).spent == 5 and [r.kind for r in a.audit()][-2:] == ["reserve", "commit"]

@@ -13,7 +13,10 @@ The returned tool has the same name, description and JSON schema. Arguments the 
 refuses (invalid JSON, a pydantic validation error: the function would never run) reserve
 nothing: the model reads the SDK's message for them, as without the guard (or the SDK's error is
 raised with ``failure_error_function=None``). Any other invocation reserves the
-call (its JSON arguments are the classified ``args``) before the original tool runs, then
+call (its JSON arguments are the classified ``args``), prepares the arguments once more with the
+SDK's preparation (a refusal now, from a validator that answers differently, is ``NOT_STARTED``:
+released, the function never ran; accepted arguments are handed to the SDK's invoker, which does
+not validate them again) and runs the original tool, then
 settles it by how the tool ended (the core decides what each ending costs): returned is
 ``COMPLETED`` (committed), raised an error is ``FAILED`` (released, or charged under the
 policy's ``[defaults] on_failure = "CHARGE"``), including an error the SDK turned into the
@@ -46,7 +49,7 @@ from agents.tool_context import ToolContext
 from agents.tool_guardrails import ToolInputGuardrailData
 
 from .._cycles import Authority, Denied
-from .._guard import _areserve, _finish, _raised
+from .._guard import _areserve, _finish, _raised, _settle_quietly
 from ._common import DenyMessage, message_for, settle_ran
 
 __all__ = ["guard_function_tool", "input_guardrail"]
@@ -65,28 +68,52 @@ def _arguments(raw: str) -> Any:
         return {"raw_arguments": raw}
 
 
-def _refused(tool: FunctionTool, input: str, tool_name: str) -> Optional[ModelBehaviorError]:
-    """The SDK's own error for arguments the tool's schema refuses (invalid JSON, a pydantic
-    validation error), found before anything is reserved; ``None`` when they are accepted or
-    the tool gives no way to check them first.
+def _parser(tool: FunctionTool, input: str, tool_name: str) -> Optional[Callable[[str, str], Any]]:
+    """The SDK's argument preparation for ``tool`` (parse the JSON, validate it with the
+    tool's pydantic model, the first step of every invocation), or ``None`` when the tool
+    gives no way to run it apart from the call.
 
-    ``@function_tool``'s invoker exposes the SDK's argument preparation
-    (``prepare_arguments``, whose ``owner`` is the function that parses and validates the
-    JSON, the first step of every invocation): it is run here once more, before reserving.
-    Only its ``ModelBehaviorError`` counts as a refusal; the tool's function is not called.
+    ``@function_tool``'s invoker exposes it as ``prepare_arguments``, whose result's ``owner``
+    is the function that prepares the arguments of an invocation; its result, handed to the
+    invocation through ``ToolContext._function_tool_arguments``, is accepted by the SDK's
+    invoker instead of preparing them again.
     """
     prepare = getattr(tool.on_invoke_tool, "prepare_arguments", None)
     if not callable(prepare):
         return None
     try:
         parse = getattr(prepare(input, tool_name), "owner", None)
-        if callable(parse):
-            parse(input, tool_name)
+    except Exception:
+        return None
+    return parse if callable(parse) else None
+
+
+def _refused(tool: FunctionTool, input: str, tool_name: str) -> Optional[ModelBehaviorError]:
+    """The SDK's own error for arguments the tool's schema refuses (invalid JSON, a pydantic
+    validation error), found before anything is reserved; ``None`` when they are accepted or
+    the tool gives no way to check them first. Only the SDK's ``ModelBehaviorError`` counts as
+    a refusal; the tool's function is not called."""
+    parse = _parser(tool, input, tool_name)
+    if parse is None:
+        return None
+    try:
+        parse(input, tool_name)
     except ModelBehaviorError as e:
         return e
     except Exception:  # not a refusal the SDK names: the invocation decides, under the gate
         return None
     return None
+
+
+async def _refusal_output(tool: FunctionTool, ctx: ToolContext[Any], refused: ModelBehaviorError) -> Any:
+    # What the SDK gives for a refusal of the arguments: its failure function's text, or the
+    # error raised when the tool has none.
+    out = await maybe_invoke_function_tool_failure_error_function(
+        function_tool=tool, context=ctx, error=refused
+    )
+    if out is None:
+        raise refused
+    return out
 
 
 def _observing(tool: FunctionTool, handled: list[Exception]) -> FunctionTool:
@@ -139,12 +166,7 @@ def guard_function_tool(
         if refused is not None:
             # The function would never run: nothing is reserved, and the model reads what the
             # SDK gives for this error (its failure function's text), or the error is raised.
-            out = await maybe_invoke_function_tool_failure_error_function(
-                function_tool=tool, context=ctx, error=refused
-            )
-            if out is None:
-                raise refused
-            return out
+            return await _refusal_output(tool, ctx, refused)
         try:
             r = await _areserve(
                 authority, cycles_tool, _arguments(input), subject=subject, estimate=estimate
@@ -153,8 +175,32 @@ def guard_function_tool(
             if on_deny == "raise":
                 raise
             return message_for(e, cycles_tool, deny_message)
+        # The arguments are prepared here, once, under the reservation, and handed to the
+        # SDK's invoker (which then does not prepare them again): the tool's validators can
+        # answer differently from the pre-check, and a refusal now is still the SDK's refusal
+        # of the arguments, before the function ran: NOT_STARTED (released, whatever
+        # `on_failure` says), and the model reads what the SDK gives for it.
+        parse = _parser(tool, input, ctx.tool_name)
+        prepared: Any = None
+        if parse is not None:
+            try:
+                prepared = parse(input, ctx.tool_name)
+            except ModelBehaviorError as e:
+                await _finish(
+                    _settle_quietly, r, "NOT_STARTED", f"the SDK refused the tool's arguments: {e}"
+                )
+                return await _refusal_output(tool, ctx, e)
+            except Exception:  # not a refusal the SDK names: the invocation prepares them itself
+                prepared = None
+            except BaseException:  # interrupted while preparing: the function did not start
+                await _finish(
+                    _settle_quietly, r, "NOT_STARTED", "interrupted while preparing the tool's arguments"
+                )
+                raise
         handled: list[Exception] = []
         try:
+            if prepared is not None:
+                ctx._function_tool_arguments = prepared
             result = await _observing(tool, handled).on_invoke_tool(ctx, input)
         except BaseException as exc:
             await _finish(_raised, r, exc)
