@@ -298,6 +298,16 @@ async function until(check, _what) {
   }
 }
 
+/** Whether the process `pid` has ended. */
+function gone(pid) {
+  try {
+    process.kill(pid, 0)
+    return false
+  } catch {
+    return true
+  }
+}
+
 /** A gate over the test upstream, driven by a real SDK client; its stderr is collected. */
 async function startGate(t, { policy = HARD_POLICY, extra = [], upstream = UPSTREAM } = {}) {
   const tmp = tempDir()
@@ -316,6 +326,7 @@ async function startGate(t, { policy = HARD_POLICY, extra = [], upstream = UPSTR
   const g = { tmp, ledger, callsFile, client, log: '' }
   transport.stderr.on('data', (chunk) => (g.log += chunk))
   await client.connect(transport)
+  g.pid = transport.pid
   t.after(() => client.close())
   g.calls = (event = 'call') => calls(callsFile).filter((c) => c.event === event)
   g.release = () => writeFileSync(join(tmp.dir, 'go'), '')
@@ -416,6 +427,51 @@ test('a ledger locked by another process: the running call still answers, new ca
   assert.equal(b.spent, 1)
   const auth = await cycles.Authority.open(g.ledger)
   assert.equal((await auth.verify()).ok, true)
+})
+
+test('a settlement the ledger refused is retried when the gate shuts down: the call that ran is charged, not left to expire', { timeout: 120_000 }, async (t) => {
+  // No later call retries it: the client goes away right after the ledger comes back.
+  const g = await startGate(t, { extra: ['--busy-timeout-ms', '200'] })
+  const running = g.client.callTool({ name: 'slow', arguments: { id: 'o1', gate: g.gateFile } })
+  await until(() => g.calls().length === 1, 'the call at the upstream')
+  const unlock = await lockLedger(g.ledger)
+  try {
+    g.release()
+    const result = await running
+    assert.ok(!result.isError, text(result))
+    assert.match(g.log, /finalizing \S+ \(railway\.slow\) failed: LEDGER_UNAVAILABLE/)
+  } finally {
+    await unlock()
+  }
+  // The client disconnects (ends the gate's stdin; SIGTERM if it lingers), and the gate exits.
+  await g.client.close()
+  await until(() => gone(g.pid), 'the gate to exit')
+  assert.match(g.log, /finalized \S+ \(railway\.slow\) late: COMPLETED/)
+  assert.doesNotMatch(g.log, /NOT SETTLED/)
+  const b = await g.balance()
+  assert.equal(b.reserved, 0, 'nothing left held')
+  assert.equal(b.spent, 1, 'the call that ran is charged')
+  const auth = await cycles.Authority.open(g.ledger)
+  assert.deepEqual((await auth.audit()).map((r) => r.kind).filter((k) => k !== 'budget_set'), ['reserve', 'commit'])
+})
+
+test('a settlement still refused at shutdown is logged with its reservation, for an operator to settle', { timeout: 120_000 }, async (t) => {
+  const g = await startGate(t, { extra: ['--busy-timeout-ms', '200'] })
+  const running = g.client.callTool({ name: 'slow', arguments: { id: 'o2', gate: g.gateFile } })
+  await until(() => g.calls().length === 1, 'the call at the upstream')
+  const unlock = await lockLedger(g.ledger)
+  try {
+    g.release()
+    assert.ok(!(await running).isError)
+    await g.client.close()
+    await until(() => gone(g.pid), 'the gate to exit')
+    assert.match(g.log, /NOT SETTLED: reservation \S+ \(railway\.slow\) COMPLETED/)
+  } finally {
+    await unlock()
+  }
+  const b = await g.balance()
+  assert.equal(b.reserved, 1, 'still held (until its TTL): the ledger refused every try')
+  assert.equal(b.spent, 0)
 })
 
 test('empty and odd tool names are refused before the ledger, whatever a glob would rate them', { timeout: 120_000 }, async (t) => {

@@ -164,7 +164,7 @@ export function upstreamFailure(err, aborted) {
  * The gate as an MCP `Server` over a connected upstream `Client`: every tools/call goes through
  * `authority.reserve` first. Exported so it can also be embedded (any transport).
  */
-export function createGate({ authority, subject, upstream, toolPrefix = '', ttlMs, log = () => {} }) {
+export function createGate({ authority, subject, upstream, toolPrefix = '', ttlMs, retryOwedMs = 5000, log = () => {} }) {
   const upstreamCaps = upstream.getServerCapabilities() ?? {}
   const server = new Server(
     { name: 'cycles-mcp-gate', version: '0.1.0' },
@@ -183,17 +183,34 @@ export function createGate({ authority, subject, upstream, toolPrefix = '', ttlM
     return { ...page, tools }
   })
 
-  // Finalizations the ledger refused (locked, unreachable): retried before the next call, so a
-  // call that ran is charged once the ledger is back instead of staying held until its TTL.
-  // The gate only says how the call ended; what that costs is the core's rule (`settle`).
+  // Finalizations the ledger refused (locked, unreachable): retried before the next call, on a
+  // timer (`retryOwedMs`) and at shutdown (`server.settleOwed()`, then `settleOwedSync()` at
+  // 'exit'), so a call that ran is charged once the ledger is back instead of staying held until
+  // its TTL. The gate only says how the call ended; what that costs is the core's rule (`settle`).
   const owed = []
+  let retryTimer
+  const remember = (entry) => {
+    owed.push(entry)
+    if (retryTimer === undefined && retryOwedMs > 0) {
+      retryTimer = setInterval(() => {
+        settleOwed().catch(() => {})
+      }, retryOwedMs)
+      retryTimer.unref?.()
+    }
+  }
+  const stopRetrying = () => {
+    if (owed.length === 0 && retryTimer !== undefined) {
+      clearInterval(retryTimer)
+      retryTimer = undefined
+    }
+  }
   const finalize = async (reservation, outcome, reason, tool) => {
     try {
       await reservation.settle({ outcome, reason })
       return true
     } catch (err) {
       log(`finalizing ${reservation.reservationId} (${tool}) failed: ${err?.code ?? err}`)
-      if (err?.code === 'LEDGER_UNAVAILABLE' || err?.kind === 'Ledger') owed.push({ reservation, outcome, reason, tool })
+      if (err?.code === 'LEDGER_UNAVAILABLE' || err?.kind === 'Ledger') remember({ reservation, outcome, reason, tool })
       return false
     }
   }
@@ -201,8 +218,23 @@ export function createGate({ authority, subject, upstream, toolPrefix = '', ttlM
     for (const { reservation, outcome, reason, tool } of owed.splice(0)) {
       if (await finalize(reservation, outcome, reason, tool)) log(`finalized ${reservation.reservationId} (${tool}) late: ${outcome}`)
     }
+    stopRetrying()
+    return owed.map(describeOwed)
   }
-
+  // The last chance, synchronous (a process 'exit' listener cannot await): each entry once more.
+  const settleOwedSync = () => {
+    for (const { reservation, outcome, reason, tool } of owed.splice(0)) {
+      try {
+        reservation.settleSync({ outcome, reason })
+        log(`finalized ${reservation.reservationId} (${tool}) late: ${outcome}`)
+      } catch (err) {
+        log(`finalizing ${reservation.reservationId} (${tool}) failed: ${err?.code ?? err}`)
+        if (err?.code === 'LEDGER_UNAVAILABLE' || err?.kind === 'Ledger') owed.push({ reservation, outcome, reason, tool })
+      }
+    }
+    stopRetrying()
+    return owed.map(describeOwed)
+  }
   server.setRequestHandler(CallToolRequestSchema, async (request, extra) => {
     const { name } = request.params
     const args = request.params.arguments ?? {}
@@ -268,8 +300,19 @@ export function createGate({ authority, subject, upstream, toolPrefix = '', ttlM
   if (upstreamCaps.tools?.listChanged) {
     upstream.setNotificationHandler(ToolListChangedNotificationSchema, () => server.sendToolListChanged())
   }
+  // For the embedder's shutdown path: settle what the ledger refused before, and say what is
+  // still owed (each `{ reservationId, tool, outcome, reason }`) so it can be logged.
+  server.settleOwed = settleOwed
+  server.settleOwedSync = settleOwedSync
   return server
 }
+
+const describeOwed = ({ reservation, outcome, reason, tool }) => ({
+  reservationId: reservation.reservationId,
+  tool,
+  outcome,
+  reason: reason ?? null,
+})
 
 async function main(argv) {
   const log = (msg) => process.stderr.write(`cycles-mcp-gate: ${msg}\n`)
@@ -304,15 +347,32 @@ async function main(argv) {
   }
   const server = createGate({ ...opts, authority, upstream, log })
   const transport = new StdioServerTransport()
+  // The gate stops when either side goes away: the upstream exits, the client closes the
+  // transport or its stdin (the SDK client ends stdin, then sends SIGTERM), or a signal.
   const done = new Promise((resolve) => {
     server.onclose = resolve
     upstream.onclose = resolve
+    process.stdin.once('end', resolve)
+    process.once('SIGTERM', resolve)
+    process.once('SIGINT', resolve)
   })
+  // Whatever way the process ends with an 'exit' (process.exit, an uncaught exception), the
+  // settlements the ledger refused get one last synchronous try, and what is left is logged.
+  process.once('exit', () => logStillOwed(log, server.settleOwedSync()))
   await server.connect(transport)
   log(`gating ${opts.upstream.command} for ${JSON.stringify(opts.subject)} (${authority.ledger})`)
   await done
   await Promise.allSettled([upstream.close(), server.close()])
+  // A call cut off by the close was just settled (or queued as owed): retry what is owed; the
+  // 'exit' listener tries what is left once more and logs it.
+  await server.settleOwed()
   return 0
+}
+
+function logStillOwed(log, still) {
+  for (const o of still) {
+    log(`NOT SETTLED: reservation ${o.reservationId} (${o.tool}) ${o.outcome}${o.reason ? ` (${o.reason})` : ''}: the ledger refused it; settle it by hand (Authority#settle(reservationId, { outcome })) or its hold expires with its TTL, uncharged`)
+  }
 }
 
 const invokedDirectly = (() => {
