@@ -107,9 +107,10 @@ test('the MCP gate lets reads through and stops a destructive call before the up
   assert.equal(flaky.isError, true, 'the upstream tool error comes through')
   assert.match(text(flaky), /flaky failed on purpose/)
 
+  // A tool the upstream does not have is refused by the gate before the authority sees it.
   const unknown = await client.callTool({ name: 'not_listed', arguments: {} })
   assert.equal(unknown.isError, true)
-  assert.equal(unknown._meta['cycles/decision'].reasonCode, 'TOOL_UNKNOWN')
+  assert.equal(unknown._meta['cycles/decision'].code, 'UNKNOWN_TOOL')
 
   // What reached the upstream: the read, the write and the flaky call; never the deletion.
   const seen = calls(callsFile).filter((c) => c.event === 'call')
@@ -130,7 +131,7 @@ test('the MCP gate lets reads through and stops a destructive call before the up
   const byTool = (kind, tool) => records.filter((r) => r.kind === kind && r.action?.name === tool)
   assert.equal(byTool('denial', 'railway.delete_volume').length, 1)
   assert.equal(byTool('denial', 'railway.delete_volume')[0].reasonCode, 'BUDGET_EXCEEDED')
-  assert.equal(byTool('denial', 'railway.not_listed')[0].reasonCode, 'TOOL_UNKNOWN')
+  assert.equal(records.filter((r) => r.action?.name === 'railway.not_listed').length, 0, 'never reached the authority')
   assert.equal(records.filter((r) => r.kind === 'commit').length, 2, 'read and write committed')
   assert.equal(records.filter((r) => r.kind === 'release').length, 1, 'flaky released')
   assert.equal(byTool('reserve', 'railway.delete_volume').length, 0)
@@ -474,6 +475,36 @@ test('a settlement still refused at shutdown is logged with its reservation, for
   assert.equal(b.spent, 0)
 })
 
+test('an unknown tool or arguments its inputSchema refuses: refused before anything is reserved, even under on_failure CHARGE', { timeout: 120_000 }, async (t) => {
+  // unknown_tool rated (not denied) and failures charged: before the fix, both were reserved,
+  // forwarded, answered isError by the SDK upstream, settled FAILED and charged.
+  const policy = `${HARD_POLICY.replace('unknown_tool = { action = "deny" }', 'unknown_tool = { action = "tier", tier = 1 }')}\n[defaults]\non_failure = "CHARGE"\n`
+  const g = await startGate(t, { policy })
+  const unknown = await g.client.callTool({ name: 'no_such_tool', arguments: {} })
+  assert.equal(unknown.isError, true, text(unknown))
+  assert.equal(unknown._meta['cycles/decision'].code, 'UNKNOWN_TOOL', text(unknown))
+  const bad = await g.client.callTool({ name: 'read_file', arguments: { path: 42 } })
+  assert.equal(bad.isError, true, text(bad))
+  assert.equal(bad._meta['cycles/decision'].code, 'INVALID_ARGUMENTS', text(bad))
+  assert.match(text(bad), /path/)
+  assert.equal(g.calls().length, 0, 'neither reached the upstream')
+  let b = await g.balance()
+  assert.equal(b.spent, 0, 'nothing charged')
+  assert.equal(b.reserved, 0)
+  const auth = await cycles.Authority.open(g.ledger)
+  assert.deepEqual((await auth.audit()).map((r) => r.kind).filter((k) => k !== 'budget_set'), [], 'nothing reserved')
+  // Valid arguments go through; a tool the upstream adds later is found (listed again on a miss).
+  const ok = await g.client.callTool({ name: 'read_file', arguments: { path: 'a' } })
+  assert.ok(!ok.isError, text(ok))
+  assert.ok(!(await g.client.callTool({ name: 'add_tools', arguments: {} })).isError)
+  const late = await g.client.callTool({ name: 'late_read', arguments: {} })
+  assert.ok(!late.isError, text(late))
+  assert.deepEqual(g.calls().map((c) => c.tool), ['read_file', 'add_tools', 'late_read'])
+  b = await g.balance()
+  assert.equal(b.reserved, 0)
+  assert.deepEqual((await auth.audit()).map((r) => r.kind).filter((k) => k !== 'budget_set'), ['reserve', 'commit', 'reserve', 'commit', 'reserve', 'commit'])
+})
+
 test('empty and odd tool names are refused before the ledger, whatever a glob would rate them', { timeout: 120_000 }, async (t) => {
   // "railway.*" would rate the empty name (railway.) and "wipe all*" at tier 0.
   const g = await startGate(t, {
@@ -553,7 +584,9 @@ test('arguments nested 200,000 deep are refused with INVALID_REQUEST and the gat
   await reply(1)
   send({ jsonrpc: '2.0', method: 'notifications/initialized' })
   const n = 200_000
-  send(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"measure","arguments":{"text":${'['.repeat(n)}${']'.repeat(n)}}}}`)
+  // To a tool whose inputSchema leaves other properties open, so the gate's schema check passes
+  // them and the depth reaches the core.
+  send(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"add_tools","arguments":{"deep":${'['.repeat(n)}${']'.repeat(n)}}}}`)
   const deep = await reply(2)
   assert.equal(deep.result?.isError, true, JSON.stringify(deep).slice(0, 500))
   assert.equal(deep.result._meta['cycles/decision'].code, 'INVALID_REQUEST')

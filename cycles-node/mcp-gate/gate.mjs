@@ -20,6 +20,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js'
 import { Server } from '@modelcontextprotocol/sdk/server/index.js'
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js'
+import { AjvJsonSchemaValidator } from '@modelcontextprotocol/sdk/validation/ajv'
 import {
   CallToolRequestSchema,
   CallToolResultSchema,
@@ -171,10 +172,57 @@ export function createGate({ authority, subject, upstream, toolPrefix = '', ttlM
     { capabilities: { tools: { listChanged: Boolean(upstreamCaps.tools?.listChanged) } } },
   )
 
+  // The upstream's tools by name, with a compiled check of each one's inputSchema: a call the
+  // upstream would refuse (unknown tool, arguments its schema rejects) is refused by the gate
+  // before anything is reserved. An SDK server answers both with an `isError` result, which the
+  // gate could not tell from a tool that ran and failed (FAILED: charged under
+  // `on_failure = "CHARGE"`). Listed in full on a miss (a tool added later), one listing at a time.
+  const validator = new AjvJsonSchemaValidator()
+  let known = new Map()
+  let listing
+  // Compiled once per distinct schema (Ajv keeps every schema it compiled).
+  const checks = new Map()
+  const checkOf = (tool) => {
+    if (!tool.inputSchema) return undefined
+    const key = JSON.stringify(tool.inputSchema)
+    if (!checks.has(key)) {
+      let check
+      try {
+        check = validator.getValidator(tool.inputSchema)
+      } catch (err) {
+        // A schema the gate cannot compile: the upstream checks the arguments itself.
+        log(`not checking arguments of ${JSON.stringify(tool.name)}: its inputSchema does not compile (${err?.message ?? err})`)
+      }
+      checks.set(key, check)
+    }
+    return checks.get(key)
+  }
+  const entryOf = (tool) => [tool.name, tool]
+  const listAll = () => {
+    listing ??= (async () => {
+      const tools = new Map()
+      let cursor
+      do {
+        const page = await upstream.listTools(cursor === undefined ? undefined : { cursor })
+        for (const tool of page.tools) tools.set(...entryOf(tool))
+        cursor = page.nextCursor
+      } while (cursor !== undefined)
+      known = tools
+    })().finally(() => {
+      listing = undefined
+    })
+    return listing
+  }
+  const lookUp = async (name) => {
+    if (!known.has(name)) await listAll()
+    return known.get(name)
+  }
+
   server.setRequestHandler(ListToolsRequestSchema, async (request) => {
     // Re-listed from the upstream every time, so tools it adds later (tools/list_changed) are
     // listed, and gated like the others: the call handler gates whatever name it is given.
     const page = await upstream.listTools(request.params)
+    for (const tool of page.tools) known.set(...entryOf(tool))
     const tools = page.tools.filter((x) => TOOL_NAME.test(x.name))
     if (tools.length !== page.tools.length) {
       const hidden = page.tools.filter((x) => !TOOL_NAME.test(x.name)).map((x) => JSON.stringify(x.name))
@@ -243,6 +291,23 @@ export function createGate({ authority, subject, upstream, toolPrefix = '', ttlM
       log(`deny ${JSON.stringify(tool)}: INVALID_TOOL_NAME`)
       return refusal(tool, new GateRefusal('INVALID_TOOL_NAME', 'Tool names are one or more of A-Z a-z 0-9 _ . : / -.'))
     }
+    let listed
+    try {
+      listed = await lookUp(name)
+    } catch (err) {
+      // Fail closed: without the upstream's list the gate cannot tell a tool that exists.
+      log(`deny ${tool}: cannot list the upstream's tools (${err?.message ?? err})`)
+      return refusal(tool, new GateRefusal('UPSTREAM_UNAVAILABLE', `The upstream's tools could not be listed: ${err?.message ?? err}`))
+    }
+    if (listed === undefined) {
+      log(`deny ${tool}: UNKNOWN_TOOL`)
+      return refusal(tool, new GateRefusal('UNKNOWN_TOOL', `The upstream server has no tool ${JSON.stringify(name)}.`))
+    }
+    const checked = checkOf(listed)?.(args)
+    if (checked !== undefined && !checked.valid) {
+      log(`deny ${tool}: INVALID_ARGUMENTS`)
+      return refusal(tool, new GateRefusal('INVALID_ARGUMENTS', `The arguments do not match the tool's inputSchema: ${checked.errorMessage}`))
+    }
     if (owed.length) await settleOwed()
     let reservation
     try {
@@ -298,7 +363,10 @@ export function createGate({ authority, subject, upstream, toolPrefix = '', ttlM
   })
 
   if (upstreamCaps.tools?.listChanged) {
-    upstream.setNotificationHandler(ToolListChangedNotificationSchema, () => server.sendToolListChanged())
+    upstream.setNotificationHandler(ToolListChangedNotificationSchema, () => {
+      known = new Map() // listed again at the next call
+      return server.sendToolListChanged()
+    })
   }
   // For the embedder's shutdown path: settle what the ledger refused before, and say what is
   // still owed (each `{ reservationId, tool, outcome, reason }`) so it can be logged.
