@@ -85,7 +85,7 @@ test('the MCP gate lets reads through and stops a destructive call before the up
   // Tools whose names the gate would refuse to call (empty, odd characters) are not listed.
   assert.deepEqual(
     tools.map((x) => x.name).sort(),
-    ['add_tools', 'delete_volume', 'flaky', 'measure', 'needs_consent', 'read_file', 'slow', 'write_note'],
+    ['add_tools', 'delete_volume', 'flaky', 'measure', 'needs_consent', 'progress', 'read_file', 'slow', 'write_note'],
   )
   assert.equal(tools.find((x) => x.name === 'delete_volume').description, 'Deletes a volume and everything on it')
 
@@ -281,6 +281,10 @@ tier = 0
 
 [[tools]]
 name = "railway.late_read"
+tier = 0
+
+[[tools]]
+name = "railway.progress"
 tier = 0
 
 [[budgets]]
@@ -503,6 +507,47 @@ test('an unknown tool or arguments its inputSchema refuses: refused before anyth
   b = await g.balance()
   assert.equal(b.reserved, 0)
   assert.deepEqual((await auth.audit()).map((r) => r.kind).filter((k) => k !== 'budget_set'), ['reserve', 'commit', 'reserve', 'commit', 'reserve', 'commit'])
+})
+
+test('--request-timeout-ms bounds a forwarded call (not the SDK\'s 60 s): it is cancelled upstream and INTERRUPTED (charged)', { timeout: 120_000 }, async (t) => {
+  // The upstream's slow tool runs until released (never, here): a tiny timeout shows the option
+  // is what the gate passes for the upstream request.
+  const g = await startGate(t, { extra: ['--request-timeout-ms', '50'] })
+  const r = await g.client.callTool({ name: 'slow', arguments: { id: 't1', gate: g.gateFile } }, undefined, { timeout: 600_000 })
+  assert.equal(r.isError, true, text(r))
+  assert.match(text(r), /timed out/)
+  assert.match(text(r), /may have acted/, 'not presented as a failure to retry blindly')
+  await until(() => g.calls('aborted').length === 1, 'the upstream to see the cancellation')
+  const b = await g.balance()
+  assert.equal(b.reserved, 0)
+  assert.equal(b.spent, 1, 'INTERRUPTED: charged what was held')
+  assert.match(g.log, /timed out railway\.slow: settled INTERRUPTED/)
+})
+
+test('the upstream\'s progress notifications reach the client under its own progress token', { timeout: 120_000 }, async (t) => {
+  const g = await startGate(t)
+  const seen = []
+  // Each report lets the upstream go on (writes the file it waits for): none can be lost to
+  // the SDK's handling of a response that arrives together with them.
+  const onprogress = (p) => {
+    seen.push(p)
+    writeFileSync(`${g.gateFile}${p.progress}`, '')
+  }
+  const r = await g.client.callTool({ name: 'progress', arguments: { gate: g.gateFile } }, undefined, { onprogress })
+  assert.ok(!r.isError, text(r))
+  assert.deepEqual(seen.map((p) => [p.progress, p.total, p.message]), [[1, 3, 'step 1'], [2, 3, 'step 2'], [3, 3, 'step 3']])
+  // A client that asked for no progress gets none (and the call still completes).
+  const quiet = await g.client.callTool({ name: 'progress', arguments: { gate: g.gateFile } })
+  assert.ok(!quiet.isError, text(quiet))
+  assert.equal(seen.length, 3)
+})
+
+test('--request-timeout-ms takes positive milliseconds a timer can hold', () => {
+  for (const bad of ['0', 'soon', String(2 ** 31)]) {
+    const run = spawnSync(process.execPath, [GATE, '--policy', 'p.toml', '--subject', 'agent=a', '--request-timeout-ms', bad, '--', 'x'], { input: '', encoding: 'utf8', timeout: 60_000 })
+    assert.equal(run.status, 2, bad)
+    assert.match(run.stderr, /--request-timeout-ms takes milliseconds/, bad)
+  }
 })
 
 test('empty and odd tool names are refused before the ledger, whatever a glob would rate them', { timeout: 120_000 }, async (t) => {

@@ -10,7 +10,7 @@
 //
 //   cycles-mcp-gate --policy policy.toml --subject tenant=acme,agent=claude \
 //     [--ledger cycles.db] [--busy-timeout-ms 10000] [--tool-prefix railway.] [--ttl-ms 60000] \
-//     -- upstream-command [args...]
+//     [--request-timeout-ms 600000] -- upstream-command [args...]
 
 import { createRequire } from 'node:module'
 import { pathToFileURL } from 'node:url'
@@ -34,7 +34,8 @@ const require = createRequire(import.meta.url)
 const { Authority, isCyclesError } = require('../cycles.js')
 
 const USAGE = `usage: cycles-mcp-gate --policy FILE --subject k=v[,k=v...] [--ledger FILE]
-                       [--busy-timeout-ms N] [--tool-prefix PREFIX] [--ttl-ms N] -- COMMAND [ARGS...]
+                       [--busy-timeout-ms N] [--tool-prefix PREFIX] [--ttl-ms N]
+                       [--request-timeout-ms N] -- COMMAND [ARGS...]
 
   --policy FILE       the Cycles policy (TOML); the gate refuses to start without a valid one
   --subject k=v,...   who the agent is: tenant, workspace, app, workflow, agent, toolset
@@ -44,7 +45,12 @@ const USAGE = `usage: cycles-mcp-gate --policy FILE --subject k=v[,k=v...] [--le
   --tool-prefix P     prefix added to upstream tool names before classification
                       (e.g. "railway." makes "delete_volume" the policy's "railway.delete_volume")
   --ttl-ms N          reservation time to live (default: the policy's)
+  --request-timeout-ms N
+                      how long a forwarded call may go without an answer or a progress
+                      notification before the gate cancels it (INTERRUPTED; default: 600000)
   COMMAND ARGS        the upstream MCP server, spoken to over stdio`
+
+const MAX_TIMER_MS = 2 ** 31 - 1
 
 /** Parses the command line; throws with the usage text on a mistake. */
 export function parseArgs(argv) {
@@ -58,13 +64,17 @@ export function parseArgs(argv) {
     if (flag === '--policy') opts.policy = value
     else if (flag === '--ledger') opts.ledger = value
     else if (flag === '--tool-prefix') opts.toolPrefix = value
-    else if (flag === '--ttl-ms' || flag === '--busy-timeout-ms') {
+    else if (flag === '--ttl-ms' || flag === '--busy-timeout-ms' || flag === '--request-timeout-ms') {
       const ms = Number(value)
-      if (!/^[0-9]+$/.test(value) || !Number.isSafeInteger(ms) || (flag === '--ttl-ms' && ms <= 0)) {
-        throw new Error(`${flag} takes milliseconds, got ${value}\n${USAGE}`)
+      const positive = flag !== '--busy-timeout-ms'
+      // setTimeout treats more than 2^31-1 ms as 1 ms: a longer request timeout is refused.
+      const tooLong = flag === '--request-timeout-ms' && ms > MAX_TIMER_MS
+      if (!/^[0-9]+$/.test(value) || !Number.isSafeInteger(ms) || (positive && ms <= 0) || tooLong) {
+        throw new Error(`${flag} takes milliseconds${tooLong ? ` (at most ${MAX_TIMER_MS})` : ''}, got ${value}\n${USAGE}`)
       }
       if (flag === '--ttl-ms') opts.ttlMs = ms
-      else opts.busyTimeoutMs = ms
+      else if (flag === '--busy-timeout-ms') opts.busyTimeoutMs = ms
+      else opts.requestTimeoutMs = ms
     }
     else if (flag === '--subject') {
       opts.subject = {}
@@ -165,7 +175,16 @@ export function upstreamFailure(err, aborted) {
  * The gate as an MCP `Server` over a connected upstream `Client`: every tools/call goes through
  * `authority.reserve` first. Exported so it can also be embedded (any transport).
  */
-export function createGate({ authority, subject, upstream, toolPrefix = '', ttlMs, retryOwedMs = 5000, log = () => {} }) {
+export function createGate({
+  authority,
+  subject,
+  upstream,
+  toolPrefix = '',
+  ttlMs,
+  requestTimeoutMs = 600_000,
+  retryOwedMs = 5000,
+  log = () => {},
+}) {
   const upstreamCaps = upstream.getServerCapabilities() ?? {}
   const server = new Server(
     { name: 'cycles-mcp-gate', version: '0.1.0' },
@@ -345,15 +364,28 @@ export function createGate({ authority, subject, upstream, toolPrefix = '', ttlM
       // after the upstream answered, and would turn a tool that ran and succeeded into an
       // error (a FAILED call, released under the default policy, that the client would retry).
       // The upstream's result is forwarded as it is; the client validates it if it wants to.
-      result = await upstream.request({ method: 'tools/call', params: request.params }, CallToolResultSchema, { signal: extra.signal })
+      // The SDK's own default (60 s) would cut off a long call whatever the client allows:
+      // `requestTimeoutMs` instead, restarted by each progress notification from the upstream,
+      // which is passed on to the client under the client's own progress token.
+      const clientToken = request.params._meta?.progressToken
+      result = await upstream.request({ method: 'tools/call', params: request.params }, CallToolResultSchema, {
+        signal: extra.signal,
+        timeout: requestTimeoutMs,
+        resetTimeoutOnProgress: true,
+        onprogress: (progress) => {
+          if (clientToken === undefined) return
+          extra.sendNotification({ method: 'notifications/progress', params: { ...progress, progressToken: clientToken } })
+            .catch(() => {})
+        },
+      })
     } catch (err) {
       const { outcome, why } = upstreamFailure(err, extra.signal.aborted)
       const done = await finalize(reservation, outcome, why, tool)
       log(`${why} ${tool}: ${done ? `settled ${outcome}` : 'finalization owed'} (${err?.message ?? err})`)
-      return {
-        isError: true,
-        content: [{ type: 'text', text: `The upstream server failed on ${JSON.stringify(name)}: ${err?.message ?? err}` }],
-      }
+      const text = outcome === 'INTERRUPTED'
+        ? `The call to ${JSON.stringify(name)} was sent to the upstream server and stopped before it answered (${why}: ${err?.message ?? err}). It may have acted: check before retrying it.`
+        : `The upstream server failed on ${JSON.stringify(name)}: ${err?.message ?? err}`
+      return { isError: true, content: [{ type: 'text', text }] }
     }
     // The call already ran; its result reaches the client even if the ledger cannot record it.
     // A tool error result is the tool's own failure report.
