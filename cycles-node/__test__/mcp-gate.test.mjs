@@ -85,7 +85,7 @@ test('the MCP gate lets reads through and stops a destructive call before the up
   // Tools whose names the gate would refuse to call (empty, odd characters) are not listed.
   assert.deepEqual(
     tools.map((x) => x.name).sort(),
-    ['add_tools', 'delete_volume', 'flaky', 'measure', 'needs_consent', 'progress', 'read_file', 'slow', 'write_note'],
+    ['add_tools', 'crash', 'delete_volume', 'flaky', 'measure', 'needs_consent', 'progress', 'read_file', 'slow', 'write_note'],
   )
   assert.equal(tools.find((x) => x.name === 'delete_volume').description, 'Deletes a volume and everything on it')
 
@@ -287,6 +287,10 @@ tier = 0
 name = "railway.progress"
 tier = 0
 
+[[tools]]
+name = "railway.crash"
+tier = 1
+
 [[budgets]]
 scope = "tenant:acme/agent:claude"
 unit = "RISK_POINTS"
@@ -476,6 +480,24 @@ test('a settlement still refused at shutdown is logged with its reservation, for
   }
   const b = await g.balance()
   assert.equal(b.reserved, 1, 'still held (until its TTL): the ledger refused every try')
+  assert.equal(b.spent, 0)
+})
+
+test('an upstream that dies mid-call while the ledger stays locked: the gate waits for that settlement and logs it NOT SETTLED before it exits', { timeout: 120_000 }, async (t) => {
+  const g = await startGate(t, { extra: ['--busy-timeout-ms', '200'] })
+  const call = g.client.callTool({ name: 'crash', arguments: { gate: g.gateFile } }).catch((e) => e)
+  await until(() => g.calls().length === 1, 'the call at the upstream')
+  const unlock = await lockLedger(g.ledger)
+  try {
+    g.release() // the upstream dies; the gate's settlement of the cut-off call meets the lock
+    await until(() => gone(g.pid), 'the gate to exit')
+    await call
+    assert.match(g.log, /NOT SETTLED: reservation \S+ \(railway\.crash\) INTERRUPTED/)
+  } finally {
+    await unlock()
+  }
+  const b = await g.balance()
+  assert.equal(b.reserved, 1, 'held until its TTL: every try met the lock (what the log reports)')
   assert.equal(b.spent, 0)
 })
 

@@ -100,6 +100,13 @@ server.registerTool(
   },
 )
 
+// Acts, then, once the file named by `gate` exists, the server dies mid-call (never answers).
+server.registerTool('crash', { description: 'Dies mid-call', inputSchema: { gate: z.string() } }, async ({ gate }) => {
+  record({ event: 'call', tool: 'crash', args: {} })
+  while (!existsSync(gate)) await new Promise((resolve) => setTimeout(resolve, 10))
+  process.exit(1)
+})
+
 // Records only the size of what it got (the large-argument test sends megabytes).
 server.registerTool(
   'measure',

@@ -260,7 +260,7 @@ export function createGate({
     owed.push(entry)
     if (retryTimer === undefined && retryOwedMs > 0) {
       retryTimer = setInterval(() => {
-        settleOwed().catch(() => {})
+        retryOwed().catch(() => {})
       }, retryOwedMs)
       retryTimer.unref?.()
     }
@@ -271,7 +271,16 @@ export function createGate({
       retryTimer = undefined
     }
   }
-  const finalize = async (reservation, outcome, reason, tool) => {
+  // Settlements under way: the shutdown path waits for them (a call cut off when the upstream
+  // exits is being settled just then) before it retries what is owed.
+  const pending = new Set()
+  const finalize = (reservation, outcome, reason, tool) => {
+    const p = settleOnce(reservation, outcome, reason, tool)
+    pending.add(p)
+    p.finally(() => pending.delete(p))
+    return p
+  }
+  const settleOnce = async (reservation, outcome, reason, tool) => {
     try {
       await reservation.settle({ outcome, reason })
       return true
@@ -281,12 +290,17 @@ export function createGate({
       return false
     }
   }
-  const settleOwed = async () => {
+  const retryOwed = async () => {
     for (const { reservation, outcome, reason, tool } of owed.splice(0)) {
       if (await finalize(reservation, outcome, reason, tool)) log(`finalized ${reservation.reservationId} (${tool}) late: ${outcome}`)
     }
     stopRetrying()
     return owed.map(describeOwed)
+  }
+  // At shutdown: the settlements under way end first (each owed if the ledger refuses it).
+  const settleOwed = async () => {
+    while (pending.size) await Promise.allSettled([...pending])
+    return retryOwed()
   }
   // The last chance, synchronous (a process 'exit' listener cannot await): each entry once more.
   const settleOwedSync = () => {
@@ -327,7 +341,7 @@ export function createGate({
       log(`deny ${tool}: INVALID_ARGUMENTS`)
       return refusal(tool, new GateRefusal('INVALID_ARGUMENTS', `The arguments do not match the tool's inputSchema: ${checked.errorMessage}`))
     }
-    if (owed.length) await settleOwed()
+    if (owed.length) await retryOwed()
     let reservation
     try {
       const req = { subject, tool, args }
@@ -463,6 +477,7 @@ async function main(argv) {
   log(`gating ${opts.upstream.command} for ${JSON.stringify(opts.subject)} (${authority.ledger})`)
   await done
   await Promise.allSettled([upstream.close(), server.close()])
+  await new Promise((resolve) => setImmediate(resolve))
   // A call cut off by the close was just settled (or queued as owed): retry what is owed; the
   // 'exit' listener tries what is left once more and logs it.
   await server.settleOwed()
