@@ -475,7 +475,8 @@ const DROPPED = new FinalizationRegistry((finish) => finish())
 // A registry's callbacks never run when the process exits, so a returned generator still
 // referenced then (started or not) would go uncharged: each unsettled wrapper's exit finisher
 // (holding no reference to the wrapper) waits here until its iteration is settled, and the
-// process 'exit' listener settles every one left INTERRUPTED, synchronously, each once.
+// process 'exit' listener settles every one left INTERRUPTED, synchronously, each once. A
+// plain guarded call in flight (reserved, its settlement not yet ended) has one here too.
 // (A normal end, `process.exit()` and an uncaught exception emit 'exit'; a signal the process
 // does not handle (SIGINT, SIGTERM, SIGKILL) or `process.abort()` does not: then the hold
 // expires with its TTL, uncharged.)
@@ -564,9 +565,31 @@ function guard(fn, opts) {
     if (tags !== undefined) request.tags = tags
     if (ttlMs !== undefined) request.ttlMs = ttlMs
     const reservation = await authority.reserve(request)
+    // From here until it is settled, the call is in flight: if the process emits 'exit' first
+    // (`process.exit()` elsewhere, an uncaught exception), the 'exit' listener settles it
+    // INTERRUPTED, synchronously (it may have acted). Removed once a settlement below has
+    // ended (a settlement still running at exit is raced by the exit one; the core records
+    // only one of them, the other is RESERVATION_FINALIZED).
+    let inFlight = true
+    const atExit = () => {
+      AT_EXIT.delete(atExit)
+      if (!inFlight) return
+      inFlight = false
+      try {
+        reservation.settleSync({ outcome: 'INTERRUPTED', reason: 'call unfinished at process exit' })
+      } catch {
+        // Nobody to tell at exit: the hold then expires with its TTL.
+      }
+    }
+    const landed = () => {
+      inFlight = false
+      AT_EXIT.delete(atExit)
+    }
+    keepForExit(atExit)
     if (signal?.aborted) {
       // Aborted while the reservation was being made: the call never started.
       await reservation.settle({ outcome: 'NOT_STARTED', reason: 'aborted before the call started' }).catch(() => {})
+      landed()
       signal.throwIfAborted()
     }
     let result
@@ -577,6 +600,7 @@ function guard(fn, opts) {
       // hold expires with its TTL.
       const outcome = thrownOutcome(signal)
       await reservation.settle({ outcome, reason: `guarded function threw (${outcome})` }).catch(() => {})
+      landed()
       throw err
     }
     // The settlement of a call that returned. If `actual` throws, the call still completed:
@@ -615,10 +639,16 @@ function guard(fn, opts) {
       if (err) throw withResult(err)
     }
     // A returned generator object is the call's body still to run: settled when it ends.
+    // (Its iterator wrapper then has an exit finisher of its own.)
     const generator = generatorKind(result)
+    if (generator !== null) landed()
     if (generator === 'async') return settledIterator(result, reservation, complete, () => thrownOutcome(signal))
     if (generator === 'sync') return settledSyncIterator(result, reservation, completeSync, () => thrownOutcome(signal))
-    await complete()
+    try {
+      await complete()
+    } finally {
+      landed()
+    }
     return result
   }
   Object.defineProperty(guarded, 'name', { value: fn.name || tool })

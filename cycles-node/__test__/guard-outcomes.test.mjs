@@ -3,7 +3,11 @@
 import test from 'node:test'
 import assert from 'node:assert/strict'
 
-import { cycles } from './support.mjs'
+import { spawnSync } from 'node:child_process'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+import { cycles, tempDir } from './support.mjs'
 
 const { Authority } = cycles
 
@@ -217,4 +221,26 @@ test('guard: a generator that throws is FAILED on its own, INTERRUPTED once the 
   assert.equal(risk(auth).spent, 20, 'the caller aborted: INTERRUPTED, charged')
   assert.equal(risk(auth).reserved, 0)
   assert.deepEqual(kinds(auth), ['reserve', 'release', 'reserve', 'commit'])
+})
+
+test('guard: a plain call still in flight when the process exits (process.exit, an uncaught exception) is settled INTERRUPTED (charged), once', async (t) => {
+  const tmp = tempDir()
+  t.after(tmp.cleanup)
+  const child = fileURLToPath(new URL('./exit-call-child.cjs', import.meta.url))
+  const exitPolicy = { tools: [{ name: 'deploy', tier: 3 }], budgets: [{ scope: 'agent:bot', unit: 'RISK_POINTS', allocated: 100 }] }
+  for (const how of ['exit', 'throw']) {
+    const path = join(tmp.dir, `${how}.db`)
+    const run = spawnSync(process.execPath, [child, path, how], { encoding: 'utf8' })
+    assert.equal(run.status, how === 'exit' ? 0 : 1, run.stderr)
+    assert.deepEqual(JSON.parse(run.stdout), { spent: 20, reserved: 20 }, `${how}: one charged, one held while it runs`)
+    const auth = Authority.openSync(path, { policy: exitPolicy })
+    const b = risk(auth)
+    assert.equal(b.reserved, 0, `${how}: nothing left held`)
+    assert.equal(b.spent, 40, `${how}: the completed call and the one in flight at exit are both charged`)
+    const records = auth.auditSync()
+    assert.deepEqual(records.map((r) => r.kind), ['budget_set', 'reserve', 'commit', 'reserve', 'commit'], how)
+    assert.equal(records[2].reservationId, records[1].reservationId, how)
+    assert.equal(records[4].reservationId, records[3].reservationId, `${how}: the call in flight, settled once at exit`)
+    assert.deepEqual(records[4].amounts, [{ unit: 'RISK_POINTS', amount: 20 }], `${how}: charged what was held`)
+  }
 })

@@ -85,7 +85,7 @@ test('the MCP gate lets reads through and stops a destructive call before the up
   // Tools whose names the gate would refuse to call (empty, odd characters) are not listed.
   assert.deepEqual(
     tools.map((x) => x.name).sort(),
-    ['add_tools', 'delete_volume', 'flaky', 'measure', 'needs_consent', 'read_file', 'slow', 'write_note'],
+    ['add_tools', 'crash', 'delete_volume', 'flaky', 'measure', 'needs_consent', 'progress', 'read_file', 'slow', 'write_note'],
   )
   assert.equal(tools.find((x) => x.name === 'delete_volume').description, 'Deletes a volume and everything on it')
 
@@ -107,9 +107,10 @@ test('the MCP gate lets reads through and stops a destructive call before the up
   assert.equal(flaky.isError, true, 'the upstream tool error comes through')
   assert.match(text(flaky), /flaky failed on purpose/)
 
+  // A tool the upstream does not have is refused by the gate before the authority sees it.
   const unknown = await client.callTool({ name: 'not_listed', arguments: {} })
   assert.equal(unknown.isError, true)
-  assert.equal(unknown._meta['cycles/decision'].reasonCode, 'TOOL_UNKNOWN')
+  assert.equal(unknown._meta['cycles/decision'].code, 'UNKNOWN_TOOL')
 
   // What reached the upstream: the read, the write and the flaky call; never the deletion.
   const seen = calls(callsFile).filter((c) => c.event === 'call')
@@ -130,7 +131,7 @@ test('the MCP gate lets reads through and stops a destructive call before the up
   const byTool = (kind, tool) => records.filter((r) => r.kind === kind && r.action?.name === tool)
   assert.equal(byTool('denial', 'railway.delete_volume').length, 1)
   assert.equal(byTool('denial', 'railway.delete_volume')[0].reasonCode, 'BUDGET_EXCEEDED')
-  assert.equal(byTool('denial', 'railway.not_listed')[0].reasonCode, 'TOOL_UNKNOWN')
+  assert.equal(records.filter((r) => r.action?.name === 'railway.not_listed').length, 0, 'never reached the authority')
   assert.equal(records.filter((r) => r.kind === 'commit').length, 2, 'read and write committed')
   assert.equal(records.filter((r) => r.kind === 'release').length, 1, 'flaky released')
   assert.equal(byTool('reserve', 'railway.delete_volume').length, 0)
@@ -282,6 +283,14 @@ tier = 0
 name = "railway.late_read"
 tier = 0
 
+[[tools]]
+name = "railway.progress"
+tier = 0
+
+[[tools]]
+name = "railway.crash"
+tier = 1
+
 [[budgets]]
 scope = "tenant:acme/agent:claude"
 unit = "RISK_POINTS"
@@ -295,6 +304,16 @@ async function until(check, _what) {
     const v = await check()
     if (v) return v
     await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+}
+
+/** Whether the process `pid` has ended. */
+function gone(pid) {
+  try {
+    process.kill(pid, 0)
+    return false
+  } catch {
+    return true
   }
 }
 
@@ -316,6 +335,7 @@ async function startGate(t, { policy = HARD_POLICY, extra = [], upstream = UPSTR
   const g = { tmp, ledger, callsFile, client, log: '' }
   transport.stderr.on('data', (chunk) => (g.log += chunk))
   await client.connect(transport)
+  g.pid = transport.pid
   t.after(() => client.close())
   g.calls = (event = 'call') => calls(callsFile).filter((c) => c.event === event)
   g.release = () => writeFileSync(join(tmp.dir, 'go'), '')
@@ -418,6 +438,140 @@ test('a ledger locked by another process: the running call still answers, new ca
   assert.equal((await auth.verify()).ok, true)
 })
 
+test('a settlement the ledger refused is retried when the gate shuts down: the call that ran is charged, not left to expire', { timeout: 120_000 }, async (t) => {
+  // No later call retries it: the client goes away right after the ledger comes back.
+  const g = await startGate(t, { extra: ['--busy-timeout-ms', '200'] })
+  const running = g.client.callTool({ name: 'slow', arguments: { id: 'o1', gate: g.gateFile } })
+  await until(() => g.calls().length === 1, 'the call at the upstream')
+  const unlock = await lockLedger(g.ledger)
+  try {
+    g.release()
+    const result = await running
+    assert.ok(!result.isError, text(result))
+    assert.match(g.log, /finalizing \S+ \(railway\.slow\) failed: LEDGER_UNAVAILABLE/)
+  } finally {
+    await unlock()
+  }
+  // The client disconnects (ends the gate's stdin; SIGTERM if it lingers), and the gate exits.
+  await g.client.close()
+  await until(() => gone(g.pid), 'the gate to exit')
+  assert.match(g.log, /finalized \S+ \(railway\.slow\) late: COMPLETED/)
+  assert.doesNotMatch(g.log, /NOT SETTLED/)
+  const b = await g.balance()
+  assert.equal(b.reserved, 0, 'nothing left held')
+  assert.equal(b.spent, 1, 'the call that ran is charged')
+  const auth = await cycles.Authority.open(g.ledger)
+  assert.deepEqual((await auth.audit()).map((r) => r.kind).filter((k) => k !== 'budget_set'), ['reserve', 'commit'])
+})
+
+test('a settlement still refused at shutdown is logged with its reservation, for an operator to settle', { timeout: 120_000 }, async (t) => {
+  const g = await startGate(t, { extra: ['--busy-timeout-ms', '200'] })
+  const running = g.client.callTool({ name: 'slow', arguments: { id: 'o2', gate: g.gateFile } })
+  await until(() => g.calls().length === 1, 'the call at the upstream')
+  const unlock = await lockLedger(g.ledger)
+  try {
+    g.release()
+    assert.ok(!(await running).isError)
+    await g.client.close()
+    await until(() => gone(g.pid), 'the gate to exit')
+    assert.match(g.log, /NOT SETTLED: reservation \S+ \(railway\.slow\) COMPLETED/)
+  } finally {
+    await unlock()
+  }
+  const b = await g.balance()
+  assert.equal(b.reserved, 1, 'still held (until its TTL): the ledger refused every try')
+  assert.equal(b.spent, 0)
+})
+
+test('an upstream that dies mid-call while the ledger stays locked: the gate waits for that settlement and logs it NOT SETTLED before it exits', { timeout: 120_000 }, async (t) => {
+  const g = await startGate(t, { extra: ['--busy-timeout-ms', '200'] })
+  const call = g.client.callTool({ name: 'crash', arguments: { gate: g.gateFile } }).catch((e) => e)
+  await until(() => g.calls().length === 1, 'the call at the upstream')
+  const unlock = await lockLedger(g.ledger)
+  try {
+    g.release() // the upstream dies; the gate's settlement of the cut-off call meets the lock
+    await until(() => gone(g.pid), 'the gate to exit')
+    await call
+    assert.match(g.log, /NOT SETTLED: reservation \S+ \(railway\.crash\) INTERRUPTED/)
+  } finally {
+    await unlock()
+  }
+  const b = await g.balance()
+  assert.equal(b.reserved, 1, 'held until its TTL: every try met the lock (what the log reports)')
+  assert.equal(b.spent, 0)
+})
+
+test('an unknown tool or arguments its inputSchema refuses: refused before anything is reserved, even under on_failure CHARGE', { timeout: 120_000 }, async (t) => {
+  // unknown_tool rated (not denied) and failures charged: before the fix, both were reserved,
+  // forwarded, answered isError by the SDK upstream, settled FAILED and charged.
+  const policy = `${HARD_POLICY.replace('unknown_tool = { action = "deny" }', 'unknown_tool = { action = "tier", tier = 1 }')}\n[defaults]\non_failure = "CHARGE"\n`
+  const g = await startGate(t, { policy })
+  const unknown = await g.client.callTool({ name: 'no_such_tool', arguments: {} })
+  assert.equal(unknown.isError, true, text(unknown))
+  assert.equal(unknown._meta['cycles/decision'].code, 'UNKNOWN_TOOL', text(unknown))
+  const bad = await g.client.callTool({ name: 'read_file', arguments: { path: 42 } })
+  assert.equal(bad.isError, true, text(bad))
+  assert.equal(bad._meta['cycles/decision'].code, 'INVALID_ARGUMENTS', text(bad))
+  assert.match(text(bad), /path/)
+  assert.equal(g.calls().length, 0, 'neither reached the upstream')
+  let b = await g.balance()
+  assert.equal(b.spent, 0, 'nothing charged')
+  assert.equal(b.reserved, 0)
+  const auth = await cycles.Authority.open(g.ledger)
+  assert.deepEqual((await auth.audit()).map((r) => r.kind).filter((k) => k !== 'budget_set'), [], 'nothing reserved')
+  // Valid arguments go through; a tool the upstream adds later is found (listed again on a miss).
+  const ok = await g.client.callTool({ name: 'read_file', arguments: { path: 'a' } })
+  assert.ok(!ok.isError, text(ok))
+  assert.ok(!(await g.client.callTool({ name: 'add_tools', arguments: {} })).isError)
+  const late = await g.client.callTool({ name: 'late_read', arguments: {} })
+  assert.ok(!late.isError, text(late))
+  assert.deepEqual(g.calls().map((c) => c.tool), ['read_file', 'add_tools', 'late_read'])
+  b = await g.balance()
+  assert.equal(b.reserved, 0)
+  assert.deepEqual((await auth.audit()).map((r) => r.kind).filter((k) => k !== 'budget_set'), ['reserve', 'commit', 'reserve', 'commit', 'reserve', 'commit'])
+})
+
+test('--request-timeout-ms bounds a forwarded call (not the SDK\'s 60 s): it is cancelled upstream and INTERRUPTED (charged)', { timeout: 120_000 }, async (t) => {
+  // The upstream's slow tool runs until released (never, here): a tiny timeout shows the option
+  // is what the gate passes for the upstream request.
+  const g = await startGate(t, { extra: ['--request-timeout-ms', '50'] })
+  const r = await g.client.callTool({ name: 'slow', arguments: { id: 't1', gate: g.gateFile } }, undefined, { timeout: 600_000 })
+  assert.equal(r.isError, true, text(r))
+  assert.match(text(r), /timed out/)
+  assert.match(text(r), /may have acted/, 'not presented as a failure to retry blindly')
+  await until(() => g.calls('aborted').length === 1, 'the upstream to see the cancellation')
+  const b = await g.balance()
+  assert.equal(b.reserved, 0)
+  assert.equal(b.spent, 1, 'INTERRUPTED: charged what was held')
+  assert.match(g.log, /timed out railway\.slow: settled INTERRUPTED/)
+})
+
+test('the upstream\'s progress notifications reach the client under its own progress token', { timeout: 120_000 }, async (t) => {
+  const g = await startGate(t)
+  const seen = []
+  // Each report lets the upstream go on (writes the file it waits for): none can be lost to
+  // the SDK's handling of a response that arrives together with them.
+  const onprogress = (p) => {
+    seen.push(p)
+    writeFileSync(`${g.gateFile}${p.progress}`, '')
+  }
+  const r = await g.client.callTool({ name: 'progress', arguments: { gate: g.gateFile } }, undefined, { onprogress })
+  assert.ok(!r.isError, text(r))
+  assert.deepEqual(seen.map((p) => [p.progress, p.total, p.message]), [[1, 3, 'step 1'], [2, 3, 'step 2'], [3, 3, 'step 3']])
+  // A client that asked for no progress gets none (and the call still completes).
+  const quiet = await g.client.callTool({ name: 'progress', arguments: { gate: g.gateFile } })
+  assert.ok(!quiet.isError, text(quiet))
+  assert.equal(seen.length, 3)
+})
+
+test('--request-timeout-ms takes positive milliseconds a timer can hold', () => {
+  for (const bad of ['0', 'soon', String(2 ** 31)]) {
+    const run = spawnSync(process.execPath, [GATE, '--policy', 'p.toml', '--subject', 'agent=a', '--request-timeout-ms', bad, '--', 'x'], { input: '', encoding: 'utf8', timeout: 60_000 })
+    assert.equal(run.status, 2, bad)
+    assert.match(run.stderr, /--request-timeout-ms takes milliseconds/, bad)
+  }
+})
+
 test('empty and odd tool names are refused before the ledger, whatever a glob would rate them', { timeout: 120_000 }, async (t) => {
   // "railway.*" would rate the empty name (railway.) and "wipe all*" at tier 0.
   const g = await startGate(t, {
@@ -497,7 +651,9 @@ test('arguments nested 200,000 deep are refused with INVALID_REQUEST and the gat
   await reply(1)
   send({ jsonrpc: '2.0', method: 'notifications/initialized' })
   const n = 200_000
-  send(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"measure","arguments":{"text":${'['.repeat(n)}${']'.repeat(n)}}}}`)
+  // To a tool whose inputSchema leaves other properties open, so the gate's schema check passes
+  // them and the depth reaches the core.
+  send(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"add_tools","arguments":{"deep":${'['.repeat(n)}${']'.repeat(n)}}}}`)
   const deep = await reply(2)
   assert.equal(deep.result?.isError, true, JSON.stringify(deep).slice(0, 500))
   assert.equal(deep.result._meta['cycles/decision'].code, 'INVALID_REQUEST')

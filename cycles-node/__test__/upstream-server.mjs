@@ -80,6 +80,33 @@ server.registerTool(
   },
 )
 
+// Reports progress three times (to the progress token the caller's request carried), then
+// answers. After each report it waits until the file `${gate}${i}` exists, so a test can let
+// it go on only once it saw that report (the SDK handles a response that arrives together with
+// progress notifications before them, and would drop those).
+server.registerTool(
+  'progress',
+  { description: 'Reports progress', inputSchema: { gate: z.string() } },
+  async ({ gate }, extra) => {
+    record({ event: 'call', tool: 'progress', args: {} })
+    const progressToken = extra._meta?.progressToken
+    for (let i = 1; i <= 3; i++) {
+      if (progressToken !== undefined) {
+        await extra.sendNotification({ method: 'notifications/progress', params: { progressToken, progress: i, total: 3, message: `step ${i}` } })
+      }
+      while (!existsSync(`${gate}${i}`)) await new Promise((resolve) => setTimeout(resolve, 10))
+    }
+    return { content: [{ type: 'text', text: 'progress done' }] }
+  },
+)
+
+// Acts, then, once the file named by `gate` exists, the server dies mid-call (never answers).
+server.registerTool('crash', { description: 'Dies mid-call', inputSchema: { gate: z.string() } }, async ({ gate }) => {
+  record({ event: 'call', tool: 'crash', args: {} })
+  while (!existsSync(gate)) await new Promise((resolve) => setTimeout(resolve, 10))
+  process.exit(1)
+})
+
 // Records only the size of what it got (the large-argument test sends megabytes).
 server.registerTool(
   'measure',

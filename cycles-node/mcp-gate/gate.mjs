@@ -10,7 +10,7 @@
 //
 //   cycles-mcp-gate --policy policy.toml --subject tenant=acme,agent=claude \
 //     [--ledger cycles.db] [--busy-timeout-ms 10000] [--tool-prefix railway.] [--ttl-ms 60000] \
-//     -- upstream-command [args...]
+//     [--request-timeout-ms 600000] -- upstream-command [args...]
 
 import { createRequire } from 'node:module'
 import { pathToFileURL } from 'node:url'
@@ -20,6 +20,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js'
 import { Server } from '@modelcontextprotocol/sdk/server/index.js'
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js'
+import { AjvJsonSchemaValidator } from '@modelcontextprotocol/sdk/validation/ajv'
 import {
   CallToolRequestSchema,
   CallToolResultSchema,
@@ -33,7 +34,8 @@ const require = createRequire(import.meta.url)
 const { Authority, isCyclesError } = require('../cycles.js')
 
 const USAGE = `usage: cycles-mcp-gate --policy FILE --subject k=v[,k=v...] [--ledger FILE]
-                       [--busy-timeout-ms N] [--tool-prefix PREFIX] [--ttl-ms N] -- COMMAND [ARGS...]
+                       [--busy-timeout-ms N] [--tool-prefix PREFIX] [--ttl-ms N]
+                       [--request-timeout-ms N] -- COMMAND [ARGS...]
 
   --policy FILE       the Cycles policy (TOML); the gate refuses to start without a valid one
   --subject k=v,...   who the agent is: tenant, workspace, app, workflow, agent, toolset
@@ -43,7 +45,12 @@ const USAGE = `usage: cycles-mcp-gate --policy FILE --subject k=v[,k=v...] [--le
   --tool-prefix P     prefix added to upstream tool names before classification
                       (e.g. "railway." makes "delete_volume" the policy's "railway.delete_volume")
   --ttl-ms N          reservation time to live (default: the policy's)
+  --request-timeout-ms N
+                      how long a forwarded call may go without an answer or a progress
+                      notification before the gate cancels it (INTERRUPTED; default: 600000)
   COMMAND ARGS        the upstream MCP server, spoken to over stdio`
+
+const MAX_TIMER_MS = 2 ** 31 - 1
 
 /** Parses the command line; throws with the usage text on a mistake. */
 export function parseArgs(argv) {
@@ -57,13 +64,17 @@ export function parseArgs(argv) {
     if (flag === '--policy') opts.policy = value
     else if (flag === '--ledger') opts.ledger = value
     else if (flag === '--tool-prefix') opts.toolPrefix = value
-    else if (flag === '--ttl-ms' || flag === '--busy-timeout-ms') {
+    else if (flag === '--ttl-ms' || flag === '--busy-timeout-ms' || flag === '--request-timeout-ms') {
       const ms = Number(value)
-      if (!/^[0-9]+$/.test(value) || !Number.isSafeInteger(ms) || (flag === '--ttl-ms' && ms <= 0)) {
-        throw new Error(`${flag} takes milliseconds, got ${value}\n${USAGE}`)
+      const positive = flag !== '--busy-timeout-ms'
+      // setTimeout treats more than 2^31-1 ms as 1 ms: a longer request timeout is refused.
+      const tooLong = flag === '--request-timeout-ms' && ms > MAX_TIMER_MS
+      if (!/^[0-9]+$/.test(value) || !Number.isSafeInteger(ms) || (positive && ms <= 0) || tooLong) {
+        throw new Error(`${flag} takes milliseconds${tooLong ? ` (at most ${MAX_TIMER_MS})` : ''}, got ${value}\n${USAGE}`)
       }
       if (flag === '--ttl-ms') opts.ttlMs = ms
-      else opts.busyTimeoutMs = ms
+      else if (flag === '--busy-timeout-ms') opts.busyTimeoutMs = ms
+      else opts.requestTimeoutMs = ms
     }
     else if (flag === '--subject') {
       opts.subject = {}
@@ -164,17 +175,73 @@ export function upstreamFailure(err, aborted) {
  * The gate as an MCP `Server` over a connected upstream `Client`: every tools/call goes through
  * `authority.reserve` first. Exported so it can also be embedded (any transport).
  */
-export function createGate({ authority, subject, upstream, toolPrefix = '', ttlMs, log = () => {} }) {
+export function createGate({
+  authority,
+  subject,
+  upstream,
+  toolPrefix = '',
+  ttlMs,
+  requestTimeoutMs = 600_000,
+  retryOwedMs = 5000,
+  log = () => {},
+}) {
   const upstreamCaps = upstream.getServerCapabilities() ?? {}
   const server = new Server(
     { name: 'cycles-mcp-gate', version: '0.1.0' },
     { capabilities: { tools: { listChanged: Boolean(upstreamCaps.tools?.listChanged) } } },
   )
 
+  // The upstream's tools by name, with a compiled check of each one's inputSchema: a call the
+  // upstream would refuse (unknown tool, arguments its schema rejects) is refused by the gate
+  // before anything is reserved. An SDK server answers both with an `isError` result, which the
+  // gate could not tell from a tool that ran and failed (FAILED: charged under
+  // `on_failure = "CHARGE"`). Listed in full on a miss (a tool added later), one listing at a time.
+  const validator = new AjvJsonSchemaValidator()
+  let known = new Map()
+  let listing
+  // Compiled once per distinct schema (Ajv keeps every schema it compiled).
+  const checks = new Map()
+  const checkOf = (tool) => {
+    if (!tool.inputSchema) return undefined
+    const key = JSON.stringify(tool.inputSchema)
+    if (!checks.has(key)) {
+      let check
+      try {
+        check = validator.getValidator(tool.inputSchema)
+      } catch (err) {
+        // A schema the gate cannot compile: the upstream checks the arguments itself.
+        log(`not checking arguments of ${JSON.stringify(tool.name)}: its inputSchema does not compile (${err?.message ?? err})`)
+      }
+      checks.set(key, check)
+    }
+    return checks.get(key)
+  }
+  const entryOf = (tool) => [tool.name, tool]
+  const listAll = () => {
+    listing ??= (async () => {
+      const tools = new Map()
+      let cursor
+      do {
+        const page = await upstream.listTools(cursor === undefined ? undefined : { cursor })
+        for (const tool of page.tools) tools.set(...entryOf(tool))
+        cursor = page.nextCursor
+      } while (cursor !== undefined)
+      known = tools
+    })().finally(() => {
+      listing = undefined
+    })
+    return listing
+  }
+  const lookUp = async (name) => {
+    if (!known.has(name)) await listAll()
+    return known.get(name)
+  }
+
   server.setRequestHandler(ListToolsRequestSchema, async (request) => {
     // Re-listed from the upstream every time, so tools it adds later (tools/list_changed) are
     // listed, and gated like the others: the call handler gates whatever name it is given.
     const page = await upstream.listTools(request.params)
+    for (const tool of page.tools) known.set(...entryOf(tool))
     const tools = page.tools.filter((x) => TOOL_NAME.test(x.name))
     if (tools.length !== page.tools.length) {
       const hidden = page.tools.filter((x) => !TOOL_NAME.test(x.name)).map((x) => JSON.stringify(x.name))
@@ -183,26 +250,72 @@ export function createGate({ authority, subject, upstream, toolPrefix = '', ttlM
     return { ...page, tools }
   })
 
-  // Finalizations the ledger refused (locked, unreachable): retried before the next call, so a
-  // call that ran is charged once the ledger is back instead of staying held until its TTL.
-  // The gate only says how the call ended; what that costs is the core's rule (`settle`).
+  // Finalizations the ledger refused (locked, unreachable): retried before the next call, on a
+  // timer (`retryOwedMs`) and at shutdown (`server.settleOwed()`, then `settleOwedSync()` at
+  // 'exit'), so a call that ran is charged once the ledger is back instead of staying held until
+  // its TTL. The gate only says how the call ended; what that costs is the core's rule (`settle`).
   const owed = []
-  const finalize = async (reservation, outcome, reason, tool) => {
+  let retryTimer
+  const remember = (entry) => {
+    owed.push(entry)
+    if (retryTimer === undefined && retryOwedMs > 0) {
+      retryTimer = setInterval(() => {
+        retryOwed().catch(() => {})
+      }, retryOwedMs)
+      retryTimer.unref?.()
+    }
+  }
+  const stopRetrying = () => {
+    if (owed.length === 0 && retryTimer !== undefined) {
+      clearInterval(retryTimer)
+      retryTimer = undefined
+    }
+  }
+  // Settlements under way: the shutdown path waits for them (a call cut off when the upstream
+  // exits is being settled just then) before it retries what is owed.
+  const pending = new Set()
+  const finalize = (reservation, outcome, reason, tool) => {
+    const p = settleOnce(reservation, outcome, reason, tool)
+    pending.add(p)
+    p.finally(() => pending.delete(p))
+    return p
+  }
+  const settleOnce = async (reservation, outcome, reason, tool) => {
     try {
       await reservation.settle({ outcome, reason })
       return true
     } catch (err) {
       log(`finalizing ${reservation.reservationId} (${tool}) failed: ${err?.code ?? err}`)
-      if (err?.code === 'LEDGER_UNAVAILABLE' || err?.kind === 'Ledger') owed.push({ reservation, outcome, reason, tool })
+      if (err?.code === 'LEDGER_UNAVAILABLE' || err?.kind === 'Ledger') remember({ reservation, outcome, reason, tool })
       return false
     }
   }
-  const settleOwed = async () => {
+  const retryOwed = async () => {
     for (const { reservation, outcome, reason, tool } of owed.splice(0)) {
       if (await finalize(reservation, outcome, reason, tool)) log(`finalized ${reservation.reservationId} (${tool}) late: ${outcome}`)
     }
+    stopRetrying()
+    return owed.map(describeOwed)
   }
-
+  // At shutdown: the settlements under way end first (each owed if the ledger refuses it).
+  const settleOwed = async () => {
+    while (pending.size) await Promise.allSettled([...pending])
+    return retryOwed()
+  }
+  // The last chance, synchronous (a process 'exit' listener cannot await): each entry once more.
+  const settleOwedSync = () => {
+    for (const { reservation, outcome, reason, tool } of owed.splice(0)) {
+      try {
+        reservation.settleSync({ outcome, reason })
+        log(`finalized ${reservation.reservationId} (${tool}) late: ${outcome}`)
+      } catch (err) {
+        log(`finalizing ${reservation.reservationId} (${tool}) failed: ${err?.code ?? err}`)
+        if (err?.code === 'LEDGER_UNAVAILABLE' || err?.kind === 'Ledger') owed.push({ reservation, outcome, reason, tool })
+      }
+    }
+    stopRetrying()
+    return owed.map(describeOwed)
+  }
   server.setRequestHandler(CallToolRequestSchema, async (request, extra) => {
     const { name } = request.params
     const args = request.params.arguments ?? {}
@@ -211,7 +324,24 @@ export function createGate({ authority, subject, upstream, toolPrefix = '', ttlM
       log(`deny ${JSON.stringify(tool)}: INVALID_TOOL_NAME`)
       return refusal(tool, new GateRefusal('INVALID_TOOL_NAME', 'Tool names are one or more of A-Z a-z 0-9 _ . : / -.'))
     }
-    if (owed.length) await settleOwed()
+    let listed
+    try {
+      listed = await lookUp(name)
+    } catch (err) {
+      // Fail closed: without the upstream's list the gate cannot tell a tool that exists.
+      log(`deny ${tool}: cannot list the upstream's tools (${err?.message ?? err})`)
+      return refusal(tool, new GateRefusal('UPSTREAM_UNAVAILABLE', `The upstream's tools could not be listed: ${err?.message ?? err}`))
+    }
+    if (listed === undefined) {
+      log(`deny ${tool}: UNKNOWN_TOOL`)
+      return refusal(tool, new GateRefusal('UNKNOWN_TOOL', `The upstream server has no tool ${JSON.stringify(name)}.`))
+    }
+    const checked = checkOf(listed)?.(args)
+    if (checked !== undefined && !checked.valid) {
+      log(`deny ${tool}: INVALID_ARGUMENTS`)
+      return refusal(tool, new GateRefusal('INVALID_ARGUMENTS', `The arguments do not match the tool's inputSchema: ${checked.errorMessage}`))
+    }
+    if (owed.length) await retryOwed()
     let reservation
     try {
       const req = { subject, tool, args }
@@ -248,15 +378,28 @@ export function createGate({ authority, subject, upstream, toolPrefix = '', ttlM
       // after the upstream answered, and would turn a tool that ran and succeeded into an
       // error (a FAILED call, released under the default policy, that the client would retry).
       // The upstream's result is forwarded as it is; the client validates it if it wants to.
-      result = await upstream.request({ method: 'tools/call', params: request.params }, CallToolResultSchema, { signal: extra.signal })
+      // The SDK's own default (60 s) would cut off a long call whatever the client allows:
+      // `requestTimeoutMs` instead, restarted by each progress notification from the upstream,
+      // which is passed on to the client under the client's own progress token.
+      const clientToken = request.params._meta?.progressToken
+      result = await upstream.request({ method: 'tools/call', params: request.params }, CallToolResultSchema, {
+        signal: extra.signal,
+        timeout: requestTimeoutMs,
+        resetTimeoutOnProgress: true,
+        onprogress: (progress) => {
+          if (clientToken === undefined) return
+          extra.sendNotification({ method: 'notifications/progress', params: { ...progress, progressToken: clientToken } })
+            .catch(() => {})
+        },
+      })
     } catch (err) {
       const { outcome, why } = upstreamFailure(err, extra.signal.aborted)
       const done = await finalize(reservation, outcome, why, tool)
       log(`${why} ${tool}: ${done ? `settled ${outcome}` : 'finalization owed'} (${err?.message ?? err})`)
-      return {
-        isError: true,
-        content: [{ type: 'text', text: `The upstream server failed on ${JSON.stringify(name)}: ${err?.message ?? err}` }],
-      }
+      const text = outcome === 'INTERRUPTED'
+        ? `The call to ${JSON.stringify(name)} was sent to the upstream server and stopped before it answered (${why}: ${err?.message ?? err}). It may have acted: check before retrying it.`
+        : `The upstream server failed on ${JSON.stringify(name)}: ${err?.message ?? err}`
+      return { isError: true, content: [{ type: 'text', text }] }
     }
     // The call already ran; its result reaches the client even if the ledger cannot record it.
     // A tool error result is the tool's own failure report.
@@ -266,10 +409,24 @@ export function createGate({ authority, subject, upstream, toolPrefix = '', ttlM
   })
 
   if (upstreamCaps.tools?.listChanged) {
-    upstream.setNotificationHandler(ToolListChangedNotificationSchema, () => server.sendToolListChanged())
+    upstream.setNotificationHandler(ToolListChangedNotificationSchema, () => {
+      known = new Map() // listed again at the next call
+      return server.sendToolListChanged()
+    })
   }
+  // For the embedder's shutdown path: settle what the ledger refused before, and say what is
+  // still owed (each `{ reservationId, tool, outcome, reason }`) so it can be logged.
+  server.settleOwed = settleOwed
+  server.settleOwedSync = settleOwedSync
   return server
 }
+
+const describeOwed = ({ reservation, outcome, reason, tool }) => ({
+  reservationId: reservation.reservationId,
+  tool,
+  outcome,
+  reason: reason ?? null,
+})
 
 async function main(argv) {
   const log = (msg) => process.stderr.write(`cycles-mcp-gate: ${msg}\n`)
@@ -304,15 +461,33 @@ async function main(argv) {
   }
   const server = createGate({ ...opts, authority, upstream, log })
   const transport = new StdioServerTransport()
+  // The gate stops when either side goes away: the upstream exits, the client closes the
+  // transport or its stdin (the SDK client ends stdin, then sends SIGTERM), or a signal.
   const done = new Promise((resolve) => {
     server.onclose = resolve
     upstream.onclose = resolve
+    process.stdin.once('end', resolve)
+    process.once('SIGTERM', resolve)
+    process.once('SIGINT', resolve)
   })
+  // Whatever way the process ends with an 'exit' (process.exit, an uncaught exception), the
+  // settlements the ledger refused get one last synchronous try, and what is left is logged.
+  process.once('exit', () => logStillOwed(log, server.settleOwedSync()))
   await server.connect(transport)
   log(`gating ${opts.upstream.command} for ${JSON.stringify(opts.subject)} (${authority.ledger})`)
   await done
   await Promise.allSettled([upstream.close(), server.close()])
+  await new Promise((resolve) => setImmediate(resolve))
+  // A call cut off by the close was just settled (or queued as owed): retry what is owed; the
+  // 'exit' listener tries what is left once more and logs it.
+  await server.settleOwed()
   return 0
+}
+
+function logStillOwed(log, still) {
+  for (const o of still) {
+    log(`NOT SETTLED: reservation ${o.reservationId} (${o.tool}) ${o.outcome}${o.reason ? ` (${o.reason})` : ''}: the ledger refused it; settle it by hand (Authority#settle(reservationId, { outcome })) or its hold expires with its TTL, uncharged`)
+  }
 }
 
 const invokedDirectly = (() => {
