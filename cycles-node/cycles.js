@@ -617,12 +617,16 @@ function guard(fn, opts) {
       if (err !== null && typeof err === 'object') err.result = result
       return err
     }
+    // `actual` returned amounts the core refuses (INVALID_REQUEST, nothing changed): the call
+    // still ran, so what was held is charged, and the input error reaches the caller.
+    const refusedAmounts = (req, e) => req.actual !== undefined && e?.kind === 'InvalidInput'
     const complete = async () => {
       const { req, err } = amounts()
       if (req.actual === undefined) delete req.actual
       try {
         await reservation.settle(req)
       } catch (e) {
+        if (refusedAmounts(req, e)) await reservation.settle({ outcome: 'COMPLETED' }).catch(() => {})
         if (!err) throw withResult(e)
       }
       if (err) throw withResult(err)
@@ -634,6 +638,13 @@ function guard(fn, opts) {
       try {
         reservation.settleSync(req)
       } catch (e) {
+        if (refusedAmounts(req, e)) {
+          try {
+            reservation.settleSync({ outcome: 'COMPLETED' })
+          } catch {
+            // The input error is what the caller hears about; the hold expires with its TTL.
+          }
+        }
         if (!err) throw withResult(e)
       }
       if (err) throw withResult(err)

@@ -29,6 +29,49 @@ test('guard: an `actual` that throws still charges what was held', async () => {
   assert.equal(b.spent, 5, 'the email went out: it is charged')
 })
 
+for (const shape of ['a value', 'a sync generator', 'an async generator']) {
+  test(`guard: an \`actual\` that returns amounts the core refuses still charges what was held (${shape})`, async () => {
+    // Before the fix the settle failed with INVALID_REQUEST and the call that ran stayed held,
+    // to expire uncharged.
+    const auth = Authority.inMemory({ policy: POLICY })
+    const ran = []
+    const body = {
+      'a value': async function send_email(to) {
+        ran.push(to)
+        return 'sent'
+      },
+      'a sync generator': function send_email(to) {
+        return (function* () {
+          ran.push(to)
+          yield 'sent'
+        })()
+      },
+      'an async generator': function send_email(to) {
+        return (async function* () {
+          ran.push(to)
+          yield 'sent'
+        })()
+      },
+    }[shape]
+    const send = guard(body, { authority: auth, subject: BOT, actual: () => ({ RISK_POINTS: 1 }) })
+    const isRefusal = (e) => e.code === 'INVALID_REQUEST' && e.result !== undefined
+    if (shape === 'a value') {
+      await assert.rejects(send('a@b.c'), isRefusal)
+    } else if (shape === 'a sync generator') {
+      const it = await send('a@b.c')
+      assert.throws(() => [...it], isRefusal)
+    } else {
+      const it = await send('a@b.c')
+      await assert.rejects((async () => { for await (const _ of it); })(), isRefusal)
+    }
+    assert.deepEqual(ran, ['a@b.c'])
+    const b = risk(auth)
+    assert.equal(b.reserved, 0, 'the hold is not left to expire uncharged')
+    assert.equal(b.spent, 5, 'the email went out: what was held is charged')
+    assert.deepEqual(auth.auditSync().map((r) => r.kind).filter((k) => k !== 'budget_set'), ['reserve', 'commit'])
+  })
+}
+
 test('guard: generator functions are refused (their body would run after the commit)', () => {
   const auth = Authority.inMemory({ policy: POLICY })
   assert.throws(() => guard(function* send_email() { yield 1 }, { authority: auth, subject: BOT }), /generator/)

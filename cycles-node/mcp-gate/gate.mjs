@@ -20,7 +20,6 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js'
 import { Server } from '@modelcontextprotocol/sdk/server/index.js'
 import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js'
-import { AjvJsonSchemaValidator } from '@modelcontextprotocol/sdk/validation/ajv'
 import {
   CallToolRequestSchema,
   CallToolResultSchema,
@@ -191,31 +190,15 @@ export function createGate({
     { capabilities: { tools: { listChanged: Boolean(upstreamCaps.tools?.listChanged) } } },
   )
 
-  // The upstream's tools by name, with a compiled check of each one's inputSchema: a call the
-  // upstream would refuse (unknown tool, arguments its schema rejects) is refused by the gate
-  // before anything is reserved. An SDK server answers both with an `isError` result, which the
-  // gate could not tell from a tool that ran and failed (FAILED: charged under
-  // `on_failure = "CHARGE"`). Listed in full on a miss (a tool added later), one listing at a time.
-  const validator = new AjvJsonSchemaValidator()
+  // The upstream's tools by name: a call naming a tool the upstream does not list is refused
+  // before anything is reserved (an SDK server answers it with an `isError` result, which the
+  // gate could not tell from a tool that ran and failed: FAILED, charged under
+  // `on_failure = "CHARGE"`). The arguments are not checked here: the upstream validates them
+  // itself, and a JSON-Schema reading of its inputSchema disagrees with its own validation
+  // (zod strips stray keys its listed schema forbids, coerces values, reads formats its own
+  // way) in both directions. Listed in full on a miss (a tool added later), one listing at a time.
   let known = new Map()
   let listing
-  // Compiled once per distinct schema (Ajv keeps every schema it compiled).
-  const checks = new Map()
-  const checkOf = (tool) => {
-    if (!tool.inputSchema) return undefined
-    const key = JSON.stringify(tool.inputSchema)
-    if (!checks.has(key)) {
-      let check
-      try {
-        check = validator.getValidator(tool.inputSchema)
-      } catch (err) {
-        // A schema the gate cannot compile: the upstream checks the arguments itself.
-        log(`not checking arguments of ${JSON.stringify(tool.name)}: its inputSchema does not compile (${err?.message ?? err})`)
-      }
-      checks.set(key, check)
-    }
-    return checks.get(key)
-  }
   const entryOf = (tool) => [tool.name, tool]
   const listAll = () => {
     listing ??= (async () => {
@@ -335,11 +318,6 @@ export function createGate({
     if (listed === undefined) {
       log(`deny ${tool}: UNKNOWN_TOOL`)
       return refusal(tool, new GateRefusal('UNKNOWN_TOOL', `The upstream server has no tool ${JSON.stringify(name)}.`))
-    }
-    const checked = checkOf(listed)?.(args)
-    if (checked !== undefined && !checked.valid) {
-      log(`deny ${tool}: INVALID_ARGUMENTS`)
-      return refusal(tool, new GateRefusal('INVALID_ARGUMENTS', `The arguments do not match the tool's inputSchema: ${checked.errorMessage}`))
     }
     if (owed.length) await retryOwed()
     let reservation
