@@ -2339,9 +2339,9 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
             // helmfile's subcommands act on every release of its file.
             match subcommand_among(
                 rest,
-                HELMFILE_SUBCOMMANDS,
-                HELMFILE_VALUE_OPTIONS,
                 HELMFILE_CHANGING,
+                HELMFILE_OTHER_SUBCOMMANDS,
+                HELMFILE_VALUE_OPTIONS,
             ) {
                 Some((_, "destroy" | "delete")) => v.raise(Tier::T4, "shell.helm_uninstall"),
                 Some((_, "apply" | "sync" | "charts")) => v.raise(Tier::T3, "shell.helm_release"),
@@ -5011,19 +5011,20 @@ fn git(rest: &[String], d: usize, v: &mut Verdict) {
 /// skipping options and the values they may take. `None` when no known word comes before an
 /// operand we cannot place: an unknown subcommand, not a read.
 fn subcommand<'a>(args: &'a [String], known: &[&str]) -> Option<(usize, &'a str)> {
-    subcommand_among(args, known, &[], &[])
+    subcommand_among(args, &[], known, &[])
 }
 
-/// [`subcommand`] for a CLI whose global options taking a value are listed in `value_options`
-/// (their value is never the subcommand: `helm -n test uninstall web` is `uninstall`). A word
-/// right after another option written without `=` may be that option's value: when it is a
-/// known word but not one of `changing` and a `changing` word follows, the later word wins
-/// (`helmfile --env-x test destroy` is `destroy`: fail closed).
+/// [`subcommand`] for a CLI whose subcommands are `changing` (they change something) and
+/// `others`, and whose global options taking a value are listed in `value_options` (their value
+/// is never the subcommand: `helm -n test uninstall web` is `uninstall`). A word right after
+/// another option written without `=` may be that option's value: when it is one of `others`
+/// and a `changing` word follows, the later word wins (`helmfile --env-x test destroy` is
+/// `destroy`: fail closed).
 fn subcommand_among<'a>(
     args: &'a [String],
-    known: &[&str],
-    value_options: &[&str],
     changing: &[&str],
+    others: &[&str],
+    value_options: &[&str],
 ) -> Option<(usize, &'a str)> {
     let mut after_option = false;
     let mut i = 0;
@@ -5037,11 +5038,11 @@ fn subcommand_among<'a>(
             after_option = false;
         } else if a.starts_with('-') && a.len() > 1 {
             after_option = !a.contains('=');
-        } else if known.contains(&a) {
+        } else if changing.contains(&a) || others.contains(&a) {
             if after_option
                 && !changing.contains(&a)
                 && let Some((j, later)) =
-                    subcommand_among(&args[i + 1..], known, value_options, changing)
+                    subcommand_among(&args[i + 1..], changing, others, value_options)
                 && changing.contains(&later)
             {
                 return Some((i + 1 + j, later));
@@ -5117,14 +5118,8 @@ const HELMFILE_VALUE_OPTIONS: &[&str] = &[
 
 const HELMFILE_CHANGING: &[&str] = &["destroy", "delete", "apply", "sync", "charts"];
 
-const HELM_SUBCOMMANDS: &[&str] = &[
-    "uninstall",
-    "delete",
-    "del",
-    "un",
-    "install",
-    "upgrade",
-    "rollback",
+/// helm's subcommands other than [`HELM_CHANGING`].
+const HELM_OTHER_SUBCOMMANDS: &[&str] = &[
     "repo",
     "dependency",
     "dep",
@@ -5134,7 +5129,6 @@ const HELM_SUBCOMMANDS: &[&str] = &[
     "create",
     "plugin",
     "registry",
-    "push",
     "test",
     "list",
     "ls",
@@ -5155,12 +5149,8 @@ const HELM_SUBCOMMANDS: &[&str] = &[
     "diff",
 ];
 
-const HELMFILE_SUBCOMMANDS: &[&str] = &[
-    "destroy",
-    "delete",
-    "apply",
-    "sync",
-    "charts",
+/// helmfile's subcommands other than [`HELMFILE_CHANGING`].
+const HELMFILE_OTHER_SUBCOMMANDS: &[&str] = &[
     "deps",
     "repos",
     "fetch",
@@ -5180,7 +5170,12 @@ const HELMFILE_SUBCOMMANDS: &[&str] = &[
 ];
 
 fn helm(rest: &[String], v: &mut Verdict) {
-    match subcommand_among(rest, HELM_SUBCOMMANDS, HELM_VALUE_OPTIONS, HELM_CHANGING) {
+    match subcommand_among(
+        rest,
+        HELM_CHANGING,
+        HELM_OTHER_SUBCOMMANDS,
+        HELM_VALUE_OPTIONS,
+    ) {
         Some((_, "uninstall" | "delete" | "del" | "un")) => {
             v.raise(Tier::T4, "shell.helm_uninstall")
         }
@@ -5198,20 +5193,10 @@ fn helm(rest: &[String], v: &mut Verdict) {
     }
 }
 
-const TERRAFORM_SUBCOMMANDS: &[&str] = &[
-    "destroy",
-    "destroy-all",
-    "apply",
-    "apply-all",
+/// terraform's and terragrunt's subcommands other than [`TERRAFORM_CHANGING`].
+const TERRAFORM_OTHER_SUBCOMMANDS: &[&str] = &[
     "plan",
     "plan-all",
-    "state",
-    "workspace",
-    "import",
-    "taint",
-    "untaint",
-    "force-unlock",
-    "refresh",
     "init",
     "get",
     "fmt",
@@ -5233,10 +5218,6 @@ const TERRAFORM_SUBCOMMANDS: &[&str] = &[
     "metadata",
     "modules",
     "help",
-    "run-all",
-    "run",
-    "stack",
-    "exec",
     "render-json",
     "render",
     "terragrunt-info",
@@ -5247,7 +5228,6 @@ const TERRAFORM_SUBCOMMANDS: &[&str] = &[
     "catalog",
     "scaffold",
     "hcl",
-    "backend",
 ];
 
 /// terragrunt's global options that take a value (terraform's own are written with `=`).
@@ -5322,9 +5302,9 @@ fn terraform(rest: &[String], assignments: &[&str], stdin: &Stdin<'_>, d: usize,
     fn find(args: &[String]) -> Option<(usize, &str)> {
         subcommand_among(
             args,
-            TERRAFORM_SUBCOMMANDS,
-            TERRAFORM_VALUE_OPTIONS,
             TERRAFORM_CHANGING,
+            TERRAFORM_OTHER_SUBCOMMANDS,
+            TERRAFORM_VALUE_OPTIONS,
         )
     }
     let Some((mut at, mut sub)) = find(rest) else {
@@ -5937,7 +5917,7 @@ fn sql_client(name: &str, rest: &[String], stdin: &Stdin<'_>, v: &mut Verdict) {
         "bq" => {
             // The subcommand after bq's global options and their values (`bq --project_id p
             // query ...`); else the first operand.
-            let (sub, after) = match subcommand_among(rest, BQ_SUBCOMMANDS, BQ_VALUE_OPTIONS, &[]) {
+            let (sub, after) = match subcommand_among(rest, &[], BQ_SUBCOMMANDS, BQ_VALUE_OPTIONS) {
                 Some((at, sub)) => (Some(sub), operands(&rest[at + 1..])),
                 None => {
                     let ops = operands(rest);
