@@ -13,6 +13,7 @@ use crate::error::{CyclesError, Result};
 use crate::ledger::{Ledger, MemoryLedger, read_with, write_with};
 use crate::machine::{self, Ctx, Prepared, ReserveOutcome};
 use crate::model::{Balance, Decision, ReasonCode, Reservation, ReservationStatus, ToolCall};
+use crate::owed::{OwedQueue, OwedSettlement};
 use crate::policy::{CompiledPolicy, Policy};
 use crate::request::{
     BudgetSpec, CommitRequest, CommitResult, DecideRequest, EventRequest, EventResult,
@@ -81,6 +82,7 @@ struct Inner {
     ledger: Arc<dyn Ledger>,
     policy: CompiledPolicy,
     clock: Arc<dyn Clock>,
+    owed: OwedQueue,
 }
 
 /// The runtime authority: the gate between a model's proposed tool call and its execution.
@@ -167,6 +169,7 @@ impl AuthorityBuilder {
                 ledger,
                 policy,
                 clock,
+                owed: OwedQueue::default(),
             }),
         })
     }
@@ -223,7 +226,10 @@ impl Authority {
         match write_with(self.inner.ledger.as_ref(), |txn| {
             machine::decide(txn, &ctx, &prepared)
         }) {
-            Ok(d) => Ok(d),
+            Ok(d) => {
+                self.ledger_answered();
+                Ok(d)
+            }
             Err(e) => match fail_closed(&prepared, e) {
                 CyclesError::Denied(d) => Ok(*d),
                 other => Err(other),
@@ -244,6 +250,7 @@ impl Authority {
             machine::reserve(txn, &ctx, &prepared, req, &id)
         })
         .map_err(|e| fail_closed(&prepared, e))?;
+        self.ledger_answered();
         match outcome {
             ReserveOutcome::Reserved { reservation } => Ok(*reservation),
             ReserveOutcome::Denied { decision } => Err(CyclesError::Denied(decision)),
@@ -329,18 +336,22 @@ impl Authority {
             check_args(ran)?;
         }
         let ctx = self.ctx();
-        write_with(self.inner.ledger.as_ref(), |txn| {
+        let result = write_with(self.inner.ledger.as_ref(), |txn| {
             machine::commit(txn, &ctx, reservation_id, req)
-        })?
+        })?;
+        self.ledger_answered();
+        result
     }
 
     /// Releases a reservation's hold without charge.
     pub fn release(&self, reservation_id: &str, req: &ReleaseRequest) -> Result<ReleaseResult> {
         req.validate()?;
         let ctx = self.ctx();
-        write_with(self.inner.ledger.as_ref(), |txn| {
+        let result = write_with(self.inner.ledger.as_ref(), |txn| {
             machine::release(txn, &ctx, reservation_id, req)
-        })?
+        })?;
+        self.ledger_answered();
+        result
     }
 
     /// Finishes a reservation by how its call ended: a completed call is committed with its
@@ -375,13 +386,81 @@ impl Authority {
         }
     }
 
+    /// [`settle`](Self::settle), except that a settlement the ledger cannot take now
+    /// (`LEDGER_UNAVAILABLE`) is kept owed instead of lost: `Ok(None)`. The authority makes it
+    /// as soon as the ledger answers again (after the next operation that reaches it), or on
+    /// [`retry_owed`](Self::retry_owed); see [`owed_settlements`](Self::owed_settlements).
+    /// Every other outcome is `settle`'s. Integrations finish their calls through this, so a
+    /// call that ran during a ledger outage is still paid for once the ledger is back.
+    ///
+    /// Owed settlements live in this process's memory (shared by the authority's clones): call
+    /// `retry_owed` before the process exits and report what it returns.
+    ///
+    /// ```
+    /// use cycles_core::*;
+    /// let policy = Policy::default()
+    ///     .register("deploy", Tier::T2)
+    ///     .budget(BudgetSpec::new("agent:bot", Unit::RiskPoints, 100));
+    /// let auth = Authority::builder().policy(policy).build().unwrap();
+    /// let call = ToolCall::new("deploy", serde_json::json!({}));
+    /// let r = auth.reserve(&ReserveRequest::new(Subject::new().agent("bot"), call)).unwrap();
+    /// let done = auth.settle_or_owe(&r.reservation_id, &SettleRequest::new(CallOutcome::Completed)).unwrap();
+    /// assert!(matches!(done, Some(Settlement::Committed(_))));
+    /// assert!(auth.owed_settlements().is_empty());
+    /// ```
+    pub fn settle_or_owe(
+        &self,
+        reservation_id: &str,
+        req: &SettleRequest,
+    ) -> Result<Option<Settlement>> {
+        match self.settle(reservation_id, req) {
+            Ok(s) => Ok(Some(s)),
+            Err(CyclesError::LedgerUnavailable(msg)) => {
+                self.inner.owed.push(OwedSettlement {
+                    reservation_id: reservation_id.to_string(),
+                    request: req.clone(),
+                    attempts: 1,
+                    last_error: msg,
+                    since_ms: self.inner.clock.now_ms(),
+                });
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The settlements still owed ([`settle_or_owe`](Self::settle_or_owe)), oldest first.
+    pub fn owed_settlements(&self) -> Vec<OwedSettlement> {
+        self.inner.owed.list()
+    }
+
+    /// Tries each owed settlement once, oldest first, stopping at the first the ledger still
+    /// refuses as unavailable; returns what is still owed. An entry the ledger answers
+    /// otherwise is done: settled, or already finished (finalized, or a release of a hold
+    /// that expired meanwhile), never made twice. Returns at once (with the list) while
+    /// another retry is under way.
+    pub fn retry_owed(&self) -> Vec<OwedSettlement> {
+        self.inner
+            .owed
+            .retry(|o| self.settle(&o.reservation_id, &o.request).map(|_| ()))
+    }
+
+    /// After an operation the ledger answered: make what is owed, if anything is.
+    fn ledger_answered(&self) {
+        if !self.inner.owed.is_empty() {
+            self.retry_owed();
+        }
+    }
+
     /// Extends a reservation from its current expiry (at most 10 times, never after expiry).
     pub fn extend(&self, reservation_id: &str, req: &ExtendRequest) -> Result<Reservation> {
         req.validate()?;
         let ctx = self.ctx();
-        write_with(self.inner.ledger.as_ref(), |txn| {
+        let result = write_with(self.inner.ledger.as_ref(), |txn| {
             machine::extend(txn, &ctx, reservation_id, req)
-        })?
+        })?;
+        self.ledger_answered();
+        result
     }
 
     /// Charges usage directly, without a reservation.
@@ -391,9 +470,13 @@ impl Authority {
         let prepared = Prepared::new(&self.inner.policy, &req.subject, &req.call, &[])?;
         let ctx = self.ctx();
         let id = format!("evt_{}", uuid::Uuid::new_v4().simple());
-        write_with(self.inner.ledger.as_ref(), |txn| {
+        let result = write_with(self.inner.ledger.as_ref(), |txn| {
             machine::event(txn, &ctx, &prepared, req, &id)
-        })
+        });
+        if !matches!(result, Err(CyclesError::LedgerUnavailable(_))) {
+            self.ledger_answered();
+        }
+        result
     }
 
     /// Expires every reservation past its expiry plus grace; returns how many.

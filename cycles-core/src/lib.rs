@@ -32,6 +32,7 @@ pub mod error;
 pub mod ledger;
 mod machine;
 pub mod model;
+pub mod owed;
 pub mod policy;
 pub mod request;
 
@@ -63,6 +64,7 @@ pub use model::{
     DecisionKind, FailurePolicy, Hold, ReasonCode, Reservation, ReservationStatus, Subject, Tier,
     ToolCall, Unit,
 };
+pub use owed::OwedSettlement;
 pub use policy::{CompiledPolicy, Explanation, Policy, PolicyDenial, UnknownTool};
 pub use request::{
     BudgetSpec, CallOutcome, CommitRequest, CommitResult, DecideRequest, EventRequest, EventResult,
