@@ -444,6 +444,19 @@ impl Policy {
                     "not a usable Ed25519 public key (not a curve point, or of small order)",
                 ));
             }
+            if let Some((name, _)) = PUBLISHED_TEST_KEYS
+                .iter()
+                .find(|(_, public)| public.eq_ignore_ascii_case(key))
+            {
+                return Err(Issue::new(
+                    format!("approval.public_keys[{i}]"),
+                    format!(
+                        "{name}'s public key: its secret key is published, so anyone (the \
+                         agent included) could sign grants with it; make a key pair of your own \
+                         with `cycles keygen`"
+                    ),
+                ));
+            }
             if a.public_keys[..i]
                 .iter()
                 .any(|k| k.eq_ignore_ascii_case(key))
@@ -461,6 +474,33 @@ impl Policy {
         })
     }
 }
+
+/// Ed25519 public keys whose secret keys are published (RFC 8032's test vectors, section
+/// 7.1): documentation and tests use them, so an approver key copied from an example would let
+/// anyone who knows the RFC sign grants. Refused as approver keys; the test below derives each
+/// from its published secret.
+const PUBLISHED_TEST_KEYS: [(&str, &str); 5] = [
+    (
+        "RFC 8032 TEST 1",
+        "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a",
+    ),
+    (
+        "RFC 8032 TEST 2",
+        "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c",
+    ),
+    (
+        "RFC 8032 TEST 3",
+        "fc51cd8e6218a1a38da47ed00230f0580816ed13ba3303ac5deb911548908025",
+    ),
+    (
+        "RFC 8032 TEST 1024",
+        "278117fc144c72340f67d0f2316e8386ceffbf2b2428c9c51fef7c597f1d426e",
+    ),
+    (
+        "RFC 8032 TEST SHA(abc)",
+        "ec172b93ad5e563bf4932c70e1245034c35467ef2efd4d64ebf819683467e2bf",
+    ),
+];
 
 /// A validation failure: the dotted field path (`tools[2].tier`) and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -559,6 +559,38 @@ fn malformed_signatures_and_keys_are_refused() {
     );
 }
 
+/// RFC 8032's test vectors (section 7.1): secret keys printed in the RFC. An approver key
+/// copied from an example or a test would let anyone who read the RFC (a model included) sign
+/// grants; each is refused, whatever its case.
+#[test]
+fn a_key_whose_secret_is_published_is_refused_as_an_approver_key() {
+    let published = [
+        "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60",
+        "4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb",
+        "c5aa8df43f9f837bedb7442f31dcb7b166d38535076f094b85ce3a2e0b4458f7",
+        "f5e5767cf153319517630f226876b86c8160cc583bc013744c6bf255f5cc0ee5",
+        "833fe62409237b9d62ec77587520911e9a759cec1d19755b7da901b96dca3d42",
+    ];
+    for secret in published {
+        let secret: [u8; 32] = hex::decode(secret).unwrap().try_into().unwrap();
+        let public = ApproverKey::from_secret("rfc", secret)
+            .unwrap()
+            .public_key_hex();
+        for key in [public.clone(), public.to_uppercase()] {
+            let mut p = policy();
+            p.approval.public_keys.push(key);
+            let err = Authority::builder().policy(p).build().unwrap_err();
+            assert_eq!(err.code(), "POLICY_INVALID", "{err}");
+            let msg = err.to_string();
+            assert!(msg.contains("approval.public_keys[1]"), "{msg}");
+            assert!(msg.contains("secret key is published"), "{msg}");
+            assert!(msg.contains("cycles keygen"), "{msg}");
+        }
+    }
+    // The policy's own key (not published) still compiles.
+    assert!(Authority::builder().policy(policy()).build().is_ok());
+}
+
 #[test]
 fn a_small_order_key_listed_by_mistake_does_not_verify_forgeries() {
     // The identity point as a "public key": under non-strict verification the signature
