@@ -467,10 +467,12 @@ impl Policy {
                 ));
             }
         }
+        let gapped = GappedScopes::of(&self);
         Ok(CompiledPolicy {
             policy: self,
             index,
             caps,
+            gapped,
         })
     }
 }
@@ -586,6 +588,7 @@ pub struct CompiledPolicy {
     policy: Policy,
     index: ToolIndex,
     caps: Vec<CompiledCaps>,
+    gapped: GappedScopes,
 }
 
 impl CompiledPolicy {
@@ -713,11 +716,113 @@ impl CompiledPolicy {
                 }
             }
         }
+        if deny.is_none()
+            && let Some(gap) = self.gapped.skipped_by(scopes)
+        {
+            classification
+                .rules
+                .push(format!("scope_gap:{}", gap.scope));
+            deny = Some((ReasonCode::PolicyViolation, gap.message(scopes)));
+        }
         Assessment {
             classification,
             risk_points,
             deny,
         }
+    }
+}
+
+/// The policy's scopes (of budgets, `[[max_tier]]` and `[[caps]]`) that skip a subject level
+/// (`tenant:acme/agent:coder` skips workspace, app and workflow), by their last `level:id`.
+///
+/// A scope applies to the subjects whose levels make exactly its path (DESIGN.md: a subject's
+/// scopes are the prefixes of its levels in order), so a subject that also sets a skipped
+/// level (`{tenant: acme, workflow: w1, agent: coder}`) is outside it: the budget, ceiling or
+/// caps written for that agent would silently not apply to it. Such a call is denied
+/// `POLICY_VIOLATION` instead (fail closed), naming the rule's scope and the subject's own.
+/// Scopes without a gap (`tenant:acme`, `tenant:acme/workspace:w`) are on the path of every
+/// subject that has their levels, so only gapped ones are kept, and a policy without any costs
+/// the hot path nothing.
+#[derive(Debug, Clone, Default)]
+struct GappedScopes {
+    by_last: rustc_hash::FxHashMap<String, Vec<GappedScope>>,
+}
+
+#[derive(Debug, Clone)]
+struct GappedScope {
+    scope: String,
+    /// What names it in the policy (`budgets[0]`, `max_tier[1]`, `caps[0] (low)`).
+    rule: String,
+}
+
+impl GappedScope {
+    fn message(&self, scopes: &[String]) -> String {
+        let own = scopes.last().map_or("", String::as_str);
+        format!(
+            "the policy's {} names scope {} but this subject's scope is {own}: a scope applies \
+             only to subjects whose levels are exactly its own, so that rule would not apply \
+             to this call; write it for {own} (or a prefix of it), or leave the extra levels \
+             out of the subject",
+            self.rule, self.scope
+        )
+    }
+}
+
+impl GappedScopes {
+    fn of(policy: &Policy) -> GappedScopes {
+        let mut gapped = GappedScopes::default();
+        let named = policy
+            .budgets
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b.scope.as_str(), format!("budgets[{i}]")))
+            .chain(
+                policy
+                    .max_tier
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| (m.scope.as_str(), format!("max_tier[{i}]"))),
+            )
+            .chain(policy.caps.iter().enumerate().filter_map(|(i, c)| {
+                c.scope
+                    .as_deref()
+                    .map(|s| (s, format!("caps[{i}] ({})", c.id)))
+            }));
+        for (scope, rule) in named {
+            let gapless = scope
+                .split('/')
+                .zip(crate::model::SUBJECT_LEVELS)
+                .all(|(part, level)| part.split_once(':').is_some_and(|(l, _)| l == level));
+            if gapless {
+                continue;
+            }
+            let last = scope.rsplit('/').next().unwrap_or(scope).to_string();
+            let entry = gapped.by_last.entry(last).or_default();
+            if !entry.iter().any(|g| g.scope == scope) {
+                entry.push(GappedScope {
+                    scope: scope.to_string(),
+                    rule,
+                });
+            }
+        }
+        gapped
+    }
+
+    /// The first gapped scope whose every `level:id` the subject has, without it being one of
+    /// the subject's `scopes` (its path prefixes, shallowest first).
+    fn skipped_by(&self, scopes: &[String]) -> Option<&GappedScope> {
+        if self.by_last.is_empty() {
+            return None;
+        }
+        let deepest = scopes.last()?;
+        let has = |part: &str| deepest.split('/').any(|p| p == part);
+        scopes.iter().find_map(|s| {
+            let last = s.rsplit('/').next().unwrap_or(s);
+            self.by_last
+                .get(last)?
+                .iter()
+                .find(|g| g.scope.split('/').all(has) && !scopes.contains(&g.scope))
+        })
     }
 }
 
