@@ -335,7 +335,7 @@ export declare class Authority {
    * refuses as unavailable; resolves to what is still owed. One the ledger answers
    * otherwise is done (settled, or already finished): never made twice.
    */
-  retryOwed(): Promise<OwedSettlement[]>
+  retryOwed(): Promise<Array<OwedSettlement>>
   /** The same as the Promise form, on the calling thread (a process 'exit' listener's form). */
   retryOwedSync(): Array<OwedSettlement>
   /** Extends a reservation by id, from its current expiry. */
