@@ -71,7 +71,10 @@ export interface GuardSignal {
  * costs): resolved => `COMPLETED` (at `actual` when given), threw after `opts.signal`
  * aborted => `INTERRUPTED` (stopped by its caller: charged what was held), threw anything
  * else, its own request's `TimeoutError` or `AbortError` included => `FAILED` (the policy's
- * `on_failure`: released by default, or charged). A denial rejects with a
+ * `on_failure`: released by default, or charged). A settlement the ledger refuses as
+ * unavailable is owed in the core (`settleOrOwe`, made once the ledger answers): the call's
+ * result or error still reaches the caller; one still owed when the process emits `'exit'` is
+ * retried once and written to stderr (`NOT SETTLED: ...`). A denial rejects with a
  * `CyclesError` before `fn` is called. Plain-data arguments are copied once (each getter read
  * once; a `"__proto__"` key stays an own field) and `fn` runs on the copy, i.e. on exactly what
  * was classified; primitives pass as they are; functions and a real `AbortSignal` pass by

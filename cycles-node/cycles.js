@@ -180,14 +180,14 @@ Authority.prototype.decide = function decide(request) {
     return Promise.reject(err)
   }
 }
-for (const name of ['commit', 'release', 'settle', 'extend', 'event']) {
+for (const name of ['commit', 'release', 'settle', 'settleOrOwe', 'extend', 'event', 'retryOwed']) {
   const native = Authority.prototype[name]
   const sync = Authority.prototype[`${name}Sync`]
   Authority.prototype[name] = function (...args) {
     return inline(this) ? settledCall(sync, this, args) : native.apply(this, args)
   }
 }
-for (const name of ['commit', 'release', 'settle', 'extend']) {
+for (const name of ['commit', 'release', 'settle', 'settleOrOwe', 'extend']) {
   const native = Reservation.prototype[name]
   const sync = Reservation.prototype[`${name}Sync`]
   Reservation.prototype[name] = function (...args) {
@@ -327,7 +327,7 @@ function generatorKind(v) {
  * after expiry too). (The wrapper must not be referenced by what the registry or `AT_EXIT`
  * holds, or it would never be collected.)
  */
-function settledIterator(iter, reservation, complete, outcomeOf) {
+function settledIterator(iter, reservation, authority, complete, outcomeOf) {
   let settled = false
   const token = {}
   // Still unsettled when the process exits (the registry's callbacks never run then): settled
@@ -336,11 +336,7 @@ function settledIterator(iter, reservation, complete, outcomeOf) {
     AT_EXIT.delete(atExit)
     if (settled) return
     settled = true
-    try {
-      reservation.settleSync({ outcome: 'INTERRUPTED', reason: 'iteration unfinished at process exit' })
-    } catch {
-      // Nobody to tell at exit: the hold then expires with its TTL.
-    }
+    settleOrOweSync(reservation, authority, { outcome: 'INTERRUPTED', reason: 'iteration unfinished at process exit' })
   }
   const once = (f) => {
     if (settled) return Promise.resolve()
@@ -352,10 +348,10 @@ function settledIterator(iter, reservation, complete, outcomeOf) {
   const failed = (err) =>
     once(() => {
       const outcome = outcomeOf(err)
-      return reservation.settle({ outcome, reason: `guarded iterator threw (${outcome})` }).catch(() => {})
+      return settleOrOwe(reservation, authority, { outcome, reason: `guarded iterator threw (${outcome})` })
     })
   const interrupted = () =>
-    once(() => reservation.settle({ outcome: 'INTERRUPTED', reason: 'iteration abandoned' }).catch(() => {}))
+    once(() => settleOrOwe(reservation, authority, { outcome: 'INTERRUPTED', reason: 'iteration abandoned' }))
   // `injected`: the error the consumer threw in; coming back out (or ending the iteration),
   // it means the consumer abandoned the iteration: INTERRUPTED, not the body's failure.
   const step = async (call, injected) => {
@@ -391,7 +387,7 @@ function settledIterator(iter, reservation, complete, outcomeOf) {
     AT_EXIT.delete(atExit)
     if (!settled) {
       settled = true
-      reservation.settle({ outcome: 'INTERRUPTED', reason: 'iteration dropped unfinished' }).catch(() => {})
+      settleOrOwe(reservation, authority, { outcome: 'INTERRUPTED', reason: 'iteration dropped unfinished' })
     }
   }, token)
   keepForExit(atExit)
@@ -402,7 +398,7 @@ function settledIterator(iter, reservation, complete, outcomeOf) {
  * The same for a returned sync generator, kept sync (`for...of` and spreading still work): the
  * settlement runs synchronously (`settleSync`) as the iteration ends.
  */
-function settledSyncIterator(iter, reservation, complete, outcomeOf) {
+function settledSyncIterator(iter, reservation, authority, complete, outcomeOf) {
   let settled = false
   const token = {}
   // Dropped unfinished and collected, or still unsettled when the process exits: INTERRUPTED.
@@ -410,11 +406,7 @@ function settledSyncIterator(iter, reservation, complete, outcomeOf) {
     AT_EXIT.delete(atExit)
     if (settled) return
     settled = true
-    try {
-      reservation.settleSync({ outcome: 'INTERRUPTED', reason })
-    } catch {
-      // Nobody to tell: the hold then expires with its TTL.
-    }
+    settleOrOweSync(reservation, authority, { outcome: 'INTERRUPTED', reason })
   }
   const atExit = () => finish('iteration unfinished at process exit')
   const once = (f) => {
@@ -425,13 +417,8 @@ function settledSyncIterator(iter, reservation, complete, outcomeOf) {
     f()
   }
   const settle = (outcome, reason) =>
-    once(() => {
-      try {
-        reservation.settleSync({ outcome, reason })
-      } catch {
-        // The consumer needs the iteration's own error or value; the hold expires with its TTL.
-      }
-    })
+    // The consumer needs the iteration's own error or value, not the settlement's.
+    once(() => settleOrOweSync(reservation, authority, { outcome, reason }))
   const step = (call, injected) => {
     let r
     try {
@@ -481,9 +468,72 @@ const DROPPED = new FinalizationRegistry((finish) => finish())
 // does not handle (SIGINT, SIGTERM, SIGKILL) or `process.abort()` does not: then the hold
 // expires with its TTL, uncharged.)
 const AT_EXIT = new Set()
-let exitListening = false
 function keepForExit(atExit) {
   AT_EXIT.add(atExit)
+  listenForExit()
+}
+
+// Authorities (WeakRefs) that have owed a settlement of a guarded call: the ledger refused it
+// as unavailable, and the core keeps it (`settleOrOwe`) and makes it once the ledger answers.
+// Owed settlements live in the process's memory, so the 'exit' listener gives each authority's
+// one last synchronous try (`retryOwedSync`) and writes each still owed to stderr.
+const OWING = new Set()
+function noteOwed(authority) {
+  for (const ref of OWING) if (ref.deref() === authority) return
+  OWING.add(new WeakRef(authority))
+  listenForExit()
+}
+
+/**
+ * A guarded call's settlement, which must not hide the call's own result or error: the core
+ * keeps it owed when the ledger refuses it as unavailable (resolves to null); any other
+ * failure is dropped (the hold then expires with its TTL).
+ */
+function settleOrOwe(reservation, authority, req) {
+  return reservation.settleOrOwe(req).then(
+    (s) => {
+      if (s === null) noteOwed(authority)
+      return s
+    },
+    () => null,
+  )
+}
+
+/** The same, synchronously (iteration ends of a sync generator, exit finishers). */
+function settleOrOweSync(reservation, authority, req) {
+  try {
+    const s = reservation.settleOrOweSync(req)
+    if (s === null) noteOwed(authority)
+    return s
+  } catch {
+    return null
+  }
+}
+
+/** At exit: what the authorities still owe, once more, and each one left to stderr. */
+function reportOwed() {
+  for (const ref of [...OWING]) {
+    const authority = ref.deref()
+    if (authority === undefined) continue
+    let still
+    try {
+      still = authority.retryOwedSync()
+    } catch {
+      continue
+    }
+    for (const o of still) {
+      process.stderr.write(
+        `NOT SETTLED: reservation ${o.reservationId} (${o.request.outcome}): ${o.lastError}; its hold expires uncharged\n`,
+      )
+    }
+  }
+}
+
+// One 'exit' listener, added the first time something needs it (a call in flight, a
+// settlement owed): it settles what is unfinished, then reports what is still owed (a
+// settlement made by a finisher just now included).
+let exitListening = false
+function listenForExit() {
   if (exitListening) return
   exitListening = true
   process.on('exit', () => {
@@ -494,6 +544,7 @@ function keepForExit(atExit) {
         // Nothing to tell at exit.
       }
     }
+    reportOwed()
   })
 }
 
@@ -575,11 +626,7 @@ function guard(fn, opts) {
       AT_EXIT.delete(atExit)
       if (!inFlight) return
       inFlight = false
-      try {
-        reservation.settleSync({ outcome: 'INTERRUPTED', reason: 'call unfinished at process exit' })
-      } catch {
-        // Nobody to tell at exit: the hold then expires with its TTL.
-      }
+      settleOrOweSync(reservation, authority, { outcome: 'INTERRUPTED', reason: 'call unfinished at process exit' })
     }
     const landed = () => {
       inFlight = false
@@ -588,7 +635,7 @@ function guard(fn, opts) {
     keepForExit(atExit)
     if (signal?.aborted) {
       // Aborted while the reservation was being made: the call never started.
-      await reservation.settle({ outcome: 'NOT_STARTED', reason: 'aborted before the call started' }).catch(() => {})
+      await settleOrOwe(reservation, authority, { outcome: 'NOT_STARTED', reason: 'aborted before the call started' })
       landed()
       signal.throwIfAborted()
     }
@@ -596,10 +643,11 @@ function guard(fn, opts) {
     try {
       result = await fn.apply(undefined, callArgs)
     } catch (err) {
-      // The caller needs the original error, not the settlement's: if even that fails, the
-      // hold expires with its TTL.
+      // The caller needs the original error, not the settlement's: one the ledger refuses as
+      // unavailable is owed (made once it answers); if anything else fails, the hold expires
+      // with its TTL.
       const outcome = thrownOutcome(signal)
-      await reservation.settle({ outcome, reason: `guarded function threw (${outcome})` }).catch(() => {})
+      await settleOrOwe(reservation, authority, { outcome, reason: `guarded function threw (${outcome})` })
       landed()
       throw err
     }
@@ -620,13 +668,15 @@ function guard(fn, opts) {
     // `actual` returned amounts the core refuses (INVALID_REQUEST, nothing changed): the call
     // still ran, so what was held is charged, and the input error reaches the caller.
     const refusedAmounts = (req, e) => req.actual !== undefined && e?.kind === 'InvalidInput'
+    // A settlement the ledger refuses as unavailable is owed in the core (made once the ledger
+    // answers again): the call's result is returned all the same.
     const complete = async () => {
       const { req, err } = amounts()
       if (req.actual === undefined) delete req.actual
       try {
-        await reservation.settle(req)
+        if ((await reservation.settleOrOwe(req)) === null) noteOwed(authority)
       } catch (e) {
-        if (refusedAmounts(req, e)) await reservation.settle({ outcome: 'COMPLETED' }).catch(() => {})
+        if (refusedAmounts(req, e)) await settleOrOwe(reservation, authority, { outcome: 'COMPLETED' })
         if (!err) throw withResult(e)
       }
       if (err) throw withResult(err)
@@ -636,15 +686,10 @@ function guard(fn, opts) {
       const { req, err } = amounts()
       if (req.actual === undefined) delete req.actual
       try {
-        reservation.settleSync(req)
+        if (reservation.settleOrOweSync(req) === null) noteOwed(authority)
       } catch (e) {
-        if (refusedAmounts(req, e)) {
-          try {
-            reservation.settleSync({ outcome: 'COMPLETED' })
-          } catch {
-            // The input error is what the caller hears about; the hold expires with its TTL.
-          }
-        }
+        // The input error is what the caller hears about.
+        if (refusedAmounts(req, e)) settleOrOweSync(reservation, authority, { outcome: 'COMPLETED' })
         if (!err) throw withResult(e)
       }
       if (err) throw withResult(err)
@@ -653,8 +698,8 @@ function guard(fn, opts) {
     // (Its iterator wrapper then has an exit finisher of its own.)
     const generator = generatorKind(result)
     if (generator !== null) landed()
-    if (generator === 'async') return settledIterator(result, reservation, complete, () => thrownOutcome(signal))
-    if (generator === 'sync') return settledSyncIterator(result, reservation, completeSync, () => thrownOutcome(signal))
+    if (generator === 'async') return settledIterator(result, reservation, authority, complete, () => thrownOutcome(signal))
+    if (generator === 'sync') return settledSyncIterator(result, reservation, authority, completeSync, () => thrownOutcome(signal))
     try {
       await complete()
     } finally {

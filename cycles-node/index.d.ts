@@ -314,6 +314,30 @@ export declare class Authority {
   settle(reservationId: string, options: SettleOptions): Promise<CommitResult | ReleaseResult>
   /** The same as the Promise form, on the calling thread. */
   settleSync(reservationId: string, options: SettleOptions): CommitResult | ReleaseResult
+  /**
+   * `settle`, except that when the ledger refuses it as unavailable (`LEDGER_UNAVAILABLE`:
+   * a SQLite file locked past the busy timeout, a PostgreSQL failover) the settlement is
+   * kept owed in this authority and the promise resolves to `null`. The authority makes it
+   * after the next operation the ledger answers, or on `retryOwed()`; `owedSettlements()`
+   * lists what is owed. Any other error rejects as `settle`'s does. Owed settlements live
+   * in this process's memory: retry them at shutdown (`retryOwedSync()`) and log what is left.
+   */
+  settleOrOwe(reservationId: string, options: SettleOptions): Promise<CommitResult | ReleaseResult | null>
+  /** The same as the Promise form, on the calling thread: `null` when owed. */
+  settleOrOweSync(reservationId: string, options: SettleOptions): CommitResult | ReleaseResult | null
+  /**
+   * The settlements still owed (`settleOrOwe`), oldest first. Reads only this process's
+   * memory, never the ledger.
+   */
+  owedSettlements(): Array<OwedSettlement>
+  /**
+   * Tries each owed settlement once, oldest first, stopping at the first the ledger still
+   * refuses as unavailable; resolves to what is still owed. One the ledger answers
+   * otherwise is done (settled, or already finished): never made twice.
+   */
+  retryOwed(): Promise<Array<OwedSettlement>>
+  /** The same as the Promise form, on the calling thread (a process 'exit' listener's form). */
+  retryOwedSync(): Array<OwedSettlement>
   /** Extends a reservation by id, from its current expiry. */
   extend(reservationId: string, by: Int | ExtendOptions): Promise<ReservationData>
   /** The same as the Promise form, on the calling thread. */
@@ -445,6 +469,14 @@ export declare class Reservation {
   settle(options: SettleOptions): Promise<CommitResult | ReleaseResult>
   /** The same as the Promise form, on the calling thread. */
   settleSync(options: SettleOptions): CommitResult | ReleaseResult
+  /**
+   * `settle`, except that when the ledger refuses it as unavailable the settlement is kept
+   * owed in the authority (see `Authority#settleOrOwe`) and the promise resolves to `null`
+   * (this object's `status` then stays `ACTIVE` until it is read again from the ledger).
+   */
+  settleOrOwe(options: SettleOptions): Promise<CommitResult | ReleaseResult | null>
+  /** The same as the Promise form, on the calling thread: `null` when owed. */
+  settleOrOweSync(options: SettleOptions): CommitResult | ReleaseResult | null
   /**
    * Pushes the expiry further, from the current expiry (at most 10 times, never after
    * expiry). Resolves to the updated plain data.
@@ -655,6 +687,23 @@ export interface Hold {
   amount: Int
   /** The budgeted scopes holding it. */
   scopes: Array<string>
+}
+
+/**
+ * A settlement the ledger refused as unavailable (`settleOrOwe`), kept by the authority and
+ * made once the ledger answers again.
+ */
+export interface OwedSettlement {
+  /** The reservation to settle. */
+  reservationId: string
+  /** The settlement as it was asked for, in the shape `settle` takes. */
+  request: SettleOptions
+  /** Tries so far, the first included. */
+  attempts: number
+  /** The ledger's last refusal. */
+  lastError: string
+  /** When the first try failed (ledger clock, ms). */
+  sinceMs: Int
 }
 
 /** A denial by the policy itself, before any budget. */

@@ -475,6 +475,9 @@ test('a settlement still refused at shutdown is logged with its reservation, for
     await g.client.close()
     await until(() => gone(g.pid), 'the gate to exit')
     assert.match(g.log, /NOT SETTLED: reservation \S+ \(railway\.slow\) COMPLETED/)
+    // The core kept it owed (settleOrOwe) and says why the ledger last refused it.
+    assert.match(g.log, /finalizing \S+ \(railway\.slow\) failed: LEDGER_UNAVAILABLE \(owed: /)
+    assert.match(g.log, /NOT SETTLED: .*: the ledger refused it \([^)]*(locked|busy)/i)
   } finally {
     await unlock()
   }

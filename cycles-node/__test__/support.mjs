@@ -102,3 +102,28 @@ export const TOOLS_BY_TIER = [
   { name: 'deploy', tier: 3 },
   { name: 'railway.delete_volume', tier: 4 },
 ]
+
+/**
+ * A real ledger outage: another process (the sqlite3 shell) takes the SQLite file's write lock
+ * (`BEGIN IMMEDIATE`) and holds it until the returned `unlock()` is awaited. An authority
+ * opened with a short `busyTimeoutMs` then meets LEDGER_UNAVAILABLE on every write.
+ */
+export async function lockLedger(path) {
+  const { spawn } = await import('node:child_process')
+  const sh = spawn('sqlite3', [path], { stdio: ['pipe', 'pipe', 'inherit'] })
+  const exited = new Promise((resolve) => sh.on('exit', resolve))
+  await new Promise((resolve, reject) => {
+    let out = ''
+    sh.stdout.on('data', (c) => {
+      out += c
+      if (out.includes('locked')) resolve()
+    })
+    sh.on('error', reject)
+    sh.on('exit', () => reject(new Error(`sqlite3 exited before taking the lock: ${out}`)))
+    sh.stdin.write("BEGIN IMMEDIATE;\nSELECT 'locked';\n")
+  })
+  return async () => {
+    sh.stdin.end('ROLLBACK;\n.quit\n')
+    await exited
+  }
+}

@@ -233,14 +233,16 @@ export function createGate({
     return { ...page, tools }
   })
 
-  // Finalizations the ledger refused (locked, unreachable): retried before the next call, on a
-  // timer (`retryOwedMs`) and at shutdown (`server.settleOwed()`, then `settleOwedSync()` at
-  // 'exit'), so a call that ran is charged once the ledger is back instead of staying held until
-  // its TTL. The gate only says how the call ended; what that costs is the core's rule (`settle`).
-  const owed = []
+  // Finalizations the ledger refused (locked, unreachable) are owed in the core
+  // (`settleOrOwe`), which makes them after the next operation the ledger answers. The gate
+  // asks it to retry (`retryOwed`) before each call, on a timer (`retryOwedMs`) and at
+  // shutdown (`server.settleOwed()`, then `settleOwedSync()` at 'exit'), so a call that ran is
+  // charged once the ledger is back instead of staying held until its TTL. The gate only says
+  // how the call ended; what that costs, what is owed and the retrying are the core's.
+  // `labels` only names each owed reservation's tool for the log (the core's list is the queue).
+  const labels = new Map()
   let retryTimer
-  const remember = (entry) => {
-    owed.push(entry)
+  const startRetrying = () => {
     if (retryTimer === undefined && retryOwedMs > 0) {
       retryTimer = setInterval(() => {
         retryOwed().catch(() => {})
@@ -248,11 +250,21 @@ export function createGate({
       retryTimer.unref?.()
     }
   }
-  const stopRetrying = () => {
-    if (owed.length === 0 && retryTimer !== undefined) {
+  // What the core still owes after a retry: those it no longer lists were made (or found
+  // already finished) meanwhile.
+  const stillOwed = (still) => {
+    const left = new Set(still.map((o) => o.reservationId))
+    for (const [id, { tool, outcome }] of labels) {
+      if (!left.has(id)) {
+        labels.delete(id)
+        log(`finalized ${id} (${tool}) late: ${outcome}`)
+      }
+    }
+    if (still.length === 0 && retryTimer !== undefined) {
       clearInterval(retryTimer)
       retryTimer = undefined
     }
+    return still.map((o) => describeOwed(o, labels.get(o.reservationId)?.tool ?? null))
   }
   // Settlements under way: the shutdown path waits for them (a call cut off when the upstream
   // exits is being settled just then) before it retries what is owed.
@@ -264,41 +276,28 @@ export function createGate({
     return p
   }
   const settleOnce = async (reservation, outcome, reason, tool) => {
+    const id = reservation.reservationId
     try {
-      await reservation.settle({ outcome, reason })
-      return true
+      if ((await reservation.settleOrOwe({ outcome, reason })) !== null) return true
     } catch (err) {
-      log(`finalizing ${reservation.reservationId} (${tool}) failed: ${err?.code ?? err}`)
-      if (err?.code === 'LEDGER_UNAVAILABLE' || err?.kind === 'Ledger') remember({ reservation, outcome, reason, tool })
+      // Refused otherwise (bad input, already finalized): nothing to owe.
+      log(`finalizing ${id} (${tool}) failed: ${err?.code ?? err}`)
       return false
     }
+    labels.set(id, { tool, outcome })
+    const owed = authority.owedSettlements().find((o) => o.reservationId === id)
+    log(`finalizing ${id} (${tool}) failed: LEDGER_UNAVAILABLE (owed${owed ? `: ${owed.lastError}` : ''})`)
+    startRetrying()
+    return false
   }
-  const retryOwed = async () => {
-    for (const { reservation, outcome, reason, tool } of owed.splice(0)) {
-      if (await finalize(reservation, outcome, reason, tool)) log(`finalized ${reservation.reservationId} (${tool}) late: ${outcome}`)
-    }
-    stopRetrying()
-    return owed.map(describeOwed)
-  }
+  const retryOwed = async () => stillOwed(await authority.retryOwed())
   // At shutdown: the settlements under way end first (each owed if the ledger refuses it).
   const settleOwed = async () => {
     while (pending.size) await Promise.allSettled([...pending])
     return retryOwed()
   }
-  // The last chance, synchronous (a process 'exit' listener cannot await): each entry once more.
-  const settleOwedSync = () => {
-    for (const { reservation, outcome, reason, tool } of owed.splice(0)) {
-      try {
-        reservation.settleSync({ outcome, reason })
-        log(`finalized ${reservation.reservationId} (${tool}) late: ${outcome}`)
-      } catch (err) {
-        log(`finalizing ${reservation.reservationId} (${tool}) failed: ${err?.code ?? err}`)
-        if (err?.code === 'LEDGER_UNAVAILABLE' || err?.kind === 'Ledger') owed.push({ reservation, outcome, reason, tool })
-      }
-    }
-    stopRetrying()
-    return owed.map(describeOwed)
-  }
+  // The last chance, synchronous (a process 'exit' listener cannot await): each once more.
+  const settleOwedSync = () => stillOwed(authority.retryOwedSync())
   server.setRequestHandler(CallToolRequestSchema, async (request, extra) => {
     const { name } = request.params
     const args = request.params.arguments ?? {}
@@ -319,7 +318,7 @@ export function createGate({
       log(`deny ${tool}: UNKNOWN_TOOL`)
       return refusal(tool, new GateRefusal('UNKNOWN_TOOL', `The upstream server has no tool ${JSON.stringify(name)}.`))
     }
-    if (owed.length) await retryOwed()
+    if (authority.owedSettlements().length) await retryOwed()
     let reservation
     try {
       const req = { subject, tool, args }
@@ -393,17 +392,22 @@ export function createGate({
     })
   }
   // For the embedder's shutdown path: settle what the ledger refused before, and say what is
-  // still owed (each `{ reservationId, tool, outcome, reason }`) so it can be logged.
+  // still owed (each `{ reservationId, tool, outcome, reason, lastError, attempts }`, read
+  // from the authority's `owedSettlements()`; `tool` is null for one the gate did not owe) so
+  // it can be logged.
   server.settleOwed = settleOwed
   server.settleOwedSync = settleOwedSync
   return server
 }
 
-const describeOwed = ({ reservation, outcome, reason, tool }) => ({
-  reservationId: reservation.reservationId,
+/** An owed settlement of the core (`owedSettlements()`) as the gate reports it. */
+const describeOwed = (o, tool) => ({
+  reservationId: o.reservationId,
   tool,
-  outcome,
-  reason: reason ?? null,
+  outcome: o.request.outcome,
+  reason: o.request.reason ?? null,
+  lastError: o.lastError,
+  attempts: o.attempts,
 })
 
 async function main(argv) {
@@ -464,7 +468,7 @@ async function main(argv) {
 
 function logStillOwed(log, still) {
   for (const o of still) {
-    log(`NOT SETTLED: reservation ${o.reservationId} (${o.tool}) ${o.outcome}${o.reason ? ` (${o.reason})` : ''}: the ledger refused it; settle it by hand (Authority#settle(reservationId, { outcome })) or its hold expires with its TTL, uncharged`)
+    log(`NOT SETTLED: reservation ${o.reservationId} (${o.tool}) ${o.outcome}${o.reason ? ` (${o.reason})` : ''}: the ledger refused it (${o.lastError}); settle it by hand (Authority#settle(reservationId, { outcome })) or its hold expires with its TTL, uncharged`)
   }
 }
 

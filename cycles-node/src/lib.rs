@@ -408,6 +408,13 @@ fn settlement_js(s: &core::Settlement) -> Either<types::CommitResult, types::Rel
     }
 }
 
+/// A settlement as JS: the commit or the release it was.
+type SettlementJs = Either<types::CommitResult, types::ReleaseResult>;
+
+fn owed_js(v: Vec<core::OwedSettlement>) -> Vec<types::OwedSettlement> {
+    v.iter().map(types::OwedSettlement::from).collect()
+}
+
 fn settlement_status(s: &core::Settlement) -> core::ReservationStatus {
     match s {
         core::Settlement::Committed(c) => c.status,
@@ -777,6 +784,77 @@ impl Authority {
             self.inner.settle(&id, &req)
         });
         sync(&env, s).map(|s| settlement_js(&s))
+    }
+
+    /// `settle`, except that when the ledger refuses it as unavailable (`LEDGER_UNAVAILABLE`:
+    /// a SQLite file locked past the busy timeout, a PostgreSQL failover) the settlement is
+    /// kept owed in this authority and the promise resolves to `null`. The authority makes it
+    /// after the next operation the ledger answers, or on `retryOwed()`; `owedSettlements()`
+    /// lists what is owed. Any other error rejects as `settle`'s does. Owed settlements live
+    /// in this process's memory: retry them at shutdown (`retryOwedSync()`) and log what is left.
+    #[napi(
+        ts_args_type = "reservationId: string, options: SettleOptions",
+        ts_return_type = "Promise<CommitResult | ReleaseResult | null>"
+    )]
+    pub fn settle_or_owe(
+        &self,
+        reservation_id: Unknown,
+        options: Option<Unknown>,
+    ) -> AsyncTask<Op<Option<core::Settlement>, Option<SettlementJs>>> {
+        let parsed = convert::string(&reservation_id, "reservationId")
+            .and_then(|id| settle_request(options.as_ref()).map(|r| (id, r)));
+        match parsed {
+            Ok((id, req)) => {
+                let auth = self.inner.clone();
+                run(
+                    move || auth.settle_or_owe(&id, &req),
+                    |s| s.as_ref().map(settlement_js),
+                )
+            }
+            Err(e) => rejected(e),
+        }
+    }
+
+    /// The same as the Promise form, on the calling thread: `null` when owed.
+    #[napi(
+        ts_args_type = "reservationId: string, options: SettleOptions",
+        ts_return_type = "CommitResult | ReleaseResult | null"
+    )]
+    pub fn settle_or_owe_sync(
+        &self,
+        env: Env,
+        reservation_id: Unknown,
+        options: Option<Unknown>,
+    ) -> napi::Result<Option<SettlementJs>> {
+        let s = convert::string(&reservation_id, "reservationId").and_then(|id| {
+            let req = settle_request(options.as_ref())?;
+            self.inner.settle_or_owe(&id, &req)
+        });
+        sync(&env, s).map(|s| s.as_ref().map(settlement_js))
+    }
+
+    /// The settlements still owed (`settleOrOwe`), oldest first. Reads only this process's
+    /// memory, never the ledger.
+    #[napi]
+    pub fn owed_settlements(&self) -> Vec<types::OwedSettlement> {
+        owed_js(self.inner.owed_settlements())
+    }
+
+    /// Tries each owed settlement once, oldest first, stopping at the first the ledger still
+    /// refuses as unavailable; resolves to what is still owed. One the ledger answers
+    /// otherwise is done (settled, or already finished): never made twice.
+    #[napi(ts_return_type = "Promise<Array<OwedSettlement>>")]
+    pub fn retry_owed(
+        &self,
+    ) -> AsyncTask<Op<Vec<core::OwedSettlement>, Vec<types::OwedSettlement>>> {
+        let auth = self.inner.clone();
+        run(move || Ok(auth.retry_owed()), owed_js)
+    }
+
+    /// The same as the Promise form, on the calling thread (a process 'exit' listener's form).
+    #[napi]
+    pub fn retry_owed_sync(&self) -> Vec<types::OwedSettlement> {
+        owed_js(self.inner.retry_owed())
     }
 
     /// Extends a reservation by id, from its current expiry.
@@ -1466,6 +1544,54 @@ impl Reservation {
         let s = sync(&env, s)?;
         set_status(&self.state, settlement_status(&s));
         Ok(settlement_js(&s))
+    }
+
+    /// `settle`, except that when the ledger refuses it as unavailable the settlement is kept
+    /// owed in the authority (see `Authority#settleOrOwe`) and the promise resolves to `null`
+    /// (this object's `status` then stays `ACTIVE` until it is read again from the ledger).
+    #[napi(
+        ts_args_type = "options: SettleOptions",
+        ts_return_type = "Promise<CommitResult | ReleaseResult | null>"
+    )]
+    pub fn settle_or_owe(
+        &self,
+        options: Option<Unknown>,
+    ) -> AsyncTask<Op<Option<core::Settlement>, Option<SettlementJs>>> {
+        match settle_request(options.as_ref()) {
+            Ok(req) => {
+                let (auth, state, id) = (self.auth.clone(), self.state.clone(), self.id());
+                run(
+                    move || {
+                        let s = auth.settle_or_owe(&id, &req)?;
+                        if let Some(s) = &s {
+                            set_status(&state, settlement_status(s));
+                        }
+                        Ok(s)
+                    },
+                    |s| s.as_ref().map(settlement_js),
+                )
+            }
+            Err(e) => rejected(e),
+        }
+    }
+
+    /// The same as the Promise form, on the calling thread: `null` when owed.
+    #[napi(
+        ts_args_type = "options: SettleOptions",
+        ts_return_type = "CommitResult | ReleaseResult | null"
+    )]
+    pub fn settle_or_owe_sync(
+        &self,
+        env: Env,
+        options: Option<Unknown>,
+    ) -> napi::Result<Option<SettlementJs>> {
+        let s = settle_request(options.as_ref())
+            .and_then(|req| self.auth.settle_or_owe(&self.id(), &req));
+        let s = sync(&env, s)?;
+        if let Some(s) = &s {
+            set_status(&self.state, settlement_status(s));
+        }
+        Ok(s.as_ref().map(settlement_js))
     }
 
     /// Pushes the expiry further, from the current expiry (at most 10 times, never after

@@ -112,6 +112,7 @@ to_js_via_json!(
     CommitResult,
     ReleaseResult,
     EventResult,
+    OwedSettlement,
     Explanation,
     PolicyDenial,
     BrokenRecord,
@@ -585,6 +586,68 @@ impl From<&core::ReleaseResult> for ReleaseResult {
             status: r.status.as_str().to_string(),
             released: ints(&r.released),
             balances: r.balances.iter().map(Balance::from).collect(),
+        }
+    }
+}
+
+/// A settlement the ledger refused as unavailable (`settleOrOwe`), kept by the authority and
+/// made once the ledger answers again.
+#[napi(object, object_from_js = false, object_to_js = false)]
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OwedSettlement {
+    /// The reservation to settle.
+    pub reservation_id: String,
+    /// The settlement as it was asked for, in the shape `settle` takes.
+    #[napi(ts_type = "SettleOptions")]
+    pub request: Json,
+    /// Tries so far, the first included.
+    pub attempts: u32,
+    /// The ledger's last refusal.
+    pub last_error: String,
+    /// When the first try failed (ledger clock, ms).
+    pub since_ms: Int,
+}
+
+impl From<&core::OwedSettlement> for OwedSettlement {
+    fn from(o: &core::OwedSettlement) -> Self {
+        let r = &o.request;
+        let mut req = serde_json::Map::new();
+        // SCREAMING_SNAKE_CASE, as `settle` reads it.
+        let outcome = serde_json::to_value(r.outcome).unwrap_or(serde_json::Value::Null);
+        req.insert("outcome".into(), outcome);
+        if !r.actual.is_empty() {
+            let actual = r
+                .actual
+                .iter()
+                .map(|a| serde_json::json!({ "unit": a.unit.as_str(), "amount": a.amount }))
+                .collect();
+            req.insert("actual".into(), serde_json::Value::Array(actual));
+        }
+        if let Some(ran) = &r.ran {
+            let mut call = serde_json::Map::new();
+            call.insert("tool".into(), ran.action.name.clone().into());
+            call.insert("args".into(), ran.args.clone());
+            if let Some(kind) = &ran.action.kind {
+                call.insert("kind".into(), kind.clone().into());
+            }
+            if !ran.action.tags.is_empty() {
+                call.insert("tags".into(), ran.action.tags.clone().into());
+            }
+            req.insert("ran".into(), serde_json::Value::Object(call));
+        }
+        if let Some(reason) = &r.reason {
+            req.insert("reason".into(), reason.clone().into());
+        }
+        if let Some(key) = &r.idempotency_key {
+            req.insert("idempotencyKey".into(), key.clone().into());
+        }
+        OwedSettlement {
+            reservation_id: o.reservation_id.clone(),
+            request: Json(serde_json::Value::Object(req)),
+            attempts: o.attempts,
+            last_error: o.last_error.clone(),
+            since_ms: Int(o.since_ms),
         }
     }
 }

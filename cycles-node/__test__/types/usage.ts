@@ -12,6 +12,7 @@ import {
   type ReleaseResult,
   type Decision,
   type Explanation,
+  type OwedSettlement,
   type ReserveRequest,
 } from '../../cycles'
 
@@ -37,6 +38,10 @@ async function main(): Promise<void> {
   const byId = auth.settleSync(r.reservationId, { outcome: 'COMPLETED', actual: [{ unit: 'TOKENS', amount: 1n }], idempotencyKey: 'k' })
   if (byId.status === 'RELEASED') use(byId.released)
   use(settled.status, (await auth.settle(r.reservationId, { outcome: 'NOT_STARTED' })).balances)
+  const maybe: CommitResult | ReleaseResult | null = await r.settleOrOwe({ outcome: 'COMPLETED' })
+  if (maybe === null) use(file.settleOrOweSync(r.reservationId, { outcome: 'FAILED' })?.status)
+  const owed: OwedSettlement[] = [...file.owedSettlements(), ...(await file.retryOwed()), ...file.retryOwedSync()]
+  use(owed[0].reservationId, owed[0].request.outcome, owed[0].attempts, owed[0].lastError, owed[0].sinceMs)
   const left: number | bigint = b[0].remaining
   try {
     auth.reserveSync(req)
@@ -95,6 +100,8 @@ const bad: ReserveRequest = { tool: 'x' }
 const badUnit: ReserveRequest = { subject: {}, tool: 'x', estimate: [{ unit: 'DOLLARS', amount: 1 }] }
 // @ts-expect-error: outcomes are a closed set
 void ((a: Authority) => a.settleSync('rsv_x', { outcome: 'DONE' }))
+// @ts-expect-error: settleOrOwe may resolve to null (owed)
+void (async (a: Authority) => (await a.settleOrOwe('rsv_x', { outcome: 'COMPLETED' })).status)
 // @ts-expect-error: settle needs an outcome
 void ((a: Authority) => a.settle('rsv_x', {}))
 // @ts-expect-error: explain takes no subject
