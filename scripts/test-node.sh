@@ -20,6 +20,16 @@ if [ "${1:-}" = --build-only ]; then
   npm run --silent build:debug
   exit 0
 fi
+# The tests lock a ledger file from another process with the sqlite3 shell.
+if ! command -v sqlite3 >/dev/null; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "test-node: the sqlite3 shell is not installed and this is not root: install the 'sqlite3' package" >&2
+    exit 1
+  fi
+  echo "test-node: installing the Debian sqlite3 package"
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y sqlite3
+fi
 npm ci --no-audit --no-fund --loglevel=error
 npm run --silent build:debug
 npm test
