@@ -8,6 +8,7 @@ one process (and the binding's SQLite is a copy of its own).
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import subprocess
@@ -178,6 +179,66 @@ def test_retry_owed_while_still_locked_keeps_it_then_makes_it(ledger: tuple[cycl
     lock.release()
     assert auth.retry_owed() == []
     assert_made(auth, r.reservation_id)
+
+
+def test_guarded_function_returns_its_result_and_owes_the_settlement(
+    ledger: tuple[cycles.Authority, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    auth, path = ledger
+    locks: list[WriteLock] = []
+
+    @auth.guard("send_email", subject=BOT)
+    def send_email(to: str) -> str:
+        locks.append(WriteLock(path))  # the ledger goes away while the body runs
+        return f"sent to {to}"
+
+    with caplog.at_level(logging.WARNING, logger="cycles"):
+        assert send_email("a@b.c") == "sent to a@b.c"
+    [owed] = auth.owed_settlements()
+    assert "settling %s as COMPLETED" % owed["reservation_id"] in caplog.text
+    assert "owed and will be made when the ledger answers again" in caplog.text
+    assert "expires" not in caplog.text
+    locks[0].release()
+    auth.decide("read_file", {}, subject=BOT)
+    assert_made(auth, owed["reservation_id"])
+
+
+def test_guarded_function_that_raises_owes_a_failed_settlement(ledger: tuple[cycles.Authority, Path]) -> None:
+    auth, path = ledger
+    locks: list[WriteLock] = []
+
+    @auth.guard("send_email", subject=BOT)
+    def send_email(to: str) -> str:
+        locks.append(WriteLock(path))
+        raise ValueError("smtp down")
+
+    with pytest.raises(ValueError):
+        send_email("a@b.c")
+    [owed] = auth.owed_settlements()
+    assert owed["request"] == {"outcome": "FAILED", "reason": "exception: ValueError"}
+    locks[0].release()
+    auth.decide("read_file", {}, subject=BOT)
+    assert auth.owed_settlements() == []
+    assert auth.reservation(owed["reservation_id"]).status == "RELEASED"  # FAILED: released
+    assert risk(auth).spent == 0 and risk(auth).reserved == 0
+
+
+def test_async_guarded_function_returns_its_result_and_owes_the_settlement(
+    ledger: tuple[cycles.Authority, Path],
+) -> None:
+    auth, path = ledger
+    locks: list[WriteLock] = []
+
+    @auth.guard("send_email", subject=BOT)
+    async def send_email(to: str) -> str:
+        locks.append(WriteLock(path))
+        return f"sent to {to}"
+
+    assert asyncio.run(send_email("a@b.c")) == "sent to a@b.c"
+    [owed] = auth.owed_settlements()
+    locks[0].release()
+    auth.decide("read_file", {}, subject=BOT)
+    assert_made(auth, owed["reservation_id"])
 
 
 def test_owing_does_not_keep_an_authority_alive(tmp_path: Path) -> None:
