@@ -141,7 +141,7 @@ fn build(
 /// The runtime authority: the gate between a model's proposed tool call and its execution.
 ///
 /// Safe to share between threads; every method that touches the ledger releases the GIL.
-#[pyclass(frozen, module = "cycles")]
+#[pyclass(frozen, weakref, module = "cycles")]
 pub struct Authority {
     inner: core::Authority,
 }
@@ -242,8 +242,7 @@ impl Authority {
     #[pyo3(signature = (tool, args=None, *, subject, estimate=None, kind=None, tags=None,
         ttl_ms=None, grace_period_ms=None, overage_policy=None, idempotency_key=None, grant=None))]
     fn reserve(
-        &self,
-        py: Python<'_>,
+        slf: &Bound<'_, Self>,
         tool: &Bound<'_, PyAny>,
         args: Option<&Bound<'_, PyAny>>,
         subject: &Bound<'_, PyAny>,
@@ -256,6 +255,7 @@ impl Authority {
         idempotency_key: Option<&Bound<'_, PyAny>>,
         grant: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Reservation> {
+        let py = slf.py();
         let req = (|| {
             Ok::<_, CoreError>(core::ReserveRequest {
                 subject: arg(subject, "subject")?,
@@ -269,9 +269,9 @@ impl Authority {
             })
         })()
         .py(py)?;
-        let auth = &self.inner;
+        let auth = &slf.get().inner;
         let r = py.detach(|| auth.reserve(&req)).py(py)?;
-        Ok(Reservation::new(self.inner.clone(), r))
+        Ok(Reservation::new(slf, r))
     }
 
     /// Commits a reservation by id with the actual amounts (units not listed are charged as held).
@@ -351,46 +351,99 @@ impl Authority {
         settlement_py(py, s)
     }
 
+    /// `settle`, except when the ledger refuses it as unavailable (`LEDGER_UNAVAILABLE`: a
+    /// SQLite file locked past the busy timeout, a database that went away): the settlement
+    /// is then kept owed by the authority and `None` is returned. The authority makes it
+    /// after the next operation the ledger answers (or on `retry_owed`); retrying is safe, a
+    /// reservation is finalized once. Every other error is raised as by `settle`. Owed
+    /// settlements live in this process: the ones still owed at interpreter exit are retried
+    /// once then, and each one left is logged on the `cycles` logger (its hold then expires
+    /// uncharged).
+    #[pyo3(signature = (reservation_id, outcome, actual=None, *, ran=None, reason=None, idempotency_key=None))]
+    fn settle_or_owe<'py>(
+        slf: &Bound<'py, Self>,
+        reservation_id: &Bound<'py, PyAny>,
+        outcome: &Bound<'py, PyAny>,
+        actual: Option<&Bound<'py, PyAny>>,
+        ran: Option<&Bound<'py, PyAny>>,
+        reason: Option<&Bound<'py, PyAny>>,
+        idempotency_key: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let py = slf.py();
+        let id: String = arg(reservation_id, "reservation_id").py(py)?;
+        let req = settle_request(outcome, (actual, ran), reason, idempotency_key).py(py)?;
+        let auth = &slf.get().inner;
+        match py.detach(|| auth.settle_or_owe(&id, &req)).py(py)? {
+            Some(s) => settlement_py(py, s).map(Some),
+            None => {
+                note_owed(slf)?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// The settlements this authority owes (`settle_or_owe` answered `None`), oldest first,
+    /// as dicts: `reservation_id`, `request` (the settlement asked for, in the core's JSON
+    /// form: `outcome`, and `actual`, `ran`, `reason`, `idempotency_key` when given),
+    /// `attempts` (tries so far, the first included), `last_error` (the ledger's last
+    /// refusal) and `since_ms` (when the first try failed, ledger clock).
+    fn owed_settlements<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let auth = &self.inner;
+        let owed = py.detach(|| auth.owed_settlements());
+        owed.iter().map(|o| json_of(py, o)).collect()
+    }
+
+    /// Tries each owed settlement once, oldest first, stopping at the first the ledger still
+    /// refuses as unavailable; returns what is still owed, as `owed_settlements` does. An
+    /// entry the ledger answers otherwise (settled, already finalized, a release of a hold
+    /// that expired) is done and dropped. The authority also does this by itself after the
+    /// next operation the ledger answers.
+    fn retry_owed<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let auth = &self.inner;
+        let owed = py.detach(|| auth.retry_owed());
+        owed.iter().map(|o| json_of(py, o)).collect()
+    }
+
     /// Extends a reservation by id from its current expiry; returns the updated reservation.
     #[pyo3(signature = (reservation_id, by_ms, *, idempotency_key=None))]
     fn extend(
-        &self,
-        py: Python<'_>,
+        slf: &Bound<'_, Self>,
         reservation_id: &Bound<'_, PyAny>,
         by_ms: &Bound<'_, PyAny>,
         idempotency_key: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Reservation> {
+        let py = slf.py();
         let id: String = arg(reservation_id, "reservation_id").py(py)?;
         let req = extend_request(by_ms, idempotency_key).py(py)?;
-        let auth = &self.inner;
+        let auth = &slf.get().inner;
         let r = py.detach(|| auth.extend(&id, &req)).py(py)?;
-        Ok(Reservation::new(self.inner.clone(), r))
+        Ok(Reservation::new(slf, r))
     }
 
     /// A reservation by id (a handle that can commit, release or extend it).
     fn reservation(
-        &self,
-        py: Python<'_>,
+        slf: &Bound<'_, Self>,
         reservation_id: &Bound<'_, PyAny>,
     ) -> PyResult<Reservation> {
+        let py = slf.py();
         let id: String = arg(reservation_id, "reservation_id").py(py)?;
-        let auth = &self.inner;
+        let auth = &slf.get().inner;
         let r = py.detach(|| auth.reservation(&id)).py(py)?;
-        Ok(Reservation::new(self.inner.clone(), r))
+        Ok(Reservation::new(slf, r))
     }
 
     /// The reservation a `reserve` with this idempotency key made, as it stands now; `None`
     /// when no reserve used the key or its answer was a denial (one lookup, however long the
     /// ledger's history).
     fn reservation_by_key(
-        &self,
-        py: Python<'_>,
+        slf: &Bound<'_, Self>,
         idempotency_key: &Bound<'_, PyAny>,
     ) -> PyResult<Option<Reservation>> {
+        let py = slf.py();
         let key: String = arg(idempotency_key, "idempotency_key").py(py)?;
-        let auth = &self.inner;
+        let auth = &slf.get().inner;
         let r = py.detach(|| auth.reservation_by_key(&key)).py(py)?;
-        Ok(r.map(|r| Reservation::new(self.inner.clone(), r)))
+        Ok(r.map(|r| Reservation::new(slf, r)))
     }
 
     /// An approval request by id, as stored in the ledger (its JSON form, call included).
@@ -821,28 +874,45 @@ fn commit_core(
     py.detach(|| auth.commit(id, &req)).py(py).map(CommitResult)
 }
 
-/// `settle`: the outcome is the protocol string, read by the core's serde (an unknown one is
-/// `INVALID_REQUEST`); whether it is charged is the core's decision.
+/// A `settle` request: the outcome is the protocol string, read by the core's serde (an
+/// unknown one is `INVALID_REQUEST`); whether it is charged is the core's decision.
+fn settle_request(
+    outcome: &Bound<'_, PyAny>,
+    (actual, ran): Actual<'_, '_>,
+    reason: Option<&Bound<'_, PyAny>>,
+    idempotency_key: Option<&Bound<'_, PyAny>>,
+) -> Result<core::SettleRequest, CoreError> {
+    Ok(core::SettleRequest {
+        outcome: arg(outcome, "outcome")?,
+        actual: amounts(actual, "actual")?,
+        ran: ran_call(ran)?,
+        reason: opt(reason, "reason")?,
+        idempotency_key: opt(idempotency_key, "idempotency_key")?,
+    })
+}
+
 fn settle_core(
     py: Python<'_>,
     auth: &core::Authority,
     id: &str,
     outcome: &Bound<'_, PyAny>,
-    (actual, ran): Actual<'_, '_>,
+    actual: Actual<'_, '_>,
     reason: Option<&Bound<'_, PyAny>>,
     idempotency_key: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<core::Settlement> {
-    let req = (|| {
-        Ok::<_, CoreError>(core::SettleRequest {
-            outcome: arg(outcome, "outcome")?,
-            actual: amounts(actual, "actual")?,
-            ran: ran_call(ran)?,
-            reason: opt(reason, "reason")?,
-            idempotency_key: opt(idempotency_key, "idempotency_key")?,
-        })
-    })()
-    .py(py)?;
+    let req = settle_request(outcome, actual, reason, idempotency_key).py(py)?;
     py.detach(|| auth.settle(id, &req)).py(py)
+}
+
+/// The authority now owes a settlement: `cycles._owed` retries it at interpreter exit (it
+/// keeps a weak reference to the authority, and only calls its `retry_owed`).
+fn note_owed(authority: &Bound<'_, Authority>) -> PyResult<()> {
+    authority
+        .py()
+        .import("cycles._owed")?
+        .getattr("_note_owed")?
+        .call1((authority,))
+        .map(drop)
 }
 
 /// A settlement as the Python result it was: `CommitResult` or `ReleaseResult`.
@@ -864,6 +934,8 @@ fn settlement_py(py: Python<'_>, s: core::Settlement) -> PyResult<Bound<'_, PyAn
 #[pyclass(frozen, module = "cycles")]
 pub struct Reservation {
     auth: core::Authority,
+    // The Python authority it came from: told when a settlement of this handle is owed.
+    owner: Py<Authority>,
     id: String,
     // The latest state this handle knows. Never held across a core call: a thread waiting on
     // it with the GIL could otherwise deadlock with one that needs the GIL back.
@@ -872,16 +944,51 @@ pub struct Reservation {
     // ran. If that attempt failed (amounts the core refuses), the block's exit must not settle
     // the call as failed and let it go free.
     completion_attempted: AtomicBool,
+    // Its settlement is owed (`settle_or_owe` answered `None`): the authority makes it; the
+    // block's exit must not settle it again.
+    owed: AtomicBool,
 }
 
 impl Reservation {
-    fn new(auth: core::Authority, r: core::Reservation) -> Self {
+    fn new(owner: &Bound<'_, Authority>, r: core::Reservation) -> Self {
         Reservation {
-            auth,
+            auth: owner.get().inner.clone(),
+            owner: owner.clone().unbind(),
             id: r.reservation_id.clone(),
             state: Mutex::new(r),
             completion_attempted: AtomicBool::new(false),
+            owed: AtomicBool::new(false),
         }
+    }
+
+    /// `settle_or_owe` of the core, for this reservation: a settlement made updates the
+    /// handle; an owed one marks it and tells the owner's exit hook.
+    fn settle_or_owe_core(
+        &self,
+        py: Python<'_>,
+        req: &core::SettleRequest,
+    ) -> Result<Option<core::Settlement>, CoreError> {
+        let auth = &self.auth;
+        let s = py.detach(|| auth.settle_or_owe(&self.id, req))?;
+        match &s {
+            Some(s) => self.settled(s),
+            None => self.owed.store(true, Ordering::Relaxed),
+        }
+        Ok(s)
+    }
+
+    fn note_owed(&self, py: Python<'_>) -> PyResult<()> {
+        note_owed(self.owner.bind(py))
+    }
+
+    /// A block's exit owes its settlement: tell the exit hook and say so on the `cycles`
+    /// logger, as the guard does.
+    fn owed_at_exit(&self, py: Python<'_>, req: &core::SettleRequest) -> PyResult<()> {
+        self.note_owed(py)?;
+        py.import("cycles._owed")?
+            .getattr("_log_owed")?
+            .call1((self.id.as_str(), json_of(py, &req.outcome)?))
+            .map(drop)
     }
 
     fn snapshot(&self) -> core::Reservation {
@@ -1066,6 +1173,33 @@ impl Reservation {
         settlement_py(py, s)
     }
 
+    /// `settle`, except when the ledger refuses it as unavailable: the settlement is then kept
+    /// owed by the authority (made after the next operation the ledger answers, or on
+    /// `Authority.retry_owed`) and `None` is returned, as in `Authority.settle_or_owe`. This
+    /// handle's `status` stays `ACTIVE` meanwhile; its block's exit does not settle it again.
+    #[pyo3(signature = (outcome, actual=None, *, ran=None, reason=None, idempotency_key=None))]
+    fn settle_or_owe<'py>(
+        &self,
+        py: Python<'py>,
+        outcome: &Bound<'py, PyAny>,
+        actual: Option<&Bound<'py, PyAny>>,
+        ran: Option<&Bound<'py, PyAny>>,
+        reason: Option<&Bound<'py, PyAny>>,
+        idempotency_key: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        if outcome.extract::<String>().is_ok_and(|o| o == "COMPLETED") {
+            self.completion_attempted.store(true, Ordering::Relaxed);
+        }
+        let req = settle_request(outcome, (actual, ran), reason, idempotency_key).py(py)?;
+        match self.settle_or_owe_core(py, &req).py(py)? {
+            Some(s) => settlement_py(py, s).map(Some),
+            None => {
+                self.note_owed(py)?;
+                Ok(None)
+            }
+        }
+    }
+
     /// Pushes the expiry `by_ms` further from the current expiry (at most 10 times).
     #[pyo3(signature = (by_ms, *, idempotency_key=None))]
     fn extend<'py>(
@@ -1100,8 +1234,10 @@ impl Reservation {
     /// call (`FAILED`: released, or charged what was held under `[defaults] on_failure =
     /// "CHARGE"`), an interruption from outside (a cancellation, Ctrl-C, `SystemExit`: not an
     /// `Exception`) is `INTERRUPTED` (charged what was held: it may have acted); the core
-    /// decides what each costs. Settling after an exception is best effort: the block's
-    /// exception propagates, and a hold the ledger could not take back expires with its TTL.
+    /// decides what each costs. The settlement is `settle_or_owe`: when the ledger is
+    /// unavailable it is owed (a warning on the `cycles` logger) and made when the ledger
+    /// answers again. After an exception, any other settle error is ignored: the block's
+    /// exception propagates.
     #[pyo3(signature = (exc_type=None, _exc_value=None, _traceback=None))]
     fn __exit__(
         &self,
@@ -1110,15 +1246,17 @@ impl Reservation {
         _exc_value: Option<&Bound<'_, PyAny>>,
         _traceback: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
-        if self.snapshot().status != core::ReservationStatus::Active {
+        if self.snapshot().status != core::ReservationStatus::Active
+            || self.owed.load(Ordering::Relaxed)
+        {
             return Ok(false);
         }
-        let auth = &self.auth;
         let Some(t) = exc_type else {
             let req = core::SettleRequest::new(core::CallOutcome::Completed);
-            return match py.detach(|| auth.settle(&self.id, &req)) {
-                Ok(s) => {
-                    self.settled(&s);
+            return match self.settle_or_owe_core(py, &req) {
+                Ok(Some(_)) => Ok(false),
+                Ok(None) => {
+                    self.owed_at_exit(py, &req)?;
                     Ok(false)
                 }
                 // Finalized through another handle: nothing is held any more.
@@ -1140,9 +1278,9 @@ impl Reservation {
             reason: Some(reason.chars().take(256).collect()),
             ..core::SettleRequest::new(outcome)
         };
-        // Best effort: the block's exception propagates whatever the ledger says.
-        if let Ok(s) = py.detach(|| auth.settle(&self.id, &req)) {
-            self.settled(&s);
+        // The block's exception propagates whatever the ledger says.
+        if let Ok(None) = self.settle_or_owe_core(py, &req) {
+            self.owed_at_exit(py, &req)?;
         }
         Ok(false)
     }

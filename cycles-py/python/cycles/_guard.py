@@ -31,6 +31,7 @@ from typing import (
 )
 
 from ._cycles import CyclesError, InvalidInput
+from ._owed import _log_owed
 
 if TYPE_CHECKING:
     from ._cycles import Authority, Reservation, _CallOutcome
@@ -45,10 +46,12 @@ log = logging.getLogger("cycles")
 
 def _settle_quietly(r: Reservation, outcome: _CallOutcome, reason: Optional[str] = None) -> None:
     # Settling after the call ran or raised: the body's outcome (its exception) is what the
-    # caller must see. If the ledger cannot take the settlement, a hold that was not charged
-    # is not lost: it expires with the reservation's TTL.
+    # caller must see. A ledger that is unavailable owes the settlement (the authority makes
+    # it when the ledger answers again); any other refusal is logged and the hold expires
+    # with the reservation's TTL.
     try:
-        r.settle(outcome, reason=reason)
+        if r.settle_or_owe(outcome, reason=reason) is None:
+            _log_owed(r.reservation_id, outcome)
     except CyclesError as e:
         log.warning(
             "settling %s as %s failed (%s); the hold expires with its TTL", r.reservation_id, outcome, e
@@ -121,8 +124,11 @@ def _amounts(r: Reservation, actual: Actual, result: Any) -> Optional[Amounts]:
 
 
 def _completed(r: Reservation, spent: Optional[Amounts]) -> None:
+    # The call ran: a ledger that is unavailable owes the settlement (made when it answers
+    # again), logged; the call's result stands.
     try:
-        r.settle("COMPLETED", spent)
+        if r.settle_or_owe("COMPLETED", spent) is None:
+            _log_owed(r.reservation_id, "COMPLETED")
     except InvalidInput:
         # Amounts from `actual` the core refuses (it changed nothing): COMPLETED without
         # amounts, then say why.
@@ -136,8 +142,10 @@ def _settle(r: Reservation, actual: Actual, result: Any) -> None:
     amounts (none given: the core charges what was held).
 
     When ``actual`` raises or gives amounts the core refuses, the call is settled
-    ``COMPLETED`` without amounts and that error is raised. A settlement the ledger refuses
-    raises its ``CyclesError`` with the body's result on ``.result`` (the body did run).
+    ``COMPLETED`` without amounts and that error is raised. A ledger that is unavailable owes
+    the settlement (``settle_or_owe``: logged, made when the ledger answers again) and the
+    result stands; any other refusal of the settlement raises its ``CyclesError`` with the
+    body's result on ``.result`` (the body did run).
     """
     spent = _amounts(r, actual, result)
     try:
@@ -471,8 +479,12 @@ def guard(
 
     If ``actual`` raises, the call is settled ``COMPLETED`` without amounts (what was held is
     charged) and the error propagates; a body that outlived its reservation (TTL and grace)
-    is still charged, as an event; if the ledger refuses the settlement, its ``CyclesError``
-    propagates with the body's result on ``.result``.
+    is still charged, as an event. Settlements go through ``settle_or_owe``: when the ledger
+    is unavailable as the body ends, the settlement is owed by the authority (a warning on the
+    ``cycles`` logger), made after the next operation the ledger answers (or by
+    ``Authority.retry_owed``, which also runs once at interpreter exit), and the body's result
+    or exception is what the caller gets. If the ledger refuses the settlement otherwise, its
+    ``CyclesError`` propagates with the body's result on ``.result``.
     """
 
     def decorate(fn: F) -> F:

@@ -65,8 +65,10 @@ def settle_ran(r: Reservation, actual: Actual, result: Any, tool: str) -> None:
     """The tool ran and returned ``result``: settle it ``COMPLETED`` with what it cost.
 
     A settlement the ledger refuses does not hide the result from the model: the call already
-    happened, and a model told it failed would run it again (the MCP gate does the same). The
-    failure is logged on the ``cycles`` logger and the hold expires with its TTL. A failing
+    happened, and a model told it failed would run it again (the MCP gate does the same). A
+    ledger that is unavailable owes the settlement (``settle_or_owe``: a warning on the
+    ``cycles`` logger; the authority makes it when the ledger answers again); any other
+    refusal is logged as an error and the hold expires with its TTL. A failing
     ``actual`` (or amounts the core refuses) settles ``COMPLETED`` without amounts (what was
     held is charged) and raises: that is a bug in the caller's code, not the ledger's.
     """
