@@ -105,6 +105,7 @@ def test_denied_call_returns_a_message_and_never_runs(auth: cycles.Authority) ->
     guarded = guard_tool(railway_delete_volume, auth, subject=SUBJECT)
     out = guarded.invoke({"volume_id": "vol_prod_main"})
     assert isinstance(out, str) and "BUDGET_EXCEEDED" in out and "railway_delete_volume" in out
+    assert "Do not retry the same call" in out  # no approval pending: retrying cannot help
     assert ran == []
     assert risk(auth).reserved == 0 and risk(auth).spent == 0
     assert auth.audit()[-1].kind == "denial"
@@ -712,6 +713,11 @@ def test_the_tool_runs_on_the_nested_input_that_was_classified_not_the_callers_o
 
     denied, plain, message = asyncio.run(main())
     assert "APPROVAL_REQUIRED" in denied
+    # The grant is bound to this exact call: the model is told to retry it once approved (as the
+    # MCP gate and the Claude Code hook say), not to give it up.
+    request_id = next(r for r in a.audit() if r.kind == "approval_requested").detail["approval_request_id"]
+    assert f"Approval request {request_id} awaits an approver; retry this exact call once it is approved" in denied
+    assert "Do not retry" not in denied
     assert plain == "ran SELECT 1"
     assert isinstance(message, ToolMessage) and message.content == "ran SELECT 1"
     assert [r.kind for r in a.audit()] == ["budget_set", "approval_requested", "denial", "reserve", "commit", "reserve", "commit"]

@@ -40,8 +40,16 @@ def default_deny_message(exc: Denied, tool: str) -> str:
         if d.retry_after_ms is not None:
             parts.append(f"Retry after {d.retry_after_ms} ms.")
     if exc.request_id:
-        parts.append(f"An approval was requested: {exc.request_id}.")
-    parts.append("Do not retry the same call; choose a safer action or ask the user.")
+        # As the MCP gate and the Claude Code hook say: the grant is bound to this exact call,
+        # so retrying it once approved is how it is used.
+        parts.append(
+            f"Approval request {exc.request_id} awaits an approver; retry this exact call once "
+            "it is approved, or choose a safer action."
+        )
+    elif d is not None and d.retry_after_ms is not None:
+        parts.append("Until then, choose another action or ask the user.")
+    else:
+        parts.append("Do not retry the same call; choose a safer action or ask the user.")
     return " ".join(parts)
 
 
