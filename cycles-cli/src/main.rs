@@ -86,7 +86,7 @@ enum Cmd {
         /// The approver's key file (from `cycles keygen`).
         #[arg(long)]
         key: PathBuf,
-        /// How long the grant stays valid: `90s`, `15m`, `2h` or milliseconds.
+        /// How long the grant stays valid: `90s`, `15m`, `2h`, `1d` or milliseconds.
         #[arg(long, default_value = "15m")]
         ttl: String,
         /// Also write the answer (JSON) to this file, for a grant-file approver.
@@ -112,7 +112,8 @@ enum Cmd {
         /// The approver's id (letters, digits, `_`, `.`, `-`).
         #[arg(long)]
         id: String,
-        /// Where to write the key file (never overwritten; mode 0600).
+        /// Where to write the key file (never overwritten; mode 0600). Missing parent
+        /// directories are created, with mode 0700.
         #[arg(long)]
         out: PathBuf,
     },
@@ -596,6 +597,54 @@ fn cmd_reservations(cli: &Cli, status: Option<&str>, limit: usize) -> Out {
     Ok(())
 }
 
+/// A ledger time (Unix epoch milliseconds) as a UTC RFC 3339 timestamp with milliseconds,
+/// `2026-11-27T00:03:36.558Z`, for people (`--json` keeps the milliseconds).
+fn rfc3339_ms(ms: i64) -> String {
+    let (days, ms_of_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    // Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's civil_from_days).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        ms_of_day / 3_600_000,
+        ms_of_day / 60_000 % 60,
+        ms_of_day / 1000 % 60,
+        ms_of_day % 1000
+    )
+}
+
+/// An answer signed with a key the policy does not list: says which policy was read, which
+/// public key is missing from it and where it goes (the code stays `APPROVAL_INVALID`).
+fn answer_fail(cli: &Cli, key: &ApproverKey, e: CyclesError) -> Fail {
+    if !matches!(
+        e,
+        CyclesError::ApprovalInvalid {
+            reason: ApprovalInvalidReason::UnknownKey,
+            ..
+        }
+    ) {
+        return e.into();
+    }
+    Fail::Error {
+        code: e.code().to_string(),
+        message: format!(
+            "{e}. The policy read, {} (--policy / CYCLES_POLICY), does not list the public key \
+             of {}'s key: {}. Add it to `public_keys` in that policy's [approval] table, or \
+             name with --policy the policy file the gate uses.",
+            cli.policy.display(),
+            key.approver_id(),
+            key.public_key_hex()
+        ),
+    }
+}
+
 fn approval_text(r: &ApprovalRequest, now_ms: i64) -> String {
     let late = r.status == ApprovalStatus::Pending && now_ms > r.expires_at_ms;
     format!(
@@ -610,13 +659,14 @@ fn approval_text(r: &ApprovalRequest, now_ms: i64) -> String {
         r.call.action.name,
         r.call.args,
         r.call_digest,
-        r.expires_at_ms,
+        rfc3339_ms(r.expires_at_ms),
         r.denial
             .as_ref()
             .map(|d| format!("\n    denied by {}: {}", d.approver_id, d.reason))
             .or_else(|| r.grant.as_ref().map(|g| format!(
                 "\n    granted by {} until {}",
-                g.approver_id, g.expires_at_ms
+                g.approver_id,
+                rfc3339_ms(g.expires_at_ms)
             )))
             .unwrap_or_default()
     )
@@ -663,7 +713,9 @@ fn cmd_approve(cli: &Cli, id: &str, key: &Path, ttl: &str, out: Option<&PathBuf>
     let request = auth.approval(id)?;
     let grant = key.grant(&request, auth.now_ms().saturating_add(ttl_ms))?;
     let answer = ApprovalResponse::Grant(grant);
-    let stored = auth.record_approval(id, &answer)?;
+    let stored = auth
+        .record_approval(id, &answer)
+        .map_err(|e| answer_fail(cli, &key, e))?;
     write_answer(out, &answer)?;
     let now = auth.now_ms();
     emit(cli, &to_json(&stored), || {
@@ -677,7 +729,9 @@ fn cmd_deny(cli: &Cli, id: &str, key: &Path, reason: &str, out: Option<&PathBuf>
     let auth = authority(cli, true)?;
     let request = auth.approval(id)?;
     let answer = ApprovalResponse::Deny(key.deny(&request, reason)?);
-    let stored = auth.record_approval(id, &answer)?;
+    let stored = auth
+        .record_approval(id, &answer)
+        .map_err(|e| answer_fail(cli, &key, e))?;
     write_answer(out, &answer)?;
     let now = auth.now_ms();
     emit(cli, &to_json(&stored), || {
@@ -688,6 +742,36 @@ fn cmd_deny(cli: &Cli, id: &str, key: &Path, reason: &str, out: Option<&PathBuf>
 
 fn cmd_keygen(cli: &Cli, id: &str, out: &Path) -> Out {
     let key = ApproverKey::generate(id)?;
+    if out.symlink_metadata().is_ok() {
+        return Err(CyclesError::invalid(
+            "key_file",
+            format!(
+                "{} already exists: a key file is never overwritten: choose another --out",
+                out.display()
+            ),
+        )
+        .into());
+    }
+    // The key's directory, if missing, is created private to its owner (as `mkdir -p -m 700`
+    // would: every directory created gets 0700; existing ones are left as they are).
+    if let Some(parent) = out.parent()
+        && !parent.as_os_str().is_empty()
+        && !parent.exists()
+    {
+        let mut dirs = std::fs::DirBuilder::new();
+        dirs.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            dirs.mode(0o700);
+        }
+        dirs.create(parent).map_err(|e| {
+            CyclesError::invalid(
+                "key_file",
+                format!("cannot create the directory {}: {e}", parent.display()),
+            )
+        })?;
+    }
     key.save(out)?;
     let public = key.public_key_hex();
     emit(
@@ -695,8 +779,12 @@ fn cmd_keygen(cli: &Cli, id: &str, out: &Path) -> Out {
         &json!({"approver_id": id, "public_key": public, "key_file": out.display().to_string()}),
         || {
             format!(
-                "wrote {} (keep it away from the agent)\npublic key of {id}: {public}\nadd it to the policy:\n\n[approval]\npublic_keys = [\"{public}\"]",
-                out.display()
+                "wrote {} (keep it away from the agent)\npublic key of {id}: {public}\n\
+                 add it to `public_keys` in the [approval] table your policy already has \
+                 ({}, or the file --policy names), next to the keys listed there:\n\n\
+                 public_keys = [\"{public}\"]",
+                out.display(),
+                cli.policy.display()
             )
         },
     );
@@ -878,6 +966,25 @@ fn main() -> ExitCode {
                 eprintln!("cycles: error [{code}]: {message}");
             }
             ExitCode::from(3)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rfc3339_ms;
+
+    #[test]
+    fn ledger_times_print_as_utc_rfc3339() {
+        for (ms, want) in [
+            (0, "1970-01-01T00:00:00.000Z"),
+            (-1, "1969-12-31T23:59:59.999Z"),
+            (951_782_400_000, "2000-02-29T00:00:00.000Z"),
+            (1_795_740_216_558, "2026-11-27T00:43:36.558Z"),
+            (4_107_542_400_000, "2100-03-01T00:00:00.000Z"),
+            (253_402_300_799_999, "9999-12-31T23:59:59.999Z"),
+        ] {
+            assert_eq!(rfc3339_ms(ms), want, "{ms}");
         }
     }
 }

@@ -1438,3 +1438,195 @@ fn odd_tool_names_are_never_free() {
         );
     }
 }
+
+#[test]
+fn the_starter_policy_registers_claude_codes_session_tools() {
+    let d = Dir::new();
+    d.init();
+    for (tool, tier) in [
+        ("BashOutput", 0),
+        ("ExitPlanMode", 0),
+        ("AskUserQuestion", 0),
+        ("Skill", 0),
+        ("SlashCommand", 0),
+        ("TodoWrite", 0),
+        ("KillShell", 1),
+    ] {
+        let e = d.ok(&["--json", "policy", "explain", tool, "{}"]).json();
+        assert_eq!(e["tier"], tier, "{tool}: {e}");
+        assert_eq!(e["unknown"], false, "{tool}: {e}");
+        assert_eq!(e["approval_required"], false, "{tool}: {e}");
+    }
+}
+
+#[test]
+fn keygen_creates_a_missing_directory_private_and_never_overwrites() {
+    let d = Dir::new();
+    let out = d.path("home/.config/cycles/alice.key");
+    let r = d.ok(&["keygen", "--id", "alice", "--out", out.to_str().unwrap()]);
+    assert!(out.is_file(), "{}", r.stdout);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for dir in ["home", "home/.config", "home/.config/cycles"] {
+            let mode = std::fs::metadata(d.path(dir)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o700, "{dir}: {mode:o}");
+        }
+        let mode = std::fs::metadata(&out).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let before = std::fs::read_to_string(&out).unwrap();
+    let r = d.run(
+        &["keygen", "--id", "alice", "--out", out.to_str().unwrap()],
+        "",
+    );
+    assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("INVALID_REQUEST"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("already exists")
+            && r.stderr.contains("never overwritten: choose another --out"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), before);
+    let r = d.run(
+        &[
+            "--json",
+            "keygen",
+            "--id",
+            "bob",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert_eq!(r.code, 3);
+    assert_eq!(r.json()["error"]["code"], "INVALID_REQUEST");
+    // An existing directory keeps its mode; --help says what keygen does with a missing one.
+    let help = d.ok(&["keygen", "--help"]).stdout;
+    assert!(help.contains("0700"), "{help}");
+}
+
+#[test]
+fn keygens_hint_is_only_the_public_keys_line_for_the_existing_approval_table() {
+    let d = Dir::new();
+    d.init();
+    let r = d.ok(&["keygen", "--id", "alice", "--out", "alice.key"]);
+    assert!(!r.stdout.contains("\n[approval]\n"), "{}", r.stdout);
+    assert!(r.stdout.contains("[approval] table"), "{}", r.stdout);
+    assert!(r.stdout.contains("cycles.toml"), "{}", r.stdout);
+    let line = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("public_keys = "))
+        .unwrap_or_else(|| panic!("{}", r.stdout))
+        .to_string();
+    // Put where it says (the starter policy's `public_keys = []`), the policy is valid and
+    // the key approves.
+    d.edit_policy(|t| t.replace("public_keys = []", &line));
+    d.ok(&["policy", "check", "cycles.toml"]);
+    let (dec, reason) = decision(&d.hook(
+        &["--approval", "deny"],
+        &pre("sess-1", "toolu_1", "Bash", railway_delete()),
+    ));
+    assert_eq!(dec, "deny");
+    d.ok(&["approve", &request_id(&reason), "--key", "alice.key"]);
+}
+
+#[test]
+fn an_unlisted_approver_key_is_named_with_the_policy_it_is_missing_from() {
+    let (d, id) = approval_pending();
+    let public = d
+        .ok(&[
+            "--json",
+            "keygen",
+            "--id",
+            "mallory",
+            "--out",
+            "mallory.key",
+        ])
+        .json()["public_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for args in [
+        vec!["approve", id.as_str(), "--key", "mallory.key"],
+        vec![
+            "deny",
+            id.as_str(),
+            "--key",
+            "mallory.key",
+            "--reason",
+            "no",
+        ],
+    ] {
+        let r = d.run(&args, "");
+        assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
+        assert!(r.stderr.contains("[APPROVAL_INVALID]"), "{}", r.stderr);
+        assert!(r.stderr.contains("unknown_key"), "{}", r.stderr);
+        assert!(r.stderr.contains("cycles.toml"), "{}", r.stderr);
+        assert!(r.stderr.contains(&public), "{}", r.stderr);
+        assert!(r.stderr.contains("mallory"), "{}", r.stderr);
+        assert!(
+            r.stderr.contains("`public_keys`") && r.stderr.contains("[approval]"),
+            "{}",
+            r.stderr
+        );
+    }
+    let r = d.run(&["--json", "approve", &id, "--key", "mallory.key"], "");
+    assert_eq!(r.json()["error"]["code"], "APPROVAL_INVALID");
+    // Another policy file is named as the one read.
+    std::fs::copy(d.path("cycles.toml"), d.path("other.toml")).unwrap();
+    let r = d.run(
+        &[
+            "--policy",
+            "other.toml",
+            "approve",
+            &id,
+            "--key",
+            "mallory.key",
+        ],
+        "",
+    );
+    assert!(r.stderr.contains("other.toml"), "{}", r.stderr);
+}
+
+#[test]
+fn approvals_list_prints_deadlines_as_utc_timestamps() {
+    let (d, id) = approval_pending();
+    d.ok(&["approve", &id, "--key", "alice.key", "--ttl", "10m"]);
+    let listed = d.ok(&["--json", "approvals", "list"]).json();
+    let open_until = listed[0]["expires_at_ms"].as_i64().unwrap();
+    let granted_until = listed[0]["grant"]["expires_at_ms"].as_i64().unwrap();
+    let human = d.ok(&["approvals", "list"]).stdout;
+    assert!(!human.contains(&open_until.to_string()), "{human}");
+    assert!(!human.contains(&granted_until.to_string()), "{human}");
+    let stamps: Vec<&str> = human
+        .split_whitespace()
+        .filter(|w| w.len() == 24 && w.ends_with('Z') && w.as_bytes()[10] == b'T')
+        .collect();
+    assert_eq!(stamps.len(), 2, "{human}");
+    assert!(
+        human.contains(&format!("open until {}", stamps[0])),
+        "{human}"
+    );
+    assert!(human.contains(&format!("until {}", stamps[1])), "{human}");
+    // The same instants: check with a known conversion (date -u) when it is available.
+    if let Ok(out) = std::process::Command::new("date")
+        .args([
+            "-u",
+            "-d",
+            &format!("@{}", open_until / 1000),
+            "+%Y-%m-%dT%H:%M:%S",
+        ])
+        .output()
+        && out.status.success()
+    {
+        let want = format!(
+            "{}.{:03}Z",
+            String::from_utf8(out.stdout).unwrap().trim(),
+            open_until % 1000
+        );
+        assert_eq!(stamps[0], want);
+    }
+}

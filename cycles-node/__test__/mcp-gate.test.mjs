@@ -6,6 +6,7 @@ import test from 'node:test'
 import assert from 'node:assert/strict'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { spawn, spawnSync } from 'node:child_process'
+import { generateKeyPairSync } from 'node:crypto'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -206,6 +207,49 @@ test('a call approved out of band with `cycles approve` passes the MCP gate once
   assert.equal((await auth.verify()).ok, true)
 })
 
+test('without --ledger the gate warns at start-up, and an approval request does not tell the model to wait and retry', { timeout: 120_000 }, async (t) => {
+  const tmp = tempDir()
+  t.after(tmp.cleanup)
+  // Any approver key will do: nothing can reach the in-memory ledger to use it.
+  const jwk = generateKeyPairSync('ed25519').publicKey.export({ format: 'jwk' })
+  const publicKey = Buffer.from(jwk.x, 'base64url').toString('hex')
+  const policy = join(tmp.dir, 'policy.toml')
+  const callsFile = join(tmp.dir, 'calls.jsonl')
+  writeFileSync(
+    policy,
+    POLICY.replace('allocated = 40', 'allocated = 1000') + `\n[approval]\npublic_keys = ["${publicKey}"]\n`,
+  )
+  const client = new Client({ name: 'e2e-client', version: '1.0.0' })
+  const transport = new StdioClientTransport({
+    command: process.execPath,
+    args: [GATE, '--policy', policy, '--subject', 'tenant=acme,agent=claude',
+      '--tool-prefix', 'railway.', '--', process.execPath, UPSTREAM, callsFile],
+    stderr: 'pipe',
+  })
+  let gateLog = ''
+  transport.stderr.on('data', (chunk) => (gateLog += chunk))
+  await client.connect(transport)
+  t.after(() => client.close())
+
+  const asked = await client.callTool({ name: 'delete_volume', arguments: { volume_id: 'vol-prod-1' } })
+  assert.equal(asked.isError, true)
+  assert.equal(asked._meta['cycles/decision'].reasonCode, 'APPROVAL_REQUIRED')
+  assert.match(asked._meta['cycles/decision'].decision.approvalRequestId, /^apr_[0-9a-f]{32}$/)
+  assert.doesNotMatch(text(asked), /retry this exact call once it is approved|awaits an approver/)
+  assert.match(text(asked), /ledger is in memory, so no approver can reach it/)
+  assert.match(text(asked), /Do not wait for an approval or retry this call/)
+  assert.match(text(asked), /--ledger/)
+  assert.equal(calls(callsFile).filter((c) => c.event === 'call').length, 0)
+
+  // The warning is logged once, at start-up (stderr may arrive after the answer on stdout).
+  await until(() => /WARNING/.test(gateLog), 'the in-memory warning')
+  assert.match(gateLog, /\(memory\)/)
+  assert.match(gateLog, /WARNING: no --ledger: the ledger is in memory/)
+  assert.match(gateLog, /Budgets and the audit trail start afresh every time the gate starts/)
+  assert.match(gateLog, /approvals cannot be granted from outside/)
+  assert.equal(gateLog.split('WARNING').length - 1, 1)
+})
+
 test('the MCP gate refuses to start on a bad policy and never starts the upstream', (t) => {
   const tmp = tempDir()
   t.after(tmp.cleanup)
@@ -346,6 +390,13 @@ async function startGate(t, { policy = HARD_POLICY, extra = [], upstream = UPSTR
   }
   return g
 }
+
+test('with --ledger the gate logs no in-memory warning', { timeout: 120_000 }, async (t) => {
+  const g = await startGate(t)
+  await g.client.listTools()
+  await until(() => /gating /.test(g.log), 'the start-up log')
+  assert.doesNotMatch(g.log, /WARNING/)
+})
 
 test('parallel calls on a small budget: exactly as many run as it allows, nothing stays held', { timeout: 120_000 }, async (t) => {
   const g = await startGate(t, { policy: HARD_POLICY.replace('allocated = 1000', 'allocated = 3') })

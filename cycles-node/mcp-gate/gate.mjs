@@ -9,7 +9,7 @@
 // only way it has to the upstream's tools.
 //
 //   cycles-mcp-gate --policy policy.toml --subject tenant=acme,agent=claude \
-//     [--ledger cycles.db] [--busy-timeout-ms 10000] [--tool-prefix railway.] [--ttl-ms 60000] \
+//     [--ledger cycles.db|postgres://...] [--busy-timeout-ms 10000] [--tool-prefix railway.] [--ttl-ms 60000] \
 //     [--request-timeout-ms 600000] -- upstream-command [args...]
 
 import { createRequire } from 'node:module'
@@ -32,13 +32,16 @@ import {
 const require = createRequire(import.meta.url)
 const { Authority, isCyclesError } = require('../cycles.js')
 
-const USAGE = `usage: cycles-mcp-gate --policy FILE --subject k=v[,k=v...] [--ledger FILE]
+const USAGE = `usage: cycles-mcp-gate --policy FILE --subject k=v[,k=v...] [--ledger FILE|URL]
                        [--busy-timeout-ms N] [--tool-prefix PREFIX] [--ttl-ms N]
                        [--request-timeout-ms N] -- COMMAND [ARGS...]
 
   --policy FILE       the Cycles policy (TOML); the gate refuses to start without a valid one
   --subject k=v,...   who the agent is: tenant, workspace, app, workflow, agent, toolset
-  --ledger FILE       SQLite ledger shared with other gates and processes (default: in memory)
+  --ledger FILE|URL   the ledger: a SQLite file (created if absent) or a postgres:// URL,
+                      shared with other gates, processes and \`cycles approve\`. Without it
+                      the ledger is in memory: budgets and the audit trail start afresh at
+                      every start of the gate, and no approval can ever be granted
   --busy-timeout-ms N how long to wait for another process's write lock on the ledger before
                       refusing with LEDGER_UNAVAILABLE (default: 10000)
   --tool-prefix P     prefix added to upstream tool names before classification
@@ -109,8 +112,12 @@ class GateRefusal extends Error {
   }
 }
 
-/** The tool result a client sees for a call the gate refused. */
-export function refusal(tool, err) {
+/**
+ * The tool result a client sees for a call the gate refused. `ledgerInMemory`: the gate's
+ * ledger is in this process's memory, where no approver (`cycles approve`) can reach it, so an
+ * approval request is never granted and the model is not told to wait for one.
+ */
+export function refusal(tool, err, { ledgerInMemory = false } = {}) {
   const code = isCyclesError(err) ? err.code : (err?.gateCode ?? 'GATE_ERROR')
   const d = err?.decision
   const parts = [`Cycles denied ${JSON.stringify(tool)}: ${code}. The call was not executed.`]
@@ -118,7 +125,10 @@ export function refusal(tool, err) {
     parts.push(`Tier ${d.tier} (${d.riskPoints} risk points).`)
     const scope = d.scope && d.balances?.find((b) => b.scope === d.scope)
     if (scope) parts.push(`Scope ${scope.scope} has ${scope.remaining} ${scope.unit} remaining.`)
-    if (d.approvalRequestId && code === 'APPROVAL_REQUIRED') {
+    if (d.approvalRequestId && code === 'APPROVAL_REQUIRED' && ledgerInMemory) {
+      // No approver can reach an in-memory ledger: waiting and retrying would never succeed.
+      parts.push(`Approval request ${d.approvalRequestId} cannot be granted: this gate's ledger is in memory, so no approver can reach it. Do not wait for an approval or retry this call; tell the user that the call needs an approval and that the gate must be run with --ledger (a file or postgres:// URL that \`cycles approve\` can reach) for approvals to work.`)
+    } else if (d.approvalRequestId && code === 'APPROVAL_REQUIRED') {
       // Once an approver records a grant (`cycles approve`), the same call passes the gate.
       parts.push(`Approval request ${d.approvalRequestId} awaits an approver; retry this exact call once it is approved.`)
     }
@@ -182,6 +192,9 @@ export function createGate({
   ttlMs,
   requestTimeoutMs = 600_000,
   retryOwedMs = 5000,
+  // The authority's ledger is in this process's memory and nothing in it answers approval
+  // requests (the command line gate without --ledger): see `refusal`.
+  ledgerInMemory = false,
   log = () => {},
 }) {
   const upstreamCaps = upstream.getServerCapabilities() ?? {}
@@ -327,7 +340,7 @@ export function createGate({
     } catch (err) {
       // Fail closed: a denial, bad input or a broken ledger all stop the call here.
       log(`deny ${tool}: ${err?.code ?? err}`)
-      return refusal(tool, err)
+      return refusal(tool, err, { ledgerInMemory })
     }
     if (extra.signal.aborted) {
       // The client cancelled while the gate was reserving: the call is never sent.
@@ -441,7 +454,8 @@ async function main(argv) {
     log(`cannot reach the upstream server ${JSON.stringify(opts.upstream.command)}: ${e.message}`)
     return 1
   }
-  const server = createGate({ ...opts, authority, upstream, log })
+  const ledgerInMemory = !opts.ledger
+  const server = createGate({ ...opts, authority, upstream, log, ledgerInMemory })
   const transport = new StdioServerTransport()
   // The gate stops when either side goes away: the upstream exits, the client closes the
   // transport or its stdin (the SDK client ends stdin, then sends SIGTERM), or a signal.
@@ -457,6 +471,12 @@ async function main(argv) {
   process.once('exit', () => logStillOwed(log, server.settleOwedSync()))
   await server.connect(transport)
   log(`gating ${opts.upstream.command} for ${JSON.stringify(opts.subject)} (${authority.ledger})`)
+  if (ledgerInMemory) {
+    log('WARNING: no --ledger: the ledger is in memory. Budgets and the audit trail start afresh ' +
+      'every time the gate starts and are lost when it exits, and approvals cannot be granted ' +
+      'from outside (`cycles approve` cannot reach it): a call that needs one is refused for good. ' +
+      'Run the gate with --ledger FILE (or a postgres:// URL).')
+  }
   await done
   await Promise.allSettled([upstream.close(), server.close()])
   await new Promise((resolve) => setImmediate(resolve))

@@ -29,6 +29,16 @@ pub(crate) fn amount_map<'py>(
     Ok(d)
 }
 
+/// `{'RISK_POINTS': 20}`: a list of amounts as the `{unit: amount}` dict the getters return
+/// prints in Python, for reprs.
+fn amounts_repr(amounts: &[core::Amount]) -> String {
+    let items: Vec<String> = amounts
+        .iter()
+        .map(|a| format!("'{}': {}", a.unit.as_str(), a.amount))
+        .collect();
+    format!("{{{}}}", items.join(", "))
+}
+
 fn balances_tuple<'py>(py: Python<'py>, b: &[core::Balance]) -> PyResult<Bound<'py, PyTuple>> {
     PyTuple::new(py, b.iter().map(|b| Balance(b.clone())))
 }
@@ -314,8 +324,9 @@ impl CommitResult {
     }
     fn __repr__(&self) -> String {
         format!(
-            "CommitResult({}, charged={:?})",
-            self.0.reservation_id, self.0.charged
+            "CommitResult({}, charged={})",
+            self.0.reservation_id,
+            amounts_repr(&self.0.charged)
         )
     }
 }
@@ -353,8 +364,9 @@ impl ReleaseResult {
     }
     fn __repr__(&self) -> String {
         format!(
-            "ReleaseResult({}, released={:?})",
-            self.0.reservation_id, self.0.released
+            "ReleaseResult({}, released={})",
+            self.0.reservation_id,
+            amounts_repr(&self.0.released)
         )
     }
 }
@@ -392,8 +404,9 @@ impl EventResult {
     }
     fn __repr__(&self) -> String {
         format!(
-            "EventResult({}, charged={:?})",
-            self.0.event_id, self.0.charged
+            "EventResult({}, charged={})",
+            self.0.event_id,
+            amounts_repr(&self.0.charged)
         )
     }
 }

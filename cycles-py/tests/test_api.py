@@ -172,6 +172,17 @@ def test_release_and_extend(auth: cycles.Authority) -> None:
         r.extend(1_000)
 
 
+def test_result_reprs_show_amounts_as_the_dicts_python_sees(auth: cycles.Authority) -> None:
+    r = auth.reserve("send_email", {"to": "a@b.c"}, subject=BOT, estimate={"USD_MICROCENTS": 300})
+    res = r.commit({"USD_MICROCENTS": 120})
+    assert repr(res) == f"CommitResult({r.reservation_id}, charged={res.charged!r})"
+    assert repr(res.charged) == "{'RISK_POINTS': 5, 'USD_MICROCENTS': 120}"
+    out = auth.reserve("deploy", subject=BOT).release()
+    assert repr(out).endswith(", released={'RISK_POINTS': 20})") and "Amount" not in repr(out)
+    ev = auth.event("llm.call", {"model": "m"}, subject=BOT, actual={"USD_MICROCENTS": 7})
+    assert "charged={" in repr(ev) and "Amount" not in repr(ev), repr(ev)
+
+
 def test_idempotent_reserve_replays_the_same_reservation(auth: cycles.Authority) -> None:
     r1 = auth.reserve("deploy", subject=BOT, idempotency_key="k-1")
     r2 = auth.reserve("deploy", subject=BOT, idempotency_key="k-1")
