@@ -817,11 +817,12 @@ impl GappedScopes {
         let deepest = scopes.last()?;
         let has = |part: &str| deepest.split('/').any(|p| p == part);
         scopes.iter().find_map(|s| {
-            let last = s.rsplit('/').next().unwrap_or(s);
-            self.by_last
-                .get(last)?
-                .iter()
-                .find(|g| g.scope.split('/').all(has) && !scopes.contains(&g.scope))
+            let last = s.rfind('/').map_or(s.as_str(), |i| &s[i + 1..]);
+            // The usual candidate is this very scope (a rule written for the subject's own
+            // path): one comparison, before the subset test.
+            self.by_last.get(last)?.iter().find(|g| {
+                g.scope != *s && g.scope.split('/').all(has) && !scopes.contains(&g.scope)
+            })
         })
     }
 }
