@@ -738,3 +738,11 @@ function isCyclesError(e) {
 }
 
 module.exports = { ...native, guard, isCyclesError }
+// Each named once more in a form Node's ES module loader can see statically (it cannot see
+// through the spread), so `import { Authority, guard } from 'cycles-node'` works beside the
+// default import.
+module.exports.Authority = native.Authority
+module.exports.Reservation = native.Reservation
+module.exports.ManualClock = native.ManualClock
+module.exports.guard = guard
+module.exports.isCyclesError = isCyclesError
