@@ -32,6 +32,7 @@ use super::Verdict;
 use crate::model::Tier;
 
 mod plpgsql;
+mod scan;
 
 /// Longest SQL text parsed; longer text is tier 4 (`sql.too_long`) without parsing.
 pub const MAX_SQL_LEN: usize = 1 << 20;
@@ -427,6 +428,11 @@ const PROSE_KINDS: &[&str] = &[
     "package",
     "alert",
     "notebook",
+    "method",
+    "configuration",
+    "parser",
+    "template",
+    "mapping",
 ];
 
 /// Words of prose between `drop`/`truncate` and a kind (`drop the table of contents`): any
@@ -546,23 +552,35 @@ const ALL_DIALECTS: &[SqlDialect] = &[
 /// did. The text is parsed in the generic dialect, else in every dialect (the highest tier of
 /// those that parse it counts: T-SQL's `[prod]`, PostgreSQL's `WITH (FORCE)`, BigQuery's
 /// scripts); SQL-shaped text that no dialect parses is `sql.unparsable`, 4 (fail closed).
+///
+/// Text that no dialect parses is also rated by the statements it names wherever they start
+/// ([`scan`]: T-SQL's `USE master DROP DATABASE prod`, `EXEC ('...') AT linked`, meta-commands),
+/// whether or not a statement of it starts where [`reads_as_sql`] looks: registering a tool
+/// by name never rates such text lower than the SQL classifier does.
 pub(crate) fn apply_if_sql(text: &str, v: &mut Verdict) -> bool {
-    if !reads_as_sql(text) {
+    let shaped = reads_as_sql(text);
+    let mut named = Verdict::default();
+    let names = scan::apply(text, &mut named);
+    if !shaped && !names {
         return false;
     }
-    let best = best_parse(text);
-    match best {
-        Some(sql) => {
+    match best_parse(text) {
+        Some(sql) if shaped || names => {
             for rule in &sql.rules {
                 v.raise(sql.tier, rule);
             }
             true
         }
-        None if statement_shaped(text) => {
-            v.raise(Tier::T4, "sql.unparsable");
-            true
+        _ => {
+            for rule in &named.rules {
+                v.raise(named.tier, rule);
+            }
+            if shaped && statement_shaped(text) {
+                v.raise(Tier::T4, "sql.unparsable");
+                return true;
+            }
+            names
         }
-        None => false,
     }
 }
 
