@@ -1168,8 +1168,68 @@ fn classify_parsed(sql: &str, dialect: SqlDialect, depth: usize, v: &mut Verdict
             ControlFlow::<()>::Continue(())
         });
         let _ = top.visit(&mut Functions { dialect, depth, v });
+        if dialect == SqlDialect::Generic {
+            keyword_aliases(top, sql, depth, v);
+        }
     }
     true
+}
+
+/// Statement keywords that SQL Server never takes for a column alias: there, a select item
+/// followed by one ends the statement and the keyword starts the next (`SELECT 1 DELETE FROM
+/// users` deletes every row), where the generic dialect reads an alias.
+const TSQL_STATEMENT_WORDS: &[&str] = &[
+    "DELETE", "UPDATE", "INSERT", "MERGE", "DROP", "TRUNCATE", "EXEC", "EXECUTE", "ALTER",
+    "CREATE", "GRANT", "REVOKE", "DENY", "BACKUP", "RESTORE", "KILL", "SHUTDOWN", "DBCC",
+];
+
+/// The generic dialect stands for any server: an unquoted alias that is a statement keyword
+/// (`SELECT 1 DELETE FROM users`) is read as SQL Server reads it, the text from that keyword on
+/// as statements of their own.
+fn keyword_aliases(top: &Statement, sql: &str, depth: usize, v: &mut Verdict) {
+    let mut starts: Vec<usize> = Vec::new();
+    struct Aliases<'a> {
+        sql: &'a str,
+        starts: &'a mut Vec<usize>,
+    }
+    impl Visitor for Aliases<'_> {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &sqlparser::ast::Query) -> ControlFlow<()> {
+            if let SetExpr::Select(sel) = q.body.as_ref() {
+                for item in &sel.projection {
+                    if let sqlparser::ast::SelectItem::ExprWithAlias { alias, .. } = item
+                        && alias.quote_style.is_none()
+                        && TSQL_STATEMENT_WORDS
+                            .iter()
+                            .any(|k| k.eq_ignore_ascii_case(&alias.value))
+                        && let Some(at) =
+                            byte_offset(self.sql, alias.span.start.line, alias.span.start.column)
+                        && at < self.sql.len()
+                        && self.sql[at..]
+                            .get(..alias.value.len())
+                            .is_some_and(|w| w.eq_ignore_ascii_case(&alias.value))
+                    {
+                        self.starts.push(at);
+                    }
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = top.visit(&mut Aliases {
+        sql,
+        starts: &mut starts,
+    });
+    for at in starts {
+        let mut other = Verdict::default();
+        apply_nested(&sql[at..], SqlDialect::Generic, depth, &mut other);
+        if other.tier > v.tier {
+            for r in &other.rules {
+                v.raise(other.tier, r);
+            }
+            v.raise(other.tier, "sql.ambiguous_lexing");
+        }
+    }
 }
 
 /// Whether an EXPLAIN option turns ANALYZE on (any value but an explicit false).
