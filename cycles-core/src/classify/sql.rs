@@ -1521,6 +1521,35 @@ fn leaf_true(e: &Expr) -> bool {
             matches!(inner.as_ref(), Expr::Value(v) if v.value != Value::Null)
         }
         Expr::IsNotDistinctFrom(a, b) => same_operand(a, b),
+        // `(id = id) IS NOT FALSE`, `(1=1) IS TRUE`.
+        Expr::IsNotFalse(inner) | Expr::IsTrue(inner) => trivially_true(inner),
+        // `id IN (id, 7)`.
+        Expr::In {
+            expr,
+            target: sqlparser::ast::InTarget::List(list),
+            negated: false,
+            ..
+        } => list.iter().any(|x| same_operand(expr, x)),
+        // `id BETWEEN id AND id`.
+        Expr::Between {
+            expr,
+            negated: false,
+            low,
+            high,
+        } => same_operand(expr, low) && same_operand(expr, high),
+        // `name LIKE '%'`: every value that is not NULL.
+        Expr::Like {
+            negated: false,
+            any: false,
+            pattern,
+            ..
+        }
+        | Expr::ILike {
+            negated: false,
+            any: false,
+            pattern,
+            ..
+        } => literal(pattern).is_some_and(|p| !p.is_empty() && p.chars().all(|c| c == '%')),
         Expr::BinaryOp { left, op, right } => match op {
             BinaryOperator::Eq | BinaryOperator::GtEq | BinaryOperator::LtEq => {
                 same_operand(left, right)
@@ -1539,9 +1568,27 @@ fn leaf_true(e: &Expr) -> bool {
 /// spelled (`id`, `ID`, `"id"`, `t.id`, `(id)`; PostgreSQL folds unquoted names to lower case,
 /// and in a single-table UPDATE or DELETE a qualifier names that table).
 fn same_operand(a: &Expr, b: &Expr) -> bool {
+    /// Parentheses, a unary `+`, `+ 0`, `- 0` and `* 1` change no value.
     fn strip(e: &Expr) -> &Expr {
+        let zero_or_one = |x: &Expr, one: bool| {
+            matches!(x, Expr::Value(v) if matches!(&v.value, Value::Number(n, _)
+                if n.parse::<f64>().is_ok_and(|n| n == if one { 1.0 } else { 0.0 })))
+        };
         match e {
             Expr::Nested(inner) => strip(inner),
+            Expr::UnaryOp {
+                op: UnaryOperator::Plus,
+                expr,
+            } => strip(expr),
+            Expr::BinaryOp { left, op, right } => match op {
+                BinaryOperator::Plus | BinaryOperator::Minus if zero_or_one(right, false) => {
+                    strip(left)
+                }
+                BinaryOperator::Plus if zero_or_one(left, false) => strip(right),
+                BinaryOperator::Multiply if zero_or_one(right, true) => strip(left),
+                BinaryOperator::Multiply if zero_or_one(left, true) => strip(right),
+                _ => e,
+            },
             other => other,
         }
     }
