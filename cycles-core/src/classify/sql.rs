@@ -1564,6 +1564,49 @@ fn leaf_true(e: &Expr) -> bool {
     }
 }
 
+/// `id IN (SELECT id FROM <the table itself>)` or `id = ANY (SELECT id FROM <it>)`, the
+/// subquery without WHERE, LIMIT or join: every row whose `id` is not NULL.
+fn in_own_rows(e: &Expr, table: &ObjectName) -> bool {
+    let (expr, query) = match e {
+        Expr::Nested(inner) => return in_own_rows(inner, table),
+        Expr::In {
+            expr,
+            target: sqlparser::ast::InTarget::Subquery(q),
+            negated: false,
+            ..
+        } => (expr.as_ref(), q.as_ref()),
+        Expr::AnyOp {
+            left,
+            compare_op: BinaryOperator::Eq,
+            right,
+            ..
+        } => match right.as_ref() {
+            Expr::Subquery(q) => (left.as_ref(), q.as_ref()),
+            Expr::Nested(inner) => match inner.as_ref() {
+                Expr::Subquery(q) => (left.as_ref(), q.as_ref()),
+                _ => return false,
+            },
+            _ => return false,
+        },
+        _ => return false,
+    };
+    let last = |n: &ObjectName| {
+        n.0.last()
+            .and_then(|p| p.as_ident())
+            .map(|i| i.value.to_ascii_lowercase())
+    };
+    let SetExpr::Select(sel) = query.body.as_ref() else {
+        return false;
+    };
+    query.limit_clause.is_none()
+        && query.fetch.is_none()
+        && sel.selection.is_none()
+        && sel.from.len() == 1
+        && sel.from[0].joins.is_empty()
+        && matches!(&sel.from[0].relation, TableFactor::Table { name, .. } if last(name) == last(table))
+        && matches!(sel.projection.as_slice(), [sqlparser::ast::SelectItem::UnnamedExpr(x)] if same_operand(x, expr))
+}
+
 /// Whether two operands are the same: equal expressions, or the same column however it is
 /// spelled (`id`, `ID`, `"id"`, `t.id`, `(id)`; PostgreSQL folds unquoted names to lower case,
 /// and in a single-table UPDATE or DELETE a qualifier names that table).
@@ -1670,6 +1713,11 @@ fn statement(s: &Statement, dialect: SqlDialect, depth: usize, v: &mut Verdict) 
             if let TableFactor::Table { name, .. } = &u.table.relation {
                 catalog_target(name, v);
             }
+            if let TableFactor::Table { name, .. } = &u.table.relation
+                && u.selection.as_ref().is_some_and(|e| in_own_rows(e, name))
+            {
+                v.raise(Tier::T3, "sql.update_all_rows");
+            }
             where_rule(
                 v,
                 u.selection.as_ref(),
@@ -1686,6 +1734,10 @@ fn statement(s: &Statement, dialect: SqlDialect, depth: usize, v: &mut Verdict) 
             for t in from {
                 if let TableFactor::Table { name, .. } = &t.relation {
                     catalog_target(name, v);
+                    if from.len() == 1 && d.selection.as_ref().is_some_and(|e| in_own_rows(e, name))
+                    {
+                        v.raise(Tier::T3, "sql.delete_all_rows");
+                    }
                 }
             }
             where_rule(
