@@ -2387,8 +2387,8 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
             docker(name, rest, &stdin, d, v)
         }
         // --- databases --------------------------------------------------------------------
-        "psql" | "mysql" | "mariadb" | "sqlite3" | "sqlite" | "duckdb" | "clickhouse-client"
-        | "cockroach" | "snowsql" | "bq" => {
+        "psql" | "mysql" | "mariadb" | "sqlite3" | "sqlite" | "duckdb" | "litecli"
+        | "clickhouse-client" | "cockroach" | "snowsql" | "bq" => {
             sql_client(name, rest, &stdin, v);
             Out::Unknown
         }
@@ -5851,6 +5851,8 @@ fn sql_client(name: &str, rest: &[String], stdin: &Stdin<'_>, v: &mut Verdict) {
         v.raise(Tier::T0, "shell.read");
         return;
     }
+    // The database FILE of `sqlite3`/`duckdb`/`litecli`: written whenever the SQL run may write.
+    let mut db_file: Option<&str> = None;
     let (dialect, texts, files): (SqlDialect, Vec<&str>, Vec<&str>) = match name {
         "psql" => (
             SqlDialect::Postgres,
@@ -5897,7 +5899,44 @@ fn sql_client(name: &str, rest: &[String], stdin: &Stdin<'_>, v: &mut Verdict) {
                 j += 1;
             }
             texts.extend(ops.iter().skip(1).copied());
+            db_file = ops.first().copied();
             (dialect, texts, option_values(rest, &["-init"], &[]))
+        }
+        "litecli" => {
+            let with_value = [
+                "-e",
+                "--execute",
+                "-D",
+                "--database",
+                "-l",
+                "--logfile",
+                "--liteclirc",
+                "--auto-vertical-output",
+                "-R",
+                "--prompt",
+            ];
+            let mut j = 0;
+            while j < rest.len() {
+                let a = rest[j].as_str();
+                if with_value.contains(&a) {
+                    j += 2;
+                    continue;
+                }
+                if !a.starts_with('-') && db_file.is_none() {
+                    db_file = Some(a);
+                }
+                j += 1;
+            }
+            if db_file.is_none() {
+                db_file = option_values(rest, &["-D"], &["--database"])
+                    .first()
+                    .copied();
+            }
+            (
+                SqlDialect::Sqlite,
+                option_values(rest, &["-e"], &["--execute"]),
+                Vec::new(),
+            )
         }
         "clickhouse-client" => (
             SqlDialect::Generic,
@@ -5960,6 +5999,12 @@ fn sql_client(name: &str, rest: &[String], stdin: &Stdin<'_>, v: &mut Verdict) {
         v.raise(Tier::T0, "shell.read");
         return;
     }
+    if let Some(db) = db_file
+        && !matches!(db, ":memory:" | "")
+        && sql_may_write(dialect, &texts, &files, stdin)
+    {
+        written_to(v, db);
+    }
     for t in &texts {
         sql::apply(t, dialect, v);
     }
@@ -5973,6 +6018,32 @@ fn sql_client(name: &str, rest: &[String], stdin: &Stdin<'_>, v: &mut Verdict) {
     if texts.is_empty() && files.is_empty() {
         sql_stdin(dialect, stdin, v);
     }
+}
+
+/// Whether the SQL a database-file client runs may write the file: anything but SQL seen to
+/// be a read (tier 0, no dot-command) may; SQL not seen (standard input that is not known
+/// text, a `-init` or `.read` file, no SQL argument) may.
+fn sql_may_write(
+    dialect: sql::SqlDialect,
+    texts: &[&str],
+    files: &[&str],
+    stdin: &Stdin<'_>,
+) -> bool {
+    let reads = |t: &str| {
+        let mut scratch = Verdict::default();
+        sql::apply(t, dialect, &mut scratch);
+        scratch.tier == Tier::T0 && !t.lines().any(|l| l.trim_start().starts_with('.'))
+    };
+    if !files.is_empty() {
+        return true;
+    }
+    if texts.is_empty() {
+        return match stdin {
+            Stdin::Text(t) => !reads(t),
+            _ => true,
+        };
+    }
+    !texts.iter().all(|t| reads(t))
 }
 
 /// SQL read from standard input: known text is classified, anything else is tier 4 (SQL that

@@ -32,6 +32,7 @@ use super::Verdict;
 use crate::model::Tier;
 
 mod plpgsql;
+mod scan;
 
 /// Longest SQL text parsed; longer text is tier 4 (`sql.too_long`) without parsing.
 pub const MAX_SQL_LEN: usize = 1 << 20;
@@ -89,6 +90,12 @@ const SIDE_EFFECT_FUNCTIONS: &[(&str, Tier)] = &[
     ("pg_promote", Tier::T3),
     ("pg_replication_origin_drop", Tier::T3),
     ("pg_replication_slot_advance", Tier::T3),
+    // Consume a logical slot's changes (only `peek` leaves them): downstream CDC consumers
+    // and logical replicas lose them, as with `pg_replication_slot_advance`.
+    ("pg_logical_slot_get_changes", Tier::T3),
+    ("pg_logical_slot_get_binary_changes", Tier::T3),
+    ("pg_replication_origin_advance", Tier::T3),
+    ("pg_wal_replay_pause", Tier::T2),
     ("pg_create_logical_replication_slot", Tier::T2),
     ("pg_create_physical_replication_slot", Tier::T2),
     ("pg_switch_wal", Tier::T1),
@@ -132,6 +139,10 @@ const SIDE_EFFECT_FUNCTIONS: &[(&str, Tier)] = &[
     ("unschedule", Tier::T3),
     ("alter_job", Tier::T3),
 ];
+
+/// Settings whose change makes later writes skip the binary log or foreign-key triggers
+/// (`sql.set_unsafe`), however set.
+const UNSAFE_SETTINGS: &[&str] = &["session_replication_role", "sql_log_bin"];
 
 /// The last argument, in [`SQL_RUNNING_FUNCTIONS`].
 const LAST: usize = usize::MAX;
@@ -427,6 +438,11 @@ const PROSE_KINDS: &[&str] = &[
     "package",
     "alert",
     "notebook",
+    "method",
+    "configuration",
+    "parser",
+    "template",
+    "mapping",
 ];
 
 /// Words of prose between `drop`/`truncate` and a kind (`drop the table of contents`): any
@@ -546,23 +562,35 @@ const ALL_DIALECTS: &[SqlDialect] = &[
 /// did. The text is parsed in the generic dialect, else in every dialect (the highest tier of
 /// those that parse it counts: T-SQL's `[prod]`, PostgreSQL's `WITH (FORCE)`, BigQuery's
 /// scripts); SQL-shaped text that no dialect parses is `sql.unparsable`, 4 (fail closed).
+///
+/// Text that no dialect parses is also rated by the statements it names wherever they start
+/// ([`scan`]: T-SQL's `USE master DROP DATABASE prod`, `EXEC ('...') AT linked`, meta-commands),
+/// whether or not a statement of it starts where [`reads_as_sql`] looks: registering a tool
+/// by name never rates such text lower than the SQL classifier does.
 pub(crate) fn apply_if_sql(text: &str, v: &mut Verdict) -> bool {
-    if !reads_as_sql(text) {
+    let shaped = reads_as_sql(text);
+    let mut named = Verdict::default();
+    let names = scan::apply(text, &mut named);
+    if !shaped && !names {
         return false;
     }
-    let best = best_parse(text);
-    match best {
-        Some(sql) => {
+    match best_parse(text) {
+        Some(sql) if shaped || names => {
             for rule in &sql.rules {
                 v.raise(sql.tier, rule);
             }
             true
         }
-        None if statement_shaped(text) => {
-            v.raise(Tier::T4, "sql.unparsable");
-            true
+        _ => {
+            for rule in &named.rules {
+                v.raise(named.tier, rule);
+            }
+            if shaped && statement_shaped(text) {
+                v.raise(Tier::T4, "sql.unparsable");
+                return true;
+            }
+            names
         }
-        None => false,
     }
 }
 
@@ -744,6 +772,11 @@ fn apply_nested(sql: &str, dialect: SqlDialect, depth: usize, v: &mut Verdict) {
     {
         v.raise(Tier::T4, "sql.schema_table_write");
     }
+    // Snowflake's `CREATE OR ALTER TABLE` (the parser keeps no `OR ALTER` for a table): every
+    // column not listed is dropped with its data, as `ALTER TABLE ... DROP COLUMN`.
+    if mentions("or alter") && creates_or_alters_table(sql) {
+        v.raise(Tier::T4, "sql.create_or_replace");
+    }
     // `COPY ... FROM STDIN;` takes the rest of the text as its data where psql reads a script
     // (and so does the parser), but a driver sending the text as one query runs the rest as
     // statements: their keywords count.
@@ -802,6 +835,26 @@ fn apply_nested(sql: &str, dialect: SqlDialect, depth: usize, v: &mut Verdict) {
             v.raise(other.tier, "sql.ambiguous_lexing");
         }
     }
+}
+
+/// Whether `sql` has `CREATE OR ALTER [modifiers] TABLE|SCHEMA|DATABASE`.
+fn creates_or_alters_table(sql: &str) -> bool {
+    let words: Vec<String> = sql
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .filter(|w| !w.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    words.windows(3).enumerate().any(|(i, w)| {
+        w == ["create", "or", "alter"]
+            && words[i + 3..]
+                .iter()
+                .take(4)
+                .find(|k| {
+                    !SQL_MODIFIERS.contains(&k.as_str())
+                        && !matches!(k.as_str(), "dynamic" | "iceberg" | "hybrid")
+                })
+                .is_some_and(|k| matches!(k.as_str(), "table" | "schema" | "database"))
+    })
 }
 
 /// Maintenance and read statements the parser does not take (`VACUUM (ANALYZE) t`,
@@ -1150,8 +1203,68 @@ fn classify_parsed(sql: &str, dialect: SqlDialect, depth: usize, v: &mut Verdict
             ControlFlow::<()>::Continue(())
         });
         let _ = top.visit(&mut Functions { dialect, depth, v });
+        if dialect == SqlDialect::Generic {
+            keyword_aliases(top, sql, depth, v);
+        }
     }
     true
+}
+
+/// Statement keywords that SQL Server never takes for a column alias: there, a select item
+/// followed by one ends the statement and the keyword starts the next (`SELECT 1 DELETE FROM
+/// users` deletes every row), where the generic dialect reads an alias.
+const TSQL_STATEMENT_WORDS: &[&str] = &[
+    "DELETE", "UPDATE", "INSERT", "MERGE", "DROP", "TRUNCATE", "EXEC", "EXECUTE", "ALTER",
+    "CREATE", "GRANT", "REVOKE", "DENY", "BACKUP", "RESTORE", "KILL", "SHUTDOWN", "DBCC",
+];
+
+/// The generic dialect stands for any server: an unquoted alias that is a statement keyword
+/// (`SELECT 1 DELETE FROM users`) is read as SQL Server reads it, the text from that keyword on
+/// as statements of their own.
+fn keyword_aliases(top: &Statement, sql: &str, depth: usize, v: &mut Verdict) {
+    let mut starts: Vec<usize> = Vec::new();
+    struct Aliases<'a> {
+        sql: &'a str,
+        starts: &'a mut Vec<usize>,
+    }
+    impl Visitor for Aliases<'_> {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &sqlparser::ast::Query) -> ControlFlow<()> {
+            if let SetExpr::Select(sel) = q.body.as_ref() {
+                for item in &sel.projection {
+                    if let sqlparser::ast::SelectItem::ExprWithAlias { alias, .. } = item
+                        && alias.quote_style.is_none()
+                        && TSQL_STATEMENT_WORDS
+                            .iter()
+                            .any(|k| k.eq_ignore_ascii_case(&alias.value))
+                        && let Some(at) =
+                            byte_offset(self.sql, alias.span.start.line, alias.span.start.column)
+                        && at < self.sql.len()
+                        && self.sql[at..]
+                            .get(..alias.value.len())
+                            .is_some_and(|w| w.eq_ignore_ascii_case(&alias.value))
+                    {
+                        self.starts.push(at);
+                    }
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = top.visit(&mut Aliases {
+        sql,
+        starts: &mut starts,
+    });
+    for at in starts {
+        let mut other = Verdict::default();
+        apply_nested(&sql[at..], SqlDialect::Generic, depth, &mut other);
+        if other.tier > v.tier {
+            for r in &other.rules {
+                v.raise(other.tier, r);
+            }
+            v.raise(other.tier, "sql.ambiguous_lexing");
+        }
+    }
 }
 
 /// Whether an EXPLAIN option turns ANALYZE on (any value but an explicit false).
@@ -1259,6 +1372,21 @@ impl Functions<'_> {
             .map(|i| i.value.to_ascii_lowercase())
             .collect::<Vec<_>>()
             .join(".");
+        // `set_config('session_replication_role', 'replica', false)` is the `SET` it spells.
+        if name.eq_ignore_ascii_case("set_config")
+            && let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(e))) = args.first()
+            && let Some(setting) = literal(e)
+            && UNSAFE_SETTINGS.contains(&setting.trim().to_ascii_lowercase().as_str())
+        {
+            self.v.raise(Tier::T3, "sql.set_unsafe");
+        }
+        // pg_cron keys jobs on their name: `cron.schedule(name, schedule, command)` and
+        // `cron.schedule_in_database` replace a job of that name (often the nightly backup).
+        if (qualified.ends_with("cron.schedule") && args.len() >= 3)
+            || qualified.ends_with("cron.schedule_in_database")
+        {
+            self.v.raise(Tier::T3, "sql.cron_replace");
+        }
         if let Some((_, one, many)) = SQL_RUNNING_FUNCTIONS.iter().find(|(n, _, _)| {
             if n.contains('.') {
                 qualified.ends_with(n)
@@ -1393,6 +1521,35 @@ fn leaf_true(e: &Expr) -> bool {
             matches!(inner.as_ref(), Expr::Value(v) if v.value != Value::Null)
         }
         Expr::IsNotDistinctFrom(a, b) => same_operand(a, b),
+        // `(id = id) IS NOT FALSE`, `(1=1) IS TRUE`.
+        Expr::IsNotFalse(inner) | Expr::IsTrue(inner) => trivially_true(inner),
+        // `id IN (id, 7)`.
+        Expr::In {
+            expr,
+            target: sqlparser::ast::InTarget::List(list),
+            negated: false,
+            ..
+        } => list.iter().any(|x| same_operand(expr, x)),
+        // `id BETWEEN id AND id`.
+        Expr::Between {
+            expr,
+            negated: false,
+            low,
+            high,
+        } => same_operand(expr, low) && same_operand(expr, high),
+        // `name LIKE '%'`: every value that is not NULL.
+        Expr::Like {
+            negated: false,
+            any: false,
+            pattern,
+            ..
+        }
+        | Expr::ILike {
+            negated: false,
+            any: false,
+            pattern,
+            ..
+        } => literal(pattern).is_some_and(|p| !p.is_empty() && p.chars().all(|c| c == '%')),
         Expr::BinaryOp { left, op, right } => match op {
             BinaryOperator::Eq | BinaryOperator::GtEq | BinaryOperator::LtEq => {
                 same_operand(left, right)
@@ -1407,13 +1564,74 @@ fn leaf_true(e: &Expr) -> bool {
     }
 }
 
+/// `id IN (SELECT id FROM <the table itself>)` or `id = ANY (SELECT id FROM <it>)`, the
+/// subquery without WHERE, LIMIT or join: every row whose `id` is not NULL.
+fn in_own_rows(e: &Expr, table: &ObjectName) -> bool {
+    let (expr, query) = match e {
+        Expr::Nested(inner) => return in_own_rows(inner, table),
+        Expr::In {
+            expr,
+            target: sqlparser::ast::InTarget::Subquery(q),
+            negated: false,
+            ..
+        } => (expr.as_ref(), q.as_ref()),
+        Expr::AnyOp {
+            left,
+            compare_op: BinaryOperator::Eq,
+            right,
+            ..
+        } => match right.as_ref() {
+            Expr::Subquery(q) => (left.as_ref(), q.as_ref()),
+            Expr::Nested(inner) => match inner.as_ref() {
+                Expr::Subquery(q) => (left.as_ref(), q.as_ref()),
+                _ => return false,
+            },
+            _ => return false,
+        },
+        _ => return false,
+    };
+    let last = |n: &ObjectName| {
+        n.0.last()
+            .and_then(|p| p.as_ident())
+            .map(|i| i.value.to_ascii_lowercase())
+    };
+    let SetExpr::Select(sel) = query.body.as_ref() else {
+        return false;
+    };
+    query.limit_clause.is_none()
+        && query.fetch.is_none()
+        && sel.selection.is_none()
+        && sel.from.len() == 1
+        && sel.from[0].joins.is_empty()
+        && matches!(&sel.from[0].relation, TableFactor::Table { name, .. } if last(name) == last(table))
+        && matches!(sel.projection.as_slice(), [sqlparser::ast::SelectItem::UnnamedExpr(x)] if same_operand(x, expr))
+}
+
 /// Whether two operands are the same: equal expressions, or the same column however it is
 /// spelled (`id`, `ID`, `"id"`, `t.id`, `(id)`; PostgreSQL folds unquoted names to lower case,
 /// and in a single-table UPDATE or DELETE a qualifier names that table).
 fn same_operand(a: &Expr, b: &Expr) -> bool {
+    /// Parentheses, a unary `+`, `+ 0`, `- 0` and `* 1` change no value.
     fn strip(e: &Expr) -> &Expr {
+        let zero_or_one = |x: &Expr, one: bool| {
+            matches!(x, Expr::Value(v) if matches!(&v.value, Value::Number(n, _)
+                if n.parse::<f64>().is_ok_and(|n| n == if one { 1.0 } else { 0.0 })))
+        };
         match e {
             Expr::Nested(inner) => strip(inner),
+            Expr::UnaryOp {
+                op: UnaryOperator::Plus,
+                expr,
+            } => strip(expr),
+            Expr::BinaryOp { left, op, right } => match op {
+                BinaryOperator::Plus | BinaryOperator::Minus if zero_or_one(right, false) => {
+                    strip(left)
+                }
+                BinaryOperator::Plus if zero_or_one(left, false) => strip(right),
+                BinaryOperator::Multiply if zero_or_one(right, true) => strip(left),
+                BinaryOperator::Multiply if zero_or_one(left, true) => strip(right),
+                _ => e,
+            },
             other => other,
         }
     }
@@ -1479,6 +1697,9 @@ fn statement(s: &Statement, dialect: SqlDialect, depth: usize, v: &mut Verdict) 
             }
         }
         Statement::Insert(i) => {
+            if let sqlparser::ast::TableObject::TableName(n) = &i.table {
+                catalog_target(n, v);
+            }
             if i.overwrite {
                 v.raise(Tier::T3, "sql.insert_overwrite");
             } else {
@@ -1488,19 +1709,50 @@ fn statement(s: &Statement, dialect: SqlDialect, depth: usize, v: &mut Verdict) 
                 v.raise(Tier::T3, "sql.update_all_rows");
             }
         }
-        Statement::Update(u) => where_rule(
-            v,
-            u.selection.as_ref(),
-            "sql.update_where",
-            "sql.update_all_rows",
-        ),
-        Statement::Delete(d) => where_rule(
-            v,
-            d.selection.as_ref(),
-            "sql.delete_where",
-            "sql.delete_all_rows",
-        ),
-        Statement::Merge(_) => v.raise(Tier::T3, "sql.merge"),
+        Statement::Update(u) => {
+            if let TableFactor::Table { name, .. } = &u.table.relation {
+                catalog_target(name, v);
+            }
+            if let TableFactor::Table { name, .. } = &u.table.relation
+                && u.selection.as_ref().is_some_and(|e| in_own_rows(e, name))
+            {
+                v.raise(Tier::T3, "sql.update_all_rows");
+            }
+            where_rule(
+                v,
+                u.selection.as_ref(),
+                "sql.update_where",
+                "sql.update_all_rows",
+            )
+        }
+        Statement::Delete(d) => {
+            let (sqlparser::ast::FromTable::WithFromKeyword(from)
+            | sqlparser::ast::FromTable::WithoutKeyword(from)) = &d.from;
+            for n in &d.tables {
+                catalog_target(n, v);
+            }
+            for t in from {
+                if let TableFactor::Table { name, .. } = &t.relation {
+                    catalog_target(name, v);
+                    if from.len() == 1 && d.selection.as_ref().is_some_and(|e| in_own_rows(e, name))
+                    {
+                        v.raise(Tier::T3, "sql.delete_all_rows");
+                    }
+                }
+            }
+            where_rule(
+                v,
+                d.selection.as_ref(),
+                "sql.delete_where",
+                "sql.delete_all_rows",
+            )
+        }
+        Statement::Merge(m) => {
+            if let TableFactor::Table { name, .. } = &m.table {
+                catalog_target(name, v);
+            }
+            v.raise(Tier::T3, "sql.merge")
+        }
         Statement::Truncate(_) => v.raise(Tier::T4, "sql.truncate"),
         Statement::Grant(_)
         | Statement::Revoke(_)
@@ -1563,6 +1815,49 @@ fn statement(s: &Statement, dialect: SqlDialect, depth: usize, v: &mut Verdict) 
             }
         }
         other => by_keyword(other, v),
+    }
+}
+
+/// A row write (INSERT, UPDATE, DELETE, MERGE) whose target is a system catalog: PostgreSQL's
+/// `pg_catalog` (`pg_authid` makes a superuser, `pg_auth_members` a role member, `pg_class` and
+/// `pg_database` rows removed lose the table or database), MySQL's grant tables
+/// (`mysql.user`), SQL Server's `sys`: a grant, a credential change or a catalog corrupted
+/// (`sql.catalog_write`, 4). pg_cron's `cron.job` holds the scheduled jobs (`sql.cron_replace`,
+/// 3, as `cron.alter_job`).
+fn catalog_target(name: &ObjectName, v: &mut Verdict) {
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .filter_map(|p| p.as_ident())
+        .map(|i| i.value.to_ascii_lowercase())
+        .collect();
+    let Some((last, qualifiers)) = parts.split_last() else {
+        return;
+    };
+    let schema = qualifiers.last().map(String::as_str);
+    let catalog = match schema {
+        Some("pg_catalog" | "sys") => true,
+        None => last.starts_with("pg_"),
+        Some("mysql") => matches!(
+            last.as_str(),
+            "user"
+                | "db"
+                | "tables_priv"
+                | "columns_priv"
+                | "procs_priv"
+                | "proxies_priv"
+                | "global_grants"
+                | "role_edges"
+                | "default_roles"
+                | "password_history"
+        ),
+        Some(_) => false,
+    };
+    if catalog {
+        v.raise(Tier::T4, "sql.catalog_write");
+    }
+    if schema == Some("cron") && last == "job" {
+        v.raise(Tier::T3, "sql.cron_replace");
     }
 }
 
@@ -1729,6 +2024,53 @@ fn pattern_matches_all(text: &str) -> bool {
     core.replace(".*", "").replace(".+", "").is_empty()
 }
 
+/// Binary-log settings in a `SET GLOBAL|PERSIST` (`statement`, as printed): expiring binary
+/// logs within a week deletes them at the next rotation (`FLUSH LOGS`, a restart), which is
+/// `PURGE BINARY LOGS` on a delay: point-in-time recovery is gone (4); turning the binary log
+/// or GTIDs off stops it for later writes (3). `None` for other settings.
+fn binlog_setting(statement: &str) -> Option<Tier> {
+    let lower = statement.to_ascii_lowercase();
+    let value = |name: &str| -> Option<Option<f64>> {
+        let at = lower.find(name)?;
+        let rest = lower[at + name.len()..]
+            .trim_start()
+            .trim_start_matches(['=', ':'])
+            .trim_start()
+            .trim_start_matches('\'')
+            .trim_start();
+        let number: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.')
+            .collect();
+        Some(number.parse::<f64>().ok())
+    };
+    // 0 turns automatic purging off; an expression or a name is not known: fail closed.
+    if let Some(n) = value("binlog_expire_logs_seconds") {
+        return Some(if n.is_some_and(|n| n == 0.0 || n >= 7.0 * 86_400.0) {
+            Tier::T2
+        } else {
+            Tier::T4
+        });
+    }
+    if let Some(n) = value("expire_logs_days") {
+        return Some(if n.is_some_and(|n| n == 0.0 || n >= 7.0) {
+            Tier::T2
+        } else {
+            Tier::T4
+        });
+    }
+    if lower.contains("binlog_expire_logs_auto_purge") {
+        return Some(Tier::T3);
+    }
+    if ["log_bin", "sql_log_bin", "gtid_mode"]
+        .iter()
+        .any(|k| lower.contains(k))
+    {
+        return Some(Tier::T3);
+    }
+    None
+}
+
 /// Statements without a dedicated rule, by their leading keyword.
 fn by_keyword(s: &Statement, v: &mut Verdict) {
     let text = s.to_string();
@@ -1768,7 +2110,10 @@ fn by_keyword(s: &Statement, v: &mut Verdict) {
     };
     match first {
         "CREATE" => {
-            let or_replace = second == "OR" && words.get(2).is_some_and(|w| w == "REPLACE");
+            // Snowflake and T-SQL `CREATE OR ALTER`: a table so created loses every column not
+            // listed, with its data, as `ALTER TABLE ... DROP COLUMN`.
+            let or_replace =
+                second == "OR" && words.get(2).is_some_and(|w| w == "REPLACE" || w == "ALTER");
             let object = words
                 .iter()
                 .skip(if or_replace { 3 } else { 1 })
@@ -1857,8 +2202,16 @@ fn by_keyword(s: &Statement, v: &mut Verdict) {
             v.raise(Tier::T4, "sql.reset_replication");
             return;
         }
-        "SET" if matches!(second, "GLOBAL" | "PERSIST") => {
-            v.raise(Tier::T2, "sql.set_global");
+        // MySQL `SET PASSWORD = 'x'`: the current account's password.
+        "SET" if second == "PASSWORD" => {
+            v.raise(Tier::T4, "sql.credentials");
+            return;
+        }
+        "SET" if matches!(second, "GLOBAL" | "PERSIST" | "PERSIST_ONLY") => {
+            match binlog_setting(&text) {
+                Some(tier) if tier > Tier::T2 => v.raise(tier, "sql.retention"),
+                _ => v.raise(Tier::T2, "sql.set_global"),
+            }
             return;
         }
         _ => {}
@@ -1873,6 +2226,18 @@ fn by_keyword(s: &Statement, v: &mut Verdict) {
         // MySQL's `LOAD DATA`/`LOAD XML` load rows.
         "LOAD" if !matches!(second, "DATA" | "XML" | "INDEX") => (Tier::T4, "sql.load_library"),
         "PRAGMA" if words.iter().any(|w| w == "WRITABLE") => (Tier::T3, "sql.writable_schema"),
+        // Setting the schema cookie by hand can corrupt the database (SQLite's docs), as
+        // `writable_schema` can.
+        "PRAGMA" if words.windows(2).any(|w| w == ["SCHEMA", "VERSION"]) && text.contains('=') => {
+            (Tier::T3, "sql.writable_schema")
+        }
+        // No journal or no syncing: a crash in the middle of a write can corrupt the file.
+        "PRAGMA"
+            if words.iter().any(|w| w == "JOURNAL" || w == "SYNCHRONOUS")
+                && words.last().is_some_and(|w| w == "OFF") =>
+        {
+            (Tier::T2, "sql.durability_off")
+        }
         "INSERT" | "REPLACE" | "UPSERT" | "LOAD" | "PUT" | "UNLOAD" | "EXPORT" | "ATTACH"
         | "DETACH" | "INSTALL" => (Tier::T2, "sql.write"),
         "KILL" | "CALL" | "EXECUTE" | "EXEC" | "REMOVE" => (Tier::T3, "sql.execute"),
