@@ -435,14 +435,39 @@ impl Authority {
     }
 
     /// Tries each owed settlement once, oldest first, stopping at the first the ledger still
-    /// refuses as unavailable; returns what is still owed. An entry the ledger answers
-    /// otherwise is done: settled, or already finished (finalized, or a release of a hold
-    /// that expired meanwhile), never made twice. Returns at once (with the list) while
-    /// another retry is under way.
+    /// refuses as unavailable; returns what is still owed (entries another thread's retry is
+    /// trying included). An entry the ledger answers otherwise is done, never made twice:
+    /// settled; already finished (finalized, a release of a hold that expired meanwhile, a
+    /// reservation the ledger no longer has); or, when the ledger refuses the amounts or the
+    /// call the request names (`actual`, `ran`: a unit the reservation does not hold, an
+    /// overage `REJECT` refuses, checks the ledger makes only now), settled by its outcome
+    /// alone: the call ran, so it is charged what was held if its outcome is charged. Returns
+    /// at once (with the list) while another retry is under way.
     pub fn retry_owed(&self) -> Vec<OwedSettlement> {
-        self.inner
-            .owed
-            .retry(|o| self.settle(&o.reservation_id, &o.request).map(|_| ()))
+        self.inner.owed.retry(|o| {
+            let id = o.reservation_id.as_str();
+            match self.settle(id, &o.request) {
+                Err(e @ CyclesError::LedgerUnavailable(_)) => Err(e),
+                Ok(_)
+                | Err(
+                    CyclesError::ReservationFinalized(_)
+                    | CyclesError::ReservationExpired(_)
+                    | CyclesError::NotFound(_),
+                ) => Ok(()),
+                Err(_) if !o.request.actual.is_empty() || o.request.ran.is_some() => {
+                    let plain = SettleRequest {
+                        actual: Vec::new(),
+                        ran: None,
+                        ..o.request.clone()
+                    };
+                    match self.settle(id, &plain) {
+                        Err(e @ CyclesError::LedgerUnavailable(_)) => Err(e),
+                        _ => Ok(()),
+                    }
+                }
+                Err(_) => Ok(()),
+            }
+        })
     }
 
     /// After an operation the ledger answered: make what is owed, if anything is.

@@ -53,12 +53,30 @@ pub struct OwedSettlement {
 /// The owed settlements of one authority.
 #[derive(Debug, Default)]
 pub(crate) struct OwedQueue {
-    entries: Mutex<Vec<OwedSettlement>>,
-    /// `entries.len()` plus any taken out by a retry under way: read on every operation, so
-    /// that the common case (nothing owed) costs one atomic load.
+    /// Oldest first. An entry stays listed while a retry is trying it, and leaves only once
+    /// its try has returned: a concurrent `list` (or a retry that returns at once because one
+    /// is under way) never misses an entry still owed.
+    entries: Mutex<Entries>,
+    /// `entries.len()`: read on every operation, so that the common case (nothing owed) costs
+    /// one atomic load.
     count: AtomicUsize,
     /// A retry is under way (on some thread, or further up this one's stack).
     retrying: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct Entries {
+    next_id: u64,
+    list: Vec<(u64, OwedSettlement)>,
+}
+
+/// Clears the retrying mark when a pass ends, by a panic in `settle` too.
+struct PassMark<'a>(&'a AtomicBool);
+
+impl Drop for PassMark<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 impl OwedQueue {
@@ -68,22 +86,28 @@ impl OwedQueue {
 
     pub(crate) fn push(&self, owed: OwedSettlement) {
         let mut entries = self.entries.lock();
-        entries.push(owed);
-        self.count.fetch_add(1, Ordering::AcqRel);
+        let id = entries.next_id;
+        entries.next_id += 1;
+        entries.list.push((id, owed));
+        self.count.store(entries.list.len(), Ordering::Release);
     }
 
     pub(crate) fn list(&self) -> Vec<OwedSettlement> {
-        self.entries.lock().clone()
+        self.entries
+            .lock()
+            .list
+            .iter()
+            .map(|(_, o)| o.clone())
+            .collect()
     }
 
     /// Tries each owed settlement once with `settle`, oldest first, and returns what is still
     /// owed. A retry already under way (another thread's, or one that is settling further up
-    /// this stack) is left to finish: this returns at once.
+    /// this stack) is left to finish: this returns the list at once.
     ///
     /// `settle` answers `Err(LedgerUnavailable)` to keep an entry owed; the first such answer
     /// stops the pass (the ledger is still unreachable, and each try may wait for a lock).
-    /// Any other answer ends the entry: settled, or finished otherwise (already finalized, a
-    /// release of a hold that expired): nothing is owed any more.
+    /// `Ok` ends the entry (made, or nothing left to make).
     pub(crate) fn retry(
         &self,
         mut settle: impl FnMut(&OwedSettlement) -> Result<(), CyclesError>,
@@ -91,48 +115,28 @@ impl OwedQueue {
         if self.retrying.swap(true, Ordering::AcqRel) {
             return self.list();
         }
-        let mut pass = Pass {
-            queue: self,
-            todo: std::mem::take(&mut *self.entries.lock()).into(),
-            still: Vec::new(),
-        };
-        // Each entry leaves `todo` only once its try has returned (a panic keeps it).
-        while let Some(owed) = pass.todo.front() {
-            let answer = settle(owed);
-            let mut owed = pass.todo.pop_front().expect("the entry just tried");
+        let _mark = PassMark(&self.retrying);
+        let pass: Vec<(u64, OwedSettlement)> = self.entries.lock().list.clone();
+        for (id, owed) in pass {
+            let answer = settle(&owed);
+            let mut entries = self.entries.lock();
+            let Some(at) = entries.list.iter().position(|(e, _)| *e == id) else {
+                continue;
+            };
             match answer {
                 Err(CyclesError::LedgerUnavailable(msg)) => {
-                    owed.attempts = owed.attempts.saturating_add(1);
-                    owed.last_error = msg;
-                    pass.still.push(owed);
+                    let kept = &mut entries.list[at].1;
+                    kept.attempts = kept.attempts.saturating_add(1);
+                    kept.last_error = msg;
                     break;
                 }
                 _ => {
-                    self.count.fetch_sub(1, Ordering::AcqRel);
+                    entries.list.remove(at);
+                    self.count.store(entries.list.len(), Ordering::Release);
                 }
             }
         }
-        drop(pass);
         self.list()
-    }
-}
-
-/// One retry pass's entries, put back (before anything owed meanwhile: they are older) when
-/// the pass ends, even by a panic in `settle`, which would otherwise lose them and leave the
-/// queue marked as retrying for good.
-struct Pass<'a> {
-    queue: &'a OwedQueue,
-    todo: std::collections::VecDeque<OwedSettlement>,
-    still: Vec<OwedSettlement>,
-}
-
-impl Drop for Pass<'_> {
-    fn drop(&mut self) {
-        let mut entries = self.queue.entries.lock();
-        let back = self.still.drain(..).chain(self.todo.drain(..));
-        entries.splice(0..0, back);
-        drop(entries);
-        self.queue.retrying.store(false, Ordering::Release);
     }
 }
 
@@ -178,8 +182,8 @@ mod tests {
         );
         assert_eq!(left[1].attempts, 1, "not tried, not counted");
         assert!(!q.is_empty());
-        let left = q.retry(|_| Err(CyclesError::ReservationFinalized("x".into())));
-        assert!(left.is_empty(), "any other answer ends the entry");
+        let left = q.retry(|_| Ok(()));
+        assert!(left.is_empty(), "Ok ends the entry");
         assert!(q.is_empty());
     }
 
@@ -194,8 +198,8 @@ mod tests {
         });
         assert_eq!(
             inner.map(|v| v.len()),
-            Some(0),
-            "the entry was taken by the outer pass"
+            Some(1),
+            "the entry the outer pass is trying is still listed"
         );
         assert!(q.is_empty());
     }
@@ -212,5 +216,23 @@ mod tests {
         assert_eq!(ids, ["a", "b"], "the entry being settled is kept too");
         assert!(q.retry(|_| Ok(())).is_empty(), "a later pass runs");
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn what_is_owed_during_a_pass_is_kept_after_the_older_entries() {
+        let q = OwedQueue::default();
+        q.push(owed("a"));
+        q.push(owed("b"));
+        let left = q.retry(|o| {
+            if o.reservation_id == "a" {
+                q.push(owed("c"));
+                Ok(())
+            } else {
+                Err(CyclesError::LedgerUnavailable("down".into()))
+            }
+        });
+        let ids: Vec<_> = left.iter().map(|o| o.reservation_id.as_str()).collect();
+        assert_eq!(ids, ["b", "c"]);
+        assert_eq!(left[0].attempts, 2);
     }
 }

@@ -650,11 +650,16 @@ impl CompiledPolicy {
     /// ```
     pub fn explain(&self, call: &ToolCall, scope: Option<&str>) -> Result<Explanation> {
         call.action.validate()?;
-        // `[[max_tier]]` rules apply to a scope and every scope below it.
+        // The scopes of a subject whose own scope this is: its path prefixes, shallowest
+        // first, as `decide` sees them (`[[max_tier]]` rules apply to a scope and every scope
+        // below it; a scope gap is judged against the whole path).
         let scopes = match scope {
             Some(s) => {
                 crate::model::validate_scope(s)?;
-                vec![s.to_string()]
+                s.match_indices('/')
+                    .map(|(i, _)| s[..i].to_string())
+                    .chain(std::iter::once(s.to_string()))
+                    .collect()
             }
             None => Vec::new(),
         };
@@ -739,13 +744,17 @@ impl CompiledPolicy {
 /// scopes are the prefixes of its levels in order), so a subject that also sets a skipped
 /// level (`{tenant: acme, workflow: w1, agent: coder}`) is outside it: the budget, ceiling or
 /// caps written for that agent would silently not apply to it. Such a call is denied
-/// `POLICY_VIOLATION` instead (fail closed), naming the rule's scope and the subject's own.
+/// `POLICY_VIOLATION` instead (fail closed), naming the rule's scope and the subject's own,
+/// unless the policy also names the subject's own scope at that level (its author covered
+/// that path explicitly).
 /// Scopes without a gap (`tenant:acme`, `tenant:acme/workspace:w`) are on the path of every
 /// subject that has their levels, so only gapped ones are kept, and a policy without any costs
 /// the hot path nothing.
 #[derive(Debug, Clone, Default)]
 struct GappedScopes {
     by_last: rustc_hash::FxHashMap<String, Vec<GappedScope>>,
+    /// Every scope the policy names (gapped or not).
+    named: rustc_hash::FxHashSet<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -789,6 +798,7 @@ impl GappedScopes {
                     .map(|s| (s, format!("caps[{i}] ({})", c.id)))
             }));
         for (scope, rule) in named {
+            gapped.named.insert(scope.to_string());
             let gapless = scope
                 .split('/')
                 .zip(crate::model::SUBJECT_LEVELS)
@@ -820,7 +830,13 @@ impl GappedScopes {
             let last = s.rfind('/').map_or(s.as_str(), |i| &s[i + 1..]);
             // The usual candidate is this very scope (a rule written for the subject's own
             // path): one comparison, before the subset test.
-            self.by_last.get(last)?.iter().find(|g| {
+            let candidates = self.by_last.get(last)?;
+            // The policy also names this very scope: its author wrote rules for the subject's
+            // own path as well, so the gapped one is not this subject's.
+            if self.named.contains(s.as_str()) {
+                return None;
+            }
+            candidates.iter().find(|g| {
                 g.scope != *s && g.scope.split('/').all(has) && !scopes.contains(&g.scope)
             })
         })

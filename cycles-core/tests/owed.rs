@@ -226,3 +226,40 @@ fn owed_settlements_are_shared_by_clones_and_bad_requests_are_never_owed() {
     assert!(auth.owed_settlements().is_empty());
     assert_eq!(budget(&auth).spent, HELD);
 }
+
+#[test]
+fn an_owed_settlement_whose_amounts_the_ledger_refuses_later_is_made_by_its_outcome_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let clock = ManualClock::new(1_000_000);
+    let auth = authority(&path, &clock);
+    let r = reserve(&auth);
+    // TOKENS: a unit this reservation does not hold. Only the ledger can tell (it knows the
+    // holds), so while it is down the settlement is owed as asked...
+    let completed_with_tokens = SettleRequest {
+        actual: vec![Amount::new(Unit::Tokens, 10)],
+        ..completed()
+    };
+    let held = lock(&path);
+    assert!(
+        auth.settle_or_owe(&r.reservation_id, &completed_with_tokens)
+            .unwrap()
+            .is_none()
+    );
+    drop(held);
+    // ...and once it answers UNIT_MISMATCH, the call (it ran) is settled COMPLETED with what
+    // was held instead of being dropped and left to expire uncharged.
+    assert!(auth.retry_owed().is_empty());
+    let b = budget(&auth);
+    assert_eq!((b.spent, b.reserved), (HELD, 0));
+    assert_eq!(
+        auth.reservation(&r.reservation_id).unwrap().status,
+        ReservationStatus::Committed
+    );
+    // The same request made directly is refused, as before: the fallback is the retry's.
+    let r2 = reserve(&auth);
+    let err = auth
+        .settle(&r2.reservation_id, &completed_with_tokens)
+        .unwrap_err();
+    assert_eq!(err.code(), "UNIT_MISMATCH");
+}

@@ -145,3 +145,76 @@ fn subjects_on_the_rules_paths_or_beside_them_are_unaffected() {
     let d = a.decide(&DecideRequest::new(ops, deploy())).unwrap();
     assert_eq!(d.decision, DecisionKind::Allow, "{d:?}");
 }
+
+#[test]
+fn a_rule_for_the_subjects_own_path_beside_the_gapped_one_settles_it() {
+    // The author wrote a budget for the agent alone and one for the agent in this workflow:
+    // the workflow's subject is covered by its own, so it is not denied.
+    let policy = policy().budget(BudgetSpec::new(
+        "tenant:acme/workflow:s42/agent:coder",
+        Unit::RiskPoints,
+        100,
+    ));
+    let a = Authority::builder().policy(policy).build().unwrap();
+    let coder = Subject::new().tenant("acme").workflow("s42").agent("coder");
+    a.reserve(&ReserveRequest::new(coder, deploy())).unwrap();
+    let own = a
+        .balances(Some("tenant:acme/workflow:s42/agent:coder"))
+        .unwrap();
+    assert_eq!(own[0].reserved, 20);
+    // Another workflow has no rule of its own: still denied.
+    let other = Subject::new().tenant("acme").workflow("s43").agent("coder");
+    let d = a.decide(&DecideRequest::new(other, deploy())).unwrap();
+    assert_eq!(d.reason_code, Some(ReasonCode::PolicyViolation));
+}
+
+#[test]
+fn explain_with_a_scope_judges_its_whole_path_as_decide_does() {
+    let a = auth();
+    let p = a.policy();
+    let gap = p
+        .explain(
+            &deploy(),
+            Some("tenant:acme/workflow:session-42/agent:intern"),
+        )
+        .unwrap();
+    let deny = gap.deny.expect("denied like decide");
+    assert_eq!(deny.reason_code, ReasonCode::PolicyViolation);
+    assert!(
+        gap.rules
+            .contains(&"scope_gap:tenant:acme/agent:intern".to_string())
+    );
+    let own = p
+        .explain(&deploy(), Some("tenant:acme/agent:intern"))
+        .unwrap();
+    assert_eq!(own.deny.unwrap().reason_code, ReasonCode::TierNotPermitted);
+    // A ceiling on a shallower scope reaches the deeper one given (its path includes it).
+    let deep = p
+        .explain(&deploy(), Some("tenant:acme/agent:intern/toolset:t"))
+        .unwrap();
+    assert_eq!(deep.deny.unwrap().reason_code, ReasonCode::TierNotPermitted);
+}
+
+#[test]
+fn explain_finds_a_gap_at_a_level_above_the_scope_given() {
+    // The gapped scope ends at `app`, above the scope explained: only its path shows it.
+    let policy = policy().budget(BudgetSpec::new(
+        "tenant:acme/app:billing",
+        Unit::RiskPoints,
+        100,
+    ));
+    let a = Authority::builder().policy(policy).build().unwrap();
+    let scope = "tenant:acme/workspace:ws/app:billing/workflow:w";
+    let e = a.policy().explain(&deploy(), Some(scope)).unwrap();
+    assert_eq!(
+        e.deny.map(|d| d.reason_code),
+        Some(ReasonCode::PolicyViolation)
+    );
+    let subject = Subject::new()
+        .tenant("acme")
+        .workspace("ws")
+        .app("billing")
+        .workflow("w");
+    let d = a.decide(&DecideRequest::new(subject, deploy())).unwrap();
+    assert_eq!(d.reason_code, Some(ReasonCode::PolicyViolation));
+}
