@@ -469,6 +469,20 @@ def test_langchain_actual_that_raises_still_charges_what_was_held() -> None:
     assert ran == [("send_email", "a")] and (risk(auth).spent, risk(auth).reserved) == (5, 0)
 
 
+def test_langchain_actual_in_a_unit_not_held_keeps_the_result_and_charges_what_was_held(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The tool ran: its result stands (the model must not run it again), and UNIT_MISMATCH
+    # gets the same fallback as InvalidInput: COMPLETED without amounts, logged.
+    auth = cycles.Authority.in_memory(POLICY)
+    guarded = guard_tool(send_email, auth, subject=BOT, actual=lambda out: {"TOKENS": 10})
+    with caplog.at_level(logging.ERROR, logger="cycles"):
+        out = guarded.invoke({"to": "a"})
+    assert ran == [("send_email", "a")] and "UNIT_MISMATCH" not in str(out)
+    assert (risk(auth).spent, risk(auth).reserved) == (5, 0) and kinds(auth)[-1] == "commit"
+    assert "UNIT_MISMATCH" in caplog.text and "settled COMPLETED without amounts" in caplog.text
+
+
 @pytest.mark.parametrize("mode", ["batch", "abatch"])
 def test_langchain_parallel_tool_calls_share_the_budget(mode: str) -> None:
     auth = cycles.Authority.in_memory(POLICY)
