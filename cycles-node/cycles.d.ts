@@ -42,7 +42,12 @@ export interface GuardOptions<A extends unknown[], R> {
   /** The classified arguments (default: a single plain-object argument, else `{ arguments }`). */
   args?: (...args: A) => unknown
   estimate?: AmountInput[] | ((...args: A) => AmountInput[])
-  /** What the call actually cost (default: what was reserved). */
+  /**
+   * What the call actually cost (default: what was reserved). If it throws, or returns amounts
+   * the core refuses (`INVALID_REQUEST`, `UNIT_MISMATCH`, `BUDGET_EXCEEDED` under overage
+   * `REJECT`, ...), the call is settled `COMPLETED` without amounts (what was held is charged)
+   * and that error rejects, with the call's result on `.result`.
+   */
   actual?: (result: R, ...args: A) => AmountInput[]
   kind?: string
   tags?: string[]
@@ -73,7 +78,8 @@ export interface GuardSignal {
  * else, its own request's `TimeoutError` or `AbortError` included => `FAILED` (the policy's
  * `on_failure`: released by default, or charged). A settlement the ledger refuses as
  * unavailable is owed in the core (`settleOrOwe`, made once the ledger answers): the call's
- * result or error still reaches the caller; one still owed when the process emits `'exit'` is
+ * result or error still reaches the caller; the authority is kept alive while it owes (even
+ * when the caller has dropped it); one still owed when the process emits `'exit'` is
  * retried once and written to stderr (`NOT SETTLED: ...`). A denial rejects with a
  * `CyclesError` before `fn` is called. Plain-data arguments are copied once (each getter read
  * once; a `"__proto__"` key stays an own field) and `fn` runs on the copy, i.e. on exactly what

@@ -473,14 +473,25 @@ function keepForExit(atExit) {
   listenForExit()
 }
 
-// Authorities (WeakRefs) that have owed a settlement of a guarded call: the ledger refused it
-// as unavailable, and the core keeps it (`settleOrOwe`) and makes it once the ledger answers.
-// Owed settlements live in the process's memory, so the 'exit' listener gives each authority's
-// one last synchronous try (`retryOwedSync`) and writes each still owed to stderr.
+// Authorities that have owed a settlement of a guarded call: the ledger refused it as
+// unavailable, and the core keeps it (`settleOrOwe`) and makes it once the ledger answers.
+// Owed settlements live in the authority, in the process's memory: held here by strong
+// references, so an authority that owes lives until what it owes is made or the process
+// exits, even when the code that opened it has dropped it (an authority opened per request).
+// Each time one is noted, those noted before that owe nothing any more are let go. The 'exit'
+// listener gives each authority held one last synchronous try (`retryOwedSync`) and writes
+// each settlement still owed to stderr.
 const OWING = new Set()
+function stillOwes(authority) {
+  try {
+    return authority.owedSettlements().length > 0
+  } catch {
+    return true
+  }
+}
 function noteOwed(authority) {
-  for (const ref of OWING) if (ref.deref() === authority) return
-  OWING.add(new WeakRef(authority))
+  for (const a of OWING) if (a !== authority && !stillOwes(a)) OWING.delete(a)
+  OWING.add(authority)
   listenForExit()
 }
 
@@ -512,9 +523,7 @@ function settleOrOweSync(reservation, authority, req) {
 
 /** At exit: what the authorities still owe, once more, and each one left to stderr. */
 function reportOwed() {
-  for (const ref of [...OWING]) {
-    const authority = ref.deref()
-    if (authority === undefined) continue
+  for (const authority of [...OWING]) {
     let still
     try {
       still = authority.retryOwedSync()
@@ -665,9 +674,11 @@ function guard(fn, opts) {
       if (err !== null && typeof err === 'object') err.result = result
       return err
     }
-    // `actual` returned amounts the core refuses (INVALID_REQUEST, nothing changed): the call
-    // still ran, so what was held is charged, and the input error reaches the caller.
-    const refusedAmounts = (req, e) => req.actual !== undefined && e?.kind === 'InvalidInput'
+    // `actual` returned amounts the core refuses (INVALID_REQUEST, UNIT_MISMATCH, an overage
+    // REJECT refuses (BUDGET_EXCEEDED), OVERDRAFT_LIMIT_EXCEEDED, ...: nothing changed): the
+    // call still ran, so what was held is charged, and the error reaches the caller. Not when
+    // the reservation is already finished (finalized, expired, unknown).
+    const refusedAmounts = (req, e) => req.actual !== undefined && isCyclesError(e) && !FINISHED.has(e.code)
     // A settlement the ledger refuses as unavailable is owed in the core (made once the ledger
     // answers again): the call's result is returned all the same.
     const complete = async () => {
@@ -731,6 +742,10 @@ Authority.prototype.iterAudit = async function* (query, pageSize = 500) {
     if (page.length < limit) return
   }
 }
+
+// Answers to a settlement that leave nothing to settle: the reservation is already finalized,
+// expired or unknown (LEDGER_UNAVAILABLE never rejects `settleOrOwe`: it is owed).
+const FINISHED = new Set(['LEDGER_UNAVAILABLE', 'RESERVATION_FINALIZED', 'RESERVATION_EXPIRED', 'NOT_FOUND'])
 
 /** Whether `e` is an error raised by the authority (it carries the core's stable `code`). */
 function isCyclesError(e) {

@@ -146,3 +146,36 @@ test('guard: a process that exits with a settlement still owed writes NOT SETTLE
   const id = /reservation (rsv_\S+)/.exec(run.stderr)[1]
   assert.equal(auth.getReservationSync(id).status, 'ACTIVE')
 })
+
+// Review 19 #3: an authority opened per request and dropped with a settlement owed is kept
+// alive by the binding, so the 'exit' listener still makes it, or writes NOT SETTLED.
+function runDropped(t, mode) {
+  const tmp = tempDir()
+  t.after(tmp.cleanup)
+  const path = join(tmp.dir, 'cycles.db')
+  const child = fileURLToPath(new URL('./owed-dropped-child.cjs', import.meta.url))
+  const run = spawnSync(process.execPath, ['--expose-gc', child, path, mode], { encoding: 'utf8', timeout: 60_000 })
+  assert.equal(run.status, 0, run.stderr)
+  const out = JSON.parse(run.stdout)
+  assert.equal(out.result, 'deployed')
+  assert.equal(out.alive, true, 'an authority that owes is kept alive after its caller dropped it')
+  return { path, id: out.id, stderr: run.stderr }
+}
+
+test('guard: an authority dropped with a settlement owed still makes it at exit once the ledger answers', (t) => {
+  const { path, id, stderr } = runDropped(t, 'release')
+  assert.doesNotMatch(stderr, /NOT SETTLED/)
+  const auth = Authority.openSync(path, { policy: POLICY })
+  assert.equal(auth.getReservationSync(id).status, 'COMMITTED')
+  const b = risk(auth)
+  assert.ok(b.spent > 0, 'charged what was held')
+  assert.equal(b.reserved, 0)
+})
+
+test('guard: an authority dropped with a settlement owed writes NOT SETTLED at exit while the ledger is still locked', (t) => {
+  const { path, id, stderr } = runDropped(t, 'held')
+  assert.match(stderr, new RegExp(`^NOT SETTLED: reservation ${id} \\(COMPLETED\\): .+; its hold expires uncharged$`, 'm'))
+  const auth = Authority.openSync(path, { policy: POLICY })
+  assert.equal(auth.getReservationSync(id).status, 'ACTIVE')
+  assert.equal(risk(auth).spent, 0)
+})

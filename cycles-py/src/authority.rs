@@ -904,8 +904,9 @@ fn settle_core(
     py.detach(|| auth.settle(id, &req)).py(py)
 }
 
-/// The authority now owes a settlement: `cycles._owed` retries it at interpreter exit (it
-/// keeps a weak reference to the authority, and only calls its `retry_owed`).
+/// The authority now owes a settlement: `cycles._owed` keeps it alive (a strong reference,
+/// let go once it owes nothing) and retries it at interpreter exit (it only calls its
+/// `retry_owed`).
 fn note_owed(authority: &Bound<'_, Authority>) -> PyResult<()> {
     authority
         .py()

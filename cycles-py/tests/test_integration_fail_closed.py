@@ -160,6 +160,34 @@ def test_guard_actual_amounts_the_core_refuses_still_charge_what_was_held() -> N
     assert (risk(auth).spent, risk(auth).reserved) == (5, 0)
 
 
+def test_guard_actual_in_a_unit_the_reservation_does_not_hold_still_charges_what_was_held() -> None:
+    # UNIT_MISMATCH is a Conflict, not an InvalidInput: the fallback applies to it too.
+    auth = cycles.Authority.in_memory(POLICY)
+
+    @auth.guard("send_email", subject=BOT, actual=lambda result: {"TOKENS": 10})
+    def send_email(to: str) -> str:
+        return "sent"
+
+    with pytest.raises(cycles.Conflict) as e:
+        send_email("a@b.c")
+    assert e.value.code == "UNIT_MISMATCH" and e.value.result == "sent"  # type: ignore[attr-defined]
+    assert (risk(auth).spent, risk(auth).reserved) == (5, 0) and kinds(auth)[-1] == "commit"
+
+
+def test_guard_actual_over_budget_under_overage_reject_still_charges_what_was_held() -> None:
+    auth = cycles.Authority.in_memory({**POLICY, "defaults": {"overage_policy": "REJECT"}})
+
+    # 20 points where 5 are held and 2 more are left: REJECT refuses the overage.
+    @auth.guard("send_email", subject=BOT, actual=lambda result: {"RISK_POINTS": 20})
+    def send_email(to: str) -> str:
+        return "sent"
+
+    with pytest.raises(cycles.CyclesError) as e:
+        send_email("a@b.c")
+    assert e.value.code == "BUDGET_EXCEEDED" and e.value.result == "sent"  # type: ignore[attr-defined]
+    assert (risk(auth).spent, risk(auth).reserved) == (5, 0) and kinds(auth)[-1] == "commit"
+
+
 def test_guard_generator_holds_until_exhausted_and_releases_when_it_raises() -> None:
     auth = cycles.Authority.in_memory(POLICY)
     box = [auth]
@@ -439,6 +467,20 @@ def test_langchain_actual_that_raises_still_charges_what_was_held() -> None:
     with pytest.raises(TypeError):
         guarded.invoke({"to": "a"})
     assert ran == [("send_email", "a")] and (risk(auth).spent, risk(auth).reserved) == (5, 0)
+
+
+def test_langchain_actual_in_a_unit_not_held_keeps_the_result_and_charges_what_was_held(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The tool ran: its result stands (the model must not run it again), and UNIT_MISMATCH
+    # gets the same fallback as InvalidInput: COMPLETED without amounts, logged.
+    auth = cycles.Authority.in_memory(POLICY)
+    guarded = guard_tool(send_email, auth, subject=BOT, actual=lambda out: {"TOKENS": 10})
+    with caplog.at_level(logging.ERROR, logger="cycles"):
+        out = guarded.invoke({"to": "a"})
+    assert ran == [("send_email", "a")] and "UNIT_MISMATCH" not in str(out)
+    assert (risk(auth).spent, risk(auth).reserved) == (5, 0) and kinds(auth)[-1] == "commit"
+    assert "UNIT_MISMATCH" in caplog.text and "settled COMPLETED without amounts" in caplog.text
 
 
 @pytest.mark.parametrize("mode", ["batch", "abatch"])

@@ -129,12 +129,18 @@ def _completed(r: Reservation, spent: Optional[Amounts]) -> None:
     try:
         if r.settle_or_owe("COMPLETED", spent) is None:
             _log_owed(r.reservation_id, "COMPLETED")
-    except InvalidInput:
-        # Amounts from `actual` the core refuses (it changed nothing): COMPLETED without
-        # amounts, then say why.
-        if spent is not None:
+    except CyclesError as e:
+        # Amounts from `actual` the core refuses (bad input, a unit the reservation does not
+        # hold, an overage the policy rejects, an overdraft past its limit: it changed
+        # nothing): COMPLETED without amounts, so what was held is charged, then say why.
+        if spent is not None and e.code not in _FINISHED:
             _settle_quietly(r, "COMPLETED")
         raise
+
+
+# Answers to a settlement that mean there is nothing left to settle: the reservation is already
+# finalized, expired or unknown (LEDGER_UNAVAILABLE never reaches here: `settle_or_owe` owes it).
+_FINISHED = frozenset({"LEDGER_UNAVAILABLE", "RESERVATION_FINALIZED", "RESERVATION_EXPIRED", "NOT_FOUND"})
 
 
 def _settle(r: Reservation, actual: Actual, result: Any) -> None:

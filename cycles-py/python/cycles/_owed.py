@@ -3,10 +3,14 @@
 ``settle_or_owe`` keeps a settlement the ledger refused as unavailable owed in the authority
 (the core's queue, in this process's memory); the authority makes it after the next operation
 the ledger answers. A process that exits first would lose it and the call's hold would expire
-uncharged. So the first time an authority owes a settlement, the binding names it here and an
-``atexit`` hook is registered (once); at exit the hook calls ``retry_owed()`` on each such
-authority still alive (held by weak reference: this never keeps an authority alive) and logs,
-on the ``cycles`` logger at WARNING, every settlement still owed after that.
+uncharged. So each time an authority owes a settlement, the binding names it here and an
+``atexit`` hook is registered (once). An authority named here is held by a strong reference:
+one that owes a settlement lives until its settlements are made or the process exits, even when
+the code that opened it has dropped it (its owed settlements live in it; dropped, they would be
+lost without a word). Each time an authority is named, those named before that owe nothing
+any more (``owed_settlements()`` empty) are let go. At exit the hook calls ``retry_owed()`` once
+on each authority held and logs, on the ``cycles`` logger at WARNING, every settlement still
+owed after that ("NOT SETTLED").
 
 No queue and no retry rule live here: the core keeps what is owed and decides what a retry
 does; this module only calls ``retry_owed`` once, at exit.
@@ -17,7 +21,6 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
-import weakref
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -25,17 +28,28 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cycles")
 
-_authorities: weakref.WeakSet[Authority] = weakref.WeakSet()
+# Strong references: an authority that owes a settlement is kept until it owes nothing.
+_authorities: list[Authority] = []
 _lock = threading.Lock()
 _registered = False
 
 
+def _still_owes(authority: Authority) -> bool:
+    try:
+        return bool(authority.owed_settlements())
+    except Exception:  # pragma: no cover - owed_settlements reads memory only
+        return True
+
+
 def _note_owed(authority: Authority) -> None:
-    """``authority`` owes a settlement (called by the binding): retry its owed settlements at
-    interpreter exit."""
+    """``authority`` owes a settlement (called by the binding): keep it alive and retry its
+    owed settlements at interpreter exit. Authorities noted before that owe nothing any more
+    are let go."""
     global _registered
     with _lock:
-        _authorities.add(authority)
+        kept = [a for a in _authorities if a is not authority and _still_owes(a)]
+        kept.append(authority)
+        _authorities[:] = kept
         if not _registered:
             atexit.register(_retry_owed_at_exit)
             _registered = True
@@ -54,6 +68,7 @@ def _log_owed(reservation_id: str, outcome: str) -> None:
 def _retry_owed_at_exit() -> None:
     with _lock:
         authorities = list(_authorities)
+        _authorities.clear()
     for authority in authorities:
         try:
             still = authority.retry_owed()

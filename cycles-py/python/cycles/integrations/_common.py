@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 from .._cycles import CyclesError, Denied, InvalidInput, Reservation
-from .._guard import Actual, _amounts, _completed, log
+from .._guard import _FINISHED, Actual, _amounts, _completed, log
 
 DenyMessage = Callable[[Denied, str], str]
 
@@ -86,6 +86,14 @@ def settle_ran(r: Reservation, actual: Actual, result: Any, tool: str) -> None:
     except InvalidInput:
         raise
     except CyclesError as e:
+        if spent is not None and e.code not in _FINISHED:
+            # Amounts the core refuses (`_completed` settled COMPLETED without them).
+            log.error(
+                "the call to %r ran but committing %s with the amounts of actual failed (%s: %s); "
+                "its result stands and it is settled COMPLETED without amounts (what was held)",
+                tool, r.reservation_id, e.code, e,
+            )
+            return
         log.error(
             "the call to %r ran but committing %s failed (%s: %s); its result stands and the "
             "hold expires with its TTL",
