@@ -556,7 +556,7 @@ const SYSTEM_WRITE_DIRS: &[&str] = &["etc", "boot", "usr", "bin", "sbin", "lib",
 /// A file a command writes (a redirection's target, `tee`'s files, `cp`/`mv`'s destination):
 /// what [`written`] rates, plus system directories (3, `path.system`) and the running
 /// kernel's settings (4).
-fn written_to(v: &mut Verdict, target: &str) {
+pub(crate) fn written_to(v: &mut Verdict, target: &str) {
     written(v, target);
     let norm = normalize_path(target);
     if !norm.starts_with('/') {
@@ -2388,8 +2388,12 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         }
         // --- databases --------------------------------------------------------------------
         "psql" | "mysql" | "mariadb" | "sqlite3" | "sqlite" | "duckdb" | "litecli"
-        | "clickhouse-client" | "cockroach" | "snowsql" | "bq" => {
+        | "clickhouse-client" | "cockroach" | "snowsql" | "bq" | "sqlcmd" | "usql" => {
             sql_client(name, rest, &stdin, v);
+            Out::Unknown
+        }
+        "sqlite-utils" => {
+            sqlite_utils(rest, v);
             Out::Unknown
         }
         "dropdb" | "dropuser" | "pg_dropcluster" => {
@@ -5965,6 +5969,17 @@ fn sql_client(name: &str, rest: &[String], stdin: &Stdin<'_>, v: &mut Verdict) {
             option_values(rest, &["-q"], &["--query"]),
             option_values(rest, &[], &["--queries-file"]),
         ),
+        // SQL Server's client: `-Q`/`-q` run T-SQL (batches need no `;`), `-i` runs files.
+        "sqlcmd" => (
+            SqlDialect::Mssql,
+            option_values(rest, &["-Q", "-q"], &[]),
+            option_values(rest, &["-i"], &[]),
+        ),
+        "usql" => (
+            SqlDialect::Generic,
+            option_values(rest, &["-c"], &["--command"]),
+            option_values(rest, &["-f"], &["--file"]),
+        ),
         "cockroach" => (
             SqlDialect::Postgres,
             option_values(rest, &["-e"], &["--execute"]),
@@ -6044,6 +6059,50 @@ fn sql_client(name: &str, rest: &[String], stdin: &Stdin<'_>, v: &mut Verdict) {
     }
     if stdin_read && !files.contains(&"-") {
         sql_stdin(dialect, stdin, v);
+    }
+}
+
+/// `sqlite-utils SUB DB ...`: `query` runs its SQL as `sqlite3 DB SQL` does (the file written
+/// unless the SQL reads), the read subcommands read, any other writes the database file (rated
+/// by the path rules: `.cycles/cycles.db` is `path.gate_config`, 4) and is `shell.db_script`, 2.
+/// The shorthand `sqlite-utils DB "SQL"` is `query`.
+fn sqlite_utils(rest: &[String], v: &mut Verdict) {
+    const READS: &[&str] = &[
+        "tables", "views", "rows", "schema", "indexes", "triggers", "dump", "search", "plugins",
+        "memory",
+    ];
+    let ops = operands(rest);
+    let (sub, db, sql_text) = match ops.as_slice() {
+        [] => {
+            v.raise(Tier::T0, "shell.read");
+            return;
+        }
+        [sub, db, sql_text, ..] if *sub == "query" => ("query", Some(*db), Some(*sql_text)),
+        [db, sql_text, ..] if db.contains('.') && !READS.contains(db) && *db != "query" => {
+            ("query", Some(*db), Some(*sql_text))
+        }
+        [sub, db, ..] => (*sub, Some(*db), None),
+        [sub] => (*sub, None, None),
+    };
+    let dialect = sql::SqlDialect::Sqlite;
+    match (sub, sql_text) {
+        ("query", Some(t)) => {
+            if let Some(db) = db
+                && !sqlite_reads(dialect, t)
+            {
+                written_to(v, db);
+            }
+            sql::apply(t, dialect, v);
+        }
+        (s, _) if READS.contains(&s) || matches!(s, "--help" | "--version") => {
+            v.raise(Tier::T0, "shell.read")
+        }
+        _ => {
+            v.raise(Tier::T2, "shell.db_script");
+            if let Some(db) = db {
+                written_to(v, db);
+            }
+        }
     }
 }
 

@@ -1364,6 +1364,23 @@ impl Functions<'_> {
             {
                 self.v.raise(Tier::T4, "sql.write_critical_file");
             }
+            // The file a function writes is rated by the path rules (`writefile('.claude/
+            // settings.json', ...)` is `path.gate_config`, 4, as `echo x > ...` is).
+            let path_arg = match name.to_ascii_lowercase().as_str() {
+                "writefile" | "pg_file_write" => Some(0),
+                "lo_export" => Some(1),
+                _ => None,
+            };
+            if let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(e))) =
+                path_arg.and_then(|k| args.get(k))
+                && let Some(path) = literal(e)
+            {
+                crate::classify::shell::written_to(self.v, &path);
+            }
+            // sqlite3's `edit(text, editor)` runs the editor through the shell.
+            if name.eq_ignore_ascii_case("edit") && args.len() > 1 {
+                self.v.raise(Tier::T4, "sql.shell_escape");
+            }
         }
         let qualified = full
             .0
@@ -1807,6 +1824,12 @@ fn statement(s: &Statement, dialect: SqlDialect, depth: usize, v: &mut Verdict) 
                         if crate::classify::shell::is_critical_path(filename) =>
                     {
                         v.raise(Tier::T4, "sql.copy_to_critical_file")
+                    }
+                    CopyTarget::File { filename } => {
+                        v.raise(Tier::T2, "sql.copy_to_file");
+                        // The file written is rated by the path rules (`.claude/settings.json`,
+                        // `.cycles/...`, `~/.bashrc`).
+                        crate::classify::shell::written_to(v, filename);
                     }
                     _ => v.raise(Tier::T2, "sql.copy_to_file"),
                 }
