@@ -1243,6 +1243,9 @@ fn keyword_aliases(top: &Statement, sql: &str, depth: usize, v: &mut Verdict) {
                         && self.sql[at..]
                             .get(..alias.value.len())
                             .is_some_and(|w| w.eq_ignore_ascii_case(&alias.value))
+                        // With an explicit `AS` (`SELECT status AS delete`) no server reads
+                        // the keyword as a new statement.
+                        && !explicit_as(&self.sql[..at])
                     {
                         self.starts.push(at);
                     }
@@ -1265,6 +1268,23 @@ fn keyword_aliases(top: &Statement, sql: &str, depth: usize, v: &mut Verdict) {
             v.raise(other.tier, "sql.ambiguous_lexing");
         }
     }
+}
+
+/// Whether `before` (the text before an alias) ends with the word `AS`.
+fn explicit_as(before: &str) -> bool {
+    let t = before.trim_end();
+    let Some(head) = t
+        .len()
+        .checked_sub(2)
+        .and_then(|k| t.get(k..).map(|w| (k, w)))
+    else {
+        return false;
+    };
+    head.1.eq_ignore_ascii_case("as")
+        && !t[..head.0]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_')
 }
 
 /// Whether an EXPLAIN option turns ANALYZE on (any value but an explicit false).
