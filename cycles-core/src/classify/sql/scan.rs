@@ -767,8 +767,8 @@ fn event_at(s: &Scan<'_>, i: usize) -> bool {
 /// psql's and sqlite3's meta-commands: a shell escape (`\!`, `.shell`, `.system`, and the
 /// abbreviations sqlite3 takes: `.sh`, `.sys`; psql's `\g |cmd`, `\o |cmd` after a query on the
 /// same line) is `sql.shell_escape`, one that writes or reads files (`.restore`, `.o`,
-/// `\copy`, `\o`) fails closed (`sql.unparsable`). psql meta-commands count at a line start
-/// or after a blank; sqlite3 dot-commands at a line start.
+/// `\copy`, `\o`) fails closed (`sql.unparsable`). psql meta-commands count at a line start,
+/// and after a blank when they run a shell command; sqlite3 dot-commands at a line start.
 fn meta_commands(text: &str, v: &mut Verdict) {
     for line in text.lines() {
         let line = line.trim_start();
@@ -790,7 +790,9 @@ fn meta_commands(text: &str, v: &mut Verdict) {
                 let arg = rest[name.len()..].trim_start();
                 if arg.starts_with('|') {
                     v.raise(Tier::T4, "sql.shell_escape");
-                } else {
+                } else if at == 0 {
+                    // Mid-line, only a pipe counts: `[^ \w]` in a regular expression is no
+                    // meta-command.
                     v.raise(Tier::T4, "sql.unparsable");
                 }
             }
