@@ -517,7 +517,18 @@ fn statement_shaped(text: &str) -> bool {
                 "purge" => matches!(word(i + 1), "binary" | "master" | "logs" | "recyclebin"),
                 "restore" => matches!(word(i + 1), "database" | "log" | "table" | "schema"),
                 "reassign" => word(i + 1) == "owned",
-                "load" => word(i + 1) == "data",
+                "load" => {
+                    word(i + 1) == "data"
+                        && matches!(
+                            word(i + 2),
+                            "infile"
+                                | "local"
+                                | "low_priority"
+                                | "concurrent"
+                                | "overwrite"
+                                | "into"
+                        )
+                }
                 "dbcc" => !word(i + 1).is_empty(),
                 "shutdown" => matches!(word(i + 1), "" | "with"),
                 w if i == 0 && (w.starts_with("sp_") || w.starts_with("xp_")) => true,

@@ -570,6 +570,27 @@ fn statements(s: &Scan<'_>, found: &mut Verdict) {
             {
                 found.raise(Tier::T4, "sql.unparsable")
             }
+            // Replication and history reset, ownership moved, server files loaded: as the
+            // SQL classifier rates them unparsed (4).
+            "reset"
+                if matches!(word(i + 1), "master" | "replica" | "slave")
+                    && s.object_then(i + 2, false, &["to", "all"]) =>
+            {
+                found.raise(Tier::T4, "sql.unparsable")
+            }
+            "purge"
+                if matches!(word(i + 1), "binary" | "master")
+                    && word(i + 2) == "logs"
+                    && matches!(word(i + 3), "to" | "before") =>
+            {
+                found.raise(Tier::T4, "sql.unparsable")
+            }
+            "reassign" if word(i + 1) == "owned" && word(i + 2) == "by" => {
+                found.raise(Tier::T4, "sql.unparsable")
+            }
+            "load" if word(i + 1) == "data" && (i + 2..i + 5).any(|k| word(k) == "infile") => {
+                found.raise(Tier::T4, "sql.unparsable")
+            }
             "shutdown" if s.ends_before(i + 1) || matches!(word(i + 1), "with" | "go") => {
                 found.raise(Tier::T4, "sql.unparsable")
             }
