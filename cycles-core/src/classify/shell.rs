@@ -556,7 +556,7 @@ const SYSTEM_WRITE_DIRS: &[&str] = &["etc", "boot", "usr", "bin", "sbin", "lib",
 /// A file a command writes (a redirection's target, `tee`'s files, `cp`/`mv`'s destination):
 /// what [`written`] rates, plus system directories (3, `path.system`) and the running
 /// kernel's settings (4).
-fn written_to(v: &mut Verdict, target: &str) {
+pub(crate) fn written_to(v: &mut Verdict, target: &str) {
     written(v, target);
     let norm = normalize_path(target);
     if !norm.starts_with('/') {
@@ -2388,8 +2388,12 @@ fn command(words: &[String], stdin: &Stdin<'_>, depth: usize, v: &mut Verdict) -
         }
         // --- databases --------------------------------------------------------------------
         "psql" | "mysql" | "mariadb" | "sqlite3" | "sqlite" | "duckdb" | "litecli"
-        | "clickhouse-client" | "cockroach" | "snowsql" | "bq" => {
+        | "clickhouse-client" | "cockroach" | "snowsql" | "bq" | "sqlcmd" | "usql" => {
             sql_client(name, rest, &stdin, v);
+            Out::Unknown
+        }
+        "sqlite-utils" => {
+            sqlite_utils(rest, v);
             Out::Unknown
         }
         "dropdb" | "dropuser" | "pg_dropcluster" => {
@@ -5853,6 +5857,8 @@ fn sql_client(name: &str, rest: &[String], stdin: &Stdin<'_>, v: &mut Verdict) {
     }
     // The database FILE of `sqlite3`/`duckdb`/`litecli`: written whenever the SQL run may write.
     let mut db_file: Option<&str> = None;
+    // Whether standard input is read (by default: when no SQL is given otherwise).
+    let mut stdin_read: Option<bool> = None;
     let (dialect, texts, files): (SqlDialect, Vec<&str>, Vec<&str>) = match name {
         "psql" => (
             SqlDialect::Postgres,
@@ -5870,11 +5876,21 @@ fn sql_client(name: &str, rest: &[String], stdin: &Stdin<'_>, v: &mut Verdict) {
             } else {
                 SqlDialect::Sqlite
             };
-            let mut texts = option_values(rest, &["-cmd", "-c"], &[]);
+            // Options that take SQL: `-cmd` (run before standard input is read); duckdb's
+            // `-c`/`-s` (run and exit). sqlite3 has no `-c` (`-csv`, `-column` are flags, not
+            // `-c` with a value attached).
+            let sql_options: &[&str] = if name == "duckdb" {
+                &["-cmd", "--cmd", "-c", "-s"]
+            } else {
+                &["-cmd", "--cmd"]
+            };
+            let mut texts = Vec::new();
             // `sqlite3 [options] FILE [SQL]`: the second operand is SQL.
             let with_value = [
                 "-cmd",
+                "--cmd",
                 "-c",
+                "-s",
                 "-separator",
                 "-nullvalue",
                 "-init",
@@ -5886,10 +5902,17 @@ fn sql_client(name: &str, rest: &[String], stdin: &Stdin<'_>, v: &mut Verdict) {
                 "-mmap",
             ];
             let mut ops = Vec::new();
+            let mut exits = false;
             let mut j = 0;
             while j < rest.len() {
                 let a = rest[j].as_str();
-                if with_value.contains(&a) {
+                if sql_options.contains(&a) {
+                    if let Some(t) = rest.get(j + 1) {
+                        texts.push(t.as_str());
+                    }
+                    exits |= matches!(a, "-c" | "-s");
+                }
+                if with_value.contains(&a) && (name == "duckdb" || !matches!(a, "-c" | "-s")) {
                     j += 2;
                     continue;
                 }
@@ -5898,6 +5921,9 @@ fn sql_client(name: &str, rest: &[String], stdin: &Stdin<'_>, v: &mut Verdict) {
                 }
                 j += 1;
             }
+            // Standard input is read after `-cmd` unless SQL follows the database or a
+            // run-and-exit option is given.
+            stdin_read = Some(ops.len() <= 1 && !exits);
             texts.extend(ops.iter().skip(1).copied());
             db_file = ops.first().copied();
             (dialect, texts, option_values(rest, &["-init"], &[]))
@@ -5942,6 +5968,17 @@ fn sql_client(name: &str, rest: &[String], stdin: &Stdin<'_>, v: &mut Verdict) {
             SqlDialect::Generic,
             option_values(rest, &["-q"], &["--query"]),
             option_values(rest, &[], &["--queries-file"]),
+        ),
+        // SQL Server's client: `-Q`/`-q` run T-SQL (batches need no `;`), `-i` runs files.
+        "sqlcmd" => (
+            SqlDialect::Mssql,
+            option_values(rest, &["-Q", "-q"], &[]),
+            option_values(rest, &["-i"], &[]),
+        ),
+        "usql" => (
+            SqlDialect::Generic,
+            option_values(rest, &["-c"], &["--command"]),
+            option_values(rest, &["-f"], &["--file"]),
         ),
         "cockroach" => (
             SqlDialect::Postgres,
@@ -5999,14 +6036,19 @@ fn sql_client(name: &str, rest: &[String], stdin: &Stdin<'_>, v: &mut Verdict) {
         v.raise(Tier::T0, "shell.read");
         return;
     }
+    let stdin_read = stdin_read.unwrap_or(texts.is_empty() && files.is_empty());
     if let Some(db) = db_file
         && !matches!(db, ":memory:" | "")
-        && sql_may_write(dialect, &texts, &files, stdin)
+        && sql_may_write(dialect, &texts, &files, stdin, stdin_read)
     {
         written_to(v, db);
     }
     for t in &texts {
-        sql::apply(t, dialect, v);
+        if !meta_command_reads(name, t) {
+            sql::apply(t, dialect, v);
+        } else {
+            v.raise(Tier::T0, "shell.read");
+        }
     }
     for f in &files {
         if *f == "-" {
@@ -6015,33 +6057,217 @@ fn sql_client(name: &str, rest: &[String], stdin: &Stdin<'_>, v: &mut Verdict) {
             v.raise(Tier::T4, "shell.sql_file");
         }
     }
-    if texts.is_empty() && files.is_empty() {
+    if stdin_read && !files.contains(&"-") {
         sql_stdin(dialect, stdin, v);
     }
 }
 
+/// `sqlite-utils SUB DB ...`: `query` runs its SQL as `sqlite3 DB SQL` does (the file written
+/// unless the SQL reads), the read subcommands read, any other writes the database file (rated
+/// by the path rules: `.cycles/cycles.db` is `path.gate_config`, 4) and is `shell.db_script`, 2.
+/// The shorthand `sqlite-utils DB "SQL"` is `query`.
+fn sqlite_utils(rest: &[String], v: &mut Verdict) {
+    const READS: &[&str] = &[
+        "tables", "views", "rows", "schema", "indexes", "triggers", "dump", "search", "plugins",
+        "memory",
+    ];
+    let ops = operands(rest);
+    let (sub, db, sql_text) = match ops.as_slice() {
+        [] => {
+            v.raise(Tier::T0, "shell.read");
+            return;
+        }
+        [sub, db, sql_text, ..] if *sub == "query" => ("query", Some(*db), Some(*sql_text)),
+        [db, sql_text, ..] if db.contains('.') && !READS.contains(db) && *db != "query" => {
+            ("query", Some(*db), Some(*sql_text))
+        }
+        [sub, db, ..] => (*sub, Some(*db), None),
+        [sub] => (*sub, None, None),
+    };
+    let dialect = sql::SqlDialect::Sqlite;
+    match (sub, sql_text) {
+        ("query", Some(t)) => {
+            if let Some(db) = db
+                && !sqlite_reads(dialect, t)
+            {
+                written_to(v, db);
+            }
+            sql::apply(t, dialect, v);
+        }
+        (s, _) if READS.contains(&s) || matches!(s, "--help" | "--version") => {
+            v.raise(Tier::T0, "shell.read")
+        }
+        _ => {
+            v.raise(Tier::T2, "shell.db_script");
+            if let Some(db) = db {
+                written_to(v, db);
+            }
+        }
+    }
+}
+
+/// sqlite3 dot-commands that only show or format (`.tables`, `.schema users`, `.mode csv`).
+const SQLITE_READ_DOT: &[&str] = &[
+    "tables",
+    "schema",
+    "fullschema",
+    "indexes",
+    "indices",
+    "mode",
+    "headers",
+    "header",
+    "width",
+    "dump",
+    "timeout",
+    "show",
+    "databases",
+    "help",
+    "stats",
+    "timer",
+    "echo",
+    "nullvalue",
+    "separator",
+    "eqp",
+    "dbinfo",
+    "changes",
+    "print",
+    "bail",
+    "prompt",
+    "lint",
+    "explain",
+];
+
+/// psql meta-commands that only describe or format (`\dt`, `\d users`, `\l`, `\x`).
+fn psql_reads(name: &str) -> bool {
+    (name.starts_with('d') && name.chars().all(|c| c.is_ascii_alphabetic() || c == '+'))
+        || matches!(
+            name,
+            "l" | "l+"
+                | "list"
+                | "x"
+                | "timing"
+                | "conninfo"
+                | "encoding"
+                | "pset"
+                | "a"
+                | "t"
+                | "H"
+                | "z"
+                | "sf"
+                | "sv"
+                | "errverbose"
+                | "?"
+                | "h"
+                | "help"
+                | "q"
+        )
+}
+
+/// Whether `text` given to an SQL client is only meta-commands that show or format: sqlite3's
+/// and duckdb's read dot-commands, one per line; psql's describe commands (`\dt`, `\d users`).
+fn meta_command_reads(client: &str, text: &str) -> bool {
+    let text = text.trim();
+    match client {
+        "sqlite3" | "sqlite" | "duckdb" | "litecli" => {
+            text.starts_with('.')
+                && text.lines().all(|l| {
+                    let l = l.trim();
+                    l.strip_prefix('.').is_some_and(|r| {
+                        let name = r.split_whitespace().next().unwrap_or("");
+                        SQLITE_READ_DOT.contains(&name.to_ascii_lowercase().as_str())
+                            && !r.contains(['|', '>'])
+                    })
+                })
+        }
+        "psql" => {
+            text.starts_with('\\')
+                && !text.contains('|')
+                && text
+                    .split_whitespace()
+                    .filter_map(|w| w.strip_prefix('\\'))
+                    .all(psql_reads)
+        }
+        _ => false,
+    }
+}
+
+/// Whether SQLite text only reads: every statement a read (tier 0) or a PRAGMA that reads
+/// (`PRAGMA table_info(t)`, `PRAGMA integrity_check`, `PRAGMA journal_mode` without a value).
+fn sqlite_reads(dialect: sql::SqlDialect, t: &str) -> bool {
+    const READ_PRAGMAS: &[&str] = &[
+        "table_info",
+        "table_xinfo",
+        "table_list",
+        "index_info",
+        "index_xinfo",
+        "index_list",
+        "foreign_key_list",
+        "foreign_key_check",
+        "integrity_check",
+        "quick_check",
+        "database_list",
+        "compile_options",
+        "function_list",
+        "module_list",
+        "pragma_list",
+        "collation_list",
+    ];
+    const ACTING_PRAGMAS: &[&str] = &[
+        "optimize",
+        "wal_checkpoint",
+        "shrink_memory",
+        "incremental_vacuum",
+    ];
+    t.split(';').all(|stmt| {
+        let stmt = stmt.trim();
+        if stmt.is_empty() {
+            return true;
+        }
+        let lower = stmt.to_ascii_lowercase();
+        if let Some(p) = lower.strip_prefix("pragma") {
+            let p = p.trim();
+            // `schema.name` or `name`, then nothing, or `(args)` for a pragma that reads.
+            let name_end = p.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'));
+            let (qualified, after) = p.split_at(name_end.unwrap_or(p.len()));
+            let base = qualified.rsplit('.').next().unwrap_or("");
+            let after = after.trim();
+            return !after.contains('=')
+                && (after.is_empty() && !ACTING_PRAGMAS.contains(&base)
+                    || after.starts_with('(') && READ_PRAGMAS.contains(&base));
+        }
+        let mut scratch = Verdict::default();
+        sql::apply(stmt, dialect, &mut scratch);
+        scratch.tier == Tier::T0
+    })
+}
+
 /// Whether the SQL a database-file client runs may write the file: anything but SQL seen to
-/// be a read (tier 0, no dot-command) may; SQL not seen (standard input that is not known
-/// text, a `-init` or `.read` file, no SQL argument) may.
+/// be a read (tier 0 or a reading PRAGMA; read dot-commands) may; SQL not seen (standard input
+/// that is not known text, a `-init` or `.read` file, no SQL argument) may.
 fn sql_may_write(
     dialect: sql::SqlDialect,
     texts: &[&str],
     files: &[&str],
     stdin: &Stdin<'_>,
+    stdin_read: bool,
 ) -> bool {
     let reads = |t: &str| {
-        let mut scratch = Verdict::default();
-        sql::apply(t, dialect, &mut scratch);
-        scratch.tier == Tier::T0 && !t.lines().any(|l| l.trim_start().starts_with('.'))
+        if t.trim_start().starts_with('.') {
+            return meta_command_reads("sqlite3", t);
+        }
+        sqlite_reads(dialect, t) && !t.lines().any(|l| l.trim_start().starts_with('.'))
     };
     if !files.is_empty() {
         return true;
     }
-    if texts.is_empty() {
-        return match stdin {
-            Stdin::Text(t) => !reads(t),
-            _ => true,
+    if stdin_read {
+        let stdin_reads = match stdin {
+            Stdin::Text(t) => reads(t),
+            _ => false,
         };
+        if !stdin_reads {
+            return true;
+        }
     }
     !texts.iter().all(|t| reads(t))
 }

@@ -517,7 +517,18 @@ fn statement_shaped(text: &str) -> bool {
                 "purge" => matches!(word(i + 1), "binary" | "master" | "logs" | "recyclebin"),
                 "restore" => matches!(word(i + 1), "database" | "log" | "table" | "schema"),
                 "reassign" => word(i + 1) == "owned",
-                "load" => word(i + 1) == "data",
+                "load" => {
+                    word(i + 1) == "data"
+                        && matches!(
+                            word(i + 2),
+                            "infile"
+                                | "local"
+                                | "low_priority"
+                                | "concurrent"
+                                | "overwrite"
+                                | "into"
+                        )
+                }
                 "dbcc" => !word(i + 1).is_empty(),
                 "shutdown" => matches!(word(i + 1), "" | "with"),
                 w if i == 0 && (w.starts_with("sp_") || w.starts_with("xp_")) => true,
@@ -1243,6 +1254,9 @@ fn keyword_aliases(top: &Statement, sql: &str, depth: usize, v: &mut Verdict) {
                         && self.sql[at..]
                             .get(..alias.value.len())
                             .is_some_and(|w| w.eq_ignore_ascii_case(&alias.value))
+                        // With an explicit `AS` (`SELECT status AS delete`) no server reads
+                        // the keyword as a new statement.
+                        && !explicit_as(&self.sql[..at])
                     {
                         self.starts.push(at);
                     }
@@ -1265,6 +1279,23 @@ fn keyword_aliases(top: &Statement, sql: &str, depth: usize, v: &mut Verdict) {
             v.raise(other.tier, "sql.ambiguous_lexing");
         }
     }
+}
+
+/// Whether `before` (the text before an alias) ends with the word `AS`.
+fn explicit_as(before: &str) -> bool {
+    let t = before.trim_end();
+    let Some(head) = t
+        .len()
+        .checked_sub(2)
+        .and_then(|k| t.get(k..).map(|w| (k, w)))
+    else {
+        return false;
+    };
+    head.1.eq_ignore_ascii_case("as")
+        && !t[..head.0]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_')
 }
 
 /// Whether an EXPLAIN option turns ANALYZE on (any value but an explicit false).
@@ -1363,6 +1394,23 @@ impl Functions<'_> {
                 )
             {
                 self.v.raise(Tier::T4, "sql.write_critical_file");
+            }
+            // The file a function writes is rated by the path rules (`writefile('.claude/
+            // settings.json', ...)` is `path.gate_config`, 4, as `echo x > ...` is).
+            let path_arg = match name.to_ascii_lowercase().as_str() {
+                "writefile" | "pg_file_write" => Some(0),
+                "lo_export" => Some(1),
+                _ => None,
+            };
+            if let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(e))) =
+                path_arg.and_then(|k| args.get(k))
+                && let Some(path) = literal(e)
+            {
+                crate::classify::shell::written_to(self.v, &path);
+            }
+            // sqlite3's `edit(text, editor)` runs the editor through the shell.
+            if name.eq_ignore_ascii_case("edit") && args.len() > 1 {
+                self.v.raise(Tier::T4, "sql.shell_escape");
             }
         }
         let qualified = full
@@ -1807,6 +1855,12 @@ fn statement(s: &Statement, dialect: SqlDialect, depth: usize, v: &mut Verdict) 
                         if crate::classify::shell::is_critical_path(filename) =>
                     {
                         v.raise(Tier::T4, "sql.copy_to_critical_file")
+                    }
+                    CopyTarget::File { filename } => {
+                        v.raise(Tier::T2, "sql.copy_to_file");
+                        // The file written is rated by the path rules (`.claude/settings.json`,
+                        // `.cycles/...`, `~/.bashrc`).
+                        crate::classify::shell::written_to(v, filename);
                     }
                     _ => v.raise(Tier::T2, "sql.copy_to_file"),
                 }
