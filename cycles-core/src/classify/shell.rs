@@ -5941,18 +5941,7 @@ fn sql_client(name: &str, rest: &[String], stdin: &Stdin<'_>, v: &mut Verdict) {
                 "-R",
                 "--prompt",
             ];
-            let mut j = 0;
-            while j < rest.len() {
-                let a = rest[j].as_str();
-                if with_value.contains(&a) {
-                    j += 2;
-                    continue;
-                }
-                if !a.starts_with('-') && db_file.is_none() {
-                    db_file = Some(a);
-                }
-                j += 1;
-            }
+            db_file = operands_skipping(rest, &with_value).first().copied();
             if db_file.is_none() {
                 db_file = option_values(rest, &["-D"], &["--database"])
                     .first()
