@@ -259,6 +259,38 @@ impl<'a> Scan<'a> {
         NEXT_STATEMENTS.contains(&next) || clauses.contains(&next)
     }
 
+    /// [`Scan::object_then`] for the statements that destroy at once (`DROP <kind>`,
+    /// `TRUNCATE TABLE`), failing closed: besides a listed clause, anything after the object
+    /// counts as SQL (a dialect's option the lists miss, `DROP DATABASE prod SYNC`; a second
+    /// name, `DROP TABLE t1 t2`; a typo) unless it is a word of prose (`drop table rows not
+    /// working`). The object may be any word here (`DROP DATABASE one FORCE`).
+    fn destroys_then(&self, mut j: usize, clauses: &[&str]) -> bool {
+        if self.object_then(j, false, clauses) {
+            return true;
+        }
+        while matches!(self.word(j), "if" | "not" | "exists") {
+            j += 1;
+        }
+        if self.ends_before(j) {
+            return true;
+        }
+        // A name that is itself a word of prose (`drop index when table is empty`) counts only
+        // before the end or a listed clause (`DROP TABLE a CASCADE CONSTRAINTS`).
+        let prose_name = PROSE_AFTER_OBJECT.contains(&self.word(j));
+        j += 1;
+        while j < self.w.len() && is_qualifier(self.gap(j)) {
+            j += 1;
+        }
+        if self.ends_before(j) {
+            return true;
+        }
+        let next = self.word(j);
+        if prose_name {
+            return clauses.contains(&next);
+        }
+        !PROSE_AFTER_OBJECT.contains(&next)
+    }
+
     /// After `TOP (n) [PERCENT]` (T-SQL's `DELETE TOP (100) PERCENT FROM t`), from word `j`.
     fn skip_top(&self, mut j: usize) -> usize {
         if self.word(j) == "top" {
@@ -435,9 +467,8 @@ fn statements(s: &Scan<'_>, found: &mut Verdict) {
         match word(i) {
             "drop" | "undrop"
                 if drops_a_kind(s, i).is_some_and(|k| {
-                    s.object_then(
+                    s.destroys_then(
                         k + 1,
-                        false,
                         &["cascade", "restrict", "with", "purge", "force", "on"],
                     )
                 }) =>
@@ -446,9 +477,8 @@ fn statements(s: &Scan<'_>, found: &mut Verdict) {
             }
             "truncate"
                 if word(i + 1) == "table"
-                    && s.object_then(
+                    && s.destroys_then(
                         i + 2,
-                        false,
                         &[
                             "cascade",
                             "restrict",
@@ -881,9 +911,9 @@ fn follows_object(s: &Scan<'_>, i: usize) -> bool {
                     "index" | "trigger" | "policy" | "rule" | "statistics"
                 ) =>
             {
-                s.object_then(k + 1, false, DROP_CLAUSES)
+                s.destroys_then(k + 1, DROP_CLAUSES)
             }
-            Some(k) => s.object_then(k + 1, false, &DROP_CLAUSES[1..]),
+            Some(k) => s.destroys_then(k + 1, &DROP_CLAUSES[1..]),
             None => true,
         },
         "delete" => {
@@ -970,6 +1000,110 @@ fn after_privileges(s: &Scan<'_>, i: usize) -> usize {
 }
 
 /// What may follow the object of `DROP` / `TRUNCATE` (`ON` first: only after some kinds).
+/// Words of prose that may follow the object of a `DROP <kind>` or `TRUNCATE TABLE` in an
+/// issue title or a search (`drop table rows not working`, `truncate table header on mobile`):
+/// after these the statement is taken for prose; after anything else, for SQL.
+const PROSE_AFTER_OBJECT: &[&str] = &[
+    "not",
+    "is",
+    "isn't",
+    "are",
+    "aren't",
+    "was",
+    "wasn't",
+    "were",
+    "does",
+    "doesn't",
+    "do",
+    "don't",
+    "did",
+    "didn't",
+    "can",
+    "can't",
+    "cannot",
+    "could",
+    "should",
+    "would",
+    "will",
+    "won't",
+    "has",
+    "have",
+    "had",
+    "fails",
+    "failing",
+    "failed",
+    "fail",
+    "works",
+    "working",
+    "broken",
+    "breaks",
+    "error",
+    "errors",
+    "issue",
+    "issues",
+    "bug",
+    "bugs",
+    "problem",
+    "crash",
+    "crashes",
+    "throws",
+    "causes",
+    "when",
+    "while",
+    "after",
+    "before",
+    "in",
+    "on",
+    "at",
+    "for",
+    "from",
+    "to",
+    "of",
+    "by",
+    "into",
+    "the",
+    "a",
+    "an",
+    "this",
+    "that",
+    "my",
+    "our",
+    "your",
+    "how",
+    "why",
+    "what",
+    "where",
+    "which",
+    "vs",
+    "versus",
+    "feature",
+    "support",
+    "button",
+    "rows",
+    "row",
+    "header",
+    "headers",
+    "column",
+    "columns",
+    "component",
+    "components",
+    "page",
+    "view",
+    "ui",
+    "ux",
+    "styles",
+    "style",
+    "layout",
+    "example",
+    "examples",
+    "docs",
+    "documentation",
+    "tutorial",
+    "guide",
+    "question",
+    "help",
+];
+
 const DROP_CLAUSES: &[&str] = &[
     "on",
     "=",
