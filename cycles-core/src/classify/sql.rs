@@ -933,6 +933,13 @@ fn maintenance_unparsed(sql: &str, dialect: SqlDialect, v: &mut Verdict) -> bool
         v.raise(Tier::T0, "sql.select");
     } else if first == "vacuum" && vacuum_drops_history(sql) {
         v.raise(Tier::T4, "sql.vacuum_history");
+    } else if first == "optimize"
+        && sql
+            .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+            .any(|w| w.eq_ignore_ascii_case("deduplicate"))
+    {
+        // ClickHouse: keeps one row per key and deletes the others (as `by_keyword`).
+        v.raise(Tier::T3, "sql.deduplicate");
     } else {
         v.raise(Tier::T1, "sql.maintenance");
     }

@@ -285,10 +285,26 @@ impl<'a> Scan<'a> {
             return true;
         }
         let next = self.word(j);
+        // Clauses that start with a word of prose: ClickHouse's `ON CLUSTER c` and `IN
+        // PARTITION p` (`ALTER TABLE t ON CLUSTER c DELETE WHERE 1`).
+        if matches!(
+            (next, self.word(j + 1)),
+            ("on", "cluster") | ("in", "partition")
+        ) {
+            return true;
+        }
         if prose_name {
             return clauses.contains(&next);
         }
         !PROSE_AFTER_OBJECT.contains(&next)
+    }
+
+    /// [`Scan::destroys_then`] for `DELETE FROM t WHER ...`: a name is needed, and a prose
+    /// filler is none (`delete from the list`).
+    fn names_then(&self, j: usize, clauses: &[&str]) -> bool {
+        !self.ends_before(j)
+            && !PROSE_FILLERS.contains(&self.word(j))
+            && self.destroys_then(j, clauses)
     }
 
     /// After `TOP (n) [PERCENT]` (T-SQL's `DELETE TOP (100) PERCENT FROM t`), from word `j`.
@@ -663,6 +679,56 @@ fn statements(s: &Scan<'_>, found: &mut Verdict) {
             "uninstall" if word(i + 1) == "plugin" && s.object_then(i + 2, true, &[]) => {
                 found.raise(Tier::T3, "sql.alter")
             }
+            // Oracle `FLASHBACK DATABASE|TABLE ... TO TIMESTAMP|SCN|BEFORE DROP|RESTORE POINT`:
+            // every change since that point is undone, as a restore (4).
+            "flashback"
+                if matches!(word(i + 1), "database" | "table" | "pluggable")
+                    && (i + 2..i + 7).any(|k| {
+                        word(k) == "to"
+                            && matches!(word(k + 1), "timestamp" | "scn" | "before" | "restore")
+                    }) =>
+            {
+                found.raise(Tier::T4, "sql.flashback")
+            }
+            // Oracle `PURGE TABLE|INDEX|TABLESPACE x`, `PURGE [DBA_|USER_]RECYCLEBIN`: what was
+            // dropped is gone for good (no `FLASHBACK ... TO BEFORE DROP` any more).
+            "purge"
+                if matches!(word(i + 1), "table" | "index" | "tablespace")
+                    && !filler(i + 2)
+                    && s.object_then(i + 2, true, &["user", "including", "keep"])
+                    || matches!(
+                        word(i + 1),
+                        "recyclebin" | "dba_recyclebin" | "user_recyclebin"
+                    ) && (s.ends_before(i + 2) || NEXT_STATEMENTS.contains(&word(i + 2))) =>
+            {
+                found.raise(Tier::T4, "sql.purge")
+            }
+            // `DROP BACKUP b` (Spanner, Cloud SQL): a backup deleted.
+            "drop"
+                if word(i + 1) == "backup"
+                    && !filler(i + 2)
+                    && s.object_then(i + 2, true, &["on", "if"]) =>
+            {
+                found.raise(Tier::T4, "sql.drop")
+            }
+            // `REPLACE TABLE t AS SELECT ...` (Databricks, Delta Lake): the table's rows are
+            // replaced, as `CREATE OR REPLACE TABLE`.
+            "replace"
+                if word(i + 1) == "table"
+                    && !filler(i + 2)
+                    && (i + 3..i + 6).any(|k| matches!(word(k), "as" | "using" | "clone")) =>
+            {
+                found.raise(Tier::T4, "sql.create_or_replace")
+            }
+            // ClickHouse `OPTIMIZE TABLE t [FINAL] DEDUPLICATE`: keeps one row per key and
+            // deletes the others.
+            "optimize"
+                if word(i + 1) == "table"
+                    && !filler(i + 2)
+                    && (i + 3..i + 12).any(|k| word(k) == "deduplicate") =>
+            {
+                found.raise(Tier::T3, "sql.deduplicate")
+            }
             // MySQL `CLONE INSTANCE FROM`: replaces the recipient's whole data directory.
             "clone" if word(i + 1) == "instance" && word(i + 2) == "from" => {
                 found.raise(Tier::T4, "sql.clone_instance")
@@ -785,9 +851,12 @@ const DELETE_CLAUSES: &[&str] = &[
 /// DELETE (`delete from the list`, `delete from cart not persisting`, `delete old users` are
 /// prose).
 fn deletes(s: &Scan<'_>, i: usize) -> bool {
-    let mut j = s.skip_top(i + 1);
+    let j = s.skip_top(i + 1);
     if s.word(j) == "from" {
-        j += 1;
+        // `DELETE FROM t` followed by a typo or a clause the list lacks (`DELETE FROM users
+        // WHER id = 1`, ClickHouse's `IN PARTITION p`, CQL's `IF EXISTS`) fails closed unless
+        // prose follows (`delete from cache after logout`).
+        return s.object_then(j + 1, true, DELETE_CLAUSES) || s.names_then(j + 1, DELETE_CLAUSES);
     }
     s.object_then(j, true, DELETE_CLAUSES)
 }
@@ -968,6 +1037,14 @@ fn follows_object(s: &Scan<'_>, i: usize) -> bool {
                 &DDL_CLAUSES[1..]
             };
             s.object_then(j + 1, false, clauses)
+                // `ALTER TABLE t` followed by a clause the list lacks (ClickHouse's `ON CLUSTER c
+                // DELETE WHERE 1`, `CLEAR COLUMN c`, `REPLACE PARTITION`, T-SQL's `NOCHECK
+                // CONSTRAINT ALL`) fails closed unless prose follows (`alter table layout on
+                // mobile`).
+                || word(i) == "alter"
+                    && word(j) == "table"
+                    && !PROSE_FILLERS.contains(&word(j + 1))
+                    && s.destroys_then(j + 1, clauses)
                 // No name: `ALTER SYSTEM SET`, `ALTER INSTANCE DISABLE ...`.
                 || matches!(word(j), "system" | "instance" | "database" | "schema")
                     && clauses.contains(&word(j + 1))
@@ -986,7 +1063,14 @@ fn after_privileges(s: &Scan<'_>, i: usize) -> usize {
     if s.word(i) == "revoke" && s.word(j) == "grant" && s.word(j + 1) == "option" {
         j += 3;
     }
-    while super::SQL_PRIVILEGES.contains(&s.word(j)) || matches!(s.word(j), "privileges" | "priv") {
+    while super::SQL_PRIVILEGES.contains(&s.word(j))
+        || matches!(s.word(j), "privileges" | "priv")
+        // MySQL's `REVOKE ALL PRIVILEGES, GRANT OPTION FROM u`.
+        || s.word(j) == "grant" && s.word(j + 1) == "option" && s.gap(j).contains(',')
+    {
+        if s.word(j) == "grant" {
+            j += 1;
+        }
         j += 1;
         // A column list (`SELECT (a, b)`).
         if j < s.w.len() && s.gap(j).contains('(') {
@@ -1102,6 +1186,17 @@ const PROSE_AFTER_OBJECT: &[&str] = &[
     "guide",
     "question",
     "help",
+    "removes",
+    "deletes",
+    "returns",
+    "shows",
+    "leaves",
+    "keeps",
+    "still",
+    "also",
+    "only",
+    "never",
+    "always",
 ];
 
 const DROP_CLAUSES: &[&str] = &[
