@@ -276,7 +276,9 @@ impl<'a> Scan<'a> {
         }
         // A name that is itself a word of prose (`drop index when table is empty`) counts only
         // before the end or a listed clause (`DROP TABLE a CASCADE CONSTRAINTS`).
-        let prose_name = PROSE_AFTER_OBJECT.contains(&self.word(j));
+        // A quoted name (`[errors]`, `` `docs` ``) is a name, never prose.
+        let quoted = self.gap(j).ends_with(['[', '`', '"']);
+        let prose_name = !quoted && PROSE_AFTER_OBJECT.contains(&self.word(j));
         j += 1;
         while j < self.w.len() && is_qualifier(self.gap(j)) {
             j += 1;
@@ -483,10 +485,18 @@ fn statements(s: &Scan<'_>, found: &mut Verdict) {
         match word(i) {
             "drop" | "undrop"
                 if drops_a_kind(s, i).is_some_and(|k| {
-                    s.destroys_then(
-                        k + 1,
-                        &["cascade", "restrict", "with", "purge", "force", "on"],
-                    )
+                    // `ON` follows only what belongs to a table (`DROP INDEX i ON t`), not
+                    // `drop database connection on timeout`.
+                    let on = matches!(
+                        word(k),
+                        "index" | "trigger" | "policy" | "rule" | "statistics"
+                    );
+                    let clauses: &[&str] = if on {
+                        &["cascade", "restrict", "with", "purge", "force", "on"]
+                    } else {
+                        &["cascade", "restrict", "with", "purge", "force"]
+                    };
+                    s.destroys_then(k + 1, clauses)
                 }) =>
             {
                 found.raise(Tier::T4, "sql.drop")
@@ -1088,115 +1098,15 @@ fn after_privileges(s: &Scan<'_>, i: usize) -> usize {
 /// issue title or a search (`drop table rows not working`, `truncate table header on mobile`):
 /// after these the statement is taken for prose; after anything else, for SQL.
 const PROSE_AFTER_OBJECT: &[&str] = &[
-    "not",
-    "is",
-    "isn't",
-    "are",
-    "aren't",
-    "was",
-    "wasn't",
-    "were",
-    "does",
-    "doesn't",
-    "do",
-    "don't",
-    "did",
-    "didn't",
-    "can",
-    "can't",
-    "cannot",
-    "could",
-    "should",
-    "would",
-    "will",
-    "won't",
-    "has",
-    "have",
-    "had",
-    "fails",
-    "failing",
-    "failed",
-    "fail",
-    "works",
-    "working",
-    "broken",
-    "breaks",
-    "error",
-    "errors",
-    "issue",
-    "issues",
-    "bug",
-    "bugs",
-    "problem",
-    "crash",
-    "crashes",
-    "throws",
-    "causes",
-    "when",
-    "while",
-    "after",
-    "before",
-    "in",
-    "on",
-    "at",
-    "for",
-    "from",
-    "to",
-    "of",
-    "by",
-    "into",
-    "the",
-    "a",
-    "an",
-    "this",
-    "that",
-    "my",
-    "our",
-    "your",
-    "how",
-    "why",
-    "what",
-    "where",
-    "which",
-    "vs",
-    "versus",
-    "feature",
-    "support",
-    "button",
-    "rows",
-    "row",
-    "header",
-    "headers",
-    "column",
-    "columns",
-    "component",
-    "components",
-    "page",
-    "view",
-    "ui",
-    "ux",
-    "styles",
-    "style",
-    "layout",
-    "example",
-    "examples",
-    "docs",
-    "documentation",
-    "tutorial",
-    "guide",
-    "question",
-    "help",
-    "removes",
-    "deletes",
-    "returns",
-    "shows",
-    "leaves",
-    "keeps",
-    "still",
-    "also",
-    "only",
-    "never",
-    "always",
+    // Reserved words, so never a table's bare name.
+    "column", "columns", "row", "rows", "not", "is", "isn't", "are", "aren't", "was", "wasn't",
+    "were", "does", "doesn't", "do", "don't", "did", "didn't", "can", "can't", "cannot", "could",
+    "should", "would", "will", "won't", "has", "have", "had", "fails", "failing", "failed", "fail",
+    "works", "working", "broken", "breaks", "crash", "crashes", "throws", "causes", "when",
+    "while", "after", "before", "in", "on", "at", "for", "from", "to", "of", "by", "into", "the",
+    "a", "an", "this", "that", "my", "our", "your", "how", "why", "what", "where", "which", "vs",
+    "versus", "removes", "deletes", "returns", "shows", "leaves", "keeps", "still", "also", "only",
+    "never", "always",
 ];
 
 const DROP_CLAUSES: &[&str] = &[
